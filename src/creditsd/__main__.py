@@ -1,0 +1,5 @@
+"""``python -m creditsd``."""
+
+from creditsd.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""The FastAPI application: routers, error handlers, health checks and the hold sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from creditsd import __version__
+from creditsd.api import errors
+from creditsd.api.auth import LedgerDep
+from creditsd.api.http import ExactJSONResponse
+from creditsd.facade import Ledger
+from creditsd.holds.endpoints import router as holds_router
+from creditsd.ledger.endpoints import router as ledger_router
+
+log = logging.getLogger("creditsd")
+
+
+async def sweep_holds(ledger: Ledger, interval: float) -> None:
+    """Close expired holds every ``interval`` seconds; errors are logged, never fatal."""
+    while True:
+        try:
+            while await ledger.expire_holds():
+                pass
+        except Exception:
+            log.exception("hold sweep failed; trying again in %.0fs", interval)
+        await asyncio.sleep(interval)
+
+
+def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
+    """The API over ``ledger``; the caller opens and closes the ledger."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = (
+            asyncio.create_task(sweep_holds(ledger, ledger.settings.holds.sweep_interval))
+            if sweep
+            else None
+        )
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="creditsd",
+        version=__version__,
+        summary="An exact, double-entry credits ledger for AI products.",
+        default_response_class=ExactJSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.ledger = ledger
+    errors.install(app)
+    app.include_router(ledger_router)
+    app.include_router(holds_router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses=errors.error_responses())
+    async def readyz(ledger: LedgerDep) -> dict[str, str]:
+        """The database answers."""
+        async with ledger.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        return {"status": "ready"}
+
+    return app

@@ -1,0 +1,129 @@
+"""One error shape for every failure: ``{"error": {"code", "message", ...details}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import DBAPIError
+from starlette.exceptions import HTTPException
+
+from creditsd.api.http import ExactJSONResponse
+from creditsd.errors import CreditsError
+from creditsd.ledger.errors import Units
+from creditsd.money import Money
+
+log = logging.getLogger("creditsd.api")
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong; extra fields depend on the code (``required``, ``available``, …)."""
+
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the errors an endpoint can give."""
+    descriptions = {
+        400: "Malformed request (invalid JSON)",
+        401: "Missing or unknown API key",
+        402: "Insufficient credits: `required` and `available` say by how much",
+        403: "The API key's scope does not allow this",
+        404: "Not found",
+        409: "Conflicts with an earlier request or the current state",
+        413: "Body too large",
+        415: "Body is not JSON",
+        422: "Invalid input",
+        503: "Database unavailable; retry with the same idempotency key",
+    }
+    always = (400, 401, 413, 415, 422, 503)
+    return {
+        status: {"model": ErrorBody, "description": descriptions[status]}
+        for status in sorted({*always, *statuses})
+    }
+
+
+def render(
+    status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
+) -> ExactJSONResponse:
+    """The error response, with amounts in details converted from minor units to credits."""
+    shown = {
+        key: money.to_decimal(value) if isinstance(value, Units) else value
+        for key, value in (details or {}).items()
+    }
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return ExactJSONResponse(
+        {"error": {"code": code, "message": message, **shown}}, status_code=status, headers=headers
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every failure our error shape."""
+
+    def money_of(request: Request) -> Money:
+        return request.app.state.ledger.money  # type: ignore[no-any-return]
+
+    @app.exception_handler(CreditsError)
+    async def credits_error(request: Request, exc: CreditsError) -> ExactJSONResponse:
+        return render(exc.status, exc.code, exc.message, money_of(request), exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> ExactJSONResponse:
+        problems = [
+            {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+            for error in exc.errors()
+        ]
+        first = problems[0] if problems else {"field": "", "message": "invalid"}
+        return render(
+            422,
+            "validation_error",
+            f"{first['field']}: {first['message']}",
+            money_of(request),
+            {"problems": problems},
+        )
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> ExactJSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return render(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            money_of(request),
+        )
+
+    @app.exception_handler(DBAPIError)
+    async def database_error(request: Request, exc: DBAPIError) -> ExactJSONResponse:
+        log.error("database error: %s", type(exc.orig).__name__)
+        return render(
+            503,
+            "unavailable",
+            "the database is unavailable; retry with the same idempotency key",
+            money_of(request),
+        )
+
+    @app.exception_handler(OSError)
+    async def connection_error(request: Request, exc: OSError) -> ExactJSONResponse:
+        log.error("cannot reach the database: %s", type(exc).__name__)
+        return render(
+            503,
+            "unavailable",
+            "the database is unavailable; retry with the same idempotency key",
+            money_of(request),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> ExactJSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return render(500, "internal_error", "an unexpected error occurred", money_of(request))

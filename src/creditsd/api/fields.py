@@ -1,0 +1,80 @@
+"""Field types shared by the request and response schemas of every domain."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+
+from creditsd.idempotency import KEY_PATTERN
+from creditsd.ledger.service import ACCOUNT_ID_PATTERN
+from creditsd.money import AmountError, parse_decimal
+
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 64
+MAX_TEXT_LENGTH = 500
+
+
+def _decimal(value: object) -> Decimal:
+    try:
+        return parse_decimal(value)
+    except AmountError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+_AMOUNT_SCHEMA = {
+    "anyOf": [
+        {"type": "number"},
+        {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"},
+    ],
+    "description": "Credits, exact: a JSON number or a decimal string, at most the "
+    "deployment's scale of decimal places (default 4).",
+    "examples": [10, "10.5"],
+}
+
+AmountIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(_AMOUNT_SCHEMA)]
+"""An amount of credits as a caller writes it; converted to minor units by the endpoint."""
+
+AmountOut = Annotated[
+    Decimal,
+    WithJsonSchema({"type": "number", "description": "Credits, written exactly."}),
+]
+
+AccountId = Annotated[
+    str,
+    Field(
+        pattern=f"^{ACCOUNT_ID_PATTERN}$",
+        description="An account's external id or alias: 1-128 letters, digits, _ - . : @ + =.",
+        examples=["user_2abc", "123", "org:acme"],
+    ),
+]
+
+IdempotencyKey = Annotated[
+    str,
+    Field(pattern=f"^{KEY_PATTERN}$", description="Repeat it to repeat the request safely."),
+]
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
+
+
+def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if len(value) > MAX_METADATA_KEYS:
+        raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY_LENGTH:
+            raise ValueError(f"keys are 1-{MAX_METADATA_KEY_LENGTH} characters")
+        if isinstance(item, str) and len(item) > MAX_TEXT_LENGTH:
+            raise ValueError(f"string values are at most {MAX_TEXT_LENGTH} characters")
+        if isinstance(item, Decimal) and not item.is_finite():
+            raise ValueError("numbers must be finite")
+    return value
+
+
+Metadata = Annotated[
+    dict[str, str | int | Decimal | bool | None],
+    AfterValidator(_metadata),
+    Field(description="Your own flat key-value data, stored and returned as given."),
+]

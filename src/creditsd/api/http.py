@@ -1,0 +1,97 @@
+"""Strict JSON in (decimals exact, NaN and duplicate keys refused), exact JSON out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import simplejson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.responses import JSONResponse
+
+from creditsd import jsonio
+from creditsd.errors import CreditsError, InvalidRequest
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class InvalidJSON(CreditsError):
+    """The body is not JSON we accept."""
+
+    code = "invalid_json"
+    status = 400
+
+
+class InvalidNumber(InvalidRequest):
+    """NaN or Infinity in the body: no JSON number means that."""
+
+    code = "invalid_number"
+
+
+class BodyTooLarge(CreditsError):
+    """The body passes the size limit."""
+
+    code = "body_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(CreditsError):
+    """Bodies must be ``application/json``."""
+
+    code = "unsupported_media_type"
+    status = 415
+
+
+class ExactJSONResponse(JSONResponse):
+    """JSON with Decimal written as exact numbers and timestamps in RFC 3339."""
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, BaseModel):
+            content = content.model_dump(mode="python")
+        return jsonio.dumps(content).encode()
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body is parsed by :func:`creditsd.jsonio.loads`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            if len(body) > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
+            if not _is_json(self.headers.get("content-type")):
+                raise UnsupportedMediaType("send the body as application/json")
+            try:
+                self._json = jsonio.loads(body)
+            except jsonio.NonStandardNumber as exc:
+                raise InvalidNumber(str(exc)) from None
+            except (simplejson.JSONDecodeError, jsonio.DuplicateKey, RecursionError) as exc:
+                raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
+        return self._json
+
+
+class StrictJSONRoute(APIRoute):
+    """Parses the body before FastAPI does, so a bad body gets our error, not a generic 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            strict = StrictJSONRequest(request.scope, request.receive)
+            declared = request.headers.get("content-length", "0")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
+            if request.method in {"POST", "PUT", "PATCH"} and await strict.body():
+                await strict.json()
+            return await handler(strict)
+
+        return route

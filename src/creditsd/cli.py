@@ -1,0 +1,401 @@
+"""The ``creditsd`` command: serve, migrate, keys, accounts, grant, reconcile, export."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import getpass
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from creditsd import db, jsonio
+from creditsd.config import ConfigError, Settings, load_settings
+from creditsd.errors import CreditsError
+from creditsd.facade import Ledger
+from creditsd.keys import service as keys
+from creditsd.ledger.models import Verification
+from creditsd.migrations import SchemaNotCurrent, upgrade
+from creditsd.money import AmountError
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="creditsd: an exact credits ledger for AI products.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+accounts_app = typer.Typer(help="Look at accounts.", no_args_is_help=True)
+export_app = typer.Typer(help="Export the ledger.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(export_app, name="export")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class Scope(StrEnum):
+    """API key scopes, widest first."""
+
+    admin = "admin"
+    app = "app"
+    read = "read"
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
+    """Open the ledger, run one command against it, close it; errors become exit codes."""
+    settings = _settings()
+
+    async def main() -> T:
+        ledger = await Ledger.connect(settings, migrate=migrate)
+        try:
+            return await work(ledger)
+        finally:
+            await ledger.close()
+
+    return _exit_on_error(main())
+
+
+def _exit_on_error(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except ConfigError as exc:
+        err.print(f"[red]configuration error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except SchemaNotCurrent as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    except CreditsError as exc:
+        err.print(f"[red]{exc.code}:[/red] {exc.message}")
+        raise typer.Exit(1) from None
+    except (OSError, DBAPIError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else type(exc.orig).__name__
+        err.print(f"[red]cannot use the database:[/red] {reason or exc}")
+        raise typer.Exit(1) from None
+
+
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    no_migrate: Annotated[
+        bool, typer.Option("--no-migrate", help="Do not migrate the database on start.")
+    ] = False,
+) -> None:
+    """Run the HTTP API (migrating the database first unless --no-migrate)."""
+    import uvicorn
+
+    from creditsd.api.app import create_app
+
+    settings = _settings()
+    bind_host = host or settings.server.host
+    bind_port = settings.server.port if port is None else port
+
+    async def main() -> None:
+        ledger = await Ledger.connect(settings, migrate=not no_migrate)
+        try:
+            has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
+            out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
+            out.print(f"listening on http://{bind_host}:{bind_port}  (docs at /docs)")
+            if not has_keys:
+                out.print(
+                    "no API keys yet; create an admin key with:\n"
+                    f"  {_command()} keys create --scope admin --name admin"
+                )
+            config = uvicorn.Config(
+                create_app(ledger),
+                host=bind_host,
+                port=bind_port,
+                log_level="info",
+                access_log=False,
+                lifespan="on",
+            )
+            await uvicorn.Server(config).serve()
+        finally:
+            await ledger.close()
+
+    _exit_on_error(main())
+
+
+def _command() -> str:
+    """How this command was typed (``.venv/bin/creditsd``), so hints can be pasted as shown."""
+    typed = sys.argv[0]
+    return typed if Path(typed).name == "creditsd" else "creditsd"
+
+
+def _version() -> str:
+    from creditsd import __version__
+
+    return __version__
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    settings = _settings()
+
+    async def main() -> None:
+        engine = db.create_engine(settings.database.url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    _exit_on_error(main())
+    out.print(f"migrated {_safe_url(settings.database.url)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[Scope, typer.Option(help="admin, app or read.")],
+    name: Annotated[str, typer.Option(help="The app that will use the key.")],
+) -> None:
+    """Create an API key; its secret is printed once, alone on the last line."""
+    key, secret = _run(
+        lambda ledger: db.run(
+            ledger.engine,
+            lambda conn: keys.create_key(conn, name, scope.value, ledger.now(), actor=_actor()),
+        )
+    )
+    out.print(f"created {key.id} ({key.scope}) for {key.name}; the secret is shown only once:")
+    print(secret)  # plain print: nothing may wrap or colour the secret
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+    found = _run(lambda ledger: db.run(ledger.engine, keys.list_keys, readonly=True))
+    table = Table("id", "name", "scope", "secret", "created", "revoked")
+    for key in found:
+        table.add_row(
+            key.id,
+            key.name,
+            key.scope,
+            key.hint,
+            jsonio.format_timestamp(key.created_at),
+            jsonio.format_timestamp(key.revoked_at) if key.revoked_at else "",
+        )
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revoke an API key: it stops working at once."""
+    key = _run(
+        lambda ledger: db.run(
+            ledger.engine, lambda conn: keys.revoke_key(conn, key_id, ledger.now(), actor=_actor())
+        )
+    )
+    out.print(f"revoked {key.id} ({key.name})")
+
+
+@accounts_app.command("show")
+def accounts_show(account_id: str) -> None:
+    """Show an account's balance, held and available credits."""
+
+    async def work(ledger: Ledger) -> None:
+        account = await ledger.get_account(account_id)
+        money = ledger.money
+        table = Table(show_header=False)
+        for label, value in [
+            ("id", account.id),
+            ("balance", money.to_decimal(account.balance)),
+            ("held", money.to_decimal(account.held)),
+            ("available", money.to_decimal(account.available)),
+            ("overdraft limit", money.to_decimal(account.overdraft_limit)),
+            ("aliases", ", ".join(account.aliases)),
+            ("created", jsonio.format_timestamp(account.created_at)),
+        ]:
+            table.add_row(label, str(value))
+        out.print(table)
+
+    _run(work)
+
+
+@app.command()
+def grant(
+    account_id: str,
+    amount: Annotated[str, typer.Argument(help="Credits, e.g. 100 or 2.5.")],
+    reason: Annotated[str, typer.Option(help="Why; kept on the transfer and in the audit log.")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Repeat it to repeat the grant safely.")
+    ] = None,
+) -> None:
+    """Grant credits to an account (audited)."""
+
+    async def work(ledger: Ledger) -> None:
+        try:
+            units = ledger.money.to_minor(amount)
+        except AmountError as exc:
+            err.print(f"[red]invalid amount:[/red] {amount} {exc}")
+            raise typer.Exit(2) from None
+        transfer = await ledger.grant(
+            account_id,
+            units,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            app="cli",
+            actor=_actor(),
+        )
+        balance = transfer.credit_balance_after or 0
+        out.print(
+            f"granted {ledger.money.to_decimal(units)} to {transfer.credit_account_id}: "
+            f"balance {ledger.money.to_decimal(balance)} ({transfer.id})"
+        )
+
+    _run(work)
+
+
+@app.command()
+def reconcile(
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Rebuild drifted balances from the transfers (audited).")
+    ] = False,
+) -> None:
+    """Verify every account against its transfers; exit 1 if any drifted and was not fixed."""
+
+    async def work(ledger: Ledger) -> list[Verification]:
+        drifted: list[Verification] = []
+        total = await ledger.count_accounts()
+        with Progress(
+            TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), console=err
+        ) as progress:
+            task = progress.add_task("accounts", total=total)
+            async for page in ledger.verify_all():
+                drifted.extend(v for v in page if not v.valid)
+                progress.advance(task, len(page))
+        if fix:
+            for verification in drifted:
+                await ledger.rebuild_account(verification.account_id, actor=_actor())
+        if (sum_of_all := await ledger.ledger_total()) != 0:
+            err.print(f"[red]the ledger does not sum to zero:[/red] {sum_of_all} minor units")
+        return drifted
+
+    drifted = _run(work)
+    if not drifted:
+        out.print("every account matches its transfers")
+        return
+    table = Table("account", "stored", "calculated", "stored held", "calculated held")
+    for v in drifted:
+        table.add_row(
+            v.account_id,
+            str(v.stored_balance),
+            str(v.calculated_balance),
+            str(v.stored_held),
+            str(v.calculated_held),
+        )
+    out.print(table)
+    if fix:
+        out.print(f"rebuilt {len(drifted)} account(s) from their transfers (minor units shown)")
+        return
+    out.print(f"{len(drifted)} account(s) drifted; run with --fix to rebuild them")
+    raise typer.Exit(1)
+
+
+def _instant(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        err.print(f"[red]{option}[/red] must be a date or ISO 8601 time, like 2026-11-01")
+        raise typer.Exit(2) from None
+    if isinstance(parsed, date) and parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+EXPORT_COLUMNS = [
+    "id",
+    "created_at",
+    "kind",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "app",
+    "idempotency_key",
+    "hold_id",
+    "description",
+    "metadata",
+]
+
+
+@export_app.command("transactions")
+def export_transactions(
+    since: Annotated[str | None, typer.Option(help="From this UTC date/time, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this UTC date/time, exclusive.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of stdout.")
+    ] = None,
+) -> None:
+    """Write transfers as CSV (amounts in credits), oldest first."""
+    start, end = _instant(since, "--since"), _instant(until, "--until")
+
+    async def work(ledger: Ledger) -> int:
+        stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
+        try:
+            writer = csv.writer(stream)
+            writer.writerow(EXPORT_COLUMNS)
+            count = 0
+            async for page in ledger.export_transfers(start, end):
+                for t in page:
+                    writer.writerow(
+                        [
+                            t.id,
+                            jsonio.format_timestamp(t.created_at),
+                            t.kind,
+                            t.debit_account_id,
+                            t.credit_account_id,
+                            ledger.money.to_decimal(t.amount),
+                            t.app,
+                            t.idempotency_key,
+                            t.hold_id or "",
+                            t.description or "",
+                            "" if t.metadata is None else jsonio.dumps(t.metadata),
+                        ]
+                    )
+                count += len(page)
+            return count
+        finally:
+            if output:
+                stream.close()
+
+    count = _run(work)
+    if output:
+        out.print(f"wrote {count} transfers to {output}")
+
+
+def main() -> None:
+    """Entry point of the ``creditsd`` command."""
+    app()

@@ -1,0 +1,68 @@
+"""The error base every domain error derives from, and the errors shared by all domains."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CreditsError(Exception):
+    """An error a caller can act on: a stable ``code``, an HTTP ``status`` and details."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 400
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidRequest(CreditsError):
+    """The request is well-formed JSON but breaks a rule of the API."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class InvalidAmount(InvalidRequest):
+    """An amount that is not exact at the deployment's scale, or out of range."""
+
+    code = "invalid_amount"
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field} {reason}", field=field)
+
+
+class NotFound(CreditsError):
+    """The thing named in the request does not exist."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(CreditsError):
+    """The request clashes with the current state."""
+
+    code = "conflict"
+    status = 409
+
+
+class Unauthenticated(CreditsError):
+    """No valid API key."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(CreditsError):
+    """The API key's scope does not allow this."""
+
+    code = "forbidden"
+    status = 403
+
+
+class Unavailable(CreditsError):
+    """The database could not be reached or stayed busy; safe to retry with the same key."""
+
+    code = "unavailable"
+    status = 503

@@ -1,0 +1,457 @@
+"""The in-process ``Ledger``: each method is one business operation in one transaction.
+
+Amounts are integers of minor units (``ledger.money`` converts credits to and from them).
+The HTTP API and the CLI call these same methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from functools import partial
+from types import TracebackType
+from typing import Self, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from creditsd import db
+from creditsd.config import ConfigError, Settings
+from creditsd.errors import InvalidAmount
+from creditsd.holds import service as holds
+from creditsd.holds.models import Hold
+from creditsd.idempotency import resolve_key
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger import service as ledger
+from creditsd.ledger.batching import GroupCommit
+from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.models import Account, History, Metadata, Page, Transfer, Verification
+from creditsd.migrations import check_current, upgrade
+from creditsd.money import INT64_MAX, Money
+from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from creditsd.tables import ledger_meta
+
+T = TypeVar("T")
+Clock = Callable[[], datetime]
+
+LOCAL_APP = "local"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _units(amount: int, field: str = "amount", *, allow_zero: bool = False) -> int:
+    """Check an in-process amount (or duration): a positive int within 64 bits."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise InvalidAmount(field, "must be an int")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise InvalidAmount(field, "must be greater than zero")
+    if amount > INT64_MAX:
+        raise InvalidAmount(field, "is out of range")
+    return amount
+
+
+def _limit(limit: int) -> int:
+    return max(1, min(limit, MAX_LIMIT))
+
+
+class Ledger:
+    """An exact, double-entry credits ledger on SQLite or PostgreSQL."""
+
+    def __init__(self, engine: AsyncEngine, settings: Settings, *, clock: Clock = _utcnow) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.money: Money = settings.money
+        self.policy = ledger.Policy(
+            auto_create=settings.accounts.auto_create, signup_grant=settings.signup_grant_units
+        )
+        self._clock = clock
+        self._group = (
+            GroupCommit(
+                engine,
+                clock,
+                max_batch=settings.ledger.group_commit_batch,
+                lanes=settings.ledger.group_commit_lanes,
+            )
+            if settings.ledger.group_commit
+            else None
+        )
+
+    @classmethod
+    async def connect(
+        cls, settings: Settings, *, migrate: bool = False, clock: Clock = _utcnow
+    ) -> Self:
+        """Open the configured database (migrating it first if asked) and check its scale."""
+        engine = db.create_engine(settings.database.url, pool_size=settings.database.pool_size)
+        instance = cls(engine, settings, clock=clock)
+        try:
+            if migrate:
+                await upgrade(engine)
+            await check_current(engine)
+            await instance._check_scale()
+        except BaseException:
+            await engine.dispose()
+            raise
+        return instance
+
+    async def _check_scale(self) -> None:
+        """Refuse to run a database at another scale than the one it was started with."""
+        scale = str(self.money.scale)
+
+        async def check(conn: AsyncConnection) -> str | None:
+            stored = (
+                await conn.execute(select(ledger_meta.c.value).where(ledger_meta.c.key == "scale"))
+            ).scalar_one_or_none()
+            if stored is None:
+                insert = ledger_repo.insert_ignoring_duplicates(conn)
+                await conn.execute(
+                    insert(ledger_meta).values(key="scale", value=scale).on_conflict_do_nothing()
+                )
+            return stored
+
+        stored = await db.run(self.engine, check)
+        if stored is not None and stored != scale:
+            raise ConfigError(
+                f"ledger.scale is {scale} but this database keeps amounts at scale {stored}"
+            )
+
+    async def close(self) -> None:
+        """Release every database connection."""
+        await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, *_exc: type[BaseException] | BaseException | TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def now(self) -> datetime:
+        """The ledger's clock (injectable, so tests can move time)."""
+        return self._clock()
+
+    async def _write(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
+        return await db.run(self.engine, lambda conn: work(conn, self.now()))
+
+    async def _read(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
+        return await db.run(self.engine, lambda conn: work(conn, self.now()), readonly=True)
+
+    # Accounts
+
+    async def open_account(
+        self,
+        account_id: str,
+        *,
+        initial_grant: int = 0,
+        overdraft_limit: int | None = None,
+        aliases: tuple[str, ...] = (),
+        metadata: Metadata | None = None,
+        actor: str = LOCAL_APP,
+    ) -> tuple[Account, bool]:
+        """Create the account if absent (True) or apply the given settings to it (False)."""
+        spec = ledger.AccountSpec(
+            initial_grant=_units(initial_grant, "initial_grant", allow_zero=True),
+            overdraft_limit=None
+            if overdraft_limit is None
+            else _units(overdraft_limit, "overdraft_limit", allow_zero=True),
+            aliases=aliases,
+            metadata=metadata,
+        )
+        return await self._write(
+            lambda conn, now: ledger.open_account(
+                conn, account_id, spec, self.policy, now, actor=actor
+            )
+        )
+
+    async def _on_account(
+        self, name: str, work: Callable[[AsyncConnection, str, datetime], Awaitable[T]]
+    ) -> T:
+        """Read about the account ``name`` (an id or alias) names.
+
+        A read transaction serves every known account; only the first touch of a new one
+        (with ``auto_create`` on) takes a write transaction, to create it.
+        """
+
+        async def on(conn: AsyncConnection, now: datetime, create: bool) -> T:
+            account_id = await ledger.resolve_account(conn, name, self.policy, now, create=create)
+            return await work(conn, account_id, now)
+
+        try:
+            return await self._read(lambda conn, now: on(conn, now, False))
+        except AccountNotFound:
+            if not self.policy.auto_create:
+                raise
+        return await self._write(lambda conn, now: on(conn, now, True))
+
+    async def get_account(self, account_id: str) -> Account:
+        """An account by id or alias; first touch creates it when ``auto_create`` is on."""
+        return await self._on_account(account_id, ledger.get_account)
+
+    async def list_accounts(
+        self, *, limit: int = 50, cursor: str | None = None, search: str | None = None
+    ) -> Page[Account]:
+        """Customer accounts in id order."""
+        limit = _limit(limit)
+        after = decode_cursor(cursor)
+
+        async def work(conn: AsyncConnection, now: datetime) -> Page[Account]:
+            accounts, more = await ledger.list_accounts(conn, limit, after, search, now)
+            return Page(accounts, encode_cursor(accounts[-1].id) if more else None)
+
+        return await self._read(work)
+
+    # Movements
+
+    async def grant(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        reason: str | None = None,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        app: str = LOCAL_APP,
+        actor: str = LOCAL_APP,
+    ) -> Transfer:
+        """Give an account credits (audited)."""
+        amount = _units(amount)
+        key = resolve_key(idempotency_key)
+        return await self._write(
+            lambda conn, now: ledger.grant(
+                conn,
+                account_id,
+                amount,
+                self.policy,
+                now,
+                actor=actor,
+                app=app,
+                idempotency_key=key,
+                reason=reason,
+                metadata=metadata,
+            )
+        )
+
+    async def charge(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        description: str | None = None,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        app: str = LOCAL_APP,
+    ) -> Transfer:
+        """Spend credits; raises ``InsufficientCredits`` when the account cannot afford them."""
+        posting = ledger.charge_posting(
+            account_id,
+            _units(amount),
+            app=app,
+            idempotency_key=resolve_key(idempotency_key),
+            description=description,
+            metadata=metadata,
+        )
+
+        async def alone() -> Transfer:
+            if self.engine.dialect.name == "postgresql":
+                done = await db.run_one_statement(
+                    self.engine,
+                    lambda conn: ledger.post_in_one_statement(
+                        conn, posting, self.now(), in_transaction=False
+                    ),
+                )
+                if done is not None:
+                    return done
+            return await self._write(
+                lambda conn, now: ledger.post_transfer(conn, posting, self.policy, now)
+            )
+
+        if self._group is None:
+            return await alone()
+        transfer: Transfer = await self._group.submit(
+            lambda conn, now: ledger.post_quickly(conn, posting, self.policy, now),
+            alone=alone,
+            order=account_id,
+        )
+        return transfer
+
+    async def transactions(
+        self, account_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> History:
+        """An account's transfers, newest first."""
+        limit = _limit(limit)
+        before = decode_cursor(cursor)
+
+        async def history(conn: AsyncConnection, found: str, _now: datetime) -> History:
+            items, last = await ledger.account_transactions(conn, found, limit, before)
+            return History(found, items, None if last is None else encode_cursor(last))
+
+        return await self._on_account(account_id, history)
+
+    async def get_transfer(self, transfer_id: str) -> Transfer:
+        """One transfer by id."""
+        return await self._read(lambda conn, _now: ledger.get_transfer(conn, transfer_id))
+
+    # Holds
+
+    async def open_hold(
+        self,
+        account_id: str,
+        amount: int,
+        *,
+        expires_in: int | None = None,
+        description: str | None = None,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        app: str = LOCAL_APP,
+    ) -> Hold:
+        """Reserve credits for ``expires_in`` seconds (default from ``[holds]``)."""
+        amount = _units(amount)
+        seconds = _units(
+            self.settings.holds.default_expires_in if expires_in is None else expires_in,
+            "expires_in",
+        )
+        key = resolve_key(idempotency_key)
+        return await self._write(
+            lambda conn, now: holds.open_hold(
+                conn,
+                account_id,
+                amount,
+                seconds,
+                self.policy,
+                now,
+                max_expires_in=self.settings.holds.max_expires_in,
+                app=app,
+                idempotency_key=key,
+                description=description,
+                metadata=metadata,
+            )
+        )
+
+    async def capture_hold(
+        self,
+        hold_id: str,
+        amount: int,
+        *,
+        final: bool = True,
+        description: str | None = None,
+        metadata: Metadata | None = None,
+        idempotency_key: str | None = None,
+        app: str = LOCAL_APP,
+    ) -> tuple[Hold, Transfer]:
+        """Charge against a hold; a final capture gives back whatever it still reserves.
+
+        Without an idempotency key a final capture uses one derived from the hold, so
+        settling the same hold twice never charges twice.
+        """
+        amount = _units(amount)
+        key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
+        return await self._write(
+            lambda conn, now: holds.capture_hold(
+                conn,
+                hold_id,
+                amount,
+                self.policy,
+                now,
+                final=final,
+                app=app,
+                idempotency_key=key,
+                description=description,
+                metadata=metadata,
+            )
+        )
+
+    async def release_hold(self, hold_id: str) -> Hold:
+        """Give back what a hold reserves."""
+        return await self._write(lambda conn, now: holds.release_hold(conn, hold_id, now))
+
+    async def extend_hold(self, hold_id: str, expires_in: int | None = None) -> Hold:
+        """Push a hold's expiry to ``expires_in`` seconds from now."""
+        seconds = _units(
+            self.settings.holds.default_expires_in if expires_in is None else expires_in,
+            "expires_in",
+        )
+        return await self._write(
+            lambda conn, now: holds.extend_hold(
+                conn, hold_id, seconds, now, max_expires_in=self.settings.holds.max_expires_in
+            )
+        )
+
+    async def get_hold(self, hold_id: str) -> Hold:
+        """One hold by id."""
+        return await self._read(lambda conn, _now: holds.get_hold(conn, hold_id))
+
+    async def expire_holds(self) -> int:
+        """Close holds past their expiry (what the timer in ``creditsd serve`` calls)."""
+        return await self._write(holds.expire_due)
+
+    # Verification
+
+    async def verify_account(self, account_id: str) -> Verification:
+        """Check one account's stored figures against its history."""
+
+        async def verify(conn: AsyncConnection, found: str, _now: datetime) -> Verification:
+            (verification,) = await ledger.verify_accounts(conn, [found])
+            return verification
+
+        return await self._on_account(account_id, verify)
+
+    async def rebuild_account(self, account_id: str, *, actor: str = LOCAL_APP) -> Verification:
+        """Reset one account's stored figures from its history if they drifted (audited).
+
+        Returns the verification made before the rebuild.
+        """
+
+        async def work(conn: AsyncConnection, now: datetime) -> Verification:
+            name = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
+            (verification,) = await ledger.verify_accounts(conn, [name])
+            if not verification.valid:
+                await ledger.rebuild_account(conn, verification, now, actor=actor)
+            return verification
+
+        return await self._write(work)
+
+    async def verify_all(self, page_size: int = 500) -> AsyncIterator[list[Verification]]:
+        """Every customer account verified, a page at a time."""
+        after: str | None = None
+        while page := await self._read(partial(_verification_page, after=after, size=page_size)):
+            yield page
+            after = page[-1].account_id
+
+    async def export_transfers(
+        self, since: datetime | None, until: datetime | None, page_size: int = 1000
+    ) -> AsyncIterator[list[Transfer]]:
+        """Transfers created in ``[since, until)``, oldest first, a page at a time."""
+        after: str | None = None
+        while page := await self._read(
+            partial(_transfer_page, since=since, until=until, after=after, size=page_size)
+        ):
+            yield page
+            after = page[-1].id
+
+    async def count_accounts(self) -> int:
+        """How many customer accounts exist."""
+        return await self._read(lambda conn, _now: ledger_repo.count_customers(conn))
+
+    async def ledger_total(self) -> int:
+        """Stored customer balances plus derived system balances; zero when sound."""
+        return await self._read(lambda conn, _now: ledger.ledger_total(conn))
+
+
+async def _verification_page(
+    conn: AsyncConnection, _now: datetime, *, after: str | None, size: int
+) -> list[Verification]:
+    return await ledger.verify_page(conn, after, size)
+
+
+async def _transfer_page(
+    conn: AsyncConnection,
+    _now: datetime,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    after: str | None,
+    size: int,
+) -> list[Transfer]:
+    return await ledger_repo.transfers_between(conn, since, until, after, size)

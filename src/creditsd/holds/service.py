@@ -1,0 +1,198 @@
+"""The hold lifecycle: open → capture (in slices or once) | release | extend | expire."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import ids
+from creditsd.holds import repository as repo
+from creditsd.holds.errors import ExpiryTooLong, HoldExceeded, HoldNotFound, HoldNotOpen
+from creditsd.holds.models import Hold
+from creditsd.idempotency import fingerprint
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger import service as ledger
+from creditsd.ledger.models import REVENUE, Metadata, Transfer
+
+
+def _expiry(now: datetime, expires_in: int, maximum: int) -> datetime:
+    if expires_in > maximum:
+        raise ExpiryTooLong(maximum)
+    return now + timedelta(seconds=expires_in)
+
+
+async def open_hold(
+    conn: AsyncConnection,
+    account_id: str,
+    amount: int,
+    expires_in: int,
+    policy: ledger.Policy,
+    now: datetime,
+    *,
+    max_expires_in: int,
+    app: str,
+    idempotency_key: str,
+    description: str | None = None,
+    metadata: Metadata | None = None,
+) -> Hold:
+    """Reserve ``amount`` of the account's available credits until the hold expires."""
+    ledger.check_account_id(account_id)
+    expires_at = _expiry(now, expires_in, max_expires_in)
+    request = fingerprint(
+        "hold",
+        account_id=account_id,
+        amount=amount,
+        expires_in=expires_in,
+        description=description,
+        metadata=metadata,
+    )
+
+    async def record(applied: dict[str, ledger.Applied]) -> Hold | None:
+        hold = Hold(
+            id=ids.new_id("hold"),
+            account_id=applied[account_id].account_id,
+            amount=amount,
+            captured=0,
+            status="open",
+            expires_at=expires_at,
+            app=app,
+            idempotency_key=idempotency_key,
+            description=description,
+            metadata=metadata,
+            created_at=now,
+            updated_at=now,
+        )
+        return hold if await repo.insert_hold(conn, hold, request) else None
+
+    async def existing() -> Hold | None:
+        found = await repo.find_hold_by_key(conn, app, idempotency_key)
+        return None if found is None else ledger.check_replay(*found, request, idempotency_key)
+
+    return await ledger.guarded_write(
+        conn,
+        [ledger.Leg(account_id, 0, amount)],
+        policy,
+        now,
+        record=record,
+        existing=existing,
+    )
+
+
+async def _locked(conn: AsyncConnection, hold_id: str) -> Hold:
+    hold = await repo.get_hold(conn, hold_id, lock=True)
+    if hold is None:
+        raise HoldNotFound(hold_id)
+    return hold
+
+
+async def _expire(conn: AsyncConnection, hold: Hold, now: datetime) -> Hold:
+    """Close an open hold whose time has passed (no sweeper got to it yet)."""
+    await ledger_repo.expire_holds(conn, now, account_id=hold.account_id)
+    return await _locked(conn, hold.id)
+
+
+async def capture_hold(
+    conn: AsyncConnection,
+    hold_id: str,
+    amount: int,
+    policy: ledger.Policy,
+    now: datetime,
+    *,
+    final: bool = True,
+    app: str,
+    idempotency_key: str,
+    description: str | None = None,
+    metadata: Metadata | None = None,
+) -> tuple[Hold, Transfer]:
+    """Charge ``amount`` against a hold.
+
+    A final capture (the default) closes the hold and gives back whatever it still
+    reserved; it may take more than the hold if the account can afford the difference.
+    A capture with ``final=False`` takes a slice, at most what the hold still reserves,
+    and leaves the rest held.
+    """
+    hold = await _locked(conn, hold_id)
+    request = fingerprint(
+        "capture",
+        hold_id=hold_id,
+        amount=amount,
+        final=final,
+        description=description,
+        metadata=metadata,
+    )
+    if (found := await ledger_repo.find_transfer_by_key(conn, app, idempotency_key)) is not None:
+        return hold, ledger.check_replay(*found, request, idempotency_key)
+    if (status := hold.status_at(now)) != "open":
+        raise HoldNotOpen(hold_id, status)
+    remaining = hold.amount - hold.captured
+    if not final and amount > remaining:
+        raise HoldExceeded(hold_id)
+    hold = await repo.set_hold(
+        conn,
+        hold_id,
+        {
+            "captured": hold.captured + amount,
+            "status": "captured" if final else "open",
+            "updated_at": now,
+        },
+    )
+    transfer = await ledger.post_transfer(
+        conn,
+        ledger.Posting(
+            kind="capture",
+            debit_account_id=hold.account_id,
+            credit_account_id=REVENUE,
+            amount=amount,
+            app=app,
+            idempotency_key=idempotency_key,
+            fingerprint=request,
+            description=description if description is not None else hold.description,
+            metadata=metadata if metadata is not None else hold.metadata,
+            hold_id=hold_id,
+            released_held=remaining if final else amount,
+        ),
+        policy,
+        now,
+    )
+    return hold, transfer
+
+
+async def release_hold(conn: AsyncConnection, hold_id: str, now: datetime) -> Hold:
+    """Give back what an open hold reserves. Releasing a released or expired hold is a no-op."""
+    hold = await _locked(conn, hold_id)
+    if hold.status_at(now) == "expired" and hold.status == "open":
+        return await _expire(conn, hold, now)
+    if hold.status in {"released", "expired"}:
+        return hold
+    if hold.status != "open":
+        raise HoldNotOpen(hold_id, hold.status)
+    await ledger_repo.release_held(conn, hold.account_id, hold.amount - hold.captured, now)
+    return await repo.set_hold(conn, hold_id, {"status": "released", "updated_at": now})
+
+
+async def extend_hold(
+    conn: AsyncConnection, hold_id: str, expires_in: int, now: datetime, *, max_expires_in: int
+) -> Hold:
+    """Push an open hold's expiry to ``expires_in`` seconds from now (a heartbeat)."""
+    hold = await _locked(conn, hold_id)
+    if hold.status_at(now) != "open":
+        raise HoldNotOpen(hold_id, hold.status_at(now))
+    return await repo.set_hold(
+        conn,
+        hold_id,
+        {"expires_at": _expiry(now, expires_in, max_expires_in), "updated_at": now},
+    )
+
+
+async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold:
+    """One hold by id."""
+    hold = await repo.get_hold(conn, hold_id)
+    if hold is None:
+        raise HoldNotFound(hold_id)
+    return hold
+
+
+async def expire_due(conn: AsyncConnection, now: datetime, limit: int = 500) -> int:
+    """Close up to ``limit`` holds past their expiry; how many accounts got credits back."""
+    return len(await ledger_repo.expire_holds(conn, now, limit=limit))

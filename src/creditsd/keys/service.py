@@ -1,0 +1,142 @@
+"""Create, check, list and revoke API keys. Only a hash of each secret is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import ids
+from creditsd.audit import repository as audit
+from creditsd.errors import InvalidRequest, NotFound
+from creditsd.tables import SCOPES, api_keys
+
+SECRET_PREFIX = "cdk_"  # noqa: S105 - a prefix, not a secret
+APP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+_APP_NAME = re.compile(APP_NAME_PATTERN)
+# Each scope and the scopes it includes.
+GRANTS_OF = {"admin": {"admin", "app", "read"}, "app": {"app", "read"}, "read": {"read"}}
+
+_K = api_keys.c
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A key as stored: never the secret, only a hint of it."""
+
+    id: str
+    name: str
+    scope: str
+    hint: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+    def allows(self, scope: str) -> bool:
+        """Whether this key may act with ``scope``."""
+        return scope in GRANTS_OF[self.scope]
+
+
+class KeyNotFound(NotFound):
+    """No API key with this id."""
+
+    code = "key_not_found"
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def create_key(
+    conn: AsyncConnection, name: str, scope: str, now: datetime, *, actor: str
+) -> tuple[ApiKey, str]:
+    """A new key and its secret; the secret is returned once and never stored."""
+    if scope not in SCOPES:
+        raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}")
+    if not _APP_NAME.fullmatch(name):
+        raise InvalidRequest("key names are 1-64 letters, digits and _ . : -")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey(ids.new_id("key"), name, scope, f"{SECRET_PREFIX}…{secret[-4:]}", now, None)
+    await conn.execute(
+        insert(api_keys).values(
+            id=key.id,
+            name=name,
+            scope=scope,
+            secret_hash=_hash(secret),
+            hint=key.hint,
+            created_at=now,
+        )
+    )
+    await audit.record(
+        conn,
+        actor=actor,
+        action="key.create",
+        target=key.id,
+        before=None,
+        after={"name": name, "scope": scope},
+        now=now,
+    )
+    return key, secret
+
+
+async def authenticate(conn: AsyncConnection, secret: str) -> ApiKey | None:
+    """The live key this secret belongs to, if any."""
+    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
+        return None
+    digest = _hash(secret)
+    row = (
+        await conn.execute(
+            select(
+                _K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at, _K.secret_hash
+            ).where(_K.secret_hash == digest, _K.revoked_at.is_(None))
+        )
+    ).first()
+    # The lookup is by digest; the comparison repeats it in constant time all the same.
+    if row is None or not hmac.compare_digest(row.secret_hash, digest):
+        return None
+    return ApiKey(*row[:-1])
+
+
+async def list_keys(conn: AsyncConnection) -> list[ApiKey]:
+    """Every key, oldest first, revoked ones included."""
+    rows = await conn.execute(
+        select(_K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at).order_by(_K.id)
+    )
+    return [ApiKey(*row) for row in rows]
+
+
+async def revoke_key(conn: AsyncConnection, key_id: str, now: datetime, *, actor: str) -> ApiKey:
+    """Stop a key from working; revoking twice is harmless."""
+    row = (
+        await conn.execute(
+            update(api_keys)
+            .where(_K.id == key_id, _K.revoked_at.is_(None))
+            .values(revoked_at=now)
+            .returning(_K.id)
+        )
+    ).first()
+    if row is not None:
+        await audit.record(
+            conn,
+            actor=actor,
+            action="key.revoke",
+            target=key_id,
+            before=None,
+            after={"revoked_at": now.isoformat()},
+            now=now,
+        )
+    found = (
+        await conn.execute(
+            select(_K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at).where(
+                _K.id == key_id
+            )
+        )
+    ).first()
+    if found is None:
+        raise KeyNotFound(f"no API key {key_id!r}", key_id=key_id)
+    return ApiKey(*found)

@@ -1,0 +1,99 @@
+"""Errors the ledger raises; the API renders each with its code and status."""
+
+from __future__ import annotations
+
+from creditsd.errors import Conflict, CreditsError, InvalidRequest, NotFound
+
+
+class Units(int):
+    """An amount in minor units inside error details; rendered in credits at the edge."""
+
+
+class AccountNotFound(NotFound):
+    """No account answers to this id or alias (and auto-creation is off)."""
+
+    code = "account_not_found"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"no account {account_id!r}", account_id=account_id)
+
+
+class TransferNotFound(NotFound):
+    """No transfer with this id."""
+
+    code = "transfer_not_found"
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"no transfer {transfer_id!r}", transfer_id=transfer_id)
+
+
+class InsufficientCredits(CreditsError):
+    """The account cannot afford it: ``required`` is more than ``available``."""
+
+    code = "insufficient_credits"
+    status = 402
+
+    def __init__(self, account_id: str, required: int, available: int) -> None:
+        super().__init__(
+            "insufficient credits",
+            account_id=account_id,
+            required=Units(required),
+            available=Units(available),
+        )
+        self.required = required
+        self.available = available
+
+
+class BalanceLimit(Conflict):
+    """The balance would pass the largest amount the ledger can hold."""
+
+    code = "balance_limit"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(
+            "the balance would exceed the largest storable amount", account_id=account_id
+        )
+
+
+class IdempotencyConflict(Conflict):
+    """The idempotency key was already used for a different request."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            "this idempotency key was already used with a different request", idempotency_key=key
+        )
+
+
+class AliasTaken(Conflict):
+    """The alias already names another account."""
+
+    code = "alias_taken"
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(f"{alias!r} already names another account", alias=alias)
+
+
+class OverdraftInUse(Conflict):
+    """Lowering the overdraft limit would leave the account below zero available."""
+
+    code = "overdraft_in_use"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(
+            "the account is using more overdraft than the new limit allows", account_id=account_id
+        )
+
+
+class InvalidAccountId(InvalidRequest):
+    """Account ids are 1–128 characters of letters, digits and ``_ - . : @ + =``."""
+
+    code = "invalid_account_id"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(
+            "account ids are 1-128 characters: letters, digits and _ - . : @ + = "
+            "(not starting with @)",
+            account_id=account_id[:200],
+        )

@@ -1,0 +1,157 @@
+"""Request and response bodies of the ledger endpoints. Amounts are credits, exact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from creditsd.api.fields import AccountId, AmountIn, AmountOut, IdempotencyKey, Metadata, Text
+from creditsd.ledger.models import Account, Transfer, Verification
+from creditsd.money import Money
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class AccountPut(_Request):
+    """Open an account (or update the settings given). Grants and overdrafts need admin."""
+
+    initial_grant: AmountIn | None = Field(None, description="Credits granted only on creation.")
+    overdraft_limit: AmountIn | None = Field(
+        None, description="How far below zero the balance may go (credits)."
+    )
+    aliases: Annotated[list[AccountId], Field(max_length=20)] = []
+    metadata: Metadata | None = None
+
+
+class GrantCreate(_Request):
+    """Give credits to an account."""
+
+    account_id: AccountId
+    amount: AmountIn
+    reason: Text | None = None
+    metadata: Metadata | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class ChargeCreate(_Request):
+    """Spend credits of an account."""
+
+    account_id: AccountId
+    amount: AmountIn
+    description: Text | None = None
+    metadata: Metadata | None = None
+    idempotency_key: IdempotencyKey | None = None
+
+
+class AccountOut(BaseModel):
+    """An account; ``available`` = ``balance`` − ``held`` + ``overdraft_limit``."""
+
+    id: str
+    balance: AmountOut
+    held: AmountOut
+    available: AmountOut
+    overdraft_limit: AmountOut
+    aliases: list[str]
+    metadata: Metadata | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, account: Account, money: Money) -> AccountOut:
+        """Render an account in credits."""
+        return cls(
+            id=account.id,
+            balance=money.to_decimal(account.balance),
+            held=money.to_decimal(account.held),
+            available=money.to_decimal(account.available),
+            overdraft_limit=money.to_decimal(account.overdraft_limit),
+            aliases=list(account.aliases),
+            metadata=account.metadata,
+            created_at=account.created_at,
+            updated_at=account.updated_at,
+        )
+
+
+class TransferOut(BaseModel):
+    """A transfer seen from one customer account (``account_id``)."""
+
+    id: str
+    kind: str
+    account_id: str
+    amount: AmountOut = Field(description="Always positive: what moved.")
+    change: AmountOut = Field(description="The signed effect on account_id.")
+    balance: AmountOut | None = Field(description="account_id's balance right after.")
+    available: AmountOut | None = Field(description="account_id's available right after.")
+    debit_account_id: str
+    credit_account_id: str
+    description: str | None
+    metadata: Metadata | None
+    hold_id: str | None
+    app: str
+    idempotency_key: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, transfer: Transfer, money: Money, account_id: str | None = None) -> TransferOut:
+        """Render a transfer from ``account_id``'s side (default: its customer side)."""
+        side = account_id or transfer.customer_account_id
+        balance = transfer.balance_after(side)
+        available = transfer.available_after(side)
+        return cls(
+            id=transfer.id,
+            kind=transfer.kind,
+            account_id=side,
+            amount=money.to_decimal(transfer.amount),
+            change=money.to_decimal(transfer.change_for(side)),
+            balance=None if balance is None else money.to_decimal(balance),
+            available=None if available is None else money.to_decimal(available),
+            debit_account_id=transfer.debit_account_id,
+            credit_account_id=transfer.credit_account_id,
+            description=transfer.description,
+            metadata=transfer.metadata,
+            hold_id=transfer.hold_id,
+            app=transfer.app,
+            idempotency_key=transfer.idempotency_key,
+            created_at=transfer.created_at,
+        )
+
+
+class VerificationOut(BaseModel):
+    """A stored balance checked against the sum of the account's transfers."""
+
+    account_id: str
+    valid: bool
+    stored: AmountOut
+    calculated: AmountOut
+    stored_held: AmountOut
+    calculated_held: AmountOut
+
+    @classmethod
+    def of(cls, verification: Verification, money: Money) -> VerificationOut:
+        """Render a verification in credits."""
+        return cls(
+            account_id=verification.account_id,
+            valid=verification.valid,
+            stored=money.to_decimal(verification.stored_balance),
+            calculated=money.to_decimal(verification.calculated_balance),
+            stored_held=money.to_decimal(verification.stored_held),
+            calculated_held=money.to_decimal(verification.calculated_held),
+        )
+
+
+class AccountPage(BaseModel):
+    """A page of accounts."""
+
+    data: list[AccountOut]
+    next_cursor: str | None
+
+
+class TransferPage(BaseModel):
+    """A page of transfers, newest first."""
+
+    data: list[TransferOut]
+    next_cursor: str | None

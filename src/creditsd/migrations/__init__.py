@@ -1,0 +1,54 @@
+"""Schema migrations (Alembic), run by ``creditsd migrate`` and on ``creditsd serve`` start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+HERE = Path(__file__).parent
+
+
+def alembic_config() -> Config:
+    """The Alembic configuration, pointed at the migrations shipped in the package."""
+    config = Config()
+    config.set_main_option("script_location", str(HERE))
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the database schema up to ``revision``."""
+    async with engine.connect() as conn:
+        await conn.run_sync(_upgrade, revision)
+        await conn.commit()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+class SchemaNotCurrent(Exception):
+    """The database schema is not the one this version of creditsd needs."""
+
+
+async def check_current(engine: AsyncEngine) -> None:
+    """Refuse to run against a database that has not been migrated to this version."""
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if current != head:
+        raise SchemaNotCurrent(
+            f"the database schema is at {current or 'nothing'}, this creditsd needs {head}: "
+            "run `creditsd migrate`"
+        )
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()

@@ -1,0 +1,201 @@
+"""The schema, as SQLAlchemy Core tables; each migration writes its change out in full."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class Timestamp(TypeDecorator[datetime]):
+    """An instant in UTC: ``timestamptz`` on PostgreSQL, sortable UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ACCOUNT_ID_LENGTH = 128
+KEY_LENGTH = 255
+
+TRANSFER_KINDS = (
+    "purchase",
+    "grant",
+    "charge",
+    "capture",
+    "refund",
+    "clawback",
+    "adjustment",
+    "expiry",
+    "sync",
+    "reversal",
+)
+HOLD_STATUSES = ("open", "captured", "released", "expired")
+SCOPES = ("admin", "app", "read")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
+ledger_meta = Table(
+    "ledger_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", String(ACCOUNT_ID_LENGTH), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("balance", BigInteger, nullable=False, server_default="0"),
+    Column("held", BigInteger, nullable=False, server_default="0"),
+    Column("overdraft_limit", BigInteger, nullable=False, server_default="0"),
+    Column("metadata", JSON(none_as_null=True), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
+    CheckConstraint("held >= 0", name="held_not_negative"),
+    CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
+    # The no-overdraft invariant, held by the database itself: stored `held` only ever
+    # overstates the live figure (expired holds not yet swept), so this is conservative.
+    CheckConstraint(
+        "kind = 'system' OR balance - held + overdraft_limit >= 0", name="available_not_negative"
+    ),
+    # System balances are derived from transfers, so their rows never become hot.
+    CheckConstraint("kind = 'customer' OR (balance = 0 AND held = 0)", name="system_not_stored"),
+)
+
+# Every name an account answers to, its own id included, so ids and aliases never collide.
+account_names = Table(
+    "account_names",
+    metadata,
+    Column("name", String(ACCOUNT_ID_LENGTH), primary_key=True),
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Index(None, "account_id"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("captured", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("idempotency_key", String(KEY_LENGTH), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("metadata", JSON(none_as_null=True), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("captured >= 0", name="captured_not_negative"),
+    CheckConstraint("status <> 'open' OR captured <= amount", name="open_within_amount"),
+    CheckConstraint(_one_of("status", HOLD_STATUSES), name="status"),
+    UniqueConstraint("app", "idempotency_key"),
+    Index(None, "account_id", "status"),
+    Index(None, "status", "expires_at"),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column(
+        "debit_account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False
+    ),
+    Column(
+        "credit_account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False
+    ),
+    Column("amount", BigInteger, nullable=False),
+    Column("app", String(64), nullable=False),
+    Column("idempotency_key", String(KEY_LENGTH), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("hold_id", String(32), ForeignKey("holds.id"), nullable=True),
+    Column("description", Text, nullable=True),
+    Column("metadata", JSON(none_as_null=True), nullable=True),
+    # What the customer side(s) looked like right after, so a replay answers as the original did.
+    Column("debit_balance_after", BigInteger, nullable=True),
+    Column("debit_available_after", BigInteger, nullable=True),
+    Column("credit_balance_after", BigInteger, nullable=True),
+    Column("credit_available_after", BigInteger, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
+    CheckConstraint(_one_of("kind", TRANSFER_KINDS), name="kind"),
+    UniqueConstraint("app", "idempotency_key"),
+    Index(None, "debit_account_id", "id"),
+    Index(None, "credit_account_id", "id"),
+    Index(None, "created_at"),
+    Index(None, "hold_id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("hint", String(16), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("revoked_at", Timestamp, nullable=True),
+    CheckConstraint(_one_of("scope", SCOPES), name="scope"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=False),
+    Column("before", JSON(none_as_null=True), nullable=True),
+    Column("after", JSON(none_as_null=True), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Index(None, "target", "id"),
+)

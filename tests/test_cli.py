@@ -1,0 +1,128 @@
+"""The ``creditsd`` command as an operator types it."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from creditsd import db
+from creditsd.cli import app
+
+
+def run(database_url: str, *args: str) -> tuple[int, str, str]:
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        list(args),
+        env={"CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull},
+    )
+    return result.exit_code, result.stdout, result.stderr
+
+
+def execute(database_url: str, sql: str) -> None:
+    async def main() -> None:
+        engine = db.create_engine(database_url)
+        try:
+            async with db.transaction(engine) as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(main())
+
+
+def audit_actions(database_url: str, target: str) -> list[str]:
+    from tests.conftest import audit_trail
+
+    async def main() -> list[str]:
+        engine = db.create_engine(database_url)
+        try:
+            async with db.transaction(engine) as conn:
+                return [record.action for record in await audit_trail(conn, target)]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def test_keys_are_shown_once_and_stored_hashed(database_url: str) -> None:
+    code, out, _ = run(database_url, "keys", "create", "--scope", "admin", "--name", "ops")
+    assert code == 0
+    secret = out.strip().splitlines()[-1]
+    assert secret.startswith("cdk_") and len(secret) > 40
+    code, listing, _ = run(database_url, "keys", "list")
+    assert code == 0
+    assert secret not in listing
+    assert f"cdk_…{secret[-4:]}" in listing
+    key_id = out.split()[1]
+    assert run(database_url, "keys", "revoke", key_id)[0] == 0
+    assert audit_actions(database_url, key_id) == ["key.create", "key.revoke"]
+    assert run(database_url, "keys", "revoke", "key_nope")[0] == 1
+    code, _, _ = run(database_url, "keys", "create", "--scope", "root", "--name", "x")
+    assert code == 2
+
+
+def test_grant_show_reconcile_and_export(database_url: str) -> None:
+    code, out, _ = run(database_url, "grant", "user_1", "100", "--reason", "welcome")
+    assert code == 0 and "balance 100" in out
+    code, out, _ = run(database_url, "grant", "user_2", "2.5", "--reason", "promo")
+    assert code == 0
+    code, _, err = run(database_url, "grant", "user_2", "0.00001", "--reason", "x")
+    assert code == 2 and "decimal places" in err
+    code, _, err = run(database_url, "grant", "user 2", "1", "--reason", "x")
+    assert code == 1 and "invalid_account_id" in err
+
+    code, out, _ = run(database_url, "accounts", "show", "user_1")
+    assert code == 0
+    assert "balance" in out and "100" in out
+
+    code, out, _ = run(database_url, "reconcile")
+    assert code == 0 and "every account matches" in out
+
+    execute(database_url, "UPDATE accounts SET balance = balance + 1 WHERE id = 'user_2'")
+    code, out, _ = run(database_url, "reconcile")
+    assert code == 1
+    assert "user_2" in out and "1 account(s) drifted" in out
+    code, out, _ = run(database_url, "reconcile", "--fix")
+    assert code == 0 and "rebuilt 1" in out
+    assert run(database_url, "reconcile")[0] == 0
+
+    code, out, _ = run(database_url, "export", "transactions")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [(r["credit_account_id"], r["amount"], r["description"]) for r in rows] == [
+        ("user_1", "100", "welcome"),
+        ("user_2", "2.5", "promo"),
+    ]
+    code, out, _ = run(database_url, "export", "transactions", "--until", "2000-01-01")
+    assert code == 0 and len(out.strip().splitlines()) == 1
+    code, _, _ = run(database_url, "export", "transactions", "--since", "yesterday")
+    assert code == 2
+
+
+def test_export_to_a_file(database_url: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    target = Path(str(tmp_path)) / "out.csv"
+    run(database_url, "grant", "u", "1", "--reason", "x")
+    code, out, _ = run(database_url, "export", "transactions", "-o", str(target))
+    assert code == 0 and "wrote 1 transfers" in out
+    assert target.read_text().startswith("id,created_at,kind")
+
+
+def test_an_unmigrated_database_says_what_to_run(tmp_path: object) -> None:
+    url = f"sqlite:///{tmp_path}/empty.db"
+    code, _, err = run(url, "accounts", "show", "u")
+    assert code == 2 and "creditsd migrate" in err
+    assert run(url, "migrate")[0] == 0
+    assert run(url, "accounts", "show", "u")[0] == 0
+
+
+def test_an_unreachable_database_is_a_clear_error() -> None:
+    code, _, err = run("postgresql://nobody@127.0.0.1:1/none", "accounts", "show", "u")
+    assert code == 1 and "database" in err

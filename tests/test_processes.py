@@ -1,0 +1,160 @@
+"""Real ``creditsd serve`` processes: killed mid-flight, and two at once on one database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import create_key, make_settings
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(database_url: str, workdir: Path) -> Iterator[str]:
+    """Run ``creditsd serve`` until the block ends (or the test kills it)."""
+    port = free_port()
+    env = {**os.environ, "CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull}
+    log = (workdir / f"serve-{port}.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "creditsd", "serve", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=workdir,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((workdir / f"serve-{port}.log").read_text())
+            time.sleep(0.1)
+        serve.processes[base] = process  # type: ignore[attr-defined]
+        yield base
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=15)
+        log.close()
+
+
+serve.processes = {}  # type: ignore[attr-defined]
+
+
+@asynccontextmanager
+async def client(base: str, secret: str) -> AsyncIterator[httpx.AsyncClient]:
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60, limits=limits
+    ) as http:
+        yield http
+
+
+async def admin_secret(database_url: str) -> str:
+    from creditsd.facade import Ledger
+
+    async with await Ledger.connect(make_settings(database_url)) as ledger:
+        return await create_key(ledger, "admin", "ops")
+
+
+async def test_sigkill_under_load_loses_no_acknowledged_charge(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    acknowledged: dict[str, str] = {}  # idempotency key -> transfer id
+    unanswered: set[str] = set()
+    with serve(database_url, tmp_path) as base:
+        async with client(base, secret) as http:
+            await http.post("/v1/grants", json={"account_id": "u", "amount": 1_000_000})
+
+            async def charge_forever(worker: int) -> None:
+                for n in range(100_000):
+                    key = f"w{worker}-{n}"
+                    try:
+                        response = await http.post(
+                            "/v1/charges",
+                            json={"account_id": "u", "amount": 1},
+                            headers={"Idempotency-Key": key},
+                        )
+                    except httpx.TransportError:
+                        unanswered.add(key)
+                        return
+                    assert response.status_code == 201, response.text
+                    acknowledged[key] = response.json()["id"]
+                    if len(acknowledged) >= 200:
+                        enough.set()
+
+            enough = asyncio.Event()
+            workers = [asyncio.create_task(charge_forever(w)) for w in range(16)]
+            await enough.wait()
+            serve.processes[base].send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+            await asyncio.gather(*workers)
+
+    assert len(acknowledged) >= 200
+    with serve(database_url, tmp_path) as base:
+        async with client(base, secret) as http:
+            for key, transfer_id in acknowledged.items():
+                found = await http.get(f"/v1/transactions/{transfer_id}")
+                assert found.status_code == 200, key
+                assert found.json()["idempotency_key"] == key
+            # What was in flight is either done once or not at all: retrying settles it.
+            for key in unanswered:
+                retried = await http.post(
+                    "/v1/charges",
+                    json={"account_id": "u", "amount": 1},
+                    headers={"Idempotency-Key": key},
+                )
+                assert retried.status_code == 201
+            verified = (await http.get("/v1/accounts/u/verify")).json()
+            assert verified["valid"] is True
+            charges = len(acknowledged) + len(unanswered)
+            assert verified["stored"] == 1_000_000 - charges
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"], indirect=True)
+async def test_two_processes_share_one_balance_without_overdraft(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    with serve(database_url, tmp_path) as first, serve(database_url, tmp_path) as second:
+        async with client(first, secret) as one, client(second, secret) as two:
+            await one.post("/v1/grants", json={"account_id": "hot", "amount": 100})
+
+            async def charge(n: int) -> int:
+                http = one if n % 2 else two
+                response = await http.post(
+                    "/v1/charges",
+                    json={"account_id": "hot", "amount": 1},
+                    headers={"Idempotency-Key": f"c{n}"},
+                )
+                return response.status_code
+
+            statuses = await asyncio.gather(*(charge(n) for n in range(300)))
+            assert statuses.count(201) == 100
+            assert statuses.count(402) == 200
+            account = (await two.get("/v1/accounts/hot")).json()
+            assert (account["balance"], account["available"]) == (0, 0)
+            assert (await one.get("/v1/accounts/hot/verify")).json()["valid"] is True
