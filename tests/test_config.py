@@ -68,3 +68,18 @@ def test_invalid_configuration_names_the_key(
 def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(environ={"CREDITSD_CONFIG": str(tmp_path / "absent.toml")})
+
+
+def test_the_example_lists_every_key() -> None:
+    import tomllib
+
+    from creditsd.config import Settings
+
+    example = tomllib.loads(EXAMPLE.read_text())
+    documented = {(section, key) for section, table in example.items() for key in table}
+    known = {
+        (section, key)
+        for section, field in Settings.model_fields.items()
+        for key in field.annotation.model_fields  # type: ignore[union-attr]
+    }
+    assert documented == known

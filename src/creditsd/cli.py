@@ -139,6 +139,7 @@ def serve(
                 port=bind_port,
                 log_level="info",
                 access_log=False,
+                timeout_keep_alive=settings.server.keep_alive_timeout,
                 lifespan="on",
             )
             await uvicorn.Server(config).serve()

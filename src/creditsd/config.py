@@ -65,6 +65,9 @@ class ServerSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    keep_alive_timeout: int = Field(
+        75, ge=1, le=3600, description="Seconds an idle client connection is kept open."
+    )
 
 
 class DatabaseSettings(_Section):
