@@ -7,11 +7,12 @@ import tomllib
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from creditsd.money import MAX_SCALE, AmountError, Money, parse_decimal
+from creditsd.pricing.catalog import PricingSettings
 
 DEFAULT_CONFIG_FILE = "creditsd.toml"
 DEFAULT_DATABASE_URL = "sqlite:///creditsd.db"
@@ -53,11 +54,12 @@ class AccountSettings(_Section):
 
 
 class HoldSettings(_Section):
-    """``[holds]``: reservation lifetimes, in seconds."""
+    """``[holds]``: reservation lifetimes (seconds) and what a final capture past the hold does."""
 
     default_expires_in: int = Field(900, ge=1)
     max_expires_in: int = Field(7 * 24 * 3600, ge=1)
     sweep_interval: float = Field(5.0, gt=0)
+    overrun: Literal["cap", "refuse"] = "cap"
 
 
 class ServerSettings(_Section):
@@ -85,6 +87,7 @@ class Settings(_Section):
     holds: HoldSettings = HoldSettings()
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
+    pricing: PricingSettings = PricingSettings()
 
     @property
     def money(self) -> Money:
@@ -100,13 +103,51 @@ class Settings(_Section):
             raise ConfigError(f"accounts.signup_grant {exc}") from exc
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def _read_file(path: Path) -> tuple[dict[str, Any], str]:
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"), parse_float=Decimal)
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text, parse_float=Decimal), text
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+def _path_of(fragment: str) -> tuple[str, ...] | None:
+    """The key path one line of TOML defines on its own (a header or a key), if it parses."""
+    try:
+        parsed: Any = tomllib.loads(fragment)
+    except tomllib.TOMLDecodeError:
+        return None
+    path: list[str] = []
+    while isinstance(parsed, dict) and len(parsed) == 1:
+        key, parsed = next(iter(parsed.items()))
+        path.append(key)
+    return tuple(path) if path else None
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Where each table and key of a TOML text is defined (1-based line numbers)."""
+    lines: dict[tuple[str, ...], int] = {}
+    table: tuple[str, ...] = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "[[")):
+            continue
+        if line.startswith("["):
+            table = _path_of(line) or table
+            lines.setdefault(table, number)
+        elif (key := _path_of(line)) is not None:
+            lines.setdefault(table + key, number)
+    return lines
+
+
+def _where(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> str:
+    """`` (line N)`` for the nearest enclosing key the file defines, else nothing."""
+    for end in range(len(loc), 0, -1):
+        if (number := lines.get(loc[:end])) is not None:
+            return f" (line {number})"
+    return ""
 
 
 def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -129,15 +170,17 @@ def load_settings(
     environ = os.environ if environ is None else environ
     explicit = path or environ.get(f"{ENV_PREFIX}CONFIG")
     file = Path(explicit or DEFAULT_CONFIG_FILE)
-    data = _read_file(file) if explicit or file.exists() else {}
+    data, text = _read_file(file) if explicit or file.exists() else ({}, "")
     _overlay_environment(data, environ)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
+        lines = _key_lines(text)
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc'])}"
+            f"{_where(tuple(str(part) for part in error['loc']), lines)}: {error['msg']}"
             for error in exc.errors()
         )
-        raise ConfigError(f"invalid configuration: {problems}") from None
+        raise ConfigError(f"invalid configuration in {file}: {problems}") from None
     _ = settings.signup_grant_units  # fail at start, not at the first sign-up
     return settings

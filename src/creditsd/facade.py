@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import db
 from creditsd.config import ConfigError, Settings
-from creditsd.errors import InvalidAmount
+from creditsd.errors import InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
 from creditsd.holds.models import Hold
 from creditsd.idempotency import resolve_key
@@ -29,7 +29,11 @@ from creditsd.ledger.models import Account, History, Metadata, Page, Transfer, V
 from creditsd.migrations import check_current, upgrade
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from creditsd.pricing.catalog import Catalog, Price, PricingSettings, Use
+from creditsd.pricing.service import PriceBook
 from creditsd.tables import ledger_meta
+from creditsd.usage import service as usage
+from creditsd.usage.models import UsageEvent, UsageResult
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -67,6 +71,7 @@ class Ledger:
             auto_create=settings.accounts.auto_create, signup_grant=settings.signup_grant_units
         )
         self._clock = clock
+        self.prices = PriceBook(engine, settings.pricing, clock)
         self._group = (
             GroupCommit(
                 engine,
@@ -80,9 +85,18 @@ class Ledger:
 
     @classmethod
     async def connect(
-        cls, settings: Settings, *, migrate: bool = False, clock: Clock = _utcnow
+        cls,
+        settings: Settings,
+        *,
+        migrate: bool = False,
+        publish_pricing: bool = False,
+        clock: Clock = _utcnow,
     ) -> Self:
-        """Open the configured database (migrating it first if asked) and check its scale."""
+        """Open the configured database (migrating it first if asked) and check its scale.
+
+        ``publish_pricing`` makes the configured catalog the current one (as
+        ``creditsd serve`` does on start); otherwise the newest published one serves.
+        """
         engine = db.create_engine(settings.database.url, pool_size=settings.database.pool_size)
         instance = cls(engine, settings, clock=clock)
         try:
@@ -90,6 +104,8 @@ class Ledger:
                 await upgrade(engine)
             await check_current(engine)
             await instance._check_scale()
+            if publish_pricing:
+                await instance.publish_pricing(settings.pricing, actor="creditsd")
         except BaseException:
             await engine.dispose()
             raise
@@ -202,6 +218,31 @@ class Ledger:
 
         return await self._read(work)
 
+    # Pricing
+
+    async def catalog(self) -> Catalog:
+        """The catalog version prices come from now."""
+        return await self.prices.current()
+
+    async def publish_pricing(
+        self, pricing: PricingSettings, *, actor: str = LOCAL_APP
+    ) -> tuple[Catalog, bool]:
+        """Make ``pricing`` the current catalog; True when that made a new version (audited)."""
+        return await self.prices.publish(pricing, actor=actor)
+
+    async def quote(self, use: Use) -> Price:
+        """What ``use`` costs now, without charging anything."""
+        return (await self.prices.current()).price(use, self.money)
+
+    async def _amount(self, amount: int | None, use: Use | None) -> tuple[int, Price | None]:
+        """Exactly one of an amount in minor units or a use the catalog prices."""
+        if (amount is None) == (use is None):
+            raise InvalidRequest("give either an amount or a priced use (feature or usage)")
+        if use is None:
+            return _units(amount), None  # type: ignore[arg-type]
+        price = await self.quote(use)
+        return price.amount, price
+
     # Movements
 
     async def grant(
@@ -236,21 +277,28 @@ class Ledger:
     async def charge(
         self,
         account_id: str,
-        amount: int,
+        amount: int | None = None,
         *,
+        use: Use | None = None,
         description: str | None = None,
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
     ) -> Transfer:
-        """Spend credits; raises ``InsufficientCredits`` when the account cannot afford them."""
+        """Spend ``amount``, or what the catalog says ``use`` costs (stamped on the transfer).
+
+        Raises ``InsufficientCredits`` when the account cannot afford it.
+        """
+        units, price = await self._amount(amount, use)
         posting = ledger.charge_posting(
             account_id,
-            _units(amount),
+            units,
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
+            pricing=None if price is None else price.breakdown,
+            asked=None if use is None else use.request(),
         )
 
         async def alone() -> Transfer:
@@ -298,16 +346,17 @@ class Ledger:
     async def open_hold(
         self,
         account_id: str,
-        amount: int,
+        amount: int | None = None,
         *,
+        use: Use | None = None,
         expires_in: int | None = None,
         description: str | None = None,
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
     ) -> Hold:
-        """Reserve credits for ``expires_in`` seconds (default from ``[holds]``)."""
-        amount = _units(amount)
+        """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds."""
+        amount, price = await self._amount(amount, use)
         seconds = _units(
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
@@ -326,26 +375,30 @@ class Ledger:
                 idempotency_key=key,
                 description=description,
                 metadata=metadata,
+                pricing=None if price is None else price.breakdown,
+                asked=None if use is None else use.request(),
             )
         )
 
     async def capture_hold(
         self,
         hold_id: str,
-        amount: int,
+        amount: int | None = None,
         *,
+        use: Use | None = None,
         final: bool = True,
         description: str | None = None,
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
     ) -> tuple[Hold, Transfer]:
-        """Charge against a hold; a final capture gives back whatever it still reserves.
+        """Charge ``amount``, or what ``use`` actually cost, against a hold.
 
-        Without an idempotency key a final capture uses one derived from the hold, so
-        settling the same hold twice never charges twice.
+        A final capture gives back whatever the hold still reserves; past the hold it
+        follows ``[holds] overrun``. Without an idempotency key a final capture uses one
+        derived from the hold, so settling the same hold twice never charges twice.
         """
-        amount = _units(amount)
+        amount, price = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
         return await self._write(
             lambda conn, now: holds.capture_hold(
@@ -354,12 +407,27 @@ class Ledger:
                 amount,
                 self.policy,
                 now,
+                money=self.money,
                 final=final,
+                overrun=self.settings.holds.overrun,
                 app=app,
                 idempotency_key=key,
                 description=description,
                 metadata=metadata,
+                pricing=None if price is None else price.breakdown,
+                asked=None if use is None else use.request(),
             )
+        )
+
+    # Usage
+
+    async def record_usage(
+        self, events: list[UsageEvent], *, app: str = LOCAL_APP
+    ) -> list[UsageResult]:
+        """Price and charge a batch of usage events, each once by its id; answers in order."""
+        catalog = await self.prices.current()
+        return await usage.record(
+            self.engine, events, catalog, self.money, self.policy, self.now, app=app
         )
 
     async def release_hold(self, hold_id: str) -> Hold:

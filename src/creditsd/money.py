@@ -84,7 +84,12 @@ class Money:
 
     def to_decimal(self, minor: int) -> Decimal:
         """Render minor units as the shortest exact Decimal (90, 10.5, -3.25)."""
-        number = Decimal(minor).scaleb(-self.scale).normalize()
-        if number.as_tuple().exponent > 0:  # type: ignore[operator]
-            number = number.quantize(Decimal(1))
-        return number
+        return plain(Decimal(minor).scaleb(-self.scale))
+
+
+def plain(number: Decimal) -> Decimal:
+    """The shortest exact form of a number, never in exponent notation (300, not 3E+2)."""
+    number = number.normalize()
+    if number.as_tuple().exponent > 0:  # type: ignore[operator]
+        number = number.quantize(Decimal(1))
+    return number

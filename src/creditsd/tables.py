@@ -131,6 +131,7 @@ holds = Table(
     Column("metadata", JSON(none_as_null=True), nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    Column("pricing", JSON(none_as_null=True), nullable=True),  # the estimate's breakdown
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("captured >= 0", name="captured_not_negative"),
     CheckConstraint("status <> 'open' OR captured <= amount", name="open_within_amount"),
@@ -164,6 +165,8 @@ transfers = Table(
     Column("credit_balance_after", BigInteger, nullable=True),
     Column("credit_available_after", BigInteger, nullable=True),
     Column("created_at", Timestamp, nullable=False),
+    # The price stamp of a priced transfer: catalog version, inputs, unit prices, rounding.
+    Column("pricing", JSON(none_as_null=True), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
     CheckConstraint(_one_of("kind", TRANSFER_KINDS), name="kind"),
@@ -172,6 +175,18 @@ transfers = Table(
     Index(None, "credit_account_id", "id"),
     Index(None, "created_at"),
     Index(None, "hold_id"),
+)
+
+# Published versions of the price catalog: each the one before plus one (the key keeps it a line).
+price_catalogs = Table(
+    "price_catalogs",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("digest", String(64), nullable=False),
+    Column("catalog", JSON(none_as_null=True), nullable=False),
+    Column("published_by", String(128), nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("version >= 1", name="version_positive"),
 )
 
 api_keys = Table(

@@ -9,7 +9,7 @@ import pytest
 from creditsd.facade import Ledger
 from creditsd.holds.errors import ExpiryTooLong, HoldExceeded, HoldNotFound, HoldNotOpen
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
-from tests.conftest import Clock
+from tests.conftest import Clock, LedgerFactory
 
 CREDIT = 10_000
 
@@ -70,6 +70,39 @@ async def test_final_capture_above_the_hold_charges_the_difference_if_affordable
     hold = await ledger.open_hold("u", 50 * CREDIT)
     _, transfer = await ledger.capture_hold(hold.id, 80 * CREDIT)
     assert transfer.debit_balance_after == 20 * CREDIT
+    assert transfer.pricing is not None
+    assert transfer.pricing["settlement"]["outcome"] == "over_hold_charged"
+
+
+async def test_an_unaffordable_overrun_is_capped_and_recorded_by_default(ledger: Ledger) -> None:
+    await funded(ledger, 20)
+    hold = await ledger.open_hold("u", 10 * CREDIT)
+    closed, transfer = await ledger.capture_hold(hold.id, 40 * CREDIT)
+    assert (closed.status, closed.captured, transfer.amount) == (
+        "captured",
+        20 * CREDIT,
+        20 * CREDIT,
+    )
+    assert transfer.pricing is not None
+    assert transfer.pricing["settlement"] == {
+        "outcome": "over_hold_capped",
+        "estimate": 10,
+        "held_before": 10,
+        "actual": 40,
+        "charged": 20,
+        "released": 0,
+        "uncollected": 20,
+    }
+    account = await ledger.get_account("u")
+    assert (account.balance, account.held, account.available) == (0, 0, 0)
+    assert (await ledger.verify_account("u")).valid
+
+
+async def test_an_overrun_policy_of_refuse_answers_402_and_changes_nothing(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = await make_ledger(holds={"overrun": "refuse"})
+    await funded(ledger, 20)
     hold = await ledger.open_hold("u", 10 * CREDIT)
     with pytest.raises(InsufficientCredits) as refused:
         await ledger.capture_hold(hold.id, 40 * CREDIT)

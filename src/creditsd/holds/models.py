@@ -24,6 +24,7 @@ class Hold:
     metadata: Metadata | None
     created_at: datetime
     updated_at: datetime
+    pricing: Metadata | None = None  # how a priced estimate was computed
     replayed: bool = field(default=False, compare=False)
 
     def status_at(self, now: datetime) -> str:

@@ -25,6 +25,7 @@ _COLUMNS = (
     _H.metadata,
     _H.created_at,
     _H.updated_at,
+    _H.pricing,
 )
 
 

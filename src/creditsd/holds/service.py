@@ -13,7 +13,9 @@ from creditsd.holds.models import Hold
 from creditsd.idempotency import fingerprint
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
+from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import REVENUE, Metadata, Transfer
+from creditsd.money import Money
 
 
 def _expiry(now: datetime, expires_in: int, maximum: int) -> datetime:
@@ -35,14 +37,19 @@ async def open_hold(
     idempotency_key: str,
     description: str | None = None,
     metadata: Metadata | None = None,
+    pricing: Metadata | None = None,
+    asked: Metadata | None = None,
 ) -> Hold:
-    """Reserve ``amount`` of the account's available credits until the hold expires."""
+    """Reserve ``amount`` of the account's available credits until the hold expires.
+
+    A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``.
+    """
     ledger.check_account_id(account_id)
     expires_at = _expiry(now, expires_in, max_expires_in)
     request = fingerprint(
         "hold",
         account_id=account_id,
-        amount=amount,
+        **(asked or {"amount": amount}),
         expires_in=expires_in,
         description=description,
         metadata=metadata,
@@ -62,6 +69,7 @@ async def open_hold(
             metadata=metadata,
             created_at=now,
             updated_at=now,
+            pricing=pricing,
         )
         return hold if await repo.insert_hold(conn, hold, request) else None
 
@@ -99,24 +107,30 @@ async def capture_hold(
     policy: ledger.Policy,
     now: datetime,
     *,
+    money: Money,
     final: bool = True,
+    overrun: str = "cap",
     app: str,
     idempotency_key: str,
     description: str | None = None,
     metadata: Metadata | None = None,
+    pricing: Metadata | None = None,
+    asked: Metadata | None = None,
 ) -> tuple[Hold, Transfer]:
-    """Charge ``amount`` against a hold.
+    """Charge ``amount`` (the actual cost) against a hold.
 
     A final capture (the default) closes the hold and gives back whatever it still
-    reserved; it may take more than the hold if the account can afford the difference.
-    A capture with ``final=False`` takes a slice, at most what the hold still reserves,
-    and leaves the rest held.
+    reserved. Past the hold it charges the difference when the account can afford it;
+    when it cannot, ``overrun="cap"`` charges what the account can still pay and records
+    the rest as uncollected, ``"refuse"`` answers 402 and changes nothing. A capture with
+    ``final=False`` takes a slice, at most what the hold still reserves, and leaves the
+    rest held. The transfer's ``pricing`` records the settlement.
     """
     hold = await _locked(conn, hold_id)
     request = fingerprint(
         "capture",
         hold_id=hold_id,
-        amount=amount,
+        **(asked or {"amount": amount}),
         final=final,
         description=description,
         metadata=metadata,
@@ -128,34 +142,74 @@ async def capture_hold(
     remaining = hold.amount - hold.captured
     if not final and amount > remaining:
         raise HoldExceeded(hold_id)
-    hold = await repo.set_hold(
-        conn,
-        hold_id,
-        {
-            "captured": hold.captured + amount,
-            "status": "captured" if final else "open",
-            "updated_at": now,
-        },
-    )
-    transfer = await ledger.post_transfer(
-        conn,
-        ledger.Posting(
+    charged = amount
+    for _attempt in range(3):
+        posting = ledger.Posting(
             kind="capture",
             debit_account_id=hold.account_id,
             credit_account_id=REVENUE,
-            amount=amount,
+            amount=charged,
             app=app,
             idempotency_key=idempotency_key,
             fingerprint=request,
             description=description if description is not None else hold.description,
             metadata=metadata if metadata is not None else hold.metadata,
             hold_id=hold_id,
-            released_held=remaining if final else amount,
-        ),
-        policy,
-        now,
+            released_held=remaining if final else charged,
+            pricing=_settlement(money, pricing, hold, amount, charged, remaining, final),
+        )
+        try:
+            transfer = await ledger.post_transfer(conn, posting, policy, now)
+            break
+        except InsufficientCredits as short:
+            # Only a final capture past the hold can be short: it needs more than it releases.
+            charged = min(amount, remaining + max(short.available, 0))
+            if overrun != "cap" or charged <= 0 or charged == posting.amount:
+                raise
+    else:  # pragma: no cover - the account kept shrinking under us
+        raise InsufficientCredits(hold.account_id, required=amount - remaining, available=0)
+    hold = await repo.set_hold(
+        conn,
+        hold_id,
+        {
+            "captured": hold.captured + charged,
+            "status": "captured" if final else "open",
+            "updated_at": now,
+        },
     )
     return hold, transfer
+
+
+def _settlement(
+    money: Money,
+    pricing: Metadata | None,
+    hold: Hold,
+    asked: int,
+    charged: int,
+    remaining: int,
+    final: bool,
+) -> Metadata | None:
+    """What a capture records beside its price: how it settled against the hold (credits)."""
+    if not final and pricing is None:
+        return None
+    if asked <= remaining:
+        outcome = "within_hold"
+    elif charged == asked:
+        outcome = "over_hold_charged"
+    else:
+        outcome = "over_hold_capped"
+    return {
+        **(pricing or {}),
+        "settlement": {
+            "outcome": outcome,
+            "estimate": money.to_decimal(hold.amount),
+            "held_before": money.to_decimal(remaining),
+            "actual": money.to_decimal(asked),
+            "charged": money.to_decimal(charged),
+            "released": money.to_decimal(max(remaining - charged, 0) if final else 0),
+            "uncollected": money.to_decimal(asked - charged),
+        },
+    }
 
 
 async def release_hold(conn: AsyncConnection, hold_id: str, now: datetime) -> Hold:

@@ -64,6 +64,7 @@ class Transfer:
     credit_balance_after: int | None
     credit_available_after: int | None
     created_at: datetime
+    pricing: Metadata | None = None  # the price stamp: how a priced amount was computed
     replayed: bool = field(default=False, compare=False)
 
     @property

@@ -54,6 +54,7 @@ _TRANSFER_COLUMNS = (
     _T.credit_balance_after,
     _T.credit_available_after,
     _T.created_at,
+    _T.pricing,
 )
 
 _INSERT_IGNORING_DUPLICATES: dict[str, Callable[[Table], Any]] = {

@@ -64,6 +64,7 @@ class Posting:
     metadata: Metadata | None = None
     hold_id: str | None = None
     released_held: int = 0  # what the debit side stops holding (a hold being captured)
+    pricing: Metadata | None = None  # how a priced amount was computed
 
 
 def movement(
@@ -76,8 +77,14 @@ def movement(
     idempotency_key: str,
     description: str | None = None,
     metadata: Metadata | None = None,
+    pricing: Metadata | None = None,
+    asked: Metadata | None = None,
 ) -> Posting:
-    """A posting whose fingerprint is everything it asks for."""
+    """A posting whose fingerprint is everything it asks for.
+
+    A priced posting passes what the caller ``asked`` (the use, not its price), so a
+    replay matches even after the catalog changed.
+    """
     return Posting(
         kind=kind,
         debit_account_id=debit_account_id,
@@ -89,12 +96,13 @@ def movement(
             kind,
             debit_account_id=debit_account_id,
             credit_account_id=credit_account_id,
-            amount=amount,
+            **(asked or {"amount": amount}),
             description=description,
             metadata=metadata,
         ),
         description=description,
         metadata=metadata,
+        pricing=pricing,
     )
 
 
@@ -298,6 +306,7 @@ def _transfer(posting: Posting, applied: dict[str, Applied], now: datetime) -> T
         credit_balance_after=credit.balance if credit else None,
         credit_available_after=credit.available if credit else None,
         created_at=now,
+        pricing=posting.pricing,
     )
 
 
@@ -607,6 +616,8 @@ def charge_posting(
     idempotency_key: str,
     description: str | None,
     metadata: Metadata | None = None,
+    pricing: Metadata | None = None,
+    asked: Metadata | None = None,
 ) -> Posting:
     """The posting that spends an account's credits (to ``@revenue``)."""
     check_account_id(account_id)
@@ -619,6 +630,8 @@ def charge_posting(
         idempotency_key=idempotency_key,
         description=description,
         metadata=metadata,
+        pricing=pricing,
+        asked=asked,
     )
 
 

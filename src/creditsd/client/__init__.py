@@ -1,0 +1,68 @@
+"""The creditsd Python SDK: ``Client`` for blocking code, ``AsyncClient`` for asyncio.
+
+It needs only httpx and imports nothing of the server::
+
+    from creditsd.client import Client, InsufficientCreditsError
+
+    with Client("http://127.0.0.1:8000", api_key) as credits:
+        try:
+            credits.charge("user_2abc", feature="chat_message")
+        except InsufficientCreditsError as exc:
+            print(f"needs {exc.required}, has {exc.available}")
+
+Credits go in and come out as ``decimal.Decimal`` (floats are refused).
+"""
+
+from creditsd.client._async import AsyncClient
+from creditsd.client._errors import (
+    APIError,
+    AuthenticationError,
+    ConflictError,
+    CreditsError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from creditsd.client._models import (
+    Account,
+    Capture,
+    Hold,
+    Quote,
+    TransactionPage,
+    Transfer,
+    Usage,
+    UsageResult,
+    Verification,
+)
+from creditsd.client._sync import Client
+
+__all__ = [
+    "APIError",
+    "Account",
+    "AsyncClient",
+    "AuthenticationError",
+    "Capture",
+    "Client",
+    "ConflictError",
+    "CreditsError",
+    "Hold",
+    "IdempotencyConflictError",
+    "InsufficientCreditsError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Quote",
+    "RateLimitError",
+    "ServerError",
+    "TransactionPage",
+    "Transfer",
+    "TransportError",
+    "Usage",
+    "UsageResult",
+    "ValidationError",
+    "Verification",
+]

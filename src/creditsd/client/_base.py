@@ -1,0 +1,464 @@
+"""What Client and AsyncClient share: building requests, deciding retries, reading answers.
+
+Each API method is described once here as a :class:`Call` (method, path, body, idempotency
+key, and how to read the answer); the sync and async clients only send it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from creditsd.client import _json
+from creditsd.client._errors import APIError, TransportError, error_for
+from creditsd.client._models import (
+    Account,
+    Capture,
+    Hold,
+    Quote,
+    TransactionPage,
+    Transfer,
+    Usage,
+    UsageResult,
+    Verification,
+    credits,
+)
+
+VERSION = "0.1.0"
+
+Amount = int | str | Decimal
+"""Credits as a caller writes them: never a float, which cannot hold 0.1 exactly."""
+
+T = TypeVar("T")
+
+MAX_BACKOFF = 10.0
+"""The longest pause between two attempts that the exponential backoff grows to (seconds)."""
+
+MAX_RETRY_AFTER = 30.0
+"""A longer Retry-After than this is not waited out: the error goes to the caller at once."""
+
+# Failures where the request may not have reached the server, or its answer was lost.
+# A retry is safe because every write carries the same idempotency key each time.
+_RETRYABLE = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request, described independently of how it is sent."""
+
+    method: str
+    path: str
+    read: Callable[[Any, bool], T]
+    params: dict[str, str | int] = field(default_factory=dict)
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def new_idempotency_key() -> str:
+    """A key for a write the caller did not key: the same one goes with every retry."""
+    return f"sdk_{uuid.uuid4().hex}"
+
+
+class BaseClient:
+    """Settings, request building and the retry policy shared by Client and AsyncClient."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float,
+        max_retries: int,
+        backoff: float,
+        app: str | None,
+    ) -> None:
+        if not isinstance(base_url, str) or not base_url:
+            raise ValueError("base_url is the server's address, e.g. 'http://127.0.0.1:8000'")
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key is a creditsd API key (creditsd keys create)")
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError("max_retries is a whole number, 0 or more")
+        if backoff < 0 or timeout <= 0:
+            raise ValueError("backoff is 0 or more seconds and timeout more than 0")
+        self.base_url = base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.timeout = timeout
+        agent = f"creditsd-python/{VERSION} httpx/{httpx.__version__}"
+        self._headers = {
+            "Authorization": f"Bearer {api_key}",
+            "Accept": "application/json",
+            "User-Agent": f"{agent} {app}" if app else agent,
+        }
+
+    # Accounts and transfers ------------------------------------------------------------
+
+    def _get_account(self, account_id: str) -> Call[Account]:
+        return Call("GET", _account_path(account_id), lambda data, _: Account.from_json(data))
+
+    def _get_balance(self, account_id: str) -> Call[Decimal]:
+        return Call("GET", _account_path(account_id), lambda data, _: credits(data["available"]))
+
+    def _initialize_account(
+        self,
+        account_id: str,
+        *,
+        initial_grant: Amount | None,
+        overdraft_limit: Amount | None,
+        aliases: Iterable[str],
+        metadata: Mapping[str, Any] | None,
+    ) -> Call[Account]:
+        body: dict[str, Any] = {}
+        if initial_grant is not None:
+            body["initial_grant"] = amount_of(initial_grant, "initial_grant")
+        if overdraft_limit is not None:
+            body["overdraft_limit"] = amount_of(overdraft_limit, "overdraft_limit")
+        if isinstance(aliases, str):
+            raise TypeError("aliases is a list of account ids, not one string")
+        if aliases := list(aliases):
+            body["aliases"] = aliases
+        if metadata is not None:
+            body["metadata"] = metadata
+        return self._write(
+            "PUT",
+            _account_path(account_id),
+            body or None,
+            None,
+            lambda data, _: Account.from_json(data),
+        )
+
+    def _charge(
+        self,
+        account_id: str,
+        amount: Amount | None,
+        *,
+        feature: str | None,
+        quantity: Amount | None,
+        usage: Usage | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Call[Transfer]:
+        body = {"account_id": account_id, **priced(amount, feature, quantity, usage)}
+        body.update(_present(description=description, metadata=metadata))
+        return self._write("POST", "/v1/charges", body, idempotency_key, _read_transfer)
+
+    def _grant(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        reason: str | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Call[Transfer]:
+        body = {"account_id": account_id, "amount": amount_of(amount)}
+        body.update(_present(reason=reason, metadata=metadata))
+        return self._write("POST", "/v1/grants", body, idempotency_key, _read_transfer)
+
+    def _get_transactions(
+        self, account_id: str, *, limit: int, cursor: str | None
+    ) -> Call[TransactionPage]:
+        params: dict[str, str | int] = {"limit": limit}
+        if cursor is not None:
+            params["cursor"] = cursor
+        return Call(
+            "GET",
+            f"{_account_path(account_id)}/transactions",
+            lambda data, _: TransactionPage.from_json(data),
+            params=params,
+        )
+
+    def _get_transaction(self, transfer_id: str) -> Call[Transfer]:
+        return Call("GET", f"/v1/transactions/{_segment(transfer_id)}", _read_transfer)
+
+    def _verify_balance(self, account_id: str) -> Call[Verification]:
+        return Call("GET", f"{_account_path(account_id)}/verify", _read_verification)
+
+    def _rebuild_balance(self, account_id: str) -> Call[Verification]:
+        return self._write(
+            "POST", f"{_account_path(account_id)}/rebuild", None, None, _read_verification
+        )
+
+    # Pricing and usage -------------------------------------------------------------------
+
+    def _quote(
+        self,
+        *,
+        amount: Amount | None,
+        feature: str | None,
+        quantity: Amount | None,
+        usage: Usage | None,
+    ) -> Call[Quote]:
+        body = _json.dumps(priced(amount, feature, quantity, usage))
+        return Call(
+            "POST",
+            "/v1/quotes",
+            lambda data, _: Quote.from_json(data),
+            body=body,
+            headers={"Content-Type": "application/json"},
+        )
+
+    def _send_usage(self, events: Iterable[Mapping[str, Any]]) -> Call[list[UsageResult]]:
+        if isinstance(events, Mapping):
+            raise TypeError("send_usage takes a list of events; wrap a single event in a list")
+        return self._write(
+            "POST",
+            "/v1/usage",
+            {"events": list(events)},
+            None,
+            lambda data, _: [UsageResult.from_json(item) for item in data["results"]],
+        )
+
+    # Holds ------------------------------------------------------------------------------
+
+    def _hold(
+        self,
+        account_id: str,
+        amount: Amount | None,
+        *,
+        feature: str | None,
+        quantity: Amount | None,
+        usage: Usage | None,
+        expires_in: int | None,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Call[Hold]:
+        body = {"account_id": account_id, **priced(amount, feature, quantity, usage)}
+        if expires_in is not None:
+            body["expires_in"] = seconds_of(expires_in)
+        body.update(_present(description=description, metadata=metadata))
+        return self._write("POST", "/v1/holds", body, idempotency_key, _read_hold)
+
+    def _capture(
+        self,
+        hold_id: str,
+        amount: Amount | None,
+        *,
+        feature: str | None,
+        quantity: Amount | None,
+        usage: Usage | None,
+        final: bool,
+        description: str | None,
+        metadata: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+    ) -> Call[Capture]:
+        if not isinstance(final, bool):
+            raise TypeError("final is True or False")
+        body = {**priced(amount, feature, quantity, usage), "final": final}
+        body.update(_present(description=description, metadata=metadata))
+        # Without a key of the caller's, the server keys a final capture by its hold, which
+        # is steadier than a fresh key: a capture repeated by the caller's own retry (a job
+        # run twice) replays too, where a new key would meet 409 hold_not_open.
+        return self._write(
+            "POST",
+            f"{_hold_path(hold_id)}/capture",
+            body,
+            idempotency_key,
+            lambda data, replayed: Capture.from_json(data, replayed=replayed),
+            key_by_server=final,
+        )
+
+    def _extend(self, hold_id: str, expires_in: int) -> Call[Hold]:
+        body = {"expires_in": seconds_of(expires_in)}
+        return self._write("POST", f"{_hold_path(hold_id)}/extend", body, None, _read_hold)
+
+    def _release(self, hold_id: str) -> Call[Hold]:
+        return self._write("POST", f"{_hold_path(hold_id)}/release", None, None, _read_hold)
+
+    def _get_hold(self, hold_id: str) -> Call[Hold]:
+        return Call("GET", _hold_path(hold_id), _read_hold)
+
+    # Sending: what the sync and async loops share ----------------------------------------
+
+    def _write(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        idempotency_key: str | None,
+        read: Callable[[Any, bool], T],
+        *,
+        key_by_server: bool = False,
+    ) -> Call[T]:
+        headers: dict[str, str] = {}
+        if idempotency_key is not None:
+            if not isinstance(idempotency_key, str) or not idempotency_key:
+                raise TypeError("idempotency_key is a non-empty string")
+            headers["Idempotency-Key"] = idempotency_key
+        elif not key_by_server:
+            headers["Idempotency-Key"] = new_idempotency_key()
+        content = None
+        if body is not None:
+            content = _json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        return Call(method, path, read, body=content, headers=headers)
+
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
+        """Seconds to wait before trying again after ``response``, or None to answer it."""
+        status = response.status_code
+        if attempt >= self.max_retries or not (status == 429 or status >= 500):
+            return None
+        asked = retry_after(response.headers)
+        if asked is not None:
+            return asked if asked <= MAX_RETRY_AFTER else None
+        return self._backoff(attempt)
+
+    def _retry_delay_after(self, exc: httpx.TransportError, call: Call[Any], attempt: int) -> float:
+        """Seconds to wait before trying again after a network failure; raises when done."""
+        if attempt < self.max_retries and isinstance(exc, _RETRYABLE):
+            return self._backoff(attempt)
+        tries = attempt + 1
+        error = TransportError(
+            f"{call.method} {self.base_url}{call.path}: no answer after {tries} "
+            f"attempt{'s' if tries > 1 else ''} ({type(exc).__name__}: {exc})",
+            attempts=tries,
+        )
+        error.idempotency_key = call.headers.get("Idempotency-Key")
+        raise error from exc
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential, with jitter so that clients failed by one outage do not return in step.
+        ceiling = min(self.backoff * 2.0**attempt, MAX_BACKOFF)
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - timing jitter, not a secret
+
+    def _answer(self, call: Call[T], response: httpx.Response) -> T:
+        """The typed result of a success, or the exception an error answer stands for."""
+        if not response.is_success:
+            try:
+                payload = _json.loads(response.content)
+            except ValueError:
+                payload = None
+            error = error_for(
+                response.status_code,
+                payload,
+                reason=response.reason_phrase,
+                retry_after=retry_after(response.headers),
+            )
+            error.idempotency_key = call.headers.get("Idempotency-Key")
+            raise error
+        replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
+        try:
+            return call.read(_json.loads(response.content), replayed)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise APIError(
+                f"the answer to {call.method} {call.path} is not what this SDK expects: {exc!r}",
+                status=response.status_code,
+                code="invalid_response",
+            ) from exc
+
+
+def amount_of(value: object, name: str = "amount") -> Decimal:
+    """Credits from a caller as an exact Decimal; a float is refused (0.1 is not 0.1)."""
+    if isinstance(value, float):
+        raise TypeError(
+            f"{name} is a float ({value!r}), which cannot hold most decimals exactly; "
+            f"pass a Decimal, an int or a str such as '{value}'"
+        )
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise TypeError(f"{name} is a Decimal, an int or a str, not {type(value).__name__}")
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{name} {value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return number
+
+
+def seconds_of(value: object) -> int:
+    """A lifetime in whole seconds."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expires_in is a whole number of seconds, not {value!r}")
+    return value
+
+
+def priced(
+    amount: Amount | None, feature: str | None, quantity: Amount | None, usage: Usage | None
+) -> dict[str, Any]:
+    """What a charge, hold, capture or quote costs: exactly one of amount, feature or usage."""
+    given = [
+        name
+        for name, value in (("amount", amount), ("feature", feature), ("usage", usage))
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise TypeError(
+            "give exactly one of amount, feature or usage"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if quantity is not None and feature is None:
+        raise TypeError("quantity goes with feature")
+    if amount is not None:
+        return {"amount": amount_of(amount)}
+    if feature is not None:
+        if not isinstance(feature, str):
+            raise TypeError("feature is the name of a priced feature, e.g. 'chat_message'")
+        body: dict[str, Any] = {"feature": feature}
+        if quantity is not None:
+            body["quantity"] = amount_of(quantity, "quantity")
+        return body
+    if not isinstance(usage, Mapping):
+        raise TypeError("usage is a dict: {'model': ..., 'input_tokens': ..., ...}")
+    return {"usage": dict(usage)}
+
+
+def retry_after(headers: httpx.Headers) -> float | None:
+    """The Retry-After header in seconds (given as seconds or as an HTTP date), if any."""
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+
+
+def _present(**fields: object) -> dict[str, object]:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _segment(value: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected an id, got {value!r}")
+    return quote(value, safe="")
+
+
+def _account_path(account_id: str) -> str:
+    return f"/v1/accounts/{_segment(account_id)}"
+
+
+def _hold_path(hold_id: str) -> str:
+    return f"/v1/holds/{_segment(hold_id)}"
+
+
+def _read_transfer(data: Any, replayed: bool) -> Transfer:
+    return Transfer.from_json(data, replayed=replayed)
+
+
+def _read_hold(data: Any, replayed: bool) -> Hold:
+    return Hold.from_json(data, replayed=replayed)
+
+
+def _read_verification(data: Any, _replayed: bool) -> Verification:
+    return Verification.from_json(data)

@@ -1,0 +1,280 @@
+"""Typed results built from the server's JSON: credits as Decimal, timestamps as datetime.
+
+Every result keeps the JSON object it was built from in ``raw``, so fields a newer server
+adds are there to read before this SDK learns their names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Required, TypedDict
+
+
+class Usage(TypedDict, total=False):
+    """Token counts of one model call, priced by the server's catalog."""
+
+    model: Required[str]
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+
+
+@dataclass(frozen=True)
+class Account:
+    """An account; ``available`` = ``balance`` − ``held`` + ``overdraft_limit``."""
+
+    id: str
+    balance: Decimal
+    held: Decimal
+    available: Decimal
+    overdraft_limit: Decimal
+    aliases: tuple[str, ...]
+    metadata: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Account:
+        """Build from the server's JSON object."""
+        return cls(
+            id=data["id"],
+            balance=credits(data["balance"]),
+            held=credits(data["held"]),
+            available=credits(data["available"]),
+            overdraft_limit=credits(data["overdraft_limit"]),
+            aliases=tuple(data.get("aliases") or ()),
+            metadata=data.get("metadata"),
+            created_at=timestamp(data["created_at"]),
+            updated_at=timestamp(data["updated_at"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A movement of credits seen from one account (``account_id``).
+
+    ``amount`` is always positive; ``change`` is its signed effect on ``account_id``, and
+    ``balance``/``available`` are that account's figures right after. ``replayed`` is true
+    when the server answered a repeat of an earlier write with its stored result.
+    """
+
+    id: str
+    kind: str
+    account_id: str
+    amount: Decimal
+    change: Decimal
+    balance: Decimal | None
+    available: Decimal | None
+    debit_account_id: str
+    credit_account_id: str
+    description: str | None
+    metadata: dict[str, Any] | None
+    hold_id: str | None
+    app: str
+    idempotency_key: str
+    created_at: datetime
+    replayed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, replayed: bool = False) -> Transfer:
+        """Build from the server's JSON object."""
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            account_id=data["account_id"],
+            amount=credits(data["amount"]),
+            change=credits(data["change"]),
+            balance=optional_credits(data.get("balance")),
+            available=optional_credits(data.get("available")),
+            debit_account_id=data["debit_account_id"],
+            credit_account_id=data["credit_account_id"],
+            description=data.get("description"),
+            metadata=data.get("metadata"),
+            hold_id=data.get("hold_id"),
+            app=data["app"],
+            idempotency_key=data["idempotency_key"],
+            created_at=timestamp(data["created_at"]),
+            replayed=replayed,
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Credits reserved until captured, released or expired; ``held`` is what it still reserves."""
+
+    id: str
+    account_id: str
+    status: str
+    amount: Decimal
+    captured: Decimal
+    held: Decimal
+    expires_at: datetime
+    description: str | None
+    metadata: dict[str, Any] | None
+    idempotency_key: str
+    created_at: datetime
+    updated_at: datetime
+    replayed: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, replayed: bool = False) -> Hold:
+        """Build from the server's JSON object."""
+        return cls(
+            id=data["id"],
+            account_id=data["account_id"],
+            status=data["status"],
+            amount=credits(data["amount"]),
+            captured=credits(data["captured"]),
+            held=credits(data["held"]),
+            expires_at=timestamp(data["expires_at"]),
+            description=data.get("description"),
+            metadata=data.get("metadata"),
+            idempotency_key=data["idempotency_key"],
+            created_at=timestamp(data["created_at"]),
+            updated_at=timestamp(data["updated_at"]),
+            replayed=replayed,
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """A capture's result: the hold after it and the transfer that charged the account."""
+
+    hold: Hold
+    transfer: Transfer
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, replayed: bool = False) -> Capture:
+        """Build from the server's JSON object."""
+        return cls(
+            hold=Hold.from_json(data["hold"], replayed=replayed),
+            transfer=Transfer.from_json(data["transfer"], replayed=replayed),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A stored balance and held total checked against the account's transfers and holds."""
+
+    account_id: str
+    valid: bool
+    stored: Decimal
+    calculated: Decimal
+    stored_held: Decimal
+    calculated_held: Decimal
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Verification:
+        """Build from the server's JSON object."""
+        return cls(
+            account_id=data["account_id"],
+            valid=bool(data["valid"]),
+            stored=credits(data["stored"]),
+            calculated=credits(data["calculated"]),
+            stored_held=credits(data["stored_held"]),
+            calculated_held=credits(data["calculated_held"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class TransactionPage:
+    """One page of an account's transfers, newest first; ``next_cursor`` is None on the last."""
+
+    data: tuple[Transfer, ...]
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TransactionPage:
+        """Build from the server's JSON object."""
+        return cls(
+            data=tuple(Transfer.from_json(item) for item in data["data"]),
+            next_cursor=data.get("next_cursor"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What a charge would cost now, without charging.
+
+    ``breakdown`` explains the price as the server wrote it (its lines, subtotal, rounding
+    and a one-sentence ``summary``); ``catalog_version`` is the price list it used.
+    """
+
+    amount: Decimal
+    breakdown: dict[str, Any]
+    catalog_version: int | str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Quote:
+        """Build from the server's JSON object."""
+        return cls(
+            amount=credits(data["amount"]),
+            breakdown=dict(data.get("breakdown") or {}),
+            catalog_version=data.get("catalog_version"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class UsageResult:
+    """What became of one usage event: its ``status``, the transfer or the error.
+
+    ``status`` is ``charged``, ``duplicate`` (charged before), ``insufficient_credits`` or
+    ``invalid``; ``error`` is then the error object (``code``, ``message``, …).
+    """
+
+    id: str
+    status: str
+    transfer_id: str | None
+    error: dict[str, Any] | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UsageResult:
+        """Build from the server's JSON object."""
+        return cls(
+            id=str(data["id"]),
+            status=data["status"],
+            transfer_id=data.get("transfer_id"),
+            error=data.get("error"),
+            raw=dict(data),
+        )
+
+
+def credits(value: object) -> Decimal:
+    """An amount from the server's JSON (an exact number, or a decimal string) as a Decimal."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int | str) and not isinstance(value, bool):
+        return Decimal(value)
+    raise TypeError(f"expected an amount, got {type(value).__name__}")
+
+
+def optional_credits(value: object) -> Decimal | None:
+    """:func:`credits`, or None for a JSON null."""
+    return None if value is None else credits(value)
+
+
+def timestamp(value: object) -> datetime:
+    """An RFC 3339 timestamp from the server as an aware datetime."""
+    if not isinstance(value, str):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+    return datetime.fromisoformat(value)

@@ -1,0 +1,292 @@
+"""The blocking client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from creditsd.client._base import Amount, BaseClient, Call
+from creditsd.client._models import (
+    Account,
+    Capture,
+    Hold,
+    Quote,
+    TransactionPage,
+    Transfer,
+    Usage,
+    UsageResult,
+    Verification,
+)
+
+T = TypeVar("T")
+
+
+class Client(BaseClient):
+    """A creditsd client for blocking code; use it as a context manager or call close().
+
+    Failed attempts (network errors, 5xx, 429) are retried up to ``max_retries`` times with
+    exponential backoff; every write carries one idempotency key across all its attempts,
+    so a retry never charges twice.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float = 10.0,
+        max_retries: int = 2,
+        backoff: float = 0.2,
+        transport: httpx.BaseTransport | None = None,
+        app: str | None = None,
+    ) -> None:
+        super().__init__(
+            base_url, api_key, timeout=timeout, max_retries=max_retries, backoff=backoff, app=app
+        )
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+        self._sleep = time.sleep
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections."""
+        self._http.close()
+
+    def _send(self, call: Call[T]) -> T:
+        request = self._http.build_request(
+            call.method, call.path, params=call.params, content=call.body, headers=call.headers
+        )
+        attempt = 0
+        while True:
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                delay = self._retry_delay_after(exc, call, attempt)
+            else:
+                retry = self._retry_delay(response, attempt)
+                if retry is None:
+                    return self._answer(call, response)
+                delay = retry
+            attempt += 1
+            if delay > 0:
+                self._sleep(delay)
+
+    # Accounts and transfers ------------------------------------------------------------
+
+    def get_balance(self, account_id: str) -> Decimal:
+        """The credits the account can spend now (its ``available`` figure)."""
+        return self._send(self._get_balance(account_id))
+
+    def get_account(self, account_id: str) -> Account:
+        """The account's balance, held and available credits, aliases and metadata."""
+        return self._send(self._get_account(account_id))
+
+    def initialize_account(
+        self,
+        account_id: str,
+        *,
+        initial_grant: Amount | None = None,
+        overdraft_limit: Amount | None = None,
+        aliases: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Account:
+        """Create the account if absent, or apply the settings given (grants need admin)."""
+        return self._send(
+            self._initialize_account(
+                account_id,
+                initial_grant=initial_grant,
+                overdraft_limit=overdraft_limit,
+                aliases=aliases,
+                metadata=metadata,
+            )
+        )
+
+    def charge(
+        self,
+        account_id: str,
+        amount: Amount | None = None,
+        *,
+        feature: str | None = None,
+        quantity: Amount | None = None,
+        usage: Usage | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Transfer:
+        """Spend credits: an ``amount``, a priced ``feature`` (× ``quantity``) or model ``usage``.
+
+        Raises InsufficientCreditsError (402) when the account cannot afford it.
+        """
+        return self._send(
+            self._charge(
+                account_id,
+                amount,
+                feature=feature,
+                quantity=quantity,
+                usage=usage,
+                description=description,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    deduct = charge
+
+    def grant(
+        self,
+        account_id: str,
+        amount: Amount,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Transfer:
+        """Give the account credits (needs an admin key)."""
+        return self._send(
+            self._grant(
+                account_id,
+                amount,
+                reason=reason,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    add = grant
+
+    def get_transactions(
+        self, account_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> TransactionPage:
+        """One page of the account's transfers, newest first."""
+        return self._send(self._get_transactions(account_id, limit=limit, cursor=cursor))
+
+    def iter_transactions(self, account_id: str, *, page_size: int = 100) -> Iterator[Transfer]:
+        """Every transfer of the account, newest first, fetching pages as needed."""
+        cursor: str | None = None
+        while True:
+            page = self.get_transactions(account_id, limit=page_size, cursor=cursor)
+            yield from page.data
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def get_transaction(self, transfer_id: str) -> Transfer:
+        """One transfer by id."""
+        return self._send(self._get_transaction(transfer_id))
+
+    def verify_balance(self, account_id: str) -> Verification:
+        """Check the stored balance and held total against the account's history."""
+        return self._send(self._verify_balance(account_id))
+
+    def rebuild_balance(self, account_id: str) -> Verification:
+        """Reset a drifted balance from its transfers (admin); answers the check made before."""
+        return self._send(self._rebuild_balance(account_id))
+
+    # Pricing and usage -------------------------------------------------------------------
+
+    def quote(
+        self,
+        *,
+        amount: Amount | None = None,
+        feature: str | None = None,
+        quantity: Amount | None = None,
+        usage: Usage | None = None,
+    ) -> Quote:
+        """What a charge would cost now, without charging."""
+        return self._send(
+            self._quote(amount=amount, feature=feature, quantity=quantity, usage=usage)
+        )
+
+    def send_usage(self, events: Iterable[Mapping[str, Any]]) -> list[UsageResult]:
+        """Report a batch of usage events; one result per event, in order."""
+        return self._send(self._send_usage(events))
+
+    # Holds ------------------------------------------------------------------------------
+
+    def hold(
+        self,
+        account_id: str,
+        amount: Amount | None = None,
+        *,
+        feature: str | None = None,
+        quantity: Amount | None = None,
+        usage: Usage | None = None,
+        expires_in: int | None = None,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Hold:
+        """Reserve credits for ``expires_in`` seconds (server default 900) until captured."""
+        return self._send(
+            self._hold(
+                account_id,
+                amount,
+                feature=feature,
+                quantity=quantity,
+                usage=usage,
+                expires_in=expires_in,
+                description=description,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def capture(
+        self,
+        hold_id: str,
+        amount: Amount | None = None,
+        *,
+        feature: str | None = None,
+        quantity: Amount | None = None,
+        usage: Usage | None = None,
+        final: bool = True,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Capture:
+        """Charge the actual cost against a hold; a final capture gives back the rest."""
+        return self._send(
+            self._capture(
+                hold_id,
+                amount,
+                feature=feature,
+                quantity=quantity,
+                usage=usage,
+                final=final,
+                description=description,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+            )
+        )
+
+    def extend(self, hold_id: str, expires_in: int) -> Hold:
+        """Keep an open hold alive for ``expires_in`` more seconds from now."""
+        return self._send(self._extend(hold_id, expires_in))
+
+    def release(self, hold_id: str) -> Hold:
+        """Give back what the hold reserves; releasing twice is harmless."""
+        return self._send(self._release(hold_id))
+
+    def get_hold(self, hold_id: str) -> Hold:
+        """The hold as it stands now."""
+        return self._send(self._get_hold(hold_id))

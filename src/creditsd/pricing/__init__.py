@@ -1,0 +1,1 @@
+"""The price catalog and what it says each use costs."""

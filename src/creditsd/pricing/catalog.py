@@ -1,0 +1,356 @@
+"""The price catalog: what features, meters and models cost, and the exact price of one use.
+
+Prices are decimals of credits (features, meters) or of US dollars per million tokens
+(models). A price is computed exactly and rounded once, at the end, to the ledger's scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from creditsd.errors import InvalidRequest
+from creditsd.money import INT64_MAX, AmountError, Money, parse_decimal, plain
+
+FEATURE_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
+MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*"
+MAX_TOKENS = 10**12
+MAX_QUANTITY_PLACES = 6
+TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+# Where a token kind without a price of its own is priced.
+_FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
+_ROUNDING = {
+    "half_up": ROUND_HALF_UP,
+    "half_even": ROUND_HALF_EVEN,
+    "up": ROUND_UP,
+    "down": ROUND_DOWN,
+}
+_MILLION = Decimal(1_000_000)
+_HUNDRED = Decimal(100)
+
+
+def _decimal(value: object) -> Decimal:
+    try:
+        return parse_decimal(value)
+    except AmountError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+CatalogDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeaturePrice(_Entry):
+    """A fixed price in credits per use; ``quantity`` (a whole number) scales it."""
+
+    price: CatalogDecimal = Field(gt=0)
+    max_quantity: int | None = Field(None, ge=1)
+    description: str | None = None
+
+
+class MeterPrice(_Entry):
+    """A price in credits per unit of time or work; quantities may be fractional."""
+
+    price: CatalogDecimal = Field(gt=0)
+    unit: str = Field(min_length=1, max_length=32)
+    max_quantity: CatalogDecimal | None = Field(None, gt=0)
+    description: str | None = None
+
+
+class ModelPrice(_Entry):
+    """US dollars per million tokens of each kind, with this model's markup and multiplier.
+
+    Cache reads and writes without a price of their own cost what input does; reasoning
+    tokens without one cost what output does. Markup and multiplier default to the
+    catalog's.
+    """
+
+    input: CatalogDecimal = Field(ge=0)
+    output: CatalogDecimal = Field(ge=0)
+    cache_read: CatalogDecimal | None = Field(None, ge=0)
+    cache_write: CatalogDecimal | None = Field(None, ge=0)
+    reasoning: CatalogDecimal | None = Field(None, ge=0)
+    markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
+    rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
+
+    def per_million(self, kind: str) -> Decimal:
+        """The USD price per million tokens of ``kind``, after fallbacks."""
+        own: Decimal | None = getattr(self, kind)
+        return own if own is not None else getattr(self, _FALLBACK[kind])
+
+
+def _features() -> dict[str, FeaturePrice]:
+    return {
+        name: FeaturePrice(price=Decimal(price))
+        for name, price in {
+            "chat_message": 10,
+            "canvas_generation_simple": 50,
+            "canvas_generation_complex": 75,
+            "ai_text_chat": 1,
+            "ai_image_generation": 5,
+        }.items()
+    }
+
+
+def _meters() -> dict[str, MeterPrice]:
+    return {
+        "video_generation": MeterPrice(price=Decimal(10), unit="second"),
+        "training_job": MeterPrice(price=Decimal(200), unit="gpu_hour"),
+    }
+
+
+def _models() -> dict[str, ModelPrice]:
+    def usd(*prices: str | None) -> ModelPrice:
+        values = dict(zip(("input", "output", "cache_read", "cache_write"), prices, strict=True))
+        return ModelPrice.model_validate({k: v for k, v in values.items() if v is not None})
+
+    return {
+        "openai/gpt-4o": usd("2.50", "10.00", "1.25", None),
+        "openai/gpt-4o-mini": usd("0.15", "0.60", "0.075", None),
+        "anthropic/claude-sonnet-4": usd("3.00", "15.00", "0.30", "3.75"),
+        "google/gemini-2.5-flash": usd("0.30", "2.50", "0.075", None),
+    }
+
+
+class PricingSettings(BaseModel):
+    """``[pricing]``: the catalog. Without the section the built-in defaults serve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    credits_per_usd: CatalogDecimal = Field(Decimal(100), gt=0, le=10**9)
+    rounding: Literal["half_up", "half_even", "up", "down"] = "half_up"
+    markup_percent: CatalogDecimal = Field(Decimal(0), ge=0, le=10_000)
+    rate_multiplier: CatalogDecimal = Field(Decimal(1), gt=0, le=1000)
+    refresh_interval: float = Field(5.0, gt=0, le=3600)
+    features: dict[Annotated[str, Field(pattern=f"^{FEATURE_PATTERN}$")], FeaturePrice] = Field(
+        default_factory=_features
+    )
+    meters: dict[Annotated[str, Field(pattern=f"^{FEATURE_PATTERN}$")], MeterPrice] = Field(
+        default_factory=_meters
+    )
+    models: dict[Annotated[str, Field(pattern=f"^{MODEL_PATTERN}$")], ModelPrice] = Field(
+        default_factory=_models
+    )
+
+    @model_validator(mode="after")
+    def _names_are_unique(self) -> PricingSettings:
+        both = sorted(set(self.features) & set(self.meters))
+        if both:
+            raise ValueError(f"{', '.join(both)} named both a feature and a meter")
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """What a catalog version is: everything but how often processes look for a new one."""
+        return self.model_dump(mode="python", exclude={"refresh_interval"}, exclude_none=True)
+
+
+class UnknownFeature(InvalidRequest):
+    """The catalog prices no feature or meter by that name."""
+
+    code = "unknown_feature"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no feature or meter is named {name!r}", feature=name, known=known)
+
+
+class UnknownModel(InvalidRequest):
+    """The catalog prices no model by that id."""
+
+    code = "unknown_model"
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"no model is priced as {name!r}", model=name, known=known)
+
+
+class InvalidQuantity(InvalidRequest):
+    """A quantity the feature or meter does not take."""
+
+    code = "invalid_quantity"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"quantity {reason}", field="quantity")
+
+
+class ZeroPrice(InvalidRequest):
+    """A use whose price rounds to nothing: there is nothing to charge."""
+
+    code = "zero_price"
+
+    def __init__(self) -> None:
+        super().__init__("this use costs nothing at the ledger's scale")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureUse:
+    """``quantity`` uses of a feature, or ``quantity`` units of a meter."""
+
+    feature: str
+    quantity: Decimal = Decimal(1)
+
+    def request(self) -> dict[str, Any]:
+        """The use as the caller asked for it (what idempotency fingerprints)."""
+        return {"feature": self.feature, "quantity": plain(self.quantity)}
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUse:
+    """One LLM call's tokens; each count excludes the others (see the README)."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """Token counts by kind."""
+        return {kind: getattr(self, f"{kind}_tokens") for kind in TOKEN_KINDS}
+
+    def request(self) -> dict[str, Any]:
+        """The use as the caller asked for it (what idempotency fingerprints)."""
+        return {
+            "usage": {"model": self.model, **{f"{k}_tokens": v for k, v in self.counts().items()}}
+        }
+
+
+Use = FeatureUse | TokenUse
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """What a use costs in minor units, and the breakdown that explains it."""
+
+    amount: int
+    breakdown: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """One published version of the catalog."""
+
+    version: int
+    settings: PricingSettings
+
+    def price(self, use: Use, money: Money) -> Price:
+        """The exact price of ``use``, rounded once to the ledger's scale."""
+        with localcontext() as context:
+            context.prec = 60
+            if isinstance(use, TokenUse):
+                lines, subtotal, extra = self._tokens(use)
+                exact = subtotal * (1 + extra["markup_percent"] / _HUNDRED)
+                exact *= extra["rate_multiplier"]
+            else:
+                lines, exact, extra = self._units(use)
+                subtotal = exact
+            rounded = exact.quantize(
+                Decimal(1).scaleb(-money.scale), rounding=_ROUNDING[self.settings.rounding]
+            )
+        amount = int(rounded.scaleb(money.scale))
+        if amount <= 0:
+            raise ZeroPrice
+        if amount > INT64_MAX:
+            raise InvalidQuantity("prices beyond the ledger's range")
+        breakdown = {
+            "catalog_version": self.version,
+            **extra,
+            "lines": lines,
+            "subtotal": plain(subtotal),
+            "exact": plain(exact),
+            "rounding": self.settings.rounding,
+            "amount": money.to_decimal(amount),
+        }
+        breakdown["summary"] = _summary(breakdown)
+        return Price(amount, breakdown)
+
+    def _units(self, use: FeatureUse) -> tuple[list[dict[str, Any]], Decimal, dict[str, Any]]:
+        settings = self.settings
+        quantity = use.quantity
+        if quantity <= 0:
+            raise InvalidQuantity("must be greater than zero")
+        entry: FeaturePrice | MeterPrice
+        if use.feature in settings.features:
+            entry = settings.features[use.feature]
+            if quantity != quantity.to_integral_value():
+                raise InvalidQuantity(f"of {use.feature} must be a whole number")
+            unit = "use"
+        elif use.feature in settings.meters:
+            entry = meter = settings.meters[use.feature]
+            if -quantity.as_tuple().exponent > MAX_QUANTITY_PLACES:  # type: ignore[operator]
+                raise InvalidQuantity(f"has more than {MAX_QUANTITY_PLACES} decimal places")
+            unit = meter.unit
+        else:
+            raise UnknownFeature(use.feature, sorted([*settings.features, *settings.meters]))
+        if entry.max_quantity is not None and quantity > entry.max_quantity:
+            raise InvalidQuantity(f"of {use.feature} is at most {entry.max_quantity}")
+        credits = entry.price * quantity
+        line = {
+            "item": use.feature,
+            "description": f"{use.feature}: {plain(quantity)} {unit}"
+            f" × {entry.price} credits/{unit}",
+            "quantity": plain(quantity),
+            "unit": unit,
+            "unit_price": entry.price,
+            "credits": plain(credits),
+        }
+        kind = "feature" if unit == "use" else "meter"
+        return [line], credits, {"kind": kind, kind: use.feature}
+
+    def _tokens(self, use: TokenUse) -> tuple[list[dict[str, Any]], Decimal, dict[str, Any]]:
+        settings = self.settings
+        model = settings.models.get(use.model)
+        if model is None:
+            raise UnknownModel(use.model, sorted(settings.models))
+        markup = model.markup_percent
+        multiplier = model.rate_multiplier
+        extra = {
+            "kind": "model",
+            "model": use.model,
+            "credits_per_usd": settings.credits_per_usd,
+            "markup_percent": settings.markup_percent if markup is None else markup,
+            "rate_multiplier": settings.rate_multiplier if multiplier is None else multiplier,
+        }
+        lines = []
+        usd = Decimal(0)
+        for kind, count in use.counts().items():
+            if not count:
+                continue
+            per_million = model.per_million(kind)
+            cost = count * per_million / _MILLION
+            usd += cost
+            lines.append(
+                {
+                    "item": f"{kind}_tokens",
+                    "description": f"{count} {kind.replace('_', ' ')} tokens"
+                    f" × {per_million} USD/1M",
+                    "quantity": count,
+                    "unit": "token",
+                    "usd_per_million": per_million,
+                    "usd": plain(cost),
+                    "credits": plain(cost * settings.credits_per_usd),
+                }
+            )
+        extra["usd"] = plain(usd)
+        return lines, usd * settings.credits_per_usd, extra
+
+
+def _summary(breakdown: dict[str, Any]) -> str:
+    """One sentence a customer can read: what was used, at what price, for how much."""
+    text = " + ".join(line["description"] for line in breakdown["lines"])
+    if breakdown["kind"] == "model":
+        text = (
+            f"{breakdown['model']}: {text} = {breakdown['usd']} USD"
+            f" × {breakdown['credits_per_usd']} credits/USD"
+            f" × (1 + {breakdown['markup_percent']}% markup)"
+            f" × {breakdown['rate_multiplier']} rate"
+        )
+    return (
+        f"{text} = {breakdown['exact']} credits, rounded {breakdown['rounding'].replace('_', ' ')}"
+        f" to {breakdown['amount']} (catalog v{breakdown['catalog_version']})"
+    )

@@ -1,0 +1,51 @@
+"""Every query on published catalog versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.ledger.repository import AnyRow, insert_ignoring_duplicates
+from creditsd.tables import price_catalogs
+
+_P = price_catalogs.c
+
+
+async def latest(conn: AsyncConnection) -> AnyRow | None:
+    """The newest version's number and digest, or None before the first is published."""
+    query = select(_P.version, _P.digest).order_by(_P.version.desc()).limit(1)
+    return (await conn.execute(query)).first()
+
+
+async def get_version(conn: AsyncConnection, version: int) -> AnyRow | None:
+    """One published version in full."""
+    return (await conn.execute(select(price_catalogs).where(_P.version == version))).first()
+
+
+async def insert_version(
+    conn: AsyncConnection,
+    version: int,
+    digest: str,
+    catalog: dict[str, Any],
+    *,
+    published_by: str,
+    now: datetime,
+) -> bool:
+    """Publish ``version``; False when another publisher took that number first."""
+    insert = insert_ignoring_duplicates(conn)
+    result = await conn.execute(
+        insert(price_catalogs)
+        .values(
+            version=version,
+            digest=digest,
+            catalog=catalog,
+            published_by=published_by,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=[_P.version])
+        .returning(_P.version)
+    )
+    return result.first() is not None

@@ -1,0 +1,1 @@
+"""Usage ingestion: batches of usage events, each priced and charged once."""

@@ -1,0 +1,116 @@
+"""Fixtures for the SDK tests: SDK clients on the real app in-process, and canned answers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from creditsd import jsonio
+from creditsd.api.app import create_app
+from creditsd.client import AsyncClient
+from creditsd.facade import Ledger
+
+BASE_URL = "http://creditsd.test"
+
+Connect = Callable[..., AsyncClient]
+
+
+@pytest.fixture
+def app(ledger: Ledger) -> FastAPI:
+    """The API over the test's ledger, without the hold sweeper."""
+    return create_app(ledger, sweep=False)
+
+
+@pytest.fixture
+async def connect(app: FastAPI) -> AsyncIterator[Connect]:
+    """Open AsyncClients on the in-process app with a key's secret; no backoff pauses."""
+    opened: list[AsyncClient] = []
+
+    def factory(
+        secret: str, *, transport: httpx.AsyncBaseTransport | None = None, **options: Any
+    ) -> AsyncClient:
+        options.setdefault("backoff", 0)
+        client = AsyncClient(
+            BASE_URL, secret, transport=transport or httpx.ASGITransport(app=app), **options
+        )
+        opened.append(client)
+        return client
+
+    yield factory
+    for client in opened:
+        await client.aclose()
+
+
+def account_json(**fields: Any) -> dict[str, Any]:
+    """An account as the server writes it."""
+    return {
+        "id": "u",
+        "balance": 100,
+        "held": 0,
+        "available": 100,
+        "overdraft_limit": 0,
+        "aliases": [],
+        "metadata": None,
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "updated_at": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
+def transfer_json(**fields: Any) -> dict[str, Any]:
+    """A charge as the server writes it."""
+    return {
+        "id": "tr_1",
+        "kind": "charge",
+        "account_id": "u",
+        "amount": 10,
+        "change": -10,
+        "balance": 90,
+        "available": 90,
+        "debit_account_id": "u",
+        "credit_account_id": "@revenue",
+        "description": None,
+        "metadata": None,
+        "hold_id": None,
+        "app": "chat",
+        "idempotency_key": "k",
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
+def hold_json(**fields: Any) -> dict[str, Any]:
+    """An open hold as the server writes it."""
+    return {
+        "id": "hold_1",
+        "account_id": "u",
+        "status": "open",
+        "amount": 50,
+        "captured": 0,
+        "held": 50,
+        "expires_at": "2026-11-22T10:15:00.000000Z",
+        "description": None,
+        "metadata": None,
+        "idempotency_key": "k",
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "updated_at": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
+def error_json(code: str, message: str = "refused", **details: Any) -> dict[str, Any]:
+    """An error answer in the server's shape."""
+    return {"error": {"code": code, "message": message, **details}}
+
+
+def answer(status: int, body: Any = None, **headers: str) -> httpx.Response:
+    """A JSON answer, written as the server writes it (decimals as exact numbers)."""
+    return httpx.Response(
+        status,
+        content=jsonio.dumps(body),
+        headers={"Content-Type": "application/json", **headers},
+    )

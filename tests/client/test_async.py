@@ -1,0 +1,267 @@
+"""AsyncClient against the real app in-process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from creditsd.client import (
+    AuthenticationError,
+    ConflictError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransportError,
+    ValidationError,
+)
+from creditsd.facade import Ledger
+from tests.client.conftest import Connect
+from tests.conftest import create_key
+
+D = Decimal
+
+
+class LosesAnswers(httpx.AsyncBaseTransport):
+    """Delivers each request to the app, then loses the answer of the first ``drops``.
+
+    That is what a connection dropped after the server committed looks like to a client:
+    the write happened, but all it sees is a protocol error.
+    """
+
+    def __init__(self, app: FastAPI, drops: int = 0) -> None:
+        self.app = httpx.ASGITransport(app=app)
+        self.drops = drops
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = await self.app.handle_async_request(request)
+        await response.aread()
+        if self.drops > 0:
+            self.drops -= 1
+            await response.aclose()
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
+        return response
+
+    def keys(self) -> list[str]:
+        """The Idempotency-Key of every request seen."""
+        return [request.headers["Idempotency-Key"] for request in self.requests]
+
+
+async def test_two_apps_spend_one_balance(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    canvas = connect(await create_key(ledger, "app", "canvas"), app="canvas-web/2.1")
+
+    welcome = await billing.grant("user_2abc", 100, reason="welcome")
+    assert (welcome.kind, welcome.amount, welcome.balance) == ("grant", D(100), D(100))
+
+    message = await chat.charge("user_2abc", 10, description="chat_message")
+    image = await canvas.deduct("user_2abc", "50", description="image")
+    assert (message.app, message.change, message.balance) == ("chat", D(-10), D(90))
+    assert (image.app, image.change, image.balance, image.available) == (
+        "canvas",
+        D(-50),
+        D(40),
+        D(40),
+    )
+    assert await chat.get_balance("user_2abc") == Decimal(40)
+    assert await canvas.get_balance("user_2abc") == Decimal(40)
+
+    with pytest.raises(InsufficientCreditsError) as refused:
+        await chat.charge("user_2abc", "40.0001")
+    assert (refused.value.status, refused.value.code) == (402, "insufficient_credits")
+    assert (refused.value.required, refused.value.available) == (Decimal("40.0001"), D(40))
+    assert refused.value.account_id == "user_2abc"
+    assert await canvas.get_balance("user_2abc") == 40
+
+    newest = await chat.get_transactions("user_2abc", limit=2)
+    assert [(t.kind, t.app, t.change) for t in newest.data] == [
+        ("charge", "canvas", D(-50)),
+        ("charge", "chat", D(-10)),
+    ]
+    assert newest.next_cursor is not None
+    oldest = await chat.get_transactions("user_2abc", limit=2, cursor=newest.next_cursor)
+    assert [(t.kind, t.change) for t in oldest.data] == [("grant", D(100))]
+    assert oldest.next_cursor is None
+    walked = [t.id async for t in canvas.iter_transactions("user_2abc", page_size=1)]
+    assert walked == [image.id, message.id, welcome.id]
+
+    found = await canvas.get_transaction(message.id)
+    assert (found.description, found.app, found.amount) == ("chat_message", "chat", D(10))
+    assert isinstance(found.created_at, datetime) and found.created_at.tzinfo is not None
+
+    verified = await chat.verify_balance("user_2abc")
+    assert (verified.valid, verified.stored, verified.calculated) == (True, D(40), D(40))
+    assert (await billing.rebuild_balance("user_2abc")).valid
+    account = await billing.get_account("user_2abc")
+    assert (account.balance, account.held, account.available) == (D(40), D(0), D(40))
+
+
+async def test_initialize_account_applies_settings_once(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    opened = await billing.initialize_account(
+        "org:acme",
+        initial_grant=25,
+        overdraft_limit="5.5",
+        aliases=["123"],
+        metadata={"plan": "team", "seats": Decimal("2.5")},
+    )
+    assert (opened.id, opened.balance, opened.available) == ("org:acme", D(25), Decimal("30.5"))
+    assert opened.aliases == ("123",)
+    assert opened.metadata == {"plan": "team", "seats": Decimal("2.5")}
+    again = await billing.initialize_account("org:acme", initial_grant=25)
+    assert again.balance == 25  # the initial grant is paid only on creation
+    assert (await billing.get_account("123")).id == "org:acme"
+
+
+async def test_amounts_round_trip_exactly(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    tiny = await billing.grant("u", Decimal("0.0001"))
+    assert (tiny.amount, tiny.balance) == (Decimal("0.0001"), Decimal("0.0001"))
+    await billing.grant("u", "123456789.1233")
+    first = await billing.charge("u", Decimal("0.1"))
+    second = await billing.charge("u", "0.2")
+    assert first.change + second.change == Decimal("-0.3")  # 0.1 + 0.2 is 0.3 here
+    assert second.balance == Decimal("123456788.8234")
+    assert str(await billing.get_balance("u")) == "123456788.8234"
+
+
+async def test_a_hold_reserves_an_estimate_and_settles_the_actual_cost(
+    ledger: Ledger, connect: Connect
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    worker = connect(await create_key(ledger, "app", "render"))
+    await billing.grant("u", 100)
+
+    hold = await worker.hold("u", 50, expires_in=600, description="render job")
+    assert (hold.status, hold.amount, hold.held) == ("open", D(50), D(50))
+    assert await worker.get_balance("u") == 50
+    extended = await worker.extend(hold.id, 1800)
+    assert extended.expires_at > hold.expires_at
+
+    settled = await worker.capture(hold.id, 30)
+    assert (settled.hold.status, settled.hold.captured, settled.hold.held) == (
+        "captured",
+        D(30),
+        D(0),
+    )
+    assert (settled.transfer.kind, settled.transfer.amount) == ("capture", D(30))
+    assert (settled.transfer.hold_id, settled.transfer.balance) == (hold.id, D(70))
+    assert await worker.get_balance("u") == 70
+    # The job runs its settlement twice: the hold-keyed final capture answers the first.
+    repeated = await worker.capture(hold.id, 30)
+    assert repeated.transfer.id == settled.transfer.id
+    assert repeated.transfer.replayed
+
+    sliced = await worker.hold("u", 20)
+    part = await worker.capture(sliced.id, 5, final=False)
+    assert (part.hold.status, part.hold.held) == ("open", D(15))
+    released = await worker.release(sliced.id)
+    assert (released.status, released.captured, released.held) == ("released", D(5), D(0))
+    assert (await worker.release(sliced.id)).status == "released"  # twice is harmless
+    assert (await worker.get_hold(sliced.id)).status == "released"
+    assert await worker.get_balance("u") == 65
+
+    with pytest.raises(ConflictError) as closed:
+        await worker.release(hold.id)
+    assert (closed.value.status, closed.value.code) == (409, "hold_not_open")
+    assert not isinstance(closed.value, IdempotencyConflictError)
+    assert (await worker.verify_balance("u")).valid
+
+
+async def test_errors_arrive_as_their_exception_classes(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    reader = connect(await create_key(ledger, "read", "dashboard"))
+    stranger = connect("cdk_not_a_key")
+    await billing.grant("u", 10)
+
+    with pytest.raises(NotFoundError) as missing:
+        await chat.get_hold("hold_nope")
+    assert (missing.value.status, missing.value.code) == (404, "hold_not_found")
+    assert missing.value.details == {"hold_id": "hold_nope"}
+    with pytest.raises(NotFoundError):
+        await chat.get_transaction("tr_nope")
+    with pytest.raises(AuthenticationError) as unknown:
+        await stranger.get_balance("u")
+    assert (unknown.value.status, unknown.value.code) == (401, "unauthenticated")
+    with pytest.raises(PermissionDeniedError) as not_admin:
+        await chat.grant("u", 5)
+    assert not_admin.value.status == 403
+    with pytest.raises(PermissionDeniedError):
+        await reader.charge("u", 1)
+
+    await chat.charge("u", 1, idempotency_key="msg-1")
+    assert (await chat.charge("u", 1, idempotency_key="msg-1")).replayed
+    with pytest.raises(IdempotencyConflictError) as reused:
+        await chat.charge("u", 2, idempotency_key="msg-1")
+    assert (reused.value.status, reused.value.code) == (409, "idempotency_conflict")
+    assert reused.value.idempotency_key == "msg-1"
+
+    with pytest.raises(ValidationError) as too_precise:
+        await chat.charge("u", "0.00001")
+    assert (too_precise.value.status, too_precise.value.code) == (422, "invalid_amount")
+    with pytest.raises(ValidationError) as bad_lifetime:
+        await chat.hold("u", 1, expires_in=0)
+    assert (bad_lifetime.value.status, bad_lifetime.value.code) == (422, "validation_error")
+    assert bad_lifetime.value.details["problems"][0]["field"] == "body.expires_in"
+
+    assert await reader.get_balance("u") == 9  # only the first msg-1 moved credits
+
+
+async def test_a_lost_answer_is_retried_with_the_same_key_and_moves_credits_once(
+    ledger: Ledger, app: FastAPI, connect: Connect
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    await billing.grant("u", 100)
+    network = LosesAnswers(app, drops=1)
+    chat = connect(await create_key(ledger, "app", "chat"), transport=network)
+
+    charged = await chat.charge("u", 10)
+    assert len(network.requests) == 2
+    first_key, retry_key = network.keys()
+    assert first_key == retry_key == charged.idempotency_key
+    assert first_key.startswith("sdk_")
+    assert charged.replayed  # the server answered the retry from its record
+    assert charged.balance == 90
+
+    network.drops = 1
+    hold = await chat.hold("u", 50)
+    assert hold.replayed
+    network.drops = 1
+    settled = await chat.capture(hold.id, 20)  # keyed by the hold on the server
+    assert settled.transfer.replayed
+
+    history = [(t.kind, t.amount) async for t in billing.iter_transactions("u")]
+    assert history == [("capture", D(20)), ("charge", D(10)), ("grant", D(100))]
+    account = await billing.get_account("u")
+    assert (account.balance, account.held) == (D(70), D(0))
+    assert (await billing.verify_balance("u")).valid
+
+
+async def test_when_every_answer_is_lost_the_key_lets_the_caller_retry_later(
+    ledger: Ledger, app: FastAPI, connect: Connect
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    await billing.grant("u", 100)
+    network = LosesAnswers(app, drops=3)
+    chat = connect(await create_key(ledger, "app", "chat"), transport=network, max_retries=2)
+
+    with pytest.raises(TransportError) as lost:
+        await chat.charge("u", 10)
+    assert lost.value.attempts == 3
+    assert isinstance(lost.value.__cause__, httpx.RemoteProtocolError)
+    assert lost.value.idempotency_key is not None
+    assert set(network.keys()) == {lost.value.idempotency_key}
+
+    later = await chat.charge("u", 10, idempotency_key=lost.value.idempotency_key)
+    assert later.replayed
+    assert await billing.get_balance("u") == 90

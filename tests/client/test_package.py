@@ -1,0 +1,113 @@
+"""The SDK's public surface, and its independence from the server."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from decimal import Decimal
+
+import creditsd
+import creditsd.client
+from creditsd.client import (
+    APIError,
+    ConflictError,
+    CreditsError,
+    InsufficientCreditsError,
+    TransportError,
+)
+from creditsd.client._base import VERSION
+
+PUBLIC = {
+    "Client",
+    "AsyncClient",
+    "Account",
+    "Transfer",
+    "Hold",
+    "Capture",
+    "Verification",
+    "TransactionPage",
+    "Quote",
+    "Usage",
+    "UsageResult",
+    "CreditsError",
+    "APIError",
+    "AuthenticationError",
+    "PermissionDeniedError",
+    "NotFoundError",
+    "ConflictError",
+    "IdempotencyConflictError",
+    "InsufficientCreditsError",
+    "ValidationError",
+    "RateLimitError",
+    "ServerError",
+    "TransportError",
+}
+
+
+def test_all_lists_exactly_the_public_names() -> None:
+    assert set(creditsd.client.__all__) == PUBLIC
+    assert len(creditsd.client.__all__) == len(PUBLIC)
+    exposed = {name for name in vars(creditsd.client) if not name.startswith("_")}
+    assert exposed == PUBLIC
+    for name in PUBLIC:
+        assert getattr(creditsd.client, name).__module__.startswith("creditsd.client._")
+
+
+def test_every_error_is_a_credits_error() -> None:
+    errors = [getattr(creditsd.client, name) for name in PUBLIC if name.endswith("Error")]
+    assert all(issubclass(error, CreditsError) for error in errors)
+    api_errors = {error.__name__ for error in errors if issubclass(error, APIError)}
+    assert api_errors == {name for name in PUBLIC if name.endswith("Error")} - {
+        "CreditsError",
+        "TransportError",
+    }
+    assert issubclass(creditsd.client.IdempotencyConflictError, ConflictError)
+    assert not issubclass(TransportError, APIError)
+
+
+def test_importing_the_sdk_loads_nothing_of_the_server() -> None:
+    # A fresh interpreter: this one has loaded the whole server for the other tests.
+    probe = (
+        "import json, sys; import creditsd.client, creditsd; "
+        "print(json.dumps([sorted(sys.modules), sorted(vars(creditsd))]))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    loaded, package_names = json.loads(output)
+    ours = [name for name in loaded if name == "creditsd" or name.startswith("creditsd.")]
+    assert "creditsd.client" in ours
+    assert [name for name in ours if not name.startswith("creditsd.client")] == ["creditsd"]
+    server_libraries = {"fastapi", "starlette", "pydantic", "sqlalchemy", "simplejson", "asyncpg"}
+    assert server_libraries.isdisjoint(loaded)
+    # creditsd/__init__.py runs on every SDK import: it must stay free of imports.
+    assert {name for name in package_names if not name.startswith("__")} == {
+        "annotations",
+        "client",
+    }
+
+
+def test_the_sdk_version_follows_the_package() -> None:
+    assert creditsd.__version__ == VERSION
+
+
+def test_errors_survive_pickling() -> None:
+    refused = InsufficientCreditsError(
+        "insufficient credits",
+        status=402,
+        code="insufficient_credits",
+        details={"account_id": "u", "required": Decimal("10.5"), "available": 4},
+    )
+    refused.idempotency_key = "sdk_1"
+    copy = pickle.loads(pickle.dumps(refused))
+    assert type(copy) is InsufficientCreditsError
+    assert (copy.required, copy.available, copy.idempotency_key) == (
+        Decimal("10.5"),
+        Decimal(4),
+        "sdk_1",
+    )
+    assert str(copy) == str(refused) == "insufficient credits (402 insufficient_credits)"
+    lost = pickle.loads(pickle.dumps(TransportError("no answer", attempts=3)))
+    assert (lost.attempts, lost.status, lost.code) == (3, None, "transport_error")

@@ -1,0 +1,236 @@
+"""When Client and AsyncClient try again, and when they do not, against scripted answers."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from creditsd.client import (
+    APIError,
+    AsyncClient,
+    Client,
+    ConflictError,
+    IdempotencyConflictError,
+    InsufficientCreditsError,
+    NotFoundError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from tests.client.conftest import BASE_URL, account_json, answer, error_json, transfer_json
+
+Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+
+
+class Script:
+    """Answers requests from a list, in order, and keeps every request it saw."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers.pop(0)
+        return answer if isinstance(answer, httpx.Response) else answer(request)
+
+    def keys(self) -> list[str | None]:
+        """The Idempotency-Key of every request seen."""
+        return [request.headers.get("Idempotency-Key") for request in self.requests]
+
+
+class SDK:
+    """One of the two clients on a script, called the same way whichever it is."""
+
+    def __init__(self, kind: str, script: Script, **options: Any) -> None:
+        options.setdefault("backoff", 0)
+        transport = httpx.MockTransport(script)
+        self.client: Client | AsyncClient = (
+            Client(BASE_URL, "cdk_test", transport=transport, **options)
+            if kind == "sync"
+            else AsyncClient(BASE_URL, "cdk_test", transport=transport, **options)
+        )
+        self.pauses: list[float] = []
+
+    def record_pauses(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Note each pause between attempts instead of sleeping it."""
+
+        def pause(seconds: float) -> None:
+            self.pauses.append(seconds)
+
+        async def apause(seconds: float) -> None:
+            self.pauses.append(seconds)
+
+        sleep = pause if isinstance(self.client, Client) else apause
+        monkeypatch.setattr(self.client, "_sleep", sleep)
+
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = getattr(self.client, method)(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    async def close(self) -> None:
+        """Close the client, whichever it is."""
+        if isinstance(self.client, Client):
+            self.client.close()
+        else:
+            await self.client.aclose()
+
+
+@pytest.fixture(params=["sync", "async"])
+async def make(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., SDK]]:
+    """Make SDKs of one kind: each test runs with Client and with AsyncClient."""
+    made: list[SDK] = []
+
+    def factory(script: Script, **options: Any) -> SDK:
+        made.append(SDK(str(request.param), script, **options))
+        return made[-1]
+
+    yield factory
+    for sdk in made:
+        await sdk.close()
+
+
+def unavailable() -> httpx.Response:
+    """The server's answer when its database is out of reach."""
+    return answer(503, error_json("unavailable", "the database is unavailable"))
+
+
+async def test_a_5xx_is_retried_with_the_same_key_until_it_succeeds(
+    make: Callable[..., SDK],
+) -> None:
+    script = Script(unavailable(), unavailable(), answer(201, transfer_json()))
+    sdk = make(script, max_retries=2)
+    transfer = await sdk("charge", "u", 10)
+    assert (transfer.id, transfer.balance) == ("tr_1", 90)
+    keys = script.keys()
+    assert len(keys) == 3
+    assert len(set(keys)) == 1
+    assert str(keys[0]).startswith("sdk_")
+    assert len({request.content for request in script.requests}) == 1
+
+
+async def test_after_max_retries_the_last_error_is_raised(make: Callable[..., SDK]) -> None:
+    script = Script(unavailable(), unavailable(), unavailable())
+    sdk = make(script, max_retries=2)
+    with pytest.raises(ServerError) as failed:
+        await sdk("grant", "u", 5)
+    assert (failed.value.status, failed.value.code) == (503, "unavailable")
+    assert failed.value.idempotency_key == script.keys()[0]
+    assert len(script.requests) == 3
+
+
+async def test_max_retries_zero_tries_once(make: Callable[..., SDK]) -> None:
+    script = Script(unavailable())
+    with pytest.raises(ServerError):
+        await make(script, max_retries=0)("get_balance", "u")
+    assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (
+            402,
+            error_json("insufficient_credits", account_id="u", required=10, available=Decimal(4)),
+            InsufficientCreditsError,
+        ),
+        (409, error_json("idempotency_conflict", idempotency_key="k"), IdempotencyConflictError),
+        (409, error_json("hold_not_open", hold_id="h", status="captured"), ConflictError),
+        (404, error_json("account_not_found", account_id="u"), NotFoundError),
+        (422, error_json("invalid_amount", field="amount"), ValidationError),
+        (400, error_json("invalid_json"), ValidationError),
+        (413, error_json("body_too_large"), APIError),
+    ],
+)
+async def test_client_errors_other_than_429_are_never_retried(
+    make: Callable[..., SDK], status: int, body: Any, error: type[APIError]
+) -> None:
+    script = Script(answer(status, body), answer(201, transfer_json()))
+    with pytest.raises(error) as refused:
+        await make(script)("charge", "u", 10)
+    assert type(refused.value) is error
+    assert (refused.value.status, refused.value.code) == (status, body["error"]["code"])
+    assert len(script.requests) == 1
+
+
+async def test_insufficient_credits_carries_exact_figures(make: Callable[..., SDK]) -> None:
+    body = error_json(
+        "insufficient_credits", account_id="u", required=Decimal("10.25"), available=4
+    )
+    with pytest.raises(InsufficientCreditsError) as refused:
+        await make(Script(answer(402, body)))("charge", "u", "10.25")
+    assert (refused.value.required, refused.value.available) == (Decimal("10.25"), Decimal(4))
+    assert isinstance(refused.value.available, Decimal)
+    assert refused.value.details["account_id"] == "u"
+
+
+async def test_429_waits_as_long_as_retry_after_asks(
+    make: Callable[..., SDK], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limited = answer(429, error_json("rate_limited"), **{"Retry-After": "2"})
+    sdk = make(Script(limited, answer(200, account_json())), backoff=0.2)
+    sdk.record_pauses(monkeypatch)
+    assert await sdk("get_balance", "u") == 100
+    assert sdk.pauses == [2.0]
+
+
+async def test_a_retry_after_beyond_the_cap_goes_to_the_caller(
+    make: Callable[..., SDK], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    limited = answer(429, error_json("rate_limited"), **{"Retry-After": "3600"})
+    script = Script(limited, answer(200, account_json()))
+    sdk = make(script)
+    sdk.record_pauses(monkeypatch)
+    with pytest.raises(RateLimitError) as refused:
+        await sdk("get_balance", "u")
+    assert refused.value.retry_after == 3600.0
+    assert (len(script.requests), sdk.pauses) == (1, [])
+
+
+async def test_backoff_doubles_with_jitter(
+    make: Callable[..., SDK], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = Script(unavailable(), unavailable(), unavailable(), answer(200, account_json()))
+    sdk = make(script, max_retries=3, backoff=1)
+    sdk.record_pauses(monkeypatch)
+    await sdk("get_account", "u")
+    first, second, third = sdk.pauses
+    assert 0.5 <= first <= 1 <= second <= 2 <= third <= 4
+
+
+async def test_network_failures_are_retried_then_reported(make: Callable[..., SDK]) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused", request=request)
+
+    script = Script(refuse, refuse, refuse)
+    with pytest.raises(TransportError) as unreachable:
+        await make(script, max_retries=2)("charge", "u", 1)
+    assert unreachable.value.attempts == 3
+    assert unreachable.value.status is None
+    assert isinstance(unreachable.value.__cause__, httpx.ConnectError)
+    assert "no answer after 3 attempts" in str(unreachable.value)
+    assert unreachable.value.idempotency_key == script.keys()[0]
+    assert len(set(script.keys())) == 1
+
+
+async def test_reads_are_retried_after_a_timeout(make: Callable[..., SDK]) -> None:
+    def too_slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    script = Script(too_slow, answer(200, account_json(available="12.5")))
+    assert await make(script)("get_balance", "u") == Decimal("12.5")
+    assert script.keys() == [None, None]  # reads carry no idempotency key
+
+
+async def test_a_non_json_gateway_error_is_a_server_error(make: Callable[..., SDK]) -> None:
+    gateway = httpx.Response(502, text="<html>Bad Gateway</html>")
+    with pytest.raises(ServerError) as failed:
+        await make(Script(gateway), max_retries=0)("get_balance", "u")
+    assert (failed.value.status, failed.value.code) == (502, "http_error")
+    assert failed.value.message == "Bad Gateway"
