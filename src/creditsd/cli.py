@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import csv
 import getpass
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import suppress
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -38,7 +40,9 @@ app = typer.Typer(
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Look at accounts.", no_args_is_help=True)
 export_app = typer.Typer(help="Export the ledger.", no_args_is_help=True)
+pricing_app = typer.Typer(help="Show and publish the price catalog.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(pricing_app, name="pricing")
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(export_app, name="export")
 
@@ -123,7 +127,8 @@ def serve(
     bind_port = settings.server.port if port is None else port
 
     async def main() -> None:
-        ledger = await Ledger.connect(settings, migrate=not no_migrate)
+        ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
+        _reload_pricing_on_sighup(ledger)
         try:
             has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
             out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
@@ -147,6 +152,29 @@ def serve(
             await ledger.close()
 
     _exit_on_error(main())
+
+
+def _reload_pricing_on_sighup(ledger: Ledger) -> None:
+    """SIGHUP re-reads the configuration file and publishes its catalog; a bad file is
+    reported and the current catalog keeps serving."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        try:
+            catalog, created = await ledger.publish_pricing(load_settings().pricing, actor="sighup")
+        except ConfigError as exc:
+            err.print(f"[red]pricing not reloaded:[/red] {exc}")
+            return
+        out.print(f"pricing: catalog v{catalog.version}{' published' if created else ' unchanged'}")
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    with suppress(NotImplementedError):  # platforms without signals in the event loop
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
 
 
 def _command() -> str:
@@ -219,6 +247,26 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_â€
         )
     )
     out.print(f"revoked {key.id} ({key.name})")
+
+
+@pricing_app.command("reload")
+def pricing_reload() -> None:
+    """Validate the configuration file's catalog and publish it as the current version.
+
+    Every serving process prices with it within ``[pricing] refresh_interval`` seconds.
+    A file that does not validate changes nothing.
+    """
+    settings = _settings()
+    catalog, created = _run(lambda ledger: ledger.publish_pricing(settings.pricing, actor=_actor()))
+    state = "published" if created else "unchanged: it is already the current version"
+    out.print(f"catalog v{catalog.version} {state}")
+
+
+@pricing_app.command("show")
+def pricing_show() -> None:
+    """Print the catalog version prices come from now (JSON)."""
+    catalog = _run(lambda ledger: ledger.catalog())
+    print(jsonio.dumps({"version": catalog.version, **catalog.settings.content()}))
 
 
 @accounts_app.command("show")

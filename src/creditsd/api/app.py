@@ -17,6 +17,8 @@ from creditsd.api.http import ExactJSONResponse
 from creditsd.facade import Ledger
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.ledger.endpoints import router as ledger_router
+from creditsd.pricing.endpoints import router as pricing_router
+from creditsd.usage.endpoints import router as usage_router
 
 log = logging.getLogger("creditsd")
 
@@ -61,6 +63,8 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(ledger_router)
     app.include_router(holds_router)
+    app.include_router(pricing_router)
+    app.include_router(usage_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -54,17 +54,24 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
-def render(
-    status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
-) -> ExactJSONResponse:
-    """The error response, with amounts in details converted from minor units to credits."""
+def error_detail(
+    code: str, message: str, money: Money, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``{"code", "message", …details}``, amounts in details converted to credits."""
     shown = {
         key: money.to_decimal(value) if isinstance(value, Units) else value
         for key, value in (details or {}).items()
     }
+    return {"code": code, "message": message, **shown}
+
+
+def render(
+    status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
+) -> ExactJSONResponse:
+    """The error response, with amounts in details converted from minor units to credits."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return ExactJSONResponse(
-        {"error": {"code": code, "message": message, **shown}}, status_code=status, headers=headers
+        {"error": error_detail(code, message, money, details)}, status_code=status, headers=headers
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from creditsd.idempotency import KEY_PATTERN
 from creditsd.ledger.service import ACCOUNT_ID_PATTERN
@@ -16,7 +16,14 @@ MAX_METADATA_KEY_LENGTH = 64
 MAX_TEXT_LENGTH = 500
 
 
-def _decimal(value: object) -> Decimal:
+class StrictRequest(BaseModel):
+    """A request body: unknown fields refused, no type coercion (``"5"`` is not 5)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def decimal_field(value: object) -> Decimal:
+    """A number or decimal string as an exact Decimal; a ``ValueError`` names what is wrong."""
     try:
         return parse_decimal(value)
     except AmountError as exc:
@@ -33,7 +40,7 @@ _AMOUNT_SCHEMA = {
     "examples": [10, "10.5"],
 }
 
-AmountIn = Annotated[Decimal, BeforeValidator(_decimal), WithJsonSchema(_AMOUNT_SCHEMA)]
+AmountIn = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_AMOUNT_SCHEMA)]
 """An amount of credits as a caller writes it; converted to minor units by the endpoint."""
 
 AmountOut = Annotated[

@@ -13,6 +13,8 @@ from creditsd.api.http import ExactJSONResponse
 from creditsd.errors import InvalidAmount, InvalidRequest
 from creditsd.money import AmountError, Money
 from creditsd.pagination import MAX_LIMIT
+from creditsd.pricing.catalog import Use
+from creditsd.pricing.schemas import PricedRequest
 
 IdempotencyHeader = Annotated[
     IdempotencyKey | None,
@@ -28,6 +30,11 @@ def units(money: Money, value: Decimal, field: str, *, allow_zero: bool = False)
         return money.to_minor(value, allow_zero=allow_zero)
     except AmountError as exc:
         raise InvalidAmount(field, str(exc)) from None
+
+
+def priced(money: Money, body: PricedRequest) -> tuple[int | None, Use | None]:
+    """A priced request's amount in minor units, or its use for the catalog to price."""
+    return (None if body.amount is None else units(money, body.amount, "amount")), body.use()
 
 
 def pick_key(header: str | None, body: str | None) -> str | None:

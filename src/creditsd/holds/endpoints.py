@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Path
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
-from creditsd.api.params import IdempotencyHeader, pick_key, respond, units
+from creditsd.api.params import IdempotencyHeader, pick_key, priced, respond
 from creditsd.holds.schemas import (
     CaptureOut,
     HoldCapture,
@@ -31,10 +31,15 @@ HoldPath = Annotated[str, Path(max_length=64)]
 async def open_hold(
     body: HoldCreate, ledger: LedgerDep, key: AppKey, idempotency_key: IdempotencyHeader = None
 ) -> ExactJSONResponse:
-    """Reserve credits: they stop counting in ``available`` until captured, released or expired."""
+    """Reserve credits: they stop counting in ``available`` until captured, released or expired.
+
+    Give an ``amount``, or a ``feature``/``usage`` whose price is the estimate.
+    """
+    amount, use = priced(ledger.money, body)
     hold = await ledger.open_hold(
         body.account_id,
-        units(ledger.money, body.amount, "amount"),
+        amount,
+        use=use,
         expires_in=body.expires_in,
         description=body.description,
         metadata=body.metadata,
@@ -64,13 +69,17 @@ async def capture_hold(
 ) -> ExactJSONResponse:
     """Charge the actual cost against a hold.
 
-    A final capture (default) closes the hold and gives back the rest; it may exceed the
-    hold when the account can afford the difference. ``"final": false`` takes a slice.
-    A final capture without an idempotency key is keyed by the hold, so it never charges twice.
+    Give an ``amount``, or the actual ``feature``/``usage`` to price. A final capture
+    (default) closes the hold and gives back the rest; above the hold it charges the
+    difference when the account can afford it, else follows ``[holds] overrun`` (cap and
+    record the uncollected rest, or 402). ``"final": false`` takes a slice. A final capture
+    without an idempotency key is keyed by the hold, so it never charges twice.
     """
+    amount, use = priced(ledger.money, body)
     hold, transfer = await ledger.capture_hold(
         hold_id,
-        units(ledger.money, body.amount, "amount"),
+        amount,
+        use=use,
         final=body.final,
         description=body.description,
         metadata=body.metadata,

@@ -3,42 +3,38 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from creditsd.api.fields import (
     AccountId,
-    AmountIn,
     AmountOut,
     IdempotencyKey,
     Metadata,
     Seconds,
+    StrictRequest,
     Text,
 )
 from creditsd.holds.models import Hold
 from creditsd.ledger.schemas import TransferOut
 from creditsd.money import Money
+from creditsd.pricing.schemas import PricedRequest
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class HoldCreate(_Request):
-    """Reserve credits for a while."""
+class HoldCreate(PricedRequest):
+    """Reserve credits for a while: an ``amount``, or the estimate of a ``feature`` or ``usage``."""
 
     account_id: AccountId
-    amount: AmountIn
     expires_in: Seconds | None = Field(None, description="Lifetime in seconds (default 900).")
     description: Text | None = None
     metadata: Metadata | None = None
     idempotency_key: IdempotencyKey | None = None
 
 
-class HoldCapture(_Request):
-    """Charge against a hold."""
+class HoldCapture(PricedRequest):
+    """Charge the actual cost against a hold: an ``amount``, or a ``feature`` or ``usage``."""
 
-    amount: AmountIn
     final: bool = Field(
         True,
         description="True closes the hold and gives back the rest; false takes a slice and "
@@ -49,14 +45,14 @@ class HoldCapture(_Request):
     idempotency_key: IdempotencyKey | None = None
 
 
-class HoldExtend(_Request):
+class HoldExtend(StrictRequest):
     """Keep a hold alive (a heartbeat for long jobs)."""
 
     expires_in: Seconds | None = Field(None, description="New lifetime from now, in seconds.")
     idempotency_key: IdempotencyKey | None = None
 
 
-class HoldRelease(_Request):
+class HoldRelease(StrictRequest):
     """Give back what a hold reserves."""
 
     idempotency_key: IdempotencyKey | None = None
@@ -77,6 +73,7 @@ class HoldOut(BaseModel):
     idempotency_key: str
     created_at: datetime
     updated_at: datetime
+    pricing: dict[str, Any] | None = Field(description="How a priced estimate was computed.")
 
     @classmethod
     def of(cls, hold: Hold, money: Money, now: datetime) -> HoldOut:
@@ -94,6 +91,7 @@ class HoldOut(BaseModel):
             idempotency_key=hold.idempotency_key,
             created_at=hold.created_at,
             updated_at=hold.updated_at,
+            pricing=hold.pricing,
         )
 
 

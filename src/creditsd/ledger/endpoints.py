@@ -10,7 +10,15 @@ from creditsd.api.auth import AdminKey, AppKey, LedgerDep, ReadKey, actor, ensur
 from creditsd.api.errors import error_responses
 from creditsd.api.fields import AccountId
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
-from creditsd.api.params import Cursor, IdempotencyHeader, Limit, pick_key, respond, units
+from creditsd.api.params import (
+    Cursor,
+    IdempotencyHeader,
+    Limit,
+    pick_key,
+    priced,
+    respond,
+    units,
+)
 from creditsd.ledger.schemas import (
     AccountOut,
     AccountPage,
@@ -123,10 +131,17 @@ async def create_grant(
 async def create_charge(
     body: ChargeCreate, ledger: LedgerDep, key: AppKey, idempotency_key: IdempotencyHeader = None
 ) -> ExactJSONResponse:
-    """Spend an account's credits; 402 ``insufficient_credits`` when it cannot afford them."""
+    """Spend credits: an amount, or what a feature or an LLM call's usage costs.
+
+    A priced charge carries its breakdown in ``pricing``. 402 ``insufficient_credits``
+    when the account cannot afford it; 422 ``unknown_feature``/``unknown_model`` list the
+    names the catalog knows.
+    """
+    amount, use = priced(ledger.money, body)
     transfer = await ledger.charge(
         body.account_id,
-        units(ledger.money, body.amount, "amount"),
+        amount,
+        use=use,
         description=body.description,
         metadata=body.metadata,
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),

@@ -3,31 +3,36 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from creditsd.api.fields import AccountId, AmountIn, AmountOut, IdempotencyKey, Metadata, Text
+from creditsd.api.fields import (
+    AccountId,
+    AmountIn,
+    AmountOut,
+    IdempotencyKey,
+    Metadata,
+    StrictRequest,
+    Text,
+)
 from creditsd.ledger.models import Account, Transfer, Verification
 from creditsd.money import Money
+from creditsd.pricing.schemas import PricedRequest
 
 
-class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class AccountPut(_Request):
+class AccountPut(StrictRequest):
     """Open an account (or update the settings given). Grants and overdrafts need admin."""
 
     initial_grant: AmountIn | None = Field(None, description="Credits granted only on creation.")
     overdraft_limit: AmountIn | None = Field(
         None, description="How far below zero the balance may go (credits)."
     )
-    aliases: Annotated[list[AccountId], Field(max_length=20)] = []
+    aliases: list[AccountId] = Field(default_factory=list, max_length=20)
     metadata: Metadata | None = None
 
 
-class GrantCreate(_Request):
+class GrantCreate(StrictRequest):
     """Give credits to an account."""
 
     account_id: AccountId
@@ -37,11 +42,10 @@ class GrantCreate(_Request):
     idempotency_key: IdempotencyKey | None = None
 
 
-class ChargeCreate(_Request):
-    """Spend credits of an account."""
+class ChargeCreate(PricedRequest):
+    """Spend credits: an ``amount``, or what the catalog says a ``feature`` or ``usage`` costs."""
 
     account_id: AccountId
-    amount: AmountIn
     description: Text | None = None
     metadata: Metadata | None = None
     idempotency_key: IdempotencyKey | None = None
@@ -94,6 +98,10 @@ class TransferOut(BaseModel):
     app: str
     idempotency_key: str
     created_at: datetime
+    pricing: dict[str, Any] | None = Field(
+        description="How a priced amount was computed (catalog version, lines, unit prices, "
+        "markup, rounding), and for a capture how it settled against its hold."
+    )
 
     @classmethod
     def of(cls, transfer: Transfer, money: Money, account_id: str | None = None) -> TransferOut:
@@ -117,6 +125,7 @@ class TransferOut(BaseModel):
             app=transfer.app,
             idempotency_key=transfer.idempotency_key,
             created_at=transfer.created_at,
+            pricing=transfer.pricing,
         )
 
 

@@ -345,12 +345,13 @@ def _summary(breakdown: dict[str, Any]) -> str:
     text = " + ".join(line["description"] for line in breakdown["lines"])
     if breakdown["kind"] == "model":
         text = (
-            f"{breakdown['model']}: {text} = {breakdown['usd']} USD"
+            f"{breakdown['model']}: {text} = {breakdown['usd']:f} USD"
             f" × {breakdown['credits_per_usd']} credits/USD"
             f" × (1 + {breakdown['markup_percent']}% markup)"
             f" × {breakdown['rate_multiplier']} rate"
         )
+    rounding = breakdown["rounding"].replace("_", " ")
     return (
-        f"{text} = {breakdown['exact']} credits, rounded {breakdown['rounding'].replace('_', ' ')}"
-        f" to {breakdown['amount']} (catalog v{breakdown['catalog_version']})"
+        f"{text} = {breakdown['exact']:f} credits, rounded {rounding}"
+        f" to {breakdown['amount']:f} (catalog v{breakdown['catalog_version']})"
     )

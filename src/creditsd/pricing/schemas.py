@@ -1,0 +1,137 @@
+"""Priced inputs (a feature used, an LLM call's tokens) and the catalog and quotes out."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any, Self
+
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+
+from creditsd.api.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.pricing.catalog import (
+    FEATURE_PATTERN,
+    MAX_TOKENS,
+    MODEL_PATTERN,
+    FeatureUse,
+    Price,
+    TokenUse,
+    Use,
+)
+
+FeatureName = Annotated[
+    str,
+    Field(
+        pattern=f"^{FEATURE_PATTERN}$",
+        description="A feature or meter of the catalog (GET /v1/pricing).",
+        examples=["chat_message", "video_generation"],
+    ),
+]
+Quantity = Annotated[
+    Decimal,
+    BeforeValidator(decimal_field),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string"}],
+            "description": "How many uses (a whole number) or units of a meter (seconds, GPU "
+            "hours; up to 6 decimal places). Default 1.",
+            "examples": [1, 30, "1.5"],
+        }
+    ),
+]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+
+
+class UsageIn(StrictRequest):
+    """One LLM call's token counts; each excludes the others (input excludes cached
+    tokens, output excludes reasoning tokens)."""
+
+    model: str = Field(
+        pattern=f"^{MODEL_PATTERN}$", max_length=128, examples=["openai/gpt-4o-mini"]
+    )
+    input_tokens: Tokens = 0
+    output_tokens: Tokens = 0
+    cache_read_tokens: Tokens = 0
+    cache_write_tokens: Tokens = 0
+    reasoning_tokens: Tokens = 0
+
+    def use(self) -> TokenUse:
+        """The use the catalog prices."""
+        return TokenUse(**self.model_dump())
+
+
+class PricedUse(StrictRequest):
+    """What happened, for the catalog to price: a feature (and quantity) or token usage."""
+
+    feature: FeatureName | None = None
+    quantity: Quantity | None = None
+    usage: UsageIn | None = None
+
+    def use(self) -> Use | None:
+        """The use given, if any."""
+        if self.usage is not None:
+            return self.usage.use()
+        if self.feature is not None:
+            return FeatureUse(self.feature, Decimal(1) if self.quantity is None else self.quantity)
+        return None
+
+    def _given(self) -> list[str]:
+        return [name for name in ("feature", "usage") if getattr(self, name) is not None]
+
+    @model_validator(mode="after")
+    def _quantity_goes_with_a_feature(self) -> Self:
+        if self.quantity is not None and self.feature is None:
+            raise ValueError("quantity is given only with feature")
+        return self
+
+
+class PricedRequest(PricedUse):
+    """Exactly one of: an ``amount`` of credits, a ``feature`` (with ``quantity``), ``usage``."""
+
+    amount: AmountIn | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = self._given() + (["amount"] if self.amount is not None else [])
+        if len(given) != 1:
+            raise ValueError("give exactly one of amount, feature or usage")
+        return self
+
+
+class QuoteCreate(PricedUse):
+    """Price a use without charging: exactly one of ``feature`` (with ``quantity``) or ``usage``."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if len(self._given()) != 1:
+            raise ValueError("give exactly one of feature or usage")
+        return self
+
+
+class QuoteOut(BaseModel):
+    """What a use costs now, and why."""
+
+    amount: AmountOut
+    breakdown: dict[str, Any] = Field(description="Lines, unit prices, markup and rounding.")
+    catalog_version: int
+
+    @classmethod
+    def of(cls, price: Price, amount: Decimal) -> QuoteOut:
+        """Render a price (``amount`` already in credits)."""
+        return cls(
+            amount=amount,
+            breakdown=price.breakdown,
+            catalog_version=price.breakdown["catalog_version"],
+        )
+
+
+class CatalogOut(BaseModel):
+    """The catalog version prices come from now."""
+
+    version: int
+    credits_per_usd: AmountOut
+    rounding: str
+    markup_percent: AmountOut
+    rate_multiplier: AmountOut
+    features: dict[str, Any]
+    meters: dict[str, Any]
+    models: dict[str, Any]
