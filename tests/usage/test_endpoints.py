@@ -99,7 +99,13 @@ async def test_a_reused_event_id_with_other_content_is_invalid(api: httpx.AsyncC
 
 async def test_batches_that_are_refused_whole(api: httpx.AsyncClient) -> None:
     too_many = [{"id": f"e{n}", "account_id": "u", "feature": "chat_message"} for n in range(1001)]
-    for payload in ({"events": too_many}, {"events": []}, {"events": "x"}, {"evts": []}):
+    payloads: list[dict[str, Any]] = [
+        {"events": too_many},
+        {"events": []},
+        {"events": "x"},
+        {"evts": []},
+    ]
+    for payload in payloads:
         refused = await api.post("/v1/usage", json=payload)
         assert refused.status_code == 422
         assert body(refused)["error"]["code"] == "validation_error"
