@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -28,10 +29,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str, workdir: Path) -> Iterator[str]:
+def serve(database_url: str, workdir: Path, *, config: Path | None = None) -> Iterator[str]:
     """Run ``creditsd serve`` until the block ends (or the test kills it)."""
     port = free_port()
-    env = {**os.environ, "CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull}
+    env = {
+        **os.environ,
+        "CREDITSD_DATABASE_URL": database_url,
+        "CREDITSD_CONFIG": str(config or os.devnull),
+    }
     log = (workdir / f"serve-{port}.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "creditsd", "serve", "--port", str(port)],
@@ -158,3 +163,36 @@ async def test_two_processes_share_one_balance_without_overdraft(
             account = (await two.get("/v1/accounts/hot")).json()
             assert (account["balance"], account["available"]) == (0, 0)
             assert (await one.get("/v1/accounts/hot/verify")).json()["valid"] is True
+
+
+def test_sighup_republishes_the_catalog_and_a_bad_file_keeps_the_old_one(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "creditsd.toml"
+    config.write_text("[pricing.features.chat_message]\nprice = 10\n")
+    secret = asyncio.run(admin_secret(database_url))
+    headers = {"Authorization": f"Bearer {secret}"}
+    with serve(database_url, tmp_path, config=config) as base:
+
+        def catalog() -> Any:
+            return httpx.get(f"{base}/v1/pricing", headers=headers).json()
+
+        assert (catalog()["version"], catalog()["features"]["chat_message"]["price"]) == (1, 10)
+        process = serve.processes[base]  # type: ignore[attr-defined]
+
+        def hang_up_until(check: Callable[[], bool]) -> None:
+            process.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while not check():
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+
+        config.write_text("[pricing.features.chat_message]\nprice = 12\n")
+        hang_up_until(lambda: catalog()["version"] == 2)
+        assert catalog()["features"]["chat_message"]["price"] == 12
+        config.write_text("[pricing.features.chat_message]\nprice = -1\n")
+        log = tmp_path / f"serve-{base.rsplit(':', 1)[1]}.log"
+        hang_up_until(lambda: "pricing not reloaded" in log.read_text())
+        assert "pricing.features.chat_message.price (line 2)" in log.read_text()
+        assert catalog()["version"] == 2
+        assert process.poll() is None  # still serving

@@ -236,10 +236,10 @@ class Ledger:
 
     async def _amount(self, amount: int | None, use: Use | None) -> tuple[int, Price | None]:
         """Exactly one of an amount in minor units or a use the catalog prices."""
-        if (amount is None) == (use is None):
+        if use is None and amount is not None:
+            return _units(amount), None
+        if use is None or amount is not None:
             raise InvalidRequest("give either an amount or a priced use (feature or usage)")
-        if use is None:
-            return _units(amount), None  # type: ignore[arg-type]
         price = await self.quote(use)
         return price.amount, price
 
