@@ -184,3 +184,19 @@ def test_creditsd_pricing_reload_publishes_and_a_bad_file_keeps_the_old_version(
     shown = runner.invoke(cli, ["pricing", "show"], env={**env, "CREDITSD_CONFIG": os.devnull})
     assert '"version":2' in shown.stdout
     assert '"chat_message":{"price":11}' in shown.stdout
+
+
+async def test_in_process_a_charge_takes_an_amount_or_a_use_never_both(ledger: Ledger) -> None:
+    from creditsd.errors import InvalidRequest
+    from creditsd.pricing.catalog import FeatureUse
+
+    await ledger.grant("u", 100 * ledger.money.unit)
+    with pytest.raises(InvalidRequest):
+        await ledger.charge("u", 10, use=FeatureUse("chat_message"))
+    with pytest.raises(InvalidRequest):
+        await ledger.charge("u")
+    charged = await ledger.charge("u", use=FeatureUse("chat_message"))
+    assert charged.amount == 10 * ledger.money.unit
+    assert (await ledger.quote(FeatureUse("ai_image_generation", Decimal(2)))).amount == (
+        10 * ledger.money.unit
+    )
