@@ -234,14 +234,20 @@ class Ledger:
         """What ``use`` costs now, without charging anything."""
         return (await self.prices.current()).price(use, self.money)
 
-    async def _amount(self, amount: int | None, use: Use | None) -> tuple[int, Price | None]:
-        """Exactly one of an amount in minor units or a use the catalog prices."""
+    async def _amount(
+        self, amount: int | None, use: Use | None
+    ) -> tuple[int, Metadata | None, Metadata | None]:
+        """Exactly one of an amount in minor units or a use the catalog prices.
+
+        Returns the amount, the price's breakdown and what was asked (the use, which
+        idempotency fingerprints in place of the amount); both None for a plain amount.
+        """
         if use is None and amount is not None:
-            return _units(amount), None
+            return _units(amount), None, None
         if use is None or amount is not None:
             raise InvalidRequest("give either an amount or a priced use (feature or usage)")
         price = await self.quote(use)
-        return price.amount, price
+        return price.amount, price.breakdown, use.request()
 
     # Movements
 
@@ -289,7 +295,7 @@ class Ledger:
 
         Raises ``InsufficientCredits`` when the account cannot afford it.
         """
-        units, price = await self._amount(amount, use)
+        units, pricing, asked = await self._amount(amount, use)
         posting = ledger.charge_posting(
             account_id,
             units,
@@ -297,8 +303,8 @@ class Ledger:
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
-            pricing=None if price is None else price.breakdown,
-            asked=None if use is None else use.request(),
+            pricing=pricing,
+            asked=asked,
         )
 
         async def alone() -> Transfer:
@@ -356,7 +362,7 @@ class Ledger:
         app: str = LOCAL_APP,
     ) -> Hold:
         """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds."""
-        amount, price = await self._amount(amount, use)
+        amount, pricing, asked = await self._amount(amount, use)
         seconds = _units(
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
@@ -375,8 +381,8 @@ class Ledger:
                 idempotency_key=key,
                 description=description,
                 metadata=metadata,
-                pricing=None if price is None else price.breakdown,
-                asked=None if use is None else use.request(),
+                pricing=pricing,
+                asked=asked,
             )
         )
 
@@ -398,7 +404,7 @@ class Ledger:
         follows ``[holds] overrun``. Without an idempotency key a final capture uses one
         derived from the hold, so settling the same hold twice never charges twice.
         """
-        amount, price = await self._amount(amount, use)
+        amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
         return await self._write(
             lambda conn, now: holds.capture_hold(
@@ -414,8 +420,8 @@ class Ledger:
                 idempotency_key=key,
                 description=description,
                 metadata=metadata,
-                pricing=None if price is None else price.breakdown,
-                asked=None if use is None else use.request(),
+                pricing=pricing,
+                asked=asked,
             )
         )
 
