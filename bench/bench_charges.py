@@ -64,10 +64,25 @@ def dsn(url: str, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def prepare(admin_url: str) -> str:
-    """A migrated scratch database with the hot account and 10,000 others."""
+def admin_url() -> str:
+    """The server the scratch database is made on: the bench URL, else the test URL."""
+    return os.environ.get(
+        "CREDITSD_BENCH_DATABASE_URL",
+        os.environ.get("CREDITSD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+
+
+async def drop_scratch(admin_url: str) -> None:
+    """Drop the scratch database."""
     admin = await asyncpg.connect(dsn(admin_url))
     await admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)")
+    await admin.close()
+
+
+async def prepare(admin_url: str) -> str:
+    """A migrated scratch database with the hot account and 10,000 others."""
+    await drop_scratch(admin_url)
+    admin = await asyncpg.connect(dsn(admin_url))
     await admin.execute(f"CREATE DATABASE {SCRATCH}")
     await admin.close()
     url = dsn(admin_url, SCRATCH)
@@ -150,11 +165,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", default="1,8,32")
     args = parser.parse_args()
-    admin_url = os.environ.get(
-        "CREDITSD_BENCH_DATABASE_URL",
-        os.environ.get("CREDITSD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    url = await prepare(admin_url)
+    server = admin_url()
+    url = await prepare(server)
     rows = []
     try:
         for hot in (False, True):
@@ -186,9 +198,7 @@ async def main() -> None:
                 await ledger_check.close()
                 assert drift == 0, "a balance disagrees with its transfers"
     finally:
-        admin = await asyncpg.connect(dsn(admin_url))
-        await admin.execute(f"DROP DATABASE IF EXISTS {SCRATCH} WITH (FORCE)")
-        await admin.close()
+        await drop_scratch(server)
 
     print(f"\ncharges through PostgreSQL, {args.seconds:.0f} s per cell")
     print("| scenario | workers | path | charges/s | p50 ms | p99 ms | vs floor |")

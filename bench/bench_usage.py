@@ -21,7 +21,7 @@ import time
 import asyncpg
 import httpx
 
-from bench_charges import SPREAD_ACCOUNTS, dsn, floor, measure, prepare
+from bench_charges import SPREAD_ACCOUNTS, admin_url, drop_scratch, dsn, floor, measure, prepare
 from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.config import load_settings
@@ -89,11 +89,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--senders", default="1,4")
     args = parser.parse_args()
-    admin_url = os.environ.get(
-        "CREDITSD_BENCH_DATABASE_URL",
-        os.environ.get("CREDITSD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-    )
-    url = await prepare(admin_url)
+    server = admin_url()
+    url = await prepare(server)
     rows = []
     try:
         for senders in (int(s) for s in args.senders.split(",")):
@@ -104,9 +101,7 @@ async def main() -> None:
             rate = await through_http(url, senders, args.seconds)
             rows.append((senders, rate, base.rate, workers))
     finally:
-        admin = await asyncpg.connect(dsn(admin_url))
-        await admin.execute("DROP DATABASE IF EXISTS creditsd_bench WITH (FORCE)")
-        await admin.close()
+        await drop_scratch(server)
     print(f"\nPOST /v1/usage on PostgreSQL, batches of {BATCH:,}, {args.seconds:.0f} s per cell")
     print("| senders | events/s | raw charge floor (charges/s, connections) | vs floor |")
     print("|---:|---:|---:|---:|")
