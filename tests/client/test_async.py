@@ -265,3 +265,21 @@ async def test_when_every_answer_is_lost_the_key_lets_the_caller_retry_later(
     later = await chat.charge("u", 10, idempotency_key=lost.value.idempotency_key)
     assert later.replayed
     assert await billing.get_balance("u") == 90
+
+
+async def test_priced_writes_carry_their_breakdown(ledger: Ledger, connect: Connect) -> None:
+    credits = connect(await create_key(ledger, "admin", "studio"))
+    await credits.grant("u", 500)
+    video = await credits.charge("u", feature="video_generation", quantity=30)
+    assert (video.amount, video.balance) == (D(300), D(200))
+    assert video.pricing is not None
+    assert (video.pricing["catalog_version"], video.pricing["kind"]) == (1, "meter")
+    quote = await credits.quote(usage={"model": "openai/gpt-4o", "input_tokens": 1000})
+    assert quote.amount == D("0.25")  # 1000 × 2.50 USD / 10^6 × 100 credits/USD
+    hold = await credits.hold("u", feature="canvas_generation_simple")
+    assert (hold.amount, hold.pricing is not None) == (D(50), True)
+    settled = await credits.capture(hold.id, feature="video_generation", quantity=3)
+    assert settled.transfer.amount == D(30)
+    assert settled.transfer.pricing is not None
+    assert settled.transfer.pricing["settlement"]["released"] == D(20)
+    assert (await credits.get_transaction(video.id)).pricing == video.pricing

@@ -80,6 +80,9 @@ class Transfer:
     app: str
     idempotency_key: str
     created_at: datetime
+    pricing: dict[str, Any] | None = None
+    """How a priced amount was computed (catalog version, lines, rounding; a capture's
+    settlement against its hold); None for a plain amount."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -102,6 +105,7 @@ class Transfer:
             app=data["app"],
             idempotency_key=data["idempotency_key"],
             created_at=timestamp(data["created_at"]),
+            pricing=data.get("pricing"),
             replayed=replayed,
             raw=dict(data),
         )
@@ -123,6 +127,8 @@ class Hold:
     idempotency_key: str
     created_at: datetime
     updated_at: datetime
+    pricing: dict[str, Any] | None = None
+    """How a priced estimate was computed; None for a plain amount."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -142,6 +148,7 @@ class Hold:
             idempotency_key=data["idempotency_key"],
             created_at=timestamp(data["created_at"]),
             updated_at=timestamp(data["updated_at"]),
+            pricing=data.get("pricing"),
             replayed=replayed,
             raw=dict(data),
         )
