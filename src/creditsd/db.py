@@ -130,21 +130,3 @@ async def run(
                 ) from exc
             await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def run_one_statement(
-    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]]
-) -> T | None:
-    """Run one self-contained statement outside a transaction (it commits on its own).
-
-    Returns None instead of raising on a retryable failure: callers use this only for a
-    shortcut that has a transactional fallback.
-    """
-    try:
-        async with engine.connect() as conn:
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await work(autocommit)
-    except DBAPIError as exc:
-        if is_retryable(exc):
-            return None
-        raise

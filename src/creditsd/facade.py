@@ -308,17 +308,8 @@ class Ledger:
         )
 
         async def alone() -> Transfer:
-            if self.engine.dialect.name == "postgresql":
-                done = await db.run_one_statement(
-                    self.engine,
-                    lambda conn: ledger.post_in_one_statement(
-                        conn, posting, self.now(), in_transaction=False
-                    ),
-                )
-                if done is not None:
-                    return done
             return await self._write(
-                lambda conn, now: ledger.post_transfer(conn, posting, self.policy, now)
+                lambda conn, now: ledger.post_quickly(conn, posting, self.policy, now)
             )
 
         if self._group is None:

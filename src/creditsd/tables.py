@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -69,6 +70,8 @@ TRANSFER_KINDS = (
     "reversal",
 )
 HOLD_STATUSES = ("open", "captured", "released", "expired")
+ACCOUNT_STATUSES = ("active", "frozen", "closed")
+LOT_SOURCES = ("purchase", "subscription", "signup", "promotion", "adjustment")
 SCOPES = ("admin", "app", "read")
 
 
@@ -94,14 +97,24 @@ accounts = Table(
     Column("metadata", JSON(none_as_null=True), nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
+    # Frozen and closed accounts spend nothing; creditsd's own debits (expiry, clawback) go on.
+    Column("status", String(16), nullable=False, server_default="active"),
+    # What forced debits (a refund of spent credits, a sync below zero) took past `available`;
+    # credits pay it off first. Spending never counts it: only the database's rule below does.
+    Column("debt", BigInteger, nullable=False, server_default="0"),
+    # The soonest expiry among the account's live lots: spending past it sweeps them first.
+    Column("lots_expire_at", Timestamp, nullable=True),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
     # The no-overdraft invariant, held by the database itself: stored `held` only ever
     # overstates the live figure (expired holds not yet swept), so this is conservative.
     CheckConstraint(
-        "kind = 'system' OR balance - held + overdraft_limit >= 0", name="available_not_negative"
+        "kind = 'system' OR balance - held + overdraft_limit + debt >= 0",
+        name="available_not_negative",
     ),
+    CheckConstraint(_one_of("status", ACCOUNT_STATUSES), name="status"),
+    CheckConstraint("debt >= 0", name="debt_not_negative"),
     # System balances are derived from transfers, so their rows never become hot.
     CheckConstraint("kind = 'customer' OR (balance = 0 AND held = 0)", name="system_not_stored"),
 )
@@ -175,6 +188,50 @@ transfers = Table(
     Index(None, "credit_account_id", "id"),
     Index(None, "created_at"),
     Index(None, "hold_id"),
+)
+
+_LIVE = text("remaining > 0")
+
+# Every credit into a customer account lands in a lot; debits spend lots in a fixed order.
+lots = Table(
+    "lots",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    Column("priority", Integer, nullable=False),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("transfer_id", String(32), ForeignKey("transfers.id"), nullable=True),
+    Column("reference", String(KEY_LENGTH), nullable=True),  # e.g. the Stripe payment it holds
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining"),
+    CheckConstraint(_one_of("source", LOT_SOURCES), name="source"),
+    Index(
+        "ix_lots_spend_order",
+        "account_id",
+        "priority",
+        "expires_at",
+        "id",
+        postgresql_where=_LIVE,
+        sqlite_where=_LIVE,
+    ),
+    Index("ix_lots_expires_at", "expires_at", postgresql_where=_LIVE, sqlite_where=_LIVE),
+    Index(None, "reference"),
+    Index(None, "transfer_id"),
+)
+
+# Which lots paid for a debit, and how much of each.
+lot_spends = Table(
+    "lot_spends",
+    metadata,
+    Column("transfer_id", String(32), ForeignKey("transfers.id"), primary_key=True),
+    Column("lot_id", String(32), ForeignKey("lots.id"), primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    Index(None, "lot_id"),
 )
 
 # Published versions of the price catalog: each the one before plus one (the key keeps it a line).

@@ -55,6 +55,35 @@ class BalanceLimit(Conflict):
         )
 
 
+class AccountNotActive(Conflict):
+    """The account spends nothing in its present status; its ledger is kept."""
+
+    code = "account_not_active"
+    reason = "is not active"
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account {account_id} {self.reason}", account_id=account_id)
+
+
+class AccountFrozen(AccountNotActive):
+    """Frozen (a dispute or refund is open) until an operator unfreezes it."""
+
+    code = "account_frozen"
+    reason = "is frozen until an operator unfreezes it"
+
+
+class AccountClosed(AccountNotActive):
+    """Closed (its user was deleted): history kept, nothing more spent."""
+
+    code = "account_closed"
+    reason = "is closed; its history is kept but it spends nothing more"
+
+
+def not_active(account_id: str, status: str) -> AccountNotActive:
+    """The error for spending from an account in ``status``."""
+    return {"frozen": AccountFrozen, "closed": AccountClosed}[status](account_id)
+
+
 class IdempotencyConflict(Conflict):
     """The idempotency key was already used for a different request."""
 

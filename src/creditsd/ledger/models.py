@@ -15,7 +15,12 @@ REVENUE = "@revenue"
 GRANTS = "@grants"
 SIGNUP = "@signup"
 ADJUSTMENTS = "@adjustments"
-SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS)
+EXPIRED = "@expired"
+STRIPE = "@stripe"
+SUBSCRIPTIONS = "@subscriptions"
+SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCRIPTIONS)
+
+PAID_SOURCE = "purchase"  # credits bought; every other source is free credit
 
 Metadata = dict[str, Any]
 
@@ -38,11 +43,23 @@ class Account:
     created_at: datetime
     updated_at: datetime
     aliases: tuple[str, ...] = ()
+    status: str = "active"
+    by_source: dict[str, int] = field(default_factory=dict)  # live lots; "debt" when below zero
 
     @property
     def available(self) -> int:
         """What can still be spent or held: balance − held + overdraft limit."""
         return self.balance - self.held + self.overdraft_limit
+
+
+@dataclass(frozen=True, slots=True)
+class LotPart:
+    """How much of one lot a transfer moved: spent from it, or put into it."""
+
+    lot_id: str
+    source: str
+    amount: int
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +82,7 @@ class Transfer:
     credit_available_after: int | None
     created_at: datetime
     pricing: Metadata | None = None  # the price stamp: how a priced amount was computed
+    lots: tuple[LotPart, ...] = ()  # the lots a debit spent, or the lot a credit filled
     replayed: bool = field(default=False, compare=False)
 
     @property

@@ -6,9 +6,22 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Table, bindparam, case, func, select, true, union_all, update
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    true,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger.models import Account, Metadata, Transfer
@@ -22,17 +35,52 @@ _T = transfers.c
 _H = holds.c
 
 # The guarded write at the heart of every movement: the balance and held figures change
-# only if the account can afford it afterwards, and never past the 64-bit range.
+# only if the account can afford it afterwards, and never past the 64-bit range. Spending
+# (a positive `need`) also needs an active account with no lot past its expiry, unless
+# creditsd makes the debit itself (`system`: an expiry, a clawback). Credits pay off debt.
+_DELTA = bindparam("balance_delta", type_=BigInteger)
 _APPLY_DELTA = (
     update(accounts)
     .where(
         _A.id == bindparam("account_id"),
         _A.balance - _A.held + _A.overdraft_limit >= bindparam("need"),
         _A.balance <= bindparam("max_balance"),
+        or_(
+            bindparam("need", type_=BigInteger) <= 0,
+            bindparam("system", type_=Boolean),
+            and_(
+                _A.status == "active",
+                or_(_A.lots_expire_at.is_(None), _A.lots_expire_at > bindparam("now")),
+            ),
+        ),
     )
     .values(
-        balance=_A.balance + bindparam("balance_delta"),
+        balance=_A.balance + _DELTA,
         held=_A.held + bindparam("held_delta"),
+        debt=case(
+            (and_(_A.debt > 0, _DELTA > 0), case((_A.debt > _DELTA, _A.debt - _DELTA), else_=0)),
+            else_=_A.debt,
+        ),
+        updated_at=bindparam("now"),
+    )
+    .returning(_A.balance, _A.held, _A.overdraft_limit)
+)
+
+# A forced debit (a clawback of spent credits, a sync below zero) always goes through;
+# what it takes past the account's available credits becomes debt.
+_SPENDABLE = _A.balance - _A.held + _A.overdraft_limit
+_AMOUNT = bindparam("amount", type_=BigInteger)
+_FORCE_DEBIT = (
+    update(accounts)
+    .where(_A.id == bindparam("account_id"), _A.balance >= bindparam("min_balance"))
+    .values(
+        balance=_A.balance - _AMOUNT,
+        debt=_A.debt
+        + case(
+            (_SPENDABLE >= _AMOUNT, 0),
+            (_SPENDABLE <= 0, _AMOUNT),
+            else_=_AMOUNT - _SPENDABLE,
+        ),
         updated_at=bindparam("now"),
     )
     .returning(_A.balance, _A.held, _A.overdraft_limit)
@@ -74,16 +122,14 @@ def _insert_transfer_statement(dialect: str) -> Any:
 _INSERT_TRANSFER = {name: _insert_transfer_statement(name) for name in _INSERT_IGNORING_DUPLICATES}
 
 
-def _one_statement_charge(*, in_transaction: bool) -> Any:
+def _one_statement_charge() -> Any:
     """PostgreSQL: a debit's guarded update and the transfer's insert as one statement.
 
     The customer is the debit side. The insert takes its after-figures from the update's
     RETURNING, counting only holds that have not expired (the sum over holds runs only
-    when the account holds anything). When the update matches nothing, nothing is inserted.
-
-    Outside a transaction a taken key must fail the whole statement, so that nothing
-    commits; inside one, the insert skips a taken key and the statement says so (the
-    caller then undoes the update), so the transaction stays usable.
+    when the account holds anything). When the update matches nothing, nothing is inserted;
+    when the key is taken, the insert skips it and the statement says so (the caller then
+    undoes the update), so the transaction stays usable.
     """
     moved = _APPLY_DELTA.cte("moved")
     expired = (
@@ -108,26 +154,21 @@ def _one_statement_charge(*, in_transaction: bool) -> Any:
             for column in columns
         )
     )
-    insert = postgresql.insert(transfers).from_select(columns, source)
-    figures = (_T.debit_balance_after, _T.debit_available_after)
-    if not in_transaction:
-        return insert.returning(*figures)
     inserted = (
-        insert.on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-        .returning(*figures)
+        postgresql.insert(transfers)
+        .from_select(columns, source)
+        .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
+        .returning(_T.debit_balance_after, _T.debit_available_after)
         .cte("inserted")
     )
     return select(*inserted.c, moved.c.balance).select_from(moved.outerjoin(inserted, true()))
 
 
-_ONE_STATEMENT_CHARGE = {
-    in_transaction: _one_statement_charge(in_transaction=in_transaction)
-    for in_transaction in (False, True)
-}
+_ONE_STATEMENT_CHARGE = _one_statement_charge()
 
 
 async def charge_in_one_statement(
-    conn: AsyncConnection, transfer: Transfer, fingerprint: str, *, in_transaction: bool
+    conn: AsyncConnection, transfer: Transfer, fingerprint: str
 ) -> tuple[int, int] | None:
     """Write a transfer that debits one customer in one statement (PostgreSQL only).
 
@@ -143,16 +184,13 @@ async def charge_in_one_statement(
         max_balance=INT64_MAX,
         balance_delta=-transfer.amount,
         held_delta=0,
+        system=False,
         now=now,
     )
-    statement = _ONE_STATEMENT_CHARGE[in_transaction]
-    try:
-        row = (await conn.execute(statement, values)).first()
-    except IntegrityError:  # outside a transaction: the statement, update included, failed
-        return None
+    row = (await conn.execute(_ONE_STATEMENT_CHARGE, values)).first()
     if row is None:
         return None
-    if row[0] is None:  # inside a transaction: the key was taken, so take the update back
+    if row[0] is None:  # the key was taken, so take the update back
         await apply_delta(conn, transfer.debit_account_id, transfer.amount, 0, now)
         return None
     return int(row[0]), int(row[1])
@@ -167,7 +205,12 @@ def _transfer(row: AnyRow) -> Transfer:
     return Transfer(**row._asdict())
 
 
-def account_from_row(row: AnyRow, held: int, aliases: Sequence[str] = ()) -> Account:
+def account_from_row(
+    row: AnyRow,
+    held: int,
+    aliases: Sequence[str] = (),
+    by_source: dict[str, int] | None = None,
+) -> Account:
     """An account from its stored row, with the live held figure supplied."""
     return Account(
         id=row.id,
@@ -179,16 +222,25 @@ def account_from_row(row: AnyRow, held: int, aliases: Sequence[str] = ()) -> Acc
         created_at=row.created_at,
         updated_at=row.updated_at,
         aliases=tuple(aliases),
+        status=row.status,
+        by_source=by_source or {},
     )
 
 
 async def apply_delta(
-    conn: AsyncConnection, account_id: str, balance_delta: int, held_delta: int, now: datetime
+    conn: AsyncConnection,
+    account_id: str,
+    balance_delta: int,
+    held_delta: int,
+    now: datetime,
+    *,
+    system: bool = False,
 ) -> AnyRow | None:
     """Move a customer's balance and held figures if the result stays affordable.
 
     Returns ``(balance, held, overdraft_limit)`` after the change, or ``None`` when the
-    account is missing, cannot afford it, or would overflow.
+    account is missing, cannot afford it, may not spend (frozen, closed, lots due to
+    expire: unless ``system``), or would overflow.
     """
     result = await conn.execute(
         _APPLY_DELTA,
@@ -198,10 +250,37 @@ async def apply_delta(
             "max_balance": INT64_MAX - max(balance_delta, 0),
             "balance_delta": balance_delta,
             "held_delta": held_delta,
+            "system": system,
             "now": now,
         },
     )
     return result.first()
+
+
+async def force_debit(
+    conn: AsyncConnection, account_id: str, amount: int, now: datetime
+) -> AnyRow | None:
+    """Take ``amount`` whatever the account can afford; the excess becomes debt.
+
+    Returns ``(balance, held, overdraft_limit)`` after, or None when the account is
+    missing or its balance would leave the 64-bit range.
+    """
+    result = await conn.execute(
+        _FORCE_DEBIT,
+        {"account_id": account_id, "amount": amount, "min_balance": amount - INT64_MAX, "now": now},
+    )
+    return result.first()
+
+
+async def undo_forced_debit(
+    conn: AsyncConnection, account_id: str, amount: int, debt_added: int, now: datetime
+) -> None:
+    """Take back a forced debit whose transfer turned out to exist already."""
+    await conn.execute(
+        update(accounts)
+        .where(_A.id == account_id)
+        .values(balance=_A.balance + amount, debt=_A.debt - debt_added, updated_at=now)
+    )
 
 
 async def insert_transfer(conn: AsyncConnection, transfer: Transfer, fingerprint: str) -> bool:

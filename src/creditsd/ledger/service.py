@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.idempotency import fingerprint
+from creditsd.ledger import lot_repository as lot_repo
+from creditsd.ledger import lots
 from creditsd.ledger import repository as repo
 from creditsd.ledger.errors import (
     AccountNotFound,
@@ -23,12 +25,16 @@ from creditsd.ledger.errors import (
     InvalidAccountId,
     OverdraftInUse,
     TransferNotFound,
+    not_active,
 )
+from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import (
+    EXPIRED,
     GRANTS,
     REVENUE,
     SIGNUP,
     Account,
+    LotPart,
     Metadata,
     Transfer,
     Verification,
@@ -65,6 +71,10 @@ class Posting:
     hold_id: str | None = None
     released_held: int = 0  # what the debit side stops holding (a hold being captured)
     pricing: Metadata | None = None  # how a priced amount was computed
+    lot: LotSpec | None = None  # the lot a credit to a customer fills (else the kind's default)
+    first_lot: str | None = None  # the lot a debit spends first (its refund, its expiry)
+    system: bool = False  # creditsd's own debit: goes on whatever the account's status
+    forced: bool = False  # taken even past what the account can spend (the rest is debt)
 
 
 def movement(
@@ -79,6 +89,7 @@ def movement(
     metadata: Metadata | None = None,
     pricing: Metadata | None = None,
     asked: Metadata | None = None,
+    lot: LotSpec | None = None,
 ) -> Posting:
     """A posting whose fingerprint is everything it asks for.
 
@@ -99,11 +110,18 @@ def movement(
             **(asked or {"amount": amount}),
             description=description,
             metadata=metadata,
+            **({} if lot is None else {"lot": _lot_request(lot)}),
         ),
         description=description,
         metadata=metadata,
         pricing=pricing,
+        lot=lot,
     )
+
+
+def _lot_request(lot: LotSpec) -> Metadata:
+    expires_at = None if lot.expires_at is None else lot.expires_at.isoformat()
+    return {"source": lot.source, "expires_at": expires_at, "priority": lot.priority}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +131,8 @@ class Leg:
     account_id: str
     balance_delta: int
     held_delta: int
+    system: bool = False  # see Posting.system
+    forced: bool = False  # see Posting.forced
 
     @property
     def need(self) -> int:
@@ -172,25 +192,23 @@ async def guarded_write(
     names = {leg.account_id: leg.account_id for leg in legs}
     for _attempt in range(4):
         order = sorted(legs, key=lambda leg: names[leg.account_id])  # one lock order for all
-        done: list[Leg] = []
         applied: dict[str, Applied] = {}
         failed: Leg | None = None
+        undo: list[Callable[[], Awaitable[object]]] = []
         for leg in order:
             account_id = names[leg.account_id]
-            row = await repo.apply_delta(conn, account_id, leg.balance_delta, leg.held_delta, now)
+            row = await _apply(conn, account_id, leg, now)
             if row is None:
                 failed = leg
                 break
-            done.append(leg)
+            undo.append(_undo(conn, account_id, leg, row, now))
             applied[leg.account_id] = Applied(
                 account_id, int(row.balance), await _available(conn, account_id, row, now)
             )
         if failed is None and (result := await record(applied)) is not None:
             return result
-        for leg in done:
-            await repo.apply_delta(
-                conn, names[leg.account_id], -leg.balance_delta, -leg.held_delta, now
-            )
+        for step in undo:
+            await step()
         if (result := await existing()) is not None:
             return result
         if failed is not None:
@@ -199,6 +217,28 @@ async def guarded_write(
             )
         # else: the key's holder rolled back after we saw it taken; simply try again
     raise AssertionError("a write kept failing for changing reasons")  # pragma: no cover
+
+
+async def _apply(conn: AsyncConnection, account_id: str, leg: Leg, now: datetime) -> Any:
+    if leg.forced:
+        return await repo.force_debit(conn, account_id, -leg.balance_delta, now)
+    return await repo.apply_delta(
+        conn, account_id, leg.balance_delta, leg.held_delta, now, system=leg.system
+    )
+
+
+def _undo(
+    conn: AsyncConnection, account_id: str, leg: Leg, row: Any, now: datetime
+) -> Callable[[], Awaitable[object]]:
+    """The statement that takes an applied leg back, debt included."""
+    if not leg.forced:
+        return lambda: repo.apply_delta(
+            conn, account_id, -leg.balance_delta, -leg.held_delta, now, system=True
+        )
+    amount = -leg.balance_delta
+    spendable_before = row.balance + amount - row.held + row.overdraft_limit
+    debt_added = amount - min(max(spendable_before, 0), amount)
+    return lambda: repo.undo_forced_debit(conn, account_id, amount, debt_added, now)
 
 
 async def _diagnose(
@@ -210,8 +250,15 @@ async def _diagnose(
         return await resolve_account(conn, account_id, policy, now)
     if row.held and await repo.expire_holds(conn, now, account_id=account_id):
         return account_id
-    if leg.balance_delta > 0:
+    if leg.balance_delta > 0 or leg.forced:
         raise BalanceLimit(account_id)
+    if leg.need > 0 and not leg.system:
+        if row.status != "active":
+            raise not_active(account_id, row.status)
+        if row.lots_expire_at is not None and row.lots_expire_at <= now:
+            await expire_lots(conn, now, policy, account_id=account_id)
+            await lot_repo.refresh_expiry(conn, account_id, now)
+            return account_id
     available = await _available(conn, account_id, row, now)
     raise InsufficientCredits(account_id, required=leg.need, available=available)
 
@@ -226,34 +273,45 @@ def check_replay(existing: T, stored_fingerprint: str, request_fingerprint: str,
 def _legs(posting: Posting) -> list[Leg]:
     legs = []
     if not is_system(posting.debit_account_id):
-        legs.append(Leg(posting.debit_account_id, -posting.amount, -posting.released_held))
+        legs.append(
+            Leg(
+                posting.debit_account_id,
+                -posting.amount,
+                -posting.released_held,
+                system=posting.system or posting.forced,
+                forced=posting.forced,
+            )
+        )
     if not is_system(posting.credit_account_id):
         legs.append(Leg(posting.credit_account_id, posting.amount, 0))
     return legs
 
 
-async def post_in_one_statement(
-    conn: AsyncConnection, posting: Posting, now: datetime, *, in_transaction: bool
+async def _post_in_one_statement(
+    conn: AsyncConnection, posting: Posting, now: datetime
 ) -> Transfer | None:
     """PostgreSQL's shortcut for the common case: a customer pays a system account,
     can afford it, under a new key.
 
-    One statement does what :func:`post_transfer` does in two, on its own
-    (``in_transaction=False``: it commits by itself) or inside the caller's transaction.
-    Anything else (an alias, a new account, a replay, too little credit) gives None
-    having written nothing, and the caller falls back to :func:`post_transfer`.
+    One statement does what :func:`post_transfer` does in two. Anything else (an alias,
+    a new account, a replay, too little credit, a system debit) gives None having written
+    nothing, and the caller falls back to :func:`post_transfer`.
     """
     legs = _legs(posting)
-    if [leg.account_id for leg in legs] != [posting.debit_account_id] or posting.released_held:
+    if (
+        [leg.account_id for leg in legs] != [posting.debit_account_id]
+        or posting.released_held
+        or posting.system
+        or posting.forced
+    ):
         return None
     transfer = _transfer(posting, {}, now)
-    after = await repo.charge_in_one_statement(
-        conn, transfer, posting.fingerprint, in_transaction=in_transaction
-    )
+    after = await repo.charge_in_one_statement(conn, transfer, posting.fingerprint)
     if after is None:
         return None
     balance, available = after
-    return replace(transfer, debit_balance_after=balance, debit_available_after=available)
+    transfer = replace(transfer, debit_balance_after=balance, debit_available_after=available)
+    return await _follow_lots(conn, posting, transfer, now)
 
 
 async def post_quickly(
@@ -261,10 +319,29 @@ async def post_quickly(
 ) -> Transfer:
     """:func:`post_transfer`, trying the one-statement shortcut first on PostgreSQL."""
     if conn.dialect.name == "postgresql":
-        done = await post_in_one_statement(conn, posting, now, in_transaction=True)
+        done = await _post_in_one_statement(conn, posting, now)
         if done is not None:
             return done
     return await post_transfer(conn, posting, policy, now)
+
+
+async def _follow_lots(
+    conn: AsyncConnection, posting: Posting, transfer: Transfer, now: datetime
+) -> Transfer:
+    """Spend the debit side's lots and fill a lot on the credit side, as the transfer says."""
+    parts: list[LotPart] = []
+    if not is_system(transfer.debit_account_id):
+        parts += await lots.spend(conn, transfer, now, first=posting.first_lot)
+    if not is_system(transfer.credit_account_id):
+        spec = posting.lot or lots.default_spec(posting.kind)
+        parts.append(await lots.fill(conn, transfer, spec, now))
+    return replace(transfer, lots=tuple(parts))
+
+
+async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Transfer]:
+    """The transfers with the lots each spent or filled."""
+    parts = await lot_repo.parts_of(conn, [transfer.id for transfer in transfers])
+    return [replace(transfer, lots=tuple(parts.get(transfer.id, ()))) for transfer in transfers]
 
 
 async def post_transfer(
@@ -275,14 +352,18 @@ async def post_transfer(
 
     async def record(applied: dict[str, Applied]) -> Transfer | None:
         transfer = _transfer(posting, applied, now)
-        return transfer if await repo.insert_transfer(conn, transfer, posting.fingerprint) else None
+        if not await repo.insert_transfer(conn, transfer, posting.fingerprint):
+            return None
+        return await _follow_lots(conn, posting, transfer, now)
 
     async def existing() -> Transfer | None:
         found = await repo.find_transfer_by_key(conn, posting.app, posting.idempotency_key)
         if found is None:
             return None
         transfer, stored = found
-        return check_replay(transfer, stored, posting.fingerprint, posting.idempotency_key)
+        check_replay(transfer, stored, posting.fingerprint, posting.idempotency_key)
+        (transfer,) = await with_lots(conn, [transfer])
+        return transfer
 
     return await guarded_write(conn, legs, policy, now, record=record, existing=existing)
 
@@ -365,6 +446,7 @@ async def create_customer(
                 app=SYSTEM_APP,
                 idempotency_key=f"signup:{account_id}",
                 description="sign-up grant",
+                lot=LotSpec("signup"),
             ),
             policy,
             now,
@@ -378,10 +460,22 @@ async def _accounts(conn: AsyncConnection, rows: list[Any], now: datetime) -> li
     holding = [row.id for row in rows if row.held]
     expired = await repo.expired_hold_totals(conn, holding, now) if holding else {}
     aliases = await repo.aliases_of(conn, ids)
+    sources = await lot_repo.by_source(conn, ids)
     return [
-        repo.account_from_row(row, row.held - expired.get(row.id, 0), aliases.get(row.id, []))
+        repo.account_from_row(
+            row,
+            row.held - expired.get(row.id, 0),
+            aliases.get(row.id, []),
+            _with_overdrawn(sources.get(row.id, {}), row.balance),
+        )
         for row in rows
     ]
+
+
+def _with_overdrawn(by_source: dict[str, int], balance: int) -> dict[str, int]:
+    """The lots by source, plus what the balance is below zero, so the parts add up."""
+    below = balance - sum(by_source.values())
+    return {**by_source, "overdrawn": below} if below else by_source
 
 
 async def get_account(conn: AsyncConnection, account_id: str, now: datetime) -> Account:
@@ -517,8 +611,12 @@ async def grant(
     idempotency_key: str,
     reason: str | None,
     metadata: Metadata | None = None,
+    lot: LotSpec | None = None,
 ) -> Transfer:
-    """Give an account credits from ``@grants``; an admin action, so it is audited."""
+    """Give an account credits from ``@grants`` (a promotion unless ``lot`` says otherwise).
+
+    An admin action, so it is audited.
+    """
     check_account_id(account_id)
     transfer = await post_transfer(
         conn,
@@ -531,6 +629,7 @@ async def grant(
             idempotency_key=idempotency_key,
             description=reason,
             metadata=metadata,
+            lot=lot,
         ),
         policy,
         now,
@@ -553,6 +652,7 @@ async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer:
     transfer = await repo.get_transfer(conn, transfer_id)
     if transfer is None:
         raise TransferNotFound(transfer_id)
+    (transfer,) = await with_lots(conn, [transfer])
     return transfer
 
 
@@ -641,5 +741,42 @@ async def account_transactions(
     """An account's transfers, newest first, and the id to continue before (if more remain)."""
     page = await repo.account_transfers(conn, account_id, limit + 1, before)
     more = len(page) > limit
-    page = page[:limit]
+    page = await with_lots(conn, page[:limit])
     return page, page[-1].id if more else None
+
+
+async def expire_lots(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: Policy,
+    *,
+    account_id: str | None = None,
+    limit: int = 200,
+) -> int:
+    """Move what is left in lots past their expiry to ``@expired``; how many lots it took from.
+
+    A lot whose credits an open hold still reserves gives up only what is not held; the
+    hold's capture spends the rest of it first, and a later sweep takes what remains.
+    """
+    taken = 0
+    for lot_id, owner, remaining in await lot_repo.due(
+        conn, now, account_id=account_id, limit=limit
+    ):
+        row = await repo.get_account_row(conn, owner)
+        if row is None:  # pragma: no cover - lots belong to accounts
+            continue
+        amount = min(int(remaining), row.balance - await _live_held(conn, owner, row.held, now))
+        if amount > 0:
+            posting = movement(
+                "expiry",
+                owner,
+                EXPIRED,
+                amount,
+                app=SYSTEM_APP,
+                idempotency_key=f"expiry:{lot_id}:{remaining}",
+                description="credits expired",
+            )
+            await post_transfer(conn, replace(posting, first_lot=lot_id, system=True), policy, now)
+            taken += 1
+        await lot_repo.refresh_expiry(conn, owner, now)
+    return taken

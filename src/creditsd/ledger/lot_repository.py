@@ -1,0 +1,148 @@
+"""Every query about grant lots: filling, spending in order, expiring, and reading them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.ledger.models import LotPart
+from creditsd.tables import accounts, lot_spends, lots
+
+_L = lots.c
+_S = lot_spends.c
+_A = accounts.c
+
+
+async def insert_lot(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Add a lot (the caller has the account's row locked)."""
+    await conn.execute(insert(lots).values(**values))
+
+
+async def note_expiry(conn: AsyncConnection, account_id: str, expires_at: datetime) -> None:
+    """Make the account's soonest lot expiry no later than ``expires_at``."""
+    await conn.execute(
+        update(accounts)
+        .where(
+            _A.id == account_id,
+            or_(_A.lots_expire_at.is_(None), _A.lots_expire_at > expires_at),
+        )
+        .values(lots_expire_at=expires_at)
+    )
+
+
+async def refresh_expiry(conn: AsyncConnection, account_id: str, now: datetime) -> None:
+    """Set the account's soonest expiry to that of its live lots not yet due.
+
+    Due lots an open hold still keeps from expiring are left out: the hold's capture
+    spends them first, and the sweeper takes the rest once the hold settles.
+    """
+    soonest = (
+        select(func.min(_L.expires_at))
+        .where(_L.account_id == account_id, _L.remaining > 0, _L.expires_at > now)
+        .scalar_subquery()
+    )
+    await conn.execute(update(accounts).where(_A.id == account_id).values(lots_expire_at=soonest))
+
+
+async def spend_order(
+    conn: AsyncConnection, account_id: str, now: datetime, first: str | None
+) -> list[Any]:
+    """The account's live lots in the order debits spend them.
+
+    ``first`` (a lot a refund or expiry targets), then lots already due, then by
+    priority, soonest expiry (none last) and age.
+    """
+    query = select(_L.id, _L.source, _L.remaining, _L.expires_at).where(
+        _L.account_id == account_id, _L.remaining > 0
+    )
+    if first is not None:
+        query = query.order_by(case((_L.id == first, 0), else_=1))
+    query = query.order_by(
+        case((and_(_L.expires_at.is_not(None), _L.expires_at <= now), 0), else_=1),
+        _L.priority,
+        _L.expires_at.asc().nulls_last(),
+        _L.id,
+    )
+    return list(await conn.execute(query))
+
+
+async def take(conn: AsyncConnection, lot_id: str, amount: int) -> None:
+    """Lower a lot's remainder by ``amount`` (the caller has checked it is there)."""
+    await conn.execute(update(lots).where(_L.id == lot_id).values(remaining=_L.remaining - amount))
+
+
+async def insert_spends(conn: AsyncConnection, transfer_id: str, parts: list[LotPart]) -> None:
+    """Record which lots paid for a debit."""
+    await conn.execute(
+        insert(lot_spends),
+        [
+            {"transfer_id": transfer_id, "lot_id": part.lot_id, "amount": part.amount}
+            for part in parts
+        ],
+    )
+
+
+async def parts_of(conn: AsyncConnection, transfer_ids: list[str]) -> dict[str, list[LotPart]]:
+    """Per transfer, the lots it spent from or the lot it filled."""
+    if not transfer_ids:
+        return {}
+    spent = (
+        select(_S.transfer_id, _S.lot_id, _L.source, _S.amount, _L.expires_at)
+        .join(lots, _L.id == _S.lot_id)
+        .where(_S.transfer_id.in_(transfer_ids))
+    )
+    filled = select(_L.transfer_id, _L.id, _L.source, _L.amount, _L.expires_at).where(
+        _L.transfer_id.in_(transfer_ids)
+    )
+    found: dict[str, list[LotPart]] = {}
+    for query in (spent, filled):
+        for transfer_id, lot_id, source, amount, expires_at in await conn.execute(query):
+            found.setdefault(transfer_id, []).append(LotPart(lot_id, source, amount, expires_at))
+    for parts in found.values():
+        parts.sort(key=lambda part: part.lot_id)
+    return found
+
+
+async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, dict[str, int]]:
+    """Per account, what its live lots hold, by source."""
+    rows = await conn.execute(
+        select(_L.account_id, _L.source, func.sum(_L.remaining))
+        .where(_L.account_id.in_(account_ids), _L.remaining > 0)
+        .group_by(_L.account_id, _L.source)
+    )
+    found: dict[str, dict[str, int]] = {}
+    for account_id, source, total in rows:
+        found.setdefault(account_id, {})[source] = int(total)
+    return found
+
+
+async def due(
+    conn: AsyncConnection, now: datetime, *, account_id: str | None = None, limit: int = 200
+) -> list[Any]:
+    """Live lots past their expiry: ``(id, account_id, remaining)``, soonest first."""
+    query = select(_L.id, _L.account_id, _L.remaining).where(_L.remaining > 0, _L.expires_at <= now)
+    if account_id is not None:
+        query = query.where(_L.account_id == account_id)
+    return list(await conn.execute(query.order_by(_L.expires_at, _L.id).limit(limit)))
+
+
+async def find_by_reference(conn: AsyncConnection, reference: str) -> Any | None:
+    """The lot a payment or period filled, by its reference."""
+    return (
+        await conn.execute(select(lots).where(_L.reference == reference).order_by(_L.id).limit(1))
+    ).first()
+
+
+async def live_total(conn: AsyncConnection, account_id: str) -> int:
+    """What an account's live lots hold together."""
+    total = (
+        await conn.execute(
+            select(func.coalesce(func.sum(_L.remaining), 0)).where(
+                _L.account_id == account_id, _L.remaining > 0
+            )
+        )
+    ).scalar_one()
+    return int(total)
