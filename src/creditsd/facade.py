@@ -21,17 +21,19 @@ from creditsd.errors import InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
 from creditsd.holds.models import Hold
 from creditsd.idempotency import resolve_key
+from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.batching import GroupCommit
 from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import Account, History, Metadata, Page, Transfer, Verification
 from creditsd.migrations import check_current, upgrade
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.pricing.catalog import Catalog, Price, PricingSettings, Use
 from creditsd.pricing.service import PriceBook
-from creditsd.tables import ledger_meta
+from creditsd.tables import LOT_SOURCES, ledger_meta
 from creditsd.usage import service as usage
 from creditsd.usage.models import UsageEvent, UsageResult
 
@@ -202,8 +204,15 @@ class Ledger:
         return await self._write(lambda conn, now: on(conn, now, True))
 
     async def get_account(self, account_id: str) -> Account:
-        """An account by id or alias; first touch creates it when ``auto_create`` is on."""
-        return await self._on_account(account_id, ledger.get_account)
+        """An account by id or alias; first touch creates it when ``auto_create`` is on.
+
+        Lots past their expiry lapse first, so the figures never count expired credits.
+        """
+        account = await self._on_account(account_id, ledger.get_account)
+        if account.lots_expire_at is None or account.lots_expire_at > self.now():
+            return account
+        await self._write(partial(_expire_lots, policy=self.policy, account_id=account.id))
+        return await self._read(lambda conn, now: ledger.get_account(conn, account.id, now))
 
     async def list_accounts(
         self, *, limit: int = 50, cursor: str | None = None, search: str | None = None
@@ -256,15 +265,23 @@ class Ledger:
         account_id: str,
         amount: int,
         *,
+        source: str = "promotion",
+        expires_at: datetime | None = None,
+        priority: int | None = None,
         reason: str | None = None,
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
         actor: str = LOCAL_APP,
     ) -> Transfer:
-        """Give an account credits (audited)."""
+        """Give an account credits (audited), in a lot of ``source`` lapsing at ``expires_at``."""
         amount = _units(amount)
         key = resolve_key(idempotency_key)
+        if source not in LOT_SOURCES:
+            raise InvalidRequest(f"source must be one of {', '.join(LOT_SOURCES)}", field="source")
+        lot = LotSpec(source, expires_at, priority)
+        if expires_at is not None and expires_at <= self.now():
+            raise InvalidRequest("expires_at must be in the future", field="expires_at")
         return await self._write(
             lambda conn, now: ledger.grant(
                 conn,
@@ -277,6 +294,7 @@ class Ledger:
                 idempotency_key=key,
                 reason=reason,
                 metadata=metadata,
+                lot=lot,
             )
         )
 
@@ -451,6 +469,16 @@ class Ledger:
         """Close holds past their expiry (what the timer in ``creditsd serve`` calls)."""
         return await self._write(holds.expire_due)
 
+    async def expire_lots(self, batch: int = 200) -> int:
+        """Move what is left in lots past their expiry to ``@expired``, one account per
+        transaction (what the timer in ``creditsd serve`` calls); how many lots lapsed.
+        """
+        due = await self._read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
+        lapsed = 0
+        for owner in due:
+            lapsed += await self._write(partial(_expire_lots, policy=self.policy, account_id=owner))
+        return lapsed
+
     # Verification
 
     async def verify_account(self, account_id: str) -> Verification:
@@ -502,6 +530,12 @@ class Ledger:
     async def ledger_total(self) -> int:
         """Stored customer balances plus derived system balances; zero when sound."""
         return await self._read(lambda conn, _now: ledger.ledger_total(conn))
+
+
+async def _expire_lots(
+    conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, account_id: str
+) -> int:
+    return await ledger.expire_lots(conn, now, policy, account_id=account_id)
 
 
 async def _verification_page(

@@ -49,12 +49,12 @@ async def test_the_sweeper_in_serve_closes_expired_holds(
 ) -> None:
     import asyncio
 
-    from creditsd.api.app import sweep_holds
+    from creditsd.api.app import sweep_expired
 
     ledger = await make_ledger(holds={"sweep_interval": "0.05"})
     await ledger.grant("u", 10)
     hold = await ledger.open_hold("u", 10, expires_in=5)
-    sweeper = asyncio.create_task(sweep_holds(ledger, ledger.settings.holds.sweep_interval))
+    sweeper = asyncio.create_task(sweep_expired(ledger, ledger.settings.holds.sweep_interval))
     try:
         clock.advance(6)
         for _ in range(100):

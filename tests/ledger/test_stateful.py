@@ -87,9 +87,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def available(self, account: str) -> int:
         return self.balance[account] - self.held(account)
 
-    @rule(account=st.sampled_from(ACCOUNTS), amount=amounts)
-    def grant(self, account: str, amount: int) -> None:
-        self.run(self.ledger.grant(self.id(account), amount))
+    @rule(
+        account=st.sampled_from(ACCOUNTS),
+        amount=amounts,
+        source=st.sampled_from(["promotion", "adjustment", "purchase"]),
+    )
+    def grant(self, account: str, amount: int, source: str) -> None:
+        self.run(self.ledger.grant(self.id(account), amount, source=source))
         self.balance[account] += amount
 
     @rule(target=charges, account=st.sampled_from(ACCOUNTS), amount=amounts)
@@ -189,6 +193,9 @@ class LedgerMachine(RuleBasedStateMachine):
                 self.available(account),
             )
             assert self.run(self.ledger.verify_account(self.id(account))).valid
+            # every credit is in a lot, and the lots hold exactly the balance
+            assert sum(found.by_source.values()) == found.balance
+            assert "overdrawn" not in found.by_source
 
     @invariant()
     def ledger_sums_to_zero(self) -> None:

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handlers, health checks and the hold sweeper."""
+"""The FastAPI application: routers, error handlers, health checks and the expiry sweeper."""
 
 from __future__ import annotations
 
@@ -23,14 +23,19 @@ from creditsd.usage.endpoints import router as usage_router
 log = logging.getLogger("creditsd")
 
 
-async def sweep_holds(ledger: Ledger, interval: float) -> None:
-    """Close expired holds every ``interval`` seconds; errors are logged, never fatal."""
+async def sweep_expired(ledger: Ledger, interval: float) -> None:
+    """Close expired holds, then lapse expired lots, every ``interval`` seconds.
+
+    Errors are logged, never fatal.
+    """
     while True:
         try:
             while await ledger.expire_holds():
                 pass
+            while await ledger.expire_lots():
+                pass
         except Exception:
-            log.exception("hold sweep failed; trying again in %.0fs", interval)
+            log.exception("expiry sweep failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
 
 
@@ -40,7 +45,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         task = (
-            asyncio.create_task(sweep_holds(ledger, ledger.settings.holds.sweep_interval))
+            asyncio.create_task(sweep_expired(ledger, ledger.settings.holds.sweep_interval))
             if sweep
             else None
         )

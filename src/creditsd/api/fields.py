@@ -5,7 +5,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from creditsd.idempotency import KEY_PATTERN
 from creditsd.ledger.service import ACCOUNT_ID_PATTERN
@@ -39,6 +47,9 @@ _AMOUNT_SCHEMA = {
     "deployment's scale of decimal places (default 4).",
     "examples": [10, "10.5"],
 }
+
+Instant = Annotated[AwareDatetime, Field(strict=False)]
+"""A moment as an RFC 3339 string with its offset (``2026-12-01T00:00:00Z``)."""
 
 AmountIn = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_AMOUNT_SCHEMA)]
 """An amount of credits as a caller writes it; converted to minor units by the endpoint."""

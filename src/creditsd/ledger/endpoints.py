@@ -113,6 +113,9 @@ async def create_grant(
     transfer = await ledger.grant(
         body.account_id,
         units(ledger.money, body.amount, "amount"),
+        source=body.source,
+        expires_at=body.expires_at,
+        priority=body.priority,
         reason=body.reason,
         metadata=body.metadata,
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),

@@ -119,14 +119,24 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
     return found
 
 
-async def due(
-    conn: AsyncConnection, now: datetime, *, account_id: str | None = None, limit: int = 200
-) -> list[Any]:
-    """Live lots past their expiry: ``(id, account_id, remaining)``, soonest first."""
-    query = select(_L.id, _L.account_id, _L.remaining).where(_L.remaining > 0, _L.expires_at <= now)
-    if account_id is not None:
-        query = query.where(_L.account_id == account_id)
-    return list(await conn.execute(query.order_by(_L.expires_at, _L.id).limit(limit)))
+async def due(conn: AsyncConnection, now: datetime, account_id: str) -> list[Any]:
+    """An account's live lots past their expiry: ``(id, remaining)``, soonest first."""
+    query = select(_L.id, _L.remaining).where(
+        _L.account_id == account_id, _L.remaining > 0, _L.expires_at <= now
+    )
+    return list(await conn.execute(query.order_by(_L.expires_at, _L.id)))
+
+
+async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
+    """Up to ``limit`` accounts that have live lots past their expiry."""
+    query = (
+        select(_L.account_id)
+        .where(_L.remaining > 0, _L.expires_at <= now)
+        .group_by(_L.account_id)
+        .order_by(func.min(_L.expires_at))
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).scalars())
 
 
 async def find_by_reference(conn: AsyncConnection, reference: str) -> Any | None:

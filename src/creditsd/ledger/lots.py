@@ -75,7 +75,10 @@ async def fill(conn: AsyncConnection, transfer: Transfer, spec: LotSpec, now: da
 async def spend(
     conn: AsyncConnection, transfer: Transfer, now: datetime, *, first: str | None = None
 ) -> list[LotPart]:
-    """Spend a debit from the account's lots in order; what no lot covers goes below zero."""
+    """Spend a debit from the account's lots in order; what no lot covers goes below zero.
+
+    Returns the parts oldest lot first.
+    """
     left = transfer.amount
     parts: list[LotPart] = []
     for lot_id, source, remaining, expires_at in await repo.spend_order(
@@ -89,4 +92,4 @@ async def spend(
             break
     if parts:
         await repo.insert_spends(conn, transfer.id, parts)
-    return parts
+    return sorted(parts, key=lambda part: part.lot_id)  # as read back: oldest lot first

@@ -44,7 +44,8 @@ class Account:
     updated_at: datetime
     aliases: tuple[str, ...] = ()
     status: str = "active"
-    by_source: dict[str, int] = field(default_factory=dict)  # live lots; "debt" when below zero
+    by_source: dict[str, int] = field(default_factory=dict)  # live lots; "overdrawn" below zero
+    lots_expire_at: datetime | None = None  # the soonest lapse of a lot nothing holds
 
     @property
     def available(self) -> int:

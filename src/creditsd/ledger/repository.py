@@ -224,6 +224,7 @@ def account_from_row(
         aliases=tuple(aliases),
         status=row.status,
         by_source=by_source or {},
+        lots_expire_at=row.lots_expire_at,
     )
 
 

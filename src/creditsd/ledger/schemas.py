@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -12,11 +12,12 @@ from creditsd.api.fields import (
     AmountIn,
     AmountOut,
     IdempotencyKey,
+    Instant,
     Metadata,
     StrictRequest,
     Text,
 )
-from creditsd.ledger.models import Account, Transfer, Verification
+from creditsd.ledger.models import PAID_SOURCE, Account, LotPart, Transfer, Verification
 from creditsd.money import Money
 from creditsd.pricing.schemas import PricedRequest
 
@@ -33,10 +34,23 @@ class AccountPut(StrictRequest):
 
 
 class GrantCreate(StrictRequest):
-    """Give credits to an account."""
+    """Give credits to an account, into a lot of their own."""
 
     account_id: AccountId
     amount: AmountIn
+    source: Literal["promotion", "adjustment"] = Field(
+        "promotion", description="Where the credits come from; both are free credits."
+    )
+    expires_at: Instant | None = Field(
+        None, description="When what is left of them lapses (to @expired). None: never."
+    )
+    priority: int | None = Field(
+        None,
+        ge=0,
+        le=1000,
+        description="Lower is spent first; default 10 for promotions, 40 for adjustments "
+        "(purchases 50).",
+    )
     reason: Text | None = None
     metadata: Metadata | None = None
     idempotency_key: IdempotencyKey | None = None
@@ -59,6 +73,15 @@ class AccountOut(BaseModel):
     held: AmountOut
     available: AmountOut
     overdraft_limit: AmountOut
+    status: str = Field(
+        description="active, frozen or closed: frozen and closed accounts spend nothing; "
+        "their history is kept."
+    )
+    balance_by_source: dict[str, AmountOut] = Field(
+        description="The balance split by where its credits came from (purchase, subscription, "
+        "signup, promotion, adjustment); `overdrawn` is what the balance is below zero. "
+        "The parts add up to `balance`."
+    )
     aliases: list[str]
     metadata: Metadata | None
     created_at: datetime
@@ -73,10 +96,33 @@ class AccountOut(BaseModel):
             held=money.to_decimal(account.held),
             available=money.to_decimal(account.available),
             overdraft_limit=money.to_decimal(account.overdraft_limit),
+            status=account.status,
+            balance_by_source={
+                source: money.to_decimal(amount) for source, amount in account.by_source.items()
+            },
             aliases=list(account.aliases),
             metadata=account.metadata,
             created_at=account.created_at,
             updated_at=account.updated_at,
+        )
+
+
+class LotPartOut(BaseModel):
+    """The part of one grant lot a transfer spent (a debit) or filled (a credit)."""
+
+    lot_id: str
+    source: str
+    amount: AmountOut
+    expires_at: datetime | None
+
+    @classmethod
+    def of(cls, part: LotPart, money: Money) -> LotPartOut:
+        """Render a lot part in credits."""
+        return cls(
+            lot_id=part.lot_id,
+            source=part.source,
+            amount=money.to_decimal(part.amount),
+            expires_at=part.expires_at,
         )
 
 
@@ -102,11 +148,17 @@ class TransferOut(BaseModel):
         description="How a priced amount was computed (catalog version, lines, unit prices, "
         "markup, rounding), and for a capture how it settled against its hold."
     )
+    lots: list[LotPartOut] = Field(
+        description="The lots a debit spent (oldest lot first), or the lot a credit filled."
+    )
+    paid: AmountOut = Field(description="How much of `lots` is purchased credit.")
+    free: AmountOut = Field(description="How much of `lots` is free credit (every other source).")
 
     @classmethod
     def of(cls, transfer: Transfer, money: Money, account_id: str | None = None) -> TransferOut:
         """Render a transfer from ``account_id``'s side (default: its customer side)."""
         side = account_id or transfer.customer_account_id
+        paid = sum(part.amount for part in transfer.lots if part.source == PAID_SOURCE)
         balance = transfer.balance_after(side)
         available = transfer.available_after(side)
         return cls(
@@ -126,6 +178,9 @@ class TransferOut(BaseModel):
             idempotency_key=transfer.idempotency_key,
             created_at=transfer.created_at,
             pricing=transfer.pricing,
+            lots=[LotPartOut.of(part, money) for part in transfer.lots],
+            paid=money.to_decimal(paid),
+            free=money.to_decimal(sum(part.amount for part in transfer.lots) - paid),
         )
 
 

@@ -257,9 +257,10 @@ async def _diagnose(
             raise not_active(account_id, row.status)
         if row.lots_expire_at is not None and row.lots_expire_at <= now:
             await expire_lots(conn, now, policy, account_id=account_id)
-            await lot_repo.refresh_expiry(conn, account_id, now)
             return account_id
     available = await _available(conn, account_id, row, now)
+    if available >= leg.need:  # the account changed since the update (it was just created)
+        return account_id
     raise InsufficientCredits(account_id, required=leg.need, available=available)
 
 
@@ -746,37 +747,37 @@ async def account_transactions(
 
 
 async def expire_lots(
-    conn: AsyncConnection,
-    now: datetime,
-    policy: Policy,
-    *,
-    account_id: str | None = None,
-    limit: int = 200,
+    conn: AsyncConnection, now: datetime, policy: Policy, *, account_id: str
 ) -> int:
-    """Move what is left in lots past their expiry to ``@expired``; how many lots it took from.
+    """Move what is left in an account's lots past their expiry to ``@expired``.
 
-    A lot whose credits an open hold still reserves gives up only what is not held; the
-    hold's capture spends the rest of it first, and a later sweep takes what remains.
+    Open holds are taken to reserve the due lots first (a capture spends them first), so
+    only what no hold reserves lapses now; a later sweep takes the rest once the holds
+    settle. Returns how many lots lapsed (wholly or in part).
     """
+    row = await repo.get_account_row(conn, account_id)
+    if row is None:
+        raise AccountNotFound(account_id)
+    held = await _live_held(conn, account_id, row.held, now)
+    spendable = row.balance - held
     taken = 0
-    for lot_id, owner, remaining in await lot_repo.due(
-        conn, now, account_id=account_id, limit=limit
-    ):
-        row = await repo.get_account_row(conn, owner)
-        if row is None:  # pragma: no cover - lots belong to accounts
+    for lot_id, remaining in await lot_repo.due(conn, now, account_id):
+        reserved = min(int(remaining), held)
+        held -= reserved
+        amount = min(int(remaining) - reserved, spendable)
+        if amount <= 0:
             continue
-        amount = min(int(remaining), row.balance - await _live_held(conn, owner, row.held, now))
-        if amount > 0:
-            posting = movement(
-                "expiry",
-                owner,
-                EXPIRED,
-                amount,
-                app=SYSTEM_APP,
-                idempotency_key=f"expiry:{lot_id}:{remaining}",
-                description="credits expired",
-            )
-            await post_transfer(conn, replace(posting, first_lot=lot_id, system=True), policy, now)
-            taken += 1
-        await lot_repo.refresh_expiry(conn, owner, now)
+        posting = movement(
+            "expiry",
+            account_id,
+            EXPIRED,
+            amount,
+            app=SYSTEM_APP,
+            idempotency_key=f"expiry:{lot_id}:{remaining}",
+            description="credits expired",
+        )
+        await post_transfer(conn, replace(posting, first_lot=lot_id, system=True), policy, now)
+        spendable -= amount
+        taken += 1
+    await lot_repo.refresh_expiry(conn, account_id, now)
     return taken

@@ -1,0 +1,170 @@
+"""Grant lots: which credits a debit spends, when they lapse, and how the balance splits."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from creditsd.facade import Ledger
+from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.models import EXPIRED
+from tests.conftest import Clock, LedgerFactory, body
+
+CREDIT = 10_000
+DAY = 86_400
+
+
+async def test_a_promotion_expiring_tomorrow_is_spent_before_purchased_credits(
+    ledger: Ledger, clock: Clock
+) -> None:
+    bought = await ledger.grant("ada", 1_000 * CREDIT, source="purchase")
+    promo = await ledger.grant(
+        "ada", 50 * CREDIT, expires_at=clock.now + timedelta(days=1), reason="launch week"
+    )
+
+    chat = await ledger.charge("ada", 30 * CREDIT)
+    assert [(part.lot_id, part.source, part.amount) for part in chat.lots] == [
+        (promo.lots[0].lot_id, "promotion", 30 * CREDIT)
+    ]
+    canvas = await ledger.charge("ada", 40 * CREDIT)  # 20 left in the promotion, then purchase
+    assert {part.lot_id: part.amount for part in canvas.lots} == {
+        promo.lots[0].lot_id: 20 * CREDIT,
+        bought.lots[0].lot_id: 20 * CREDIT,
+    }
+
+    account = await ledger.get_account("ada")
+    assert account.by_source == {"purchase": 980 * CREDIT}
+    assert (await ledger.get_transfer(canvas.id)).lots == canvas.lots
+
+
+async def test_an_expired_lot_lapses_by_an_expiry_transfer_and_the_ledger_verifies(
+    ledger: Ledger, clock: Clock
+) -> None:
+    await ledger.grant("bo", 100 * CREDIT, source="purchase")
+    await ledger.grant("bo", 50 * CREDIT, expires_at=clock.now + timedelta(days=1))
+    await ledger.charge("bo", 20 * CREDIT)  # from the promotion: 30 of it left
+
+    clock.advance(DAY + 1)
+    assert await ledger.expire_lots() == 1
+    assert await ledger.expire_lots() == 0  # nothing twice
+
+    account = await ledger.get_account("bo")
+    assert account.balance == 100 * CREDIT
+    assert account.by_source == {"purchase": 100 * CREDIT}
+    (lapse, *_) = (await ledger.transactions("bo")).items
+    assert (lapse.kind, lapse.credit_account_id, lapse.amount) == ("expiry", EXPIRED, 30 * CREDIT)
+    assert [part.source for part in lapse.lots] == ["promotion"]
+    assert (await ledger.verify_account("bo")).valid
+    assert await ledger.ledger_total() == 0
+
+
+async def test_spending_after_expiry_sweeps_first_without_waiting_for_the_timer(
+    ledger: Ledger, clock: Clock
+) -> None:
+    await ledger.grant("cy", 50 * CREDIT, source="purchase")
+    await ledger.grant("cy", 100 * CREDIT, expires_at=clock.now + timedelta(hours=1))
+    clock.advance(3_601)
+
+    with pytest.raises(InsufficientCredits) as refused:
+        await ledger.charge("cy", 80 * CREDIT)
+    assert (refused.value.details["required"], refused.value.details["available"]) == (
+        80 * CREDIT,
+        50 * CREDIT,
+    )
+    assert (await ledger.get_account("cy")).by_source == {"purchase": 50 * CREDIT}
+    await ledger.charge("cy", 50 * CREDIT)
+    assert (await ledger.get_account("cy")).balance == 0
+
+
+async def test_credits_a_hold_reserves_outlive_their_lot_until_it_settles(
+    ledger: Ledger, clock: Clock
+) -> None:
+    await ledger.grant("di", 100 * CREDIT, expires_at=clock.now + timedelta(minutes=5))
+    await ledger.grant("di", 10 * CREDIT, source="purchase")
+    hold = await ledger.open_hold("di", 80 * CREDIT, expires_in=3_600)
+    clock.advance(301)
+
+    await ledger.expire_lots()  # 20 of the promotion lapse; the hold keeps 80 of it
+    account = await ledger.get_account("di")
+    assert (account.balance, account.held, account.available) == (
+        90 * CREDIT,
+        80 * CREDIT,
+        10 * CREDIT,
+    )
+    assert account.by_source == {"promotion": 80 * CREDIT, "purchase": 10 * CREDIT}
+    _hold, capture = await ledger.capture_hold(hold.id, 60 * CREDIT)
+    assert [part.source for part in capture.lots] == ["promotion"]
+
+    await ledger.expire_lots()  # the 20 the hold released now lapse
+    account = await ledger.get_account("di")
+    assert (account.balance, account.by_source) == (10 * CREDIT, {"purchase": 10 * CREDIT})
+    assert (await ledger.verify_account("di")).valid
+
+
+async def test_the_balance_by_source_adds_up_and_transfers_say_paid_or_free(
+    make_ledger: LedgerFactory, api: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    signup = await make_ledger(accounts={"signup_grant": 100})
+    await signup.get_account("ed")  # the sign-up grant lands in a lot of its own
+    await ledger.grant("ed", 1_000 * CREDIT, source="purchase")
+    await ledger.grant("ed", 5 * CREDIT, source="adjustment")
+
+    response = await api.post("/v1/charges", json={"account_id": "ed", "amount": 150})
+    assert response.status_code == 201
+    charge = body(response)
+    assert (charge["paid"], charge["free"]) == (45, 105)
+    assert [part["source"] for part in charge["lots"]] == ["signup", "purchase", "adjustment"]
+
+    account = body(await api.get("/v1/accounts/ed"))
+    assert account["balance_by_source"] == {"purchase": 955}
+    assert account["status"] == "active"
+    assert sum(account["balance_by_source"].values()) == account["balance"]
+
+
+async def test_a_grant_over_http_names_its_source_and_expiry(
+    api: httpx.AsyncClient, clock: Clock
+) -> None:
+    expires_at = (clock.now + timedelta(days=7)).isoformat()
+    response = await api.post(
+        "/v1/grants",
+        json={"account_id": "fay", "amount": 25, "expires_at": expires_at, "reason": "beta"},
+    )
+    assert response.status_code == 201
+    (part,) = body(response)["lots"]
+    assert (part["source"], part["amount"]) == ("promotion", 25)
+    assert part["expires_at"].startswith(expires_at[:19])
+
+    past = (clock.now - timedelta(seconds=1)).isoformat()
+    for bad, field in [
+        ({"expires_at": past}, "expires_at"),
+        ({"source": "purchase"}, "source"),  # purchases come from payments, not grants
+        ({"priority": -1}, "priority"),
+        ({"priority": 1.5}, "priority"),
+    ]:
+        refused = await api.post("/v1/grants", json={"account_id": "fay", "amount": 1, **bad})
+        assert refused.status_code == 422, bad
+        assert field in refused.text
+
+
+async def test_concurrent_charges_spend_every_lot_exactly_once(ledger: Ledger) -> None:
+    for _ in range(5):
+        await ledger.grant("gus", 10 * CREDIT)
+    await ledger.grant("gus", 10 * CREDIT, source="purchase")
+
+    async def spend() -> bool:
+        try:
+            await ledger.charge("gus", 3 * CREDIT)
+        except InsufficientCredits:
+            return False
+        return True
+
+    done = await asyncio.gather(*(spend() for _ in range(25)))
+    assert sum(done) == 20  # 60 credits, 3 a charge
+    account = await ledger.get_account("gus")
+    assert (account.balance, account.by_source) == (0, {})
+    history = (await ledger.transactions("gus", limit=100)).items
+    charges = [t for t in history if t.kind == "charge"]
+    assert all(sum(part.amount for part in t.lots) == t.amount for t in charges)
