@@ -148,11 +148,19 @@ async def database_url(databases: Databases, backend: str) -> str:
 
 
 def make_settings(database_url: str, **sections: dict[str, Any]) -> Settings:
-    """Settings for a test: the database plus any section overrides."""
+    """Settings for a test: the database plus any section overrides (tables nest)."""
     environ = {"CREDITSD_DATABASE_URL": database_url}
-    for section, values in sections.items():
+
+    def overlay(prefix: str, values: dict[str, Any]) -> None:
         for key, value in values.items():
-            environ[f"CREDITSD_{section.upper()}__{key.upper()}"] = str(value)
+            name = f"{prefix}__{key.upper()}"
+            if isinstance(value, dict):
+                overlay(name, value)
+            else:
+                environ[name] = str(value)
+
+    for section, values in sections.items():
+        overlay(f"CREDITSD_{section.upper()}", values)
     return load_settings(path=os.devnull, environ=environ)
 
 

@@ -9,7 +9,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from creditsd.money import MAX_SCALE, AmountError, Money, parse_decimal
 from creditsd.pricing.catalog import PricingSettings
@@ -79,6 +88,62 @@ class DatabaseSettings(_Section):
     pool_size: int = Field(10, ge=1, le=1000)
 
 
+def _secret(prefixes: tuple[str, ...], what: str) -> Any:
+    def check(value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(prefixes):
+            raise ValueError(f"is not a {what} (it should start with {' or '.join(prefixes)})")
+        return value
+
+    return check
+
+
+StripeKey = Annotated[SecretStr, AfterValidator(_secret(("sk_", "rk_"), "Stripe secret key"))]
+WebhookSecret = Annotated[SecretStr, AfterValidator(_secret(("whsec_",), "webhook signing secret"))]
+PositiveCredits = Annotated[ConfigDecimal, Field(gt=0)]
+
+
+class StripeSettings(_Section):
+    """``[stripe]``: the account credit packs are sold through, and what refunds do."""
+
+    secret_key: StripeKey | None = None
+    webhook_secret: WebhookSecret | None = None
+    publishable_key: str | None = Field(None, pattern=r"^pk_[A-Za-z0-9_]+$")
+    api_base: str | None = Field(
+        None, pattern=r"^https?://", description="Another Stripe API address (tests, proxies)."
+    )
+    timeout_seconds: float = Field(20, gt=0, le=120)
+    webhook_tolerance: int = Field(300, ge=1, le=3600, description="Seconds a signature lives.")
+    refund_policy: Literal["allow_negative", "block_account", "write_off"] = "allow_negative"
+    dispute_policy: Literal["clawback", "freeze"] = "clawback"
+
+    @property
+    def enabled(self) -> bool:
+        """Whether checkout can be offered (a secret key is set)."""
+        return self.secret_key is not None
+
+
+class PackSettings(_Section):
+    """``[packs.<name>]``: credits sold for one Stripe price."""
+
+    credits: PositiveCredits
+    price_id: str = Field(pattern=r"^price_[A-Za-z0-9_]+$")
+    label: str | None = Field(None, max_length=100)
+    display_price: str | None = Field(None, max_length=40)
+
+
+class PlanSettings(_Section):
+    """``[plans.<id>]``: a subscription plan (Clerk ``cplan_…`` or Stripe ``price_…``)."""
+
+    credits: PositiveCredits = Field(description="Credits granted each billing period.")
+    label: str | None = Field(None, max_length=100)
+
+
+class ClerkSettings(_Section):
+    """``[clerk]``: the Svix signing secret of Clerk's webhooks."""
+
+    webhook_secret: WebhookSecret | None = None
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -88,6 +153,22 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     database: DatabaseSettings = DatabaseSettings()
     pricing: PricingSettings = PricingSettings()
+    stripe: StripeSettings = StripeSettings()
+    clerk: ClerkSettings = ClerkSettings()
+    packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
+    plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}
+
+    @model_validator(mode="after")
+    def _price_ids_name_one_thing(self) -> Settings:
+        seen: dict[str, str] = {}
+        for where, price_id in [
+            *((f"packs.{name}", pack.price_id) for name, pack in self.packs.items()),
+            *((f"plans.{plan_id}", plan_id) for plan_id in self.plans),
+        ]:
+            if price_id in seen:
+                raise ValueError(f"{where} uses price {price_id}, already used by {seen[price_id]}")
+            seen[price_id] = where
+        return self
 
     @property
     def money(self) -> Money:
@@ -151,13 +232,17 @@ def _where(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> str:
 
 
 def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """``CREDITSD_STRIPE__SECRET_KEY`` sets stripe.secret_key; ``CREDITSD_PACKS__P10K__PRICE_ID``
+    sets packs.p10k.price_id."""
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
-        section, _, key = name.removeprefix(ENV_PREFIX).lower().partition("__")
-        table = data.setdefault(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"{section} must be a table")
+        *tables, key = name.removeprefix(ENV_PREFIX).lower().split("__")
+        table = data
+        for part in tables:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{'.'.join(tables)} must be a table")
         table[key] = value
     if url := environ.get(f"{ENV_PREFIX}DATABASE_URL"):
         data.setdefault("database", {})["url"] = url

@@ -234,6 +234,53 @@ lot_spends = Table(
     Index(None, "lot_id"),
 )
 
+# Every webhook received (Stripe events, Svix messages), stored once before it is handled.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("source", String(16), primary_key=True),
+    Column("event_id", String(KEY_LENGTH), primary_key=True),
+    Column("type", String(128), nullable=False),
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("received_at", Timestamp, nullable=False),
+    Column("handled_at", Timestamp, nullable=True),
+    Column("outcome", String(64), nullable=True),
+    Column("detail", JSON(none_as_null=True), nullable=True),  # transfers made, what was skipped
+    Index(None, "type", "received_at"),
+)
+
+# The one Stripe customer each account pays as.
+stripe_customers = Table(
+    "stripe_customers",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("customer_id", String(KEY_LENGTH), nullable=False, unique=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
+# Each Stripe payment that bought credits, and what refunds and disputes took back.
+stripe_payments = Table(
+    "stripe_payments",
+    metadata,
+    Column("id", String(KEY_LENGTH), primary_key=True),  # payment intent, else invoice/session
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("session_id", String(KEY_LENGTH), nullable=True),
+    Column("invoice_id", String(KEY_LENGTH), nullable=True),
+    Column("amount", BigInteger, nullable=False),  # in the currency's minor unit
+    Column("currency", String(8), nullable=False),
+    Column("credits", BigInteger, nullable=False),  # minor units of credits
+    Column("items", JSON(none_as_null=True), nullable=False),
+    Column("transfer_id", String(32), ForeignKey("transfers.id"), nullable=False),
+    Column("event_id", String(KEY_LENGTH), nullable=False),
+    Column("refunded", BigInteger, nullable=False, server_default="0"),
+    Column("clawed_back", BigInteger, nullable=False, server_default="0"),
+    Column("confirmed_at", Timestamp, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("credits > 0", name="credits_positive"),
+    CheckConstraint("clawed_back >= 0 AND clawed_back <= credits", name="clawed_back"),
+    Index(None, "account_id"),
+)
+
 # Published versions of the price catalog: each the one before plus one (the key keeps it a line).
 price_catalogs = Table(
     "price_catalogs",

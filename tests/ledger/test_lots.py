@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -138,12 +139,13 @@ async def test_a_grant_over_http_names_its_source_and_expiry(
     assert part["expires_at"].startswith(expires_at[:19])
 
     past = (clock.now - timedelta(seconds=1)).isoformat()
-    for bad, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"expires_at": past}, "expires_at"),
         ({"source": "purchase"}, "source"),  # purchases come from payments, not grants
         ({"priority": -1}, "priority"),
         ({"priority": 1.5}, "priority"),
-    ]:
+    ]
+    for bad, field in cases:
         refused = await api.post("/v1/grants", json={"account_id": "fay", "amount": 1, **bad})
         assert refused.status_code == 422, bad
         assert field in refused.text

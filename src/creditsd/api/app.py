@@ -18,6 +18,9 @@ from creditsd.facade import Ledger
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
+from creditsd.stripe.billing import StripeBilling
+from creditsd.stripe.endpoints import router as stripe_router
+from creditsd.stripe.endpoints import webhooks as stripe_webhooks
 from creditsd.usage.endpoints import router as usage_router
 
 log = logging.getLogger("creditsd")
@@ -56,6 +59,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            await billing.close()
 
     app = FastAPI(
         title="creditsd",
@@ -65,11 +69,14 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ledger = ledger
+    app.state.stripe = billing = StripeBilling(ledger)
     errors.install(app)
     app.include_router(ledger_router)
     app.include_router(holds_router)
     app.include_router(pricing_router)
     app.include_router(usage_router)
+    app.include_router(stripe_router)
+    app.include_router(stripe_webhooks)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -45,6 +45,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "Body is not JSON",
         422: "Invalid input",
+        502: "The payment provider failed or refused; nothing was charged",
         503: "Database unavailable; retry with the same idempotency key",
     }
     always = (400, 401, 413, 415, 422, 503)

@@ -37,20 +37,27 @@ _H = holds.c
 # The guarded write at the heart of every movement: the balance and held figures change
 # only if the account can afford it afterwards, and never past the 64-bit range. Spending
 # (a positive `need`) also needs an active account with no lot past its expiry, unless
-# creditsd makes the debit itself (`system`: an expiry, a clawback). Credits pay off debt.
+# creditsd makes the debit itself (`system`: an expiry, a clawback). What spends nothing
+# always goes through (a credit lifts even a balance still below zero); credits pay off
+# debt first.
 _DELTA = bindparam("balance_delta", type_=BigInteger)
+_NEED = bindparam("need", type_=BigInteger)
 _APPLY_DELTA = (
     update(accounts)
     .where(
         _A.id == bindparam("account_id"),
-        _A.balance - _A.held + _A.overdraft_limit >= bindparam("need"),
         _A.balance <= bindparam("max_balance"),
         or_(
-            bindparam("need", type_=BigInteger) <= 0,
-            bindparam("system", type_=Boolean),
+            _NEED <= 0,  # nothing spent: a credit, a release, a capture within its hold
             and_(
-                _A.status == "active",
-                or_(_A.lots_expire_at.is_(None), _A.lots_expire_at > bindparam("now")),
+                _A.balance - _A.held + _A.overdraft_limit >= _NEED,
+                or_(
+                    bindparam("system", type_=Boolean),
+                    and_(
+                        _A.status == "active",
+                        or_(_A.lots_expire_at.is_(None), _A.lots_expire_at > bindparam("now")),
+                    ),
+                ),
             ),
         ),
     )
@@ -348,6 +355,12 @@ async def transfers_between(
     if after is not None:
         query = query.where(_T.id > after)
     return [_transfer(row) for row in await conn.execute(query)]
+
+
+async def transfers_of_app(conn: AsyncConnection, app: str) -> list[Transfer]:
+    """Every transfer an app made, oldest first (reconciliation)."""
+    rows = await conn.execute(select(*_TRANSFER_COLUMNS).where(_T.app == app).order_by(_T.id))
+    return [_transfer(row) for row in rows]
 
 
 async def get_account_row(conn: AsyncConnection, account_id: str) -> AnyRow | None:

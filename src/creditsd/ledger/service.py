@@ -781,3 +781,31 @@ async def expire_lots(
         taken += 1
     await lot_repo.refresh_expiry(conn, account_id, now)
     return taken
+
+
+async def set_status(
+    conn: AsyncConnection,
+    account_id: str,
+    status: str,
+    now: datetime,
+    *,
+    actor: str,
+    reason: str | None = None,
+) -> bool:
+    """Make an account active, frozen or closed (audited); False when it already was."""
+    row = await repo.get_account_row(conn, account_id)
+    if row is None:
+        raise AccountNotFound(account_id)
+    if row.status == status:
+        return False
+    await repo.update_account(conn, account_id, {"status": status}, now)
+    await audit.record(
+        conn,
+        actor=actor,
+        action=f"account.{status}",
+        target=account_id,
+        before={"status": row.status},
+        after={"status": status, "reason": reason},
+        now=now,
+    )
+    return True

@@ -86,12 +86,16 @@ def upgrade() -> None:
         sa.Column("transfer_id", sa.String(32), nullable=True),
         sa.Column("reference", sa.String(255), nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_lots"),
-        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_lots_account_id"),
-        sa.ForeignKeyConstraint(["transfer_id"], ["transfers.id"], name="fk_lots_transfer_id"),
-        sa.CheckConstraint("amount > 0", name="ck_lots_amount_positive"),
-        sa.CheckConstraint("remaining >= 0 AND remaining <= amount", name="ck_lots_remaining"),
-        sa.CheckConstraint(f"source IN ({LOT_SOURCES})", name="ck_lots_source"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_lots")),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name=op.f("fk_lots_account_id")),
+        sa.ForeignKeyConstraint(
+            ["transfer_id"], ["transfers.id"], name=op.f("fk_lots_transfer_id")
+        ),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_lots_amount_positive")),
+        sa.CheckConstraint(
+            "remaining >= 0 AND remaining <= amount", name=op.f("ck_lots_remaining")
+        ),
+        sa.CheckConstraint(f"source IN ({LOT_SOURCES})", name=op.f("ck_lots_source")),
     )
     live = sa.text("remaining > 0")
     op.create_index(
@@ -111,12 +115,12 @@ def upgrade() -> None:
         sa.Column("transfer_id", sa.String(32), nullable=False),
         sa.Column("lot_id", sa.String(32), nullable=False),
         sa.Column("amount", sa.BigInteger, nullable=False),
-        sa.PrimaryKeyConstraint("transfer_id", "lot_id", name="pk_lot_spends"),
+        sa.PrimaryKeyConstraint("transfer_id", "lot_id", name=op.f("pk_lot_spends")),
         sa.ForeignKeyConstraint(
-            ["transfer_id"], ["transfers.id"], name="fk_lot_spends_transfer_id"
+            ["transfer_id"], ["transfers.id"], name=op.f("fk_lot_spends_transfer_id")
         ),
-        sa.ForeignKeyConstraint(["lot_id"], ["lots.id"], name="fk_lot_spends_lot_id"),
-        sa.CheckConstraint("amount > 0", name="ck_lot_spends_amount_positive"),
+        sa.ForeignKeyConstraint(["lot_id"], ["lots.id"], name=op.f("fk_lot_spends_lot_id")),
+        sa.CheckConstraint("amount > 0", name=op.f("ck_lot_spends_amount_positive")),
     )
     op.create_index("ix_lot_spends_lot_id", "lot_spends", ["lot_id"])
     _insert_rows()

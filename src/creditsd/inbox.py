@@ -1,0 +1,108 @@
+"""The webhook inbox: every event a provider sends, stored once (unique on its id) and
+marked when handled, so a retried or repeated delivery is handled at most once."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.ledger.repository import insert_ignoring_duplicates
+from creditsd.tables import webhook_events
+
+_E = webhook_events.c
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored webhook event."""
+
+    source: str
+    event_id: str
+    type: str
+    payload: dict[str, Any]
+    received_at: datetime
+    handled_at: datetime | None
+    outcome: str | None
+    detail: dict[str, Any] | None
+
+
+async def store(
+    conn: AsyncConnection,
+    source: str,
+    event_id: str,
+    type_: str,
+    payload: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Keep an event; False when it was already there."""
+    insert = insert_ignoring_duplicates(conn)
+    result = await conn.execute(
+        insert(webhook_events)
+        .values(source=source, event_id=event_id, type=type_, payload=payload, received_at=now)
+        .on_conflict_do_nothing(index_elements=[_E.source, _E.event_id])
+        .returning(_E.event_id)
+    )
+    return result.first() is not None
+
+
+async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+    """One stored event."""
+    row = (
+        await conn.execute(
+            select(webhook_events).where(_E.source == source, _E.event_id == event_id)
+        )
+    ).first()
+    return None if row is None else Event(**row._asdict())
+
+
+async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+    """The stored event, locked for handling; None when it was handled already.
+
+    Concurrent deliveries of one event queue on the lock, so only one handles it.
+    """
+    query = select(webhook_events).where(_E.source == source, _E.event_id == event_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = (await conn.execute(query)).first()
+    if row is None or row.handled_at is not None:
+        return None
+    return Event(**row._asdict())
+
+
+async def mark_handled(
+    conn: AsyncConnection,
+    source: str,
+    event_id: str,
+    outcome: str,
+    detail: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Record what handling an event did (in the transaction that did it)."""
+    await conn.execute(
+        update(webhook_events)
+        .where(_E.source == source, _E.event_id == event_id)
+        .values(handled_at=now, outcome=outcome, detail=detail)
+    )
+
+
+async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIterator[list[Event]]:
+    """Every stored event of a source, in id order, a page at a time."""
+    after = ""
+    while True:
+        rows = (
+            await conn.execute(
+                select(webhook_events)
+                .where(_E.source == source, _E.event_id > after)
+                .order_by(_E.event_id)
+                .limit(size)
+            )
+        ).all()
+        if not rows:
+            return
+        yield [Event(**row._asdict()) for row in rows]
+        after = rows[-1].event_id

@@ -1,0 +1,53 @@
+"""Granting a subscription period's allowance, whichever provider reports the period."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.ledger import service as ledger
+from creditsd.ledger.lots import LotSpec
+from creditsd.ledger.models import SUBSCRIPTIONS, Transfer
+
+
+def period_key(plan_id: str, account_id: str, start: datetime) -> str:
+    """The idempotency key of one period's allowance: the same from Stripe and from Clerk."""
+    return f"allowance:{plan_id}:{account_id}:{start.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+async def grant_allowance(
+    conn: AsyncConnection,
+    account_name: str,
+    plan_id: str,
+    credits: int,
+    period: tuple[datetime, datetime],
+    policy: ledger.Policy,
+    now: datetime,
+) -> Transfer | None:
+    """Grant a plan's credits for one billing period, once however often it is reported.
+
+    The credits land in a ``subscription`` lot that lapses at the period's end, so the
+    next period starts from its own allowance while one-off purchases stay. A period
+    already over grants nothing (None).
+    """
+    start, end = (moment.astimezone(UTC) for moment in period)
+    if end <= now or end <= start:
+        return None
+    account_id = await ledger.resolve_account(conn, account_name, policy, now)
+    return await ledger.post_transfer(
+        conn,
+        ledger.movement(
+            "grant",
+            SUBSCRIPTIONS,
+            account_id,
+            credits,
+            app=ledger.SYSTEM_APP,
+            idempotency_key=period_key(plan_id, account_id, start),
+            description=f"{plan_id} allowance",
+            metadata={"plan": plan_id, "period_start": start.isoformat()},
+            lot=LotSpec("subscription", expires_at=end, reference=f"plan:{plan_id}"),
+        ),
+        policy,
+        now,
+    )

@@ -1,0 +1,255 @@
+"""Stripe as creditsd uses it: Checkout for credit packs, verified webhooks, reconciliation.
+
+Calls to Stripe happen outside database transactions; each event is then handled in one
+transaction that also marks it handled in the inbox.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import stripe
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import db, inbox
+from creditsd.facade import Ledger
+from creditsd.stripe import repository as repo
+from creditsd.stripe import service
+from creditsd.stripe.errors import (
+    InvalidSignature,
+    PaymentProviderError,
+    StripeNotConfigured,
+    UnknownPack,
+)
+
+log = logging.getLogger("creditsd.stripe")
+
+SOURCE = "stripe"
+_UI_MODES = {"hosted": "hosted_page", "embedded": "embedded_page"}
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout:
+    """A Checkout Session for one credit pack."""
+
+    id: str
+    account_id: str
+    pack: str
+    credits: int
+    ui_mode: str
+    url: str | None
+    client_secret: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What receiving one webhook did."""
+
+    event_id: str
+    type: str
+    outcome: str  # "duplicate" when it had been handled before
+
+
+class StripeBilling:
+    """Checkout, webhooks and reconciliation for one ledger."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.settings = ledger.settings.stripe
+        self._client: stripe.StripeClient | None = None
+        self._http: stripe.HTTPXClient | None = None
+
+    @property
+    def client(self) -> stripe.StripeClient:
+        """The Stripe API client (made on first use)."""
+        if self._client is None:
+            if self.settings.secret_key is None:
+                raise StripeNotConfigured("secret_key")
+            self._http = stripe.HTTPXClient(timeout=self.settings.timeout_seconds)
+            addresses: Any = {"api": self.settings.api_base} if self.settings.api_base else None
+            self._client = stripe.StripeClient(
+                self.settings.secret_key.get_secret_value(),
+                base_addresses=addresses,
+                http_client=self._http,
+                max_network_retries=2,
+            )
+        return self._client
+
+    async def close(self) -> None:
+        """Close the HTTP connections to Stripe."""
+        if self._http is not None:
+            await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    # Checkout
+
+    async def create_checkout(
+        self,
+        account_id: str,
+        pack: str,
+        *,
+        success_url: str,
+        cancel_url: str | None,
+        ui_mode: str,
+        app: str,
+        idempotency_key: str | None,
+    ) -> Checkout:
+        """A Checkout Session selling ``pack`` to ``account_id``, as one Stripe customer."""
+        packs = self.ledger.settings.packs
+        if pack not in packs:
+            raise UnknownPack(pack, sorted(packs))
+        account = await self.ledger.get_account(account_id)
+        customer = await self._customer(account.id)
+        metadata = {"creditsd_account": account.id, "creditsd_pack": pack}
+        params: Any = {
+            "mode": "payment",
+            "line_items": [{"price": packs[pack].price_id, "quantity": 1}],
+            "customer": customer,
+            "client_reference_id": account.id,
+            "metadata": metadata,
+            "payment_intent_data": {"metadata": metadata},
+            "ui_mode": _UI_MODES[ui_mode],
+        }
+        if ui_mode == "embedded":
+            params["return_url"] = success_url
+        else:
+            params |= {"success_url": success_url, "cancel_url": cancel_url}
+        options: Any = {}
+        if idempotency_key:
+            options["idempotency_key"] = f"creditsd:{app}:checkout:{idempotency_key}"
+        session = await self._call(
+            self.client.v1.checkout.sessions.create_async(params=params, options=options)
+        )
+        return Checkout(
+            id=session.id,
+            account_id=account.id,
+            pack=pack,
+            credits=self.ledger.money.to_minor(packs[pack].credits),
+            ui_mode=ui_mode,
+            url=session.url,
+            client_secret=session.client_secret,
+        )
+
+    async def _customer(self, account_id: str) -> str:
+        """The account's Stripe customer, created once (Stripe's idempotency key keeps two
+        racing requests to one customer)."""
+        engine = self.ledger.engine
+        found = await db.run(engine, lambda conn: repo.customer_of(conn, account_id), readonly=True)
+        if found is not None:
+            return found
+        customer = await self._call(
+            self.client.v1.customers.create_async(
+                params={"metadata": {"creditsd_account": account_id}},
+                options={"idempotency_key": f"creditsd:customer:{account_id}"},
+            )
+        )
+
+        async def remember(conn: AsyncConnection) -> str:
+            await repo.remember_customer(conn, account_id, customer.id, self.ledger.now())
+            return await repo.customer_of(conn, account_id) or customer.id
+
+        return await db.run(engine, remember)
+
+    @staticmethod
+    async def _call(request: Any) -> Any:
+        try:
+            return await request
+        except stripe.StripeError as exc:
+            log.warning("Stripe refused a request: %s (%s)", type(exc).__name__, exc.request_id)
+            raise PaymentProviderError(exc.request_id) from exc
+
+    # Webhooks
+
+    async def receive(self, payload: bytes, signature: str | None) -> Receipt:
+        """Verify, store once, and handle a webhook; a repeat answers ``duplicate``."""
+        secret = self.settings.webhook_secret
+        if secret is None:
+            raise StripeNotConfigured("webhook_secret")
+        if not signature:
+            raise InvalidSignature
+        try:
+            stripe.Webhook.construct_event(
+                payload, signature, secret.get_secret_value(), self.settings.webhook_tolerance
+            )
+            event = json.loads(payload)
+        except (stripe.SignatureVerificationError, ValueError) as exc:
+            raise InvalidSignature from exc
+        event_id, kind = str(event["id"]), str(event["type"])
+        now = self.ledger.now()
+        await db.run(
+            self.ledger.engine,
+            lambda conn: inbox.store(conn, SOURCE, event_id, kind, event, now),
+        )
+        lines = await self._lines(event)
+
+        async def handle(conn: AsyncConnection) -> str:
+            if await inbox.claim(conn, SOURCE, event_id) is None:
+                return "duplicate"
+            outcome = await self._dispatch(conn, event, lines, self.ledger.now())
+            await inbox.mark_handled(
+                conn, SOURCE, event_id, outcome.name, outcome.detail(), self.ledger.now()
+            )
+            return outcome.name
+
+        return Receipt(event_id, kind, await db.run(self.ledger.engine, handle))
+
+    async def _lines(self, event: dict[str, Any]) -> list[tuple[str, int]]:
+        """The ``(price, quantity)`` lines of a paid Checkout Session, asked of Stripe."""
+        session = event["data"]["object"]
+        if not _paid_pack_session(event):
+            return []
+        items = await self._call(
+            self.client.v1.checkout.sessions.line_items.list_async(session["id"], {"limit": 100})
+        )
+        return [(item.price.id, int(item.quantity or 0)) for item in items.data]
+
+    async def _dispatch(
+        self,
+        conn: AsyncConnection,
+        event: dict[str, Any],
+        lines: list[tuple[str, int]],
+        now: datetime,
+    ) -> service.Outcome:
+        settings, policy = self.ledger.settings, self.ledger.policy
+        kind, item = event["type"], event["data"]["object"]
+        if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
+            if item.get("mode") != "payment":
+                return service.Outcome("not_a_pack_purchase", notes={"session": item.get("id")})
+            if not _paid_pack_session(event):
+                return service.Outcome("awaiting_payment", notes={"session": item.get("id")})
+            return await service.record_purchase(
+                conn,
+                payment_id=item.get("payment_intent") or item["id"],
+                account=item.get("client_reference_id")
+                or (item.get("metadata") or {}).get("creditsd_account"),
+                customer=item.get("customer"),
+                amount=int(item.get("amount_total") or 0),
+                currency=str(item.get("currency") or ""),
+                priced=service.price_items(lines, settings),
+                event_id=event["id"],
+                session_id=item["id"],
+                policy=policy,
+                now=now,
+            )
+        if kind == "payment_intent.succeeded":
+            return await service.confirm_payment(conn, item["id"], now)
+        if kind == "charge.refunded":
+            return await service.refund(conn, item, settings, policy, now)
+        if kind == "charge.dispute.created":
+            return await service.dispute(conn, item, settings, policy, now)
+        if kind == "invoice.payment_succeeded":
+            return await service.invoice_paid(conn, item, event["id"], settings, policy, now)
+        return service.Outcome("ignored")
+
+
+def _paid_pack_session(event: dict[str, Any]) -> bool:
+    """A Checkout Session event whose one-off payment is complete."""
+    session = event["data"]["object"]
+    return (
+        event["type"].startswith("checkout.session.")
+        and session.get("mode") == "payment"
+        and session.get("payment_status") in {"paid", "no_payment_required"}
+    )

@@ -1,0 +1,99 @@
+"""Stripe events against ledger transfers: every mismatch, for ``creditsd stripe reconcile``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import inbox
+from creditsd.ledger import repository as ledger_repo
+from creditsd.stripe import repository as repo
+from creditsd.stripe.service import STRIPE_APP
+
+SOURCE = "stripe"
+# Outcomes of a paid checkout or invoice that took money without granting credits.
+_UNGRANTED = {"no_known_price", "unknown_account", "conflicting_payment"}
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """One thing that does not add up, with the ids to look at."""
+
+    kind: str  # event_without_transfer, transfer_without_event, amount_differs, unhandled_event
+    reference: str
+    detail: str
+
+
+async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
+    """Compare handled Stripe events, recorded payments and Stripe-made transfers."""
+    found: list[Mismatch] = []
+    events: dict[str, inbox.Event] = {}
+    async for page in inbox.pages(conn, SOURCE):
+        events.update((event.event_id, event) for event in page)
+    transfers = {t.id: t for t in await ledger_repo.transfers_of_app(conn, STRIPE_APP)}
+    payments = {payment.id: payment for payment in await repo.all_payments(conn)}
+
+    for event in events.values():
+        if event.handled_at is None:
+            found.append(Mismatch("unhandled_event", event.event_id, f"{event.type} never handled"))
+            continue
+        if event.outcome in _UNGRANTED:
+            found.append(
+                Mismatch("event_without_transfer", event.event_id, f"{event.type}: {event.outcome}")
+            )
+        for transfer_id in (event.detail or {}).get("transfers", []):
+            if transfer_id not in transfers:
+                found.append(
+                    Mismatch(
+                        "event_without_transfer",
+                        event.event_id,
+                        f"{event.type} made {transfer_id}, which the ledger lacks",
+                    )
+                )
+
+    for transfer in transfers.values():
+        payment_id = (transfer.metadata or {}).get("stripe_payment")
+        payment = payments.get(payment_id or "")
+        if payment is None or payment.event_id not in events:
+            found.append(
+                Mismatch(
+                    "transfer_without_event",
+                    transfer.id,
+                    f"{transfer.kind} of {transfer.amount} for payment {payment_id or '?'} "
+                    "has no Stripe event behind it",
+                )
+            )
+        elif transfer.kind == "purchase" and transfer.amount != payment.credits:
+            found.append(
+                Mismatch(
+                    "amount_differs",
+                    transfer.id,
+                    f"purchase of {transfer.amount} but payment {payment.id} bought "
+                    f"{payment.credits}",
+                )
+            )
+
+    for payment in payments.values():
+        if payment.transfer_id not in transfers:
+            found.append(
+                Mismatch(
+                    "event_without_transfer",
+                    payment.event_id,
+                    f"payment {payment.id} granted {payment.transfer_id}, which the ledger lacks",
+                )
+            )
+        taken = sum(
+            t.amount
+            for t in transfers.values()
+            if t.kind == "clawback" and (t.metadata or {}).get("stripe_payment") == payment.id
+        )
+        if taken > payment.clawed_back:
+            found.append(
+                Mismatch(
+                    "amount_differs",
+                    payment.id,
+                    f"clawbacks took {taken}, refunds and disputes were due {payment.clawed_back}",
+                )
+            )
+    return found

@@ -1,0 +1,378 @@
+"""What each Stripe event does to the ledger. Each function runs in its caller's transaction.
+
+Only whitelisted prices (``[packs.*]``, ``[plans.*]``) ever grant credits, and the amount
+always comes from the configuration, never from a client or from Stripe's totals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.config import Settings
+from creditsd.ledger import lot_repository as lot_repo
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger import service as ledger
+from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
+from creditsd.ledger.lots import LotSpec
+from creditsd.ledger.models import STRIPE, Metadata
+from creditsd.money import Money
+from creditsd.plans.service import grant_allowance
+from creditsd.stripe import repository as repo
+
+STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
+
+Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What handling one event did, as the inbox records it."""
+
+    name: str
+    transfers: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def detail(self) -> Metadata:
+        """The inbox's ``detail`` column."""
+        return {"transfers": self.transfers, **self.notes}
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """The credits a list of Stripe line items buys under this deployment's packs."""
+
+    credits: int
+    items: list[Metadata]
+    unknown_prices: list[str]
+
+
+def price_items(lines: list[tuple[str, int]], settings: Settings) -> Priced:
+    """Credits for ``(price_id, quantity)`` lines; prices no pack names buy nothing."""
+    packs = {pack.price_id: (name, pack) for name, pack in settings.packs.items()}
+    money = settings.money
+    credits = 0
+    items: list[Metadata] = []
+    unknown: list[str] = []
+    for price_id, quantity in lines:
+        if price_id not in packs or quantity < 1:
+            unknown.append(price_id)
+            continue
+        name, pack = packs[price_id]
+        each = money.to_minor(pack.credits)
+        credits += each * quantity
+        items.append({"pack": name, "price_id": price_id, "quantity": quantity})
+    return Priced(credits, items, unknown)
+
+
+def share(total: int, part: int, whole: int) -> int:
+    """``total × part / whole`` in whole minor units, rounded half up."""
+    if whole <= 0:
+        return 0
+    return (2 * total * part + whole) // (2 * whole)
+
+
+async def _account(
+    conn: AsyncConnection, name: str | None, customer: str | None, policy: Any, now: datetime
+) -> str | None:
+    """The account a payment is for: the id the checkout named, else the customer's."""
+    if not name and customer:
+        name = await repo.account_of_customer(conn, customer)
+    if not name:
+        return None
+    try:
+        return await ledger.resolve_account(conn, name, policy, now)
+    except AccountNotFound:
+        return None
+
+
+async def record_purchase(
+    conn: AsyncConnection,
+    *,
+    payment_id: str,
+    account: str | None,
+    customer: str | None,
+    amount: int,
+    currency: str,
+    priced: Priced,
+    event_id: str,
+    session_id: str | None = None,
+    invoice_id: str | None = None,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """Grant what a paid payment bought, once per payment, into a ``purchase`` lot."""
+    notes: Metadata = {"payment": payment_id}
+    if priced.unknown_prices:
+        notes["ignored_prices"] = priced.unknown_prices
+    if not priced.credits:
+        return Outcome("no_known_price", notes=notes)
+    account_id = await _account(conn, account, customer, policy, now)
+    if account_id is None:
+        return Outcome("unknown_account", notes=notes)
+    posting = ledger.movement(
+        "purchase",
+        STRIPE,
+        account_id,
+        priced.credits,
+        app=STRIPE_APP,
+        idempotency_key=f"stripe:payment:{payment_id}",
+        description="credit pack purchase",
+        metadata={"stripe_payment": payment_id, "items": priced.items},
+        lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
+    )
+    try:
+        transfer = await ledger.post_transfer(conn, posting, policy, now)
+    except IdempotencyConflict:
+        return Outcome("conflicting_payment", notes=notes)
+    await repo.insert_payment(
+        conn,
+        {
+            "id": payment_id,
+            "account_id": account_id,
+            "session_id": session_id,
+            "invoice_id": invoice_id,
+            "amount": amount,
+            "currency": currency,
+            "credits": priced.credits,
+            "items": priced.items,
+            "transfer_id": transfer.id,
+            "event_id": event_id,
+            "created_at": now,
+        },
+    )
+    if customer:
+        await repo.remember_customer(conn, account_id, customer, now)
+    name = "already_granted" if transfer.replayed else "granted"
+    return Outcome(name, [transfer.id], notes)
+
+
+async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime) -> Outcome:
+    """``payment_intent.succeeded``: note that Stripe confirmed a payment already granted."""
+    payment = await repo.get_payment(conn, payment_id)
+    if payment is None:
+        return Outcome("no_purchase", notes={"payment": payment_id})
+    if payment.confirmed_at is None:
+        await repo.update_payment(conn, payment_id, {"confirmed_at": now})
+    return Outcome("confirmed", notes={"payment": payment_id})
+
+
+async def take_back(
+    conn: AsyncConnection,
+    payment: Any,
+    due: int,
+    *,
+    key: str,
+    reason: str,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """Claw back ``due`` credits of a payment: from its own lot first, then the others.
+
+    What the account has already spent follows ``[stripe] refund_policy``: taken anyway
+    (``allow_negative``: the balance goes below zero and the next credits pay it back),
+    left unrecovered with the account frozen (``block_account``), or written off. The
+    transfer's metadata records the policy and the figures.
+    """
+    money: Money = settings.money
+    refund_policy = settings.stripe.refund_policy
+    account_id = payment.account_id
+    notes: Metadata = {"payment": payment.id, "policy": refund_policy}
+    if due <= 0:
+        return Outcome("nothing_due", notes=notes)
+    row = await ledger_repo.get_account_row(conn, account_id)
+    if row is None:  # pragma: no cover - payments belong to accounts
+        raise AccountNotFound(account_id)
+    held = int(row.held) - (await ledger_repo.expired_hold_totals(conn, [account_id], now)).get(
+        account_id, 0
+    )
+    spendable = max(int(row.balance) - held, 0)
+    taken = due if refund_policy == "allow_negative" else min(due, spendable)
+    short = due - taken
+    figures = {
+        "policy": refund_policy,
+        "due": str(money.to_decimal(due)),
+        "taken": str(money.to_decimal(taken)),
+        "spent_before": str(money.to_decimal(max(due - spendable, 0))),
+    }
+    if refund_policy != "allow_negative":
+        label = "unrecovered" if refund_policy == "block_account" else "written_off"
+        figures[label] = str(money.to_decimal(short))
+    outcome = Outcome("clawed_back", notes={**notes, **figures})
+    if taken:
+        lot = await lot_repo.find_by_reference(conn, f"stripe:{payment.id}")
+        posting = ledger.movement(
+            "clawback",
+            account_id,
+            STRIPE,
+            taken,
+            app=STRIPE_APP,
+            idempotency_key=key,
+            description=reason,
+            metadata={"stripe_payment": payment.id, **figures},
+        )
+        posting = replace(
+            posting,
+            first_lot=None if lot is None else lot.id,
+            system=True,
+            forced=refund_policy == "allow_negative",
+        )
+        transfer = await ledger.post_transfer(conn, posting, policy, now)
+        outcome.transfers.append(transfer.id)
+    if short and refund_policy == "block_account":
+        await ledger.set_status(
+            conn, account_id, "frozen", now, actor=STRIPE_APP, reason=f"{reason}: credits spent"
+        )
+    await repo.update_payment(conn, payment.id, {"clawed_back": payment.clawed_back + due})
+    return outcome
+
+
+async def refund(
+    conn: AsyncConnection,
+    charge: Event,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """``charge.refunded``: take back credits in proportion to what was refunded so far."""
+    payment_id = charge.get("payment_intent") or ""
+    payment = await repo.get_payment(conn, payment_id, lock=True)
+    if payment is None:
+        return Outcome("unknown_payment", notes={"payment": payment_id})
+    refunded, charged = int(charge.get("amount_refunded") or 0), int(charge.get("amount") or 0)
+    if refunded <= payment.refunded:
+        return Outcome("already_handled", notes={"payment": payment_id})
+    due = share(payment.credits, refunded, charged) - share(
+        payment.credits, payment.refunded, charged
+    )
+    due = min(due, payment.credits - payment.clawed_back)
+    await repo.update_payment(conn, payment_id, {"refunded": refunded})
+    return await take_back(
+        conn,
+        payment,
+        due,
+        key=f"stripe:refund:{payment_id}:{refunded}",
+        reason="refund",
+        settings=settings,
+        policy=policy,
+        now=now,
+    )
+
+
+async def dispute(
+    conn: AsyncConnection,
+    disputed: Event,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """``charge.dispute.created``: claw the disputed share back, or freeze the account."""
+    payment_id = disputed.get("payment_intent") or ""
+    payment = await repo.get_payment(conn, payment_id, lock=True)
+    if payment is None:
+        return Outcome("unknown_payment", notes={"payment": payment_id})
+    if settings.stripe.dispute_policy == "freeze":
+        await ledger.set_status(
+            conn, payment.account_id, "frozen", now, actor=STRIPE_APP, reason="payment disputed"
+        )
+        return Outcome("frozen", notes={"payment": payment_id})
+    due = min(
+        share(payment.credits, int(disputed.get("amount") or 0), payment.amount),
+        payment.credits - payment.clawed_back,
+    )
+    return await take_back(
+        conn,
+        payment,
+        due,
+        key=f"stripe:dispute:{disputed.get('id')}",
+        reason="dispute",
+        settings=settings,
+        policy=policy,
+        now=now,
+    )
+
+
+def _when(seconds: Any) -> datetime:
+    return datetime.fromtimestamp(int(seconds), UTC)
+
+
+def invoice_lines(invoice: Event) -> list[tuple[str, int, dict[str, Any]]]:
+    """``(price_id, quantity, period)`` of each invoice line, in old and new API shapes."""
+    lines = []
+    for line in (invoice.get("lines") or {}).get("data") or []:
+        price = line.get("price") or {}
+        price_id = price.get("id") if isinstance(price, dict) else price
+        if not price_id:
+            details = (line.get("pricing") or {}).get("price_details") or {}
+            price_id = details.get("price")
+        if price_id:
+            lines.append((str(price_id), int(line.get("quantity") or 1), line.get("period") or {}))
+    return lines
+
+
+async def invoice_paid(
+    conn: AsyncConnection,
+    invoice: Event,
+    event_id: str,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """``invoice.payment_succeeded``: packs bought by invoice, and subscription periods."""
+    customer = invoice.get("customer")
+    account = (invoice.get("metadata") or {}).get("creditsd_account")
+    lines = invoice_lines(invoice)
+    outcome = Outcome("handled", notes={"invoice": invoice.get("id")})
+    for price_id, _quantity, period in lines:
+        if price_id not in settings.plans:
+            continue
+        account_id = await _account(conn, account, customer, policy, now)
+        if account_id is None:
+            return Outcome("unknown_account", notes=outcome.notes)
+        credits = settings.money.to_minor(settings.plans[price_id].credits)
+        granted = await grant_allowance(
+            conn,
+            account_id,
+            price_id,
+            credits,
+            (_when(period.get("start")), _when(period.get("end"))),
+            policy,
+            now,
+        )
+        if granted is not None:
+            outcome.transfers.append(granted.id)
+    packs = [
+        (price_id, quantity) for price_id, quantity, _ in lines if price_id not in settings.plans
+    ]
+    if packs:
+        priced = price_items(packs, settings)
+        bought = await record_purchase(
+            conn,
+            payment_id=_invoice_payment(invoice),
+            account=account,
+            customer=customer,
+            amount=int(invoice.get("amount_paid") or 0),
+            currency=str(invoice.get("currency") or ""),
+            priced=priced,
+            event_id=event_id,
+            invoice_id=invoice.get("id"),
+            policy=policy,
+            now=now,
+        )
+        outcome.transfers.extend(bought.transfers)
+        outcome.notes.update(bought.notes)
+    return outcome
+
+
+def _invoice_payment(invoice: Event) -> str:
+    """The payment intent that paid an invoice (old and new API shapes), else the invoice."""
+    if intent := invoice.get("payment_intent"):
+        return str(intent)
+    for paid in (invoice.get("payments") or {}).get("data") or []:
+        if intent := (paid.get("payment") or {}).get("payment_intent"):
+            return str(intent)
+    return str(invoice.get("id"))
