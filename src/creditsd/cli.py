@@ -29,6 +29,8 @@ from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent, upgrade
 from creditsd.money import AmountError
+from creditsd.stripe.reconcile import Mismatch
+from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 
 T = TypeVar("T")
 
@@ -44,7 +46,9 @@ pricing_app = typer.Typer(help="Show and publish the price catalog.", no_args_is
 app.add_typer(keys_app, name="keys")
 app.add_typer(pricing_app, name="pricing")
 app.add_typer(accounts_app, name="accounts")
+stripe_app = typer.Typer(help="Check Stripe events against the ledger.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+app.add_typer(stripe_app, name="stripe")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -369,6 +373,27 @@ def reconcile(
         out.print(f"rebuilt {len(drifted)} account(s) from their transfers (minor units shown)")
         return
     out.print(f"{len(drifted)} account(s) drifted; run with --fix to rebuild them")
+    raise typer.Exit(1)
+
+
+@stripe_app.command("reconcile")
+def stripe_reconcile() -> None:
+    """List every mismatch between Stripe events and ledger transfers; exit 1 if any.
+
+    An event that took money without a transfer, a Stripe transfer without its event,
+    amounts that differ, and events never handled.
+    """
+
+    async def work(ledger: Ledger) -> list[Mismatch]:
+        return await db.run(ledger.engine, reconcile_stripe, readonly=True)
+
+    mismatches = _run(work)
+    if not mismatches:
+        out.print("every Stripe event matches the ledger")
+        return
+    for mismatch in mismatches:  # one line each, tab-separated, for grep and scripts
+        print(f"{mismatch.kind}\t{mismatch.reference}\t{mismatch.detail}")
+    err.print(f"{len(mismatches)} mismatch(es)")
     raise typer.Exit(1)
 
 

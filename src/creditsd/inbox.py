@@ -3,14 +3,15 @@ marked when handled, so a retried or repeated delivery is handled at most once."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from creditsd import db
 from creditsd.ledger.repository import insert_ignoring_duplicates
 from creditsd.tables import webhook_events
 
@@ -31,6 +32,51 @@ class Event:
     detail: dict[str, Any] | None
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What handling one event did, as the inbox records it."""
+
+    name: str
+    transfers: list[str] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def detail(self) -> dict[str, Any]:
+        """The inbox's ``detail`` column."""
+        return {"transfers": self.transfers, **self.notes}
+
+
+async def keep(
+    engine: AsyncEngine,
+    source: str,
+    event: tuple[str, str, dict[str, Any]],
+    clock: Callable[[], datetime],
+) -> None:
+    """Store a verified event ``(id, type, payload)`` in its own transaction, so one whose
+    handling fails stays in the inbox to be handled on the provider's next delivery."""
+    event_id, kind, payload = event
+    await db.run(engine, lambda conn: store(conn, source, event_id, kind, payload, clock()))
+
+
+async def handle_once(
+    engine: AsyncEngine,
+    source: str,
+    event_id: str,
+    clock: Callable[[], datetime],
+    handle: Callable[[AsyncConnection, datetime], Awaitable[Outcome]],
+) -> str:
+    """Handle a kept event unless it was already; handling and marking it handled share one
+    transaction. Returns the outcome's name, or ``duplicate``."""
+
+    async def once(conn: AsyncConnection) -> str:
+        if await claim(conn, source, event_id) is None:
+            return "duplicate"
+        outcome = await handle(conn, clock())
+        await mark_handled(conn, source, event_id, outcome.name, outcome.detail(), clock())
+        return outcome.name
+
+    return await db.run(engine, once)
+
+
 async def store(
     conn: AsyncConnection,
     source: str,
@@ -48,16 +94,6 @@ async def store(
         .returning(_E.event_id)
     )
     return result.first() is not None
-
-
-async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
-    """One stored event."""
-    row = (
-        await conn.execute(
-            select(webhook_events).where(_E.source == source, _E.event_id == event_id)
-        )
-    ).first()
-    return None if row is None else Event(**row._asdict())
 
 
 async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:

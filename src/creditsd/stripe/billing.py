@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, inbox
 from creditsd.facade import Ledger
+from creditsd.inbox import Outcome
 from creditsd.stripe import repository as repo
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
@@ -178,23 +179,17 @@ class StripeBilling:
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise InvalidSignature from exc
         event_id, kind = str(event["id"]), str(event["type"])
-        now = self.ledger.now()
-        await db.run(
-            self.ledger.engine,
-            lambda conn: inbox.store(conn, SOURCE, event_id, kind, event, now),
-        )
+        engine, clock = self.ledger.engine, self.ledger.now
+        await inbox.keep(engine, SOURCE, (event_id, kind, event), clock)
         lines = await self._lines(event)
-
-        async def handle(conn: AsyncConnection) -> str:
-            if await inbox.claim(conn, SOURCE, event_id) is None:
-                return "duplicate"
-            outcome = await self._dispatch(conn, event, lines, self.ledger.now())
-            await inbox.mark_handled(
-                conn, SOURCE, event_id, outcome.name, outcome.detail(), self.ledger.now()
-            )
-            return outcome.name
-
-        return Receipt(event_id, kind, await db.run(self.ledger.engine, handle))
+        outcome = await inbox.handle_once(
+            engine,
+            SOURCE,
+            event_id,
+            clock,
+            lambda conn, now: self._dispatch(conn, event, lines, now),
+        )
+        return Receipt(event_id, kind, outcome)
 
     async def _lines(self, event: dict[str, Any]) -> list[tuple[str, int]]:
         """The ``(price, quantity)`` lines of a paid Checkout Session, asked of Stripe."""
@@ -212,14 +207,14 @@ class StripeBilling:
         event: dict[str, Any],
         lines: list[tuple[str, int]],
         now: datetime,
-    ) -> service.Outcome:
+    ) -> Outcome:
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
             if item.get("mode") != "payment":
-                return service.Outcome("not_a_pack_purchase", notes={"session": item.get("id")})
+                return Outcome("not_a_pack_purchase", notes={"session": item.get("id")})
             if not _paid_pack_session(event):
-                return service.Outcome("awaiting_payment", notes={"session": item.get("id")})
+                return Outcome("awaiting_payment", notes={"session": item.get("id")})
             return await service.record_purchase(
                 conn,
                 payment_id=item.get("payment_intent") or item["id"],
@@ -242,7 +237,7 @@ class StripeBilling:
             return await service.dispute(conn, item, settings, policy, now)
         if kind == "invoice.payment_succeeded":
             return await service.invoice_paid(conn, item, event["id"], settings, policy, now)
-        return service.Outcome("ignored")
+        return Outcome("ignored")
 
 
 def _paid_pack_session(event: dict[str, Any]) -> bool:

@@ -6,13 +6,14 @@ always comes from the configuration, never from a client or from Stripe's totals
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.config import Settings
+from creditsd.inbox import Outcome
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
@@ -26,19 +27,6 @@ from creditsd.stripe import repository as repo
 STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
 
 Event = dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What handling one event did, as the inbox records it."""
-
-    name: str
-    transfers: list[str] = field(default_factory=list)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def detail(self) -> Metadata:
-        """The inbox's ``detail`` column."""
-        return {"transfers": self.transfers, **self.notes}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,62 @@
+"""``creditsd stripe reconcile``: clean after real events, and names what was planted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import db
+from creditsd.facade import Ledger
+from creditsd.ledger import service as ledger_service
+from creditsd.ledger.models import STRIPE
+from creditsd.stripe.service import STRIPE_APP
+from creditsd.tables import stripe_payments
+from tests.stripe.conftest import CREDIT, buy, deliver
+from tests.stripe.fake import FakeStripe
+from tests.test_cli import run
+
+
+async def test_reconcile_is_clean_after_the_scenario_and_names_each_planted_mismatch(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe, database_url: str
+) -> None:
+    session = await buy(shop_api, fake, "ada", "10k")
+    await shop.charge("ada", 2_000 * CREDIT)
+    charge_id = fake.objects[session["payment_intent"]]["latest_charge"]
+    await deliver(shop_api, fake.event("charge.refunded", fake.refund(charge_id, 2_700)))
+    await buy(shop_api, fake, "bo", "1k")
+
+    code, out, _ = await asyncio.to_thread(run, database_url, "stripe", "reconcile")
+    assert (code, out.strip()) == (0, "every Stripe event matches the ledger")
+
+    # A purchase no Stripe event explains, and a payment whose recorded credits changed.
+    async def plant(conn: AsyncConnection) -> str:
+        posting = ledger_service.movement(
+            "purchase",
+            STRIPE,
+            "bo",
+            500 * CREDIT,
+            app=STRIPE_APP,
+            idempotency_key="stripe:payment:pi_planted",
+            metadata={"stripe_payment": "pi_planted"},
+        )
+        planted = await ledger_service.post_transfer(conn, posting, shop.policy, shop.now())
+        await conn.execute(
+            update(stripe_payments)
+            .where(stripe_payments.c.id == session["payment_intent"])
+            .values(credits=9_000 * CREDIT)
+        )
+        return planted.id
+
+    planted_id = await db.run(shop.engine, plant)
+    (purchase,) = [t for t in (await shop.transactions("ada")).items if t.kind == "purchase"]
+    session_transfer = purchase.id
+    code, out, err = await asyncio.to_thread(run, database_url, "stripe", "reconcile")
+    assert code == 1
+    found = sorted(tuple(line.split("\t")[:2]) for line in out.splitlines())
+    assert found == sorted(
+        [("transfer_without_event", planted_id), ("amount_differs", session_transfer)]
+    )
+    assert "2 mismatch(es)" in err
