@@ -47,6 +47,16 @@ class Conflict(CreditsError):
     status = 409
 
 
+class InvalidSignature(CreditsError):
+    """A webhook whose signature is missing, wrong or too old; nothing was stored."""
+
+    code = "invalid_signature"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("the webhook signature is missing, wrong or expired")
+
+
 class Unauthenticated(CreditsError):
     """No valid API key."""
 

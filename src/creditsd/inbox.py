@@ -45,6 +45,15 @@ class Outcome:
         return {"transfers": self.transfers, **self.notes}
 
 
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What receiving one webhook did."""
+
+    event_id: str
+    type: str
+    outcome: str  # "duplicate" when it had been handled before
+
+
 async def keep(
     engine: AsyncEngine,
     source: str,

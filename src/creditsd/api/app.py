@@ -14,6 +14,7 @@ from creditsd import __version__
 from creditsd.api import errors
 from creditsd.api.auth import LedgerDep
 from creditsd.api.http import ExactJSONResponse
+from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.facade import Ledger
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.ledger.endpoints import router as ledger_router
@@ -77,6 +78,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
     app.include_router(usage_router)
     app.include_router(stripe_router)
     app.include_router(stripe_webhooks)
+    app.include_router(clerk_webhooks)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -16,12 +16,12 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, inbox
+from creditsd.errors import InvalidSignature
 from creditsd.facade import Ledger
-from creditsd.inbox import Outcome
+from creditsd.inbox import Outcome, Receipt
 from creditsd.stripe import repository as repo
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
-    InvalidSignature,
     PaymentProviderError,
     StripeNotConfigured,
     UnknownPack,
@@ -44,15 +44,6 @@ class Checkout:
     ui_mode: str
     url: str | None
     client_secret: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What receiving one webhook did."""
-
-    event_id: str
-    type: str
-    outcome: str  # "duplicate" when it had been handled before
 
 
 class StripeBilling:

@@ -14,16 +14,6 @@ class StripeNotConfigured(Unavailable):
         super().__init__(f"Stripe is not configured: set stripe.{key}")
 
 
-class InvalidSignature(CreditsError):
-    """A webhook whose signature is missing, wrong or too old; nothing was stored."""
-
-    code = "invalid_signature"
-    status = 400
-
-    def __init__(self) -> None:
-        super().__init__("the webhook signature is missing, wrong or expired")
-
-
 class UnknownPack(InvalidRequest):
     """A credit pack the configuration does not sell."""
 

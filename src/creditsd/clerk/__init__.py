@@ -1,0 +1,1 @@
+"""Clerk: users and organizations become accounts, subscriptions grant allowances."""

@@ -1,0 +1,25 @@
+"""``/webhooks/clerk``: Clerk's user, organization and subscription events (Svix)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from creditsd.api.auth import LedgerDep
+from creditsd.api.errors import error_responses
+from creditsd.clerk.service import receive
+from creditsd.stripe.schemas import WebhookReceipt
+
+webhooks = APIRouter(tags=["webhooks"])
+
+
+@webhooks.post("/webhooks/clerk", response_model=WebhookReceipt, responses=error_responses())
+async def clerk_webhook(request: Request, ledger: LedgerDep) -> WebhookReceipt:
+    """Clerk events, verified by their ``svix-id``, ``svix-timestamp`` and ``svix-signature``.
+
+    ``user.created`` opens the account with its sign-up grant (once, whether this or the
+    app's first request comes first); ``user.deleted`` closes it; subscription events
+    grant each period's allowance once. Repeats answer 200 with ``duplicate``.
+    """
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    receipt = await receive(ledger, await request.body(), headers)
+    return WebhookReceipt(event_id=receipt.event_id, type=receipt.type, outcome=receipt.outcome)

@@ -1,0 +1,102 @@
+"""Subscription allowances: once per period from Clerk or Stripe, lapsing at period end."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import httpx
+
+from creditsd.facade import Ledger
+from tests.clerk.conftest import deliver
+from tests.conftest import Clock, LedgerFactory, body
+from tests.stripe.conftest import PACKS, client_for, stripe_settings
+from tests.stripe.conftest import deliver as deliver_stripe
+from tests.stripe.fake import FakeStripe
+
+CREDIT = 10_000
+
+
+def item_active(account: str, start: datetime, days: int = 30) -> dict[str, object]:
+    """Clerk's ``subscriptionItem.active`` for the Pro plan (times in milliseconds)."""
+    end = start + timedelta(days=days)
+    return {
+        "type": "subscriptionItem.active",
+        "data": {
+            "id": "csubi_1",
+            "status": "active",
+            "plan": {"id": "cplan_pro", "slug": "pro"},
+            "payer": {"user_id": account},
+            "period_start": int(start.timestamp() * 1000),
+            "period_end": int(end.timestamp() * 1000),
+        },
+    }
+
+
+async def test_a_month_is_granted_once_and_the_next_replaces_it(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    start = clock.now
+    for _ in range(3):  # Clerk repeats itself; each is a new Svix message
+        await deliver(clerk_api, item_active("user_2sub", start))
+    account = await clerk_ledger.get_account("user_2sub")
+    assert account.by_source == {"signup": 100 * CREDIT, "subscription": 5_000 * CREDIT}
+
+    await clerk_ledger.grant("user_2sub", 1_000 * CREDIT, source="purchase")  # a one-off top-up
+    await clerk_ledger.charge("user_2sub", 1_100 * CREDIT)  # sign-up, then the allowance
+
+    clock.advance(timedelta(days=30).total_seconds())
+    renewed = await deliver(clerk_api, item_active("user_2sub", start + timedelta(days=30)))
+    assert body(renewed)["outcome"] == "handled"
+    await clerk_ledger.expire_lots()
+
+    account = await clerk_ledger.get_account("user_2sub")
+    assert account.by_source == {"purchase": 1_000 * CREDIT, "subscription": 5_000 * CREDIT}
+    kinds = [t.kind for t in (await clerk_ledger.transactions("user_2sub")).items]
+    assert kinds.count("expiry") == 1  # last month's 4,000 left lapsed
+    assert (await clerk_ledger.verify_account("user_2sub")).valid
+
+
+async def test_an_unknown_plan_grants_nothing(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    event = item_active("user_2free", clock.now)
+    event["data"]["plan"] = {"id": "cplan_unlisted"}  # type: ignore[index]
+    assert body(await deliver(clerk_api, event))["outcome"] == "handled"
+    assert (await clerk_ledger.get_account("user_2free")).by_source == {"signup": 100 * CREDIT}
+
+
+async def test_a_stripe_subscription_invoice_grants_the_period_once(
+    make_ledger: LedgerFactory, fake: FakeStripe, clock: Clock
+) -> None:
+    ledger = await make_ledger(
+        stripe=stripe_settings(fake), packs=PACKS, plans={"price_team": {"credits": 20_000}}
+    )
+    start = int(clock.now.timestamp())
+    invoice = {
+        "id": "in_1",
+        "object": "invoice",
+        "customer": "cus_team",
+        "subscription": "sub_1",
+        "billing_reason": "subscription_cycle",
+        "metadata": {"creditsd_account": "org_team"},
+        "amount_paid": 4_900,
+        "currency": "usd",
+        "lines": {
+            "object": "list",
+            "data": [
+                {
+                    "pricing": {"price_details": {"price": "price_team"}},
+                    "quantity": 1,
+                    "period": {"start": start, "end": start + 30 * 86_400},
+                }
+            ],
+        },
+    }
+    async with client_for(ledger, "no-key") as api:
+        for _ in range(2):
+            response = await deliver_stripe(api, fake.event("invoice.payment_succeeded", invoice))
+            assert response.status_code == 200
+    account = await ledger.get_account("org_team")
+    assert account.by_source == {"subscription": 20_000 * CREDIT}
+    (grant,) = (await ledger.transactions("org_team")).items
+    assert grant.lots[0].expires_at == datetime.fromtimestamp(start + 30 * 86_400, clock.now.tzinfo)
