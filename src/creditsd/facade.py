@@ -33,7 +33,7 @@ from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.pricing.catalog import Catalog, Price, PricingSettings, Use
 from creditsd.pricing.service import PriceBook
-from creditsd.tables import LOT_SOURCES, ledger_meta
+from creditsd.tables import ACCOUNT_STATUSES, LOT_SOURCES, ledger_meta
 from creditsd.usage import service as usage
 from creditsd.usage.models import UsageEvent, UsageResult
 
@@ -166,9 +166,15 @@ class Ledger:
         overdraft_limit: int | None = None,
         aliases: tuple[str, ...] = (),
         metadata: Metadata | None = None,
+        status: str | None = None,
         actor: str = LOCAL_APP,
     ) -> tuple[Account, bool]:
-        """Create the account if absent (True) or apply the given settings to it (False)."""
+        """Create the account if absent (True) or apply the given settings to it (False).
+
+        ``status`` freezes, closes or reactivates it (audited).
+        """
+        if status is not None and status not in ACCOUNT_STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
         spec = ledger.AccountSpec(
             initial_grant=_units(initial_grant, "initial_grant", allow_zero=True),
             overdraft_limit=None
@@ -176,6 +182,7 @@ class Ledger:
             else _units(overdraft_limit, "overdraft_limit", allow_zero=True),
             aliases=aliases,
             metadata=metadata,
+            status=status,
         )
         return await self._write(
             lambda conn, now: ledger.open_account(

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from creditsd.api.app import create_app
-from tests.conftest import LedgerFactory, body, create_key
+from creditsd.facade import Ledger
+from tests.conftest import LedgerFactory, audit_trail, body, create_key
 
 
 async def test_the_five_minute_tour(api: httpx.AsyncClient) -> None:
@@ -201,3 +202,38 @@ async def test_account_list_pages(api: httpx.AsyncClient) -> None:
     for params in ({"limit": 0}, {"limit": 101}, {"limit": "x"}, {"cursor": "!!!"}):
         response = await api.get("/v1/accounts", params=params)
         assert response.status_code == 422
+
+
+async def test_an_operator_freezes_and_reactivates_an_account(
+    api: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    await api.post("/v1/grants", json={"account_id": "frosty", "amount": 10})
+    frozen = await api.put("/v1/accounts/frosty", json={"status": "frozen"})
+    assert (frozen.status_code, body(frozen)["status"]) == (200, "frozen")
+    refused = await api.post("/v1/charges", json={"account_id": "frosty", "amount": 1})
+    assert (refused.status_code, body(refused)["error"]["code"]) == (409, "account_frozen")
+    held = await api.post("/v1/holds", json={"account_id": "frosty", "amount": 1})
+    assert held.status_code == 409
+    granted = await api.post("/v1/grants", json={"account_id": "frosty", "amount": 5})
+    assert granted.status_code == 201  # credits still arrive
+
+    secret = await create_key(ledger, "app", "web")
+    app_put = await api.put(
+        "/v1/accounts/frosty",
+        json={"status": "active"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert app_put.status_code == 403
+    assert (await api.put("/v1/accounts/frosty", json={"status": "melted"})).status_code == 422
+
+    await api.put("/v1/accounts/frosty", json={"status": "active"})
+    charged = await api.post("/v1/charges", json={"account_id": "frosty", "amount": 1})
+    assert (charged.status_code, body(charged)["balance"]) == (201, 14)
+    async with ledger.engine.connect() as conn:
+        trail = [record.action for record in await audit_trail(conn, "frosty")]
+    assert trail == [
+        "grant",
+        "account.frozen",
+        "grant",
+        "account.active",
+    ]

@@ -54,11 +54,11 @@ async def put_account(
     """Create the account if absent (201) or return it (200), applying the settings sent.
 
     ``initial_grant`` is paid only when the account is created. Setting
-    ``initial_grant`` or ``overdraft_limit`` needs an admin key.
+    ``initial_grant``, ``overdraft_limit`` or ``status`` needs an admin key.
     """
     spec = body or AccountPut()
-    if spec.initial_grant is not None or spec.overdraft_limit is not None:
-        ensure_scope(key, "admin", "setting initial_grant or overdraft_limit")
+    if spec.initial_grant is not None or spec.overdraft_limit is not None or spec.status:
+        ensure_scope(key, "admin", "setting initial_grant, overdraft_limit or status")
     money = ledger.money
     account, created = await ledger.open_account(
         account_id,
@@ -70,6 +70,7 @@ async def put_account(
         else units(money, spec.overdraft_limit, "overdraft_limit", allow_zero=True),
         aliases=tuple(spec.aliases),
         metadata=spec.metadata,
+        status=spec.status,
         actor=actor(key),
     )
     return respond(AccountOut.of(account, money), 201 if created else 200)

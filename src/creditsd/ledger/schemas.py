@@ -31,6 +31,9 @@ class AccountPut(StrictRequest):
     )
     aliases: list[AccountId] = Field(default_factory=list, max_length=20)
     metadata: Metadata | None = None
+    status: Literal["active", "frozen", "closed"] | None = Field(
+        None, description="Freeze, close or reactivate the account (audited)."
+    )
 
 
 class GrantCreate(StrictRequest):

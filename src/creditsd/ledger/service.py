@@ -504,6 +504,7 @@ class AccountSpec:
     overdraft_limit: int | None = None
     aliases: tuple[str, ...] = ()
     metadata: Metadata | None = None
+    status: str | None = None
 
 
 async def open_account(
@@ -559,6 +560,8 @@ async def open_account(
         await _update_settings(conn, existing, spec, now, actor=actor)
     for alias in spec.aliases:
         await add_alias(conn, existing, alias)
+    if spec.status is not None:
+        await set_status(conn, existing, spec.status, now, actor=actor)
     return await get_account(conn, existing, now), created
 
 

@@ -33,11 +33,10 @@ BillingDep = Annotated[StripeBilling, Depends(get_billing)]
 
 
 @router.get("/packs", response_model=PackList, responses=error_responses())
-async def list_packs(ledger: LedgerDep, _key: ReadKey) -> PackList:
+async def list_packs(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
     """The credit packs on sale ([packs.<name>] in the configuration)."""
-    return PackList(
-        data=[PackOut.of(name, pack) for name, pack in sorted(ledger.settings.packs.items())]
-    )
+    packs = sorted(ledger.settings.packs.items())
+    return respond(PackList(data=[PackOut.of(name, pack) for name, pack in packs]))
 
 
 @router.post(
@@ -60,8 +59,8 @@ async def create_checkout_session(
     checkout = await billing.create_checkout(
         body.account_id,
         body.pack,
-        success_url=str(body.success_url),
-        cancel_url=None if body.cancel_url is None else str(body.cancel_url),
+        success_url=body.success_url,
+        cancel_url=body.cancel_url,
         ui_mode=body.ui_mode,
         app=key.name,
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from creditsd.api.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
 from creditsd.config import PackSettings
@@ -12,15 +12,19 @@ from creditsd.money import Money
 from creditsd.stripe.billing import Checkout
 
 
+# Kept as written: Stripe fills in a literal {CHECKOUT_SESSION_ID} in these URLs.
+WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
+
+
 class CheckoutCreate(StrictRequest):
     """Sell a credit pack to an account through Stripe Checkout."""
 
     account_id: AccountId
     pack: str = Field(max_length=40, description="A pack name from [packs.<name>].")
-    success_url: HttpUrl = Field(
+    success_url: WebUrl = Field(
         description="Where Stripe sends the buyer after paying (embedded: the return URL)."
     )
-    cancel_url: HttpUrl | None = Field(None, description="Where a buyer who gives up goes.")
+    cancel_url: WebUrl | None = Field(None, description="Where a buyer who gives up goes.")
     ui_mode: Literal["hosted", "embedded"] = Field(
         "hosted", description="hosted: redirect to `url`; embedded: mount with `client_secret`."
     )
