@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -54,6 +55,21 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("", {"CREDITSD_SERVER__PORT": "eighty"}, "server.port"),
         ("[holds]\nsweep_interval = 0\n", {}, "holds.sweep_interval"),
         ("not toml", {}, "not valid TOML"),
+        ("", {"CREDITSD_STRIPE__SECRET_KEY": "pk_live_oops"}, "stripe.secret_key"),
+        ("", {"CREDITSD_STRIPE__WEBHOOK_SECRET": "secret"}, "stripe.webhook_secret"),
+        ("", {"CREDITSD_CLERK__WEBHOOK_SECRET": "sk_x"}, "clerk.webhook_secret"),
+        ("[stripe]\nrefund_policy = \"forgive\"\n", {}, "stripe.refund_policy"),
+        ("[packs.small]\ncredits = 0\nprice_id = \"price_a\"\n", {}, "packs.small.credits"),
+        ("[packs.small]\ncredits = 10\nprice_id = \"prod_a\"\n", {}, "packs.small.price_id"),
+        ("[packs.small]\ncredits = nan\nprice_id = \"price_a\"\n", {}, "packs.small.credits"),
+        ("[packs.small]\ncredits = 10\n", {}, "packs.small.price_id"),
+        (
+            "[packs.a]\ncredits = 1\nprice_id = \"price_x\"\n"
+            "[packs.b]\ncredits = 2\nprice_id = \"price_x\"\n",
+            {},
+            "packs.b uses price price_x",
+        ),
+        ("[plans.cplan_pro]\ncredits = -5\n", {}, "plans.cplan_pro.credits"),
     ],
 )
 def test_invalid_configuration_names_the_key(
@@ -65,6 +81,20 @@ def test_invalid_configuration_names_the_key(
         load_settings(file, environ=environ)
 
 
+def test_packs_and_secrets_come_from_the_environment_and_secrets_never_show() -> None:
+    settings = load_settings(
+        "/dev/null",
+        environ={
+            "CREDITSD_PACKS__STARTER__CREDITS": "500",
+            "CREDITSD_PACKS__STARTER__PRICE_ID": "price_starter",
+            "CREDITSD_STRIPE__SECRET_KEY": "sk_test_very_secret",
+        },
+    )
+    assert settings.packs["starter"].credits == 500
+    assert "sk_test_very_secret" not in repr(settings)
+    assert "sk_test_very_secret" not in str(settings.stripe)
+
+
 def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_settings(environ={"CREDITSD_CONFIG": str(tmp_path / "absent.toml")})
@@ -73,13 +103,26 @@ def test_a_missing_explicit_file_is_an_error(tmp_path: Path) -> None:
 def test_the_example_lists_every_key() -> None:
     import tomllib
 
-    from creditsd.config import Settings
+    from creditsd.config import PackSettings, PlanSettings, Settings
 
     example = tomllib.loads(EXAMPLE.read_text())
-    documented = {(section, key) for section, table in example.items() for key in table}
+    entries = {"packs": PackSettings, "plans": PlanSettings}  # tables of named entries
+    documented = {
+        (section, key)
+        for section, table in example.items()
+        for key in (table if section not in entries else next(iter(table.values())))
+    }
+    # Secrets have no safe example value, so they are shown commented out: `# key = "..."`.
+    section = ""
+    for line in EXAMPLE.read_text().splitlines():
+        if header := re.fullmatch(r"\[([a-z_]+)\]", line):
+            section = header[1]
+        elif commented := re.match(r"# ([a-z_]+) = ", line):
+            documented.add((section, commented[1]))
     known = {
         (section, key)
         for section, field in Settings.model_fields.items()
-        for key in field.annotation.model_fields  # type: ignore[union-attr]
+        for key in (entries.get(section) or field.annotation).model_fields  # type: ignore[union-attr]
     }
     assert documented == known
+    assert load_settings(EXAMPLE, environ={}).packs["10k"].credits == 10_000

@@ -15,6 +15,7 @@ Credits go in and come out as ``decimal.Decimal`` (floats are refused).
 
 from creditsd.client._async import AsyncClient
 from creditsd.client._errors import (
+    AccountNotActiveError,
     APIError,
     AuthenticationError,
     ConflictError,
@@ -22,6 +23,7 @@ from creditsd.client._errors import (
     IdempotencyConflictError,
     InsufficientCreditsError,
     NotFoundError,
+    PaymentProviderError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -31,7 +33,10 @@ from creditsd.client._errors import (
 from creditsd.client._models import (
     Account,
     Capture,
+    CheckoutSession,
     Hold,
+    LotPart,
+    Pack,
     Quote,
     TransactionPage,
     Transfer,
@@ -44,16 +49,21 @@ from creditsd.client._sync import Client
 __all__ = [
     "APIError",
     "Account",
+    "AccountNotActiveError",
     "AsyncClient",
     "AuthenticationError",
     "Capture",
+    "CheckoutSession",
     "Client",
     "ConflictError",
     "CreditsError",
     "Hold",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
+    "LotPart",
     "NotFoundError",
+    "Pack",
+    "PaymentProviderError",
     "PermissionDeniedError",
     "Quote",
     "RateLimitError",

@@ -24,7 +24,9 @@ from creditsd.client._errors import APIError, TransportError, error_for
 from creditsd.client._models import (
     Account,
     Capture,
+    CheckoutSession,
     Hold,
+    Pack,
     Quote,
     TransactionPage,
     Transfer,
@@ -158,12 +160,27 @@ class BaseClient:
         account_id: str,
         amount: Amount,
         *,
+        source: str | None,
+        expires_at: datetime | None,
+        priority: int | None,
         reason: str | None,
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
     ) -> Call[Transfer]:
+        if source is not None and not isinstance(source, str):
+            raise TypeError("source is 'promotion' or 'adjustment'")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            raise TypeError(f"priority is a whole number from 0 to 1000, not {priority!r}")
         body = {"account_id": account_id, "amount": amount_of(amount)}
-        body.update(_present(reason=reason, metadata=metadata))
+        body.update(
+            _present(
+                source=source,
+                expires_at=None if expires_at is None else instant_of(expires_at, "expires_at"),
+                priority=priority,
+                reason=reason,
+                metadata=metadata,
+            )
+        )
         return self._write("POST", "/v1/grants", body, idempotency_key, _read_transfer)
 
     def _get_transactions(
@@ -280,6 +297,41 @@ class BaseClient:
     def _get_hold(self, hold_id: str) -> Call[Hold]:
         return Call("GET", _hold_path(hold_id), _read_hold)
 
+    # Credit packs ---------------------------------------------------------------------------
+
+    def _list_packs(self) -> Call[list[Pack]]:
+        return Call(
+            "GET", "/v1/packs", lambda data, _: [Pack.from_json(item) for item in data["data"]]
+        )
+
+    def _create_checkout_session(
+        self,
+        account_id: str,
+        pack: str,
+        *,
+        success_url: str,
+        cancel_url: str | None,
+        ui_mode: str,
+        idempotency_key: str | None,
+    ) -> Call[CheckoutSession]:
+        if ui_mode not in {"hosted", "embedded"}:
+            raise ValueError(f"ui_mode is 'hosted' or 'embedded', not {ui_mode!r}")
+        if ui_mode == "hosted" and cancel_url is None:
+            raise TypeError("cancel_url is required when ui_mode is 'hosted'")
+        body: dict[str, Any] = {
+            "account_id": account_id,
+            "pack": pack,
+            "success_url": success_url,
+        }
+        body.update(_present(cancel_url=cancel_url, ui_mode=ui_mode))
+        return self._write(
+            "POST",
+            "/v1/checkout-sessions",
+            body,
+            idempotency_key,
+            lambda data, _: CheckoutSession.from_json(data),
+        )
+
     # Sending: what the sync and async loops share ----------------------------------------
 
     def _write(
@@ -375,6 +427,17 @@ def amount_of(value: object, name: str = "amount") -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{name} must be a finite number, not {value!r}")
     return number
+
+
+def instant_of(value: object, name: str) -> str:
+    """A moment from a caller as RFC 3339 with its offset; a naive datetime is refused."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} is a datetime, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        raise ValueError(
+            f"{name} must be timezone-aware, e.g. datetime(2027, 1, 1, tzinfo=timezone.utc)"
+        )
+    return value.isoformat()
 
 
 def seconds_of(value: object) -> int:

@@ -8,11 +8,13 @@
     │   ├── PermissionDeniedError     403
     │   ├── NotFoundError             404
     │   ├── ConflictError             409
-    │   │   └── IdempotencyConflictError
+    │   │   ├── IdempotencyConflictError
+    │   │   └── AccountNotActiveError account_frozen, account_closed (account_id)
     │   ├── InsufficientCreditsError  402 (required, available)
-    │   ├── ValidationError           400, 422
+    │   ├── ValidationError           400, 422 (unknown_pack, invalid_signature, …)
     │   ├── RateLimitError            429 (retry_after)
-    │   └── ServerError               5xx
+    │   └── ServerError               5xx (stripe_not_configured, …)
+    │       └── PaymentProviderError  502 payment_provider_error (stripe_request_id)
     └── TransportError                no answer, even after the retries
 """
 
@@ -86,6 +88,19 @@ class IdempotencyConflictError(ConflictError):
     """409: this idempotency key was already used with a different request."""
 
 
+class AccountNotActiveError(ConflictError):
+    """409: the account is frozen (``account_frozen``) or closed (``account_closed``).
+
+    It spends nothing until an operator reactivates it; its history is kept.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, code: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details)
+        self.account_id: str | None = self.details.get("account_id")
+
+
 class InsufficientCreditsError(APIError):
     """402: the account cannot afford it; ``required`` and ``available`` say by how much."""
 
@@ -122,6 +137,20 @@ class ServerError(APIError):
     """5xx: the server or the database failed; writes are safe to retry with the same key."""
 
 
+class PaymentProviderError(ServerError):
+    """502: Stripe failed or refused; ``stripe_request_id`` finds the request in its dashboard.
+
+    Like any 5xx it is retried: the write's idempotency key, passed on to Stripe, keeps a
+    retry to one checkout session.
+    """
+
+    def __init__(
+        self, message: str, *, status: int, code: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details)
+        self.stripe_request_id: str | None = self.details.get("stripe_request_id")
+
+
 class TransportError(CreditsError):
     """No answer from the server (connection refused or dropped, timeout) after every retry."""
 
@@ -148,8 +177,12 @@ def _decimal_or_none(value: object) -> Decimal | None:
 
 
 _BY_CODE: dict[str, type[APIError]] = {
+    "account_closed": AccountNotActiveError,
+    "account_frozen": AccountNotActiveError,
+    "account_not_active": AccountNotActiveError,
     "idempotency_conflict": IdempotencyConflictError,
     "insufficient_credits": InsufficientCreditsError,
+    "payment_provider_error": PaymentProviderError,
 }
 
 _BY_STATUS: dict[int, type[APIError]] = {

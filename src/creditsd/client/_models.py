@@ -26,13 +26,21 @@ class Usage(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class Account:
-    """An account; ``available`` = ``balance`` − ``held`` + ``overdraft_limit``."""
+    """An account; ``available`` = ``balance`` − ``held`` + ``overdraft_limit``.
+
+    ``status`` is ``active``, ``frozen`` or ``closed`` (frozen and closed accounts spend
+    nothing). ``balance_by_source`` splits ``balance`` by where its credits came from
+    (``purchase``, ``subscription``, ``signup``, ``promotion``, ``adjustment``; ``overdrawn``
+    is how far it is below zero); its parts add up to ``balance``.
+    """
 
     id: str
     balance: Decimal
     held: Decimal
     available: Decimal
     overdraft_limit: Decimal
+    status: str
+    balance_by_source: dict[str, Decimal]
     aliases: tuple[str, ...]
     metadata: dict[str, Any] | None
     created_at: datetime
@@ -48,6 +56,10 @@ class Account:
             held=credits(data["held"]),
             available=credits(data["available"]),
             overdraft_limit=credits(data["overdraft_limit"]),
+            status=data["status"],
+            balance_by_source={
+                source: credits(amount) for source, amount in data["balance_by_source"].items()
+            },
             aliases=tuple(data.get("aliases") or ()),
             metadata=data.get("metadata"),
             created_at=timestamp(data["created_at"]),
@@ -57,12 +69,40 @@ class Account:
 
 
 @dataclass(frozen=True)
+class LotPart:
+    """The part of one grant lot a transfer spent (a debit) or filled (a credit).
+
+    ``source`` is where the lot's credits came from (``purchase`` is paid credit, every
+    other source free); ``expires_at`` is when what is left of the lot lapses (None: never).
+    """
+
+    lot_id: str
+    source: str
+    amount: Decimal
+    expires_at: datetime | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LotPart:
+        """Build from the server's JSON object."""
+        return cls(
+            lot_id=data["lot_id"],
+            source=data["source"],
+            amount=credits(data["amount"]),
+            expires_at=optional_timestamp(data.get("expires_at")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
 class Transfer:
     """A movement of credits seen from one account (``account_id``).
 
     ``amount`` is always positive; ``change`` is its signed effect on ``account_id``, and
-    ``balance``/``available`` are that account's figures right after. ``replayed`` is true
-    when the server answered a repeat of an earlier write with its stored result.
+    ``balance``/``available`` are that account's figures right after. ``lots`` are the lots
+    a debit spent (first spent first) or the lot a credit filled; ``paid`` and ``free`` split
+    them into purchased and free credit. ``replayed`` is true when the server answered a
+    repeat of an earlier write with its stored result.
     """
 
     id: str
@@ -80,6 +120,9 @@ class Transfer:
     app: str
     idempotency_key: str
     created_at: datetime
+    lots: tuple[LotPart, ...]
+    paid: Decimal
+    free: Decimal
     pricing: dict[str, Any] | None = None
     """How a priced amount was computed (catalog version, lines, rounding; a capture's
     settlement against its hold); None for a plain amount."""
@@ -105,6 +148,9 @@ class Transfer:
             app=data["app"],
             idempotency_key=data["idempotency_key"],
             created_at=timestamp(data["created_at"]),
+            lots=tuple(LotPart.from_json(part) for part in data["lots"]),
+            paid=credits(data["paid"]),
+            free=credits(data["free"]),
             pricing=data.get("pricing"),
             replayed=replayed,
             raw=dict(data),
@@ -266,6 +312,63 @@ class UsageResult:
         )
 
 
+@dataclass(frozen=True)
+class Pack:
+    """A credit pack on sale: ``credits`` for ``display_price`` (as the operator wrote it)."""
+
+    name: str
+    credits: Decimal
+    label: str | None
+    display_price: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Pack:
+        """Build from the server's JSON object."""
+        return cls(
+            name=data["name"],
+            credits=credits(data["credits"]),
+            label=data.get("label"),
+            display_price=data.get("display_price"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    """A Stripe Checkout Session selling ``pack`` (``credits``) to ``account_id``.
+
+    Hosted: send the buyer to ``url``. Embedded: mount Stripe's checkout with
+    ``client_secret`` and ``publishable_key``. The credits arrive when Stripe reports the
+    payment, never at creation.
+    """
+
+    id: str
+    account_id: str
+    pack: str
+    credits: Decimal
+    ui_mode: str
+    url: str | None
+    client_secret: str | None
+    publishable_key: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CheckoutSession:
+        """Build from the server's JSON object."""
+        return cls(
+            id=data["id"],
+            account_id=data["account_id"],
+            pack=data["pack"],
+            credits=credits(data["credits"]),
+            ui_mode=data["ui_mode"],
+            url=data.get("url"),
+            client_secret=data.get("client_secret"),
+            publishable_key=data.get("publishable_key"),
+            raw=dict(data),
+        )
+
+
 def credits(value: object) -> Decimal:
     """An amount from the server's JSON (an exact number, or a decimal string) as a Decimal."""
     if isinstance(value, Decimal):
@@ -285,3 +388,8 @@ def timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected a timestamp, got {type(value).__name__}")
     return datetime.fromisoformat(value)
+
+
+def optional_timestamp(value: object) -> datetime | None:
+    """:func:`timestamp`, or None for a JSON null."""
+    return None if value is None else timestamp(value)

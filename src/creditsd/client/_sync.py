@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,7 +15,9 @@ from creditsd.client._base import Amount, BaseClient, Call
 from creditsd.client._models import (
     Account,
     Capture,
+    CheckoutSession,
     Hold,
+    Pack,
     Quote,
     TransactionPage,
     Transfer,
@@ -157,15 +160,26 @@ class Client(BaseClient):
         account_id: str,
         amount: Amount,
         *,
+        source: str | None = None,
+        expires_at: datetime | None = None,
+        priority: int | None = None,
         reason: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Transfer:
-        """Give the account credits (needs an admin key)."""
+        """Give the account credits (needs an admin key), into a lot of their own.
+
+        ``source`` is ``promotion`` (the server's default) or ``adjustment``; what is left of
+        the lot lapses at ``expires_at`` (timezone-aware, in the future; None: never), and a
+        lower ``priority`` (0 to 1000) is spent first.
+        """
         return self._send(
             self._grant(
                 account_id,
                 amount,
+                source=source,
+                expires_at=expires_at,
+                priority=priority,
                 reason=reason,
                 metadata=metadata,
                 idempotency_key=idempotency_key,
@@ -220,6 +234,41 @@ class Client(BaseClient):
     def send_usage(self, events: Iterable[Mapping[str, Any]]) -> list[UsageResult]:
         """Report a batch of usage events; one result per event, in order."""
         return self._send(self._send_usage(events))
+
+    # Credit packs ---------------------------------------------------------------------------
+
+    def list_packs(self) -> list[Pack]:
+        """The credit packs on sale."""
+        return self._send(self._list_packs())
+
+    def create_checkout_session(
+        self,
+        account_id: str,
+        pack: str,
+        *,
+        success_url: str,
+        cancel_url: str | None = None,
+        ui_mode: str = "hosted",
+        idempotency_key: str | None = None,
+    ) -> CheckoutSession:
+        """Start selling ``pack`` to the account through Stripe Checkout (needs an app key).
+
+        ``hosted`` (needs ``cancel_url``) answers a ``url`` to send the buyer to; ``embedded``
+        a ``client_secret`` to mount, returning to ``success_url``. The same idempotency key
+        gives back the same session. The credits arrive when Stripe reports the payment.
+        Raises ValidationError (422 ``unknown_pack``) for a pack not on sale and
+        PaymentProviderError (502) when Stripe fails.
+        """
+        return self._send(
+            self._create_checkout_session(
+                account_id,
+                pack,
+                success_url=success_url,
+                cancel_url=cancel_url,
+                ui_mode=ui_mode,
+                idempotency_key=idempotency_key,
+            )
+        )
 
     # Holds ------------------------------------------------------------------------------
 
