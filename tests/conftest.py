@@ -97,18 +97,20 @@ class Databases:
                 pytest.fail(self.postgres_error or "PostgreSQL unavailable")
             pytest.skip(self.postgres_error or "PostgreSQL unavailable")
 
-    async def fresh(self, backend: str) -> str:
-        """The URL of a new, migrated, empty database."""
+    async def fresh(self, backend: str, *, migrated: bool = True) -> str:
+        """The URL of a new database: migrated and empty, or (``migrated=False``) bare."""
         name = f"t{uuid.uuid4().hex[:12]}"
         if backend == "sqlite":
             path = self.workdir / f"{name}.db"
-            shutil.copyfile(self.sqlite_template, path)
+            if migrated:
+                shutil.copyfile(self.sqlite_template, path)
             return f"sqlite:///{path}"
         self.require_postgres()
         database = f"creditsd_test_{self.run_id}_{name}"
+        template = f' TEMPLATE "{self.postgres_template}"' if migrated else ""
         admin = await asyncpg.connect(_asyncpg_dsn(postgres_admin_url()))
         try:
-            await admin.execute(f'CREATE DATABASE "{database}" TEMPLATE "{self.postgres_template}"')
+            await admin.execute(f'CREATE DATABASE "{database}"{template}')
         finally:
             await admin.close()
         self.created.append(database)

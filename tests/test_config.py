@@ -58,14 +58,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("", {"CREDITSD_STRIPE__SECRET_KEY": "pk_live_oops"}, "stripe.secret_key"),
         ("", {"CREDITSD_STRIPE__WEBHOOK_SECRET": "secret"}, "stripe.webhook_secret"),
         ("", {"CREDITSD_CLERK__WEBHOOK_SECRET": "sk_x"}, "clerk.webhook_secret"),
-        ("[stripe]\nrefund_policy = \"forgive\"\n", {}, "stripe.refund_policy"),
-        ("[packs.small]\ncredits = 0\nprice_id = \"price_a\"\n", {}, "packs.small.credits"),
-        ("[packs.small]\ncredits = 10\nprice_id = \"prod_a\"\n", {}, "packs.small.price_id"),
-        ("[packs.small]\ncredits = nan\nprice_id = \"price_a\"\n", {}, "packs.small.credits"),
+        ('[stripe]\nrefund_policy = "forgive"\n', {}, "stripe.refund_policy"),
+        ('[packs.small]\ncredits = 0\nprice_id = "price_a"\n', {}, "packs.small.credits"),
+        ('[packs.small]\ncredits = 10\nprice_id = "prod_a"\n', {}, "packs.small.price_id"),
+        ('[packs.small]\ncredits = nan\nprice_id = "price_a"\n', {}, "packs.small.credits"),
         ("[packs.small]\ncredits = 10\n", {}, "packs.small.price_id"),
         (
-            "[packs.a]\ncredits = 1\nprice_id = \"price_x\"\n"
-            "[packs.b]\ncredits = 2\nprice_id = \"price_x\"\n",
+            '[packs.a]\ncredits = 1\nprice_id = "price_x"\n'
+            '[packs.b]\ncredits = 2\nprice_id = "price_x"\n',
             {},
             "packs.b uses price price_x",
         ),

@@ -53,6 +53,8 @@ def account_json(**fields: Any) -> dict[str, Any]:
         "held": 0,
         "available": 100,
         "overdraft_limit": 0,
+        "status": "active",
+        "balance_by_source": {"promotion": 100},
         "aliases": [],
         "metadata": None,
         "created_at": "2026-11-22T10:00:00.000000Z",
@@ -79,6 +81,10 @@ def transfer_json(**fields: Any) -> dict[str, Any]:
         "app": "chat",
         "idempotency_key": "k",
         "created_at": "2026-11-22T10:00:00.000000Z",
+        "pricing": None,
+        "lots": [{"lot_id": "lot_1", "source": "promotion", "amount": 10, "expires_at": None}],
+        "paid": 0,
+        "free": 10,
         **fields,
     }
 

@@ -15,6 +15,8 @@ from creditsd.client import (
     ConflictError,
     CreditsError,
     InsufficientCreditsError,
+    PaymentProviderError,
+    ServerError,
     TransportError,
 )
 from creditsd.client._base import VERSION
@@ -31,6 +33,9 @@ PUBLIC = {
     "Quote",
     "Usage",
     "UsageResult",
+    "LotPart",
+    "Pack",
+    "CheckoutSession",
     "CreditsError",
     "APIError",
     "AuthenticationError",
@@ -38,10 +43,12 @@ PUBLIC = {
     "NotFoundError",
     "ConflictError",
     "IdempotencyConflictError",
+    "AccountNotActiveError",
     "InsufficientCreditsError",
     "ValidationError",
     "RateLimitError",
     "ServerError",
+    "PaymentProviderError",
     "TransportError",
 }
 
@@ -64,6 +71,8 @@ def test_every_error_is_a_credits_error() -> None:
         "TransportError",
     }
     assert issubclass(creditsd.client.IdempotencyConflictError, ConflictError)
+    assert issubclass(creditsd.client.AccountNotActiveError, ConflictError)
+    assert issubclass(creditsd.client.PaymentProviderError, ServerError)
     assert not issubclass(TransportError, APIError)
 
 
@@ -109,5 +118,12 @@ def test_errors_survive_pickling() -> None:
         "sdk_1",
     )
     assert str(copy) == str(refused) == "insufficient credits (402 insufficient_credits)"
+    stripe = PaymentProviderError(
+        "Stripe could not complete the request",
+        status=502,
+        code="payment_provider_error",
+        details={"stripe_request_id": "req_1"},
+    )
+    assert pickle.loads(pickle.dumps(stripe)).stripe_request_id == "req_1"
     lost = pickle.loads(pickle.dumps(TransportError("no answer", attempts=3)))
     assert (lost.attempts, lost.status, lost.code) == (3, None, "transport_error")
