@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
+from creditsd.api.app import create_app
 from creditsd.client import (
+    AccountNotActiveError,
+    AsyncClient,
     AuthenticationError,
     ConflictError,
     IdempotencyConflictError,
     InsufficientCreditsError,
     NotFoundError,
+    PaymentProviderError,
     PermissionDeniedError,
+    ServerError,
     TransportError,
     ValidationError,
 )
 from creditsd.facade import Ledger
-from tests.client.conftest import Connect
-from tests.conftest import create_key
+from tests.client.conftest import BASE_URL, Connect
+from tests.conftest import Clock, LedgerFactory, create_key
 
 D = Decimal
+CREDIT = 10_000
+"""Minor units in one credit: the in-process ledger counts in them."""
 
 
 class LosesAnswers(httpx.AsyncBaseTransport):
@@ -283,3 +290,117 @@ async def test_priced_writes_carry_their_breakdown(ledger: Ledger, connect: Conn
     assert settled.transfer.pricing is not None
     assert settled.transfer.pricing["settlement"]["released"] == D(20)
     assert (await credits.get_transaction(video.id)).pricing == video.pricing
+
+
+async def test_grants_fill_lots_that_charges_spend_cheapest_first(
+    ledger: Ledger, connect: Connect, clock: Clock
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    bought = await ledger.grant("u", 100 * CREDIT, source="purchase")  # as a Stripe payment
+    week = (clock.now + timedelta(days=7)).replace(microsecond=0)
+    promo = await billing.grant("u", 30, expires_at=week, reason="launch week")
+    (promo_lot,) = promo.lots
+    assert (promo_lot.source, promo_lot.amount, promo_lot.expires_at) == ("promotion", D(30), week)
+    assert (promo.paid, promo.free) == (D(0), D(30))
+    fix = await billing.grant("u", "5.5", source="adjustment", priority=0, reason="outage")
+    (fix_lot,) = fix.lots
+    assert (fix_lot.source, fix_lot.amount, fix_lot.expires_at) == ("adjustment", D("5.5"), None)
+
+    account = await chat.get_account("u")
+    assert account.status == "active"
+    assert account.balance_by_source == {
+        "purchase": D(100),
+        "promotion": D(30),
+        "adjustment": D("5.5"),
+    }
+    assert sum(account.balance_by_source.values()) == account.balance == D("135.5")
+
+    # Priority 0 first, then the promotion (10), then purchased credit (50).
+    first = await chat.charge("u", 5)
+    assert [(part.lot_id, part.amount) for part in first.lots] == [(fix_lot.lot_id, D(5))]
+    assert (first.paid, first.free) == (D(0), D(5))
+    spent = await chat.charge("u", 35)
+    assert {part.lot_id: (part.source, part.amount) for part in spent.lots} == {
+        fix_lot.lot_id: ("adjustment", D("0.5")),
+        promo_lot.lot_id: ("promotion", D(30)),
+        bought.lots[0].lot_id: ("purchase", D("4.5")),
+    }
+    assert (spent.paid, spent.free) == (D("4.5"), D("30.5"))
+    assert all(type(part.amount) is Decimal for part in spent.lots)
+    assert (await chat.get_transaction(spent.id)).lots == spent.lots
+    assert (await chat.get_account("u")).balance_by_source == {"purchase": D("95.5")}
+    assert (await chat.verify_balance("u")).valid
+
+
+async def test_an_overdrawn_balance_splits_into_its_debt(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    await billing.initialize_account("u", initial_grant=10, overdraft_limit=5)
+    spent = await billing.charge("u", 12)
+    assert (spent.balance, spent.free, spent.paid) == (D(-2), D(10), D(0))
+    account = await billing.get_account("u")
+    assert account.balance_by_source == {"overdrawn": D(-2)}
+    assert sum(account.balance_by_source.values()) == account.balance
+
+
+async def test_grant_options_the_server_refuses(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    with pytest.raises(ValidationError) as past:
+        await billing.grant("u", 5, expires_at=ledger.now() - timedelta(seconds=1))
+    assert (past.value.status, past.value.details.get("field")) == (422, "expires_at")
+    with pytest.raises(ValidationError) as bought:
+        await billing.grant("u", 5, source="purchase")  # only Stripe sells credits
+    assert bought.value.status == 422
+    with pytest.raises(ValidationError):
+        await billing.grant("u", 5, priority=1001)
+    assert (await billing.get_transactions("u")).data == ()
+
+
+async def test_a_frozen_or_closed_account_spends_nothing(ledger: Ledger, connect: Connect) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    await billing.grant("u", 10)
+    for status in ("frozen", "closed"):
+        await ledger.open_account("u", status=status)  # as an operator does
+        assert (await chat.get_account("u")).status == status
+        with pytest.raises(AccountNotActiveError) as refused:
+            await chat.charge("u", 1)
+        assert (refused.value.status, refused.value.code) == (409, f"account_{status}")
+        assert refused.value.account_id == "u"
+    assert await chat.get_balance("u") == 10
+
+
+async def test_packs_on_sale_and_checkout_without_stripe(make_ledger: LedgerFactory) -> None:
+    shop = await make_ledger(
+        packs={
+            "starter": {"credits": 1_000, "price_id": "price_1k", "label": "Starter"},
+            "team": {"credits": "10000.5", "price_id": "price_10k", "display_price": "$90"},
+        }
+    )
+    transport = httpx.ASGITransport(app=create_app(shop, sweep=False))
+    reader = AsyncClient(BASE_URL, await create_key(shop, "read", "site"), transport=transport)
+    web = AsyncClient(
+        BASE_URL, await create_key(shop, "app", "web"), transport=transport, max_retries=0
+    )
+    async with reader, web:
+        packs = await reader.list_packs()
+        assert [(p.name, p.credits, p.label, p.display_price) for p in packs] == [
+            ("starter", D(1_000), "Starter", None),
+            ("team", D("10000.5"), None, "$90"),
+        ]
+        with pytest.raises(ValidationError) as unknown:
+            await web.create_checkout_session(
+                "u", "huge", success_url="https://app.test/ok", cancel_url="https://app.test/no"
+            )
+        assert (unknown.value.status, unknown.value.code) == (422, "unknown_pack")
+        assert unknown.value.details == {"pack": "huge", "known": ["starter", "team"]}
+        # No [stripe] secret key: 503, a plain server error, not the payment provider's.
+        with pytest.raises(ServerError) as unconfigured:
+            await web.create_checkout_session(
+                "u", "team", success_url="https://app.test/ok", ui_mode="embedded"
+            )
+        assert (unconfigured.value.status, unconfigured.value.code) == (
+            503,
+            "stripe_not_configured",
+        )
+        assert not isinstance(unconfigured.value, PaymentProviderError)

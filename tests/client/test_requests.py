@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
-from creditsd.client import APIError, AsyncClient, Client, Usage
+from creditsd.client import (
+    APIError,
+    AsyncClient,
+    Client,
+    PaymentProviderError,
+    Usage,
+    ValidationError,
+)
 from tests.client.conftest import (
     BASE_URL,
     account_json,
     answer,
+    error_json,
     hold_json,
     transfer_json,
 )
@@ -181,6 +189,208 @@ async def test_usage_events_go_as_one_batch_and_answer_one_result_each(wire: Wir
     assert results[1].error["code"] == "insufficient_credits"
 
 
+def test_a_grant_sends_its_lot_options_only_when_set(client: Client, wire: Wire) -> None:
+    client.grant("u", 100)
+    assert wire.body() == {"account_id": "u", "amount": 100}
+    paris = timezone(timedelta(hours=1))
+    client.add(
+        "u",
+        "2.5",
+        source="adjustment",
+        expires_at=datetime(2027, 1, 31, 23, 59, 59, tzinfo=paris),
+        priority=0,
+        reason="outage",
+    )
+    assert (wire.last.url.path, wire.last.content) == (
+        "/v1/grants",
+        b'{"account_id":"u","amount":2.5,"source":"adjustment",'
+        b'"expires_at":"2027-01-31T23:59:59+01:00","priority":0,"reason":"outage"}',
+    )
+    assert wire.last.headers["Idempotency-Key"].startswith("sdk_")
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"expires_at": datetime(2027, 1, 1)}, ValueError, "timezone-aware"),
+        ({"expires_at": "2027-01-01T00:00:00Z"}, TypeError, "is a datetime"),
+        ({"priority": True}, TypeError, "whole number"),
+        ({"priority": "5"}, TypeError, "whole number"),
+        ({"source": 1}, TypeError, "promotion"),
+    ],
+)
+def test_grant_options_are_checked_before_anything_is_sent(
+    client: Client, wire: Wire, options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        client.grant("u", 5, **options)
+    assert wire.requests == []
+
+
+def test_a_transfer_names_the_lots_it_spent(client: Client, wire: Wire) -> None:
+    lots = [
+        {
+            "lot_id": "lot_1",
+            "source": "promotion",
+            "amount": Decimal("2.5"),
+            "expires_at": "2026-12-01T00:00:00Z",
+        },
+        {"lot_id": "lot_2", "source": "purchase", "amount": 8, "expires_at": None},
+    ]
+    wire.reply = answer(201, transfer_json(lots=lots, paid=8, free=Decimal("2.5")))
+    transfer = client.charge("u", "10.5")
+    first, second = transfer.lots
+    assert (first.lot_id, first.source, first.amount) == ("lot_1", "promotion", Decimal("2.5"))
+    assert first.expires_at == datetime(2026, 12, 1, tzinfo=UTC)
+    assert (second.source, second.amount, second.expires_at) == ("purchase", Decimal(8), None)
+    assert type(second.amount) is Decimal
+    assert (transfer.paid, transfer.free) == (Decimal(8), Decimal("2.5"))
+    assert type(transfer.paid) is Decimal
+    assert second.raw["lot_id"] == "lot_2"
+
+
+def test_an_account_splits_its_balance_by_source(client: Client, wire: Wire) -> None:
+    split = {"purchase": Decimal("90.5"), "signup": 10, "overdrawn": 0}
+    wire.reply = answer(200, account_json(balance=Decimal("100.5"), balance_by_source=split))
+    account = client.get_account("u")
+    assert account.status == "active"
+    assert account.balance_by_source == {
+        "purchase": Decimal("90.5"),
+        "signup": Decimal(10),
+        "overdrawn": Decimal(0),
+    }
+    assert all(type(value) is Decimal for value in account.balance_by_source.values())
+    wire.reply = answer(200, account_json(status="frozen"))
+    assert client.get_account("u").status == "frozen"
+
+
+def test_the_packs_on_sale_are_a_read(client: Client, wire: Wire) -> None:
+    wire.reply = answer(
+        200,
+        {
+            "data": [
+                {"name": "1k", "credits": 1000, "label": "Starter", "display_price": "$10"},
+                {"name": "half", "credits": Decimal("0.5"), "label": None, "display_price": None},
+            ]
+        },
+    )
+    packs = client.list_packs()
+    assert (wire.last.method, wire.last.url.path) == ("GET", "/v1/packs")
+    assert "Idempotency-Key" not in wire.last.headers
+    assert [(p.name, p.credits, p.label, p.display_price) for p in packs] == [
+        ("1k", Decimal(1000), "Starter", "$10"),
+        ("half", Decimal("0.5"), None, None),
+    ]
+    assert type(packs[0].credits) is Decimal
+
+
+def checkout_json(**fields: Any) -> dict[str, Any]:
+    """A hosted Checkout Session as the server writes it."""
+    return {
+        "id": "cs_test_1",
+        "account_id": "user_2abc",
+        "pack": "10k",
+        "credits": 10000,
+        "ui_mode": "hosted",
+        "url": "https://checkout.stripe.com/c/pay/cs_test_1",
+        "client_secret": None,
+        "publishable_key": "pk_test_1",
+        **fields,
+    }
+
+
+def test_a_checkout_session_is_a_keyed_write(client: Client, wire: Wire) -> None:
+    wire.reply = answer(201, checkout_json())
+    session = client.create_checkout_session(
+        "user_2abc",
+        "10k",
+        success_url="https://app.test/paid?session={CHECKOUT_SESSION_ID}",
+        cancel_url="https://app.test/pricing",
+        idempotency_key="buy-10k-1",
+    )
+    request = wire.last
+    assert (request.method, request.url.path) == ("POST", "/v1/checkout-sessions")
+    assert request.content == (
+        b'{"account_id":"user_2abc","pack":"10k",'
+        b'"success_url":"https://app.test/paid?session={CHECKOUT_SESSION_ID}",'
+        b'"cancel_url":"https://app.test/pricing","ui_mode":"hosted"}'
+    )
+    assert request.headers["Idempotency-Key"] == "buy-10k-1"
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Authorization"] == "Bearer cdk_test"
+    assert (session.id, session.account_id, session.pack) == ("cs_test_1", "user_2abc", "10k")
+    assert (session.credits, type(session.credits)) == (Decimal(10000), Decimal)
+    assert (session.ui_mode, session.url) == (
+        "hosted",
+        "https://checkout.stripe.com/c/pay/cs_test_1",
+    )
+    assert (session.client_secret, session.publishable_key) == (None, "pk_test_1")
+
+    wire.reply = answer(
+        201,
+        checkout_json(ui_mode="embedded", url=None, client_secret="cs_test_1_secret_x"),
+    )
+    embedded = client.create_checkout_session(
+        "user_2abc", "10k", success_url="https://app.test/return", ui_mode="embedded"
+    )
+    assert wire.body() == {
+        "account_id": "user_2abc",
+        "pack": "10k",
+        "success_url": "https://app.test/return",
+        "ui_mode": "embedded",
+    }
+    assert wire.last.headers["Idempotency-Key"].startswith("sdk_")
+    assert (embedded.url, embedded.client_secret) == (None, "cs_test_1_secret_x")
+
+
+def test_a_checkout_session_is_checked_before_anything_is_sent(client: Client, wire: Wire) -> None:
+    with pytest.raises(TypeError, match="cancel_url is required"):
+        client.create_checkout_session("u", "10k", success_url="https://app.test/ok")
+    with pytest.raises(ValueError, match="'hosted' or 'embedded'"):
+        client.create_checkout_session(
+            "u", "10k", success_url="https://app.test/ok", ui_mode="popup"
+        )
+    assert wire.requests == []
+
+
+def test_checkout_errors_arrive_as_their_exception_classes(wire: Wire) -> None:
+    with Client(BASE_URL, "cdk_test", transport=httpx.MockTransport(wire), backoff=0) as sdk:
+        wire.reply = answer(
+            422,
+            error_json("unknown_pack", "there is no credit pack 'huge'", pack="huge", known=["1k"]),
+        )
+        with pytest.raises(ValidationError) as unknown:
+            sdk.create_checkout_session(
+                "u", "huge", success_url="https://app.test/ok", ui_mode="embedded"
+            )
+        assert (unknown.value.status, unknown.value.code) == (422, "unknown_pack")
+        assert unknown.value.details == {"pack": "huge", "known": ["1k"]}
+        assert len(wire.requests) == 1
+
+        wire.reply = answer(
+            502,
+            error_json(
+                "payment_provider_error",
+                "Stripe could not complete the request",
+                stripe_request_id="req_abc",
+            ),
+        )
+        with pytest.raises(PaymentProviderError) as failed:
+            sdk.create_checkout_session(
+                "u",
+                "1k",
+                success_url="https://app.test/ok",
+                ui_mode="embedded",
+                idempotency_key="buy-1",
+            )
+        assert (failed.value.status, failed.value.code) == (502, "payment_provider_error")
+        assert failed.value.stripe_request_id == "req_abc"
+        assert failed.value.idempotency_key == "buy-1"
+        # A 5xx is retried (twice by default), always with the same key.
+        retried = wire.requests[1:]
+        assert [request.headers["Idempotency-Key"] for request in retried] == ["buy-1"] * 3
+
+
 def test_initialize_account_sends_only_what_is_set(client: Client, wire: Wire) -> None:
     wire.reply = answer(200, account_json(id="org:acme"))
     client.initialize_account("org:acme")
@@ -197,6 +407,7 @@ def test_initialize_account_sends_only_what_is_set(client: Client, wire: Wire) -
     [
         lambda sdk: sdk.charge("u", 0.1),
         lambda sdk: sdk.grant("u", 100.0),
+        lambda sdk: sdk.grant("u", 1, priority=1.0),
         lambda sdk: sdk.hold("u", 1.5),
         lambda sdk: sdk.charge("u", feature="image", quantity=2.0),
         lambda sdk: sdk.charge("u", 1, metadata={"temperature": 0.7}),

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from creditsd.client import (
+    AccountNotActiveError,
     APIError,
     AsyncClient,
     Client,
@@ -18,6 +19,7 @@ from creditsd.client import (
     IdempotencyConflictError,
     InsufficientCreditsError,
     NotFoundError,
+    PaymentProviderError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -142,9 +144,13 @@ async def test_max_retries_zero_tries_once(make: Callable[..., SDK]) -> None:
         ),
         (409, error_json("idempotency_conflict", idempotency_key="k"), IdempotencyConflictError),
         (409, error_json("hold_not_open", hold_id="h", status="captured"), ConflictError),
+        (409, error_json("account_frozen", account_id="u"), AccountNotActiveError),
+        (409, error_json("account_closed", account_id="u"), AccountNotActiveError),
         (404, error_json("account_not_found", account_id="u"), NotFoundError),
         (422, error_json("invalid_amount", field="amount"), ValidationError),
         (400, error_json("invalid_json"), ValidationError),
+        (400, error_json("invalid_signature"), ValidationError),
+        (422, error_json("unknown_pack", pack="huge", known=["1k"]), ValidationError),
         (413, error_json("body_too_large"), APIError),
     ],
 )
@@ -157,6 +163,57 @@ async def test_client_errors_other_than_429_are_never_retried(
     assert type(refused.value) is error
     assert (refused.value.status, refused.value.code) == (status, body["error"]["code"])
     assert len(script.requests) == 1
+
+
+async def test_a_frozen_account_names_itself(make: Callable[..., SDK]) -> None:
+    body = error_json("account_frozen", "account u is frozen", account_id="u")
+    with pytest.raises(ConflictError) as refused:
+        await make(Script(answer(409, body)))("charge", "u", 1)
+    assert isinstance(refused.value, AccountNotActiveError)
+    assert (refused.value.account_id, refused.value.code) == ("u", "account_frozen")
+
+
+async def test_a_payment_provider_failure_is_retried_then_raised(
+    make: Callable[..., SDK],
+) -> None:
+    failed = answer(502, error_json("payment_provider_error", stripe_request_id="req_1"))
+    session = {
+        "id": "cs_1",
+        "account_id": "u",
+        "pack": "1k",
+        "credits": 1000,
+        "ui_mode": "embedded",
+        "url": None,
+        "client_secret": "cs_1_secret",
+        "publishable_key": None,
+    }
+    script = Script(failed, answer(201, session), failed, failed, failed)
+    sdk = make(script, max_retries=2)
+    checkout = {"success_url": "https://app.test/ok", "ui_mode": "embedded"}
+    assert (await sdk("create_checkout_session", "u", "1k", **checkout)).id == "cs_1"
+    with pytest.raises(PaymentProviderError) as refused:
+        await sdk("create_checkout_session", "u", "1k", **checkout)
+    assert isinstance(refused.value, ServerError)
+    assert (refused.value.status, refused.value.stripe_request_id) == (502, "req_1")
+    first, second = script.keys()[:2], script.keys()[2:]
+    assert (len(set(first)), len(second), len(set(second))) == (1, 3, 1)
+    assert first[0] != second[0]
+
+
+async def test_stripe_not_configured_stays_a_plain_server_error(
+    make: Callable[..., SDK],
+) -> None:
+    body = error_json("stripe_not_configured", "Stripe is not configured: set stripe.secret_key")
+    with pytest.raises(ServerError) as unconfigured:
+        await make(Script(answer(503, body)), max_retries=0)(
+            "create_checkout_session",
+            "u",
+            "1k",
+            success_url="https://app.test/ok",
+            ui_mode="embedded",
+        )
+    assert type(unconfigured.value) is ServerError
+    assert (unconfigured.value.status, unconfigured.value.code) == (503, "stripe_not_configured")
 
 
 async def test_insufficient_credits_carries_exact_figures(make: Callable[..., SDK]) -> None:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger.models import LotPart
@@ -47,26 +59,109 @@ async def refresh_expiry(conn: AsyncConnection, account_id: str, now: datetime) 
     await conn.execute(update(accounts).where(_A.id == account_id).values(lots_expire_at=soonest))
 
 
-async def spend_order(
-    conn: AsyncConnection, account_id: str, now: datetime, first: str | None
-) -> list[Any]:
-    """The account's live lots in the order debits spend them.
-
-    ``first`` (a lot a refund or expiry targets), then lots already due, then by
-    priority, soonest expiry (none last) and age.
-    """
-    query = select(_L.id, _L.source, _L.remaining, _L.expires_at).where(
-        _L.account_id == account_id, _L.remaining > 0
-    )
-    if first is not None:
-        query = query.order_by(case((_L.id == first, 0), else_=1))
-    query = query.order_by(
+def _spend_order(now: Any, first: Any) -> list[Any]:
+    """``first`` (a lot a refund or expiry targets), then lots already due, then by
+    priority, soonest expiry (none last) and age."""
+    return [
+        case((_L.id == first, 0), else_=1),
         case((and_(_L.expires_at.is_not(None), _L.expires_at <= now), 0), else_=1),
         _L.priority,
         _L.expires_at.asc().nulls_last(),
         _L.id,
+    ]
+
+
+async def spend_order(
+    conn: AsyncConnection, account_id: str, now: datetime, first: str | None
+) -> list[Any]:
+    """The account's live lots in the order debits spend them."""
+    query = (
+        select(_L.id, _L.source, _L.remaining, _L.expires_at)
+        .where(_L.account_id == account_id, _L.remaining > 0)
+        .order_by(*_spend_order(now, first))
     )
     return list(await conn.execute(query))
+
+
+def _spend_in_one_statement() -> Any:
+    """PostgreSQL: pick the lots a debit spends, lower them and record the spends at once.
+
+    Run after the debit's account update, which holds the account's row lock: every
+    change to an account's lots takes that lock first, so this statement's snapshot
+    sees them all. (Parameters are prefixed: ones named like a column of ``lots`` would
+    join the UPDATE's SET.)
+    """
+    amount = bindparam("spend_amount", type_=BigInteger)
+    # What the lots before this one hold (the order ends in the unique id: no ties).
+    before = (
+        func.sum(_L.remaining).over(
+            order_by=_spend_order(bindparam("spend_now"), bindparam("spend_first"))
+        )
+        - _L.remaining
+    )
+    ordered = (
+        select(_L.id, _L.source, _L.remaining, _L.expires_at, before.label("before"))
+        .where(_L.account_id == bindparam("spend_account_id"), _L.remaining > 0)
+        .cte("ordered")
+    )
+    taken = (
+        select(
+            ordered.c.id,
+            ordered.c.source,
+            ordered.c.expires_at,
+            cast(func.least(ordered.c.remaining, amount - ordered.c.before), BigInteger).label(
+                "amount"
+            ),
+        )
+        .where(ordered.c.before < amount)
+        .cte("taken")
+    )
+    lowered = (
+        update(lots)
+        .where(_L.id == taken.c.id)
+        .values(remaining=_L.remaining - taken.c.amount)
+        .returning(_L.id)
+        .cte("lowered")
+    )
+    recorded = (
+        insert(lot_spends)
+        .from_select(
+            ["transfer_id", "lot_id", "amount"],
+            select(bindparam("spend_transfer_id", type_=String), taken.c.id, taken.c.amount),
+        )
+        .returning(lot_spends.c.lot_id)
+        .cte("recorded")
+    )
+    return (
+        select(taken.c.id, taken.c.source, taken.c.amount, taken.c.expires_at)
+        .add_cte(lowered, recorded)
+        .order_by(taken.c.id)
+    )
+
+
+_SPEND_IN_ONE_STATEMENT = _spend_in_one_statement()
+
+
+async def spend_in_one_statement(
+    conn: AsyncConnection,
+    account_id: str,
+    transfer_id: str,
+    amount: int,
+    now: datetime,
+    first: str | None,
+) -> list[LotPart]:
+    """What :func:`lots.spend` does, in one round trip (PostgreSQL)."""
+    rows = await conn.execute(
+        _SPEND_IN_ONE_STATEMENT,
+        {
+            "spend_account_id": account_id,
+            "spend_transfer_id": transfer_id,
+            "spend_amount": amount,
+            "spend_now": now,
+            "spend_first": first,
+        },
+    )
+    return [LotPart(lot_id, source, int(taken), expires) for lot_id, source, taken, expires in rows]
 
 
 async def take(conn: AsyncConnection, lot_id: str, amount: int) -> None:

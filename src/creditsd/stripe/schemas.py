@@ -11,7 +11,6 @@ from creditsd.config import PackSettings
 from creditsd.money import Money
 from creditsd.stripe.billing import Checkout
 
-
 # Kept as written: Stripe fills in a literal {CHECKOUT_SESSION_ID} in these URLs.
 WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
 
