@@ -1,10 +1,12 @@
 """Charges per second through the in-process Ledger on PostgreSQL, against the raw floor.
 
 The floor is what a hand-written asyncpg transaction per charge achieves on the same
-schema in the same run: BEGIN, a guarded ``UPDATE … RETURNING``, an ``INSERT`` of the
-transfer, COMMIT. Each cell runs the floor, the Ledger, and the Ledger with group commit
-for the same time, on one hot account and spread over 10,000 accounts, and prints the
-ratio of each to the floor.
+schema in the same run: BEGIN, a guarded ``UPDATE … RETURNING`` of the balance, an
+``INSERT`` of the transfer, an ``UPDATE`` of the first lot with credit left and an
+``INSERT`` of the lot spend (every credit is in a lot, so every debit spends one), COMMIT.
+Each cell runs the floor, the Ledger, and the Ledger with group commit for the same
+time, on one hot account and spread over 10,000 accounts, and prints the ratio of each
+to the floor.
 
     .venv/bin/python bench/bench_charges.py [--seconds 5] [--workers 1,8,32]
 
@@ -100,6 +102,11 @@ async def prepare(admin_url: str) -> str:
     await conn.executemany(
         "INSERT INTO account_names (name, account_id) VALUES ($1, $1)", [(a,) for a in accounts]
     )
+    await conn.executemany(  # the balance, bought: one purchase lot per account
+        "INSERT INTO lots (id, account_id, source, amount, remaining, priority, created_at)"
+        " VALUES ($1, $2, 'purchase', $3, $3, 50, $4)",
+        [(ids.new_id("lot"), account, START_BALANCE, now) for account in accounts],
+    )
     await conn.execute("VACUUM ANALYZE")
     await conn.close()
     return url
@@ -114,6 +121,12 @@ FLOOR_INSERT = (
     " idempotency_key, fingerprint, debit_balance_after, debit_available_after, created_at)"
     " VALUES ($1, 'charge', $2, '@revenue', 1, 'floor', $3, $4, $5, $5, $6)"
 )
+FLOOR_LOT = (
+    "UPDATE lots SET remaining = remaining - 1 WHERE id = (SELECT id FROM lots"
+    " WHERE account_id = $1 AND remaining > 0 ORDER BY priority, expires_at, id LIMIT 1)"
+    " RETURNING id"
+)
+FLOOR_SPEND = "INSERT INTO lot_spends (transfer_id, lot_id, amount) VALUES ($1, $2, 1)"
 
 
 def floor(pool: asyncpg.Pool) -> Charge:
@@ -124,9 +137,10 @@ def floor(pool: asyncpg.Pool) -> Charge:
         async with pool.acquire() as conn, conn.transaction():
             balance = await conn.fetchval(FLOOR_UPDATE, 1, account, now)
             fingerprint = hashlib.sha256(key.encode()).hexdigest()
-            await conn.execute(
-                FLOOR_INSERT, ids.new_id("tr"), account, key, fingerprint, balance, now
-            )
+            transfer_id = ids.new_id("tr")
+            await conn.execute(FLOOR_INSERT, transfer_id, account, key, fingerprint, balance, now)
+            lot_id = await conn.fetchval(FLOOR_LOT, account)
+            await conn.execute(FLOOR_SPEND, transfer_id, lot_id)
 
     return charge
 

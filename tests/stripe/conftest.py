@@ -87,19 +87,21 @@ async def deliver(
     )
 
 
-async def buy(api: httpx.AsyncClient, fake: FakeStripe, account: str, pack: str) -> dict[str, Any]:
-    """Check out a pack and deliver the paid session's event; the completed session."""
+URLS = {"success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"}
+
+
+async def checkout(api: httpx.AsyncClient, account: str, pack: str) -> str:
+    """Start a hosted checkout of a pack; the session id."""
     created = await api.post(
-        "/v1/checkout-sessions",
-        json={
-            "account_id": account,
-            "pack": pack,
-            "success_url": "https://app.example/billing/success",
-            "cancel_url": "https://app.example/billing",
-        },
+        "/v1/checkout-sessions", json={"account_id": account, "pack": pack, **URLS}
     )
     assert created.status_code == 201, created.text
-    session = fake.complete_session(created.json()["id"])
+    return str(created.json()["id"])
+
+
+async def buy(api: httpx.AsyncClient, fake: FakeStripe, account: str, pack: str) -> dict[str, Any]:
+    """Check out a pack and deliver the paid session's event; the completed session."""
+    session = fake.complete_session(await checkout(api, account, pack))
     response = await deliver(api, fake.event("checkout.session.completed", session))
     assert response.status_code == 200 and response.json()["outcome"] == "granted", response.text
     return session

@@ -7,10 +7,8 @@ import pytest
 
 from creditsd.facade import Ledger
 from tests.conftest import LedgerFactory, body, create_key
-from tests.stripe.conftest import PACKS, client_for, stripe_settings
+from tests.stripe.conftest import PACKS, URLS, client_for, stripe_settings
 from tests.stripe.fake import FakeStripe
-
-URLS = {"success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"}
 
 
 async def test_hosted_and_embedded_sessions_share_one_customer_per_account(

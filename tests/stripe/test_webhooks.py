@@ -22,6 +22,7 @@ from tests.stripe.conftest import (
     PACKS,
     WEBHOOK_SECRET,
     buy,
+    checkout,
     client_for,
     deliver,
     stripe_settings,
@@ -41,16 +42,8 @@ async def stored_events(ledger: Ledger) -> int:
 async def test_a_checkout_delivered_twenty_times_grants_the_pack_once(
     shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
 ) -> None:
-    created = await shop_api.post(
-        "/v1/checkout-sessions",
-        json={
-            "account_id": "ada",
-            "pack": "10k",
-            "success_url": "https://app.example/ok",
-            "cancel_url": "https://app.example/no",
-        },
-    )
-    session = fake.complete_session(body(created)["id"])
+    session_id = await checkout(shop_api, "ada", "10k")
+    session = fake.complete_session(session_id)
     event = fake.event("checkout.session.completed", session)
 
     first = [await deliver(shop_api, event) for _ in range(5)]
@@ -78,16 +71,8 @@ async def test_a_checkout_delivered_twenty_times_grants_the_pack_once(
 async def test_a_webhook_that_fails_verification_is_refused_and_nothing_is_stored(
     shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe, tamper: str
 ) -> None:
-    created = await shop_api.post(
-        "/v1/checkout-sessions",
-        json={
-            "account_id": "bo",
-            "pack": "1k",
-            "success_url": "https://app.example/ok",
-            "cancel_url": "https://app.example/no",
-        },
-    )
-    event = fake.event("checkout.session.completed", fake.complete_session(body(created)["id"]))
+    session_id = await checkout(shop_api, "bo", "1k")
+    event = fake.event("checkout.session.completed", fake.complete_session(session_id))
     payload = json.dumps(event).encode()
     headers = {"Stripe-Signature": sign(payload, WEBHOOK_SECRET)}
     if tamper == "body":  # signed, then the buyer edits the amount
@@ -148,16 +133,8 @@ def _session_for(fake: FakeStripe, price: str, account: str) -> dict[str, Any]:
 async def test_a_delayed_payment_grants_when_it_succeeds(
     shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
 ) -> None:
-    created = await shop_api.post(
-        "/v1/checkout-sessions",
-        json={
-            "account_id": "di",
-            "pack": "1k",
-            "success_url": "https://app.example/ok",
-            "cancel_url": "https://app.example/no",
-        },
-    )
-    pending = fake.complete_session(body(created)["id"], paid=False)
+    session_id = await checkout(shop_api, "di", "1k")
+    pending = fake.complete_session(session_id, paid=False)
     waiting = await deliver(shop_api, fake.event("checkout.session.completed", pending))
     assert body(waiting)["outcome"] == "awaiting_payment"
     assert (await shop.get_account("di")).balance == 0

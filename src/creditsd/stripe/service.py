@@ -219,6 +219,12 @@ async def take_back(
     return outcome
 
 
+async def _paid_by(conn: AsyncConnection, item: Event) -> tuple[str, Any]:
+    """The payment a charge or dispute is about (locked), and its id: None if unknown."""
+    payment_id = str(item.get("payment_intent") or "")
+    return payment_id, await repo.get_payment(conn, payment_id, lock=True)
+
+
 async def refund(
     conn: AsyncConnection,
     charge: Event,
@@ -227,8 +233,7 @@ async def refund(
     now: datetime,
 ) -> Outcome:
     """``charge.refunded``: take back credits in proportion to what was refunded so far."""
-    payment_id = charge.get("payment_intent") or ""
-    payment = await repo.get_payment(conn, payment_id, lock=True)
+    payment_id, payment = await _paid_by(conn, charge)
     if payment is None:
         return Outcome("unknown_payment", notes={"payment": payment_id})
     refunded, charged = int(charge.get("amount_refunded") or 0), int(charge.get("amount") or 0)
@@ -259,8 +264,7 @@ async def dispute(
     now: datetime,
 ) -> Outcome:
     """``charge.dispute.created``: claw the disputed share back, or freeze the account."""
-    payment_id = disputed.get("payment_intent") or ""
-    payment = await repo.get_payment(conn, payment_id, lock=True)
+    payment_id, payment = await _paid_by(conn, disputed)
     if payment is None:
         return Outcome("unknown_payment", notes={"payment": payment_id})
     if settings.stripe.dispute_policy == "freeze":
