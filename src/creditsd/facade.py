@@ -333,6 +333,10 @@ class Ledger:
         )
 
         async def alone() -> Transfer:
+            if self.engine.dialect.name == "postgresql":
+                done = await ledger.charge_alone(self.engine, posting, self.now())
+                if done is not None:
+                    return done
             return await self._write(
                 lambda conn, now: ledger.post_quickly(conn, posting, self.policy, now)
             )

@@ -98,6 +98,8 @@ async def test_credits_a_hold_reserves_outlive_their_lot_until_it_settles(
     assert account.by_source == {"promotion": 80 * CREDIT, "purchase": 10 * CREDIT}
     _hold, capture = await ledger.capture_hold(hold.id, 60 * CREDIT)
     assert [part.source for part in capture.lots] == ["promotion"]
+    _hold, replayed = await ledger.capture_hold(hold.id, 60 * CREDIT)
+    assert (replayed.replayed, replayed.lots) == (True, capture.lots)
 
     await ledger.expire_lots()  # the 20 the hold released now lapse
     account = await ledger.get_account("di")

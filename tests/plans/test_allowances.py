@@ -100,3 +100,30 @@ async def test_a_stripe_subscription_invoice_grants_the_period_once(
     assert account.by_source == {"subscription": 20_000 * CREDIT}
     (grant,) = (await ledger.transactions("org_team")).items
     assert grant.lots[0].expires_at == datetime.fromtimestamp(start + 30 * 86_400, clock.now.tzinfo)
+
+
+async def test_a_clerk_subscription_grants_its_active_items_only(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    start = int(clock.now.timestamp() * 1000)
+    period = {"period_start": start, "period_end": start + 30 * 86_400_000}
+    created = {
+        "type": "subscription.created",
+        "data": {
+            "id": "csub_1",
+            "status": "active",
+            "payer": {"organization_id": "org_2team", "user_id": "user_2owner"},
+            "items": [
+                {"id": "csubi_a", "status": "active", "plan": {"id": "cplan_pro"}, **period},
+                {"id": "csubi_b", "status": "upcoming", "plan_id": "cplan_pro", **period},
+            ],
+        },
+    }
+    assert body(await deliver(clerk_api, created))["outcome"] == "handled"
+    updated = {**created, "type": "subscription.updated"}
+    await deliver(clerk_api, updated)
+    account = await clerk_ledger.get_account("org_2team")  # the organization pays
+    assert account.by_source == {"signup": 100 * CREDIT, "subscription": 5_000 * CREDIT}
+    ended = {"type": "subscription.deleted", "data": {"id": "csub_1"}}
+    assert body(await deliver(clerk_api, ended))["outcome"] == "ended"
+    assert (await clerk_ledger.get_account("org_2team")).balance == 5_100 * CREDIT

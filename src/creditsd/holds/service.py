@@ -136,7 +136,8 @@ async def capture_hold(
         metadata=metadata,
     )
     if (found := await ledger_repo.find_transfer_by_key(conn, app, idempotency_key)) is not None:
-        return hold, ledger.check_replay(*found, request, idempotency_key)
+        replayed = ledger.check_replay(*found, request, idempotency_key)
+        return hold, (await ledger.with_lots(conn, [replayed]))[0]
     if (status := hold.status_at(now)) != "open":
         raise HoldNotOpen(hold_id, status)
     remaining = hold.amount - hold.captured

@@ -14,18 +14,22 @@ from sqlalchemy import (
     cast,
     func,
     insert,
+    literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.models import LotPart
+from creditsd.ledger.models import LotPart, Transfer
+from creditsd.prepared import Prepared, Raw
 from creditsd.tables import accounts, lot_spends, lots
 
 _L = lots.c
 _S = lot_spends.c
 _A = accounts.c
+# Written out, not bound: only a literal lets the planner use the partial indexes on live lots.
+_LIVE = _L.remaining > literal_column("0")
 
 
 async def insert_lot(conn: AsyncConnection, values: dict[str, Any]) -> None:
@@ -53,7 +57,7 @@ async def refresh_expiry(conn: AsyncConnection, account_id: str, now: datetime) 
     """
     soonest = (
         select(func.min(_L.expires_at))
-        .where(_L.account_id == account_id, _L.remaining > 0, _L.expires_at > now)
+        .where(_L.account_id == account_id, _LIVE, _L.expires_at > now)
         .scalar_subquery()
     )
     await conn.execute(update(accounts).where(_A.id == account_id).values(lots_expire_at=soonest))
@@ -77,7 +81,7 @@ async def spend_order(
     """The account's live lots in the order debits spend them."""
     query = (
         select(_L.id, _L.source, _L.remaining, _L.expires_at)
-        .where(_L.account_id == account_id, _L.remaining > 0)
+        .where(_L.account_id == account_id, _LIVE)
         .order_by(*_spend_order(now, first))
     )
     return list(await conn.execute(query))
@@ -101,7 +105,7 @@ def _spend_in_one_statement() -> Any:
     )
     ordered = (
         select(_L.id, _L.source, _L.remaining, _L.expires_at, before.label("before"))
-        .where(_L.account_id == bindparam("spend_account_id"), _L.remaining > 0)
+        .where(_L.account_id == bindparam("spend_account_id"), _LIVE)
         .cte("ordered")
     )
     taken = (
@@ -140,28 +144,33 @@ def _spend_in_one_statement() -> Any:
 
 
 _SPEND_IN_ONE_STATEMENT = _spend_in_one_statement()
+_SPEND_IN_ONE_STATEMENT_RAW = Prepared(_SPEND_IN_ONE_STATEMENT)
+
+
+def _spend_values(transfer: Transfer, now: datetime, first: str | None) -> dict[str, Any]:
+    return {
+        "spend_account_id": transfer.debit_account_id,
+        "spend_transfer_id": transfer.id,
+        "spend_amount": transfer.amount,
+        "spend_now": now,
+        "spend_first": first,
+    }
+
+
+def _parts(rows: Any) -> list[LotPart]:
+    return [LotPart(lot_id, source, int(taken), expires) for lot_id, source, taken, expires in rows]
 
 
 async def spend_in_one_statement(
-    conn: AsyncConnection,
-    account_id: str,
-    transfer_id: str,
-    amount: int,
-    now: datetime,
-    first: str | None,
+    conn: AsyncConnection, transfer: Transfer, now: datetime, first: str | None
 ) -> list[LotPart]:
     """What :func:`lots.spend` does, in one round trip (PostgreSQL)."""
-    rows = await conn.execute(
-        _SPEND_IN_ONE_STATEMENT,
-        {
-            "spend_account_id": account_id,
-            "spend_transfer_id": transfer_id,
-            "spend_amount": amount,
-            "spend_now": now,
-            "spend_first": first,
-        },
-    )
-    return [LotPart(lot_id, source, int(taken), expires) for lot_id, source, taken, expires in rows]
+    return _parts(await conn.execute(_SPEND_IN_ONE_STATEMENT, _spend_values(transfer, now, first)))
+
+
+async def spend_on_raw(raw: Raw, transfer: Transfer, now: datetime) -> list[LotPart]:
+    """:func:`spend_in_one_statement` on asyncpg itself."""
+    return _parts(await _SPEND_IN_ONE_STATEMENT_RAW.fetch(raw, _spend_values(transfer, now, None)))
 
 
 async def take(conn: AsyncConnection, lot_id: str, amount: int) -> None:
@@ -205,7 +214,7 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
     """Per account, what its live lots hold, by source."""
     rows = await conn.execute(
         select(_L.account_id, _L.source, func.sum(_L.remaining))
-        .where(_L.account_id.in_(account_ids), _L.remaining > 0)
+        .where(_L.account_id.in_(account_ids), _LIVE)
         .group_by(_L.account_id, _L.source)
     )
     found: dict[str, dict[str, int]] = {}
@@ -217,7 +226,7 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
 async def due(conn: AsyncConnection, now: datetime, account_id: str) -> list[Any]:
     """An account's live lots past their expiry: ``(id, remaining)``, soonest first."""
     query = select(_L.id, _L.remaining).where(
-        _L.account_id == account_id, _L.remaining > 0, _L.expires_at <= now
+        _L.account_id == account_id, _LIVE, _L.expires_at <= now
     )
     return list(await conn.execute(query.order_by(_L.expires_at, _L.id)))
 
@@ -226,7 +235,7 @@ async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list
     """Up to ``limit`` accounts that have live lots past their expiry."""
     query = (
         select(_L.account_id)
-        .where(_L.remaining > 0, _L.expires_at <= now)
+        .where(_LIVE, _L.expires_at <= now)
         .group_by(_L.account_id)
         .order_by(func.min(_L.expires_at))
         .limit(limit)
@@ -246,7 +255,7 @@ async def live_total(conn: AsyncConnection, account_id: str) -> int:
     total = (
         await conn.execute(
             select(func.coalesce(func.sum(_L.remaining), 0)).where(
-                _L.account_id == account_id, _L.remaining > 0
+                _L.account_id == account_id, _LIVE
             )
         )
     ).scalar_one()

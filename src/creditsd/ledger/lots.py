@@ -80,9 +80,7 @@ async def spend(
     Returns the parts oldest lot first.
     """
     if conn.dialect.name == "postgresql":
-        return await repo.spend_in_one_statement(
-            conn, transfer.debit_account_id, transfer.id, transfer.amount, now, first
-        )
+        return await repo.spend_in_one_statement(conn, transfer, now, first)
     left = transfer.amount
     parts: list[LotPart] = []
     for lot_id, source, remaining, expires_at in await repo.spend_order(

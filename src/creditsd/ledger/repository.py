@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger.models import Account, Metadata, Transfer
 from creditsd.money import INT64_MAX
+from creditsd.prepared import Prepared, Raw
 from creditsd.tables import account_names, accounts, holds, transfers
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -172,6 +173,22 @@ def _one_statement_charge() -> Any:
 
 
 _ONE_STATEMENT_CHARGE = _one_statement_charge()
+_ONE_STATEMENT_CHARGE_RAW = Prepared(_ONE_STATEMENT_CHARGE)
+
+
+def _charge_values(transfer: Transfer, fingerprint: str) -> dict[str, Any]:
+    values = {f"t_{column.key}": getattr(transfer, column.key) for column in _TRANSFER_COLUMNS}
+    values.update(
+        t_fingerprint=fingerprint,
+        account_id=transfer.debit_account_id,
+        need=transfer.amount,
+        max_balance=INT64_MAX,
+        balance_delta=-transfer.amount,
+        held_delta=0,
+        system=False,
+        now=transfer.created_at,
+    )
+    return values
 
 
 async def charge_in_one_statement(
@@ -182,25 +199,21 @@ async def charge_in_one_statement(
     Returns the customer's balance and available credits after, or None when the update
     matched nothing or the key is taken; then nothing of it remains.
     """
-    now = transfer.created_at
-    values = {f"t_{column.key}": getattr(transfer, column.key) for column in _TRANSFER_COLUMNS}
-    values.update(
-        t_fingerprint=fingerprint,
-        account_id=transfer.debit_account_id,
-        need=transfer.amount,
-        max_balance=INT64_MAX,
-        balance_delta=-transfer.amount,
-        held_delta=0,
-        system=False,
-        now=now,
-    )
-    row = (await conn.execute(_ONE_STATEMENT_CHARGE, values)).first()
+    row = (await conn.execute(_ONE_STATEMENT_CHARGE, _charge_values(transfer, fingerprint))).first()
     if row is None:
         return None
     if row[0] is None:  # the key was taken, so take the update back
-        await apply_delta(conn, transfer.debit_account_id, transfer.amount, 0, now)
+        await apply_delta(conn, transfer.debit_account_id, transfer.amount, 0, transfer.created_at)
         return None
     return int(row[0]), int(row[1])
+
+
+async def charge_on_raw(raw: Raw, transfer: Transfer, fingerprint: str) -> tuple[int, int] | None:
+    """:func:`charge_in_one_statement` on asyncpg itself; on None the caller rolls back."""
+    rows = await _ONE_STATEMENT_CHARGE_RAW.fetch(raw, _charge_values(transfer, fingerprint))
+    if not rows or rows[0][0] is None:
+        return None
+    return int(rows[0][0]), int(rows[0][1])
 
 
 def insert_ignoring_duplicates(conn: AsyncConnection) -> Any:

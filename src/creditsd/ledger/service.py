@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import ids
 from creditsd.audit import repository as audit
@@ -40,6 +41,7 @@ from creditsd.ledger.models import (
     Verification,
     is_system,
 )
+from creditsd.prepared import raw_transaction
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
 _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
@@ -288,6 +290,46 @@ def _legs(posting: Posting) -> list[Leg]:
     return legs
 
 
+def _plain_spend(posting: Posting) -> bool:
+    """A customer pays a system account from its own lots, nothing held, nothing forced."""
+    legs = _legs(posting)
+    return (
+        [leg.account_id for leg in legs] == [posting.debit_account_id]
+        and not posting.released_held
+        and not posting.system
+        and not posting.forced
+        and posting.first_lot is None
+    )
+
+
+class _Declined(Exception):
+    """The fast path cannot write this charge; its transaction rolls back."""
+
+
+async def charge_alone(engine: AsyncEngine, posting: Posting, now: datetime) -> Transfer | None:
+    """PostgreSQL's fastest path for a lone charge: the charge statement and the lot spend
+    in one short transaction on asyncpg itself.
+
+    None when it does not apply (see :func:`_post_in_one_statement`) or the database asks
+    for a retry; nothing is then written, and the caller takes :func:`post_quickly`.
+    """
+    if not _plain_spend(posting):
+        return None
+    transfer = _transfer(posting, {}, now)
+    try:
+        async with raw_transaction(engine) as raw:
+            after = await repo.charge_on_raw(raw, transfer, posting.fingerprint)
+            if after is None:
+                raise _Declined
+            parts = await lot_repo.spend_on_raw(raw, transfer, now)
+    except (_Declined, asyncpg.TransactionRollbackError):
+        return None
+    balance, available = after
+    return replace(
+        transfer, debit_balance_after=balance, debit_available_after=available, lots=tuple(parts)
+    )
+
+
 async def _post_in_one_statement(
     conn: AsyncConnection, posting: Posting, now: datetime
 ) -> Transfer | None:
@@ -298,13 +340,7 @@ async def _post_in_one_statement(
     a new account, a replay, too little credit, a system debit) gives None having written
     nothing, and the caller falls back to :func:`post_transfer`.
     """
-    legs = _legs(posting)
-    if (
-        [leg.account_id for leg in legs] != [posting.debit_account_id]
-        or posting.released_held
-        or posting.system
-        or posting.forced
-    ):
+    if not _plain_spend(posting):
         return None
     transfer = _transfer(posting, {}, now)
     after = await repo.charge_in_one_statement(conn, transfer, posting.fingerprint)
