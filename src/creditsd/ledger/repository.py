@@ -174,6 +174,7 @@ def _one_statement_charge() -> Any:
 
 _ONE_STATEMENT_CHARGE = _one_statement_charge()
 _ONE_STATEMENT_CHARGE_RAW = Prepared(_ONE_STATEMENT_CHARGE)
+_APPLY_DELTA_RAW = Prepared(_APPLY_DELTA)
 
 
 def _charge_values(transfer: Transfer, fingerprint: str) -> dict[str, Any]:
@@ -209,9 +210,15 @@ async def charge_in_one_statement(
 
 
 async def charge_on_raw(raw: Raw, transfer: Transfer, fingerprint: str) -> tuple[int, int] | None:
-    """:func:`charge_in_one_statement` on asyncpg itself; on None the caller rolls back."""
+    """:func:`charge_in_one_statement` on asyncpg itself, in the caller's transaction."""
     rows = await _ONE_STATEMENT_CHARGE_RAW.fetch(raw, _charge_values(transfer, fingerprint))
-    if not rows or rows[0][0] is None:
+    if not rows:
+        return None
+    if rows[0][0] is None:  # the key was taken, so take the update back
+        undo = _delta_values(
+            transfer.debit_account_id, transfer.amount, 0, transfer.created_at, system=True
+        )
+        await _APPLY_DELTA_RAW.fetch(raw, undo)
         return None
     return int(rows[0][0]), int(rows[0][1])
 
@@ -263,19 +270,22 @@ async def apply_delta(
     account is missing, cannot afford it, may not spend (frozen, closed, lots due to
     expire: unless ``system``), or would overflow.
     """
-    result = await conn.execute(
-        _APPLY_DELTA,
-        {
-            "account_id": account_id,
-            "need": held_delta - balance_delta,
-            "max_balance": INT64_MAX - max(balance_delta, 0),
-            "balance_delta": balance_delta,
-            "held_delta": held_delta,
-            "system": system,
-            "now": now,
-        },
-    )
-    return result.first()
+    values = _delta_values(account_id, balance_delta, held_delta, now, system=system)
+    return (await conn.execute(_APPLY_DELTA, values)).first()
+
+
+def _delta_values(
+    account_id: str, balance_delta: int, held_delta: int, now: datetime, *, system: bool
+) -> dict[str, Any]:
+    return {
+        "account_id": account_id,
+        "need": held_delta - balance_delta,
+        "max_balance": INT64_MAX - max(balance_delta, 0),
+        "balance_delta": balance_delta,
+        "held_delta": held_delta,
+        "system": system,
+        "now": now,
+    }
 
 
 async def force_debit(

@@ -41,7 +41,7 @@ from creditsd.ledger.models import (
     Verification,
     is_system,
 )
-from creditsd.prepared import raw_transaction
+from creditsd.prepared import Raw, raw_transaction
 
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
 _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
@@ -290,7 +290,7 @@ def _legs(posting: Posting) -> list[Leg]:
     return legs
 
 
-def _plain_spend(posting: Posting) -> bool:
+def plain_spend(posting: Posting) -> bool:
     """A customer pays a system account from its own lots, nothing held, nothing forced."""
     legs = _legs(posting)
     return (
@@ -302,32 +302,35 @@ def _plain_spend(posting: Posting) -> bool:
     )
 
 
-class _Declined(Exception):
-    """The fast path cannot write this charge; its transaction rolls back."""
+async def charge_on_raw(raw: Raw, posting: Posting, now: datetime) -> Transfer | None:
+    """A plain spend (see :func:`plain_spend`) on asyncpg itself, in the caller's
+    transaction: the charge statement, then the lot spend.
 
-
-async def charge_alone(engine: AsyncEngine, posting: Posting, now: datetime) -> Transfer | None:
-    """PostgreSQL's fastest path for a lone charge: the charge statement and the lot spend
-    in one short transaction on asyncpg itself.
-
-    None when it does not apply (see :func:`_post_in_one_statement`) or the database asks
-    for a retry; nothing is then written, and the caller takes :func:`post_quickly`.
+    None, having changed nothing, when the key is taken, the account is missing, cannot
+    afford it or may not spend now: :func:`post_quickly` then says why.
     """
-    if not _plain_spend(posting):
-        return None
     transfer = _transfer(posting, {}, now)
-    try:
-        async with raw_transaction(engine) as raw:
-            after = await repo.charge_on_raw(raw, transfer, posting.fingerprint)
-            if after is None:
-                raise _Declined
-            parts = await lot_repo.spend_on_raw(raw, transfer, now)
-    except (_Declined, asyncpg.TransactionRollbackError):
+    after = await repo.charge_on_raw(raw, transfer, posting.fingerprint)
+    if after is None:
         return None
+    parts = await lot_repo.spend_on_raw(raw, transfer, now)
     balance, available = after
     return replace(
         transfer, debit_balance_after=balance, debit_available_after=available, lots=tuple(parts)
     )
+
+
+async def charge_alone(engine: AsyncEngine, posting: Posting, now: datetime) -> Transfer | None:
+    """PostgreSQL's fastest path for a lone charge: :func:`charge_on_raw` in a short
+    transaction of its own. None when it does not apply or the database asks for a
+    retry; the caller then takes :func:`post_quickly`."""
+    if not plain_spend(posting):
+        return None
+    try:
+        async with raw_transaction(engine) as raw:
+            return await charge_on_raw(raw, posting, now)
+    except asyncpg.TransactionRollbackError:
+        return None
 
 
 async def _post_in_one_statement(
@@ -340,7 +343,7 @@ async def _post_in_one_statement(
     a new account, a replay, too little credit, a system debit) gives None having written
     nothing, and the caller falls back to :func:`post_transfer`.
     """
-    if not _plain_spend(posting):
+    if not plain_spend(posting):
         return None
     transfer = _transfer(posting, {}, now)
     after = await repo.charge_in_one_statement(conn, transfer, posting.fingerprint)
