@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -228,3 +229,16 @@ async def api(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
         headers={"Authorization": f"Bearer {secret}"},
     ) as client:
         yield client
+
+
+@asynccontextmanager
+async def client_for(ledger: Ledger, secret: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of ledger's app, its Stripe connections closed after."""
+    app = create_app(ledger, sweep=False)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://creditsd.test",
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as client:
+        yield client
+    await app.state.stripe.close()

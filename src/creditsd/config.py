@@ -138,6 +138,28 @@ class PlanSettings(_Section):
     label: str | None = Field(None, max_length=100)
 
 
+class GatewaySettings(_Section):
+    """``[gateway]``: an AI API gateway (sub2api-style) linked both ways (seed 000)."""
+
+    enabled: bool = Field(False, description="Send usage and balance syncs to the gateway.")
+    base_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    internal_secret: SecretStr | None = Field(None, min_length=16)
+    timeout_seconds: float = Field(10, gt=0, le=300)
+    retry_count: int = Field(2, ge=0, le=20)
+    retry_delay_seconds: float = Field(1, ge=0, le=300)
+    points_to_usd: PositiveCredits = Field(
+        Decimal(10_000), description="Gateway points that make one US dollar."
+    )
+
+    @model_validator(mode="after")
+    def _enabled_needs_an_address_and_a_secret(self) -> GatewaySettings:
+        if self.enabled:
+            for key in ("base_url", "internal_secret"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"gateway.{key} is required when gateway.enabled is true")
+        return self
+
+
 class ClerkSettings(_Section):
     """``[clerk]``: the Svix signing secret of Clerk's webhooks."""
 
@@ -155,6 +177,7 @@ class Settings(_Section):
     pricing: PricingSettings = PricingSettings()
     stripe: StripeSettings = StripeSettings()
     clerk: ClerkSettings = ClerkSettings()
+    gateway: GatewaySettings = GatewaySettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}
 

@@ -13,8 +13,7 @@ import pytest
 from svix.webhooks import Webhook
 
 from creditsd.facade import Ledger
-from tests.conftest import LedgerFactory
-from tests.stripe.conftest import client_for
+from tests.conftest import LedgerFactory, client_for
 
 CLERK_SECRET = "whsec_" + "Y2xlcmstdGVzdC1zZWNyZXQtZm9yLWNyZWRpdHNk"  # base64, as Svix issues
 PLANS = {"cplan_pro": {"credits": 5_000, "label": "Pro"}}

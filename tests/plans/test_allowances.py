@@ -8,8 +8,8 @@ import httpx
 
 from creditsd.facade import Ledger
 from tests.clerk.conftest import deliver
-from tests.conftest import Clock, LedgerFactory, body
-from tests.stripe.conftest import PACKS, client_for, stripe_settings
+from tests.conftest import Clock, LedgerFactory, body, client_for
+from tests.stripe.conftest import PACKS, stripe_settings
 from tests.stripe.conftest import deliver as deliver_stripe
 from tests.stripe.fake import FakeStripe
 

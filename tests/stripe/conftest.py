@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
 
-from creditsd.api.app import create_app
 from creditsd.facade import Ledger
-from tests.conftest import LedgerFactory, create_key
+from tests.conftest import LedgerFactory, client_for, create_key
 from tests.stripe.fake import FakeStripe, sign
 
 WEBHOOK_SECRET = "whsec_test_creditsd"
@@ -55,19 +53,6 @@ async def shop_api(shop: Ledger) -> AsyncIterator[httpx.AsyncClient]:
     """The shop's HTTP API with an app key."""
     async with client_for(shop, await create_key(shop, "app", "web")) as client:
         yield client
-
-
-@asynccontextmanager
-async def client_for(ledger: Ledger, secret: str) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process client of ledger's app, its Stripe connections closed after."""
-    app = create_app(ledger, sweep=False)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://creditsd.test",
-        headers={"Authorization": f"Bearer {secret}"},
-    ) as client:
-        yield client
-    await app.state.stripe.close()
 
 
 async def deliver(

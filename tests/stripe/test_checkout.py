@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from creditsd.facade import Ledger
-from tests.conftest import LedgerFactory, body, create_key
-from tests.stripe.conftest import PACKS, URLS, client_for, stripe_settings
+from tests.conftest import LedgerFactory, body, client_for, create_key
+from tests.stripe.conftest import PACKS, URLS, stripe_settings
 from tests.stripe.fake import FakeStripe
 
 

@@ -16,14 +16,13 @@ from creditsd import db
 from creditsd.facade import Ledger
 from creditsd.ledger.errors import AccountFrozen
 from creditsd.tables import webhook_events
-from tests.conftest import LedgerFactory, body, create_key
+from tests.conftest import LedgerFactory, body, client_for, create_key
 from tests.stripe.conftest import (
     CREDIT,
     PACKS,
     WEBHOOK_SECRET,
     buy,
     checkout,
-    client_for,
     deliver,
     stripe_settings,
 )

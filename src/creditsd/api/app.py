@@ -16,6 +16,7 @@ from creditsd.api.auth import LedgerDep
 from creditsd.api.http import ExactJSONResponse
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.facade import Ledger
+from creditsd.gateway.endpoints import router as gateway_router
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
@@ -79,6 +80,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
     app.include_router(stripe_router)
     app.include_router(stripe_webhooks)
     app.include_router(clerk_webhooks)
+    app.include_router(gateway_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

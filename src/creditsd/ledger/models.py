@@ -18,7 +18,8 @@ ADJUSTMENTS = "@adjustments"
 EXPIRED = "@expired"
 STRIPE = "@stripe"
 SUBSCRIPTIONS = "@subscriptions"
-SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCRIPTIONS)
+GATEWAY = "@gateway"
+SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCRIPTIONS, GATEWAY)
 
 PAID_SOURCE = "purchase"  # credits bought; every other source is free credit
 

@@ -386,9 +386,15 @@ async def transfers_of_app(conn: AsyncConnection, app: str) -> list[Transfer]:
     return [_transfer(row) for row in rows]
 
 
-async def get_account_row(conn: AsyncConnection, account_id: str) -> AnyRow | None:
-    """The stored account row, without resolving aliases."""
-    return (await conn.execute(select(accounts).where(_A.id == account_id))).first()
+async def get_account_row(
+    conn: AsyncConnection, account_id: str, *, lock: bool = False
+) -> AnyRow | None:
+    """The stored account row, without resolving aliases; ``lock`` holds it (PostgreSQL;
+    SQLite's write transactions are already serial) until the transaction ends."""
+    query = select(accounts).where(_A.id == account_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
 
 
 async def resolve_name(conn: AsyncConnection, name: str) -> str | None:

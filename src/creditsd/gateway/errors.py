@@ -1,0 +1,23 @@
+"""Errors of the gateway link."""
+
+from __future__ import annotations
+
+from creditsd.errors import Unauthenticated, Unavailable
+
+
+class GatewayNotConfigured(Unavailable):
+    """``[gateway] internal_secret`` is not set, so nothing can be let in."""
+
+    code = "gateway_not_configured"
+
+    def __init__(self) -> None:
+        super().__init__("the gateway link is not configured: set gateway.internal_secret")
+
+
+class BadInternalSecret(Unauthenticated):
+    """``X-Internal-Secret`` is missing or wrong."""
+
+    code = "invalid_internal_secret"
+
+    def __init__(self) -> None:
+        super().__init__("the X-Internal-Secret header is missing or wrong")

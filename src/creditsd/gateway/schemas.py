@@ -1,0 +1,77 @@
+"""The gateway's bodies, field for field as seed 000 names them. Money is exact decimals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+
+from creditsd.api.fields import StrictRequest, decimal_field
+
+_NUMBER_SCHEMA = {
+    "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]
+}
+Exact = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_NUMBER_SCHEMA)]
+"""A finite number, written exactly (NaN and Infinity are refused in any spelling)."""
+
+UserId = Annotated[
+    int | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
+    Field(description="The gateway's user id: the account whose id or alias is this."),
+]
+Tokens = Annotated[int, Field(ge=0, le=10**12)]
+
+
+class BalanceSync(StrictRequest):
+    """Set a user's balance: exactly one of points, USD, or ``balance`` (USD)."""
+
+    user_id: UserId
+    balance_points: Exact | None = None
+    balance_usd: Exact | None = None
+    balance: Exact | None = Field(None, description="US dollars, like balance_usd.")
+
+    @model_validator(mode="after")
+    def _exactly_one_figure(self) -> BalanceSync:
+        given = [self.balance_points, self.balance_usd, self.balance]
+        if sum(value is not None for value in given) != 1:
+            raise ValueError("give exactly one of balance_points, balance_usd, balance")
+        return self
+
+
+class BalanceOut(BaseModel):
+    """The balance after a sync, in US dollars (4 decimal places)."""
+
+    user_id: int | str
+    balance: Decimal
+
+
+class GatewayUsage(StrictRequest):
+    """One billed request, as the gateway posts it after billing succeeded."""
+
+    event: Literal["usage"]
+    userId: UserId  # noqa: N815 - the seed's field name
+    model: str = Field(min_length=1, max_length=200)
+    inputTokens: Tokens = 0  # noqa: N815
+    outputTokens: Tokens = 0  # noqa: N815
+    cacheReadTokens: Tokens = 0  # noqa: N815
+    cacheWriteTokens: Tokens = 0  # noqa: N815
+    cost: Exact = Field(description="US dollars the gateway billed; 0 charges nothing.")
+    totalCost: Exact  # noqa: N815
+    rateMultiplier: Exact = Decimal(1)  # noqa: N815
+    timestamp: int = Field(ge=0, description="Milliseconds since the epoch.")
+    apiKey: str | None = Field(None, max_length=200)  # noqa: N815 - empty from creditsd
+    sub2api_balance_usd: Exact | None = None
+
+    @model_validator(mode="after")
+    def _costs_not_negative(self) -> GatewayUsage:
+        if self.cost < 0 or self.totalCost < 0:
+            raise ValueError("cost and totalCost must not be negative")
+        return self
+
+
+class UsageReceipt(BaseModel):
+    """What recording one usage post did."""
+
+    status: Literal["charged", "duplicate", "ignored"]
+    transfer_id: str | None
+    balance: Decimal | None = Field(description="The user's balance after, in US dollars.")

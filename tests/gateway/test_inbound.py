@@ -1,0 +1,184 @@
+"""Seed 000 inbound: balance sync and usage posts from the gateway, behind its secret."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from creditsd.facade import Ledger
+from tests.conftest import LedgerFactory, body, client_for
+
+CREDIT = 10_000
+
+SYNC = "/api/internal/balance/sync"
+USAGE = "/api/internal/webhooks/usage"
+
+SEED_USAGE = {
+    "event": "usage",
+    "userId": 123,
+    "model": "gpt-4o-mini",
+    "inputTokens": 100,
+    "outputTokens": 200,
+    "cacheReadTokens": 0,
+    "cacheWriteTokens": 0,
+    "cost": 0.003,
+    "totalCost": 0.003,
+    "rateMultiplier": 1,
+    "timestamp": 1700000000000,
+    "sub2api_balance_usd": -3.25,
+}
+
+
+async def test_the_seed_examples_set_the_balance_by_audited_sync_transfers(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    points = await gateway.post(SYNC, json={"user_id": 123, "balance_points": 105000})
+    assert (points.status_code, body(points)) == (200, {"user_id": 123, "balance": 10.5})
+    assert (await linked.get_account("123")).balance == 1_050 * CREDIT  # 100 credits a dollar
+
+    dollars = await gateway.post(SYNC, json={"user_id": 123, "balance_usd": -3.25})
+    assert body(dollars) == {"user_id": 123, "balance": -3.25}
+    account = await linked.get_account("123")
+    assert (account.balance, account.by_source) == (-325 * CREDIT, {"overdrawn": -325 * CREDIT})
+
+    again = await gateway.post(SYNC, json={"user_id": "123", "balance": "-3.25"})
+    assert body(again) == {"user_id": "123", "balance": -3.25}
+    history = (await linked.transactions("123")).items
+    assert [(t.kind, t.change_for("123")) for t in history] == [
+        ("sync", -1_375 * CREDIT),
+        ("sync", 1_050 * CREDIT),
+    ]  # the repeat moved nothing
+    assert (await linked.verify_account("123")).valid
+    assert await linked.ledger_total() == 0
+
+
+async def test_dollars_are_rounded_to_four_places(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post(SYNC, json={"user_id": 7, "balance_usd": "1.23456"})
+    assert body(response)["balance"] == Decimal("1.2346")
+    points = await gateway.post(SYNC, json={"user_id": 7, "balance_points": 1})
+    assert body(points)["balance"] == Decimal("0.0001")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"user_id": 1, "balance_usd": NaN}',
+        '{"user_id": 1, "balance_usd": "NaN"}',
+        '{"user_id": 1, "balance_usd": Infinity}',
+        '{"user_id": 1, "balance_usd": -Infinity}',
+        '{"user_id": 1, "balance_usd": "Infinity"}',
+        '{"user_id": 1, "balance_usd": "inf"}',
+        '{"user_id": 1, "balance_usd": 1e309}',
+        '{"user_id": 1, "balance_points": 1e400}',
+        '{"user_id": 1, "balance_usd": 1, "balance_points": 1}',
+        '{"user_id": 1}',
+        '{"user_id": 1, "balance_usd": true}',
+        '{"user_id": 1, "balance_usd": [1]}',
+        '{"user_id": 1, "balance_usd": "1e3"}',
+        '{"user_id": 1.5, "balance_usd": 1}',
+        '{"user_id": true, "balance_usd": 1}',
+        '{"user_id": "", "balance_usd": 1}',
+        '{"balance_usd": 1}',
+        '{"user_id": 1, "balance_usd": 1, "extra": 1}',
+        '{"user_id": 1, "balance_usd": 1, "user_id": 2}',
+        "[]",
+        "not json",
+    ],
+)
+async def test_bad_sync_bodies_are_refused_and_nothing_moves(
+    linked: Ledger, gateway: httpx.AsyncClient, raw: str
+) -> None:
+    response = await gateway.post(SYNC, content=raw, headers={"Content-Type": "application/json"})
+    assert 400 <= response.status_code < 500
+    assert "error" in body(response)
+    assert await linked.count_accounts() == 0
+
+
+@pytest.mark.parametrize("secret", [None, "", "wrong-secret", "gateway-internal-secret-012345678"])
+async def test_a_wrong_or_missing_secret_is_401_and_nothing_is_read(
+    linked: Ledger, secret: str | None
+) -> None:
+    async with client_for(linked, "no-key") as client:
+        headers = {} if secret is None else {"X-Internal-Secret": secret}
+        for path, payload in [(SYNC, '{"user_id": 1, "balance_usd": NaN}'), (USAGE, "{}")]:
+            response = await client.post(
+                path, content=payload, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert response.status_code == 401  # before the body is even looked at
+            assert body(response)["error"]["code"] == "invalid_internal_secret"
+    assert await linked.count_accounts() == 0
+
+
+async def test_without_a_configured_secret_the_link_is_closed(
+    api: httpx.AsyncClient,
+) -> None:
+    response = await api.post(SYNC, json={"user_id": 1, "balance_usd": 1})
+    assert (response.status_code, body(response)["error"]["code"]) == (
+        503,
+        "gateway_not_configured",
+    )
+
+
+async def test_an_unknown_user_is_404_when_accounts_are_not_created_on_first_touch(
+    make_ledger: LedgerFactory,
+) -> None:
+    from tests.gateway.conftest import INTERNAL_SECRET
+
+    ledger = await make_ledger(
+        gateway={"internal_secret": INTERNAL_SECRET}, accounts={"auto_create": False}
+    )
+    async with client_for(ledger, "no-key") as client:
+        response = await client.post(
+            SYNC,
+            json={"user_id": 404, "balance_usd": 1},
+            headers={"X-Internal-Secret": INTERNAL_SECRET},
+        )
+    assert (response.status_code, body(response)["error"]["code"]) == (404, "account_not_found")
+
+
+async def test_the_seed_usage_post_charges_its_cost_once(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    await gateway.post(SYNC, json={"user_id": 123, "balance_usd": 10})
+    first = await gateway.post(USAGE, json=SEED_USAGE)
+    assert (first.status_code, body(first)["status"]) == (200, "charged")
+    assert body(first)["balance"] == Decimal("9.997")  # 0.003 USD is 0.3 credits
+    again = await gateway.post(USAGE, json=SEED_USAGE)
+    assert (body(again)["status"], body(again)["transfer_id"]) == (
+        "duplicate",
+        body(first)["transfer_id"],
+    )
+    newer_balance = await gateway.post(USAGE, json={**SEED_USAGE, "sub2api_balance_usd": 9.9})
+    assert body(newer_balance)["status"] == "duplicate"  # the balance it reports is not the request
+
+    charge = await linked.get_transfer(body(first)["transfer_id"])
+    assert (charge.kind, charge.amount, charge.app) == ("charge", 3_000, "gateway")
+    assert charge.pricing is not None
+    assert charge.pricing["model"] == "gpt-4o-mini"
+    assert (
+        charge.pricing["gateway_balance_usd"] == -3.25
+        or str(charge.pricing["gateway_balance_usd"]) == "-3.25"
+    )
+    assert (await linked.get_account("123")).balance == 1_000 * CREDIT - 3_000
+
+
+async def test_usage_is_idempotent_by_request_id_and_ignores_zero_cost(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    headers = {"X-Request-Id": "req-1"}
+    first = await gateway.post(USAGE, json=SEED_USAGE, headers=headers)
+    resent = await gateway.post(
+        USAGE, json={**SEED_USAGE, "timestamp": 1700000000001}, headers=headers
+    )
+    assert resent.status_code == 409  # the same request id with another request
+    other = await gateway.post(USAGE, json=SEED_USAGE, headers={"Idempotency-Key": "req-2"})
+    assert body(other)["transfer_id"] != body(first)["transfer_id"]
+
+    free = await gateway.post(USAGE, json={**SEED_USAGE, "userId": 555, "cost": 0, "totalCost": 0})
+    assert body(free) == {"status": "ignored", "transfer_id": None, "balance": None}
+    assert (await linked.get_account("123")).balance == -6_000  # two charges, below zero
+    for bad in ({"cost": -1}, {"cost": "NaN"}, {"event": "refund"}, {"inputTokens": -1}, {"x": 1}):
+        refused = await gateway.post(USAGE, json={**SEED_USAGE, **bad})
+        assert refused.status_code == 422, bad
