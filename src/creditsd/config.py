@@ -160,6 +160,20 @@ class GatewaySettings(_Section):
         return self
 
 
+class WebhookSettings(_Section):
+    """``[webhooks]``: delivering the outbox (signed webhooks and the gateway link)."""
+
+    low_balance_threshold: ConfigDecimal = Field(
+        Decimal(0), ge=0, description="balance.low below this (credits); 0: never."
+    )
+    poll_interval: float = Field(1, gt=0, le=60, description="Seconds between outbox polls.")
+    timeout_seconds: float = Field(10, gt=0, le=300)
+    backoff_seconds: float = Field(5, gt=0, le=3600, description="The first retry's wait.")
+    max_backoff_seconds: float = Field(3600, gt=0, le=86_400)
+    max_age_seconds: int = Field(3 * 86_400, ge=60, description="Then a message is dead.")
+    batch: int = Field(50, ge=1, le=1000, description="Messages a poll takes at most.")
+
+
 class ClerkSettings(_Section):
     """``[clerk]``: the Svix signing secret of Clerk's webhooks."""
 
@@ -178,6 +192,7 @@ class Settings(_Section):
     stripe: StripeSettings = StripeSettings()
     clerk: ClerkSettings = ClerkSettings()
     gateway: GatewaySettings = GatewaySettings()
+    webhooks: WebhookSettings = WebhookSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}
 

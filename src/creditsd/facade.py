@@ -334,7 +334,7 @@ class Ledger:
 
         async def alone() -> Transfer:
             if self.engine.dialect.name == "postgresql":
-                done = await ledger.charge_alone(self.engine, posting, self.now())
+                done = await ledger.charge_alone(self.engine, posting, self.policy, self.now())
                 if done is not None:
                     return done
             return await self._write(
@@ -458,7 +458,9 @@ class Ledger:
 
     async def release_hold(self, hold_id: str) -> Hold:
         """Give back what a hold reserves."""
-        return await self._write(lambda conn, now: holds.release_hold(conn, hold_id, now))
+        return await self._write(
+            lambda conn, now: holds.release_hold(conn, hold_id, self.policy, now)
+        )
 
     async def extend_hold(self, hold_id: str, expires_in: int | None = None) -> Hold:
         """Push a hold's expiry to ``expires_in`` seconds from now."""
@@ -477,8 +479,9 @@ class Ledger:
         return await self._read(lambda conn, _now: holds.get_hold(conn, hold_id))
 
     async def expire_holds(self) -> int:
-        """Close holds past their expiry (what the timer in ``creditsd serve`` calls)."""
-        return await self._write(holds.expire_due)
+        """Close holds past their expiry (what the timer in ``creditsd serve`` calls); how
+        many it closed."""
+        return await self._write(partial(holds.expire_due, policy=self.policy))
 
     async def expire_lots(self, batch: int = 200) -> int:
         """Move what is left in lots past their expiry to ``@expired``, one account per

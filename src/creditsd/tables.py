@@ -104,6 +104,8 @@ accounts = Table(
     Column("debt", BigInteger, nullable=False, server_default="0"),
     # The soonest expiry among the account's live lots: spending past it sweeps them first.
     Column("lots_expire_at", Timestamp, nullable=True),
+    # Below this balance a debit sends balance.low (None: the [webhooks] default).
+    Column("low_balance_threshold", BigInteger, nullable=True),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
@@ -279,6 +281,43 @@ stripe_payments = Table(
     CheckConstraint("credits > 0", name="credits_positive"),
     CheckConstraint("clawed_back >= 0 AND clawed_back <= credits", name="clawed_back"),
     Index(None, "account_id"),
+)
+
+OUTBOX_STATUSES = ("pending", "delivered", "dead")
+
+# Where signed webhooks go; the secret signs them (Standard Webhooks), so it is kept as is.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("url", String(2048), nullable=False),
+    Column("events", JSON(none_as_null=True), nullable=False),
+    Column("secret", String(128), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("disabled_at", Timestamp, nullable=True),
+)
+
+# Every message leaving creditsd, written in the transaction of the change it tells of.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("destination", String(32), nullable=False),  # an endpoint id, or "gateway"
+    Column("message_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(64), nullable=False),
+    Column("account_id", String(ACCOUNT_ID_LENGTH), nullable=True),  # delivered in id order
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp, nullable=False),
+    Column("locked_until", Timestamp, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("delivered_at", Timestamp, nullable=True),
+    CheckConstraint(_one_of("status", OUTBOX_STATUSES), name="status"),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "destination", "account_id", "id"),
 )
 
 # Published versions of the price catalog: each the one before plus one (the key keeps it a line).

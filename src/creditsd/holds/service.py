@@ -94,9 +94,9 @@ async def _locked(conn: AsyncConnection, hold_id: str) -> Hold:
     return hold
 
 
-async def _expire(conn: AsyncConnection, hold: Hold, now: datetime) -> Hold:
+async def _expire(conn: AsyncConnection, hold: Hold, policy: ledger.Policy, now: datetime) -> Hold:
     """Close an open hold whose time has passed (no sweeper got to it yet)."""
-    await ledger_repo.expire_holds(conn, now, account_id=hold.account_id)
+    await ledger.expire_holds(conn, now, policy, account_id=hold.account_id)
     return await _locked(conn, hold.id)
 
 
@@ -213,11 +213,13 @@ def _settlement(
     }
 
 
-async def release_hold(conn: AsyncConnection, hold_id: str, now: datetime) -> Hold:
+async def release_hold(
+    conn: AsyncConnection, hold_id: str, policy: ledger.Policy, now: datetime
+) -> Hold:
     """Give back what an open hold reserves. Releasing a released or expired hold is a no-op."""
     hold = await _locked(conn, hold_id)
     if hold.status_at(now) == "expired" and hold.status == "open":
-        return await _expire(conn, hold, now)
+        return await _expire(conn, hold, policy, now)
     if hold.status in {"released", "expired"}:
         return hold
     if hold.status != "open":
@@ -248,6 +250,8 @@ async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold:
     return hold
 
 
-async def expire_due(conn: AsyncConnection, now: datetime, limit: int = 500) -> int:
-    """Close up to ``limit`` holds past their expiry; how many accounts got credits back."""
-    return len(await ledger_repo.expire_holds(conn, now, limit=limit))
+async def expire_due(
+    conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, limit: int = 500
+) -> int:
+    """Close up to ``limit`` holds past their expiry; how many it closed."""
+    return len(await ledger.expire_holds(conn, now, policy, limit=limit))

@@ -110,6 +110,15 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredHold:
+    """A hold the sweeper closed, and what it gave back."""
+
+    hold_id: str
+    account_id: str
+    released: int
+
+
+@dataclass(frozen=True, slots=True)
 class Verification:
     """A stored balance (and hold total) checked against the transfers (and open holds)."""
 

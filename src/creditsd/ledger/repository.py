@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.models import Account, Metadata, Transfer
+from creditsd.ledger.models import Account, ExpiredHold, Metadata, Transfer
 from creditsd.money import INT64_MAX
 from creditsd.prepared import Prepared, Raw
 from creditsd.tables import account_names, accounts, holds, transfers
@@ -587,30 +587,33 @@ async def expired_hold_totals(
 
 async def expire_holds(
     conn: AsyncConnection, now: datetime, *, account_id: str | None = None, limit: int = 500
-) -> dict[str, int]:
+) -> list[ExpiredHold]:
     """Close open holds past their expiry and give back what they reserved.
 
-    Returns the amount released per account. Safe to run from many processes at once:
-    a hold is closed by exactly one conditional update.
+    Safe to run from many processes at once: a hold is closed by exactly one conditional
+    update.
     """
     due = select(_H.id).where(_H.status == "open", _H.expires_at <= now)
     if account_id is not None:
         due = due.where(_H.account_id == account_id)
     due_ids = list((await conn.execute(due.order_by(_H.expires_at).limit(limit))).scalars())
     if not due_ids:
-        return {}
-    closed = await conn.execute(
-        update(holds)
-        .where(_H.id.in_(due_ids), _H.status == "open", _H.expires_at <= now)
-        .values(status="expired", updated_at=now)
-        .returning(_H.account_id, _H.amount - _H.captured)
-    )
+        return []
+    closed = [
+        ExpiredHold(hold_id, owner, int(remaining))
+        for hold_id, owner, remaining in await conn.execute(
+            update(holds)
+            .where(_H.id.in_(due_ids), _H.status == "open", _H.expires_at <= now)
+            .values(status="expired", updated_at=now)
+            .returning(_H.id, _H.account_id, _H.amount - _H.captured)
+        )
+    ]
     released: dict[str, int] = {}
-    for owner, remaining in closed:
-        released[owner] = released.get(owner, 0) + int(remaining)
+    for hold in closed:
+        released[hold.account_id] = released.get(hold.account_id, 0) + hold.released
     for owner, remaining in sorted(released.items()):
         await release_held(conn, owner, remaining, now)
-    return released
+    return closed
 
 
 async def release_held(conn: AsyncConnection, account_id: str, amount: int, now: datetime) -> None:

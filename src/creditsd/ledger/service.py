@@ -6,7 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -35,6 +35,7 @@ from creditsd.ledger.models import (
     REVENUE,
     SIGNUP,
     Account,
+    ExpiredHold,
     LotPart,
     Metadata,
     Transfer,
@@ -49,12 +50,30 @@ _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
 SYSTEM_APP = "creditsd"  # the app name on transfers creditsd makes by itself
 
 
+class Observer(Protocol):
+    """Hears of every ledger change in the transaction that makes it (the outbox)."""
+
+    def wants_transfers(self) -> bool:
+        """Whether any transfer may send a message (so the fast paths must not skip it)."""
+
+    async def after_transfer(
+        self, conn: AsyncConnection, transfer: Transfer, now: datetime
+    ) -> None:
+        """A transfer was written."""
+
+    async def after_holds_expired(
+        self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
+    ) -> None:
+        """Holds ran out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """Deployment rules the operations follow."""
 
     auto_create: bool = True
     signup_grant: int = 0
+    observer: Observer | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +269,7 @@ async def _diagnose(
     row = await repo.get_account_row(conn, account_id)
     if row is None:
         return await resolve_account(conn, account_id, policy, now)
-    if row.held and await repo.expire_holds(conn, now, account_id=account_id):
+    if row.held and await expire_holds(conn, now, policy, account_id=account_id):
         return account_id
     if leg.balance_delta > 0 or leg.forced:
         raise BalanceLimit(account_id)
@@ -320,11 +339,18 @@ async def charge_on_raw(raw: Raw, posting: Posting, now: datetime) -> Transfer |
     )
 
 
-async def charge_alone(engine: AsyncEngine, posting: Posting, now: datetime) -> Transfer | None:
+def may_notify(policy: Policy) -> bool:
+    """Whether a transfer may send messages (the asyncpg fast paths write none)."""
+    return policy.observer is not None and policy.observer.wants_transfers()
+
+
+async def charge_alone(
+    engine: AsyncEngine, posting: Posting, policy: Policy, now: datetime
+) -> Transfer | None:
     """PostgreSQL's fastest path for a lone charge: :func:`charge_on_raw` in a short
     transaction of its own. None when it does not apply or the database asks for a
     retry; the caller then takes :func:`post_quickly`."""
-    if not plain_spend(posting):
+    if not plain_spend(posting) or may_notify(policy):
         return None
     try:
         async with raw_transaction(engine) as raw:
@@ -334,7 +360,7 @@ async def charge_alone(engine: AsyncEngine, posting: Posting, now: datetime) -> 
 
 
 async def _post_in_one_statement(
-    conn: AsyncConnection, posting: Posting, now: datetime
+    conn: AsyncConnection, posting: Posting, policy: Policy, now: datetime
 ) -> Transfer | None:
     """PostgreSQL's shortcut for the common case: a customer pays a system account,
     can afford it, under a new key.
@@ -351,7 +377,7 @@ async def _post_in_one_statement(
         return None
     balance, available = after
     transfer = replace(transfer, debit_balance_after=balance, debit_available_after=available)
-    return await _follow_lots(conn, posting, transfer, now)
+    return await _follow(conn, posting, transfer, policy, now)
 
 
 async def post_quickly(
@@ -359,23 +385,26 @@ async def post_quickly(
 ) -> Transfer:
     """:func:`post_transfer`, trying the one-statement shortcut first on PostgreSQL."""
     if conn.dialect.name == "postgresql":
-        done = await _post_in_one_statement(conn, posting, now)
+        done = await _post_in_one_statement(conn, posting, policy, now)
         if done is not None:
             return done
     return await post_transfer(conn, posting, policy, now)
 
 
-async def _follow_lots(
-    conn: AsyncConnection, posting: Posting, transfer: Transfer, now: datetime
+async def _follow(
+    conn: AsyncConnection, posting: Posting, transfer: Transfer, policy: Policy, now: datetime
 ) -> Transfer:
-    """Spend the debit side's lots and fill a lot on the credit side, as the transfer says."""
+    """Spend the debit side's lots, fill a lot on the credit side, and tell the observer."""
     parts: list[LotPart] = []
     if not is_system(transfer.debit_account_id):
         parts += await lots.spend(conn, transfer, now, first=posting.first_lot)
     if not is_system(transfer.credit_account_id):
         spec = posting.lot or lots.default_spec(posting.kind)
         parts.append(await lots.fill(conn, transfer, spec, now))
-    return replace(transfer, lots=tuple(parts))
+    transfer = replace(transfer, lots=tuple(parts))
+    if policy.observer is not None:
+        await policy.observer.after_transfer(conn, transfer, now)
+    return transfer
 
 
 async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Transfer]:
@@ -394,7 +423,7 @@ async def post_transfer(
         transfer = _transfer(posting, applied, now)
         if not await repo.insert_transfer(conn, transfer, posting.fingerprint):
             return None
-        return await _follow_lots(conn, posting, transfer, now)
+        return await _follow(conn, posting, transfer, policy, now)
 
     async def existing() -> Transfer | None:
         found = await repo.find_transfer_by_key(conn, posting.app, posting.idempotency_key)
@@ -596,7 +625,7 @@ async def open_account(
                 reason="initial grant",
             )
     else:
-        await _update_settings(conn, existing, spec, now, actor=actor)
+        await _update_settings(conn, existing, spec, policy, now, actor=actor)
     for alias in spec.aliases:
         await add_alias(conn, existing, alias)
     if spec.status is not None:
@@ -605,7 +634,13 @@ async def open_account(
 
 
 async def _update_settings(
-    conn: AsyncConnection, account_id: str, spec: AccountSpec, now: datetime, *, actor: str
+    conn: AsyncConnection,
+    account_id: str,
+    spec: AccountSpec,
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
 ) -> None:
     row = await repo.get_account_row(conn, account_id)
     if row is None:  # pragma: no cover - resolved in this transaction
@@ -619,7 +654,7 @@ async def _update_settings(
         if row.balance - live_held + limit < 0:
             raise OverdraftInUse(account_id)
         if live_held != row.held:
-            await repo.expire_holds(conn, now, account_id=account_id)
+            await expire_holds(conn, now, policy, account_id=account_id)
         changes["overdraft_limit"] = limit
         await audit.record(
             conn,
@@ -851,3 +886,19 @@ async def set_status(
         now=now,
     )
     return True
+
+
+async def expire_holds(
+    conn: AsyncConnection,
+    now: datetime,
+    policy: Policy,
+    *,
+    account_id: str | None = None,
+    limit: int = 500,
+) -> list[ExpiredHold]:
+    """Close holds past their expiry (see :func:`repository.expire_holds`) and tell the
+    observer."""
+    expired = await repo.expire_holds(conn, now, account_id=account_id, limit=limit)
+    if expired and policy.observer is not None:
+        await policy.observer.after_holds_expired(conn, expired, now)
+    return expired

@@ -95,7 +95,7 @@ async def record(
             answers[index] = UsageResult(event.id, "invalid", error=exc)
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
-        if engine.dialect.name == "postgresql":
+        if engine.dialect.name == "postgresql" and not ledger.may_notify(policy):
             charged, chunk = await _charge_plainly(engine, chunk, clock())
             answers.update(charged)
         if chunk:
