@@ -72,13 +72,13 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ("[plans.cplan_pro]\ncredits = -5\n", {}, "plans.cplan_pro.credits"),
         ("[gateway]\nenabled = true\n", {}, "gateway.base_url is required"),
         (
-            "[gateway]\nenabled = true\nbase_url = \"http://gw\"\n",
+            '[gateway]\nenabled = true\nbase_url = "http://gw"\n',
             {},
             "gateway.internal_secret is required",
         ),
         ("", {"CREDITSD_GATEWAY__INTERNAL_SECRET": "short"}, "gateway.internal_secret"),
         ("[gateway]\npoints_to_usd = 0\n", {}, "gateway.points_to_usd"),
-        ("[gateway]\nbase_url = \"ftp://gw\"\n", {}, "gateway.base_url"),
+        ('[gateway]\nbase_url = "ftp://gw"\n', {}, "gateway.base_url"),
         ("[gateway]\ntimeout_seconds = nan\n", {}, "gateway.timeout_seconds"),
     ],
 )

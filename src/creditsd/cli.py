@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,6 +32,7 @@ from creditsd.migrations import SchemaNotCurrent, upgrade
 from creditsd.money import AmountError
 from creditsd.stripe.reconcile import Mismatch
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
+from creditsd.webhooks import service as webhook_service
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ app.add_typer(accounts_app, name="accounts")
 stripe_app = typer.Typer(help="Check Stripe events against the ledger.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(stripe_app, name="stripe")
+webhooks_app = typer.Typer(help="Outbox deliveries.", no_args_is_help=True)
+app.add_typer(webhooks_app, name="webhooks")
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -374,6 +378,36 @@ def reconcile(
         return
     out.print(f"{len(drifted)} account(s) drifted; run with --fix to rebuild them")
     raise typer.Exit(1)
+
+
+@app.command()
+def worker() -> None:
+    """Run the expiry sweeps and the outbox delivery without the API (a separate
+    deployment); as many workers as you like may run at once."""
+    from creditsd.api.app import background
+
+    out.print("delivering the outbox and sweeping expiries; Ctrl-C to stop")
+    with suppress(KeyboardInterrupt):
+        _run(background)
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(
+    delivery_ids: Annotated[list[int], typer.Argument(help="Delivery ids to send again.")],
+) -> None:
+    """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
+
+    async def work(ledger: Ledger) -> None:
+        for delivery_id in delivery_ids:
+            message = await db.run(
+                ledger.engine,
+                partial(
+                    webhook_service.retry, delivery_id=delivery_id, now=ledger.now(), actor=_actor()
+                ),
+            )
+            out.print(f"{message.id}\t{message.event_type}\tto {message.destination}: queued again")
+
+    _run(work)
 
 
 @stripe_app.command("reconcile")

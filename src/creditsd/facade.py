@@ -36,6 +36,7 @@ from creditsd.pricing.service import PriceBook
 from creditsd.tables import ACCOUNT_STATUSES, LOT_SOURCES, ledger_meta
 from creditsd.usage import service as usage
 from creditsd.usage.models import UsageEvent, UsageResult
+from creditsd.webhooks.outbox import Outbox
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
@@ -69,11 +70,14 @@ class Ledger:
         self.engine = engine
         self.settings = settings
         self.money: Money = settings.money
-        self.policy = ledger.Policy(
-            auto_create=settings.accounts.auto_create, signup_grant=settings.signup_grant_units
-        )
         self._clock = clock
         self.prices = PriceBook(engine, settings.pricing, clock)
+        self.outbox = Outbox(engine, settings, self.prices)
+        self.policy = ledger.Policy(
+            auto_create=settings.accounts.auto_create,
+            signup_grant=settings.signup_grant_units,
+            observer=self.outbox,
+        )
         self._group = (
             GroupCommit(
                 engine,
@@ -332,6 +336,8 @@ class Ledger:
             asked=asked,
         )
 
+        await self.outbox.refresh()
+
         async def alone() -> Transfer:
             if self.engine.dialect.name == "postgresql":
                 done = await ledger.charge_alone(self.engine, posting, self.policy, self.now())
@@ -452,6 +458,7 @@ class Ledger:
     ) -> list[UsageResult]:
         """Price and charge a batch of usage events, each once by its id; answers in order."""
         catalog = await self.prices.current()
+        await self.outbox.refresh()
         return await usage.record(
             self.engine, events, catalog, self.money, self.policy, self.now, app=app
         )

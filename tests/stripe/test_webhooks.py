@@ -60,6 +60,13 @@ async def test_a_checkout_delivered_twenty_times_grants_the_pack_once(
         "@stripe",
         "stripe",
     )
+    async with client_for(shop, await create_key(shop, "read", "page")) as reader:
+        (shown,) = body(await reader.get("/v1/accounts/ada/transactions"))["data"]
+    assert (shown["id"], shown["metadata"]["packs"], shown["paid"]) == (
+        purchase.id,
+        "10k × 1",
+        10_000,
+    )
     assert await stored_events(shop) == 1
 
 

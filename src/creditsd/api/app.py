@@ -24,6 +24,8 @@ from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
 from creditsd.usage.endpoints import router as usage_router
+from creditsd.webhooks.delivery import Deliverer
+from creditsd.webhooks.endpoints import router as webhooks_router
 
 log = logging.getLogger("creditsd")
 
@@ -44,16 +46,25 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+async def background(ledger: Ledger) -> None:
+    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps and
+    the outbox's delivery."""
+    deliverer = Deliverer(ledger)
+    try:
+        await asyncio.gather(
+            sweep_expired(ledger, ledger.settings.holds.sweep_interval), deliverer.run()
+        )
+    finally:
+        await deliverer.close()
+
+
 def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
-    """The API over ``ledger``; the caller opens and closes the ledger."""
+    """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
+    background work (expiry sweeps, outbox delivery) while the app serves."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = (
-            asyncio.create_task(sweep_expired(ledger, ledger.settings.holds.sweep_interval))
-            if sweep
-            else None
-        )
+        task = asyncio.create_task(background(ledger)) if sweep else None
         try:
             yield
         finally:
@@ -81,6 +92,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
     app.include_router(stripe_webhooks)
     app.include_router(clerk_webhooks)
     app.include_router(gateway_router)
+    app.include_router(webhooks_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

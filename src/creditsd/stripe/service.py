@@ -109,7 +109,10 @@ async def record_purchase(
         app=STRIPE_APP,
         idempotency_key=f"stripe:payment:{payment_id}",
         description="credit pack purchase",
-        metadata={"stripe_payment": payment_id, "items": priced.items},
+        metadata={
+            "stripe_payment": payment_id,
+            "packs": ", ".join(f"{item['pack']} × {item['quantity']}" for item in priced.items),
+        },
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
     )
     try:

@@ -1,0 +1,1 @@
+"""Messages out: signed webhooks and the gateway link, through an outbox that loses none."""

@@ -1,0 +1,125 @@
+"""``/v1/webhook-endpoints`` and ``/v1/webhook-deliveries`` (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from creditsd import db
+from creditsd.api.auth import AdminKey, LedgerDep, actor
+from creditsd.api.errors import error_responses
+from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
+from creditsd.api.params import respond
+from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from creditsd.webhooks import repository as repo
+from creditsd.webhooks import service
+from creditsd.webhooks.schemas import (
+    DeliveryOut,
+    DeliveryPage,
+    EndpointCreate,
+    EndpointList,
+    EndpointOut,
+)
+
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["webhooks"])
+EndpointId = Annotated[str, Path(max_length=32, pattern=r"^we_[0-9a-z]+$")]
+
+
+@router.post(
+    "/webhook-endpoints",
+    response_model=EndpointOut,
+    status_code=201,
+    responses=error_responses(403),
+)
+async def create_endpoint(
+    body: EndpointCreate, ledger: LedgerDep, key: AdminKey
+) -> ExactJSONResponse:
+    """Register an endpoint; the answer carries its signing secret, shown this once.
+
+    Deliveries are signed with the Standard Webhooks scheme (``webhook-id``,
+    ``webhook-timestamp``, ``webhook-signature``). Every process sends to it within
+    a few seconds.
+    """
+    endpoint = await db.run(
+        ledger.engine,
+        lambda conn: service.register(
+            conn, body.url, list(body.events), body.description, ledger.now(), actor=actor(key)
+        ),
+    )
+    await ledger.outbox.refresh(force=True)
+    return respond(EndpointOut.of(endpoint, reveal=True), 201)
+
+
+@router.get("/webhook-endpoints", response_model=EndpointList, responses=error_responses(403))
+async def list_endpoints(ledger: LedgerDep, _key: AdminKey) -> ExactJSONResponse:
+    """Every endpoint, disabled ones included, secrets masked."""
+    found = await db.run(
+        ledger.engine, lambda conn: repo.endpoints(conn, enabled_only=False), readonly=True
+    )
+    return respond(EndpointList(data=[EndpointOut.of(endpoint) for endpoint in found]))
+
+
+@router.delete(
+    "/webhook-endpoints/{endpoint_id}",
+    response_model=EndpointOut,
+    responses=error_responses(403, 404),
+)
+async def disable_endpoint(
+    endpoint_id: EndpointId, ledger: LedgerDep, key: AdminKey
+) -> ExactJSONResponse:
+    """Stop sending to an endpoint; its past deliveries stay listed."""
+    endpoint = await db.run(
+        ledger.engine,
+        lambda conn: service.disable(conn, endpoint_id, ledger.now(), actor=actor(key)),
+    )
+    await ledger.outbox.refresh(force=True)
+    return respond(EndpointOut.of(endpoint))
+
+
+@router.get("/webhook-deliveries", response_model=DeliveryPage, responses=error_responses(403))
+async def list_deliveries(
+    ledger: LedgerDep,
+    _key: AdminKey,
+    destination: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[str | None, Query(pattern="^(pending|delivered|dead)$")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> ExactJSONResponse:
+    """Outbox messages, newest first: to one endpoint (or ``gateway``), in one status."""
+    before = decode_cursor(cursor)
+    found = await db.run(
+        ledger.engine,
+        lambda conn: repo.messages(
+            conn,
+            destination=destination,
+            status=status,
+            before=None if before is None else int(before),
+            limit=limit + 1,
+        ),
+        readonly=True,
+    )
+    page = found[:limit]
+    more = len(found) > limit
+    return respond(
+        DeliveryPage(
+            data=[DeliveryOut.of(message) for message in page],
+            next_cursor=encode_cursor(str(page[-1].id)) if more else None,
+        )
+    )
+
+
+@router.post(
+    "/webhook-deliveries/{delivery_id}/retry",
+    response_model=DeliveryOut,
+    responses=error_responses(403, 404),
+)
+async def retry_delivery(
+    delivery_id: Annotated[int, Path(ge=1)], ledger: LedgerDep, key: AdminKey
+) -> ExactJSONResponse:
+    """Deliver a message again (a dead one, or one delivered that the receiver lost)."""
+    message = await db.run(
+        ledger.engine,
+        lambda conn: service.retry(conn, delivery_id, ledger.now(), actor=actor(key)),
+    )
+    return respond(DeliveryOut.of(message))

@@ -1,0 +1,50 @@
+"""Webhook endpoints and outbox messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, get_args
+
+GATEWAY = "gateway"  # the destination of the gateway link's messages
+EventType = Literal[
+    "charge.succeeded",
+    "usage.recorded",
+    "balance.low",
+    "balance.depleted",
+    "topup.completed",
+    "hold.expired",
+    "grant.expired",
+]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where signed webhooks go, and which events it asked for."""
+
+    id: str
+    url: str
+    events: list[str]
+    secret: str
+    description: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One outbox row: a delivery to one destination."""
+
+    id: int
+    destination: str
+    message_id: str
+    event_type: str
+    account_id: str | None
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None

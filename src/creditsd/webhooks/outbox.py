@@ -1,0 +1,259 @@
+"""What each ledger change sends, written to the outbox in the change's own transaction.
+
+Signed webhooks go to the endpoints that asked for the event; the gateway (when
+``[gateway] enabled``) hears of every billed charge (seed 000's usage payload) and of
+every balance that changed (a balance sync), except the changes it made itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from creditsd import db, ids
+from creditsd.config import Settings
+from creditsd.gateway.service import GATEWAY_APP, to_dollars
+from creditsd.ledger.models import ExpiredHold, Transfer, is_system
+from creditsd.ledger.repository import aliases_of
+from creditsd.ledger.schemas import TransferOut
+from creditsd.money import plain
+from creditsd.pricing.service import PriceBook
+from creditsd.webhooks import repository as repo
+from creditsd.webhooks.models import GATEWAY, Endpoint
+
+REFRESH_SECONDS = 5.0  # how long a process trusts its list of endpoints
+_TOKEN_LINES = {
+    "input_tokens": "inputTokens",
+    "output_tokens": "outputTokens",
+    "cache_read_tokens": "cacheReadTokens",
+    "cache_write_tokens": "cacheWriteTokens",
+}
+_BILLED = {"charge", "capture"}
+
+Event = tuple[str, str | None, dict[str, Any]]  # type, account, data
+
+
+class Outbox:
+    """The ledger's observer: turns changes into outbox messages."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: Settings,
+        prices: PriceBook,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._prices = prices
+        self._clock = clock
+        self._subscribers: dict[str, list[Endpoint]] = {}
+        self._loaded_at: float | None = None
+
+    # Which endpoints listen
+
+    def _stale(self) -> bool:
+        return self._loaded_at is None or self._clock() - self._loaded_at > REFRESH_SECONDS
+
+    async def _load(self, conn: AsyncConnection) -> None:
+        subscribers: dict[str, list[Endpoint]] = {}
+        for endpoint in await repo.endpoints(conn):
+            for event in endpoint.events:
+                subscribers.setdefault(event, []).append(endpoint)
+        self._subscribers, self._loaded_at = subscribers, self._clock()
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload the endpoints when the list is older than a few seconds (or ``force``)."""
+        if force or self._stale():
+            await db.run(self._engine, self._load, readonly=True)
+
+    def wants_transfers(self) -> bool:
+        """Whether a transfer may send anything (as of the last look at the endpoints)."""
+        return self._settings.gateway.enabled or bool(self._subscribers)
+
+    # What a change sends
+
+    async def after_transfer(
+        self, conn: AsyncConnection, transfer: Transfer, now: datetime
+    ) -> None:
+        """Write the messages a transfer sends."""
+        if self._stale():
+            await self._load(conn)
+        if not self.wants_transfers():
+            return
+        rows = [
+            _row(
+                endpoint.id,
+                event_type,
+                account,
+                {"type": event_type, "timestamp": now, "data": data},
+                now,
+            )
+            for event_type, account, data in await self._events(conn, transfer)
+            for endpoint in self._subscribers.get(event_type, [])
+        ]
+        if self._settings.gateway.enabled and transfer.app != GATEWAY_APP:
+            rows += await self._gateway_rows(conn, transfer, now)
+        if rows:
+            await repo.enqueue(conn, rows)
+
+    async def after_holds_expired(
+        self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
+    ) -> None:
+        """Write ``hold.expired`` for each hold the sweeper closed."""
+        if self._stale():
+            await self._load(conn)
+        money = self._settings.money
+        rows = [
+            _row(
+                endpoint.id,
+                "hold.expired",
+                hold.account_id,
+                {
+                    "type": "hold.expired",
+                    "timestamp": now,
+                    "data": {
+                        "hold_id": hold.hold_id,
+                        "account_id": hold.account_id,
+                        "released": money.to_decimal(hold.released),
+                    },
+                },
+                now,
+            )
+            for hold in expired
+            for endpoint in self._subscribers.get("hold.expired", [])
+        ]
+        if rows:
+            await repo.enqueue(conn, rows)
+
+    async def _events(self, conn: AsyncConnection, transfer: Transfer) -> list[Event]:
+        money = self._settings.money
+        customer = transfer.customer_account_id
+        data = {"transfer": TransferOut.of(transfer, money).model_dump()}
+        events: list[Event] = []
+        if transfer.kind in _BILLED:
+            events.append(("charge.succeeded", customer, data))
+            pricing = transfer.pricing or {}
+            if "event_id" in pricing or pricing.get("source") == "gateway":
+                events.append(("usage.recorded", customer, data))
+        if transfer.kind == "purchase":
+            events.append(("topup.completed", customer, data))
+        if transfer.kind == "expiry":
+            events.append(("grant.expired", customer, data))
+        if not is_system(transfer.debit_account_id) and transfer.debit_balance_after is not None:
+            after = transfer.debit_balance_after
+            before = after + transfer.amount
+            account = transfer.debit_account_id
+            figures = {
+                "account_id": account,
+                "balance": money.to_decimal(after),
+                "transfer_id": transfer.id,
+            }
+            if before > 0 >= after:
+                events.append(("balance.depleted", account, figures))
+            if "balance.low" in self._subscribers:
+                threshold = await self._threshold(conn, account)
+                if threshold and before >= threshold > after:
+                    figures = {**figures, "threshold": money.to_decimal(threshold)}
+                    events.append(("balance.low", account, figures))
+        return events
+
+    async def _threshold(self, conn: AsyncConnection, account_id: str) -> int:
+        own = await repo.low_balance_threshold(conn, account_id)
+        if own is not None:
+            return own
+        money = self._settings.money
+        return money.to_minor(self._settings.webhooks.low_balance_threshold, allow_zero=True)
+
+    async def _gateway_rows(
+        self, conn: AsyncConnection, transfer: Transfer, now: datetime
+    ) -> list[dict[str, Any]]:
+        """Seed 000's messages to the gateway: the usage it should know was billed, and the
+        balance it should now show."""
+        customers = [
+            side
+            for side in (transfer.debit_account_id, transfer.credit_account_id)
+            if not is_system(side)
+        ]
+        if not customers:
+            return []
+        rate = (await self._prices.current()).settings.credits_per_usd
+        money = self._settings.money
+        rows = []
+        for account in customers:
+            user = await _gateway_user(conn, account)
+            balance = transfer.balance_after(account)
+            dollars = None if balance is None else to_dollars(balance, rate, money)
+            if transfer.kind in _BILLED and account == transfer.debit_account_id:
+                usage = _usage_payload(
+                    transfer, user, _cost(money.to_decimal(transfer.amount), rate)
+                )
+                if dollars is not None:
+                    usage["sub2api_balance_usd"] = dollars
+                rows.append(_row(GATEWAY, "gateway.usage", account, usage, now))
+            if dollars is not None:
+                sync = {"user_id": user, "balance_usd": dollars}
+                rows.append(_row(GATEWAY, "gateway.balance_sync", account, sync, now))
+        return rows
+
+
+async def _gateway_user(conn: AsyncConnection, account_id: str) -> int | str:
+    """The gateway's id of a user: the account's decimal alias (or id), else the id."""
+    names = [account_id, *(await aliases_of(conn, [account_id])).get(account_id, [])]
+    decimal = next((name for name in names if name.isdigit()), None)
+    return int(decimal) if decimal is not None else account_id
+
+
+def _cost(credits: Decimal, rate: Decimal) -> Decimal:
+    """Credits as dollars, to 8 places (the gateway bills fractions of a cent)."""
+    with localcontext() as context:
+        context.prec = 60
+        return plain((credits / rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_UP))
+
+
+def _usage_payload(transfer: Transfer, user: int | str, dollars: Decimal) -> dict[str, Any]:
+    """Seed 000's usage body for a charge creditsd billed."""
+    pricing = transfer.pricing or {}
+    tokens = dict.fromkeys(_TOKEN_LINES.values(), 0)
+    for line in pricing.get("lines", []):
+        if (field := _TOKEN_LINES.get(str(line.get("item")))) is not None:
+            tokens[field] = int(line.get("quantity", 0))
+    model = (
+        pricing.get("model")
+        or pricing.get("feature")
+        or pricing.get("meter")
+        or transfer.description
+        or transfer.kind
+    )
+    return {
+        "event": "usage",
+        "userId": user,
+        "model": model,
+        **tokens,
+        "cost": dollars,
+        "totalCost": dollars,
+        "rateMultiplier": pricing.get("rate_multiplier", 1),
+        "timestamp": int(transfer.created_at.timestamp() * 1000),
+        "apiKey": "",
+    }
+
+
+def _row(
+    destination: str, event_type: str, account: str | None, payload: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    return {
+        "destination": destination,
+        "message_id": ids.new_id("msg"),
+        "event_type": event_type,
+        "account_id": account,
+        "payload": payload,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }

@@ -1,0 +1,170 @@
+"""Every query about webhook endpoints and the outbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import aliased
+
+from creditsd.tables import accounts, outbox, webhook_endpoints
+from creditsd.webhooks.models import Endpoint, Message
+
+_W = webhook_endpoints.c
+_O = outbox.c
+_MESSAGE_COLUMNS = (
+    _O.id,
+    _O.destination,
+    _O.message_id,
+    _O.event_type,
+    _O.account_id,
+    _O.payload,
+    _O.status,
+    _O.attempts,
+    _O.next_attempt_at,
+    _O.last_error,
+    _O.created_at,
+    _O.delivered_at,
+)
+
+
+def _message(row: Any) -> Message:
+    return Message(**row._asdict())
+
+
+async def insert_endpoint(conn: AsyncConnection, endpoint: Endpoint) -> None:
+    """Register an endpoint."""
+    await conn.execute(
+        insert(webhook_endpoints).values(
+            id=endpoint.id,
+            url=endpoint.url,
+            events=endpoint.events,
+            secret=endpoint.secret,
+            description=endpoint.description,
+            created_at=endpoint.created_at,
+        )
+    )
+
+
+async def endpoints(conn: AsyncConnection, *, enabled_only: bool = True) -> list[Endpoint]:
+    """The registered endpoints, oldest first."""
+    query = select(webhook_endpoints).order_by(_W.created_at, _W.id)
+    if enabled_only:
+        query = query.where(_W.disabled_at.is_(None))
+    return [Endpoint(**row._asdict()) for row in await conn.execute(query)]
+
+
+async def get_endpoint(conn: AsyncConnection, endpoint_id: str) -> Endpoint | None:
+    """One endpoint, enabled or not."""
+    row = (await conn.execute(select(webhook_endpoints).where(_W.id == endpoint_id))).first()
+    return None if row is None else Endpoint(**row._asdict())
+
+
+async def disable_endpoint(conn: AsyncConnection, endpoint_id: str, now: datetime) -> None:
+    """Stop sending to an endpoint (what it was sent stays on record)."""
+    await conn.execute(
+        update(webhook_endpoints)
+        .where(_W.id == endpoint_id, _W.disabled_at.is_(None))
+        .values(disabled_at=now)
+    )
+
+
+async def enqueue(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Write messages in the caller's transaction."""
+    await conn.execute(insert(outbox), rows)
+
+
+async def claim(
+    conn: AsyncConnection, now: datetime, lease_until: datetime, limit: int
+) -> list[Message]:
+    """Take up to ``limit`` due messages for delivery until ``lease_until``.
+
+    A message waits while an earlier one for the same destination and account is still
+    pending, so each endpoint hears of an account's changes in order. Two workers never
+    hold one message: the update re-checks the lease, so only one of them takes it.
+    """
+    earlier = aliased(outbox)
+    blocked = exists().where(
+        earlier.c.status == "pending",
+        earlier.c.destination == _O.destination,
+        earlier.c.account_id == _O.account_id,
+        earlier.c.id < _O.id,
+    )
+    free = or_(_O.locked_until.is_(None), _O.locked_until < now)
+    due = (
+        select(_O.id)
+        .where(_O.status == "pending", _O.next_attempt_at <= now, free, ~blocked)
+        .order_by(_O.id)
+        .limit(limit)
+    )
+    ids = list((await conn.execute(due)).scalars())
+    if not ids:
+        return []
+    rows = await conn.execute(
+        update(outbox)
+        .where(_O.id.in_(ids), _O.status == "pending", free)
+        .values(locked_until=lease_until, attempts=_O.attempts + 1)
+        .returning(*_MESSAGE_COLUMNS)
+    )
+    return sorted((_message(row) for row in rows), key=lambda message: message.id)
+
+
+async def settle(
+    conn: AsyncConnection,
+    message_id: int,
+    *,
+    status: str,
+    next_attempt_at: datetime | None,
+    error: str | None,
+    now: datetime,
+) -> None:
+    """Record a delivery's outcome: delivered, to be tried again at a time, or dead."""
+    values: dict[str, Any] = {"status": status, "locked_until": None, "last_error": error}
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    if status == "delivered":
+        values["delivered_at"] = now
+    await conn.execute(update(outbox).where(_O.id == message_id).values(**values))
+
+
+async def retry(conn: AsyncConnection, message_id: int, now: datetime) -> Message | None:
+    """Send a message again, whatever became of it (manual redelivery). Past its maximum
+    age it gets this one more try before it is dead again."""
+    rows = await conn.execute(
+        update(outbox)
+        .where(_O.id == message_id)
+        .values(status="pending", next_attempt_at=now, locked_until=None)
+        .returning(*_MESSAGE_COLUMNS)
+    )
+    row = rows.first()
+    return None if row is None else _message(row)
+
+
+async def messages(
+    conn: AsyncConnection,
+    *,
+    destination: str | None,
+    status: str | None,
+    before: int | None,
+    limit: int,
+) -> list[Message]:
+    """Deliveries, newest first."""
+    query = select(*_MESSAGE_COLUMNS).order_by(_O.id.desc()).limit(limit)
+    if destination is not None:
+        query = query.where(_O.destination == destination)
+    if status is not None:
+        query = query.where(_O.status == status)
+    if before is not None:
+        query = query.where(_O.id < before)
+    return [_message(row) for row in await conn.execute(query)]
+
+
+async def low_balance_threshold(conn: AsyncConnection, account_id: str) -> int | None:
+    """An account's own balance.low threshold, if it has one."""
+    return (
+        await conn.execute(
+            select(accounts.c.low_balance_threshold).where(accounts.c.id == account_id)
+        )
+    ).scalar_one_or_none()

@@ -1,0 +1,104 @@
+"""Registering endpoints and retrying deliveries. Each runs in its caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import ids
+from creditsd.audit import repository as audit
+from creditsd.errors import NotFound
+from creditsd.webhooks import repository as repo
+from creditsd.webhooks.models import Endpoint, Message
+from creditsd.webhooks.signing import new_secret
+
+
+class EndpointNotFound(NotFound):
+    """No webhook endpoint has this id."""
+
+    code = "endpoint_not_found"
+
+    def __init__(self, endpoint_id: str) -> None:
+        super().__init__(f"no webhook endpoint {endpoint_id!r}", endpoint_id=endpoint_id)
+
+
+class DeliveryNotFound(NotFound):
+    """No outbox message has this id."""
+
+    code = "delivery_not_found"
+
+    def __init__(self, delivery_id: int) -> None:
+        super().__init__(f"no webhook delivery {delivery_id}", delivery_id=delivery_id)
+
+
+async def register(
+    conn: AsyncConnection,
+    url: str,
+    events: list[str],
+    description: str | None,
+    now: datetime,
+    *,
+    actor: str,
+) -> Endpoint:
+    """A new endpoint with a fresh signing secret (audited, the secret left out)."""
+    endpoint = Endpoint(
+        id=ids.new_id("we"),
+        url=url,
+        events=sorted(set(events)),
+        secret=new_secret(),
+        description=description,
+        created_at=now,
+        disabled_at=None,
+    )
+    await repo.insert_endpoint(conn, endpoint)
+    await audit.record(
+        conn,
+        actor=actor,
+        action="webhook_endpoint.create",
+        target=endpoint.id,
+        before=None,
+        after={"url": url, "events": endpoint.events},
+        now=now,
+    )
+    return endpoint
+
+
+async def disable(
+    conn: AsyncConnection, endpoint_id: str, now: datetime, *, actor: str
+) -> Endpoint:
+    """Stop sending to an endpoint (audited)."""
+    endpoint = await repo.get_endpoint(conn, endpoint_id)
+    if endpoint is None:
+        raise EndpointNotFound(endpoint_id)
+    if endpoint.disabled_at is None:
+        await repo.disable_endpoint(conn, endpoint_id, now)
+        await audit.record(
+            conn,
+            actor=actor,
+            action="webhook_endpoint.disable",
+            target=endpoint_id,
+            before={"url": endpoint.url},
+            after=None,
+            now=now,
+        )
+    found = await repo.get_endpoint(conn, endpoint_id)
+    assert found is not None
+    return found
+
+
+async def retry(conn: AsyncConnection, delivery_id: int, now: datetime, *, actor: str) -> Message:
+    """Deliver a message again as soon as the worker gets to it (audited)."""
+    message = await repo.retry(conn, delivery_id, now)
+    if message is None:
+        raise DeliveryNotFound(delivery_id)
+    await audit.record(
+        conn,
+        actor=actor,
+        action="webhook_delivery.retry",
+        target=str(delivery_id),
+        before=None,
+        after={"destination": message.destination, "event_type": message.event_type},
+        now=now,
+    )
+    return message
