@@ -171,6 +171,7 @@ class Ledger:
         aliases: tuple[str, ...] = (),
         metadata: Metadata | None = None,
         status: str | None = None,
+        low_balance_threshold: int | None = None,
         actor: str = LOCAL_APP,
     ) -> tuple[Account, bool]:
         """Create the account if absent (True) or apply the given settings to it (False).
@@ -187,6 +188,9 @@ class Ledger:
             aliases=aliases,
             metadata=metadata,
             status=status,
+            low_balance_threshold=None
+            if low_balance_threshold is None
+            else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
         )
         return await self._write(
             lambda conn, now: ledger.open_account(

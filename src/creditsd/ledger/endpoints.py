@@ -71,6 +71,9 @@ async def put_account(
         aliases=tuple(spec.aliases),
         metadata=spec.metadata,
         status=spec.status,
+        low_balance_threshold=None
+        if spec.low_balance_threshold is None
+        else units(money, spec.low_balance_threshold, "low_balance_threshold", allow_zero=True),
         actor=actor(key),
     )
     return respond(AccountOut.of(account, money), 201 if created else 200)

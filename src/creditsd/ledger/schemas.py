@@ -34,6 +34,11 @@ class AccountPut(StrictRequest):
     status: Literal["active", "frozen", "closed"] | None = Field(
         None, description="Freeze, close or reactivate the account (audited)."
     )
+    low_balance_threshold: AmountIn | None = Field(
+        None,
+        description="balance.low fires when a debit takes the balance below this (credits); "
+        "0: never for this account. Unset: the [webhooks] default.",
+    )
 
 
 class GrantCreate(StrictRequest):

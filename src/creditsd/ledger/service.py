@@ -573,6 +573,7 @@ class AccountSpec:
     aliases: tuple[str, ...] = ()
     metadata: Metadata | None = None
     status: str | None = None
+    low_balance_threshold: int | None = None
 
 
 async def open_account(
@@ -630,6 +631,10 @@ async def open_account(
         await add_alias(conn, existing, alias)
     if spec.status is not None:
         await set_status(conn, existing, spec.status, now, actor=actor)
+    if spec.low_balance_threshold is not None:
+        await repo.update_account(
+            conn, existing, {"low_balance_threshold": spec.low_balance_threshold}, now
+        )
     return await get_account(conn, existing, now), created
 
 
