@@ -83,6 +83,12 @@ class PriceBook:
         self._checked = float("-inf")
         self._lock = asyncio.Lock()
 
+    @property
+    def loaded(self) -> Catalog | None:
+        """The catalog last loaded, without looking for a newer one (no I/O: safe inside
+        another transaction)."""
+        return self._current
+
     async def current(self) -> Catalog:
         """The newest published catalog (as of at most ``refresh_interval`` ago)."""
         fresh = self._monotonic() - self._checked < self._local.refresh_interval

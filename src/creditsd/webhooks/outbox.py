@@ -68,9 +68,12 @@ class Outbox:
         self._subscribers, self._loaded_at = subscribers, self._clock()
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Reload the endpoints when the list is older than a few seconds (or ``force``)."""
+        """Reload the endpoints when the list is older than a few seconds (or ``force``),
+        and the catalog whose dollar rate gateway messages use."""
         if force or self._stale():
             await db.run(self._engine, self._load, readonly=True)
+        if self._settings.gateway.enabled:
+            await self._prices.current()
 
     def wants_transfers(self) -> bool:
         """Whether a transfer may send anything (as of the last look at the endpoints)."""
@@ -182,7 +185,8 @@ class Outbox:
         ]
         if not customers:
             return []
-        rate = (await self._prices.current()).settings.credits_per_usd
+        loaded = self._prices.loaded  # no I/O here: this runs inside the change's transaction
+        rate = (loaded.settings if loaded else self._settings.pricing).credits_per_usd
         money = self._settings.money
         rows = []
         for account in customers:

@@ -1,0 +1,146 @@
+"""Seed 000 outbound: creditsd in the gateway's role tells it of usage and balances."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import pairwise
+
+import pytest
+
+from creditsd.facade import Ledger
+from creditsd.pricing.catalog import TokenUse
+from creditsd.webhooks.delivery import Deliverer
+from tests.conftest import Clock, LedgerFactory, body, client_for
+from tests.gateway.conftest import INTERNAL_SECRET
+from tests.webhooks.receiver import Receiver
+
+CREDIT = 10_000
+USAGE_FIELDS = {
+    "event",
+    "userId",
+    "model",
+    "inputTokens",
+    "outputTokens",
+    "cacheReadTokens",
+    "cacheWriteTokens",
+    "cost",
+    "totalCost",
+    "rateMultiplier",
+    "timestamp",
+    "apiKey",
+    "sub2api_balance_usd",
+}
+
+
+@pytest.fixture
+def next_js() -> Iterator[Receiver]:
+    """The gateway (or Next.js) side: records what creditsd sends."""
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def linked_out(make_ledger: LedgerFactory, next_js: Receiver) -> Ledger:
+    return await make_ledger(
+        gateway={
+            "enabled": True,
+            "base_url": next_js.url,
+            "internal_secret": INTERNAL_SECRET,
+            "timeout_seconds": 2,
+            "retry_count": 2,
+            "retry_delay_seconds": 0.2,
+        }
+    )
+
+
+async def drain(ledger: Ledger) -> None:
+    worker = Deliverer(ledger)
+    try:
+        while await worker.deliver_due():
+            pass
+    finally:
+        await worker.close()
+
+
+async def test_each_billed_charge_is_posted_with_the_seeds_fields(
+    linked_out: Ledger, next_js: Receiver
+) -> None:
+    await linked_out.open_account("user_2abc", aliases=("123",))
+    await linked_out.grant("user_2abc", 100 * CREDIT)
+    usage = TokenUse(model="openai/gpt-4o-mini", input_tokens=1_000, output_tokens=500)
+    charge = await linked_out.charge("user_2abc", use=usage)
+    await drain(linked_out)
+
+    (posted,) = next_js.bodies("/api/internal/webhooks/usage")  # the grant bills nothing
+    assert set(posted) == USAGE_FIELDS
+    assert posted["event"] == "usage" and posted["apiKey"] == ""
+    assert posted["userId"] == 123  # the gateway's id: the account's decimal alias
+    assert posted["model"] == "openai/gpt-4o-mini"
+    assert (posted["inputTokens"], posted["outputTokens"]) == (1_000, 500)
+    assert Decimal(str(posted["cost"])) == Decimal(charge.amount) / CREDIT / 100
+    assert posted["timestamp"] == int(charge.created_at.timestamp() * 1000)
+    assert all(r.headers["X-Internal-Secret"] == INTERNAL_SECRET for r in next_js.received)
+
+    syncs = next_js.bodies("/api/internal/balance/sync")
+    assert syncs[-1] == {"user_id": 123, "balance_usd": posted["sub2api_balance_usd"]}
+    assert len(syncs) == 2  # after the grant, after the charge
+
+
+async def test_a_gateway_that_fails_twice_gets_it_on_the_third_try(
+    linked_out: Ledger, next_js: Receiver
+) -> None:
+    await linked_out.grant("7", 5 * CREDIT)
+    await linked_out.charge("7", 1 * CREDIT)
+    next_js.failures_left = 2
+    await drain(linked_out)
+    first_three = next_js.received[:3]
+    assert [r.path for r in first_three] == ["/api/internal/balance/sync"] * 3
+    gaps = [b.at - a.at for a, b in pairwise(first_three)]
+    assert all(gap >= 0.18 for gap in gaps)  # retry_delay_seconds apart
+    assert len(next_js.bodies("/api/internal/webhooks/usage")) == 1
+
+
+async def test_what_the_gateway_sent_is_not_sent_back(
+    linked_out: Ledger, next_js: Receiver
+) -> None:
+    async with client_for(linked_out, "no-key") as gateway:
+        gateway.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        await gateway.post("/api/internal/balance/sync", json={"user_id": 9, "balance_usd": 5})
+        posted = await gateway.post(
+            "/api/internal/webhooks/usage",
+            json={
+                "event": "usage",
+                "userId": 9,
+                "model": "gpt-4o-mini",
+                "cost": 0.5,
+                "totalCost": 0.5,
+                "timestamp": 1700000000000,
+            },
+        )
+    assert body(posted)["status"] == "charged"
+    await drain(linked_out)
+    assert next_js.received == []
+
+
+async def test_a_slow_gateway_times_out_and_the_billing_stands(
+    make_ledger: LedgerFactory, next_js: Receiver, clock: Clock
+) -> None:
+    ledger = await make_ledger(
+        gateway={
+            "enabled": True,
+            "base_url": next_js.url,
+            "internal_secret": INTERNAL_SECRET,
+            "timeout_seconds": 0.2,
+            "retry_count": 0,
+        }
+    )
+    await ledger.grant("8", 5 * CREDIT)
+    next_js.delay = 0.5
+    await drain(ledger)
+    assert (await ledger.get_account("8")).balance == 5 * CREDIT  # nothing undone
+    next_js.delay = 0
+    clock.advance(60)
+    await drain(ledger)
+    paths = [r.path for r in next_js.received]
+    assert paths.count("/api/internal/balance/sync") == 2  # timed out once, then arrived
