@@ -78,6 +78,17 @@ async def client(base: str, secret: str) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
+async def eventually(check: Callable[[], bool], seconds: float) -> bool:
+    """Whether ``check`` comes true within ``seconds``, looking every 50 ms."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if check():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+
+
 async def admin_secret(database_url: str) -> str:
     from creditsd.facade import Ledger
 
@@ -196,3 +207,48 @@ def test_sighup_republishes_the_catalog_and_a_bad_file_keeps_the_old_one(
         assert "pricing.features.chat_message.price (line 2)" in log.read_text()
         assert catalog()["version"] == 2
         assert process.poll() is None  # still serving
+
+
+async def test_sigkill_with_undelivered_webhooks_delivers_each_once_after_restart(
+    database_url: str, tmp_path: Path
+) -> None:
+    from tests.webhooks.receiver import Receiver
+
+    config = tmp_path / "creditsd.toml"
+    config.write_text(
+        "[webhooks]\npoll_interval = 0.05\ntimeout_seconds = 1\n"
+        "backoff_seconds = 0.2\nmax_backoff_seconds = 1\n"
+    )
+    secret = await admin_secret(database_url)
+    with Receiver() as receiver:
+        receiver.failures_left = 10**9  # down: nothing gets through yet
+        with serve(database_url, tmp_path, config=config) as base:
+            async with client(base, secret) as http:
+                endpoint = await http.post(
+                    "/v1/webhook-endpoints",
+                    json={"url": receiver.url, "events": ["charge.succeeded"]},
+                )
+                assert endpoint.status_code == 201
+                for n in range(3):
+                    await http.post("/v1/grants", json={"account_id": f"w{n}", "amount": 100})
+                charged = set()
+                for n in range(30):
+                    response = await http.post(
+                        "/v1/charges", json={"account_id": f"w{n % 3}", "amount": 1}
+                    )
+                    assert response.status_code == 201
+                    charged.add(response.json()["id"])
+            assert await eventually(lambda: len(receiver.received) >= 3, 10)  # trying, failing
+            serve.processes[base].send_signal(signal.SIGKILL)  # type: ignore[attr-defined]
+        receiver.failures_left = 0
+        with serve(database_url, tmp_path, config=config):
+
+            def all_arrived() -> bool:
+                delivered = [r for r in receiver.received if r.answered == 200]
+                return len({r.headers["webhook-id"] for r in delivered}) == 30
+
+            assert await eventually(all_arrived, 60)
+            await asyncio.sleep(1)  # anything doubled would arrive now
+    delivered = [r for r in receiver.received if r.answered == 200]
+    assert {r.json()["data"]["transfer"]["id"] for r in delivered} == charged
+    assert len(delivered) == 30  # each exactly once

@@ -19,6 +19,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    answered: int  # the status it got
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -42,7 +43,13 @@ class Receiver:
                     failing = receiver.failures_left > 0
                     receiver.failures_left -= failing
                     receiver.received.append(
-                        Received(self.path, dict(self.headers.items()), body, time.monotonic())
+                        Received(
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            time.monotonic(),
+                            503 if failing else 200,
+                        )
                     )
                 time.sleep(receiver.delay)
                 self.send_response(503 if failing else 200)

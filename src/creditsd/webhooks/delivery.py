@@ -42,13 +42,17 @@ class Deliverer:
         self.settings = ledger.settings
         self._http = http or httpx.AsyncClient()
         self._owns_http = http is None
+        # A message is leased for as long as delivering it may take, plus a margin; a
+        # worker killed mid-delivery leaves it to the others once the lease runs out.
         gateway = self.settings.gateway
-        tries = gateway.retry_count + 1
-        slowest = max(
-            self.settings.webhooks.timeout_seconds,
-            gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
-        )
-        self.lease = timedelta(seconds=slowest + 30)
+        slowest = self.settings.webhooks.timeout_seconds
+        if gateway.enabled:
+            tries = gateway.retry_count + 1
+            slowest = max(
+                slowest,
+                gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
+            )
+        self.lease = timedelta(seconds=slowest + 5)
 
     async def close(self) -> None:
         """Close the HTTP connections (when this deliverer made them)."""
