@@ -126,3 +126,22 @@ def test_an_unmigrated_database_says_what_to_run(tmp_path: object) -> None:
 def test_an_unreachable_database_is_a_clear_error() -> None:
     code, _, err = run("postgresql://nobody@127.0.0.1:1/none", "accounts", "show", "u")
     assert code == 1 and "database" in err
+
+
+def test_webhooks_retry_queues_deliveries_again(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).isoformat()
+    execute(
+        database_url,
+        "INSERT INTO outbox (destination, message_id, event_type, account_id, payload, status,"
+        f" attempts, next_attempt_at, created_at) VALUES ('we_x', 'msg_1', 'balance.low', 'u',"
+        f" '{{}}', 'dead', 9, '{now}', '{now}')",
+    )
+    code, out, _ = run(database_url, "webhooks", "retry", "1")
+    assert code == 0
+    assert "balance.low" in out and "queued again" in out
+    code, _, err = run(database_url, "webhooks", "retry", "2")
+    assert code == 1
+    assert "delivery_not_found" in err
+    assert audit_actions(database_url, "1") == ["webhook_delivery.retry"]
