@@ -221,13 +221,7 @@ async def create_key(ledger: Ledger, scope: str, name: str = "web") -> str:
 @pytest.fixture
 async def api(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
     """An in-process HTTP client with an admin key, against the test's ledger."""
-    secret = await create_key(ledger, "admin", "admin-app")
-    app = create_app(ledger, sweep=False)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://creditsd.test",
-        headers={"Authorization": f"Bearer {secret}"},
-    ) as client:
+    async with client_for(ledger, await create_key(ledger, "admin", "admin-app")) as client:
         yield client
 
 
