@@ -159,7 +159,8 @@ async def test_balance_low_fires_once_per_crossing_and_again_after_a_top_up(
     events = [(b["type"], b["data"]["balance"]) for b in receiver.bodies()]
     assert events == [("balance.low", 40), ("balance.low", 40), ("balance.depleted", 0)]
 
-    await admin.put("/v1/accounts/fay", json={"low_balance_threshold": 500})
+    fay = await admin.put("/v1/accounts/fay", json={"low_balance_threshold": 500})
+    assert body(fay)["low_balance_threshold"] == 500
     await hooked.grant("fay", 600 * CREDIT)
     await hooked.charge("fay", 200 * CREDIT)  # 400: below its own 500
     while await deliverer.deliver_due():

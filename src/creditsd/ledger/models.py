@@ -47,6 +47,7 @@ class Account:
     status: str = "active"
     by_source: dict[str, int] = field(default_factory=dict)  # live lots; "overdrawn" below zero
     lots_expire_at: datetime | None = None  # the soonest lapse of a lot nothing holds
+    low_balance_threshold: int | None = None  # its own balance.low threshold, if set
 
     @property
     def available(self) -> int:

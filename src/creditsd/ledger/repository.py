@@ -252,6 +252,7 @@ def account_from_row(
         status=row.status,
         by_source=by_source or {},
         lots_expire_at=row.lots_expire_at,
+        low_balance_threshold=row.low_balance_threshold,
     )
 
 

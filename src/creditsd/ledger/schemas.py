@@ -90,6 +90,9 @@ class AccountOut(BaseModel):
         "signup, promotion, adjustment); `overdrawn` is what the balance is below zero. "
         "The parts add up to `balance`."
     )
+    low_balance_threshold: AmountOut | None = Field(
+        description="Its own balance.low threshold (credits); null: the deployment's."
+    )
     aliases: list[str]
     metadata: Metadata | None
     created_at: datetime
@@ -108,6 +111,9 @@ class AccountOut(BaseModel):
             balance_by_source={
                 source: money.to_decimal(amount) for source, amount in account.by_source.items()
             },
+            low_balance_threshold=None
+            if account.low_balance_threshold is None
+            else money.to_decimal(account.low_balance_threshold),
             aliases=list(account.aliases),
             metadata=account.metadata,
             created_at=account.created_at,
