@@ -24,6 +24,7 @@ from creditsd.webhooks.models import GATEWAY, Message
 
 log = logging.getLogger("creditsd.webhooks")
 
+IN_FLIGHT = 16  # deliveries a worker has under way at once
 GATEWAY_PATHS = {
     "gateway.usage": "/api/internal/webhooks/usage",
     "gateway.balance_sync": "/api/internal/balance/sync",
@@ -42,8 +43,8 @@ class Deliverer:
         self.settings = ledger.settings
         self._http = http or httpx.AsyncClient()
         self._owns_http = http is None
-        # A message is leased for as long as delivering it may take, plus a margin; a
-        # worker killed mid-delivery leaves it to the others once the lease runs out.
+        # A message is leased for as long as delivering its batch may take, plus a margin;
+        # a worker killed mid-delivery leaves it to the others once the lease runs out.
         gateway = self.settings.gateway
         slowest = self.settings.webhooks.timeout_seconds
         if gateway.enabled:
@@ -52,7 +53,11 @@ class Deliverer:
                 slowest,
                 gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
             )
-        self.lease = timedelta(seconds=slowest + 5)
+        rounds = -(-self.settings.webhooks.batch // IN_FLIGHT)  # a batch waits its turn
+        self.lease = timedelta(seconds=slowest * rounds + 5)
+        # An HTTP client slows down with many requests in flight; a few at a time deliver
+        # a batch faster than all of it at once.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
 
     async def close(self) -> None:
         """Close the HTTP connections (when this deliverer made them)."""
@@ -82,6 +87,10 @@ class Deliverer:
         return len(batch)
 
     async def _deliver(self, message: Message) -> None:
+        async with self._in_flight:
+            await self._deliver_now(message)
+
+    async def _deliver_now(self, message: Message) -> None:
         try:
             if message.destination == GATEWAY:
                 await self._to_gateway(message)
@@ -137,11 +146,13 @@ class Deliverer:
             raise Failed(f"HTTP {response.status_code}")
 
     async def _to_endpoint(self, message: Message) -> None:
-        endpoint = await db.run(
-            self.ledger.engine,
-            lambda conn: repo.get_endpoint(conn, message.destination),
-            readonly=True,
-        )
+        endpoint = self.ledger.outbox.endpoint(message.destination)  # refreshed each batch
+        if endpoint is None:
+            endpoint = await db.run(
+                self.ledger.engine,
+                lambda conn: repo.get_endpoint(conn, message.destination),
+                readonly=True,
+            )
         if endpoint is None or endpoint.disabled_at is not None:
             raise Failed("the endpoint is disabled")
         body = jsonio.dumps({"id": message.message_id, **message.payload})

@@ -53,6 +53,7 @@ class Outbox:
         self._prices = prices
         self._clock = clock
         self._subscribers: dict[str, list[Endpoint]] = {}
+        self._endpoints: dict[str, Endpoint] = {}
         self._loaded_at: float | None = None
 
     # Which endpoints listen
@@ -62,10 +63,16 @@ class Outbox:
 
     async def _load(self, conn: AsyncConnection) -> None:
         subscribers: dict[str, list[Endpoint]] = {}
-        for endpoint in await repo.endpoints(conn):
+        enabled = await repo.endpoints(conn)
+        for endpoint in enabled:
             for event in endpoint.events:
                 subscribers.setdefault(event, []).append(endpoint)
         self._subscribers, self._loaded_at = subscribers, self._clock()
+        self._endpoints = {endpoint.id: endpoint for endpoint in enabled}
+
+    def endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """An enabled endpoint as of the last look (None: disabled, or not seen yet)."""
+        return self._endpoints.get(endpoint_id)
 
     async def refresh(self, *, force: bool = False) -> None:
         """Reload the endpoints when the list is older than a few seconds (or ``force``),
