@@ -837,7 +837,7 @@ async def expire_lots(
     only what no hold reserves lapses now; a later sweep takes the rest once the holds
     settle. Returns how many lots lapsed (wholly or in part).
     """
-    row = await repo.get_account_row(conn, account_id)
+    row = await repo.get_account_row(conn, account_id, lock=True)  # what it can give stays
     if row is None:
         raise AccountNotFound(account_id)
     held = await _live_held(conn, account_id, row.held, now)

@@ -175,7 +175,7 @@ async def take_back(
     notes: Metadata = {"payment": payment.id, "policy": refund_policy}
     if due <= 0:
         return Outcome("nothing_due", notes=notes)
-    row = await ledger_repo.get_account_row(conn, account_id)
+    row = await ledger_repo.get_account_row(conn, account_id, lock=True)  # spendable stays so
     if row is None:  # pragma: no cover - payments belong to accounts
         raise AccountNotFound(account_id)
     held = int(row.held) - (await ledger_repo.expired_hold_totals(conn, [account_id], now)).get(
