@@ -188,10 +188,16 @@ async def main() -> None:
     deliveries: list[tuple[str, float]] = []
     try:
         admin = await Ledger.connect(settings(url))
-        endpoint = await db.run(
+        endpoint, _created = await db.run(
             admin.engine,
             lambda conn: service.register(
-                conn, hook, ["charge.succeeded"], "bench", admin.now(), actor="bench"
+                conn,
+                hook,
+                ["charge.succeeded"],
+                "bench",
+                admin.now(),
+                actor="bench",
+                idempotency_key="bench",
             ),
         )
         for workers in (int(w) for w in args.workers.split(",")):

@@ -296,6 +296,8 @@ webhook_endpoints = Table(
     Column("description", Text, nullable=True),
     Column("created_at", Timestamp, nullable=False),
     Column("disabled_at", Timestamp, nullable=True),
+    Column("idempotency_key", String(KEY_LENGTH), nullable=True, unique=True),
+    Column("fingerprint", String(64), nullable=True),
 )
 
 # Every message leaving creditsd, written in the transaction of the change it tells of.

@@ -108,6 +108,43 @@ def hold_json(**fields: Any) -> dict[str, Any]:
     }
 
 
+def endpoint_json(**fields: Any) -> dict[str, Any]:
+    """A webhook endpoint as the server lists it (its secret masked)."""
+    return {
+        "id": "we_1",
+        "url": "https://app.example/hooks",
+        "events": ["balance.low", "charge.succeeded"],
+        "secret": "whsec_…Zx9Q",
+        "description": None,
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "disabled_at": None,
+        **fields,
+    }
+
+
+def delivery_json(**fields: Any) -> dict[str, Any]:
+    """A webhook delivery, not yet delivered, as the server writes it."""
+    return {
+        "id": 7,
+        "destination": "we_1",
+        "message_id": "msg_1",
+        "event_type": "balance.low",
+        "account_id": "u",
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": "2026-11-22T10:00:05.000000Z",
+        "last_error": None,
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "delivered_at": None,
+        "payload": {
+            "type": "balance.low",
+            "timestamp": "2026-11-22T10:00:00.000000Z",
+            "data": {"account_id": "u", "balance": 40, "threshold": 50, "transfer_id": "tr_1"},
+        },
+        **fields,
+    }
+
+
 def error_json(code: str, message: str = "refused", **details: Any) -> dict[str, Any]:
     """An error answer in the server's shape."""
     return {"error": {"code": code, "message": message, **details}}

@@ -404,3 +404,97 @@ async def test_packs_on_sale_and_checkout_without_stripe(make_ledger: LedgerFact
             "stripe_not_configured",
         )
         assert not isinstance(unconfigured.value, PaymentProviderError)
+
+
+async def test_an_admin_freezes_reopens_and_sets_a_low_balance_threshold(
+    ledger: Ledger, connect: Connect
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    opened = await billing.initialize_account("u", initial_grant=10)
+    assert opened.low_balance_threshold is None  # the deployment's default
+    with pytest.raises(PermissionDeniedError):
+        await chat.initialize_account("u", status="frozen")
+
+    frozen = await billing.initialize_account("u", status="frozen")
+    assert frozen.status == "frozen"
+    with pytest.raises(AccountNotActiveError):
+        await chat.charge("u", 1)
+    assert (await billing.initialize_account("u", status="active")).status == "active"
+    assert (await chat.charge("u", 1)).balance == D(9)
+    with pytest.raises(ValidationError):
+        await billing.initialize_account("u", status="paused")
+
+    own = await billing.initialize_account("u", low_balance_threshold="2.5")
+    assert (own.low_balance_threshold, own.status) == (D("2.5"), "active")
+    assert (await chat.get_account("u")).low_balance_threshold == D("2.5")
+    never = await billing.initialize_account("u", low_balance_threshold=0)
+    assert never.low_balance_threshold == D(0)
+    with pytest.raises(ValidationError):
+        await billing.initialize_account("u", low_balance_threshold="0.00001")
+
+
+async def test_webhook_endpoints_and_their_deliveries(ledger: Ledger, connect: Connect) -> None:
+    ops = connect(await create_key(ledger, "admin", "ops"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    with pytest.raises(PermissionDeniedError):
+        await chat.create_webhook_endpoint("https://app.example/hooks", ["balance.low"])
+    with pytest.raises(PermissionDeniedError):
+        await chat.list_webhook_deliveries()
+    with pytest.raises(ValidationError):
+        await ops.create_webhook_endpoint("ftp://app.example", ["balance.low"])
+    with pytest.raises(ValidationError):
+        await ops.create_webhook_endpoint("https://app.example/hooks", ["balance.high"])
+
+    created = await ops.create_webhook_endpoint(
+        "https://app.example/hooks", ["charge.succeeded", "balance.low"], description="billing"
+    )
+    assert created.id.startswith("we_") and created.secret.startswith("whsec_")
+    assert (created.events, created.description, created.disabled_at) == (
+        ("balance.low", "charge.succeeded"),
+        "billing",
+        None,
+    )
+    (listed,) = await ops.list_webhook_endpoints()
+    assert (listed.id, listed.url, listed.events) == (created.id, created.url, created.events)
+    assert listed.secret != created.secret  # masked: shown whole only at creation
+    assert created.secret not in repr(listed.raw)
+
+    account = await ops.initialize_account("u", initial_grant=100, low_balance_threshold=50)
+    assert account.low_balance_threshold == D(50)
+    await chat.charge("u", 30)
+    below = await chat.charge("u", 30)  # 70 → 40: below 50
+
+    walked = [d async for d in ops.iter_webhook_deliveries(page_size=1)]
+    assert [d.event_type for d in walked] == ["balance.low", "charge.succeeded", "charge.succeeded"]
+    assert {(d.destination, d.status, d.attempts, d.account_id) for d in walked} == {
+        (created.id, "pending", 0, "u")
+    }
+    low = walked[0]
+    assert low.payload["data"]["threshold"] == D(50)
+    assert low.payload["data"]["transfer_id"] == below.id
+    assert walked[1].payload["data"]["transfer"]["id"] == below.id
+    assert (low.delivered_at, low.last_error) == (None, None)
+    first = await ops.list_webhook_deliveries(destination=created.id, status="pending", limit=2)
+    assert [d.id for d in first.data] == [d.id for d in walked[:2]]
+    assert first.next_cursor is not None
+    rest = await ops.list_webhook_deliveries(status="pending", cursor=first.next_cursor)
+    assert ([d.id for d in rest.data], rest.next_cursor) == ([walked[2].id], None)
+    assert (await ops.list_webhook_deliveries(status="dead")).data == ()
+    assert (await ops.list_webhook_deliveries(destination="gateway")).data == ()
+
+    retried = await ops.retry_webhook_delivery(low.id)
+    assert (retried.id, retried.status, retried.message_id) == (low.id, "pending", low.message_id)
+    with pytest.raises(NotFoundError) as no_delivery:
+        await ops.retry_webhook_delivery(999_999)
+    assert no_delivery.value.code == "delivery_not_found"
+    with pytest.raises(NotFoundError) as no_endpoint:
+        await ops.disable_webhook_endpoint("we_nope")
+    assert no_endpoint.value.code == "endpoint_not_found"
+
+    disabled = await ops.disable_webhook_endpoint(created.id)
+    assert disabled.disabled_at is not None
+    assert (await ops.disable_webhook_endpoint(created.id)).disabled_at == disabled.disabled_at
+    assert [e.disabled_at for e in await ops.list_webhook_endpoints()] == [disabled.disabled_at]
+    await chat.charge("u", 1)
+    assert len((await ops.list_webhook_deliveries()).data) == 3  # no longer sent to

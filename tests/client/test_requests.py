@@ -23,6 +23,8 @@ from tests.client.conftest import (
     BASE_URL,
     account_json,
     answer,
+    delivery_json,
+    endpoint_json,
     error_json,
     hold_json,
     transfer_json,
@@ -402,6 +404,154 @@ def test_initialize_account_sends_only_what_is_set(client: Client, wire: Wire) -
         client.initialize_account("org:acme", aliases="123")
 
 
+def test_initialize_account_sets_status_and_low_balance_threshold(
+    client: Client, wire: Wire
+) -> None:
+    wire.reply = answer(200, account_json(status="frozen", low_balance_threshold=Decimal("12.5")))
+    account = client.initialize_account("u", status="frozen", low_balance_threshold="12.5")
+    assert wire.last.content == b'{"status":"frozen","low_balance_threshold":12.5}'
+    assert (account.status, account.low_balance_threshold) == ("frozen", Decimal("12.5"))
+    assert type(account.low_balance_threshold) is Decimal
+    client.initialize_account("u", low_balance_threshold=0)  # 0: never for this account
+    assert wire.body() == {"low_balance_threshold": 0}
+    with pytest.raises(TypeError, match="'active', 'frozen' or 'closed'"):
+        client.initialize_account("u", status=True)  # type: ignore[arg-type]
+    assert len(wire.requests) == 2
+
+
+def test_an_account_without_its_own_threshold_reads_none(client: Client, wire: Wire) -> None:
+    wire.reply = answer(200, account_json(low_balance_threshold=None))
+    assert client.get_account("u").low_balance_threshold is None
+    wire.reply = answer(200, account_json())  # an older server does not send it
+    assert client.get_account("u").low_balance_threshold is None
+
+
+def test_a_webhook_endpoint_is_created_under_a_key_and_its_secret_read(
+    client: Client, wire: Wire
+) -> None:
+    secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    wire.reply = answer(201, endpoint_json(secret=secret, description="billing service"))
+    created = client.create_webhook_endpoint(
+        "https://app.example/hooks",
+        ("charge.succeeded", "balance.low"),
+        description="billing service",
+    )
+    request = wire.last
+    assert (request.method, request.url.path) == ("POST", "/v1/webhook-endpoints")
+    assert request.content == (
+        b'{"url":"https://app.example/hooks","events":["charge.succeeded","balance.low"],'
+        b'"description":"billing service"}'
+    )
+    assert request.headers["Content-Type"] == "application/json"
+    assert request.headers["Idempotency-Key"]  # a retry answers the same endpoint
+    assert (created.id, created.url, created.secret) == (
+        "we_1",
+        "https://app.example/hooks",
+        secret,
+    )
+    assert created.events == ("balance.low", "charge.succeeded")
+    assert (created.description, created.disabled_at) == ("billing service", None)
+    assert created.created_at == datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
+
+    client.create_webhook_endpoint(
+        "https://app.example/low", ["balance.low"], idempotency_key="hooks-1"
+    )
+    assert wire.body() == {"url": "https://app.example/low", "events": ["balance.low"]}
+    assert wire.last.headers["Idempotency-Key"] == "hooks-1"
+    with pytest.raises(TypeError, match="list of event types"):
+        client.create_webhook_endpoint("https://app.example/hooks", "balance.low")
+    assert len(wire.requests) == 2
+
+
+def test_webhook_endpoints_are_listed_and_disabled(client: Client, wire: Wire) -> None:
+    off = endpoint_json(id="we_2", events=["hold.expired"], disabled_at="2026-11-23T08:00:00Z")
+    wire.reply = answer(200, {"data": [endpoint_json(), off]})
+    endpoints = client.list_webhook_endpoints()
+    assert (wire.last.method, wire.last.url.path) == ("GET", "/v1/webhook-endpoints")
+    assert "Idempotency-Key" not in wire.last.headers
+    assert [(e.id, e.events, e.disabled_at) for e in endpoints] == [
+        ("we_1", ("balance.low", "charge.succeeded"), None),
+        ("we_2", ("hold.expired",), datetime(2026, 11, 23, 8, 0, tzinfo=UTC)),
+    ]
+    assert endpoints[0].secret == "whsec_…Zx9Q"
+
+    wire.reply = answer(200, off)
+    disabled = client.disable_webhook_endpoint("we_2")
+    assert (wire.last.method, wire.last.url.path, wire.last.content) == (
+        "DELETE",
+        "/v1/webhook-endpoints/we_2",
+        b"",
+    )
+    assert disabled.disabled_at is not None
+    client.disable_webhook_endpoint("we/../x")
+    assert wire.last.url.raw_path == b"/v1/webhook-endpoints/we%2F..%2Fx"
+
+
+def test_webhook_deliveries_are_a_filtered_page(client: Client, wire: Wire) -> None:
+    delivered = delivery_json(
+        id=6,
+        event_type="charge.succeeded",
+        status="delivered",
+        attempts=3,
+        last_error="HTTP 503",
+        delivered_at="2026-11-22T10:00:09.5Z",
+        payload={"type": "charge.succeeded", "data": {"transfer": transfer_json()}},
+    )
+    wire.reply = answer(200, {"data": [delivery_json(), delivered], "next_cursor": "c2"})
+    page = client.list_webhook_deliveries()
+    assert (wire.last.method, wire.last.url.path) == ("GET", "/v1/webhook-deliveries")
+    assert dict(wire.last.url.params) == {"limit": "50"}
+    pending, done = page.data
+    assert page.next_cursor == "c2"
+    assert (pending.id, pending.destination, pending.message_id) == (7, "we_1", "msg_1")
+    assert (pending.event_type, pending.account_id, pending.status) == (
+        "balance.low",
+        "u",
+        "pending",
+    )
+    assert (pending.attempts, pending.last_error, pending.delivered_at) == (0, None, None)
+    assert pending.next_attempt_at == datetime(2026, 11, 22, 10, 0, 5, tzinfo=UTC)
+    assert pending.payload["data"]["threshold"] == 50
+    assert (done.status, done.attempts, done.last_error) == ("delivered", 3, "HTTP 503")
+    assert done.delivered_at == datetime(2026, 11, 22, 10, 0, 9, 500000, tzinfo=UTC)
+    assert done.payload["data"]["transfer"]["amount"] == 10
+    assert done.raw["id"] == 6
+
+    wire.reply = answer(200, {"data": [], "next_cursor": None})
+    last = client.list_webhook_deliveries(
+        destination="gateway", status="dead", limit=10, cursor="c2"
+    )
+    assert dict(wire.last.url.params) == {
+        "limit": "10",
+        "destination": "gateway",
+        "status": "dead",
+        "cursor": "c2",
+    }
+    assert (last.data, last.next_cursor) == ((), None)
+
+
+def test_a_delivery_is_retried_by_its_number(client: Client, wire: Wire) -> None:
+    wire.reply = answer(200, delivery_json(id=12, status="pending", attempts=5))
+    retried = client.retry_webhook_delivery(12)
+    assert (wire.last.method, wire.last.url.path, wire.last.content) == (
+        "POST",
+        "/v1/webhook-deliveries/12/retry",
+        b"",
+    )
+    assert (retried.id, retried.status, retried.attempts) == (12, "pending", 5)
+    for wrong in ("12", True, 12.0):
+        with pytest.raises(TypeError, match="whole-number id"):
+            client.retry_webhook_delivery(wrong)  # type: ignore[arg-type]
+    assert len(wire.requests) == 1
+
+
+def test_a_delivery_the_sdk_cannot_read_is_an_api_error(client: Client, wire: Wire) -> None:
+    wire.reply = answer(200, {"data": [delivery_json(id="7")], "next_cursor": None})
+    with pytest.raises(APIError) as unreadable:
+        client.list_webhook_deliveries()
+    assert unreadable.value.code == "invalid_response"
+
+
 @pytest.mark.parametrize(
     "call",
     [
@@ -412,6 +562,7 @@ def test_initialize_account_sends_only_what_is_set(client: Client, wire: Wire) -
         lambda sdk: sdk.charge("u", feature="image", quantity=2.0),
         lambda sdk: sdk.charge("u", 1, metadata={"temperature": 0.7}),
         lambda sdk: sdk.initialize_account("u", initial_grant=5.0),
+        lambda sdk: sdk.initialize_account("u", low_balance_threshold=0.5),
         lambda sdk: sdk.quote(amount=0.5),
         lambda sdk: sdk.charge("u", True),
     ],

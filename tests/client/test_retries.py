@@ -25,7 +25,15 @@ from creditsd.client import (
     TransportError,
     ValidationError,
 )
-from tests.client.conftest import BASE_URL, account_json, answer, error_json, transfer_json
+from tests.client.conftest import (
+    BASE_URL,
+    account_json,
+    answer,
+    delivery_json,
+    endpoint_json,
+    error_json,
+    transfer_json,
+)
 
 Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
 
@@ -291,3 +299,66 @@ async def test_a_non_json_gateway_error_is_a_server_error(make: Callable[..., SD
         await make(Script(gateway), max_retries=0)("get_balance", "u")
     assert (failed.value.status, failed.value.code) == (502, "http_error")
     assert failed.value.message == "Bad Gateway"
+
+
+def lost(request: httpx.Request) -> httpx.Response:
+    """The request went out; its answer never came back."""
+    raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+
+def too_slow(request: httpx.Request) -> httpx.Response:
+    """The request went out; the server took too long to answer."""
+    raise httpx.ReadTimeout("timed out", request=request)
+
+
+@pytest.mark.parametrize("failure", [unavailable, lambda: lost, lambda: too_slow])
+async def test_a_new_webhook_endpoint_is_retried_under_one_key(
+    make: Callable[..., SDK], failure: Callable[[], Answer]
+) -> None:
+    # The server answers a repeated key with the endpoint it made: a retry cannot make two.
+    script = Script(failure(), answer(201, endpoint_json(secret="whsec_full")))
+    created = await make(script, max_retries=2)(
+        "create_webhook_endpoint", "https://app.example/hooks", ["balance.low"]
+    )
+    assert (created.id, created.secret) == ("we_1", "whsec_full")
+    keys = script.keys()
+    assert len(keys) == 2 and keys[0] is not None and keys[0] == keys[1]
+
+
+async def test_other_webhook_calls_are_retried_like_any_read_or_write(
+    make: Callable[..., SDK],
+) -> None:
+    page = {"data": [delivery_json()], "next_cursor": None}
+    script = Script(
+        unavailable(),
+        answer(200, page),
+        too_slow,
+        answer(200, delivery_json(status="pending")),
+        lost,
+        answer(200, endpoint_json(disabled_at="2026-11-23T08:00:00Z")),
+    )
+    sdk = make(script, max_retries=1)
+    assert [d.id for d in (await sdk("list_webhook_deliveries", status="dead")).data] == [7]
+    assert (await sdk("retry_webhook_delivery", 7)).status == "pending"
+    assert (await sdk("disable_webhook_endpoint", "we_1")).disabled_at is not None
+    keys = script.keys()
+    assert keys[:2] == [None, None]
+    assert keys[2] == keys[3] != keys[4] == keys[5]
+    assert str(keys[2]).startswith("sdk_")
+
+
+@pytest.mark.parametrize(
+    ("method", "argument", "code"),
+    [
+        ("disable_webhook_endpoint", "we_nope", "endpoint_not_found"),
+        ("retry_webhook_delivery", 999999, "delivery_not_found"),
+    ],
+)
+async def test_unknown_webhook_ids_are_not_found(
+    make: Callable[..., SDK], method: str, argument: object, code: str
+) -> None:
+    script = Script(answer(404, error_json(code, "no such thing")))
+    with pytest.raises(NotFoundError) as missing:
+        await make(script)(method, argument)
+    assert (missing.value.status, missing.value.code) == (404, code)
+    assert len(script.requests) == 1

@@ -223,3 +223,18 @@ async def test_endpoints_are_admin_only_and_their_secret_is_shown_once(
     gone = await admin.delete(f"/v1/webhook-endpoints/{body(created)['id']}")
     assert body(gone)["disabled_at"] is not None
     assert (await admin.delete("/v1/webhook-endpoints/we_nope")).status_code == 404
+
+
+async def test_registering_an_endpoint_twice_under_one_key_registers_it_once(
+    admin: httpx.AsyncClient,
+) -> None:
+    request = {"url": "https://app.example/hooks", "events": ["charge.succeeded"]}
+    headers = {"Idempotency-Key": "hooks-1"}
+    first = await admin.post("/v1/webhook-endpoints", json=request, headers=headers)
+    again = await admin.post("/v1/webhook-endpoints", json=request, headers=headers)
+    assert (body(again)["id"], body(again)["secret"]) == (body(first)["id"], body(first)["secret"])
+    assert again.headers["Idempotent-Replayed"] == "true"
+    other = {**request, "events": ["balance.low"]}
+    conflict = await admin.post("/v1/webhook-endpoints", json=other, headers=headers)
+    assert (conflict.status_code, body(conflict)["error"]["code"]) == (409, "idempotency_conflict")
+    assert len(body(await admin.get("/v1/webhook-endpoints"))["data"]) == 1

@@ -43,6 +43,9 @@ from creditsd.client._models import (
     Usage,
     UsageResult,
     Verification,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookEndpoint,
 )
 from creditsd.client._sync import Client
 
@@ -75,4 +78,7 @@ __all__ = [
     "UsageResult",
     "ValidationError",
     "Verification",
+    "WebhookDelivery",
+    "WebhookDeliveryPage",
+    "WebhookEndpoint",
 ]

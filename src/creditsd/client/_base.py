@@ -33,6 +33,9 @@ from creditsd.client._models import (
     Usage,
     UsageResult,
     Verification,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookEndpoint,
     credits,
 )
 
@@ -119,7 +122,11 @@ class BaseClient:
         overdraft_limit: Amount | None,
         aliases: Iterable[str],
         metadata: Mapping[str, Any] | None,
+        status: str | None,
+        low_balance_threshold: Amount | None,
     ) -> Call[Account]:
+        if status is not None and not isinstance(status, str):
+            raise TypeError("status is 'active', 'frozen' or 'closed'")
         body: dict[str, Any] = {}
         if initial_grant is not None:
             body["initial_grant"] = amount_of(initial_grant, "initial_grant")
@@ -131,6 +138,12 @@ class BaseClient:
             body["aliases"] = aliases
         if metadata is not None:
             body["metadata"] = metadata
+        if status is not None:
+            body["status"] = status
+        if low_balance_threshold is not None:
+            body["low_balance_threshold"] = amount_of(
+                low_balance_threshold, "low_balance_threshold"
+            )
         return self._write(
             "PUT",
             _account_path(account_id),
@@ -330,6 +343,71 @@ class BaseClient:
             body,
             idempotency_key,
             lambda data, _: CheckoutSession.from_json(data),
+        )
+
+    # Webhooks ---------------------------------------------------------------------------
+
+    def _create_webhook_endpoint(
+        self,
+        url: str,
+        events: Iterable[str],
+        *,
+        description: str | None,
+        idempotency_key: str | None,
+    ) -> Call[WebhookEndpoint]:
+        if not isinstance(url, str) or not url:
+            raise TypeError("url is where to send webhooks, e.g. 'https://app.example/hooks'")
+        if isinstance(events, str):
+            raise TypeError("events is a list of event types, not one string")
+        body: dict[str, Any] = {"url": url, "events": list(events)}
+        body.update(_present(description=description))
+        return self._write(
+            "POST",
+            "/v1/webhook-endpoints",
+            body,
+            idempotency_key,
+            lambda data, _: WebhookEndpoint.from_json(data),
+        )
+
+    def _list_webhook_endpoints(self) -> Call[list[WebhookEndpoint]]:
+        return Call(
+            "GET",
+            "/v1/webhook-endpoints",
+            lambda data, _: [WebhookEndpoint.from_json(item) for item in data["data"]],
+        )
+
+    def _disable_webhook_endpoint(self, endpoint_id: str) -> Call[WebhookEndpoint]:
+        return self._write(
+            "DELETE",
+            f"/v1/webhook-endpoints/{_segment(endpoint_id)}",
+            None,
+            None,
+            lambda data, _: WebhookEndpoint.from_json(data),
+        )
+
+    def _list_webhook_deliveries(
+        self, *, destination: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> Call[WebhookDeliveryPage]:
+        params: dict[str, str | int] = {"limit": limit}
+        for name, value in (("destination", destination), ("status", status), ("cursor", cursor)):
+            if value is not None:
+                params[name] = value
+        return Call(
+            "GET",
+            "/v1/webhook-deliveries",
+            lambda data, _: WebhookDeliveryPage.from_json(data),
+            params=params,
+        )
+
+    def _retry_webhook_delivery(self, delivery_id: int) -> Call[WebhookDelivery]:
+        if isinstance(delivery_id, bool) or not isinstance(delivery_id, int):
+            raise TypeError(f"delivery_id is a delivery's whole-number id, not {delivery_id!r}")
+        return self._write(
+            "POST",
+            f"/v1/webhook-deliveries/{delivery_id}/retry",
+            None,
+            None,
+            lambda data, _: WebhookDelivery.from_json(data),
         )
 
     # Sending: what the sync and async loops share ----------------------------------------

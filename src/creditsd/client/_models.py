@@ -45,6 +45,9 @@ class Account:
     metadata: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    low_balance_threshold: Decimal | None = None
+    """``balance.low`` fires when a debit takes the balance below this (0: never for this
+    account); None: the server's default."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -64,6 +67,7 @@ class Account:
             metadata=data.get("metadata"),
             created_at=timestamp(data["created_at"]),
             updated_at=timestamp(data["updated_at"]),
+            low_balance_threshold=optional_credits(data.get("low_balance_threshold")),
             raw=dict(data),
         )
 
@@ -369,6 +373,98 @@ class CheckoutSession:
         )
 
 
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """Where signed webhooks go (Standard Webhooks), and for which ``events``.
+
+    ``secret`` (``whsec_…``) verifies the deliveries; it is whole only in the answer that
+    created the endpoint, masked everywhere else. ``disabled_at`` is None while it is sent to.
+    """
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    description: str | None
+    created_at: datetime
+    disabled_at: datetime | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookEndpoint:
+        """Build from the server's JSON object."""
+        return cls(
+            id=data["id"],
+            url=data["url"],
+            events=tuple(data["events"]),
+            secret=data["secret"],
+            description=data.get("description"),
+            created_at=timestamp(data["created_at"]),
+            disabled_at=optional_timestamp(data.get("disabled_at")),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One message to one ``destination`` (an endpoint id, or ``gateway``) and how it went.
+
+    ``status`` is ``pending``, ``delivered`` or ``dead`` (given up on until retried);
+    ``message_id`` is the ``webhook-id`` it is sent with, the same on every attempt.
+    """
+
+    id: int
+    destination: str
+    message_id: str
+    event_type: str
+    account_id: str | None
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None
+    created_at: datetime
+    delivered_at: datetime | None
+    payload: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookDelivery:
+        """Build from the server's JSON object."""
+        return cls(
+            id=whole(data["id"]),
+            destination=data["destination"],
+            message_id=data["message_id"],
+            event_type=data["event_type"],
+            account_id=data.get("account_id"),
+            status=data["status"],
+            attempts=whole(data["attempts"]),
+            next_attempt_at=timestamp(data["next_attempt_at"]),
+            last_error=data.get("last_error"),
+            created_at=timestamp(data["created_at"]),
+            delivered_at=optional_timestamp(data.get("delivered_at")),
+            payload=dict(data["payload"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryPage:
+    """One page of webhook deliveries, newest first; ``next_cursor`` is None on the last."""
+
+    data: tuple[WebhookDelivery, ...]
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> WebhookDeliveryPage:
+        """Build from the server's JSON object."""
+        return cls(
+            data=tuple(WebhookDelivery.from_json(item) for item in data["data"]),
+            next_cursor=data.get("next_cursor"),
+            raw=dict(data),
+        )
+
+
 def credits(value: object) -> Decimal:
     """An amount from the server's JSON (an exact number, or a decimal string) as a Decimal."""
     if isinstance(value, Decimal):
@@ -381,6 +477,13 @@ def credits(value: object) -> Decimal:
 def optional_credits(value: object) -> Decimal | None:
     """:func:`credits`, or None for a JSON null."""
     return None if value is None else credits(value)
+
+
+def whole(value: object) -> int:
+    """A whole number from the server's JSON (an id, a count)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected a whole number, got {type(value).__name__}")
+    return value
 
 
 def timestamp(value: object) -> datetime:

@@ -24,6 +24,9 @@ from creditsd.client._models import (
     Usage,
     UsageResult,
     Verification,
+    WebhookDelivery,
+    WebhookDeliveryPage,
+    WebhookEndpoint,
 )
 
 T = TypeVar("T")
@@ -112,8 +115,15 @@ class Client(BaseClient):
         overdraft_limit: Amount | None = None,
         aliases: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        low_balance_threshold: Amount | None = None,
     ) -> Account:
-        """Create the account if absent, or apply the settings given (grants need admin)."""
+        """Create the account if absent, or apply the settings given.
+
+        ``status`` (``active``, ``frozen`` or ``closed``), ``initial_grant`` and
+        ``overdraft_limit`` need an admin key. ``balance.low`` fires when a debit takes the
+        balance below ``low_balance_threshold`` (credits; 0: never for this account).
+        """
         return self._send(
             self._initialize_account(
                 account_id,
@@ -121,6 +131,8 @@ class Client(BaseClient):
                 overdraft_limit=overdraft_limit,
                 aliases=aliases,
                 metadata=metadata,
+                status=status,
+                low_balance_threshold=low_balance_threshold,
             )
         )
 
@@ -339,3 +351,71 @@ class Client(BaseClient):
     def get_hold(self, hold_id: str) -> Hold:
         """The hold as it stands now."""
         return self._send(self._get_hold(hold_id))
+
+    # Webhooks (admin) ---------------------------------------------------------------------
+
+    def create_webhook_endpoint(
+        self,
+        url: str,
+        events: Iterable[str],
+        *,
+        description: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> WebhookEndpoint:
+        """Send signed webhooks of ``events`` (``charge.succeeded``, ``balance.low``, …) to ``url``.
+
+        The answer holds the signing ``secret`` in full: keep it. A retry with the same
+        idempotency key answers the same endpoint.
+        """
+        return self._send(
+            self._create_webhook_endpoint(
+                url, events, description=description, idempotency_key=idempotency_key
+            )
+        )
+
+    def list_webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """Every endpoint, disabled ones included, oldest first, their secrets masked."""
+        return self._send(self._list_webhook_endpoints())
+
+    def disable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        """Stop sending to the endpoint; its past deliveries stay listed."""
+        return self._send(self._disable_webhook_endpoint(endpoint_id))
+
+    def list_webhook_deliveries(
+        self,
+        *,
+        destination: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> WebhookDeliveryPage:
+        """One page of deliveries, newest first: to one ``destination`` (an endpoint id, or
+        ``gateway``), in one ``status`` (``pending``, ``delivered`` or ``dead``)."""
+        return self._send(
+            self._list_webhook_deliveries(
+                destination=destination, status=status, limit=limit, cursor=cursor
+            )
+        )
+
+    def iter_webhook_deliveries(
+        self,
+        *,
+        destination: str | None = None,
+        status: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[WebhookDelivery]:
+        """Every delivery that matches, newest first, fetching pages as needed."""
+        cursor: str | None = None
+        while True:
+            page = self.list_webhook_deliveries(
+                destination=destination, status=status, limit=page_size, cursor=cursor
+            )
+            yield from page.data
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def retry_webhook_delivery(self, delivery_id: int) -> WebhookDelivery:
+        """Deliver a message again (a dead one, or one its receiver lost), with the same
+        ``webhook-id``; answers it back in ``pending``."""
+        return self._send(self._retry_webhook_delivery(delivery_id))

@@ -10,7 +10,8 @@ from creditsd import db
 from creditsd.api.auth import AdminKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
-from creditsd.api.params import respond
+from creditsd.api.params import IdempotencyHeader, respond
+from creditsd.idempotency import resolve_key
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service
@@ -30,25 +31,35 @@ EndpointId = Annotated[str, Path(max_length=32, pattern=r"^we_[0-9a-z]+$")]
     "/webhook-endpoints",
     response_model=EndpointOut,
     status_code=201,
-    responses=error_responses(403),
+    responses=error_responses(403, 409),
 )
 async def create_endpoint(
-    body: EndpointCreate, ledger: LedgerDep, key: AdminKey
+    body: EndpointCreate,
+    ledger: LedgerDep,
+    key: AdminKey,
+    idempotency_key: IdempotencyHeader = None,
 ) -> ExactJSONResponse:
-    """Register an endpoint; the answer carries its signing secret, shown this once.
+    """Register an endpoint; the answer carries its signing secret.
 
     Deliveries are signed with the Standard Webhooks scheme (``webhook-id``,
-    ``webhook-timestamp``, ``webhook-signature``). Every process sends to it within
-    a few seconds.
+    ``webhook-timestamp``, ``webhook-signature``). Every process sends to it within a few
+    seconds. The same idempotency key answers the same endpoint (and secret).
     """
-    endpoint = await db.run(
+    request_key = resolve_key(idempotency_key)
+    endpoint, created = await db.run(
         ledger.engine,
         lambda conn: service.register(
-            conn, body.url, list(body.events), body.description, ledger.now(), actor=actor(key)
+            conn,
+            body.url,
+            list(body.events),
+            body.description,
+            ledger.now(),
+            actor=actor(key),
+            idempotency_key=f"{key.name}:{request_key}",
         ),
     )
     await ledger.outbox.refresh(force=True)
-    return respond(EndpointOut.of(endpoint, reveal=True), 201)
+    return respond(EndpointOut.of(endpoint, reveal=True), 201, replayed=not created)
 
 
 @router.get("/webhook-endpoints", response_model=EndpointList, responses=error_responses(403))

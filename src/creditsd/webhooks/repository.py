@@ -9,11 +9,21 @@ from sqlalchemy import exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
+from creditsd.ledger.repository import insert_ignoring_duplicates
 from creditsd.tables import accounts, outbox, webhook_endpoints
 from creditsd.webhooks.models import Endpoint, Message
 
 _W = webhook_endpoints.c
 _O = outbox.c
+_ENDPOINT_COLUMNS = (
+    _W.id,
+    _W.url,
+    _W.events,
+    _W.secret,
+    _W.description,
+    _W.created_at,
+    _W.disabled_at,
+)
 _MESSAGE_COLUMNS = (
     _O.id,
     _O.destination,
@@ -34,23 +44,48 @@ def _message(row: Any) -> Message:
     return Message(**row._asdict())
 
 
-async def insert_endpoint(conn: AsyncConnection, endpoint: Endpoint) -> None:
-    """Register an endpoint."""
-    await conn.execute(
-        insert(webhook_endpoints).values(
+async def insert_endpoint(
+    conn: AsyncConnection, endpoint: Endpoint, idempotency_key: str, fingerprint: str
+) -> bool:
+    """Register an endpoint; False when its idempotency key is already taken."""
+    insert_or_skip = insert_ignoring_duplicates(conn)
+    result = await conn.execute(
+        insert_or_skip(webhook_endpoints)
+        .values(
             id=endpoint.id,
             url=endpoint.url,
             events=endpoint.events,
             secret=endpoint.secret,
             description=endpoint.description,
             created_at=endpoint.created_at,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
         )
+        .on_conflict_do_nothing(index_elements=[_W.idempotency_key])
+        .returning(_W.id)
     )
+    return result.first() is not None
+
+
+async def endpoint_by_key(
+    conn: AsyncConnection, idempotency_key: str
+) -> tuple[Endpoint, str | None] | None:
+    """The endpoint registered under this key, and the fingerprint of what was asked."""
+    row = (
+        await conn.execute(
+            select(*_ENDPOINT_COLUMNS, _W.fingerprint).where(_W.idempotency_key == idempotency_key)
+        )
+    ).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    fingerprint = values.pop("fingerprint")
+    return Endpoint(**values), fingerprint
 
 
 async def endpoints(conn: AsyncConnection, *, enabled_only: bool = True) -> list[Endpoint]:
     """The registered endpoints, oldest first."""
-    query = select(webhook_endpoints).order_by(_W.created_at, _W.id)
+    query = select(*_ENDPOINT_COLUMNS).order_by(_W.created_at, _W.id)
     if enabled_only:
         query = query.where(_W.disabled_at.is_(None))
     return [Endpoint(**row._asdict()) for row in await conn.execute(query)]
@@ -58,7 +93,7 @@ async def endpoints(conn: AsyncConnection, *, enabled_only: bool = True) -> list
 
 async def get_endpoint(conn: AsyncConnection, endpoint_id: str) -> Endpoint | None:
     """One endpoint, enabled or not."""
-    row = (await conn.execute(select(webhook_endpoints).where(_W.id == endpoint_id))).first()
+    row = (await conn.execute(select(*_ENDPOINT_COLUMNS).where(_W.id == endpoint_id))).first()
     return None if row is None else Endpoint(**row._asdict())
 
 

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.errors import NotFound
+from creditsd.idempotency import fingerprint
+from creditsd.ledger.service import check_replay
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import Endpoint, Message
 from creditsd.webhooks.signing import new_secret
@@ -40,18 +42,26 @@ async def register(
     now: datetime,
     *,
     actor: str,
-) -> Endpoint:
-    """A new endpoint with a fresh signing secret (audited, the secret left out)."""
+    idempotency_key: str,
+) -> tuple[Endpoint, bool]:
+    """A new endpoint with a fresh signing secret (audited, the secret left out); True when
+    this call made it. The same key again answers the same endpoint, secret included."""
+    events = sorted(set(events))
+    request = fingerprint("webhook_endpoint", url=url, events=events, description=description)
     endpoint = Endpoint(
         id=ids.new_id("we"),
         url=url,
-        events=sorted(set(events)),
+        events=events,
         secret=new_secret(),
         description=description,
         created_at=now,
         disabled_at=None,
     )
-    await repo.insert_endpoint(conn, endpoint)
+    if not await repo.insert_endpoint(conn, endpoint, idempotency_key, request):
+        found = await repo.endpoint_by_key(conn, idempotency_key)
+        assert found is not None  # the key was taken in this very statement's view
+        earlier, asked = found
+        return check_replay(earlier, asked or "", request, idempotency_key), False
     await audit.record(
         conn,
         actor=actor,
@@ -61,7 +71,7 @@ async def register(
         after={"url": url, "events": endpoint.events},
         now=now,
     )
-    return endpoint
+    return endpoint, True
 
 
 async def disable(

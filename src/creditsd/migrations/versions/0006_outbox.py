@@ -34,7 +34,10 @@ def upgrade() -> None:
         sa.Column("description", sa.Text, nullable=True),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.Column("disabled_at", Timestamp, nullable=True),
+        sa.Column("idempotency_key", sa.String(255), nullable=True),
+        sa.Column("fingerprint", sa.String(64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_endpoints")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_webhook_endpoints_idempotency_key")),
     )
     op.create_table(
         "outbox",
