@@ -70,6 +70,13 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             "packs.b uses price price_x",
         ),
         ("[plans.cplan_pro]\ncredits = -5\n", {}, "plans.cplan_pro.credits"),
+        (
+            '[packs.small]\ncredits = 0.00001\nprice_id = "price_a"\n',
+            {},
+            "packs.small.credits has more than 4 decimal places",
+        ),
+        ("[plans.cplan_pro]\ncredits = 0.00001\n", {}, "plans.cplan_pro.credits has more"),
+        ("[webhooks]\nlow_balance_threshold = 0.00001\n", {}, "webhooks.low_balance_threshold"),
         ("[gateway]\nenabled = true\n", {}, "gateway.base_url is required"),
         (
             '[gateway]\nenabled = true\nbase_url = "http://gw"\n',

@@ -213,13 +213,32 @@ class Settings(_Section):
         """The converter for this deployment's scale."""
         return Money(self.ledger.scale)
 
+    def units(self, key: str, credits: Decimal) -> int:
+        """A configured amount of credits in minor units; ``key`` names it if it does not fit
+        the ledger's scale."""
+        try:
+            return self.money.to_minor(credits, allow_zero=True)
+        except AmountError as exc:
+            raise ConfigError(f"{key} {exc}") from exc
+
     @property
     def signup_grant_units(self) -> int:
         """The sign-up grant in minor units."""
-        try:
-            return self.money.to_minor(self.accounts.signup_grant, allow_zero=True)
-        except AmountError as exc:
-            raise ConfigError(f"accounts.signup_grant {exc}") from exc
+        return self.units("accounts.signup_grant", self.accounts.signup_grant)
+
+    @property
+    def low_balance_threshold_units(self) -> int:
+        """The default balance.low threshold in minor units (0: never)."""
+        return self.units("webhooks.low_balance_threshold", self.webhooks.low_balance_threshold)
+
+    def check_amounts(self) -> None:
+        """Refuse, naming the key, any configured credits the ledger's scale cannot hold,
+        so that the start fails rather than the first sign-up, debit or purchase."""
+        _ = self.signup_grant_units, self.low_balance_threshold_units
+        for name, pack in self.packs.items():
+            self.units(f"packs.{name}.credits", pack.credits)
+        for plan_id, plan in self.plans.items():
+            self.units(f"plans.{plan_id}.credits", plan.credits)
 
 
 def _read_file(path: Path) -> tuple[dict[str, Any], str]:
@@ -305,5 +324,5 @@ def load_settings(
             for error in exc.errors()
         )
         raise ConfigError(f"invalid configuration in {file}: {problems}") from None
-    _ = settings.signup_grant_units  # fail at start, not at the first sign-up
+    settings.check_amounts()
     return settings

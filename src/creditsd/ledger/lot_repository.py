@@ -248,15 +248,3 @@ async def find_by_reference(conn: AsyncConnection, reference: str) -> Any | None
     return (
         await conn.execute(select(lots).where(_L.reference == reference).order_by(_L.id).limit(1))
     ).first()
-
-
-async def live_total(conn: AsyncConnection, account_id: str) -> int:
-    """What an account's live lots hold together."""
-    total = (
-        await conn.execute(
-            select(func.coalesce(func.sum(_L.remaining), 0)).where(
-                _L.account_id == account_id, _LIVE
-            )
-        )
-    ).scalar_one()
-    return int(total)

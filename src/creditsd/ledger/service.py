@@ -180,7 +180,7 @@ def check_account_id(account_id: str) -> str:
     return account_id
 
 
-async def _live_held(conn: AsyncConnection, account_id: str, held: int, now: datetime) -> int:
+async def live_held(conn: AsyncConnection, account_id: str, held: int, now: datetime) -> int:
     """A stored held figure without the holds that expired unswept."""
     if not held:
         return held
@@ -188,7 +188,7 @@ async def _live_held(conn: AsyncConnection, account_id: str, held: int, now: dat
 
 
 async def _available(conn: AsyncConnection, account_id: str, row: Any, now: datetime) -> int:
-    held = await _live_held(conn, account_id, row.held, now)
+    held = await live_held(conn, account_id, row.held, now)
     return int(row.balance - held + row.overdraft_limit)
 
 
@@ -655,10 +655,10 @@ async def _update_settings(
         changes["metadata"] = spec.metadata
     limit = spec.overdraft_limit
     if limit is not None and limit != row.overdraft_limit:
-        live_held = await _live_held(conn, account_id, row.held, now)
-        if row.balance - live_held + limit < 0:
+        held = await live_held(conn, account_id, row.held, now)
+        if row.balance - held + limit < 0:
             raise OverdraftInUse(account_id)
-        if live_held != row.held:
+        if held != row.held:
             await expire_holds(conn, now, policy, account_id=account_id)
         changes["overdraft_limit"] = limit
         await audit.record(
@@ -840,7 +840,7 @@ async def expire_lots(
     row = await repo.get_account_row(conn, account_id, lock=True)  # what it can give stays
     if row is None:
         raise AccountNotFound(account_id)
-    held = await _live_held(conn, account_id, row.held, now)
+    held = await live_held(conn, account_id, row.held, now)
     spendable = row.balance - held
     taken = 0
     for lot_id, remaining in await lot_repo.due(conn, now, account_id):

@@ -178,9 +178,7 @@ async def take_back(
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)  # spendable stays so
     if row is None:  # pragma: no cover - payments belong to accounts
         raise AccountNotFound(account_id)
-    held = int(row.held) - (await ledger_repo.expired_hold_totals(conn, [account_id], now)).get(
-        account_id, 0
-    )
+    held = await ledger.live_held(conn, account_id, row.held, now)
     spendable = max(int(row.balance) - held, 0)
     taken = due if refund_policy == "allow_negative" else min(due, spendable)
     short = due - taken

@@ -96,17 +96,10 @@ class Outbox:
             await self._load(conn)
         if not self.wants_transfers():
             return
-        rows = [
-            _row(
-                endpoint.id,
-                event_type,
-                account,
-                {"type": event_type, "timestamp": now, "data": data},
-                now,
-            )
-            for event_type, account, data in await self._events(conn, transfer)
-            for endpoint in self._subscribers.get(event_type, [])
-        ]
+        rows = []
+        if self._subscribers:  # the gateway alone needs none of the events' bodies
+            for event in await self._events(conn, transfer):
+                rows += self._signed_rows(event, now)
         if self._settings.gateway.enabled and transfer.app != GATEWAY_APP:
             rows += await self._gateway_rows(conn, transfer, now)
         if rows:
@@ -119,27 +112,25 @@ class Outbox:
         if self._stale():
             await self._load(conn)
         money = self._settings.money
-        rows = [
-            _row(
-                endpoint.id,
-                "hold.expired",
-                hold.account_id,
-                {
-                    "type": "hold.expired",
-                    "timestamp": now,
-                    "data": {
-                        "hold_id": hold.hold_id,
-                        "account_id": hold.account_id,
-                        "released": money.to_decimal(hold.released),
-                    },
-                },
-                now,
-            )
-            for hold in expired
-            for endpoint in self._subscribers.get("hold.expired", [])
-        ]
+        rows = []
+        for hold in expired:
+            data = {
+                "hold_id": hold.hold_id,
+                "account_id": hold.account_id,
+                "released": money.to_decimal(hold.released),
+            }
+            rows += self._signed_rows(("hold.expired", hold.account_id, data), now)
         if rows:
             await repo.enqueue(conn, rows)
+
+    def _signed_rows(self, event: Event, now: datetime) -> list[dict[str, Any]]:
+        """One outbox row per endpoint that asked for the event."""
+        event_type, account, data = event
+        payload = {"type": event_type, "timestamp": now, "data": data}
+        return [
+            _row(endpoint.id, event_type, account, payload, now)
+            for endpoint in self._subscribers.get(event_type, [])
+        ]
 
     async def _events(self, conn: AsyncConnection, transfer: Transfer) -> list[Event]:
         money = self._settings.money
@@ -175,10 +166,7 @@ class Outbox:
 
     async def _threshold(self, conn: AsyncConnection, account_id: str) -> int:
         own = await repo.low_balance_threshold(conn, account_id)
-        if own is not None:
-            return own
-        money = self._settings.money
-        return money.to_minor(self._settings.webhooks.low_balance_threshold, allow_zero=True)
+        return self._settings.low_balance_threshold_units if own is None else own
 
     async def _gateway_rows(
         self, conn: AsyncConnection, transfer: Transfer, now: datetime
