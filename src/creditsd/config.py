@@ -50,9 +50,9 @@ class LedgerSettings(_Section):
     """``[ledger]``: how amounts are kept."""
 
     scale: int = Field(4, ge=0, le=MAX_SCALE, description="Decimal places of one credit.")
-    group_commit: bool = Field(False, description="Share transactions between concurrent charges.")
-    group_commit_batch: int = Field(100, ge=1, le=10_000)
-    group_commit_lanes: int = Field(4, ge=1, le=1000)
+    group_commit: bool = Field(True, description="Share transactions between concurrent charges.")
+    group_commit_batch: int = Field(200, ge=1, le=10_000)
+    group_commit_lanes: int = Field(2, ge=1, le=1000)
 
 
 class AccountSettings(_Section):

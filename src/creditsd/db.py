@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Dialect, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -25,6 +25,15 @@ T = TypeVar("T")
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _SQLITE_BUSY_MESSAGES = ("database is locked", "database table is locked")
 _READONLY = "creditsd_readonly"
+
+
+def is_sqlite(dialect: Dialect) -> bool:
+    """Whether a connection speaks to SQLite (else PostgreSQL): the one place that asks.
+
+    The posting engine picks its statements by it, and migrations SQLite's way of
+    changing a table.
+    """
+    return dialect.name == "sqlite"
 
 
 def async_url(raw: str) -> URL:
@@ -79,12 +88,18 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
+class RetryTransaction(Exception):
+    """Raised inside a transaction to roll it back and run it again from the start."""
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed transaction may simply be run again.
 
     Every write carries an idempotency key, so rerunning after a lost connection is safe
     even when the first attempt did commit: the rerun finds the key and replays.
     """
+    if isinstance(exc, RetryTransaction):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated or isinstance(exc, InterfaceError):
@@ -120,11 +135,12 @@ async def run(
         try:
             async with transaction(engine, readonly=readonly) as conn:
                 return await work(conn)
-        except DBAPIError as exc:
+        except (DBAPIError, RetryTransaction) as exc:
             if not is_retryable(exc):
                 raise
             if attempt == attempts:
-                log.warning("giving up after %d attempts: %s", attempts, type(exc.orig).__name__)
+                reason = type(getattr(exc, "orig", exc)).__name__
+                log.warning("giving up after %d attempts: %s", attempts, reason)
                 raise Unavailable(
                     "the database is busy; retry with the same idempotency key"
                 ) from exc

@@ -17,17 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import db
 from creditsd.config import ConfigError, Settings
-from creditsd.errors import InvalidAmount, InvalidRequest
+from creditsd.errors import CreditsError, InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
-from creditsd.holds.models import Hold
 from creditsd.idempotency import resolve_key
 from creditsd.ledger import lot_repository as lot_repo
+from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
+from creditsd.ledger import statements
 from creditsd.ledger.batching import GroupCommit
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.lots import LotSpec
-from creditsd.ledger.models import Account, History, Metadata, Page, Transfer, Verification
+from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Transfer, Verification
 from creditsd.migrations import check_current, upgrade
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
@@ -81,6 +82,7 @@ class Ledger:
         self._group = (
             GroupCommit(
                 engine,
+                self.policy,
                 clock,
                 max_batch=settings.ledger.group_commit_batch,
                 lanes=settings.ledger.group_commit_lanes,
@@ -126,7 +128,7 @@ class Ledger:
                 await conn.execute(select(ledger_meta.c.value).where(ledger_meta.c.key == "scale"))
             ).scalar_one_or_none()
             if stored is None:
-                insert = ledger_repo.insert_ignoring_duplicates(conn)
+                insert = statements.insert_or_skip(conn)
                 await conn.execute(
                     insert(ledger_meta).values(key="scale", value=scale).on_conflict_do_nothing()
                 )
@@ -341,24 +343,17 @@ class Ledger:
         )
 
         await self.outbox.refresh()
-
-        async def alone() -> Transfer:
-            if self.engine.dialect.name == "postgresql":
-                done = await ledger.charge_alone(self.engine, posting, self.policy, self.now())
-                if done is not None:
-                    return done
-            return await self._write(
-                lambda conn, now: ledger.post_quickly(conn, posting, self.policy, now)
-            )
-
-        if self._group is None:
-            return await alone()
-        transfer: Transfer = await self._group.submit(
-            lambda conn, now: ledger.post_quickly(conn, posting, self.policy, now),
-            alone=alone,
-            order=account_id,
+        if self._group is not None:
+            return await self._group.submit(posting)
+        # As in a group's batch, a refusal is raised once the transaction has committed
+        # (a first touch that created the account stays).
+        (outcome,) = await self._write(
+            lambda conn, now: posting_engine.post(conn, [posting], self.policy, now)
         )
-        return transfer
+        if isinstance(outcome, CreditsError):
+            raise outcome
+        assert isinstance(outcome, Transfer)
+        return outcome
 
     async def transactions(
         self, account_id: str, *, limit: int = 50, cursor: str | None = None
@@ -523,10 +518,7 @@ class Ledger:
 
         async def work(conn: AsyncConnection, now: datetime) -> Verification:
             name = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            (verification,) = await ledger.verify_accounts(conn, [name])
-            if not verification.valid:
-                await ledger.rebuild_account(conn, verification, now, actor=actor)
-            return verification
+            return await ledger.rebuild_account(conn, name, now, actor=actor)
 
         return await self._write(work)
 
@@ -560,7 +552,8 @@ class Ledger:
 async def _expire_lots(
     conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, account_id: str
 ) -> int:
-    return await ledger.expire_lots(conn, now, policy, account_id=account_id)
+    (swept,) = await posting_engine.sweep(conn, [account_id], policy, now)
+    return swept.lapsed_lots
 
 
 async def _verification_page(

@@ -8,9 +8,20 @@ import time
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 
 
+_last = 0
+
+
 def new_id(prefix: str) -> str:
-    """A new id such as ``tr_01jd3x…``; ids made later sort after earlier ones (per millisecond)."""
+    """A new id such as ``tr_01jd3x…``; ids a process makes later sort after earlier ones.
+
+    Within one millisecond the random part counts up from the first id's, so a batch's
+    lots and transfers keep the order they were made in (lots are spent oldest first).
+    """
+    global _last  # noqa: PLW0603 - one counter per process, like the clock it extends
     value = (time.time_ns() // 1_000_000) << 80 | secrets.randbits(80)
+    if value >> 80 <= _last >> 80:
+        value = _last + 1
+    _last = value
     chars = []
     for _ in range(26):
         chars.append(_ALPHABET[value & 31])

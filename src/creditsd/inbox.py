@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import db
-from creditsd.ledger.repository import insert_ignoring_duplicates
+from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import webhook_events
 
 _E = webhook_events.c
@@ -95,7 +95,7 @@ async def store(
     now: datetime,
 ) -> bool:
     """Keep an event; False when it was already there."""
-    insert = insert_ignoring_duplicates(conn)
+    insert = insert_or_skip(conn)
     result = await conn.execute(
         insert(webhook_events)
         .values(source=source, event_id=event_id, type=type_, payload=payload, received_at=now)
@@ -111,8 +111,7 @@ async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | No
     Concurrent deliveries of one event queue on the lock, so only one handles it.
     """
     query = select(webhook_events).where(_E.source == source, _E.event_id == event_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
+    query = query.with_for_update()
     row = (await conn.execute(query)).first()
     if row is None or row.handled_at is not None:
         return None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
 MAX_SCALE = 6  # beyond six places str(Decimal) switches to exponent notation
 
 _DECIMAL_TEXT = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")

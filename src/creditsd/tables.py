@@ -45,8 +45,7 @@ class Timestamp(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("timestamps must be timezone-aware")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(UTC)  # SQLite's text form writes the UTC fields, no offset
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:

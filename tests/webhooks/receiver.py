@@ -25,6 +25,11 @@ class Received:
         return json.loads(self.body)
 
 
+class _Server(ThreadingHTTPServer):
+    # Workers keep 16 deliveries in flight each; the default backlog of 5 would reset some.
+    request_queue_size = 128
+
+
 class Receiver:
     """``with Receiver() as receiver``: a server on 127.0.0.1; ``receiver.url``."""
 
@@ -60,7 +65,7 @@ class Receiver:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

@@ -18,6 +18,7 @@ from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.errors import InvalidSignature
 from creditsd.facade import Ledger
 from creditsd.inbox import Outcome, Receipt
+from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InvalidAccountId
@@ -60,7 +61,7 @@ async def handle(
     """Dispatch one verified event."""
     policy = ledger_.policy
     if kind in {"user.created", "organization.created"}:
-        created = await ledger.create_customer(conn, _id(data), policy, now)
+        created = await posting.open_customer(conn, _id(data), policy, now)
         return Outcome("created" if created else "exists", notes={"account": data.get("id")})
     if kind in {"user.deleted", "organization.deleted"}:
         account_id = _id(data)

@@ -16,7 +16,7 @@ from creditsd.api.fields import (
     StrictRequest,
     Text,
 )
-from creditsd.holds.models import Hold
+from creditsd.ledger.models import Hold
 from creditsd.ledger.schemas import TransferOut
 from creditsd.money import Money
 from creditsd.pricing.schemas import PricedRequest

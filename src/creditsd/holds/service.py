@@ -9,12 +9,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import ids
 from creditsd.holds import repository as repo
 from creditsd.holds.errors import ExpiryTooLong, HoldExceeded, HoldNotFound, HoldNotOpen
-from creditsd.holds.models import Hold
 from creditsd.idempotency import fingerprint
+from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InsufficientCredits
-from creditsd.ledger.models import REVENUE, Metadata, Transfer
+from creditsd.ledger.models import REVENUE, Hold, Metadata, Transfer
 from creditsd.money import Money
 
 
@@ -55,36 +55,22 @@ async def open_hold(
         metadata=metadata,
     )
 
-    async def record(applied: dict[str, ledger.Applied]) -> Hold | None:
-        hold = Hold(
-            id=ids.new_id("hold"),
-            account_id=applied[account_id].account_id,
-            amount=amount,
-            captured=0,
-            status="open",
-            expires_at=expires_at,
-            app=app,
-            idempotency_key=idempotency_key,
-            description=description,
-            metadata=metadata,
-            created_at=now,
-            updated_at=now,
-            pricing=pricing,
-        )
-        return hold if await repo.insert_hold(conn, hold, request) else None
-
-    async def existing() -> Hold | None:
-        found = await repo.find_hold_by_key(conn, app, idempotency_key)
-        return None if found is None else ledger.check_replay(*found, request, idempotency_key)
-
-    return await ledger.guarded_write(
-        conn,
-        [ledger.Leg(account_id, 0, amount)],
-        policy,
-        now,
-        record=record,
-        existing=existing,
+    hold = Hold(
+        id=ids.new_id("hold"),
+        account_id=account_id,
+        amount=amount,
+        captured=0,
+        status="open",
+        expires_at=expires_at,
+        app=app,
+        idempotency_key=idempotency_key,
+        description=description,
+        metadata=metadata,
+        created_at=now,
+        updated_at=now,
+        pricing=pricing,
     )
+    return await posting.reserve(conn, posting.Reservation(hold, request), policy, now)
 
 
 async def _locked(conn: AsyncConnection, hold_id: str) -> Hold:
@@ -96,7 +82,7 @@ async def _locked(conn: AsyncConnection, hold_id: str) -> Hold:
 
 async def _expire(conn: AsyncConnection, hold: Hold, policy: ledger.Policy, now: datetime) -> Hold:
     """Close an open hold whose time has passed (no sweeper got to it yet)."""
-    await ledger.expire_holds(conn, now, policy, account_id=hold.account_id)
+    await posting.sweep(conn, [hold.account_id], policy, now)
     return await _locked(conn, hold.id)
 
 
@@ -224,7 +210,7 @@ async def release_hold(
         return hold
     if hold.status != "open":
         raise HoldNotOpen(hold_id, hold.status)
-    await ledger_repo.release_held(conn, hold.account_id, hold.amount - hold.captured, now)
+    await posting.release(conn, hold.account_id, hold.amount - hold.captured, policy, now)
     return await repo.set_hold(conn, hold_id, {"status": "released", "updated_at": now})
 
 
@@ -253,5 +239,7 @@ async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold:
 async def expire_due(
     conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, limit: int = 500
 ) -> int:
-    """Close up to ``limit`` holds past their expiry; how many it closed."""
-    return len(await ledger.expire_holds(conn, now, policy, limit=limit))
+    """Close the expired holds of up to ``limit`` accounts; how many holds it closed."""
+    owners = await repo.accounts_with_expired_holds(conn, now, limit)
+    swept = await posting.sweep(conn, owners, policy, now)
+    return len({hold.hold_id for account in swept for hold in account.expired_holds})

@@ -1,67 +1,56 @@
-"""Group commit: concurrent writes of one process share a database transaction.
+"""Group commit: concurrent postings of one process share a batch and its transaction.
 
-A hot account serializes its writers on one row lock, and each commit waits for the disk.
-While one batch commits, the writes that arrive queue up; the next transaction runs them
-all and commits once. Each write keeps its own outcome: the ledger's writes leave nothing
-behind when they fail (see ``guarded_write``), so a refused charge does not disturb the
-others in its batch. Nobody is answered before the batch has committed.
+While one batch commits, the postings that arrive queue up; the next free lane writes
+them all as one batch of the posting engine and commits once. An idle lane takes a
+posting at once, so a lone request waits for nobody. Each posting keeps its own outcome
+(the engine refuses a posting alone, never its batch-mates), and nobody is answered
+before the batch has committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd import db
-from creditsd.errors import CreditsError
-
-Work = Callable[[AsyncConnection, datetime], Awaitable[Any]]
+from creditsd.ledger import posting
+from creditsd.ledger.models import Transfer
 
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    work: Work
-    alone: Callable[[], Awaitable[Any]]
-    order: str
-    future: asyncio.Future[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    error: CreditsError
+    posting: posting.Posting
+    future: asyncio.Future[Transfer]
 
 
 class GroupCommit:
-    """Runs submitted writes in shared transactions, at most ``lanes`` at a time."""
+    """Writes submitted postings in shared batches, at most ``lanes`` transactions at once."""
 
     def __init__(
         self,
         engine: AsyncEngine,
+        policy: posting.Policy,
         clock: Callable[[], datetime],
         *,
-        max_batch: int = 100,
-        lanes: int = 1,
+        max_batch: int = 200,
+        lanes: int = 2,
     ) -> None:
         self._engine = engine
+        self._policy = policy
         self._clock = clock
         self._max_batch = max_batch
         self._lanes = lanes
         self._pending: list[_Item] = []
-        self._flushing = 0  # flushers running; counted here, not by their tasks, see _flush
+        self._flushing = 0  # lanes running; counted here, not by their tasks, see _flush
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, work: Work, *, alone: Callable[[], Awaitable[Any]], order: str) -> Any:
-        """Run ``work`` in the next batch; ``order`` (an account id) sets the lock order.
-
-        A batch of one runs ``alone`` instead: the write's own fastest way, so group commit
-        costs nothing while there is no crowd to group.
-        """
-        item = _Item(work, alone, order, asyncio.get_running_loop().create_future())
+    async def submit(self, entry: posting.Posting) -> Transfer:
+        """Write ``entry`` in the next batch; its transfer once the batch has committed."""
+        item = _Item(entry, asyncio.get_running_loop().create_future())
         self._pending.append(item)
         if self._flushing < self._lanes:
             self._flushing += 1
@@ -71,8 +60,8 @@ class GroupCommit:
         return await item.future
 
     async def _flush(self) -> None:
-        # A flusher stops counting the moment it finds nothing pending, with no await in
-        # between: a write submitted after that starts a new flusher and is never stranded.
+        # A lane stops counting the moment it finds nothing pending, with no await in
+        # between: a posting submitted after that starts a new lane and is never stranded.
         try:
             while self._pending:
                 batch = self._pending[: self._max_batch]
@@ -82,41 +71,31 @@ class GroupCommit:
             self._flushing -= 1
 
     async def _run(self, batch: list[_Item]) -> None:
-        # One lock order for every batch, so two batches never wait on each other in a cycle.
-        batch.sort(key=lambda item: item.order)
-        if len(batch) == 1:
-            outcomes = [await self._alone(batch[0])]
-        else:
-            try:
-                outcomes = await db.run(self._engine, lambda conn: self._apply(conn, batch))
-            except Exception:
-                # An unexpected failure must not sink the batch-mates: each runs alone.
-                outcomes = [await self._alone(item) for item in batch]
+        outcomes: list[posting.Outcome | Exception]
+        try:
+            outcomes = list(await self._write([item.posting for item in batch]))
+        except Exception as error:
+            if len(batch) == 1:
+                outcomes = [error]
+            else:  # an unexpected failure must not sink the batch-mates: each goes alone
+                outcomes = [await self._alone(item.posting) for item in batch]
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():  # the caller gave up waiting
                 continue
-            if isinstance(outcome, _Failed):
-                item.future.set_exception(outcome.error)
-            elif isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
-            else:
+            if isinstance(outcome, Transfer):
                 item.future.set_result(outcome)
+            else:
+                assert isinstance(outcome, BaseException)
+                item.future.set_exception(outcome)
 
-    async def _apply(self, conn: AsyncConnection, batch: list[_Item]) -> list[Any]:
-        now = self._clock()
-        outcomes: list[Any] = []
-        for item in batch:
-            try:
-                outcomes.append(await item.work(conn, now))
-            except CreditsError as error:
-                outcomes.append(_Failed(error))
-        return outcomes
+    async def _write(self, entries: list[posting.Posting]) -> list[posting.Outcome]:
+        return await db.run(
+            self._engine, lambda conn: posting.post(conn, entries, self._policy, self._clock())
+        )
 
-    @staticmethod
-    async def _alone(item: _Item) -> Any:
+    async def _alone(self, entry: posting.Posting) -> posting.Outcome | Exception:
         try:
-            return await item.alone()
-        except CreditsError as error:
-            return _Failed(error)
+            (outcome,) = await self._write([entry])
         except Exception as error:
-            return error  # handed to the waiting caller
+            return error
+        return outcome

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+from creditsd.ledger.errors import InvalidAccountId
 
 T = TypeVar("T")
 
@@ -22,13 +25,43 @@ GATEWAY = "@gateway"
 SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCRIPTIONS, GATEWAY)
 
 PAID_SOURCE = "purchase"  # credits bought; every other source is free credit
+SYSTEM_APP = "creditsd"  # the app name on transfers creditsd makes by itself
 
 Metadata = dict[str, Any]
+
+
+ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
+_ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
+
+
+def check_account_id(account_id: str) -> str:
+    """Refuse ids that are too long, empty, or carry characters we do not store."""
+    if not _ACCOUNT_ID.fullmatch(account_id):
+        raise InvalidAccountId(account_id)
+    return account_id
 
 
 def is_system(account_id: str) -> bool:
     """System accounts are named with a leading ``@``; customers never are."""
     return account_id.startswith(SYSTEM_PREFIX)
+
+
+def available(balance: int, held: int, overdraft_limit: int) -> int:
+    """What an account can still spend or hold: balance − held + overdraft limit."""
+    return balance - held + overdraft_limit
+
+
+def debt_after(debt: int, balance: int, held: int, overdraft_limit: int, forced: bool) -> int:
+    """An account's debt once its figures changed to these.
+
+    Debt is what forced debits took past what the account could spend: exactly what
+    ``available`` is below zero. Only a forced debit may raise it; anything else that
+    lifts ``available`` (a credit, a release) pays it off first. The database's check
+    ``balance − held + overdraft_limit + debt ≥ 0`` therefore refuses any other write
+    that would overdraw.
+    """
+    below = max(0, -available(balance, held, overdraft_limit))
+    return below if forced else min(debt, below)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +85,7 @@ class Account:
     @property
     def available(self) -> int:
         """What can still be spent or held: balance − held + overdraft limit."""
-        return self.balance - self.held + self.overdraft_limit
+        return available(self.balance, self.held, self.overdraft_limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +141,36 @@ class Transfer:
         if account_id == self.debit_account_id:
             return self.debit_available_after
         return self.credit_available_after
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A reservation of ``amount`` on an account until ``expires_at``."""
+
+    id: str
+    account_id: str
+    amount: int
+    captured: int
+    status: str
+    expires_at: datetime
+    app: str
+    idempotency_key: str
+    description: str | None
+    metadata: Metadata | None
+    created_at: datetime
+    updated_at: datetime
+    pricing: Metadata | None = None  # how a priced estimate was computed
+    replayed: bool = field(default=False, compare=False)
+
+    def status_at(self, now: datetime) -> str:
+        """The status as callers see it: an open hold past its expiry is expired already."""
+        if self.status == "open" and self.expires_at <= now:
+            return "expired"
+        return self.status
+
+    def held_at(self, now: datetime) -> int:
+        """What the hold still reserves at ``now``."""
+        return self.amount - self.captured if self.status_at(now) == "open" else 0
 
 
 @dataclass(frozen=True, slots=True)

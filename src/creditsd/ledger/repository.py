@@ -1,32 +1,23 @@
-"""Every query the ledger makes. The hot statements are built once, at import."""
+"""The ledger's queries outside the posting engine: reads, settings, verification."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Boolean,
     Row,
-    Table,
-    and_,
-    bindparam,
-    case,
     func,
-    or_,
     select,
-    true,
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.models import Account, ExpiredHold, Metadata, Transfer
-from creditsd.money import INT64_MAX
-from creditsd.prepared import Prepared, Raw
+from creditsd.ledger import statements
+from creditsd.ledger.models import Account, Transfer
+from creditsd.ledger.statements import TRANSFER_COLUMNS
 from creditsd.tables import account_names, accounts, holds, transfers
 
 AnyRow = Row[*tuple[Any, ...]]
@@ -34,198 +25,6 @@ AnyRow = Row[*tuple[Any, ...]]
 _A = accounts.c
 _T = transfers.c
 _H = holds.c
-
-# The guarded write at the heart of every movement: the balance and held figures change
-# only if the account can afford it afterwards, and never past the 64-bit range. Spending
-# (a positive `need`) also needs an active account with no lot past its expiry, unless
-# creditsd makes the debit itself (`system`: an expiry, a clawback). What spends nothing
-# always goes through (a credit lifts even a balance still below zero); credits pay off
-# debt first.
-_DELTA = bindparam("balance_delta", type_=BigInteger)
-_NEED = bindparam("need", type_=BigInteger)
-_APPLY_DELTA = (
-    update(accounts)
-    .where(
-        _A.id == bindparam("account_id"),
-        _A.balance <= bindparam("max_balance"),
-        or_(
-            _NEED <= 0,  # nothing spent: a credit, a release, a capture within its hold
-            and_(
-                _A.balance - _A.held + _A.overdraft_limit >= _NEED,
-                or_(
-                    bindparam("system", type_=Boolean),
-                    and_(
-                        _A.status == "active",
-                        or_(_A.lots_expire_at.is_(None), _A.lots_expire_at > bindparam("now")),
-                    ),
-                ),
-            ),
-        ),
-    )
-    .values(
-        balance=_A.balance + _DELTA,
-        held=_A.held + bindparam("held_delta"),
-        debt=case(
-            (and_(_A.debt > 0, _DELTA > 0), case((_A.debt > _DELTA, _A.debt - _DELTA), else_=0)),
-            else_=_A.debt,
-        ),
-        updated_at=bindparam("now"),
-    )
-    .returning(_A.balance, _A.held, _A.overdraft_limit)
-)
-
-# A forced debit (a clawback of spent credits, a sync below zero) always goes through;
-# what it takes past the account's available credits becomes debt.
-_SPENDABLE = _A.balance - _A.held + _A.overdraft_limit
-_AMOUNT = bindparam("amount", type_=BigInteger)
-_FORCE_DEBIT = (
-    update(accounts)
-    .where(_A.id == bindparam("account_id"), _A.balance >= bindparam("min_balance"))
-    .values(
-        balance=_A.balance - _AMOUNT,
-        debt=_A.debt
-        + case(
-            (_SPENDABLE >= _AMOUNT, 0),
-            (_SPENDABLE <= 0, _AMOUNT),
-            else_=_AMOUNT - _SPENDABLE,
-        ),
-        updated_at=bindparam("now"),
-    )
-    .returning(_A.balance, _A.held, _A.overdraft_limit)
-)
-
-_TRANSFER_COLUMNS = (
-    _T.id,
-    _T.kind,
-    _T.debit_account_id,
-    _T.credit_account_id,
-    _T.amount,
-    _T.app,
-    _T.idempotency_key,
-    _T.hold_id,
-    _T.description,
-    _T.metadata,
-    _T.debit_balance_after,
-    _T.debit_available_after,
-    _T.credit_balance_after,
-    _T.credit_available_after,
-    _T.created_at,
-    _T.pricing,
-)
-
-_INSERT_IGNORING_DUPLICATES: dict[str, Callable[[Table], Any]] = {
-    "postgresql": postgresql.insert,
-    "sqlite": sqlite.insert,
-}
-
-
-def _insert_transfer_statement(dialect: str) -> Any:
-    return (
-        _INSERT_IGNORING_DUPLICATES[dialect](transfers)
-        .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-        .returning(_T.id)
-    )
-
-
-_INSERT_TRANSFER = {name: _insert_transfer_statement(name) for name in _INSERT_IGNORING_DUPLICATES}
-
-
-def _one_statement_charge() -> Any:
-    """PostgreSQL: a debit's guarded update and the transfer's insert as one statement.
-
-    The customer is the debit side. The insert takes its after-figures from the update's
-    RETURNING, counting only holds that have not expired (the sum over holds runs only
-    when the account holds anything). When the update matches nothing, nothing is inserted;
-    when the key is taken, the insert skips it and the statement says so (the caller then
-    undoes the update), so the transaction stays usable.
-    """
-    moved = _APPLY_DELTA.cte("moved")
-    expired = (
-        select(func.coalesce(func.sum(_H.amount - _H.captured), 0))
-        .where(
-            _H.account_id == bindparam("account_id"),
-            _H.status == "open",
-            _H.expires_at <= bindparam("now"),
-        )
-        .scalar_subquery()
-    )
-    live_held = case((moved.c.held == 0, 0), else_=moved.c.held - expired)
-    after = {
-        "debit_balance_after": moved.c.balance,
-        "debit_available_after": moved.c.balance - live_held + moved.c.overdraft_limit,
-    }
-    columns = [*_TRANSFER_COLUMNS, _T.fingerprint]
-    # Prefixed names: unprefixed ones matching account columns would join the UPDATE's SET.
-    source = select(
-        *(
-            after.get(column.key, bindparam(f"t_{column.key}", type_=column.type))
-            for column in columns
-        )
-    )
-    inserted = (
-        postgresql.insert(transfers)
-        .from_select(columns, source)
-        .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-        .returning(_T.debit_balance_after, _T.debit_available_after)
-        .cte("inserted")
-    )
-    return select(*inserted.c, moved.c.balance).select_from(moved.outerjoin(inserted, true()))
-
-
-_ONE_STATEMENT_CHARGE = _one_statement_charge()
-_ONE_STATEMENT_CHARGE_RAW = Prepared(_ONE_STATEMENT_CHARGE)
-_APPLY_DELTA_RAW = Prepared(_APPLY_DELTA)
-
-
-def _charge_values(transfer: Transfer, fingerprint: str) -> dict[str, Any]:
-    values = {f"t_{column.key}": getattr(transfer, column.key) for column in _TRANSFER_COLUMNS}
-    values.update(
-        t_fingerprint=fingerprint,
-        account_id=transfer.debit_account_id,
-        need=transfer.amount,
-        max_balance=INT64_MAX,
-        balance_delta=-transfer.amount,
-        held_delta=0,
-        system=False,
-        now=transfer.created_at,
-    )
-    return values
-
-
-async def charge_in_one_statement(
-    conn: AsyncConnection, transfer: Transfer, fingerprint: str
-) -> tuple[int, int] | None:
-    """Write a transfer that debits one customer in one statement (PostgreSQL only).
-
-    Returns the customer's balance and available credits after, or None when the update
-    matched nothing or the key is taken; then nothing of it remains.
-    """
-    row = (await conn.execute(_ONE_STATEMENT_CHARGE, _charge_values(transfer, fingerprint))).first()
-    if row is None:
-        return None
-    if row[0] is None:  # the key was taken, so take the update back
-        await apply_delta(conn, transfer.debit_account_id, transfer.amount, 0, transfer.created_at)
-        return None
-    return int(row[0]), int(row[1])
-
-
-async def charge_on_raw(raw: Raw, transfer: Transfer, fingerprint: str) -> tuple[int, int] | None:
-    """:func:`charge_in_one_statement` on asyncpg itself, in the caller's transaction."""
-    rows = await _ONE_STATEMENT_CHARGE_RAW.fetch(raw, _charge_values(transfer, fingerprint))
-    if not rows:
-        return None
-    if rows[0][0] is None:  # the key was taken, so take the update back
-        undo = _delta_values(
-            transfer.debit_account_id, transfer.amount, 0, transfer.created_at, system=True
-        )
-        await _APPLY_DELTA_RAW.fetch(raw, undo)
-        return None
-    return int(rows[0][0]), int(rows[0][1])
-
-
-def insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
-    """This dialect's ``INSERT … ON CONFLICT DO NOTHING`` constructor."""
-    return _INSERT_IGNORING_DUPLICATES[conn.dialect.name]
 
 
 def _transfer(row: AnyRow) -> Transfer:
@@ -256,94 +55,16 @@ def account_from_row(
     )
 
 
-async def apply_delta(
-    conn: AsyncConnection,
-    account_id: str,
-    balance_delta: int,
-    held_delta: int,
-    now: datetime,
-    *,
-    system: bool = False,
-) -> AnyRow | None:
-    """Move a customer's balance and held figures if the result stays affordable.
-
-    Returns ``(balance, held, overdraft_limit)`` after the change, or ``None`` when the
-    account is missing, cannot afford it, may not spend (frozen, closed, lots due to
-    expire: unless ``system``), or would overflow.
-    """
-    values = _delta_values(account_id, balance_delta, held_delta, now, system=system)
-    return (await conn.execute(_APPLY_DELTA, values)).first()
-
-
-def _delta_values(
-    account_id: str, balance_delta: int, held_delta: int, now: datetime, *, system: bool
-) -> dict[str, Any]:
-    return {
-        "account_id": account_id,
-        "need": held_delta - balance_delta,
-        "max_balance": INT64_MAX - max(balance_delta, 0),
-        "balance_delta": balance_delta,
-        "held_delta": held_delta,
-        "system": system,
-        "now": now,
-    }
-
-
-async def force_debit(
-    conn: AsyncConnection, account_id: str, amount: int, now: datetime
-) -> AnyRow | None:
-    """Take ``amount`` whatever the account can afford; the excess becomes debt.
-
-    Returns ``(balance, held, overdraft_limit)`` after, or None when the account is
-    missing or its balance would leave the 64-bit range.
-    """
-    result = await conn.execute(
-        _FORCE_DEBIT,
-        {"account_id": account_id, "amount": amount, "min_balance": amount - INT64_MAX, "now": now},
-    )
-    return result.first()
-
-
-async def undo_forced_debit(
-    conn: AsyncConnection, account_id: str, amount: int, debt_added: int, now: datetime
-) -> None:
-    """Take back a forced debit whose transfer turned out to exist already."""
-    await conn.execute(
-        update(accounts)
-        .where(_A.id == account_id)
-        .values(balance=_A.balance + amount, debt=_A.debt - debt_added, updated_at=now)
-    )
-
-
-async def insert_transfer(conn: AsyncConnection, transfer: Transfer, fingerprint: str) -> bool:
-    """Insert a transfer; False when its idempotency key is already taken."""
-    values = {column.key: getattr(transfer, column.key) for column in _TRANSFER_COLUMNS}
-    values["fingerprint"] = fingerprint
-    result = await conn.execute(_INSERT_TRANSFER[conn.dialect.name], values)
-    return result.first() is not None
-
-
 async def find_transfer_by_key(
     conn: AsyncConnection, app: str, key: str
 ) -> tuple[Transfer, str] | None:
     """The transfer an app already made under this idempotency key, and its fingerprint."""
-    row = (
-        await conn.execute(
-            select(*_TRANSFER_COLUMNS, _T.fingerprint).where(
-                _T.app == app, _T.idempotency_key == key
-            )
-        )
-    ).first()
-    if row is None:
-        return None
-    values = row._asdict()
-    fingerprint = str(values.pop("fingerprint"))
-    return Transfer(**values, replayed=True), fingerprint
+    return (await statements.of(conn).transfers_by_key(conn, [(app, key)])).get((app, key))
 
 
 async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer | None:
     """One transfer by id."""
-    row = (await conn.execute(select(*_TRANSFER_COLUMNS).where(_T.id == transfer_id))).first()
+    row = (await conn.execute(select(*TRANSFER_COLUMNS).where(_T.id == transfer_id))).first()
     return None if row is None else _transfer(row)
 
 
@@ -353,7 +74,7 @@ async def account_transfers(
     """An account's transfers, newest first, each side read through its own index."""
     sides = []
     for column in (_T.debit_account_id, _T.credit_account_id):
-        side = select(*_TRANSFER_COLUMNS).where(column == account_id)
+        side = select(*TRANSFER_COLUMNS).where(column == account_id)
         if before is not None:
             side = side.where(_T.id < before)
         newest = side.order_by(_T.id.desc()).limit(limit).subquery()
@@ -371,7 +92,7 @@ async def transfers_between(
     limit: int,
 ) -> list[Transfer]:
     """Transfers created in ``[since, until)``, oldest first, for export."""
-    query = select(*_TRANSFER_COLUMNS).order_by(_T.id).limit(limit)
+    query = select(*TRANSFER_COLUMNS).order_by(_T.id).limit(limit)
     if since is not None:
         query = query.where(_T.created_at >= since)
     if until is not None:
@@ -383,7 +104,7 @@ async def transfers_between(
 
 async def transfers_of_app(conn: AsyncConnection, app: str) -> list[Transfer]:
     """Every transfer an app made, oldest first (reconciliation)."""
-    rows = await conn.execute(select(*_TRANSFER_COLUMNS).where(_T.app == app).order_by(_T.id))
+    rows = await conn.execute(select(*TRANSFER_COLUMNS).where(_T.app == app).order_by(_T.id))
     return [_transfer(row) for row in rows]
 
 
@@ -393,7 +114,7 @@ async def get_account_row(
     """The stored account row, without resolving aliases; ``lock`` holds it (PostgreSQL;
     SQLite's write transactions are already serial) until the transaction ends."""
     query = select(accounts).where(_A.id == account_id)
-    if lock and conn.dialect.name == "postgresql":
+    if lock:
         query = query.with_for_update()
     return (await conn.execute(query)).first()
 
@@ -421,64 +142,11 @@ async def aliases_of(conn: AsyncConnection, account_ids: list[str]) -> dict[str,
     return found
 
 
-async def insert_account(
-    conn: AsyncConnection,
-    account_id: str,
-    *,
-    kind: str,
-    balance: int,
-    overdraft_limit: int,
-    metadata: Metadata | None,
-    now: datetime,
-) -> bool:
-    """Insert an account; False when one with this id already exists."""
-    insert = insert_ignoring_duplicates(conn)
-    result = await conn.execute(
-        insert(accounts)
-        .values(
-            id=account_id,
-            kind=kind,
-            balance=balance,
-            held=0,
-            overdraft_limit=overdraft_limit,
-            metadata=metadata,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[_A.id])
-        .returning(_A.id)
-    )
-    return result.first() is not None
-
-
-async def insert_name(conn: AsyncConnection, name: str, account_id: str) -> bool:
-    """Give an account another name; False when the name is taken."""
-    insert = insert_ignoring_duplicates(conn)
-    result = await conn.execute(
-        insert(account_names)
-        .values(name=name, account_id=account_id)
-        .on_conflict_do_nothing(index_elements=[account_names.c.name])
-        .returning(account_names.c.name)
-    )
-    return result.first() is not None
-
-
 async def update_account(
     conn: AsyncConnection, account_id: str, values: dict[str, Any], now: datetime
 ) -> None:
     """Change an account's settings (overdraft limit, metadata)."""
     await conn.execute(update(accounts).where(_A.id == account_id).values(**values, updated_at=now))
-
-
-async def set_stored_figures(
-    conn: AsyncConnection, account_id: str, balance: int, held: int, now: datetime
-) -> None:
-    """Overwrite an account's stored balance and held total (rebuild only)."""
-    await conn.execute(
-        update(accounts)
-        .where(_A.id == account_id)
-        .values(balance=balance, held=held, updated_at=now)
-    )
 
 
 async def list_accounts(
@@ -584,41 +252,3 @@ async def expired_hold_totals(
         .group_by(_H.account_id)
     )
     return {account_id: int(total) for account_id, total in rows}
-
-
-async def expire_holds(
-    conn: AsyncConnection, now: datetime, *, account_id: str | None = None, limit: int = 500
-) -> list[ExpiredHold]:
-    """Close open holds past their expiry and give back what they reserved.
-
-    Safe to run from many processes at once: a hold is closed by exactly one conditional
-    update.
-    """
-    due = select(_H.id).where(_H.status == "open", _H.expires_at <= now)
-    if account_id is not None:
-        due = due.where(_H.account_id == account_id)
-    due_ids = list((await conn.execute(due.order_by(_H.expires_at).limit(limit))).scalars())
-    if not due_ids:
-        return []
-    closed = [
-        ExpiredHold(hold_id, owner, int(remaining))
-        for hold_id, owner, remaining in await conn.execute(
-            update(holds)
-            .where(_H.id.in_(due_ids), _H.status == "open", _H.expires_at <= now)
-            .values(status="expired", updated_at=now)
-            .returning(_H.id, _H.account_id, _H.amount - _H.captured)
-        )
-    ]
-    released: dict[str, int] = {}
-    for hold in closed:
-        released[hold.account_id] = released.get(hold.account_id, 0) + hold.released
-    for owner, remaining in sorted(released.items()):
-        await release_held(conn, owner, remaining, now)
-    return closed
-
-
-async def release_held(conn: AsyncConnection, account_id: str, amount: int, now: datetime) -> None:
-    """Lower an account's held total when a hold stops reserving ``amount``."""
-    await conn.execute(
-        update(accounts).where(_A.id == account_id).values(held=_A.held - amount, updated_at=now)
-    )

@@ -12,6 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from creditsd.db import is_sqlite
+
 HERE = Path(__file__).parent
 
 
@@ -32,7 +34,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 def _upgrade(connection: Connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
-    if connection.dialect.name != "sqlite":
+    if not is_sqlite(connection.dialect):
         command.upgrade(config, revision)
         return
     # SQLite changes a table's rules by copying it under a new name; its procedure for that

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from alembic import context
 
+from creditsd.db import is_sqlite
 from creditsd.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
     target_metadata=metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
+    render_as_batch=is_sqlite(connection.dialect),
     compare_type=True,
 )
 with context.begin_transaction():

@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.repository import AnyRow, insert_ignoring_duplicates
+from creditsd.ledger.repository import AnyRow
+from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import price_catalogs
 
 _P = price_catalogs.c
@@ -35,7 +36,7 @@ async def insert_version(
     now: datetime,
 ) -> bool:
     """Publish ``version``; False when another publisher took that number first."""
-    insert = insert_ignoring_duplicates(conn)
+    insert = insert_or_skip(conn)
     result = await conn.execute(
         insert(price_catalogs)
         .values(

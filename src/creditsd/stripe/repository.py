@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.repository import insert_ignoring_duplicates
+from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import stripe_customers, stripe_payments
 
 _C = stripe_customers.c
@@ -33,7 +33,7 @@ async def remember_customer(
     conn: AsyncConnection, account_id: str, customer_id: str, now: datetime
 ) -> None:
     """Map an account to its Stripe customer; the first mapping stays."""
-    insert = insert_ignoring_duplicates(conn)
+    insert = insert_or_skip(conn)
     await conn.execute(
         insert(stripe_customers)
         .values(account_id=account_id, customer_id=customer_id, created_at=now)
@@ -43,7 +43,7 @@ async def remember_customer(
 
 async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> bool:
     """Record a payment that bought credits; False when it is already recorded."""
-    insert = insert_ignoring_duplicates(conn)
+    insert = insert_or_skip(conn)
     result = await conn.execute(
         insert(stripe_payments)
         .values(**values)
@@ -56,7 +56,7 @@ async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> bool:
 async def get_payment(conn: AsyncConnection, payment_id: str, *, lock: bool = False) -> Any:
     """One payment by its payment intent (or invoice, or session) id."""
     query = select(stripe_payments).where(_P.id == payment_id)
-    if lock and conn.dialect.name == "postgresql":
+    if lock:
         query = query.with_for_update()
     return (await conn.execute(query)).first()
 

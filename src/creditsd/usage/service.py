@@ -1,4 +1,5 @@
-"""Recording usage: price every event, then charge each once, a few hundred per transaction."""
+"""Recording usage: price every event, then charge each once, a batch of the posting engine
+per few hundred events."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import db
 from creditsd.errors import CreditsError
 from creditsd.idempotency import resolve_key
+from creditsd.ledger import posting
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.models import Transfer
 from creditsd.money import Money
-from creditsd.prepared import raw_transaction
 from creditsd.pricing.catalog import Catalog, FeatureUse
 from creditsd.usage.models import UsageEvent, UsageResult
 
@@ -46,29 +47,23 @@ def _posting(
     )
 
 
-async def _charge(
+async def _post(
     conn: AsyncConnection,
     *,
-    pending: list[Pending],
+    entries: list[ledger.Posting],
     policy: ledger.Policy,
     clock: Callable[[], datetime],
-) -> list[tuple[int, UsageResult]]:
-    """Charge each pending event in order inside one transaction; a refusal undoes only itself."""
-    now = clock()
-    results = []
-    for index, event_id, posting in pending:
-        try:
-            transfer = await ledger.post_quickly(conn, posting, policy, now)
-        except InsufficientCredits as exc:
-            result = UsageResult(event_id, "insufficient_credits", error=exc)
-        except CreditsError as exc:
-            result = UsageResult(event_id, "invalid", error=exc)
-        else:
-            result = UsageResult(
-                event_id, "duplicate" if transfer.replayed else "charged", transfer=transfer
-            )
-        results.append((index, result))
-    return results
+) -> list[posting.Outcome]:
+    return await posting.post(conn, entries, policy, clock())
+
+
+def _result(event_id: str, outcome: posting.Outcome) -> UsageResult:
+    if isinstance(outcome, InsufficientCredits):
+        return UsageResult(event_id, "insufficient_credits", error=outcome)
+    if isinstance(outcome, CreditsError):
+        return UsageResult(event_id, "invalid", error=outcome)
+    assert isinstance(outcome, Transfer)
+    return UsageResult(event_id, "duplicate" if outcome.replayed else "charged", transfer=outcome)
 
 
 async def record(
@@ -95,30 +90,8 @@ async def record(
             answers[index] = UsageResult(event.id, "invalid", error=exc)
     for start in range(0, len(pending), CHUNK):
         chunk = pending[start : start + CHUNK]
-        if engine.dialect.name == "postgresql" and not ledger.may_notify(policy):
-            charged, chunk = await _charge_plainly(engine, chunk, clock())
-            answers.update(charged)
-        if chunk:
-            answers.update(
-                await db.run(engine, partial(_charge, pending=chunk, policy=policy, clock=clock))
-            )
+        entries = [entry for _, _, entry in chunk]
+        outcomes = await db.run(engine, partial(_post, entries=entries, policy=policy, clock=clock))
+        for (index, event_id, _), outcome in zip(chunk, outcomes, strict=True):
+            answers[index] = _result(event_id, outcome)
     return [answers[index] for index in range(len(events))]
-
-
-async def _charge_plainly(
-    engine: AsyncEngine, pending: list[Pending], now: datetime
-) -> tuple[list[tuple[int, UsageResult]], list[Pending]]:
-    """PostgreSQL: charge events on asyncpg itself, in one transaction, up to the first
-    it cannot (a replay, a new account, a refusal); that one and the rest are left for
-    :func:`_charge`, in order, which says why."""
-    charged: list[tuple[int, UsageResult]] = []
-    try:
-        async with raw_transaction(engine) as raw:
-            for index, event_id, posting in pending:
-                transfer = await ledger.charge_on_raw(raw, posting, now)
-                if transfer is None:
-                    break
-                charged.append((index, UsageResult(event_id, "charged", transfer=transfer)))
-    except asyncpg.TransactionRollbackError:
-        return [], pending
-    return charged, pending[len(charged) :]

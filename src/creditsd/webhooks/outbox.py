@@ -88,20 +88,21 @@ class Outbox:
 
     # What a change sends
 
-    async def after_transfer(
-        self, conn: AsyncConnection, transfer: Transfer, now: datetime
+    async def after_transfers(
+        self, conn: AsyncConnection, transfers: list[Transfer], now: datetime
     ) -> None:
-        """Write the messages a transfer sends."""
+        """Write the messages a batch of transfers sends, in one insert."""
         if self._stale():
             await self._load(conn)
         if not self.wants_transfers():
             return
         rows = []
-        if self._subscribers:  # the gateway alone needs none of the events' bodies
-            for event in await self._events(conn, transfer):
-                rows += self._signed_rows(event, now)
-        if self._settings.gateway.enabled and transfer.app != GATEWAY_APP:
-            rows += await self._gateway_rows(conn, transfer, now)
+        for transfer in transfers:
+            if self._subscribers:  # the gateway alone needs none of the events' bodies
+                for event in await self._events(conn, transfer):
+                    rows += self._signed_rows(event, now)
+            if self._settings.gateway.enabled and transfer.app != GATEWAY_APP:
+                rows += await self._gateway_rows(conn, transfer, now)
         if rows:
             await repo.enqueue(conn, rows)
 

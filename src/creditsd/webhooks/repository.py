@@ -9,7 +9,7 @@ from sqlalchemy import exists, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from creditsd.ledger.repository import insert_ignoring_duplicates
+from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
 from creditsd.webhooks.models import Endpoint, Message
 
@@ -48,9 +48,9 @@ async def insert_endpoint(
     conn: AsyncConnection, endpoint: Endpoint, idempotency_key: str, fingerprint: str
 ) -> bool:
     """Register an endpoint; False when its idempotency key is already taken."""
-    insert_or_skip = insert_ignoring_duplicates(conn)
+    insert = insert_or_skip(conn)
     result = await conn.execute(
-        insert_or_skip(webhook_endpoints)
+        insert(webhook_endpoints)
         .values(
             id=endpoint.id,
             url=endpoint.url,
