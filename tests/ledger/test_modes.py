@@ -73,7 +73,8 @@ class Mode:
     clock: Clock
 
 
-async def _subscribe(ledger: Ledger) -> None:
+async def subscribe(ledger: Ledger) -> None:
+    """Register a webhook endpoint, so every change writes outbox rows."""
     await db.run(
         ledger.engine,
         lambda conn: webhooks.register(
@@ -105,7 +106,7 @@ async def modes(databases: Databases) -> AsyncIterator[list[Mode]]:
         )
         ledger = await Ledger.connect(settings_, clock=clock)
         if subscriber:
-            await _subscribe(ledger)
+            await subscribe(ledger)
         name = f"{backend}{'+group' if group else ''}{'+subscriber' if subscriber else ''}"
         opened.append(Mode(name, ledger, clock))
     yield opened

@@ -24,6 +24,7 @@ from creditsd.facade import Ledger
 from creditsd.holds.errors import HoldExceeded, HoldNotOpen
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from tests.conftest import Clock, make_settings
+from tests.ledger.test_modes import subscribe
 
 ACCOUNTS = ("a", "b")
 amounts = st.integers(min_value=1, max_value=60)
@@ -202,10 +203,15 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.run(self.ledger.ledger_total()) == 0
 
 
-def test_ledger_matches_its_model(database_url: str) -> None:
+@pytest.mark.parametrize("group_commit", [True, False], ids=["group", "alone"])
+@pytest.mark.parametrize("subscriber", [False, True], ids=["quiet", "subscriber"])
+def test_ledger_matches_its_model(database_url: str, group_commit: bool, subscriber: bool) -> None:
     loop = asyncio.new_event_loop()
     clock = Clock()
-    ledger = loop.run_until_complete(Ledger.connect(make_settings(database_url), clock=clock))
+    settings_ = make_settings(database_url, ledger={"group_commit": str(group_commit).lower()})
+    ledger = loop.run_until_complete(Ledger.connect(settings_, clock=clock))
+    if subscriber:
+        loop.run_until_complete(subscribe(ledger))
     LedgerMachine.ledger, LedgerMachine.loop, LedgerMachine.clock = ledger, loop, clock
     try:
         run_state_machine_as_test(

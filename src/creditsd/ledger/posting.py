@@ -317,7 +317,7 @@ class _Account:
     debt: int
     status: str
     lots_expire_at: datetime | None
-    stored: tuple[int, int, int, datetime | None]  # balance, held, debt, lots_expire_at
+    stored: datetime | None  # lots_expire_at as read
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
     changed: bool = False
 
@@ -361,8 +361,10 @@ class _Batch:
             unknown = next((name for name in _names(entry) if name in missing), None)
             if unknown is not None:
                 outcomes[index] = AccountNotFound(unknown)
-        swept = await self._tidy(entries)
-        pending = await self._claim(entries, outcomes)
+        first_of = _first_keys(entries, outcomes)
+        stored = await self._read(entries, list(first_of))
+        swept = self._lapse()
+        pending = self._claim(entries, outcomes, first_of, stored)
         for index in pending:
             outcomes[index] = self._apply(entries[index], swept)
         self._repeat(entries, outcomes)
@@ -385,56 +387,85 @@ class _Batch:
 
     async def _load(self, names: list[str]) -> None:
         by_id: dict[str, _Account] = {}
-        for name, row in await self.sql.lock_accounts(self.conn, names):
+        for row in await self.sql.lock_accounts(self.conn, names):
             account = by_id.get(row.id)
             if account is None:
-                stored = (int(row.balance), int(row.held), int(row.debt), row.lots_expire_at)
                 account = by_id[row.id] = _Account(
                     row.id,
-                    balance=stored[0],
-                    held=stored[1],
-                    debt=stored[2],
-                    overdraft_limit=int(row.overdraft_limit),
+                    balance=row.balance,
+                    held=row.held,
+                    debt=row.debt,
+                    overdraft_limit=row.overdraft_limit,
                     status=row.status,
                     lots_expire_at=row.lots_expire_at,
-                    stored=stored,
+                    stored=row.lots_expire_at,
                 )
-            self.accounts[name] = account
+            self.accounts[row.name] = account
 
-    # 2. Expired holds and due lots
+    # 2. Expired holds, lots, stored keys
 
-    async def _tidy(self, entries: Sequence[Entry]) -> dict[str, Swept]:
-        """Close expired holds and lapse due lots of every locked account that has them;
-        load the lots of accounts whose credits the batch may spend."""
-        accounts = {account.id: account for account in self.accounts.values()}
+    async def _read(
+        self, entries: Sequence[Entry], keys: list[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
+        """Close the locked accounts' expired holds; load the lots of those whose credits
+        the batch may spend or that have lots past expiry; and find what is stored under
+        the batch's keys (``(table, app, key)``), each with its fingerprint."""
+        accounts = self._by_id()
         holding = sorted(account_id for account_id, account in accounts.items() if account.held)
         if holding:
             self.expired = await self.sql.expire_holds(self.conn, holding, self.now)
             for hold in self.expired:
                 accounts[hold.account_id].move(0, -hold.released)
-        spenders = {name for entry in entries for name in _spenders(entry)}
-        due = {
-            account_id
-            for account_id, account in accounts.items()
-            if account.lots_expire_at is not None and account.lots_expire_at <= self.now
+        spending = {
+            self.accounts[name].id
+            for entry in entries
+            for name in _spenders(entry)
+            if name in self.accounts
         }
-        spending = {self.accounts[name].id for name in spenders if name in self.accounts}
-        wanted = sorted(due | spending)
-        if wanted:
-            loaded = await self.sql.live_lots(self.conn, wanted)
-            for account_id in wanted:
-                accounts[account_id].lots = [
-                    _Lot(row.id, row.source, int(row.remaining), row.priority, row.expires_at)
-                    for row in loaded.get(account_id, [])
-                ]
+        wanted = sorted(
+            spending | {owner for owner, account in accounts.items() if self._due(account)}
+        )
+        transfer_keys = [(app, key) for table, app, key in keys if table == "transfers"]
+        live, found = await self.sql.read(self.conn, wanted, transfer_keys)
+        loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted}
+        for row in live:
+            lot = _Lot(row.id, row.source, row.remaining, row.priority, row.expires_at)
+            loaded[row.account_id].append(lot)
+        for account_id, lots in loaded.items():
+            accounts[account_id].lots = lots
+        stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]] = {}
+        if found:
+            parts = await self.sql.lot_parts(self.conn, [t.id for t, _ in found.values()])
+            for (app, key), (made, print_) in found.items():
+                lots_ = tuple(parts.get(made.id, ()))
+                stored["transfers", app, key] = (replace(made, lots=lots_), print_)
+        hold_keys = [(app, key) for table, app, key in keys if table == "holds"]
+        if hold_keys:
+            found_holds = await self.sql.holds_by_key(self.conn, hold_keys)
+            for (app, key), found_hold in found_holds.items():
+                stored["holds", app, key] = found_hold
+        return stored
+
+    def _by_id(self) -> dict[str, _Account]:
+        return {account.id: account for account in self.accounts.values()}
+
+    def _due(self, account: _Account) -> bool:
+        return account.lots_expire_at is not None and account.lots_expire_at <= self.now
+
+    def _lapse(self) -> dict[str, Swept]:
+        """Lapse the due lots of every locked account that has them; what each sweep did.
+
+        An expiry's key names its lot and the remainder it takes, so it never meets a
+        stored one.
+        """
+        accounts = self._by_id()
         swept = {account_id: Swept([], 0) for account_id in accounts}
         for hold in self.expired:
             swept[hold.account_id].expired_holds.append(hold)
-        lapses = [lapse for owner in sorted(due) for lapse in self._lapses(accounts[owner])]
-        if lapses:  # their keys name the lot and its remainder: a replay finds nothing to do
-            for index in await self._claim(lapses, [None] * len(lapses)):
-                if isinstance(self._apply(lapses[index], swept), Transfer):
-                    swept[lapses[index].debit_account_id].lapsed_lots += 1
+        for owner in sorted(owner for owner, account in accounts.items() if self._due(account)):
+            for lapse in self._lapses(accounts[owner]):
+                if isinstance(self._apply(lapse, swept), Transfer):
+                    swept[owner].lapsed_lots += 1
         return swept
 
     def _lapses(self, account: _Account) -> list[Posting]:
@@ -473,18 +504,18 @@ class _Batch:
 
     # 3. Idempotency keys
 
-    async def _claim(self, entries: Sequence[Entry], outcomes: list[Outcome]) -> list[int]:
+    def _claim(
+        self,
+        entries: Sequence[Entry],
+        outcomes: list[Outcome],
+        first_of: dict[tuple[str, str, str], int],
+        stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]],
+    ) -> list[int]:
         """Answer replays and conflicts from the stored keys; the indexes left to apply.
 
         A key a batch carries twice is applied once; the repeat answers what the first
         got (see :meth:`_repeat`).
         """
-        first_of: dict[tuple[str, str, str], int] = {}
-        for index, entry in enumerate(entries):
-            key = _key(entry)
-            if key is not None and outcomes[index] is None:
-                first_of.setdefault(key, index)
-        stored = await self._stored(list(first_of))
         left = []
         for index, entry in enumerate(entries):
             key = _key(entry)
@@ -499,25 +530,6 @@ class _Batch:
             else:
                 self.repeats.append((index, first_of[key]))
         return left
-
-    async def _stored(
-        self, keys: list[tuple[str, str, str]]
-    ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
-        """What was stored under each ``(table, app, key)``, with its fingerprint."""
-        stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]] = {}
-        transfer_keys = [(app, key) for table, app, key in keys if table == "transfers"]
-        if transfer_keys:
-            found = await self.sql.transfers_by_key(self.conn, transfer_keys)
-            parts = await self.sql.lot_parts(self.conn, [t.id for t, _ in found.values()])
-            for (app, key), (made, print_) in found.items():
-                lots = tuple(parts.get(made.id, ()))
-                stored["transfers", app, key] = (replace(made, lots=lots), print_)
-        hold_keys = [(app, key) for table, app, key in keys if table == "holds"]
-        if hold_keys:
-            found_holds = await self.sql.holds_by_key(self.conn, hold_keys)
-            for (app, key), found_hold in found_holds.items():
-                stored["holds", app, key] = found_hold
-        return stored
 
     def _repeat(self, entries: Sequence[Entry], outcomes: list[Outcome]) -> None:
         """Answer each key repeated within the batch as a later request would be."""
@@ -654,31 +666,28 @@ class _Batch:
 
     async def _write(self) -> None:
         sql, conn, writes = self.sql, self.conn, self.writes
-        if writes.transfers:
-            await sql.insert_transfers(conn, writes.transfers)
         if writes.holds:
             await sql.insert_holds(conn, writes.holds)
         changed = {
             account.id: account
             for account in self.accounts.values()
-            if account.changed or account.stored[3] != account.lots_expire_at
+            if account.changed or account.stored != account.lots_expire_at
         }
-        if changed:
-            await sql.update_accounts(
-                conn, [changed[account_id] for account_id in sorted(changed)], self.now
-            )
-        lowered = [
-            {"id": lot.id, "remaining": lot.remaining}
-            for account in changed.values()
-            for lot in account.lots or []
-            if lot.row is None and lot.before != lot.remaining
-        ]
-        if lowered:
-            await sql.lower_lots(conn, lowered)
-        if writes.lots:
-            await sql.insert_lots(conn, [lot.inserted() for lot in writes.lots])
-        if writes.spends:
-            await sql.insert_spends(conn, writes.spends)
+        written = statements.Written(
+            now=self.now,
+            transfers=writes.transfers,
+            accounts=[changed[account_id] for account_id in sorted(changed)],
+            lowered=[
+                (lot.id, lot.remaining)
+                for account in changed.values()
+                for lot in account.lots or []
+                if lot.row is None and lot.before != lot.remaining
+            ],
+            lots=[lot.inserted() for lot in writes.lots],
+            spends=writes.spends,
+        )
+        if written.accounts or written.transfers:
+            await sql.write(conn, written)
         observer = self.policy.observer
         if observer is not None:
             if self.expired:
@@ -703,6 +712,18 @@ def _spenders(entry: Entry) -> list[str]:
     if isinstance(entry, Posting) and not is_system(entry.debit_account_id):
         return [entry.debit_account_id]
     return []
+
+
+def _first_keys(
+    entries: Sequence[Entry], outcomes: list[Outcome]
+) -> dict[tuple[str, str, str], int]:
+    """Each key the batch's entries carry (``(table, app, key)``), and its first entry."""
+    first_of: dict[tuple[str, str, str], int] = {}
+    for index, entry in enumerate(entries):
+        key = _key(entry)
+        if key is not None and outcomes[index] is None:
+            first_of.setdefault(key, index)
+    return first_of
 
 
 def _key(entry: Entry) -> tuple[str, str, str] | None:

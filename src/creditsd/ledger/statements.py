@@ -8,25 +8,27 @@ of any size is the same few round trips. :func:`of` is where creditsd chooses by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import asyncpg
 from sqlalchemy import (
-    BigInteger,
-    String,
     Table,
     and_,
     bindparam,
-    func,
     literal_column,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd import jsonio
 from creditsd.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
 from creditsd.tables import account_names, accounts, holds, lot_spends, lots, transfers
@@ -77,11 +79,20 @@ HOLD_COLUMNS = (
 )
 
 _LOCK = (
-    select(account_names.c.name, accounts)
+    select(
+        account_names.c.name,
+        _A.id,
+        _A.balance,
+        _A.held,
+        _A.overdraft_limit,
+        _A.debt,
+        _A.status,
+        _A.lots_expire_at,
+    )
     .join(accounts, _A.id == account_names.c.account_id)
     .where(account_names.c.name.in_(bindparam("names", expanding=True)))
     .order_by(_A.id)
-    .with_for_update(of=accounts)
+    .with_for_update(of=accounts, key_share=True)
 )
 _LIVE_LOTS = (
     select(_L.id, _L.account_id, _L.source, _L.remaining, _L.priority, _L.expires_at)
@@ -102,6 +113,42 @@ _UPDATE_ACCOUNT = (
 _LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
 
 
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What a batch stores after its claim."""
+
+    now: datetime
+    transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
+    accounts: Sequence[_Account]
+    lowered: list[tuple[str, int]]  # (lot id, what is left in it)
+    lots: list[dict[str, Any]]  # new lots, every column
+    spends: list[dict[str, Any]]  # transfer_id, lot_id, amount
+
+
+class Locked(NamedTuple):
+    """An account row the batch locked, and the name it was asked for by."""
+
+    name: str
+    id: str
+    balance: int
+    held: int
+    overdraft_limit: int
+    debt: int
+    status: str
+    lots_expire_at: datetime | None
+
+
+class LiveLot(NamedTuple):
+    """A lot with credit left."""
+
+    id: str
+    account_id: str
+    source: str
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+
+
 def hold_from_row(row: Any, *, replayed: bool = False) -> Hold:
     """A hold from its stored row (its fingerprint left out)."""
     values = row._asdict()
@@ -114,10 +161,9 @@ class Statements:
 
     insert_or_skip: Callable[[Table], Any] = staticmethod(sqlite.insert)
 
-    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[tuple[str, Any]]:
-        """``(name, account row)`` for every name that resolves, rows locked in id order."""
-        rows = await conn.execute(_LOCK, {"names": names})
-        return [(row.name, row) for row in rows]
+    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+        """Every named account that exists, rows locked in id order."""
+        return [Locked._make(row) for row in await conn.execute(_LOCK, {"names": names})]
 
     async def insert_account(
         self,
@@ -170,14 +216,10 @@ class Statements:
             key=lambda hold: hold.hold_id,
         )
 
-    async def live_lots(
-        self, conn: AsyncConnection, account_ids: list[str]
-    ) -> dict[str, list[Any]]:
-        """The live lots of each account."""
-        found: dict[str, list[Any]] = {}
-        for row in await conn.execute(_LIVE_LOTS, {"account_ids": account_ids}):
-            found.setdefault(row.account_id, []).append(row)
-        return found
+    async def live_lots(self, conn: AsyncConnection, account_ids: list[str]) -> list[LiveLot]:
+        """The live lots of these accounts, oldest first."""
+        rows = await conn.execute(_LIVE_LOTS, {"account_ids": account_ids})
+        return [LiveLot._make(row) for row in rows]
 
     async def transfers_by_key(
         self, conn: AsyncConnection, keys: list[tuple[str, str]]
@@ -230,11 +272,7 @@ class Statements:
     async def insert_transfers(
         self, conn: AsyncConnection, made: Sequence[tuple[Transfer, str]]
     ) -> None:
-        """Insert the batch's transfers: the claim of their keys.
-
-        A key taken since the batch looked (a concurrent request under the same key, for
-        another account) reruns the whole transaction, which then finds it.
-        """
+        """Insert transfers; a key already taken reruns the transaction."""
         rows = [_transfer_row(transfer, print_) for transfer, print_ in made]
         statement = (
             self.insert_or_skip(transfers)
@@ -259,99 +297,244 @@ class Statements:
         if len((await conn.execute(statement, rows)).all()) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
-    async def update_accounts(
-        self, conn: AsyncConnection, changed: Sequence[_Account], now: datetime
-    ) -> None:
-        """Store the new figures of the batch's accounts (their rows are locked)."""
-        await conn.execute(_UPDATE_ACCOUNT, [_account_row(account, now) for account in changed])
+    async def read(
+        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
+    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        """The live lots of ``lot_owners``, and the transfers stored under ``keys``."""
+        live = await self.live_lots(conn, lot_owners) if lot_owners else []
+        return live, await self.transfers_by_key(conn, keys) if keys else {}
 
-    async def lower_lots(self, conn: AsyncConnection, lowered: list[dict[str, Any]]) -> None:
-        """Store what is left in the lots the batch spent."""
-        await conn.execute(
-            _LOWER_LOT, [{"b_id": row["id"], "b_left": row["remaining"]} for row in lowered]
-        )
-
-    async def insert_lots(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Insert the lots the batch's credits filled."""
-        await conn.execute(lots.insert(), rows)
-
-    async def insert_spends(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Record which lots paid for the batch's debits."""
-        await conn.execute(lot_spends.insert(), rows)
+    async def write(self, conn: AsyncConnection, batch: Written) -> None:
+        """Insert the batch's transfers (the claim of their keys: one taken since the batch
+        looked, by a concurrent request for another account, reruns the transaction, which
+        then finds it), then store account figures, lot remainders, new lots, lot spends."""
+        if batch.transfers:
+            await self.insert_transfers(conn, batch.transfers)
+        if batch.accounts:
+            rows = [_account_row(account, batch.now) for account in batch.accounts]
+            await conn.execute(_UPDATE_ACCOUNT, rows)
+        if batch.lowered:
+            lowered = [{"b_id": lot_id, "b_left": left} for lot_id, left in batch.lowered]
+            await conn.execute(_LOWER_LOT, lowered)
+        if batch.lots:
+            await conn.execute(lots.insert(), batch.lots)
+        if batch.spends:
+            await conn.execute(lot_spends.insert(), batch.spends)
 
 
 class PostgresStatements(Statements):
-    """PostgreSQL: the per-row writes as one statement each over ``unnest`` arrays."""
+    """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
+    the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
+    A batch is four statements: the lock, one read (lots and stored keys), one write (the
+    transfers, then, only if every key was claimed, everything else), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
-    async def update_accounts(
-        self, conn: AsyncConnection, changed: Sequence[_Account], now: datetime
-    ) -> None:
-        if len(changed) == 1:
-            await super().update_accounts(conn, changed, now)
-            return
-        await conn.execute(
-            _UNNEST_ACCOUNTS,
-            {
-                "u_ids": [account.id for account in changed],
-                "u_balances": [account.balance for account in changed],
-                "u_helds": [account.held for account in changed],
-                "u_debts": [account.debt for account in changed],
-                "u_expiries": [account.lots_expire_at for account in changed],
-                "u_now": now,
-            },
+    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+        # Through SQLAlchemy, which begins its transaction at its first statement.
+        rows = await conn.exec_driver_sql(_PG_LOCK, (names,))
+        return [Locked._make(row) for row in rows]
+
+    async def read(
+        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
+    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        rows = await (await _driver(conn)).fetch(
+            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys]
         )
+        live, found = [], {}
+        for row in rows:
+            if row[-1] is None:
+                live.append(LiveLot._make(row[:-1]))
+                continue
+            values = jsonio.loads(row[-1])
+            print_ = values.pop("fingerprint")
+            values["created_at"] = datetime.fromisoformat(values["created_at"])
+            found[values["app"], values["idempotency_key"]] = (
+                Transfer(**values, replayed=True),
+                print_,
+            )
+        return live, found
 
-    async def lower_lots(self, conn: AsyncConnection, lowered: list[dict[str, Any]]) -> None:
-        if len(lowered) == 1:
-            await super().lower_lots(conn, lowered)
-            return
-        await conn.execute(
-            _UNNEST_LOTS,
-            {
-                "u_ids": [row["id"] for row in lowered],
-                "u_lefts": [row["remaining"] for row in lowered],
-            },
+    async def write(self, conn: AsyncConnection, batch: Written) -> None:
+        made = batch.transfers
+        transfer_arrays = [
+            [_PG_CONVERT.get(name, _same)(getattr(transfer, name)) for transfer, _ in made]
+            for name in _PG_TRANSFER_FIELDS
+        ]
+        moved = batch.accounts
+        claimed = await (await _driver(conn)).fetchval(
+            _PG_WRITE,
+            *transfer_arrays,
+            [print_ for _, print_ in made],
+            batch.now,
+            len(made),
+            [account.id for account in moved],
+            [account.balance for account in moved],
+            [account.held for account in moved],
+            [account.debt for account in moved],
+            [account.lots_expire_at for account in moved],
+            [lot_id for lot_id, _ in batch.lowered],
+            [left for _, left in batch.lowered],
+            *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
+            *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
         )
+        if not claimed:
+            raise RetryTransaction("an idempotency key was claimed concurrently")
 
 
-def _unnest(**arrays: tuple[str, Any]) -> Any:
-    """A derived table of parallel array parameters: ``unnest(:a, :b) AS v(a, b)``."""
-    table = func.unnest(
-        *(bindparam(param, type_=postgresql.ARRAY(kind)) for param, kind in arrays.values())
-    ).table_valued(*arrays)
-    return table.render_derived(name="v", with_types=False)
+class _Driver:
+    """The asyncpg connection under a SQLAlchemy one, inside the transaction it began, its
+    errors raised as SQLAlchemy's (so retries and error answers treat them alike)."""
+
+    def __init__(self, raw: asyncpg.Connection) -> None:
+        self._raw = raw
+
+    async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        with _as_sqlalchemy_errors(sql):
+            return await self._raw.fetch(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        with _as_sqlalchemy_errors(sql):
+            return await self._raw.fetchval(sql, *args)
 
 
-def _unnest_accounts() -> Any:
-    values = _unnest(
-        id=("u_ids", String),
-        balance=("u_balances", BigInteger),
-        held=("u_helds", BigInteger),
-        debt=("u_debts", BigInteger),
-        lots_expire_at=("u_expiries", postgresql.TIMESTAMP(timezone=True)),
-    )
-    return (
-        update(accounts)
-        .where(_A.id == values.c.id)
-        .values(
-            balance=values.c.balance,
-            held=values.c.held,
-            debt=values.c.debt,
-            lots_expire_at=values.c.lots_expire_at,
-            updated_at=bindparam("u_now"),
-        )
-    )
+async def _driver(conn: AsyncConnection) -> _Driver:
+    pooled = await conn.get_raw_connection()
+    if getattr(pooled.dbapi_connection, "_transaction", None) is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; without one
+        # yet, the raw statements would each commit on their own.
+        await conn.exec_driver_sql("SELECT 1")
+    raw = pooled.driver_connection
+    assert isinstance(raw, asyncpg.Connection)
+    return _Driver(raw)
 
 
-def _unnest_lots() -> Any:
-    values = _unnest(id=("u_ids", String), remaining=("u_lefts", BigInteger))
-    return update(lots).where(_L.id == values.c.id).values(remaining=values.c.remaining)
+@contextmanager
+def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
+    try:
+        yield
+    except asyncpg.PostgresError as error:
+        integrity = str(getattr(error, "sqlstate", "")).startswith("23")
+        raise (IntegrityError if integrity else OperationalError)(sql, None, error) from error
+    except (asyncpg.InterfaceError, OSError) as error:
+        raise InterfaceError(sql, None, error, connection_invalidated=True) from error
 
 
-_UNNEST_ACCOUNTS = _unnest_accounts()
-_UNNEST_LOTS = _unnest_lots()
+def _same(value: Any) -> Any:
+    return value
+
+
+def _to_json(value: Any) -> str | None:
+    return None if value is None else jsonio.dumps(value)
+
+
+_PG_LOCK = """
+SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at
+FROM account_names n JOIN accounts a ON a.id = n.account_id
+WHERE n.name = ANY($1::text[])
+ORDER BY a.id
+FOR NO KEY UPDATE OF a
+"""
+# Live lots as rows of their own, stored transfers (replays: rare) as JSON in the last column.
+_PG_READ = f"""
+SELECT id, account_id, source, remaining, priority, expires_at, NULL::text AS stored
+FROM lots WHERE account_id = ANY($1::text[]) AND remaining > 0
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
+FROM (
+    SELECT {", ".join(f"t.{column.key}" for column in TRANSFER_COLUMNS)}, t.fingerprint
+    FROM transfers t JOIN unnest($2::text[], $3::text[]) AS k(app, key)
+        ON t.app = k.app AND t.idempotency_key = k.key
+) AS found
+"""  # noqa: S608 - built once, from the table's own column names
+# Every transfer column but created_at (one value for the batch), then the fingerprint.
+_PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
+_PG_CONVERT: dict[str, Callable[[Any], Any]] = {"metadata": _to_json, "pricing": _to_json}
+_PG_BIGINT = {"amount", *(name for name in _PG_TRANSFER_FIELDS if name.endswith("_after"))}
+_PG_LOT_FIELDS = (
+    "id",
+    "account_id",
+    "source",
+    "amount",
+    "remaining",
+    "priority",
+    "expires_at",
+    "transfer_id",
+    "reference",
+    "created_at",
+)
+_PG_LOT_TYPES = (
+    "text",
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "int4",
+    "timestamptz",
+    "text",
+    "text",
+    "timestamptz",
+)
+_PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+
+
+def _pg_write() -> str:
+    """Every write of a batch in one statement.
+
+    The transfers go first: their unique key is the claim. Everything else is written only
+    if every transfer was inserted (data-modifying parts see each other's RETURNING, not
+    their rows); the statement answers whether they were. A part whose arrays are empty
+    does nothing, and foreign keys are checked once the whole statement has run.
+    """
+    numbers = iter(range(1, 100))
+
+    def arrays(*types: str) -> str:
+        return ", ".join(f"${next(numbers)}::{kind}[]" for kind in types)
+
+    fields = [*_PG_TRANSFER_FIELDS, "fingerprint"]
+    transfer_arrays = arrays(*("int8" if name in _PG_BIGINT else "text" for name in fields))
+    now, count = next(numbers), next(numbers)
+    values = ", ".join(f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in fields)
+    account_arrays = arrays("text", "int8", "int8", "int8", "timestamptz")
+    lowered_arrays = arrays("text", "int8")
+    lot_arrays = arrays(*_PG_LOT_TYPES)
+    spend_arrays = arrays("text", "text", "int8")
+    return f"""
+WITH inserted AS (
+    INSERT INTO transfers ({", ".join(fields)}, created_at)
+    SELECT {values}, ${now}::timestamptz
+    FROM unnest({transfer_arrays}) AS v({", ".join(fields)})
+    ON CONFLICT (app, idempotency_key) DO NOTHING
+    RETURNING 1
+), claimed AS (
+    SELECT count(*) = ${count}::int8 AS every FROM inserted
+), moved AS (
+    UPDATE accounts SET balance = v.balance, held = v.held, debt = v.debt,
+        lots_expire_at = v.lots_expire_at, updated_at = ${now}::timestamptz
+    FROM unnest({account_arrays}) AS v(id, balance, held, debt, lots_expire_at), claimed
+    WHERE accounts.id = v.id AND claimed.every
+    RETURNING 1
+), lowered AS (
+    UPDATE lots SET remaining = v.remaining
+    FROM unnest({lowered_arrays}) AS v(id, remaining), claimed
+    WHERE lots.id = v.id AND claimed.every
+    RETURNING 1
+), filled AS (
+    INSERT INTO lots ({", ".join(_PG_LOT_FIELDS)})
+    SELECT v.* FROM unnest({lot_arrays}) AS v({", ".join(_PG_LOT_FIELDS)}), claimed
+    WHERE claimed.every
+    RETURNING 1
+), spent AS (
+    INSERT INTO lot_spends ({", ".join(_PG_SPEND_FIELDS)})
+    SELECT v.* FROM unnest({spend_arrays}) AS v({", ".join(_PG_SPEND_FIELDS)}), claimed
+    WHERE claimed.every
+    RETURNING 1
+)
+SELECT every FROM claimed
+"""  # noqa: S608 - built once, from the tables' own column names
+
+
+_PG_WRITE = _pg_write()
 
 
 def _by_key(columns: Any, keys: Iterable[tuple[str, str]]) -> Any:
