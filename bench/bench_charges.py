@@ -59,7 +59,7 @@ from sqlalchemy.engine import make_url
 
 from creditsd import db, ids
 from creditsd.config import load_settings
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.migrations import upgrade
 from creditsd.webhooks import service as webhooks
 

@@ -30,7 +30,7 @@ import httpx
 from bench_charges import Result, admin_url, drop_scratch, dsn, floor, measure, prepare, through
 from creditsd import db, jsonio
 from creditsd.config import Settings, load_settings
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service, signing
 from creditsd.webhooks.delivery import Deliverer
@@ -119,7 +119,8 @@ async def drain(url: str, instances: int) -> float:
     elapsed = time.perf_counter() - began
     for deliverer in deliverers:
         await deliverer.close()
-        await deliverer.ledger.close()
+    for ledger in ledgers:
+        await ledger.close()
     late = await sql(url, "SELECT count(*) FROM outbox WHERE status <> 'delivered' OR attempts > 1")
     assert late == 0, f"{late} messages undelivered or tried more than once"
     return total / elapsed

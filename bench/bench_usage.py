@@ -25,7 +25,7 @@ from bench_charges import SPREAD_ACCOUNTS, admin_url, drop_scratch, dsn, floor, 
 from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.config import load_settings
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 
 BATCH = 1000

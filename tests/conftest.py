@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import db, jsonio
 from creditsd.api.app import create_app
 from creditsd.config import Settings, load_settings
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.migrations import upgrade
 from creditsd.tables import audit_log

@@ -9,7 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import insert
 
 from creditsd import db
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.migrations import upgrade
 from creditsd.tables import account_names, accounts, metadata
 from tests.conftest import Databases, make_settings

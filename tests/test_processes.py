@@ -90,7 +90,7 @@ async def eventually(check: Callable[[], bool], seconds: float) -> bool:
 
 
 async def admin_secret(database_url: str) -> str:
-    from creditsd.facade import Ledger
+    from creditsd.inprocess import Ledger
 
     async with await Ledger.connect(make_settings(database_url)) as ledger:
         return await create_key(ledger, "admin", "ops")

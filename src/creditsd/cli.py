@@ -25,7 +25,7 @@ from sqlalchemy.exc import DBAPIError
 from creditsd import db, jsonio
 from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent, upgrade
@@ -384,7 +384,7 @@ def reconcile(
 def worker() -> None:
     """Run the expiry sweeps and the outbox delivery without the API (a separate
     deployment); as many workers as you like may run at once."""
-    from creditsd.api.app import background
+    from creditsd.worker import background
 
     out.print("delivering the outbox and sweeping expiries; Ctrl-C to stop")
     with suppress(KeyboardInterrupt):

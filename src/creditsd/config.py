@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from creditsd.money import MAX_SCALE, AmountError, Money, parse_decimal
-from creditsd.pricing.catalog import PricingSettings
+from creditsd.price_settings import PricingSettings
 
 DEFAULT_CONFIG_FILE = "creditsd.toml"
 DEFAULT_DATABASE_URL = "sqlite:///creditsd.db"

@@ -1,4 +1,5 @@
-"""Identifiers that sort by creation time: a prefix, 48 bits of milliseconds, 80 random bits."""
+"""Identifiers: ours sort by creation time (a prefix, 48 bits of milliseconds, 80 random
+bits); account ids are the caller's own."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import secrets
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+# What an account id (or alias) may be: the caller's own ids, never starting with @.
+ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
 
 
 _last = 0

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from svix.webhooks import Webhook
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, client_for
 
 CLERK_SECRET = "whsec_" + "Y2xlcmstdGVzdC1zZWNyZXQtZm9yLWNyZWRpdHNk"  # base64, as Svix issues

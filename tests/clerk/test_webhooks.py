@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import AccountClosed, InsufficientCredits
 from tests.clerk.conftest import CLERK_SECRET, deliver, signed
 from tests.conftest import body

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.client import AsyncClient
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 
 BASE_URL = "http://creditsd.test"
 

@@ -24,7 +24,7 @@ from creditsd.client import (
     TransportError,
     ValidationError,
 )
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.client.conftest import BASE_URL, Connect
 from tests.conftest import Clock, LedgerFactory, create_key
 

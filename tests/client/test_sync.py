@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from creditsd.client import Client, InsufficientCreditsError, NotFoundError
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import create_key
 from tests.test_processes import serve
 

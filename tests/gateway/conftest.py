@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, client_for
 
 INTERNAL_SECRET = "gateway-internal-secret-0123456789"

@@ -7,7 +7,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, body, client_for
 
 CREDIT = 10_000

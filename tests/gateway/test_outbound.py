@@ -8,7 +8,7 @@ from itertools import pairwise
 
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
 from creditsd.webhooks.delivery import Deliverer
 from tests.conftest import Clock, LedgerFactory, body, client_for

@@ -49,7 +49,7 @@ async def test_the_sweeper_in_serve_closes_expired_holds(
 ) -> None:
     import asyncio
 
-    from creditsd.api.app import sweep_expired
+    from creditsd.worker import sweep_expired
 
     ledger = await make_ledger(holds={"sweep_interval": "0.05"})
     await ledger.grant("u", 10)

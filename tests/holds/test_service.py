@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from creditsd.facade import Ledger
 from creditsd.holds.errors import ExpiryTooLong, HoldExceeded, HoldNotFound, HoldNotOpen
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from tests.conftest import Clock, LedgerFactory
 

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy import event
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import InsufficientCredits
 from tests.conftest import LedgerFactory, _asyncpg_dsn
 

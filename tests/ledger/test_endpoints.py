@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from creditsd.api.app import create_app
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, audit_trail, body, create_key
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import EXPIRED
 from tests.conftest import Clock, LedgerFactory, body

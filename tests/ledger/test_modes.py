@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.errors import CreditsError
-from creditsd.facade import Ledger
 from creditsd.gateway import service as gateway
+from creditsd.inprocess import Ledger
 from creditsd.ledger.models import Transfer
 from creditsd.tables import accounts, lots, transfers
 from creditsd.webhooks import service as webhooks

@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
-from creditsd.facade import Ledger
 from creditsd.gateway import service as gateway
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import AccountClosed, AccountFrozen
 from creditsd.tables import accounts, lots
 from tests.conftest import Clock

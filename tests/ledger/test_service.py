@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from creditsd.errors import InvalidAmount
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,

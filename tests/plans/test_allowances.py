@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import httpx
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.clerk.conftest import deliver
 from tests.conftest import Clock, LedgerFactory, body, client_for
 from tests.stripe.conftest import PACKS, stripe_settings

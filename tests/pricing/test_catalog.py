@@ -9,11 +9,11 @@ import pytest
 
 from creditsd.config import ConfigError, load_settings
 from creditsd.money import Money
+from creditsd.price_settings import PricingSettings
 from creditsd.pricing.catalog import (
     Catalog,
     FeatureUse,
     InvalidQuantity,
-    PricingSettings,
     TokenUse,
     UnknownFeature,
     UnknownModel,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from creditsd.api.app import create_app
 from creditsd.cli import app as cli
 from creditsd.config import load_settings
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, body, create_key
 
 

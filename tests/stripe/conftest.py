@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, client_for, create_key
 from tests.stripe.fake import FakeStripe, sign
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, body, client_for, create_key
 from tests.stripe.conftest import PACKS, URLS, stripe_settings
 from tests.stripe.fake import FakeStripe

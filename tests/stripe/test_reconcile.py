@@ -9,7 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.stripe.service import STRIPE_APP

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import AccountFrozen
 from creditsd.tables import webhook_events
 from tests.conftest import LedgerFactory, body, client_for, create_key

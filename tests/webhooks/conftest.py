@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.webhooks.delivery import Deliverer
 from tests.conftest import LedgerFactory, body
 from tests.webhooks.receiver import Receiver

@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from creditsd import db
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.webhooks.delivery import Deliverer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
@@ -15,47 +14,17 @@ from creditsd.api import errors
 from creditsd.api.auth import LedgerDep
 from creditsd.api.http import ExactJSONResponse
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
-from creditsd.facade import Ledger
 from creditsd.gateway.endpoints import router as gateway_router
 from creditsd.holds.endpoints import router as holds_router
+from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
 from creditsd.usage.endpoints import router as usage_router
-from creditsd.webhooks.delivery import Deliverer
 from creditsd.webhooks.endpoints import router as webhooks_router
-
-log = logging.getLogger("creditsd")
-
-
-async def sweep_expired(ledger: Ledger, interval: float) -> None:
-    """Close expired holds, then lapse expired lots, every ``interval`` seconds.
-
-    Errors are logged, never fatal.
-    """
-    while True:
-        try:
-            while await ledger.expire_holds():
-                pass
-            while await ledger.expire_lots():
-                pass
-        except Exception:
-            log.exception("expiry sweep failed; trying again in %.0fs", interval)
-        await asyncio.sleep(interval)
-
-
-async def background(ledger: Ledger) -> None:
-    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps and
-    the outbox's delivery."""
-    deliverer = Deliverer(ledger)
-    try:
-        await asyncio.gather(
-            sweep_expired(ledger, ledger.settings.holds.sweep_interval), deliverer.run()
-        )
-    finally:
-        await deliverer.close()
+from creditsd.worker import background
 
 
 def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from creditsd import db
 from creditsd.errors import Forbidden, Unauthenticated
-from creditsd.facade import Ledger
+from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
 

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import Header, Query
 from pydantic import BaseModel
 
-from creditsd.api.fields import IdempotencyKey
 from creditsd.api.http import ExactJSONResponse
 from creditsd.errors import InvalidAmount, InvalidRequest
+from creditsd.fields import IdempotencyKey
 from creditsd.money import AmountError, Money
 from creditsd.pagination import MAX_LIMIT
 from creditsd.pricing.catalog import Use

@@ -16,12 +16,12 @@ from svix.webhooks import Webhook, WebhookVerificationError
 from creditsd import inbox
 from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.errors import InvalidSignature
-from creditsd.facade import Ledger
 from creditsd.inbox import Outcome, Receipt
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InvalidAccountId
+from creditsd.ledger.runtime import Runtime
 from creditsd.plans.service import grant_allowance
 
 SOURCE = "clerk"
@@ -31,7 +31,7 @@ _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 Data = dict[str, Any]
 
 
-async def receive(ledger_: Ledger, payload: bytes, headers: dict[str, str]) -> Receipt:
+async def receive(ledger_: Runtime, payload: bytes, headers: dict[str, str]) -> Receipt:
     """Verify a Clerk webhook's Svix signature (stale timestamps fail), store it once,
     and handle it once."""
     secret = ledger_.settings.clerk.webhook_secret
@@ -56,7 +56,7 @@ async def receive(ledger_: Ledger, payload: bytes, headers: dict[str, str]) -> R
 
 
 async def handle(
-    conn: AsyncConnection, kind: str, data: Data, ledger_: Ledger, now: datetime
+    conn: AsyncConnection, kind: str, data: Data, ledger_: Runtime, now: datetime
 ) -> Outcome:
     """Dispatch one verified event."""
     policy = ledger_.policy
@@ -88,7 +88,7 @@ def _ms(value: Any) -> datetime:
 
 
 async def _allowances(
-    conn: AsyncConnection, kind: str, data: Data, ledger_: Ledger, now: datetime
+    conn: AsyncConnection, kind: str, data: Data, ledger_: Runtime, now: datetime
 ) -> Outcome:
     """Grant each active item's period allowance, for plans ``[plans.*]`` names."""
     if kind == "subscription.deleted":

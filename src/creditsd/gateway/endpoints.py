@@ -12,9 +12,9 @@ from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
-from creditsd.facade import Ledger
 from creditsd.gateway import service
 from creditsd.gateway.schemas import BalanceOut, BalanceSync, GatewayUsage, UsageReceipt
+from creditsd.inprocess import Ledger
 
 
 class InternalRoute(StrictJSONRoute):

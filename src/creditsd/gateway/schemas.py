@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from creditsd.api.fields import StrictRequest, decimal_field
+from creditsd.fields import StrictRequest, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]

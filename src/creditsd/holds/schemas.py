@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from creditsd.api.fields import (
+from creditsd.fields import (
     AccountId,
     AmountOut,
     IdempotencyKey,

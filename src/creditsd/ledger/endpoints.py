@@ -8,7 +8,6 @@ from fastapi import APIRouter, Body, Path, Query
 
 from creditsd.api.auth import AdminKey, AppKey, LedgerDep, ReadKey, actor, ensure_scope
 from creditsd.api.errors import error_responses
-from creditsd.api.fields import AccountId
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import (
     Cursor,
@@ -19,6 +18,7 @@ from creditsd.api.params import (
     respond,
     units,
 )
+from creditsd.fields import AccountId
 from creditsd.ledger.schemas import (
     AccountOut,
     AccountPage,

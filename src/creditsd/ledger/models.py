@@ -7,7 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from creditsd.ids import ACCOUNT_ID_PATTERN
 from creditsd.ledger.errors import InvalidAccountId
+from creditsd.money import Money
 
 T = TypeVar("T")
 
@@ -30,7 +32,6 @@ SYSTEM_APP = "creditsd"  # the app name on transfers creditsd makes by itself
 Metadata = dict[str, Any]
 
 
-ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
 _ACCOUNT_ID = re.compile(ACCOUNT_ID_PATTERN)
 
 
@@ -216,3 +217,41 @@ class History:
     account_id: str
     items: list[Transfer]
     next_cursor: str | None
+
+
+def transfer_view(transfer: Transfer, money: Money, account_id: str | None = None) -> Metadata:
+    """A transfer as the API and webhooks show it, from ``account_id``'s side (default: its
+    customer side), amounts in credits."""
+    side = account_id or transfer.customer_account_id
+    paid = sum(part.amount for part in transfer.lots if part.source == PAID_SOURCE)
+    balance = transfer.balance_after(side)
+    available = transfer.available_after(side)
+    return {
+        "id": transfer.id,
+        "kind": transfer.kind,
+        "account_id": side,
+        "amount": money.to_decimal(transfer.amount),
+        "change": money.to_decimal(transfer.change_for(side)),
+        "balance": None if balance is None else money.to_decimal(balance),
+        "available": None if available is None else money.to_decimal(available),
+        "debit_account_id": transfer.debit_account_id,
+        "credit_account_id": transfer.credit_account_id,
+        "description": transfer.description,
+        "metadata": transfer.metadata,
+        "hold_id": transfer.hold_id,
+        "app": transfer.app,
+        "idempotency_key": transfer.idempotency_key,
+        "created_at": transfer.created_at,
+        "pricing": transfer.pricing,
+        "lots": [
+            {
+                "lot_id": part.lot_id,
+                "source": part.source,
+                "amount": money.to_decimal(part.amount),
+                "expires_at": part.expires_at,
+            }
+            for part in transfer.lots
+        ],
+        "paid": money.to_decimal(paid),
+        "free": money.to_decimal(sum(part.amount for part in transfer.lots) - paid),
+    }

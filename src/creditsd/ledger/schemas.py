@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from creditsd.api.fields import (
+from creditsd.fields import (
     AccountId,
     AmountIn,
     AmountOut,
@@ -17,7 +17,7 @@ from creditsd.api.fields import (
     StrictRequest,
     Text,
 )
-from creditsd.ledger.models import PAID_SOURCE, Account, LotPart, Transfer, Verification
+from creditsd.ledger.models import Account, Transfer, Verification, transfer_view
 from creditsd.money import Money
 from creditsd.pricing.schemas import PricedRequest
 
@@ -129,16 +129,6 @@ class LotPartOut(BaseModel):
     amount: AmountOut
     expires_at: datetime | None
 
-    @classmethod
-    def of(cls, part: LotPart, money: Money) -> LotPartOut:
-        """Render a lot part in credits."""
-        return cls(
-            lot_id=part.lot_id,
-            source=part.source,
-            amount=money.to_decimal(part.amount),
-            expires_at=part.expires_at,
-        )
-
 
 class TransferOut(BaseModel):
     """A transfer seen from one customer account (``account_id``)."""
@@ -171,31 +161,7 @@ class TransferOut(BaseModel):
     @classmethod
     def of(cls, transfer: Transfer, money: Money, account_id: str | None = None) -> TransferOut:
         """Render a transfer from ``account_id``'s side (default: its customer side)."""
-        side = account_id or transfer.customer_account_id
-        paid = sum(part.amount for part in transfer.lots if part.source == PAID_SOURCE)
-        balance = transfer.balance_after(side)
-        available = transfer.available_after(side)
-        return cls(
-            id=transfer.id,
-            kind=transfer.kind,
-            account_id=side,
-            amount=money.to_decimal(transfer.amount),
-            change=money.to_decimal(transfer.change_for(side)),
-            balance=None if balance is None else money.to_decimal(balance),
-            available=None if available is None else money.to_decimal(available),
-            debit_account_id=transfer.debit_account_id,
-            credit_account_id=transfer.credit_account_id,
-            description=transfer.description,
-            metadata=transfer.metadata,
-            hold_id=transfer.hold_id,
-            app=transfer.app,
-            idempotency_key=transfer.idempotency_key,
-            created_at=transfer.created_at,
-            pricing=transfer.pricing,
-            lots=[LotPartOut.of(part, money) for part in transfer.lots],
-            paid=money.to_decimal(paid),
-            free=money.to_decimal(sum(part.amount for part in transfer.lots) - paid),
-        )
+        return cls(**transfer_view(transfer, money, account_id))
 
 
 class VerificationOut(BaseModel):

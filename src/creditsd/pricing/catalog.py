@@ -8,20 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from typing import Any
 
 from creditsd.errors import InvalidRequest
-from creditsd.money import INT64_MAX, AmountError, Money, parse_decimal, plain
+from creditsd.money import INT64_MAX, Money, plain
+from creditsd.price_settings import (
+    MAX_QUANTITY_PLACES,
+    TOKEN_KINDS,
+    FeaturePrice,
+    MeterPrice,
+    PricingSettings,
+)
 
-FEATURE_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
-MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*"
-MAX_TOKENS = 10**12
-MAX_QUANTITY_PLACES = 6
-TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
-# Where a token kind without a price of its own is priced.
-_FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
 _ROUNDING = {
     "half_up": ROUND_HALF_UP,
     "half_even": ROUND_HALF_EVEN,
@@ -30,124 +28,6 @@ _ROUNDING = {
 }
 _MILLION = Decimal(1_000_000)
 _HUNDRED = Decimal(100)
-
-
-def _decimal(value: object) -> Decimal:
-    try:
-        return parse_decimal(value)
-    except AmountError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-CatalogDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
-
-
-class _Entry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FeaturePrice(_Entry):
-    """A fixed price in credits per use; ``quantity`` (a whole number) scales it."""
-
-    price: CatalogDecimal = Field(gt=0)
-    max_quantity: int | None = Field(None, ge=1)
-    description: str | None = None
-
-
-class MeterPrice(_Entry):
-    """A price in credits per unit of time or work; quantities may be fractional."""
-
-    price: CatalogDecimal = Field(gt=0)
-    unit: str = Field(min_length=1, max_length=32)
-    max_quantity: CatalogDecimal | None = Field(None, gt=0)
-    description: str | None = None
-
-
-class ModelPrice(_Entry):
-    """US dollars per million tokens of each kind, with this model's markup and multiplier.
-
-    Cache reads and writes without a price of their own cost what input does; reasoning
-    tokens without one cost what output does. Markup and multiplier default to the
-    catalog's.
-    """
-
-    input: CatalogDecimal = Field(ge=0)
-    output: CatalogDecimal = Field(ge=0)
-    cache_read: CatalogDecimal | None = Field(None, ge=0)
-    cache_write: CatalogDecimal | None = Field(None, ge=0)
-    reasoning: CatalogDecimal | None = Field(None, ge=0)
-    markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
-    rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
-
-    def per_million(self, kind: str) -> Decimal:
-        """The USD price per million tokens of ``kind``, after fallbacks."""
-        own: Decimal | None = getattr(self, kind)
-        return own if own is not None else getattr(self, _FALLBACK[kind])
-
-
-def _features() -> dict[str, FeaturePrice]:
-    return {
-        name: FeaturePrice(price=Decimal(price))
-        for name, price in {
-            "chat_message": 10,
-            "canvas_generation_simple": 50,
-            "canvas_generation_complex": 75,
-            "ai_text_chat": 1,
-            "ai_image_generation": 5,
-        }.items()
-    }
-
-
-def _meters() -> dict[str, MeterPrice]:
-    return {
-        "video_generation": MeterPrice(price=Decimal(10), unit="second"),
-        "training_job": MeterPrice(price=Decimal(200), unit="gpu_hour"),
-    }
-
-
-def _models() -> dict[str, ModelPrice]:
-    def usd(*prices: str | None) -> ModelPrice:
-        values = dict(zip(("input", "output", "cache_read", "cache_write"), prices, strict=True))
-        return ModelPrice.model_validate({k: v for k, v in values.items() if v is not None})
-
-    return {
-        "openai/gpt-4o": usd("2.50", "10.00", "1.25", None),
-        "openai/gpt-4o-mini": usd("0.15", "0.60", "0.075", None),
-        "anthropic/claude-sonnet-4": usd("3.00", "15.00", "0.30", "3.75"),
-        "google/gemini-2.5-flash": usd("0.30", "2.50", "0.075", None),
-    }
-
-
-class PricingSettings(BaseModel):
-    """``[pricing]``: the catalog. Without the section the built-in defaults serve."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    credits_per_usd: CatalogDecimal = Field(Decimal(100), gt=0, le=10**9)
-    rounding: Literal["half_up", "half_even", "up", "down"] = "half_up"
-    markup_percent: CatalogDecimal = Field(Decimal(0), ge=0, le=10_000)
-    rate_multiplier: CatalogDecimal = Field(Decimal(1), gt=0, le=1000)
-    refresh_interval: float = Field(5.0, gt=0, le=3600)
-    features: dict[Annotated[str, Field(pattern=f"^{FEATURE_PATTERN}$")], FeaturePrice] = Field(
-        default_factory=_features
-    )
-    meters: dict[Annotated[str, Field(pattern=f"^{FEATURE_PATTERN}$")], MeterPrice] = Field(
-        default_factory=_meters
-    )
-    models: dict[Annotated[str, Field(pattern=f"^{MODEL_PATTERN}$")], ModelPrice] = Field(
-        default_factory=_models
-    )
-
-    @model_validator(mode="after")
-    def _names_are_unique(self) -> PricingSettings:
-        both = sorted(set(self.features) & set(self.meters))
-        if both:
-            raise ValueError(f"{', '.join(both)} named both a feature and a meter")
-        return self
-
-    def content(self) -> dict[str, Any]:
-        """What a catalog version is: everything but how often processes look for a new one."""
-        return self.model_dump(mode="python", exclude={"refresh_interval"}, exclude_none=True)
 
 
 class UnknownFeature(InvalidRequest):

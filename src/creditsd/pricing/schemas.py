@@ -7,11 +7,9 @@ from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
 
-from creditsd.api.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.price_settings import FEATURE_PATTERN, MAX_TOKENS, MODEL_PATTERN
 from creditsd.pricing.catalog import (
-    FEATURE_PATTERN,
-    MAX_TOKENS,
-    MODEL_PATTERN,
     FeatureUse,
     Price,
     TokenUse,

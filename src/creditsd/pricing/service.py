@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from creditsd import db, jsonio
 from creditsd.audit import repository as audit
+from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as repo
-from creditsd.pricing.catalog import Catalog, PricingSettings
+from creditsd.pricing.catalog import Catalog
 
 
 def digest(settings: PricingSettings) -> str:

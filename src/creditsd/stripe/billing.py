@@ -17,8 +17,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, inbox
 from creditsd.errors import InvalidSignature
-from creditsd.facade import Ledger
 from creditsd.inbox import Outcome, Receipt
+from creditsd.ledger import service as ledger_service
+from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import repository as repo
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
@@ -49,7 +50,7 @@ class Checkout:
 class StripeBilling:
     """Checkout, webhooks and reconciliation for one ledger."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Runtime) -> None:
         self.ledger = ledger
         self.settings = ledger.settings.stripe
         self._client: stripe.StripeClient | None = None
@@ -93,14 +94,19 @@ class StripeBilling:
         packs = self.ledger.settings.packs
         if pack not in packs:
             raise UnknownPack(pack, sorted(packs))
-        account = await self.ledger.get_account(account_id)
-        customer = await self._customer(account.id)
-        metadata = {"creditsd_account": account.id, "creditsd_pack": pack}
+        found = await db.run(
+            self.ledger.engine,
+            lambda conn: ledger_service.resolve_account(
+                conn, account_id, self.ledger.policy, self.ledger.now()
+            ),
+        )
+        customer = await self._customer(found)
+        metadata = {"creditsd_account": found, "creditsd_pack": pack}
         params: Any = {
             "mode": "payment",
             "line_items": [{"price": packs[pack].price_id, "quantity": 1}],
             "customer": customer,
-            "client_reference_id": account.id,
+            "client_reference_id": found,
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
             "ui_mode": _UI_MODES[ui_mode],
@@ -117,7 +123,7 @@ class StripeBilling:
         )
         return Checkout(
             id=session.id,
-            account_id=account.id,
+            account_id=found,
             pack=pack,
             credits=self.ledger.money.to_minor(packs[pack].credits),
             ui_mode=ui_mode,

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from creditsd.api.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
 from creditsd.config import PackSettings
+from creditsd.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
 from creditsd.money import Money
 from creditsd.stripe.billing import Checkout
 

@@ -1,15 +1,12 @@
-"""Recording usage: price every event, then charge each once, a batch of the posting engine
-per few hundred events."""
+"""Recording usage: price every event, then charge each once, in one batch of the posting
+engine."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from functools import partial
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.errors import CreditsError
 from creditsd.idempotency import resolve_key
 from creditsd.ledger import posting
@@ -20,10 +17,7 @@ from creditsd.money import Money
 from creditsd.pricing.catalog import Catalog, FeatureUse
 from creditsd.usage.models import UsageEvent, UsageResult
 
-CHUNK = 250  # events per transaction: bounds how long one batch holds account rows
 KEY_PREFIX = "usage:"  # event ids are idempotency keys of their own namespace
-
-Pending = tuple[int, str, ledger.Posting]
 
 
 def _posting(
@@ -47,16 +41,6 @@ def _posting(
     )
 
 
-async def _post(
-    conn: AsyncConnection,
-    *,
-    entries: list[ledger.Posting],
-    policy: ledger.Policy,
-    clock: Callable[[], datetime],
-) -> list[posting.Outcome]:
-    return await posting.post(conn, entries, policy, clock())
-
-
 def _result(event_id: str, outcome: posting.Outcome) -> UsageResult:
     if isinstance(outcome, InsufficientCredits):
         return UsageResult(event_id, "insufficient_credits", error=outcome)
@@ -67,31 +51,28 @@ def _result(event_id: str, outcome: posting.Outcome) -> UsageResult:
 
 
 async def record(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
     events: list[UsageEvent],
     catalog: Catalog,
     money: Money,
     policy: ledger.Policy,
-    clock: Callable[[], datetime],
+    now: datetime,
     *,
     app: str,
 ) -> list[UsageResult]:
-    """Charge every event once (by its id), in input order; answers in input order.
+    """Charge every event once (by its id), as one batch of the posting engine in the
+    caller's transaction; answers in input order.
 
     An event the catalog cannot price is ``invalid`` and charges nothing; the rest still go.
     """
     answers: dict[int, UsageResult] = {}
-    pending: list[Pending] = []
-    now = clock()
+    pending: list[tuple[int, str, ledger.Posting]] = []
     for index, event in enumerate(events):
         try:
             pending.append((index, event.id, _posting(event, catalog, money, app=app, now=now)))
         except CreditsError as exc:
             answers[index] = UsageResult(event.id, "invalid", error=exc)
-    for start in range(0, len(pending), CHUNK):
-        chunk = pending[start : start + CHUNK]
-        entries = [entry for _, _, entry in chunk]
-        outcomes = await db.run(engine, partial(_post, entries=entries, policy=policy, clock=clock))
-        for (index, event_id, _), outcome in zip(chunk, outcomes, strict=True):
-            answers[index] = _result(event_id, outcome)
+    outcomes = await posting.post(conn, [entry for _, _, entry in pending], policy, now)
+    for (index, event_id, _), outcome in zip(pending, outcomes, strict=True):
+        answers[index] = _result(event_id, outcome)
     return [answers[index] for index in range(len(events))]

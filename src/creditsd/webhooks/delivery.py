@@ -13,14 +13,16 @@ import logging
 import random
 import time
 from datetime import timedelta
+from typing import Protocol
 
 import httpx
 
 from creditsd import db, jsonio
-from creditsd.facade import Ledger
+from creditsd.ledger.runtime import Runtime
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
 from creditsd.webhooks.models import GATEWAY, Message
+from creditsd.webhooks.outbox import Outbox
 
 log = logging.getLogger("creditsd.webhooks")
 
@@ -35,10 +37,18 @@ class Failed(Exception):
     """A delivery that did not get a 2xx; the message says why (never a secret)."""
 
 
+class Source(Runtime, Protocol):
+    """A running ledger and its outbox (``creditsd.Ledger`` is one)."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """Where the ledger's changes wrote their messages."""
+
+
 class Deliverer:
     """Delivers the outbox of one ledger."""
 
-    def __init__(self, ledger: Ledger, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, ledger: Source, http: httpx.AsyncClient | None = None) -> None:
         self.ledger = ledger
         self.settings = ledger.settings
         self._http = http or httpx.AsyncClient()

@@ -18,9 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from creditsd import db, ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
-from creditsd.ledger.models import ExpiredHold, Transfer, is_system
+from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of
-from creditsd.ledger.schemas import TransferOut
 from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import repository as repo
@@ -136,7 +135,7 @@ class Outbox:
     async def _events(self, conn: AsyncConnection, transfer: Transfer) -> list[Event]:
         money = self._settings.money
         customer = transfer.customer_account_id
-        data = {"transfer": TransferOut.of(transfer, money).model_dump()}
+        data = {"transfer": transfer_view(transfer, money)}
         events: list[Event] = []
         if transfer.kind in _BILLED:
             events.append(("charge.succeeded", customer, data))

@@ -32,7 +32,8 @@ from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Trans
 from creditsd.migrations import check_current, upgrade
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
-from creditsd.pricing.catalog import Catalog, Price, PricingSettings, Use
+from creditsd.price_settings import PricingSettings
+from creditsd.pricing.catalog import Catalog, Price, Use
 from creditsd.pricing.service import PriceBook
 from creditsd.tables import ACCOUNT_STATUSES, LOT_SOURCES, ledger_meta
 from creditsd.usage import service as usage
@@ -458,8 +459,10 @@ class Ledger:
         """Price and charge a batch of usage events, each once by its id; answers in order."""
         catalog = await self.prices.current()
         await self.outbox.refresh()
-        return await usage.record(
-            self.engine, events, catalog, self.money, self.policy, self.now, app=app
+        return await self._write(
+            lambda conn, now: usage.record(
+                conn, events, catalog, self.money, self.policy, now, app=app
+            )
         )
 
     async def release_hold(self, hold_id: str) -> Hold:

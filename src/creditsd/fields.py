@@ -16,7 +16,7 @@ from pydantic import (
 )
 
 from creditsd.idempotency import KEY_PATTERN
-from creditsd.ledger.models import ACCOUNT_ID_PATTERN
+from creditsd.ids import ACCOUNT_ID_PATTERN
 from creditsd.money import AmountError, parse_decimal
 
 MAX_METADATA_KEYS = 50

@@ -1,0 +1,108 @@
+"""Dependencies point one way: surfaces → domain services → the ledger engine → the kit."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import creditsd
+
+SOURCE = Path(creditsd.__file__).parent
+KIT, ENGINE, DOMAIN, SURFACE = range(4)
+_KIT = {
+    "config",
+    "db",
+    "errors",
+    "fields",
+    "idempotency",
+    "ids",
+    "jsonio",
+    "migrations",
+    "money",
+    "pagination",
+    "price_settings",
+    "tables",
+}
+_ENGINE = {"ledger", "audit"}
+_SURFACE = {"api", "cli", "inprocess", "worker", "__main__"}
+_SURFACE_MODULES = {"endpoints", "schemas", "params"}  # a domain's own HTTP layer
+
+
+def layer(module: str) -> int:
+    """Which layer a ``creditsd`` module belongs to."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return KIT  # the package itself: its version, and Ledger on first use
+    if parts[0] in _SURFACE or parts[-1] in _SURFACE_MODULES:
+        return SURFACE
+    if parts[0] in _KIT:
+        return KIT
+    if parts[0] in _ENGINE:
+        return ENGINE
+    return DOMAIN
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """The ``creditsd`` modules a file imports at its top level (not those it imports lazily
+    inside functions, nor under ``TYPE_CHECKING``), with their line numbers."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in tree.body:
+        if isinstance(node, ast.If):  # `if TYPE_CHECKING:`
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            found += [(_module(name), node.lineno) for name in names]
+        elif isinstance(node, ast.Import):
+            found += [(_module(alias.name), node.lineno) for alias in node.names]
+    return [(name, line) for name, line in found if name.startswith("creditsd")]
+
+
+def _module(name: str) -> str:
+    """The module an imported name lives in (``creditsd.ledger.posting.Posting`` →
+    ``creditsd.ledger.posting``)."""
+    parts = name.split(".")
+    while len(parts) > 1 and not (
+        (SOURCE.parent / Path(*parts)).with_suffix(".py").exists()
+        or (SOURCE.parent / Path(*parts) / "__init__.py").exists()
+    ):
+        parts.pop()
+    return ".".join(parts)
+
+
+def _server_modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(SOURCE.rglob("*.py")):
+        relative = path.relative_to(SOURCE.parent).with_suffix("")
+        module = ".".join(relative.parts).removesuffix(".__init__")
+        if module.startswith(("creditsd.client", "creditsd.migrations.versions")):
+            continue  # the SDK has its own test; migrations are frozen history
+        found.append((module, path))
+    return found
+
+
+def test_the_layers_are_what_this_test_thinks() -> None:
+    assert layer("creditsd.ledger.posting") == ENGINE
+    assert layer("creditsd.ledger.endpoints") == SURFACE
+    assert layer("creditsd.stripe.service") == DOMAIN
+    assert layer("creditsd.db") == KIT
+    assert _module("creditsd.ledger.posting.Posting") == "creditsd.ledger.posting"
+
+
+@pytest.mark.parametrize(("module", "path"), _server_modules(), ids=str)
+def test_no_module_imports_a_layer_above_its_own(module: str, path: Path) -> None:
+    own = layer(module)
+    above = [
+        f"line {line}: {imported}"
+        for imported, line in imports(path)
+        if layer(imported) > own and imported != module
+    ]
+    assert not above, f"{module} imports from above its layer: {above}"
+
+
+def test_the_in_process_api_is_the_package_s_ledger() -> None:
+    from creditsd.inprocess import Ledger
+
+    assert creditsd.Ledger is Ledger
