@@ -154,6 +154,9 @@ def serve(
                 access_log=False,
                 timeout_keep_alive=settings.server.keep_alive_timeout,
                 lifespan="on",
+                # httptools' parser, not h11: 110-220 µs less CPU per request, a third of
+                # /healthz. uvloop saved nothing more and lengthened p99 (bench/http/README.md).
+                http="httptools",
             )
             await uvicorn.Server(config).serve()
         finally:

@@ -79,6 +79,13 @@ class ServerSettings(_Section):
     keep_alive_timeout: int = Field(
         75, ge=1, le=3600, description="Seconds an idle client connection is kept open."
     )
+    key_cache_seconds: float = Field(
+        5,
+        ge=0,
+        le=60,
+        description="Seconds a process trusts an API key it has checked, so that a revoked "
+        "key stops working within this long; 0 checks the database on every request.",
+    )
 
 
 class DatabaseSettings(_Section):

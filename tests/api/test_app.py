@@ -6,8 +6,9 @@ import httpx
 import pytest
 
 from creditsd.api.app import create_app
+from creditsd.api.auth import KeyCache
 from creditsd.inprocess import Ledger
-from tests.conftest import body, create_key
+from tests.conftest import LedgerFactory, body, client_for, create_key
 
 
 @pytest.mark.parametrize(
@@ -35,10 +36,19 @@ from tests.conftest import body, create_key
             422,
             "validation_error",
         ),
+        ('{"account_id": "u", "amount": NaN}', 422, "invalid_number"),
+        ('{"account_id": "u", "amount": -Infinity}', 422, "invalid_number"),
+        ('{"account_id": "u", "amount": 1' + "0" * 5000 + "}", 422, "invalid_number"),
+        ('{"account_id": "u", "amount": 1e999999999999999999999}', 422, "invalid_number"),
+        ('{"account_id": "u", "amount": 1e999999999}', 422, "invalid_amount"),
+        ('{"account_id": "u", "amount": 1' + "0" * 4000 + "}", 422, "invalid_amount"),
+        (b'{"account_id": "u", "amount": 1, "description": "\xff"}', 400, "invalid_json"),
+        ('{"account_id": "u", "amount": 1}'.encode("utf-16"), 400, "invalid_json"),
+        ("[" * 100_000 + "]" * 100_000, 400, "invalid_json"),
     ],
 )
 async def test_malformed_requests_get_a_clear_error(
-    api: httpx.AsyncClient, payload: str, status: int, code: str
+    api: httpx.AsyncClient, payload: str | bytes, status: int, code: str
 ) -> None:
     response = await api.post(
         "/v1/charges", content=payload, headers={"Content-Type": "application/json"}
@@ -64,6 +74,8 @@ async def test_non_json_bodies_are_refused(api: httpx.AsyncClient) -> None:
 
 async def test_keys_scopes_and_secrets(ledger: Ledger) -> None:
     app = create_app(ledger, sweep=False)
+    now = [0.0]
+    app.state.key_cache = KeyCache(5, clock=lambda: now[0])
     transport = httpx.ASGITransport(app=app)
     secrets = {
         scope: await create_key(ledger, scope, f"{scope}-app") for scope in ("admin", "app", "read")
@@ -123,7 +135,57 @@ async def test_keys_scopes_and_secrets(ledger: Ledger) -> None:
     )
     assert revoked.revoked_at is not None
     async with client(secrets[stored[0].scope]) as revoked_client:
+        now[0] += 5  # [server] key_cache_seconds
         assert (await revoked_client.get("/v1/accounts/u")).status_code == 401
+
+
+async def test_a_revoked_key_works_for_at_most_the_cache_seconds(ledger: Ledger) -> None:
+    from creditsd import db
+    from creditsd.keys import service as keys
+
+    app = create_app(ledger, sweep=False)
+    now = [0.0]
+    app.state.key_cache = KeyCache(5, clock=lambda: now[0])
+    secret = await create_key(ledger, "read", "reader")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {secret}"},
+    ) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/v1/accounts/u")).status_code == 200
+        (key,) = await db.run(ledger.engine, keys.list_keys)
+        await db.run(
+            ledger.engine, lambda conn: keys.revoke_key(conn, key.id, ledger.now(), actor="t")
+        )
+        now[0] = 4.9
+        assert (await client.get("/v1/accounts/u")).status_code == 200
+        now[0] = 5.0
+        assert (await client.get("/v1/accounts/u")).status_code == 401
+        now[0] = 100.0
+        assert (await client.get("/v1/accounts/u")).status_code == 401
+
+        # A failed lookup is not remembered: a key created after it works at once.
+        unknown = await client.get("/v1/accounts/u", headers={"Authorization": "Bearer cdk_x"})
+        assert unknown.status_code == 401
+        fresh = await create_key(ledger, "read", "later")
+        later = await client.get("/v1/accounts/u", headers={"Authorization": f"Bearer {fresh}"})
+        assert later.status_code == 200
+
+
+async def test_key_cache_seconds_zero_checks_every_request(make_ledger: LedgerFactory) -> None:
+    from creditsd import db
+    from creditsd.keys import service as keys
+
+    ledger = await make_ledger(server={"key_cache_seconds": 0})
+    secret = await create_key(ledger, "read", "reader")
+    async with client_for(ledger, secret) as client:
+        assert (await client.get("/v1/accounts/u")).status_code == 200
+        (key,) = await db.run(ledger.engine, keys.list_keys)
+        await db.run(
+            ledger.engine, lambda conn: keys.revoke_key(conn, key.id, ledger.now(), actor="t")
+        )
+        assert (await client.get("/v1/accounts/u")).status_code == 401
 
 
 async def test_health_and_docs(api: httpx.AsyncClient) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from creditsd import __version__
 from creditsd.api import errors
-from creditsd.api.auth import LedgerDep
+from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.http import ExactJSONResponse
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.gateway.endpoints import router as gateway_router
@@ -51,6 +51,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ledger = ledger
+    app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
     errors.install(app)
     app.include_router(ledger_router)

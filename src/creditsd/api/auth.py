@@ -1,7 +1,16 @@
-"""API key authentication and scopes, enforced here and nowhere else."""
+"""API key authentication and scopes, enforced here and nowhere else.
+
+A key that authenticated is remembered for ``[server] key_cache_seconds`` (default 5) by
+the hash of its secret, which spares every request a database transaction; so a revoked
+key keeps working for at most that long in a process that saw it just before. Failed
+lookups are never remembered: a new key works at once, and unknown secrets cannot fill
+the cache.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -17,9 +26,48 @@ from creditsd.keys.service import ApiKey
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cdk_…`")
 
 
-def get_ledger(request: Request) -> Ledger:
+class KeyCache:
+    """Keys that authenticated, by the SHA-256 of their secret, each for ``ttl`` seconds."""
+
+    def __init__(
+        self, ttl: float, *, size: int = 1024, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.clock = clock
+        self._keys: dict[bytes, tuple[float, ApiKey]] = {}
+
+    async def authenticate(self, ledger: Ledger, secret: str) -> ApiKey | None:
+        """The live key this secret belongs to, from the cache or else the database."""
+        digest = hashlib.sha256(secret.encode()).digest()
+        now = self.clock()
+        cached = self._keys.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await db.run(
+            ledger.engine, lambda conn: keys.authenticate(conn, secret), readonly=True
+        )
+        if key is None or self.ttl <= 0:
+            self._keys.pop(digest, None)
+            return key
+        if len(self._keys) >= self.size:
+            del self._keys[next(iter(self._keys))]  # the oldest entry
+        self._keys[digest] = (now + self.ttl, key)
+        return key
+
+
+def ledger_of(request: Request) -> Ledger:
     """The ledger the app serves."""
     return request.app.state.ledger  # type: ignore[no-any-return]
+
+
+async def get_ledger(request: Request) -> Ledger:
+    """The ledger the app serves, as a dependency.
+
+    ``async`` so that FastAPI calls it on the event loop: a plain ``def`` dependency is sent
+    to a worker thread and back on every request.
+    """
+    return ledger_of(request)
 
 
 def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
@@ -31,12 +79,8 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     ) -> ApiKey:
         if credentials is None:
             raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-        ledger = get_ledger(request)
-        key = await db.run(
-            ledger.engine,
-            lambda conn: keys.authenticate(conn, credentials.credentials),
-            readonly=True,
-        )
+        cache: KeyCache = request.app.state.key_cache
+        key = await cache.authenticate(ledger_of(request), credentials.credentials)
         if key is None:
             raise Unauthenticated("unknown or revoked API key")
         return ensure_scope(key, scope)

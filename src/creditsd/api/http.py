@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-import simplejson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
@@ -25,7 +24,8 @@ class InvalidJSON(CreditsError):
 
 
 class InvalidNumber(InvalidRequest):
-    """NaN or Infinity in the body: no JSON number means that."""
+    """NaN or Infinity in the body (no JSON number means that), or a number too long or
+    too large to hold exactly."""
 
     code = "invalid_number"
 
@@ -50,7 +50,7 @@ class ExactJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         if isinstance(content, BaseModel):
             content = content.model_dump(mode="python")
-        return jsonio.dumps(content).encode()
+        return jsonio.render(content)
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -74,7 +74,7 @@ class StrictJSONRequest(Request):
                 self._json = jsonio.loads(body)
             except jsonio.NonStandardNumber as exc:
                 raise InvalidNumber(str(exc)) from None
-            except (simplejson.JSONDecodeError, jsonio.DuplicateKey, RecursionError) as exc:
+            except jsonio.JSONError as exc:
                 raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
         return self._json
 

@@ -23,8 +23,8 @@ router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["stripe"])
 webhooks = APIRouter(tags=["webhooks"])
 
 
-def get_billing(request: Request) -> StripeBilling:
-    """The app's Stripe integration."""
+async def get_billing(request: Request) -> StripeBilling:
+    """The app's Stripe integration (``async``: a plain ``def`` dependency runs in a thread)."""
     billing: StripeBilling = request.app.state.stripe
     return billing
 

@@ -1,0 +1,2 @@
+-- GET /healthz: the framework floor (no auth, no database).
+dofile(os.getenv("BENCH_DIR") .. "/common.lua")
