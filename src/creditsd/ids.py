@@ -3,10 +3,12 @@ bits); account ids are the caller's own."""
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+# RFC 4648's base32 digits written as Crockford's, lower case (which sort as they count).
+_CROCKFORD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz")
 # What an account id (or alias) may be: the caller's own ids, never starting with @.
 ACCOUNT_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}"
 
@@ -25,8 +27,6 @@ def new_id(prefix: str) -> str:
     if value >> 80 <= _last >> 80:
         value = _last + 1
     _last = value
-    chars = []
-    for _ in range(26):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return f"{prefix}_{''.join(reversed(chars))}"
+    # 130 bits, written as 26 base32 digits: the top two are always zero.
+    encoded = base64.b32encode(value.to_bytes(20, "big")).decode().translate(_CROCKFORD)
+    return f"{prefix}_{encoded[-26:]}"

@@ -1,10 +1,13 @@
 """Group commit: concurrent postings of one process share a batch and its transaction.
 
-While one batch commits, the postings that arrive queue up; the next free lane writes
-them all as one batch of the posting engine and commits once. An idle lane takes a
-posting at once, so a lone request waits for nobody. Each posting keeps its own outcome
-(the engine refuses a posting alone, never its batch-mates), and nobody is answered
-before the batch has committed.
+While a batch commits, the postings that arrive queue up; the next free lane writes them
+as one batch of the posting engine and commits once, leaving behind the postings of
+accounts another lane's batch holds (they would only wait on its row locks): those go
+with the next batch after it. So a hot account's postings gather in one lane's batches
+while many accounts spread over all lanes. An idle lane takes a posting at once, so a
+lone request waits for nobody. Each posting
+keeps its own outcome (the engine refuses a posting alone, never its batch-mates), and
+nobody is answered before the batch has committed.
 """
 
 from __future__ import annotations
@@ -45,11 +48,12 @@ class GroupCommit:
         self._max_batch = max_batch
         self._lanes = lanes
         self._pending: list[_Item] = []
+        self._busy: set[str] = set()  # accounts a running batch holds
         self._flushing = 0  # lanes running; counted here, not by their tasks, see _flush
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def submit(self, entry: posting.Posting) -> Transfer:
-        """Write ``entry`` in the next batch; its transfer once the batch has committed."""
+        """Write ``entry`` in a coming batch; its transfer once that batch has committed."""
         item = _Item(entry, asyncio.get_running_loop().create_future())
         self._pending.append(item)
         if self._flushing < self._lanes:
@@ -60,15 +64,29 @@ class GroupCommit:
         return await item.future
 
     async def _flush(self) -> None:
-        # A lane stops counting the moment it finds nothing pending, with no await in
-        # between: a posting submitted after that starts a new lane and is never stranded.
+        # A lane stops counting the moment it finds nothing to take, with no await in
+        # between: a posting submitted after that starts a new lane, and one left behind
+        # for a busy account is taken by the lane that holds the account once it is done.
         try:
-            while self._pending:
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-                await self._run(batch)
+            while batch := self._take():
+                accounts = {item.posting.debit_account_id for item in batch}
+                try:
+                    await self._run(batch)
+                finally:
+                    self._busy -= accounts
         finally:
             self._flushing -= 1
+
+    def _take(self) -> list[_Item]:
+        """Up to ``max_batch`` pending postings, none of an account another batch holds."""
+        batch: list[_Item] = []
+        left: list[_Item] = []
+        for item in self._pending:
+            free = item.posting.debit_account_id not in self._busy
+            (batch if free and len(batch) < self._max_batch else left).append(item)
+        self._pending = left
+        self._busy |= {item.posting.debit_account_id for item in batch}
+        return batch
 
     async def _run(self, batch: list[_Item]) -> None:
         outcomes: list[posting.Outcome | Exception]
