@@ -199,35 +199,37 @@ async def post(
     return await _Batch(conn, policy, now).run(entries)
 
 
+async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> Outcome:
+    """A batch of one: its outcome, or its refusal raised."""
+    (outcome,) = await post(conn, [entry], policy, now)
+    if isinstance(outcome, CreditsError):
+        raise outcome
+    return outcome
+
+
 async def transfer(
     conn: AsyncConnection, posting: Posting, policy: Policy, now: datetime
 ) -> Transfer:
     """Write one transfer exactly once (a replay answers the first)."""
-    (outcome,) = await post(conn, [posting], policy, now)
-    assert isinstance(outcome, Transfer | CreditsError)
-    if isinstance(outcome, CreditsError):
-        raise outcome
-    return outcome
+    made = await _one(conn, posting, policy, now)
+    assert isinstance(made, Transfer)
+    return made
 
 
 async def reserve(
     conn: AsyncConnection, reservation: Reservation, policy: Policy, now: datetime
 ) -> Hold:
     """Open one hold exactly once (a replay answers the first)."""
-    (outcome,) = await post(conn, [reservation], policy, now)
-    assert isinstance(outcome, Hold | CreditsError)
-    if isinstance(outcome, CreditsError):
-        raise outcome
-    return outcome
+    opened = await _one(conn, reservation, policy, now)
+    assert isinstance(opened, Hold)
+    return opened
 
 
 async def release(
     conn: AsyncConnection, account_id: str, amount: int, policy: Policy, now: datetime
 ) -> None:
     """Give back ``amount`` a hold reserved on an account."""
-    (outcome,) = await post(conn, [Release(account_id, amount)], policy, now)
-    if isinstance(outcome, CreditsError):  # pragma: no cover - a release is never refused
-        raise outcome
+    await _one(conn, Release(account_id, amount), policy, now)
 
 
 async def sweep(
