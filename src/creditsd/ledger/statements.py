@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import jsonio
 from creditsd.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
-from creditsd.tables import account_names, accounts, holds, lot_spends, lots, transfers
+from creditsd.tables import account_names, accounts, holds, lot_spends, lots, outbox, transfers
 
 if TYPE_CHECKING:
     from creditsd.ledger.posting import _Account
@@ -304,6 +304,10 @@ class Statements:
         live = await self.live_lots(conn, lot_owners) if lot_owners else []
         return live, await self.transfers_by_key(conn, keys) if keys else {}
 
+    async def insert_messages(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """Write outbox messages (pending, due now) in the caller's transaction."""
+        await conn.execute(outbox.insert(), rows)
+
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
         looked, by a concurrent request for another account, reruns the transaction, which
@@ -354,6 +358,13 @@ class PostgresStatements(Statements):
                 print_,
             )
         return live, found
+
+    async def insert_messages(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        arrays = [[row[name] for row in rows] for name in _PG_MESSAGE_FIELDS]
+        arrays[_PG_MESSAGE_FIELDS.index("payload")] = [
+            jsonio.dumps(payload) for payload in arrays[_PG_MESSAGE_FIELDS.index("payload")]
+        ]
+        await (await _driver(conn)).fetchval(_PG_INSERT_MESSAGES, *arrays)
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
@@ -476,6 +487,27 @@ _PG_LOT_TYPES = (
     "timestamptz",
 )
 _PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+_PG_MESSAGE_FIELDS = (
+    "destination",
+    "message_id",
+    "event_type",
+    "account_id",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+)
+_PG_INSERT_MESSAGES = """
+INSERT INTO outbox (destination, message_id, event_type, account_id, payload, status,
+    attempts, next_attempt_at, created_at)
+SELECT v.destination, v.message_id, v.event_type, v.account_id, v.payload::json, v.status,
+    v.attempts, v.next_attempt_at, v.created_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::int4[], $8::timestamptz[], $9::timestamptz[])
+    AS v(destination, message_id, event_type, account_id, payload, status, attempts,
+        next_attempt_at, created_at)
+"""
 
 
 def _pg_write() -> str:

@@ -95,13 +95,22 @@ class Outbox:
             await self._load(conn)
         if not self.wants_transfers():
             return
+        # What the messages need of the accounts, read once for the batch.
+        debited = sorted({t.debit_account_id for t in transfers} - _system(transfers))
+        thresholds = (
+            await repo.low_balance_thresholds(conn, debited)
+            if "balance.low" in self._subscribers
+            else {}
+        )
+        gateway = self._settings.gateway.enabled
+        users = await _gateway_users(conn, transfers) if gateway else {}
         rows = []
         for transfer in transfers:
             if self._subscribers:  # the gateway alone needs none of the events' bodies
-                for event in await self._events(conn, transfer):
+                for event in self._events(transfer, thresholds):
                     rows += self._signed_rows(event, now)
-            if self._settings.gateway.enabled and transfer.app != GATEWAY_APP:
-                rows += await self._gateway_rows(conn, transfer, now)
+            if gateway and transfer.app != GATEWAY_APP:
+                rows += self._gateway_rows(transfer, users, now)
         if rows:
             await repo.enqueue(conn, rows)
 
@@ -132,7 +141,7 @@ class Outbox:
             for endpoint in self._subscribers.get(event_type, [])
         ]
 
-    async def _events(self, conn: AsyncConnection, transfer: Transfer) -> list[Event]:
+    def _events(self, transfer: Transfer, thresholds: dict[str, int | None]) -> list[Event]:
         money = self._settings.money
         customer = transfer.customer_account_id
         data = {"transfer": transfer_view(transfer, money)}
@@ -158,18 +167,15 @@ class Outbox:
             if before > 0 >= after:
                 events.append(("balance.depleted", account, figures))
             if "balance.low" in self._subscribers:
-                threshold = await self._threshold(conn, account)
+                own = thresholds.get(account)
+                threshold = self._settings.low_balance_threshold_units if own is None else own
                 if threshold and before >= threshold > after:
                     figures = {**figures, "threshold": money.to_decimal(threshold)}
                     events.append(("balance.low", account, figures))
         return events
 
-    async def _threshold(self, conn: AsyncConnection, account_id: str) -> int:
-        own = await repo.low_balance_threshold(conn, account_id)
-        return self._settings.low_balance_threshold_units if own is None else own
-
-    async def _gateway_rows(
-        self, conn: AsyncConnection, transfer: Transfer, now: datetime
+    def _gateway_rows(
+        self, transfer: Transfer, users: dict[str, int | str], now: datetime
     ) -> list[dict[str, Any]]:
         """Seed 000's messages to the gateway: the usage it should know was billed, and the
         balance it should now show."""
@@ -185,7 +191,7 @@ class Outbox:
         money = self._settings.money
         rows = []
         for account in customers:
-            user = await _gateway_user(conn, account)
+            user = users[account]
             balance = transfer.balance_after(account)
             dollars = None if balance is None else to_dollars(balance, rate, money)
             if transfer.kind in _BILLED and account == transfer.debit_account_id:
@@ -201,11 +207,29 @@ class Outbox:
         return rows
 
 
-async def _gateway_user(conn: AsyncConnection, account_id: str) -> int | str:
-    """The gateway's id of a user: the account's decimal alias (or id), else the id."""
-    names = [account_id, *(await aliases_of(conn, [account_id])).get(account_id, [])]
-    decimal = next((name for name in names if name.isdigit()), None)
-    return int(decimal) if decimal is not None else account_id
+def _system(transfers: list[Transfer]) -> set[str]:
+    return {
+        side
+        for t in transfers
+        for side in (t.debit_account_id, t.credit_account_id)
+        if is_system(side)
+    }
+
+
+async def _gateway_users(conn: AsyncConnection, transfers: list[Transfer]) -> dict[str, int | str]:
+    """The gateway's id of each customer in the batch: its decimal alias (or id), else its
+    id."""
+    customers = sorted(
+        {side for t in transfers for side in (t.debit_account_id, t.credit_account_id)}
+        - _system(transfers)
+    )
+    aliases = await aliases_of(conn, customers) if customers else {}
+    users: dict[str, int | str] = {}
+    for account_id in customers:
+        names = [account_id, *aliases.get(account_id, [])]
+        decimal = next((name for name in names if name.isdigit()), None)
+        users[account_id] = int(decimal) if decimal is not None else account_id
+    return users
 
 
 def _cost(credits: Decimal, rate: Decimal) -> Decimal:

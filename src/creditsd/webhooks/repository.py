@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
+from creditsd.ledger import statements
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
 from creditsd.webhooks.models import Endpoint, Message
@@ -108,7 +109,7 @@ async def disable_endpoint(conn: AsyncConnection, endpoint_id: str, now: datetim
 
 async def enqueue(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Write messages in the caller's transaction."""
-    await conn.execute(insert(outbox), rows)
+    await statements.of(conn).insert_messages(conn, rows)
 
 
 async def claim(
@@ -196,10 +197,15 @@ async def messages(
     return [_message(row) for row in await conn.execute(query)]
 
 
-async def low_balance_threshold(conn: AsyncConnection, account_id: str) -> int | None:
-    """An account's own balance.low threshold, if it has one."""
-    return (
-        await conn.execute(
-            select(accounts.c.low_balance_threshold).where(accounts.c.id == account_id)
+async def low_balance_thresholds(
+    conn: AsyncConnection, account_ids: list[str]
+) -> dict[str, int | None]:
+    """Each account's own balance.low threshold (None: it has none)."""
+    if not account_ids:
+        return {}
+    rows = await conn.execute(
+        select(accounts.c.id, accounts.c.low_balance_threshold).where(
+            accounts.c.id.in_(account_ids)
         )
-    ).scalar_one_or_none()
+    )
+    return {row.id: row.low_balance_threshold for row in rows}
