@@ -319,7 +319,7 @@ class _Account:
     debt: int
     status: str
     lots_expire_at: datetime | None
-    stored: datetime | None  # lots_expire_at as read
+    expiry_as_read: datetime | None  # lots_expire_at when locked
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
     changed: bool = False
 
@@ -400,7 +400,7 @@ class _Batch:
                     overdraft_limit=row.overdraft_limit,
                     status=row.status,
                     lots_expire_at=row.lots_expire_at,
-                    stored=row.lots_expire_at,
+                    expiry_as_read=row.lots_expire_at,
                 )
             self.accounts[row.name] = account
 
@@ -673,7 +673,7 @@ class _Batch:
         changed = {
             account.id: account
             for account in self.accounts.values()
-            if account.changed or account.stored != account.lots_expire_at
+            if account.changed or account.expiry_as_read != account.lots_expire_at
         }
         written = statements.Written(
             now=self.now,
