@@ -36,14 +36,6 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
     return found
 
 
-async def due(conn: AsyncConnection, now: datetime, account_id: str) -> list[Any]:
-    """An account's live lots past their expiry: ``(id, remaining)``, soonest first."""
-    query = select(_L.id, _L.remaining).where(
-        _L.account_id == account_id, _LIVE, _L.expires_at <= now
-    )
-    return list(await conn.execute(query.order_by(_L.expires_at, _L.id)))
-
-
 async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:
     """Up to ``limit`` accounts that have live lots past their expiry."""
     query = (

@@ -96,7 +96,9 @@ class Outbox:
         if not self.wants_transfers():
             return
         # What the messages need of the accounts, read once for the batch.
-        debited = sorted({t.debit_account_id for t in transfers} - _system(transfers))
+        debited = sorted(
+            {t.debit_account_id for t in transfers if not is_system(t.debit_account_id)}
+        )
         thresholds = (
             await repo.low_balance_thresholds(conn, debited)
             if "balance.low" in self._subscribers
@@ -207,21 +209,16 @@ class Outbox:
         return rows
 
 
-def _system(transfers: list[Transfer]) -> set[str]:
-    return {
-        side
-        for t in transfers
-        for side in (t.debit_account_id, t.credit_account_id)
-        if is_system(side)
-    }
-
-
 async def _gateway_users(conn: AsyncConnection, transfers: list[Transfer]) -> dict[str, int | str]:
     """The gateway's id of each customer in the batch: its decimal alias (or id), else its
     id."""
     customers = sorted(
-        {side for t in transfers for side in (t.debit_account_id, t.credit_account_id)}
-        - _system(transfers)
+        {
+            side
+            for t in transfers
+            for side in (t.debit_account_id, t.credit_account_id)
+            if not is_system(side)
+        }
     )
     aliases = await aliases_of(conn, customers) if customers else {}
     users: dict[str, int | str] = {}
