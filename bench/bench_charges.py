@@ -653,7 +653,7 @@ async def in_process(url: str, options: Options, table: Table, notes: list[str])
                 table.setdefault(label("Ledger", mode, options), {})[key] = Cell.of(found)
                 if options.subscriber:
                     await subscribe(url, endpoint_id, on=True)
-                    await ledger.outbox.refresh(force=True)  # so this process sees it now
+                    ledger.outbox.forget()  # so this process sees it now
                     found = await measure(charge, workers, hot, options.seconds, f"W{gc}{cell}")
                     hooked = label("Ledger + webhook", mode, options)
                     table.setdefault(hooked, {})[key] = Cell.of(found)

@@ -33,7 +33,7 @@ from creditsd.config import Settings, load_settings
 from creditsd.inprocess import Ledger
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service, signing
-from creditsd.webhooks.delivery import Deliverer
+from creditsd.worker import Deliverer
 
 BATCH = 200  # messages a delivery poll takes, and posts at once
 DELIVERERS = (1, 4)
@@ -145,11 +145,11 @@ async def charge_cells(url: str, endpoint_id: str, workers: int, seconds: float)
     pool = await asyncpg.create_pool(dsn(url), min_size=workers, max_size=workers)
     ledger = await Ledger.connect(settings(url, workers))
     await subscribe(url, endpoint_id, on=False)
-    await ledger.outbox.refresh(force=True)
+    ledger.outbox.forget()
     base = await measure(floor(pool), workers, False, seconds, f"floor{workers}")
     plain = await measure(through(ledger), workers, False, seconds, f"plain{workers}")
     await subscribe(url, endpoint_id, on=True)
-    await ledger.outbox.refresh(force=True)  # so this process sees it now
+    ledger.outbox.forget()  # so this process sees it now
     hooked = await measure(through(ledger), workers, False, seconds, f"hooked{workers}")
     await pool.close()
     await ledger.close()

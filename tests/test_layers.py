@@ -106,3 +106,37 @@ def test_the_in_process_api_is_the_package_s_ledger() -> None:
     from creditsd.inprocess import Ledger
 
     assert creditsd.Ledger is Ledger
+
+
+# Only entry points open, commit or roll back transactions: the surfaces; group commit,
+# which opens the one transaction a batch of concurrent requests shares; the migrations,
+# run before any work; and the kit's ``db`` that they all call.
+_DB_CALLS = {"run", "transaction"}
+_CONNECTION_CALLS = {"connect", "begin", "begin_nested", "commit", "rollback"}
+_OPENS_TRANSACTIONS = {"creditsd.db", "creditsd.ledger.batching", "creditsd.migrations"}
+
+
+def transaction_calls(path: Path) -> list[str]:
+    """``db.run(…)``, ``engine.connect()``, ``conn.commit()`` and the like in a file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        called, on = node.func.attr, node.func.value
+        on_db = isinstance(on, ast.Name) and on.id == "db"
+        if (on_db and called in _DB_CALLS) or called in _CONNECTION_CALLS:
+            found.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+def test_the_check_for_transactions_finds_one(tmp_path: Path) -> None:
+    service = tmp_path / "service.py"
+    service.write_text("async def f(engine):\n    return await db.run(engine, work)\n")
+    assert transaction_calls(service) == ["line 2: db.run"]
+
+
+@pytest.mark.parametrize(("module", "path"), _server_modules(), ids=str)
+def test_only_entry_points_open_transactions(module: str, path: Path) -> None:
+    if layer(module) == SURFACE or module in _OPENS_TRANSACTIONS:
+        return
+    assert not transaction_calls(path), f"{module} opens its own transactions"

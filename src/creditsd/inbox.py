@@ -1,5 +1,8 @@
 """The webhook inbox: every event a provider sends, stored once (unique on its id) and
-marked when handled, so a retried or repeated delivery is handled at most once."""
+marked when handled, so a retried or repeated delivery is handled at most once.
+
+A webhook endpoint stores the verified event in one transaction and handles it in the
+next: an event whose handling fails stays stored for the provider's next delivery."""
 
 from __future__ import annotations
 
@@ -9,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import webhook_events
 
@@ -45,45 +47,20 @@ class Outcome:
         return {"transfers": self.transfers, **self.notes}
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """What receiving one webhook did."""
-
-    event_id: str
-    type: str
-    outcome: str  # "duplicate" when it had been handled before
-
-
-async def keep(
-    engine: AsyncEngine,
-    source: str,
-    event: tuple[str, str, dict[str, Any]],
-    clock: Callable[[], datetime],
-) -> None:
-    """Store a verified event ``(id, type, payload)`` in its own transaction, so one whose
-    handling fails stays in the inbox to be handled on the provider's next delivery."""
-    event_id, kind, payload = event
-    await db.run(engine, lambda conn: store(conn, source, event_id, kind, payload, clock()))
-
-
 async def handle_once(
-    engine: AsyncEngine,
+    conn: AsyncConnection,
     source: str,
     event_id: str,
-    clock: Callable[[], datetime],
-    handle: Callable[[AsyncConnection, datetime], Awaitable[Outcome]],
+    now: datetime,
+    handle: Callable[[], Awaitable[Outcome]],
 ) -> str:
-    """Handle a kept event unless it was already; handling and marking it handled share one
+    """Handle a stored event unless it was already, and mark it handled, in the caller's
     transaction. Returns the outcome's name, or ``duplicate``."""
-
-    async def once(conn: AsyncConnection) -> str:
-        if await claim(conn, source, event_id) is None:
-            return "duplicate"
-        outcome = await handle(conn, clock())
-        await mark_handled(conn, source, event_id, outcome.name, outcome.detail(), clock())
-        return outcome.name
-
-    return await db.run(engine, once)
+    if await claim(conn, source, event_id) is None:
+        return "duplicate"
+    outcome = await handle()
+    await mark_handled(conn, source, event_id, outcome.name, outcome.detail(), now)
+    return outcome.name
 
 
 async def store(

@@ -33,6 +33,7 @@ from creditsd.migrations import check_current, upgrade
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.price_settings import PricingSettings
+from creditsd.pricing import service as pricing_service
 from creditsd.pricing.catalog import Catalog, Price, Use
 from creditsd.pricing.service import PriceBook
 from creditsd.tables import ACCOUNT_STATUSES, LOT_SOURCES, ledger_meta
@@ -73,8 +74,8 @@ class Ledger:
         self.settings = settings
         self.money: Money = settings.money
         self._clock = clock
-        self.prices = PriceBook(engine, settings.pricing, clock)
-        self.outbox = Outbox(engine, settings, self.prices)
+        self.prices = PriceBook(settings.pricing)
+        self.outbox = Outbox(settings, self.prices)
         self.policy = ledger.Policy(
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
@@ -249,17 +250,22 @@ class Ledger:
 
     async def catalog(self) -> Catalog:
         """The catalog version prices come from now."""
-        return await self.prices.current()
+        cached = self.prices.fresh()
+        return cached if cached is not None else await self._read(self.prices.current)
 
     async def publish_pricing(
         self, pricing: PricingSettings, *, actor: str = LOCAL_APP
     ) -> tuple[Catalog, bool]:
         """Make ``pricing`` the current catalog; True when that made a new version (audited)."""
-        return await self.prices.publish(pricing, actor=actor)
+        catalog, created = await self._write(
+            lambda conn, now: pricing_service.publish(conn, pricing, now, actor=actor)
+        )
+        self.prices.remember(catalog)
+        return catalog, created
 
     async def quote(self, use: Use) -> Price:
         """What ``use`` costs now, without charging anything."""
-        return (await self.prices.current()).price(use, self.money)
+        return (await self.catalog()).price(use, self.money)
 
     async def _amount(
         self, amount: int | None, use: Use | None
@@ -343,7 +349,6 @@ class Ledger:
             asked=asked,
         )
 
-        await self.outbox.refresh()
         if self._group is not None:
             return await self._group.submit(posting)
         # As in a group's batch, a refusal is raised once the transaction has committed
@@ -457,13 +462,12 @@ class Ledger:
         self, events: list[UsageEvent], *, app: str = LOCAL_APP
     ) -> list[UsageResult]:
         """Price and charge a batch of usage events, each once by its id; answers in order."""
-        catalog = await self.prices.current()
-        await self.outbox.refresh()
-        return await self._write(
-            lambda conn, now: usage.record(
-                conn, events, catalog, self.money, self.policy, now, app=app
-            )
-        )
+
+        async def work(conn: AsyncConnection, now: datetime) -> list[UsageResult]:
+            catalog = await self.prices.current(conn, now)
+            return await usage.record(conn, events, catalog, self.money, self.policy, now, app=app)
+
+        return await self._write(work)
 
     async def release_hold(self, hold_id: str) -> Hold:
         """Give back what a hold reserves."""

@@ -1,13 +1,28 @@
-"""The background work of a ledger: expiry sweeps and outbox delivery. It runs beside the
-API in ``creditsd serve`` and alone in ``creditsd worker``."""
+"""The background work of a ledger, beside the API in ``creditsd serve`` and alone in
+``creditsd worker``: expiry sweeps, and the outbox's delivery.
+
+Any number of processes may deliver at once (a message is leased to one of them at a
+time). A message that fails is tried again after a backoff that doubles, with jitter,
+until its maximum age; then it is dead until someone retries it by hand. Each step is an
+entry point: it opens its own transactions.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
+from datetime import timedelta
 
+import httpx
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import db, jsonio
 from creditsd.inprocess import Ledger
-from creditsd.webhooks.delivery import Deliverer
+from creditsd.webhooks import repository as repo
+from creditsd.webhooks import signing
+from creditsd.webhooks.models import GATEWAY, Message
 
 log = logging.getLogger("creditsd")
 
@@ -26,6 +41,164 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
         except Exception:
             log.exception("expiry sweep failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
+
+
+IN_FLIGHT = 16  # deliveries a worker has under way at once
+GATEWAY_PATHS = {
+    "gateway.usage": "/api/internal/webhooks/usage",
+    "gateway.balance_sync": "/api/internal/balance/sync",
+}
+
+
+class Failed(Exception):
+    """A delivery that did not get a 2xx; the message says why (never a secret)."""
+
+
+class Deliverer:
+    """Delivers the outbox of one ledger."""
+
+    def __init__(self, ledger: Ledger, http: httpx.AsyncClient | None = None) -> None:
+        self.ledger = ledger
+        self.settings = ledger.settings
+        self._http = http or httpx.AsyncClient()
+        self._owns_http = http is None
+        # A message is leased for as long as delivering its batch may take, plus a margin;
+        # a worker killed mid-delivery leaves it to the others once the lease runs out.
+        gateway = self.settings.gateway
+        slowest = self.settings.webhooks.timeout_seconds
+        if gateway.enabled:
+            tries = gateway.retry_count + 1
+            slowest = max(
+                slowest,
+                gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
+            )
+        rounds = -(-self.settings.webhooks.batch // IN_FLIGHT)  # a batch waits its turn
+        self.lease = timedelta(seconds=slowest * rounds + 5)
+        # An HTTP client slows down with many requests in flight; a few at a time deliver
+        # a batch faster than all of it at once.
+        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+
+    async def close(self) -> None:
+        """Close the HTTP connections (when this deliverer made them)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def run(self) -> None:
+        """Deliver forever; errors are logged, never fatal."""
+        while True:
+            try:
+                if await self.deliver_due():
+                    continue
+            except Exception:
+                log.exception("outbox delivery failed; trying again")
+            await asyncio.sleep(self.settings.webhooks.poll_interval)
+
+    async def deliver_due(self) -> int:
+        """Deliver one batch of due messages; how many were taken."""
+        now = self.ledger.now()
+
+        async def claim(conn: AsyncConnection) -> list[Message]:
+            await self.ledger.outbox.refresh(conn)  # the endpoints the batch is sent to
+            return await repo.claim(conn, now, now + self.lease, self.settings.webhooks.batch)
+
+        batch = await db.run(self.ledger.engine, claim)
+        if batch:
+            await asyncio.gather(*(self._deliver(message) for message in batch))
+        return len(batch)
+
+    async def _deliver(self, message: Message) -> None:
+        async with self._in_flight:
+            await self._deliver_now(message)
+
+    async def _deliver_now(self, message: Message) -> None:
+        try:
+            if message.destination == GATEWAY:
+                await self._to_gateway(message)
+            else:
+                await self._to_endpoint(message)
+        except Failed as failure:
+            await self._failed(message, str(failure))
+        else:
+            await db.run(
+                self.ledger.engine,
+                lambda conn: repo.settle(
+                    conn,
+                    message.id,
+                    status="delivered",
+                    next_attempt_at=None,
+                    error=None,
+                    now=self.ledger.now(),
+                ),
+            )
+
+    async def _failed(self, message: Message, error: str) -> None:
+        now = self.ledger.now()
+        webhooks = self.settings.webhooks
+        too_old = now - message.created_at > timedelta(seconds=webhooks.max_age_seconds)
+        wait = min(
+            webhooks.max_backoff_seconds, webhooks.backoff_seconds * 2 ** (message.attempts - 1)
+        )
+        wait *= random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
+        log.warning("delivery %s to %s failed (%s)", message.message_id, message.destination, error)
+        await db.run(
+            self.ledger.engine,
+            lambda conn: repo.settle(
+                conn,
+                message.id,
+                status="dead" if too_old else "pending",
+                next_attempt_at=None if too_old else now + timedelta(seconds=wait),
+                error=error[:500],
+                now=now,
+            ),
+        )
+
+    async def _post(self, url: str, body: str, headers: dict[str, str], seconds: float) -> None:
+        try:
+            response = await self._http.post(
+                url,
+                content=body.encode(),
+                headers={"Content-Type": "application/json", **headers},
+                timeout=seconds,
+            )
+        except httpx.HTTPError as exc:
+            raise Failed(type(exc).__name__) from exc
+        if not response.is_success:
+            raise Failed(f"HTTP {response.status_code}")
+
+    async def _to_endpoint(self, message: Message) -> None:
+        endpoint = self.ledger.outbox.endpoint(message.destination)  # refreshed each batch
+        if endpoint is None:
+            endpoint = await db.run(
+                self.ledger.engine,
+                lambda conn: repo.get_endpoint(conn, message.destination),
+                readonly=True,
+            )
+        if endpoint is None or endpoint.disabled_at is not None:
+            raise Failed("the endpoint is disabled")
+        body = jsonio.dumps({"id": message.message_id, **message.payload})
+        headers = signing.headers(endpoint.secret, message.message_id, int(time.time()), body)
+        await self._post(endpoint.url, body, headers, self.settings.webhooks.timeout_seconds)
+
+    async def _to_gateway(self, message: Message) -> None:
+        """Seed 000's client: the secret header, the configured timeout, then
+        ``retry_count`` more tries ``retry_delay_seconds`` apart before the outbox's own
+        backoff takes over."""
+        gateway = self.settings.gateway
+        if not gateway.enabled or gateway.base_url is None or gateway.internal_secret is None:
+            raise Failed("the gateway link is not enabled")
+        url = gateway.base_url.rstrip("/") + GATEWAY_PATHS[message.event_type]
+        headers = {"X-Internal-Secret": gateway.internal_secret.get_secret_value()}
+        body = jsonio.dumps(message.payload)
+        for attempt in range(gateway.retry_count + 1):
+            if attempt:
+                await asyncio.sleep(gateway.retry_delay_seconds)
+            try:
+                await self._post(url, body, headers, gateway.timeout_seconds)
+            except Failed:
+                if attempt == gateway.retry_count:
+                    raise
+            else:
+                return
 
 
 async def background(ledger: Ledger) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
-from creditsd.webhooks.delivery import Deliverer
+from creditsd.worker import Deliverer
 from tests.conftest import Clock, LedgerFactory, body, client_for
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.webhooks.receiver import Receiver

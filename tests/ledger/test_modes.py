@@ -87,7 +87,7 @@ async def subscribe(ledger: Ledger) -> None:
             idempotency_key="subscriber",
         ),
     )
-    await ledger.outbox.refresh(force=True)
+    ledger.outbox.forget()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from creditsd.inprocess import Ledger
-from creditsd.webhooks.delivery import Deliverer
+from creditsd.worker import Deliverer
 from tests.conftest import LedgerFactory, body
 from tests.webhooks.receiver import Receiver
 

@@ -15,7 +15,7 @@ from creditsd import db
 from creditsd.inprocess import Ledger
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
-from creditsd.webhooks.delivery import Deliverer
+from creditsd.worker import Deliverer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
 from tests.webhooks.conftest import WEBHOOKS, register
 from tests.webhooks.receiver import Receiver

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from creditsd.api import receiving
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
-from creditsd.clerk.service import receive
+from creditsd.clerk.service import SOURCE, handle, verify
 from creditsd.stripe.schemas import WebhookReceipt
 
 webhooks = APIRouter(tags=["webhooks"])
@@ -21,5 +22,12 @@ async def clerk_webhook(request: Request, ledger: LedgerDep) -> WebhookReceipt:
     grant each period's allowance once. Repeats answer 200 with ``duplicate``.
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
-    receipt = await receive(ledger, await request.body(), headers)
-    return WebhookReceipt(event_id=receipt.event_id, type=receipt.type, outcome=receipt.outcome)
+    message_id, kind, event = verify(ledger.settings.clerk, await request.body(), headers)
+    await receiving.keep(ledger, SOURCE, message_id, kind, event)
+    outcome = await receiving.handle_once(
+        ledger,
+        SOURCE,
+        message_id,
+        lambda conn, now: handle(conn, kind, event["data"], ledger, now),
+    )
+    return WebhookReceipt(event_id=message_id, type=kind, outcome=outcome)

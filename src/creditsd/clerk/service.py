@@ -1,6 +1,6 @@
 """What each Clerk webhook (delivered by Svix) does to the ledger.
 
-``receive`` verifies and stores; the handlers run in the transaction that marks the
+The endpoint verifies and stores; ``handle`` runs in the transaction that marks the
 event handled, so a message Svix delivers again is handled once.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 from svix.webhooks import Webhook, WebhookVerificationError
 
-from creditsd import inbox
 from creditsd.clerk.errors import ClerkNotConfigured
+from creditsd.config import ClerkSettings
 from creditsd.errors import InvalidSignature
-from creditsd.inbox import Outcome, Receipt
+from creditsd.inbox import Outcome
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
@@ -31,10 +31,12 @@ _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 Data = dict[str, Any]
 
 
-async def receive(ledger_: Runtime, payload: bytes, headers: dict[str, str]) -> Receipt:
-    """Verify a Clerk webhook's Svix signature (stale timestamps fail), store it once,
-    and handle it once."""
-    secret = ledger_.settings.clerk.webhook_secret
+def verify(
+    settings: ClerkSettings, payload: bytes, headers: dict[str, str]
+) -> tuple[str, str, Data]:
+    """A Clerk webhook's Svix message id, event type and event, once its signature checks
+    out (stale timestamps fail)."""
+    secret = settings.webhook_secret
     if secret is None:
         raise ClerkNotConfigured
     signed = {name: headers.get(name, "") for name in _SVIX_HEADERS}
@@ -43,16 +45,10 @@ async def receive(ledger_: Runtime, payload: bytes, headers: dict[str, str]) -> 
     try:
         Webhook(secret.get_secret_value()).verify(payload, signed)
         event = json.loads(payload)
-        kind, data = str(event["type"]), event["data"]
+        kind, _data = str(event["type"]), event["data"]
     except (WebhookVerificationError, ValueError, KeyError, TypeError) as exc:
         raise InvalidSignature from exc
-    message_id = signed["svix-id"]
-    engine, clock = ledger_.engine, ledger_.now
-    await inbox.keep(engine, SOURCE, (message_id, kind, event), clock)
-    outcome = await inbox.handle_once(
-        engine, SOURCE, message_id, clock, lambda conn, now: handle(conn, kind, data, ledger_, now)
-    )
-    return Receipt(message_id, kind, outcome)
+    return signed["svix-id"], kind, event
 
 
 async def handle(

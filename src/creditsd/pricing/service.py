@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, jsonio
+from creditsd import jsonio
 from creditsd.audit import repository as audit
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as repo
@@ -63,60 +62,44 @@ async def load(conn: AsyncConnection, version: int) -> Catalog:
 class PriceBook:
     """The catalog version this process prices with: the newest published one.
 
-    It looks for a newer version at most every ``refresh_interval`` seconds, so every
-    process follows a publish (``creditsd pricing reload``, SIGHUP) within that time.
-    Before anything is published, the local catalog is published first.
+    It looks for a newer version at most every ``refresh_interval`` seconds, in the
+    transaction of whoever asks, so every process follows a publish (``creditsd pricing
+    reload``, SIGHUP) within that time. It never opens a transaction of its own.
     """
 
     def __init__(
-        self,
-        engine: AsyncEngine,
-        local: PricingSettings,
-        clock: Callable[[], datetime],
-        *,
-        monotonic: Callable[[], float] = time.monotonic,
+        self, local: PricingSettings, *, monotonic: Callable[[], float] = time.monotonic
     ) -> None:
-        self._engine = engine
         self._local = local
-        self._clock = clock
+        self._interval = local.refresh_interval
         self._monotonic = monotonic
         self._current: Catalog | None = None
         self._checked = float("-inf")
-        self._lock = asyncio.Lock()
 
-    @property
-    def loaded(self) -> Catalog | None:
-        """The catalog last loaded, without looking for a newer one (no I/O: safe inside
-        another transaction)."""
-        return self._current
-
-    async def current(self) -> Catalog:
-        """The newest published catalog (as of at most ``refresh_interval`` ago)."""
-        fresh = self._monotonic() - self._checked < self._local.refresh_interval
-        if self._current is not None and fresh:
+    def fresh(self) -> Catalog | None:
+        """The catalog last loaded, if it was looked for within ``refresh_interval`` (no I/O)."""
+        if self._monotonic() - self._checked < self._interval:
             return self._current
-        return await self.refresh()
+        return None
 
-    async def refresh(self) -> Catalog:
-        """Look for a newer published version now."""
-        async with self._lock:
-            newest = await db.run(self._engine, repo.latest, readonly=True)
-            if newest is None:
-                self._current, _ = await self.publish(self._local, actor="creditsd")
-            elif self._current is None or self._current.version != newest.version:
-                version = int(newest.version)
-                self._current = await db.run(
-                    self._engine, lambda conn: load(conn, version), readonly=True
-                )
-            self._checked = self._monotonic()
-            return self._current
+    async def current(self, conn: AsyncConnection, now: datetime) -> Catalog:
+        """The newest published catalog (as of at most ``refresh_interval`` ago), looked for
+        in ``conn`` when due; before anything is published, the local catalog is published."""
+        cached = self.fresh()
+        if cached is not None:
+            return cached
+        newest = await repo.latest(conn)
+        if newest is None:
+            catalog, _ = await publish(conn, self._local, now, actor="creditsd")
+        elif self._current is None or self._current.version != newest.version:
+            catalog = await load(conn, int(newest.version))
+        else:
+            catalog = self._current
+        self.remember(catalog)
+        return catalog
 
-    async def publish(self, settings: PricingSettings, *, actor: str) -> tuple[Catalog, bool]:
-        """Publish ``settings`` (if it differs from the newest) and price with it from now on."""
-        catalog, created = await db.run(
-            self._engine, lambda conn: publish(conn, settings, self._clock(), actor=actor)
-        )
-        self._local = settings
+    def remember(self, catalog: Catalog) -> None:
+        """Price with ``catalog`` from now on (once the transaction that published it has
+        committed)."""
         self._current = catalog
         self._checked = self._monotonic()
-        return catalog, created

@@ -1,7 +1,7 @@
-"""Stripe as creditsd uses it: Checkout for credit packs, verified webhooks, reconciliation.
+"""Stripe as creditsd uses it: Checkout for credit packs and verified webhooks.
 
-Calls to Stripe happen outside database transactions; each event is then handled in one
-transaction that also marks it handled in the inbox.
+Nothing here opens a database transaction: the endpoints call Stripe between theirs, and
+hand ``handle`` the transaction that marks an event handled in the inbox.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd.config import PackSettings
 from creditsd.errors import InvalidSignature
-from creditsd.inbox import Outcome, Receipt
-from creditsd.ledger import service as ledger_service
+from creditsd.inbox import Outcome
 from creditsd.ledger.runtime import Runtime
-from creditsd.stripe import repository as repo
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
     PaymentProviderError,
@@ -79,9 +77,28 @@ class StripeBilling:
 
     # Checkout
 
+    def pack(self, pack: str) -> PackSettings:
+        """A pack on sale, by name."""
+        packs = self.ledger.settings.packs
+        if pack not in packs:
+            raise UnknownPack(pack, sorted(packs))
+        return packs[pack]
+
+    async def create_customer(self, account_id: str) -> str:
+        """A Stripe customer for the account (Stripe's idempotency key keeps two racing
+        requests to one customer)."""
+        customer = await self._call(
+            self.client.v1.customers.create_async(
+                params={"metadata": {"creditsd_account": account_id}},
+                options={"idempotency_key": f"creditsd:customer:{account_id}"},
+            )
+        )
+        return str(customer.id)
+
     async def create_checkout(
         self,
         account_id: str,
+        customer: str,
         pack: str,
         *,
         success_url: str,
@@ -90,23 +107,13 @@ class StripeBilling:
         app: str,
         idempotency_key: str | None,
     ) -> Checkout:
-        """A Checkout Session selling ``pack`` to ``account_id``, as one Stripe customer."""
-        packs = self.ledger.settings.packs
-        if pack not in packs:
-            raise UnknownPack(pack, sorted(packs))
-        found = await db.run(
-            self.ledger.engine,
-            lambda conn: ledger_service.resolve_account(
-                conn, account_id, self.ledger.policy, self.ledger.now()
-            ),
-        )
-        customer = await self._customer(found)
-        metadata = {"creditsd_account": found, "creditsd_pack": pack}
+        """A Checkout Session selling ``pack`` to ``account_id``, as Stripe's ``customer``."""
+        metadata = {"creditsd_account": account_id, "creditsd_pack": pack}
         params: Any = {
             "mode": "payment",
-            "line_items": [{"price": packs[pack].price_id, "quantity": 1}],
+            "line_items": [{"price": self.pack(pack).price_id, "quantity": 1}],
             "customer": customer,
-            "client_reference_id": found,
+            "client_reference_id": account_id,
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
             "ui_mode": _UI_MODES[ui_mode],
@@ -123,33 +130,13 @@ class StripeBilling:
         )
         return Checkout(
             id=session.id,
-            account_id=found,
+            account_id=account_id,
             pack=pack,
-            credits=self.ledger.money.to_minor(packs[pack].credits),
+            credits=self.ledger.money.to_minor(self.pack(pack).credits),
             ui_mode=ui_mode,
             url=session.url,
             client_secret=session.client_secret,
         )
-
-    async def _customer(self, account_id: str) -> str:
-        """The account's Stripe customer, created once (Stripe's idempotency key keeps two
-        racing requests to one customer)."""
-        engine = self.ledger.engine
-        found = await db.run(engine, lambda conn: repo.customer_of(conn, account_id), readonly=True)
-        if found is not None:
-            return found
-        customer = await self._call(
-            self.client.v1.customers.create_async(
-                params={"metadata": {"creditsd_account": account_id}},
-                options={"idempotency_key": f"creditsd:customer:{account_id}"},
-            )
-        )
-
-        async def remember(conn: AsyncConnection) -> str:
-            await repo.remember_customer(conn, account_id, customer.id, self.ledger.now())
-            return await repo.customer_of(conn, account_id) or customer.id
-
-        return await db.run(engine, remember)
 
     @staticmethod
     async def _call(request: Any) -> Any:
@@ -161,8 +148,8 @@ class StripeBilling:
 
     # Webhooks
 
-    async def receive(self, payload: bytes, signature: str | None) -> Receipt:
-        """Verify, store once, and handle a webhook; a repeat answers ``duplicate``."""
+    def verify(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        """The event a webhook carries, once its ``Stripe-Signature`` checks out."""
         secret = self.settings.webhook_secret
         if secret is None:
             raise StripeNotConfigured("webhook_secret")
@@ -172,23 +159,12 @@ class StripeBilling:
             stripe.Webhook.construct_event(
                 payload, signature, secret.get_secret_value(), self.settings.webhook_tolerance
             )
-            event = json.loads(payload)
+            event: dict[str, Any] = json.loads(payload)
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise InvalidSignature from exc
-        event_id, kind = str(event["id"]), str(event["type"])
-        engine, clock = self.ledger.engine, self.ledger.now
-        await inbox.keep(engine, SOURCE, (event_id, kind, event), clock)
-        lines = await self._lines(event)
-        outcome = await inbox.handle_once(
-            engine,
-            SOURCE,
-            event_id,
-            clock,
-            lambda conn, now: self._dispatch(conn, event, lines, now),
-        )
-        return Receipt(event_id, kind, outcome)
+        return event
 
-    async def _lines(self, event: dict[str, Any]) -> list[tuple[str, int]]:
+    async def lines(self, event: dict[str, Any]) -> list[tuple[str, int]]:
         """The ``(price, quantity)`` lines of a paid Checkout Session, asked of Stripe."""
         session = event["data"]["object"]
         if not _paid_pack_session(event):
@@ -198,13 +174,15 @@ class StripeBilling:
         )
         return [(item.price.id, int(item.quantity or 0)) for item in items.data]
 
-    async def _dispatch(
+    async def handle(
         self,
         conn: AsyncConnection,
         event: dict[str, Any],
         lines: list[tuple[str, int]],
         now: datetime,
     ) -> Outcome:
+        """What one verified event does to the ledger, in the transaction that marks it
+        handled (``lines``: the paid session's items, asked of Stripe beforehand)."""
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:

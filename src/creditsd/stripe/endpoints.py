@@ -6,11 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 
+from creditsd import db
+from creditsd.api import receiving
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
-from creditsd.stripe.billing import StripeBilling
+from creditsd.ledger.service import resolve_account
+from creditsd.stripe import repository as repo
+from creditsd.stripe.billing import SOURCE, StripeBilling
 from creditsd.stripe.schemas import (
     CheckoutCreate,
     CheckoutOut,
@@ -56,8 +60,24 @@ async def create_checkout_session(
     The credits are granted when Stripe's webhook says the payment succeeded, never here.
     The same idempotency key gives back the same session.
     """
+    ledger = billing.ledger
+    billing.pack(body.pack)  # an unknown pack is refused before anything is written
+    account_id = await db.run(
+        ledger.engine,
+        lambda conn: resolve_account(conn, body.account_id, ledger.policy, ledger.now()),
+    )
+    customer = await db.run(
+        ledger.engine, lambda conn: repo.customer_of(conn, account_id), readonly=True
+    )
+    if customer is None:
+        made = await billing.create_customer(account_id)
+        customer = await db.run(
+            ledger.engine,
+            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
+        )
     checkout = await billing.create_checkout(
-        body.account_id,
+        account_id,
+        customer,
         body.pack,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
@@ -82,7 +102,14 @@ async def stripe_webhook(
     """Stripe events, verified by their ``Stripe-Signature`` before anything is stored.
 
     Each event is stored once and handled once; repeats answer 200 with ``duplicate``.
-    A failure while handling answers 5xx so that Stripe delivers it again.
+    A failure while handling answers 5xx so that Stripe delivers it again; the event is
+    kept (its own transaction) either way.
     """
-    receipt = await billing.receive(await request.body(), stripe_signature)
-    return WebhookReceipt(event_id=receipt.event_id, type=receipt.type, outcome=receipt.outcome)
+    event = billing.verify(await request.body(), stripe_signature)
+    event_id, kind, ledger = str(event["id"]), str(event["type"]), billing.ledger
+    await receiving.keep(ledger, SOURCE, event_id, kind, event)
+    lines = await billing.lines(event)  # asked of Stripe between the two transactions
+    outcome = await receiving.handle_once(
+        ledger, SOURCE, event_id, lambda conn, now: billing.handle(conn, event, lines, now)
+    )
+    return WebhookReceipt(event_id=event_id, type=kind, outcome=outcome)

@@ -31,14 +31,15 @@ async def account_of_customer(conn: AsyncConnection, customer_id: str) -> str | 
 
 async def remember_customer(
     conn: AsyncConnection, account_id: str, customer_id: str, now: datetime
-) -> None:
-    """Map an account to its Stripe customer; the first mapping stays."""
+) -> str:
+    """Map an account to its Stripe customer; the first mapping stays, and is returned."""
     insert = insert_or_skip(conn)
     await conn.execute(
         insert(stripe_customers)
         .values(account_id=account_id, customer_id=customer_id, created_at=now)
         .on_conflict_do_nothing()
     )
+    return await customer_of(conn, account_id) or customer_id
 
 
 async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> bool:

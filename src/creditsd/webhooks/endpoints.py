@@ -58,7 +58,7 @@ async def create_endpoint(
             idempotency_key=f"{key.name}:{request_key}",
         ),
     )
-    await ledger.outbox.refresh(force=True)
+    ledger.outbox.forget()
     return respond(EndpointOut.of(endpoint, reveal=True), 201, replayed=not created)
 
 
@@ -84,7 +84,7 @@ async def disable_endpoint(
         ledger.engine,
         lambda conn: service.disable(conn, endpoint_id, ledger.now(), actor=actor(key)),
     )
-    await ledger.outbox.refresh(force=True)
+    ledger.outbox.forget()
     return respond(EndpointOut.of(endpoint))
 
 

@@ -13,9 +13,9 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, ids
+from creditsd import ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
@@ -41,13 +41,8 @@ class Outbox:
     """The ledger's observer: turns changes into outbox messages."""
 
     def __init__(
-        self,
-        engine: AsyncEngine,
-        settings: Settings,
-        prices: PriceBook,
-        clock: Callable[[], float] = time.monotonic,
+        self, settings: Settings, prices: PriceBook, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._engine = engine
         self._settings = settings
         self._prices = prices
         self._clock = clock
@@ -57,10 +52,11 @@ class Outbox:
 
     # Which endpoints listen
 
-    def _stale(self) -> bool:
-        return self._loaded_at is None or self._clock() - self._loaded_at > REFRESH_SECONDS
-
-    async def _load(self, conn: AsyncConnection) -> None:
+    async def refresh(self, conn: AsyncConnection) -> None:
+        """Reload the enabled endpoints in the caller's transaction when the list is older
+        than a few seconds."""
+        if self._loaded_at is not None and self._clock() - self._loaded_at <= REFRESH_SECONDS:
+            return
         subscribers: dict[str, list[Endpoint]] = {}
         enabled = await repo.endpoints(conn)
         for endpoint in enabled:
@@ -69,17 +65,14 @@ class Outbox:
         self._subscribers, self._loaded_at = subscribers, self._clock()
         self._endpoints = {endpoint.id: endpoint for endpoint in enabled}
 
+    def forget(self) -> None:
+        """Reload the endpoints in the next transaction that writes or delivers messages
+        (after one was added, changed or disabled)."""
+        self._loaded_at = None
+
     def endpoint(self, endpoint_id: str) -> Endpoint | None:
         """An enabled endpoint as of the last look (None: disabled, or not seen yet)."""
         return self._endpoints.get(endpoint_id)
-
-    async def refresh(self, *, force: bool = False) -> None:
-        """Reload the endpoints when the list is older than a few seconds (or ``force``),
-        and the catalog whose dollar rate gateway messages use."""
-        if force or self._stale():
-            await db.run(self._engine, self._load, readonly=True)
-        if self._settings.gateway.enabled:
-            await self._prices.current()
 
     def wants_transfers(self) -> bool:
         """Whether a transfer may send anything (as of the last look at the endpoints)."""
@@ -91,8 +84,7 @@ class Outbox:
         self, conn: AsyncConnection, transfers: list[Transfer], now: datetime
     ) -> None:
         """Write the messages a batch of transfers sends, in one insert."""
-        if self._stale():
-            await self._load(conn)
+        await self.refresh(conn)
         if not self.wants_transfers():
             return
         # What the messages need of the accounts, read once for the batch.
@@ -105,14 +97,18 @@ class Outbox:
             else {}
         )
         gateway = self._settings.gateway.enabled
-        users = await _gateway_users(conn, transfers) if gateway else {}
+        users: dict[str, int | str] = {}
+        rate = Decimal(0)
+        if gateway:  # the dollar figures seed 000 shows, at the catalog's rate
+            users = await _gateway_users(conn, transfers)
+            rate = (await self._prices.current(conn, now)).settings.credits_per_usd
         rows = []
         for transfer in transfers:
             if self._subscribers:  # the gateway alone needs none of the events' bodies
                 for event in self._events(transfer, thresholds):
                     rows += self._signed_rows(event, now)
             if gateway and transfer.app != GATEWAY_APP:
-                rows += self._gateway_rows(transfer, users, now)
+                rows += self._gateway_rows(transfer, users, rate, now)
         if rows:
             await repo.enqueue(conn, rows)
 
@@ -120,8 +116,7 @@ class Outbox:
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
     ) -> None:
         """Write ``hold.expired`` for each hold the sweeper closed."""
-        if self._stale():
-            await self._load(conn)
+        await self.refresh(conn)
         money = self._settings.money
         rows = []
         for hold in expired:
@@ -177,7 +172,7 @@ class Outbox:
         return events
 
     def _gateway_rows(
-        self, transfer: Transfer, users: dict[str, int | str], now: datetime
+        self, transfer: Transfer, users: dict[str, int | str], rate: Decimal, now: datetime
     ) -> list[dict[str, Any]]:
         """Seed 000's messages to the gateway: the usage it should know was billed, and the
         balance it should now show."""
@@ -188,8 +183,6 @@ class Outbox:
         ]
         if not customers:
             return []
-        loaded = self._prices.loaded  # no I/O here: this runs inside the change's transaction
-        rate = (loaded.settings if loaded else self._settings.pricing).credits_per_usd
         money = self._settings.money
         rows = []
         for account in customers:

@@ -1,0 +1,35 @@
+"""A provider's webhook as an entry point: the verified event is kept in one transaction,
+then handled once in the next, so an event whose handling fails stays kept for the
+provider's next delivery (and for reconciliation)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import db, inbox
+from creditsd.inbox import Outcome
+from creditsd.ledger.runtime import Runtime
+
+Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
+
+
+async def keep(ledger: Runtime, source: str, event_id: str, kind: str, event: Any) -> None:
+    """Store a verified event (a repeat is a no-op)."""
+    await db.run(
+        ledger.engine,
+        lambda conn: inbox.store(conn, source, event_id, kind, event, ledger.now()),
+    )
+
+
+async def handle_once(ledger: Runtime, source: str, event_id: str, handle: Handler) -> str:
+    """Handle a kept event unless it was already; the outcome's name, or ``duplicate``."""
+
+    async def once(conn: AsyncConnection) -> str:
+        now = ledger.now()
+        return await inbox.handle_once(conn, source, event_id, now, lambda: handle(conn, now))
+
+    return await db.run(ledger.engine, once)
