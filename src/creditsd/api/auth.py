@@ -70,6 +70,23 @@ async def get_ledger(request: Request) -> Ledger:
     return ledger_of(request)
 
 
+async def _admit(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+) -> ApiKey:
+    if credentials is None:
+        raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
+    cache: KeyCache = request.app.state.key_cache
+    key = await cache.authenticate(ledger_of(request), credentials.credentials)
+    if key is None:
+        raise Unauthenticated("unknown or revoked API key")
+    return ensure_scope(key, scope)
+
+
+async def authenticate(request: Request, scope: str) -> ApiKey:
+    """The request's API key, if its scope includes ``scope`` (401 or 403 otherwise)."""
+    return await _admit(request, await _bearer(request), scope)
+
+
 def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
     """A dependency that admits only keys whose scope includes ``scope``."""
 
@@ -77,13 +94,7 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> ApiKey:
-        if credentials is None:
-            raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-        cache: KeyCache = request.app.state.key_cache
-        key = await cache.authenticate(ledger_of(request), credentials.credentials)
-        if key is None:
-            raise Unauthenticated("unknown or revoked API key")
-        return ensure_scope(key, scope)
+        return await _admit(request, credentials, scope)
 
     return authenticated
 

@@ -76,62 +76,42 @@ def render(
     )
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that give every failure our error shape."""
+_UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
+_HANDLED = (CreditsError, RequestValidationError, HTTPException, DBAPIError, OSError, Exception)
 
-    def money_of(request: Request) -> Money:
-        return request.app.state.ledger.money  # type: ignore[no-any-return]
 
-    @app.exception_handler(CreditsError)
-    async def credits_error(request: Request, exc: CreditsError) -> ExactJSONResponse:
-        return render(exc.status, exc.code, exc.message, money_of(request), exc.details)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> ExactJSONResponse:
+def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
+    """Our error shape for any failure; what is not ours is logged, never shown."""
+    money: Money = request.app.state.ledger.money
+    if isinstance(exc, CreditsError):
+        return render(exc.status, exc.code, exc.message, money, exc.details)
+    if isinstance(exc, RequestValidationError):
         problems = [
             {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
             for error in exc.errors()
         ]
         first = problems[0] if problems else {"field": "", "message": "invalid"}
-        return render(
-            422,
-            "validation_error",
-            f"{first['field']}: {first['message']}",
-            money_of(request),
-            {"problems": problems},
-        )
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> ExactJSONResponse:
+        message = f"{first['field']}: {first['message']}"
+        return render(422, "validation_error", message, money, {"problems": problems})
+    if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return render(
-            exc.status_code,
-            codes.get(exc.status_code, "http_error"),
-            str(exc.detail),
-            money_of(request),
-        )
-
-    @app.exception_handler(DBAPIError)
-    async def database_error(request: Request, exc: DBAPIError) -> ExactJSONResponse:
+        code = codes.get(exc.status_code, "http_error")
+        return render(exc.status_code, code, str(exc.detail), money)
+    if isinstance(exc, DBAPIError):
         log.error("database error: %s", type(exc.orig).__name__)
-        return render(
-            503,
-            "unavailable",
-            "the database is unavailable; retry with the same idempotency key",
-            money_of(request),
-        )
-
-    @app.exception_handler(OSError)
-    async def connection_error(request: Request, exc: OSError) -> ExactJSONResponse:
+        return render(503, "unavailable", _UNAVAILABLE, money)
+    if isinstance(exc, OSError):
         log.error("cannot reach the database: %s", type(exc).__name__)
-        return render(
-            503,
-            "unavailable",
-            "the database is unavailable; retry with the same idempotency key",
-            money_of(request),
-        )
+        return render(503, "unavailable", _UNAVAILABLE, money)
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return render(500, "internal_error", "an unexpected error occurred", money)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> ExactJSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return render(500, "internal_error", "an unexpected error occurred", money_of(request))
+
+def install(app: FastAPI) -> None:
+    """Register :func:`error_response` for every failure."""
+
+    async def handle(request: Request, exc: Exception) -> ExactJSONResponse:
+        return error_response(request, exc)
+
+    for kind in _HANDLED:
+        app.add_exception_handler(kind, handle)

@@ -78,6 +78,16 @@ class StrictJSONRequest(Request):
                 raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
         return self._json
 
+    async def parsed(self) -> Any:
+        """The JSON body of a write (None when there is none), refusing one too large, not
+        JSON or malformed."""
+        declared = self.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
+        if self.method in {"POST", "PUT", "PATCH"} and await self.body():
+            return await self.json()
+        return None
+
 
 class StrictJSONRoute(APIRoute):
     """Parses the body before FastAPI does, so a bad body gets our error, not a generic 400."""
@@ -87,11 +97,7 @@ class StrictJSONRoute(APIRoute):
 
         async def route(request: Request) -> Response:
             strict = StrictJSONRequest(request.scope, request.receive)
-            declared = request.headers.get("content-length", "0")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
-            if request.method in {"POST", "PUT", "PATCH"} and await strict.body():
-                await strict.json()
+            await strict.parsed()
             return await handler(strict)
 
         return route
