@@ -56,21 +56,23 @@ from creditsd.ledger.models import (
     debt_after,
     is_system,
 )
+from creditsd.ledger.statements import Message
 from creditsd.money import INT64_MAX, INT64_MIN
 
 
 class Observer(Protocol):
-    """Hears of every ledger change in the transaction that makes it (the outbox)."""
+    """Hears of every ledger change before it is written (the outbox); the messages it
+    answers are written with the change, in its statement."""
 
     async def after_transfers(
         self, conn: AsyncConnection, transfers: list[Transfer], now: datetime
-    ) -> None:
-        """Transfers were written."""
+    ) -> list[Message]:
+        """The messages these transfers send."""
 
     async def after_holds_expired(
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
-    ) -> None:
-        """Holds ran out."""
+    ) -> list[Message]:
+        """The messages these expired holds send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -687,16 +689,20 @@ class _Batch:
             ],
             lots=[lot.inserted() for lot in writes.lots],
             spends=writes.spends,
+            messages=await self._messages(),
         )
-        if written.accounts or written.transfers:
+        if written.accounts or written.transfers or written.messages:
             await sql.write(conn, written)
-        observer = self.policy.observer
-        if observer is not None:
-            if self.expired:
-                await observer.after_holds_expired(conn, self.expired, self.now)
-            if writes.transfers:
-                made = [made for made, _ in writes.transfers]
-                await observer.after_transfers(conn, made, self.now)
+
+    async def _messages(self) -> list[Message]:
+        """What the observer sends of this batch's changes."""
+        observer, messages = self.policy.observer, []
+        if observer is not None and self.expired:
+            messages += await observer.after_holds_expired(self.conn, self.expired, self.now)
+        if observer is not None and self.writes.transfers:
+            made = [made for made, _ in self.writes.transfers]
+            messages += await observer.after_transfers(self.conn, made, self.now)
+        return messages
 
 
 def _names(entry: Entry) -> list[str]:

@@ -113,9 +113,12 @@ _UPDATE_ACCOUNT = (
 _LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
 
 
+Message = dict[str, Any]  # an outbox row: every column _PG_MESSAGE_FIELDS names
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What a batch stores after its claim."""
+    """What a batch stores after its claim, in one statement on PostgreSQL."""
 
     now: datetime
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
@@ -123,6 +126,7 @@ class Written:
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
     lots: list[dict[str, Any]]  # new lots, every column
     spends: list[dict[str, Any]]  # transfer_id, lot_id, amount
+    messages: list[Message]  # for the outbox
 
 
 class Locked(NamedTuple):
@@ -304,14 +308,11 @@ class Statements:
         live = await self.live_lots(conn, lot_owners) if lot_owners else []
         return live, await self.transfers_by_key(conn, keys) if keys else {}
 
-    async def insert_messages(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        """Write outbox messages (pending, due now) in the caller's transaction."""
-        await conn.execute(outbox.insert(), rows)
-
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
         looked, by a concurrent request for another account, reruns the transaction, which
-        then finds it), then store account figures, lot remainders, new lots, lot spends."""
+        then finds it), then store account figures, lot remainders, new lots, lot spends
+        and outbox messages."""
         if batch.transfers:
             await self.insert_transfers(conn, batch.transfers)
         if batch.accounts:
@@ -324,13 +325,16 @@ class Statements:
             await conn.execute(lots.insert(), batch.lots)
         if batch.spends:
             await conn.execute(lot_spends.insert(), batch.spends)
+        if batch.messages:
+            await conn.execute(outbox.insert(), batch.messages)
 
 
 class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
     A batch is four statements: the lock, one read (lots and stored keys), one write (the
-    transfers, then, only if every key was claimed, everything else), the commit."""
+    transfers, then, only if every key was claimed, everything else, outbox messages
+    included), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
@@ -359,12 +363,6 @@ class PostgresStatements(Statements):
             )
         return live, found
 
-    async def insert_messages(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        arrays = [[row[name] for row in rows] for name in _PG_MESSAGE_FIELDS]
-        payloads = _PG_MESSAGE_FIELDS.index("payload")
-        arrays[payloads] = [_to_json(payload) for payload in arrays[payloads]]
-        await (await _driver(conn)).fetchval(_PG_INSERT_MESSAGES, *arrays)
-
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
         transfer_arrays = [
@@ -387,6 +385,10 @@ class PostgresStatements(Statements):
             [left for _, left in batch.lowered],
             *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
             *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
+            *(
+                [_PG_CONVERT.get(name, _same)(message[name]) for message in batch.messages]
+                for name in _PG_MESSAGE_FIELDS
+            ),
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
@@ -460,7 +462,11 @@ FROM (
 """  # noqa: S608 - built once, from the table's own column names
 # Every transfer column but created_at (one value for the batch), then the fingerprint.
 _PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
-_PG_CONVERT: dict[str, Callable[[Any], Any]] = {"metadata": _to_json, "pricing": _to_json}
+_PG_CONVERT: dict[str, Callable[[Any], Any]] = {
+    "metadata": _to_json,
+    "pricing": _to_json,
+    "payload": _to_json,
+}
 _PG_BIGINT = {"amount", *(name for name in _PG_TRANSFER_FIELDS if name.endswith("_after"))}
 _PG_LOT_FIELDS = (
     "id",
@@ -498,16 +504,17 @@ _PG_MESSAGE_FIELDS = (
     "next_attempt_at",
     "created_at",
 )
-_PG_INSERT_MESSAGES = """
-INSERT INTO outbox (destination, message_id, event_type, account_id, payload, status,
-    attempts, next_attempt_at, created_at)
-SELECT v.destination, v.message_id, v.event_type, v.account_id, v.payload::json, v.status,
-    v.attempts, v.next_attempt_at, v.created_at
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::int4[], $8::timestamptz[], $9::timestamptz[])
-    AS v(destination, message_id, event_type, account_id, payload, status, attempts,
-        next_attempt_at, created_at)
-"""
+_PG_MESSAGE_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int4",
+    "timestamptz",
+    "timestamptz",
+)
 
 
 def _pg_write() -> str:
@@ -531,6 +538,10 @@ def _pg_write() -> str:
     lowered_arrays = arrays("text", "int8")
     lot_arrays = arrays(*_PG_LOT_TYPES)
     spend_arrays = arrays("text", "text", "int8")
+    message_arrays = arrays(*_PG_MESSAGE_TYPES)
+    message_values = ", ".join(
+        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_MESSAGE_FIELDS
+    )
     return f"""
 WITH inserted AS (
     INSERT INTO transfers ({", ".join(fields)}, created_at)
@@ -559,6 +570,12 @@ WITH inserted AS (
 ), spent AS (
     INSERT INTO lot_spends ({", ".join(_PG_SPEND_FIELDS)})
     SELECT v.* FROM unnest({spend_arrays}) AS v({", ".join(_PG_SPEND_FIELDS)}), claimed
+    WHERE claimed.every
+    RETURNING 1
+), queued AS (
+    INSERT INTO outbox ({", ".join(_PG_MESSAGE_FIELDS)})
+    SELECT {message_values}
+    FROM unnest({message_arrays}) AS v({", ".join(_PG_MESSAGE_FIELDS)}), claimed
     WHERE claimed.every
     RETURNING 1
 )

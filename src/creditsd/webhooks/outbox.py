@@ -20,6 +20,7 @@ from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of
+from creditsd.ledger.statements import Message
 from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import repository as repo
@@ -82,11 +83,11 @@ class Outbox:
 
     async def after_transfers(
         self, conn: AsyncConnection, transfers: list[Transfer], now: datetime
-    ) -> None:
-        """Write the messages a batch of transfers sends, in one insert."""
+    ) -> list[Message]:
+        """The messages a batch of transfers sends (the engine writes them with it)."""
         await self.refresh(conn)
         if not self.wants_transfers():
-            return
+            return []
         # What the messages need of the accounts, read once for the batch.
         debited = sorted(
             {t.debit_account_id for t in transfers if not is_system(t.debit_account_id)}
@@ -109,13 +110,12 @@ class Outbox:
                     rows += self._signed_rows(event, now)
             if gateway and transfer.app != GATEWAY_APP:
                 rows += self._gateway_rows(transfer, users, rate, now)
-        if rows:
-            await repo.enqueue(conn, rows)
+        return rows
 
     async def after_holds_expired(
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
-    ) -> None:
-        """Write ``hold.expired`` for each hold the sweeper closed."""
+    ) -> list[Message]:
+        """``hold.expired`` for each hold the sweeper closed."""
         await self.refresh(conn)
         money = self._settings.money
         rows = []
@@ -126,10 +126,9 @@ class Outbox:
                 "released": money.to_decimal(hold.released),
             }
             rows += self._signed_rows(("hold.expired", hold.account_id, data), now)
-        if rows:
-            await repo.enqueue(conn, rows)
+        return rows
 
-    def _signed_rows(self, event: Event, now: datetime) -> list[dict[str, Any]]:
+    def _signed_rows(self, event: Event, now: datetime) -> list[Message]:
         """One outbox row per endpoint that asked for the event."""
         event_type, account, data = event
         payload = {"type": event_type, "timestamp": now, "data": data}
@@ -173,7 +172,7 @@ class Outbox:
 
     def _gateway_rows(
         self, transfer: Transfer, users: dict[str, int | str], rate: Decimal, now: datetime
-    ) -> list[dict[str, Any]]:
+    ) -> list[Message]:
         """Seed 000's messages to the gateway: the usage it should know was billed, and the
         balance it should now show."""
         customers = [
@@ -258,7 +257,7 @@ def _usage_payload(transfer: Transfer, user: int | str, dollars: Decimal) -> dic
 
 def _row(
     destination: str, event_type: str, account: str | None, payload: dict[str, Any], now: datetime
-) -> dict[str, Any]:
+) -> Message:
     return {
         "destination": destination,
         "message_id": ids.new_id("msg"),

@@ -9,7 +9,6 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from creditsd.ledger import statements
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
 from creditsd.webhooks.models import Endpoint, Message
@@ -105,11 +104,6 @@ async def disable_endpoint(conn: AsyncConnection, endpoint_id: str, now: datetim
         .where(_W.id == endpoint_id, _W.disabled_at.is_(None))
         .values(disabled_at=now)
     )
-
-
-async def enqueue(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Write messages in the caller's transaction."""
-    await statements.of(conn).insert_messages(conn, rows)
 
 
 async def claim(
