@@ -12,12 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, inbox
 from creditsd.inbox import Outcome
-from creditsd.ledger.runtime import Runtime
+from creditsd.inprocess import Ledger
 
 Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
 
 
-async def keep(ledger: Runtime, source: str, event_id: str, kind: str, event: Any) -> None:
+async def keep(ledger: Ledger, source: str, event_id: str, kind: str, event: Any) -> None:
     """Store a verified event (a repeat is a no-op)."""
     await db.run(
         ledger.engine,
@@ -25,7 +25,7 @@ async def keep(ledger: Runtime, source: str, event_id: str, kind: str, event: An
     )
 
 
-async def handle_once(ledger: Runtime, source: str, event_id: str, handle: Handler) -> str:
+async def handle_once(ledger: Ledger, source: str, event_id: str, handle: Handler) -> str:
     """Handle a kept event unless it was already; the outcome's name, or ``duplicate``."""
 
     async def once(conn: AsyncConnection) -> str:

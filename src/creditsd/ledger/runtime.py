@@ -1,11 +1,11 @@
-"""What domain services need of a running ledger, without importing the in-process API."""
+"""What domain services need of a running ledger, without importing the in-process API.
+
+No database engine: services work in the transaction an entry point hands them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Protocol
-
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd.config import Settings
 from creditsd.ledger.posting import Policy
@@ -13,11 +13,7 @@ from creditsd.money import Money
 
 
 class Runtime(Protocol):
-    """A ledger's database, settings, rules and clock (``creditsd.Ledger`` is one)."""
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The database."""
+    """A ledger's settings, rules and clock (``creditsd.Ledger`` is one)."""
 
     @property
     def settings(self) -> Settings:

@@ -51,6 +51,7 @@ async def list_packs(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
 )
 async def create_checkout_session(
     body: CheckoutCreate,
+    ledger: LedgerDep,
     billing: BillingDep,
     key: AppKey,
     idempotency_key: IdempotencyHeader = None,
@@ -60,7 +61,6 @@ async def create_checkout_session(
     The credits are granted when Stripe's webhook says the payment succeeded, never here.
     The same idempotency key gives back the same session.
     """
-    ledger = billing.ledger
     billing.pack(body.pack)  # an unknown pack is refused before anything is written
     account_id = await db.run(
         ledger.engine,
@@ -86,7 +86,7 @@ async def create_checkout_session(
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),
     )
     publishable = billing.settings.publishable_key
-    return respond(CheckoutOut.of(checkout, billing.ledger.money, publishable), 201)
+    return respond(CheckoutOut.of(checkout, ledger.money, publishable), 201)
 
 
 @webhooks.post(
@@ -96,6 +96,7 @@ async def create_checkout_session(
 )
 async def stripe_webhook(
     request: Request,
+    ledger: LedgerDep,
     billing: BillingDep,
     stripe_signature: Annotated[str | None, Header()] = None,
 ) -> WebhookReceipt:
@@ -106,7 +107,7 @@ async def stripe_webhook(
     kept (its own transaction) either way.
     """
     event = billing.verify(await request.body(), stripe_signature)
-    event_id, kind, ledger = str(event["id"]), str(event["type"]), billing.ledger
+    event_id, kind = str(event["id"]), str(event["type"])
     await receiving.keep(ledger, SOURCE, event_id, kind, event)
     lines = await billing.lines(event)  # asked of Stripe between the two transactions
     outcome = await receiving.handle_once(
