@@ -335,9 +335,7 @@ class PostgresStatements(Statements):
     insert_or_skip = staticmethod(postgresql.insert)
 
     async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
-        # Through SQLAlchemy, which begins its transaction at its first statement.
-        rows = await conn.exec_driver_sql(_PG_LOCK, (names,))
-        return [Locked._make(row) for row in rows]
+        return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
 
     async def read(
         self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
