@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
@@ -365,9 +366,12 @@ class PostgresStatements(Statements):
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
+        # Rows read in C (attrgetter), then turned into columns (zip).
+        rows = [_pg_transfer_values(transfer) for transfer, _ in made]
+        columns = list(zip(*rows, strict=True)) or [()] * len(_PG_TRANSFER_FIELDS)
         transfer_arrays = [
-            [_PG_CONVERT.get(name, _same)(getattr(transfer, name)) for transfer, _ in made]
-            for name in _PG_TRANSFER_FIELDS
+            list(map(_PG_CONVERT[name], column)) if name in _PG_CONVERT else column
+            for name, column in zip(_PG_TRANSFER_FIELDS, columns, strict=True)
         ]
         moved = batch.accounts
         claimed = await (await _driver(conn)).fetchval(
@@ -428,10 +432,6 @@ def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
         raise InterfaceError(sql, None, error, connection_invalidated=True) from error
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 def _to_json(value: Any) -> str | None:
     """A JSON column's text (any exact JSON will do: nothing is hashed over it)."""
     return None if value is None else jsonio.render(value).decode()
@@ -458,6 +458,7 @@ FROM (
 """  # noqa: S608 - built once, from the table's own column names
 # Every transfer column but created_at (one value for the batch), then the fingerprint.
 _PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
+_pg_transfer_values = attrgetter(*_PG_TRANSFER_FIELDS)
 _PG_CONVERT: dict[str, Callable[[Any], Any]] = {"metadata": _to_json, "pricing": _to_json}
 _PG_BIGINT = {"amount", *(name for name in _PG_TRANSFER_FIELDS if name.endswith("_after"))}
 _PG_LOT_FIELDS = (
