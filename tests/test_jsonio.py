@@ -103,3 +103,41 @@ _values = st.recursive(
 @given(_values)
 def test_render_and_dumps_write_the_same_value(value: Any) -> None:
     assert jsonio.loads(jsonio.render(value)) == jsonio.loads(jsonio.dumps(value))
+
+
+_canonical_scalars = (
+    _scalars
+    | st.floats()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.decimals()
+    | st.text(st.characters(codec="ascii"))
+)
+_canonical_values = st.recursive(
+    _canonical_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(st.characters(codec="ascii")) | st.text(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(_canonical_values)
+def test_canonical_is_dumps_with_sorted_keys_byte_for_byte(value: Any) -> None:
+    try:
+        expected = jsonio.dumps(value, sort_keys=True)
+    except (TypeError, ValueError) as refused:
+        with pytest.raises(type(refused)):
+            jsonio.canonical(value)
+    else:
+        assert jsonio.canonical(value) == expected
+
+
+def test_canonical_writes_what_orjson_would_write_otherwise_as_dumps_does() -> None:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    assert jsonio.canonical({"b": (1, Decimal("2.5E+3")), "a": [None, True, at]}) == (
+        '{"a":[null,true,"2026-12-01T00:00:00.000000Z"],"b":[1,2.5E+3]}'
+    )
+    for value in [1e-07, 1e16, "café", "tab\there", 'quote"', "\x7f", 2**64, {1: "a"}]:
+        assert jsonio.canonical({"v": value}) == jsonio.dumps({"v": value}, sort_keys=True)

@@ -30,5 +30,5 @@ def resolve_key(key: str | None) -> str:
 
 def fingerprint(operation: str, **fields: object) -> str:
     """A digest of what a write asked for, so a reused key with another request is caught."""
-    canonical = jsonio.dumps({"operation": operation, **fields}, sort_keys=True)
+    canonical = jsonio.canonical({"operation": operation, **fields})
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+
 import httpx
 import pytest
 
-from creditsd.api.app import create_app
+from creditsd.api.app import GC_THRESHOLD, create_app
 from creditsd.api.auth import KeyCache
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, body, client_for, create_key
@@ -217,3 +219,18 @@ async def test_a_database_that_is_down_answers_503_without_internals(ledger: Led
             assert "127.0.0.1" not in response.text and "Errno" not in response.text
         assert (await client.get("/healthz")).status_code == 200
     await down.close()
+
+
+def test_the_app_lets_young_objects_gather_but_never_lowers_a_higher_setting(
+    ledger: Ledger,
+) -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        create_app(ledger, sweep=False)
+        assert gc.get_threshold() == (GC_THRESHOLD, 10, 10)
+        gc.set_threshold(50_000, 5, 5)
+        create_app(ledger, sweep=False)
+        assert gc.get_threshold() == (50_000, 5, 5)
+    finally:
+        gc.set_threshold(*saved)

@@ -172,3 +172,19 @@ def test_a_bad_catalog_file_names_the_key_and_its_line(
         number = int(named.rsplit("(line ", 1)[1].rstrip(")")) + 1
         expected = f"{named.rsplit(' (line ', 1)[0]} (line {number})"
     assert expected in str(refused.value)
+
+
+def test_a_version_remembers_its_prices_and_a_new_version_starts_afresh() -> None:
+    old = catalog(features={"chat_message": {"price": 10}})
+    first = old.price(FeatureUse("chat_message"), MONEY)
+    assert old.price(FeatureUse("chat_message"), MONEY) is first
+    new = Catalog(8, PricingSettings.model_validate({"features": {"chat_message": {"price": 12}}}))
+    again = new.price(FeatureUse("chat_message"), MONEY)
+    assert (again.amount, again.breakdown["catalog_version"]) == (12 * MONEY.unit, 8)
+    assert old.price(FeatureUse("chat_message"), MONEY) is first
+    # Equal quantities written differently are priced (and refused) on their own.
+    assert old.price(FeatureUse("training_job", Decimal(1)), MONEY).amount == 200 * MONEY.unit
+    with pytest.raises(InvalidQuantity):
+        old.price(FeatureUse("training_job", Decimal("1.0000000")), MONEY)
+    # Each scale is its own price.
+    assert old.price(FeatureUse("chat_message"), Money(2)).amount == 10 * 100

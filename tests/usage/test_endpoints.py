@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from creditsd.config import load_settings
+from creditsd.inprocess import Ledger
 from tests.conftest import body
 
 
@@ -109,3 +112,21 @@ async def test_batches_that_are_refused_whole(api: httpx.AsyncClient) -> None:
         refused = await api.post("/v1/usage", json=payload)
         assert refused.status_code == 422
         assert body(refused)["error"]["code"] == "validation_error"
+
+
+async def test_events_after_a_new_catalog_version_are_priced_by_it(
+    ledger: Ledger, api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await api.post("/v1/grants", json={"account_id": "u", "amount": 100})
+    chat = {"account_id": "u", "feature": "chat_message"}
+    before = body(await api.post("/v1/usage", json={"events": [{"id": "a", **chat}]}))
+    file = tmp_path / "creditsd.toml"
+    file.write_text("[pricing.features.chat_message]\nprice = 12\n")
+    await ledger.publish_pricing(load_settings(file, environ={}).pricing)
+    after = body(await api.post("/v1/usage", json={"events": [{"id": "b", **chat}]}))
+    charged = [
+        body(await api.get(f"/v1/transactions/{answer['results'][0]['transfer_id']}"))
+        for answer in (before, after)
+    ]
+    assert [(t["amount"], t["pricing"]["catalog_version"]) for t in charged] == [(10, 1), (12, 2)]
+    assert body(await api.get("/v1/accounts/u"))["balance"] == 78

@@ -758,6 +758,8 @@ def _spend_order(lots: list[_Lot], now: datetime, posting: Posting) -> list[_Lot
     lots last for any other debit, so a plain charge never spends credits past expiry
     while it can spend others."""
     live = [lot for lot in lots if lot.remaining]
+    if len(live) < 2:  # most accounts: nothing to order
+        return live
     first = [lot for lot in live if lot.id == posting.first_lot]
     due = sorted(
         (lot for lot in live if lot.due(now) and lot.id != posting.first_lot),

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
@@ -339,9 +340,7 @@ class PostgresStatements(Statements):
     insert_or_skip = staticmethod(postgresql.insert)
 
     async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
-        # Through SQLAlchemy, which begins its transaction at its first statement.
-        rows = await conn.exec_driver_sql(_PG_LOCK, (names,))
-        return [Locked._make(row) for row in rows]
+        return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
 
     async def read(
         self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
@@ -365,14 +364,14 @@ class PostgresStatements(Statements):
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
-        transfer_arrays = [
-            [_PG_CONVERT.get(name, _same)(getattr(transfer, name)) for transfer, _ in made]
-            for name in _PG_TRANSFER_FIELDS
-        ]
+        # Rows read in C (attrgetter), then turned into columns (zip).
+        rows = [_pg_transfer_values(transfer) for transfer, _ in made]
+        columns = list(zip(*rows, strict=True)) or [()] * len(_PG_TRANSFER_FIELDS)
+        messages = ([message[name] for message in batch.messages] for name in _PG_MESSAGE_FIELDS)
         moved = batch.accounts
         claimed = await (await _driver(conn)).fetchval(
             _PG_WRITE,
-            *transfer_arrays,
+            *_pg_arrays(_PG_TRANSFER_FIELDS, columns),
             [print_ for _, print_ in made],
             batch.now,
             len(made),
@@ -385,13 +384,18 @@ class PostgresStatements(Statements):
             [left for _, left in batch.lowered],
             *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
             *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
-            *(
-                [_PG_CONVERT.get(name, _same)(message[name]) for message in batch.messages]
-                for name in _PG_MESSAGE_FIELDS
-            ),
+            *_pg_arrays(_PG_MESSAGE_FIELDS, messages),
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
+
+
+def _pg_arrays(fields: Sequence[str], columns: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Each column as its array parameter, JSON columns as their text."""
+    return [
+        list(map(_PG_CONVERT[name], column)) if name in _PG_CONVERT else column
+        for name, column in zip(fields, columns, strict=True)
+    ]
 
 
 class _Driver:
@@ -412,10 +416,12 @@ class _Driver:
 
 async def _driver(conn: AsyncConnection) -> _Driver:
     pooled = await conn.get_raw_connection()
-    if getattr(pooled.dbapi_connection, "_transaction", None) is None:
-        # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement; without one
-        # yet, the raw statements would each commit on their own.
-        await conn.exec_driver_sql("SELECT 1")
+    adapter: Any = pooled.dbapi_connection
+    if adapter._transaction is None:
+        # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement, and ours go to
+        # asyncpg itself: begin as the adapter would (its one round trip), or each of them
+        # would commit on its own. SQLAlchemy commits or rolls it back as usual.
+        await adapter._start_transaction()
     raw = pooled.driver_connection
     assert isinstance(raw, asyncpg.Connection)
     return _Driver(raw)
@@ -430,10 +436,6 @@ def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
         raise (IntegrityError if integrity else OperationalError)(sql, None, error) from error
     except (asyncpg.InterfaceError, OSError) as error:
         raise InterfaceError(sql, None, error, connection_invalidated=True) from error
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _to_json(value: Any) -> str | None:
@@ -462,6 +464,7 @@ FROM (
 """  # noqa: S608 - built once, from the table's own column names
 # Every transfer column but created_at (one value for the batch), then the fingerprint.
 _PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
+_pg_transfer_values = attrgetter(*_PG_TRANSFER_FIELDS)
 _PG_CONVERT: dict[str, Callable[[Any], Any]] = {
     "metadata": _to_json,
     "pricing": _to_json,

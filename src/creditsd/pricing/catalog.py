@@ -6,7 +6,7 @@ Prices are decimals of credits (features, meters) or of US dollars per million t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
 from typing import Any
 
@@ -28,6 +28,7 @@ _ROUNDING = {
 }
 _MILLION = Decimal(1_000_000)
 _HUNDRED = Decimal(100)
+MEMO_SIZE = 4096  # distinct uses a catalog version remembers the price of
 
 
 class UnknownFeature(InvalidRequest):
@@ -117,9 +118,29 @@ class Catalog:
 
     version: int
     settings: PricingSettings
+    _memo: dict[tuple[object, ...], Price] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def price(self, use: Use, money: Money) -> Price:
-        """The exact price of ``use``, rounded once to the ledger's scale."""
+        """The exact price of ``use``, rounded once to the ledger's scale.
+
+        A version remembers the prices it computed (a later version is another
+        :class:`Catalog`, with none), so equal uses share one :class:`Price`: its breakdown
+        is read-only.
+        """
+        # A quantity by its digits: 1 and 1.0000000 are equal, but a meter refuses the second.
+        what = use if isinstance(use, TokenUse) else (use.feature, use.quantity.as_tuple())
+        key = (money.scale, what)
+        price = self._memo.get(key)
+        if price is None:
+            price = self._price(use, money)
+            if len(self._memo) >= MEMO_SIZE:
+                self._memo.clear()
+            self._memo[key] = price
+        return price
+
+    def _price(self, use: Use, money: Money) -> Price:
         with localcontext() as context:
             context.prec = 60
             if isinstance(use, TokenUse):

@@ -54,7 +54,14 @@ class UsageIn(StrictRequest):
 
     def use(self) -> TokenUse:
         """The use the catalog prices."""
-        return TokenUse(**self.model_dump())
+        return TokenUse(
+            model=self.model,
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            cache_read_tokens=self.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens,
+        )
 
 
 class PricedUse(StrictRequest):
@@ -73,7 +80,8 @@ class PricedUse(StrictRequest):
         return None
 
     def _given(self) -> list[str]:
-        return [name for name in ("feature", "usage") if getattr(self, name) is not None]
+        given = (("feature", self.feature), ("usage", self.usage))
+        return [name for name, value in given if value is not None]
 
     @model_validator(mode="after")
     def _quantity_goes_with_a_feature(self) -> Self:

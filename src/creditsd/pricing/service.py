@@ -18,7 +18,7 @@ from creditsd.pricing.catalog import Catalog
 
 def digest(settings: PricingSettings) -> str:
     """A digest of a catalog's content: equal catalogs, equal digests."""
-    return hashlib.sha256(jsonio.dumps(settings.content(), sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(jsonio.canonical(settings.content()).encode()).hexdigest()
 
 
 async def publish(
