@@ -73,7 +73,19 @@ IdempotencyKey = Annotated[
     Field(pattern=f"^{KEY_PATTERN}$", description="Repeat it to repeat the request safely."),
 ]
 
-Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+_NUL = "must not contain the NUL character (\\u0000)"
+
+
+def _without_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(_NUL)
+    return value
+
+
+NoNul = AfterValidator(_without_nul)
+"""Text never holds U+0000: PostgreSQL cannot store it, so neither database takes it."""
+
+Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), NoNul]
 
 Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
 
@@ -86,6 +98,8 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"keys are 1-{MAX_METADATA_KEY_LENGTH} characters")
         if isinstance(item, str) and len(item) > MAX_TEXT_LENGTH:
             raise ValueError(f"string values are at most {MAX_TEXT_LENGTH} characters")
+        if "\x00" in key or (isinstance(item, str) and "\x00" in item):
+            raise ValueError(f"keys and values {_NUL}")
         if isinstance(item, Decimal) and not item.is_finite():
             raise ValueError("numbers must be finite")
     return value

@@ -5,15 +5,37 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
-from creditsd.fields import StrictRequest, decimal_field
+from creditsd.fields import NoNul, StrictRequest, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]
 }
-Exact = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_NUMBER_SCHEMA)]
-"""A finite number, written exactly (NaN and Infinity are refused in any spelling)."""
+_LARGEST_DIGITS = 30
+
+
+def _in_range(value: Decimal) -> Decimal:
+    if value.adjusted() >= _LARGEST_DIGITS:  # no arithmetic: that could overflow
+        raise ValueError("is out of range")
+    return value
+
+
+Exact = Annotated[
+    Decimal,
+    BeforeValidator(decimal_field),
+    AfterValidator(_in_range),
+    WithJsonSchema(_NUMBER_SCHEMA),
+]
+"""A finite number below 10³⁰, written exactly (NaN and Infinity are refused in any
+spelling; a larger figure means nothing and would overflow the arithmetic)."""
 
 UserId = Annotated[
     int | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
@@ -50,7 +72,7 @@ class GatewayUsage(StrictRequest):
 
     event: Literal["usage"]
     userId: UserId  # noqa: N815 - the seed's field name
-    model: str = Field(min_length=1, max_length=200)
+    model: Annotated[str, Field(min_length=1, max_length=200), NoNul]
     inputTokens: Tokens = 0  # noqa: N815
     outputTokens: Tokens = 0  # noqa: N815
     cacheReadTokens: Tokens = 0  # noqa: N815

@@ -18,7 +18,7 @@ from creditsd.api.params import (
     respond,
     units,
 )
-from creditsd.fields import AccountId
+from creditsd.fields import AccountId, NoNul
 from creditsd.ledger.schemas import (
     AccountOut,
     AccountPage,
@@ -95,7 +95,9 @@ async def list_accounts(
     _key: ReadKey,
     limit: Limit = 50,
     cursor: Cursor = None,
-    search: Annotated[str | None, Query(max_length=128, description="Id or alias prefix.")] = None,
+    search: Annotated[
+        Annotated[str, NoNul] | None, Query(max_length=128, description="Id or alias prefix.")
+    ] = None,
 ) -> ExactJSONResponse:
     """Customer accounts in id order."""
     page = await ledger.list_accounts(limit=limit, cursor=cursor, search=search)

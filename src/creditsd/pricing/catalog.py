@@ -28,6 +28,8 @@ _ROUNDING = {
 }
 _MILLION = Decimal(1_000_000)
 _HUNDRED = Decimal(100)
+_LARGEST_DIGITS = 18  # an exact price of 10¹⁹ credits is past any 64-bit amount
+_LARGEST_QUANTITY_DIGITS = 30  # a quantity of 10³⁰ of anything means nothing
 MEMO_SIZE = 4096  # distinct uses a catalog version remembers the price of
 
 
@@ -150,6 +152,8 @@ class Catalog:
             else:
                 lines, exact, extra = self._units(use)
                 subtotal = exact
+            if exact.adjusted() > _LARGEST_DIGITS:  # past any 64-bit amount, at any scale
+                raise InvalidQuantity("prices beyond the ledger's range")
             rounded = exact.quantize(
                 Decimal(1).scaleb(-money.scale), rounding=_ROUNDING[self.settings.rounding]
             )
@@ -175,6 +179,8 @@ class Catalog:
         quantity = use.quantity
         if quantity <= 0:
             raise InvalidQuantity("must be greater than zero")
+        if quantity.adjusted() >= _LARGEST_QUANTITY_DIGITS:
+            raise InvalidQuantity("is out of range")
         entry: FeaturePrice | MeterPrice
         if use.feature in settings.features:
             entry = settings.features[use.feature]
