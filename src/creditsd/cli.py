@@ -295,7 +295,12 @@ def accounts_show(account_id: str) -> None:
             ("available", money.to_decimal(account.available)),
             ("overdraft limit", money.to_decimal(account.overdraft_limit)),
             ("aliases", ", ".join(account.aliases)),
-            ("created", jsonio.format_timestamp(account.created_at)),
+            (
+                "created",
+                "not created yet (its first write creates it)"
+                if account.created_at is None
+                else jsonio.format_timestamp(account.created_at),
+            ),
         ]:
             table.add_row(label, str(value))
         out.print(table)

@@ -203,31 +203,37 @@ class Ledger:
         )
 
     async def _on_account(
-        self, name: str, work: Callable[[AsyncConnection, str, datetime], Awaitable[T]]
+        self,
+        name: str,
+        work: Callable[[AsyncConnection, str, datetime], Awaitable[T]],
+        unopened: Callable[[str], T] | None = None,
     ) -> T:
-        """Read about the account ``name`` (an id or alias) names.
+        """Read about the account ``name`` (an id or alias) names, in a read transaction.
 
-        A read transaction serves every known account; only the first touch of a new one
-        (with ``auto_create`` on) takes a write transaction, to create it.
+        Reads never create: an account that does not exist yet is ``unopened(name)`` when
+        ``auto_create`` would create it on its first write, and otherwise not found.
         """
 
-        async def on(conn: AsyncConnection, now: datetime, create: bool) -> T:
-            account_id = await ledger.resolve_account(conn, name, self.policy, now, create=create)
+        async def on(conn: AsyncConnection, now: datetime) -> T:
+            account_id = await ledger.resolve_account(conn, name, self.policy, now, create=False)
             return await work(conn, account_id, now)
 
         try:
-            return await self._read(lambda conn, now: on(conn, now, False))
+            return await self._read(on)
         except AccountNotFound:
-            if not self.policy.auto_create:
+            if unopened is None or not self.policy.auto_create:
                 raise
-        return await self._write(lambda conn, now: on(conn, now, True))
+        return unopened(name)
 
     async def get_account(self, account_id: str) -> Account:
-        """An account by id or alias; first touch creates it when ``auto_create`` is on.
+        """An account by id or alias; one that does not exist yet is shown as its first
+        write will create it (``created_at`` None) when ``auto_create`` is on.
 
         Lots past their expiry lapse first, so the figures never count expired credits.
         """
-        account = await self._on_account(account_id, ledger.get_account)
+        account = await self._on_account(
+            account_id, ledger.get_account, partial(ledger.unopened_account, policy=self.policy)
+        )
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
         await self._write(partial(_expire_lots, policy=self.policy, account_id=account.id))
@@ -372,7 +378,7 @@ class Ledger:
             items, last = await ledger.account_transactions(conn, found, limit, before)
             return History(found, items, None if last is None else encode_cursor(last))
 
-        return await self._on_account(account_id, history)
+        return await self._on_account(account_id, history, lambda name: History(name, [], None))
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""

@@ -111,7 +111,7 @@ async def test_the_balance_by_source_adds_up_and_transfers_say_paid_or_free(
     make_ledger: LedgerFactory, api: httpx.AsyncClient, ledger: Ledger
 ) -> None:
     signup = await make_ledger(accounts={"signup_grant": 100})
-    await signup.get_account("ed")  # the sign-up grant lands in a lot of its own
+    await signup.open_account("ed")  # the sign-up grant lands in a lot of its own
     await ledger.grant("ed", 1_000 * CREDIT, source="purchase")
     await ledger.grant("ed", 5 * CREDIT, source="adjustment")
 

@@ -43,8 +43,9 @@ class Account:
     balance_by_source: dict[str, Decimal]
     aliases: tuple[str, ...]
     metadata: dict[str, Any] | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime | None
+    """None: the account does not exist yet; this is what its first write will create."""
+    updated_at: datetime | None
     low_balance_threshold: Decimal | None = None
     """``balance.low`` fires when a debit takes the balance below this (0: never for this
     account); None: the server's default."""
@@ -65,8 +66,8 @@ class Account:
             },
             aliases=tuple(data.get("aliases") or ()),
             metadata=data.get("metadata"),
-            created_at=timestamp(data["created_at"]),
-            updated_at=timestamp(data["updated_at"]),
+            created_at=optional_timestamp(data["created_at"]),
+            updated_at=optional_timestamp(data["updated_at"]),
             low_balance_threshold=optional_credits(data.get("low_balance_threshold")),
             raw=dict(data),
         )

@@ -75,8 +75,8 @@ class Account:
     held: int
     overdraft_limit: int
     metadata: Metadata | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime | None  # None: not created yet (see ledger.service.unopened_account)
+    updated_at: datetime | None
     aliases: tuple[str, ...] = ()
     status: str = "active"
     by_source: dict[str, int] = field(default_factory=dict)  # live lots; "overdrawn" below zero

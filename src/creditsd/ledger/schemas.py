@@ -95,8 +95,11 @@ class AccountOut(BaseModel):
     )
     aliases: list[str]
     metadata: Metadata | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime | None = Field(
+        description="null: the account does not exist yet. Reads never create accounts; "
+        "this is the account its first write will create (with the sign-up grant)."
+    )
+    updated_at: datetime | None
 
     @classmethod
     def of(cls, account: Account, money: Money) -> AccountOut:

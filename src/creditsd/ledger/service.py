@@ -82,6 +82,25 @@ async def resolve_account(
     raise AccountNotFound(name)  # pragma: no cover - created and vanished in one breath
 
 
+def unopened_account(name: str, policy: Policy) -> Account:
+    """What a read shows of an account that does not exist yet: the account its first
+    write will create (its sign-up grant, nothing else), with no ``created_at``. Reads
+    never create accounts."""
+    check_account_id(name)
+    grant = policy.signup_grant
+    return Account(
+        id=name,
+        kind="customer",
+        balance=grant,
+        held=0,
+        overdraft_limit=0,
+        metadata=None,
+        created_at=None,
+        updated_at=None,
+        by_source={"signup": grant} if grant else {},
+    )
+
+
 async def _accounts(conn: AsyncConnection, rows: list[Any], now: datetime) -> list[Account]:
     """Accounts from their stored rows, with live held figures and aliases."""
     ids = [row.id for row in rows]
