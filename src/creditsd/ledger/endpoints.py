@@ -54,11 +54,13 @@ async def put_account(
     """Create the account if absent (201) or return it (200), applying the settings sent.
 
     ``initial_grant`` is paid only when the account is created. Setting
-    ``initial_grant``, ``overdraft_limit`` or ``status`` needs an admin key.
+    ``initial_grant``, ``overdraft_limit``, ``status`` or ``aliases`` needs an admin key
+    (an alias redirects every request that names it).
     """
     spec = body or AccountPut()
-    if spec.initial_grant is not None or spec.overdraft_limit is not None or spec.status:
-        ensure_scope(key, "admin", "setting initial_grant, overdraft_limit or status")
+    admin_only = [spec.initial_grant, spec.overdraft_limit, spec.status, spec.aliases or None]
+    if any(setting is not None for setting in admin_only):
+        ensure_scope(key, "admin", "setting initial_grant, overdraft_limit, status or aliases")
     money = ledger.money
     account, created = await ledger.open_account(
         account_id,
@@ -85,7 +87,8 @@ async def put_account(
 async def get_account(
     account_id: AccountPath, ledger: LedgerDep, _key: ReadKey
 ) -> ExactJSONResponse:
-    """An account's balance, held and available credits (created on first touch if enabled)."""
+    """An account's balance, held and available credits. One that does not exist yet is
+    shown as its first write will create it, with ``created_at`` null: reads never create."""
     return respond(AccountOut.of(await ledger.get_account(account_id), ledger.money))
 
 

@@ -23,7 +23,8 @@ from creditsd.pricing.schemas import PricedRequest
 
 
 class AccountPut(StrictRequest):
-    """Open an account (or update the settings given). Grants and overdrafts need admin."""
+    """Open an account (or update the settings given). Grants, overdrafts, status and
+    aliases need an admin key."""
 
     initial_grant: AmountIn | None = Field(None, description="Credits granted only on creation.")
     overdraft_limit: AmountIn | None = Field(
