@@ -6,6 +6,7 @@ The HTTP API and the CLI call these same methods.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
@@ -43,6 +44,8 @@ from creditsd.webhooks.outbox import Outbox
 
 T = TypeVar("T")
 Clock = Callable[[], datetime]
+
+log = logging.getLogger("creditsd")
 
 LOCAL_APP = "local"
 
@@ -505,11 +508,19 @@ class Ledger:
     async def expire_lots(self, batch: int = 200) -> int:
         """Move what is left in lots past their expiry to ``@expired``, one account per
         transaction (what the timer in ``creditsd serve`` calls); how many lots lapsed.
+
+        An account the ledger refuses to lapse is logged and left for the next sweep; the
+        others go on. A database failure stops the sweep (every account would fail alike).
         """
         due = await self._read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
         lapsed = 0
         for owner in due:
-            lapsed += await self._write(partial(_expire_lots, policy=self.policy, account_id=owner))
+            try:
+                lapsed += await self._write(
+                    partial(_expire_lots, policy=self.policy, account_id=owner)
+                )
+            except CreditsError as refused:
+                log.error("the lots of %s could not lapse: %s", owner, refused.code)
         return lapsed
 
     # Verification

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import LedgerFactory, body, client_for, create_key
 
 
@@ -19,3 +21,19 @@ async def test_only_an_admin_key_attaches_aliases(make_ledger: LedgerFactory) ->
         assert given.status_code == 200, given.text
         assert body(given)["aliases"] == ["user_victim"]
     assert (await ledger.get_account("user_victim")).id == "victim"
+
+
+async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFactory) -> None:
+    from creditsd.clerk.service import CLERK_APP
+    from creditsd.errors import InvalidRequest
+    from creditsd.gateway.service import GATEWAY_APP
+    from creditsd.inprocess import LOCAL_APP
+    from creditsd.ledger.models import INTERNAL_APPS, SYSTEM_APP
+    from creditsd.stripe.service import STRIPE_APP
+
+    assert {SYSTEM_APP, STRIPE_APP, CLERK_APP, GATEWAY_APP, LOCAL_APP} <= INTERNAL_APPS
+    ledger = await make_ledger()
+    for name in sorted(INTERNAL_APPS):
+        with pytest.raises(InvalidRequest, match="reserved"):
+            await create_key(ledger, "app", name)
+    assert await create_key(ledger, "app", "stripe-checkout")

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from creditsd.inprocess import Ledger
-from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from creditsd.ledger.models import EXPIRED
 from tests.conftest import Clock, LedgerFactory, body
 
@@ -172,3 +172,26 @@ async def test_concurrent_charges_spend_every_lot_exactly_once(ledger: Ledger) -
     history = (await ledger.transactions("gus", limit=100)).items
     charges = [t for t in history if t.kind == "charge"]
     assert all(sum(part.amount for part in t.lots) == t.amount for t in charges)
+
+
+async def test_one_account_that_cannot_lapse_never_stops_the_sweep_of_the_others(
+    ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    import creditsd.inprocess
+
+    for name in ("aa", "bb"):
+        await ledger.grant(name, 5 * CREDIT, expires_at=clock.now + timedelta(hours=1))
+    clock.advance(3_601)
+    lapse = creditsd.inprocess._expire_lots
+
+    async def refused_for_aa(conn: Any, now: Any, *, policy: Any, account_id: str) -> int:
+        if account_id == "aa":
+            raise IdempotencyConflict("expiry:…")
+        return await lapse(conn, now, policy=policy, account_id=account_id)
+
+    monkeypatch.setattr(creditsd.inprocess, "_expire_lots", refused_for_aa)
+    assert await ledger.expire_lots() == 1
+    assert "the lots of aa could not lapse" in caplog.text
+    monkeypatch.undo()
+    assert await ledger.expire_lots() == 1  # aa, left for the next sweep
+    assert [(await ledger.get_account(name)).balance for name in ("aa", "bb")] == [0, 0]

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.errors import InvalidRequest, NotFound
+from creditsd.ledger.models import INTERNAL_APPS
 from creditsd.tables import SCOPES, api_keys
 
 SECRET_PREFIX = "cdk_"  # noqa: S105 - a prefix, not a secret
@@ -60,6 +61,8 @@ async def create_key(
         raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}")
     if not _APP_NAME.fullmatch(name):
         raise InvalidRequest("key names are 1-64 letters, digits and _ . : -")
+    if name in INTERNAL_APPS:
+        raise InvalidRequest(f"the key name {name!r} is reserved for creditsd's own writes")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(ids.new_id("key"), name, scope, f"{SECRET_PREFIX}…{secret[-4:]}", now, None)
     await conn.execute(
