@@ -86,6 +86,20 @@ class ServerSettings(_Section):
         description="Seconds a process trusts an API key it has checked, so that a revoked "
         "key stops working within this long; 0 checks the database on every request.",
     )
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="The largest /v1 request body; larger ones are refused (413) as they "
+        "arrive, before the key is checked.",
+    )
+    max_webhook_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="The largest body a provider's webhook (Stripe, Clerk) may send; larger "
+        "ones are refused (413) as they arrive, before the signature is checked.",
+    )
 
 
 class DatabaseSettings(_Section):

@@ -119,3 +119,33 @@ async def test_the_gateway_link_answers_absurd_figures_with_a_422(
     answer = await gateway.post(path, content=payload, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422, answer.text
     assert body(answer)["error"]["code"] in {"validation_error", "invalid_request"}
+
+
+@pytest.mark.parametrize(
+    ("path", "limit"),
+    [("/v1/charges", 64 * 1024), ("/webhooks/stripe", 16 * 1024), ("/webhooks/clerk", 16 * 1024)],
+)
+async def test_a_body_past_the_limit_is_refused_while_it_streams(
+    make_ledger: LedgerFactory, path: str, limit: int
+) -> None:
+    ledger = await make_ledger(
+        server={"max_body_bytes": str(64 * 1024), "max_webhook_body_bytes": str(16 * 1024)},
+        stripe={"secret_key": "sk_test_x", "webhook_secret": "whsec_x"},
+        clerk={"webhook_secret": "whsec_eA=="},
+    )
+    sent = 0
+
+    async def chunked() -> Any:  # no Content-Length: 300 MiB, a MiB at a time
+        nonlocal sent
+        for _ in range(300):
+            sent += 1
+            yield b'{"pad": "' + b"x" * (1 << 20)
+
+    async with client_for(ledger, await create_key(ledger, "admin")) as client:
+        answer = await client.post(
+            path, content=chunked(), headers={"Content-Type": "application/json"}
+        )
+    assert answer.status_code == 413, answer.text
+    assert body(answer)["error"]["code"] == "body_too_large"
+    assert str(limit) in body(answer)["error"]["message"]
+    assert sent <= 2  # refused at the first chunk past the limit, not after reading it all

@@ -13,8 +13,6 @@ from starlette.responses import JSONResponse
 from creditsd import jsonio
 from creditsd.errors import CreditsError, InvalidRequest
 
-MAX_BODY_BYTES = 1 << 20
-
 
 class InvalidJSON(CreditsError):
     """The body is not JSON we accept."""
@@ -60,14 +58,35 @@ def _is_json(content_type: str | None) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
+async def bounded_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as the declared length or what has arrived
+    (chunked too) passes ``limit``: nothing larger is ever held in memory."""
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"bodies are at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"bodies are at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class StrictJSONRequest(Request):
-    """A request whose JSON body is parsed by :func:`creditsd.jsonio.loads`."""
+    """A request whose body is bounded by ``[server] max_body_bytes`` as it arrives and
+    whose JSON is parsed by :func:`creditsd.jsonio.loads`."""
+
+    async def body(self) -> bytes:
+        if not hasattr(self, "_body"):
+            limit = self.app.state.ledger.settings.server.max_body_bytes
+            self._body = await bounded_body(self, limit)
+        return self._body
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            if len(body) > MAX_BODY_BYTES:
-                raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
             if not _is_json(self.headers.get("content-type")):
                 raise UnsupportedMediaType("send the body as application/json")
             try:
@@ -81,9 +100,6 @@ class StrictJSONRequest(Request):
     async def parsed(self) -> Any:
         """The JSON body of a write (None when there is none), refusing one too large, not
         JSON or malformed."""
-        declared = self.headers.get("content-length", "0")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise BodyTooLarge(f"bodies are at most {MAX_BODY_BYTES} bytes")
         if self.method in {"POST", "PUT", "PATCH"} and await self.body():
             return await self.json()
         return None

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from creditsd.api import receiving
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
+from creditsd.api.http import bounded_body
 from creditsd.clerk.service import SOURCE, handle, verify
 from creditsd.stripe.schemas import WebhookReceipt
 
@@ -22,7 +23,8 @@ async def clerk_webhook(request: Request, ledger: LedgerDep) -> WebhookReceipt:
     grant each period's allowance once. Repeats answer 200 with ``duplicate``.
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
-    message_id, kind, event = verify(ledger.settings.clerk, await request.body(), headers)
+    payload = await bounded_body(request, ledger.settings.server.max_webhook_body_bytes)
+    message_id, kind, event = verify(ledger.settings.clerk, payload, headers)
     await receiving.keep(ledger, SOURCE, message_id, kind, event)
     outcome = await receiving.handle_once(
         ledger,

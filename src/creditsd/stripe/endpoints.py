@@ -10,7 +10,7 @@ from creditsd import db
 from creditsd.api import receiving
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
-from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
+from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
@@ -106,7 +106,8 @@ async def stripe_webhook(
     A failure while handling answers 5xx so that Stripe delivers it again; the event is
     kept (its own transaction) either way.
     """
-    event = billing.verify(await request.body(), stripe_signature)
+    payload = await bounded_body(request, ledger.settings.server.max_webhook_body_bytes)
+    event = billing.verify(payload, stripe_signature)
     event_id, kind = str(event["id"]), str(event["type"])
     await receiving.keep(ledger, SOURCE, event_id, kind, event)
     lines = await billing.lines(event)  # asked of Stripe between the two transactions
