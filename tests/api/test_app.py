@@ -214,6 +214,7 @@ async def test_a_database_that_is_down_answers_503_without_internals(ledger: Led
             await client.post("/v1/charges", json={"account_id": "u", "amount": 1}),
         ):
             assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
             error = body(response)["error"]
             assert error["code"] == "unavailable"
             assert "127.0.0.1" not in response.text and "Errno" not in response.text

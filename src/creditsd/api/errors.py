@@ -17,6 +17,7 @@ from creditsd.ledger.errors import Units
 from creditsd.money import Money
 
 log = logging.getLogger("creditsd.api")
+RETRY_AFTER_SECONDS = 1  # a busy or restarting database is usually back within seconds
 
 
 class ErrorDetail(BaseModel):
@@ -66,11 +67,18 @@ def error_detail(
     return {"code": code, "message": message, **shown}
 
 
+_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": str(RETRY_AFTER_SECONDS)}}
+
+
 def render(
     status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
 ) -> ExactJSONResponse:
-    """The error response, with amounts in details converted from minor units to credits."""
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    """The error response, with amounts in details converted from minor units to credits.
+
+    A 503 says when to come back (``Retry-After``, seconds): the same idempotency key
+    then answers the first result if the write did commit.
+    """
+    headers = _HEADERS.get(status)
     return ExactJSONResponse(
         {"error": error_detail(code, message, money, details)}, status_code=status, headers=headers
     )
