@@ -108,7 +108,9 @@ class Ledger:
         """Open the configured database (migrating it first if asked) and check its scale.
 
         ``publish_pricing`` makes the configured catalog the current one (as
-        ``creditsd serve`` does on start); otherwise the newest published one serves.
+        ``creditsd serve`` does on start) when the configuration has a ``[pricing]``
+        section; otherwise the newest published one serves, and the built-in catalog only
+        while none has ever been published.
         """
         engine = db.create_engine(settings.database.url, pool_size=settings.database.pool_size)
         instance = cls(engine, settings, clock=clock)
@@ -117,7 +119,7 @@ class Ledger:
                 await upgrade(engine)
             await check_current(engine)
             await instance._check_scale()
-            if publish_pricing:
+            if publish_pricing and "pricing" in settings.model_fields_set:
                 await instance.publish_pricing(settings.pricing, actor="creditsd")
         except BaseException:
             await engine.dispose()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,6 +16,9 @@ from creditsd.audit import repository as audit
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as repo
 from creditsd.pricing.catalog import Catalog
+
+log = logging.getLogger("creditsd.pricing")
+_LOGGED_CHANGES = 20  # settings a publish's log line names; the rest are counted
 
 
 def digest(settings: PricingSettings) -> str:
@@ -35,9 +40,14 @@ async def publish(
         if newest is not None and newest.digest == wanted:
             return Catalog(int(newest.version), settings), False
         version = 1 if newest is None else int(newest.version) + 1
-        if await repo.insert_version(
-            conn, version, wanted, settings.content(), published_by=actor, now=now
-        ):
+        content = settings.content()
+        if await repo.insert_version(conn, version, wanted, content, published_by=actor, now=now):
+            previous = None if newest is None else await repo.get_version(conn, version - 1)
+            changed = changes({} if previous is None else previous.catalog, content)
+            shown = "; ".join(changed[:_LOGGED_CHANGES])
+            if len(changed) > _LOGGED_CHANGES:
+                shown += f"; and {len(changed) - _LOGGED_CHANGES} more"
+            log.info("published catalog version %d by %s: %s", version, actor, shown)
             await audit.record(
                 conn,
                 actor=actor,
@@ -49,6 +59,30 @@ async def publish(
             )
             return Catalog(version, settings), True
     raise RuntimeError("catalog versions kept changing while publishing")  # pragma: no cover
+
+
+def changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two catalogs' contents, one line per setting
+    (``features.chat_message.price: 10 → 12``, ``models.acme/m: added``)."""
+    old, new = _flat(jsonio.loads(jsonio.dumps(before))), _flat(jsonio.loads(jsonio.dumps(after)))
+    lines = []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in old:
+            lines.append(f"{key}: added {new[key]}")
+        elif key not in new:
+            lines.append(f"{key}: removed")
+        elif old[key] != new[key]:
+            lines.append(f"{key}: {old[key]} → {new[key]}")
+    return lines
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat |= _flat(item, f"{prefix}.{key}" if prefix else str(key))
+    return flat
 
 
 async def load(conn: AsyncConnection, version: int) -> Catalog:

@@ -1,0 +1,53 @@
+"""Publishing a catalog is explicit and visible (issue 10; each failed on main)."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+
+from creditsd.inprocess import Ledger
+from creditsd.pricing.catalog import FeatureUse
+from tests.conftest import make_settings
+
+CUSTOM = {"features": {"chat_message": {"price": "12"}}}
+
+
+async def test_a_process_without_a_pricing_file_never_replaces_the_published_catalog(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="creditsd")
+    configured = await Ledger.connect(
+        make_settings(database_url, pricing=CUSTOM), publish_pricing=True
+    )
+    published = await configured.catalog()
+    await configured.close()
+    assert f"published catalog version {published.version}" in caplog.text
+
+    bare = await Ledger.connect(make_settings(database_url), publish_pricing=True)
+    try:
+        serving = await bare.catalog()
+        assert serving.version == published.version
+        price = serving.price(FeatureUse("chat_message", Decimal(1)), bare.money)
+        assert price.amount == 12 * bare.money.unit
+    finally:
+        await bare.close()
+
+
+async def test_a_publish_logs_what_changed(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="creditsd")
+    ledger = await Ledger.connect(make_settings(database_url), publish_pricing=True)
+    try:
+        before = await ledger.catalog()
+        settings = make_settings(database_url, pricing=CUSTOM).pricing
+        after, created = await ledger.publish_pricing(settings, actor="ops")
+        assert created and after.version == before.version + 1
+        line = next(
+            r.getMessage() for r in caplog.records if f"version {after.version}" in r.getMessage()
+        )
+        assert "ops" in line and "features.chat_message" in line
+    finally:
+        await ledger.close()
