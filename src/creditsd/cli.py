@@ -173,10 +173,14 @@ def _reload_pricing_on_sighup(ledger: Ledger) -> None:
 
     async def reload() -> None:
         try:
-            catalog, created = await ledger.publish_pricing(load_settings().pricing, actor="sighup")
+            pricing = load_settings().configured_pricing
         except ConfigError as exc:
             err.print(f"[red]pricing not reloaded:[/red] {exc}")
             return
+        if pricing is None:
+            err.print("[red]pricing not reloaded:[/red] the configuration has no \\[pricing]")
+            return
+        catalog, created = await ledger.publish_pricing(pricing, actor="sighup")
         out.print(f"pricing: catalog v{catalog.version}{' published' if created else ' unchanged'}")
 
     def on_hangup() -> None:
@@ -267,8 +271,11 @@ def pricing_reload() -> None:
     Every serving process prices with it within ``[pricing] refresh_interval`` seconds.
     A file that does not validate changes nothing.
     """
-    settings = _settings()
-    catalog, created = _run(lambda ledger: ledger.publish_pricing(settings.pricing, actor=_actor()))
+    pricing = _settings().configured_pricing
+    if pricing is None:
+        err.print("[red]nothing to publish:[/red] the configuration has no \\[pricing] section")
+        raise typer.Exit(1)
+    catalog, created = _run(lambda ledger: ledger.publish_pricing(pricing, actor=_actor()))
     state = "published" if created else "unchanged: it is already the current version"
     out.print(f"catalog v{catalog.version} {state}")
 

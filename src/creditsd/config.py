@@ -252,6 +252,12 @@ class Settings(_Section):
         """The default balance.low threshold in minor units (0: never)."""
         return self.units("webhooks.low_balance_threshold", self.webhooks.low_balance_threshold)
 
+    @property
+    def configured_pricing(self) -> PricingSettings | None:
+        """The catalog this configuration sets (a ``[pricing]`` section or its variables),
+        None without one: a process never publishes the built-in catalog over another."""
+        return self.pricing if "pricing" in self.model_fields_set else None
+
     def check_amounts(self) -> None:
         """Refuse, naming the key, any configured credits the ledger's scale cannot hold,
         so that the start fails rather than the first sign-up, debit or purchase."""

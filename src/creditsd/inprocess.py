@@ -119,8 +119,8 @@ class Ledger:
                 await upgrade(engine)
             await check_current(engine)
             await instance._check_scale()
-            if publish_pricing and "pricing" in settings.model_fields_set:
-                await instance.publish_pricing(settings.pricing, actor="creditsd")
+            if publish_pricing and settings.configured_pricing is not None:
+                await instance.publish_pricing(settings.configured_pricing, actor="creditsd")
         except BaseException:
             await engine.dispose()
             raise

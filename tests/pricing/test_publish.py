@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from creditsd.cli import app as cli
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse
 from tests.conftest import make_settings
@@ -51,3 +54,14 @@ async def test_a_publish_logs_what_changed(
         assert "ops" in line and "features.chat_message" in line
     finally:
         await ledger.close()
+
+
+def test_pricing_reload_without_a_pricing_section_publishes_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "creditsd.toml"
+    file.write_text("[server]\nport = 8001\n")
+    env = {"CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": str(file)}
+    done = CliRunner().invoke(cli, ["pricing", "reload"], env=env)
+    assert done.exit_code == 1
+    assert "no [pricing]" in done.stderr
