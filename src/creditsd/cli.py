@@ -30,6 +30,8 @@ from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent, upgrade
 from creditsd.money import AmountError
+from creditsd.price_settings import PricingSettings
+from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import Mismatch
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.webhooks import service as webhook_service
@@ -71,6 +73,15 @@ def _actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+def _configured_pricing() -> PricingSettings:
+    """The configuration's catalog; exit 1 when it has none."""
+    pricing = _settings().configured_pricing
+    if pricing is None:
+        err.print("[red]no catalog:[/red] the configuration has no \\[pricing] section")
+        raise typer.Exit(1)
+    return pricing
 
 
 def _settings() -> Settings:
@@ -271,13 +282,25 @@ def pricing_reload() -> None:
     Every serving process prices with it within ``[pricing] refresh_interval`` seconds.
     A file that does not validate changes nothing.
     """
-    pricing = _settings().configured_pricing
-    if pricing is None:
-        err.print("[red]nothing to publish:[/red] the configuration has no \\[pricing] section")
-        raise typer.Exit(1)
+    pricing = _configured_pricing()
     catalog, created = _run(lambda ledger: ledger.publish_pricing(pricing, actor=_actor()))
     state = "published" if created else "unchanged: it is already the current version"
     out.print(f"catalog v{catalog.version} {state}")
+
+
+@pricing_app.command("diff")
+def pricing_diff() -> None:
+    """Show each setting the configuration's catalog would change in the live one, one per
+    line; exit 1 when there are any (as ``diff`` does), 0 when they are the same."""
+    pricing = _configured_pricing()
+    live = _run(lambda ledger: ledger.catalog())
+    changed = pricing_service.changes(live.settings.content(), pricing.content())
+    if not changed:
+        out.print(f"the configuration's catalog is the live one (v{live.version})")
+        return
+    for line in changed:
+        print(line)
+    raise typer.Exit(1)
 
 
 @pricing_app.command("show")

@@ -65,3 +65,19 @@ def test_pricing_reload_without_a_pricing_section_publishes_nothing(
     done = CliRunner().invoke(cli, ["pricing", "reload"], env=env)
     assert done.exit_code == 1
     assert "no [pricing]" in done.stderr
+
+
+def test_pricing_diff_names_each_setting_the_file_would_change(
+    database_url: str, tmp_path: Path
+) -> None:
+    file = tmp_path / "creditsd.toml"
+    env = {"CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": str(file)}
+    runner = CliRunner()
+    file.write_text("[pricing.features.chat_message]\nprice = 10\n")
+    assert runner.invoke(cli, ["pricing", "reload"], env=env).exit_code == 0
+    same = runner.invoke(cli, ["pricing", "diff"], env=env)
+    assert same.exit_code == 0 and "is the live one (v1)" in same.stdout
+    file.write_text("[pricing.features.chat_message]\nprice = 12\n")
+    changed = runner.invoke(cli, ["pricing", "diff"], env=env)
+    assert changed.exit_code == 1
+    assert changed.stdout.splitlines() == ["features.chat_message.price: 10 → 12"]
