@@ -10,7 +10,7 @@ import os
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from creditsd import db
+from creditsd import db, jsonio
 from creditsd.cli import app
 
 
@@ -145,3 +145,17 @@ def test_webhooks_retry_queues_deliveries_again(database_url: str) -> None:
     assert code == 1
     assert "delivery_not_found" in err
     assert audit_actions(database_url, "1") == ["webhook_delivery.retry"]
+
+
+def test_the_version_and_keys_as_json(database_url: str) -> None:
+    from creditsd import __version__
+
+    code, out, _ = run(database_url, "--version")
+    assert (code, out.strip()) == (0, f"creditsd {__version__}")
+    code, out, _ = run(database_url, "keys", "create", "--scope", "read", "--name", "dash")
+    secret = out.strip().splitlines()[-1]
+    code, listing, _ = run(database_url, "keys", "list", "--json")
+    assert code == 0
+    (key,) = [jsonio.loads(line) for line in listing.splitlines()]
+    assert (key["name"], key["scope"], key["revoked_at"]) == ("dash", "read", None)
+    assert key["id"].startswith("key_") and secret not in listing

@@ -60,6 +60,24 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        print(f"creditsd {_version()}")
+        raise typer.Exit
+
+
+@app.callback()
+def _options(
+    _version_flag: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """creditsd: an exact credits ledger for AI products."""
+
+
 class Scope(StrEnum):
     """API key scopes, widest first."""
 
@@ -248,9 +266,18 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per key, full ids, for scripts.")
+    ] = False,
+) -> None:
     """List API keys (never their secrets)."""
     found = _run(lambda ledger: db.run(ledger.engine, keys.list_keys, readonly=True))
+    if as_json:
+        for key in found:
+            fields = ("id", "name", "scope", "hint", "created_at", "revoked_at")
+            print(jsonio.dumps({field: getattr(key, field) for field in fields}))
+        return
     table = Table("id", "name", "scope", "secret", "created", "revoked")
     for key in found:
         table.add_row(
