@@ -37,3 +37,20 @@ async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFacto
         with pytest.raises(InvalidRequest, match="reserved"):
             await create_key(ledger, "app", name)
     assert await create_key(ledger, "app", "stripe-checkout")
+
+
+async def test_a_key_stored_under_a_reserved_name_is_refused(make_ledger: LedgerFactory) -> None:
+    from sqlalchemy import update
+
+    from creditsd import db
+    from creditsd.tables import api_keys
+
+    ledger = await make_ledger()
+    secret = await create_key(ledger, "app", "legacy")
+    await db.run(  # as a key made before names were reserved
+        ledger.engine, lambda conn: conn.execute(update(api_keys).values(name="stripe"))
+    )
+    async with client_for(ledger, secret) as client:
+        refused = await client.post("/v1/charges", json={"account_id": "u", "amount": 1})
+    assert refused.status_code == 401
+    assert "reserved" in body(refused)["error"]["message"]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import ids
 from creditsd.audit import repository as audit
-from creditsd.errors import InvalidRequest, NotFound
+from creditsd.errors import InvalidRequest, NotFound, Unauthenticated
 from creditsd.ledger.models import INTERNAL_APPS
 from creditsd.tables import SCOPES, api_keys
 
@@ -88,7 +88,8 @@ async def create_key(
 
 
 async def authenticate(conn: AsyncConnection, secret: str) -> ApiKey | None:
-    """The live key this secret belongs to, if any."""
+    """The live key this secret belongs to, if any. A key stored under a name since
+    reserved for creditsd's own writes is refused (401): it could take their keys."""
     if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
         return None
     digest = _hash(secret)
@@ -102,6 +103,11 @@ async def authenticate(conn: AsyncConnection, secret: str) -> ApiKey | None:
     # The lookup is by digest; the comparison repeats it in constant time all the same.
     if row is None or not hmac.compare_digest(row.secret_hash, digest):
         return None
+    if row.name in INTERNAL_APPS:
+        raise Unauthenticated(
+            f"keys named {row.name!r} are refused: the name is reserved for creditsd's own "
+            "writes; create a key with another name and revoke this one"
+        )
     return ApiKey(*row[:-1])
 
 
