@@ -200,7 +200,9 @@ async def test_health_and_docs(api: httpx.AsyncClient) -> None:
     assert spec["components"]["schemas"]["ChargeCreate"]["additionalProperties"] is False
 
 
-async def test_a_database_that_is_down_answers_503_without_internals(ledger: Ledger) -> None:
+async def test_a_database_that_is_down_answers_503_without_internals(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
     from creditsd import db
 
     down = Ledger(db.create_engine("postgresql://nobody@127.0.0.1:1/none"), ledger.settings)
@@ -220,6 +222,8 @@ async def test_a_database_that_is_down_answers_503_without_internals(ledger: Led
             assert "127.0.0.1" not in response.text and "Errno" not in response.text
         assert (await client.get("/healthz")).status_code == 200
     await down.close()
+    # The operator's log says what the driver said (the client's answer does not).
+    assert "Connect call failed" in caplog.text
 
 
 def test_the_app_lets_young_objects_gather_but_never_lowers_a_higher_setting(

@@ -88,6 +88,13 @@ _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key
 _HANDLED = (CreditsError, RequestValidationError, HTTPException, DBAPIError, OSError, Exception)
 
 
+def _said(error: BaseException | None) -> str:
+    """What the driver said, for the operator's log: its type and the first line of its
+    message (drivers do not repeat passwords; the client never sees this)."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0][:300] if message else ''}"
+
+
 def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
     """Our error shape for any failure; what is not ours is logged, never shown."""
     money: Money = request.app.state.ledger.money
@@ -106,10 +113,10 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         code = codes.get(exc.status_code, "http_error")
         return render(exc.status_code, code, str(exc.detail), money)
     if isinstance(exc, DBAPIError):
-        log.error("database error: %s", type(exc.orig).__name__)
+        log.error("database error: %s", _said(exc.orig))
         return render(503, "unavailable", _UNAVAILABLE, money)
     if isinstance(exc, OSError):
-        log.error("cannot reach the database: %s", type(exc).__name__)
+        log.error("cannot reach the database: %s", _said(exc))
         return render(503, "unavailable", _UNAVAILABLE, money)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(500, "internal_error", "an unexpected error occurred", money)
