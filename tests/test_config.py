@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -143,3 +144,8 @@ def test_the_example_lists_every_key() -> None:
     }
     assert documented == known
     assert load_settings(EXAMPLE, environ={}).packs["10k"].credits == 10_000
+
+
+def test_an_empty_database_url_variable_is_an_error_naming_it() -> None:
+    with pytest.raises(ConfigError, match="CREDITSD_DATABASE_URL is set but empty"):
+        load_settings(os.devnull, environ={"CREDITSD_DATABASE_URL": ""})

@@ -328,7 +328,11 @@ def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> No
             if not isinstance(table, dict):
                 raise ConfigError(f"{'.'.join(tables)} must be a table")
         table[key] = value
-    if url := environ.get(f"{ENV_PREFIX}DATABASE_URL"):
+    url = environ.get(f"{ENV_PREFIX}DATABASE_URL")
+    if url is not None and not url.strip():
+        # Unset means the embedded default; empty is a mistake, not a request for SQLite.
+        raise ConfigError(f"{ENV_PREFIX}DATABASE_URL is set but empty: unset it or give a URL")
+    if url:
         data.setdefault("database", {})["url"] = url
 
 
