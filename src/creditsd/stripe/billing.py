@@ -108,10 +108,11 @@ class StripeBilling:
         idempotency_key: str | None,
     ) -> Checkout:
         """A Checkout Session selling ``pack`` to ``account_id``, as Stripe's ``customer``."""
+        on_sale = self.pack(pack)
         metadata = {"creditsd_account": account_id, "creditsd_pack": pack}
         params: Any = {
             "mode": "payment",
-            "line_items": [{"price": self.pack(pack).price_id, "quantity": 1}],
+            "line_items": [{"price": on_sale.price_id, "quantity": 1}],
             "customer": customer,
             "client_reference_id": account_id,
             "metadata": metadata,
@@ -132,7 +133,7 @@ class StripeBilling:
             id=session.id,
             account_id=account_id,
             pack=pack,
-            credits=self.ledger.money.to_minor(self.pack(pack).credits),
+            credits=self.ledger.money.to_minor(on_sale.credits),
             ui_mode=ui_mode,
             url=session.url,
             client_secret=session.client_secret,

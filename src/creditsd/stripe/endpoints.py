@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.api import receiving
@@ -62,13 +63,12 @@ async def create_checkout_session(
     The same idempotency key gives back the same session.
     """
     billing.pack(body.pack)  # an unknown pack is refused before anything is written
-    account_id = await db.run(
-        ledger.engine,
-        lambda conn: resolve_account(conn, body.account_id, ledger.policy, ledger.now()),
-    )
-    customer = await db.run(
-        ledger.engine, lambda conn: repo.customer_of(conn, account_id), readonly=True
-    )
+
+    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
+        account_id = await resolve_account(conn, body.account_id, ledger.policy, ledger.now())
+        return account_id, await repo.customer_of(conn, account_id)
+
+    account_id, customer = await db.run(ledger.engine, account_and_customer)
     if customer is None:
         made = await billing.create_customer(account_id)
         customer = await db.run(
