@@ -22,13 +22,13 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from creditsd import db, jsonio
+from creditsd import db, jsonio, migrations
 from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
-from creditsd.migrations import SchemaNotCurrent, upgrade
+from creditsd.migrations import SchemaNotCurrent
 from creditsd.money import AmountError
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import service as pricing_service
@@ -238,14 +238,7 @@ def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _settings()
 
-    async def main() -> None:
-        engine = db.create_engine(settings.database.url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    _exit_on_error(main())
+    _exit_on_error(migrations.migrate(settings.database))
     out.print(f"migrated {_safe_url(settings.database.url)}")
 
 

@@ -107,6 +107,26 @@ class DatabaseSettings(_Section):
 
     url: str = DEFAULT_DATABASE_URL
     pool_size: int = Field(10, ge=1, le=1000)
+    connect_timeout: float = Field(
+        5, gt=0, le=300, description="Seconds to open a PostgreSQL connection before giving up."
+    )
+    pool_timeout: float = Field(
+        5, gt=0, le=300, description="Seconds a request waits for a free pooled connection."
+    )
+    lock_timeout: float = Field(
+        5,
+        gt=0,
+        le=300,
+        description="Seconds a write waits for a row another transaction holds (PostgreSQL) "
+        "or for SQLite's write lock.",
+    )
+    statement_timeout: float = Field(
+        15,
+        ge=0,
+        le=3600,
+        description="Seconds one PostgreSQL statement may run (0: no limit); a database that "
+        "stops answering is given up on shortly after.",
+    )
 
 
 def _secret(prefixes: tuple[str, ...], what: str) -> Any:

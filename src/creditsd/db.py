@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Dialect, event
+from sqlalchemy import Dialect, Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from creditsd import jsonio
+from creditsd.config import DatabaseSettings
 from creditsd.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -25,6 +29,9 @@ T = TypeVar("T")
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _SQLITE_BUSY_MESSAGES = ("database is locked", "database table is locked")
 _READONLY = "creditsd_readonly"
+_BUSY = "the database is busy; retry with the same idempotency key"
+RETRY_SECONDS = 2.0  # a transaction is not rerun once this long has passed since its first try
+_CLIENT_GRACE = 2.0  # seconds past statement_timeout before the client stops waiting
 
 
 def is_sqlite(dialect: Dialect) -> bool:
@@ -47,29 +54,55 @@ def async_url(raw: str) -> URL:
     raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
-def create_engine(raw_url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An engine with the settings the ledger's guarantees rely on."""
-    url = async_url(raw_url)
+def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
+    """An engine with the settings the ledger's guarantees rely on, and the configured
+    limits on how long any step may wait (connect, pool, locks, statements); a bare URL
+    takes the default limits."""
+    if isinstance(database, str):
+        database = DatabaseSettings(url=database)
+    url = async_url(database.url)
     options: dict[str, Any] = {
         "json_serializer": jsonio.dumps,
         "json_deserializer": jsonio.loads,
+        "pool_size": database.pool_size,
+        "max_overflow": 0,
+        "pool_timeout": database.pool_timeout,
     }
     if url.get_backend_name() == "sqlite":
         engine = create_async_engine(
             url,
-            pool_size=pool_size,
-            max_overflow=0,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": database.lock_timeout, "check_same_thread": False},
             **options,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_ms=_ms(database.lock_timeout))
+        _sqlite_writers[engine.sync_engine] = _WriterQueue(database.lock_timeout)
         return engine
+    server_settings = {
+        "lock_timeout": str(_ms(database.lock_timeout)),
+        "statement_timeout": str(_ms(database.statement_timeout)),
+    }
+    # The server cancels a slow statement itself; a server that stops answering (paused,
+    # cut off) cannot, so the client gives up a little later on its own.
+    client_timeout = (
+        database.statement_timeout + _CLIENT_GRACE if database.statement_timeout else None
+    )
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False, **options
+        url,
+        pool_pre_ping=False,
+        connect_args={
+            "timeout": database.connect_timeout,
+            "command_timeout": client_timeout,
+            "server_settings": server_settings,
+        },
+        **options,
     )
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _configure_sqlite(engine: AsyncEngine, *, busy_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let us issue BEGIN ourselves, so a write transaction takes the write lock up front
@@ -79,13 +112,37 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # acknowledged means on disk
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         readonly = connection.get_execution_options().get(_READONLY, False)
         connection.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+class _WriterQueue:
+    """A process's SQLite writers, in turn: SQLite has one write lock, and its busy handler
+    lets a newcomer overtake writers that have waited longer (seen: some starved past any
+    timeout under a burst), so writers queue here first, fairly, for at most ``timeout``
+    seconds; the busy handler then only arbitrates between processes."""
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = asyncio.Lock()
+        self._timeout = timeout
+
+    async def __aenter__(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise Unavailable(_BUSY) from None
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._lock.release()
+
+
+_sqlite_writers: WeakKeyDictionary[Engine, _WriterQueue] = WeakKeyDictionary()
 
 
 class RetryTransaction(Exception):
@@ -112,15 +169,30 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
+# What a database that cannot be used right now raises: down, restarting, cut off, out of
+# connections or too slow (as opposed to a bug of ours).
+OUTAGES = (DBAPIError, PoolTimeout, OSError)
+
+
 @asynccontextmanager
 async def transaction(
     engine: AsyncEngine, *, readonly: bool = False
 ) -> AsyncIterator[AsyncConnection]:
-    """One database transaction; commits on success, rolls back on any exception."""
-    async with engine.connect() as conn:
-        session = await conn.execution_options(**{_READONLY: True}) if readonly else conn
-        async with session.begin():
-            yield session
+    """One database transaction; commits on success, rolls back on any exception.
+
+    A connection that was dropped, or whose server stopped answering, is discarded rather
+    than handed back to the pool (where its rollback would fail or wait again).
+    """
+    writers = None if readonly else _sqlite_writers.get(engine.sync_engine)
+    async with writers or nullcontext(), engine.connect() as conn:
+        try:
+            session = await conn.execution_options(**{_READONLY: True}) if readonly else conn
+            async with session.begin():
+                yield session
+        except (DBAPIError, OSError) as exc:
+            if isinstance(exc, OSError) or exc.connection_invalidated:
+                await conn.invalidate()
+            raise
 
 
 async def run(
@@ -130,7 +202,9 @@ async def run(
     readonly: bool = False,
     attempts: int = 8,
 ) -> T:
-    """Run ``work`` in one transaction, rerunning it on serialization failures and busy locks."""
+    """Run ``work`` in one transaction, rerunning it on serialization failures, busy locks
+    and dropped connections, for at most ``attempts`` tries and ``RETRY_SECONDS``."""
+    started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             async with transaction(engine, readonly=readonly) as conn:
@@ -138,11 +212,9 @@ async def run(
         except (DBAPIError, RetryTransaction) as exc:
             if not is_retryable(exc):
                 raise
-            if attempt == attempts:
+            if attempt == attempts or time.monotonic() - started > RETRY_SECONDS:
                 reason = type(getattr(exc, "orig", exc)).__name__
-                log.warning("giving up after %d attempts: %s", attempts, reason)
-                raise Unavailable(
-                    "the database is busy; retry with the same idempotency key"
-                ) from exc
+                log.warning("giving up after %d attempts: %s", attempt, reason)
+                raise Unavailable(_BUSY) from exc
             await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover

@@ -16,7 +16,7 @@ from typing import Self, TypeVar
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from creditsd import db
+from creditsd import db, migrations
 from creditsd.config import ConfigError, Settings
 from creditsd.errors import CreditsError, InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
@@ -30,7 +30,7 @@ from creditsd.ledger.batching import GroupCommit
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Transfer, Verification
-from creditsd.migrations import check_current, upgrade
+from creditsd.migrations import check_current
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.price_settings import PricingSettings
@@ -112,11 +112,11 @@ class Ledger:
         section; otherwise the newest published one serves, and the built-in catalog only
         while none has ever been published.
         """
-        engine = db.create_engine(settings.database.url, pool_size=settings.database.pool_size)
+        if migrate:
+            await migrations.migrate(settings.database)
+        engine = db.create_engine(settings.database)
         instance = cls(engine, settings, clock=clock)
         try:
-            if migrate:
-                await upgrade(engine)
             await check_current(engine)
             await instance._check_scale()
             if publish_pricing and settings.configured_pricing is not None:

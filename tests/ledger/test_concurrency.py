@@ -73,6 +73,8 @@ async def test_300_concurrent_charges_against_100_credits(
     assert await ledger.ledger_total() == 0
     if group_commit:  # a few shared transactions instead of one each
         assert peak <= ledger.settings.ledger.group_commit_lanes
+    elif database_url.startswith("sqlite"):  # a process's writers take turns, in order
+        assert peak == 1
     else:  # every connection was in a transaction at the same time
         assert peak == connections
 

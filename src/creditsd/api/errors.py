@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
+from creditsd import db
 from creditsd.api.http import ExactJSONResponse
 from creditsd.errors import CreditsError
 from creditsd.ledger.errors import Units
@@ -85,7 +86,7 @@ def render(
 
 
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
-_HANDLED = (CreditsError, RequestValidationError, HTTPException, DBAPIError, OSError, Exception)
+_HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
 
 
 def _said(error: BaseException | None) -> str:
@@ -112,11 +113,10 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, "http_error")
         return render(exc.status_code, code, str(exc.detail), money)
-    if isinstance(exc, DBAPIError):
-        log.error("database error: %s", _said(exc.orig))
-        return render(503, "unavailable", _UNAVAILABLE, money)
-    if isinstance(exc, OSError):
-        log.error("cannot reach the database: %s", _said(exc))
+    if isinstance(exc, db.OUTAGES):
+        log.error(
+            "database unavailable: %s", _said(exc.orig if isinstance(exc, DBAPIError) else exc)
+        )
         return render(503, "unavailable", _UNAVAILABLE, money)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(500, "internal_error", "an unexpected error occurred", money)

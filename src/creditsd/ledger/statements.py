@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import jsonio
@@ -421,7 +421,13 @@ async def _driver(conn: AsyncConnection) -> _Driver:
         # SQLAlchemy's asyncpg adapter sends BEGIN with its first statement, and ours go to
         # asyncpg itself: begin as the adapter would (its one round trip), or each of them
         # would commit on its own. SQLAlchemy commits or rolls it back as usual.
-        await adapter._start_transaction()
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            await adapter._start_transaction()
+        except dbapi_error as error:  # the adapter's own, which SQLAlchemy would wrap
+            raise DBAPIError.instance(
+                "BEGIN", None, error, dbapi_error, connection_invalidated=True
+            ) from error
     raw = pooled.driver_connection
     assert isinstance(raw, asyncpg.Connection)
     return _Driver(raw)
@@ -431,10 +437,14 @@ async def _driver(conn: AsyncConnection) -> _Driver:
 def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
     try:
         yield
+    except asyncpg.PostgresConnectionError as error:
+        raise InterfaceError(sql, None, error, connection_invalidated=True) from error
     except asyncpg.PostgresError as error:
         integrity = str(getattr(error, "sqlstate", "")).startswith("23")
         raise (IntegrityError if integrity else OperationalError)(sql, None, error) from error
-    except (asyncpg.InterfaceError, OSError) as error:
+    except TimeoutError:
+        raise  # the server stopped answering: not a dropped connection to retry on
+    except (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as error:
         raise InterfaceError(sql, None, error, connection_invalidated=True) from error
 
 

@@ -12,7 +12,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from creditsd.db import is_sqlite
+from creditsd.config import DatabaseSettings
+from creditsd.db import create_engine, is_sqlite
 
 HERE = Path(__file__).parent
 
@@ -22,6 +23,16 @@ def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(HERE))
     return config
+
+
+async def migrate(database: DatabaseSettings) -> None:
+    """Bring the configured database up to date, on an engine of its own where a statement
+    may take as long as it needs (an index over a large table can)."""
+    engine = create_engine(database.model_copy(update={"statement_timeout": 0}))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -1,0 +1,181 @@
+"""A database that is slow, locked, busy or gone is answered with 503 and ``Retry-After``
+within seconds, on the fast lane and the general path alike; never a 500, a hang or a
+dropped connection (issue 10's fault findings, each failing before its fix)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
+
+from creditsd import db
+from creditsd.config import DatabaseSettings
+from creditsd.inprocess import Ledger
+from tests.conftest import LedgerFactory, body, client_for, create_key
+
+FAST = {"database": {"pool_timeout": 0.5, "lock_timeout": 0.5, "statement_timeout": 1}}
+
+
+def assert_unavailable(answer: httpx.Response) -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert body(answer)["error"]["code"] == "unavailable"
+
+
+@asynccontextmanager
+async def admin_client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(ledger, await create_key(ledger, "admin")) as client:
+        yield client
+
+
+@asynccontextmanager
+async def row_locked(ledger: Ledger, account_id: str) -> AsyncIterator[None]:
+    """Another client holds the account's row (PostgreSQL) or the write lock (SQLite)."""
+    url = make_url(ledger.settings.database.url)
+    if url.get_backend_name() == "sqlite":
+        writer = sqlite3.connect(str(url.database), isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        return
+    other = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+            yield
+    finally:
+        await other.close()
+
+
+@pytest.mark.parametrize("path", ["/v1/charges", "/v1/holds"])
+async def test_a_locked_account_is_a_503_within_the_lock_timeout(
+    make_ledger: LedgerFactory, path: str
+) -> None:
+    ledger = await make_ledger(**FAST)
+    async with admin_client(ledger) as api:
+        await api.post("/v1/grants", json={"account_id": "busy", "amount": 10})
+        async with row_locked(ledger, "busy"):
+            started = time.monotonic()
+            answer = await api.post(path, json={"account_id": "busy", "amount": 1})
+            waited = time.monotonic() - started
+        assert_unavailable(answer)
+        assert waited < 5
+        # Once the lock is gone the same request goes through.
+        assert (await api.post(path, json={"account_id": "busy", "amount": 1})).status_code == 201
+
+
+async def test_an_exhausted_pool_is_a_503_within_the_pool_timeout(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = await make_ledger(database={"pool_size": 1, "pool_timeout": 0.5})
+    async with admin_client(ledger) as api:
+        async with ledger.engine.connect():  # the only connection, taken
+            started = time.monotonic()
+            for answer in [
+                await api.get("/v1/accounts/someone"),
+                await api.post("/v1/charges", json={"account_id": "someone", "amount": 1}),
+                await api.get("/readyz"),
+            ]:
+                assert_unavailable(answer)
+            assert time.monotonic() - started < 5
+        assert (await api.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_slow_statement_is_cut_off_by_the_statement_timeout(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = await make_ledger(database={"statement_timeout": 0.2})
+    started = time.monotonic()
+    with pytest.raises(DBAPIError, match="statement timeout"):
+        await db.run(ledger.engine, lambda conn: conn.execute(text("SELECT pg_sleep(5)")))
+    assert time.monotonic() - started < 3
+
+
+async def _silent_server() -> tuple[asyncio.Server, int]:
+    """A TCP port that accepts connections and never says a word (a paused database)."""
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def test_an_unresponsive_database_fails_the_connect_within_the_connect_timeout() -> None:
+    server, port = await _silent_server()
+    engine = db.create_engine(
+        DatabaseSettings(url=f"postgresql://u@127.0.0.1:{port}/d", connect_timeout=0.5)
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            await db.run(engine, lambda conn: conn.execute(text("SELECT 1")))
+    finally:
+        await engine.dispose()
+        server.close()
+    assert time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("fast_lane", [True, False])
+async def test_connections_killed_under_the_service_are_retried_or_answered_503(
+    make_ledger: LedgerFactory, fast_lane: bool
+) -> None:
+    """What a PostgreSQL restart does to open connections: each is dropped under us."""
+    ledger = await make_ledger(**FAST)
+    url = make_url(ledger.settings.database.url)
+    admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    secret = await create_key(ledger, "admin")
+    from creditsd.api.app import create_app
+
+    app = create_app(ledger, sweep=False, fast_lane=fast_lane)
+    headers = {"Authorization": f"Bearer {secret}"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://t", headers=headers
+        ) as api:
+            await api.post("/v1/grants", json={"account_id": "a", "amount": 100})
+            for round_ in range(3):
+                warm = [
+                    api.post("/v1/charges", json={"account_id": "a", "amount": 1}) for _ in range(4)
+                ]
+                assert {r.status_code for r in await asyncio.gather(*warm)} == {201}
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    url.database,
+                )
+                answers = await asyncio.gather(
+                    *[
+                        api.post(
+                            "/v1/charges",
+                            json={"account_id": "a", "amount": 1},
+                            headers={"Idempotency-Key": f"after-{round_}-{n}"},
+                        )
+                        for n in range(4)
+                    ]
+                )
+                for answer in answers:
+                    assert answer.status_code in {201, 503}, answer.text
+                    if answer.status_code == 503:
+                        assert_unavailable(answer)
+            account = body(await api.get("/v1/accounts/a"))
+            charged = body(await api.get("/v1/accounts/a/transactions", params={"limit": 100}))
+            assert account["balance"] == 100 - (len(charged["data"]) - 1)
+    finally:
+        await admin.close()
+        await app.state.stripe.close()
