@@ -297,7 +297,8 @@ async def report(chaos: Chaos, url: str, clients: int, seconds: float) -> int:
     for phase in chaos.phases:
         answers = ", ".join(f"{status}: {n}" for status, n in sorted(phase.statuses.items()))
         recovered = "" if phase.recovered_after is None else f"{phase.recovered_after:.2f} s"
-        hints = f" (Retry-After {', '.join(sorted(phase.retry_after))})" if phase.retry_after else ""
+        waits = ", ".join(sorted(phase.retry_after))
+        hints = f" (Retry-After {waits})" if waits else ""
         print(f"| {phase.name} | {answers}{hints} | {phase.slowest:.2f} s | {recovered} |")
     conn = await asyncpg.connect(url)
     try:
@@ -310,7 +311,9 @@ async def report(chaos: Chaos, url: str, clients: int, seconds: float) -> int:
     stored = {row["idempotency_key"]: (row["n"], row["id"]) for row in rows}
     missing = [key for key in chaos.acknowledged if key not in stored]
     doubled = [key for key, (n, _id) in stored.items() if n > 1]
-    changed = [key for key, tid in chaos.acknowledged.items() if stored.get(key, (0, tid))[1] != tid]
+    changed = [
+        key for key, tid in chaos.acknowledged.items() if stored.get(key, (0, tid))[1] != tid
+    ]
     unanswered = len(stored) - len(chaos.acknowledged)
     print(
         f"\nacknowledged charges: {len(chaos.acknowledged)}; in the ledger: {len(stored)}; "
