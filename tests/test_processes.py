@@ -29,8 +29,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str, workdir: Path, *, config: Path | None = None) -> Iterator[str]:
-    """Run ``creditsd serve`` until the block ends (or the test kills it)."""
+def serve(
+    database_url: str,
+    workdir: Path,
+    *,
+    config: Path | None = None,
+    open_files: int | None = None,
+) -> Iterator[str]:
+    """Run ``creditsd serve`` until the block ends (or the test kills it), with at most
+    ``open_files`` descriptors if given."""
     port = free_port()
     env = {
         **os.environ,
@@ -38,8 +45,9 @@ def serve(database_url: str, workdir: Path, *, config: Path | None = None) -> It
         "CREDITSD_CONFIG": str(config or os.devnull),
     }
     log = (workdir / f"serve-{port}.log").open("w")
+    limit = [] if open_files is None else ["prlimit", f"--nofile={open_files}:{open_files}"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "creditsd", "serve", "--port", str(port)],
+        [*limit, sys.executable, "-m", "creditsd", "serve", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -158,6 +158,7 @@ def serve(
     import uvicorn
 
     from creditsd.api.app import create_app
+    from creditsd.serving import guarded, open_files_allowed, quiet_loop_errors
 
     settings = _settings()
     bind_host = host or settings.server.host
@@ -175,6 +176,10 @@ def serve(
                     "no API keys yet; create an admin key with:\n"
                     f"  {_command()} keys create --scope admin --name admin"
                 )
+            quiet_loop_errors(asyncio.get_running_loop())
+            connections = open_files_allowed(settings.server.max_connections)
+            if connections < settings.server.max_connections:
+                out.print(f"at most {connections} connections: the descriptor limit allows no more")
             config = uvicorn.Config(
                 create_app(ledger),
                 host=bind_host,
@@ -183,9 +188,10 @@ def serve(
                 access_log=False,
                 timeout_keep_alive=settings.server.keep_alive_timeout,
                 lifespan="on",
-                # httptools' parser, not h11: 110-220 µs less CPU per request, a third of
-                # /healthz. uvloop saved nothing more and lengthened p99 (bench/http/README.md).
-                http="httptools",
+                # httptools' parser (under Guarded), not h11: 110-220 µs less CPU per
+                # request, a third of /healthz. uvloop saved nothing more and lengthened p99
+                # (bench/http/README.md).
+                http=guarded(settings.server.request_timeout, connections),
             )
             await uvicorn.Server(config).serve()
         finally:

@@ -86,6 +86,20 @@ class ServerSettings(_Section):
         description="Seconds a process trusts an API key it has checked, so that a revoked "
         "key stops working within this long; 0 checks the database on every request.",
     )
+    request_timeout: float = Field(
+        10,
+        gt=0,
+        le=300,
+        description="Seconds a request may take to arrive whole (headers and body); a "
+        "slower one is answered 408 and its connection closed.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Open client connections a process accepts (fewer if its descriptor "
+        "limit is lower); more are answered 503 with Retry-After and closed.",
+    )
     max_body_bytes: int = Field(
         1 << 20,
         ge=1024,

@@ -176,9 +176,10 @@ OUTAGES = (DBAPIError, PoolTimeout, OSError)
 
 @asynccontextmanager
 async def transaction(
-    engine: AsyncEngine, *, readonly: bool = False
+    engine: AsyncEngine, *, readonly: bool = False, dry_run: bool = False
 ) -> AsyncIterator[AsyncConnection]:
-    """One database transaction; commits on success, rolls back on any exception.
+    """One database transaction; commits on success (``dry_run``: rolls back even then),
+    rolls back on any exception.
 
     A connection that was dropped, or whose server stopped answering, is discarded rather
     than handed back to the pool (where its rollback would fail or wait again).
@@ -187,8 +188,10 @@ async def transaction(
     async with writers or nullcontext(), engine.connect() as conn:
         try:
             session = await conn.execution_options(**{_READONLY: True}) if readonly else conn
-            async with session.begin():
+            async with session.begin() as begun:
                 yield session
+                if dry_run:
+                    await begun.rollback()
         except (DBAPIError, OSError) as exc:
             if isinstance(exc, OSError) or exc.connection_invalidated:
                 await conn.invalidate()
@@ -200,14 +203,16 @@ async def run(
     work: Callable[[AsyncConnection], Awaitable[T]],
     *,
     readonly: bool = False,
+    dry_run: bool = False,
     attempts: int = 8,
 ) -> T:
     """Run ``work`` in one transaction, rerunning it on serialization failures, busy locks
-    and dropped connections, for at most ``attempts`` tries and ``RETRY_SECONDS``."""
+    and dropped connections, for at most ``attempts`` tries and ``RETRY_SECONDS``;
+    ``dry_run`` rolls back what it wrote and returns what it found."""
     started = time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
-            async with transaction(engine, readonly=readonly) as conn:
+            async with transaction(engine, readonly=readonly, dry_run=dry_run) as conn:
                 return await work(conn)
         except (DBAPIError, RetryTransaction) as exc:
             if not is_retryable(exc):

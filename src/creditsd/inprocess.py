@@ -234,15 +234,22 @@ class Ledger:
         """An account by id or alias; one that does not exist yet is shown as its first
         write will create it (``created_at`` None) when ``auto_create`` is on.
 
-        Lots past their expiry lapse first, so the figures never count expired credits.
+        Credits past their expiry are shown gone, as the lapse the sweeper (or the next
+        write) records will leave the account: it is worked out in a transaction that is
+        rolled back, so the read still writes nothing.
         """
         account = await self._on_account(
             account_id, ledger.get_account, partial(ledger.unopened_account, policy=self.policy)
         )
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
-        await self._write(partial(_expire_lots, policy=self.policy, account_id=account.id))
-        return await self._read(lambda conn, now: ledger.get_account(conn, account.id, now))
+
+        async def lapsed(conn: AsyncConnection) -> Account:
+            now = self.now()
+            await _expire_lots(conn, now, policy=self.policy, account_id=account.id)
+            return await ledger.get_account(conn, account.id, now)
+
+        return await db.run(self.engine, lapsed, dry_run=True)
 
     async def list_accounts(
         self, *, limit: int = 50, cursor: str | None = None, search: str | None = None
@@ -260,9 +267,12 @@ class Ledger:
     # Pricing
 
     async def catalog(self) -> Catalog:
-        """The catalog version prices come from now."""
+        """The catalog version prices come from now; before any is published, the
+        configured one as the first priced write will publish it (a read writes nothing)."""
         cached = self.prices.fresh()
-        return cached if cached is not None else await self._read(self.prices.current)
+        if cached is not None:
+            return cached
+        return await self._read(partial(self.prices.current, publish_first=False))
 
     async def publish_pricing(
         self, pricing: PricingSettings, *, actor: str = LOCAL_APP
@@ -290,7 +300,10 @@ class Ledger:
             return _units(amount), None, None
         if use is None or amount is not None:
             raise InvalidRequest("give either an amount or a priced use (feature or usage)")
-        price = await self.quote(use)
+        catalog = self.prices.fresh()
+        if catalog is None:  # a priced write publishes the configured catalog if none is
+            catalog = await self._write(self.prices.current)
+        price = catalog.price(use, self.money)
         return price.amount, price.breakdown, use.request()
 
     # Movements

@@ -4,6 +4,7 @@ create it, and nothing is created until then (issue 10; each failed on main)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 from sqlalchemy import text
@@ -11,7 +12,8 @@ from sqlalchemy import text
 from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.client import AsyncClient
-from tests.conftest import LedgerFactory, body, client_for, create_key
+from creditsd.inprocess import Ledger
+from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
 from tests.test_cli import run
 
 
@@ -93,3 +95,32 @@ async def test_the_sdk_reads_an_unknown_account(make_ledger: LedgerFactory) -> N
     assert account.created_at is None and account.balance == 100
     await sdk.aclose()
     await app.state.stripe.close()
+
+
+async def test_reading_an_account_with_credits_past_expiry_shows_them_gone_and_writes_nothing(
+    make_ledger: LedgerFactory, clock: Clock
+) -> None:
+    ledger = await make_ledger()
+    unit = ledger.money.unit
+    await ledger.grant("ada", 30 * unit, reason="paid")
+    await ledger.grant("ada", 50 * unit, expires_at=clock.now + timedelta(days=1), reason="promo")
+    clock.advance(2 * 86_400)
+    transfers_before = await _transfers(ledger)
+    async with client_for(ledger, await create_key(ledger, "read")) as reader:
+        shown = body(await reader.get("/v1/accounts/ada"))
+        history = body(await reader.get("/v1/accounts/ada/transactions"))
+    assert (shown["balance"], shown["available"]) == (30, 30)
+    assert shown["balance_by_source"] == {"promotion": 30}
+    assert [t["kind"] for t in history["data"]] == ["grant", "grant"]
+    assert await _transfers(ledger) == transfers_before
+
+    # The next write records the lapse, and finds what the read showed.
+    await ledger.charge("ada", 1 * unit)
+    assert (await ledger.get_account("ada")).balance == 29 * unit
+    recorded = await ledger.transactions("ada")
+    assert [t.kind for t in recorded.items] == ["charge", "expiry", "grant", "grant"]
+
+
+async def _transfers(ledger: Ledger) -> int:
+    async with ledger.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM transfers"))).scalar_one())

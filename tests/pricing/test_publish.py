@@ -7,12 +7,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from creditsd.cli import app as cli
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse
-from tests.conftest import make_settings
+from tests.conftest import LedgerFactory, body, client_for, create_key, make_settings
 
 CUSTOM = {"features": {"chat_message": {"price": "12"}}}
 
@@ -44,7 +45,7 @@ async def test_a_publish_logs_what_changed(
     caplog.set_level(logging.INFO, logger="creditsd")
     ledger = await Ledger.connect(make_settings(database_url), publish_pricing=True)
     try:
-        before = await ledger.catalog()
+        before, _ = await ledger.publish_pricing(ledger.settings.pricing)
         settings = make_settings(database_url, pricing=CUSTOM).pricing
         after, created = await ledger.publish_pricing(settings, actor="ops")
         assert created and after.version == before.version + 1
@@ -81,3 +82,27 @@ def test_pricing_diff_names_each_setting_the_file_would_change(
     changed = runner.invoke(cli, ["pricing", "diff"], env=env)
     assert changed.exit_code == 1
     assert changed.stdout.splitlines() == ["features.chat_message.price: 10 → 12"]
+
+
+async def test_reading_prices_before_any_publish_writes_nothing(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = await make_ledger()
+    async with client_for(ledger, await create_key(ledger, "read")) as reader:
+        shown = await reader.get("/v1/pricing")
+        quoted = await reader.post("/v1/quotes", json={"feature": "chat_message"})
+    assert shown.status_code == 200 and quoted.status_code == 200, (shown.text, quoted.text)
+    assert (await ledger.catalog()).version == body(shown)["version"] == 1
+    assert await _published(ledger) == 0
+
+    # The first priced write publishes exactly what the reads showed.
+    await ledger.grant("ada", 100 * ledger.money.unit)
+    charged = await ledger.charge("ada", use=FeatureUse("chat_message"))
+    assert await _published(ledger) == 1
+    assert charged.pricing is not None and charged.pricing["catalog_version"] == 1
+    assert ledger.money.to_decimal(charged.amount) == Decimal(body(quoted)["amount"])
+
+
+async def _published(ledger: Ledger) -> int:
+    async with ledger.engine.connect() as conn:
+        return int((await conn.execute(text("SELECT count(*) FROM price_catalogs"))).scalar_one())

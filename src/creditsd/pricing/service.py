@@ -116,13 +116,18 @@ class PriceBook:
             return self._current
         return None
 
-    async def current(self, conn: AsyncConnection, now: datetime) -> Catalog:
+    async def current(
+        self, conn: AsyncConnection, now: datetime, *, publish_first: bool = True
+    ) -> Catalog:
         """The newest published catalog (as of at most ``refresh_interval`` ago), looked for
-        in ``conn`` when due; before anything is published, the local catalog is published."""
+        in ``conn`` when due. Before anything is published, the local catalog is published
+        as version 1, or (not ``publish_first``, for a read) shown as that version would be."""
         cached = self.fresh()
         if cached is not None:
             return cached
         newest = await repo.latest(conn)
+        if newest is None and not publish_first:
+            return Catalog(1, self._local)
         if newest is None:
             catalog, _ = await publish(conn, self._local, now, actor="creditsd")
         elif self._current is None or self._current.version != newest.version:

@@ -1,0 +1,109 @@
+"""A real ``creditsd serve`` under hostile connections: requests that never finish
+arriving are closed, connections beyond the cap are refused with 503, running out of file
+descriptors neither floods the log nor stops the service (issue 10's findings)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_processes import admin_secret, serve
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[server]
+request_timeout = 1
+max_connections = 40
+"""
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "creditsd.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def _connect(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """All the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"POST /v1/charges HTTP/1.1\r\nHost: creditsd\r\n",
+        b'POST /v1/charges HTTP/1.1\r\nHost: c\r\nContent-Length: 100\r\n\r\n{"account_id"',
+    ],
+    ids=["nothing", "half the headers", "half the body"],
+)
+def test_a_request_that_does_not_finish_arriving_is_closed(
+    database_url: str, tmp_path: Path, sent: bytes
+) -> None:
+    with serve(database_url, tmp_path, config=_config(tmp_path)) as base:
+        with _connect(base) as sock:
+            sock.sendall(sent)
+            started = time.monotonic()
+            answer = _answer(sock)
+            assert time.monotonic() - started < 4
+        if sent:
+            assert answer.startswith(b"HTTP/1.1 408 "), answer
+            assert b'"code":"request_timeout"' in answer
+        # The service goes on answering.
+        assert httpx.get(f"{base}/healthz").status_code == 200
+
+
+async def test_connections_beyond_the_cap_are_refused_with_503_and_retry_after(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    with serve(database_url, tmp_path, config=_config(tmp_path)) as base:
+        idle = [_connect(base) for _ in range(40)]
+        await asyncio.sleep(0.2)
+        headers = {"Authorization": f"Bearer {secret}"}
+        async with httpx.AsyncClient(base_url=base, headers=headers) as http:
+            refused = await http.get("/v1/accounts/a")
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "1"
+            assert refused.json()["error"]["code"] == "unavailable"
+            for sock in idle:
+                sock.close()
+            await asyncio.sleep(0.2)
+            assert (await http.get("/v1/accounts/a")).status_code == 200
+
+
+async def test_running_out_of_descriptors_neither_floods_the_log_nor_stops_the_service(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "creditsd.toml"
+    config.write_text("[server]\nrequest_timeout = 2\nmax_connections = 10000\n")
+    with serve(database_url, tmp_path, config=config, open_files=128) as base:
+        held = []
+        for _ in range(300):  # more than the process may open
+            try:
+                held.append(_connect(base))
+            except OSError:
+                break
+        await asyncio.sleep(3)  # the server closes what never sent a request
+        for sock in held:
+            sock.close()
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/healthz", timeout=5)).status_code == 200
+    log = "".join(path.read_text() for path in tmp_path.glob("serve-*.log"))  # noqa: ASYNC240
+    assert log.count("Traceback") <= 3, log[-3000:]
+    assert len(log.splitlines()) < 100, log[-3000:]
