@@ -226,7 +226,14 @@ class WebhookSettings(_Section):
     backoff_seconds: float = Field(5, gt=0, le=3600, description="The first retry's wait.")
     max_backoff_seconds: float = Field(3600, gt=0, le=86_400)
     max_age_seconds: int = Field(3 * 86_400, ge=60, description="Then a message is dead.")
-    batch: int = Field(50, ge=1, le=1000, description="Messages a poll takes at most.")
+    batch: int = Field(
+        16,
+        ge=1,
+        le=256,
+        description="Messages a worker delivers at once; each is leased to it for one "
+        "delivery's time (the timeout plus 5 s), so a worker that dies holds them back no "
+        "longer.",
+    )
 
 
 class ClerkSettings(_Section):

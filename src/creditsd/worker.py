@@ -43,7 +43,7 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-IN_FLIGHT = 16  # deliveries a worker has under way at once
+LEASE_MARGIN_SECONDS = 5
 GATEWAY_PATHS = {
     "gateway.usage": "/api/internal/webhooks/usage",
     "gateway.balance_sync": "/api/internal/balance/sync",
@@ -62,8 +62,8 @@ class Deliverer:
         self.settings = ledger.settings
         self._http = http or httpx.AsyncClient()
         self._owns_http = http is None
-        # A message is leased for as long as delivering its batch may take, plus a margin;
-        # a worker killed mid-delivery leaves it to the others once the lease runs out.
+        # A batch is delivered all at once, so each message is leased for one delivery's
+        # time, plus a margin: a worker killed mid-delivery leaves it to the others then.
         gateway = self.settings.gateway
         slowest = self.settings.webhooks.timeout_seconds
         if gateway.enabled:
@@ -72,11 +72,7 @@ class Deliverer:
                 slowest,
                 gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
             )
-        rounds = -(-self.settings.webhooks.batch // IN_FLIGHT)  # a batch waits its turn
-        self.lease = timedelta(seconds=slowest * rounds + 5)
-        # An HTTP client slows down with many requests in flight; a few at a time deliver
-        # a batch faster than all of it at once.
-        self._in_flight = asyncio.Semaphore(IN_FLIGHT)
+        self.lease = timedelta(seconds=slowest + LEASE_MARGIN_SECONDS)
 
     async def close(self) -> None:
         """Close the HTTP connections (when this deliverer made them)."""
@@ -107,10 +103,6 @@ class Deliverer:
         return len(batch)
 
     async def _deliver(self, message: Message) -> None:
-        async with self._in_flight:
-            await self._deliver_now(message)
-
-    async def _deliver_now(self, message: Message) -> None:
         try:
             if message.destination == GATEWAY:
                 await self._to_gateway(message)

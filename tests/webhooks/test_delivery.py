@@ -238,3 +238,36 @@ async def test_registering_an_endpoint_twice_under_one_key_registers_it_once(
     conflict = await admin.post("/v1/webhook-endpoints", json=other, headers=headers)
     assert (conflict.status_code, body(conflict)["error"]["code"]) == (409, "idempotency_conflict")
     assert len(body(await admin.get("/v1/webhook-endpoints"))["data"]) == 1
+
+
+async def test_a_worker_that_dies_mid_batch_holds_its_messages_back_seconds_not_minutes(
+    make_ledger: LedgerFactory,
+    hooked: Ledger,
+    admin: httpx.AsyncClient,
+    receiver: Receiver,
+    clock: Clock,
+) -> None:
+    """Each message is leased for one delivery's time (the timeout plus 5 s), from when
+    its delivery starts: a worker killed with a batch in hand delays it that long."""
+    await register(admin, receiver.url, ["charge.succeeded"])
+    for n in range(40):
+        await hooked.grant(f"d{n}", 10 * CREDIT)
+        await hooked.charge(f"d{n}", 1 * CREDIT)
+    receiver.delay = 30  # the first worker's deliveries hang until it is killed
+    dying = Deliverer(hooked)
+    work = asyncio.create_task(dying.deliver_due())
+    while not receiver.received:
+        await asyncio.sleep(0.01)
+    work.cancel()  # killed mid-batch
+    await dying.close()
+    receiver.delay = 0
+    timeout = hooked.settings.webhooks.timeout_seconds
+    clock.advance(timeout + 5.5)
+    survivor = Deliverer(await make_ledger(webhooks=WEBHOOKS))
+    try:
+        while await survivor.deliver_due():
+            pass
+    finally:
+        await survivor.close()
+    delivered = {r.headers["webhook-id"] for r in receiver.received}
+    assert len(delivered) == 40
