@@ -238,3 +238,13 @@ async def test_registering_an_endpoint_twice_under_one_key_registers_it_once(
     conflict = await admin.post("/v1/webhook-endpoints", json=other, headers=headers)
     assert (conflict.status_code, body(conflict)["error"]["code"]) == (409, "idempotency_conflict")
     assert len(body(await admin.get("/v1/webhook-endpoints"))["data"]) == 1
+
+
+async def test_a_delivery_id_beyond_any_stored_one_is_refused_not_a_server_error(
+    admin: httpx.AsyncClient,
+) -> None:
+    largest = 2**63 - 1
+    assert (await admin.post(f"/v1/webhook-deliveries/{largest}/retry")).status_code == 404
+    beyond = await admin.post(f"/v1/webhook-deliveries/{largest + 1}/retry")
+    assert beyond.status_code == 422
+    assert body(beyond)["error"]["code"] == "validation_error"

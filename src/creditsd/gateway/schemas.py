@@ -37,6 +37,10 @@ Exact = Annotated[
 """A finite number below 10³⁰, written exactly (NaN and Infinity are refused in any
 spelling; a larger figure means nothing and would overflow the arithmetic)."""
 
+DollarsOut = Annotated[
+    Decimal, WithJsonSchema({"type": "number", "description": "US dollars, written exactly."})
+]
+
 UserId = Annotated[
     int | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
     Field(description="The gateway's user id: the account whose id or alias is this."),
@@ -64,7 +68,7 @@ class BalanceOut(BaseModel):
     """The balance after a sync, in US dollars (4 decimal places)."""
 
     user_id: int | str
-    balance: Decimal
+    balance: DollarsOut
 
 
 class GatewayUsage(StrictRequest):
@@ -96,4 +100,4 @@ class UsageReceipt(BaseModel):
 
     status: Literal["charged", "duplicate", "ignored"]
     transfer_id: str | None
-    balance: Decimal | None = Field(description="The user's balance after, in US dollars.")
+    balance: DollarsOut | None = Field(description="The user's balance after, in US dollars.")
