@@ -87,7 +87,22 @@ NoNul = AfterValidator(_without_nul)
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), NoNul]
 
-Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
+
+def _whole_number(value: object) -> object:
+    """A JSON number without a fraction (``60.0``, ``6E+1``) as the int it is."""
+    # Past 18 digits the bounds refuse it anyway; converting 1E+999999999 would take long.
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19:
+        whole = value.to_integral_value()
+        if whole == value:
+            return int(whole)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_whole_number)]
+"""An int as JSON Schema counts one: ``60``, ``60.0`` and ``6E+1`` alike, never ``60.5``
+or ``"60"``."""
+
+Seconds = Annotated[Integer, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:

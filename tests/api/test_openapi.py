@@ -70,3 +70,19 @@ async def test_a_quote_body_is_valid_by_the_schema_exactly_when_the_server_takes
     assert (await validator(api, "QuoteCreate")).is_valid(fields) is valid, fields
     response = await api.post("/v1/quotes", json=fields)
     assert refused_as_invalid(response) is not valid, (fields, response.text)
+
+
+@pytest.mark.parametrize(("written", "taken"), [("60.0", True), ("6E+1", True), ("60.5", False)])
+async def test_an_integer_field_takes_what_json_schema_counts_as_an_integer(
+    api: httpx.AsyncClient, written: str, taken: bool
+) -> None:
+    # JSON Schema's "integer" is any number without a fraction: 60.0 is one, 60.5 is not.
+    await api.post("/v1/grants", json={"account_id": "u", "amount": 1000})
+    sends = [
+        ("/v1/holds", f'{{"account_id": "u", "amount": 1, "expires_in": {written}}}'),
+        ("/v1/grants", f'{{"account_id": "u", "amount": 1, "priority": {written}}}'),
+        ("/v1/quotes", f'{{"usage": {{"model": "openai/gpt-4o", "input_tokens": {written}}}}}'),
+    ]
+    for path, sent in sends:
+        response = await api.post(path, content=sent, headers={"Content-Type": "application/json"})
+        assert refused_as_invalid(response) is not taken, (path, response.text)

@@ -3,6 +3,7 @@ the schema allows gets an answer the schema describes, and none is a server erro
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -64,12 +65,12 @@ credits = 5000
 {packs}"""
 
 
-async def test_the_server_answers_as_its_openapi_says(
+def test_the_server_answers_as_its_openapi_says(
     database_url: str, tmp_path: Path, stripe_api: FakeStripe, gateway_api: Receiver
 ) -> None:
     config = tmp_path / "creditsd.toml"
     config.write_text(configuration(stripe_api, gateway_api))
-    secret = await admin_secret(database_url)
+    secret = asyncio.run(admin_secret(database_url))
     with serve(database_url, tmp_path, config=config) as base:
         run = subprocess.run(
             [

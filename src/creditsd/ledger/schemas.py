@@ -13,6 +13,7 @@ from creditsd.fields import (
     AmountOut,
     IdempotencyKey,
     Instant,
+    Integer,
     Metadata,
     StrictRequest,
     Text,
@@ -53,7 +54,7 @@ class GrantCreate(StrictRequest):
     expires_at: Instant | None = Field(
         None, description="When what is left of them lapses (to @expired). None: never."
     )
-    priority: int | None = Field(
+    priority: Integer | None = Field(
         None,
         ge=0,
         le=1000,
