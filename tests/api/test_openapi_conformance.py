@@ -21,7 +21,7 @@ from tests.webhooks.receiver import Receiver
 pytestmark = pytest.mark.slow
 
 CHECKS = "not_a_server_error,status_code_conformance,response_schema_conformance"
-SECONDS_PER_BACKEND = 35
+SECONDS_PER_BACKEND = 30
 
 
 @pytest.fixture
