@@ -98,11 +98,11 @@ def _whole_number(value: object) -> object:
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_whole_number)]
-"""An int as JSON Schema counts one: ``60``, ``60.0`` and ``6E+1`` alike, never ``60.5``
-or ``"60"``."""
+WholeNumber = BeforeValidator(_whole_number)
+"""Put after an int's bounds (so the schema keeps them): ``60``, ``60.0`` and ``6E+1`` are
+all 60, as JSON Schema counts integers; ``60.5`` and ``"60"`` stay refused."""
 
-Seconds = Annotated[Integer, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
+Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds."), WholeNumber]
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:

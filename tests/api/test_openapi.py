@@ -86,3 +86,12 @@ async def test_an_integer_field_takes_what_json_schema_counts_as_an_integer(
     for path, sent in sends:
         response = await api.post(path, content=sent, headers={"Content-Type": "application/json"})
         assert refused_as_invalid(response) is not taken, (path, response.text)
+
+
+async def test_the_bounds_of_integer_fields_are_in_the_schema(api: httpx.AsyncClient) -> None:
+    hold, grant = await validator(api, "HoldCreate"), await validator(api, "GrantCreate")
+    usage = await validator(api, "UsageIn")
+    assert hold.is_valid({"account_id": "u", "amount": 1, "expires_in": 60.0})
+    assert not hold.is_valid({"account_id": "u", "amount": 1, "expires_in": 0})
+    assert not grant.is_valid({"account_id": "u", "amount": 1, "priority": 1001})
+    assert not usage.is_valid({"model": "openai/gpt-4o", "input_tokens": -1})

@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import Integer, NoNul, StrictRequest, decimal_field
+from creditsd.fields import NoNul, StrictRequest, WholeNumber, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]
@@ -42,10 +42,11 @@ DollarsOut = Annotated[
 ]
 
 UserId = Annotated[
-    Integer | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
+    Annotated[int, WholeNumber]
+    | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
     Field(description="The gateway's user id: the account whose id or alias is this."),
 ]
-Tokens = Annotated[Integer, Field(ge=0, le=10**12)]
+Tokens = Annotated[int, Field(ge=0, le=10**12), WholeNumber]
 
 
 class BalanceSync(StrictRequest):
@@ -84,7 +85,7 @@ class GatewayUsage(StrictRequest):
     cost: Exact = Field(description="US dollars the gateway billed; 0 charges nothing.")
     totalCost: Exact  # noqa: N815
     rateMultiplier: Exact = Decimal(1)  # noqa: N815
-    timestamp: Integer = Field(ge=0, description="Milliseconds since the epoch.")
+    timestamp: Annotated[int, Field(ge=0, description="Milliseconds since the epoch."), WholeNumber]
     apiKey: str | None = Field(None, max_length=200)  # noqa: N815 - empty from creditsd
     sub2api_balance_usd: Exact | None = None
 

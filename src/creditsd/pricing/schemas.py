@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import AmountIn, AmountOut, Integer, StrictRequest, decimal_field
+from creditsd.fields import AmountIn, AmountOut, StrictRequest, WholeNumber, decimal_field
 from creditsd.price_settings import FEATURE_PATTERN, MAX_TOKENS, MODEL_PATTERN
 from creditsd.pricing.catalog import (
     FeatureUse,
@@ -45,7 +45,7 @@ Quantity = Annotated[
         }
     ),
 ]
-Tokens = Annotated[Integer, Field(ge=0, le=MAX_TOKENS)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), WholeNumber]
 
 
 def exactly_one_of(**alternatives: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
