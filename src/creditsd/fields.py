@@ -87,7 +87,22 @@ NoNul = AfterValidator(_without_nul)
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_LENGTH), NoNul]
 
-Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds.")]
+
+def _whole_number(value: object) -> object:
+    """A JSON number without a fraction (``60.0``, ``6E+1``) as the int it is."""
+    # Past 18 digits the bounds refuse it anyway; converting 1E+999999999 would take long.
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19:
+        whole = value.to_integral_value()
+        if whole == value:
+            return int(whole)
+    return value
+
+
+WholeNumber = BeforeValidator(_whole_number)
+"""Put after an int's bounds (so the schema keeps them): ``60``, ``60.0`` and ``6E+1`` are
+all 60, as JSON Schema counts integers; ``60.5`` and ``"60"`` stay refused."""
+
+Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds."), WholeNumber]
 
 
 def _metadata(value: dict[str, Any]) -> dict[str, Any]:

@@ -182,3 +182,14 @@ async def test_usage_is_idempotent_by_request_id_and_ignores_zero_cost(
     for bad in ({"cost": -1}, {"cost": "NaN"}, {"event": "refund"}, {"inputTokens": -1}, {"x": 1}):
         refused = await gateway.post(USAGE, json={**SEED_USAGE, **bad})
         assert refused.status_code == 422, bad
+
+
+async def test_the_openapi_says_balances_are_numbers_as_they_are_sent(
+    gateway: httpx.AsyncClient,
+) -> None:
+    synced = body(await gateway.post(SYNC, json={"user_id": 8, "balance_usd": "0"}))
+    used = body(await gateway.post(USAGE, json={**SEED_USAGE, "userId": 8}))
+    assert isinstance(synced["balance"], Decimal) and isinstance(used["balance"], Decimal)
+    schemas = body(await gateway.get("/openapi.json"))["components"]["schemas"]
+    assert schemas["BalanceOut"]["properties"]["balance"]["type"] == "number"
+    assert schemas["UsageReceipt"]["properties"]["balance"]["anyOf"][0]["type"] == "number"

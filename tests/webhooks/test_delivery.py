@@ -271,3 +271,13 @@ async def test_a_worker_that_dies_mid_batch_holds_its_messages_back_seconds_not_
         await survivor.close()
     delivered = {r.headers["webhook-id"] for r in receiver.received}
     assert len(delivered) == 40
+
+
+async def test_a_delivery_id_beyond_any_stored_one_is_refused_not_a_server_error(
+    admin: httpx.AsyncClient,
+) -> None:
+    largest = 2**63 - 1
+    assert (await admin.post(f"/v1/webhook-deliveries/{largest}/retry")).status_code == 404
+    beyond = await admin.post(f"/v1/webhook-deliveries/{largest + 1}/retry")
+    assert beyond.status_code == 422
+    assert body(beyond)["error"]["code"] == "validation_error"

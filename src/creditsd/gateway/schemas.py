@@ -14,7 +14,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import NoNul, StrictRequest, decimal_field
+from creditsd.fields import NoNul, StrictRequest, WholeNumber, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]
@@ -37,11 +37,16 @@ Exact = Annotated[
 """A finite number below 10³⁰, written exactly (NaN and Infinity are refused in any
 spelling; a larger figure means nothing and would overflow the arithmetic)."""
 
+DollarsOut = Annotated[
+    Decimal, WithJsonSchema({"type": "number", "description": "US dollars, written exactly."})
+]
+
 UserId = Annotated[
-    int | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
+    Annotated[int, WholeNumber]
+    | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
     Field(description="The gateway's user id: the account whose id or alias is this."),
 ]
-Tokens = Annotated[int, Field(ge=0, le=10**12)]
+Tokens = Annotated[int, Field(ge=0, le=10**12), WholeNumber]
 
 
 class BalanceSync(StrictRequest):
@@ -64,7 +69,7 @@ class BalanceOut(BaseModel):
     """The balance after a sync, in US dollars (4 decimal places)."""
 
     user_id: int | str
-    balance: Decimal
+    balance: DollarsOut
 
 
 class GatewayUsage(StrictRequest):
@@ -80,7 +85,7 @@ class GatewayUsage(StrictRequest):
     cost: Exact = Field(description="US dollars the gateway billed; 0 charges nothing.")
     totalCost: Exact  # noqa: N815
     rateMultiplier: Exact = Decimal(1)  # noqa: N815
-    timestamp: int = Field(ge=0, description="Milliseconds since the epoch.")
+    timestamp: Annotated[int, Field(ge=0, description="Milliseconds since the epoch."), WholeNumber]
     apiKey: str | None = Field(None, max_length=200)  # noqa: N815 - empty from creditsd
     sub2api_balance_usd: Exact | None = None
 
@@ -96,4 +101,4 @@ class UsageReceipt(BaseModel):
 
     status: Literal["charged", "duplicate", "ignored"]
     transfer_id: str | None
-    balance: Decimal | None = Field(description="The user's balance after, in US dollars.")
+    balance: DollarsOut | None = Field(description="The user's balance after, in US dollars.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +16,7 @@ from creditsd.fields import (
     Metadata,
     StrictRequest,
     Text,
+    WholeNumber,
 )
 from creditsd.ledger.models import Account, Transfer, Verification, transfer_view
 from creditsd.money import Money
@@ -53,10 +54,8 @@ class GrantCreate(StrictRequest):
     expires_at: Instant | None = Field(
         None, description="When what is left of them lapses (to @expired). None: never."
     )
-    priority: int | None = Field(
+    priority: Annotated[int, Field(ge=0, le=1000), WholeNumber] | None = Field(
         None,
-        ge=0,
-        le=1000,
         description="Lower is spent first; default 10 for promotions, 40 for adjustments "
         "(purchases 50).",
     )

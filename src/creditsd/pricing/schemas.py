@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
-from creditsd.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.fields import AmountIn, AmountOut, StrictRequest, WholeNumber, decimal_field
 from creditsd.price_settings import FEATURE_PATTERN, MAX_TOKENS, MODEL_PATTERN
 from creditsd.pricing.catalog import (
     FeatureUse,
@@ -36,7 +45,40 @@ Quantity = Annotated[
         }
     ),
 ]
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
+Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), WholeNumber]
+
+
+def exactly_one_of(**alternatives: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` saying in a ``oneOf`` what a model validator enforces: exactly
+    one alternative is given (present and not null), with only its own companions.
+
+    ``exactly_one_of(feature=("quantity",), usage=())`` adds ``{"oneOf": [{"required":
+    ["feature"], "properties": {"feature": <its schema without null>, "usage": {"type":
+    "null"}}}, {"required": ["usage"], "properties": {"usage": …, "feature": {"type":
+    "null"}, "quantity": {"type": "null"}}}]}``.
+    """
+    fields = {*alternatives, *(name for companions in alternatives.values() for name in companions)}
+
+    def add_one_of(schema: dict[str, Any]) -> None:
+        properties = schema["properties"]
+        schema["oneOf"] = [
+            {
+                "required": [given],
+                "properties": {
+                    given: _not_null(properties[given]),
+                    **{name: {"type": "null"} for name in sorted(fields - {given, *companions})},
+                },
+            }
+            for given, companions in alternatives.items()
+        ]
+
+    return add_one_of
+
+
+def _not_null(optional: dict[str, Any]) -> dict[str, Any]:
+    """The schema of an optional field (``anyOf: [schema, null]``) without its null."""
+    (schema,) = [choice for choice in optional["anyOf"] if choice != {"type": "null"}]
+    return copy.deepcopy(schema)
 
 
 class UsageIn(StrictRequest):
@@ -93,6 +135,10 @@ class PricedUse(StrictRequest):
 class PricedRequest(PricedUse):
     """Exactly one of: an ``amount`` of credits, a ``feature`` (with ``quantity``), ``usage``."""
 
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of(amount=(), feature=("quantity",), usage=())
+    )
+
     amount: AmountIn | None = None
 
     @model_validator(mode="after")
@@ -105,6 +151,8 @@ class PricedRequest(PricedUse):
 
 class QuoteCreate(PricedUse):
     """Price a use without charging: exactly one of ``feature`` (with ``quantity``) or ``usage``."""
+
+    model_config = ConfigDict(json_schema_extra=exactly_one_of(feature=("quantity",), usage=()))
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

@@ -12,6 +12,7 @@ from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, respond
 from creditsd.idempotency import resolve_key
+from creditsd.money import INT64_MAX
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service
@@ -126,7 +127,7 @@ async def list_deliveries(
     responses=error_responses(403, 404),
 )
 async def retry_delivery(
-    delivery_id: Annotated[int, Path(ge=1)], ledger: LedgerDep, key: AdminKey
+    delivery_id: Annotated[int, Path(ge=1, le=INT64_MAX)], ledger: LedgerDep, key: AdminKey
 ) -> ExactJSONResponse:
     """Deliver a message again (a dead one, or one delivered that the receiver lost)."""
     message = await db.run(
