@@ -18,11 +18,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from creditsd import db, jsonio
+from creditsd.audit import service as audit_service
+from creditsd.audit.models import AuditFilter, AuditRecord
 from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
@@ -30,6 +32,7 @@ from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent, upgrade
 from creditsd.money import AmountError
+from creditsd.pagination import MAX_LIMIT
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import Mismatch
@@ -507,6 +510,76 @@ def _instant(value: str | None, option: str) -> datetime | None:
     if isinstance(parsed, date) and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+AUDIT_FIELDS = ("id", "created_at", "actor", "action", "target", "before", "after")
+
+
+@app.command()
+def audit(
+    target: Annotated[
+        str | None, typer.Option(help="Only records about this (an account id, a key id, …).")
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Only records by this actor (key:ID:NAME, cli:USER, …).")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (grant, account.frozen, key.create, …).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this UTC date/time, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this UTC date/time, exclusive.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per record, for scripts.")
+    ] = False,
+) -> None:
+    """Show the audit log, newest first: who did what to which target, and the state
+    before and after as recorded (amounts in minor units)."""
+    wanted = AuditFilter(
+        target=target,
+        actor=actor,
+        action=action,
+        since=_instant(since, "--since"),
+        until=_instant(until, "--until"),
+    )
+
+    async def work(ledger: Ledger) -> list[AuditRecord]:
+        found: list[AuditRecord] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = await db.run(
+                ledger.engine,
+                partial(
+                    audit_service.list_records,
+                    wanted=wanted,
+                    limit=min(limit - len(found), MAX_LIMIT),
+                    cursor=cursor,
+                ),
+                readonly=True,
+            )
+            found += page.items
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return found
+
+    records = _run(work)
+    if as_json:
+        for record in records:
+            print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
+        return
+    table = Table(*(Column(name, overflow="fold") for name in AUDIT_FIELDS))  # nothing cut off
+    for record in records:
+        table.add_row(
+            str(record.id),
+            jsonio.format_timestamp(record.created_at),
+            record.actor,
+            record.action,
+            record.target,
+            "" if record.before is None else jsonio.dumps(record.before),
+            "" if record.after is None else jsonio.dumps(record.after),
+        )
+    out.print(table)
 
 
 EXPORT_COLUMNS = [
