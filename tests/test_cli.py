@@ -217,3 +217,48 @@ def test_audit_pages_past_a_hundred_records(database_url: str) -> None:
     targets = [jsonio.loads(line)["target"] for line in out.splitlines()]
     assert targets == [f"u{n}" for n in range(129, 9, -1)]
     assert len(run(database_url, "audit", "--json", "--limit", "500")[1].splitlines()) == 130
+
+
+def test_keys_with_an_expiry(database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    code, out, err = run(
+        database_url, "keys", "create", "--scope", "app", "--name", "ci", "--expires-in", "30d"
+    )
+    assert code == 0, err
+    assert "expires" in out and out.strip().splitlines()[-1].startswith("cdk_")
+    key_id = out.split()[1]
+    run(database_url, "keys", "create", "--scope", "read", "--name", "forever")
+    code, listing, _ = run(database_url, "keys", "list", "--json")
+    expiring, forever = [jsonio.loads(line) for line in listing.splitlines()]
+    assert expiring["id"] == key_id and forever["expires_at"] is None
+    expires_at = datetime.fromisoformat(expiring["expires_at"])
+    assert abs(expires_at - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
+    code, table, _ = run(database_url, "keys", "list")
+    assert code == 0 and "expires" in table and expires_at.strftime("%Y-%m-%d") in table
+
+    execute(database_url, f"UPDATE api_keys SET expires_at = created_at WHERE id = '{key_id}'")
+    code, table, _ = run(database_url, "keys", "list")
+    assert "expired" in table
+
+    for wrong in ("30", "1.5d", "-1d", "1w", "9999999999d"):
+        code, _, err = run(
+            database_url, "keys", "create", "--scope", "app", "--name", "x", "--expires-in", wrong
+        )
+        assert code == 2, wrong
+        assert "--expires-in" in err and "12h or 30d" in err
+    for out_of_bounds in ("0d", "0h", "3651d"):
+        code, _, err = run(
+            database_url,
+            "keys",
+            "create",
+            "--scope",
+            "app",
+            "--name",
+            "x",
+            "--expires-in",
+            out_of_bounds,
+        )
+        assert code == 2, out_of_bounds
+        assert "--expires-in" in err
+    assert len(run(database_url, "keys", "list", "--json")[1].splitlines()) == 2

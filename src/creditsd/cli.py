@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -252,20 +252,50 @@ def migrate() -> None:
     out.print(f"migrated {_safe_url(settings.database.url)}")
 
 
+def _lifetime(text: str) -> timedelta:
+    try:
+        return keys.parse_lifetime(text)
+    except CreditsError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[Scope, typer.Option(help="admin, app or read.")],
     name: Annotated[str, typer.Option(help="The app that will use the key.")],
+    expires_in: Annotated[
+        timedelta | None,
+        typer.Option(
+            parser=_lifetime,
+            metavar="LIFETIME",
+            help="Stop working this long from now, in hours or days: 12h, 30d (at most "
+            f"{keys.MAX_LIFETIME.days}d). Default: never.",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
     key, secret = _run(
         lambda ledger: db.run(
             ledger.engine,
-            lambda conn: keys.create_key(conn, name, scope.value, ledger.now(), actor=_actor()),
+            lambda conn: keys.create_key(
+                conn, name, scope.value, ledger.now(), actor=_actor(), expires_in=expires_in
+            ),
         )
     )
-    out.print(f"created {key.id} ({key.scope}) for {key.name}; the secret is shown only once:")
+    expiry = "" if key.expires_at is None else f", expires {_moment(key.expires_at)}"
+    out.print(
+        f"created {key.id} ({key.scope}) for {key.name}{expiry}; the secret is shown only once:"
+    )
     print(secret)  # plain print: nothing may wrap or colour the secret
+
+
+def _table(*headers: str) -> Table:
+    """A table whose long values wrap onto more lines instead of being cut off."""
+    return Table(*(Column(header, overflow="fold") for header in headers))
+
+
+def _moment(when: datetime | None) -> str:
+    return "" if when is None else jsonio.format_timestamp(when)
 
 
 @keys_app.command("list")
@@ -274,22 +304,27 @@ def keys_list(
         bool, typer.Option("--json", help="One JSON object per key, full ids, for scripts.")
     ] = False,
 ) -> None:
-    """List API keys (never their secrets)."""
-    found = _run(lambda ledger: db.run(ledger.engine, keys.list_keys, readonly=True))
+    """List API keys (never their secrets); an expired one is marked so."""
+
+    async def work(ledger: Ledger) -> tuple[list[keys.ApiKey], datetime]:
+        return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
+
+    found, now = _run(work)
     if as_json:
         for key in found:
-            fields = ("id", "name", "scope", "hint", "created_at", "revoked_at")
+            fields = ("id", "name", "scope", "hint", "created_at", "revoked_at", "expires_at")
             print(jsonio.dumps({field: getattr(key, field) for field in fields}))
         return
-    table = Table("id", "name", "scope", "secret", "created", "revoked")
+    table = _table("id", "name", "scope", "secret", "created", "revoked", "expires")
     for key in found:
         table.add_row(
             key.id,
             key.name,
             key.scope,
             key.hint,
-            jsonio.format_timestamp(key.created_at),
-            jsonio.format_timestamp(key.revoked_at) if key.revoked_at else "",
+            _moment(key.created_at),
+            _moment(key.revoked_at),
+            _moment(key.expires_at) + (" (expired)" if key.expired(now) else ""),
         )
     out.print(table)
 
@@ -568,7 +603,7 @@ def audit(
         for record in records:
             print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
         return
-    table = Table(*(Column(name, overflow="fold") for name in AUDIT_FIELDS))  # nothing cut off
+    table = _table(*AUDIT_FIELDS)
     for record in records:
         table.add_row(
             str(record.id),
