@@ -159,3 +159,106 @@ def test_the_version_and_keys_as_json(database_url: str) -> None:
     (key,) = [jsonio.loads(line) for line in listing.splitlines()]
     assert (key["name"], key["scope"], key["revoked_at"]) == ("dash", "read", None)
     assert key["id"].startswith("key_") and secret not in listing
+
+
+def test_audit_shows_what_was_done_newest_first(database_url: str) -> None:
+    assert run(database_url, "grant", "user_1", "100", "--reason", "welcome")[0] == 0
+    assert run(database_url, "grant", "user_2", "5", "--reason", "promo")[0] == 0
+    code, out, _ = run(database_url, "keys", "create", "--scope", "read", "--name", "dash")
+    key_id = out.split()[1]
+
+    code, out, _ = run(database_url, "audit", "--json")
+    assert code == 0
+    records = [jsonio.loads(line) for line in out.splitlines()]
+    assert [(r["action"], r["target"]) for r in records] == [
+        ("key.create", key_id),
+        ("grant", "user_2"),
+        ("grant", "user_1"),
+    ]
+    assert records[2]["actor"].startswith("cli")
+    assert records[2]["after"]["balance"] == 100 * 10_000  # as recorded: minor units
+    assert records[0]["before"] is None and records[0]["created_at"].endswith("Z")
+    assert records[0]["id"] > records[1]["id"] > records[2]["id"]
+
+    code, table, _ = run(database_url, "audit")
+    assert code == 0
+    assert all(word in table for word in ("key.create", "grant", "user_1", "balance"))
+
+    def listed(*options: str) -> list[str]:
+        code, out, err = run(database_url, "audit", "--json", *options)
+        assert code == 0, err
+        return [jsonio.loads(line)["target"] for line in out.splitlines()]
+
+    assert listed("--target", "user_1") == ["user_1"]
+    assert listed("--action", "grant", "--limit", "1") == ["user_2"]
+    assert listed("--actor", records[2]["actor"], "--action", "grant") == ["user_2", "user_1"]
+    assert listed("--actor", "key:nobody") == []
+    assert listed("--until", "2000-01-01") == []
+    assert listed("--since", "2000-01-01", "--action", "grant") == ["user_2", "user_1"]
+
+    code, _, err = run(database_url, "audit", "--limit", "0")
+    assert code == 2
+    code, _, err = run(database_url, "audit", "--since", "yesterday")
+    assert code == 2 and "--since" in err
+    code, _, err = run(database_url, "audit", "--since", "2026-12-01", "--until", "2026-11-01")
+    assert code == 1 and "since must be earlier than until" in err
+
+
+def test_audit_pages_past_a_hundred_records(database_url: str) -> None:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).isoformat()
+    rows = ", ".join(f"('cli:x', 'grant', 'u{n}', '{now}')" for n in range(130))
+    execute(
+        database_url, f"INSERT INTO audit_log (actor, action, target, created_at) VALUES {rows}"
+    )
+    code, out, _ = run(database_url, "audit", "--json", "--limit", "120")
+    assert code == 0
+    targets = [jsonio.loads(line)["target"] for line in out.splitlines()]
+    assert targets == [f"u{n}" for n in range(129, 9, -1)]
+    assert len(run(database_url, "audit", "--json", "--limit", "500")[1].splitlines()) == 130
+
+
+def test_keys_with_an_expiry(database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    code, out, err = run(
+        database_url, "keys", "create", "--scope", "app", "--name", "ci", "--expires-in", "30d"
+    )
+    assert code == 0, err
+    assert "expires" in out and out.strip().splitlines()[-1].startswith("cdk_")
+    key_id = out.split()[1]
+    run(database_url, "keys", "create", "--scope", "read", "--name", "forever")
+    code, listing, _ = run(database_url, "keys", "list", "--json")
+    expiring, forever = [jsonio.loads(line) for line in listing.splitlines()]
+    assert expiring["id"] == key_id and forever["expires_at"] is None
+    expires_at = datetime.fromisoformat(expiring["expires_at"])
+    assert abs(expires_at - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
+    code, table, _ = run(database_url, "keys", "list")
+    assert code == 0 and "expires" in table and expires_at.strftime("%Y-%m-%d") in table
+
+    execute(database_url, f"UPDATE api_keys SET expires_at = created_at WHERE id = '{key_id}'")
+    code, table, _ = run(database_url, "keys", "list")
+    assert "expired" in table
+
+    for wrong in ("30", "1.5d", "-1d", "1w", "9999999999d"):
+        code, _, err = run(
+            database_url, "keys", "create", "--scope", "app", "--name", "x", "--expires-in", wrong
+        )
+        assert code == 2, wrong
+        assert "--expires-in" in err and "12h or 30d" in err
+    for out_of_bounds in ("0d", "0h", "3651d"):
+        code, _, err = run(
+            database_url,
+            "keys",
+            "create",
+            "--scope",
+            "app",
+            "--name",
+            "x",
+            "--expires-in",
+            out_of_bounds,
+        )
+        assert code == 2, out_of_bounds
+        assert "--expires-in" in err
+    assert len(run(database_url, "keys", "list", "--json")[1].splitlines()) == 2

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -10,8 +11,9 @@ from sqlalchemy import insert
 
 from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.keys import service as keys
 from creditsd.migrations import upgrade
-from creditsd.tables import account_names, accounts, metadata
+from creditsd.tables import account_names, accounts, api_keys, metadata
 from tests.conftest import Databases, make_settings
 
 CREDIT = 10_000
@@ -64,3 +66,29 @@ async def test_balances_from_before_lots_become_a_lot_each(
         assert [(part.source, part.amount) for part in charge.lots] == [("adjustment", 25 * CREDIT)]
     finally:
         await ledger.close()
+
+
+async def test_keys_from_before_expiry_never_expire(databases: Databases, backend: str) -> None:
+    url = await databases.fresh(backend, migrated=False)
+    engine = db.create_engine(url)
+    secret = "cdk_made-before-keys-could-expire"
+    try:
+        await upgrade(engine, "0006")
+        async with db.transaction(engine) as conn:
+            await conn.execute(
+                insert(api_keys).values(
+                    id="key_early",
+                    name="early",
+                    scope="read",
+                    secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                    hint="cdk_…pire",
+                    created_at=datetime.now(UTC),
+                )
+            )
+        await upgrade(engine)
+        async with db.transaction(engine) as conn:
+            found = await keys.authenticate(conn, secret, datetime.now(UTC) + timedelta(days=9999))
+    finally:
+        await engine.dispose()
+    assert found is not None
+    assert (found.id, found.expires_at) == ("key_early", None)

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
@@ -18,11 +18,13 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
+from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from creditsd import db, jsonio, migrations
+from creditsd.audit import service as audit_service
+from creditsd.audit.models import AuditFilter, AuditRecord
 from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
@@ -30,6 +32,7 @@ from creditsd.keys import service as keys
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent
 from creditsd.money import AmountError
+from creditsd.pagination import MAX_LIMIT
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import Mismatch
@@ -248,20 +251,50 @@ def migrate() -> None:
     out.print(f"migrated {_safe_url(settings.database.url)}")
 
 
+def _lifetime(text: str) -> timedelta:
+    try:
+        return keys.parse_lifetime(text)
+    except CreditsError as exc:
+        raise typer.BadParameter(exc.message) from None
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[Scope, typer.Option(help="admin, app or read.")],
     name: Annotated[str, typer.Option(help="The app that will use the key.")],
+    expires_in: Annotated[
+        timedelta | None,
+        typer.Option(
+            parser=_lifetime,
+            metavar="LIFETIME",
+            help="Stop working this long from now, in hours or days: 12h, 30d (at most "
+            f"{keys.MAX_LIFETIME.days}d). Default: never.",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
     key, secret = _run(
         lambda ledger: db.run(
             ledger.engine,
-            lambda conn: keys.create_key(conn, name, scope.value, ledger.now(), actor=_actor()),
+            lambda conn: keys.create_key(
+                conn, name, scope.value, ledger.now(), actor=_actor(), expires_in=expires_in
+            ),
         )
     )
-    out.print(f"created {key.id} ({key.scope}) for {key.name}; the secret is shown only once:")
+    expiry = "" if key.expires_at is None else f", expires {_moment(key.expires_at)}"
+    out.print(
+        f"created {key.id} ({key.scope}) for {key.name}{expiry}; the secret is shown only once:"
+    )
     print(secret)  # plain print: nothing may wrap or colour the secret
+
+
+def _table(*headers: str) -> Table:
+    """A table whose long values wrap onto more lines instead of being cut off."""
+    return Table(*(Column(header, overflow="fold") for header in headers))
+
+
+def _moment(when: datetime | None) -> str:
+    return "" if when is None else jsonio.format_timestamp(when)
 
 
 @keys_app.command("list")
@@ -270,22 +303,27 @@ def keys_list(
         bool, typer.Option("--json", help="One JSON object per key, full ids, for scripts.")
     ] = False,
 ) -> None:
-    """List API keys (never their secrets)."""
-    found = _run(lambda ledger: db.run(ledger.engine, keys.list_keys, readonly=True))
+    """List API keys (never their secrets); an expired one is marked so."""
+
+    async def work(ledger: Ledger) -> tuple[list[keys.ApiKey], datetime]:
+        return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
+
+    found, now = _run(work)
     if as_json:
         for key in found:
-            fields = ("id", "name", "scope", "hint", "created_at", "revoked_at")
+            fields = ("id", "name", "scope", "hint", "created_at", "revoked_at", "expires_at")
             print(jsonio.dumps({field: getattr(key, field) for field in fields}))
         return
-    table = Table("id", "name", "scope", "secret", "created", "revoked")
+    table = _table("id", "name", "scope", "secret", "created", "revoked", "expires")
     for key in found:
         table.add_row(
             key.id,
             key.name,
             key.scope,
             key.hint,
-            jsonio.format_timestamp(key.created_at),
-            jsonio.format_timestamp(key.revoked_at) if key.revoked_at else "",
+            _moment(key.created_at),
+            _moment(key.revoked_at),
+            _moment(key.expires_at) + (" (expired)" if key.expired(now) else ""),
         )
     out.print(table)
 
@@ -506,6 +544,76 @@ def _instant(value: str | None, option: str) -> datetime | None:
     if isinstance(parsed, date) and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
+
+
+AUDIT_FIELDS = ("id", "created_at", "actor", "action", "target", "before", "after")
+
+
+@app.command()
+def audit(
+    target: Annotated[
+        str | None, typer.Option(help="Only records about this (an account id, a key id, …).")
+    ] = None,
+    actor: Annotated[
+        str | None, typer.Option(help="Only records by this actor (key:ID:NAME, cli:USER, …).")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (grant, account.frozen, key.create, …).")
+    ] = None,
+    since: Annotated[str | None, typer.Option(help="From this UTC date/time, inclusive.")] = None,
+    until: Annotated[str | None, typer.Option(help="Up to this UTC date/time, exclusive.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many records.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per record, for scripts.")
+    ] = False,
+) -> None:
+    """Show the audit log, newest first: who did what to which target, and the state
+    before and after as recorded (amounts in minor units)."""
+    wanted = AuditFilter(
+        target=target,
+        actor=actor,
+        action=action,
+        since=_instant(since, "--since"),
+        until=_instant(until, "--until"),
+    )
+
+    async def work(ledger: Ledger) -> list[AuditRecord]:
+        found: list[AuditRecord] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            page = await db.run(
+                ledger.engine,
+                partial(
+                    audit_service.list_records,
+                    wanted=wanted,
+                    limit=min(limit - len(found), MAX_LIMIT),
+                    cursor=cursor,
+                ),
+                readonly=True,
+            )
+            found += page.items
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        return found
+
+    records = _run(work)
+    if as_json:
+        for record in records:
+            print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
+        return
+    table = _table(*AUDIT_FIELDS)
+    for record in records:
+        table.add_row(
+            str(record.id),
+            jsonio.format_timestamp(record.created_at),
+            record.actor,
+            record.action,
+            record.target,
+            "" if record.before is None else jsonio.dumps(record.before),
+            "" if record.after is None else jsonio.dumps(record.after),
+        )
+    out.print(table)
 
 
 EXPORT_COLUMNS = [

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from creditsd.errors import InvalidRequest
 
 MAX_LIMIT = 100
+_ROW_ID = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits a 64-bit column
 
 
 class InvalidCursor(InvalidRequest):
     """A cursor we did not hand out."""
 
     code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("this cursor was not issued by this service")
 
 
 def encode_cursor(position: str) -> str:
@@ -32,5 +37,15 @@ def decode_cursor(cursor: str | None) -> str | None:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         position = ""
     if not position:
-        raise InvalidCursor("this cursor was not issued by this service")
+        raise InvalidCursor
     return position
+
+
+def decode_id_cursor(cursor: str | None) -> int | None:
+    """The row id inside a cursor from ``encode_cursor(str(id))``: ``MTI`` → 12."""
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    if not _ROW_ID.fullmatch(position):
+        raise InvalidCursor
+    return int(position)

@@ -343,6 +343,7 @@ api_keys = Table(
     Column("hint", String(16), nullable=False),
     Column("created_at", Timestamp, nullable=False),
     Column("revoked_at", Timestamp, nullable=True),
+    Column("expires_at", Timestamp, nullable=True),
     CheckConstraint(_one_of("scope", SCOPES), name="scope"),
 )
 

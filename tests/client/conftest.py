@@ -145,6 +145,20 @@ def delivery_json(**fields: Any) -> dict[str, Any]:
     }
 
 
+def audit_json(**fields: Any) -> dict[str, Any]:
+    """An audit record of a grant as the server writes it."""
+    return {
+        "id": 42,
+        "actor": "key:key_1:billing",
+        "action": "grant",
+        "target": "u",
+        "before": {"balance": 0},
+        "after": {"balance": 1000000, "transfer_id": "tr_1"},
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
 def error_json(code: str, message: str = "refused", **details: Any) -> dict[str, Any]:
     """An error answer in the server's shape."""
     return {"error": {"code": code, "message": message, **details}}

@@ -498,3 +498,38 @@ async def test_webhook_endpoints_and_their_deliveries(ledger: Ledger, connect: C
     assert [e.disabled_at for e in await ops.list_webhook_endpoints()] == [disabled.disabled_at]
     await chat.charge("u", 1)
     assert len((await ops.list_webhook_deliveries()).data) == 3  # no longer sent to
+
+
+async def test_the_audit_log_page_by_page(ledger: Ledger, connect: Connect, clock: Clock) -> None:
+    ops = connect(await create_key(ledger, "admin", "ops"))
+    chat = connect(await create_key(ledger, "app", "chat"))
+    with pytest.raises(PermissionDeniedError):
+        await chat.list_audit_records()
+    start = clock.now
+    clock.advance(60)
+    await ops.grant("u", 10, reason="welcome")
+    await ops.initialize_account("u", status="frozen")
+    await ops.grant("v", 5, reason="promo")
+
+    walked = [r async for r in ops.iter_audit_records(page_size=2)]
+    assert [(r.action, r.target) for r in walked[:3]] == [
+        ("grant", "v"),
+        ("account.frozen", "u"),
+        ("grant", "u"),
+    ]
+    assert [r.action for r in walked[3:]] == ["key.create", "key.create"]
+    assert walked[2].after is not None
+    assert walked[2].after["balance"] == 10 * CREDIT  # as recorded: minor units
+    assert walked[2].actor.endswith(":ops")
+    first = await ops.list_audit_records(target="u", limit=1)
+    assert [r.action for r in first.data] == ["account.frozen"]
+    rest = await ops.list_audit_records(target="u", cursor=first.next_cursor)
+    assert ([r.action for r in rest.data], rest.next_cursor) == (["grant"], None)
+    later = [
+        r.target
+        async for r in ops.iter_audit_records(action="grant", since=start + timedelta(seconds=1))
+    ]
+    assert later == ["v", "u"]
+    with pytest.raises(ValidationError) as garbage:
+        await ops.list_audit_records(cursor="not-a-cursor")
+    assert garbage.value.code == "invalid_cursor"

@@ -39,6 +39,8 @@ PUBLIC = {
     "WebhookEndpoint",
     "WebhookDelivery",
     "WebhookDeliveryPage",
+    "AuditRecord",
+    "AuditRecordPage",
     "CreditsError",
     "APIError",
     "AuthenticationError",

@@ -23,6 +23,7 @@ from tests.client.conftest import (
     BASE_URL,
     account_json,
     answer,
+    audit_json,
     delivery_json,
     endpoint_json,
     error_json,
@@ -543,6 +544,54 @@ def test_a_delivery_is_retried_by_its_number(client: Client, wire: Wire) -> None
         with pytest.raises(TypeError, match="whole-number id"):
             client.retry_webhook_delivery(wrong)  # type: ignore[arg-type]
     assert len(wire.requests) == 1
+
+
+def test_the_audit_log_is_a_filtered_page(client: Client, wire: Wire) -> None:
+    frozen = audit_json(id=41, action="account.frozen", before={"status": "active"}, after=None)
+    wire.reply = answer(200, {"data": [audit_json(), frozen], "next_cursor": "NDE"})
+    page = client.list_audit_records()
+    assert (wire.last.method, wire.last.url.path) == ("GET", "/v1/audit-log")
+    assert dict(wire.last.url.params) == {"limit": "50"}
+    granted, froze = page.data
+    assert page.next_cursor == "NDE"
+    assert (granted.id, granted.actor, granted.action, granted.target) == (
+        42,
+        "key:key_1:billing",
+        "grant",
+        "u",
+    )
+    assert (granted.before, granted.after) == (
+        {"balance": 0},
+        {"balance": 1000000, "transfer_id": "tr_1"},
+    )
+    assert granted.created_at == datetime(2026, 11, 22, 10, tzinfo=UTC)
+    assert (froze.before, froze.after, froze.raw["id"]) == ({"status": "active"}, None, 41)
+
+    wire.reply = answer(200, {"data": [], "next_cursor": None})
+    since = datetime(2026, 11, 1, tzinfo=UTC)
+    until = datetime(2026, 12, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    last = client.list_audit_records(
+        target="u",
+        actor="cli:ops",
+        action="grant",
+        since=since,
+        until=until,
+        limit=10,
+        cursor="NDE",
+    )
+    assert dict(wire.last.url.params) == {
+        "limit": "10",
+        "target": "u",
+        "actor": "cli:ops",
+        "action": "grant",
+        "since": "2026-11-01T00:00:00+00:00",
+        "until": "2026-12-01T01:00:00+01:00",
+        "cursor": "NDE",
+    }
+    assert (last.data, last.next_cursor) == ((), None)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        client.list_audit_records(since=datetime(2026, 11, 1))
+    assert len(wire.requests) == 2
 
 
 def test_a_delivery_the_sdk_cannot_read_is_an_api_error(client: Client, wire: Wire) -> None:

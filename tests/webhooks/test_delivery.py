@@ -17,6 +17,7 @@ from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.worker import Deliverer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
+from tests.test_processes import eventually
 from tests.webhooks.conftest import WEBHOOKS, register
 from tests.webhooks.receiver import Receiver
 
@@ -256,8 +257,7 @@ async def test_a_worker_that_dies_mid_batch_holds_its_messages_back_seconds_not_
     receiver.delay = 30  # the first worker's deliveries hang until it is killed
     dying = Deliverer(hooked)
     work = asyncio.create_task(dying.deliver_due())
-    while not receiver.received:
-        await asyncio.sleep(0.01)
+    assert await eventually(lambda: bool(receiver.received), 10)
     work.cancel()  # killed mid-batch
     await dying.close()
     receiver.delay = 0

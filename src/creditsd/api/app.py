@@ -15,6 +15,7 @@ from creditsd.api import errors
 from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.fastlane import FastLane
 from creditsd.api.http import ExactJSONResponse
+from creditsd.audit.endpoints import router as audit_router
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.gateway.endpoints import router as gateway_router
 from creditsd.holds.endpoints import router as holds_router
@@ -79,6 +80,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
     app.include_router(clerk_webhooks)
     app.include_router(gateway_router)
     app.include_router(webhooks_router)
+    app.include_router(audit_router)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

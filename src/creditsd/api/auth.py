@@ -2,9 +2,10 @@
 
 A key that authenticated is remembered for ``[server] key_cache_seconds`` (default 5) by
 the hash of its secret, which spares every request a database transaction; so a revoked
-key keeps working for at most that long in a process that saw it just before. Failed
-lookups are never remembered: a new key works at once, and unknown secrets cannot fill
-the cache.
+key keeps working for at most that long in a process that saw it just before. A key with
+an expiry is never served from the cache past it: the database lookup then refuses it
+(401 ``key_expired``). Failed lookups are never remembered: a new key works at once, and
+unknown secrets cannot fill the cache.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ class KeyCache:
         digest = hashlib.sha256(secret.encode()).digest()
         now = self.clock()
         cached = self._keys.get(digest)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > now and not cached[1].expired(ledger.now()):
             return cached[1]
         key = await db.run(
-            ledger.engine, lambda conn: keys.authenticate(conn, secret), readonly=True
+            ledger.engine,
+            lambda conn: keys.authenticate(conn, secret, ledger.now()),
+            readonly=True,
         )
         if key is None or self.ttl <= 0:
             self._keys.pop(digest, None)

@@ -32,6 +32,8 @@ from creditsd.client._errors import (
 )
 from creditsd.client._models import (
     Account,
+    AuditRecord,
+    AuditRecordPage,
     Capture,
     CheckoutSession,
     Hold,
@@ -54,6 +56,8 @@ __all__ = [
     "Account",
     "AccountNotActiveError",
     "AsyncClient",
+    "AuditRecord",
+    "AuditRecordPage",
     "AuthenticationError",
     "Capture",
     "CheckoutSession",

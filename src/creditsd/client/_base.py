@@ -23,6 +23,7 @@ from creditsd.client import _json
 from creditsd.client._errors import APIError, TransportError, error_for
 from creditsd.client._models import (
     Account,
+    AuditRecordPage,
     Capture,
     CheckoutSession,
     Hold,
@@ -408,6 +409,30 @@ class BaseClient:
             None,
             None,
             lambda data, _: WebhookDelivery.from_json(data),
+        )
+
+    def _list_audit_records(
+        self,
+        *,
+        target: str | None,
+        actor: str | None,
+        action: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Call[AuditRecordPage]:
+        params: dict[str, str | int] = {"limit": limit}
+        for name, value in (("target", target), ("actor", actor), ("action", action)):
+            if value is not None:
+                params[name] = value
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None:
+                params[name] = instant_of(moment, name)
+        if cursor is not None:
+            params["cursor"] = cursor
+        return Call(
+            "GET", "/v1/audit-log", lambda data, _: AuditRecordPage.from_json(data), params=params
         )
 
     # Sending: what the sync and async loops share ----------------------------------------

@@ -69,7 +69,7 @@ class APIError(CreditsError):
 
 
 class AuthenticationError(APIError):
-    """401: the API key is missing, unknown or revoked."""
+    """401: the API key is missing, unknown, revoked or expired."""
 
 
 class PermissionDeniedError(APIError):

@@ -466,6 +466,56 @@ class WebhookDeliveryPage:
         )
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One admin action: who (``actor``) did what (``action``) to which ``target``.
+
+    ``before`` and ``after`` are the state as recorded; amounts in them are minor units.
+    """
+
+    id: int
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    created_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditRecord:
+        """Build from the server's JSON object."""
+        before, after = data.get("before"), data.get("after")
+        return cls(
+            id=whole(data["id"]),
+            actor=data["actor"],
+            action=data["action"],
+            target=data["target"],
+            before=None if before is None else dict(before),
+            after=None if after is None else dict(after),
+            created_at=timestamp(data["created_at"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class AuditRecordPage:
+    """One page of the audit log, newest first; ``next_cursor`` is None on the last."""
+
+    data: tuple[AuditRecord, ...]
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditRecordPage:
+        """Build from the server's JSON object."""
+        return cls(
+            data=tuple(AuditRecord.from_json(item) for item in data["data"]),
+            next_cursor=data.get("next_cursor"),
+            raw=dict(data),
+        )
+
+
 def credits(value: object) -> Decimal:
     """An amount from the server's JSON (an exact number, or a decimal string) as a Decimal."""
     if isinstance(value, Decimal):

@@ -14,6 +14,8 @@ import httpx
 from creditsd.client._base import Amount, BaseClient, Call
 from creditsd.client._models import (
     Account,
+    AuditRecord,
+    AuditRecordPage,
     Capture,
     CheckoutSession,
     Hold,
@@ -419,3 +421,55 @@ class Client(BaseClient):
         """Deliver a message again (a dead one, or one its receiver lost), with the same
         ``webhook-id``; answers it back in ``pending``."""
         return self._send(self._retry_webhook_delivery(delivery_id))
+
+    def list_audit_records(
+        self,
+        *,
+        target: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> AuditRecordPage:
+        """One page of the audit log, newest first (admin key): only records with this
+        exact ``target``, ``actor`` and ``action``, made in ``[since, until)``."""
+        return self._send(
+            self._list_audit_records(
+                target=target,
+                actor=actor,
+                action=action,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            )
+        )
+
+    def iter_audit_records(
+        self,
+        *,
+        target: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        page_size: int = 100,
+    ) -> Iterator[AuditRecord]:
+        """Every audit record that matches, newest first, fetching pages as needed."""
+        cursor: str | None = None
+        while True:
+            page = self.list_audit_records(
+                target=target,
+                actor=actor,
+                action=action,
+                since=since,
+                until=until,
+                limit=page_size,
+                cursor=cursor,
+            )
+            yield from page.data
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor

@@ -7,12 +7,12 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
+from creditsd import ids, jsonio
 from creditsd.audit import repository as audit
 from creditsd.errors import InvalidRequest, NotFound, Unauthenticated
 from creditsd.ledger.models import INTERNAL_APPS
@@ -23,8 +23,12 @@ APP_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 _APP_NAME = re.compile(APP_NAME_PATTERN)
 # Each scope and the scopes it includes.
 GRANTS_OF = {"admin": {"admin", "app", "read"}, "app": {"app", "read"}, "read": {"read"}}
+MAX_LIFETIME = timedelta(days=3650)
+_LIFETIME = re.compile(r"([0-9]{1,9})([hd])")  # nine digits: beyond any bound, within timedelta
+_LIFETIME_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1)}
 
 _K = api_keys.c
+_COLUMNS = (_K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at, _K.expires_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +41,15 @@ class ApiKey:
     hint: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None
 
     def allows(self, scope: str) -> bool:
         """Whether this key may act with ``scope``."""
         return scope in GRANTS_OF[self.scope]
+
+    def expired(self, now: datetime) -> bool:
+        """Whether the key has stopped working because its expiry has come."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 class KeyNotFound(NotFound):
@@ -49,22 +58,62 @@ class KeyNotFound(NotFound):
     code = "key_not_found"
 
 
+class KeyExpired(Unauthenticated):
+    """The key's expiry has come: it no longer works."""
+
+    code = "key_expired"
+
+    def __init__(self, key: ApiKey) -> None:
+        assert key.expires_at is not None  # only a key with an expiry expires
+        super().__init__(
+            f"this API key expired at {jsonio.format_timestamp(key.expires_at)}; "
+            "create a new one (creditsd keys create)"
+        )
+
+
+def parse_lifetime(text: str) -> timedelta:
+    """How long a new key lives, written in hours or days: ``12h`` → 12 hours, ``30d`` →
+    30 days; within :func:`check_lifetime`'s bounds."""
+    match = _LIFETIME.fullmatch(text)
+    if match is None:
+        raise InvalidRequest(f"{text!r} is not a lifetime: write hours or days, like 12h or 30d")
+    return check_lifetime(int(match[1]) * _LIFETIME_UNITS[match[2]])
+
+
+def check_lifetime(lifetime: timedelta) -> timedelta:
+    """A key's lifetime, if more than zero and at most :data:`MAX_LIFETIME` (422 if not)."""
+    if not timedelta(0) < lifetime <= MAX_LIFETIME:
+        raise InvalidRequest(
+            f"expires_in must be more than zero and at most {MAX_LIFETIME.days} days"
+        )
+    return lifetime
+
+
 def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
 async def create_key(
-    conn: AsyncConnection, name: str, scope: str, now: datetime, *, actor: str
+    conn: AsyncConnection,
+    name: str,
+    scope: str,
+    now: datetime,
+    *,
+    actor: str,
+    expires_in: timedelta | None = None,
 ) -> tuple[ApiKey, str]:
-    """A new key and its secret; the secret is returned once and never stored."""
+    """A new key and its secret; the secret is returned once and never stored. A key
+    given ``expires_in`` stops working that long after ``now``."""
     if scope not in SCOPES:
         raise InvalidRequest(f"scope must be one of {', '.join(SCOPES)}")
     if not _APP_NAME.fullmatch(name):
         raise InvalidRequest("key names are 1-64 letters, digits and _ . : -")
     if name in INTERNAL_APPS:
         raise InvalidRequest(f"the key name {name!r} is reserved for creditsd's own writes")
+    expires_at = None if expires_in is None else now + check_lifetime(expires_in)
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(ids.new_id("key"), name, scope, f"{SECRET_PREFIX}…{secret[-4:]}", now, None)
+    hint = f"{SECRET_PREFIX}…{secret[-4:]}"
+    key = ApiKey(ids.new_id("key"), name, scope, hint, now, None, expires_at)
     await conn.execute(
         insert(api_keys).values(
             id=key.id,
@@ -73,6 +122,7 @@ async def create_key(
             secret_hash=_hash(secret),
             hint=key.hint,
             created_at=now,
+            expires_at=expires_at,
         )
     )
     await audit.record(
@@ -81,23 +131,28 @@ async def create_key(
         action="key.create",
         target=key.id,
         before=None,
-        after={"name": name, "scope": scope},
+        after={
+            "name": name,
+            "scope": scope,
+            "expires_at": None if expires_at is None else expires_at.isoformat(),
+        },
         now=now,
     )
     return key, secret
 
 
-async def authenticate(conn: AsyncConnection, secret: str) -> ApiKey | None:
-    """The live key this secret belongs to, if any. A key stored under a name since
-    reserved for creditsd's own writes is refused (401): it could take their keys."""
+async def authenticate(conn: AsyncConnection, secret: str, now: datetime) -> ApiKey | None:
+    """The live key this secret belongs to, if any. An expired key is refused (401
+    ``key_expired``), and so is one stored under a name since reserved for creditsd's own
+    writes: it could take their keys."""
     if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
         return None
     digest = _hash(secret)
     row = (
         await conn.execute(
-            select(
-                _K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at, _K.secret_hash
-            ).where(_K.secret_hash == digest, _K.revoked_at.is_(None))
+            select(*_COLUMNS, _K.secret_hash).where(
+                _K.secret_hash == digest, _K.revoked_at.is_(None)
+            )
         )
     ).first()
     # The lookup is by digest; the comparison repeats it in constant time all the same.
@@ -108,14 +163,15 @@ async def authenticate(conn: AsyncConnection, secret: str) -> ApiKey | None:
             f"keys named {row.name!r} are refused: the name is reserved for creditsd's own "
             "writes; create a key with another name and revoke this one"
         )
-    return ApiKey(*row[:-1])
+    key = ApiKey(*row[:-1])
+    if key.expired(now):
+        raise KeyExpired(key)
+    return key
 
 
 async def list_keys(conn: AsyncConnection) -> list[ApiKey]:
     """Every key, oldest first, revoked ones included."""
-    rows = await conn.execute(
-        select(_K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at).order_by(_K.id)
-    )
+    rows = await conn.execute(select(*_COLUMNS).order_by(_K.id))
     return [ApiKey(*row) for row in rows]
 
 
@@ -139,13 +195,7 @@ async def revoke_key(conn: AsyncConnection, key_id: str, now: datetime, *, actor
             after={"revoked_at": now.isoformat()},
             now=now,
         )
-    found = (
-        await conn.execute(
-            select(_K.id, _K.name, _K.scope, _K.hint, _K.created_at, _K.revoked_at).where(
-                _K.id == key_id
-            )
-        )
-    ).first()
+    found = (await conn.execute(select(*_COLUMNS).where(_K.id == key_id))).first()
     if found is None:
         raise KeyNotFound(f"no API key {key_id!r}", key_id=key_id)
     return ApiKey(*found)

@@ -1,0 +1,56 @@
+"""``GET /v1/audit-log`` (admin)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from creditsd import db
+from creditsd.api.auth import AdminKey, LedgerDep
+from creditsd.api.errors import error_responses
+from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
+from creditsd.api.params import Cursor, Limit, respond
+from creditsd.audit import service
+from creditsd.audit.models import AuditFilter
+from creditsd.audit.schemas import AuditRecordOut, AuditRecordPage
+from creditsd.fields import NoNul
+
+router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["audit"])
+
+
+def _exactly(length: int, what: str) -> object:
+    return Query(max_length=length, description=f"Only records whose {what} is exactly this.")
+
+
+def _instant(description: str) -> object:
+    return Query(description=f"{description} (RFC 3339 with an offset, e.g. 2026-11-01T00:00:00Z).")
+
+
+@router.get("/audit-log", response_model=AuditRecordPage, responses=error_responses(403))
+async def list_audit_log(
+    ledger: LedgerDep,
+    _key: AdminKey,
+    target: Annotated[Annotated[str, NoNul] | None, _exactly(255, "target")] = None,
+    actor: Annotated[Annotated[str, NoNul] | None, _exactly(128, "actor")] = None,
+    action: Annotated[Annotated[str, NoNul] | None, _exactly(64, "action")] = None,
+    since: Annotated[AwareDatetime | None, _instant("From this moment, inclusive")] = None,
+    until: Annotated[AwareDatetime | None, _instant("Before this moment")] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> ExactJSONResponse:
+    """What admins did (grants, freezes, keys, pricing, …), newest first; reading changes
+    nothing."""
+    wanted = AuditFilter(target=target, actor=actor, action=action, since=since, until=until)
+    page = await db.run(
+        ledger.engine,
+        lambda conn: service.list_records(conn, wanted, limit=limit, cursor=cursor),
+        readonly=True,
+    )
+    return respond(
+        AuditRecordPage(
+            data=[AuditRecordOut.of(record) for record in page.items],
+            next_cursor=page.next_cursor,
+        )
+    )
