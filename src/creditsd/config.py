@@ -135,7 +135,7 @@ class DatabaseSettings(_Section):
         "or for SQLite's write lock.",
     )
     statement_timeout: float = Field(
-        15,
+        10,
         ge=0,
         le=3600,
         description="Seconds one PostgreSQL statement may run (0: no limit); a database that "
