@@ -176,7 +176,7 @@ def test_audit_shows_what_was_done_newest_first(database_url: str) -> None:
         ("grant", "user_1"),
     ]
     assert records[2]["actor"].startswith("cli")
-    assert records[2]["after"]["balance"] == 100 * 10_000  # as recorded: minor units
+    assert records[2]["after"]["balance"] == 100  # in credits, as the API shows it
     assert records[0]["before"] is None and records[0]["created_at"].endswith("Z")
     assert records[0]["id"] > records[1]["id"] > records[2]["id"]
 

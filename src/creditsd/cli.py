@@ -568,7 +568,7 @@ def audit(
     ] = False,
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
-    before and after as recorded (amounts in minor units)."""
+    before and after as recorded (amounts in credits)."""
     wanted = AuditFilter(
         target=target,
         actor=actor,
@@ -591,7 +591,7 @@ def audit(
                 ),
                 readonly=True,
             )
-            found += page.items
+            found += [record.in_credits(ledger.money) for record in page.items]
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor

@@ -56,8 +56,8 @@ async def test_an_admin_reads_what_was_done_newest_first_page_by_page(
     assert body(page)["next_cursor"] is None
     ann = records[2]
     assert ann["actor"].startswith("key:key_") and ann["actor"].endswith(":admin-app")
-    assert ann["before"] == {"balance": 0}  # as recorded: minor units
-    assert ann["after"] == {"balance": 100 * CREDIT, "transfer_id": body(granted)["id"]}
+    assert ann["before"] == {"balance": 0}  # amounts in credits, as everywhere in the API
+    assert ann["after"] == {"balance": 100, "transfer_id": body(granted)["id"]}
     assert records[1]["after"] == {"status": "frozen", "reason": None}
     assert records[-1]["before"] is None
     assert records[-1]["actor"] == "test"

@@ -50,7 +50,7 @@ async def list_audit_log(
     )
     return respond(
         AuditRecordPage(
-            data=[AuditRecordOut.of(record) for record in page.items],
+            data=[AuditRecordOut.of(record.in_credits(ledger.money)) for record in page.items],
             next_cursor=page.next_cursor,
         )
     )

@@ -16,7 +16,7 @@ _EXAMPLE: JsonDict = {
     "action": "grant",
     "target": "user_2abc",
     "before": {"balance": 0},
-    "after": {"balance": 1000000, "transfer_id": "tr_01jd6x3a7f2k9p4q8r6s0t1v3w"},
+    "after": {"balance": 100, "transfer_id": "tr_01jd6x3a7f2k9p4q8r6s0t1v3w"},
     "created_at": "2026-11-22T10:00:00.000000Z",
 }
 
@@ -34,10 +34,10 @@ class AuditRecordOut(BaseModel):
     action: str = Field(description="What: `grant`, `account.frozen`, `key.create`, …")
     target: str = Field(description="To what: an account id, a key id, `pricing`, …")
     before: dict[str, Any] | None = Field(
-        description="The state before, as recorded; amounts are minor units."
+        description="The state before, as recorded; amounts in credits."
     )
     after: dict[str, Any] | None = Field(
-        description="The state after, as recorded; amounts are minor units."
+        description="The state after, as recorded; amounts in credits."
     )
     created_at: datetime
 
