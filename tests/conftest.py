@@ -28,6 +28,7 @@ from creditsd.config import Settings, load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.migrations import upgrade
+from creditsd.repeats import repeats
 from creditsd.tables import audit_log
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -127,6 +128,12 @@ class Databases:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture(autouse=True)
+def said_afresh() -> None:
+    """Each test hears every log line the first time it comes, whatever earlier tests said."""
+    repeats.forget()
 
 
 @pytest.fixture(scope="session")

@@ -7,17 +7,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from creditsd import jsonio
 from creditsd.api.errors import RETRY_AFTER_SECONDS
+from creditsd.repeats import repeats
 
 log = logging.getLogger("creditsd.serve")
 
-QUIET_SECONDS = 10.0  # a repeated log message is said once per this long, with a count
 _RESERVED_FILES = 64  # descriptors kept for the database pool, log files and the listener
 
 
@@ -48,7 +47,7 @@ class Guarded(HttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
             self._refused = True
-            _quiet.say(log, "too many connections; refusing new ones with 503")
+            repeats.say(log, "too many connections; refusing new ones with 503")
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -111,35 +110,15 @@ TOO_MANY = _response(
 )
 
 
-class _Quiet:
-    """Says each message at most once per ``QUIET_SECONDS``, counting what it held back."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def say(self, logger: logging.Logger, message: str, *, exc_info: Any = None) -> None:
-        now = time.monotonic()
-        said_at, held = self._last.get(message, (-QUIET_SECONDS, 0))
-        if now - said_at < QUIET_SECONDS:
-            self._last[message] = (said_at, held + 1)
-            return
-        self._last[message] = (now, 0)
-        again = f" (and {held} more times in {QUIET_SECONDS:g} s)" if held else ""
-        logger.error("%s%s", message, again, exc_info=exc_info)
-
-
-_quiet = _Quiet()
-
-
 def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
     """Report the event loop's errors (a failing ``accept()`` when descriptors run out
-    is one per attempt) through :class:`_Quiet` instead of a traceback each time."""
+    is one per attempt) through :func:`repeats.say` instead of a traceback each time."""
 
     def handle(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")
         message = str(context.get("message", "event loop error"))
         said = f"{message}: {type(error).__name__}: {error}" if error else message
-        _quiet.say(log, said)
+        repeats.say(log, said)
 
     loop.set_exception_handler(handle)
 

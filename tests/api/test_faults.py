@@ -5,10 +5,11 @@ dropped connection (issue 10's fault findings, each failing before its fix)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import asyncpg
 import httpx
@@ -18,8 +19,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from creditsd import db
+from creditsd.api.app import create_app
 from creditsd.config import DatabaseSettings
 from creditsd.inprocess import Ledger
+from creditsd.repeats import QUIET_SECONDS, Repeats
 from tests.conftest import LedgerFactory, body, client_for, create_key
 
 FAST = {"database": {"pool_timeout": 0.5, "lock_timeout": 0.5, "statement_timeout": 1}}
@@ -140,8 +143,6 @@ async def test_connections_killed_under_the_service_are_retried_or_answered_503(
     url = make_url(ledger.settings.database.url)
     admin = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
     secret = await create_key(ledger, "admin")
-    from creditsd.api.app import create_app
-
     app = create_app(ledger, sweep=False, fast_lane=fast_lane)
     headers = {"Authorization": f"Bearer {secret}"}
     try:
@@ -179,3 +180,48 @@ async def test_connections_killed_under_the_service_are_retried_or_answered_503(
     finally:
         await admin.close()
         await app.state.stripe.close()
+
+
+async def test_an_outage_is_logged_once_per_ten_seconds_not_once_per_request(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = Ledger(db.create_engine("postgresql://nobody@127.0.0.1:1/none"), ledger.settings)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=create_app(down, sweep=False)),
+        base_url="http://t",
+        headers={"Authorization": "Bearer cdk_whatever"},
+    ) as client:
+        for _ in range(50):
+            assert_unavailable(await client.get("/readyz"))
+    said = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "ConnectionRefusedError" in said[0]
+
+
+def test_a_held_back_line_is_said_again_with_its_count() -> None:
+    now = [0.0]
+    quiet = Repeats(clock=lambda: now[0])
+    logger = logging.getLogger("creditsd.test")
+    with _captured(logger) as lines:
+        for _ in range(5):
+            quiet.say(logger, "db down")
+        now[0] += QUIET_SECONDS
+        quiet.say(logger, "db down")
+        quiet.say(logger, "another")
+    assert lines == ["db down", "db down (and 4 more times in 10 s)", "another"]
+
+
+@contextmanager
+def _captured(logger: logging.Logger) -> Iterator[list[str]]:
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)

@@ -16,6 +16,7 @@ from creditsd.api.http import ExactJSONResponse
 from creditsd.errors import CreditsError
 from creditsd.ledger.errors import Units
 from creditsd.money import Money
+from creditsd.repeats import repeats
 
 log = logging.getLogger("creditsd.api")
 RETRY_AFTER_SECONDS = 1  # a busy or restarting database is usually back within seconds
@@ -114,9 +115,8 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         code = codes.get(exc.status_code, "http_error")
         return render(exc.status_code, code, str(exc.detail), money)
     if isinstance(exc, db.OUTAGES):
-        log.error(
-            "database unavailable: %s", _said(exc.orig if isinstance(exc, DBAPIError) else exc)
-        )
+        said = _said(exc.orig if isinstance(exc, DBAPIError) else exc)
+        repeats.say(log, f"database unavailable: {said}")
         return render(503, "unavailable", _UNAVAILABLE, money)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(500, "internal_error", "an unexpected error occurred", money)
