@@ -158,6 +158,7 @@ def serve(
     import uvicorn
 
     from creditsd.api.app import create_app
+    from creditsd.api.observe import log_access_to
 
     settings = _settings()
     bind_host = host or settings.server.host
@@ -166,6 +167,7 @@ def serve(
     async def main() -> None:
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
+        log_access_to(sys.stdout)
         try:
             has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
             out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
@@ -180,7 +182,7 @@ def serve(
                 host=bind_host,
                 port=bind_port,
                 log_level="info",
-                access_log=False,
+                access_log=False,  # ours instead: one JSON line per request (api/observe.py)
                 timeout_keep_alive=settings.server.keep_alive_timeout,
                 lifespan="on",
                 # httptools' parser, not h11: 110-220 µs less CPU per request, a third of

@@ -9,12 +9,14 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from sqlalchemy import text
+from starlette.types import ASGIApp
 
 from creditsd import __version__
-from creditsd.api import errors
+from creditsd.api import docs, errors, metrics
 from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.fastlane import FastLane
 from creditsd.api.http import ExactJSONResponse
+from creditsd.api.observe import Observed
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.gateway.endpoints import router as gateway_router
 from creditsd.holds.endpoints import router as holds_router
@@ -33,6 +35,14 @@ from creditsd.worker import background
 # ran ~30 times a batch, kept them alive long enough to count as old, and so set off a full
 # collection of the whole heap (~90 ms on two cores) every few batches.
 GC_THRESHOLD = 10_000
+
+
+class _ObservedAPI(FastAPI):
+    """FastAPI inside :class:`Observed`, outside even its error middleware, so every answer
+    (a 500 too) carries its request id, is logged and is timed."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Observed(super().build_middleware_stack())
 
 
 def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) -> FastAPI:
@@ -55,7 +65,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
                     await task
             await billing.close()
 
-    app = FastAPI(
+    app = _ObservedAPI(
         title="creditsd",
         version=__version__,
         summary="An exact, double-entry credits ledger for AI products.",
@@ -63,11 +73,14 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
         lifespan=lifespan,
         # creditsd emits no OpenTelemetry; checking for a provider costs ~20 µs a request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # served by docs.install, without a CDN
+        redoc_url=None,  # ReDoc would load its script from a CDN
     )
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
     errors.install(app)
+    docs.install(app)
     if fast_lane:
         app.add_middleware(FastLane)
     app.include_router(ledger_router)
@@ -79,6 +92,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
     app.include_router(clerk_webhooks)
     app.include_router(gateway_router)
     app.include_router(webhooks_router)
+    app.include_router(metrics.router(ledger.settings.server.metrics))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
