@@ -158,7 +158,6 @@ def serve(
     import uvicorn
 
     from creditsd.api.app import create_app
-    from creditsd.api.observe import log_access_to
 
     settings = _settings()
     bind_host = host or settings.server.host
@@ -167,7 +166,6 @@ def serve(
     async def main() -> None:
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
-        log_access_to(sys.stdout)
         try:
             has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
             out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
@@ -178,7 +176,7 @@ def serve(
                     f"  {_command()} keys create --scope admin --name admin"
                 )
             config = uvicorn.Config(
-                create_app(ledger),
+                create_app(ledger, access_log=sys.stdout),
                 host=bind_host,
                 port=bind_port,
                 log_level="info",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import logging
 import re
 from collections.abc import AsyncIterator
 
@@ -18,25 +18,27 @@ from tests.conftest import Clock, LedgerFactory, client_for, create_key
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 
 
+@pytest.fixture
+def access_log() -> io.StringIO:
+    """Where the app under test writes its access log."""
+    return io.StringIO()
+
+
 @pytest.fixture(params=[True, False], ids=["fast-lane", "fastapi"])
 async def app_client(
-    ledger: Ledger, request: pytest.FixtureRequest
+    ledger: Ledger, access_log: io.StringIO, request: pytest.FixtureRequest
 ) -> AsyncIterator[httpx.AsyncClient]:
     """A client with no key, of the app with its fast lane and without it."""
-    app = create_app(ledger, sweep=False, fast_lane=request.param)
+    app = create_app(ledger, sweep=False, fast_lane=request.param, access_log=access_log)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://creditsd.test"
     ) as client:
         yield client
 
 
-def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+def access_lines(access_log: io.StringIO) -> list[dict[str, object]]:
     """The access log's lines, each parsed (each must be one JSON object)."""
-    return [
-        json.loads(record.getMessage())
-        for record in caplog.records
-        if record.name == "creditsd.access"
-    ]
+    return [json.loads(line) for line in access_log.getvalue().splitlines()]
 
 
 def sample(text: str, name: str, **labels: str) -> float:
@@ -85,12 +87,13 @@ async def test_every_response_echoes_a_valid_request_id_or_gets_one(
 
 
 async def test_one_json_access_line_per_request_without_secrets(
-    ledger: Ledger, app_client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ledger: Ledger, app_client: httpx.AsyncClient, access_log: io.StringIO
 ) -> None:
     secret = await create_key(ledger, "admin", "ops")
     auth = {"Authorization": f"Bearer {secret}"}
     await app_client.post("/v1/grants", json={"account_id": "u1", "amount": 10}, headers=auth)
-    caplog.set_level(logging.INFO, logger="creditsd.access")
+    access_log.seek(0)
+    access_log.truncate()  # the grant's line
 
     charged = await app_client.post(
         "/v1/charges",
@@ -102,7 +105,7 @@ async def test_one_json_access_line_per_request_without_secrets(
     await app_client.get("/no/such/path")
 
     assert charged.status_code == 201
-    lines = access_lines(caplog)
+    lines = access_lines(access_log)
     assert [(line["method"], line["route"], line["status"]) for line in lines] == [
         ("POST", "/v1/charges", 201),
         ("GET", "/v1/accounts/{account_id}/transactions", 200),
@@ -121,7 +124,7 @@ async def test_one_json_access_line_per_request_without_secrets(
         assert line["duration_ms"] > 0
     assert (unknown["key_id"], unknown["key_name"]) == (None, None)
     assert (nowhere["key_id"], nowhere["key_name"]) == (None, None)
-    logged = "\n".join(record.getMessage() for record in caplog.records)
+    logged = access_log.getvalue()
     assert secret not in logged
     assert "cdk_wrong" not in logged
     assert "authorization" not in logged.lower()

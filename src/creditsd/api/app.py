@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import IO
 
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -39,17 +40,26 @@ GC_THRESHOLD = 10_000
 
 class _ObservedAPI(FastAPI):
     """FastAPI inside :class:`Observed`, outside even its error middleware, so every answer
-    (a 500 too) carries its request id, is logged and is timed."""
+    (a 500 too) carries its request id, is timed and is logged."""
+
+    access_log: IO[str] | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
-        return Observed(super().build_middleware_stack())
+        return Observed(super().build_middleware_stack(), self.access_log)
 
 
-def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) -> FastAPI:
+def create_app(
+    ledger: Ledger,
+    *,
+    sweep: bool = True,
+    fast_lane: bool = True,
+    access_log: IO[str] | None = None,
+) -> FastAPI:
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
     background work (expiry sweeps, outbox delivery) while the app serves; ``fast_lane``
-    serves charges in front of FastAPI (off only to compare the two in tests). Serving
-    raises this process's young-object collection threshold to ``GC_THRESHOLD``."""
+    serves charges in front of FastAPI (off only to compare the two in tests);
+    ``access_log`` receives one JSON line per request. Serving raises this process's
+    young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_THRESHOLD), *older)
 
@@ -76,6 +86,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
         docs_url=None,  # served by docs.install, without a CDN
         redoc_url=None,  # ReDoc would load its script from a CDN
     )
+    app.access_log = access_log
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
