@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
@@ -221,3 +222,16 @@ async def test_who_may_read_metrics(make_ledger: LedgerFactory) -> None:
     async with client_for(hidden, await create_key(hidden, "admin", "ops")) as admin:
         assert (await admin.get("/metrics")).status_code == 404
         assert "/metrics" not in (await admin.get("/openapi.json")).json()["paths"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_metrics_leave_the_outbox_out_while_the_database_is_down(ledger: Ledger) -> None:
+    down = Ledger(db.create_engine("postgresql://nobody@127.0.0.1:1/none"), ledger.settings)
+    transport = httpx.ASGITransport(app=create_app(down, sweep=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as anyone:
+        scraped = await anyone.get("/metrics")
+    await down.close()
+    assert scraped.status_code == 200
+    assert "creditsd_http_request_duration_seconds" in scraped.text
+    assert sample(scraped.text, "creditsd_db_pool_size") == ledger.settings.database.pool_size
+    assert "creditsd_outbox" not in scraped.text

@@ -117,7 +117,7 @@ def router(access: str) -> APIRouter:
         dependencies=[Depends(require("read"))] if needs_key else [],
         responses={
             200: {"content": {CONTENT_TYPE: {}}, "description": "Prometheus' text format"},
-            **(error_responses(403) if needs_key else {}),
+            **(error_responses() if needs_key else {}),
         },
     )
     async def metrics(ledger: LedgerDep) -> Response:

@@ -193,7 +193,7 @@ async def messages(
 
 async def backlog(conn: AsyncConnection) -> Backlog:
     """How many messages are pending and dead, and when the oldest pending one was written
-    (the status index answers it without reading delivered messages)."""
+    (the status index finds them without reading the delivered ones)."""
     rows = await conn.execute(
         select(_O.status, func.count(), func.min(_O.created_at))
         .where(_O.status.in_(("pending", "dead")))
