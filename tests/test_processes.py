@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -215,6 +216,42 @@ def test_sighup_republishes_the_catalog_and_a_bad_file_keeps_the_old_one(
         assert "pricing.features.chat_message.price (line 2)" in log.read_text()
         assert catalog()["version"] == 2
         assert process.poll() is None  # still serving
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # what serve logs, whatever the database
+def test_serve_logs_one_json_line_per_request_and_serves_metrics(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = asyncio.run(admin_secret(database_url))
+    with serve(database_url, tmp_path) as base:
+        health = httpx.get(f"{base}/healthz", headers={"X-Request-Id": "probe-1"})
+        charge = httpx.post(
+            f"{base}/v1/charges",
+            json={"account_id": "u", "amount": 1},
+            headers={"Authorization": f"Bearer {secret}"},
+        )
+        metrics = httpx.get(f"{base}/metrics")
+        log = tmp_path / f"serve-{base.rsplit(':', 1)[1]}.log"
+        assert health.headers["X-Request-Id"] == "probe-1"
+        assert charge.status_code == 402
+        assert metrics.status_code == 200
+        assert 'creditsd_insufficient_credits_total{operation="charge"} 1.0' in metrics.text
+
+        def lines() -> list[dict[str, Any]]:
+            text = log.read_text().splitlines()
+            return [json.loads(line) for line in text if line.startswith("{")]
+
+        deadline = time.monotonic() + 5
+        while len(lines()) < 4:  # the readiness probe, then ours
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        *_, probe, charged, scraped = lines()
+    assert (probe["request_id"], probe["route"], probe["status"]) == ("probe-1", "/healthz", 200)
+    assert (charged["route"], charged["status"], charged["key_name"]) == ("/v1/charges", 402, "ops")
+    assert charged["request_id"] == charge.headers["X-Request-Id"]
+    assert (scraped["route"], scraped["client"]) == ("/metrics", "127.0.0.1")
+    assert secret not in log.read_text()
+    assert "HTTP/1.1" not in log.read_text()  # no uvicorn access lines besides ours
 
 
 async def test_sigkill_with_undelivered_webhooks_delivers_each_once_after_restart(

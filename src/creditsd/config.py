@@ -114,6 +114,11 @@ class ServerSettings(_Section):
         description="The largest body a provider's webhook (Stripe, Clerk) may send; larger "
         "ones are refused (413) as they arrive, before the signature is checked.",
     )
+    metrics: Literal["open", "key", "off"] = Field(
+        "open",
+        description="Who may read GET /metrics: anyone who can reach the port (open), any "
+        "API key, a read key being enough (key), or nobody (off: not served).",
+    )
 
 
 class DatabaseSettings(_Section):

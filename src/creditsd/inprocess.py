@@ -7,12 +7,14 @@ The HTTP API and the CLI call these same methods.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,7 +29,7 @@ from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger import statements
 from creditsd.ledger.batching import GroupCommit
-from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Transfer, Verification
 from creditsd.migrations import check_current
@@ -48,6 +50,28 @@ Clock = Callable[[], datetime]
 log = logging.getLogger("creditsd")
 
 LOCAL_APP = "local"
+
+CHARGES = Counter(
+    "creditsd_charges",
+    "Charges written by this process (replays not counted), by operation: charge or usage.",
+    ["operation"],
+)
+INSUFFICIENT_CREDITS = Counter(
+    "creditsd_insufficient_credits",
+    "Charges, usage events, holds and captures this process refused for insufficient "
+    "credits, by operation.",
+    ["operation"],
+)
+
+
+@contextmanager
+def _refusals_counted(operation: str) -> Iterator[None]:
+    """Count an ``InsufficientCredits`` raised in the block (and let it go on)."""
+    try:
+        yield
+    except InsufficientCredits:
+        INSUFFICIENT_CREDITS.labels(operation).inc()
+        raise
 
 
 def _utcnow() -> datetime:
@@ -373,6 +397,14 @@ class Ledger:
             asked=asked,
         )
 
+        with _refusals_counted("charge"):
+            transfer = await self._post(posting)
+        if not transfer.replayed:
+            CHARGES.labels("charge").inc()
+        return transfer
+
+    async def _post(self, posting: posting_engine.Posting) -> Transfer:
+        """Write one posting: in a group's batch when group commit is on."""
         if self._group is not None:
             return await self._group.submit(posting)
         # As in a group's batch, a refusal is raised once the transaction has committed
@@ -423,23 +455,24 @@ class Ledger:
             "expires_in",
         )
         key = resolve_key(idempotency_key)
-        return await self._write(
-            lambda conn, now: holds.open_hold(
-                conn,
-                account_id,
-                amount,
-                seconds,
-                self.policy,
-                now,
-                max_expires_in=self.settings.holds.max_expires_in,
-                app=app,
-                idempotency_key=key,
-                description=description,
-                metadata=metadata,
-                pricing=pricing,
-                asked=asked,
+        with _refusals_counted("hold"):
+            return await self._write(
+                lambda conn, now: holds.open_hold(
+                    conn,
+                    account_id,
+                    amount,
+                    seconds,
+                    self.policy,
+                    now,
+                    max_expires_in=self.settings.holds.max_expires_in,
+                    app=app,
+                    idempotency_key=key,
+                    description=description,
+                    metadata=metadata,
+                    pricing=pricing,
+                    asked=asked,
+                )
             )
-        )
 
     async def capture_hold(
         self,
@@ -461,24 +494,25 @@ class Ledger:
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
-        return await self._write(
-            lambda conn, now: holds.capture_hold(
-                conn,
-                hold_id,
-                amount,
-                self.policy,
-                now,
-                money=self.money,
-                final=final,
-                overrun=self.settings.holds.overrun,
-                app=app,
-                idempotency_key=key,
-                description=description,
-                metadata=metadata,
-                pricing=pricing,
-                asked=asked,
+        with _refusals_counted("capture"):
+            return await self._write(
+                lambda conn, now: holds.capture_hold(
+                    conn,
+                    hold_id,
+                    amount,
+                    self.policy,
+                    now,
+                    money=self.money,
+                    final=final,
+                    overrun=self.settings.holds.overrun,
+                    app=app,
+                    idempotency_key=key,
+                    description=description,
+                    metadata=metadata,
+                    pricing=pricing,
+                    asked=asked,
+                )
             )
-        )
 
     # Usage
 
@@ -491,7 +525,12 @@ class Ledger:
             catalog = await self.prices.current(conn, now)
             return await usage.record(conn, events, catalog, self.money, self.policy, now, app=app)
 
-        return await self._write(work)
+        results = await self._write(work)
+        CHARGES.labels("usage").inc(sum(result.status == "charged" for result in results))
+        INSUFFICIENT_CREDITS.labels("usage").inc(
+            sum(result.status == "insufficient_credits" for result in results)
+        )
+        return results
 
     async def release_hold(self, hold_id: str) -> Hold:
         """Give back what a hold reserves."""

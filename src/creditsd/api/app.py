@@ -6,15 +6,18 @@ import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from typing import IO
 
 from fastapi import FastAPI
 from sqlalchemy import text
+from starlette.types import ASGIApp
 
 from creditsd import __version__
-from creditsd.api import errors
+from creditsd.api import docs, errors, metrics
 from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.fastlane import FastLane
 from creditsd.api.http import ExactJSONResponse
+from creditsd.api.observe import Observed
 from creditsd.audit.endpoints import router as audit_router
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.gateway.endpoints import router as gateway_router
@@ -36,11 +39,28 @@ from creditsd.worker import background
 GC_THRESHOLD = 10_000
 
 
-def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) -> FastAPI:
+class _ObservedAPI(FastAPI):
+    """FastAPI inside :class:`Observed`, outside even its error middleware, so every answer
+    (a 500 too) carries its request id, is timed and is logged."""
+
+    access_log: IO[str] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return Observed(super().build_middleware_stack(), self.access_log)
+
+
+def create_app(
+    ledger: Ledger,
+    *,
+    sweep: bool = True,
+    fast_lane: bool = True,
+    access_log: IO[str] | None = None,
+) -> FastAPI:
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
     background work (expiry sweeps, outbox delivery) while the app serves; ``fast_lane``
-    serves charges in front of FastAPI (off only to compare the two in tests). Serving
-    raises this process's young-object collection threshold to ``GC_THRESHOLD``."""
+    serves charges in front of FastAPI (off only to compare the two in tests);
+    ``access_log`` receives one JSON line per request. Serving raises this process's
+    young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_THRESHOLD), *older)
 
@@ -56,7 +76,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
                     await task
             await billing.close()
 
-    app = FastAPI(
+    app = _ObservedAPI(
         title="creditsd",
         version=__version__,
         summary="An exact, double-entry credits ledger for AI products.",
@@ -64,11 +84,15 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
         lifespan=lifespan,
         # creditsd emits no OpenTelemetry; checking for a provider costs ~20 µs a request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        docs_url=None,  # served by docs.install, without a CDN
+        redoc_url=None,  # ReDoc would load its script from a CDN
     )
+    app.access_log = access_log
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
     errors.install(app)
+    docs.install(app)
     if fast_lane:
         app.add_middleware(FastLane)
     app.include_router(ledger_router)
@@ -81,6 +105,7 @@ def create_app(ledger: Ledger, *, sweep: bool = True, fast_lane: bool = True) ->
     app.include_router(gateway_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
+    app.include_router(metrics.router(ledger.settings.server.metrics))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -24,6 +24,7 @@ from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
 
+API_KEY = "creditsd.api_key"  # the request scope's entry naming the key that authenticated
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cdk_…`")
 
 
@@ -82,6 +83,7 @@ async def _admit(
     key = await cache.authenticate(ledger_of(request), credentials.credentials)
     if key is None:
         raise Unauthenticated("unknown or revoked API key")
+    request.scope[API_KEY] = key  # for the access log
     return ensure_scope(key, scope)
 
 

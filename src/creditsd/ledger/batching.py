@@ -17,11 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from prometheus_client import Histogram
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd import db
 from creditsd.ledger import posting
 from creditsd.ledger.models import Transfer
+
+BATCH_SIZES = Histogram(
+    "creditsd_group_commit_batch_size",
+    "Postings per group-commit transaction in this process.",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,7 @@ class GroupCommit:
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:
+        BATCH_SIZES.observe(len(batch))
         outcomes: list[posting.Outcome | Exception]
         try:
             outcomes = list(await self._write([item.posting for item in batch]))

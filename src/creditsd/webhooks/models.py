@@ -48,3 +48,13 @@ class Message:
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What the outbox has not delivered: messages waiting, messages given up on, and
+    when the oldest waiting one was written."""
+
+    pending: int
+    dead: int
+    oldest_pending_at: datetime | None

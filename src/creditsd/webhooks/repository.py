@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
-from creditsd.webhooks.models import Endpoint, Message
+from creditsd.webhooks.models import Backlog, Endpoint, Message
 
 _W = webhook_endpoints.c
 _O = outbox.c
@@ -189,6 +189,19 @@ async def messages(
     if before is not None:
         query = query.where(_O.id < before)
     return [_message(row) for row in await conn.execute(query)]
+
+
+async def backlog(conn: AsyncConnection) -> Backlog:
+    """How many messages are pending and dead, and when the oldest pending one was written
+    (the status index finds them without reading the delivered ones)."""
+    rows = await conn.execute(
+        select(_O.status, func.count(), func.min(_O.created_at))
+        .where(_O.status.in_(("pending", "dead")))
+        .group_by(_O.status)
+    )
+    found = {row[0]: (row[1], row[2]) for row in rows}
+    pending, oldest = found.get("pending", (0, None))
+    return Backlog(pending=pending, dead=found.get("dead", (0, None))[0], oldest_pending_at=oldest)
 
 
 async def low_balance_thresholds(
