@@ -216,6 +216,9 @@ def test_sighup_republishes_the_catalog_and_a_bad_file_keeps_the_old_one(
         assert "pricing.features.chat_message.price (line 2)" in log.read_text()
         assert catalog()["version"] == 2
         assert process.poll() is None  # still serving
+        said = log.read_text()  # each publish says what changed, in the service's own log
+        assert "published catalog version 1 by creditsd" in said
+        assert "published catalog version 2 by sighup: features.chat_message.price: 10 → 12" in said
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # what serve logs, whatever the database

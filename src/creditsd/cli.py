@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import getpass
+import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -168,6 +169,7 @@ def serve(
     bind_port = settings.server.port if port is None else port
 
     async def main() -> None:
+        _show_logs()
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
         try:
@@ -201,6 +203,16 @@ def serve(
             await ledger.close()
 
     _exit_on_error(main())
+
+
+def _show_logs() -> None:
+    """creditsd's own log lines (a publish, a failed delivery, an outage) from INFO up on
+    standard error, for the long-running commands; the access log goes to standard output."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("creditsd")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def _reload_pricing_on_sighup(ledger: Ledger) -> None:
@@ -489,6 +501,7 @@ def worker() -> None:
     from creditsd.worker import background
 
     out.print("delivering the outbox and sweeping expiries; Ctrl-C to stop")
+    _show_logs()
     with suppress(KeyboardInterrupt):
         _run(background)
 
