@@ -162,7 +162,7 @@ def serve(
     import uvicorn
 
     from creditsd.api.app import create_app
-    from creditsd.serving import guarded, open_files_allowed, quiet_loop_errors
+    from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
 
     settings = _settings()
     bind_host = host or settings.server.host
