@@ -421,7 +421,9 @@ def test_serve_on_a_port_in_use_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "x.db").exists()  # refused before the database is opened
 
 
-def test_serve_says_listening_once_it_listens(database_url: str, tmp_path: Path) -> None:
+def test_serve_says_listening_once_it_listens_and_stops_cleanly(
+    database_url: str, tmp_path: Path
+) -> None:
     process = serve(database_url, tmp_path, "--port", "0")
     try:
         assert process.stdout is not None
@@ -432,8 +434,9 @@ def test_serve_says_listening_once_it_listens(database_url: str, tmp_path: Path)
         with socket.create_connection((host, int(port)), timeout=5):
             pass
     finally:
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err and "Exception" not in err
 
 
 @pytest.mark.parametrize(

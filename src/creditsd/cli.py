@@ -131,9 +131,20 @@ def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
         try:
             return await work(ledger)
         finally:
-            await ledger.close()
+            await _to_the_end(ledger.close())
 
     return _exit_on_error(main(), settings.database.url)
+
+
+async def _to_the_end(closing: Coroutine[Any, Any, None]) -> None:
+    """Finish closing even when Ctrl-C cancels the command meanwhile (uvicorn passes its
+    SIGINT on once it has stopped), rather than cut connections mid-close with a traceback."""
+    task = asyncio.ensure_future(closing)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
@@ -223,7 +234,7 @@ def serve(
                 out.print(f"at most {connections} connections: the descriptor limit allows no more")
             await uvicorn.Server(config).serve(sockets=[sock])
         finally:
-            await ledger.close()
+            await _to_the_end(ledger.close())
 
     with _bind(bind_host, settings.server.port if port is None else port) as sock:
         _exit_on_error(main(sock), settings.database.url)
