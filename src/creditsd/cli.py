@@ -200,6 +200,17 @@ def serve(
     from creditsd.api.app import create_app
     from creditsd.serving import guarded, open_files_allowed, quiet_loop_errors
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, announcing itself once it accepts connections."""
+
+        def __init__(self, config: uvicorn.Config, announce: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.announce = announce
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            self.announce()
+
     settings = _settings()
     bind_host = host or settings.server.host
 
@@ -211,6 +222,21 @@ def serve(
             has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
             quiet_loop_errors(asyncio.get_running_loop())
             connections = open_files_allowed(settings.server.max_connections)
+
+            def announce() -> None:
+                out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
+                address = f"{bind_host}:{sock.getsockname()[1]}"
+                out.print(f"listening on http://{address}  (docs at /docs)")
+                if not has_keys:
+                    out.print(
+                        "no API keys yet; create an admin key with:\n"
+                        f"  {_command()} keys create --scope admin --name admin"
+                    )
+                if connections < settings.server.max_connections:
+                    out.print(
+                        f"at most {connections} connections: the descriptor limit allows no more"
+                    )
+
             config = uvicorn.Config(
                 create_app(ledger, access_log=sys.stdout),
                 log_level="info",
@@ -222,17 +248,7 @@ def serve(
                 # (bench/http/README.md).
                 http=guarded(settings.server.request_timeout, connections),
             )
-            sock.listen(config.backlog)
-            out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
-            out.print(f"listening on http://{bind_host}:{sock.getsockname()[1]}  (docs at /docs)")
-            if not has_keys:
-                out.print(
-                    "no API keys yet; create an admin key with:\n"
-                    f"  {_command()} keys create --scope admin --name admin"
-                )
-            if connections < settings.server.max_connections:
-                out.print(f"at most {connections} connections: the descriptor limit allows no more")
-            await uvicorn.Server(config).serve(sockets=[sock])
+            await Server(config, announce).serve(sockets=[sock])
         finally:
             await _to_the_end(ledger.close())
 
@@ -242,7 +258,7 @@ def serve(
 
 def _bind(host: str, port: int) -> socket.socket:
     """The socket ``serve`` listens on, bound before the database is opened so that a port
-    in use is the first thing reported; it listens once the server is ready."""
+    in use is the first thing reported; uvicorn listens on it once the app has started."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
