@@ -6,22 +6,54 @@ import asyncio
 import csv
 import io
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
+import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from creditsd import db, jsonio
 from creditsd.cli import app
+from tests.conftest import postgres_admin_url
+
+PASSWORD = "hunter2-secret"
 
 
-def run(database_url: str, *args: str) -> tuple[int, str, str]:
+def run(database_url: str, *args: str, **env: str | None) -> tuple[int, str, str]:
+    """Run the command; whatever it does, it never ends in a traceback."""
     runner = CliRunner()
     result = runner.invoke(
         app,
         list(args),
-        env={"CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull},
+        env={"CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull, **env},
     )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result.exit_code, result.stdout, result.stderr
+
+
+def postgres_url(**parts: Any) -> str:
+    """The test PostgreSQL server's URL with some parts replaced (and a password set)."""
+    url = make_url(postgres_admin_url()).set(password=PASSWORD, **parts)
+    return url.render_as_string(hide_password=False)
+
+
+def serve(database_url: str, cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """A real ``creditsd serve`` process, its output readable line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "creditsd", "serve", *args],
+        env={**os.environ, "CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
 
 
 def execute(database_url: str, sql: str) -> None:
@@ -262,3 +294,173 @@ def test_keys_with_an_expiry(database_url: str) -> None:
         assert code == 2, out_of_bounds
         assert "--expires-in" in err
     assert len(run(database_url, "keys", "list", "--json")[1].splitlines()) == 2
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (
+            f"mysql://u:{PASSWORD}@h/db",
+            "unsupported database 'mysql': use sqlite:/// or postgresql://",
+        ),
+        ("garbage", "is not a database URL"),
+        ("sqlite://x.db", "sqlite:///"),
+        (f"postgresql://u:{PASSWORD}@h:port/db", "is not a database URL"),
+    ],
+)
+def test_a_database_url_that_cannot_work_is_named(url: str, says: str) -> None:
+    code, _, err = run(url, "accounts", "show", "u")
+    assert code == 2
+    assert "CREDITSD_DATABASE_URL" in err and says in err
+    assert PASSWORD not in err
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        (
+            postgres_url(database="creditsd_no_such_database"),
+            'database "creditsd_no_such_database" does not exist',
+        ),
+        (
+            postgres_url(username="creditsd_no_such_role"),
+            'role "creditsd_no_such_role" does not exist',
+        ),
+        (postgres_url(host="127.0.0.1", port=1), "Connection refused"),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_named(url: str, says: str) -> None:
+    started = time.monotonic()
+    code, _, err = run(url, "accounts", "show", "u")
+    assert time.monotonic() - started < 10
+    assert code == 1
+    assert "cannot use the database" in err and says in err
+    assert PASSWORD not in err and f"@{make_url(url).host}" in err  # which database, not its secret
+
+
+def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    code, _, err = run(f"sqlite:///{missing}/x.db", "migrate")
+    assert code == 1
+    assert "cannot use the database" in err and "No such file or directory" in err
+    assert str(missing) in err
+    assert not missing.exists()
+
+
+UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["migrate"],
+        ["serve", "--port", "0"],
+        ["worker"],
+        ["keys", "create", "--scope", "read", "--name", "x"],
+        ["keys", "list"],
+        ["keys", "revoke", "key_x"],
+        ["accounts", "show", "u"],
+        ["grant", "u", "1", "--reason", "x"],
+        ["reconcile"],
+        ["export", "transactions"],
+        ["pricing", "show"],
+        ["stripe", "reconcile"],
+        ["webhooks", "retry", "1"],
+    ],
+)
+def test_every_command_names_an_unreachable_database(command: list[str]) -> None:
+    code, out, err = run(UNREACHABLE, *command)
+    assert code == 1
+    assert "cannot use the database postgresql://u:***@127.0.0.1:1/db: Connection refused" in err
+    assert "listening" not in out
+
+
+def test_an_unwritable_export_file_is_named_and_the_database_untouched(tmp_path: Path) -> None:
+    database = tmp_path / "never.db"
+    target = tmp_path / "missing" / "x.csv"
+    code, _, err = run(f"sqlite:///{database}", "export", "transactions", "-o", str(target))
+    assert code == 1
+    assert f"cannot write {target}: No such file or directory" in err
+    assert "database" not in err
+    assert not database.exists()
+
+
+def test_a_failed_export_leaves_no_file_behind(tmp_path: Path) -> None:
+    target = tmp_path / "x.csv"
+    code, _, err = run(UNREACHABLE, "export", "transactions", "-o", str(target))
+    assert code == 1 and "cannot use the database" in err
+    assert not target.exists()
+
+
+def test_an_export_read_by_a_reader_that_stops_ends_quietly(database_url: str) -> None:
+    run(database_url, "grant", "u", "1", "--reason", "x")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "creditsd", "export", "transactions"],
+        env={**os.environ, "CREDITSD_DATABASE_URL": database_url, "CREDITSD_CONFIG": os.devnull},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # as `creditsd export transactions | head -0` would
+    with process.stderr:
+        assert process.stderr.read() == ""
+    assert process.wait(timeout=60) == 1
+
+
+def test_serve_on_a_port_in_use_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = serve(f"sqlite:///{tmp_path}/x.db", tmp_path, "--port", str(port))
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert f"port {port} on 127.0.0.1 is in use" in err
+    assert "listening" not in out and "Traceback" not in err
+    assert not (tmp_path / "x.db").exists()  # refused before the database is opened
+
+
+def test_serve_says_listening_once_it_listens_and_stops_cleanly(
+    database_url: str, tmp_path: Path
+) -> None:
+    process = serve(database_url, tmp_path, "--port", "0")
+    try:
+        assert process.stdout is not None
+        lines = iter(process.stdout.readline, "")
+        announced = next(line for line in lines if line.startswith("listening on http://"))
+        address = announced.split()[2].removeprefix("http://")
+        host, port = address.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err and "Exception" not in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve", "--port", "70000"], ["webhooks", "retry", "99999999999999999999"]],
+)
+def test_an_option_out_of_range_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    code, _, err = run(f"sqlite:///{tmp_path}/x.db", *command)
+    assert code == 2
+    assert "Invalid value" in err and "less than or equal to" in err
+
+
+@pytest.mark.parametrize("config", [os.devnull, None])
+def test_a_bad_environment_variable_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, config: str | None
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no creditsd.toml here
+    code, _, err = run(
+        f"sqlite:///{tmp_path}/x.db",
+        "keys",
+        "list",
+        CREDITSD_SERVER__PORT="abc",
+        CREDITSD_CONFIG=config,
+    )
+    assert code == 2
+    assert "server.port (from CREDITSD_SERVER__PORT)" in err
+    assert "toml" not in err and os.devnull not in err

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import errno
 import getpass
 import logging
+import os
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import suppress
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -41,6 +44,11 @@ from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.webhooks import service as webhook_service
 
 T = TypeVar("T")
+
+# Exit codes: 0 done; 1 it could not be done (or found a difference, as `diff` does);
+# 2 the command line or the configuration is wrong (click's own usage errors are 2 too).
+RUNTIME_FAILURE = 1
+USAGE_ERROR = 2
 
 app = typer.Typer(
     help="creditsd: an exact credits ledger for AI products.",
@@ -102,7 +110,7 @@ def _configured_pricing() -> PricingSettings:
     pricing = _settings().configured_pricing
     if pricing is None:
         err.print("[red]no catalog:[/red] the configuration has no \\[pricing] section")
-        raise typer.Exit(1)
+        raise typer.Exit(RUNTIME_FAILURE)
     return pricing
 
 
@@ -111,7 +119,7 @@ def _settings() -> Settings:
         return load_settings()
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(USAGE_ERROR) from None
 
 
 def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
@@ -123,27 +131,53 @@ def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
         try:
             return await work(ledger)
         finally:
-            await ledger.close()
+            await _to_the_end(ledger.close())
 
-    return _exit_on_error(main())
+    return _exit_on_error(main(), settings.database.url)
 
 
-def _exit_on_error(coroutine: Coroutine[Any, Any, T]) -> T:
+async def _to_the_end(closing: Coroutine[Any, Any, None]) -> None:
+    """Finish closing even when Ctrl-C cancels the command meanwhile (uvicorn passes its
+    SIGINT on once it has stopped), rather than cut connections mid-close with a traceback."""
+    task = asyncio.ensure_future(closing)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
+    """Run a command's work; a failure the user can act on becomes one line on stderr and
+    an exit code, never a traceback."""
     try:
         return asyncio.run(coroutine)
     except ConfigError as exc:
         err.print(f"[red]configuration error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(USAGE_ERROR) from None
     except SchemaNotCurrent as exc:
         err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise typer.Exit(USAGE_ERROR) from None
     except CreditsError as exc:
         err.print(f"[red]{exc.code}:[/red] {exc.message}")
-        raise typer.Exit(1) from None
-    except (OSError, DBAPIError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else type(exc.orig).__name__
-        err.print(f"[red]cannot use the database:[/red] {reason or exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(RUNTIME_FAILURE) from None
+    except BrokenPipeError:
+        raise  # our reader went away (`| head`): click ends quietly with exit 1
+    except db.OUTAGES as exc:
+        err.print(f"[red]cannot use the database {_safe_url(database_url)}:[/red] {_reason(exc)}")
+        raise typer.Exit(RUNTIME_FAILURE) from None
+
+
+def _reason(exc: Exception) -> str:
+    """What the driver or the system said: ``role "ops" does not exist``, ``Connection
+    refused``, ``No such file or directory: /srv/missing`` (neither repeats a password)."""
+    if isinstance(exc, DBAPIError):
+        return str(exc.orig)
+    if not isinstance(exc, OSError):
+        return str(exc)
+    number = exc.errno or 0  # None for a timeout, negative from getaddrinfo
+    said = (os.strerror(number) if number > 0 else exc.strerror) or str(exc) or type(exc).__name__
+    return f"{said}: {exc.filename}" if exc.filename else said
 
 
 def _safe_url(url: str) -> str:
@@ -153,7 +187,9 @@ def _safe_url(url: str) -> str:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
+    ] = None,
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="Do not migrate the database on start.")
     ] = False,
@@ -164,31 +200,45 @@ def serve(
     from creditsd.api.app import create_app
     from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, announcing itself once it accepts connections."""
+
+        def __init__(self, config: uvicorn.Config, announce: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.announce = announce
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            self.announce()
+
     settings = _settings()
     bind_host = host or settings.server.host
-    bind_port = settings.server.port if port is None else port
 
-    async def main() -> None:
+    async def main(sock: socket.socket) -> None:
         _show_logs()
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
         try:
             has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
-            out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
-            out.print(f"listening on http://{bind_host}:{bind_port}  (docs at /docs)")
-            if not has_keys:
-                out.print(
-                    "no API keys yet; create an admin key with:\n"
-                    f"  {_command()} keys create --scope admin --name admin"
-                )
             quiet_loop_errors(asyncio.get_running_loop())
             connections = open_files_allowed(settings.server.max_connections)
-            if connections < settings.server.max_connections:
-                out.print(f"at most {connections} connections: the descriptor limit allows no more")
+
+            def announce() -> None:
+                out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
+                address = f"{bind_host}:{sock.getsockname()[1]}"
+                out.print(f"listening on http://{address}  (docs at /docs)")
+                if not has_keys:
+                    out.print(
+                        "no API keys yet; create an admin key with:\n"
+                        f"  {_command()} keys create --scope admin --name admin"
+                    )
+                if connections < settings.server.max_connections:
+                    out.print(
+                        f"at most {connections} connections: the descriptor limit allows no more"
+                    )
+
             config = uvicorn.Config(
                 create_app(ledger, access_log=sys.stdout),
-                host=bind_host,
-                port=bind_port,
                 log_level="info",
                 access_log=False,  # ours instead: one JSON line per request (api/observe.py)
                 timeout_keep_alive=settings.server.keep_alive_timeout,
@@ -198,11 +248,29 @@ def serve(
                 # (bench/http/README.md).
                 http=guarded(settings.server.request_timeout, connections),
             )
-            await uvicorn.Server(config).serve()
+            await Server(config, announce).serve(sockets=[sock])
         finally:
-            await ledger.close()
+            await _to_the_end(ledger.close())
 
-    _exit_on_error(main())
+    with _bind(bind_host, settings.server.port if port is None else port) as sock:
+        _exit_on_error(main(sock), settings.database.url)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The socket ``serve`` listens on, bound before the database is opened so that a port
+    in use is the first thing reported; uvicorn listens on it once the app has started."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            err.print(f"[red]port {port} on {host} is in use:[/red] choose another with --port")
+        else:
+            err.print(f"[red]cannot listen on {host}:{port}:[/red] {_reason(exc)}")
+        raise typer.Exit(RUNTIME_FAILURE) from None
+    return sock
 
 
 def _show_logs() -> None:
@@ -259,7 +327,7 @@ def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _settings()
 
-    _exit_on_error(migrations.migrate(settings.database))
+    _exit_on_error(migrations.migrate(settings.database), settings.database.url)
     out.print(f"migrated {_safe_url(settings.database.url)}")
 
 
@@ -376,7 +444,7 @@ def pricing_diff() -> None:
         return
     for line in changed:
         print(line)
-    raise typer.Exit(1)
+    raise typer.Exit(RUNTIME_FAILURE)
 
 
 @pricing_app.command("show")
@@ -430,7 +498,7 @@ def grant(
             units = ledger.money.to_minor(amount)
         except AmountError as exc:
             err.print(f"[red]invalid amount:[/red] {amount} {exc}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(USAGE_ERROR) from None
         transfer = await ledger.grant(
             account_id,
             units,
@@ -491,7 +559,7 @@ def reconcile(
         out.print(f"rebuilt {len(drifted)} account(s) from their transfers (minor units shown)")
         return
     out.print(f"{len(drifted)} account(s) drifted; run with --fix to rebuild them")
-    raise typer.Exit(1)
+    raise typer.Exit(RUNTIME_FAILURE)
 
 
 @app.command()
@@ -508,7 +576,9 @@ def worker() -> None:
 
 @webhooks_app.command("retry")
 def webhooks_retry(
-    delivery_ids: Annotated[list[int], typer.Argument(help="Delivery ids to send again.")],
+    delivery_ids: Annotated[
+        list[int], typer.Argument(min=1, max=2**63 - 1, help="Delivery ids to send again.")
+    ],
 ) -> None:
     """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
 
@@ -543,7 +613,7 @@ def stripe_reconcile() -> None:
     for mismatch in mismatches:  # one line each, tab-separated, for grep and scripts
         print(f"{mismatch.kind}\t{mismatch.reference}\t{mismatch.detail}")
     err.print(f"{len(mismatches)} mismatch(es)")
-    raise typer.Exit(1)
+    raise typer.Exit(RUNTIME_FAILURE)
 
 
 def _instant(value: str | None, option: str) -> datetime | None:
@@ -553,7 +623,7 @@ def _instant(value: str | None, option: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         err.print(f"[red]{option}[/red] must be a date or ISO 8601 time, like 2026-11-01")
-        raise typer.Exit(2) from None
+        raise typer.Exit(USAGE_ERROR) from None
     if isinstance(parsed, date) and parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed
@@ -655,38 +725,51 @@ def export_transactions(
     """Write transfers as CSV (amounts in credits), oldest first."""
     start, end = _instant(since, "--since"), _instant(until, "--until")
 
-    async def work(ledger: Ledger) -> int:
-        stream = output.open("w", newline="", encoding="utf-8") if output else sys.stdout
-        try:
-            writer = csv.writer(stream)
-            writer.writerow(EXPORT_COLUMNS)
-            count = 0
-            async for page in ledger.export_transfers(start, end):
-                for t in page:
-                    writer.writerow(
-                        [
-                            t.id,
-                            jsonio.format_timestamp(t.created_at),
-                            t.kind,
-                            t.debit_account_id,
-                            t.credit_account_id,
-                            ledger.money.to_decimal(t.amount),
-                            t.app,
-                            t.idempotency_key,
-                            t.hold_id or "",
-                            t.description or "",
-                            "" if t.metadata is None else jsonio.dumps(t.metadata),
-                        ]
-                    )
-                count += len(page)
-            return count
-        finally:
-            if output:
-                stream.close()
+    async def work(ledger: Ledger, stream: TextIO) -> int:
+        writer = csv.writer(stream)
+        writer.writerow(EXPORT_COLUMNS)
+        count = 0
+        async for page in ledger.export_transfers(start, end):
+            for t in page:
+                writer.writerow(
+                    [
+                        t.id,
+                        jsonio.format_timestamp(t.created_at),
+                        t.kind,
+                        t.debit_account_id,
+                        t.credit_account_id,
+                        ledger.money.to_decimal(t.amount),
+                        t.app,
+                        t.idempotency_key,
+                        t.hold_id or "",
+                        t.description or "",
+                        "" if t.metadata is None else jsonio.dumps(t.metadata),
+                    ]
+                )
+            count += len(page)
+        return count
 
-    count = _run(work)
+    with _output_file(output) if output else nullcontext(sys.stdout) as stream:
+        count = _run(partial(work, stream=stream))
     if output:
         out.print(f"wrote {count} transfers to {output}")
+
+
+@contextmanager
+def _output_file(path: Path) -> Iterator[TextIO]:
+    """``path`` opened for writing before the database is, so that an unwritable one is
+    named at once; removed if the command then fails, so that no partial file is left."""
+    try:
+        stream = path.open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        err.print(f"[red]cannot write {path}:[/red] {exc.strerror}")
+        raise typer.Exit(RUNTIME_FAILURE) from None
+    with stream:
+        try:
+            yield stream
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
 
 
 def main() -> None:

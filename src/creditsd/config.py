@@ -19,6 +19,8 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from creditsd.money import MAX_SCALE, AmountError, Money, parse_decimal
 from creditsd.price_settings import PricingSettings
@@ -121,10 +123,37 @@ class ServerSettings(_Section):
     )
 
 
+def _database_url(raw: str) -> str:
+    """A URL creditsd can open, else a ``ValueError`` saying why without quoting it (it may
+    hold a password): ``sqlite://x.db`` is "a SQLite URL takes three slashes …"."""
+    try:
+        url = make_url(raw)
+        port = url.port
+    except (ArgumentError, ValueError):
+        raise ValueError(
+            "is not a database URL: use sqlite:///path/to/file.db or "
+            "postgresql://user:password@host:port/database"
+        ) from None
+    backend = url.get_backend_name()
+    if backend not in {"sqlite", "postgresql", "postgres"}:
+        raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    if backend == "sqlite" and url.host:
+        raise ValueError(
+            "a SQLite URL takes three slashes before a relative path (sqlite:///creditsd.db) "
+            "and four before an absolute one (sqlite:////var/lib/creditsd.db)"
+        )
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is not 1-65535")
+    return raw
+
+
+DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
+
+
 class DatabaseSettings(_Section):
     """``[database]``: ``url`` is also read from ``CREDITSD_DATABASE_URL``."""
 
-    url: str = DEFAULT_DATABASE_URL
+    url: DatabaseUrl = DEFAULT_DATABASE_URL
     pool_size: int = Field(10, ge=1, le=1000)
     connect_timeout: float = Field(
         5, gt=0, le=300, description="Seconds to open a PostgreSQL connection before giving up."
@@ -353,17 +382,25 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
     return lines
 
 
-def _where(loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> str:
-    """`` (line N)`` for the nearest enclosing key the file defines, else nothing."""
+def _source(
+    loc: tuple[str, ...], variables: dict[tuple[str, ...], str], lines: dict[tuple[str, ...], int]
+) -> tuple[str, bool]:
+    """Where the nearest enclosing key set came from, and whether that is the file:
+    `` (from CREDITSD_SERVER__PORT)``, `` (line 3)``, or nothing for a default."""
     for end in range(len(loc), 0, -1):
+        if (variable := variables.get(loc[:end])) is not None:
+            return f" (from {variable})", False
         if (number := lines.get(loc[:end])) is not None:
-            return f" (line {number})"
-    return ""
+            return f" (line {number})", True
+    return "", False
 
 
-def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+def _overlay_environment(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> dict[tuple[str, ...], str]:
     """``CREDITSD_STRIPE__SECRET_KEY`` sets stripe.secret_key; ``CREDITSD_PACKS__P10K__PRICE_ID``
-    sets packs.p10k.price_id."""
+    sets packs.p10k.price_id. Returns the variable that set each key."""
+    variables: dict[tuple[str, ...], str] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -374,12 +411,15 @@ def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> No
             if not isinstance(table, dict):
                 raise ConfigError(f"{'.'.join(tables)} must be a table")
         table[key] = value
+        variables[(*tables, key)] = name
     url = environ.get(f"{ENV_PREFIX}DATABASE_URL")
     if url is not None and not url.strip():
         # Unset means the embedded default; empty is a mistake, not a request for SQLite.
         raise ConfigError(f"{ENV_PREFIX}DATABASE_URL is set but empty: unset it or give a URL")
     if url:
         data.setdefault("database", {})["url"] = url
+        variables["database", "url"] = f"{ENV_PREFIX}DATABASE_URL"
+    return variables
 
 
 def load_settings(
@@ -390,16 +430,22 @@ def load_settings(
     explicit = path or environ.get(f"{ENV_PREFIX}CONFIG")
     file = Path(explicit or DEFAULT_CONFIG_FILE)
     data, text = _read_file(file) if explicit or file.exists() else ({}, "")
-    _overlay_environment(data, environ)
+    variables = _overlay_environment(data, environ)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         lines = _key_lines(text)
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc'])}"
-            f"{_where(tuple(str(part) for part in error['loc']), lines)}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise ConfigError(f"invalid configuration in {file}: {problems}") from None
+        problems, in_file = [], False
+        for error in exc.errors():
+            loc = tuple(str(part) for part in error["loc"])
+            source, from_file = _source(loc, variables, lines)
+            in_file |= from_file
+            # A validator's own words, without pydantic's "Value error, " before them.
+            said = error["ctx"]["error"] if error["type"] == "value_error" else error["msg"]
+            problems.append(f"{'.'.join(loc)}{source}: {said}")
+        # The file is named only when it holds a culprit: a variable's mistake is not its.
+        raise ConfigError(
+            f"invalid configuration{f' in {file}' if in_file else ''}: {'; '.join(problems)}"
+        ) from None
     settings.check_amounts()
     return settings

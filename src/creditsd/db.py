@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -44,14 +47,11 @@ def is_sqlite(dialect: Dialect) -> bool:
 
 
 def async_url(raw: str) -> URL:
-    """Map ``sqlite:///`` and ``postgresql://`` URLs to the async drivers we ship."""
+    """Map a ``sqlite:///`` or ``postgresql://`` URL (``DatabaseSettings`` has checked it)
+    to the async driver we ship."""
     url = make_url(raw)
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        return url.set(drivername="sqlite+aiosqlite")
-    if backend in {"postgresql", "postgres"}:
-        return url.set(drivername="postgresql+asyncpg")
-    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+    sqlite = url.get_backend_name() == "sqlite"
+    return url.set(drivername="sqlite+aiosqlite" if sqlite else "postgresql+asyncpg")
 
 
 def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
@@ -69,6 +69,9 @@ def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
         "pool_timeout": database.pool_timeout,
     }
     if url.get_backend_name() == "sqlite":
+        # SQLite would create the file but not its directory; say which is missing up front.
+        if not (directory := Path(url.database or ".").parent).is_dir():
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory))
         engine = create_async_engine(
             url,
             connect_args={"timeout": database.lock_timeout, "check_same_thread": False},
