@@ -15,7 +15,7 @@ Each phase's row counts the answers by status, the dropped connections, the slow
 answer, and the seconds from the database's return to the first charge acknowledged after
 it. The last lines check the ledger: every acknowledged charge present once, none twice.
 
-    .venv/bin/python bench/chaos_outage.py [--clients 32] [--outage 5] [--calm 4]
+    .venv/bin/python bench/chaos_outage.py [--clients 32] [--outage 5] [--calm 4] [--logs DIR]
 
 PostgreSQL's server programs are found with ``pg_config --bindir`` or under
 ``/usr/lib/postgresql/*/bin``.
@@ -247,7 +247,7 @@ async def outage(chaos: Chaos, name: str, cluster: Cluster, seconds: float, calm
     await asyncio.sleep(calm)
 
 
-async def main(clients: int, seconds: float, calm: float) -> int:
+async def main(clients: int, seconds: float, calm: float, logs: Path | None) -> int:
     root = Path(tempfile.mkdtemp(prefix="creditsd-chaos-"))
     cluster = Cluster(root)
     cluster.init()
@@ -286,6 +286,10 @@ async def main(clients: int, seconds: float, calm: float) -> int:
         return code
     finally:
         cluster.stop("fast")
+        if logs is not None:
+            logs.mkdir(parents=True, exist_ok=True)
+            for log in root.glob("*.log"):
+                shutil.copy(log, logs / log.name)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -347,5 +351,6 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--outage", type=float, default=5.0, help="seconds each outage lasts")
     parser.add_argument("--calm", type=float, default=4.0, help="seconds between outages")
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.clients, args.outage, args.calm)))
+    sys.exit(asyncio.run(main(args.clients, args.outage, args.calm, args.logs)))
