@@ -177,6 +177,14 @@ def is_retryable(exc: BaseException) -> bool:
 OUTAGES = (DBAPIError, PoolTimeout, OSError)
 
 
+def described(exc: BaseException) -> str:
+    """What the driver said about a failure, for the operator's log: its type and the
+    first line of its message (drivers do not repeat passwords; clients never see it)."""
+    said = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    message = str(said).strip().splitlines()
+    return f"{type(said).__name__}: {message[0][:300] if message else ''}"
+
+
 @asynccontextmanager
 async def transaction(
     engine: AsyncEngine, *, readonly: bool = False, dry_run: bool = False

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, jsonio
 from creditsd.inprocess import Ledger
+from creditsd.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
 from creditsd.webhooks.models import GATEWAY, Message
@@ -38,6 +39,8 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
                 pass
             while await ledger.expire_lots():
                 pass
+        except db.OUTAGES as exc:
+            repeats.say(log, f"expiry sweep waits for the database: {db.described(exc)}")
         except Exception:
             log.exception("expiry sweep failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
@@ -85,6 +88,8 @@ class Deliverer:
             try:
                 if await self.deliver_due():
                     continue
+            except db.OUTAGES as exc:
+                repeats.say(log, f"outbox delivery waits for the database: {db.described(exc)}")
             except Exception:
                 log.exception("outbox delivery failed; trying again")
             await asyncio.sleep(self.settings.webhooks.poll_interval)

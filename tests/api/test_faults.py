@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import asyncpg
 import httpx
@@ -23,6 +23,7 @@ from creditsd.api.app import create_app
 from creditsd.config import DatabaseSettings
 from creditsd.inprocess import Ledger
 from creditsd.repeats import QUIET_SECONDS, Repeats
+from creditsd.worker import background
 from tests.conftest import LedgerFactory, body, client_for, create_key
 
 FAST = {"database": {"pool_timeout": 0.5, "lock_timeout": 0.5, "statement_timeout": 1}}
@@ -225,3 +226,23 @@ def _captured(logger: logging.Logger) -> Iterator[list[str]]:
         yield lines
     finally:
         logger.removeHandler(handler)
+
+
+async def test_background_work_waits_out_an_outage_with_a_line_per_ten_seconds(
+    make_ledger: LedgerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = (
+        await make_ledger(webhooks={"poll_interval": 0.05}, holds={"sweep_interval": 0.05})
+    ).settings
+    down = Ledger(db.create_engine("postgresql://nobody@127.0.0.1:1/none"), settings)
+    work = asyncio.create_task(background(down))
+    await asyncio.sleep(1)
+    work.cancel()
+    with suppress(asyncio.CancelledError):
+        await work
+    lines = [r for r in caplog.records if r.name.startswith("creditsd")]
+    assert sorted(r.getMessage().split(":")[0] for r in lines) == [
+        "expiry sweep waits for the database",
+        "outbox delivery waits for the database",
+    ]
+    assert all(r.exc_info is None for r in lines)

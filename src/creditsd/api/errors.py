@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from creditsd import db
@@ -90,13 +89,6 @@ _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key
 _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
 
 
-def _said(error: BaseException | None) -> str:
-    """What the driver said, for the operator's log: its type and the first line of its
-    message (drivers do not repeat passwords; the client never sees this)."""
-    message = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {message[0][:300] if message else ''}"
-
-
 def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
     """Our error shape for any failure; what is not ours is logged, never shown."""
     money: Money = request.app.state.ledger.money
@@ -115,8 +107,7 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         code = codes.get(exc.status_code, "http_error")
         return render(exc.status_code, code, str(exc.detail), money)
     if isinstance(exc, db.OUTAGES):
-        said = _said(exc.orig if isinstance(exc, DBAPIError) else exc)
-        repeats.say(log, f"database unavailable: {said}")
+        repeats.say(log, f"database unavailable: {db.described(exc)}")
         return render(503, "unavailable", _UNAVAILABLE, money)
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return render(500, "internal_error", "an unexpected error occurred", money)
