@@ -134,8 +134,10 @@ async def test_an_unexpected_failure_is_our_500(
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(ledger, "charge", broken)
+    headers["X-Request-Id"] = "trace-me-7"
     answer = await lane.post("/v1/charges", headers=headers, json={"account_id": "u", "amount": 1})
     assert answer.status_code == 500
     assert body(answer)["error"]["code"] == "internal_error"
     assert "secret internals" not in answer.text
     assert "secret internals" in caplog.text
+    assert "request trace-me-7" in caplog.text  # the operator finds the client's request

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from creditsd import db
 from creditsd.api.http import ExactJSONResponse
+from creditsd.api.observe import REQUEST_ID_SCOPE
 from creditsd.errors import CreditsError
 from creditsd.ledger.errors import Units
 from creditsd.money import Money
@@ -109,7 +110,14 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
     if isinstance(exc, db.OUTAGES):
         repeats.say(log, f"database unavailable: {db.described(exc)}")
         return render(503, "unavailable", _UNAVAILABLE, money)
-    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    request_id = request.scope.get(REQUEST_ID_SCOPE, b"-").decode()
+    log.error(
+        "unexpected error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request_id,
+        exc_info=exc,
+    )
     return render(500, "internal_error", "an unexpected error occurred", money)
 
 

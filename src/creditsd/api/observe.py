@@ -35,6 +35,7 @@ from creditsd.api.auth import API_KEY
 from creditsd.keys.service import ApiKey
 
 REQUEST_ID_HEADER = b"x-request-id"
+REQUEST_ID_SCOPE = "creditsd.request_id"
 _VALID_REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 
 REQUEST_SECONDS = Histogram(
@@ -62,6 +63,7 @@ class Observed:
             return
         started = time.perf_counter()
         request_id = _request_id(scope["headers"])
+        scope[REQUEST_ID_SCOPE] = request_id  # for the error log
         status = 500  # what the server answers when the app fails before it does
 
         async def send_with_id(message: Message) -> None:
