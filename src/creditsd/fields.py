@@ -38,13 +38,21 @@ def decimal_field(value: object) -> Decimal:
         raise ValueError(str(exc)) from exc
 
 
+_DIGITS = "at most the deployment's scale of decimal places (default 4)"
+_SETTING_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^(0|[1-9][0-9]*)(\.[0-9]+)?$"},
+    ],
+    "description": f"Credits, exact: a JSON number or a decimal string, zero or more, {_DIGITS}.",
+    "examples": [0, "100.5"],
+}
 _AMOUNT_SCHEMA = {
     "anyOf": [
-        {"type": "number"},
-        {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"},
+        {"type": "number", "exclusiveMinimum": 0},
+        {"type": "string", "pattern": r"^([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)$"},
     ],
-    "description": "Credits, exact: a JSON number or a decimal string, at most the "
-    "deployment's scale of decimal places (default 4).",
+    "description": f"Credits, exact: a JSON number or a decimal string above zero, {_DIGITS}.",
     "examples": [10, "10.5"],
 }
 
@@ -52,7 +60,12 @@ Instant = Annotated[AwareDatetime, Field(strict=False)]
 """A moment as an RFC 3339 string with its offset (``2026-12-01T00:00:00Z``)."""
 
 AmountIn = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_AMOUNT_SCHEMA)]
-"""An amount of credits as a caller writes it; converted to minor units by the endpoint."""
+"""An amount of credits to move, as a caller writes it (above zero, which the ledger checks
+when it converts it to minor units)."""
+
+SettingIn = Annotated[Decimal, BeforeValidator(decimal_field), WithJsonSchema(_SETTING_SCHEMA)]
+"""A figure of credits an account is set to (a grant on creation, a limit, a threshold):
+zero or more."""
 
 AmountOut = Annotated[
     Decimal,

@@ -95,3 +95,23 @@ async def test_the_bounds_of_integer_fields_are_in_the_schema(api: httpx.AsyncCl
     assert not hold.is_valid({"account_id": "u", "amount": 1, "expires_in": 0})
     assert not grant.is_valid({"account_id": "u", "amount": 1, "priority": 1001})
     assert not usage.is_valid({"model": "openai/gpt-4o", "input_tokens": -1})
+
+
+@pytest.mark.parametrize("amount", [0, -1, "0", "0.0", "-1.5", "00.5"])
+async def test_an_amount_the_server_refuses_as_not_positive_the_schema_refuses_too(
+    api: httpx.AsyncClient, amount: object
+) -> None:
+    sent = {"account_id": "u", "amount": amount}
+    assert not (await validator(api, "ChargeCreate")).is_valid(sent)
+    assert not (await validator(api, "GrantCreate")).is_valid(sent)
+    for path in ("/v1/charges", "/v1/grants"):
+        assert (await api.post(path, json=sent)).status_code == 422
+
+
+async def test_a_zero_setting_is_valid_by_the_schema_and_taken(api: httpx.AsyncClient) -> None:
+    sent = {"initial_grant": 0, "overdraft_limit": "0", "low_balance_threshold": 0}
+    assert (await validator(api, "AccountPut")).is_valid(sent)
+    assert (await api.put("/v1/accounts/zero", json=sent)).status_code == 201
+    refused = {"overdraft_limit": -1}
+    assert not (await validator(api, "AccountPut")).is_valid(refused)
+    assert (await api.put("/v1/accounts/zero", json=refused)).status_code == 422

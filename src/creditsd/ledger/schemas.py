@@ -14,6 +14,7 @@ from creditsd.fields import (
     IdempotencyKey,
     Instant,
     Metadata,
+    SettingIn,
     StrictRequest,
     Text,
     WholeNumber,
@@ -27,8 +28,8 @@ class AccountPut(StrictRequest):
     """Open an account (or update the settings given). Grants, overdrafts, status and
     aliases need an admin key."""
 
-    initial_grant: AmountIn | None = Field(None, description="Credits granted only on creation.")
-    overdraft_limit: AmountIn | None = Field(
+    initial_grant: SettingIn | None = Field(None, description="Credits granted only on creation.")
+    overdraft_limit: SettingIn | None = Field(
         None, description="How far below zero the balance may go (credits)."
     )
     aliases: list[AccountId] = Field(default_factory=list, max_length=20)
@@ -36,7 +37,7 @@ class AccountPut(StrictRequest):
     status: Literal["active", "frozen", "closed"] | None = Field(
         None, description="Freeze, close or reactivate the account (audited)."
     )
-    low_balance_threshold: AmountIn | None = Field(
+    low_balance_threshold: SettingIn | None = Field(
         None,
         description="balance.low fires when a debit takes the balance below this (credits); "
         "0: never for this account. Unset: the [webhooks] default.",
