@@ -287,10 +287,15 @@ async def main(clients: int, seconds: float, calm: float, logs: Path | None) -> 
     finally:
         cluster.stop("fast")
         if logs is not None:
-            logs.mkdir(parents=True, exist_ok=True)
-            for log in root.glob("*.log"):
-                shutil.copy(log, logs / log.name)
+            keep_logs(root, logs)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def keep_logs(root: Path, logs: Path) -> None:
+    """Copy the servers' and PostgreSQL's logs out of the scratch directory."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for log in root.glob("*.log"):
+        shutil.copy(log, logs / log.name)
 
 
 async def report(chaos: Chaos, url: str, clients: int, seconds: float) -> int:
