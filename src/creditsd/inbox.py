@@ -82,6 +82,13 @@ async def store(
     return result.first() is not None
 
 
+async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+    """A stored event, handled or not."""
+    query = select(webhook_events).where(_E.source == source, _E.event_id == event_id)
+    row = (await conn.execute(query)).first()
+    return None if row is None else Event(**row._asdict())
+
+
 async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
     """The stored event, locked for handling; None when it was handled already.
 

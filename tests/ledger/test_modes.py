@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -206,18 +207,19 @@ class Driver:
             done = await gateway.sync_balance(conn, self.id(op[1]), op[2], policy, now)
             return None if done is None else _seen(done)
         key = next(self.keys)
-        done = await gateway.record_usage(
+        recorded = await gateway.record_usage(
             conn,
             self.id(op[1]),
-            op[2],
+            Decimal(op[2]),
             key=key,
             request=key,
+            payload={},
             description="usage",
             pricing={},
             policy=policy,
             now=now,
         )
-        return _seen(done)
+        return (recorded.status, recorded.balance)
 
     async def state(self) -> Any:
         """Every stored figure and every transfer of this example's accounts."""

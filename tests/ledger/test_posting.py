@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -68,9 +69,10 @@ async def test_a_replayed_forced_debit_leaves_debt_as_the_first_left_it(ledger: 
             lambda conn: gateway.record_usage(
                 conn,
                 "bo",
-                8 * CREDIT,
+                Decimal(8 * CREDIT),
                 key="req-1",
                 request="fingerprint-1",
+                payload={},
                 description="gpt-4o",
                 pricing={},
                 policy=ledger.policy,

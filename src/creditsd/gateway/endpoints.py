@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -15,6 +17,7 @@ from creditsd.api.params import respond
 from creditsd.gateway import service
 from creditsd.gateway.schemas import BalanceOut, BalanceSync, GatewayUsage, UsageReceipt
 from creditsd.inprocess import Ledger
+from creditsd.jsonio import format_timestamp
 
 
 class InternalRoute(StrictJSONRoute):
@@ -69,29 +72,33 @@ async def usage_webhook(
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
     x_request_id: Annotated[str | None, Header(max_length=255)] = None,
 ) -> ExactJSONResponse:
-    """Charge what the gateway billed for one request (seed 000's usage payload).
+    """Charge what the gateway billed for one request (seed 000's usage payload, as sub2api
+    sends it today).
 
-    ``cost`` (dollars) is charged in credits; ``cost`` 0 charges nothing. Idempotent by
-    ``Idempotency-Key`` or ``X-Request-Id`` when sent, else by the payload itself (every
-    field but ``apiKey`` and ``sub2api_balance_usd``): a resent post charges once.
+    ``cost`` (dollars) is converted to credits exactly; what falls below a minor unit is
+    carried on the account until it adds up to one (``status`` ``carried``). ``cost`` 0
+    charges nothing. Idempotent by ``requestId``, else ``Idempotency-Key`` or
+    ``X-Request-Id``, else the payload itself (every field but ``apiKey`` and
+    ``sub2api_balance_usd``): a resent post charges once. Unknown fields are kept.
     """
+    now = ledger.now()
     if body.cost == 0:
-        return respond(UsageReceipt(status="ignored", transfer_id=None, balance=None))
+        return respond(_receipt("ignored", None, None, now))
     rate = (await ledger.catalog()).settings.credits_per_usd
-    dollars = service.usd(body.cost, "cost")
-    units = service.to_units(dollars, rate, ledger.money, "cost")
-    fields = body.model_dump(exclude={"apiKey", "sub2api_balance_usd"})
-    request = service.usage_fingerprint(fields)
-    sent = idempotency_key or x_request_id
-    key = f"gateway-usage:{sent or request}"
+    units = service.exact_units(service.dollars(body.cost, "cost"), rate, ledger.money)
+    kept = body.kept()
+    request = service.usage_fingerprint(
+        {name: value for name, value in kept.items() if name != "sub2api_balance_usd"}
+    )
+    key = body.requestId or idempotency_key or x_request_id or request
     pricing = {
         "source": "gateway",
-        **fields,
-        "cost_usd": dollars,
+        **kept,
+        "cost_usd": body.cost,
         "credits_per_usd": rate,
         "gateway_balance_usd": body.sub2api_balance_usd,
     }
-    transfer = await db.run(
+    recorded = await db.run(
         ledger.engine,
         lambda conn: service.record_usage(
             conn,
@@ -99,17 +106,24 @@ async def usage_webhook(
             units,
             key=key,
             request=request,
+            payload=kept,
             description=f"{body.model} via the gateway",
             pricing=pricing,
             policy=ledger.policy,
             now=ledger.now(),
         ),
     )
-    balance = transfer.debit_balance_after
-    return respond(
-        UsageReceipt(
-            status="duplicate" if transfer.replayed else "charged",
-            transfer_id=transfer.id,
-            balance=None if balance is None else service.to_dollars(balance, rate, ledger.money),
-        )
+    balance = service.to_dollars(recorded.balance, rate, ledger.money)
+    return respond(_receipt(recorded.status, recorded.transfer_id, balance, now))
+
+
+def _receipt(
+    status: str, transfer_id: str | None, balance: Decimal | None, now: datetime
+) -> UsageReceipt:
+    return UsageReceipt(
+        timestamp=format_timestamp(now),
+        status=status,
+        transfer_id=transfer_id,
+        balance=balance,
+        balance_usd=balance,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     WithJsonSchema,
     model_validator,
@@ -46,7 +47,14 @@ UserId = Annotated[
     | Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+=-]{0,127}$")],
     Field(description="The gateway's user id: the account whose id or alias is this."),
 ]
+
+
+def _zero_when_null(value: object) -> object:
+    return 0 if value is None else value
+
+
 Tokens = Annotated[int, Field(ge=0, le=10**12), WholeNumber]
+NullableTokens = Annotated[Tokens, BeforeValidator(_zero_when_null)]
 
 
 class BalanceSync(StrictRequest):
@@ -72,21 +80,31 @@ class BalanceOut(BaseModel):
     balance: DollarsOut
 
 
-class GatewayUsage(StrictRequest):
-    """One billed request, as the gateway posts it after billing succeeded."""
+class GatewayUsage(BaseModel):
+    """One billed request, as the gateway posts it after billing succeeded: seed 000's
+    payload as sub2api writes it today (``requestId``, fields tagged ``omitempty`` absent
+    when zero, floats in exponent form). Fields added later are accepted and kept."""
 
+    model_config = ConfigDict(extra="allow")
+
+    requestId: str | None = Field(  # noqa: N815 - the sender's field name
+        None,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The event's id, repeated by the gateway's retries: its idempotency key.",
+    )
     event: Literal["usage"]
     userId: UserId  # noqa: N815 - the seed's field name
     model: Annotated[str, Field(min_length=1, max_length=200), NoNul]
-    inputTokens: Tokens = 0  # noqa: N815
-    outputTokens: Tokens = 0  # noqa: N815
-    cacheReadTokens: Tokens = 0  # noqa: N815
-    cacheWriteTokens: Tokens = 0  # noqa: N815
+    inputTokens: NullableTokens = 0  # noqa: N815
+    outputTokens: NullableTokens = 0  # noqa: N815
+    cacheReadTokens: NullableTokens = 0  # noqa: N815
+    cacheWriteTokens: NullableTokens = 0  # noqa: N815
     cost: Exact = Field(description="US dollars the gateway billed; 0 charges nothing.")
     totalCost: Exact  # noqa: N815
     rateMultiplier: Exact = Decimal(1)  # noqa: N815
     timestamp: Annotated[int, Field(ge=0, description="Milliseconds since the epoch."), WholeNumber]
-    apiKey: str | None = Field(None, max_length=200)  # noqa: N815 - empty from creditsd
+    apiKey: str | None = Field(None, max_length=200)  # noqa: N815 - never kept
     sub2api_balance_usd: Exact | None = None
 
     @model_validator(mode="after")
@@ -95,10 +113,22 @@ class GatewayUsage(StrictRequest):
             raise ValueError("cost and totalCost must not be negative")
         return self
 
+    def kept(self) -> dict[str, Any]:
+        """What is kept with the record: every field sent but the API key."""
+        return self.model_dump(exclude={"apiKey"}, exclude_none=True)
+
 
 class UsageReceipt(BaseModel):
-    """What recording one usage post did."""
+    """What recording one usage post did, in the shape the gateway reads (``success``,
+    ``timestamp``, ``balance_usd``) beside creditsd's own fields."""
 
-    status: Literal["charged", "duplicate", "ignored"]
+    success: bool = Field(True, description="Always true on a 200: the usage is recorded.")
+    timestamp: str = Field(description="When it was recorded (RFC 3339).")
+    status: Literal["charged", "carried", "duplicate", "ignored"] = Field(
+        description="charged: a transfer was made; carried: the cost was below one minor "
+        "unit and was added to the account's carried fraction; duplicate: a repeat; "
+        "ignored: cost 0."
+    )
     transfer_id: str | None
     balance: DollarsOut | None = Field(description="The user's balance after, in US dollars.")
+    balance_usd: DollarsOut | None = Field(description="The same, as the gateway names it.")

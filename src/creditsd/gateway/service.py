@@ -1,27 +1,29 @@
 """The gateway link: balances it pushes in, usage it billed, both as ledger transfers.
 
-Money crosses in US dollars, rounded half up to 4 places as seed 000 does, and is
-converted to credits at the current catalog's ``credits_per_usd``: one price of a dollar
-for the whole deployment. Gateway points are dollars × ``[gateway] points_to_usd``.
+Balances cross in US dollars, rounded half up to 4 places as seed 000 does; a usage cost
+is taken exactly, whatever its size. Both are converted to credits at the current
+catalog's ``credits_per_usd``: one price of a dollar for the whole deployment. Gateway
+points are dollars × ``[gateway] points_to_usd``.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
+from creditsd import ids, inbox
 from creditsd.config import GatewaySettings
 from creditsd.errors import InvalidRequest
 from creditsd.gateway.errors import BadInternalSecret, GatewayNotConfigured
 from creditsd.idempotency import fingerprint
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
-from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
 from creditsd.ledger.models import GATEWAY, REVENUE, Transfer
 from creditsd.money import AmountError, Money
 
@@ -39,13 +41,18 @@ def check_secret(settings: GatewaySettings, given: str | None) -> None:
         raise BadInternalSecret
 
 
-def usd(value: Decimal, field: str) -> Decimal:
-    """Dollars rounded half up to 4 places, as the gateway keeps them."""
+def dollars(value: Decimal, field: str) -> Decimal:
+    """Dollars within the range any balance or cost can have, exactly as given."""
     if abs(value) >= _LARGEST_USD:
         raise InvalidRequest(f"{field} is out of range", field=field)
+    return value
+
+
+def usd(value: Decimal, field: str) -> Decimal:
+    """Dollars rounded half up to 4 places, as the gateway keeps balances."""
     with localcontext() as context:
         context.prec = 60
-        return value.quantize(_CENT_HUNDREDTHS, rounding=ROUND_HALF_UP)
+        return dollars(value, field).quantize(_CENT_HUNDREDTHS, rounding=ROUND_HALF_UP)
 
 
 def to_units(dollars: Decimal, credits_per_usd: Decimal, money: Money, field: str) -> int:
@@ -114,35 +121,98 @@ def usage_fingerprint(fields: dict[str, object]) -> str:
     return fingerprint("gateway-usage", **fields)
 
 
+CARRY_UNITS = 10**12  # the carried fraction is kept in 10⁻¹² of a minor unit
+
+
+def exact_units(dollars: Decimal, credits_per_usd: Decimal, money: Money) -> Decimal:
+    """Dollars as minor units of credits, exactly (a fraction of a minor unit too)."""
+    with localcontext() as context:
+        context.prec = 80
+        return dollars * credits_per_usd * money.unit
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, and
+    the account's balance after (minor units)."""
+
+    status: str
+    transfer_id: str | None
+    balance: int
+
+
 async def record_usage(
     conn: AsyncConnection,
     name: str,
-    units: int,
+    units: Decimal,
     *,
     key: str,
     request: str,
+    payload: dict[str, Any],
     description: str,
-    pricing: dict[str, object],
+    pricing: dict[str, Any],
     policy: ledger.Policy,
     now: datetime,
-) -> Transfer:
-    """Charge what the gateway already billed, once per request.
+) -> Recorded:
+    """Charge what the gateway already billed, once per request (``key``).
 
-    The request was served, so the charge goes through whatever the balance (it may go
-    below zero, as the gateway's own balance may) and whatever the account's status.
+    The post is kept in the inbox with everything it carried, so a repeat is recognised
+    even when it charged nothing. ``units`` are exact: what is below a minor unit is added
+    to the account's carried fraction, and each whole minor unit the fraction reaches is
+    charged with the post that reaches it, so N posts charge their exact total to within
+    one minor unit. The request was served, so the charge goes through whatever the
+    balance (it may go below zero, as the gateway's own balance may) and the status.
     """
+    if not await inbox.store(conn, GATEWAY_APP, key, "usage", payload, now):
+        return await _repeated(conn, key, request, name, policy, now)
     account_id = await ledger.resolve_account(conn, name, policy, now)
+    row = await ledger_repo.get_account_row(conn, account_id, lock=True)
+    if row is None:  # pragma: no cover - resolved in this transaction
+        raise AccountNotFound(name)
+    with localcontext() as context:
+        context.prec = 80
+        owed = units + Decimal(int(row.usage_carry)) / CARRY_UNITS
+        charged = int(owed.to_integral_value(rounding=ROUND_FLOOR))
+        carry = int(((owed - charged) * CARRY_UNITS).to_integral_value(rounding=ROUND_HALF_EVEN))
+    if carry >= CARRY_UNITS:  # the fraction rounded up to a whole unit
+        charged, carry = charged + 1, carry - CARRY_UNITS
+    await ledger_repo.update_account(conn, account_id, {"usage_carry": carry}, now)
+    detail: dict[str, Any] = {"fingerprint": request, "charged": charged, "carry": carry}
+    if not charged:
+        await inbox.mark_handled(conn, GATEWAY_APP, key, "carried", detail, now)
+        return Recorded("carried", None, int(row.balance))
     posting = ledger.Posting(
         kind="charge",
         debit_account_id=account_id,
         credit_account_id=REVENUE,
-        amount=units,
+        amount=charged,
         app=GATEWAY_APP,
-        idempotency_key=key,
+        idempotency_key=f"gateway-usage:{key}",
         fingerprint=request,
         description=description,
-        pricing=pricing,
+        pricing={**pricing, "carried_before": int(row.usage_carry), "carried_after": carry},
         system=True,
         forced=True,
     )
-    return await ledger.post_transfer(conn, posting, policy, now)
+    transfer = await ledger.post_transfer(conn, posting, policy, now)
+    await inbox.mark_handled(
+        conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
+    )
+    balance = transfer.debit_balance_after
+    return Recorded(
+        "charged", transfer.id, int(row.balance) - charged if balance is None else balance
+    )
+
+
+async def _repeated(
+    conn: AsyncConnection, key: str, request: str, name: str, policy: ledger.Policy, now: datetime
+) -> Recorded:
+    """A post already recorded: the same request answers duplicate, another one conflicts."""
+    event = await inbox.get(conn, GATEWAY_APP, key)
+    detail = (event.detail if event is not None else None) or {}
+    if detail.get("fingerprint") != request:
+        raise IdempotencyConflict(key)
+    transfers = detail.get("transfers") or [None]
+    account_id = await ledger.resolve_account(conn, name, policy, now, create=False)
+    row = await ledger_repo.get_account_row(conn, account_id)
+    return Recorded("duplicate", transfers[0], 0 if row is None else int(row.balance))
