@@ -84,7 +84,7 @@ def test_the_server_answers_as_its_openapi_says(
                 "--max-examples=20",
                 f"--max-time={SECONDS_PER_BACKEND}",
                 "--seed=1",
-                "--workers=2",
+                "--workers=1",  # threads trip CPython 3.11 (ast.parse: recursion depth mismatch)
                 "--no-color",
                 "--generation-database=none",
                 f"--header=Authorization: Bearer {secret}",

@@ -519,7 +519,7 @@ async def test_the_audit_log_page_by_page(ledger: Ledger, connect: Connect, cloc
     ]
     assert [r.action for r in walked[3:]] == ["key.create", "key.create"]
     assert walked[2].after is not None
-    assert walked[2].after["balance"] == 10 * CREDIT  # as recorded: minor units
+    assert walked[2].after["balance"] == 10  # in credits, as the API shows amounts
     assert walked[2].actor.endswith(":ops")
     first = await ops.list_audit_records(target="u", limit=1)
     assert [r.action for r in first.data] == ["account.frozen"]
