@@ -470,7 +470,7 @@ class WebhookDeliveryPage:
 class AuditRecord:
     """One admin action: who (``actor``) did what (``action``) to which ``target``.
 
-    ``before`` and ``after`` are the state as recorded; amounts in them are minor units.
+    ``before`` and ``after`` are the state as recorded; amounts in them are credits.
     """
 
     id: int
