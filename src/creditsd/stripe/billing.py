@@ -168,7 +168,7 @@ class StripeBilling:
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise InvalidSignature from exc
         try:
-            event = json.loads(payload)
+            event: Event = json.loads(payload)
         except ValueError as exc:
             raise InvalidEvent("the body is not JSON") from exc
         try:
@@ -177,8 +177,7 @@ class StripeBilling:
             problem = exc.errors()[0]
             where = ".".join(str(part) for part in problem["loc"]) or "the body"
             raise InvalidEvent(f"not a Stripe event: {where}: {problem['msg']}") from exc
-        checked: Event = event
-        return checked
+        return event
 
     def mode_mismatch(self, event: Event) -> bool:
         """Whether the event's ``livemode`` differs from the configured key's mode."""

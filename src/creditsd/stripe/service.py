@@ -380,11 +380,13 @@ async def reinstate(
 async def _lift_dispute_freeze(conn: AsyncConnection, account_id: str, now: datetime) -> bool:
     """Make the account active again if its latest freeze was a dispute's; an operator's
     freeze stays."""
+    row = await ledger_repo.get_account_row(conn, account_id)
+    if row is None or row.status != "frozen":
+        return False
     latest = await audit.records(
         conn, AuditFilter(target=account_id, action="account.frozen"), before=None, limit=1
     )
-    row = await ledger_repo.get_account_row(conn, account_id)
-    if row is None or row.status != "frozen" or not latest:
+    if not latest:  # pragma: no cover - every freeze is audited
         return False
     (freeze,) = latest
     if freeze.actor != STRIPE_APP or (freeze.after or {}).get("reason") not in _DISPUTE_FREEZES:
