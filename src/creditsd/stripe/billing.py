@@ -26,7 +26,7 @@ from creditsd.stripe.errors import (
     StripeNotConfigured,
     UnknownPack,
 )
-from creditsd.stripe.schemas import EventEnvelope
+from creditsd.stripe.events import EventEnvelope
 from creditsd.stripe.service import Event
 
 log = logging.getLogger("creditsd.stripe")

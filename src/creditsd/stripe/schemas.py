@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from creditsd.config import PackSettings
 from creditsd.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
 from creditsd.money import Money
-
-if TYPE_CHECKING:
-    from creditsd.stripe.billing import Checkout
+from creditsd.stripe.billing import Checkout
 
 # Kept as written: Stripe fills in a literal {CHECKOUT_SESSION_ID} in these URLs.
 WebUrl = Annotated[str, Field(pattern=r"^https?://[^\s]+$", max_length=2048)]
@@ -85,27 +83,6 @@ class PackList(BaseModel):
     """Every credit pack on sale."""
 
     data: list[PackOut]
-
-
-class _Tolerant(BaseModel):
-    """Stripe's own JSON: exact types where creditsd relies on a field, any other field kept."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-
-class EventData(_Tolerant):
-    """An event's ``data``: a snapshot of the object it is about."""
-
-    object: dict[str, Any]
-
-
-class EventEnvelope(_Tolerant):
-    """The fields every Stripe event carries (the stored event keeps all of them)."""
-
-    id: str = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=128)
-    livemode: bool
-    data: EventData
 
 
 class WebhookReceipt(BaseModel):
