@@ -186,7 +186,10 @@ def _secret(prefixes: tuple[str, ...], what: str) -> Any:
     return check
 
 
-StripeKey = Annotated[SecretStr, AfterValidator(_secret(("sk_", "rk_"), "Stripe secret key"))]
+_STRIPE_KEY_MODES = {"sk_test_": False, "rk_test_": False, "sk_live_": True, "rk_live_": True}
+StripeKey = Annotated[
+    SecretStr, AfterValidator(_secret(tuple(_STRIPE_KEY_MODES), "Stripe secret or restricted key"))
+]
 WebhookSecret = Annotated[SecretStr, AfterValidator(_secret(("whsec_",), "webhook signing secret"))]
 PositiveCredits = Annotated[ConfigDecimal, Field(gt=0)]
 
@@ -209,6 +212,13 @@ class StripeSettings(_Section):
     def enabled(self) -> bool:
         """Whether checkout can be offered (a secret key is set)."""
         return self.secret_key is not None
+
+    @property
+    def livemode(self) -> bool | None:
+        """Whether the key is a live-mode one (``sk_live_``, ``rk_live_``); None without a key."""
+        if self.secret_key is None:
+            return None
+        return _STRIPE_KEY_MODES[self.secret_key.get_secret_value()[:8]]
 
 
 class PackSettings(_Section):

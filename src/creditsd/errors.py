@@ -57,6 +57,13 @@ class InvalidSignature(CreditsError):
         super().__init__("the webhook signature is missing, wrong or expired")
 
 
+class InvalidEvent(CreditsError):
+    """A correctly signed webhook whose body is not an event of its sender; nothing was stored."""
+
+    code = "invalid_event"
+    status = 400
+
+
 class Unauthenticated(CreditsError):
     """No valid API key."""
 

@@ -89,6 +89,21 @@ async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None
     return None if row is None else Event(**row._asdict())
 
 
+async def handled(conn: AsyncConnection, source: str, event_id: str) -> bool:
+    """Whether a stored event was handled already."""
+    query = select(_E.handled_at).where(_E.source == source, _E.event_id == event_id)
+    return (await conn.execute(query)).scalar_one_or_none() is not None
+
+
+async def note_refusal(conn: AsyncConnection, source: str, event_id: str, reason: str) -> None:
+    """Record why a stored event was refused unhandled (its ``outcome`` until handled)."""
+    await conn.execute(
+        update(webhook_events)
+        .where(_E.source == source, _E.event_id == event_id, _E.handled_at.is_(None))
+        .values(outcome=reason)
+    )
+
+
 async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
     """The stored event, locked for handling; None when it was handled already.
 

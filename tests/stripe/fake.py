@@ -14,8 +14,6 @@ makes webhooks that ``stripe.Webhook.construct_event`` accepts.
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
 import re
 import secrets
@@ -41,15 +39,18 @@ KINDS = {
     "refunds": "refund",
     "disputes": "dispute",
     "events": "event",
+    "invoice_payments": "invoice_payment",
 }
 ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items)?)?")
 
 
 def sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> str:
-    """A ``Stripe-Signature`` header: ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">``."""
-    t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256)
-    return f"t={t},v1={mac.hexdigest()}"
+    """A ``Stripe-Signature`` header, as the official SDK computes it:
+    ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">``."""
+    header: str = stripe.WebhookSignature.generate_signature_header(
+        payload.decode(), secret, timestamp=timestamp
+    )
+    return header
 
 
 def parse_form(body: str) -> JSON:
@@ -194,6 +195,8 @@ class FakeStripe:
             return self._render(self._get(KINDS[collection], oid), params.get("expand", []))
         if method == "GET" and oid is not None and sub and collection == "checkout/sessions":
             return self._list_line_items(self._get("checkout.session", oid)["id"], params)
+        if method == "GET" and oid is None and collection == "invoice_payments":
+            return self._list_invoice_payments(params)
         raise StripeError(f"Unrecognized request URL ({method}: {path}).", status=404)
 
     def _new(self, kind: str, prefix_or_id: str, **fields: Any) -> JSON:
@@ -291,6 +294,19 @@ class FakeStripe:
         page = {"object": "list", "data": items[start:end], "has_more": end < len(items)}
         return page | {"url": f"/v1/checkout/sessions/{session_id}/line_items"}
 
+    def _list_invoice_payments(self, params: JSON) -> JSON:
+        if "invoice" not in params:
+            raise StripeError("You must specify an invoice or a payment.", "invoice")
+        found = [
+            copy.deepcopy(obj)
+            for obj in self.objects.values()
+            if obj["object"] == "invoice_payment"
+            and obj["invoice"] == params["invoice"]
+            and params.get("status", obj["status"]) == obj["status"]
+        ]
+        page = {"object": "list", "data": found[: int(params.get("limit", 10))]}
+        return page | {"has_more": len(found) > len(page["data"]), "url": "/v1/invoice_payments"}
+
     # -- what happens outside the API: the customer, their bank, Stripe's webhooks ------------
 
     def complete_session(self, session_id: str, *, paid: bool = True) -> JSON:
@@ -299,21 +315,37 @@ class FakeStripe:
             session = self._get("checkout.session", session_id)
             if session["status"] != "open":
                 raise ValueError(f"{session_id} is already {session['status']}")
-            amount, metadata = session["amount_total"], self._intent_metadata[session_id]
-            common = {k: session[k] for k in ("currency", "customer")} | {"amount": amount}
-            intent = self._new("payment_intent", "pi_", **common, metadata=copy.deepcopy(metadata))
-            intent.update(amount_received=amount if paid else 0, latest_charge=None)
-            intent["status"] = "succeeded" if paid else "processing"
-            charge = self._new("charge", "ch_", **common, metadata=copy.deepcopy(metadata))
-            charge.update(amount_captured=amount, amount_refunded=0, captured=True, refunded=False)
-            charge.update(paid=paid, payment_intent=intent["id"], disputed=False)
-            charge["status"] = "succeeded" if paid else "pending"
-            url = f"/v1/charges/{charge['id']}/refunds"
-            charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": url}
-            intent["latest_charge"] = charge["id"]
+            metadata = self._intent_metadata[session_id]
+            intent = self._pay(session["amount_total"], session["customer"], metadata, paid=paid)
             session.update(status="complete", payment_status="paid" if paid else "unpaid")
             session["payment_intent"] = intent["id"]
             return copy.deepcopy(session)
+
+    def pay_invoice(self, invoice_id: str, customer: str, amount: int) -> JSON:
+        """The customer paid an invoice: its ``InvoicePayment``, naming a new payment intent."""
+        with self._lock:
+            intent = self._pay(amount, customer, {}, paid=True)
+            payment = self._new("invoice_payment", "inpay_", invoice=invoice_id, is_default=True)
+            payment.update(amount_paid=amount, amount_requested=amount, currency=self.currency)
+            payment["payment"] = {"type": "payment_intent", "payment_intent": intent["id"]}
+            payment["status"] = "paid"
+            payment["status_transitions"] = {"canceled_at": None, "paid_at": int(time.time())}
+            return copy.deepcopy(payment)
+
+    def _pay(self, amount: int, customer: str | None, metadata: JSON, *, paid: bool) -> JSON:
+        """A payment intent and its charge for ``amount``; the intent."""
+        common = {"currency": self.currency, "customer": customer, "amount": amount}
+        intent = self._new("payment_intent", "pi_", **common, metadata=copy.deepcopy(metadata))
+        intent.update(amount_received=amount if paid else 0, latest_charge=None)
+        intent["status"] = "succeeded" if paid else "processing"
+        charge = self._new("charge", "ch_", **common, metadata=copy.deepcopy(metadata))
+        charge.update(amount_captured=amount, amount_refunded=0, captured=True, refunded=False)
+        charge.update(paid=paid, payment_intent=intent["id"], disputed=False)
+        charge["status"] = "succeeded" if paid else "pending"
+        url = f"/v1/charges/{charge['id']}/refunds"
+        charge["refunds"] = {"object": "list", "data": [], "has_more": False, "url": url}
+        intent["latest_charge"] = charge["id"]
+        return intent
 
     def pay_async(self, session_id: str) -> JSON:
         """The delayed payment of ``complete_session(..., paid=False)`` has now succeeded."""

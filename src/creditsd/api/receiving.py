@@ -17,12 +17,27 @@ from creditsd.inprocess import Ledger
 Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
 
 
-async def keep(ledger: Ledger, source: str, event_id: str, kind: str, event: Any) -> None:
-    """Store a verified event (a repeat is a no-op)."""
-    await db.run(
-        ledger.engine,
-        lambda conn: inbox.store(conn, source, event_id, kind, event, ledger.now()),
-    )
+async def keep(
+    ledger: Ledger,
+    source: str,
+    event_id: str,
+    kind: str,
+    event: Any,
+    *,
+    refusal: str | None = None,
+) -> bool:
+    """Store a verified event (a repeat stores nothing); True when it was handled already.
+
+    ``refusal``: why this delivery is refused unhandled, recorded on the stored event.
+    """
+
+    async def store(conn: AsyncConnection) -> bool:
+        await inbox.store(conn, source, event_id, kind, event, ledger.now())
+        if refusal is not None:
+            await inbox.note_refusal(conn, source, event_id, refusal)
+        return await inbox.handled(conn, source, event_id)
+
+    return await db.run(ledger.engine, store)
 
 
 async def handle_once(ledger: Ledger, source: str, event_id: str, handle: Handler) -> str:

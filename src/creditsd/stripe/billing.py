@@ -13,10 +13,11 @@ from datetime import datetime
 from typing import Any
 
 import stripe
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.config import PackSettings
-from creditsd.errors import InvalidSignature
+from creditsd.errors import InvalidEvent, InvalidSignature
 from creditsd.inbox import Outcome
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import service
@@ -25,6 +26,8 @@ from creditsd.stripe.errors import (
     StripeNotConfigured,
     UnknownPack,
 )
+from creditsd.stripe.events import EventEnvelope
+from creditsd.stripe.service import Event
 
 log = logging.getLogger("creditsd.stripe")
 
@@ -149,41 +152,62 @@ class StripeBilling:
 
     # Webhooks
 
-    def verify(self, payload: bytes, signature: str | None) -> dict[str, Any]:
-        """The event a webhook carries, once its ``Stripe-Signature`` checks out."""
+    def verify(self, payload: bytes, signature: str | None) -> Event:
+        """The event a webhook carries, once its ``Stripe-Signature`` checks out and its body
+        has the shape of an event (any field beyond ``id``, ``type``, ``livemode`` and
+        ``data.object`` is kept as sent)."""
         secret = self.settings.webhook_secret
         if secret is None:
             raise StripeNotConfigured("webhook_secret")
         if not signature:
             raise InvalidSignature
         try:
-            stripe.Webhook.construct_event(
+            stripe.WebhookSignature.verify_header(
                 payload, signature, secret.get_secret_value(), self.settings.webhook_tolerance
             )
-            event: dict[str, Any] = json.loads(payload)
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise InvalidSignature from exc
+        try:
+            event: Event = json.loads(payload)
+        except ValueError as exc:
+            raise InvalidEvent("the body is not JSON") from exc
+        try:
+            EventEnvelope.model_validate(event)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"]) or "the body"
+            raise InvalidEvent(f"not a Stripe event: {where}: {problem['msg']}") from exc
         return event
 
-    async def lines(self, event: dict[str, Any]) -> list[tuple[str, int]]:
-        """The ``(price, quantity)`` lines of a paid Checkout Session, asked of Stripe."""
-        session = event["data"]["object"]
-        if not _paid_pack_session(event):
-            return []
-        items = await self._call(
-            self.client.v1.checkout.sessions.line_items.list_async(session["id"], {"limit": 100})
-        )
-        return [(item.price.id, int(item.quantity or 0)) for item in items.data]
+    def mode_mismatch(self, event: Event) -> bool:
+        """Whether the event's ``livemode`` differs from the configured key's mode."""
+        mode = self.settings.livemode
+        return mode is not None and event["livemode"] is not mode
+
+    async def ask(self, event: Event) -> service.Asked:
+        """What handling the event needs from Stripe's API (a paid session's line items, the
+        payment behind an invoice sent without it), asked outside any transaction."""
+        kind, item = event["type"], event["data"]["object"]
+        if _paid_pack_session(event):
+            items = await self._call(
+                self.client.v1.checkout.sessions.line_items.list_async(item["id"], {"limit": 100})
+            )
+            lines = [(entry.price.id, int(entry.quantity or 0)) for entry in items.data]
+            return service.Asked(lines=lines)
+        if kind == service.INVOICE_PAID and service.needs_invoice_payment(
+            item, self.ledger.settings
+        ):
+            params: Any = {"invoice": str(item.get("id")), "status": "paid", "limit": 1}
+            listed = await self._call(self.client.v1.invoice_payments.list_async(params))
+            paid = [service.invoice_payment_intent(entry.to_dict()) for entry in listed.data]
+            return service.Asked(invoice_payment=next((p for p in paid if p), None))
+        return service.Asked()
 
     async def handle(
-        self,
-        conn: AsyncConnection,
-        event: dict[str, Any],
-        lines: list[tuple[str, int]],
-        now: datetime,
+        self, conn: AsyncConnection, event: Event, asked: service.Asked, now: datetime
     ) -> Outcome:
         """What one verified event does to the ledger, in the transaction that marks it
-        handled (``lines``: the paid session's items, asked of Stripe beforehand)."""
+        handled (``asked``: what :meth:`ask` learned from Stripe beforehand)."""
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
@@ -199,7 +223,7 @@ class StripeBilling:
                 customer=item.get("customer"),
                 amount=int(item.get("amount_total") or 0),
                 currency=str(item.get("currency") or ""),
-                priced=service.price_items(lines, settings),
+                priced=service.price_items(asked.lines, settings),
                 event_id=event["id"],
                 session_id=item["id"],
                 policy=policy,
@@ -211,12 +235,14 @@ class StripeBilling:
             return await service.refund(conn, item, settings, policy, now)
         if kind == "charge.dispute.created":
             return await service.dispute(conn, item, settings, policy, now)
-        if kind == "invoice.payment_succeeded":
-            return await service.invoice_paid(conn, item, event["id"], settings, policy, now)
+        if kind in {"charge.dispute.closed", "charge.dispute.funds_reinstated"}:
+            return await service.reinstate(conn, kind, item, settings, policy, now)
+        if kind == service.INVOICE_PAID:
+            return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
         return Outcome("ignored")
 
 
-def _paid_pack_session(event: dict[str, Any]) -> bool:
+def _paid_pack_session(event: Event) -> bool:
     """A Checkout Session event whose one-off payment is complete."""
     session = event["data"]["object"]
     return (

@@ -16,6 +16,7 @@ from creditsd.api.params import IdempotencyHeader, pick_key, respond
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
 from creditsd.stripe.billing import SOURCE, StripeBilling
+from creditsd.stripe.errors import LivemodeMismatch
 from creditsd.stripe.schemas import (
     CheckoutCreate,
     CheckoutOut,
@@ -102,16 +103,23 @@ async def stripe_webhook(
 ) -> WebhookReceipt:
     """Stripe events, verified by their ``Stripe-Signature`` before anything is stored.
 
-    Each event is stored once and handled once; repeats answer 200 with ``duplicate``.
-    A failure while handling answers 5xx so that Stripe delivers it again; the event is
-    kept (its own transaction) either way.
+    Each event is stored once and handled once; a repeat answers 200 with ``duplicate``
+    before anything is asked of Stripe. A signed body that is not an event is 400
+    ``invalid_event`` (not stored); an event of the other mode than ``[stripe] secret_key``
+    is stored and refused with 400 ``livemode_mismatch``. A failure while handling answers
+    5xx so that Stripe delivers it again; the event is kept (its own transaction) either way.
     """
     payload = await bounded_body(request, ledger.settings.server.max_webhook_body_bytes)
     event = billing.verify(payload, stripe_signature)
-    event_id, kind = str(event["id"]), str(event["type"])
-    await receiving.keep(ledger, SOURCE, event_id, kind, event)
-    lines = await billing.lines(event)  # asked of Stripe between the two transactions
+    event_id, kind = event["id"], event["type"]
+    refused = billing.mode_mismatch(event)
+    refusal = LivemodeMismatch.code if refused else None
+    if await receiving.keep(ledger, SOURCE, event_id, kind, event, refusal=refusal):
+        return WebhookReceipt(event_id=event_id, type=kind, outcome="duplicate")
+    if refused:
+        raise LivemodeMismatch(event["livemode"])
+    asked = await billing.ask(event)  # asked of Stripe between the two transactions
     outcome = await receiving.handle_once(
-        ledger, SOURCE, event_id, lambda conn, now: billing.handle(conn, event, lines, now)
+        ledger, SOURCE, event_id, lambda conn, now: billing.handle(conn, event, asked, now)
     )
     return WebhookReceipt(event_id=event_id, type=kind, outcome=outcome)

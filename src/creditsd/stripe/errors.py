@@ -23,6 +23,25 @@ class UnknownPack(InvalidRequest):
         super().__init__(f"there is no credit pack {pack!r}", pack=pack, known=known)
 
 
+class LivemodeMismatch(CreditsError):
+    """A live-mode event at a deployment whose key is a test-mode one, or the other way round.
+
+    400, so that Stripe keeps retrying and reports the failing endpoint to the account's
+    owners: the webhook secret and the key belong to different modes, which only a change
+    of configuration mends. The event is stored (unhandled) and handled on a delivery after
+    the configuration matches.
+    """
+
+    code = "livemode_mismatch"
+    status = 400
+
+    def __init__(self, livemode: bool) -> None:
+        event, key = ("live", "test") if livemode else ("test", "live")
+        super().__init__(
+            f"a {event}-mode event reached a deployment whose Stripe key is a {key}-mode one"
+        )
+
+
 class PaymentProviderError(CreditsError):
     """Stripe failed or refused; its request id helps find out why in its dashboard."""
 

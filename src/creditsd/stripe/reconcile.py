@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,7 +21,9 @@ _UNGRANTED = {"no_known_price", "unknown_account", "conflicting_payment"}
 class Mismatch:
     """One thing that does not add up, with the ids to look at."""
 
-    kind: str  # event_without_transfer, transfer_without_event, amount_differs, unhandled_event
+    # event_without_transfer, transfer_without_event, amount_differs, unhandled_event,
+    # needs_review
+    kind: str
     reference: str
     detail: str
 
@@ -36,8 +39,13 @@ async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
 
     for event in events.values():
         if event.handled_at is None:
-            found.append(Mismatch("unhandled_event", event.event_id, f"{event.type} never handled"))
+            refused = f" (refused: {event.outcome})" if event.outcome else ""
+            found.append(
+                Mismatch("unhandled_event", event.event_id, f"{event.type} never handled{refused}")
+            )
             continue
+        if event.outcome == "needs_review":
+            found.append(Mismatch("needs_review", event.event_id, _review(event.detail or {})))
         if event.outcome in _UNGRANTED:
             found.append(
                 Mismatch("event_without_transfer", event.event_id, f"{event.type}: {event.outcome}")
@@ -84,9 +92,10 @@ async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
                 )
             )
         taken = sum(
-            t.amount
+            t.amount if t.kind == "clawback" else -t.amount
             for t in transfers.values()
-            if t.kind == "clawback" and (t.metadata or {}).get("stripe_payment") == payment.id
+            if t.kind in {"clawback", "reversal"}
+            and (t.metadata or {}).get("stripe_payment") == payment.id
         )
         if taken > payment.clawed_back:
             found.append(
@@ -97,3 +106,12 @@ async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
                 )
             )
     return found
+
+
+def _review(detail: dict[str, Any]) -> str:
+    """Why a payment was held for review, in one line."""
+    return (
+        f"payment {detail.get('payment')} names account {detail.get('account_named')}, but "
+        f"customer {detail.get('customer')} pays for {detail.get('customer_account')}: "
+        "nothing granted"
+    )

@@ -6,12 +6,16 @@ always comes from the configuration, never from a client or from Stripe's totals
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import logging
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.audit import repository as audit
+from creditsd.audit.models import AuditFilter
 from creditsd.config import Settings
 from creditsd.inbox import Outcome
 from creditsd.ledger import lot_repository as lot_repo
@@ -24,9 +28,22 @@ from creditsd.money import Money
 from creditsd.plans.service import grant_allowance
 from creditsd.stripe import repository as repo
 
+log = logging.getLogger("creditsd.stripe")
+
 STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
+INVOICE_PAID = "invoice.payment_succeeded"
+# Why a dispute froze an account (the freeze a won dispute lifts).
+_DISPUTE_FREEZES = {"payment disputed", "dispute: credits spent"}
 
 Event = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """What handling an event needs from Stripe's API, asked before its transaction."""
+
+    lines: list[tuple[str, int]] = field(default_factory=list)  # a paid session's items
+    invoice_payment: str | None = None  # the payment intent behind an invoice sent without it
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +118,35 @@ async def record_purchase(
     account_id = await _account(conn, account, customer, policy, now)
     if account_id is None:
         return Outcome("unknown_account", notes=notes)
+    payer = await repo.account_of_customer(conn, customer) if customer else None
+    if payer is not None and payer != account_id:
+        review = {
+            "event": event_id,
+            "payment": payment_id,
+            "session": session_id,
+            "invoice": invoice_id,
+            "account_named": account_id,
+            "customer": customer,
+            "customer_account": payer,
+        }
+        await audit.record(
+            conn,
+            actor=STRIPE_APP,
+            action="stripe.needs_review",
+            target=account_id,
+            before=None,
+            after=review,
+            now=now,
+        )
+        log.warning(
+            "Stripe event %s held for review, nothing granted: it names account %s, but its "
+            "customer %s pays for account %s",
+            event_id,
+            account_id,
+            customer,
+            payer,
+        )
+        return Outcome("needs_review", notes={**notes, **review})
     posting = ledger.movement(
         "purchase",
         STRIPE,
@@ -222,7 +268,7 @@ async def take_back(
 
 async def _paid_by(conn: AsyncConnection, item: Event) -> tuple[str, Any]:
     """The payment a charge or dispute is about (locked), and its id: None if unknown."""
-    payment_id = str(item.get("payment_intent") or "")
+    payment_id = _id(item.get("payment_intent")) or ""
     return payment_id, await repo.get_payment(conn, payment_id, lock=True)
 
 
@@ -289,6 +335,67 @@ async def dispute(
     )
 
 
+async def reinstate(
+    conn: AsyncConnection,
+    kind: str,
+    disputed: Event,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """``charge.dispute.funds_reinstated``, or ``charge.dispute.closed`` as ``won``: give back
+    what the dispute took (its clawback, and its freeze), once for both events."""
+    dispute_id = str(disputed.get("id") or "")
+    notes: Metadata = {"dispute": dispute_id}
+    if kind == "charge.dispute.closed" and disputed.get("status") != "won":
+        return Outcome("not_won", notes={**notes, "status": str(disputed.get("status"))[:64]})
+    payment_id, payment = await _paid_by(conn, disputed)
+    if payment is None:
+        return Outcome("unknown_payment", notes={**notes, "payment": payment_id})
+    notes["payment"] = payment_id
+    lifted = await _lift_dispute_freeze(conn, payment.account_id, now)
+    found = await ledger_repo.find_transfer_by_key(conn, STRIPE_APP, f"stripe:dispute:{dispute_id}")
+    if found is None:
+        return Outcome("reinstated" if lifted else "nothing_to_give_back", notes=notes)
+    clawback, _fingerprint = found
+    posting = ledger.movement(
+        "reversal",
+        STRIPE,
+        payment.account_id,
+        clawback.amount,
+        app=STRIPE_APP,
+        idempotency_key=f"stripe:dispute_reinstated:{dispute_id}",
+        description="dispute won",
+        metadata={"stripe_payment": payment_id, "dispute": dispute_id, "reverses": clawback.id},
+        lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
+    )
+    transfer = await ledger.post_transfer(conn, posting, policy, now)
+    if transfer.replayed:
+        return Outcome("already_reinstated", notes=notes)
+    due = settings.money.to_minor(Decimal((clawback.metadata or {})["due"]))
+    await repo.update_payment(conn, payment_id, {"clawed_back": payment.clawed_back - due})
+    return Outcome("reinstated", [transfer.id], notes)
+
+
+async def _lift_dispute_freeze(conn: AsyncConnection, account_id: str, now: datetime) -> bool:
+    """Make the account active again if its latest freeze was a dispute's; an operator's
+    freeze stays."""
+    row = await ledger_repo.get_account_row(conn, account_id)
+    if row is None or row.status != "frozen":
+        return False
+    latest = await audit.records(
+        conn, AuditFilter(target=account_id, action="account.frozen"), before=None, limit=1
+    )
+    if not latest:  # pragma: no cover - every freeze is audited
+        return False
+    (freeze,) = latest
+    if freeze.actor != STRIPE_APP or (freeze.after or {}).get("reason") not in _DISPUTE_FREEZES:
+        return False
+    return await ledger.set_status(
+        conn, account_id, "active", now, actor=STRIPE_APP, reason="dispute won"
+    )
+
+
 def _when(seconds: Any) -> datetime:
     return datetime.fromtimestamp(int(seconds), UTC)
 
@@ -311,6 +418,7 @@ async def invoice_paid(
     conn: AsyncConnection,
     invoice: Event,
     event_id: str,
+    asked: Asked,
     settings: Settings,
     policy: ledger.Policy,
     now: datetime,
@@ -345,7 +453,7 @@ async def invoice_paid(
         priced = price_items(packs, settings)
         bought = await record_purchase(
             conn,
-            payment_id=_invoice_payment(invoice),
+            payment_id=invoice_payment(invoice) or asked.invoice_payment or str(invoice.get("id")),
             account=account,
             customer=customer,
             amount=int(invoice.get("amount_paid") or 0),
@@ -361,11 +469,31 @@ async def invoice_paid(
     return outcome
 
 
-def _invoice_payment(invoice: Event) -> str:
-    """The payment intent that paid an invoice (old and new API shapes), else the invoice."""
-    if intent := invoice.get("payment_intent"):
-        return str(intent)
+def needs_invoice_payment(invoice: Event, settings: Settings) -> bool:
+    """Whether an invoice sells packs but names no payment (API versions from
+    2025-03-31.basil leave ``payments`` out of webhooks unless expanded)."""
+    sells_packs = any(price not in settings.plans for price, _, _ in invoice_lines(invoice))
+    return sells_packs and invoice_payment(invoice) is None
+
+
+def invoice_payment(invoice: Event) -> str | None:
+    """The payment intent that paid an invoice: ``payment_intent`` in API versions up to
+    2024-06-20, its paid ``payments`` (InvoicePayment objects) from 2025-03-31.basil on."""
+    if intent := _id(invoice.get("payment_intent")):
+        return intent
     for paid in (invoice.get("payments") or {}).get("data") or []:
-        if intent := (paid.get("payment") or {}).get("payment_intent"):
-            return str(intent)
-    return str(invoice.get("id"))
+        if paid.get("status", "paid") == "paid" and (intent := invoice_payment_intent(paid)):
+            return intent
+    return None
+
+
+def invoice_payment_intent(paid: Event) -> str | None:
+    """The payment intent of one InvoicePayment, expanded or not."""
+    return _id((paid.get("payment") or {}).get("payment_intent"))
+
+
+def _id(value: Any) -> str | None:
+    """An object's id, whether Stripe sent the id or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None
