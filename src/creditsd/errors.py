@@ -57,6 +57,16 @@ class InvalidSignature(CreditsError):
         super().__init__("the webhook signature is missing, wrong or expired")
 
 
+class InvalidEvent(CreditsError):
+    """A correctly signed webhook body that is not an event; nothing was stored."""
+
+    code = "invalid_event"
+    status = 400
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"the webhook body is not an event: {problem}")
+
+
 class Unauthenticated(CreditsError):
     """No valid API key."""
 
