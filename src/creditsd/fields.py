@@ -118,7 +118,8 @@ all 60, as JSON Schema counts integers; ``60.5`` and ``"60"`` stay refused."""
 Seconds = Annotated[int, Field(gt=0, le=10 * 365 * 24 * 3600, description="Seconds."), WholeNumber]
 
 
-def _metadata(value: dict[str, Any]) -> dict[str, Any]:
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata within its limits (keys, lengths, no NUL, finite numbers), else ValueError."""
     if len(value) > MAX_METADATA_KEYS:
         raise ValueError(f"at most {MAX_METADATA_KEYS} keys")
     for key, item in value.items():
@@ -135,6 +136,6 @@ def _metadata(value: dict[str, Any]) -> dict[str, Any]:
 
 Metadata = Annotated[
     dict[str, str | int | Decimal | bool | None],
-    AfterValidator(_metadata),
+    AfterValidator(check_metadata),
     Field(description="Your own flat key-value data, stored and returned as given."),
 ]

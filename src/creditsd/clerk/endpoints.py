@@ -19,8 +19,10 @@ async def clerk_webhook(request: Request, ledger: LedgerDep) -> WebhookReceipt:
     """Clerk events, verified by their ``svix-id``, ``svix-timestamp`` and ``svix-signature``.
 
     ``user.created`` opens the account with its sign-up grant (once, whether this or the
-    app's first request comes first); ``user.deleted`` closes it; subscription events
-    grant each period's allowance once. Repeats answer 200 with ``duplicate``.
+    app's first request comes first) and, with ``user.updated``, keeps the primary email in
+    its ``clerk_email`` metadata; ``user.deleted`` closes it; subscription events grant
+    each period's allowance once. Repeats answer 200 with ``duplicate``; a signed body that
+    is not an event is 400 ``invalid_event``.
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
     payload = await bounded_body(request, ledger.settings.server.max_webhook_body_bytes)

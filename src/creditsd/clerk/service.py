@@ -1,7 +1,9 @@
 """What each Clerk webhook (delivered by Svix) does to the ledger.
 
 The endpoint verifies and stores; ``handle`` runs in the transaction that marks the
-event handled, so a message Svix delivers again is handled once.
+event handled, so a message Svix delivers again is handled once. Clerk's payloads are
+read tolerantly: fields nobody here knows stay in the stored event, and a field of an
+unexpected shape is treated as absent rather than refused.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.config import ClerkSettings
-from creditsd.errors import InvalidSignature
+from creditsd.errors import InvalidEvent, InvalidSignature
 from creditsd.inbox import Outcome
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
-from creditsd.ledger.errors import InvalidAccountId
+from creditsd.ledger.errors import AccountNotFound, InvalidAccountId
 from creditsd.ledger.runtime import Runtime
 from creditsd.plans.service import grant_allowance
 
 SOURCE = "clerk"
 CLERK_APP = "clerk"
+EMAIL_KEY = "clerk_email"  # the account metadata key that holds the user's primary email
 _SVIX_HEADERS = ("svix-id", "svix-timestamp", "svix-signature")
 
 Data = dict[str, Any]
@@ -35,7 +38,7 @@ def verify(
     settings: ClerkSettings, payload: bytes, headers: dict[str, str]
 ) -> tuple[str, str, Data]:
     """A Clerk webhook's Svix message id, event type and event, once its signature checks
-    out (stale timestamps fail)."""
+    out (stale timestamps fail) and the body is an event (``type`` and ``data``)."""
     secret = settings.webhook_secret
     if secret is None:
         raise ClerkNotConfigured
@@ -44,10 +47,19 @@ def verify(
         raise InvalidSignature
     try:
         Webhook(secret.get_secret_value()).verify(payload, signed)
-        event = json.loads(payload)
-        kind, _data = str(event["type"]), event["data"]
-    except (WebhookVerificationError, ValueError, KeyError, TypeError) as exc:
+    except WebhookVerificationError as exc:
         raise InvalidSignature from exc
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise InvalidEvent("the body is not JSON") from exc
+    if not isinstance(event, dict):
+        raise InvalidEvent("the body is not a JSON object")
+    kind = event.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidEvent("type is missing or not text")
+    if not isinstance(event.get("data"), dict):
+        raise InvalidEvent("data is missing or not an object")
     return signed["svix-id"], kind, event
 
 
@@ -57,8 +69,17 @@ async def handle(
     """Dispatch one verified event."""
     policy = ledger_.policy
     if kind in {"user.created", "organization.created"}:
-        created = await posting.open_customer(conn, _id(data), policy, now)
-        return Outcome("created" if created else "exists", notes={"account": data.get("id")})
+        account_id = _id(data)
+        created = await posting.open_customer(conn, account_id, policy, now)
+        notes: dict[str, Any] = {"account": account_id}
+        if kind == "user.created":
+            notes["email_kept"] = await _keep_email(conn, account_id, data, now)
+        return Outcome("created" if created else "exists", notes=notes)
+    if kind == "user.updated":
+        account_id = _id(data)
+        kept = await _keep_email(conn, account_id, data, now)
+        name = "unknown_account" if kept is None else "updated"
+        return Outcome(name, notes={"account": account_id, "email_kept": kept})
     if kind in {"user.deleted", "organization.deleted"}:
         account_id = _id(data)
         if await ledger_repo.get_account_row(conn, account_id) is None:
@@ -79,34 +100,103 @@ def _id(data: Data) -> str:
     return ledger.check_account_id(account_id)
 
 
-def _ms(value: Any) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
+def _object(value: Any) -> Data:
+    """A JSON object, or an empty one for anything else (a field of an unexpected shape)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _name(value: Any) -> str | None:
+    """An id that can name an account, else None (Clerk sends ``""`` for "none")."""
+    try:
+        return ledger.check_account_id(value) if isinstance(value, str) else None
+    except InvalidAccountId:
+        return None
+
+
+def _primary_email(user: Data) -> str | None:
+    """The address ``primary_email_address_id`` points at among ``email_addresses``."""
+    primary = user.get("primary_email_address_id")
+    addresses = user.get("email_addresses")
+    for address in map(_object, addresses if isinstance(addresses, list) else []):
+        email = address.get("email_address")
+        if primary and address.get("id") == primary and isinstance(email, str):
+            return email
+    return None
+
+
+async def _keep_email(
+    conn: AsyncConnection, user_id: str, user: Data, now: datetime
+) -> bool | None:
+    """Keep the user's primary email in their account's ``clerk_email`` metadata key (no
+    primary email: the key goes). False when the metadata cannot hold it; None when the
+    user has no account (an update never opens one)."""
+    account_id = await ledger_repo.resolve_name(conn, user_id)
+    if account_id is None:
+        return None
+    return await ledger.set_metadata_key(conn, account_id, EMAIL_KEY, _primary_email(user), now)
+
+
+def _ms(value: Any) -> datetime | None:
+    """A time Clerk gives in epoch milliseconds, or None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    try:
+        return datetime.fromtimestamp(value / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+async def _payer_account(
+    conn: AsyncConnection, data: Data, policy: posting.Policy, now: datetime
+) -> str | None:
+    """The account a billing object's payer is: its organization, else its user.
+
+    Clerk's payer id (``cpayer_…``) becomes an alias of that account, so an event in the
+    older shape, which names the payer only by ``payer_id``, finds the account too.
+    """
+    payer = _object(data.get("payer"))
+    payer_id = _name(payer.get("id")) or _name(data.get("payer_id"))
+    named = _name(payer.get("organization_id")) or _name(payer.get("user_id"))
+    if named is None:
+        return None if payer_id is None else await ledger_repo.resolve_name(conn, payer_id)
+    if payer_id is not None and await ledger_repo.resolve_name(conn, payer_id) is None:
+        try:
+            account_id = await ledger.resolve_account(conn, named, policy, now)
+        except AccountNotFound:
+            return named
+        await ledger.add_alias(conn, account_id, payer_id)
+    return named
 
 
 async def _allowances(
     conn: AsyncConnection, kind: str, data: Data, ledger_: Runtime, now: datetime
 ) -> Outcome:
-    """Grant each active item's period allowance, for plans ``[plans.*]`` names."""
+    """Grant each active item's period allowance, for plans ``[plans.*]`` names.
+
+    An item whose period has no end (Clerk's default free plan) grants nothing.
+    """
     if kind == "subscription.deleted":
         return Outcome("ended", notes={"subscription": data.get("id")})
-    payer = data.get("payer") or {}
-    account = payer.get("organization_id") or payer.get("user_id")
+    account = await _payer_account(conn, data, ledger_.policy, now)
     items = data.get("items") if kind.startswith("subscription.") else [data]
-    outcome = Outcome("handled", notes={"account": account, "unknown_plans": []})
-    for item in items or []:
-        plan = item.get("plan") or {}
-        plan_id = plan.get("id") or item.get("plan_id")
-        if item.get("status") != "active" or not plan_id:
+    notes: dict[str, Any] = {"account": account, "unknown_plans": [], "open_ended": []}
+    outcome = Outcome("handled", notes=notes)
+    for item in map(_object, items if isinstance(items, list) else []):
+        plan_id = _object(item.get("plan")).get("id") or item.get("plan_id")
+        if item.get("status") != "active" or not isinstance(plan_id, str) or not plan_id:
             continue
         if plan_id not in ledger_.settings.plans:
-            outcome.notes["unknown_plans"].append(plan_id)
+            notes["unknown_plans"].append(plan_id)
+            continue
+        start, end = _ms(item.get("period_start")), _ms(item.get("period_end"))
+        if start is None or end is None:
+            notes["open_ended"].append(plan_id)
             continue
         if not account:
-            return Outcome("unknown_account", notes=outcome.notes)
+            return Outcome("unknown_account", notes=notes)
         credits = ledger_.money.to_minor(ledger_.settings.plans[plan_id].credits)
-        period = (_ms(item["period_start"]), _ms(item["period_end"]))
         granted = await grant_allowance(
-            conn, account, plan_id, credits, period, ledger_.policy, now
+            conn, account, plan_id, credits, (start, end), ledger_.policy, now
         )
         if granted is not None:
             outcome.transfers.append(granted.id)

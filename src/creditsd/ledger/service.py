@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
+from creditsd.fields import check_metadata
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
@@ -251,6 +252,31 @@ async def _update_settings(
         )
     if changes:
         await repo.update_account(conn, account_id, changes, now)
+
+
+async def set_metadata_key(
+    conn: AsyncConnection, account_id: str, key: str, value: str | None, now: datetime
+) -> bool:
+    """Set one metadata key (``None`` removes it), leaving the other keys as they are.
+
+    False, changing nothing, when the result would break the limits the API holds
+    metadata to (so the account still reads and writes back through the API).
+    """
+    row = await repo.get_account_row(conn, account_id, lock=True)
+    if row is None:
+        raise AccountNotFound(account_id)
+    current: Metadata = row.metadata or {}
+    wanted = {name: item for name, item in current.items() if name != key}
+    if value is not None:
+        wanted[key] = value
+    if wanted == current:
+        return True
+    try:
+        check_metadata(wanted)
+    except ValueError:
+        return False
+    await repo.update_account(conn, account_id, {"metadata": wanted or None}, now)
+    return True
 
 
 async def add_alias(conn: AsyncConnection, account_id: str, alias: str) -> None:
