@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from creditsd.money import AmountError, parse_decimal
 
@@ -20,6 +20,8 @@ MAX_QUANTITY_PLACES = 6
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 # Where a token kind without a price of its own is priced.
 FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
+_TTL_UNITS = {"d": 86_400, "h": 3600, "m": 60}  # largest first: a TTL's canonical unit
+MAX_TTLS = 8  # distinct cache lifetimes one use or one model names
 
 
 def _decimal(value: object) -> Decimal:
@@ -30,6 +32,28 @@ def _decimal(value: object) -> Decimal:
 
 
 CatalogDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
+
+
+def ttl_seconds(ttl: str) -> int:
+    """A cache lifetime's length: ``ttl_seconds("12h") == 43200``."""
+    return int(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
+
+
+def _canonical_ttl(ttl: str) -> str:
+    seconds = ttl_seconds(ttl)
+    unit = next(unit for unit, size in _TTL_UNITS.items() if seconds % size == 0)
+    if ttl != (canonical := f"{seconds // _TTL_UNITS[unit]}{unit}"):
+        raise ValueError(f"write {ttl} as {canonical}")
+    return ttl
+
+
+CacheTTL = Annotated[
+    str,
+    Field(pattern=r"^[1-9][0-9]{0,3}[mhd]$", examples=["5m", "1h", "12h"]),
+    AfterValidator(_canonical_ttl),
+]
+"""How long a cache write is kept, in its largest whole unit: ``5m``, ``1h``, ``12h``, ``1d``
+(``60m`` is refused: it is ``1h``)."""
 
 
 class _Entry(BaseModel):
@@ -57,14 +81,19 @@ class ModelPrice(_Entry):
     """US dollars per million tokens of each kind, with this model's markup and multiplier.
 
     Cache reads and writes without a price of their own cost what input does; reasoning
-    tokens without one cost what output does. Markup and multiplier default to the
-    catalog's.
+    tokens without one cost what output does. ``cache_write`` prices writes kept for the
+    provider's standard time (Anthropic's 5 minutes); ``cache_write_by_ttl`` prices writes
+    kept longer, by lifetime (``{"1h": 6}``), and a lifetime without a price costs what
+    ``cache_write`` does. Markup and multiplier default to the catalog's.
     """
 
     input: CatalogDecimal = Field(ge=0)
     output: CatalogDecimal = Field(ge=0)
     cache_read: CatalogDecimal | None = Field(None, ge=0)
     cache_write: CatalogDecimal | None = Field(None, ge=0)
+    cache_write_by_ttl: dict[CacheTTL, Annotated[CatalogDecimal, Field(ge=0)]] | None = Field(
+        None, max_length=MAX_TTLS
+    )
     reasoning: CatalogDecimal | None = Field(None, ge=0)
     markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
     rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
@@ -72,7 +101,12 @@ class ModelPrice(_Entry):
     def per_million(self, kind: str) -> Decimal:
         """The USD price per million tokens of ``kind``, after fallbacks."""
         own: Decimal | None = getattr(self, kind)
-        return own if own is not None else getattr(self, FALLBACK[kind])
+        return own if own is not None else self.per_million(FALLBACK[kind])
+
+    def cache_write_per_million(self, ttl: str) -> Decimal:
+        """The USD price per million tokens written to the cache for ``ttl``."""
+        own = (self.cache_write_by_ttl or {}).get(ttl)
+        return own if own is not None else self.per_million("cache_write")
 
 
 def _features() -> dict[str, FeaturePrice]:
