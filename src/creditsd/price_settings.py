@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from creditsd.money import AmountError, parse_decimal
 
@@ -20,7 +20,7 @@ MAX_QUANTITY_PLACES = 6
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 # Where a token kind without a price of its own is priced.
 FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
-_TTL_UNITS = {"d": 86_400, "h": 3600, "m": 60}  # largest first: a TTL's canonical unit
+_TTL_UNITS = {"m": 60, "h": 3600, "d": 86_400}
 MAX_TTLS = 8  # distinct cache lifetimes one use or one model names
 
 
@@ -39,21 +39,16 @@ def ttl_seconds(ttl: str) -> int:
     return int(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
 
 
-def _canonical_ttl(ttl: str) -> str:
-    seconds = ttl_seconds(ttl)
-    unit = next(unit for unit, size in _TTL_UNITS.items() if seconds % size == 0)
-    if ttl != (canonical := f"{seconds // _TTL_UNITS[unit]}{unit}"):
-        raise ValueError(f"write {ttl} as {canonical}")
-    return ttl
-
-
 CacheTTL = Annotated[
     str,
-    Field(pattern=r"^[1-9][0-9]{0,3}[mhd]$", examples=["5m", "1h", "12h"]),
-    AfterValidator(_canonical_ttl),
+    Field(
+        # in its largest whole unit, so one lifetime has one name
+        pattern=r"^(?:(?:[1-9]|[1-5][0-9])m|(?:[1-9]|1[0-9]|2[0-3])h|[1-9][0-9]{0,2}d)$",
+        examples=["5m", "1h", "12h"],
+    ),
 ]
-"""How long a cache write is kept, in its largest whole unit: ``5m``, ``1h``, ``12h``, ``1d``
-(``60m`` is refused: it is ``1h``)."""
+"""How long a cache write is kept: minutes below an hour, hours below a day, or days
+(``5m``, ``1h``, ``12h``, ``1d``; ``60m`` is refused: it is ``1h``)."""
 
 
 class _Entry(BaseModel):

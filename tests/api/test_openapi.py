@@ -25,6 +25,8 @@ PRICED: list[tuple[dict[str, Any], bool]] = [
     ({"usage": PROVIDED}, True),
     ({"usage": {**PROVIDED, "anthropic": None}}, True),
     ({"usage": {**USAGE, "gemini": None}}, True),
+    ({"usage": {**USAGE, "cache_write_tokens_by_ttl": {"1h": 5, "90m": 1}}}, False),
+    ({"usage": {**USAGE, "cache_write_tokens_by_ttl": {"1h": 5, "12h": 1}}}, True),
     ({"usage": {**PROVIDED, "input_tokens": 0}}, False),
     ({"usage": {**PROVIDED, "gemini": {"promptTokenCount": 1}}}, False),
     ({"usage": {**PROVIDED, "openai_chat": {"prompt_tokens": 10}}}, False),

@@ -181,7 +181,7 @@ def test_uses_the_catalog_cannot_price() -> None:
         ('[pricing.models."no-vendor"]\ninput = 1\noutput = 2\n', "pricing.models.no-vendor"),
         (
             '[pricing.models."a/b"]\ninput = 1\noutput = 2\ncache_write_by_ttl = { "60m" = 3 }\n',
-            "write 60m as 1h",
+            "pricing.models.a/b.cache_write_by_ttl.60m.[key] (line 4)",
         ),
         ("[pricing]\ncredits_per_usd = 0\n", "pricing.credits_per_usd (line 2)"),
         ('[pricing]\nrounding = "nearest"\n', "pricing.rounding (line 2)"),

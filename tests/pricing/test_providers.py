@@ -273,7 +273,7 @@ CHAT, GEMINI = "openai/gpt-4o", "google/gemini-2.5-flash"
         ({"model": CHAT, "openai_chat": openai_chat(), "input_tokens": 0}, "validation_error", ""),
         ({"model": CHAT, "openai_chat": openai_chat(), "gemini": {}}, "validation_error", ""),
         ({"model": CHAT, "cache_write_tokens_by_ttl": {"1w": 1}}, "validation_error", "1w"),
-        ({"model": CHAT, "cache_write_tokens_by_ttl": {"60m": 1}}, "validation_error", "1h"),
+        ({"model": CHAT, "cache_write_tokens_by_ttl": {"60m": 1}}, "validation_error", "60m"),
         ({"model": CHAT, "openai_chat": [1, 2]}, "validation_error", "openai_chat"),
         # a provider's object is taken as the provider writes it, its types checked
         ({"model": CHAT, "openai_chat": {"prompt_tokens": 5}}, "validation_error", "completion"),
