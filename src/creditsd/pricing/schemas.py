@@ -83,6 +83,11 @@ def _not_null(optional: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(schema)
 
 
+TokensByTTL = Annotated[
+    dict[CacheTTL, Tokens],
+    # patternProperties alone would let the schema take any other name too
+    Field(max_length=MAX_TTLS, json_schema_extra={"additionalProperties": False}),
+]
 PROVIDER_SHAPES = ("openai_chat", "openai_responses", "anthropic", "gemini")
 _COUNTS = (
     "input_tokens",
@@ -131,10 +136,8 @@ class UsageIn(StrictRequest):
     cache_write_tokens: Tokens = Field(
         0, description="Written to the cache for the provider's standard time (5 minutes)."
     )
-    cache_write_tokens_by_ttl: dict[CacheTTL, Tokens] | None = Field(
-        None,
-        max_length=MAX_TTLS,
-        description='Written to the cache for longer, by lifetime: {"1h": 2000}.',
+    cache_write_tokens_by_ttl: TokensByTTL | None = Field(
+        None, description='Written to the cache for longer, by lifetime: {"1h": 2000}.'
     )
     reasoning_tokens: Tokens = 0
     openai_chat: OpenAIChatUsage | None = Field(
