@@ -20,6 +20,8 @@ MAX_QUANTITY_PLACES = 6
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 # Where a token kind without a price of its own is priced.
 FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
+_TTL_UNITS = {"m": 60, "h": 3600, "d": 86_400}
+MAX_TTLS = 8  # distinct cache lifetimes one use or one model names
 
 
 def _decimal(value: object) -> Decimal:
@@ -30,6 +32,23 @@ def _decimal(value: object) -> Decimal:
 
 
 CatalogDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
+
+
+def ttl_seconds(ttl: str) -> int:
+    """A cache lifetime's length: ``ttl_seconds("12h") == 43200``."""
+    return int(ttl[:-1]) * _TTL_UNITS[ttl[-1]]
+
+
+CacheTTL = Annotated[
+    str,
+    Field(
+        # in its largest whole unit, so one lifetime has one name
+        pattern=r"^(?:(?:[1-9]|[1-5][0-9])m|(?:[1-9]|1[0-9]|2[0-3])h|[1-9][0-9]{0,2}d)$",
+        examples=["5m", "1h", "12h"],
+    ),
+]
+"""How long a cache write is kept: minutes below an hour, hours below a day, or days
+(``5m``, ``1h``, ``12h``, ``1d``; ``60m`` is refused: it is ``1h``)."""
 
 
 class _Entry(BaseModel):
@@ -57,14 +76,19 @@ class ModelPrice(_Entry):
     """US dollars per million tokens of each kind, with this model's markup and multiplier.
 
     Cache reads and writes without a price of their own cost what input does; reasoning
-    tokens without one cost what output does. Markup and multiplier default to the
-    catalog's.
+    tokens without one cost what output does. ``cache_write`` prices writes kept for the
+    provider's standard time (Anthropic's 5 minutes); ``cache_write_by_ttl`` prices writes
+    kept longer, by lifetime (``{"1h": 6}``), and a lifetime without a price costs what
+    ``cache_write`` does. Markup and multiplier default to the catalog's.
     """
 
     input: CatalogDecimal = Field(ge=0)
     output: CatalogDecimal = Field(ge=0)
     cache_read: CatalogDecimal | None = Field(None, ge=0)
     cache_write: CatalogDecimal | None = Field(None, ge=0)
+    cache_write_by_ttl: dict[CacheTTL, Annotated[CatalogDecimal, Field(ge=0)]] | None = Field(
+        None, max_length=MAX_TTLS
+    )
     reasoning: CatalogDecimal | None = Field(None, ge=0)
     markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
     rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
@@ -72,7 +96,12 @@ class ModelPrice(_Entry):
     def per_million(self, kind: str) -> Decimal:
         """The USD price per million tokens of ``kind``, after fallbacks."""
         own: Decimal | None = getattr(self, kind)
-        return own if own is not None else getattr(self, FALLBACK[kind])
+        return own if own is not None else self.per_million(FALLBACK[kind])
+
+    def cache_write_per_million(self, ttl: str) -> Decimal:
+        """The USD price per million tokens written to the cache for ``ttl``."""
+        own = (self.cache_write_by_ttl or {}).get(ttl)
+        return own if own is not None else self.per_million("cache_write")
 
 
 def _features() -> dict[str, FeaturePrice]:

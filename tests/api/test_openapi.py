@@ -12,6 +12,8 @@ from jsonschema_rs import Draft202012Validator
 from tests.conftest import body
 
 USAGE = {"model": "openai/gpt-4o-mini", "input_tokens": 10}
+CHAT = {"prompt_tokens": 10, "completion_tokens": 2, "later_field": {"x": 1}}
+PROVIDED = {"model": "openai/gpt-4o-mini", "openai_chat": CHAT}
 # What a priced write may carry: exactly one of amount, feature (with quantity) or usage.
 PRICED: list[tuple[dict[str, Any], bool]] = [
     ({"amount": 1}, True),
@@ -20,6 +22,14 @@ PRICED: list[tuple[dict[str, Any], bool]] = [
     ({"feature": "chat_message", "quantity": 2, "amount": None}, True),
     ({"usage": USAGE}, True),
     ({"usage": USAGE, "amount": None, "feature": None}, True),
+    ({"usage": PROVIDED}, True),
+    ({"usage": {**PROVIDED, "anthropic": None}}, True),
+    ({"usage": {**USAGE, "gemini": None}}, True),
+    ({"usage": {**USAGE, "cache_write_tokens_by_ttl": {"1h": 5, "90m": 1}}}, False),
+    ({"usage": {**USAGE, "cache_write_tokens_by_ttl": {"1h": 5, "12h": 1}}}, True),
+    ({"usage": {**PROVIDED, "input_tokens": 0}}, False),
+    ({"usage": {**PROVIDED, "gemini": {"promptTokenCount": 1}}}, False),
+    ({"usage": {**PROVIDED, "openai_chat": {"prompt_tokens": 10}}}, False),
     ({}, False),
     ({"amount": None}, False),
     ({"amount": 1, "feature": "chat_message"}, False),

@@ -102,6 +102,35 @@ def test_unpriced_token_kinds_fall_back_and_the_catalog_markup_applies() -> None
     assert price.breakdown["markup_percent"] == 50
 
 
+def test_cache_writes_kept_longer_cost_their_own_price_or_the_standard_write_price() -> None:
+    prices = catalog(
+        models={
+            "acme/two": {
+                "input": 2,
+                "output": 8,
+                "cache_write": 3,
+                "cache_write_by_ttl": {"1h": 5},
+            },
+            "acme/one": {"input": 2, "output": 8, "cache_write": 3},
+            "acme/none": {"input": 2, "output": 8},
+        }
+    )
+
+    def writes(model: str) -> TokenUse:
+        return TokenUse(
+            model, cache_write_tokens=1_000_000, cache_write_tokens_by_ttl=(("1h", 1_000_000),)
+        )
+
+    # 1M standard writes + 1M one-hour writes: 3 + 5 USD; 3 + 3 USD; 2 + 2 USD (input's price)
+    for model, usd in [("acme/two", 8), ("acme/one", 6), ("acme/none", 4)]:
+        assert prices.price(writes(model), MONEY).amount == usd * 100 * MONEY.unit, model
+    lines = prices.price(writes("acme/two"), MONEY).breakdown["lines"]
+    assert [line["description"] for line in lines] == [
+        "1000000 cache write tokens × 3 USD/1M",
+        "1000000 cache write (1h) tokens × 5 USD/1M",
+    ]
+
+
 @pytest.mark.parametrize(
     ("rounding", "one_and_a_half", "two_and_a_half"),
     [("half_up", 2, 3), ("half_even", 2, 2), ("up", 2, 3), ("down", 1, 2)],
@@ -150,6 +179,10 @@ def test_uses_the_catalog_cannot_price() -> None:
         ('[pricing.models."a/b"]\n', "pricing.models.a/b.input (line 1)"),
         ('[pricing.models."a/b"]\ninput = 1\noutput = -2\n', "pricing.models.a/b.output (line 3)"),
         ('[pricing.models."no-vendor"]\ninput = 1\noutput = 2\n', "pricing.models.no-vendor"),
+        (
+            '[pricing.models."a/b"]\ninput = 1\noutput = 2\ncache_write_by_ttl = { "60m" = 3 }\n',
+            "pricing.models.a/b.cache_write_by_ttl.60m.[key] (line 4)",
+        ),
         ("[pricing]\ncredits_per_usd = 0\n", "pricing.credits_per_usd (line 2)"),
         ('[pricing]\nrounding = "nearest"\n', "pricing.rounding (line 2)"),
         ("[pricing.meters.video]\nprice = 1\n", "pricing.meters.video.unit (line 1)"),

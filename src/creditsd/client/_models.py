@@ -14,14 +14,21 @@ from typing import Any, Required, TypedDict
 
 
 class Usage(TypedDict, total=False):
-    """Token counts of one model call, priced by the server's catalog."""
+    """Token counts of one model call, priced by the server's catalog: the disjoint counts,
+    or one provider's own usage object as it came (``{"model": "openai/gpt-4o",
+    "openai_chat": completion.usage.model_dump(mode="json")}``)."""
 
     model: Required[str]
     input_tokens: int
     output_tokens: int
     cache_read_tokens: int
     cache_write_tokens: int
+    cache_write_tokens_by_ttl: Mapping[str, int]
     reasoning_tokens: int
+    openai_chat: Mapping[str, Any]
+    openai_responses: Mapping[str, Any]
+    anthropic: Mapping[str, Any]
+    gemini: Mapping[str, Any]
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Prices are decimals of credits (features, meters) or of US dollars per million t
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
 from typing import Any
@@ -17,7 +18,9 @@ from creditsd.price_settings import (
     TOKEN_KINDS,
     FeaturePrice,
     MeterPrice,
+    ModelPrice,
     PricingSettings,
+    ttl_seconds,
 )
 
 _ROUNDING = {
@@ -83,7 +86,12 @@ class FeatureUse:
 
 @dataclass(frozen=True, slots=True)
 class TokenUse:
-    """One LLM call's tokens; each count excludes the others (see the README)."""
+    """One LLM call's tokens; each count excludes the others (see the README).
+
+    ``cache_write_tokens`` were written to the cache for the provider's standard time;
+    ``cache_write_tokens_by_ttl`` holds the writes kept longer, as :func:`ttl_counts` makes
+    it (``(("1h", 2000),)``).
+    """
 
     model: str
     input_tokens: int = 0
@@ -91,16 +99,35 @@ class TokenUse:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    cache_write_tokens_by_ttl: tuple[tuple[str, int], ...] = ()
 
     def counts(self) -> dict[str, int]:
-        """Token counts by kind."""
+        """Token counts by kind (cache writes kept longer than standard are apart)."""
         return {kind: getattr(self, f"{kind}_tokens") for kind in TOKEN_KINDS}
+
+    def priced_counts(self, model: ModelPrice) -> Iterator[tuple[str, str, int, Decimal]]:
+        """Each count that is not zero, as (item, what it is, count, USD per million)."""
+        for kind, count in self.counts().items():
+            if count:
+                yield f"{kind}_tokens", kind.replace("_", " "), count, model.per_million(kind)
+            if kind == "cache_write":
+                for ttl, written in self.cache_write_tokens_by_ttl:
+                    price = model.cache_write_per_million(ttl)
+                    yield f"cache_write_{ttl}_tokens", f"cache write ({ttl})", written, price
 
     def request(self) -> dict[str, Any]:
         """The use as the caller asked for it (what idempotency fingerprints)."""
-        return {
-            "usage": {"model": self.model, **{f"{k}_tokens": v for k, v in self.counts().items()}}
-        }
+        usage = {"model": self.model, **{f"{k}_tokens": v for k, v in self.counts().items()}}
+        if self.cache_write_tokens_by_ttl:  # absent otherwise: earlier fingerprints still hold
+            usage["cache_write_tokens_by_ttl"] = dict(self.cache_write_tokens_by_ttl)
+        return {"usage": usage}
+
+
+def ttl_counts(counts: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """Cache writes by lifetime as :class:`TokenUse` keeps them: shortest first, no zeros."""
+    return tuple(
+        sorted(((ttl, n) for ttl, n in counts.items() if n), key=lambda c: ttl_seconds(c[0]))
+    )
 
 
 Use = FeatureUse | TokenUse
@@ -225,17 +252,13 @@ class Catalog:
         }
         lines = []
         usd = Decimal(0)
-        for kind, count in use.counts().items():
-            if not count:
-                continue
-            per_million = model.per_million(kind)
+        for item, what, count, per_million in use.priced_counts(model):
             cost = count * per_million / _MILLION
             usd += cost
             lines.append(
                 {
-                    "item": f"{kind}_tokens",
-                    "description": f"{count} {kind.replace('_', ' ')} tokens"
-                    f" × {per_million} USD/1M",
+                    "item": item,
+                    "description": f"{count} {what} tokens × {per_million} USD/1M",
                     "quantity": count,
                     "unit": "token",
                     "usd_per_million": per_million,

@@ -16,13 +16,16 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import AmountIn, AmountOut, StrictRequest, WholeNumber, decimal_field
-from creditsd.price_settings import FEATURE_PATTERN, MAX_TOKENS, MODEL_PATTERN
-from creditsd.pricing.catalog import (
-    FeatureUse,
-    Price,
-    TokenUse,
-    Use,
+from creditsd.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.price_settings import FEATURE_PATTERN, MAX_TTLS, MODEL_PATTERN, CacheTTL
+from creditsd.pricing.catalog import FeatureUse, Price, TokenUse, Use, ttl_counts
+from creditsd.pricing.providers import (
+    AnthropicUsage,
+    GeminiUsage,
+    OpenAIChatUsage,
+    OpenAIResponsesUsage,
+    ProviderUsage,
+    Tokens,
 )
 
 FeatureName = Annotated[
@@ -45,7 +48,6 @@ Quantity = Annotated[
         }
     ),
 ]
-Tokens = Annotated[int, Field(ge=0, le=MAX_TOKENS), WholeNumber]
 
 
 def exactly_one_of(**alternatives: tuple[str, ...]) -> Callable[[dict[str, Any]], None]:
@@ -81,9 +83,49 @@ def _not_null(optional: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(schema)
 
 
+TokensByTTL = Annotated[
+    dict[CacheTTL, Tokens],
+    # patternProperties alone would let the schema take any other name too
+    Field(max_length=MAX_TTLS, json_schema_extra={"additionalProperties": False}),
+]
+PROVIDER_SHAPES = ("openai_chat", "openai_responses", "anthropic", "gemini")
+_COUNTS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_tokens_by_ttl",
+    "reasoning_tokens",
+)
+
+
+def _counts_or_one_provider(schema: dict[str, Any]) -> None:
+    """Say in a ``oneOf`` what :class:`UsageIn` enforces: creditsd's counts, or exactly one
+    provider's object and none of the counts."""
+    properties, null = schema["properties"], {"type": "null"}
+    schema["oneOf"] = [
+        {"properties": dict.fromkeys(PROVIDER_SHAPES, null)},
+        *(
+            {
+                "required": [shape],
+                "properties": {
+                    **{other: null for other in PROVIDER_SHAPES if other != shape},
+                    shape: _not_null(properties[shape]),
+                    **dict.fromkeys(_COUNTS, False),
+                },
+            }
+            for shape in PROVIDER_SHAPES
+        ),
+    ]
+
+
 class UsageIn(StrictRequest):
-    """One LLM call's token counts; each excludes the others (input excludes cached
-    tokens, output excludes reasoning tokens)."""
+    """One LLM call's tokens: creditsd's own counts, each excluding the others (input
+    excludes cached tokens, output excludes reasoning tokens), or one provider's own usage
+    object as the provider writes it (``openai_chat``, ``openai_responses``, ``anthropic``,
+    ``gemini``), which creditsd turns into those counts."""
+
+    model_config = ConfigDict(json_schema_extra=_counts_or_one_provider)
 
     model: str = Field(
         pattern=f"^{MODEL_PATTERN}$", max_length=128, examples=["openai/gpt-4o-mini"]
@@ -91,11 +133,32 @@ class UsageIn(StrictRequest):
     input_tokens: Tokens = 0
     output_tokens: Tokens = 0
     cache_read_tokens: Tokens = 0
-    cache_write_tokens: Tokens = 0
+    cache_write_tokens: Tokens = Field(
+        0, description="Written to the cache for the provider's standard time (5 minutes)."
+    )
+    cache_write_tokens_by_ttl: TokensByTTL | None = Field(
+        None, description='Written to the cache for longer, by lifetime: {"1h": 2000}.'
+    )
     reasoning_tokens: Tokens = 0
+    openai_chat: OpenAIChatUsage | None = Field(
+        None, description="An OpenAI Chat Completions response's `usage`."
+    )
+    openai_responses: OpenAIResponsesUsage | None = Field(
+        None, description="An OpenAI Responses response's `usage`."
+    )
+    anthropic: AnthropicUsage | None = Field(
+        None, description="An Anthropic Messages response's `usage`."
+    )
+    gemini: GeminiUsage | None = Field(
+        None, description="A Gemini response's `usageMetadata` (camelCase or snake_case)."
+    )
 
     def use(self) -> TokenUse:
-        """The use the catalog prices."""
+        """The use the catalog prices (``invalid_usage`` when a provider's counts do not add
+        up)."""
+        provided = self._provided()
+        if provided:
+            return provided[0].use(self.model)
         return TokenUse(
             model=self.model,
             input_tokens=self.input_tokens,
@@ -103,7 +166,21 @@ class UsageIn(StrictRequest):
             cache_read_tokens=self.cache_read_tokens,
             cache_write_tokens=self.cache_write_tokens,
             reasoning_tokens=self.reasoning_tokens,
+            cache_write_tokens_by_ttl=ttl_counts(self.cache_write_tokens_by_ttl or {}),
         )
+
+    def _provided(self) -> list[ProviderUsage]:
+        given = (getattr(self, shape) for shape in PROVIDER_SHAPES)
+        return [usage for usage in given if usage is not None]
+
+    @model_validator(mode="after")
+    def _counts_or_one_provider(self) -> Self:
+        provided = self._provided()
+        if len(provided) > 1:
+            raise ValueError(f"give one of {', '.join(PROVIDER_SHAPES)}, not several")
+        if provided and self.model_fields_set & set(_COUNTS):
+            raise ValueError("give creditsd's token counts or a provider's usage object, not both")
+        return self
 
 
 class PricedUse(StrictRequest):

@@ -11,6 +11,7 @@ from creditsd.api.auth import AppKey, LedgerDep
 from creditsd.api.errors import error_detail, error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
+from creditsd.errors import CreditsError
 from creditsd.money import Money
 from creditsd.usage.models import UsageEvent, UsageResult
 from creditsd.usage.schemas import UsageBatch, UsageBatchOut, UsageEventIn, UsageResultOut
@@ -60,7 +61,11 @@ async def record_usage(body: UsageBatch, ledger: LedgerDep, key: AppKey) -> Exac
         except ValidationError as exc:
             answers.append(_invalid(raw, exc, money))
             continue
-        use = event.use()
+        try:
+            use = event.use()
+        except CreditsError as exc:  # a provider's usage whose counts do not add up
+            answers.append(_result(UsageResult(event.id, "invalid", error=exc), money))
+            continue
         assert use is not None  # the schema requires feature or usage
         events.append(UsageEvent(event.id, event.account_id, use, event.timestamp, event.metadata))
         answers.append(None)
