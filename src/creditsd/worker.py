@@ -53,8 +53,17 @@ GATEWAY_PATHS = {
 }
 
 
+RETRYABLE_4XX = frozenset({408, 425, 429})  # a 4xx that may change by trying again
+
+
 class Failed(Exception):
-    """A delivery that did not get a 2xx; the message says why (never a secret)."""
+    """A delivery that did not get a 2xx; the message says why (never a secret).
+    ``retryable`` is false for an answer that trying again cannot change (a 4xx other
+    than 408, 425 and 429): the message is dead at once, with the answer recorded."""
+
+    def __init__(self, reason: str, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.retryable = status is None or status >= 500 or status in RETRYABLE_4XX
 
 
 class Deliverer:
@@ -114,7 +123,7 @@ class Deliverer:
             else:
                 await self._to_endpoint(message)
         except Failed as failure:
-            await self._failed(message, str(failure))
+            await self._failed(message, str(failure), retryable=failure.retryable)
         else:
             await db.run(
                 self.ledger.engine,
@@ -128,10 +137,12 @@ class Deliverer:
                 ),
             )
 
-    async def _failed(self, message: Message, error: str) -> None:
+    async def _failed(self, message: Message, error: str, *, retryable: bool) -> None:
         now = self.ledger.now()
         webhooks = self.settings.webhooks
-        too_old = now - message.created_at > timedelta(seconds=webhooks.max_age_seconds)
+        too_old = not retryable or (
+            now - message.created_at > timedelta(seconds=webhooks.max_age_seconds)
+        )
         wait = min(
             webhooks.max_backoff_seconds, webhooks.backoff_seconds * 2 ** (message.attempts - 1)
         )
@@ -160,7 +171,8 @@ class Deliverer:
         except httpx.HTTPError as exc:
             raise Failed(type(exc).__name__) from exc
         if not response.is_success:
-            raise Failed(f"HTTP {response.status_code}")
+            said = " ".join(response.text[:200].split())
+            raise Failed(f"HTTP {response.status_code}: {said}", response.status_code)
 
     async def _to_endpoint(self, message: Message) -> None:
         endpoint = self.ledger.outbox.endpoint(message.destination)  # refreshed each batch
@@ -191,8 +203,8 @@ class Deliverer:
                 await asyncio.sleep(gateway.retry_delay_seconds)
             try:
                 await self._post(url, body, headers, gateway.timeout_seconds)
-            except Failed:
-                if attempt == gateway.retry_count:
+            except Failed as failure:
+                if attempt == gateway.retry_count or not failure.retryable:
                     raise
             else:
                 return

@@ -11,7 +11,7 @@ import pytest
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
 from creditsd.worker import Deliverer
-from tests.conftest import Clock, LedgerFactory, body, client_for
+from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.webhooks.receiver import Receiver
 
@@ -144,3 +144,21 @@ async def test_a_slow_gateway_times_out_and_the_billing_stands(
     await drain(ledger)
     paths = [r.path for r in next_js.received]
     assert paths.count("/api/internal/balance/sync") == 2  # timed out once, then arrived
+
+
+async def test_a_route_the_receiver_does_not_have_dead_letters_at_once_and_blocks_nothing(
+    linked_out: Ledger, next_js: Receiver, clock: Clock
+) -> None:
+    """A 404 will not change by retrying: the message is dead at once, recorded with the
+    answer, and the account's later messages go on without waiting for it."""
+    next_js.routes = {"/api/internal/balance/sync"}  # no usage route here
+    await linked_out.grant("11", 5 * CREDIT)
+    await linked_out.charge("11", 1 * CREDIT)
+    await linked_out.charge("11", 1 * CREDIT)
+    await drain(linked_out)  # no clock moved: nothing waited for a retry
+    assert [r.answered for r in next_js.received if r.path.endswith("/usage")] == [404, 404]
+    syncs = next_js.bodies("/api/internal/balance/sync")
+    assert Decimal(str(syncs[-1]["balance_usd"])) == Decimal("0.03")  # the last went through too
+    async with client_for(linked_out, await create_key(linked_out, "admin")) as admin:
+        dead = body(await admin.get("/v1/webhook-deliveries", params={"status": "dead"}))["data"]
+    assert len(dead) == 2 and all("404" in d["last_error"] for d in dead)

@@ -37,6 +37,7 @@ class Receiver:
         self.received: list[Received] = []
         self.failures_left = 0  # answer 503 to this many requests first
         self.delay = 0.0  # seconds to wait before answering
+        self.routes: set[str] | None = None  # the paths it has (others 404); None: every one
         self._lock = threading.Lock()
         receiver = self
 
@@ -47,17 +48,18 @@ class Receiver:
                 with receiver._lock:
                     failing = receiver.failures_left > 0
                     receiver.failures_left -= failing
+                    missing = receiver.routes is not None and self.path not in receiver.routes
                     receiver.received.append(
                         Received(
                             self.path,
                             dict(self.headers.items()),
                             body,
                             time.monotonic(),
-                            503 if failing else 200,
+                            404 if missing else 503 if failing else 200,
                         )
                     )
                 time.sleep(receiver.delay)
-                self.send_response(503 if failing else 200)
+                self.send_response(404 if missing else 503 if failing else 200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"{}")
