@@ -237,10 +237,11 @@ class PlanSettings(_Section):
     label: str | None = Field(None, max_length=100)
 
 
-class GatewaySettings(_Section):
-    """``[gateway]``: an AI API gateway (sub2api-style) linked both ways (seed 000)."""
+class LinkSettings(_Section):
+    """A link of seed 000 (``[gateway]``, ``[app_link]``): where its messages go, the secret
+    both sides send as ``X-Internal-Secret``, and seed 000's client settings."""
 
-    enabled: bool = Field(False, description="Send usage and balance syncs to the gateway.")
+    enabled: bool = Field(False, description="Send this link's messages to base_url.")
     base_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
     internal_secret: SecretStr | None = Field(None, min_length=16)
     timeout_seconds: float = Field(10, gt=0, le=300)
@@ -251,11 +252,11 @@ class GatewaySettings(_Section):
     )
 
     @model_validator(mode="after")
-    def _enabled_needs_an_address_and_a_secret(self) -> GatewaySettings:
+    def _enabled_needs_an_address_and_a_secret(self) -> LinkSettings:
         if self.enabled:
             for key in ("base_url", "internal_secret"):
                 if getattr(self, key) is None:
-                    raise ValueError(f"gateway.{key} is required when gateway.enabled is true")
+                    raise ValueError(f"{key} is required when enabled is true")
         return self
 
 
@@ -297,7 +298,10 @@ class Settings(_Section):
     pricing: PricingSettings = PricingSettings()
     stripe: StripeSettings = StripeSettings()
     clerk: ClerkSettings = ClerkSettings()
-    gateway: GatewaySettings = GatewaySettings()
+    # creditsd as the app of a sub2api gateway: its usage comes in, balances go out to it.
+    gateway: LinkSettings = LinkSettings()
+    # creditsd as the gateway of an app written to seed 000: usage goes out, balances come in.
+    app_link: LinkSettings = LinkSettings()
     webhooks: WebhookSettings = WebhookSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}

@@ -19,11 +19,12 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db, jsonio
+from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
 from creditsd.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
-from creditsd.webhooks.models import GATEWAY, Message
+from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Message
 
 log = logging.getLogger("creditsd")
 
@@ -47,9 +48,9 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
 
 
 LEASE_MARGIN_SECONDS = 5
-GATEWAY_PATHS = {
+LINK_PATHS = {
     "gateway.usage": "/api/internal/webhooks/usage",
-    "gateway.balance_sync": "/api/internal/balance/sync",
+    BALANCE_SYNC: "/api/internal/balance/sync",
 }
 
 
@@ -76,14 +77,13 @@ class Deliverer:
         self._owns_http = http is None
         # A batch is delivered all at once, so each message is leased for one delivery's
         # time, plus a margin: a worker killed mid-delivery leaves it to the others then.
-        gateway = self.settings.gateway
         slowest = self.settings.webhooks.timeout_seconds
-        if gateway.enabled:
-            tries = gateway.retry_count + 1
-            slowest = max(
-                slowest,
-                gateway.timeout_seconds * tries + gateway.retry_delay_seconds * (tries - 1),
-            )
+        for link in (self.settings.gateway, self.settings.app_link):
+            if link.enabled:
+                tries = link.retry_count + 1
+                slowest = max(
+                    slowest, link.timeout_seconds * tries + link.retry_delay_seconds * (tries - 1)
+                )
         self.lease = timedelta(seconds=slowest + LEASE_MARGIN_SECONDS)
 
     async def close(self) -> None:
@@ -119,7 +119,9 @@ class Deliverer:
     async def _deliver(self, message: Message) -> None:
         try:
             if message.destination == GATEWAY:
-                await self._to_gateway(message)
+                await self._to_link(message, self.settings.gateway)
+            elif message.destination == APP:
+                await self._to_link(message, self.settings.app_link)
             else:
                 await self._to_endpoint(message)
         except Failed as failure:
@@ -188,14 +190,13 @@ class Deliverer:
         headers = signing.headers(endpoint.secret, message.message_id, int(time.time()), body)
         await self._post(endpoint.url, body, headers, self.settings.webhooks.timeout_seconds)
 
-    async def _to_gateway(self, message: Message) -> None:
+    async def _to_link(self, message: Message, gateway: LinkSettings) -> None:
         """Seed 000's client: the secret header, the configured timeout, then
         ``retry_count`` more tries ``retry_delay_seconds`` apart before the outbox's own
         backoff takes over."""
-        gateway = self.settings.gateway
         if not gateway.enabled or gateway.base_url is None or gateway.internal_secret is None:
-            raise Failed("the gateway link is not enabled")
-        url = gateway.base_url.rstrip("/") + GATEWAY_PATHS[message.event_type]
+            raise Failed(f"the {message.destination} link is not enabled")
+        url = gateway.base_url.rstrip("/") + LINK_PATHS[message.event_type]
         headers = {"X-Internal-Secret": gateway.internal_secret.get_secret_value()}
         body = jsonio.dumps(message.payload)
         for attempt in range(gateway.retry_count + 1):

@@ -90,7 +90,9 @@ async def test_one_unpriceable_usage_event_fails_alone(api: httpx.AsyncClient) -
 
 @pytest.fixture
 async def gateway(make_ledger: LedgerFactory) -> Any:
-    ledger: Ledger = await make_ledger(gateway={"internal_secret": INTERNAL_SECRET})
+    ledger: Ledger = await make_ledger(
+        gateway={"internal_secret": INTERNAL_SECRET}, app_link={"internal_secret": INTERNAL_SECRET}
+    )
     async with client_for(ledger, await create_key(ledger, "admin")) as client:
         client.headers["X-Internal-Secret"] = INTERNAL_SECRET
         yield client

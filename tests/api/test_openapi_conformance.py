@@ -39,7 +39,7 @@ def gateway_api() -> Iterator[Receiver]:
 
 
 def configuration(stripe_api: FakeStripe, gateway_api: Receiver) -> str:
-    """Everything switched on: Stripe packs, Clerk plans and webhooks, the gateway link."""
+    """Everything switched on: Stripe packs, Clerk plans and webhooks, both gateway links."""
     packs = "".join(
         f'[packs.{name}]\ncredits = {pack["credits"]}\nprice_id = "{pack["price_id"]}"\n'
         for name, pack in PACKS.items()
@@ -55,6 +55,11 @@ api_base = "{stripe_api.api_base}"
 webhook_secret = "{CLERK_SECRET}"
 
 [gateway]
+enabled = true
+base_url = "{gateway_api.url}"
+internal_secret = "{INTERNAL_SECRET}"
+
+[app_link]
 enabled = true
 base_url = "{gateway_api.url}"
 internal_secret = "{INTERNAL_SECRET}"

@@ -15,8 +15,10 @@ INTERNAL_SECRET = "gateway-internal-secret-0123456789"
 
 @pytest.fixture
 async def linked(make_ledger: LedgerFactory) -> Ledger:
-    """Gateway secret set, 100 credits a dollar (the default catalog), no sign-up grant."""
-    return await make_ledger(gateway={"internal_secret": INTERNAL_SECRET})
+    """Both links' secret set, 100 credits a dollar (the default catalog), no sign-up grant."""
+    return await make_ledger(
+        gateway={"internal_secret": INTERNAL_SECRET}, app_link={"internal_secret": INTERNAL_SECRET}
+    )
 
 
 @pytest.fixture

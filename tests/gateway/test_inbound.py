@@ -35,16 +35,17 @@ async def test_the_seed_examples_set_the_balance_by_audited_sync_transfers(
     linked: Ledger, gateway: httpx.AsyncClient
 ) -> None:
     points = await gateway.post(SYNC, json={"user_id": 123, "balance_points": 105000})
-    assert (points.status_code, body(points)) == (200, {"user_id": 123, "balance": 10.5})
+    assert points.status_code == 200
+    assert (body(points)["user_id"], body(points)["balance"]) == (123, 10.5)
     assert (await linked.get_account("123")).balance == 1_050 * CREDIT  # 100 credits a dollar
 
     dollars = await gateway.post(SYNC, json={"user_id": 123, "balance_usd": -3.25})
-    assert body(dollars) == {"user_id": 123, "balance": -3.25}
+    assert body(dollars)["data"] == {"user_id": 123, "balance": -3.25}
     account = await linked.get_account("123")
     assert (account.balance, account.by_source) == (-325 * CREDIT, {"overdrawn": -325 * CREDIT})
 
     again = await gateway.post(SYNC, json={"user_id": "123", "balance": "-3.25"})
-    assert body(again) == {"user_id": "123", "balance": -3.25}
+    assert body(again)["data"] == {"user_id": "123", "balance": -3.25}
     history = (await linked.transactions("123")).items
     assert [(t.kind, t.change_for("123")) for t in history] == [
         ("sync", -1_375 * CREDIT),
@@ -127,7 +128,7 @@ async def test_an_unknown_user_is_404_when_accounts_are_not_created_on_first_tou
     from tests.gateway.conftest import INTERNAL_SECRET
 
     ledger = await make_ledger(
-        gateway={"internal_secret": INTERNAL_SECRET}, accounts={"auto_create": False}
+        app_link={"internal_secret": INTERNAL_SECRET}, accounts={"auto_create": False}
     )
     async with client_for(ledger, "no-key") as client:
         response = await client.post(

@@ -17,6 +17,7 @@ from tests.webhooks.receiver import Receiver
 
 CREDIT = 10_000
 USAGE_FIELDS = {
+    "requestId",
     "event",
     "userId",
     "model",
@@ -40,17 +41,20 @@ def next_js() -> Iterator[Receiver]:
         yield running
 
 
+LINK = {
+    "enabled": True,
+    "internal_secret": INTERNAL_SECRET,
+    "timeout_seconds": 2,
+    "retry_count": 2,
+    "retry_delay_seconds": 0.2,
+}
+
+
 @pytest.fixture
 async def linked_out(make_ledger: LedgerFactory, next_js: Receiver) -> Ledger:
+    """Both links to one receiver: usage to it as the app, balance syncs as the gateway."""
     return await make_ledger(
-        gateway={
-            "enabled": True,
-            "base_url": next_js.url,
-            "internal_secret": INTERNAL_SECRET,
-            "timeout_seconds": 2,
-            "retry_count": 2,
-            "retry_delay_seconds": 0.2,
-        }
+        gateway={**LINK, "base_url": next_js.url}, app_link={**LINK, "base_url": next_js.url}
     )
 
 
@@ -83,22 +87,25 @@ async def test_each_billed_charge_is_posted_with_the_seeds_fields(
     assert all(r.headers["X-Internal-Secret"] == INTERNAL_SECRET for r in next_js.received)
 
     syncs = next_js.bodies("/api/internal/balance/sync")
-    assert syncs[-1] == {"user_id": 123, "balance_usd": posted["sub2api_balance_usd"]}
-    assert len(syncs) == 2  # after the grant, after the charge
+    # The grant's sync was still waiting when the charge's replaced it: only the latest goes.
+    assert syncs == [{"user_id": 123, "balance_usd": posted["sub2api_balance_usd"]}]
 
 
 async def test_a_gateway_that_fails_twice_gets_it_on_the_third_try(
-    linked_out: Ledger, next_js: Receiver
+    make_ledger: LedgerFactory, next_js: Receiver
 ) -> None:
-    await linked_out.grant("7", 5 * CREDIT)
-    await linked_out.charge("7", 1 * CREDIT)
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url})
+    await ledger.grant("7", 5 * CREDIT)
     next_js.failures_left = 2
-    await drain(linked_out)
-    first_three = next_js.received[:3]
-    assert [r.path for r in first_three] == ["/api/internal/balance/sync"] * 3
-    gaps = [b.at - a.at for a, b in pairwise(first_three)]
+    await drain(ledger)
+    tries = next_js.received
+    assert [(r.path, r.answered) for r in tries] == [
+        ("/api/internal/balance/sync", 503),
+        ("/api/internal/balance/sync", 503),
+        ("/api/internal/balance/sync", 200),
+    ]
+    gaps = [b.at - a.at for a, b in pairwise(tries)]
     assert all(gap >= 0.18 for gap in gaps)  # retry_delay_seconds apart
-    assert len(next_js.bodies("/api/internal/webhooks/usage")) == 1
 
 
 async def test_what_the_gateway_sent_is_not_sent_back(
@@ -162,3 +169,60 @@ async def test_a_route_the_receiver_does_not_have_dead_letters_at_once_and_block
     async with client_for(linked_out, await create_key(linked_out, "admin")) as admin:
         dead = body(await admin.get("/v1/webhook-deliveries", params={"status": "dead"}))["data"]
     assert len(dead) == 2 and all("404" in d["last_error"] for d in dead)
+
+
+async def test_sub2apis_app_sends_it_balances_only_on_its_route_and_only_numeric_ids(
+    make_ledger: LedgerFactory, next_js: Receiver
+) -> None:
+    """creditsd as the app of a sub2api gateway: sub2api has only /balance/sync, keeps
+    int64 user ids, and answers in its envelope; nothing goes anywhere else."""
+    next_js.routes = {"/api/internal/balance/sync"}
+    ledger = await make_ledger(
+        gateway={**LINK, "base_url": next_js.url}, accounts={"signup_grant": "100"}
+    )
+    await ledger.open_account("user_2abc", aliases=("456",))  # the grant comes before the alias
+    await ledger.charge("user_2abc", 1 * CREDIT)
+    await ledger.charge("user_plain", 1 * CREDIT)  # no numeric name: never sent
+    await ledger.charge("123", 2 * CREDIT)
+    await drain(ledger)
+    assert {r.answered for r in next_js.received} == {200}
+    synced = {}
+    for sent in next_js.bodies("/api/internal/balance/sync"):
+        synced[sent["user_id"]] = Decimal(str(sent["balance_usd"]))
+    assert synced == {456: Decimal("0.99"), 123: Decimal("0.98")}  # the latest figures
+
+
+async def test_balance_syncs_waiting_for_the_gateway_coalesce_to_the_latest(
+    make_ledger: LedgerFactory, next_js: Receiver
+) -> None:
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url})
+    await ledger.grant("77", 50 * CREDIT)
+    for _ in range(5):
+        await ledger.charge("77", 1 * CREDIT)
+    await drain(ledger)
+    sent = next_js.bodies("/api/internal/balance/sync")
+    assert [Decimal(str(s["balance_usd"])) for s in sent] == [Decimal("0.45")]
+
+
+async def test_an_app_written_to_seed_000_gets_usage_on_its_route_only(
+    make_ledger: LedgerFactory, next_js: Receiver
+) -> None:
+    next_js.routes = {"/api/internal/webhooks/usage"}  # what seed 000's app registers
+    ledger = await make_ledger(app_link={**LINK, "base_url": next_js.url})
+    await ledger.grant("5", 10 * CREDIT)
+    await ledger.charge("5", 1 * CREDIT)
+    await drain(ledger)
+    (usage,) = next_js.bodies()
+    assert {r.answered for r in next_js.received} == {200}
+    assert usage["userId"] == 5 and usage["requestId"].startswith("msg_")
+
+
+async def test_the_apps_balance_sync_is_answered_in_both_shapes(linked: Ledger) -> None:
+    async with client_for(linked, "no-key") as app:
+        app.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        answer = body(
+            await app.post("/api/internal/balance/sync", json={"user_id": 3, "balance_usd": 2})
+        )
+    assert (answer["code"], answer["message"]) == (0, "success")  # sub2api's envelope
+    assert answer["data"] == {"user_id": 3, "balance": 2}
+    assert (answer["user_id"], answer["balance"]) == (3, 2)  # seed 000's fields

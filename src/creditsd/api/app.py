@@ -20,7 +20,7 @@ from creditsd.api.http import ExactJSONResponse
 from creditsd.api.observe import Observed
 from creditsd.audit.endpoints import router as audit_router
 from creditsd.clerk.endpoints import webhooks as clerk_webhooks
-from creditsd.gateway.endpoints import router as gateway_router
+from creditsd.gateway.endpoints import from_app, from_gateway
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
@@ -102,7 +102,8 @@ def create_app(
     app.include_router(stripe_router)
     app.include_router(stripe_webhooks)
     app.include_router(clerk_webhooks)
-    app.include_router(gateway_router)
+    app.include_router(from_gateway)
+    app.include_router(from_app)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
     app.include_router(metrics.router(ledger.settings.server.metrics))

@@ -1,11 +1,13 @@
-"""``/api/internal/*``: the gateway's side of seed 000, behind ``X-Internal-Secret``."""
+"""``/api/internal/*``: seed 000's two inbound calls, each behind its link's
+``X-Internal-Secret``: usage from a gateway (``[gateway]``), balances from an app
+(``[app_link]``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
 
@@ -15,40 +17,59 @@ from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
 from creditsd.gateway import service
-from creditsd.gateway.schemas import BalanceOut, BalanceSync, GatewayUsage, UsageReceipt
+from creditsd.gateway.schemas import (
+    BalanceOut,
+    BalanceSync,
+    GatewayUsage,
+    SyncedBalance,
+    UsageReceipt,
+)
 from creditsd.inprocess import Ledger
 from creditsd.jsonio import format_timestamp
 
 
-class InternalRoute(StrictJSONRoute):
-    """Checks ``X-Internal-Secret`` before the body is even read: a caller without it
-    learns nothing, not even whether its body would have been valid."""
+def _behind_secret(section: Literal["gateway", "app_link"]) -> type[StrictJSONRoute]:
+    """A route class that checks the ``X-Internal-Secret`` of one link before the body is
+    even read: a caller without it learns nothing, not even whether its body was valid."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
+    class InternalRoute(StrictJSONRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            handler = super().get_route_handler()
 
-        async def route(request: Request) -> Response:
-            ledger: Ledger = request.app.state.ledger
-            service.check_secret(ledger.settings.gateway, request.headers.get("x-internal-secret"))
-            return await handler(request)
+            async def route(request: Request) -> Response:
+                ledger: Ledger = request.app.state.ledger
+                settings = getattr(ledger.settings, section)
+                service.check_secret(settings, section, request.headers.get("x-internal-secret"))
+                return await handler(request)
 
-        return route
+            return route
+
+    return InternalRoute
 
 
-router = APIRouter(prefix="/api/internal", route_class=InternalRoute, tags=["gateway"])
+# What a gateway (sub2api) calls on its app: the usage it billed. [gateway]'s secret.
+from_gateway = APIRouter(
+    prefix="/api/internal", route_class=_behind_secret("gateway"), tags=["gateway"]
+)
+# What an app written to seed 000 calls on its gateway: its balances. [app_link]'s secret.
+from_app = APIRouter(
+    prefix="/api/internal", route_class=_behind_secret("app_link"), tags=["gateway"]
+)
 
 
-@router.post("/balance/sync", response_model=BalanceOut, responses=error_responses(404))
+@from_app.post("/balance/sync", response_model=BalanceOut, responses=error_responses(404))
 async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONResponse:
     """Set a user's balance (seed 000): the difference moves by an audited ``sync`` transfer.
 
-    ``balance_points`` are divided by ``[gateway] points_to_usd``; dollars are rounded to
+    ``balance_points`` are divided by ``[app_link] points_to_usd``; dollars are rounded to
     4 places; negative balances are allowed. A repeat of the same figure moves nothing.
+    The answer is sub2api's envelope (``code`` 0, ``message``, ``data``) with seed 000's
+    ``user_id`` and ``balance`` also at the top, so a client of either reads it.
     """
     settings = ledger.settings
     if body.balance_points is not None:
         dollars = service.usd(
-            body.balance_points / settings.gateway.points_to_usd, "balance_points"
+            body.balance_points / settings.app_link.points_to_usd, "balance_points"
         )
     else:
         figure = body.balance_usd if body.balance_usd is not None else body.balance
@@ -62,10 +83,13 @@ async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONRespons
             conn, str(body.user_id), target, ledger.policy, ledger.now()
         ),
     )
-    return respond(BalanceOut(user_id=body.user_id, balance=dollars))
+    synced = SyncedBalance(user_id=body.user_id, balance=dollars)
+    return respond(BalanceOut(data=synced, user_id=body.user_id, balance=dollars))
 
 
-@router.post("/webhooks/usage", response_model=UsageReceipt, responses=error_responses(404, 409))
+@from_gateway.post(
+    "/webhooks/usage", response_model=UsageReceipt, responses=error_responses(404, 409)
+)
 async def usage_webhook(
     body: GatewayUsage,
     ledger: LedgerDep,

@@ -6,12 +6,12 @@ from creditsd.errors import Unauthenticated, Unavailable
 
 
 class GatewayNotConfigured(Unavailable):
-    """``[gateway] internal_secret`` is not set, so nothing can be let in."""
+    """The link's ``internal_secret`` is not set, so nothing can be let in."""
 
     code = "gateway_not_configured"
 
-    def __init__(self) -> None:
-        super().__init__("the gateway link is not configured: set gateway.internal_secret")
+    def __init__(self, section: str) -> None:
+        super().__init__(f"this link is not configured: set {section}.internal_secret")
 
 
 class BadInternalSecret(Unauthenticated):

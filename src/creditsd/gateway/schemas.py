@@ -73,11 +73,20 @@ class BalanceSync(StrictRequest):
         return self
 
 
-class BalanceOut(BaseModel):
+class SyncedBalance(BaseModel):
     """The balance after a sync, in US dollars (4 decimal places)."""
 
     user_id: int | str
     balance: DollarsOut
+
+
+class BalanceOut(SyncedBalance):
+    """sub2api's envelope around the synced balance, which seed 000's clients read at the
+    top level."""
+
+    code: Literal[0] = 0
+    message: Literal["success"] = "success"
+    data: SyncedBalance
 
 
 class GatewayUsage(BaseModel):

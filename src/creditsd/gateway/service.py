@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import ids, inbox
-from creditsd.config import GatewaySettings
+from creditsd.config import LinkSettings
 from creditsd.errors import InvalidRequest
 from creditsd.gateway.errors import BadInternalSecret, GatewayNotConfigured
 from creditsd.idempotency import fingerprint
@@ -32,10 +32,10 @@ _CENT_HUNDREDTHS = Decimal("0.0001")
 _LARGEST_USD = Decimal(10) ** 15
 
 
-def check_secret(settings: GatewaySettings, given: str | None) -> None:
-    """Let in only a request carrying the configured secret (compared in constant time)."""
+def check_secret(settings: LinkSettings, section: str, given: str | None) -> None:
+    """Let in only a request carrying the link's secret (compared in constant time)."""
     if settings.internal_secret is None:
-        raise GatewayNotConfigured
+        raise GatewayNotConfigured(section)
     expected = settings.internal_secret.get_secret_value().encode()
     if given is None or not hmac.compare_digest(given.encode(), expected):
         raise BadInternalSecret

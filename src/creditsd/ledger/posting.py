@@ -74,6 +74,11 @@ class Observer(Protocol):
     ) -> list[Message]:
         """The messages these expired holds send."""
 
+    async def after_names(
+        self, conn: AsyncConnection, account_id: str, balance: int, now: datetime
+    ) -> list[Message]:
+        """The messages an account sends when it is given names (aliases)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

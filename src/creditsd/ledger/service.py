@@ -208,6 +208,12 @@ async def open_account(
         await _update_settings(conn, existing, spec, policy, now, actor=actor)
     for alias in spec.aliases:
         await add_alias(conn, existing, alias)
+    if spec.aliases and policy.observer is not None:
+        row = await repo.get_account_row(conn, existing)
+        balance = 0 if row is None else int(row.balance)
+        await statements.queue(
+            conn, await policy.observer.after_names(conn, existing, balance, now)
+        )
     if spec.status is not None:
         await set_status(conn, existing, spec.status, now, actor=actor)
     if spec.low_balance_threshold is not None:

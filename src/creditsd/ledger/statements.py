@@ -330,6 +330,12 @@ class Statements:
             await conn.execute(outbox.insert(), batch.messages)
 
 
+async def queue(conn: AsyncConnection, messages: list[Message]) -> None:
+    """Write outbox messages of a change the engine did not make (in its transaction)."""
+    if messages:
+        await conn.execute(outbox.insert(), messages)
+
+
 class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, get_args
 
-GATEWAY = "gateway"  # the destination of the gateway link's messages
+GATEWAY = "gateway"  # the destination of balance syncs to a gateway ([gateway])
+APP = "app"  # the destination of usage posts to an app ([app_link])
+BALANCE_SYNC = "gateway.balance_sync"  # a balance for the gateway: only the latest counts
 EventType = Literal[
     "charge.succeeded",
     "usage.recorded",

@@ -1,8 +1,9 @@
 """What each ledger change sends, written to the outbox in the change's own transaction.
 
-Signed webhooks go to the endpoints that asked for the event; the gateway (when
-``[gateway] enabled``) hears of every billed charge (seed 000's usage payload) and of
-every balance that changed (a balance sync), except the changes it made itself.
+Signed webhooks go to the endpoints that asked for the event. Of seed 000's messages, an
+app (``[app_link]``) hears of every charge creditsd billed (the usage payload) and a gateway
+(``[gateway]``) of every balance that changed (a balance sync), except the changes the
+link made itself.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import ids
@@ -24,7 +26,7 @@ from creditsd.ledger.statements import Message
 from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import repository as repo
-from creditsd.webhooks.models import GATEWAY, Endpoint
+from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Endpoint
 
 REFRESH_SECONDS = 5.0  # how long a process trusts its list of endpoints
 _TOKEN_LINES = {
@@ -34,6 +36,10 @@ _TOKEN_LINES = {
     "cache_write_tokens": "cacheWriteTokens",
 }
 _BILLED = {"charge", "capture"}
+SYNCS_SKIPPED = Counter(
+    "creditsd_gateway_syncs_skipped_total",
+    "Balance syncs not sent to the gateway: the account has no numeric id or alias.",
+)
 
 Event = tuple[str, str | None, dict[str, Any]]  # type, account, data
 
@@ -77,7 +83,8 @@ class Outbox:
 
     def wants_transfers(self) -> bool:
         """Whether a transfer may send anything (as of the last look at the endpoints)."""
-        return self._settings.gateway.enabled or bool(self._subscribers)
+        links = self._settings.gateway.enabled or self._settings.app_link.enabled
+        return links or bool(self._subscribers)
 
     # What a change sends
 
@@ -97,20 +104,35 @@ class Outbox:
             if "balance.low" in self._subscribers
             else {}
         )
-        gateway = self._settings.gateway.enabled
+        linked = self._settings.gateway.enabled or self._settings.app_link.enabled
         users: dict[str, int | str] = {}
         rate = Decimal(0)
-        if gateway:  # the dollar figures seed 000 shows, at the catalog's rate
-            users = await _gateway_users(conn, transfers)
+        if linked:  # the dollar figures seed 000 shows, at the catalog's rate
+            users = await _gateway_users(conn, _customers(transfers))
             rate = (await self._prices.current(conn, now)).settings.credits_per_usd
         rows = []
         for transfer in transfers:
-            if self._subscribers:  # the gateway alone needs none of the events' bodies
+            if self._subscribers:  # the links alone need none of the events' bodies
                 for event in self._events(transfer, thresholds):
                     rows += self._signed_rows(event, now)
-            if gateway and transfer.app != GATEWAY_APP:
-                rows += self._gateway_rows(transfer, users, rate, now)
+            if linked and transfer.app != GATEWAY_APP:
+                rows += self._link_rows(transfer, users, rate, now)
         return rows
+
+    async def after_names(
+        self, conn: AsyncConnection, account_id: str, balance: int, now: datetime
+    ) -> list[Message]:
+        """A balance sync for an account that has just been given names (the sign-up grant
+        was written before them): the gateway learns of it once it has a numeric one."""
+        if not self._settings.gateway.enabled:
+            return []
+        user = (await _gateway_users(conn, [account_id]))[account_id]
+        if not isinstance(user, int):
+            return []
+        rate = (await self._prices.current(conn, now)).settings.credits_per_usd
+        dollars = to_dollars(balance, rate, self._settings.money)
+        sync = {"user_id": user, "balance_usd": dollars}
+        return [_row(GATEWAY, BALANCE_SYNC, account_id, sync, now)]
 
     async def after_holds_expired(
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
@@ -170,41 +192,41 @@ class Outbox:
                     events.append(("balance.low", account, figures))
         return events
 
-    def _gateway_rows(
+    def _link_rows(
         self, transfer: Transfer, users: dict[str, int | str], rate: Decimal, now: datetime
     ) -> list[Message]:
-        """Seed 000's messages to the gateway: the usage it should know was billed, and the
-        balance it should now show."""
-        customers = [
-            side
-            for side in (transfer.debit_account_id, transfer.credit_account_id)
-            if not is_system(side)
-        ]
-        if not customers:
-            return []
+        """Seed 000's messages: to the app (``[app_link]``) the usage creditsd billed, with a
+        ``requestId`` its retries repeat; to the gateway (``[gateway]``) the balance each
+        account now has, when the account has the numeric id the gateway keeps (else the
+        sync is skipped and counted, never queued for a 400)."""
         money = self._settings.money
         rows = []
-        for account in customers:
+        for account in _customers([transfer]):
             user = users[account]
             balance = transfer.balance_after(account)
             dollars = None if balance is None else to_dollars(balance, rate, money)
-            if transfer.kind in _BILLED and account == transfer.debit_account_id:
+            billed = transfer.kind in _BILLED and account == transfer.debit_account_id
+            if billed and self._settings.app_link.enabled:
                 usage = _usage_payload(
                     transfer, user, _cost(money.to_decimal(transfer.amount), rate)
                 )
                 if dollars is not None:
                     usage["sub2api_balance_usd"] = dollars
-                rows.append(_row(GATEWAY, "gateway.usage", account, usage, now))
-            if dollars is not None:
-                sync = {"user_id": user, "balance_usd": dollars}
-                rows.append(_row(GATEWAY, "gateway.balance_sync", account, sync, now))
+                row = _row(APP, "gateway.usage", account, usage, now)
+                usage["requestId"] = row["message_id"]
+                rows.append(row)
+            if dollars is not None and self._settings.gateway.enabled:
+                if isinstance(user, int):
+                    sync = {"user_id": user, "balance_usd": dollars}
+                    rows.append(_row(GATEWAY, BALANCE_SYNC, account, sync, now))
+                else:
+                    SYNCS_SKIPPED.inc()
         return rows
 
 
-async def _gateway_users(conn: AsyncConnection, transfers: list[Transfer]) -> dict[str, int | str]:
-    """The gateway's id of each customer in the batch: its decimal alias (or id), else its
-    id."""
-    customers = sorted(
+def _customers(transfers: list[Transfer]) -> list[str]:
+    """The customer accounts these transfers touch, in id order."""
+    return sorted(
         {
             side
             for t in transfers
@@ -212,6 +234,11 @@ async def _gateway_users(conn: AsyncConnection, transfers: list[Transfer]) -> di
             if not is_system(side)
         }
     )
+
+
+async def _gateway_users(conn: AsyncConnection, customers: list[str]) -> dict[str, int | str]:
+    """The gateway's id of each account: its decimal id or alias (an int, as sub2api keeps
+    user ids), else its id."""
     aliases = await aliases_of(conn, customers) if customers else {}
     users: dict[str, int | str] = {}
     for account_id in customers:

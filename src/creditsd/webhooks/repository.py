@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
-from creditsd.webhooks.models import Backlog, Endpoint, Message
+from creditsd.webhooks.models import BALANCE_SYNC, Backlog, Endpoint, Message
 
 _W = webhook_endpoints.c
 _O = outbox.c
@@ -115,6 +115,7 @@ async def claim(
     pending, so each endpoint hears of an account's changes in order. Two workers never
     hold one message: the update re-checks the lease, so only one of them takes it.
     """
+    await _coalesce_balance_syncs(conn, now)
     earlier = aliased(outbox)
     blocked = exists().where(
         earlier.c.status == "pending",
@@ -139,6 +140,27 @@ async def claim(
         .returning(*_MESSAGE_COLUMNS)
     )
     return sorted((_message(row) for row in rows), key=lambda message: message.id)
+
+
+async def _coalesce_balance_syncs(conn: AsyncConnection, now: datetime) -> None:
+    """Drop each waiting balance sync that a newer one for the same account and
+    destination replaces: only the latest figure is worth sending."""
+    newer = aliased(outbox)
+    free = or_(_O.locked_until.is_(None), _O.locked_until < now)
+    await conn.execute(
+        delete(outbox).where(
+            _O.event_type == BALANCE_SYNC,
+            _O.status == "pending",
+            free,
+            exists().where(
+                newer.c.event_type == BALANCE_SYNC,
+                newer.c.status == "pending",
+                newer.c.destination == _O.destination,
+                newer.c.account_id == _O.account_id,
+                newer.c.id > _O.id,
+            ),
+        )
+    )
 
 
 async def settle(
