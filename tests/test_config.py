@@ -78,11 +78,11 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ),
         ("[plans.cplan_pro]\ncredits = 0.00001\n", {}, "plans.cplan_pro.credits has more"),
         ("[webhooks]\nlow_balance_threshold = 0.00001\n", {}, "webhooks.low_balance_threshold"),
-        ("[gateway]\nenabled = true\n", {}, "gateway.base_url is required"),
+        ("[gateway]\nenabled = true\n", {}, r"gateway \(line 1\): base_url is required"),
         (
             '[gateway]\nenabled = true\nbase_url = "http://gw"\n',
             {},
-            "gateway.internal_secret is required",
+            r"gateway \(line 1\): internal_secret is required",
         ),
         ("", {"CREDITSD_GATEWAY__INTERNAL_SECRET": "short"}, "gateway.internal_secret"),
         ("[gateway]\npoints_to_usd = 0\n", {}, "gateway.points_to_usd"),

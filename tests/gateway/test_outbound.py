@@ -226,3 +226,27 @@ async def test_the_apps_balance_sync_is_answered_in_both_shapes(linked: Ledger) 
     assert (answer["code"], answer["message"]) == (0, "success")  # sub2api's envelope
     assert answer["data"] == {"user_id": 3, "balance": 2}
     assert (answer["user_id"], answer["balance"]) == (3, 2)  # seed 000's fields
+
+
+async def test_the_usage_posted_counts_reasoning_as_output_and_every_cache_write(
+    linked_out: Ledger, next_js: Receiver
+) -> None:
+    """Seed 000 has one output and one cache-write count, as providers report them: the
+    catalog's disjoint reasoning tokens are output, writes of any lifetime are writes."""
+    await linked_out.grant("31", 100 * CREDIT)
+    usage = TokenUse(
+        model="anthropic/claude-sonnet-4",
+        input_tokens=100,
+        output_tokens=50,
+        reasoning_tokens=25,
+        cache_write_tokens=10,
+        cache_write_tokens_by_ttl=(("1h", 20),),
+    )
+    await linked_out.charge("31", use=usage)
+    await drain(linked_out)
+    (posted,) = next_js.bodies("/api/internal/webhooks/usage")
+    assert (posted["inputTokens"], posted["outputTokens"], posted["cacheWriteTokens"]) == (
+        100,
+        75,
+        30,
+    )

@@ -29,9 +29,12 @@ from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Endpoint
 
 REFRESH_SECONDS = 5.0  # how long a process trusts its list of endpoints
+# Seed 000's counts of the catalog's disjoint price lines: reasoning is output and writes of
+# every lifetime (``cache_write_1h_tokens``) are writes, as providers report them.
 _TOKEN_LINES = {
     "input_tokens": "inputTokens",
     "output_tokens": "outputTokens",
+    "reasoning_tokens": "outputTokens",
     "cache_read_tokens": "cacheReadTokens",
     "cache_write_tokens": "cacheWriteTokens",
 }
@@ -260,8 +263,10 @@ def _usage_payload(transfer: Transfer, user: int | str, dollars: Decimal) -> dic
     pricing = transfer.pricing or {}
     tokens = dict.fromkeys(_TOKEN_LINES.values(), 0)
     for line in pricing.get("lines", []):
-        if (field := _TOKEN_LINES.get(str(line.get("item")))) is not None:
-            tokens[field] = int(line.get("quantity", 0))
+        item = str(line.get("item"))
+        field = "cacheWriteTokens" if item.startswith("cache_write_") else _TOKEN_LINES.get(item)
+        if field is not None:
+            tokens[field] += int(line.get("quantity", 0))
     model = (
         pricing.get("model")
         or pricing.get("feature")
