@@ -82,7 +82,6 @@ async def test_dollars_are_rounded_to_four_places(gateway: httpx.AsyncClient) ->
         '{"user_id": true, "balance_usd": 1}',
         '{"user_id": "", "balance_usd": 1}',
         '{"balance_usd": 1}',
-        '{"user_id": 1, "balance_usd": 1, "extra": 1}',
         '{"user_id": 1, "balance_usd": 1, "user_id": 2}',
         "[]",
         "not json",
@@ -198,3 +197,13 @@ async def test_the_openapi_says_balances_are_numbers_as_they_are_sent(
     schemas = body(await gateway.get("/openapi.json"))["components"]["schemas"]
     assert schemas["BalanceOut"]["properties"]["balance"]["type"] == "number"
     assert schemas["UsageReceipt"]["properties"]["balance"]["anyOf"][0]["type"] == "number"
+
+
+async def test_a_sync_with_fields_added_later_is_taken_and_they_are_kept(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    sent = {"user_id": 77, "balance_usd": 2, "balance_points": None, "source": "admin-panel"}
+    answer = await gateway.post(SYNC, json=sent)
+    assert answer.status_code == 200, answer.text
+    (sync,) = (await linked.transactions("77")).items
+    assert sync.metadata == {"source": "admin-panel"}

@@ -80,7 +80,7 @@ async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONRespons
     await db.run(
         ledger.engine,
         lambda conn: service.sync_balance(
-            conn, str(body.user_id), target, ledger.policy, ledger.now()
+            conn, str(body.user_id), target, ledger.policy, ledger.now(), metadata=body.kept()
         ),
     )
     synced = SyncedBalance(user_id=body.user_id, balance=dollars)

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import NoNul, StrictRequest, WholeNumber, decimal_field
+from creditsd.fields import NoNul, StrictRequest, WholeNumber, check_metadata, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]
@@ -58,12 +58,25 @@ NullableTokens = Annotated[Tokens, BeforeValidator(_zero_when_null)]
 
 
 class BalanceSync(StrictRequest):
-    """Set a user's balance: exactly one of points, USD, or ``balance`` (USD)."""
+    """Set a user's balance: exactly one of points, USD, or ``balance`` (USD). Fields an
+    app adds are accepted and kept on the sync transfer (as its metadata, when they fit
+    metadata's limits)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     user_id: UserId
     balance_points: Exact | None = None
     balance_usd: Exact | None = None
     balance: Exact | None = Field(None, description="US dollars, like balance_usd.")
+
+    def kept(self) -> dict[str, Any] | None:
+        """The fields added to seed 000's, as the sync transfer keeps them (None: none, or
+        beyond what metadata may hold)."""
+        extra = self.model_extra or {}
+        try:
+            return check_metadata(extra) if extra else None
+        except ValueError:
+            return None
 
     @model_validator(mode="after")
     def _exactly_one_figure(self) -> BalanceSync:

@@ -76,7 +76,13 @@ def to_dollars(units: int, credits_per_usd: Decimal, money: Money) -> Decimal:
 
 
 async def sync_balance(
-    conn: AsyncConnection, name: str, target: int, policy: ledger.Policy, now: datetime
+    conn: AsyncConnection,
+    name: str,
+    target: int,
+    policy: ledger.Policy,
+    now: datetime,
+    *,
+    metadata: dict[str, Any] | None = None,
 ) -> Transfer | None:
     """Bring an account's balance to ``target`` by one ``sync`` transfer for the difference
     against ``@gateway`` (None when it is already there).
@@ -101,6 +107,7 @@ async def sync_balance(
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
+            metadata=metadata,
         )
     else:
         posting = ledger.movement(
@@ -111,6 +118,7 @@ async def sync_balance(
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
+            metadata=metadata,
         )
         posting = replace(posting, system=True, forced=True)
     return await ledger.post_transfer(conn, posting, policy, now)
