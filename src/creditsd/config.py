@@ -260,6 +260,26 @@ class LinkSettings(_Section):
         return self
 
 
+class ProxySettings(_Section):
+    """``[proxy]``: the OpenAI-compatible upstream ``/openai/v1`` forwards model calls to."""
+
+    base_url: str = Field(
+        "https://openrouter.ai/api/v1",
+        pattern=r"^https?://[^\s]+$",
+        description="Any OpenAI-compatible API (OpenRouter by default).",
+    )
+    api_key: SecretStr | None = Field(
+        None, description="The upstream's key; never shown to a client or logged."
+    )
+    timeout_seconds: float = Field(120, gt=0, le=3600)
+    default_max_tokens: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="The output cap a call is held for when it names none.",
+    )
+
+
 class WebhookSettings(_Section):
     """``[webhooks]``: delivering the outbox (signed webhooks and the gateway link)."""
 
@@ -302,6 +322,7 @@ class Settings(_Section):
     gateway: LinkSettings = LinkSettings()
     # creditsd as the gateway of an app written to seed 000: usage goes out, balances come in.
     app_link: LinkSettings = LinkSettings()
+    proxy: ProxySettings = ProxySettings()
     webhooks: WebhookSettings = WebhookSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import IO
 
+import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.types import ASGIApp
@@ -25,6 +26,7 @@ from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
+from creditsd.proxy.endpoints import router as proxy_router
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
@@ -75,6 +77,7 @@ def create_app(
                 with suppress(asyncio.CancelledError):
                     await task
             await billing.close()
+            await proxy.aclose()
 
     app = _ObservedAPI(
         title="creditsd",
@@ -91,6 +94,7 @@ def create_app(
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
+    app.state.proxy = proxy = httpx.AsyncClient()  # upstream connections, kept alive
     errors.install(app)
     docs.install(app)
     if fast_lane:
@@ -104,6 +108,7 @@ def create_app(
     app.include_router(clerk_webhooks)
     app.include_router(from_gateway)
     app.include_router(from_app)
+    app.include_router(proxy_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
     app.include_router(metrics.router(ledger.settings.server.metrics))
