@@ -23,6 +23,7 @@ _KIT = {
     "money",
     "pagination",
     "price_settings",
+    "repeats",
     "tables",
 }
 _ENGINE = {"ledger", "audit"}

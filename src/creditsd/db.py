@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from creditsd import jsonio
 from creditsd.config import DatabaseSettings
 from creditsd.errors import Unavailable
+from creditsd.repeats import repeats
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,7 @@ async def run(
             if not is_retryable(exc):
                 raise
             if attempt == attempts or time.monotonic() - started > RETRY_SECONDS:
-                reason = type(getattr(exc, "orig", exc)).__name__
-                log.warning("giving up after %d attempts: %s", attempt, reason)
+                repeats.say(log, f"the database stayed busy; gave up: {described(exc)}")
                 raise Unavailable(_BUSY) from exc
             await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover

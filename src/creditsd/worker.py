@@ -125,7 +125,7 @@ class Deliverer:
             else:
                 await self._to_endpoint(message)
         except Failed as failure:
-            await self._failed(message, str(failure), retryable=failure.retryable)
+            await self._failed(message, failure)
         else:
             await db.run(
                 self.ledger.engine,
@@ -139,10 +139,11 @@ class Deliverer:
                 ),
             )
 
-    async def _failed(self, message: Message, error: str, *, retryable: bool) -> None:
+    async def _failed(self, message: Message, failure: Failed) -> None:
         now = self.ledger.now()
         webhooks = self.settings.webhooks
-        too_old = not retryable or (
+        error = str(failure)
+        dead = not failure.retryable or (
             now - message.created_at > timedelta(seconds=webhooks.max_age_seconds)
         )
         wait = min(
@@ -155,8 +156,8 @@ class Deliverer:
             lambda conn: repo.settle(
                 conn,
                 message.id,
-                status="dead" if too_old else "pending",
-                next_attempt_at=None if too_old else now + timedelta(seconds=wait),
+                status="dead" if dead else "pending",
+                next_attempt_at=None if dead else now + timedelta(seconds=wait),
                 error=error[:500],
                 now=now,
             ),
@@ -190,22 +191,22 @@ class Deliverer:
         headers = signing.headers(endpoint.secret, message.message_id, int(time.time()), body)
         await self._post(endpoint.url, body, headers, self.settings.webhooks.timeout_seconds)
 
-    async def _to_link(self, message: Message, gateway: LinkSettings) -> None:
+    async def _to_link(self, message: Message, link: LinkSettings) -> None:
         """Seed 000's client: the secret header, the configured timeout, then
         ``retry_count`` more tries ``retry_delay_seconds`` apart before the outbox's own
         backoff takes over."""
-        if not gateway.enabled or gateway.base_url is None or gateway.internal_secret is None:
+        if not link.enabled or link.base_url is None or link.internal_secret is None:
             raise Failed(f"the {message.destination} link is not enabled")
-        url = gateway.base_url.rstrip("/") + LINK_PATHS[message.event_type]
-        headers = {"X-Internal-Secret": gateway.internal_secret.get_secret_value()}
+        url = link.base_url.rstrip("/") + LINK_PATHS[message.event_type]
+        headers = {"X-Internal-Secret": link.internal_secret.get_secret_value()}
         body = jsonio.dumps(message.payload)
-        for attempt in range(gateway.retry_count + 1):
+        for attempt in range(link.retry_count + 1):
             if attempt:
-                await asyncio.sleep(gateway.retry_delay_seconds)
+                await asyncio.sleep(link.retry_delay_seconds)
             try:
-                await self._post(url, body, headers, gateway.timeout_seconds)
+                await self._post(url, body, headers, link.timeout_seconds)
             except Failed as failure:
-                if attempt == gateway.retry_count or not failure.retryable:
+                if attempt == link.retry_count or not failure.retryable:
                     raise
             else:
                 return
