@@ -260,6 +260,17 @@ class LinkSettings(_Section):
         return self
 
 
+class ModelRoute(_Section):
+    """``[proxy.models."<model>"]``: where one model's calls go instead of ``[proxy]``'s
+    upstream; what is left out comes from ``[proxy]``."""
+
+    base_url: str | None = Field(None, pattern=r"^https?://[^\s]+$")
+    api_key: SecretStr | None = None
+    model: str | None = Field(
+        None, min_length=1, max_length=255, description="The upstream's name for the model."
+    )
+
+
 class ProxySettings(_Section):
     """``[proxy]``: the OpenAI-compatible upstream ``/openai/v1`` forwards model calls to."""
 
@@ -276,7 +287,30 @@ class ProxySettings(_Section):
         4096,
         ge=1,
         le=1_000_000,
-        description="The output cap a call is held for when it names none.",
+        description="The output cap a call is held for, and sent upstream, when it names none.",
+    )
+    clamp_max_tokens: bool = Field(
+        False,
+        description="Lower a call's output cap to what the balance covers instead of 402 "
+        "(a call opts in alone with X-Creditsd-Clamp: true).",
+    )
+    on_client_disconnect: Literal["finish", "delivered"] = Field(
+        "finish",
+        description="A stream whose client hangs up: read the upstream to its usage and bill "
+        "it (finish), or stop the upstream and bill what was delivered (delivered).",
+    )
+    empty_completion: Literal["free", "bill"] = Field(
+        "free", description="An answer with no output tokens: charge nothing, or its usage."
+    )
+    hold_seconds: int = Field(
+        600,
+        ge=30,
+        le=86_400,
+        description="A call's hold lasts this long, extended while a stream runs, so a "
+        "crashed process's holds expire soon.",
+    )
+    models: dict[str, ModelRoute] = Field(
+        {}, description="Per-model upstreams, by catalog model id."
     )
 
 

@@ -48,7 +48,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "Body is not JSON",
         422: "Invalid input",
-        502: "The payment provider failed or refused; nothing was charged",
+        429: "Too many requests: retry after `Retry-After` seconds",
+        502: "An upstream (payment or model provider) failed or refused; nothing was charged",
         503: "Database unavailable; retry with the same idempotency key",
     }
     always = (400, 401, 413, 415, 422, 503)
@@ -72,18 +73,35 @@ def error_detail(
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": str(RETRY_AFTER_SECONDS)}}
 
 
+OPENAI_PREFIX = "/openai/"  # the proxy's routes answer in OpenAI's error shape
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+
+
 def render(
-    status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    money: Money,
+    details: dict[str, Any] | None = None,
+    *,
+    openai: bool = False,
 ) -> ExactJSONResponse:
-    """The error response, with amounts in details converted from minor units to credits.
+    """The error response, with amounts in details converted from minor units to credits;
+    with ``openai``, in OpenAI's shape too (``type`` and ``param``), which its SDKs read.
 
     A 503 says when to come back (``Retry-After``, seconds): the same idempotency key
     then answers the first result if the write did commit.
     """
-    headers = _HEADERS.get(status)
-    return ExactJSONResponse(
-        {"error": error_detail(code, message, money, details)}, status_code=status, headers=headers
-    )
+    detail = error_detail(code, message, money, details)
+    if openai:
+        kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        detail = {"message": message, "type": kind, "param": None, **detail}
+    return ExactJSONResponse({"error": detail}, status_code=status, headers=_HEADERS.get(status))
 
 
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
@@ -91,10 +109,17 @@ _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Ex
 
 
 def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
-    """Our error shape for any failure; what is not ours is logged, never shown."""
+    """Our error shape for any failure, OpenAI's on the proxy's routes; what is not ours
+    is logged, never shown."""
+    status, code, message, details = _described(request, exc)
     money: Money = request.app.state.ledger.money
+    openai = request.url.path.startswith(OPENAI_PREFIX)
+    return render(status, code, message, money, details, openai=openai)
+
+
+def _described(request: Request, exc: Exception) -> tuple[int, str, str, dict[str, Any] | None]:
     if isinstance(exc, CreditsError):
-        return render(exc.status, exc.code, exc.message, money, exc.details)
+        return exc.status, exc.code, exc.message, exc.details
     if isinstance(exc, RequestValidationError):
         problems = [
             {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
@@ -102,14 +127,13 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         ]
         first = problems[0] if problems else {"field": "", "message": "invalid"}
         message = f"{first['field']}: {first['message']}"
-        return render(422, "validation_error", message, money, {"problems": problems})
+        return 422, "validation_error", message, {"problems": problems}
     if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
-        code = codes.get(exc.status_code, "http_error")
-        return render(exc.status_code, code, str(exc.detail), money)
+        return exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None
     if isinstance(exc, db.OUTAGES):
         repeats.say(log, f"database unavailable: {db.described(exc)}")
-        return render(503, "unavailable", _UNAVAILABLE, money)
+        return 503, "unavailable", _UNAVAILABLE, None
     request_id = request.scope.get(REQUEST_ID_SCOPE, b"-").decode()
     log.error(
         "unexpected error on %s %s (request %s)",
@@ -118,7 +142,7 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         request_id,
         exc_info=exc,
     )
-    return render(500, "internal_error", "an unexpected error occurred", money)
+    return 500, "internal_error", "an unexpected error occurred", None
 
 
 def install(app: FastAPI) -> None:

@@ -1,17 +1,18 @@
 """``/openai/v1``: OpenAI's API in front of an OpenAI-compatible upstream (OpenRouter by
 default), for the catalog's priced models.
 
-A chat completion is held for its estimate (the prompt's tokens estimated offline plus
-the output cap) before anything is sent upstream, so a call the balance cannot cover is
-refused (402) without an upstream byte; the usage the upstream reports is then captured,
-priced by the catalog, and the rest of the hold released in the same write. Streaming is
-the next step: ``stream: true`` is refused for now.
+A call is held for its estimate before anything is sent upstream, so a call the balance
+cannot cover is refused (402) without an upstream byte; what the upstream reports is then
+captured, priced by the catalog, and the rest of the hold released in the same write
+(:mod:`creditsd.proxy.service` has the rules). Every answer says what creditsd itself took
+in ``X-Creditsd-Overhead-Ms``; a call whose output cap was lowered to what the balance
+covers says so in ``X-Creditsd-Max-Tokens``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import time
 from typing import Annotated, Any
 
 import httpx
@@ -19,34 +20,23 @@ from fastapi import APIRouter, Header, Request, Response
 
 from creditsd import jsonio
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
-from creditsd.api.errors import error_responses
+from creditsd.api.errors import error_responses, render
 from creditsd.api.http import ExactJSONResponse, bounded_body
 from creditsd.inprocess import Ledger
-from creditsd.pricing.catalog import TokenUse
-from creditsd.pricing.providers import OpenAIChatUsage
+from creditsd.proxy import service
+from creditsd.proxy.service import Call, Outcome, Route
+from creditsd.proxy.streams import Relay, RelayedStream, output_chars
 
 log = logging.getLogger("creditsd.proxy")
 
 router = APIRouter(prefix="/openai/v1", tags=["proxy"])
 
-CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
-TOKENS_PER_MESSAGE = 4  # the role and the separators a chat format adds to each message
+_PASSED_ON = ("retry-after",)  # the upstream's headers a client may act on
 
 
-def openai_error(status: int, code: str, message: str) -> ExactJSONResponse:
+def openai_error(ledger: Ledger, status: int, code: str, message: str) -> ExactJSONResponse:
     """An error in OpenAI's shape, which its SDKs read."""
-    kind = "invalid_request_error" if status < 500 else "api_error"
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return ExactJSONResponse(body, status_code=status)
-
-
-def estimate_prompt_tokens(messages: Any) -> int:
-    """An honest upper-leaning estimate of a prompt's tokens: its text's characters over
-    ``CHARS_PER_TOKEN``, rounded up, plus ``TOKENS_PER_MESSAGE`` a message."""
-    if not isinstance(messages, list):
-        return 0
-    characters = len(jsonio.dumps(messages))
-    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+    return render(status, code, message, ledger.money, openai=True)
 
 
 @router.get("/models", responses=error_responses())
@@ -60,69 +50,128 @@ async def list_models(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
     return ExactJSONResponse({"object": "list", "data": data})
 
 
-@router.post("/chat/completions", responses=error_responses(402, 404, 413, 502))
+@router.post("/chat/completions", responses=error_responses(402, 404, 429, 502))
 async def chat_completions(
     request: Request,
     ledger: LedgerDep,
     key: AppKey,
     x_creditsd_account: Annotated[str | None, Header(max_length=255)] = None,
+    x_creditsd_clamp: Annotated[bool | None, Header()] = None,
 ) -> Response:
-    """A chat completion, held for before it is forwarded and billed on its real usage.
+    """A chat completion, streamed or not, held for before it is forwarded and billed on
+    its real usage.
 
     ``X-Creditsd-Account`` names the account that pays. The hold covers the prompt's
     estimated tokens plus ``max_completion_tokens`` (or ``max_tokens``, else ``[proxy]
-    default_max_tokens``) at the catalog's prices.
+    default_max_tokens``, which is then sent upstream) at the catalog's prices. With
+    ``X-Creditsd-Clamp: true`` (or ``[proxy] clamp_max_tokens``) a cap the balance cannot
+    cover is lowered to one it can instead of 402.
     """
+    started = time.perf_counter()
+    payload = await _json_object(request, ledger)
+    if isinstance(payload, Response):
+        return payload
+    if x_creditsd_account is None:
+        return openai_error(ledger, 400, "missing_account", "X-Creditsd-Account names who pays")
+    model = payload.get("model")
+    catalog = await ledger.catalog()
+    if not isinstance(model, str) or model not in catalog.settings.models:
+        return openai_error(
+            ledger, 404, "model_not_found", f"model {model!r} is not in the catalog"
+        )
+    streamed = payload.get("stream") is True
+    keep_usage = False
+    if streamed:
+        asked = payload.get("stream_options")
+        asked = asked if isinstance(asked, dict) else {}
+        keep_usage = asked.get("include_usage") is True
+        payload["stream_options"] = {**asked, "include_usage": True}
+    clamp = ledger.settings.proxy.clamp_max_tokens if x_creditsd_clamp is None else x_creditsd_clamp
+    call = await service.open_call(
+        ledger, x_creditsd_account, payload, app=key.name, clamp=clamp, started=started
+    )
+    route = service.route(ledger.settings.proxy, model)
+    payload["model"] = route.model
+    answer = await _send(request, ledger, call, route, "/chat/completions", payload)
+    if isinstance(answer, Response):
+        return answer
+    if streamed:
+        return RelayedStream(call, answer, Relay(keep_usage), _headers(call))
+    return await _settle_answer(call, answer)
+
+
+async def _json_object(request: Request, ledger: Ledger) -> dict[str, Any] | Response:
     raw = await bounded_body(request, ledger.settings.server.max_body_bytes)
     try:
         payload = jsonio.loads(raw)
     except jsonio.JSONError as exc:
-        return openai_error(400, "invalid_json", f"the body is not valid JSON: {exc}")
+        return openai_error(ledger, 400, "invalid_json", f"the body is not valid JSON: {exc}")
     if not isinstance(payload, dict):
-        return openai_error(400, "invalid_request", "the body must be a JSON object")
-    if x_creditsd_account is None:
-        return openai_error(400, "missing_account", "X-Creditsd-Account names who pays")
-    if payload.get("stream"):
-        return openai_error(400, "unsupported", "streaming is not supported yet")
-    model = payload.get("model")
-    catalog = await ledger.catalog()
-    if not isinstance(model, str) or model not in catalog.settings.models:
-        return openai_error(404, "model_not_found", f"model {model!r} is not in the catalog")
-    cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 1:
-        cap = ledger.settings.proxy.default_max_tokens
-    estimate = TokenUse(
-        model,
-        input_tokens=estimate_prompt_tokens(payload.get("messages")),
-        output_tokens=cap,
-    )
-    hold = await ledger.open_hold(x_creditsd_account, use=estimate, app=key.name)
-    try:
-        answer = await _forward(request, ledger, payload)
-    except httpx.HTTPError as exc:
-        await ledger.release_hold(hold.id)
-        log.warning("upstream failed: %s", type(exc).__name__)
-        return openai_error(502, "upstream_unavailable", "the model provider did not answer")
-    if not answer.is_success:
-        await ledger.release_hold(hold.id)  # a refused or failed call costs nothing
-        return Response(answer.content, answer.status_code, media_type="application/json")
-    usage = jsonio.loads(answer.content).get("usage")
-    if usage is None:
-        await ledger.release_hold(hold.id)
-        log.warning("upstream reported no usage for %s; nothing charged", model)
-    else:
-        used = OpenAIChatUsage.model_validate(usage).use(model)
-        await ledger.capture_hold(hold.id, use=used, app=key.name)
-    return Response(answer.content, 200, media_type="application/json")
+        return openai_error(ledger, 400, "invalid_request", "the body must be a JSON object")
+    return payload
 
 
-async def _forward(request: Request, ledger: Ledger, payload: dict[str, Any]) -> httpx.Response:
-    settings = ledger.settings.proxy
-    secret = settings.api_key.get_secret_value() if settings.api_key is not None else ""
+async def _send(
+    request: Request,
+    ledger: Ledger,
+    call: Call,
+    route: Route,
+    path: str,
+    payload: dict[str, Any],
+) -> httpx.Response | Response:
+    """The upstream's answer, its body still to read; or, when the upstream fails or
+    refuses, the call settled (nothing charged) and the error to answer with."""
     http: httpx.AsyncClient = request.app.state.proxy
-    return await http.post(
-        settings.base_url.rstrip("/") + "/chat/completions",
+    outgoing = http.build_request(
+        "POST",
+        route.base_url + path,
         content=jsonio.dumps(payload),
-        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
-        timeout=settings.timeout_seconds,
+        headers={"Authorization": f"Bearer {route.secret}", "Content-Type": "application/json"},
+        timeout=ledger.settings.proxy.timeout_seconds,
     )
+    try:
+        answer = await http.send(outgoing, stream=True)
+    except httpx.HTTPError as exc:
+        await call.settle(Outcome.UPSTREAM_ERROR, None)
+        log.warning("upstream failed: %s", type(exc).__name__)
+        return openai_error(
+            ledger, 502, "upstream_unavailable", "the model provider did not answer"
+        )
+    if answer.is_success:
+        return answer
+    body = await answer.aread()
+    await answer.aclose()
+    await call.settle(Outcome.UPSTREAM_ERROR, None)
+    if answer.status_code in (401, 403):  # creditsd's own key was refused: not the client's doing
+        log.error("the upstream refused creditsd's key (HTTP %d)", answer.status_code)
+        return openai_error(ledger, 502, "upstream_refused", "the model provider refused the call")
+    headers = {name: answer.headers[name] for name in _PASSED_ON if name in answer.headers}
+    headers.update(_headers(call))
+    return Response(body, answer.status_code, headers=headers, media_type="application/json")
+
+
+async def _settle_answer(call: Call, answer: httpx.Response) -> Response:
+    """A whole (non-streamed) answer: bill its usage and pass it on."""
+    try:
+        body = await answer.aread()
+    finally:
+        await answer.aclose()
+    settling = time.perf_counter()
+    try:
+        completion = jsonio.loads(body)
+    except jsonio.JSONError:
+        completion = None
+    usage = None
+    if isinstance(completion, dict):
+        usage = completion.get("usage")
+        call.delivered_chars = output_chars(completion.get("choices"), "message")
+    await call.settle(Outcome.COMPLETED, usage)
+    call.overhead += time.perf_counter() - settling
+    return Response(body, 200, headers=_headers(call), media_type="application/json")
+
+
+def _headers(call: Call) -> dict[str, str]:
+    headers = {"X-Creditsd-Overhead-Ms": call.overhead_ms}
+    if call.clamped:
+        headers["X-Creditsd-Max-Tokens"] = str(call.cap)
+    return headers

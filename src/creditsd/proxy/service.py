@@ -1,0 +1,224 @@
+"""A model call through the proxy: held for before the upstream hears of it, settled on
+what the upstream reports once it is over.
+
+How a call ends decides what it costs (``settle``), and the capture records which rule
+applied (``proxy_outcome`` and ``proxy_billed_on`` in its metadata):
+
+============================  =========================================================
+the call                      what is charged
+============================  =========================================================
+completed with usage          the usage, priced by the catalog
+completed with no output      nothing (``[proxy] empty_completion = "free"``, default)
+                              or the usage (``"bill"``)
+client hung up mid-stream     ``[proxy] on_client_disconnect``: ``"finish"`` (default)
+                              reads the upstream to its usage and bills it;
+                              ``"delivered"`` stops the upstream and bills what was sent
+upstream failed before output nothing
+upstream failed mid-stream    what was delivered
+no usage reported             what was delivered
+============================  =========================================================
+
+"What was delivered" is the prompt's offline estimate plus the output's characters sent
+to the client over ``CHARS_PER_TOKEN``. The hold lasts ``[proxy] hold_seconds`` and is
+extended while a stream runs, so a crashed process's holds expire and are released by the
+sweeper.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from creditsd import db, jsonio
+from creditsd.config import ProxySettings
+from creditsd.errors import InvalidRequest
+from creditsd.inprocess import Ledger
+from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.models import Hold
+from creditsd.pricing.catalog import Catalog, TokenUse
+from creditsd.pricing.providers import OpenAIChatUsage
+from creditsd.repeats import repeats
+
+log = logging.getLogger("creditsd.proxy")
+
+CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
+TOKENS_PER_MESSAGE = 4  # the role and the separators a chat format adds to each message
+
+
+class Outcome(StrEnum):
+    """How a call ended."""
+
+    COMPLETED = "completed"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    UPSTREAM_ERROR = "upstream_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one model's calls go: the upstream's base URL, key and name for the model."""
+
+    base_url: str
+    secret: str
+    model: str
+
+
+def route(settings: ProxySettings, model: str) -> Route:
+    """``[proxy.models."<model>"]`` over ``[proxy]``."""
+    own = settings.models.get(model)
+    key = own.api_key if own is not None and own.api_key is not None else settings.api_key
+    return Route(
+        base_url=((own.base_url if own else None) or settings.base_url).rstrip("/"),
+        secret=key.get_secret_value() if key is not None else "",
+        model=(own.model if own else None) or model,
+    )
+
+
+def estimate_prompt_tokens(messages: Any) -> int:
+    """An honest upper-leaning estimate of a prompt's tokens: its JSON's characters over
+    ``CHARS_PER_TOKEN``, rounded up, plus ``TOKENS_PER_MESSAGE`` a message."""
+    if not isinstance(messages, list):
+        return 0
+    characters = len(jsonio.dumps(messages))
+    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+
+
+def output_cap(payload: dict[str, Any], default: int) -> tuple[str, int]:
+    """The field that caps a call's output and its value (``default`` when none does)."""
+    for name in ("max_completion_tokens", "max_tokens"):
+        cap = payload.get(name)
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
+            return name, cap
+    return "max_tokens", default
+
+
+def affordable_cap(catalog: Catalog, ledger: Ledger, use: TokenUse, available: int) -> int:
+    """The largest output cap below ``use``'s whose estimate ``available`` covers (0 if
+    none does); prices grow with the cap, so a binary search finds it."""
+    low, high = 0, use.output_tokens - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        trial = TokenUse(use.model, input_tokens=use.input_tokens, output_tokens=middle)
+        if catalog.price(trial, ledger.money).amount <= available:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+@dataclass
+class Call:
+    """One call: who pays, its hold, and what has happened since."""
+
+    ledger: Ledger
+    hold: Hold
+    app: str
+    model: str
+    prompt_tokens: int
+    cap: int
+    clamped: bool
+    overhead: float = 0.0  # seconds creditsd spent on the call, upstream time excluded
+    delivered_chars: int = 0  # output characters sent on to the client
+    extended_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def overhead_ms(self) -> str:
+        """The overhead in milliseconds, for the ``X-Creditsd-Overhead-Ms`` header."""
+        return f"{self.overhead * 1000:.3f}"
+
+    async def keep_alive(self) -> None:
+        """Extend the hold once half its life has passed, for a stream that runs long."""
+        settings = self.ledger.settings.proxy
+        if time.monotonic() - self.extended_at > settings.hold_seconds / 2:
+            self.extended_at = time.monotonic()
+            try:
+                await self.ledger.extend_hold(self.hold.id, settings.hold_seconds)
+            except db.OUTAGES as exc:  # the stream goes on; tried again at the next half-life
+                repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
+
+    async def settle(self, outcome: Outcome, usage: Any) -> None:
+        """Capture what the call costs by the rules above, releasing the rest; or release
+        it all when it costs nothing."""
+        use, billed_on = self._cost(usage)
+        if use is None:
+            await self.ledger.release_hold(self.hold.id)
+            log.info("call %s: %s, nothing charged", self.hold.id, outcome)
+            return
+        metadata = {
+            **(self.hold.metadata or {}),
+            "proxy_outcome": str(outcome),
+            "proxy_billed_on": billed_on,
+        }
+        await self.ledger.capture_hold(self.hold.id, use=use, metadata=metadata, app=self.app)
+
+    def _cost(self, usage: Any) -> tuple[TokenUse | None, str]:
+        if usage is not None:
+            try:
+                used = OpenAIChatUsage.model_validate(usage).use(self.model)
+            except (InvalidRequest, ValueError) as exc:
+                log.warning(
+                    "call %s: unreadable usage (%s); billing what was delivered",
+                    self.hold.id,
+                    type(exc).__name__,
+                )
+            else:
+                if used.output_tokens or used.reasoning_tokens:
+                    return used, "usage"
+                if self.ledger.settings.proxy.empty_completion == "bill":
+                    return used, "usage"
+                return None, "nothing"
+        if not self.delivered_chars:
+            return None, "nothing"
+        delivered = math.ceil(self.delivered_chars / CHARS_PER_TOKEN)
+        use = TokenUse(self.model, input_tokens=self.prompt_tokens, output_tokens=delivered)
+        return use, "delivered"
+
+
+async def open_call(
+    ledger: Ledger,
+    account_id: str,
+    payload: dict[str, Any],
+    *,
+    app: str,
+    clamp: bool,
+    started: float,
+) -> Call:
+    """Hold the call's estimate (``payload``'s cap lowered to what is affordable when
+    ``clamp`` says so), or refuse it with 402 before the upstream hears of it."""
+    model = payload["model"]
+    field_name, cap = output_cap(payload, ledger.settings.proxy.default_max_tokens)
+    prompt = estimate_prompt_tokens(payload.get("messages"))
+    estimate = TokenUse(model, input_tokens=prompt, output_tokens=cap)
+    metadata = {"proxy_model": model}
+    expires_in = ledger.settings.proxy.hold_seconds
+    try:
+        hold = await ledger.open_hold(
+            account_id, use=estimate, expires_in=expires_in, metadata=metadata, app=app
+        )
+        clamped = False
+    except InsufficientCredits as short:
+        if not clamp:
+            raise
+        catalog = await ledger.catalog()
+        cap = affordable_cap(catalog, ledger, estimate, short.available)
+        if cap < 1:
+            raise
+        estimate = TokenUse(model, input_tokens=prompt, output_tokens=cap)
+        hold = await ledger.open_hold(
+            account_id, use=estimate, expires_in=expires_in, metadata=metadata, app=app
+        )
+        clamped = True
+    payload[field_name] = cap  # the upstream never writes more than was held for
+    return Call(
+        ledger,
+        hold,
+        app=app,
+        model=model,
+        prompt_tokens=prompt,
+        cap=cap,
+        clamped=clamped,
+        overhead=time.perf_counter() - started,
+    )

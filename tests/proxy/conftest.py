@@ -1,0 +1,71 @@
+"""The proxy's fixtures: a local upstream, a ledger proxying to it, and the official
+``openai`` SDK pointed at creditsd in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from creditsd.api.app import create_app
+from creditsd.inprocess import Ledger
+from tests.conftest import LedgerFactory, create_key
+from tests.proxy.upstream import UPSTREAM_KEY, Upstream
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    running = Upstream()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+async def proxied(make_ledger: LedgerFactory, upstream: Upstream) -> Ledger:
+    return await make_ledger(proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY})
+
+
+@pytest.fixture
+async def client(proxied: Ledger) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official SDK, pointed at creditsd with an app key, paying as user_1."""
+    app = create_app(proxied, sweep=False)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    yield openai.AsyncOpenAI(
+        api_key=await create_key(proxied, "app"),
+        base_url="http://creditsd.test/openai/v1",
+        http_client=http,  # type: ignore[arg-type]  # the SDK types its own httpx build
+        default_headers={"X-Creditsd-Account": "user_1"},
+        max_retries=0,
+    )
+    await http.aclose()
+    await app.state.proxy.aclose()
+    await app.state.stripe.close()
+
+
+@asynccontextmanager
+async def serve_app(ledger: Ledger) -> AsyncIterator[str]:
+    """creditsd served over real sockets by uvicorn in this event loop, so that a client
+    can hang up mid-stream; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ledger, sweep=False),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:  # noqa: ASYNC110  # uvicorn offers no event to wait on
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

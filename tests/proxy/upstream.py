@@ -1,0 +1,184 @@
+"""A local OpenAI-compatible upstream speaking OpenAI's wire format: chat completions
+(JSON, or SSE chunks with the usage chunk when ``stream_options.include_usage`` asks) and
+image generations. ``Upstream.behaviour`` makes it fail the ways real providers do."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+UPSTREAM_KEY = "sk-or-upstream-secret-0123456789"
+USAGE = {
+    "prompt_tokens": 1_000,
+    "completion_tokens": 500,
+    "total_tokens": 1_500,
+    "prompt_tokens_details": {"cached_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
+Behaviour = Literal[
+    "answer",  # the whole answer, then its usage
+    "refuse",  # 429 in OpenAI's error shape, before any output
+    "fail_midstream",  # some chunks, then an error event and the end of the stream
+    "drop_midstream",  # some chunks, then the connection closes without a word
+    "empty",  # no content at all, usage with no completion tokens
+]
+
+
+class Dropped(Exception):
+    """The connection goes down mid-stream."""
+
+
+@dataclass
+class Stream:
+    """What one streamed answer did: its chunks sent, and whether the reader stayed."""
+
+    sent: int = 0
+    finished: bool = False
+    abandoned: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    """One ``chat.completion.chunk`` as OpenAI streams it (``usage`` null until the end)."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1764547200,
+        "model": model,
+        "system_fingerprint": "fp_0123",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        "usage": None,
+    }
+
+
+class Upstream:
+    """A threaded HTTP server; ``requests`` holds each call's headers and JSON body."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.streams: list[Stream] = []
+        self.behaviour: Behaviour = "answer"
+        self.pieces = ["Hel", "lo", "!", " How", " can", " I", " help?"]
+        self.usage: dict[str, Any] = dict(USAGE)
+        self.pause = 0.0  # seconds between streamed chunks
+        self.served = threading.Semaphore(0)  # released as each call arrives
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, and streams in chunks as providers do
+
+            def do_POST(self) -> None:
+                sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                upstream.requests.append((dict(self.headers.items()), sent))
+                upstream.served.release()
+                if upstream.behaviour == "refuse":
+                    error = {"message": "Rate limit reached", "type": "rate_limit", "code": 429}
+                    self.answer(429, {"error": error}, {"Retry-After": "7"})
+                elif self.path.endswith("/images/generations"):
+                    self.answer(200, upstream.images(sent))
+                elif sent.get("stream"):
+                    self.stream(sent)
+                else:
+                    self.answer(200, upstream.completion(sent))
+
+            def answer(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def stream(self, sent: dict[str, Any]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                record = Stream()
+                upstream.streams.append(record)
+                try:
+                    for event in upstream.events(sent):
+                        self.write_chunk(b"data: " + event.encode() + b"\n\n")
+                        record.sent += 1
+                        time.sleep(upstream.pause)
+                    self.write_chunk(b"")
+                    record.finished = True
+                except (BrokenPipeError, ConnectionResetError):  # the proxy hung up on us
+                    record.abandoned = True
+                except Dropped:  # the stream ends without its last chunk
+                    self.close_connection = True
+                finally:
+                    record.ended.set()
+
+            def write_chunk(self, data: bytes) -> None:
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/v1"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def completion(self, sent: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed ``chat.completion``."""
+        empty = self.behaviour == "empty"
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1764547200,
+            "model": sent["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "" if empty else "Hello!"},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self._usage(),
+        }
+
+    def events(self, sent: dict[str, Any]) -> Iterator[str]:
+        """The SSE ``data`` payloads of a streamed answer, ``[DONE]`` last."""
+        model = sent["model"]
+        yield json.dumps(chunk(model, {"role": "assistant", "content": ""}))
+        pieces = [] if self.behaviour == "empty" else self.pieces
+        for number, piece in enumerate(pieces):
+            if number == 3 and self.behaviour == "fail_midstream":
+                error = {"message": "Provider returned error", "code": 502}
+                yield json.dumps({"error": error, "choices": []})
+                return
+            if number == 3 and self.behaviour == "drop_midstream":
+                raise Dropped
+            yield json.dumps(chunk(model, {"content": piece}))
+        yield json.dumps(chunk(model, {}, finish="stop"))
+        if (sent.get("stream_options") or {}).get("include_usage"):
+            yield json.dumps({**chunk(model, {}), "choices": [], "usage": self._usage()})
+        yield "[DONE]"
+
+    def images(self, sent: dict[str, Any]) -> dict[str, Any]:
+        """An ``images.generations`` answer with ``n`` images."""
+        count = int(sent.get("n") or 1)
+        return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8="}] * count}
+
+    def _usage(self) -> dict[str, Any]:
+        if self.behaviour == "empty":
+            return {**self.usage, "completion_tokens": 0, "total_tokens": 1_000}
+        return self.usage
+
+    def close(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
