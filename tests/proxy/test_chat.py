@@ -5,16 +5,36 @@ byte when the estimate does not fit."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
-from tests.conftest import create_key
+from tests.conftest import LedgerFactory, create_key
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
+HI: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "Hi"}
+]  # estimated offline at 12 tokens (see test_streams)
+
+
+async def _post(ledger: Ledger, body: dict[str, Any], account: str = "user_1") -> httpx.Response:
+    """One call to the chat route, as raw HTTP."""
+    app = create_app(ledger, sweep=False)
+    headers = {
+        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
+        "X-Creditsd-Account": account,
+    }
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        answer = await http.post("http://t/openai/v1/chat/completions", json=body, headers=headers)
+    await app.state.proxy.aclose()
+    await app.state.stripe.close()
+    return answer
 
 
 async def test_a_chat_completion_is_billed_on_its_reported_usage(
@@ -83,3 +103,137 @@ async def test_a_bad_body_is_a_4xx_and_reaches_no_upstream(
     assert answer.status_code == status, answer.text
     assert "message" in answer.json()["error"]
     assert upstream.requests == []
+
+
+async def test_a_cap_the_balance_cannot_cover_is_402_unless_the_call_asks_to_clamp(
+    proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    # A hold for 12 prompt tokens (1.8 minor units) and 1,000 output tokens (600) is 602;
+    # 302 covers 501 output tokens (1.8 + 300.6 = 302.4, rounded half up to 302), not 502.
+    await proxied.grant("user_1", 302)
+    upstream.usage = {"prompt_tokens": 12, "completion_tokens": 400, "total_tokens": 412}
+    with pytest.raises(openai.APIStatusError) as refused:
+        await client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=1_000
+        )
+    assert refused.value.status_code == 402
+    assert upstream.requests == []
+    answer = await client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=1_000,
+        extra_headers={"X-Creditsd-Clamp": "true"},
+    )
+    assert answer.headers["X-Creditsd-Max-Tokens"] == "501"
+    (_headers, sent) = upstream.requests[0]
+    assert sent["max_tokens"] == 501
+    # Billed on the usage: 12 prompt tokens (1.8) and 400 output tokens (240), 242.
+    account = await proxied.get_account("user_1")
+    assert (account.balance, account.held) == (302 - 242, 0)
+
+
+async def test_the_deployment_can_clamp_every_call(
+    make_ledger: LedgerFactory, upstream: Upstream
+) -> None:
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "clamp_max_tokens": True}
+    )
+    await ledger.grant("user_1", 302)
+    answer = await _post(ledger, {"model": MODEL, "messages": HI, "max_completion_tokens": 999})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Creditsd-Max-Tokens"] == "501"
+    assert upstream.requests[0][1]["max_completion_tokens"] == 501
+    # Nothing affordable at all stays a 402 in OpenAI's shape, with what it lacks.
+    await ledger.grant("user_2", 1)
+    refused = await _post(ledger, {"model": MODEL, "messages": HI}, account="user_2")
+    assert refused.status_code == 402
+    error = refused.json()["error"]
+    assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_credits")
+    assert len(upstream.requests) == 1
+
+
+async def test_a_model_can_have_its_own_upstream_key_and_name(
+    make_ledger: LedgerFactory, upstream: Upstream
+) -> None:
+    other = Upstream()
+    try:
+        route = {"base_url": other.url, "api_key": "sk-other-0123456789", "model": "gpt-4o-mini"}
+        ledger = await make_ledger(
+            proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "models": {MODEL: route}}
+        )
+        await ledger.grant("user_1", 10 * ledger.money.unit)
+        answer = await _post(ledger, {"model": MODEL, "messages": HI})
+        assert answer.status_code == 200, answer.text
+    finally:
+        other.close()
+    assert upstream.requests == []
+    ((headers, sent),) = other.requests
+    assert (headers["Authorization"], sent["model"]) == (
+        "Bearer sk-other-0123456789",
+        "gpt-4o-mini",
+    )
+    assert (await ledger.get_account("user_1")).balance == 10 * ledger.money.unit - 450
+
+
+@pytest.mark.parametrize(
+    ("setup", "status", "code"),
+    [
+        ({"behaviour": "refuse", "refusal": 401}, 502, "upstream_refused"),
+        ({"behaviour": "refuse", "refusal": 503}, 503, None),
+        ({"delay": 1.0}, 502, "upstream_unavailable"),
+    ],
+)
+async def test_an_upstream_that_refuses_or_times_out_costs_nothing(
+    make_ledger: LedgerFactory,
+    upstream: Upstream,
+    setup: dict[str, Any],
+    status: int,
+    code: str | None,
+) -> None:
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "timeout_seconds": 0.3}
+    )
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    for name, value in setup.items():
+        setattr(upstream, name, value)
+    answer = await _post(ledger, {"model": MODEL, "messages": HI})
+    assert answer.status_code == status
+    if code is not None:
+        assert answer.json()["error"]["code"] == code
+    assert UPSTREAM_KEY not in answer.text
+    account = await ledger.get_account("user_1")
+    assert (account.balance, account.held) == (10 * ledger.money.unit, 0)
+
+
+async def test_an_upstream_that_cannot_be_reached_costs_nothing(
+    make_ledger: LedgerFactory,
+) -> None:
+    ledger = await make_ledger(proxy={"base_url": "http://127.0.0.1:9/v1"})
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    answer = await _post(ledger, {"model": MODEL, "messages": HI})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (502, "upstream_unavailable")
+    account = await ledger.get_account("user_1")
+    assert (account.balance, account.held) == (10 * ledger.money.unit, 0)
+
+
+async def test_an_answer_without_usage_is_billed_on_what_was_delivered(
+    proxied: Ledger, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", 10 * proxied.money.unit)
+    upstream.usage = None
+    answer = await _post(proxied, {"model": MODEL, "messages": HI})
+    assert answer.json()["choices"][0]["message"]["content"] == "Hello!"
+    # The prompt's 12 tokens (1.8) and "Hello!" (6 characters, 2 tokens: 1.2): 3.
+    assert (await proxied.get_account("user_1")).balance == 10 * proxied.money.unit - 3
+
+
+async def test_calls_reuse_one_upstream_connection(
+    proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", 10 * proxied.money.unit)
+    await client.chat.completions.create(model=MODEL, messages=HI)
+    async for _chunk in await client.chat.completions.create(model=MODEL, messages=HI, stream=True):
+        pass
+    await client.chat.completions.create(model=MODEL, messages=HI)
+    assert len(upstream.peers) == 3
+    assert len(set(upstream.peers)) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import openai
@@ -14,8 +15,9 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import Transfer
-from tests.conftest import LedgerFactory, create_key
+from tests.conftest import Clock, LedgerFactory, create_key, make_settings
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
+from tests.test_processes import serve
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
@@ -267,3 +269,36 @@ async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_t
     assert sum(served) >= 10  # the balance was really spent on calls, not all refused
     balance, held = await settled(proxied)
     assert (balance, held) == (20 * 602 + 300 - sum(served) * FULL_PRICE, 0)
+
+
+@pytest.mark.slow
+async def test_a_process_killed_mid_stream_leaves_a_hold_that_expires_and_is_released(
+    database_url: str, tmp_path: Path, upstream: Upstream
+) -> None:
+    config = tmp_path / "creditsd.toml"
+    config.write_text(
+        f'[proxy]\nbase_url = "{upstream.url}"\napi_key = "{UPSTREAM_KEY}"\nhold_seconds = 30\n'
+    )
+    async with await Ledger.connect(make_settings(database_url)) as ledger:
+        await ledger.grant("user_1", 10 * ledger.money.unit)
+        secret = await create_key(ledger, "app")
+    upstream.pause = 0.5
+    with serve(database_url, tmp_path, config=config) as base:
+        headers = {"Authorization": f"Bearer {secret}", "X-Creditsd-Account": "user_1"}
+        body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": 1_000}
+        async with (
+            httpx.AsyncClient(base_url=base, headers=headers) as http,
+            http.stream("POST", "/openai/v1/chat/completions", json=body) as answer,
+        ):
+            async for _line in answer.aiter_lines():
+                break  # the stream is under way
+            serve.processes[base].kill()  # type: ignore[attr-defined]
+    clock = Clock()
+    async with await Ledger.connect(make_settings(database_url), clock=clock) as ledger:
+        account = await ledger.get_account("user_1")
+        assert (account.balance, account.held) == (10 * ledger.money.unit, 602)
+        clock.advance(31)
+        assert (await ledger.get_account("user_1")).held == 0  # it stops counting at once
+        assert await ledger.expire_holds() == 1  # and the sweeper releases it
+        account = await ledger.get_account("user_1")
+        assert (account.balance, account.held) == (10 * ledger.money.unit, 0)

@@ -62,11 +62,13 @@ class Upstream:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.streams: list[Stream] = []
+        self.peers: list[int] = []  # the port each call came from
         self.behaviour: Behaviour = "answer"
         self.pieces = ["Hel", "lo", "!", " How", " can", " I", " help?"]
-        self.usage: dict[str, Any] = dict(USAGE)
+        self.usage: dict[str, Any] | None = dict(USAGE)
         self.pause = 0.0  # seconds between streamed chunks
-        self.served = threading.Semaphore(0)  # released as each call arrives
+        self.delay = 0.0  # seconds before answering at all
+        self.refusal = 429  # the status "refuse" answers with
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,10 +77,12 @@ class Upstream:
             def do_POST(self) -> None:
                 sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 upstream.requests.append((dict(self.headers.items()), sent))
-                upstream.served.release()
+                upstream.peers.append(self.client_address[1])
+                time.sleep(upstream.delay)
                 if upstream.behaviour == "refuse":
-                    error = {"message": "Rate limit reached", "type": "rate_limit", "code": 429}
-                    self.answer(429, {"error": error}, {"Retry-After": "7"})
+                    status = upstream.refusal
+                    error = {"message": "Refused", "type": "upstream_error", "code": status}
+                    self.answer(status, {"error": error}, {"Retry-After": "7"})
                 elif self.path.endswith("/images/generations"):
                     self.answer(200, upstream.images(sent))
                 elif sent.get("stream"):
@@ -173,9 +177,9 @@ class Upstream:
         count = int(sent.get("n") or 1)
         return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8="}] * count}
 
-    def _usage(self) -> dict[str, Any]:
+    def _usage(self) -> dict[str, Any] | None:
         if self.behaviour == "empty":
-            return {**self.usage, "completion_tokens": 0, "total_tokens": 1_000}
+            return {**(self.usage or {}), "completion_tokens": 0, "total_tokens": 1_000}
         return self.usage
 
     def close(self) -> None:

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import IO
 
-import httpx
 from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.types import ASGIApp
@@ -27,6 +26,7 @@ from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.endpoints import router as proxy_router
+from creditsd.proxy.service import upstream_client
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
@@ -94,7 +94,7 @@ def create_app(
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
-    app.state.proxy = proxy = httpx.AsyncClient()  # upstream connections, kept alive
+    app.state.proxy = proxy = upstream_client()
     errors.install(app)
     docs.install(app)
     if fast_lane:

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+import httpx
+
 from creditsd import db, jsonio
 from creditsd.config import ProxySettings
 from creditsd.errors import InvalidRequest
@@ -64,6 +66,13 @@ class Route:
     base_url: str
     secret: str
     model: str
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """The client every call goes upstream through: connections kept alive between calls,
+    HTTP/2 where the upstream offers it (over TLS, by ALPN)."""
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60)
+    return httpx.AsyncClient(http2=True, limits=limits)
 
 
 def route(settings: ProxySettings, model: str) -> Route:
