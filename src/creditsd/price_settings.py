@@ -79,7 +79,8 @@ class ModelPrice(_Entry):
     tokens without one cost what output does. ``cache_write`` prices writes kept for the
     provider's standard time (Anthropic's 5 minutes); ``cache_write_by_ttl`` prices writes
     kept longer, by lifetime (``{"1h": 6}``), and a lifetime without a price costs what
-    ``cache_write`` does. Markup and multiplier default to the catalog's.
+    ``cache_write`` does. ``image`` prices each image an image model generates. Markup and
+    multiplier default to the catalog's.
     """
 
     input: CatalogDecimal = Field(ge=0)
@@ -90,6 +91,7 @@ class ModelPrice(_Entry):
         None, max_length=MAX_TTLS
     )
     reasoning: CatalogDecimal | None = Field(None, ge=0)
+    image: CatalogDecimal | None = Field(None, ge=0, description="USD per image generated.")
     markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
     rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
 
@@ -134,6 +136,7 @@ def _models() -> dict[str, ModelPrice]:
         "openai/gpt-4o-mini": usd("0.15", "0.60", "0.075", None),
         "anthropic/claude-sonnet-4": usd("3.00", "15.00", "0.30", "3.75"),
         "google/gemini-2.5-flash": usd("0.30", "2.50", "0.075", None),
+        "openai/dall-e-3": ModelPrice(input=Decimal(0), output=Decimal(0), image=Decimal("0.04")),
     }
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import uvicorn
 
+from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, create_key
@@ -69,3 +71,22 @@ async def serve_app(ledger: Ledger) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def post(
+    ledger: Ledger, path: str, body: dict[str, Any] | bytes, account: str = "user_1"
+) -> httpx.Response:
+    """One call to a proxy route (``/chat/completions``…) as raw HTTP, paid by ``account``;
+    ``body`` as JSON, or as the bytes given."""
+    app = create_app(ledger, sweep=False)
+    headers = {
+        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
+        "X-Creditsd-Account": account,
+        "Content-Type": "application/json",
+    }
+    content = body if isinstance(body, bytes) else jsonio.render(body)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
+        answer = await http.post(f"http://t/openai/v1{path}", content=content, headers=headers)
+    await app.state.proxy.aclose()
+    await app.state.stripe.close()
+    return answer

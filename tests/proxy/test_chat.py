@@ -7,34 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
-from tests.conftest import LedgerFactory, create_key
+from tests.conftest import LedgerFactory
+from tests.proxy.conftest import post
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
 HI: list[ChatCompletionMessageParam] = [
     {"role": "user", "content": "Hi"}
 ]  # estimated offline at 12 tokens (see test_streams)
-
-
-async def _post(ledger: Ledger, body: dict[str, Any], account: str = "user_1") -> httpx.Response:
-    """One call to the chat route, as raw HTTP."""
-    app = create_app(ledger, sweep=False)
-    headers = {
-        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
-        "X-Creditsd-Account": account,
-    }
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        answer = await http.post("http://t/openai/v1/chat/completions", json=body, headers=headers)
-    await app.state.proxy.aclose()
-    await app.state.stripe.close()
-    return answer
 
 
 async def test_a_chat_completion_is_billed_on_its_reported_usage(
@@ -88,18 +73,7 @@ async def test_a_model_not_in_the_catalog_never_reaches_the_upstream(
 async def test_a_bad_body_is_a_4xx_and_reaches_no_upstream(
     proxied: Ledger, upstream: Upstream, raw: bytes, status: int
 ) -> None:
-    app = create_app(proxied, sweep=False)
-    headers = {
-        "Authorization": f"Bearer {await create_key(proxied, 'app')}",
-        "X-Creditsd-Account": "user_1",
-        "Content-Type": "application/json",
-    }
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        answer = await http.post(
-            "http://t/openai/v1/chat/completions", content=raw, headers=headers
-        )
-    await app.state.proxy.aclose()
-    await app.state.stripe.close()
+    answer = await post(proxied, "/chat/completions", raw)
     assert answer.status_code == status, answer.text
     assert "message" in answer.json()["error"]
     assert upstream.requests == []
@@ -139,13 +113,17 @@ async def test_the_deployment_can_clamp_every_call(
         proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "clamp_max_tokens": True}
     )
     await ledger.grant("user_1", 302)
-    answer = await _post(ledger, {"model": MODEL, "messages": HI, "max_completion_tokens": 999})
+    answer = await post(
+        ledger, "/chat/completions", {"model": MODEL, "messages": HI, "max_completion_tokens": 999}
+    )
     assert answer.status_code == 200, answer.text
     assert answer.headers["X-Creditsd-Max-Tokens"] == "501"
     assert upstream.requests[0][1]["max_completion_tokens"] == 501
     # Nothing affordable at all stays a 402 in OpenAI's shape, with what it lacks.
     await ledger.grant("user_2", 1)
-    refused = await _post(ledger, {"model": MODEL, "messages": HI}, account="user_2")
+    refused = await post(
+        ledger, "/chat/completions", {"model": MODEL, "messages": HI}, account="user_2"
+    )
     assert refused.status_code == 402
     error = refused.json()["error"]
     assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_credits")
@@ -162,7 +140,7 @@ async def test_a_model_can_have_its_own_upstream_key_and_name(
             proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "models": {MODEL: route}}
         )
         await ledger.grant("user_1", 10 * ledger.money.unit)
-        answer = await _post(ledger, {"model": MODEL, "messages": HI})
+        answer = await post(ledger, "/chat/completions", {"model": MODEL, "messages": HI})
         assert answer.status_code == 200, answer.text
     finally:
         other.close()
@@ -196,7 +174,7 @@ async def test_an_upstream_that_refuses_or_times_out_costs_nothing(
     await ledger.grant("user_1", 10 * ledger.money.unit)
     for name, value in setup.items():
         setattr(upstream, name, value)
-    answer = await _post(ledger, {"model": MODEL, "messages": HI})
+    answer = await post(ledger, "/chat/completions", {"model": MODEL, "messages": HI})
     assert answer.status_code == status
     if code is not None:
         assert answer.json()["error"]["code"] == code
@@ -210,7 +188,7 @@ async def test_an_upstream_that_cannot_be_reached_costs_nothing(
 ) -> None:
     ledger = await make_ledger(proxy={"base_url": "http://127.0.0.1:9/v1"})
     await ledger.grant("user_1", 10 * ledger.money.unit)
-    answer = await _post(ledger, {"model": MODEL, "messages": HI})
+    answer = await post(ledger, "/chat/completions", {"model": MODEL, "messages": HI})
     assert (answer.status_code, answer.json()["error"]["code"]) == (502, "upstream_unavailable")
     account = await ledger.get_account("user_1")
     assert (account.balance, account.held) == (10 * ledger.money.unit, 0)
@@ -221,7 +199,7 @@ async def test_an_answer_without_usage_is_billed_on_what_was_delivered(
 ) -> None:
     await proxied.grant("user_1", 10 * proxied.money.unit)
     upstream.usage = None
-    answer = await _post(proxied, {"model": MODEL, "messages": HI})
+    answer = await post(proxied, "/chat/completions", {"model": MODEL, "messages": HI})
     assert answer.json()["choices"][0]["message"]["content"] == "Hello!"
     # The prompt's 12 tokens (1.8) and "Hello!" (6 characters, 2 tokens: 1.2): 3.
     assert (await proxied.get_account("user_1")).balance == 10 * proxied.money.unit - 3

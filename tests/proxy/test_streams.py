@@ -16,6 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import Transfer
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings
+from tests.proxy.conftest import post, serve_app
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 from tests.test_processes import serve
 
@@ -87,19 +88,9 @@ async def test_a_stream_without_usage_asked_is_billed_on_it_but_never_sees_it(
 async def test_the_stream_is_relayed_as_the_upstream_wrote_it(
     proxied: Ledger, upstream: Upstream
 ) -> None:
-    from creditsd.api.app import create_app
-
     await proxied.grant("user_1", 10 * proxied.money.unit)
-    app = create_app(proxied, sweep=False)
-    headers = {
-        "Authorization": f"Bearer {await create_key(proxied, 'app')}",
-        "X-Creditsd-Account": "user_1",
-    }
     body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": 1_000}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        answer = await http.post("http://t/openai/v1/chat/completions", json=body, headers=headers)
-    await app.state.proxy.aclose()
-    await app.state.stripe.close()
+    answer = await post(proxied, "/chat/completions", body)
     assert answer.headers["content-type"].startswith("text/event-stream")
     assert float(answer.headers["x-creditsd-overhead-ms"]) > 0
     events = answer.text.split("\n\n")
@@ -162,27 +153,15 @@ async def test_an_upstream_failure_mid_stream_bills_what_was_delivered(
 async def test_an_empty_completion_follows_its_rule(
     make_ledger: LedgerFactory, upstream: Upstream, rule: str, price: int
 ) -> None:
-    from creditsd.api.app import create_app
-
     ledger = await make_ledger(
         proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "empty_completion": rule}
     )
     await ledger.grant("user_1", 10 * ledger.money.unit)
     upstream.behaviour = "empty"
-    app = create_app(ledger, sweep=False)
-    headers = {
-        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
-        "X-Creditsd-Account": "user_1",
-    }
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        for stream in (False, True):
-            body = {"model": MODEL, "messages": HI, "stream": stream, "max_tokens": 10}
-            answer = await http.post(
-                "http://t/openai/v1/chat/completions", json=body, headers=headers
-            )
-            assert answer.status_code == 200
-    await app.state.proxy.aclose()
-    await app.state.stripe.close()
+    for stream in (False, True):
+        body = {"model": MODEL, "messages": HI, "stream": stream, "max_tokens": 10}
+        answer = await post(ledger, "/chat/completions", body)
+        assert answer.status_code == 200
     # 1,000 prompt tokens × 0.15 = 150 minor units a call when billed.
     assert await settled(ledger) == (10 * ledger.money.unit - 2 * price, 0)
 
@@ -191,8 +170,6 @@ async def test_an_empty_completion_follows_its_rule(
 async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
     make_ledger: LedgerFactory, upstream: Upstream, rule: str, upstream_finishes: bool
 ) -> None:
-    from tests.proxy.conftest import serve_app
-
     ledger = await make_ledger(
         proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "on_client_disconnect": rule}
     )

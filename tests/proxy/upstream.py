@@ -69,6 +69,7 @@ class Upstream:
         self.pause = 0.0  # seconds between streamed chunks
         self.delay = 0.0  # seconds before answering at all
         self.refusal = 429  # the status "refuse" answers with
+        self.images_returned: int | None = None  # fewer images than asked, if set
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,7 +175,7 @@ class Upstream:
 
     def images(self, sent: dict[str, Any]) -> dict[str, Any]:
         """An ``images.generations`` answer with ``n`` images."""
-        count = int(sent.get("n") or 1)
+        count = self.images_returned or int(sent.get("n") or 1)
         return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8="}] * count}
 
     def _usage(self) -> dict[str, Any] | None:

@@ -100,6 +100,7 @@ class TokenUse:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     cache_write_tokens_by_ttl: tuple[tuple[str, int], ...] = ()
+    images: int = 0  # images generated, priced apiece
 
     def counts(self) -> dict[str, int]:
         """Token counts by kind (cache writes kept longer than standard are apart)."""
@@ -120,6 +121,8 @@ class TokenUse:
         usage = {"model": self.model, **{f"{k}_tokens": v for k, v in self.counts().items()}}
         if self.cache_write_tokens_by_ttl:  # absent otherwise: earlier fingerprints still hold
             usage["cache_write_tokens_by_ttl"] = dict(self.cache_write_tokens_by_ttl)
+        if self.images:
+            usage["images"] = self.images
         return {"usage": usage}
 
 
@@ -262,6 +265,22 @@ class Catalog:
                     "quantity": count,
                     "unit": "token",
                     "usd_per_million": per_million,
+                    "usd": plain(cost),
+                    "credits": plain(cost * settings.credits_per_usd),
+                }
+            )
+        if use.images:
+            if model.image is None:
+                raise InvalidQuantity(f"of images: {use.model} has no price per image")
+            cost = use.images * model.image
+            usd += cost
+            lines.append(
+                {
+                    "item": "images",
+                    "description": f"{use.images} images × {model.image} USD/image",
+                    "quantity": use.images,
+                    "unit": "image",
+                    "usd_per_image": model.image,
                     "usd": plain(cost),
                     "credits": plain(cost * settings.credits_per_usd),
                 }

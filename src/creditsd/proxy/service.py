@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -95,7 +95,15 @@ def estimate_prompt_tokens(messages: Any) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
 
 
-def output_cap(payload: dict[str, Any], default: int) -> tuple[str, int]:
+def chat_estimate(payload: dict[str, Any], default_cap: int) -> tuple[TokenUse, str]:
+    """A chat call's estimate (the prompt's tokens and the output cap), and the field of
+    ``payload`` that caps its output (``default_cap`` when none does)."""
+    field_name, cap = _output_cap(payload, default_cap)
+    prompt = estimate_prompt_tokens(payload.get("messages"))
+    return TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap), field_name
+
+
+def _output_cap(payload: dict[str, Any], default: int) -> tuple[str, int]:
     """The field that caps a call's output and its value (``default`` when none does)."""
     for name in ("max_completion_tokens", "max_tokens"):
         cap = payload.get(name)
@@ -110,7 +118,7 @@ def affordable_cap(catalog: Catalog, ledger: Ledger, use: TokenUse, available: i
     low, high = 0, use.output_tokens - 1
     while low < high:
         middle = (low + high + 1) // 2
-        trial = TokenUse(use.model, input_tokens=use.input_tokens, output_tokens=middle)
+        trial = replace(use, output_tokens=middle)
         if catalog.price(trial, ledger.money).amount <= available:
             low = middle
         else:
@@ -149,9 +157,16 @@ class Call:
                 repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
 
     async def settle(self, outcome: Outcome, usage: Any) -> None:
-        """Capture what the call costs by the rules above, releasing the rest; or release
-        it all when it costs nothing."""
-        use, billed_on = self._cost(usage)
+        """Capture what a chat call costs by the rules above, releasing the rest; or
+        release it all when it costs nothing."""
+        await self._charge(outcome, *self._cost(usage))
+
+    async def settle_images(self, outcome: Outcome, images: int) -> None:
+        """Capture the images an image call generated, apiece; none cost nothing."""
+        use = TokenUse(self.model, images=images) if images else None
+        await self._charge(outcome, use, "images" if images else "nothing")
+
+    async def _charge(self, outcome: Outcome, use: TokenUse | None, billed_on: str) -> None:
         if use is None:
             await self.ledger.release_hold(self.hold.id)
             log.info("call %s: %s, nothing charged", self.hold.id, outcome)
@@ -189,19 +204,15 @@ class Call:
 async def open_call(
     ledger: Ledger,
     account_id: str,
-    payload: dict[str, Any],
+    estimate: TokenUse,
     *,
     app: str,
     clamp: bool,
     started: float,
 ) -> Call:
-    """Hold the call's estimate (``payload``'s cap lowered to what is affordable when
-    ``clamp`` says so), or refuse it with 402 before the upstream hears of it."""
-    model = payload["model"]
-    field_name, cap = output_cap(payload, ledger.settings.proxy.default_max_tokens)
-    prompt = estimate_prompt_tokens(payload.get("messages"))
-    estimate = TokenUse(model, input_tokens=prompt, output_tokens=cap)
-    metadata = {"proxy_model": model}
+    """Hold ``estimate`` (its output cap lowered to what is affordable when ``clamp`` says
+    so), or refuse the call with 402 before the upstream hears of it."""
+    metadata = {"proxy_model": estimate.model}
     expires_in = ledger.settings.proxy.hold_seconds
     try:
         hold = await ledger.open_hold(
@@ -215,19 +226,18 @@ async def open_call(
         cap = affordable_cap(catalog, ledger, estimate, short.available)
         if cap < 1:
             raise
-        estimate = TokenUse(model, input_tokens=prompt, output_tokens=cap)
+        estimate = replace(estimate, output_tokens=cap)
         hold = await ledger.open_hold(
             account_id, use=estimate, expires_in=expires_in, metadata=metadata, app=app
         )
         clamped = True
-    payload[field_name] = cap  # the upstream never writes more than was held for
     return Call(
         ledger,
         hold,
         app=app,
-        model=model,
-        prompt_tokens=prompt,
-        cap=cap,
+        model=estimate.model,
+        prompt_tokens=estimate.input_tokens,
+        cap=estimate.output_tokens,
         clamped=clamped,
         overhead=time.perf_counter() - started,
     )
