@@ -1,25 +1,26 @@
-"""The OpenAI-compatible proxy, first step: non-streamed chat completions driven by the
-official ``openai`` SDK against a local upstream speaking OpenAI's wire format; a hold for
-the estimate before forwarding, the real usage captured after, 402 before any upstream
-byte when the estimate does not fit."""
+"""Chat completions through the proxy, driven by the official ``openai`` SDK against a
+local upstream speaking OpenAI's wire format: a hold for the estimate before forwarding,
+the real usage captured after, 402 before any upstream byte when the estimate does not fit
+(unless the call clamps), and an upstream that fails costs nothing."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
+from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory
 from tests.proxy.conftest import post
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
-HI: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "Hi"}
-]  # estimated offline at 12 tokens (see test_streams)
+# Estimated offline at 12 tokens (see test_streams).
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 
 
 async def test_a_chat_completion_is_billed_on_its_reported_usage(
@@ -215,3 +216,25 @@ async def test_calls_reuse_one_upstream_connection(
     await client.chat.completions.create(model=MODEL, messages=HI)
     assert len(upstream.peers) == 3
     assert len(set(upstream.peers)) == 1
+
+
+async def test_an_unknown_key_is_401_in_openais_shape(proxied: Ledger) -> None:
+    app = create_app(proxied, sweep=False)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    client = openai.AsyncOpenAI(
+        api_key="cdk_not_a_key",
+        base_url="http://creditsd.test/openai/v1",
+        http_client=http,  # type: ignore[arg-type]  # the SDK types its own httpx build
+        max_retries=0,
+    )
+    with pytest.raises(openai.AuthenticationError) as refused:
+        await client.chat.completions.create(model=MODEL, messages=HI)
+    await http.aclose()
+    await app.state.proxy.aclose()
+    await app.state.stripe.close()
+    assert refused.value.body == {
+        "message": "unknown or revoked API key",
+        "type": "authentication_error",
+        "param": None,
+        "code": "unauthenticated",
+    }

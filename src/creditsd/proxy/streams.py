@@ -66,19 +66,19 @@ class Relay:
         self.keep_usage = keep_usage
         self.usage: Any = None
         self.failed = False  # the upstream sent an error event
-        self._pending = b""
+        self.pending = b""  # the start of an event still arriving
 
     def feed(self, data: bytes) -> tuple[bytes, int]:
         """The complete events ``data`` finishes, as the client gets them, and the output
         characters they carry."""
-        data = self._pending + data
+        data = self.pending + data
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         end = data.rfind(b"\n\n")
         if end < 0:
-            self._pending = data
+            self.pending = data
             return b"", 0
-        self._pending = data[end + 2 :]
+        self.pending = data[end + 2 :]
         forwarded = []
         chars = 0
         for event in data[:end].split(b"\n\n"):
@@ -155,13 +155,10 @@ class RelayedStream(Response):
         )
         try:
             async for data in self.answer.aiter_bytes():
-                out, chars = self.relay.feed(data)
-                if out and not self.hung_up.is_set():
-                    await self._send(
-                        send, {"type": "http.response.body", "body": out, "more_body": True}
-                    )
-                    self.call.delivered_chars += chars
+                await self._forward(send, *self.relay.feed(data))
                 await self.call.keep_alive()
+            if self.relay.pending:  # a last event the upstream did not end with a blank line
+                await self._forward(send, *self.relay.feed(b"\n\n"))
         except httpx.HTTPError:
             self.broke_off = True
             log.warning("upstream stream broke off for call %s", self.call.hold.id)
@@ -178,13 +175,22 @@ class RelayedStream(Response):
         self.finished = True
         await self._send(send, {"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send(self, send: Send, message: Message) -> None:
+    async def _forward(self, send: Send, events: bytes, chars: int) -> None:
+        if events and await self._send(
+            send, {"type": "http.response.body", "body": events, "more_body": True}
+        ):
+            self.call.delivered_chars += chars
+
+    async def _send(self, send: Send, message: Message) -> bool:
+        """Whether ``message`` went to the client (not once it has gone)."""
         if self.hung_up.is_set():
-            return
+            return False
         try:
             await send(message)
         except OSError:  # servers that raise when the client has gone
             self.hung_up.set()
+            return False
+        return True
 
     async def _watch(self, receive: Receive, pump: asyncio.Future[None]) -> None:
         while (await receive())["type"] != "http.disconnect":
