@@ -168,6 +168,7 @@ async def test_an_upstream_that_refuses_or_times_out_costs_nothing(
     setup: dict[str, Any],
     status: int,
     code: str | None,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     ledger = await make_ledger(
         proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "timeout_seconds": 0.3}
@@ -180,6 +181,7 @@ async def test_an_upstream_that_refuses_or_times_out_costs_nothing(
     if code is not None:
         assert answer.json()["error"]["code"] == code
     assert UPSTREAM_KEY not in answer.text
+    assert UPSTREAM_KEY not in caplog.text and "sk-or-" not in str(answer.headers)
     account = await ledger.get_account("user_1")
     assert (account.balance, account.held) == (10 * ledger.money.unit, 0)
 

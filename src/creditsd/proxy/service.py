@@ -31,19 +31,21 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from creditsd import db, jsonio
 from creditsd.config import ProxySettings
 from creditsd.errors import InvalidRequest
-from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Hold
 from creditsd.pricing.catalog import Catalog, TokenUse
 from creditsd.pricing.providers import OpenAIChatUsage
 from creditsd.repeats import repeats
+
+if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
+    from creditsd.inprocess import Ledger
 
 log = logging.getLogger("creditsd.proxy")
 
