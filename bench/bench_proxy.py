@@ -53,12 +53,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench_charges import Cell, command_environment, dsn, free_port, parse_wrk
-from creditsd import db
+from creditsd import db, tables
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.pricing.providers import OpenAIChatUsage
-from creditsd.tables import holds
 from fake_upstream import CONTENT, MODEL, USAGE
 
 BENCH = Path(__file__).parent
@@ -69,8 +68,7 @@ LITELLM_VERSION = "1.106.12"
 LITELLM_VENV = BENCH / ".litellm-venv"
 UPSTREAM_KEY = "sk-bench-upstream"
 MASTER_KEY = "sk-bench-litellm-master"
-ACCOUNT = "bench-user"
-FUNDS = 10**15  # minor units: more than any run spends
+FUNDS = 10**15  # minor units each account starts with: more than any run spends
 SCRATCH = "creditsd_proxy_bench"
 WARM_UP = 1  # second of load before each target is measured
 
@@ -184,9 +182,14 @@ async def fresh_database(server_url: str | None) -> AsyncIterator[str]:
         await conn.close()
 
 
-async def open_books(settings: dict[str, str]) -> tuple[str, int]:
-    """Migrate, publish the catalog, fund :data:`ACCOUNT`; an app key's secret, and what
-    one completion of the fake upstream's usage costs."""
+def account(number: int) -> str:
+    """The name of one of the accounts that pay (``proxy.lua`` names them alike)."""
+    return f"bench-{number}"
+
+
+async def open_books(settings: dict[str, str], accounts: int) -> tuple[str, int]:
+    """Migrate, publish the catalog, fund ``accounts`` accounts; an app key's secret, and
+    what one completion of the fake upstream's usage costs."""
     ledger = await Ledger.connect(
         load_settings(os.devnull, environ=settings), migrate=True, publish_pricing=True
     )
@@ -195,36 +198,47 @@ async def open_books(settings: dict[str, str]) -> tuple[str, int]:
             ledger.engine,
             lambda conn: keys.create_key(conn, "bench", "app", ledger.now(), actor="bench"),
         )
-        await ledger.grant(ACCOUNT, FUNDS, reason="bench_proxy")
+        for number in range(accounts):
+            await ledger.grant(account(number), FUNDS, reason="bench_proxy")
         price = await ledger.quote(OpenAIChatUsage.model_validate(USAGE).use(MODEL))
     finally:
         await ledger.close()
     return secret, price.amount
 
 
-async def check_books(settings: dict[str, str], forwarded: int, price: int) -> list[str]:
+async def check_books(
+    settings: dict[str, str], accounts: int, forwarded: int, price: int
+) -> list[str]:
     """Whether every forwarded completion was billed, and no hold is left open; the
     findings, each starting with ✓ or ✗."""
 
-    async def count_holds(conn: AsyncConnection) -> dict[str, int]:
-        found = await conn.execute(select(holds.c.status, func.count()).group_by(holds.c.status))
-        return dict(found.all())
+    async def look(conn: AsyncConnection) -> tuple[int, int, dict[str, int]]:
+        customers = tables.accounts.c.kind == "customer"  # only the bench's, in a new database
+        found = await conn.execute(
+            select(func.sum(tables.accounts.c.balance), func.sum(tables.accounts.c.held)).where(
+                customers
+            )
+        )
+        balance, held = found.one()
+        by_status = await conn.execute(
+            select(tables.holds.c.status, func.count()).group_by(tables.holds.c.status)
+        )
+        return int(balance), int(held), dict(by_status.all())
 
     ledger = await Ledger.connect(load_settings(os.devnull, environ=settings))
     try:
-        account = await ledger.get_account(ACCOUNT)
-        by_status = await db.run(ledger.engine, count_holds, readonly=True)
+        balance, held, by_status = await db.run(ledger.engine, look, readonly=True)
     finally:
         await ledger.close()
-    spent = FUNDS - account.balance
+    spent = FUNDS * accounts - balance
     billed = forwarded * price
     open_holds = by_status.get("open", 0)
     return [
-        f"{'✓' if spent == billed else '✗'} balance down by {spent:,} minor units;"
+        f"{'✓' if spent == billed else '✗'} balances down by {spent:,} minor units;"
         f" {forwarded:,} completions forwarded × {price:,} = {billed:,}",
-        f"{'✓' if open_holds == 0 and account.held == 0 else '✗'} holds: "
+        f"{'✓' if open_holds == 0 and held == 0 else '✗'} holds: "
         + ", ".join(f"{count:,} {status}" for status, count in sorted(by_status.items()))
-        + f"; {account.held:,} held",
+        + f"; {held:,} held",
     ]
 
 
@@ -325,14 +339,17 @@ async def check_answer(target: Target, stream: bool) -> None:
         raise RuntimeError(f"{target.name} answered {answer.status_code}: {text[:500]}")
 
 
-async def wrk(target: Target, connections: int, threads: int, seconds: float, stream: bool) -> Cell:
-    """``wrk`` against ``target`` for ``seconds`` (whole seconds, as wrk takes them)."""
+async def wrk(
+    target: Target, connections: int, threads: int, seconds: float, options: argparse.Namespace
+) -> Cell:
+    """``wrk`` against ``target`` for ``seconds`` (whole seconds, as wrk takes them), each
+    request naming one of ``--accounts`` accounts."""
     headers = [arg for name, value in target.headers.items() for arg in ("-H", f"{name}: {value}")]
     process = await asyncio.create_subprocess_exec(
         "wrk",
         *(f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s"),
         *("--latency", "-s", str(SCRIPT), *headers, target.url),
-        *("--", "stream" if stream else "plain"),
+        *("--", "stream" if options.stream else "plain", str(options.accounts)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -345,12 +362,12 @@ async def wrk(target: Target, connections: int, threads: int, seconds: float, st
 async def measure(target: Target, options: argparse.Namespace) -> Measured:
     """One connection, then ``--connections``; each after a second of warm-up load."""
     await check_answer(target, options.stream)
-    await wrk(target, 1, 1, WARM_UP, options.stream)
-    sequential = await wrk(target, 1, 1, options.duration, options.stream)
+    await wrk(target, 1, 1, WARM_UP, options)
+    sequential = await wrk(target, 1, 1, options.duration, options)
     threads = min(2, options.connections)
-    await wrk(target, options.connections, threads, WARM_UP, options.stream)
+    await wrk(target, options.connections, threads, WARM_UP, options)
     before = cpu_seconds(target.pid)
-    loaded = await wrk(target, options.connections, threads, options.duration, options.stream)
+    loaded = await wrk(target, options.connections, threads, options.duration, options)
     cpu = cpu_seconds(target.pid) - before
     requests = loaded.rate * max(1, round(options.duration))
     for cell in (sequential, loaded):
@@ -389,7 +406,7 @@ async def through_creditsd(
     """``creditsd serve`` measured, then its books checked."""
     async with fresh_database(options.database_url) as url:
         settings = creditsd_settings(url, upstream)
-        secret, price = await open_books(settings)
+        secret, price = await open_books(settings, options.accounts)
         before = await completions_served(upstream)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -398,12 +415,12 @@ async def through_creditsd(
         environment = command_environment(settings)
         with tempfile.TemporaryFile() as log:
             async with running("creditsd serve", argv, environment, f"{base}/readyz", log) as pid:
-                headers = {"Authorization": f"Bearer {secret}", "X-Creditsd-Account": ACCOUNT}
+                headers = {"Authorization": f"Bearer {secret}", "X-Creditsd-Account": account(0)}
                 target = Target("creditsd", f"{base}/openai/v1/chat/completions", headers, pid)
                 found = await measure(target, options)
         # Stopped: every call it took is answered, and billed or released.
         forwarded = await completions_served(upstream) - before
-        return found, await check_books(settings, forwarded, price)
+        return found, await check_books(settings, options.accounts, forwarded, price)
 
 
 async def through_litellm(upstream: str, options: argparse.Namespace) -> Measured:
@@ -426,10 +443,11 @@ def report(results: dict[str, Measured], books: list[str], options: argparse.Nam
     """The table, the ratios, the goals and the ledger's check."""
     backend = "PostgreSQL" if options.database_url else "SQLite"
     kind = "streamed" if options.stream else "non-streamed"
+    paying = "1 account" if options.accounts == 1 else f"{options.accounts:,} accounts"
     print(
         f"\n{kind} chat completions, {options.duration:g} s a run; one connection for"
-        f" latency, {options.connections} for requests/s; creditsd on {backend},"
-        f" LiteLLM {LITELLM_VERSION}\n"
+        f" latency, {options.connections} for requests/s; creditsd on {backend}, {paying}"
+        f" paying; LiteLLM {LITELLM_VERSION}\n"
     )
     print(
         "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | requests/s | CPU µs/request |"
@@ -479,6 +497,9 @@ def main() -> None:
         "--database-url",
         help="a PostgreSQL server to make a fresh database on (default: a SQLite file)",
     )
+    parser.add_argument(
+        "--accounts", type=int, default=1, help="accounts that pay, one at random a call"
+    )
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument(
         "--stream", action="store_true", help="streamed completions (SSE, a usage chunk)"
@@ -486,6 +507,8 @@ def main() -> None:
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         parser.error("wrk is not on the PATH (apt-get install wrk)")
+    if options.accounts < 1:
+        parser.error("--accounts takes 1 or more")
     if options.database_url and not options.database_url.startswith("postgres"):
         parser.error("--database-url takes a postgresql:// URL")
     asyncio.run(run(options))
