@@ -447,7 +447,7 @@ def report(results: dict[str, Measured], books: list[str], options: argparse.Nam
     print(
         f"\n{kind} chat completions, {options.duration:g} s a run; one connection for"
         f" latency, {options.connections} for requests/s; creditsd on {backend}, {paying}"
-        f" paying; LiteLLM {LITELLM_VERSION}\n"
+        f" paying; LiteLLM {LITELLM_VERSION}; load average {os.getloadavg()[1]:.1f}\n"
     )
     print(
         "| target | p50 ms | p99 ms | added p50 ms | added p99 ms | requests/s | CPU µs/request |"
