@@ -511,7 +511,10 @@ def main() -> None:
         parser.error("--accounts takes 1 or more")
     if options.database_url and not options.database_url.startswith("postgres"):
         parser.error("--database-url takes a postgresql:// URL")
-    asyncio.run(run(options))
+    try:
+        asyncio.run(run(options))
+    except RuntimeError as exc:  # a target that failed its check, or a process that died
+        sys.exit(f"bench_proxy: {exc}")
 
 
 if __name__ == "__main__":
