@@ -9,9 +9,9 @@ front of the same fake upstream (``bench/fake_upstream.py``, its own process), i
   ``X-Creditsd-Account``: each call is held for its estimate, forwarded, and captured at the
   usage the upstream reports;
 - **LiteLLM**: ``litellm --num_workers 1`` from PyPI (``litellm[proxy]`` at
-  :data:`LITELLM_VERSION`, installed here into
-  ``bench/.litellm-venv``, never a creditsd dependency) with one model routed to the fake
-  upstream as an OpenAI-compatible base, a master key, no database, logging off.
+  :data:`LITELLM_VERSION`, installed here into ``bench/.litellm-venv``, never a creditsd
+  dependency) with one model routed to the fake upstream as an OpenAI-compatible base, a
+  master key (it refuses to start without one), no database, logging off.
 
 Each target first answers one request, checked for a 200 and the upstream's completion.
 Then ``wrk`` measures it twice for ``--duration`` seconds after a second of warm-up: one
@@ -21,11 +21,14 @@ The server's CPU time per request is read from ``/proc`` around the second run: 
 requests/s, it stays comparable when other work shares the machine.
 
 Afterwards the ledger must have billed every completion creditsd forwarded (as counted by
-the upstream): the balance is down by that count × the price of the upstream's usage, and
-no hold is left open.
+the upstream): the balances are down by that count × the price of the upstream's usage,
+and no hold is left open. ``--accounts N`` funds N accounts and names one at random in each
+call (one hot account by default).
 
-    .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 64]
+    .venv/bin/python bench/bench_proxy.py [--duration 10] [--connections 64] [--accounts 1]
         [--database-url postgresql://postgres@127.0.0.1:5432/test] [--skip-litellm] [--stream]
+
+``--stream`` asks for streamed completions (creditsd refuses them until streaming lands).
 
 ``wrk`` must be on the ``PATH`` (``apt-get install wrk``); the first run installs LiteLLM
 (~750 MB, half a minute).
@@ -62,8 +65,9 @@ from fake_upstream import CONTENT, MODEL, USAGE
 
 BENCH = Path(__file__).parent
 SCRIPT = BENCH / "proxy.lua"
-# The newest release whose proxy extra installs from PyPI here; 1.107.0, a compromised
-# release, was withdrawn from PyPI, and this one came before it.
+# Pinned: the newest whose proxy extra installs from PyPI today (later ones need a
+# litellm-proxy-extras that is not there), and older than 1.107, which PyPI no longer has
+# and which was reported compromised.
 LITELLM_VERSION = "1.106.12"
 LITELLM_VENV = BENCH / ".litellm-venv"
 UPSTREAM_KEY = "sk-bench-upstream"
