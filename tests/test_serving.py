@@ -107,3 +107,17 @@ async def test_running_out_of_descriptors_neither_floods_the_log_nor_stops_the_s
     log = "".join(path.read_text() for path in tmp_path.glob("serve-*.log"))  # noqa: ASYNC240
     assert log.count("Traceback") <= 3, log[-3000:]
     assert len(log.splitlines()) < 100, log[-3000:]
+
+
+def test_one_connection_is_answered_without_waiting_for_delayed_acks(
+    database_url: str, tmp_path: Path
+) -> None:
+    # uvicorn writes a response's head and body apart; with Nagle's algorithm on, the body
+    # waits for the client's delayed ACK of the head: ~40 ms a request on Linux.
+    with serve(database_url, tmp_path) as base, httpx.Client(base_url=base) as http:
+        took = []
+        for _ in range(20):
+            started = time.perf_counter()
+            assert http.get("/healthz").status_code == 200
+            took.append(time.perf_counter() - started)
+    assert sorted(took)[10] < 0.02, took
