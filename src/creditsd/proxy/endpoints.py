@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Header, Request, Response
+from starlette.background import BackgroundTask
 
 from creditsd import jsonio
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
@@ -210,16 +211,20 @@ async def _read(answer: httpx.Response) -> tuple[bytes, Any]:
 
 
 async def _settle_answer(call: Call, answer: httpx.Response) -> Response:
-    """A whole (non-streamed) answer: bill its usage and pass it on."""
+    """A whole (non-streamed) answer: pass it on, then bill its usage (the hold already
+    covers it, so the client need not wait for the capture)."""
     body, completion = await _read(answer)
-    settling = time.perf_counter()
     usage = None
     if isinstance(completion, dict):
         usage = completion.get("usage")
         call.delivered_chars = output_chars(completion.get("choices"), "message")
-    await call.settle(Outcome.COMPLETED, usage)
-    call.overhead += time.perf_counter() - settling
-    return Response(body, 200, headers=_headers(call), media_type="application/json")
+    return Response(
+        body,
+        200,
+        headers=_headers(call),
+        media_type="application/json",
+        background=BackgroundTask(call.settle_after, Outcome.COMPLETED, usage),
+    )
 
 
 def _headers(call: Call) -> dict[str, str]:

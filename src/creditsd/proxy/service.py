@@ -37,7 +37,7 @@ import httpx
 
 from creditsd import db, jsonio
 from creditsd.config import ProxySettings
-from creditsd.errors import InvalidRequest
+from creditsd.errors import CreditsError, InvalidRequest
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Hold
 from creditsd.pricing.catalog import Catalog, TokenUse
@@ -162,6 +162,14 @@ class Call:
         """Capture what a chat call costs by the rules above, releasing the rest; or
         release it all when it costs nothing."""
         await self._charge(outcome, *self._cost(usage))
+
+    async def settle_after(self, outcome: Outcome, usage: Any) -> None:
+        """:meth:`settle` once the client has its answer: a failure is logged and the hold
+        left to expire (the call is then free), since there is no one left to tell."""
+        try:
+            await self.settle(outcome, usage)
+        except (CreditsError, *db.OUTAGES) as exc:
+            repeats.say(log, f"a call could not be settled; its hold will expire: {exc}")
 
     async def settle_images(self, outcome: Outcome, images: int) -> None:
         """Capture the images an image call generated, apiece; none cost nothing."""

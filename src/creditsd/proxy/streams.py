@@ -18,10 +18,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from creditsd import db, jsonio
-from creditsd.errors import CreditsError
+from creditsd import jsonio
 from creditsd.proxy.service import Call, Outcome
-from creditsd.repeats import repeats
 
 log = logging.getLogger("creditsd.proxy")
 
@@ -208,7 +206,4 @@ class RelayedStream(Response):
             outcome = Outcome.CLIENT_DISCONNECTED
         else:
             outcome = Outcome.COMPLETED
-        try:
-            await self.call.settle(outcome, self.relay.usage)
-        except (CreditsError, *db.OUTAGES) as exc:
-            repeats.say(log, f"a call could not be settled; its hold will expire: {exc}")
+        await self.call.settle_after(outcome, self.relay.usage)
