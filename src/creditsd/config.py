@@ -278,6 +278,20 @@ class ProxySettings(_Section):
         le=1_000_000,
         description="The output cap a call is held for when it names none.",
     )
+    rate_limit_per_minute: int = Field(
+        60,
+        ge=0,
+        le=1_000_000,
+        description="Requests a minute each proxy key may make, per process (0: no limit); "
+        "a key minted with its own rate_limit keeps that.",
+    )
+    app_rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Requests a minute each app key may make on /openai/v1, per process "
+        "(0: no limit).",
+    )
 
 
 class WebhookSettings(_Section):

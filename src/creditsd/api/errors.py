@@ -1,12 +1,15 @@
-"""One error shape for every failure: ``{"error": {"code", "message", ...details}}``."""
+"""One error shape for every failure: ``{"error": {"code", "message", ...details}}``; on
+the OpenAI-compatible proxy, OpenAI's (the same with ``type`` and ``param``)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
@@ -48,6 +51,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Body too large",
         415: "Body is not JSON",
         422: "Invalid input",
+        429: "Too many requests: retry after `Retry-After` seconds",
         502: "The payment provider failed or refused; nothing was charged",
         503: "Database unavailable; retry with the same idempotency key",
     }
@@ -62,39 +66,80 @@ def error_detail(
     code: str, message: str, money: Money, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """``{"code", "message", …details}``, amounts in details converted to credits."""
-    shown = {
+    return {"code": code, "message": message, **_in_credits(money, details)}
+
+
+def _in_credits(money: Money, details: dict[str, Any] | None) -> dict[str, Any]:
+    return {
         key: money.to_decimal(value) if isinstance(value, Units) else value
         for key, value in (details or {}).items()
     }
-    return {"code": code, "message": message, **shown}
 
 
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": str(RETRY_AFTER_SECONDS)}}
 
 
+def _headers(status: int, details: dict[str, Any] | None) -> dict[str, str] | None:
+    """A 401 names the scheme; a 503, or an error whose details carry ``retry_after``
+    (seconds), says when to come back (``Retry-After``)."""
+    if details and "retry_after" in details:
+        return {**_HEADERS.get(status, {}), "Retry-After": str(details["retry_after"])}
+    return _HEADERS.get(status)
+
+
 def render(
-    status: int, code: str, message: str, money: Money, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    money: Money,
+    details: dict[str, Any] | None = None,
+    *,
+    openai: bool = False,
 ) -> ExactJSONResponse:
-    """The error response, with amounts in details converted from minor units to credits.
+    """The error response, with amounts in details converted from minor units to credits;
+    in OpenAI's shape when ``openai``.
 
     A 503 says when to come back (``Retry-After``, seconds): the same idempotency key
     then answers the first result if the write did commit.
     """
-    headers = _HEADERS.get(status)
+    if openai:
+        return openai_error(status, code, message, _in_credits(money, details))
     return ExactJSONResponse(
-        {"error": error_detail(code, message, money, details)}, status_code=status, headers=headers
+        {"error": error_detail(code, message, money, details)},
+        status_code=status,
+        headers=_headers(status, details),
     )
+
+
+def openai_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> ExactJSONResponse:
+    """An error in OpenAI's shape, which its SDKs read (``details`` beside its fields)."""
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    body = {
+        "error": {"message": message, "type": kind, "param": None, "code": code, **(details or {})}
+    }
+    return ExactJSONResponse(body, status_code=status, headers=_headers(status, details))
 
 
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
 _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
 
 
-def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
-    """Our error shape for any failure; what is not ours is logged, never shown."""
+def error_response(request: Request, exc: Exception, *, openai: bool = False) -> ExactJSONResponse:
+    """Our error shape (OpenAI's when ``openai``) for any failure; what is not ours is
+    logged, never shown."""
+    status, code, message, details = _failure(request, exc)
     money: Money = request.app.state.ledger.money
+    return render(status, code, message, money, details, openai=openai)
+
+
+Failure = tuple[int, str, str, dict[str, Any] | None]  # status, code, message, details
+
+
+def _failure(request: Request, exc: Exception) -> Failure:
     if isinstance(exc, CreditsError):
-        return render(exc.status, exc.code, exc.message, money, exc.details)
+        return exc.status, exc.code, exc.message, exc.details
     if isinstance(exc, RequestValidationError):
         problems = [
             {"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
@@ -102,14 +147,13 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         ]
         first = problems[0] if problems else {"field": "", "message": "invalid"}
         message = f"{first['field']}: {first['message']}"
-        return render(422, "validation_error", message, money, {"problems": problems})
+        return 422, "validation_error", message, {"problems": problems}
     if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
-        code = codes.get(exc.status_code, "http_error")
-        return render(exc.status_code, code, str(exc.detail), money)
+        return exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None
     if isinstance(exc, db.OUTAGES):
         repeats.say(log, f"database unavailable: {db.described(exc)}")
-        return render(503, "unavailable", _UNAVAILABLE, money)
+        return 503, "unavailable", _UNAVAILABLE, None
     request_id = request.scope.get(REQUEST_ID_SCOPE, b"-").decode()
     log.error(
         "unexpected error on %s %s (request %s)",
@@ -118,7 +162,23 @@ def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
         request_id,
         exc_info=exc,
     )
-    return render(500, "internal_error", "an unexpected error occurred", money)
+    return 500, "internal_error", "an unexpected error occurred", None
+
+
+class OpenAIErrorRoute(APIRoute):
+    """A route of the proxy: every failure is answered in OpenAI's error shape, which the
+    SDKs calling it read."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:  # every failure, as the app's handlers take them
+                return error_response(request, exc, openai=True)
+
+        return route
 
 
 def install(app: FastAPI) -> None:

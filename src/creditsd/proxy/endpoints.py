@@ -12,32 +12,26 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from creditsd import jsonio
-from creditsd.api.auth import AppKey, LedgerDep, ReadKey
-from creditsd.api.errors import error_responses
+from creditsd.api.auth import LedgerDep
+from creditsd.api.errors import OpenAIErrorRoute, error_responses, openai_error
 from creditsd.api.http import ExactJSONResponse, bounded_body
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
 from creditsd.pricing.providers import OpenAIChatUsage
+from creditsd.proxy.payers import Paying, Reader
 
 log = logging.getLogger("creditsd.proxy")
 
-router = APIRouter(prefix="/openai/v1", tags=["proxy"])
+router = APIRouter(prefix="/openai/v1", route_class=OpenAIErrorRoute, tags=["proxy"])
 
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
 TOKENS_PER_MESSAGE = 4  # the role and the separators a chat format adds to each message
-
-
-def openai_error(status: int, code: str, message: str) -> ExactJSONResponse:
-    """An error in OpenAI's shape, which its SDKs read."""
-    kind = "invalid_request_error" if status < 500 else "api_error"
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return ExactJSONResponse(body, status_code=status)
 
 
 def estimate_prompt_tokens(messages: Any) -> int:
@@ -49,8 +43,8 @@ def estimate_prompt_tokens(messages: Any) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
 
 
-@router.get("/models", responses=error_responses())
-async def list_models(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
+@router.get("/models", responses=error_responses(429))
+async def list_models(ledger: LedgerDep, _key: Reader) -> ExactJSONResponse:
     """The catalog's priced models, in OpenAI's list shape."""
     catalog = await ledger.catalog()
     data = [
@@ -60,18 +54,14 @@ async def list_models(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
     return ExactJSONResponse({"object": "list", "data": data})
 
 
-@router.post("/chat/completions", responses=error_responses(402, 404, 413, 502))
-async def chat_completions(
-    request: Request,
-    ledger: LedgerDep,
-    key: AppKey,
-    x_creditsd_account: Annotated[str | None, Header(max_length=255)] = None,
-) -> Response:
+@router.post("/chat/completions", responses=error_responses(402, 403, 404, 413, 429, 502))
+async def chat_completions(request: Request, ledger: LedgerDep, payer: Paying) -> Response:
     """A chat completion, held for before it is forwarded and billed on its real usage.
 
-    ``X-Creditsd-Account`` names the account that pays. The hold covers the prompt's
-    estimated tokens plus ``max_completion_tokens`` (or ``max_tokens``, else ``[proxy]
-    default_max_tokens``) at the catalog's prices.
+    An app key names the account that pays in ``X-Creditsd-Account``; a proxy key pays
+    for its own account, within its spend limit (402 ``key_limit_reached``). The hold
+    covers the prompt's estimated tokens plus ``max_completion_tokens`` (or
+    ``max_tokens``, else ``[proxy] default_max_tokens``) at the catalog's prices.
     """
     raw = await bounded_body(request, ledger.settings.server.max_body_bytes)
     try:
@@ -80,8 +70,6 @@ async def chat_completions(
         return openai_error(400, "invalid_json", f"the body is not valid JSON: {exc}")
     if not isinstance(payload, dict):
         return openai_error(400, "invalid_request", "the body must be a JSON object")
-    if x_creditsd_account is None:
-        return openai_error(400, "missing_account", "X-Creditsd-Account names who pays")
     if payload.get("stream"):
         return openai_error(400, "unsupported", "streaming is not supported yet")
     model = payload.get("model")
@@ -96,7 +84,9 @@ async def chat_completions(
         input_tokens=estimate_prompt_tokens(payload.get("messages")),
         output_tokens=cap,
     )
-    hold = await ledger.open_hold(x_creditsd_account, use=estimate, app=key.name)
+    hold = await ledger.open_hold(
+        payer.account_id, use=estimate, app=payer.app, proxy_key_id=payer.proxy_key_id
+    )
     try:
         answer = await _forward(request, ledger, payload)
     except httpx.HTTPError as exc:
@@ -112,7 +102,7 @@ async def chat_completions(
         log.warning("upstream reported no usage for %s; nothing charged", model)
     else:
         used = OpenAIChatUsage.model_validate(usage).use(model)
-        await ledger.capture_hold(hold.id, use=used, app=key.name)
+        await ledger.capture_hold(hold.id, use=used, app=payer.app)
     return Response(answer.content, 200, media_type="application/json")
 
 
