@@ -28,7 +28,7 @@ _KIT = {
 }
 _ENGINE = {"ledger", "audit"}
 _SURFACE = {"api", "cli", "inprocess", "worker", "__main__"}
-_SURFACE_MODULES = {"endpoints", "schemas", "params"}  # a domain's own HTTP layer
+_SURFACE_MODULES = {"endpoints", "schemas", "params", "payers"}  # a domain's own HTTP layer
 
 
 def layer(module: str) -> int:

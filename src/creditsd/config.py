@@ -312,6 +312,20 @@ class ProxySettings(_Section):
     models: dict[str, ModelRoute] = Field(
         {}, description="Per-model upstreams, by catalog model id."
     )
+    rate_limit_per_minute: int = Field(
+        60,
+        ge=0,
+        le=1_000_000,
+        description="Requests a minute each proxy key may make, per process (0: no limit); "
+        "a key minted with its own rate_limit keeps that.",
+    )
+    app_rate_limit_per_minute: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Requests a minute each app key may make on /openai/v1, per process "
+        "(0: no limit).",
+    )
 
 
 class WebhookSettings(_Section):

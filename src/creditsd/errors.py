@@ -83,3 +83,13 @@ class Unavailable(CreditsError):
 
     code = "unavailable"
     status = 503
+
+
+class RateLimited(CreditsError):
+    """Too many requests for now; ``retry_after`` says in how many seconds one may go."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)

@@ -447,8 +447,10 @@ class Ledger:
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
+        proxy_key_id: str | None = None,
     ) -> Hold:
-        """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds."""
+        """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds;
+        ``proxy_key_id`` names the proxy key that pays, within its spend limit."""
         amount, pricing, asked = await self._amount(amount, use)
         seconds = _units(
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
@@ -471,6 +473,7 @@ class Ledger:
                     metadata=metadata,
                     pricing=pricing,
                     asked=asked,
+                    proxy_key_id=proxy_key_id,
                 )
             )
 

@@ -132,6 +132,30 @@ account_names = Table(
     Index(None, "account_id"),
 )
 
+# Keys an app mints for one account's calls to /openai/v1: hashed at rest like API keys,
+# with an optional spend limit. `spent` is what their holds' captures charged; what their
+# open holds reserve is summed from `holds` (few are open at a time).
+proxy_keys = Table(
+    "proxy_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("app", String(64), nullable=False),  # the app key's name that minted it
+    Column("name", String(64), nullable=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("hint", String(16), nullable=False),
+    Column("spend_limit", BigInteger, nullable=True),
+    Column("spent", BigInteger, nullable=False, server_default="0"),
+    Column("rate_limit", Integer, nullable=True),  # requests a minute; None: [proxy]'s
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=True),
+    Column("revoked_at", Timestamp, nullable=True),
+    CheckConstraint("spend_limit > 0", name="spend_limit_positive"),
+    CheckConstraint("spent >= 0", name="spent_not_negative"),
+    CheckConstraint("rate_limit > 0", name="rate_limit_positive"),
+    Index(None, "account_id", "id"),
+)
+
 holds = Table(
     "holds",
     metadata,
@@ -149,6 +173,7 @@ holds = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("pricing", JSON(none_as_null=True), nullable=True),  # the estimate's breakdown
+    Column("proxy_key_id", String(32), ForeignKey("proxy_keys.id"), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("captured >= 0", name="captured_not_negative"),
     CheckConstraint("status <> 'open' OR captured <= amount", name="open_within_amount"),
@@ -156,6 +181,7 @@ holds = Table(
     UniqueConstraint("app", "idempotency_key"),
     Index(None, "account_id", "status"),
     Index(None, "status", "expires_at"),
+    Index(None, "proxy_key_id", "status"),
 )
 
 transfers = Table(
@@ -184,6 +210,8 @@ transfers = Table(
     Column("created_at", Timestamp, nullable=False),
     # The price stamp of a priced transfer: catalog version, inputs, unit prices, rounding.
     Column("pricing", JSON(none_as_null=True), nullable=True),
+    # The proxy key whose call a capture paid for.
+    Column("proxy_key_id", String(32), ForeignKey("proxy_keys.id"), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
     CheckConstraint(_one_of("kind", TRANSFER_KINDS), name="kind"),

@@ -1,5 +1,6 @@
-"""The proxy's fixtures: a local upstream, a ledger proxying to it, and the official
-``openai`` SDK pointed at creditsd in-process."""
+"""The proxy's world: a local upstream speaking OpenAI's wire format
+(:mod:`tests.proxy.upstream`), a ledger proxying to it, and the official ``openai`` SDK
+pointed at creditsd in-process or over real sockets."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ import httpx
 import openai
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, create_key
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
+
+MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
+CREDITSD = "http://creditsd.test"
 
 
 @pytest.fixture
@@ -33,20 +38,36 @@ async def proxied(make_ledger: LedgerFactory, upstream: Upstream) -> Ledger:
 
 
 @pytest.fixture
-async def client(proxied: Ledger) -> AsyncIterator[openai.AsyncOpenAI]:
-    """The official SDK, pointed at creditsd with an app key, paying as user_1."""
-    app = create_app(proxied, sweep=False)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-    yield openai.AsyncOpenAI(
-        api_key=await create_key(proxied, "app"),
-        base_url="http://creditsd.test/openai/v1",
+async def app(proxied: Ledger) -> AsyncIterator[FastAPI]:
+    """creditsd's app over the proxied ledger; its outbound connections closed after."""
+    served = create_app(proxied, sweep=False)
+    yield served
+    await served.state.proxy.aclose()
+    await served.state.stripe.close()
+
+
+@pytest.fixture
+async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client of the app, no key of its own."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=CREDITSD) as c:
+        yield c
+
+
+def sdk(http: httpx.AsyncClient, api_key: str, **headers: str) -> openai.AsyncOpenAI:
+    """The official SDK with ``api_key``, pointed at creditsd through ``http``."""
+    return openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=f"{CREDITSD}/openai/v1",
         http_client=http,  # type: ignore[arg-type]  # the SDK types its own httpx build
-        default_headers={"X-Creditsd-Account": "user_1"},
+        default_headers=headers,
         max_retries=0,
     )
-    await http.aclose()
-    await app.state.proxy.aclose()
-    await app.state.stripe.close()
+
+
+@pytest.fixture
+async def client(proxied: Ledger, http: httpx.AsyncClient) -> openai.AsyncOpenAI:
+    """The official SDK, pointed at creditsd with an app key, paying as user_1."""
+    return sdk(http, await create_key(proxied, "app"), **{"X-Creditsd-Account": "user_1"})
 
 
 @asynccontextmanager

@@ -15,10 +15,9 @@ from openai.types.chat import ChatCompletionMessageParam
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory
-from tests.proxy.conftest import post
+from tests.proxy.conftest import MODEL, post
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
-MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
 # Estimated offline at 12 tokens (see test_streams).
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 

@@ -16,11 +16,10 @@ from openai.types.chat import ChatCompletionMessageParam
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import Transfer
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings
-from tests.proxy.conftest import post, serve_app
+from tests.proxy.conftest import MODEL, post, serve_app
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 from tests.test_processes import serve
 
-MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 # The offline estimate of HI: '[{"role":"user","content":"Hi"}]' is 32 characters, over 4
 # a token is 8 tokens, plus 4 for the message: 12 tokens. A minor unit is 10⁻⁴ credit,

@@ -70,6 +70,8 @@ class Upstream:
         self.delay = 0.0  # seconds before answering at all
         self.refusal = 429  # the status "refuse" answers with
         self.images_returned: int | None = None  # fewer images than asked, if set
+        self.gate = threading.Event()  # a test closes it to keep calls waiting here
+        self.gate.set()
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,6 +81,7 @@ class Upstream:
                 sent = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 upstream.requests.append((dict(self.headers.items()), sent))
                 upstream.peers.append(self.client_address[1])
+                upstream.gate.wait(timeout=30)
                 time.sleep(upstream.delay)
                 if upstream.behaviour == "refuse":
                     status = upstream.refusal
@@ -185,5 +188,6 @@ class Upstream:
 
     def close(self) -> None:
         """Stop serving."""
+        self.gate.set()
         self._server.shutdown()
         self._server.server_close()

@@ -26,6 +26,8 @@ from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.endpoints import router as proxy_router
+from creditsd.proxy.keys.endpoints import router as proxy_keys_router
+from creditsd.proxy.ratelimit import RateLimiter
 from creditsd.proxy.service import upstream_client
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
@@ -95,6 +97,7 @@ def create_app(
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
     app.state.proxy = proxy = upstream_client()
+    app.state.rate_limiter = RateLimiter()  # the proxy's requests a minute per key
     errors.install(app)
     docs.install(app)
     if fast_lane:
@@ -109,6 +112,7 @@ def create_app(
     app.include_router(from_gateway)
     app.include_router(from_app)
     app.include_router(proxy_router)
+    app.include_router(proxy_keys_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
     app.include_router(metrics.router(ledger.settings.server.metrics))

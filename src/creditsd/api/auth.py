@@ -23,9 +23,14 @@ from creditsd.errors import Forbidden, Unauthenticated
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
+from creditsd.proxy.keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
 API_KEY = "creditsd.api_key"  # the request scope's entry naming the key that authenticated
-_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer cdk_…`")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key: `Authorization: Bearer cdk_…`; on /openai/v1, a proxy key "
+    "(`cdp_…`) too",
+)
 
 
 class KeyCache:
@@ -74,14 +79,18 @@ async def get_ledger(request: Request) -> Ledger:
     return ledger_of(request)
 
 
-async def _admit(
+async def admit(
     request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
 ) -> ApiKey:
+    """The API key these credentials carry, if its scope includes ``scope`` (401 or 403
+    otherwise)."""
     if credentials is None:
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
     cache: KeyCache = request.app.state.key_cache
     key = await cache.authenticate(ledger_of(request), credentials.credentials)
     if key is None:
+        if credentials.credentials.startswith(PROXY_KEY_PREFIX):
+            raise Unauthenticated("a proxy key works only on /openai/v1")
         raise Unauthenticated("unknown or revoked API key")
     request.scope[API_KEY] = key  # for the access log
     return ensure_scope(key, scope)
@@ -89,7 +98,7 @@ async def _admit(
 
 async def authenticate(request: Request, scope: str) -> ApiKey:
     """The request's API key, if its scope includes ``scope`` (401 or 403 otherwise)."""
-    return await _admit(request, await _bearer(request), scope)
+    return await admit(request, await bearer(request), scope)
 
 
 def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
@@ -97,9 +106,9 @@ def require(scope: str) -> Callable[..., Awaitable[ApiKey]]:
 
     async def authenticated(
         request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> ApiKey:
-        return await _admit(request, credentials, scope)
+        return await admit(request, credentials, scope)
 
     return authenticated
 

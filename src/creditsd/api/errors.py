@@ -1,4 +1,5 @@
-"""One error shape for every failure: ``{"error": {"code", "message", ...details}}``."""
+"""One error shape for every failure: ``{"error": {"code", "message", ...details}}``; on
+the OpenAI-compatible proxy, OpenAI's (the same with ``type`` and ``param``)."""
 
 from __future__ import annotations
 
@@ -63,11 +64,14 @@ def error_detail(
     code: str, message: str, money: Money, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """``{"code", "message", …details}``, amounts in details converted to credits."""
-    shown = {
+    return {"code": code, "message": message, **_in_credits(money, details)}
+
+
+def _in_credits(money: Money, details: dict[str, Any] | None) -> dict[str, Any]:
+    return {
         key: money.to_decimal(value) if isinstance(value, Units) else value
         for key, value in (details or {}).items()
     }
-    return {"code": code, "message": message, **shown}
 
 
 _HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 503: {"Retry-After": str(RETRY_AFTER_SECONDS)}}
@@ -80,6 +84,14 @@ _OPENAI_TYPES = {
     403: "permission_error",
     429: "rate_limit_error",
 }
+
+
+def _headers(status: int, details: dict[str, Any] | None) -> dict[str, str] | None:
+    """A 401 names the scheme; a 503, or an error whose details carry ``retry_after``
+    (seconds), says when to come back (``Retry-After``)."""
+    if details and "retry_after" in details:
+        return {**_HEADERS.get(status, {}), "Retry-After": str(details["retry_after"])}
+    return _HEADERS.get(status)
 
 
 def render(
@@ -97,11 +109,24 @@ def render(
     A 503 says when to come back (``Retry-After``, seconds): the same idempotency key
     then answers the first result if the write did commit.
     """
-    detail = error_detail(code, message, money, details)
     if openai:
-        kind = _OPENAI_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        detail = {"message": message, "type": kind, "param": None, **detail}
-    return ExactJSONResponse({"error": detail}, status_code=status, headers=_HEADERS.get(status))
+        return openai_error(status, code, message, _in_credits(money, details))
+    return ExactJSONResponse(
+        {"error": error_detail(code, message, money, details)},
+        status_code=status,
+        headers=_headers(status, details),
+    )
+
+
+def openai_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> ExactJSONResponse:
+    """An error in OpenAI's shape, which its SDKs read (``details`` beside its fields)."""
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    body = {
+        "error": {"message": message, "type": kind, "param": None, "code": code, **(details or {})}
+    }
+    return ExactJSONResponse(body, status_code=status, headers=_headers(status, details))
 
 
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
@@ -111,13 +136,16 @@ _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Ex
 def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
     """Our error shape for any failure, OpenAI's on the proxy's routes; what is not ours
     is logged, never shown."""
-    status, code, message, details = _described(request, exc)
+    status, code, message, details = _failure(request, exc)
     money: Money = request.app.state.ledger.money
     openai = request.url.path.startswith(OPENAI_PREFIX)
     return render(status, code, message, money, details, openai=openai)
 
 
-def _described(request: Request, exc: Exception) -> tuple[int, str, str, dict[str, Any] | None]:
+Failure = tuple[int, str, str, dict[str, Any] | None]  # status, code, message, details
+
+
+def _failure(request: Request, exc: Exception) -> Failure:
     if isinstance(exc, CreditsError):
         return exc.status, exc.code, exc.message, exc.details
     if isinstance(exc, RequestValidationError):

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from creditsd.api.auth import API_KEY
 from creditsd.keys.service import ApiKey
+from creditsd.proxy.keys.models import ProxyKey
 
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_SCOPE = "creditsd.request_id"
@@ -102,7 +103,7 @@ def _observe(method: str, route: str, status: int, seconds: float) -> None:
 
 
 def _line(scope: Scope, route: str | None, request_id: bytes, status: int, seconds: float) -> str:
-    key: ApiKey | None = scope.get(API_KEY)
+    key: ApiKey | ProxyKey | None = scope.get(API_KEY)
     client = scope.get("client")
     line = {
         "time": datetime.now(UTC),

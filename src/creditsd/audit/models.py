@@ -10,7 +10,9 @@ from creditsd.money import Money
 
 # Figures audit records hold in minor units, shown in credits by every reader; ``lots``
 # maps each lot's id to what remains of it.
-_AMOUNTS = frozenset({"balance", "held", "debt", "overdraft_limit", "low_balance_threshold"})
+_AMOUNTS = frozenset(
+    {"balance", "held", "debt", "overdraft_limit", "low_balance_threshold", "spend_limit"}
+)
 _AMOUNTS_BY_ID = frozenset({"lots"})
 
 

@@ -16,6 +16,7 @@ from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import REVENUE, Hold, Metadata, Transfer
 from creditsd.money import Money
+from creditsd.proxy.keys import service as proxy_keys
 
 
 def _expiry(now: datetime, expires_in: int, maximum: int) -> datetime:
@@ -39,10 +40,13 @@ async def open_hold(
     metadata: Metadata | None = None,
     pricing: Metadata | None = None,
     asked: Metadata | None = None,
+    proxy_key_id: str | None = None,
 ) -> Hold:
     """Reserve ``amount`` of the account's available credits until the hold expires.
 
-    A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``.
+    A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``. A hold
+    paid by a proxy key (``proxy_key_id``) is refused when the key is revoked or expired
+    (401), names another account (403) or would pass the key's spend limit (402).
     """
     ledger.check_account_id(account_id)
     expires_at = _expiry(now, expires_in, max_expires_in)
@@ -53,6 +57,7 @@ async def open_hold(
         expires_in=expires_in,
         description=description,
         metadata=metadata,
+        **({} if proxy_key_id is None else {"proxy_key_id": proxy_key_id}),
     )
 
     hold = Hold(
@@ -69,8 +74,15 @@ async def open_hold(
         created_at=now,
         updated_at=now,
         pricing=pricing,
+        proxy_key_id=proxy_key_id,
     )
-    return await posting.reserve(conn, posting.Reservation(hold, request), policy, now)
+    reservation = posting.Reservation(hold, request)
+    if proxy_key_id is None:
+        return await posting.reserve(conn, reservation, policy, now)
+    key = await proxy_keys.admit(conn, proxy_key_id, now)
+    opened = await posting.reserve(conn, reservation, policy, now)
+    await proxy_keys.check_limit(conn, key, opened, now)
+    return opened
 
 
 async def _locked(conn: AsyncConnection, hold_id: str) -> Hold:
@@ -106,9 +118,10 @@ async def capture_hold(
     """Charge ``amount`` (the actual cost) against a hold.
 
     A final capture (the default) closes the hold and gives back whatever it still
-    reserved. Past the hold it charges the difference when the account can afford it;
-    when it cannot, ``overrun="cap"`` charges what the account can still pay and records
-    the rest as uncollected, ``"refuse"`` answers 402 and changes nothing. A capture with
+    reserved. Past the hold it charges the difference when the account can afford it
+    (and a proxy key paying for the hold stays within its limit); when it cannot,
+    ``overrun="cap"`` charges what can still be paid and records the rest as
+    uncollected, ``"refuse"`` answers 402 and changes nothing. A capture with
     ``final=False`` takes a slice, at most what the hold still reserves, and leaves the
     rest held. The transfer's ``pricing`` records the settlement.
     """
@@ -129,7 +142,10 @@ async def capture_hold(
     remaining = hold.amount - hold.captured
     if not final and amount > remaining:
         raise HoldExceeded(hold_id)
-    charged = amount
+    ceiling = amount
+    if hold.proxy_key_id is not None:
+        ceiling = await proxy_keys.ceiling(conn, hold, amount, now, cap=overrun == "cap")
+    charged = ceiling
     for _attempt in range(3):
         posting = ledger.Posting(
             kind="capture",
@@ -144,17 +160,20 @@ async def capture_hold(
             hold_id=hold_id,
             released_held=remaining if final else charged,
             pricing=_settlement(money, pricing, hold, amount, charged, remaining, final),
+            proxy_key_id=hold.proxy_key_id,
         )
         try:
             transfer = await ledger.post_transfer(conn, posting, policy, now)
             break
         except InsufficientCredits as short:
             # Only a final capture past the hold can be short: it needs more than it releases.
-            charged = min(amount, remaining + max(short.available, 0))
+            charged = min(ceiling, remaining + max(short.available, 0))
             if overrun != "cap" or charged <= 0 or charged == posting.amount:
                 raise
     else:  # pragma: no cover - the account kept shrinking under us
         raise InsufficientCredits(hold.account_id, required=amount - remaining, available=0)
+    if hold.proxy_key_id is not None:
+        await proxy_keys.add_spent(conn, hold, charged)
     hold = await repo.set_hold(
         conn,
         hold_id,

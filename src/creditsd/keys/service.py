@@ -8,9 +8,11 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
 
 from creditsd import ids, jsonio
 from creditsd.audit import repository as audit
@@ -89,8 +91,50 @@ def check_lifetime(lifetime: timedelta) -> timedelta:
     return lifetime
 
 
-def _hash(secret: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A new secret: its text (shown once), its digest (all that is stored) and the hint
+    shown in its place (``cdk_…x7Qa``)."""
+
+    text: str
+    digest: str
+    hint: str
+
+
+def new_secret(prefix: str) -> Secret:
+    """A fresh random secret starting with ``prefix``."""
+    text = prefix + secrets.token_urlsafe(32)
+    return Secret(text, digest(text), f"{prefix}…{text[-4:]}")
+
+
+def digest(secret: str) -> str:
+    """What is stored of a secret: its SHA-256, in hex."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def find_by_secret(
+    conn: AsyncConnection,
+    table: Table,
+    columns: tuple[ColumnElement[Any], ...],
+    secret: str,
+    prefix: str,
+) -> Row[*tuple[Any, ...]] | None:
+    """The unrevoked row of ``table`` (a ``secret_hash`` and a ``revoked_at`` column) that
+    this secret belongs to, as ``columns``; None for any other secret."""
+    if not secret.startswith(prefix) or len(secret) > 200:
+        return None
+    wanted = digest(secret)
+    row = (
+        await conn.execute(
+            select(*columns, table.c.secret_hash).where(
+                table.c.secret_hash == wanted, table.c.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    # The lookup is by digest; the comparison repeats it in constant time all the same.
+    if row is None or not hmac.compare_digest(row.secret_hash, wanted):
+        return None
+    return row
 
 
 async def create_key(
@@ -111,15 +155,14 @@ async def create_key(
     if name in INTERNAL_APPS:
         raise InvalidRequest(f"the key name {name!r} is reserved for creditsd's own writes")
     expires_at = None if expires_in is None else now + check_lifetime(expires_in)
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    hint = f"{SECRET_PREFIX}…{secret[-4:]}"
-    key = ApiKey(ids.new_id("key"), name, scope, hint, now, None, expires_at)
+    secret = new_secret(SECRET_PREFIX)
+    key = ApiKey(ids.new_id("key"), name, scope, secret.hint, now, None, expires_at)
     await conn.execute(
         insert(api_keys).values(
             id=key.id,
             name=name,
             scope=scope,
-            secret_hash=_hash(secret),
+            secret_hash=secret.digest,
             hint=key.hint,
             created_at=now,
             expires_at=expires_at,
@@ -138,25 +181,15 @@ async def create_key(
         },
         now=now,
     )
-    return key, secret
+    return key, secret.text
 
 
 async def authenticate(conn: AsyncConnection, secret: str, now: datetime) -> ApiKey | None:
     """The live key this secret belongs to, if any. An expired key is refused (401
     ``key_expired``), and so is one stored under a name since reserved for creditsd's own
     writes: it could take their keys."""
-    if not secret.startswith(SECRET_PREFIX) or len(secret) > 200:
-        return None
-    digest = _hash(secret)
-    row = (
-        await conn.execute(
-            select(*_COLUMNS, _K.secret_hash).where(
-                _K.secret_hash == digest, _K.revoked_at.is_(None)
-            )
-        )
-    ).first()
-    # The lookup is by digest; the comparison repeats it in constant time all the same.
-    if row is None or not hmac.compare_digest(row.secret_hash, digest):
+    row = await find_by_secret(conn, api_keys, _COLUMNS, secret, SECRET_PREFIX)
+    if row is None:
         return None
     if row.name in INTERNAL_APPS:
         raise Unauthenticated(

@@ -124,6 +124,7 @@ class Transfer:
     created_at: datetime
     pricing: Metadata | None = None  # the price stamp: how a priced amount was computed
     lots: tuple[LotPart, ...] = ()  # the lots a debit spent, or the lot a credit filled
+    proxy_key_id: str | None = None  # the proxy key whose call a capture paid for
     replayed: bool = field(default=False, compare=False)
 
     @property
@@ -165,6 +166,7 @@ class Hold:
     created_at: datetime
     updated_at: datetime
     pricing: Metadata | None = None  # how a priced estimate was computed
+    proxy_key_id: str | None = None  # the proxy key that pays for it, within its limit
     replayed: bool = field(default=False, compare=False)
 
     def status_at(self, now: datetime) -> str:

@@ -112,6 +112,7 @@ class Posting:
     first_lot: str | None = None  # the lot a debit spends first (its refund, its expiry)
     system: bool = False  # creditsd's own debit: goes on whatever the account's status
     forced: bool = False  # taken even past what the account can spend (the rest is debt)
+    proxy_key_id: str | None = None  # the proxy key a capture pays for (its hold's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,6 +602,7 @@ class _Batch:
             created_at=self.now,
             pricing=posting.pricing,
             lots=tuple(sorted(parts, key=lambda part: part.lot_id)),
+            proxy_key_id=posting.proxy_key_id,
         )
         self.writes.transfers.append((made, posting.fingerprint))
         return made

@@ -62,6 +62,7 @@ TRANSFER_COLUMNS = (
     _T.credit_available_after,
     _T.created_at,
     _T.pricing,
+    _T.proxy_key_id,
 )
 HOLD_COLUMNS = (
     _H.id,
@@ -77,6 +78,7 @@ HOLD_COLUMNS = (
     _H.created_at,
     _H.updated_at,
     _H.pricing,
+    _H.proxy_key_id,
 )
 
 _LOCK = (

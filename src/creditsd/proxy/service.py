@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ from creditsd.repeats import repeats
 
 if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
     from creditsd.inprocess import Ledger
+    from creditsd.proxy.payers import Payer
 
 log = logging.getLogger("creditsd.proxy")
 
@@ -213,21 +215,27 @@ class Call:
 
 async def open_call(
     ledger: Ledger,
-    account_id: str,
+    payer: Payer,
     estimate: TokenUse,
     *,
-    app: str,
     clamp: bool,
     started: float,
 ) -> Call:
     """Hold ``estimate`` (its output cap lowered to what is affordable when ``clamp`` says
     so), or refuse the call with 402 before the upstream hears of it."""
-    metadata = {"proxy_model": estimate.model}
-    expires_in = ledger.settings.proxy.hold_seconds
-    try:
-        hold = await ledger.open_hold(
-            account_id, use=estimate, expires_in=expires_in, metadata=metadata, app=app
+
+    def hold(use: TokenUse) -> Awaitable[Hold]:
+        return ledger.open_hold(
+            payer.account_id,
+            use=use,
+            expires_in=ledger.settings.proxy.hold_seconds,
+            metadata={"proxy_model": use.model},
+            app=payer.app,
+            proxy_key_id=payer.proxy_key_id,
         )
+
+    try:
+        held = await hold(estimate)
         clamped = False
     except InsufficientCredits as short:
         if not clamp:
@@ -237,14 +245,12 @@ async def open_call(
         if cap < 1:
             raise
         estimate = replace(estimate, output_tokens=cap)
-        hold = await ledger.open_hold(
-            account_id, use=estimate, expires_in=expires_in, metadata=metadata, app=app
-        )
+        held = await hold(estimate)
         clamped = True
     return Call(
         ledger,
-        hold,
-        app=app,
+        held,
+        app=payer.app,
         model=estimate.model,
         prompt_tokens=estimate.input_tokens,
         cap=estimate.output_tokens,

@@ -1,0 +1,89 @@
+"""``/v1/proxy-keys`` (app): mint, list and revoke per-account keys for ``/openai/v1``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from creditsd import db
+from creditsd.api.auth import AppKey, LedgerDep, actor
+from creditsd.api.errors import error_responses
+from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
+from creditsd.api.params import Cursor, Limit, respond, units
+from creditsd.ids import ACCOUNT_ID_PATTERN
+from creditsd.proxy.keys import service
+from creditsd.proxy.keys.schemas import ProxyKeyCreate, ProxyKeyCreated, ProxyKeyOut, ProxyKeyPage
+
+router = APIRouter(prefix="/v1/proxy-keys", route_class=StrictJSONRoute, tags=["proxy"])
+KeyPath = Annotated[str, Path(max_length=32, pattern=r"^pxk_[0-9a-z]+$")]
+
+
+@router.post(
+    "", response_model=ProxyKeyCreated, status_code=201, responses=error_responses(403, 404)
+)
+async def mint_key(body: ProxyKeyCreate, ledger: LedgerDep, key: AppKey) -> ExactJSONResponse:
+    """Mint a key that pays for one account's calls to ``/openai/v1``, within ``limit``.
+
+    The answer carries its secret, shown this once: hand it to the account's client as
+    the API key of an OpenAI SDK. It works only on ``/openai/v1`` and only for this
+    account, until it expires or is revoked. The account is created if
+    ``[accounts] auto_create`` allows. Not idempotent: the secret is never stored, so a
+    repeat could not answer it; a key whose answer was lost is listed, to be revoked.
+    """
+    spend_limit = None if body.limit is None else units(ledger.money, body.limit, "limit")
+    lifetime = None if body.expires_in is None else timedelta(seconds=body.expires_in)
+    minted, secret = await db.run(
+        ledger.engine,
+        lambda conn: service.mint(
+            conn,
+            body.account_id,
+            ledger.policy,
+            ledger.now(),
+            app=key.name,
+            actor=actor(key),
+            name=body.name,
+            expires_in=lifetime,
+            spend_limit=spend_limit,
+            rate_limit=body.rate_limit,
+        ),
+    )
+    shown = ProxyKeyOut.of(minted, ledger.money)
+    return respond(ProxyKeyCreated(**shown.model_dump(), secret=secret), 201)
+
+
+@router.get("", response_model=ProxyKeyPage, responses=error_responses(403))
+async def list_keys(
+    ledger: LedgerDep,
+    _key: AppKey,
+    account_id: Annotated[
+        str | None,
+        Query(pattern=f"^{ACCOUNT_ID_PATTERN}$", description="Only this account's (id or alias)."),
+    ] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> ExactJSONResponse:
+    """Proxy keys, newest first, revoked and expired ones included."""
+    page = await db.run(
+        ledger.engine,
+        lambda conn: service.list_keys(conn, account_id, limit, cursor, ledger.now()),
+        readonly=True,
+    )
+    return respond(
+        ProxyKeyPage(
+            data=[ProxyKeyOut.of(key, ledger.money) for key in page.items],
+            next_cursor=page.next_cursor,
+        )
+    )
+
+
+@router.delete("/{key_id}", response_model=ProxyKeyOut, responses=error_responses(403, 404))
+async def revoke_key(key_id: KeyPath, ledger: LedgerDep, key: AppKey) -> ExactJSONResponse:
+    """Revoke a key (audited): it pays for no new call from now on, in every process;
+    calls it already began still settle. Revoking twice is harmless."""
+    revoked = await db.run(
+        ledger.engine,
+        lambda conn: service.revoke(conn, key_id, ledger.now(), actor=actor(key)),
+    )
+    return respond(ProxyKeyOut.of(revoked, ledger.money))

@@ -1,0 +1,116 @@
+"""Who pays for a call to ``/openai/v1``, and whether its key may call again yet.
+
+Two ways to pay:
+
+- an app key (``Authorization: Bearer cdk_…``, scope ``app``) and the account in
+  ``X-Creditsd-Account``: the app's backend calling for any of its users;
+- a proxy key an app minted for one account (``Bearer cdp_…``, ``POST /v1/proxy-keys``),
+  which pays only for that account and within its spend limit. ``X-Creditsd-Account`` is
+  then not needed; if sent it must name the key's account (its id, as minting answered),
+  else 403 ``wrong_account``: a client is never billed to another account than it names.
+
+Each key is held to its requests a minute (:class:`RateLimiter`, in this process): a
+proxy key to its own ``rate_limit`` or ``[proxy] rate_limit_per_minute``, an app key to
+``[proxy] app_rate_limit_per_minute``; past it, 429 with ``Retry-After``. A proxy key is
+looked up on every request (no cache), and checked again under its row lock when its
+hold opens, so a revoked one pays for nothing more at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials
+
+from creditsd import db
+from creditsd.api.auth import API_KEY, admit, bearer, ledger_of
+from creditsd.errors import CreditsError, RateLimited, Unauthenticated
+from creditsd.keys.service import ApiKey
+from creditsd.proxy.keys import service as proxy_keys
+from creditsd.proxy.keys.errors import WrongAccount
+from creditsd.proxy.keys.models import ProxyKey
+from creditsd.proxy.ratelimit import RateLimiter
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+class MissingAccount(CreditsError):
+    """An app key's call names no account to pay."""
+
+    code = "missing_account"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("X-Creditsd-Account names who pays")
+
+
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """Who pays for a call: the account (an id or alias), the app its hold and capture
+    are written under, and the proxy key paying within its limit (None: an app key)."""
+
+    account_id: str
+    app: str
+    proxy_key_id: str | None = None
+
+
+async def _caller(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, scope: str
+) -> ApiKey | ProxyKey:
+    """The request's proxy key, or its API key if its scope includes ``scope``; once the
+    key's rate limit lets the request through (429 otherwise)."""
+    ledger = ledger_of(request)
+    settings = ledger.settings.proxy
+    key: ApiKey | ProxyKey
+    if credentials is not None and credentials.credentials.startswith(proxy_keys.SECRET_PREFIX):
+        secret = credentials.credentials
+        found = await db.run(
+            ledger.engine,
+            lambda conn: proxy_keys.authenticate(conn, secret, ledger.now()),
+            readonly=True,
+        )
+        if found is None:
+            raise Unauthenticated("unknown or revoked proxy key")
+        request.scope[API_KEY] = key = found  # for the access log
+        per_minute = key.rate_limit or settings.rate_limit_per_minute
+    else:
+        key = await admit(request, credentials, scope)
+        per_minute = settings.app_rate_limit_per_minute
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if wait := limiter.take(key.id, per_minute):
+        raise RateLimited(f"this key may make {per_minute} requests a minute", wait)
+    return key
+
+
+async def reader(request: Request, credentials: Credentials) -> ApiKey | ProxyKey:
+    """A key that may read ``/openai/v1``: an API key of scope ``read`` or a proxy key."""
+    return await _caller(request, credentials, "read")
+
+
+async def payer(
+    request: Request,
+    credentials: Credentials,
+    x_creditsd_account: Annotated[
+        str | None,
+        Header(
+            max_length=255,
+            description="The account that pays: required with an app key; with a proxy "
+            "key, optional and its own account.",
+        ),
+    ] = None,
+) -> Payer:
+    """Who pays for this call (see the module's docstring)."""
+    key = await _caller(request, credentials, "app")
+    if isinstance(key, ProxyKey):
+        if x_creditsd_account not in (None, key.account_id):
+            raise WrongAccount(key.id, key.account_id)
+        return Payer(key.account_id, key.app, key.id)
+    if x_creditsd_account is None:
+        raise MissingAccount
+    return Payer(x_creditsd_account, key.name)
+
+
+Reader = Annotated[ApiKey | ProxyKey, Depends(reader)]
+Paying = Annotated[Payer, Depends(payer)]
