@@ -239,3 +239,30 @@ async def test_an_unknown_key_is_401_in_openais_shape(proxied: Ledger) -> None:
         "param": None,
         "code": "unauthenticated",
     }
+
+
+async def test_an_upstream_without_a_key_gets_no_authorization_header(
+    make_ledger: LedgerFactory, upstream: Upstream
+) -> None:
+    ledger = await make_ledger(proxy={"base_url": upstream.url})  # a local model server
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    answer = await post(ledger, "/chat/completions", {"model": MODEL, "messages": HI})
+    assert answer.status_code == 200, answer.text
+    ((headers, _sent),) = upstream.requests
+    assert "Authorization" not in headers
+
+
+async def test_a_prompt_with_exact_decimals_reaches_the_upstream_unchanged(
+    proxied: Ledger, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", 10 * proxied.money.unit)
+    message = b'[{"role": "user", "content": "\\u00e9t\\u00e9 \xe2\x9c\x93"}]'
+    body = b'{"model": "%s", "messages": %s, "temperature": 0.70, "top_p": 1e-1}' % (
+        MODEL.encode(),
+        message,
+    )
+    answer = await post(proxied, "/chat/completions", body)
+    assert answer.status_code == 200, answer.text
+    ((_headers, sent),) = upstream.requests
+    assert sent["messages"][0]["content"] == "été ✓"
+    assert (sent["temperature"], sent["top_p"]) == (0.70, 0.1)

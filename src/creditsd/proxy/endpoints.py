@@ -155,8 +155,8 @@ async def _send(
     outgoing = http.build_request(
         "POST",
         route.base_url + path,
-        content=jsonio.dumps(payload),
-        headers={"Authorization": f"Bearer {route.secret}", "Content-Type": "application/json"},
+        content=jsonio.render(payload),
+        headers=route.headers(),
         timeout=ledger.settings.proxy.timeout_seconds,
     )
     try:

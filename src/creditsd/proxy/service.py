@@ -68,8 +68,15 @@ class Route:
     """Where one model's calls go: the upstream's base URL, key and name for the model."""
 
     base_url: str
-    secret: str
+    secret: str | None  # None: an upstream that takes no key (a local model server)
     model: str
+
+    def headers(self) -> dict[str, str]:
+        """The headers a call upstream carries."""
+        headers = {"Content-Type": "application/json"}
+        if self.secret is not None:
+            headers["Authorization"] = f"Bearer {self.secret}"
+        return headers
 
 
 def upstream_client() -> httpx.AsyncClient:
@@ -85,7 +92,7 @@ def route(settings: ProxySettings, model: str) -> Route:
     key = own.api_key if own is not None and own.api_key is not None else settings.api_key
     return Route(
         base_url=((own.base_url if own else None) or settings.base_url).rstrip("/"),
-        secret=key.get_secret_value() if key is not None else "",
+        secret=key.get_secret_value() if key is not None else None,
         model=(own.model if own else None) or model,
     )
 
