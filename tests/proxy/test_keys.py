@@ -354,3 +354,23 @@ async def test_a_bad_mint_is_a_4xx_naming_the_problem_and_mints_nothing(
     assert answer.status_code in {400, 422}, answer.text
     assert named in body(answer)["error"]["message"], answer.text
     assert body(await http.get("/v1/proxy-keys", headers=auth))["data"] == []
+
+
+async def test_a_proxy_key_streams_and_its_spend_counts_the_stream(
+    proxied: Ledger, http: httpx.AsyncClient, app_key: str
+) -> None:
+    await proxied.grant("user_1", 10 * proxied.money.unit)
+    key = await mint(http, app_key, limit="1")
+    stream = await sdk(http, key["secret"]).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=MAX_TOKENS, stream=True
+    )
+    text = "".join([chunk.choices[0].delta.content or "" async for chunk in stream])
+    assert text == "Hello! How can I help?"
+    listed = body(
+        await http.get(
+            "/v1/proxy-keys?account_id=user_1", headers={"Authorization": f"Bearer {app_key}"}
+        )
+    )
+    (shown,) = listed["data"]
+    assert (shown["spent"], shown["held"]) == (Decimal("0.045"), 0)
+    assert (await proxied.get_account("user_1")).balance == 10 * proxied.money.unit - CALL_COST
