@@ -68,9 +68,12 @@ async def test_generate_text_shows_the_answer_and_its_usage_and_is_billed_on_it(
     assert tokens(report) == (1_000, 500, 1_500)
     # 1,000 × $0.15/M + 500 × $0.60/M = $0.00045 = 0.045 credits = 450 minor units.
     assert await settled(proxied) == (FUNDS - FULL_PRICE, 0)
-    (_headers, sent) = upstream.requests[0]
+    (headers, sent) = upstream.requests[0]
     assert sent["messages"] == [{"role": "user", "content": "Hi"}]
     assert (sent["max_tokens"], "stream" in sent) == (1_000, False)
+    # The app's attribution reaches OpenRouter as the provider sent it.
+    assert headers["HTTP-Referer"] == "https://app.example"
+    assert headers["X-OpenRouter-Title"] == "Example App"
 
 
 async def test_stream_text_with_the_providers_defaults_is_billed_on_the_usage_it_never_asked(
@@ -88,12 +91,27 @@ async def test_stream_text_with_the_providers_defaults_is_billed_on_the_usage_it
     assert await settled(proxied) == (FUNDS - FULL_PRICE, 0)
 
 
+async def test_stream_text_asking_for_usage_the_openrouter_way_gets_it(
+    proxied: Ledger, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", FUNDS)
+    report = await run_sdk(proxied, "stream-usage")
+    assert report["error"] is None
+    assert report["text"] == "Hello! How can I help?"
+    assert tokens(report) == (1_000, 500, 1_500)
+    assert report["providerMetadata"]["openrouter"]["usage"]["completionTokens"] == 500
+    (_headers, sent) = upstream.requests[0]
+    assert sent["usage"] == {"include": True}  # OpenRouter's own field, passed on as sent
+    assert sent["stream_options"] == {"include_usage": True}
+    assert await settled(proxied) == (FUNDS - FULL_PRICE, 0)
+
+
 async def test_an_upstream_error_mid_stream_reaches_the_sdk_and_bills_what_was_delivered(
     proxied: Ledger, upstream: Upstream
 ) -> None:
     await proxied.grant("user_1", FUNDS)
     upstream.behaviour = "fail_midstream"
-    report = await run_sdk(proxied, "stream")
+    report = await run_sdk(proxied, "stream-usage")
     assert report["text"] == "Hello!"  # three pieces, then the error event
     assert report["error"] is not None
     assert "Provider returned error" in report["error"]["message"]
