@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import httpx
@@ -45,6 +45,13 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
     if database is not None:
         parsed = parsed.set(database=database)
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A tool or service the test needs is missing: skip locally, fail in CI (``CI=true``)."""
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 class Clock:
@@ -95,9 +102,7 @@ class Databases:
     def require_postgres(self) -> None:
         """Skip locally, fail in CI, when PostgreSQL is out of reach."""
         if self.postgres_template is None:
-            if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-                pytest.fail(self.postgres_error or "PostgreSQL unavailable")
-            pytest.skip(self.postgres_error or "PostgreSQL unavailable")
+            unavailable(self.postgres_error or "PostgreSQL unavailable")
 
     async def fresh(self, backend: str, *, migrated: bool = True) -> str:
         """The URL of a new database: migrated and empty, or (``migrated=False``) bare."""

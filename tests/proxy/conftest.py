@@ -18,11 +18,13 @@ from fastapi import FastAPI
 from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
+from creditsd.ledger.models import Transfer
 from tests.conftest import LedgerFactory, create_key
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
 CREDITSD = "http://creditsd.test"
+FULL_PRICE = 450  # the upstream's usage: 1,000 × 0.15 + 500 × 0.6
 
 
 @pytest.fixture
@@ -111,3 +113,19 @@ async def post(
     await app.state.proxy.aclose()
     await app.state.stripe.close()
     return answer
+
+
+async def captures(ledger: Ledger, account: str = "user_1") -> list[Transfer]:
+    """The account's captures, newest first."""
+    history = await ledger.transactions(account)
+    return [transfer for transfer in history.items if transfer.kind == "capture"]
+
+
+async def settled(ledger: Ledger, account: str = "user_1") -> tuple[int, int]:
+    """The account's balance and what it holds, once no call is left to settle."""
+    for _ in range(200):
+        found = await ledger.get_account(account)
+        if found.held == 0:
+            return found.balance, found.held
+        await asyncio.sleep(0.02)
+    return found.balance, found.held

@@ -14,34 +14,17 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from creditsd.inprocess import Ledger
-from creditsd.ledger.models import Transfer
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings
-from tests.proxy.conftest import MODEL, post, serve_app
+from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, serve_app, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 from tests.test_processes import serve
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+
+
 # The offline estimate of HI: '[{"role":"user","content":"Hi"}]' is 32 characters, over 4
 # a token is 8 tokens, plus 4 for the message: 12 tokens. A minor unit is 10⁻⁴ credit,
 # 10⁻⁶ USD: an input token costs 0.15 of one, an output token 0.6.
-FULL_PRICE = 450  # the upstream's usage: 1,000 × 0.15 + 500 × 0.6
-
-
-async def captures(ledger: Ledger, account: str = "user_1") -> list[Transfer]:
-    history = await ledger.transactions(account)
-    return [transfer for transfer in history.items if transfer.kind == "capture"]
-
-
-async def settled(ledger: Ledger, account: str = "user_1") -> tuple[int, int]:
-    """The account's balance and what it holds, once no call is left to settle."""
-    for _ in range(200):
-        found = await ledger.get_account(account)
-        if found.held == 0:
-            return found.balance, found.held
-        await asyncio.sleep(0.02)
-    return found.balance, found.held
-
-
 async def test_a_stream_with_usage_asked_gets_the_usage_chunk_and_is_billed_on_it(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:

@@ -36,6 +36,8 @@ router = APIRouter(prefix="/openai/v1", tags=["proxy"])
 
 _PASSED_ON = ("retry-after",)  # the upstream's headers a client may act on
 MAX_IMAGES = 10  # OpenAI's own limit on n
+# The client's headers passed upstream: OpenRouter's app attribution, which its SDKs send.
+_ATTRIBUTION = ("HTTP-Referer", "X-Title", "X-OpenRouter-Title", "X-OpenRouter-Categories")
 
 
 @router.get("/models", responses=error_responses(429))
@@ -65,7 +67,10 @@ async def chat_completions(
     estimated tokens plus ``max_completion_tokens`` (or ``max_tokens``, else ``[proxy]
     default_max_tokens``, which is then sent upstream) at the catalog's prices. With
     ``X-Creditsd-Clamp: true`` (or ``[proxy] clamp_max_tokens``) a cap the balance cannot
-    cover is lowered to one it can instead of 402.
+    cover is lowered to one it can instead of 402. The body goes upstream as sent but for
+    the output cap, the upstream's name for the model and ``stream_options``, with
+    OpenRouter's attribution headers; a stream's usage chunk reaches a client that asked
+    for it (``stream_options.include_usage``, or OpenRouter's ``usage.include``).
     """
     started = time.perf_counter()
     payload = await _json_object(request, ledger)
@@ -80,7 +85,10 @@ async def chat_completions(
     if streamed:
         asked = payload.get("stream_options")
         asked = asked if isinstance(asked, dict) else {}
-        keep_usage = asked.get("include_usage") is True
+        accounting = payload.get("usage")  # OpenRouter's way of asking: {"include": true}
+        keep_usage = asked.get("include_usage") is True or (
+            isinstance(accounting, dict) and accounting.get("include") is True
+        )
         payload["stream_options"] = {**asked, "include_usage": True}
     clamp = ledger.settings.proxy.clamp_max_tokens if x_creditsd_clamp is None else x_creditsd_clamp
     estimate, cap_field = service.chat_estimate(payload, ledger.settings.proxy.default_max_tokens)
@@ -152,11 +160,12 @@ async def _send(
     """The upstream's answer, its body still to read; or, when the upstream fails or
     refuses, the call settled (nothing charged) and the error to answer with."""
     http: httpx.AsyncClient = request.app.state.proxy
+    sent = {name: request.headers[name] for name in _ATTRIBUTION if name in request.headers}
     outgoing = http.build_request(
         "POST",
         route.base_url + path,
         content=jsonio.render(payload),
-        headers=route.headers(),
+        headers={**sent, **route.headers()},
         timeout=ledger.settings.proxy.timeout_seconds,
     )
     try:
