@@ -26,6 +26,8 @@ Behaviour = Literal[
     "fail_midstream",  # some chunks, then an error event and the end of the stream
     "drop_midstream",  # some chunks, then the connection closes without a word
     "empty",  # no content at all, usage with no completion tokens
+    "plain",  # a whole JSON answer even to a streamed call
+    "cut",  # a whole answer whose body breaks off after its headers
 ]
 
 
@@ -70,6 +72,7 @@ class Upstream:
         self.delay = 0.0  # seconds before answering at all
         self.refusal = 429  # the status "refuse" answers with
         self.images_returned: int | None = None  # fewer images than asked, if set
+        self.extra: dict[str, Any] = {}  # more fields in every message and delta
         self.gate = threading.Event()  # a test closes it to keep calls waiting here
         self.gate.set()
         upstream = self
@@ -89,7 +92,14 @@ class Upstream:
                     self.answer(status, {"error": error}, {"Retry-After": "7"})
                 elif self.path.endswith("/images/generations"):
                     self.answer(200, upstream.images(sent))
-                elif sent.get("stream"):
+                elif upstream.behaviour == "cut":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "5000")
+                    self.end_headers()
+                    self.wfile.write(b'{"id": "chatcmpl-1", "choi')
+                    self.close_connection = True
+                elif sent.get("stream") and upstream.behaviour != "plain":
                     self.stream(sent)
                 else:
                     self.answer(200, upstream.completion(sent))
@@ -151,7 +161,11 @@ class Upstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "" if empty else "Hello!"},
+                    "message": {
+                        "role": "assistant",
+                        "content": "" if empty else "Hello!",
+                        **self.extra,
+                    },
                     "finish_reason": "stop",
                 }
             ],
@@ -170,7 +184,7 @@ class Upstream:
                 return
             if number == 3 and self.behaviour == "drop_midstream":
                 raise Dropped
-            yield json.dumps(chunk(model, {"content": piece}))
+            yield json.dumps(chunk(model, {"content": piece, **self.extra}))
         yield json.dumps(chunk(model, {}, finish="stop"))
         if (sent.get("stream_options") or {}).get("include_usage"):
             yield json.dumps({**chunk(model, {}), "choices": [], "usage": self._usage()})

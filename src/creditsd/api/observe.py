@@ -37,6 +37,7 @@ from creditsd.proxy.keys.models import ProxyKey
 
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_SCOPE = "creditsd.request_id"
+STARTED_SCOPE = "creditsd.started"  # perf_counter() when the request arrived
 _VALID_REQUEST_ID = re.compile(rb"[!-~]{1,128}")
 
 REQUEST_SECONDS = Histogram(
@@ -62,7 +63,7 @@ class Observed:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = time.perf_counter()
+        scope[STARTED_SCOPE] = started = time.perf_counter()
         request_id = _request_id(scope["headers"])
         scope[REQUEST_ID_SCOPE] = request_id  # for the error log
         status = 500  # what the server answers when the app fails before it does

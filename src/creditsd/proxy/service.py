@@ -106,30 +106,74 @@ def estimate_prompt_tokens(messages: Any) -> int:
     return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
 
 
-def chat_estimate(payload: dict[str, Any], default_cap: int) -> tuple[TokenUse, str]:
-    """A chat call's estimate (the prompt's tokens and the output cap), and the field of
-    ``payload`` that caps its output (``default_cap`` when none does)."""
-    field_name, cap = _output_cap(payload, default_cap)
+CAP_FIELDS = ("max_completion_tokens", "max_tokens")
+MAX_CAP = 10_000_000  # output tokens a call may ask for
+MAX_CHOICES = 128  # OpenAI's own limit on n
+
+
+class InvalidCall(CreditsError):
+    """A call whose parameters leave its cost unbounded: the estimate needs them right."""
+
+    code = "invalid_request"
+    status = 400
+
+    def __init__(self, param: str, reason: str) -> None:
+        super().__init__(f"{param} {reason}", param=param)
+
+
+def _whole(payload: dict[str, Any], name: str, high: int) -> int | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+        raise InvalidCall(name, f"must be a whole number from 1 to {high}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChatCall:
+    """What a chat call asks for: its estimate (``choices`` completions of ``cap`` output
+    tokens each, after the prompt) and whether it streams."""
+
+    estimate: TokenUse
+    cap: int
+    choices: int
+    streamed: bool
+
+
+def chat_call(payload: dict[str, Any], default_cap: int) -> ChatCall:
+    """``payload``'s call, its cost bounded: the smallest of its caps (``default_cap``
+    when it names none) for each of its ``n`` completions. Raises :class:`InvalidCall`
+    (400) for a cap, ``n`` or ``stream`` that is not what OpenAI takes."""
+    caps = [cap for name in CAP_FIELDS if (cap := _whole(payload, name, MAX_CAP)) is not None]
+    choices = _whole(payload, "n", MAX_CHOICES) or 1
+    streamed = payload.get("stream", False)
+    if not isinstance(streamed, bool):
+        raise InvalidCall("stream", "must be true or false")
+    cap = min(caps, default=default_cap)
     prompt = estimate_prompt_tokens(payload.get("messages"))
-    return TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap), field_name
+    use = TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap * choices)
+    return ChatCall(use, cap, choices, streamed)
 
 
-def _output_cap(payload: dict[str, Any], default: int) -> tuple[str, int]:
-    """The field that caps a call's output and its value (``default`` when none does)."""
-    for name in ("max_completion_tokens", "max_tokens"):
-        cap = payload.get(name)
-        if isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
-            return name, cap
-    return "max_tokens", default
+def limit_output(payload: dict[str, Any], cap: int) -> None:
+    """Send ``cap`` upstream in every cap field the call named (``max_tokens`` if none),
+    so the upstream never writes more than was held for."""
+    named = [name for name in CAP_FIELDS if name in payload] or ["max_tokens"]
+    for name in named:
+        payload[name] = cap
 
 
-def affordable_cap(catalog: Catalog, ledger: Ledger, use: TokenUse, available: int) -> int:
-    """The largest output cap below ``use``'s whose estimate ``available`` covers (0 if
-    none does); prices grow with the cap, so a binary search finds it."""
-    low, high = 0, use.output_tokens - 1
+def affordable_cap(
+    catalog: Catalog, ledger: Ledger, use: TokenUse, available: int, choices: int
+) -> int:
+    """The largest output cap a completion below ``use``'s whose estimate for ``choices``
+    completions ``available`` covers (0 if none does); prices grow with the cap, so a
+    binary search finds it."""
+    low, high = 0, use.output_tokens // choices - 1
     while low < high:
         middle = (low + high + 1) // 2
-        trial = replace(use, output_tokens=middle)
+        trial = replace(use, output_tokens=middle * choices)
         if catalog.price(trial, ledger.money).amount <= available:
             low = middle
         else:
@@ -172,11 +216,12 @@ class Call:
         release it all when it costs nothing."""
         await self._charge(outcome, *self._cost(usage))
 
-    async def settle_after(self, outcome: Outcome, usage: Any) -> None:
-        """:meth:`settle` once the client has its answer: a failure is logged and the hold
+    @staticmethod
+    async def quietly(settling: Awaitable[None]) -> None:
+        """A settlement once the client has its answer: a failure is logged and the hold
         left to expire (the call is then free), since there is no one left to tell."""
         try:
-            await self.settle(outcome, usage)
+            await settling
         except (CreditsError, *db.OUTAGES) as exc:
             repeats.say(log, f"a call could not be settled; its hold will expire: {exc}")
 
@@ -227,9 +272,11 @@ async def open_call(
     *,
     clamp: bool,
     started: float,
+    choices: int = 1,
 ) -> Call:
-    """Hold ``estimate`` (its output cap lowered to what is affordable when ``clamp`` says
-    so), or refuse the call with 402 before the upstream hears of it."""
+    """Hold ``estimate`` (its ``choices`` completions' output cap lowered to what is
+    affordable when ``clamp`` says so), or refuse the call with 402 before the upstream
+    hears of it."""
 
     def hold(use: TokenUse) -> Awaitable[Hold]:
         return ledger.open_hold(
@@ -248,10 +295,10 @@ async def open_call(
         if not clamp:
             raise
         catalog = await ledger.catalog()
-        cap = affordable_cap(catalog, ledger, estimate, short.available)
+        cap = affordable_cap(catalog, ledger, estimate, short.available, choices)
         if cap < 1:
             raise
-        estimate = replace(estimate, output_tokens=cap)
+        estimate = replace(estimate, output_tokens=cap * choices)
         held = await hold(estimate)
         clamped = True
     return Call(
@@ -260,7 +307,7 @@ async def open_call(
         app=payer.app,
         model=estimate.model,
         prompt_tokens=estimate.input_tokens,
-        cap=estimate.output_tokens,
+        cap=estimate.output_tokens // choices,
         clamped=clamped,
         overhead=time.perf_counter() - started,
     )

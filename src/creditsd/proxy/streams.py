@@ -48,10 +48,10 @@ def output_chars(choices: Any, part: str = "delta") -> int:
             text = delta.get(name)
             if isinstance(text, str):
                 count += len(text)
-        for tool in delta.get("tool_calls") or ():
-            arguments = (
-                (tool.get("function") or {}).get("arguments") if isinstance(tool, dict) else None
-            )
+        tools = delta.get("tool_calls")
+        for tool in tools if isinstance(tools, list) else ():
+            function = tool.get("function") if isinstance(tool, dict) else None
+            arguments = function.get("arguments") if isinstance(function, dict) else None
             if isinstance(arguments, str):
                 count += len(arguments)
     return count
@@ -157,9 +157,9 @@ class RelayedStream(Response):
                 await self.call.keep_alive()
             if self.relay.pending:  # a last event the upstream did not end with a blank line
                 await self._forward(send, *self.relay.feed(b"\n\n"))
-        except httpx.HTTPError:
+        except Exception as exc:  # whatever broke, the client is told
             self.broke_off = True
-            log.warning("upstream stream broke off for call %s", self.call.hold.id)
+            log.warning("upstream stream broke off for call %s: %r", self.call.hold.id, exc)
             await self._send(
                 send,
                 {
@@ -206,4 +206,4 @@ class RelayedStream(Response):
             outcome = Outcome.CLIENT_DISCONNECTED
         else:
             outcome = Outcome.COMPLETED
-        await self.call.settle_after(outcome, self.relay.usage)
+        await self.call.quietly(self.call.settle(outcome, self.relay.usage))
