@@ -91,6 +91,16 @@ _LOCK = (
         _A.debt,
         _A.status,
         _A.lots_expire_at,
+        # Whether it has holds to close: SQLite's writers run one at a time, so what this
+        # reads cannot change before the engine would close them.
+        select(_H.id)
+        .where(
+            _H.account_id == _A.id,
+            _H.status == "open",
+            _H.expires_at <= bindparam("now"),
+        )
+        .exists()
+        .label("holds_due"),
     )
     .join(accounts, _A.id == account_names.c.account_id)
     .where(account_names.c.name.in_(bindparam("names", expanding=True)))
@@ -114,6 +124,16 @@ _UPDATE_ACCOUNT = (
     )
 )
 _LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
+_EXPIRE_HOLDS = (
+    update(holds)
+    .where(
+        _H.account_id.in_(bindparam("b_account_ids", expanding=True)),
+        _H.status == "open",
+        _H.expires_at <= bindparam("b_now"),
+    )
+    .values(status="expired", updated_at=bindparam("b_now"))
+    .returning(_H.id, _H.account_id, _H.amount - _H.captured)
+)
 
 
 Message = dict[str, Any]  # an outbox row: every column _PG_MESSAGE_FIELDS names
@@ -143,6 +163,7 @@ class Locked(NamedTuple):
     debt: int
     status: str
     lots_expire_at: datetime | None
+    holds_due: bool  # it may have open holds past their expiry
 
 
 class LiveLot(NamedTuple):
@@ -168,9 +189,25 @@ class Statements:
 
     insert_or_skip: Callable[[Table], Any] = staticmethod(sqlite.insert)
 
-    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+    def __init__(self) -> None:
+        # Built once per database: the inserts that claim idempotency keys.
+        self._insert_transfers = (
+            self.insert_or_skip(transfers)
+            .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
+            .returning(_T.id)
+        )
+        self._insert_holds = (
+            self.insert_or_skip(holds)
+            .on_conflict_do_nothing(index_elements=[_H.app, _H.idempotency_key])
+            .returning(_H.id)
+        )
+
+    async def lock_accounts(
+        self, conn: AsyncConnection, names: list[str], now: datetime
+    ) -> list[Locked]:
         """Every named account that exists, rows locked in id order."""
-        return [Locked._make(row) for row in await conn.execute(_LOCK, {"names": names})]
+        rows = await conn.execute(_LOCK, {"names": names, "now": now})
+        return [Locked._make(row) for row in rows]
 
     async def insert_account(
         self,
@@ -212,12 +249,7 @@ class Statements:
         self, conn: AsyncConnection, account_ids: list[str], now: datetime
     ) -> list[ExpiredHold]:
         """Close the open holds of these (locked) accounts that are past their expiry."""
-        rows = await conn.execute(
-            update(holds)
-            .where(_H.account_id.in_(account_ids), _H.status == "open", _H.expires_at <= now)
-            .values(status="expired", updated_at=now)
-            .returning(_H.id, _H.account_id, _H.amount - _H.captured)
-        )
+        rows = await conn.execute(_EXPIRE_HOLDS, {"b_account_ids": account_ids, "b_now": now})
         return sorted(
             (ExpiredHold(hold_id, owner, int(left)) for hold_id, owner, left in rows),
             key=lambda hold: hold.hold_id,
@@ -281,12 +313,7 @@ class Statements:
     ) -> None:
         """Insert transfers; a key already taken reruns the transaction."""
         rows = [_transfer_row(transfer, print_) for transfer, print_ in made]
-        statement = (
-            self.insert_or_skip(transfers)
-            .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-            .returning(_T.id)
-        )
-        inserted = (await conn.execute(statement, rows)).all()
+        inserted = (await conn.execute(self._insert_transfers, rows)).all()
         if len(inserted) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
@@ -296,12 +323,7 @@ class Statements:
             {**{column.key: getattr(hold, column.key) for column in HOLD_COLUMNS}, "fingerprint": f}
             for hold, f in made
         ]
-        statement = (
-            self.insert_or_skip(holds)
-            .on_conflict_do_nothing(index_elements=[_H.app, _H.idempotency_key])
-            .returning(_H.id)
-        )
-        if len((await conn.execute(statement, rows)).all()) != len(rows):
+        if len((await conn.execute(self._insert_holds, rows)).all()) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
     async def read(
@@ -347,12 +369,16 @@ class PostgresStatements(Statements):
 
     insert_or_skip = staticmethod(postgresql.insert)
 
-    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+    async def lock_accounts(
+        self, conn: AsyncConnection, names: list[str], now: datetime
+    ) -> list[Locked]:
         return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
 
     async def read(
         self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
     ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        if not lot_owners and not keys:  # a hold opening: nothing to read
+            return [], {}
         rows = await (await _driver(conn)).fetch(
             _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys]
         )
@@ -461,8 +487,11 @@ def _to_json(value: Any) -> str | None:
     return None if value is None else jsonio.render(value).decode()
 
 
+# A statement that waited for a lock sees the holds as they were before it waited (only the
+# locked rows are read again): every account that holds anything may have holds due.
 _PG_LOCK = """
-SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at
+SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at,
+    TRUE AS holds_due
 FROM account_names n JOIN accounts a ON a.id = n.account_id
 WHERE n.name = ANY($1::text[])
 ORDER BY a.id
