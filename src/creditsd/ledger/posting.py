@@ -437,10 +437,6 @@ class _Batch:
             for account_id, account in accounts.items()
             if account.held and account.holds_due
         )
-        if holding:
-            self.expired = await self.sql.expire_holds(self.conn, holding, self.now)
-            for hold in self.expired:
-                accounts[hold.account_id].move(0, -hold.released)
         spending = {
             self.accounts[name].id
             for entry in entries
@@ -451,7 +447,11 @@ class _Batch:
             spending | {owner for owner, account in accounts.items() if self._due(account)}
         )
         transfer_keys = [(app, key) for table, app, key in keys if table == "transfers"]
-        live, found = await self.sql.read(self.conn, wanted, transfer_keys)
+        self.expired, live, found = await self.sql.read(
+            self.conn, holding, self.now, wanted, transfer_keys
+        )
+        for hold in self.expired:
+            accounts[hold.account_id].move(0, -hold.released)
         loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted}
         for row in live:
             lot = _Lot(row.id, row.source, row.remaining, row.priority, row.expires_at)

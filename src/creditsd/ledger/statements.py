@@ -327,11 +327,18 @@ class Statements:
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
     async def read(
-        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
-    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
-        """The live lots of ``lot_owners``, and the transfers stored under ``keys``."""
+        self,
+        conn: AsyncConnection,
+        holding: list[str],
+        now: datetime,
+        lot_owners: list[str],
+        keys: list[tuple[str, str]],
+    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        """Close the expired holds of ``holding`` (locked accounts); then the live lots of
+        ``lot_owners``, and the transfers stored under ``keys``."""
+        expired = await self.expire_holds(conn, holding, now) if holding else []
         live = await self.live_lots(conn, lot_owners) if lot_owners else []
-        return live, await self.transfers_by_key(conn, keys) if keys else {}
+        return expired, live, await self.transfers_by_key(conn, keys) if keys else {}
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
@@ -363,9 +370,9 @@ async def queue(conn: AsyncConnection, messages: list[Message]) -> None:
 class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
-    A batch is four statements: the lock, one read (lots and stored keys), one write (the
-    transfers, then, only if every key was claimed, everything else, outbox messages
-    included), the commit."""
+    A batch is four statements: the lock, one read (expired holds closed, lots, stored
+    keys), one write (the transfers, then, only if every key was claimed, everything else,
+    outbox messages included), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
@@ -375,17 +382,25 @@ class PostgresStatements(Statements):
         return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
 
     async def read(
-        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
-    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
-        if not lot_owners and not keys:  # a hold opening: nothing to read
-            return [], {}
+        self,
+        conn: AsyncConnection,
+        holding: list[str],
+        now: datetime,
+        lot_owners: list[str],
+        keys: list[tuple[str, str]],
+    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        if not holding and not lot_owners and not keys:  # a hold opening: nothing to read
+            return [], [], {}
         rows = await (await _driver(conn)).fetch(
-            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys]
+            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys], holding, now
         )
-        live, found = [], {}
-        for row in rows:
-            if row[-1] is None:
+        expired, live, found = [], [], {}
+        for kind, *row in rows:
+            if kind == "lot":
                 live.append(LiveLot._make(row[:-1]))
+                continue
+            if kind == "hold":
+                expired.append(ExpiredHold(row[0], row[1], int(row[3])))
                 continue
             values = jsonio.loads(row[-1])
             print_ = values.pop("fingerprint")
@@ -394,7 +409,7 @@ class PostgresStatements(Statements):
                 Transfer(**values, replayed=True),
                 print_,
             )
-        return live, found
+        return sorted(expired, key=lambda hold: hold.hold_id), live, found
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
@@ -497,12 +512,22 @@ WHERE n.name = ANY($1::text[])
 ORDER BY a.id
 FOR NO KEY UPDATE OF a
 """
-# Live lots as rows of their own, stored transfers (replays: rare) as JSON in the last column.
+# The holds past expiry closed (it runs after the lock: it sees every hold committed before),
+# then, each row saying its kind: live lots, closed holds (what they released), and stored
+# transfers (replays: rare) as JSON in the last column.
 _PG_READ = f"""
-SELECT id, account_id, source, remaining, priority, expires_at, NULL::text AS stored
+WITH expired AS (
+    UPDATE holds SET status = 'expired', updated_at = $5::timestamptz
+    WHERE account_id = ANY($4::text[]) AND status = 'open' AND expires_at <= $5::timestamptz
+    RETURNING id, account_id, amount - captured AS released
+)
+SELECT 'lot' AS kind, id, account_id, source, remaining, priority, expires_at,
+    NULL::text AS stored
 FROM lots WHERE account_id = ANY($1::text[]) AND remaining > 0
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
+SELECT 'hold', id, account_id, NULL, released, NULL, NULL, NULL FROM expired
+UNION ALL
+SELECT 'transfer', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
 FROM (
     SELECT {", ".join(f"t.{column.key}" for column in TRANSFER_COLUMNS)}, t.fingerprint
     FROM transfers t JOIN unnest($2::text[], $3::text[]) AS k(app, key)
