@@ -692,8 +692,6 @@ class _Batch:
 
     async def _write(self) -> None:
         sql, conn, writes = self.sql, self.conn, self.writes
-        if writes.holds:
-            await sql.insert_holds(conn, writes.holds)
         changed = {
             account.id: account
             for account in self.accounts.values()
@@ -701,6 +699,7 @@ class _Batch:
         }
         written = statements.Written(
             now=self.now,
+            holds=writes.holds,
             transfers=writes.transfers,
             accounts=[changed[account_id] for account_id in sorted(changed)],
             lowered=[
@@ -713,7 +712,7 @@ class _Batch:
             spends=writes.spends,
             messages=await self._messages(),
         )
-        if written.accounts or written.transfers or written.messages:
+        if written.holds or written.accounts or written.transfers or written.messages:
             await sql.write(conn, written)
 
     async def _messages(self) -> list[Message]:

@@ -144,6 +144,7 @@ class Written:
     """What a batch stores after its claim, in one statement on PostgreSQL."""
 
     now: datetime
+    holds: Sequence[tuple[Hold, str]]  # new holds, each with its fingerprint: claims too
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
     accounts: Sequence[_Account]
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
@@ -344,7 +345,9 @@ class Statements:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
         looked, by a concurrent request for another account, reruns the transaction, which
         then finds it), then store account figures, lot remainders, new lots, lot spends
-        and outbox messages."""
+        and outbox messages. New holds go first: their keys are claims too."""
+        if batch.holds:
+            await self.insert_holds(conn, batch.holds)
         if batch.transfers:
             await self.insert_transfers(conn, batch.transfers)
         if batch.accounts:
@@ -418,6 +421,7 @@ class PostgresStatements(Statements):
         columns = list(zip(*rows, strict=True)) or [()] * len(_PG_TRANSFER_FIELDS)
         messages = ([message[name] for message in batch.messages] for name in _PG_MESSAGE_FIELDS)
         moved = batch.accounts
+        opened = ([getattr(hold, name) for hold, _ in batch.holds] for name in _PG_HOLD_FIELDS[:-1])
         claimed = await (await _driver(conn)).fetchval(
             _PG_WRITE,
             *_pg_arrays(_PG_TRANSFER_FIELDS, columns),
@@ -434,6 +438,8 @@ class PostgresStatements(Statements):
             *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
             *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
             *_pg_arrays(_PG_MESSAGE_FIELDS, messages),
+            *_pg_arrays(_PG_HOLD_FIELDS, [*opened, [print_ for _, print_ in batch.holds]]),
+            len(batch.holds),
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
@@ -568,6 +574,15 @@ _PG_LOT_TYPES = (
     "timestamptz",
 )
 _PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+_PG_HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
+_PG_HOLD_TYPES = tuple(
+    "int8"
+    if name in {"amount", "captured"}
+    else "timestamptz"
+    if name in {"expires_at", "created_at", "updated_at"}
+    else "text"
+    for name in _PG_HOLD_FIELDS
+)
 _PG_MESSAGE_FIELDS = (
     "destination",
     "message_id",
@@ -595,10 +610,11 @@ _PG_MESSAGE_TYPES = (
 def _pg_write() -> str:
     """Every write of a batch in one statement.
 
-    The transfers go first: their unique key is the claim. Everything else is written only
-    if every transfer was inserted (data-modifying parts see each other's RETURNING, not
-    their rows); the statement answers whether they were. A part whose arrays are empty
-    does nothing, and foreign keys are checked once the whole statement has run.
+    The new holds and transfers go first: their unique keys are the claims. Everything else
+    is written only if every one was inserted (data-modifying parts see each other's
+    RETURNING, not their rows); the statement answers whether they were. A part whose
+    arrays are empty does nothing, and foreign keys are checked once the whole statement
+    has run.
     """
     numbers = iter(range(1, 100))
 
@@ -617,15 +633,27 @@ def _pg_write() -> str:
     message_values = ", ".join(
         f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_MESSAGE_FIELDS
     )
+    hold_arrays = arrays(*_PG_HOLD_TYPES)
+    holds = next(numbers)
+    hold_values = ", ".join(
+        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_HOLD_FIELDS
+    )
     return f"""
-WITH inserted AS (
+WITH opened AS (
+    INSERT INTO holds ({", ".join(_PG_HOLD_FIELDS)})
+    SELECT {hold_values}
+    FROM unnest({hold_arrays}) AS v({", ".join(_PG_HOLD_FIELDS)})
+    ON CONFLICT (app, idempotency_key) DO NOTHING
+    RETURNING 1
+), inserted AS (
     INSERT INTO transfers ({", ".join(fields)}, created_at)
     SELECT {values}, ${now}::timestamptz
     FROM unnest({transfer_arrays}) AS v({", ".join(fields)})
     ON CONFLICT (app, idempotency_key) DO NOTHING
     RETURNING 1
 ), claimed AS (
-    SELECT count(*) = ${count}::int8 AS every FROM inserted
+    SELECT (SELECT count(*) FROM inserted) = ${count}::int8
+        AND (SELECT count(*) FROM opened) = ${holds}::int8 AS every
 ), moved AS (
     UPDATE accounts SET balance = v.balance, held = v.held, debt = v.debt,
         lots_expire_at = v.lots_expire_at, updated_at = ${now}::timestamptz
