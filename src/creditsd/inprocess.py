@@ -395,6 +395,7 @@ class Ledger:
             metadata=metadata,
             pricing=pricing,
             asked=asked,
+            fresh_key=idempotency_key is None,
         )
 
         with _refusals_counted("charge"):
@@ -474,6 +475,7 @@ class Ledger:
                     pricing=pricing,
                     asked=asked,
                     proxy_key_id=proxy_key_id,
+                    fresh_key=idempotency_key is None,
                 )
             )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -137,6 +138,29 @@ async def test_a_repeated_slice_with_its_key_is_charged_once(ledger: Ledger) -> 
     )
     assert again.replayed
     assert (await ledger.get_hold(hold.id)).captured == 10 * CREDIT
+
+
+async def test_concurrent_identical_captures_charge_once(make_ledger: LedgerFactory) -> None:
+    """A capture that waited for the hold's lock while another settled it replays it."""
+    ledger = await make_ledger(database={"pool_size": 8})
+    await funded(ledger)
+    # Every connection open up front, so the captures start together.
+    warm = [await ledger.engine.connect() for _ in range(8)]
+    for conn in warm:
+        await conn.close()
+    for final, key in ((True, None), (False, "slice")):
+        hold = await ledger.open_hold("u", 50 * CREDIT)
+        captures = await asyncio.gather(
+            *(
+                ledger.capture_hold(hold.id, 10 * CREDIT, final=final, idempotency_key=key)
+                for _ in range(8)
+            )
+        )
+        assert len({transfer.id for _, transfer in captures}) == 1
+        assert sum(not transfer.replayed for _, transfer in captures) == 1
+    account = await ledger.get_account("u")
+    assert (account.balance, account.held) == (80 * CREDIT, 40 * CREDIT)
+    assert (await ledger.verify_account("u")).valid
 
 
 async def test_release_gives_everything_back_and_is_harmless_twice(ledger: Ledger) -> None:

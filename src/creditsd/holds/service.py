@@ -41,12 +41,14 @@ async def open_hold(
     pricing: Metadata | None = None,
     asked: Metadata | None = None,
     proxy_key_id: str | None = None,
+    fresh_key: bool = False,
 ) -> Hold:
     """Reserve ``amount`` of the account's available credits until the hold expires.
 
     A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``. A hold
     paid by a proxy key (``proxy_key_id``) is refused when the key is revoked or expired
     (401), names another account (403) or would pass the key's spend limit (402).
+    ``fresh_key`` says the key was minted for this request (no replay to look for).
     """
     ledger.check_account_id(account_id)
     expires_at = _expiry(now, expires_in, max_expires_in)
@@ -76,7 +78,7 @@ async def open_hold(
         pricing=pricing,
         proxy_key_id=proxy_key_id,
     )
-    reservation = posting.Reservation(hold, request)
+    reservation = posting.Reservation(hold, request, fresh_key=fresh_key)
     if proxy_key_id is None:
         return await posting.reserve(conn, reservation, policy, now)
     key = await proxy_keys.admit(conn, proxy_key_id, now)
@@ -125,7 +127,14 @@ async def capture_hold(
     ``final=False`` takes a slice, at most what the hold still reserves, and leaves the
     rest held. The transfer's ``pricing`` records the settlement.
     """
-    hold = await _locked(conn, hold_id)
+    locked = await repo.lock_for_capture(conn, hold_id, app, idempotency_key)
+    if locked is None:
+        raise HoldNotFound(hold_id)
+    hold, found = locked
+    if found is None and (hold.status != "open" or hold.captured):
+        # A capture that waited for the hold's lock (PostgreSQL) saw the key as it was
+        # before; one that settled the hold meanwhile is found by looking again.
+        found = await ledger_repo.find_transfer_by_key(conn, app, idempotency_key)
     request = fingerprint(
         "capture",
         hold_id=hold_id,
@@ -134,7 +143,7 @@ async def capture_hold(
         description=description,
         metadata=metadata,
     )
-    if (found := await ledger_repo.find_transfer_by_key(conn, app, idempotency_key)) is not None:
+    if found is not None:
         replayed = ledger.check_replay(*found, request, idempotency_key)
         return hold, (await ledger.with_lots(conn, [replayed]))[0]
     if (status := hold.status_at(now)) != "open":
@@ -161,6 +170,7 @@ async def capture_hold(
             released_held=remaining if final else charged,
             pricing=_settlement(money, pricing, hold, amount, charged, remaining, final),
             proxy_key_id=hold.proxy_key_id,
+            fresh_key=True,  # looked up with the hold, under its lock
         )
         try:
             transfer = await ledger.post_transfer(conn, posting, policy, now)

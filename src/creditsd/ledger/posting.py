@@ -9,8 +9,8 @@ batch inside its caller's transaction, in this order:
    unknown ones when the policy allows (each with its sign-up grant);
 2. close the holds of those accounts that expired, and lapse their lots past expiry;
 3. claim the idempotency keys: a replay answers its stored result, a key reused with
-   another request is ``409 idempotency_conflict``. Nothing has moved yet, so nothing is
-   ever undone;
+   another request is ``409 idempotency_conflict`` (a key its entry calls fresh is not
+   looked up). Nothing has moved yet, so nothing is ever undone;
 4. apply each entry in order to the locked figures, in Python: the guards (what the
    account may spend, its status, the 64-bit range) refuse an entry alone, never its
    batch-mates; debits spend lots in order, credits fill new ones;
@@ -113,6 +113,7 @@ class Posting:
     system: bool = False  # creditsd's own debit: goes on whatever the account's status
     forced: bool = False  # taken even past what the account can spend (the rest is debt)
     proxy_key_id: str | None = None  # the proxy key a capture pays for (its hold's)
+    fresh_key: bool = False  # nothing is stored under the key: see Reservation.fresh_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,10 @@ class Reservation:
 
     hold: Hold  # its account_id may be an alias
     fingerprint: str
+    # Nothing can be stored under the key (minted for this request, or looked up already
+    # in this transaction), so the engine does not look; the insert's unique key still
+    # catches a concurrent claim (the transaction reruns).
+    fresh_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +168,13 @@ def movement(
     pricing: Metadata | None = None,
     asked: Metadata | None = None,
     lot: LotSpec | None = None,
+    fresh_key: bool = False,
 ) -> Posting:
     """A posting whose fingerprint is everything it asks for.
 
     A priced posting passes what the caller ``asked`` (the use, not its price), so a
-    replay matches even after the catalog changed.
+    replay matches even after the catalog changed. ``fresh_key``: the key was minted for
+    this request.
     """
     return Posting(
         kind=kind,
@@ -189,6 +196,7 @@ def movement(
         metadata=metadata,
         pricing=pricing,
         lot=lot,
+        fresh_key=fresh_key,
     )
 
 
@@ -328,6 +336,7 @@ class _Account:
     status: str
     lots_expire_at: datetime | None
     expiry_as_read: datetime | None  # lots_expire_at when locked
+    holds_due: bool  # it may have open holds past their expiry (as locked)
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
     changed: bool = False
 
@@ -372,7 +381,8 @@ class _Batch:
             if unknown is not None:
                 outcomes[index] = AccountNotFound(unknown)
         first_of = _first_keys(entries, outcomes)
-        stored = await self._read(entries, list(first_of))
+        looked_up = {_key(entry) for entry in entries if not _fresh(entry)}
+        stored = await self._read(entries, [key for key in first_of if key in looked_up])
         swept = self._lapse()
         pending = self._claim(entries, outcomes, first_of, stored)
         for index in pending:
@@ -397,7 +407,7 @@ class _Batch:
 
     async def _load(self, names: list[str]) -> None:
         by_id: dict[str, _Account] = {}
-        for row in await self.sql.lock_accounts(self.conn, names):
+        for row in await self.sql.lock_accounts(self.conn, names, self.now):
             account = by_id.get(row.id)
             if account is None:
                 account = by_id[row.id] = _Account(
@@ -409,6 +419,7 @@ class _Batch:
                     status=row.status,
                     lots_expire_at=row.lots_expire_at,
                     expiry_as_read=row.lots_expire_at,
+                    holds_due=row.holds_due,
                 )
             self.accounts[row.name] = account
 
@@ -421,11 +432,11 @@ class _Batch:
         the batch may spend or that have lots past expiry; and find what is stored under
         the batch's keys (``(table, app, key)``), each with its fingerprint."""
         accounts = self._by_id()
-        holding = sorted(account_id for account_id, account in accounts.items() if account.held)
-        if holding:
-            self.expired = await self.sql.expire_holds(self.conn, holding, self.now)
-            for hold in self.expired:
-                accounts[hold.account_id].move(0, -hold.released)
+        holding = sorted(
+            account_id
+            for account_id, account in accounts.items()
+            if account.held and account.holds_due
+        )
         spending = {
             self.accounts[name].id
             for entry in entries
@@ -436,7 +447,11 @@ class _Batch:
             spending | {owner for owner, account in accounts.items() if self._due(account)}
         )
         transfer_keys = [(app, key) for table, app, key in keys if table == "transfers"]
-        live, found = await self.sql.read(self.conn, wanted, transfer_keys)
+        self.expired, live, found = await self.sql.read(
+            self.conn, holding, self.now, wanted, transfer_keys
+        )
+        for hold in self.expired:
+            accounts[hold.account_id].move(0, -hold.released)
         loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted}
         for row in live:
             lot = _Lot(row.id, row.source, row.remaining, row.priority, row.expires_at)
@@ -677,8 +692,6 @@ class _Batch:
 
     async def _write(self) -> None:
         sql, conn, writes = self.sql, self.conn, self.writes
-        if writes.holds:
-            await sql.insert_holds(conn, writes.holds)
         changed = {
             account.id: account
             for account in self.accounts.values()
@@ -686,6 +699,7 @@ class _Batch:
         }
         written = statements.Written(
             now=self.now,
+            holds=writes.holds,
             transfers=writes.transfers,
             accounts=[changed[account_id] for account_id in sorted(changed)],
             lowered=[
@@ -698,7 +712,7 @@ class _Batch:
             spends=writes.spends,
             messages=await self._messages(),
         )
-        if written.accounts or written.transfers or written.messages:
+        if written.holds or written.accounts or written.transfers or written.messages:
             await sql.write(conn, written)
 
     async def _messages(self) -> list[Message]:
@@ -747,6 +761,10 @@ def _key(entry: Entry) -> tuple[str, str, str] | None:
     if isinstance(entry, Reservation):
         return "holds", entry.hold.app, entry.hold.idempotency_key
     return None
+
+
+def _fresh(entry: Entry) -> bool:
+    return isinstance(entry, Posting | Reservation) and entry.fresh_key
 
 
 def _print(entry: Entry) -> str:

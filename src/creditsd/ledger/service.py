@@ -441,6 +441,7 @@ def charge_posting(
     metadata: Metadata | None = None,
     pricing: Metadata | None = None,
     asked: Metadata | None = None,
+    fresh_key: bool = False,
 ) -> Posting:
     """The posting that spends an account's credits (to ``@revenue``)."""
     check_account_id(account_id)
@@ -455,6 +456,7 @@ def charge_posting(
         metadata=metadata,
         pricing=pricing,
         asked=asked,
+        fresh_key=fresh_key,
     )
 
 

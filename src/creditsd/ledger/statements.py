@@ -91,6 +91,16 @@ _LOCK = (
         _A.debt,
         _A.status,
         _A.lots_expire_at,
+        # Whether it has holds to close: SQLite's writers run one at a time, so what this
+        # reads cannot change before the engine would close them.
+        select(_H.id)
+        .where(
+            _H.account_id == _A.id,
+            _H.status == "open",
+            _H.expires_at <= bindparam("now"),
+        )
+        .exists()
+        .label("holds_due"),
     )
     .join(accounts, _A.id == account_names.c.account_id)
     .where(account_names.c.name.in_(bindparam("names", expanding=True)))
@@ -114,6 +124,16 @@ _UPDATE_ACCOUNT = (
     )
 )
 _LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
+_EXPIRE_HOLDS = (
+    update(holds)
+    .where(
+        _H.account_id.in_(bindparam("b_account_ids", expanding=True)),
+        _H.status == "open",
+        _H.expires_at <= bindparam("b_now"),
+    )
+    .values(status="expired", updated_at=bindparam("b_now"))
+    .returning(_H.id, _H.account_id, _H.amount - _H.captured)
+)
 
 
 Message = dict[str, Any]  # an outbox row: every column _PG_MESSAGE_FIELDS names
@@ -124,6 +144,7 @@ class Written:
     """What a batch stores after its claim, in one statement on PostgreSQL."""
 
     now: datetime
+    holds: Sequence[tuple[Hold, str]]  # new holds, each with its fingerprint: claims too
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
     accounts: Sequence[_Account]
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
@@ -143,6 +164,7 @@ class Locked(NamedTuple):
     debt: int
     status: str
     lots_expire_at: datetime | None
+    holds_due: bool  # it may have open holds past their expiry
 
 
 class LiveLot(NamedTuple):
@@ -168,9 +190,25 @@ class Statements:
 
     insert_or_skip: Callable[[Table], Any] = staticmethod(sqlite.insert)
 
-    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+    def __init__(self) -> None:
+        # Built once per database: the inserts that claim idempotency keys.
+        self._insert_transfers = (
+            self.insert_or_skip(transfers)
+            .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
+            .returning(_T.id)
+        )
+        self._insert_holds = (
+            self.insert_or_skip(holds)
+            .on_conflict_do_nothing(index_elements=[_H.app, _H.idempotency_key])
+            .returning(_H.id)
+        )
+
+    async def lock_accounts(
+        self, conn: AsyncConnection, names: list[str], now: datetime
+    ) -> list[Locked]:
         """Every named account that exists, rows locked in id order."""
-        return [Locked._make(row) for row in await conn.execute(_LOCK, {"names": names})]
+        rows = await conn.execute(_LOCK, {"names": names, "now": now})
+        return [Locked._make(row) for row in rows]
 
     async def insert_account(
         self,
@@ -212,12 +250,7 @@ class Statements:
         self, conn: AsyncConnection, account_ids: list[str], now: datetime
     ) -> list[ExpiredHold]:
         """Close the open holds of these (locked) accounts that are past their expiry."""
-        rows = await conn.execute(
-            update(holds)
-            .where(_H.account_id.in_(account_ids), _H.status == "open", _H.expires_at <= now)
-            .values(status="expired", updated_at=now)
-            .returning(_H.id, _H.account_id, _H.amount - _H.captured)
-        )
+        rows = await conn.execute(_EXPIRE_HOLDS, {"b_account_ids": account_ids, "b_now": now})
         return sorted(
             (ExpiredHold(hold_id, owner, int(left)) for hold_id, owner, left in rows),
             key=lambda hold: hold.hold_id,
@@ -281,12 +314,7 @@ class Statements:
     ) -> None:
         """Insert transfers; a key already taken reruns the transaction."""
         rows = [_transfer_row(transfer, print_) for transfer, print_ in made]
-        statement = (
-            self.insert_or_skip(transfers)
-            .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-            .returning(_T.id)
-        )
-        inserted = (await conn.execute(statement, rows)).all()
+        inserted = (await conn.execute(self._insert_transfers, rows)).all()
         if len(inserted) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
@@ -296,26 +324,30 @@ class Statements:
             {**{column.key: getattr(hold, column.key) for column in HOLD_COLUMNS}, "fingerprint": f}
             for hold, f in made
         ]
-        statement = (
-            self.insert_or_skip(holds)
-            .on_conflict_do_nothing(index_elements=[_H.app, _H.idempotency_key])
-            .returning(_H.id)
-        )
-        if len((await conn.execute(statement, rows)).all()) != len(rows):
+        if len((await conn.execute(self._insert_holds, rows)).all()) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
     async def read(
-        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
-    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
-        """The live lots of ``lot_owners``, and the transfers stored under ``keys``."""
+        self,
+        conn: AsyncConnection,
+        holding: list[str],
+        now: datetime,
+        lot_owners: list[str],
+        keys: list[tuple[str, str]],
+    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        """Close the expired holds of ``holding`` (locked accounts); then the live lots of
+        ``lot_owners``, and the transfers stored under ``keys``."""
+        expired = await self.expire_holds(conn, holding, now) if holding else []
         live = await self.live_lots(conn, lot_owners) if lot_owners else []
-        return live, await self.transfers_by_key(conn, keys) if keys else {}
+        return expired, live, await self.transfers_by_key(conn, keys) if keys else {}
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
         looked, by a concurrent request for another account, reruns the transaction, which
         then finds it), then store account figures, lot remainders, new lots, lot spends
-        and outbox messages."""
+        and outbox messages. New holds go first: their keys are claims too."""
+        if batch.holds:
+            await self.insert_holds(conn, batch.holds)
         if batch.transfers:
             await self.insert_transfers(conn, batch.transfers)
         if batch.accounts:
@@ -341,25 +373,37 @@ async def queue(conn: AsyncConnection, messages: list[Message]) -> None:
 class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
-    A batch is four statements: the lock, one read (lots and stored keys), one write (the
-    transfers, then, only if every key was claimed, everything else, outbox messages
-    included), the commit."""
+    A batch is four statements: the lock, one read (expired holds closed, lots, stored
+    keys), one write (the transfers, then, only if every key was claimed, everything else,
+    outbox messages included), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
-    async def lock_accounts(self, conn: AsyncConnection, names: list[str]) -> list[Locked]:
+    async def lock_accounts(
+        self, conn: AsyncConnection, names: list[str], now: datetime
+    ) -> list[Locked]:
         return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
 
     async def read(
-        self, conn: AsyncConnection, lot_owners: list[str], keys: list[tuple[str, str]]
-    ) -> tuple[list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        self,
+        conn: AsyncConnection,
+        holding: list[str],
+        now: datetime,
+        lot_owners: list[str],
+        keys: list[tuple[str, str]],
+    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
+        if not holding and not lot_owners and not keys:  # a hold opening: nothing to read
+            return [], [], {}
         rows = await (await _driver(conn)).fetch(
-            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys]
+            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys], holding, now
         )
-        live, found = [], {}
-        for row in rows:
-            if row[-1] is None:
+        expired, live, found = [], [], {}
+        for kind, *row in rows:
+            if kind == "lot":
                 live.append(LiveLot._make(row[:-1]))
+                continue
+            if kind == "hold":
+                expired.append(ExpiredHold(row[0], row[1], int(row[3])))
                 continue
             values = jsonio.loads(row[-1])
             print_ = values.pop("fingerprint")
@@ -368,7 +412,7 @@ class PostgresStatements(Statements):
                 Transfer(**values, replayed=True),
                 print_,
             )
-        return live, found
+        return sorted(expired, key=lambda hold: hold.hold_id), live, found
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
@@ -377,6 +421,7 @@ class PostgresStatements(Statements):
         columns = list(zip(*rows, strict=True)) or [()] * len(_PG_TRANSFER_FIELDS)
         messages = ([message[name] for message in batch.messages] for name in _PG_MESSAGE_FIELDS)
         moved = batch.accounts
+        opened = ([getattr(hold, name) for hold, _ in batch.holds] for name in _PG_HOLD_FIELDS[:-1])
         claimed = await (await _driver(conn)).fetchval(
             _PG_WRITE,
             *_pg_arrays(_PG_TRANSFER_FIELDS, columns),
@@ -393,6 +438,8 @@ class PostgresStatements(Statements):
             *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
             *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
             *_pg_arrays(_PG_MESSAGE_FIELDS, messages),
+            *_pg_arrays(_PG_HOLD_FIELDS, [*opened, [print_ for _, print_ in batch.holds]]),
+            len(batch.holds),
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
@@ -461,19 +508,32 @@ def _to_json(value: Any) -> str | None:
     return None if value is None else jsonio.render(value).decode()
 
 
+# A statement that waited for a lock sees the holds as they were before it waited (only the
+# locked rows are read again): every account that holds anything may have holds due.
 _PG_LOCK = """
-SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at
+SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at,
+    TRUE AS holds_due
 FROM account_names n JOIN accounts a ON a.id = n.account_id
 WHERE n.name = ANY($1::text[])
 ORDER BY a.id
 FOR NO KEY UPDATE OF a
 """
-# Live lots as rows of their own, stored transfers (replays: rare) as JSON in the last column.
+# The holds past expiry closed (it runs after the lock: it sees every hold committed before),
+# then, each row saying its kind: live lots, closed holds (what they released), and stored
+# transfers (replays: rare) as JSON in the last column.
 _PG_READ = f"""
-SELECT id, account_id, source, remaining, priority, expires_at, NULL::text AS stored
+WITH expired AS (
+    UPDATE holds SET status = 'expired', updated_at = $5::timestamptz
+    WHERE account_id = ANY($4::text[]) AND status = 'open' AND expires_at <= $5::timestamptz
+    RETURNING id, account_id, amount - captured AS released
+)
+SELECT 'lot' AS kind, id, account_id, source, remaining, priority, expires_at,
+    NULL::text AS stored
 FROM lots WHERE account_id = ANY($1::text[]) AND remaining > 0
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
+SELECT 'hold', id, account_id, NULL, released, NULL, NULL, NULL FROM expired
+UNION ALL
+SELECT 'transfer', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
 FROM (
     SELECT {", ".join(f"t.{column.key}" for column in TRANSFER_COLUMNS)}, t.fingerprint
     FROM transfers t JOIN unnest($2::text[], $3::text[]) AS k(app, key)
@@ -514,6 +574,15 @@ _PG_LOT_TYPES = (
     "timestamptz",
 )
 _PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+_PG_HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
+_PG_HOLD_TYPES = tuple(
+    "int8"
+    if name in {"amount", "captured"}
+    else "timestamptz"
+    if name in {"expires_at", "created_at", "updated_at"}
+    else "text"
+    for name in _PG_HOLD_FIELDS
+)
 _PG_MESSAGE_FIELDS = (
     "destination",
     "message_id",
@@ -541,10 +610,11 @@ _PG_MESSAGE_TYPES = (
 def _pg_write() -> str:
     """Every write of a batch in one statement.
 
-    The transfers go first: their unique key is the claim. Everything else is written only
-    if every transfer was inserted (data-modifying parts see each other's RETURNING, not
-    their rows); the statement answers whether they were. A part whose arrays are empty
-    does nothing, and foreign keys are checked once the whole statement has run.
+    The new holds and transfers go first: their unique keys are the claims. Everything else
+    is written only if every one was inserted (data-modifying parts see each other's
+    RETURNING, not their rows); the statement answers whether they were. A part whose
+    arrays are empty does nothing, and foreign keys are checked once the whole statement
+    has run.
     """
     numbers = iter(range(1, 100))
 
@@ -563,15 +633,27 @@ def _pg_write() -> str:
     message_values = ", ".join(
         f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_MESSAGE_FIELDS
     )
+    hold_arrays = arrays(*_PG_HOLD_TYPES)
+    holds = next(numbers)
+    hold_values = ", ".join(
+        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_HOLD_FIELDS
+    )
     return f"""
-WITH inserted AS (
+WITH opened AS (
+    INSERT INTO holds ({", ".join(_PG_HOLD_FIELDS)})
+    SELECT {hold_values}
+    FROM unnest({hold_arrays}) AS v({", ".join(_PG_HOLD_FIELDS)})
+    ON CONFLICT (app, idempotency_key) DO NOTHING
+    RETURNING 1
+), inserted AS (
     INSERT INTO transfers ({", ".join(fields)}, created_at)
     SELECT {values}, ${now}::timestamptz
     FROM unnest({transfer_arrays}) AS v({", ".join(fields)})
     ON CONFLICT (app, idempotency_key) DO NOTHING
     RETURNING 1
 ), claimed AS (
-    SELECT count(*) = ${count}::int8 AS every FROM inserted
+    SELECT (SELECT count(*) FROM inserted) = ${count}::int8
+        AND (SELECT count(*) FROM opened) = ${holds}::int8 AS every
 ), moved AS (
     UPDATE accounts SET balance = v.balance, held = v.held, debt = v.debt,
         lots_expire_at = v.lots_expire_at, updated_at = ${now}::timestamptz
