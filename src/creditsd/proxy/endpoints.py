@@ -128,10 +128,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
     if not isinstance(model, str) or model not in models or models[model].image is None:
         message = f"model {model!r} is not priced per image in the catalog"
         return openai_error(404, "model_not_found", message)
-    count = payload.setdefault("n", 1)
-    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_IMAGES:
-        message = f"n is a whole number of images from 1 to {MAX_IMAGES}"
-        return openai_error(400, "invalid_n", message)
+    payload["n"] = count = service.whole_number(payload, "n", MAX_IMAGES) or 1
     if payload.get("stream"):
         return openai_error(400, "unsupported", "streamed images are not supported")
     estimate = TokenUse(model, images=count)

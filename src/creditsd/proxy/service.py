@@ -121,7 +121,9 @@ class InvalidCall(CreditsError):
         super().__init__(f"{param} {reason}", param=param)
 
 
-def _whole(payload: dict[str, Any], name: str, high: int) -> int | None:
+def whole_number(payload: dict[str, Any], name: str, high: int) -> int | None:
+    """``payload[name]``, a whole number from 1 to ``high``, or None when it is absent;
+    anything else is :class:`InvalidCall` (400)."""
     value = payload.get(name)
     if value is None:
         return None
@@ -132,11 +134,10 @@ def _whole(payload: dict[str, Any], name: str, high: int) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
-    """What a chat call asks for: its estimate (``choices`` completions of ``cap`` output
-    tokens each, after the prompt) and whether it streams."""
+    """What a chat call asks for: its estimate (the prompt, then ``choices`` completions
+    of the output cap each) and whether it streams."""
 
     estimate: TokenUse
-    cap: int
     choices: int
     streamed: bool
 
@@ -145,15 +146,15 @@ def chat_call(payload: dict[str, Any], default_cap: int) -> ChatCall:
     """``payload``'s call, its cost bounded: the smallest of its caps (``default_cap``
     when it names none) for each of its ``n`` completions. Raises :class:`InvalidCall`
     (400) for a cap, ``n`` or ``stream`` that is not what OpenAI takes."""
-    caps = [cap for name in CAP_FIELDS if (cap := _whole(payload, name, MAX_CAP)) is not None]
-    choices = _whole(payload, "n", MAX_CHOICES) or 1
+    caps = [cap for name in CAP_FIELDS if (cap := whole_number(payload, name, MAX_CAP)) is not None]
+    choices = whole_number(payload, "n", MAX_CHOICES) or 1
     streamed = payload.get("stream", False)
     if not isinstance(streamed, bool):
         raise InvalidCall("stream", "must be true or false")
     cap = min(caps, default=default_cap)
     prompt = estimate_prompt_tokens(payload.get("messages"))
     use = TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap * choices)
-    return ChatCall(use, cap, choices, streamed)
+    return ChatCall(use, choices, streamed)
 
 
 def limit_output(payload: dict[str, Any], cap: int) -> None:
@@ -167,9 +168,9 @@ def limit_output(payload: dict[str, Any], cap: int) -> None:
 def affordable_cap(
     catalog: Catalog, ledger: Ledger, use: TokenUse, available: int, choices: int
 ) -> int:
-    """The largest output cap a completion below ``use``'s whose estimate for ``choices``
-    completions ``available`` covers (0 if none does); prices grow with the cap, so a
-    binary search finds it."""
+    """The largest output cap, below ``use``'s, at which ``choices`` completions are
+    estimated at no more than ``available`` (0 if none is); prices grow with the cap, so
+    a binary search finds it."""
     low, high = 0, use.output_tokens // choices - 1
     while low < high:
         middle = (low + high + 1) // 2
