@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from creditsd.db import is_sqlite
 from creditsd.tables import Timestamp
 
 revision = "0009"
@@ -48,7 +49,7 @@ def upgrade() -> None:
 
 def _add_key_column(table: str) -> None:
     name = f"fk_{table}_proxy_key_id"
-    if op.get_context().dialect.name == "sqlite":
+    if is_sqlite(op.get_context().dialect):
         # SQLite adds a nullable column with its reference in place; a batch (all Alembic
         # offers for a constraint there) would copy the whole table.
         op.execute(
