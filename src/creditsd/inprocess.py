@@ -407,7 +407,7 @@ class Ledger:
     async def _post(self, posting: posting_engine.Posting) -> Transfer:
         """Write one posting: in a group's batch when group commit is on."""
         if self._group is not None:
-            return await self._group.submit(posting)
+            return await self._group.transfer(posting)
         # As in a group's batch, a refusal is raised once the transaction has committed
         # (a first touch that created the account stays).
         (outcome,) = await self._write(
@@ -457,26 +457,26 @@ class Ledger:
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
         )
-        key = resolve_key(idempotency_key)
+        reservation = holds.reservation(
+            account_id,
+            amount,
+            seconds,
+            self.now(),
+            max_expires_in=self.settings.holds.max_expires_in,
+            app=app,
+            idempotency_key=resolve_key(idempotency_key),
+            description=description,
+            metadata=metadata,
+            pricing=pricing,
+            asked=asked,
+            proxy_key_id=proxy_key_id,
+            fresh_key=idempotency_key is None,
+        )
         with _refusals_counted("hold"):
+            if self._group is not None and proxy_key_id is None:
+                return await self._group.reserve(reservation)
             return await self._write(
-                lambda conn, now: holds.open_hold(
-                    conn,
-                    account_id,
-                    amount,
-                    seconds,
-                    self.policy,
-                    now,
-                    max_expires_in=self.settings.holds.max_expires_in,
-                    app=app,
-                    idempotency_key=key,
-                    description=description,
-                    metadata=metadata,
-                    pricing=pricing,
-                    asked=asked,
-                    proxy_key_id=proxy_key_id,
-                    fresh_key=idempotency_key is None,
-                )
+                lambda conn, now: holds.open_hold(conn, reservation, self.policy, now)
             )
 
     async def capture_hold(

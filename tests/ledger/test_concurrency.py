@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event
 
 from creditsd.inprocess import Ledger
-from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from tests.conftest import LedgerFactory, _asyncpg_dsn
 
 CREDIT = 10_000
@@ -31,10 +31,12 @@ async def connection_budget(database_url: str, wanted: int) -> int:
     return max(10, min(wanted, limit - reserved - in_use - 5))
 
 
+@pytest.mark.parametrize("operation", ["charge", "hold"])
 @pytest.mark.parametrize("group_commit", [False, True])
-async def test_300_concurrent_charges_against_100_credits(
-    make_ledger: LedgerFactory, database_url: str, group_commit: bool
+async def test_300_concurrent_spends_against_100_credits(
+    make_ledger: LedgerFactory, database_url: str, group_commit: bool, operation: str
 ) -> None:
+    """Charges, or holds opened: exactly what the balance covers goes through."""
     connections = await connection_budget(database_url, CHARGES)
     ledger = await make_ledger(
         # 300 writers at once may queue longer than one request would wait; none may fail.
@@ -60,17 +62,21 @@ async def test_300_concurrent_charges_against_100_credits(
     event.listen(ledger.engine.sync_engine, "checkout", checked_out)
     event.listen(ledger.engine.sync_engine, "checkin", checked_in)
 
-    async def charge(n: int) -> str:
+    async def spend(n: int) -> str:
         try:
-            await ledger.charge("hot", 1 * CREDIT, idempotency_key=f"c-{n}")
+            if operation == "charge":
+                await ledger.charge("hot", 1 * CREDIT, idempotency_key=f"c-{n}")
+            else:
+                await ledger.open_hold("hot", 1 * CREDIT, idempotency_key=f"h-{n}")
         except InsufficientCredits:
             return "402"
         return "201"
 
-    outcomes = Counter(await asyncio.gather(*(charge(n) for n in range(CHARGES))))
+    outcomes = Counter(await asyncio.gather(*(spend(n) for n in range(CHARGES))))
     assert outcomes == {"201": 100, "402": 200}
     account = await ledger.get_account("hot")
-    assert (account.balance, account.available) == (0, 0)
+    held = 100 * CREDIT if operation == "hold" else 0
+    assert (account.balance, account.held, account.available) == (held, held, 0)
     assert (await ledger.verify_account("hot")).valid
     assert await ledger.ledger_total() == 0
     if group_commit:  # a few shared transactions instead of one each
@@ -79,6 +85,27 @@ async def test_300_concurrent_charges_against_100_credits(
         assert peak == 1
     else:  # every connection was in a transaction at the same time
         assert peak == connections
+
+
+@pytest.mark.parametrize("group_commit", [False, True])
+async def test_concurrent_hold_replays_open_one_hold_per_key(
+    make_ledger: LedgerFactory, database_url: str, group_commit: bool
+) -> None:
+    ledger = await make_ledger(
+        database={"pool_size": await connection_budget(database_url, 100)},
+        ledger={"group_commit": group_commit},
+    )
+    await ledger.grant("u", 100 * CREDIT)
+    keys = [f"call-{n}" for n in range(5)]
+
+    async def attempt(key: str) -> str:
+        return (await ledger.open_hold("u", 7 * CREDIT, idempotency_key=key)).id
+
+    ids = await asyncio.gather(*(attempt(key) for key in keys for _ in range(20)))
+    assert [len(set(ids[i * 20 : (i + 1) * 20])) for i in range(len(keys))] == [1] * len(keys)
+    assert (await ledger.get_account("u")).held == 5 * 7 * CREDIT
+    with pytest.raises(IdempotencyConflict):
+        await ledger.open_hold("u", 8 * CREDIT, idempotency_key=keys[0])
 
 
 @pytest.mark.parametrize("group_commit", [False, True])

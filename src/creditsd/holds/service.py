@@ -25,12 +25,10 @@ def _expiry(now: datetime, expires_in: int, maximum: int) -> datetime:
     return now + timedelta(seconds=expires_in)
 
 
-async def open_hold(
-    conn: AsyncConnection,
+def reservation(
     account_id: str,
     amount: int,
     expires_in: int,
-    policy: ledger.Policy,
     now: datetime,
     *,
     max_expires_in: int,
@@ -42,13 +40,13 @@ async def open_hold(
     asked: Metadata | None = None,
     proxy_key_id: str | None = None,
     fresh_key: bool = False,
-) -> Hold:
-    """Reserve ``amount`` of the account's available credits until the hold expires.
+) -> posting.Reservation:
+    """The hold to open: ``amount`` of the account's available credits reserved until it
+    expires, ``expires_in`` seconds from ``now``.
 
-    A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``. A hold
-    paid by a proxy key (``proxy_key_id``) is refused when the key is revoked or expired
-    (401), names another account (403) or would pass the key's spend limit (402).
-    ``fresh_key`` says the key was minted for this request (no replay to look for).
+    A priced estimate passes its breakdown as ``pricing`` and the use as ``asked``;
+    ``proxy_key_id`` names the proxy key that pays; ``fresh_key`` says the key was minted
+    for this request (no replay to look for).
     """
     ledger.check_account_id(account_id)
     expires_at = _expiry(now, expires_in, max_expires_in)
@@ -61,7 +59,6 @@ async def open_hold(
         metadata=metadata,
         **({} if proxy_key_id is None else {"proxy_key_id": proxy_key_id}),
     )
-
     hold = Hold(
         id=ids.new_id("hold"),
         account_id=account_id,
@@ -78,7 +75,15 @@ async def open_hold(
         pricing=pricing,
         proxy_key_id=proxy_key_id,
     )
-    reservation = posting.Reservation(hold, request, fresh_key=fresh_key)
+    return posting.Reservation(hold, request, fresh_key=fresh_key)
+
+
+async def open_hold(
+    conn: AsyncConnection, reservation: posting.Reservation, policy: ledger.Policy, now: datetime
+) -> Hold:
+    """Open a hold. One paid by a proxy key is refused when the key is revoked or expired
+    (401), names another account (403) or would pass the key's spend limit (402)."""
+    proxy_key_id = reservation.hold.proxy_key_id
     if proxy_key_id is None:
         return await posting.reserve(conn, reservation, policy, now)
     key = await proxy_keys.admit(conn, proxy_key_id, now)

@@ -1,5 +1,8 @@
 """Group commit: concurrent postings of one process share a batch and its transaction.
 
+A posting here is a transfer or a hold's opening (a reservation): both are entries of the
+posting engine, written set-based, so a batch of many costs the statements of one.
+
 While a batch commits, the postings that arrive queue up; the next free lane writes them
 as one batch of the posting engine and commits once, leaving behind the postings of
 accounts another lane's batch holds (they would only wait on its row locks): those go
@@ -22,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd import db
 from creditsd.ledger import posting
-from creditsd.ledger.models import Transfer
+from creditsd.ledger.models import Hold, Transfer
 
 BATCH_SIZES = Histogram(
     "creditsd_group_commit_batch_size",
@@ -31,10 +34,20 @@ BATCH_SIZES = Histogram(
 )
 
 
+Submitted = posting.Posting | posting.Reservation
+
+
 @dataclass(frozen=True, slots=True)
 class _Item:
-    posting: posting.Posting
-    future: asyncio.Future[Transfer]
+    entry: Submitted
+    future: asyncio.Future[Transfer | Hold]
+
+    @property
+    def account(self) -> str:
+        """The account the entry spends from, which its batch holds."""
+        if isinstance(self.entry, posting.Posting):
+            return self.entry.debit_account_id
+        return self.entry.hold.account_id
 
 
 class GroupCommit:
@@ -59,8 +72,19 @@ class GroupCommit:
         self._flushing = 0  # lanes running; counted here, not by their tasks, see _flush
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, entry: posting.Posting) -> Transfer:
+    async def transfer(self, entry: posting.Posting) -> Transfer:
         """Write ``entry`` in a coming batch; its transfer once that batch has committed."""
+        made = await self._submit(entry)
+        assert isinstance(made, Transfer)
+        return made
+
+    async def reserve(self, entry: posting.Reservation) -> Hold:
+        """Open ``entry``'s hold in a coming batch; the hold once that batch has committed."""
+        opened = await self._submit(entry)
+        assert isinstance(opened, Hold)
+        return opened
+
+    async def _submit(self, entry: Submitted) -> Transfer | Hold:
         item = _Item(entry, asyncio.get_running_loop().create_future())
         self._pending.append(item)
         if self._flushing < self._lanes:
@@ -76,7 +100,7 @@ class GroupCommit:
         # for a busy account is taken by the lane that holds the account once it is done.
         try:
             while batch := self._take():
-                accounts = {item.posting.debit_account_id for item in batch}
+                accounts = {item.account for item in batch}
                 try:
                     await self._run(batch)
                 finally:
@@ -89,37 +113,37 @@ class GroupCommit:
         batch: list[_Item] = []
         left: list[_Item] = []
         for item in self._pending:
-            free = item.posting.debit_account_id not in self._busy
+            free = item.account not in self._busy
             (batch if free and len(batch) < self._max_batch else left).append(item)
         self._pending = left
-        self._busy |= {item.posting.debit_account_id for item in batch}
+        self._busy |= {item.account for item in batch}
         return batch
 
     async def _run(self, batch: list[_Item]) -> None:
         BATCH_SIZES.observe(len(batch))
         outcomes: list[posting.Outcome | Exception]
         try:
-            outcomes = list(await self._write([item.posting for item in batch]))
+            outcomes = list(await self._write([item.entry for item in batch]))
         except Exception as error:
             if len(batch) == 1:
                 outcomes = [error]
             else:  # an unexpected failure must not sink the batch-mates: each goes alone
-                outcomes = [await self._alone(item.posting) for item in batch]
+                outcomes = [await self._alone(item.entry) for item in batch]
         for item, outcome in zip(batch, outcomes, strict=True):
             if item.future.done():  # the caller gave up waiting
                 continue
-            if isinstance(outcome, Transfer):
+            if isinstance(outcome, Transfer | Hold):
                 item.future.set_result(outcome)
             else:
                 assert isinstance(outcome, BaseException)
                 item.future.set_exception(outcome)
 
-    async def _write(self, entries: list[posting.Posting]) -> list[posting.Outcome]:
+    async def _write(self, entries: list[Submitted]) -> list[posting.Outcome]:
         return await db.run(
             self._engine, lambda conn: posting.post(conn, entries, self._policy, self._clock())
         )
 
-    async def _alone(self, entry: posting.Posting) -> posting.Outcome | Exception:
+    async def _alone(self, entry: Submitted) -> posting.Outcome | Exception:
         try:
             (outcome,) = await self._write([entry])
         except Exception as error:
