@@ -6,6 +6,7 @@ PostgreSQL half of the suite is skipped locally, and fails under CI (``CI=true``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import uuid
@@ -18,6 +19,7 @@ from typing import Any, NoReturn
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -248,3 +250,27 @@ async def client_for(ledger: Ledger, secret: str) -> AsyncIterator[httpx.AsyncCl
     ) as client:
         yield client
     await app.state.stripe.close()
+
+
+@asynccontextmanager
+async def serve_app(ledger: Ledger) -> AsyncIterator[str]:
+    """creditsd served over real sockets by uvicorn in this event loop, so that a client
+    can hang up mid-stream; yields its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(ledger, sweep=False),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:  # noqa: ASYNC110  # uvicorn offers no event to wait on
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task

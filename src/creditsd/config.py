@@ -355,6 +355,32 @@ class ClerkSettings(_Section):
     webhook_secret: WebhookSecret | None = None
 
 
+class PageSettings(_Section):
+    """``[pages]``: the billing page (``/billing``) and the admin console (``/admin``)."""
+
+    secret: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="Signs portal links and page sessions; every process of a deployment "
+        "needs the same one. Unset: one is made on first use and kept in the database.",
+    )
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^\s]+$",
+        description="The address browsers reach creditsd at, for portal links; unset: the "
+        "address the app's request came to.",
+    )
+    link_seconds: int = Field(
+        300, ge=10, le=86_400, description="Seconds a portal link works before it is opened."
+    )
+    portal_session_seconds: int = Field(
+        3600, ge=60, le=7 * 86_400, description="Seconds a billing page session lasts."
+    )
+    admin_session_seconds: int = Field(
+        8 * 3600, ge=60, le=7 * 86_400, description="Seconds an admin console session lasts."
+    )
+
+
 class Settings(_Section):
     """The whole configuration."""
 
@@ -372,6 +398,7 @@ class Settings(_Section):
     app_link: LinkSettings = LinkSettings()
     proxy: ProxySettings = ProxySettings()
     webhooks: WebhookSettings = WebhookSettings()
+    pages: PageSettings = PageSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}
 

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from creditsd import jsonio
@@ -70,30 +68,6 @@ def sdk(http: httpx.AsyncClient, api_key: str, **headers: str) -> openai.AsyncOp
 async def client(proxied: Ledger, http: httpx.AsyncClient) -> openai.AsyncOpenAI:
     """The official SDK, pointed at creditsd with an app key, paying as user_1."""
     return sdk(http, await create_key(proxied, "app"), **{"X-Creditsd-Account": "user_1"})
-
-
-@asynccontextmanager
-async def serve_app(ledger: Ledger) -> AsyncIterator[str]:
-    """creditsd served over real sockets by uvicorn in this event loop, so that a client
-    can hang up mid-stream; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(ledger, sweep=False),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    task = asyncio.ensure_future(server.serve())
-    while not server.started:  # noqa: ASYNC110  # uvicorn offers no event to wait on
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def post(

@@ -14,8 +14,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from creditsd.inprocess import Ledger
-from tests.conftest import Clock, LedgerFactory, create_key, make_settings
-from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, serve_app, settled
+from tests.conftest import Clock, LedgerFactory, create_key, make_settings, serve_app
+from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 from tests.test_processes import serve
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from creditsd.inprocess import Ledger
-from tests.conftest import create_key, unavailable
-from tests.proxy.conftest import FULL_PRICE, MODEL, captures, serve_app, settled
+from tests.conftest import create_key, serve_app, unavailable
+from tests.proxy.conftest import FULL_PRICE, MODEL, captures, settled
 from tests.proxy.upstream import Upstream
 
 PROJECT = Path(__file__).parent / "vercel"

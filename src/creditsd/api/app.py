@@ -24,6 +24,9 @@ from creditsd.gateway.endpoints import from_app, from_gateway
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
+from creditsd.pages import web
+from creditsd.pages.admin import router as admin_pages
+from creditsd.pages.portal import router as portal_pages
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.endpoints import router as proxy_router
 from creditsd.proxy.keys.endpoints import router as proxy_keys_router
@@ -100,6 +103,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter()  # the proxy's requests a minute per key
     errors.install(app)
     docs.install(app)
+    web.install(app)
     if fast_lane:
         app.add_middleware(FastLane)
     app.include_router(ledger_router)
@@ -115,6 +119,8 @@ def create_app(
     app.include_router(proxy_keys_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
+    app.include_router(portal_pages)
+    app.include_router(admin_pages)
     app.include_router(metrics.router(ledger.settings.server.metrics))
 
     @app.get("/healthz", tags=["health"])

@@ -1,12 +1,13 @@
 """One error shape for every failure: ``{"error": {"code", "message", ...details}}``; on
-the OpenAI-compatible proxy, OpenAI's (the same with ``type`` and ``param``)."""
+the OpenAI-compatible proxy, OpenAI's (the same with ``type`` and ``param``); on the
+pages, a page."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from creditsd.api.observe import REQUEST_ID_SCOPE
 from creditsd.errors import CreditsError
 from creditsd.ledger.errors import Units
 from creditsd.money import Money
+from creditsd.pages import web
 from creditsd.repeats import repeats
 
 log = logging.getLogger("creditsd.api")
@@ -133,10 +135,12 @@ _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key
 _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
 
 
-def error_response(request: Request, exc: Exception) -> ExactJSONResponse:
-    """Our error shape for any failure, OpenAI's on the proxy's routes; what is not ours
-    is logged, never shown."""
+def error_response(request: Request, exc: Exception) -> Response:
+    """Our error shape for any failure, OpenAI's on the proxy's routes, a page on the
+    pages' routes; what is not ours is logged, never shown."""
     status, code, message, details = _failure(request, exc)
+    if web.is_page(request):
+        return web.error_page(request, status, message, _headers(status, details))
     money: Money = request.app.state.ledger.money
     openai = request.url.path.startswith(OPENAI_PREFIX)
     return render(status, code, message, money, details, openai=openai)
@@ -176,7 +180,7 @@ def _failure(request: Request, exc: Exception) -> Failure:
 def install(app: FastAPI) -> None:
     """Register :func:`error_response` for every failure."""
 
-    async def handle(request: Request, exc: Exception) -> ExactJSONResponse:
+    async def handle(request: Request, exc: Exception) -> Response:
         return error_response(request, exc)
 
     for kind in _HANDLED:

@@ -1,0 +1,187 @@
+"""What every page shares: templates, the page secret, session cookies, CSRF, error pages.
+
+Sessions are signed cookies (:mod:`creditsd.pages.signing`), so any process of a
+deployment serves any page. They are ``HttpOnly``, ``SameSite=Lax``, ``Secure`` over
+HTTPS and scoped to their section's path. Every form carries a CSRF token derived from its
+session's id; a POST without the right one is refused (403) before anything happens.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.staticfiles import StaticFiles
+
+from creditsd import db
+from creditsd.errors import CreditsError, Forbidden
+from creditsd.inprocess import Ledger
+from creditsd.ledger import statements
+from creditsd.pages.signing import Signer, new_secret
+from creditsd.tables import ledger_meta
+
+STATIC_PATH = "/static/pages"
+_STATIC = Path(__file__).parent / "static"
+SECRET_ROW = "pages_secret"  # noqa: S105  # a row name: where an unset [pages] secret is kept
+CSRF_FIELD = "csrf"
+
+templates = Environment(
+    loader=PackageLoader("creditsd.pages", "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def credits(value: Decimal | int) -> str:
+    """An amount of credits as people read it: thousands grouped, no trailing zeros."""
+    text = f"{Decimal(value):,f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+templates.filters["credits"] = credits
+
+
+def install(app: FastAPI) -> None:
+    """Serve the pages' stylesheet and images."""
+    app.mount(STATIC_PATH, StaticFiles(directory=str(_STATIC)), name="pages-static")
+
+
+async def signer(request: Request) -> Signer:
+    """The deployment's signer: ``[pages] secret``, else one made on first use and kept in
+    the database, so that every process of a deployment signs alike."""
+    found: Signer | None = getattr(request.app.state, "page_signer", None)
+    if found is not None:
+        return found
+    ledger: Ledger = request.app.state.ledger
+    configured = ledger.settings.pages.secret
+    if configured is not None:
+        secret = configured.get_secret_value()
+    else:
+        secret = await db.run(ledger.engine, _stored_secret)
+    request.app.state.page_signer = made = Signer(secret)
+    return made
+
+
+async def _stored_secret(conn: AsyncConnection) -> str:
+    insert = statements.insert_or_skip(conn)
+    await conn.execute(
+        insert(ledger_meta).values(key=SECRET_ROW, value=new_secret()).on_conflict_do_nothing()
+    )
+    query = select(ledger_meta.c.value).where(ledger_meta.c.key == SECRET_ROW)
+    return str((await conn.execute(query)).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in browser: whose session it is, and the CSRF token its forms carry."""
+
+    subject: str  # the account (billing page) or the admin key's id (console)
+    csrf: str
+    claims: dict[str, Any]
+
+
+def new_session_id() -> str:
+    """A session's random id, from which its CSRF token is derived."""
+    return secrets.token_urlsafe(16)
+
+
+def set_session(
+    response: Response,
+    request: Request,
+    signer_: Signer,
+    name: str,
+    claims: dict[str, Any],
+    lifetime: timedelta,
+    now: datetime,
+) -> None:
+    """Put a signed session cookie on ``response``, scoped to ``/<name>``."""
+    token = signer_.sign(name, {"sid": new_session_id(), **claims}, now + lifetime)
+    response.set_cookie(
+        f"creditsd_{name}",
+        token,
+        max_age=int(lifetime.total_seconds()),
+        path=f"/{name}",
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def clear_session(response: Response, name: str) -> None:
+    """Sign the browser out of ``/<name>``."""
+    response.delete_cookie(f"creditsd_{name}", path=f"/{name}")
+
+
+def read_session(request: Request, signer_: Signer, name: str, now: datetime) -> Session | None:
+    """The live session of ``/<name>`` the browser sent, if any."""
+    token = request.cookies.get(f"creditsd_{name}")
+    if not token:
+        return None
+    try:
+        claims = signer_.verify(name, token, now)
+    except CreditsError:
+        return None
+    subject = claims.get("sub")
+    if not isinstance(subject, str):
+        return None
+    return Session(subject, signer_.tag("csrf", str(claims.get("sid"))), claims)
+
+
+def check_csrf(session: Session, submitted: object) -> None:
+    """Refuse a form whose CSRF token is not its session's (403)."""
+    if not isinstance(submitted, str) or not hmac.compare_digest(
+        submitted.encode(), session.csrf.encode()
+    ):
+        raise Forbidden("this form has expired or did not come from this page; reload it")
+
+
+def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A rendered template; pages are never cached, nor framed by other sites."""
+    html = templates.get_template(name).render(request=request, static=STATIC_PATH, **context)
+    return HTMLResponse(html, status_code=status, headers=PAGE_HEADERS)
+
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "script-src 'self' https://js.stripe.com; frame-src https://js.stripe.com "
+    "https://checkout.stripe.com; connect-src 'self' https://api.stripe.com; "
+    "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'",
+}
+
+
+def redirect(url: str) -> RedirectResponse:
+    """See other: where a form's POST sends the browser next."""
+    return RedirectResponse(url, status_code=303, headers=PAGE_HEADERS)
+
+
+PAGE_PREFIXES = ("/billing", "/admin")
+
+
+def is_page(request: Request) -> bool:
+    """Whether the request is for a page (its errors are pages too)."""
+    return request.url.path.startswith(PAGE_PREFIXES)
+
+
+def error_page(
+    request: Request, status: int, message: str, headers: dict[str, str] | None
+) -> HTMLResponse:
+    """A failure as a page: what went wrong in plain words, never the internals."""
+    response = page(request, "error.html", status, status_code=status, message=message)
+    response.headers.update(headers or {})
+    return response
