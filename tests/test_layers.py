@@ -27,7 +27,7 @@ _KIT = {
     "tables",
 }
 _ENGINE = {"ledger", "audit"}
-_SURFACE = {"api", "cli", "inprocess", "pages", "worker", "__main__"}
+_SURFACE = {"api", "cli", "inprocess", "web", "worker", "__main__"}
 _SURFACE_MODULES = {"endpoints", "schemas", "params", "payers"}  # a domain's own HTTP layer
 
 

@@ -355,8 +355,8 @@ class ClerkSettings(_Section):
     webhook_secret: WebhookSecret | None = None
 
 
-class PageSettings(_Section):
-    """``[pages]``: the billing page (``/billing``) and the admin console (``/admin``)."""
+class WebSettings(_Section):
+    """``[web]``: the billing page (``/billing``) and the admin console (``/admin``)."""
 
     secret: SecretStr | None = Field(
         None,
@@ -398,7 +398,7 @@ class Settings(_Section):
     app_link: LinkSettings = LinkSettings()
     proxy: ProxySettings = ProxySettings()
     webhooks: WebhookSettings = WebhookSettings()
-    pages: PageSettings = PageSettings()
+    web: WebSettings = WebSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}
 

@@ -24,9 +24,6 @@ from creditsd.gateway.endpoints import from_app, from_gateway
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
-from creditsd.pages import web
-from creditsd.pages.admin import router as admin_pages
-from creditsd.pages.portal import router as portal_pages
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.endpoints import router as proxy_router
 from creditsd.proxy.keys.endpoints import router as proxy_keys_router
@@ -36,6 +33,9 @@ from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
 from creditsd.usage.endpoints import router as usage_router
+from creditsd.web import pages
+from creditsd.web.admin import router as admin_pages
+from creditsd.web.portal import router as portal_pages
 from creditsd.webhooks.endpoints import router as webhooks_router
 from creditsd.worker import background
 
@@ -103,7 +103,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter()  # the proxy's requests a minute per key
     errors.install(app)
     docs.install(app)
-    web.install(app)
+    pages.install(app)
     if fast_lane:
         app.add_middleware(FastLane)
     app.include_router(ledger_router)

@@ -18,8 +18,8 @@ from creditsd.api.observe import REQUEST_ID_SCOPE
 from creditsd.errors import CreditsError
 from creditsd.ledger.errors import Units
 from creditsd.money import Money
-from creditsd.pages import web
 from creditsd.repeats import repeats
+from creditsd.web import pages
 
 log = logging.getLogger("creditsd.api")
 RETRY_AFTER_SECONDS = 1  # a busy or restarting database is usually back within seconds
@@ -139,8 +139,8 @@ def error_response(request: Request, exc: Exception) -> Response:
     """Our error shape for any failure, OpenAI's on the proxy's routes, a page on the
     pages' routes; what is not ours is logged, never shown."""
     status, code, message, details = _failure(request, exc)
-    if web.is_page(request):
-        return web.error_page(request, status, message, _headers(status, details))
+    if pages.is_page(request):
+        return pages.error_page(request, status, message, _headers(status, details))
     money: Money = request.app.state.ledger.money
     openai = request.url.path.startswith(OPENAI_PREFIX)
     return render(status, code, message, money, details, openai=openai)

@@ -2,7 +2,7 @@
 
 Browsers are not downloaded: Playwright launches ``/usr/bin/chromium`` (``scripts/test``
 installs Debian's package). Without it the browser tests are skipped, and fail under CI.
-Screenshots go to ``tests/pages/output/`` at desktop and phone widths.
+Screenshots go to ``tests/web/output/`` at desktop and phone widths.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every page shares: templates, the page secret, session cookies, CSRF, error pages.
 
-Sessions are signed cookies (:mod:`creditsd.pages.signing`), so any process of a
+Sessions are signed cookies (:mod:`creditsd.web.signing`), so any process of a
 deployment serves any page. They are ``HttpOnly``, ``SameSite=Lax``, ``Secure`` over
 HTTPS and scoped to their section's path. Every form carries a CSRF token derived from its
 session's id; a POST without the right one is refused (403) before anything happens.
@@ -27,16 +27,16 @@ from creditsd import db
 from creditsd.errors import CreditsError, Forbidden
 from creditsd.inprocess import Ledger
 from creditsd.ledger import statements
-from creditsd.pages.signing import Signer, new_secret
 from creditsd.tables import ledger_meta
+from creditsd.web.signing import Signer, new_secret
 
-STATIC_PATH = "/static/pages"
+STATIC_PATH = "/static/web"
 _STATIC = Path(__file__).parent / "static"
-SECRET_ROW = "pages_secret"  # noqa: S105  # a row name: where an unset [pages] secret is kept
+SECRET_ROW = "pages_secret"  # noqa: S105  # a row name: where an unset [web] secret is kept
 CSRF_FIELD = "csrf"
 
 templates = Environment(
-    loader=PackageLoader("creditsd.pages", "templates"),
+    loader=PackageLoader("creditsd.web", "templates"),
     autoescape=select_autoescape(default=True),
     trim_blocks=True,
     lstrip_blocks=True,
@@ -56,17 +56,17 @@ templates.filters["credits"] = credits
 
 def install(app: FastAPI) -> None:
     """Serve the pages' stylesheet and images."""
-    app.mount(STATIC_PATH, StaticFiles(directory=str(_STATIC)), name="pages-static")
+    app.mount(STATIC_PATH, StaticFiles(directory=str(_STATIC)), name="web-static")
 
 
 async def signer(request: Request) -> Signer:
-    """The deployment's signer: ``[pages] secret``, else one made on first use and kept in
+    """The deployment's signer: ``[web] secret``, else one made on first use and kept in
     the database, so that every process of a deployment signs alike."""
     found: Signer | None = getattr(request.app.state, "page_signer", None)
     if found is not None:
         return found
     ledger: Ledger = request.app.state.ledger
-    configured = ledger.settings.pages.secret
+    configured = ledger.settings.web.secret
     if configured is not None:
         secret = configured.get_secret_value()
     else:

@@ -18,5 +18,5 @@ async def test_an_unknown_page_is_a_page_not_json(ledger: Ledger, context: Brows
         assert "Traceback" not in await page.content()
         assert answer.headers["x-frame-options"] == "DENY"
         async with httpx.AsyncClient() as http:
-            sheet = await http.get(f"{base}/static/pages/creditsd.css")
+            sheet = await http.get(f"{base}/static/web/creditsd.css")
         assert sheet.status_code == 200 and "--accent" in sheet.text
