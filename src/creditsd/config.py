@@ -283,6 +283,13 @@ class ProxySettings(_Section):
         None, description="The upstream's key; never shown to a client or logged."
     )
     timeout_seconds: float = Field(120, gt=0, le=3600)
+    max_answer_bytes: int = Field(
+        64 << 20,
+        ge=1024,
+        le=1 << 30,
+        description="The longest whole (not streamed) upstream answer passed on; a longer "
+        "one is 502 upstream_answer_too_large and costs nothing.",
+    )
     default_max_tokens: int = Field(
         4096,
         ge=1,

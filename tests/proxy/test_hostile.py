@@ -10,9 +10,9 @@ import pytest
 
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
-from tests.conftest import create_key
+from tests.conftest import LedgerFactory, create_key
 from tests.proxy.conftest import FULL_PRICE, MODEL, post, settled
-from tests.proxy.upstream import Upstream
+from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -85,6 +85,31 @@ async def test_an_answer_that_breaks_off_is_502_and_costs_nothing(
     answer = await post(proxied, "/chat/completions", {"model": MODEL, "messages": HI})
     assert (answer.status_code, answer.json()["error"]["code"]) == (502, "upstream_unavailable")
     assert await settled(proxied) == (10 * proxied.money.unit, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/chat/completions", {"model": MODEL, "messages": HI}),
+        ("/images/generations", {"model": "openai/dall-e-3", "prompt": "a cat"}),
+    ],
+)
+async def test_an_answer_longer_than_the_bound_is_502_and_costs_nothing(
+    make_ledger: LedgerFactory, upstream: Upstream, path: str, body: dict[str, Any]
+) -> None:
+    limit = 4096
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "max_answer_bytes": limit}
+    )
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    upstream.extra = {"padding": "x" * limit}
+    answer = await post(ledger, path, body)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (
+        502,
+        "upstream_answer_too_large",
+    )
+    assert len(upstream.requests) == 1
+    assert await settled(ledger) == (10 * ledger.money.unit, 0)
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -72,7 +72,7 @@ class Upstream:
         self.delay = 0.0  # seconds before answering at all
         self.refusal = 429  # the status "refuse" answers with
         self.images_returned: int | None = None  # fewer images than asked, if set
-        self.extra: dict[str, Any] = {}  # more fields in every message and delta
+        self.extra: dict[str, Any] = {}  # more fields in every message, delta and image
         self.gate = threading.Event()  # a test closes it to keep calls waiting here
         self.gate.set()
         upstream = self
@@ -193,7 +193,7 @@ class Upstream:
     def images(self, sent: dict[str, Any]) -> dict[str, Any]:
         """An ``images.generations`` answer with ``n`` images."""
         count = self.images_returned or int(sent.get("n") or 1)
-        return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8="}] * count}
+        return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8=", **self.extra}] * count}
 
     def _usage(self) -> dict[str, Any] | None:
         if self.behaviour == "empty":

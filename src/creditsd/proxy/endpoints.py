@@ -106,7 +106,8 @@ async def chat_completions(
     async def answered(answer: httpx.Response) -> Response:
         if asked.streamed and answer.headers.get("content-type", "").startswith(SSE):
             return RelayedStream(call, answer, Relay(keep_usage), _headers(call))
-        body, completion = await _read(answer)  # a stream answered whole is read whole
+        # A stream answered whole is read whole.
+        body, completion = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         usage = completion.get("usage") if isinstance(completion, dict) else None
         if isinstance(completion, dict):
             call.delivered_chars = output_chars(completion.get("choices"), "message")
@@ -137,7 +138,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
     payload["model"] = route.model
 
     async def answered(answer: httpx.Response) -> Response:
-        body, generated = await _read(answer)
+        body, generated = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         images = generated.get("data") if isinstance(generated, dict) else None
         count = len(images) if isinstance(images, list) else 0
         return Answered(body, call, lambda: call.settle_images(Outcome.COMPLETED, count))
@@ -185,11 +186,16 @@ async def _forward(
         answer = await http.send(outgoing, stream=True)
         if answer.is_success:
             return await answered(answer)
-        body, _ = await _read(answer)
+        body, _ = await _read(answer, ledger.settings.proxy.max_answer_bytes)
     except httpx.HTTPError as exc:
         await call.settle(Outcome.UPSTREAM_ERROR, None)
         log.warning("upstream failed: %s", type(exc).__name__)
         return openai_error(502, "upstream_unavailable", "the model provider did not answer")
+    except AnswerTooLarge:
+        await call.settle(Outcome.UPSTREAM_ERROR, None)
+        log.warning("an upstream answer passed [proxy] max_answer_bytes; not passed on")
+        message = "the model provider's answer is larger than this proxy passes on"
+        return openai_error(502, "upstream_answer_too_large", message)
     except BaseException:
         await Call.quietly(call.settle(Outcome.UPSTREAM_ERROR, None))
         raise
@@ -217,12 +223,24 @@ class Answered(Response):
             await asyncio.shield(Call.quietly(self.settle()))
 
 
-async def _read(answer: httpx.Response) -> tuple[bytes, Any]:
-    """A whole answer's body, and its JSON (None when it is not JSON)."""
+class AnswerTooLarge(Exception):
+    """An upstream answer longer than ``[proxy] max_answer_bytes``."""
+
+
+async def _read(answer: httpx.Response, limit: int) -> tuple[bytes, Any]:
+    """A whole answer's body, at most ``limit`` bytes (else :class:`AnswerTooLarge`), and
+    its JSON (None when it is not JSON)."""
+    parts: list[bytes] = []
+    size = 0
     try:
-        body = await answer.aread()
+        async for part in answer.aiter_bytes():
+            size += len(part)
+            if size > limit:
+                raise AnswerTooLarge
+            parts.append(part)
     finally:
         await answer.aclose()
+    body = b"".join(parts)
     try:
         return body, jsonio.loads(body)
     except jsonio.JSONError:
