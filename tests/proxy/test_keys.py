@@ -91,6 +91,19 @@ async def test_a_minted_key_pays_for_its_account_through_the_sdk(
     assert (account.balance, account.held) == (10 * proxied.money.unit - CALL_COST, 0)
     (capture, *_) = (await proxied.transactions("user_1")).items
     assert (capture.kind, capture.app, capture.proxy_key_id) == ("capture", "web", key["id"])
+    history = body(
+        await http.get(
+            "/v1/accounts/user_1/transactions", headers={"Authorization": f"Bearer {app_key}"}
+        )
+    )
+    assert history["data"][0]["proxy_key_id"] == key["id"]
+    held = body(
+        await http.get(
+            f"/v1/holds/{history['data'][0]['hold_id']}",
+            headers={"Authorization": f"Bearer {app_key}"},
+        )
+    )
+    assert (held["status"], held["proxy_key_id"]) == ("captured", key["id"])
     assert upstream.requests[0][0]["Authorization"] == f"Bearer {UPSTREAM_KEY}"
 
     listed = body(

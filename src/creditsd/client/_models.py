@@ -138,6 +138,8 @@ class Transfer:
     pricing: dict[str, Any] | None = None
     """How a priced amount was computed (catalog version, lines, rounding; a capture's
     settlement against its hold); None for a plain amount."""
+    proxy_key_id: str | None = None
+    """The proxy key whose call this capture settled; None for every other transfer."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -164,6 +166,7 @@ class Transfer:
             paid=credits(data["paid"]),
             free=credits(data["free"]),
             pricing=data.get("pricing"),
+            proxy_key_id=data.get("proxy_key_id"),
             replayed=replayed,
             raw=dict(data),
         )
@@ -187,6 +190,8 @@ class Hold:
     updated_at: datetime
     pricing: dict[str, Any] | None = None
     """How a priced estimate was computed; None for a plain amount."""
+    proxy_key_id: str | None = None
+    """The proxy key whose call the hold is for; None for every other hold."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -207,6 +212,7 @@ class Hold:
             created_at=timestamp(data["created_at"]),
             updated_at=timestamp(data["updated_at"]),
             pricing=data.get("pricing"),
+            proxy_key_id=data.get("proxy_key_id"),
             replayed=replayed,
             raw=dict(data),
         )

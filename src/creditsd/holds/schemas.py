@@ -74,6 +74,9 @@ class HoldOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     pricing: dict[str, Any] | None = Field(description="How a priced estimate was computed.")
+    proxy_key_id: str | None = Field(
+        description="The proxy key whose call the hold is for (None for every other)."
+    )
 
     @classmethod
     def of(cls, hold: Hold, money: Money, now: datetime) -> HoldOut:
@@ -92,6 +95,7 @@ class HoldOut(BaseModel):
             created_at=hold.created_at,
             updated_at=hold.updated_at,
             pricing=hold.pricing,
+            proxy_key_id=hold.proxy_key_id,
         )
 
 

@@ -249,6 +249,7 @@ def transfer_view(transfer: Transfer, money: Money, account_id: str | None = Non
         "idempotency_key": transfer.idempotency_key,
         "created_at": transfer.created_at,
         "pricing": transfer.pricing,
+        "proxy_key_id": transfer.proxy_key_id,
         "lots": [
             {
                 "lot_id": part.lot_id,

@@ -156,6 +156,9 @@ class TransferOut(BaseModel):
         description="How a priced amount was computed (catalog version, lines, unit prices, "
         "markup, rounding), and for a capture how it settled against its hold."
     )
+    proxy_key_id: str | None = Field(
+        description="The proxy key whose call this capture settled (None for every other)."
+    )
     lots: list[LotPartOut] = Field(
         description="The lots a debit spent (oldest lot first), or the lot a credit filled."
     )
