@@ -5,10 +5,9 @@
 --
 -- The first argument picks the account: "hot" charges the account "hot", anything else a
 -- random one of acct-00000 … acct-09999. The second prefixes the keys, so runs never replay
--- each other. done() prints "non-2xx: N" and, when there were any, the first one's status
--- and body, for the bench to parse.
+-- each other. Refusals are counted by refusals.lua, for the bench to parse.
 
-local threads = {}
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "refusals.lua")
 
 function setup(thread)
    thread:set("number", #threads + 1)
@@ -19,8 +18,6 @@ local hot = false
 local prefix = "wrk"
 local sent = 0
 local headers = {}
-errors = 0
-first_error = nil
 
 function init(args)
    hot = args[1] == "hot"
@@ -42,25 +39,4 @@ function request()
    headers["Idempotency-Key"] = prefix .. "-" .. sent
    local body = '{"account_id": "' .. account .. '", "amount": 1}'
    return wrk.format("POST", "/v1/charges", headers, body)
-end
-
-function response(status, _headers, body)
-   if status < 200 or status > 299 then
-      errors = errors + 1
-      if first_error == nil then
-         first_error = status .. " " .. body
-      end
-   end
-end
-
-function done(summary, latency, requests)
-   local total, first = 0, nil
-   for _, thread in ipairs(threads) do
-      total = total + thread:get("errors")
-      first = first or thread:get("first_error")
-   end
-   io.write(string.format("non-2xx: %d\n", total))
-   if first ~= nil then
-      io.write("first error: " .. first .. "\n")
-   end
 end

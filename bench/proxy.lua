@@ -5,10 +5,10 @@
 --
 -- The first argument "stream" asks for a streamed completion; anything else a plain one.
 -- A second argument N > 1 names a random one of the accounts bench-0 … bench-(N-1) in
--- X-Creditsd-Account on each request; otherwise the request is built once per thread. done() prints "non-2xx: N" and, when there were any,
--- the first one's status and body, for the bench to parse (as charges.lua does).
+-- X-Creditsd-Account on each request; otherwise the request is built once per thread.
+-- Refusals are counted by refusals.lua, for the bench to parse.
 
-local threads = {}
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "") .. "refusals.lua")
 
 function setup(thread)
    table.insert(threads, thread)
@@ -17,8 +17,6 @@ end
 local request_text = nil
 local body = nil
 local accounts = 1
-errors = 0
-first_error = nil
 
 function init(args)
    local stream = ""
@@ -39,25 +37,4 @@ function request()
       return wrk.format("POST", nil, nil, body)
    end
    return request_text
-end
-
-function response(status, _headers, body)
-   if status < 200 or status > 299 then
-      errors = errors + 1
-      if first_error == nil then
-         first_error = status .. " " .. body
-      end
-   end
-end
-
-function done(summary, latency, requests)
-   local total, first = 0, nil
-   for _, thread in ipairs(threads) do
-      total = total + thread:get("errors")
-      first = first or thread:get("first_error")
-   end
-   io.write(string.format("non-2xx: %d\n", total))
-   if first ~= nil then
-      io.write("first error: " .. first .. "\n")
-   end
 end
