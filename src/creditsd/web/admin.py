@@ -408,7 +408,7 @@ async def account_page(
 def _units(ledger: Ledger, text: str) -> int:
     """A positive amount of credits typed in a form, in minor units."""
     try:
-        units = ledger.money.to_minor(text.replace(",", ""))
+        units = ledger.money.to_minor(text.replace(",", ""), allow_zero=True, allow_negative=True)
     except AmountError:
         raise InvalidRequest(
             f"Enter the amount as a number of credits with at most {ledger.money.scale} "
@@ -596,8 +596,28 @@ async def audit_log(
         records=[record.in_credits(ledger.money) for record in found.items],
         next_cursor=found.next_cursor,
         wanted=wanted,
-        shown=lambda state: "" if state is None else jsonio.dumps(state),
+        described=_described,
     )
+
+
+def _described(before: dict[str, Any] | None, after: dict[str, Any] | None) -> list[str]:
+    """An audit record's states as lines: ``balance: 3 → 103``, ``transfer_id: tr_1``."""
+    before, after = before or {}, after or {}
+    lines = []
+    for name in dict.fromkeys([*before, *after]):
+        if name not in after:
+            lines.append(f"{name}: {_shown(before[name])} before")
+        elif name in before and before[name] != after[name]:
+            lines.append(f"{name}: {_shown(before[name])} → {_shown(after[name])}")
+        else:
+            lines.append(f"{name}: {_shown(after[name])}")
+    return lines
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "none"
+    return value if isinstance(value, str) else jsonio.dumps(value)
 
 
 # Webhooks: what came in, what goes out
@@ -646,8 +666,7 @@ async def deliveries(
         "deliveries.html",
         messages=found.items,
         next_cursor=found.next_cursor,
-        status=chosen,
-        statuses=OUTBOX_STATUSES,
+        state=chosen,
     )
 
 
