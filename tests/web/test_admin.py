@@ -548,3 +548,46 @@ async def test_price_catalog_versions_and_what_changed(
         await expect(page.get_by_text("No differences.")).to_be_visible()
         missing = await page.goto(f"{base}/admin/pricing/9")
         assert missing is not None and missing.status == 404
+
+
+async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    await ledger.open_account("nul")
+    async with serve_app(ledger) as base, console(base, secret) as http:
+        csrf = token_in((await http.get("/admin/accounts/nul")).text)
+        answers = {
+            "search": await http.get("/admin/accounts", params={"q": "nu\x00l"}),
+            "audit": await http.get("/admin/audit", params={"target": "\x00", "actor": "x" * 999}),
+            "version": await http.get(f"/admin/pricing/{2**40}"),
+            "against": await http.get("/admin/pricing/1", params={"against": "-1"}),
+            "inbox": await http.get("/admin/inbox", params={"source": "nowhere"}),
+            "outbox": await http.get("/admin/deliveries", params={"status": "lost"}),
+            "delivery": await http.post(
+                f"/admin/deliveries/{2**70}/redeliver", data={"csrf": csrf}
+            ),
+            "no delivery": await http.post(
+                "/admin/deliveries/12345/redeliver", data={"csrf": csrf}
+            ),
+            "repair nobody": await http.post("/admin/reconcile/nobody/repair", data={"csrf": csrf}),
+        }
+        grant = await http.post(
+            "/admin/accounts/nul/grant",
+            data={"csrf": csrf, "amount": "1", "reason": "fix\x00ed"},
+            follow_redirects=True,
+        )
+    statuses = {name: answer.status_code for name, answer in answers.items()}
+    assert statuses == {
+        "search": 200,
+        "audit": 200,
+        "version": 422,
+        "against": 422,
+        "inbox": 200,
+        "outbox": 200,
+        "delivery": 422,
+        "no delivery": 404,
+        "repair nobody": 404,
+    }
+    assert "nul" in answers["search"].text
+    assert all("Traceback" not in answer.text for answer in answers.values())
+    assert grant.status_code == 200 and "Granted 1 credit;" in grant.text
+    assert (await ledger.transactions("nul")).items[0].description == "fixed"

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
 
 import simplejson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import FormData
@@ -38,7 +38,7 @@ from creditsd.ledger import export
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.models import Account, Transfer
-from creditsd.money import AmountError
+from creditsd.money import INT64_MAX, AmountError
 from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
@@ -71,6 +71,7 @@ PAGE_SIZE = 25
 SIDE_LIST = 20  # holds, lots and deliveries shown on an account's page
 REASON_LENGTH = 500
 INBOX_SOURCES = ("stripe", "clerk")
+CATALOG_VERSION_MAX = 2**31 - 1  # the column is a 32-bit integer
 
 
 class SignedOut(Exception):
@@ -135,6 +136,12 @@ async def operator(request: Request) -> Operator:
     return Operator(key, session)
 
 
+def typed(value: str | None, limit: int) -> str:
+    """What someone typed, trimmed, without NUL characters (no database keeps them), cut
+    to ``limit`` characters; '' for nothing."""
+    return (value or "").replace("\x00", "").strip()[:limit]
+
+
 @dataclass(frozen=True, slots=True)
 class Submission:
     """A console form, posted by a signed-in operator with the session's CSRF token."""
@@ -145,7 +152,7 @@ class Submission:
     def text(self, name: str, limit: int = REASON_LENGTH) -> str:
         """A text field, trimmed and cut to ``limit`` characters ('' when absent)."""
         value = self.form.get(name)
-        return value.strip()[:limit] if isinstance(value, str) else ""
+        return typed(value if isinstance(value, str) else None, limit)
 
 
 async def submission(request: Request, op: Annotated[Operator, Depends(operator)]) -> Submission:
@@ -330,7 +337,7 @@ async def accounts(
     request: Request, op: Signed, q: str | None = None, cursor: str | None = None
 ) -> Response:
     """Customer accounts, searched by id or alias prefix."""
-    search = (q or "").strip()[:128] or None
+    search = typed(q, 128) or None
     found = await ledger_of(request).list_accounts(limit=PAGE_SIZE, cursor=cursor, search=search)
     return await render(
         request, op, "accounts.html", accounts=found.items, next_cursor=found.next_cursor, q=search
@@ -493,13 +500,14 @@ async def adjust(request: Request, posted: Posted, account_id: str) -> Response:
 
 
 def _moved(verb: str, transfer: Transfer, ledger: Ledger) -> str:
-    side = transfer.customer_account_id
-    balance = transfer.balance_after(side)
-    said = f"{verb} {credits(ledger.money.to_decimal(transfer.amount))} credits"
-    if balance is not None:
-        said += f"; the balance is now {credits(ledger.money.to_decimal(balance))}"
+    """What a grant or adjustment did: ``Granted 100 credits; the balance is now 103 (tr_…).``"""
     if transfer.replayed:
         return f"This form was already sent: nothing more was done ({transfer.id})."
+    moved = ledger.money.to_decimal(transfer.amount)
+    said = f"{verb} {credits(moved)} credit{'' if moved == 1 else 's'}"
+    balance = transfer.balance_after(transfer.customer_account_id)
+    if balance is not None:
+        said += f"; the balance is now {credits(ledger.money.to_decimal(balance))}"
     return f"{said} ({transfer.id})."
 
 
@@ -580,9 +588,9 @@ async def audit_log(
     """What operators and apps did, newest first; narrowed by target, actor or action."""
     ledger = ledger_of(request)
     wanted = AuditFilter(
-        target=(target or "").strip()[:255] or None,
-        actor=(actor or "").strip()[:128] or None,
-        action=(action or "").strip()[:64] or None,
+        target=typed(target, 255) or None,
+        actor=typed(actor, 128) or None,
+        action=typed(action, 64) or None,
     )
     found = await db.run(
         ledger.engine,
@@ -671,7 +679,9 @@ async def deliveries(
 
 
 @router.post("/deliveries/{delivery_id}/redeliver")
-async def redeliver(request: Request, posted: Posted, delivery_id: int) -> Response:
+async def redeliver(
+    request: Request, posted: Posted, delivery_id: Annotated[int, Path(ge=1, le=INT64_MAX)]
+) -> Response:
     """Send a delivery again (audited)."""
     ledger = ledger_of(request)
     message = await db.run(
@@ -714,7 +724,10 @@ async def pricing(request: Request, op: Signed, cursor: str | None = None) -> Re
 
 @router.get("/pricing/{version}")
 async def pricing_version(
-    request: Request, op: Signed, version: int, against: int | None = None
+    request: Request,
+    op: Signed,
+    version: Annotated[int, Path(ge=1, le=CATALOG_VERSION_MAX)],
+    against: Annotated[int | None, Query(ge=1, le=CATALOG_VERSION_MAX)] = None,
 ) -> Response:
     """One catalog version: what changed from another (by default the one before), and
     its whole content."""
