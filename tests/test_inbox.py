@@ -1,4 +1,4 @@
-"""The webhook inbox as operators read it: newest first, a page at a time, by source."""
+"""The webhook inbox as operators read it: a source's events newest first, a page at a time."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ async def test_received_events_page_newest_first(ledger: Ledger, clock: Clock) -
     clock.advance(60)
     await receive(("clerk", "msg_a"), ("stripe", "evt_late"))
 
-    async def listed(source: str | None) -> list[str]:
+    async def listed(source: str) -> list[str]:
         seen: list[str] = []
         cursor: str | None = None
         while True:
@@ -39,9 +39,9 @@ async def test_received_events_page_newest_first(ledger: Ledger, clock: Clock) -
                 return seen
             cursor = page.next_cursor
 
-    assert await listed(None) == ["evt_late", "msg_a", "evt_2", "evt_1", "evt_0"]
+    assert await listed("stripe") == ["evt_late", "evt_2", "evt_1", "evt_0"]
     assert await listed("clerk") == ["msg_a"]
     with pytest.raises(InvalidCursor):
         await db.run(
-            ledger.engine, lambda conn: inbox.recent(conn, None, limit=2, cursor="eyJ4Ijox")
+            ledger.engine, lambda conn: inbox.recent(conn, "stripe", limit=2, cursor="eyJ4Ijox")
         )

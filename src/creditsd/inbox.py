@@ -155,31 +155,26 @@ async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIte
 
 
 async def recent(
-    conn: AsyncConnection, source: str | None, *, limit: int, cursor: str | None
+    conn: AsyncConnection, source: str, *, limit: int, cursor: str | None
 ) -> Page[Event]:
-    """One page of the events received (from one source, if given), newest first."""
-    query = select(webhook_events).order_by(
-        _E.received_at.desc(), _E.source.desc(), _E.event_id.desc()
+    """One page of a source's events, newest first (through its ``(source, received_at)``
+    index)."""
+    query = (
+        select(webhook_events)
+        .where(_E.source == source)
+        .order_by(_E.received_at.desc(), _E.event_id.desc())
     )
-    if source is not None:
-        query = query.where(_E.source == source)
     position = decode_cursor(cursor)
     if position is not None:
         try:
-            moment, last_source, last_id = jsonio.loads(position)
+            moment, last_id = jsonio.loads(position)
             received = datetime.fromisoformat(moment)
         except (ValueError, TypeError) as exc:
             raise InvalidCursor from exc
         query = query.where(
             or_(
                 _E.received_at < received,
-                and_(
-                    _E.received_at == received,
-                    or_(
-                        _E.source < last_source,
-                        and_(_E.source == last_source, _E.event_id < last_id),
-                    ),
-                ),
+                and_(_E.received_at == received, _E.event_id < last_id),
             )
         )
     rows = (await conn.execute(query.limit(limit + 1))).all()
@@ -187,7 +182,4 @@ async def recent(
     if len(rows) <= limit:
         return Page(events, None)
     last = events[-1]
-    return Page(
-        events,
-        encode_cursor(jsonio.dumps([last.received_at.isoformat(), last.source, last.event_id])),
-    )
+    return Page(events, encode_cursor(jsonio.dumps([last.received_at.isoformat(), last.event_id])))

@@ -431,7 +431,7 @@ async def test_a_dead_webhook_is_sent_again(
     try:
         with Receiver() as receiver:
             async with client_for(hooked, secret) as api:
-                await register(api, receiver.url, ["charge.succeeded"])
+                _endpoint, signing_secret = await register(api, receiver.url, ["charge.succeeded"])
             await hooked.grant("hal", 10 * CREDIT)
             await hooked.charge("hal", CREDIT)
             receiver.failures_left = 10**6
@@ -445,6 +445,7 @@ async def test_a_dead_webhook_is_sent_again(
                 await page.get_by_role("link", name="Failed").click()
                 row = page.locator("tbody tr", has_text="charge.succeeded")
                 await expect(row).to_contain_text("HTTP 503")
+                assert signing_secret not in await page.content()
                 await shoot(page, "admin-outbox")
                 await row.get_by_role("button", name=re.compile("Send delivery")).click()
                 await expect(page.get_by_role("status")).to_contain_text(
@@ -511,16 +512,16 @@ async def test_the_inbox_shows_what_stripe_and_clerk_sent(
         page = await context.new_page()
         await sign_in(page, base, secret)
         await page.get_by_role("link", name="Inbox").click()
-        await expect(page.locator("tbody tr")).to_have_count(2)
-        paid = page.locator("tbody tr", has_text="evt_paid")
+        paid = page.locator("tbody tr")
+        await expect(paid).to_have_count(1)
+        await expect(paid).to_contain_text("evt_paid")
         await expect(paid).to_contain_text("credited")
         await expect(paid).to_contain_text("tr_1")
-        await expect(page.locator("tbody tr", has_text="msg_user")).to_contain_text(
-            "Not handled yet"
-        )
         await shoot(page, "admin-inbox")
         await page.get_by_role("link", name="Clerk").click()
         await expect(page.locator("tbody tr")).to_have_count(1)
+        await expect(page.locator("tbody tr")).to_contain_text("msg_user")
+        await expect(page.locator("tbody tr")).to_contain_text("Not handled yet")
 
 
 async def test_price_catalog_versions_and_what_changed(

@@ -29,7 +29,9 @@ from creditsd import db, inbox, jsonio
 from creditsd.api.auth import actor, ledger_of
 from creditsd.audit import service as audit_service
 from creditsd.audit.models import AuditFilter
+from creditsd.clerk.service import SOURCE as CLERK_SOURCE
 from creditsd.errors import CreditsError, Forbidden, InvalidRequest, NotFound
+from creditsd.gateway.service import GATEWAY_APP
 from creditsd.holds import repository as holds_repo
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
@@ -39,9 +41,9 @@ from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.models import Account, Transfer
 from creditsd.money import INT64_MAX, AmountError
-from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
+from creditsd.stripe.billing import SOURCE as STRIPE_SOURCE
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.tables import OUTBOX_STATUSES
 from creditsd.web.pages import (
@@ -70,7 +72,7 @@ NOTICE_SECONDS = 120
 PAGE_SIZE = 25
 SIDE_LIST = 20  # holds, lots and deliveries shown on an account's page
 REASON_LENGTH = 500
-INBOX_SOURCES = ("stripe", "clerk")
+INBOX_SOURCES = {STRIPE_SOURCE: "Stripe", CLERK_SOURCE: "Clerk", GATEWAY_APP: "Gateway"}
 CATALOG_VERSION_MAX = 2**31 - 1  # the column is a 32-bit integer
 
 
@@ -633,10 +635,10 @@ def _shown(value: object) -> str:
 
 @router.get("/inbox")
 async def inbox_page(
-    request: Request, op: Signed, source: str | None = None, cursor: str | None = None
+    request: Request, op: Signed, source: str = STRIPE_SOURCE, cursor: str | None = None
 ) -> Response:
-    """Events Stripe and Clerk sent, newest first, with what handling them did."""
-    chosen = source if source in INBOX_SOURCES else None
+    """What Stripe, Clerk or the gateway sent, newest first, with what handling it did."""
+    chosen = source if source in INBOX_SOURCES else STRIPE_SOURCE
     ledger = ledger_of(request)
     found = await db.run(
         ledger.engine,
@@ -704,21 +706,18 @@ async def redeliver(
 async def pricing(request: Request, op: Signed, cursor: str | None = None) -> Response:
     """The published price catalog versions, newest first."""
     ledger = ledger_of(request)
-    before = decode_id_cursor(cursor)
-    rows = await db.run(
+    found = await db.run(
         ledger.engine,
-        lambda conn: pricing_repo.versions(conn, before, PAGE_SIZE + 1),
+        lambda conn: pricing_service.versions(conn, limit=PAGE_SIZE, cursor=cursor),
         readonly=True,
     )
-    more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
     return await render(
         request,
         op,
         "pricing.html",
-        versions=rows,
+        versions=found.items,
         current=(await ledger.catalog()).version,
-        next_cursor=encode_cursor(str(rows[-1].version)) if more else None,
+        next_cursor=found.next_cursor,
     )
 
 
