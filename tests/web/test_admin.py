@@ -349,6 +349,8 @@ async def test_signing_out_ends_the_session(ledger: Ledger, context: BrowserCont
     async with serve_app(ledger) as base:
         page = await context.new_page()
         await sign_in(page, base, secret)
+        await page.goto(f"{base}/admin/login")  # a signed-in browser goes straight in
+        await expect(page).to_have_url(f"{base}/admin/accounts")
         await page.get_by_role("button", name="Sign out").click()
         await expect(page.get_by_role("status")).to_have_text("You are signed out.")
         await page.goto(f"{base}/admin/accounts")
