@@ -160,6 +160,7 @@ async def test_adjustments_go_both_ways_and_never_overdraw(ledger: Ledger) -> No
         ({"amount": "ten", "reason": "promo"}, "Enter the amount as a number of credits"),
         ({"amount": "0", "reason": "promo"}, "Enter an amount greater than zero"),
         ({"amount": "0.00001", "reason": "promo"}, "at most 4 decimal places"),
+        ({"amount": "2,5", "reason": "promo"}, "like 100 or 2.5"),  # never read as 25
     ],
 )
 async def test_a_grant_needs_a_reason_and_a_real_amount(
@@ -263,7 +264,7 @@ async def test_a_key_without_the_admin_scope_is_refused(ledger: Ledger, scope: s
         )
         after = await http.get("/admin/accounts")
     assert refused.status_code == 403
-    assert f"This is an {scope!r} key. The admin console needs a key with scope 'admin'." in (
+    assert f"This key's scope is {scope!r}. The admin console needs a key with scope 'admin'." in (
         refused.text.replace("&#39;", "'")
     )
     assert secret not in refused.text
@@ -449,7 +450,7 @@ async def test_a_dead_webhook_is_sent_again(
                 await expect(row).to_contain_text("HTTP 503")
                 assert signing_secret not in await page.content()
                 await shoot(page, "admin-outbox")
-                await row.get_by_role("button", name=re.compile("Send delivery")).click()
+                await row.get_by_role("button", name=re.compile("Send again")).click()
                 await expect(page.get_by_role("status")).to_contain_text(
                     "(charge.succeeded) is queued to be sent again"
                 )

@@ -312,7 +312,7 @@ async def login(request: Request) -> Response:
         return await _login_page(
             request,
             403,
-            f"This is an {key.scope!r} key. The admin console needs a key with scope 'admin'.",
+            f"This key's scope is {key.scope!r}. The admin console needs a key with scope 'admin'.",
         )
     response = await done(request, HOME_URL, f"Signed in with the key {key.name} ({key.hint}).")
     lifetime = timedelta(seconds=ledger.settings.web.admin_session_seconds)
@@ -417,7 +417,7 @@ async def account_page(
 def _units(ledger: Ledger, text: str) -> int:
     """A positive amount of credits typed in a form, in minor units."""
     try:
-        units = ledger.money.to_minor(text.replace(",", ""), allow_zero=True, allow_negative=True)
+        units = ledger.money.to_minor(text, allow_zero=True, allow_negative=True)
     except AmountError:
         raise InvalidRequest(
             f"Enter the amount as a number of credits with at most {ledger.money.scale} "
@@ -531,7 +531,7 @@ async def set_status(request: Request, posted: Posted, account_id: str) -> Respo
             actor=posted.operator.actor,
         )
         if not changed:
-            return f"The account was already {STATUS_DONE[wanted]}."
+            return f"Nothing changed: the account was already {wanted}."
         return f"The account is {STATUS_DONE[wanted]}."
 
     return await _act(request, posted, account_id, work)
