@@ -33,6 +33,7 @@ from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.ledger import export
 from creditsd.ledger.models import Verification
 from creditsd.migrations import SchemaNotCurrent
 from creditsd.money import AmountError
@@ -702,21 +703,6 @@ def audit(
     out.print(table)
 
 
-EXPORT_COLUMNS = [
-    "id",
-    "created_at",
-    "kind",
-    "debit_account_id",
-    "credit_account_id",
-    "amount",
-    "app",
-    "idempotency_key",
-    "hold_id",
-    "description",
-    "metadata",
-]
-
-
 @export_app.command("transactions")
 def export_transactions(
     since: Annotated[str | None, typer.Option(help="From this UTC date/time, inclusive.")] = None,
@@ -730,25 +716,10 @@ def export_transactions(
 
     async def work(ledger: Ledger, stream: TextIO) -> int:
         writer = csv.writer(stream)
-        writer.writerow(EXPORT_COLUMNS)
+        writer.writerow(export.COLUMNS)
         count = 0
         async for page in ledger.export_transfers(start, end):
-            for t in page:
-                writer.writerow(
-                    [
-                        t.id,
-                        jsonio.format_timestamp(t.created_at),
-                        t.kind,
-                        t.debit_account_id,
-                        t.credit_account_id,
-                        ledger.money.to_decimal(t.amount),
-                        t.app,
-                        t.idempotency_key,
-                        t.hold_id or "",
-                        t.description or "",
-                        "" if t.metadata is None else jsonio.dumps(t.metadata),
-                    ]
-                )
+            writer.writerows(export.row(transfer, ledger.money) for transfer in page)
             count += len(page)
         return count
 

@@ -11,10 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd import jsonio
+from creditsd.ledger.models import Page
 from creditsd.ledger.statements import insert_or_skip
+from creditsd.pagination import InvalidCursor, decode_cursor, encode_cursor
 from creditsd.tables import webhook_events
 
 _E = webhook_events.c
@@ -149,3 +152,34 @@ async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIte
             return
         yield [Event(**row._asdict()) for row in rows]
         after = rows[-1].event_id
+
+
+async def recent(
+    conn: AsyncConnection, source: str, *, limit: int, cursor: str | None
+) -> Page[Event]:
+    """One page of a source's events, newest first (through its ``(source, received_at)``
+    index)."""
+    query = (
+        select(webhook_events)
+        .where(_E.source == source)
+        .order_by(_E.received_at.desc(), _E.event_id.desc())
+    )
+    position = decode_cursor(cursor)
+    if position is not None:
+        try:
+            moment, last_id = jsonio.loads(position)
+            received = datetime.fromisoformat(moment)
+        except (ValueError, TypeError) as exc:
+            raise InvalidCursor from exc
+        query = query.where(
+            or_(
+                _E.received_at < received,
+                and_(_E.received_at == received, _E.event_id < last_id),
+            )
+        )
+    rows = (await conn.execute(query.limit(limit + 1))).all()
+    events = [Event(**row._asdict()) for row in rows[:limit]]
+    if len(rows) <= limit:
+        return Page(events, None)
+    last = events[-1]
+    return Page(events, encode_cursor(jsonio.dumps([last.received_at.isoformat(), last.event_id])))

@@ -231,6 +231,20 @@ class Ledger:
             )
         )
 
+    async def set_status(
+        self, account_id: str, status: str, *, reason: str | None = None, actor: str = LOCAL_APP
+    ) -> bool:
+        """Make an account active, frozen or closed (audited with ``reason``); False when
+        it already was."""
+        if status not in ACCOUNT_STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
+
+        async def work(conn: AsyncConnection, now: datetime) -> bool:
+            found = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
+            return await ledger.set_status(conn, found, status, now, actor=actor, reason=reason)
+
+        return await self._write(work)
+
     async def _on_account(
         self,
         name: str,
@@ -367,6 +381,38 @@ class Ledger:
                 reason=reason,
                 metadata=metadata,
                 lot=lot,
+            )
+        )
+
+    async def adjust(
+        self,
+        account_id: str,
+        change: int,
+        *,
+        reason: str,
+        idempotency_key: str | None = None,
+        app: str = LOCAL_APP,
+        actor: str = LOCAL_APP,
+    ) -> Transfer:
+        """Correct an account by ``change`` minor units: credit when positive, debit when
+        negative (audited, ``reason`` kept on the transfer)."""
+        if isinstance(change, bool) or not isinstance(change, int) or change == 0:
+            raise InvalidAmount("change", "must be a non-zero int")
+        _units(abs(change), "change")
+        if not reason.strip():
+            raise InvalidRequest("an adjustment needs a reason", field="reason")
+        key = resolve_key(idempotency_key)
+        return await self._write(
+            lambda conn, now: ledger.adjust(
+                conn,
+                account_id,
+                change,
+                self.policy,
+                now,
+                actor=actor,
+                app=app,
+                idempotency_key=key,
+                reason=reason,
             )
         )
 

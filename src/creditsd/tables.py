@@ -279,6 +279,7 @@ webhook_events = Table(
     Column("outcome", String(64), nullable=True),
     Column("detail", JSON(none_as_null=True), nullable=True),  # transfers made, what was skipped
     Index(None, "type", "received_at"),
+    Index(None, "source", "received_at"),  # each source's events, newest first
 )
 
 # The one Stripe customer each account pays as.

@@ -115,3 +115,22 @@ def test_lifetimes_are_written_in_hours_or_days(text: str, lifetime: timedelta) 
 def test_a_lifetime_that_is_not_hours_or_days_is_refused(text: str) -> None:
     with pytest.raises(InvalidRequest, match="like 12h or 30d"):
         keys.parse_lifetime(text)
+
+
+async def test_a_key_is_live_by_its_id_until_it_expires_or_is_revoked(
+    ledger: Ledger, clock: Clock
+) -> None:
+    expiring, _secret = await create_expiring(ledger, HOUR)
+    lasting, _other = await create_expiring(ledger, None)
+
+    async def live(key_id: str) -> keys.ApiKey | None:
+        return await db.run(ledger.engine, lambda conn: keys.live_key(conn, key_id, ledger.now()))
+
+    assert await live(expiring.id) == expiring
+    clock.advance(HOUR.total_seconds())
+    assert await live(expiring.id) is None
+    await db.run(
+        ledger.engine, lambda conn: keys.revoke_key(conn, lasting.id, clock.now, actor="t")
+    )
+    assert await live(lasting.id) is None
+    assert await live("key_unknown") is None

@@ -9,7 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
+from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.ledger import lot_repository
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from creditsd.ledger.models import EXPIRED
 from tests.conftest import Clock, LedgerFactory, body
@@ -195,3 +197,22 @@ async def test_one_account_that_cannot_lapse_never_stops_the_sweep_of_the_others
     monkeypatch.undo()
     assert await ledger.expire_lots() == 1  # aa, left for the next sweep
     assert [(await ledger.get_account(name)).balance for name in ("aa", "bb")] == [0, 0]
+
+
+async def test_an_accounts_live_lots_are_listed_in_spending_order(
+    ledger: Ledger, clock: Clock
+) -> None:
+    bought = await ledger.grant("ada", 10 * CREDIT, source="purchase")
+    lasting = await ledger.grant("ada", 5 * CREDIT)
+    soon = await ledger.grant("ada", 5 * CREDIT, expires_at=clock.now + timedelta(days=1))
+    await ledger.charge("ada", 5 * CREDIT)  # the promotion that lapses first is spent
+
+    async def listed(conn: Any) -> list[Any]:
+        return await lot_repository.live_lots(conn, "ada", 10)
+
+    lots = await db.run(ledger.engine, listed, readonly=True)
+    assert [(lot.id, lot.remaining) for lot in lots] == [
+        (lasting.lots[0].lot_id, 5 * CREDIT),
+        (bought.lots[0].lot_id, 10 * CREDIT),
+    ]
+    assert soon.lots[0].lot_id not in {lot.id for lot in lots}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from creditsd.errors import InvalidAmount
+from creditsd.errors import InvalidAmount, InvalidRequest
 from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import (
     AccountNotFound,
@@ -15,9 +15,9 @@ from creditsd.ledger.errors import (
     InvalidAccountId,
     OverdraftInUse,
 )
-from creditsd.ledger.models import GRANTS, REVENUE, SIGNUP
+from creditsd.ledger.models import ADJUSTMENTS, GRANTS, REVENUE, SIGNUP
 from creditsd.money import INT64_MAX
-from tests.conftest import LedgerFactory
+from tests.conftest import LedgerFactory, audit_trail
 
 CREDIT = 10_000  # minor units per credit at the default scale
 
@@ -270,3 +270,41 @@ async def test_scale_is_fixed_once_a_database_has_data(make_ledger: LedgerFactor
     await make_ledger()
     with pytest.raises(ConfigError, match="scale"):
         await make_ledger(ledger={"scale": 2})
+
+
+async def test_adjustments_correct_a_balance_both_ways_with_their_reason(ledger: Ledger) -> None:
+    await ledger.grant("kim", 10 * CREDIT)
+    up = await ledger.adjust("kim", 3 * CREDIT, reason="missed top-up", actor="cli:ops")
+    await ledger.set_status("kim", "frozen", reason="dispute", actor="cli:ops")
+    down = await ledger.adjust("kim", -5 * CREDIT, reason="double credit", actor="cli:ops")
+    assert (up.kind, up.debit_account_id, up.description) == (
+        "adjustment",
+        ADJUSTMENTS,
+        "missed top-up",
+    )
+    assert (down.debit_account_id, down.credit_account_id) == ("kim", ADJUSTMENTS)
+    assert down.debit_balance_after == 8 * CREDIT  # an operator's debit goes on while frozen
+    with pytest.raises(InsufficientCredits):
+        await ledger.adjust("kim", -9 * CREDIT, reason="too much")
+    with pytest.raises(InvalidRequest):
+        await ledger.adjust("kim", CREDIT, reason="  ")
+    with pytest.raises(InvalidAmount):
+        await ledger.adjust("kim", 0, reason="nothing")
+    assert await ledger.ledger_total() == 0
+    async with ledger.engine.connect() as conn:
+        trail = [(r.action, r.actor, r.after.get("reason")) for r in await audit_trail(conn, "kim")]
+    assert trail[1:] == [
+        ("adjustment", "cli:ops", "missed top-up"),
+        ("account.frozen", "cli:ops", "dispute"),
+        ("adjustment", "cli:ops", "double credit"),
+    ]
+
+
+async def test_setting_a_status_twice_changes_it_once(ledger: Ledger) -> None:
+    await ledger.open_account("lee")
+    assert await ledger.set_status("lee", "closed") is True
+    assert await ledger.set_status("lee", "closed") is False
+    with pytest.raises(InvalidRequest):
+        await ledger.set_status("lee", "gone")
+    with pytest.raises(AccountNotFound):
+        await ledger.set_status("nobody", "frozen")

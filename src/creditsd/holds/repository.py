@@ -41,6 +41,17 @@ async def get_hold(conn: AsyncConnection, hold_id: str, *, lock: bool = False) -
     return None if row is None else hold_from_row(row)
 
 
+async def open_holds_of(conn: AsyncConnection, account_id: str, limit: int) -> list[Hold]:
+    """Up to ``limit`` of an account's open holds, soonest to expire first."""
+    query = (
+        select(*HOLD_COLUMNS)
+        .where(_H.account_id == account_id, _H.status == "open")
+        .order_by(_H.expires_at, _H.id)
+        .limit(limit)
+    )
+    return [hold_from_row(row) for row in await conn.execute(query)]
+
+
 async def lock_for_capture(
     conn: AsyncConnection, hold_id: str, app: str, key: str
 ) -> tuple[Hold, tuple[Transfer, str] | None] | None:

@@ -202,6 +202,17 @@ async def authenticate(conn: AsyncConnection, secret: str, now: datetime) -> Api
     return key
 
 
+async def live_key(conn: AsyncConnection, key_id: str, now: datetime) -> ApiKey | None:
+    """The key with this id while it still works: not revoked, not expired (None after)."""
+    row = (
+        await conn.execute(select(*_COLUMNS).where(_K.id == key_id, _K.revoked_at.is_(None)))
+    ).first()
+    if row is None or row.name in INTERNAL_APPS:
+        return None
+    key = ApiKey(*row)
+    return None if key.expired(now) else key
+
+
 async def list_keys(conn: AsyncConnection) -> list[ApiKey]:
     """Every key, oldest first, revoked ones included."""
     rows = await conn.execute(select(*_COLUMNS).order_by(_K.id))

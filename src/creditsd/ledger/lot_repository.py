@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger import statements
-from creditsd.ledger.models import LotPart
+from creditsd.ledger.models import Lot, LotPart
 from creditsd.tables import accounts, lot_spends, lots, transfers
 
 _L = lots.c
@@ -34,6 +34,18 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
     for account_id, source, total in rows:
         found.setdefault(account_id, {})[source] = int(total)
     return found
+
+
+async def live_lots(conn: AsyncConnection, account_id: str, limit: int) -> list[Lot]:
+    """Up to ``limit`` of an account's lots with credits left, in the order debits spend
+    them (by priority, then soonest expiry, none last)."""
+    query = (
+        select(_L.id, _L.source, _L.amount, _L.remaining, _L.priority, _L.expires_at, _L.created_at)
+        .where(_L.account_id == account_id, _LIVE)
+        .order_by(_L.priority, _L.expires_at.is_(None), _L.expires_at, _L.id)
+        .limit(limit)
+    )
+    return [Lot(*row) for row in await conn.execute(query)]
 
 
 async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:

@@ -104,6 +104,19 @@ class LotPart:
 
 
 @dataclass(frozen=True, slots=True)
+class Lot:
+    """Credits that came into an account together: where from, what is left, when they lapse."""
+
+    id: str
+    source: str
+    amount: int
+    remaining: int
+    priority: int
+    expires_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """One immutable movement of ``amount`` from the debit account to the credit account."""
 

@@ -23,6 +23,7 @@ from creditsd.ledger.errors import (
 )
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import (
+    ADJUSTMENTS,
     GRANTS,
     REVENUE,
     SYSTEM_APP,
@@ -336,6 +337,63 @@ async def grant(
             target=transfer.credit_account_id,
             before={"balance": (transfer.credit_balance_after or 0) - amount},
             after={"balance": transfer.credit_balance_after, "transfer_id": transfer.id},
+            now=now,
+        )
+    return transfer
+
+
+async def adjust(
+    conn: AsyncConnection,
+    account_id: str,
+    change: int,
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+    app: str,
+    idempotency_key: str,
+    reason: str,
+) -> Transfer:
+    """Correct an account by ``change`` minor units against ``@adjustments``: a credit
+    when positive, a debit when negative (audited).
+
+    A debit goes on whatever the account's status, as an operator's correction, but never
+    past what the account can spend.
+    """
+    check_account_id(account_id)
+    if change > 0:
+        posting = movement(
+            "adjustment",
+            ADJUSTMENTS,
+            account_id,
+            change,
+            app=app,
+            idempotency_key=idempotency_key,
+            description=reason,
+        )
+    else:
+        posting = replace(
+            movement(
+                "adjustment",
+                account_id,
+                ADJUSTMENTS,
+                -change,
+                app=app,
+                idempotency_key=idempotency_key,
+                description=reason,
+            ),
+            system=True,
+        )
+    transfer = await post_transfer(conn, posting, policy, now)
+    if not transfer.replayed:
+        balance = transfer.balance_after(transfer.customer_account_id)
+        await audit.record(
+            conn,
+            actor=actor,
+            action="adjustment",
+            target=transfer.customer_account_id,
+            before={"balance": None if balance is None else balance - change},
+            after={"balance": balance, "transfer_id": transfer.id, "reason": reason},
             now=now,
         )
     return transfer

@@ -21,6 +21,18 @@ async def latest(conn: AsyncConnection) -> AnyRow | None:
     return (await conn.execute(query)).first()
 
 
+async def versions(conn: AsyncConnection, before: int | None, limit: int) -> list[AnyRow]:
+    """Up to ``limit`` published versions below ``before``, newest first (no contents)."""
+    query = (
+        select(_P.version, _P.digest, _P.published_by, _P.created_at)
+        .order_by(_P.version.desc())
+        .limit(limit)
+    )
+    if before is not None:
+        query = query.where(_P.version < before)
+    return list(await conn.execute(query))
+
+
 async def get_version(conn: AsyncConnection, version: int) -> AnyRow | None:
     """One published version in full."""
     return (await conn.execute(select(price_catalogs).where(_P.version == version))).first()

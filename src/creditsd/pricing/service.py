@@ -13,6 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import jsonio
 from creditsd.audit import repository as audit
+from creditsd.ledger.models import Page
+from creditsd.ledger.repository import AnyRow
+from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as repo
 from creditsd.pricing.catalog import Catalog
@@ -83,6 +86,13 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     for key, item in value.items():
         flat |= _flat(item, f"{prefix}.{key}" if prefix else str(key))
     return flat
+
+
+async def versions(conn: AsyncConnection, *, limit: int, cursor: str | None) -> Page[AnyRow]:
+    """One page of the published versions (number, digest, who and when), newest first."""
+    found = await repo.versions(conn, decode_id_cursor(cursor), limit + 1)
+    page = found[:limit]
+    return Page(page, encode_cursor(str(page[-1].version)) if len(found) > limit else None)
 
 
 async def load(conn: AsyncConnection, version: int) -> Catalog:

@@ -13,7 +13,7 @@ from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, respond
 from creditsd.idempotency import resolve_key
 from creditsd.money import INT64_MAX
-from creditsd.pagination import MAX_LIMIT, decode_id_cursor, encode_cursor
+from creditsd.pagination import MAX_LIMIT
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service
 from creditsd.webhooks.schemas import (
@@ -99,24 +99,17 @@ async def list_deliveries(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ExactJSONResponse:
     """Outbox messages, newest first: to one endpoint (or ``gateway``), in one status."""
-    before = decode_id_cursor(cursor)
-    found = await db.run(
+    page = await db.run(
         ledger.engine,
-        lambda conn: repo.messages(
-            conn,
-            destination=destination,
-            status=status,
-            before=before,
-            limit=limit + 1,
+        lambda conn: service.deliveries(
+            conn, destination=destination, status=status, limit=limit, cursor=cursor
         ),
         readonly=True,
     )
-    page = found[:limit]
-    more = len(found) > limit
     return respond(
         DeliveryPage(
-            data=[DeliveryOut.of(message) for message in page],
-            next_cursor=encode_cursor(str(page[-1].id)) if more else None,
+            data=[DeliveryOut.of(message) for message in page.items],
+            next_cursor=page.next_cursor,
         )
     )
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import aliased
 
 from creditsd.ledger.statements import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
-from creditsd.webhooks.models import BALANCE_SYNC, Backlog, Endpoint, Message
+from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Backlog, Endpoint, Message
 
 _W = webhook_endpoints.c
 _O = outbox.c
@@ -210,6 +210,19 @@ async def messages(
         query = query.where(_O.status == status)
     if before is not None:
         query = query.where(_O.id < before)
+    return [_message(row) for row in await conn.execute(query)]
+
+
+async def account_messages(conn: AsyncConnection, account_id: str, limit: int) -> list[Message]:
+    """Up to ``limit`` deliveries about one account, newest first, read through the
+    (destination, account) index: every destination is named."""
+    destinations = [GATEWAY, APP, *(await conn.execute(select(_W.id))).scalars()]
+    query = (
+        select(*_MESSAGE_COLUMNS)
+        .where(_O.destination.in_(destinations), _O.account_id == account_id)
+        .order_by(_O.id.desc())
+        .limit(limit)
+    )
     return [_message(row) for row in await conn.execute(query)]
 
 

@@ -10,7 +10,9 @@ from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.errors import NotFound
 from creditsd.idempotency import fingerprint
+from creditsd.ledger.models import Page
 from creditsd.ledger.service import check_replay
+from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import Endpoint, Message
 from creditsd.webhooks.signing import new_secret
@@ -112,3 +114,23 @@ async def retry(conn: AsyncConnection, delivery_id: int, now: datetime, *, actor
         now=now,
     )
     return message
+
+
+async def deliveries(
+    conn: AsyncConnection,
+    *,
+    destination: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Message]:
+    """One page of outbox messages, newest first: to one destination, in one status."""
+    found = await repo.messages(
+        conn,
+        destination=destination,
+        status=status,
+        before=decode_id_cursor(cursor),
+        limit=limit + 1,
+    )
+    page = found[:limit]
+    return Page(page, encode_cursor(str(page[-1].id)) if len(found) > limit else None)
