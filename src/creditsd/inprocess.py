@@ -31,7 +31,17 @@ from creditsd.ledger import statements
 from creditsd.ledger.batching import GroupCommit
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
-from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Transfer, Verification
+from creditsd.ledger.models import (
+    Account,
+    DaySpend,
+    Expiry,
+    History,
+    Hold,
+    Metadata,
+    Page,
+    Transfer,
+    Verification,
+)
 from creditsd.migrations import check_current
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
@@ -430,6 +440,23 @@ class Ledger:
             return History(found, items, None if last is None else encode_cursor(last))
 
         return await self._on_account(account_id, history, lambda name: History(name, [], None))
+
+    async def daily_spend(self, account_id: str, since: datetime) -> list[DaySpend]:
+        """What an account spent per UTC day and item (model, feature or meter) since
+        ``since``."""
+        return await self._on_account(
+            account_id,
+            lambda conn, found, _now: ledger_repo.daily_spend(conn, found, since),
+            lambda _name: [],
+        )
+
+    async def expiring_credits(self, account_id: str, *, limit: int = 10) -> list[Expiry]:
+        """An account's credits that will lapse unless spent first, soonest first."""
+        return await self._on_account(
+            account_id,
+            lambda conn, found, now: lot_repo.expiring(conn, found, now, limit),
+            lambda _name: [],
+        )
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""

@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger import statements
-from creditsd.ledger.models import LotPart
+from creditsd.ledger.models import Expiry, LotPart
 from creditsd.tables import accounts, lot_spends, lots, transfers
 
 _L = lots.c
@@ -34,6 +34,23 @@ async def by_source(conn: AsyncConnection, account_ids: list[str]) -> dict[str, 
     for account_id, source, total in rows:
         found.setdefault(account_id, {})[source] = int(total)
     return found
+
+
+async def expiring(
+    conn: AsyncConnection, account_id: str, now: datetime, limit: int
+) -> list[Expiry]:
+    """An account's live credits that lapse after ``now``, soonest first, summed per moment
+    and source (read through the spend-order index)."""
+    query = (
+        select(_L.expires_at, _L.source, func.sum(_L.remaining))
+        .where(_L.account_id == account_id, _LIVE, _L.expires_at > now)
+        .group_by(_L.expires_at, _L.source)
+        .order_by(_L.expires_at, _L.source)
+        .limit(limit)
+    )
+    return [
+        Expiry(moment, source, int(total)) for moment, source, total in await conn.execute(query)
+    ]
 
 
 async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:

@@ -13,9 +13,10 @@ from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
+from creditsd.inprocess import Ledger
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
-from creditsd.stripe.billing import SOURCE, StripeBilling
+from creditsd.stripe.billing import SOURCE, Checkout, StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
 from creditsd.stripe.schemas import (
     CheckoutCreate,
@@ -63,22 +64,10 @@ async def create_checkout_session(
     The credits are granted when Stripe's webhook says the payment succeeded, never here.
     The same idempotency key gives back the same session.
     """
-    billing.pack(body.pack)  # an unknown pack is refused before anything is written
-
-    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
-        account_id = await resolve_account(conn, body.account_id, ledger.policy, ledger.now())
-        return account_id, await repo.customer_of(conn, account_id)
-
-    account_id, customer = await db.run(ledger.engine, account_and_customer)
-    if customer is None:
-        made = await billing.create_customer(account_id)
-        customer = await db.run(
-            ledger.engine,
-            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
-        )
-    checkout = await billing.create_checkout(
-        account_id,
-        customer,
+    checkout = await sell_pack(
+        ledger,
+        billing,
+        body.account_id,
         body.pack,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
@@ -88,6 +77,49 @@ async def create_checkout_session(
     )
     publishable = billing.settings.publishable_key
     return respond(CheckoutOut.of(checkout, ledger.money, publishable), 201)
+
+
+async def sell_pack(
+    ledger: Ledger,
+    billing: StripeBilling,
+    account_name: str,
+    pack: str,
+    *,
+    success_url: str,
+    cancel_url: str | None,
+    ui_mode: str,
+    app: str,
+    idempotency_key: str | None,
+) -> Checkout:
+    """A Checkout Session selling ``pack`` to the account ``account_name`` names (created
+    when the policy allows), as its one Stripe customer (made on its first purchase).
+
+    Stripe is called between transactions; an unknown pack is refused before anything is
+    written.
+    """
+    billing.pack(pack)
+
+    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
+        account_id = await resolve_account(conn, account_name, ledger.policy, ledger.now())
+        return account_id, await repo.customer_of(conn, account_id)
+
+    account_id, customer = await db.run(ledger.engine, account_and_customer)
+    if customer is None:
+        made = await billing.create_customer(account_id)
+        customer = await db.run(
+            ledger.engine,
+            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
+        )
+    return await billing.create_checkout(
+        account_id,
+        customer,
+        pack,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        ui_mode=ui_mode,
+        app=app,
+        idempotency_key=idempotency_key,
+    )
 
 
 @webhooks.post(
