@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, Route, expect
+from playwright.async_api import BrowserContext, Route, expect
 
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse, TokenUse
@@ -20,6 +20,8 @@ from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, s
 from tests.stripe.conftest import PACKS, WEBHOOK_SECRET, deliver, fake, stripe_settings
 from tests.stripe.fake import FakeStripe
 from tests.web.conftest import shoot
+
+__all__ = ["fake"]  # the Stripe fake's fixture, served here too
 
 CREDIT = 10_000
 RETURN_URL = "https://app.example/settings"
@@ -127,7 +129,9 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         session_id = match.group(1)
         started = fake.objects[session_id]
         assert started["client_reference_id"] == "ada"
-        assert started["success_url"] == f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"
+        assert (
+            started["success_url"] == f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"
+        )
 
         success = f"{base}/billing/success?session_id={session_id}"
         await page.goto(success)
@@ -136,9 +140,7 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         completed = fake.complete_session(session_id)
         await page.goto(success)
         await expect(page.locator("h1")).to_have_text("Payment received")
-        await expect(page.locator('meta[http-equiv="refresh"]')).to_have_attribute(
-            "content", "3"
-        )
+        await expect(page.locator('meta[http-equiv="refresh"]')).to_have_attribute("content", "3")
         await shoot(page, "billing-pending")
 
         delivered = await deliver(http, fake.event("checkout.session.completed", completed))
@@ -338,8 +340,8 @@ async def test_a_session_shows_its_own_account_and_no_other(
     page = await api.get("/billing")
     assert 'data-testid="balance">12 <small>' in page.text
     assert "ada&#39;s gift" in page.text
-    for theirs in ("bo&#39;s", "340", "canvas_generation_complex"):
-        assert theirs not in page.text
+    for bos in ("bo&#39;s", "340", "canvas_generation_complex"):
+        assert bos not in page.text
 
     theirs = await api.get(f"/billing/success?session_id={bo_checkout}")
     assert theirs.status_code == 404
