@@ -463,3 +463,14 @@ async def test_usage_is_charted_per_day_by_item(
     assert re.findall(r'<td class="num">([^<]*)</td>', rows[0])[-1] == "15"
     assert re.findall(r'<td class="num">([^<]*)</td>', rows[1])[-1] == "27"
     assert page.count("<rect ") == 3 + 3  # three blocks, plus three legend swatches
+
+
+async def test_a_delayed_payment_is_shown_processing(
+    api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await api.get(await portal_url(api))
+    session_id = await _buy(api, (await api.get("/billing")).text, "1k")
+    fake.complete_session(session_id, paid=False)
+    page = await api.get(f"/billing/success?session_id={session_id}")
+    assert "<h1>Payment processing</h1>" in page.text
+    assert '<meta http-equiv="refresh" content="30">' in page.text

@@ -22,7 +22,7 @@ from creditsd.errors import NotFound, Unauthenticated
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
-from creditsd.stripe.billing import StripeBilling
+from creditsd.stripe.billing import CheckoutState, StripeBilling
 from creditsd.stripe.endpoints import sell_pack
 from creditsd.web import billing
 from creditsd.web.pages import (
@@ -42,7 +42,9 @@ router = APIRouter(prefix="/billing", include_in_schema=False)
 SECTION = "billing"  # the session cookie's name and path
 LINK = "portal-link"  # what a portal link's token is signed for
 PAGE_SIZE = 20
-REFRESH_SECONDS = 3  # how often the success page looks again for credits on their way
+# How often the success page looks again: soon for a paid purchase's credits (the webhook
+# is on its way), seldom while a bank still confirms a delayed payment.
+REFRESH_SECONDS = {"coming": 3, "processing": 30}
 CHECKOUT_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
 
 
@@ -196,15 +198,23 @@ async def success(
         checkout = await stripe.find_checkout(session_id)
         if checkout is None or checkout.account_id != account.id:
             raise NotFound("there is no such payment for this account")
-        state = "coming" if checkout.paid else checkout.status
+        state = _checkout_state(checkout)
     return page(
         request,
         "billing_success.html",
         **_account_context(account, ledger, session),
         state=state,
         added=None if payment is None else ledger.money.to_decimal(payment.credits),
-        refresh=REFRESH_SECONDS if state in {"coming", "complete"} else None,
+        refresh=REFRESH_SECONDS.get(state),
     )
+
+
+def _checkout_state(checkout: CheckoutState) -> str:
+    """What the buyer is told of a purchase not granted yet: paid and its credits coming,
+    paid by a method still processing, not finished, or expired."""
+    if checkout.paid:
+        return "coming"
+    return {"complete": "processing", "open": "unfinished"}.get(checkout.status, "expired")
 
 
 @router.get("/cancel")
