@@ -474,3 +474,30 @@ async def test_a_delayed_payment_is_shown_processing(
     page = await api.get(f"/billing/success?session_id={session_id}")
     assert "<h1>Payment processing</h1>" in page.text
     assert '<meta http-equiv="refresh" content="30">' in page.text
+
+
+async def test_an_account_s_own_threshold_decides_the_warning(
+    api: httpx.AsyncClient, shop: Ledger
+) -> None:
+    await shop.open_account("ada", initial_grant=150 * CREDIT)
+    await api.get(await portal_url(api))
+    assert 'data-testid="low-balance"' not in (await api.get("/billing")).text
+    await shop.open_account("ada", low_balance_threshold=200 * CREDIT)
+    warned = (await api.get("/billing")).text
+    assert "Your balance is low: below 200 credits." in warned
+    await shop.open_account("ada", low_balance_threshold=0)
+    assert 'data-testid="low-balance"' not in (await api.get("/billing")).text
+
+
+async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
+    api: httpx.AsyncClient, shop: Ledger, clock: Clock
+) -> None:
+    await shop.grant("ada", 10 * CREDIT, source="signup", expires_at=clock.now + timedelta(days=1))
+    await shop.open_account("ada", status="frozen")
+    clock.advance(2 * 86_400)
+    await shop.expire_lots()
+    await api.get(await portal_url(api))
+    page = (await api.get("/billing")).text
+    assert "This account is frozen" in page and "Top up" not in page
+    assert 'data-testid="balance">0 <small>' in page
+    assert "Credits expired" in page and "reached their expiry date unspent" in page

@@ -127,6 +127,8 @@ def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
         )
         if settlement.get("released"):
             said.append(f"{_credits(settlement['released'])} credits went back to you.")
+    if transfer.kind == "expiry":
+        said.append("These credits reached their expiry date unspent.")
     if transfer.kind == "purchase":
         packs = (transfer.metadata or {}).get("packs")
         said.append(f"Paid by card through Stripe{f' ({packs})' if packs else ''}.")

@@ -120,7 +120,7 @@ async def overview(
         older=history.next_cursor,
         paged=before is not None,
         chart=billing.chart(spent, today, money),
-        packs=packs if stripe_ready else [],
+        packs=packs if stripe_ready and account.status == "active" else [],
         csrf_field=CSRF_FIELD,
     )
 
