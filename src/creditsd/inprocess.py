@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
@@ -42,6 +42,7 @@ from creditsd.ledger.models import (
     Transfer,
     Verification,
 )
+from creditsd.ledger.spending import SpendingMemo
 from creditsd.migrations import check_current
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
@@ -113,6 +114,7 @@ class Ledger:
         self._clock = clock
         self.prices = PriceBook(settings.pricing)
         self.outbox = Outbox(settings, self.prices)
+        self._spending = SpendingMemo()
         self.policy = ledger.Policy(
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
@@ -441,14 +443,16 @@ class Ledger:
 
         return await self._on_account(account_id, history, lambda name: History(name, [], None))
 
-    async def daily_spend(self, account_id: str, since: datetime) -> list[DaySpend]:
-        """What an account spent per UTC day and item (model, feature or meter) since
-        ``since``."""
-        return await self._on_account(
-            account_id,
-            lambda conn, found, _now: ledger_repo.daily_spend(conn, found, since),
-            lambda _name: [],
-        )
+    async def daily_spend(self, account_id: str, first: date) -> list[DaySpend]:
+        """What an account spent per UTC day and item (model, feature or meter), from the
+        day ``first`` on; days that are over are read once (see ``ledger.spending``)."""
+
+        async def work(conn: AsyncConnection, found: str, now: datetime) -> list[DaySpend]:
+            return await self._spending.days(
+                found, first, now, lambda since: ledger_repo.daily_spend(conn, found, since)
+            )
+
+        return await self._on_account(account_id, work, lambda _name: [])
 
     async def expiring_credits(self, account_id: str, *, limit: int = 10) -> list[Expiry]:
         """An account's credits that will lapse unless spent first, soonest first."""

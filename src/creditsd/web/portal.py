@@ -11,7 +11,7 @@ once the webhook has granted them and refreshes itself until then.
 from __future__ import annotations
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -107,8 +107,7 @@ async def overview(
     money = ledger.money
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
     today = ledger.now().date()
-    since = datetime.combine(billing.chart_days(today)[0], time(), ledger.now().tzinfo)
-    spent = await ledger.daily_spend(account.id, since)
+    spent = await ledger.daily_spend(account.id, billing.chart_days(today)[0])
     stripe_ready = ledger.settings.stripe.secret_key is not None
     packs = sorted(ledger.settings.packs.items(), key=lambda named: named[1].credits)
     return page(
