@@ -22,5 +22,5 @@ class PortalSessionCreate(StrictRequest):
 class PortalSession(BaseModel):
     """A portal link: send the user's browser to ``url`` before ``expires_at``."""
 
-    url: str = Field(description="Opens the billing page; works once per browser, until expiry.")
+    url: str = Field(description="Opens this account's billing page, until `expires_at`.")
     expires_at: datetime = Field(description="When the link stops working ([web] link_seconds).")
