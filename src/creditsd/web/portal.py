@@ -127,19 +127,18 @@ async def overview(
 def _account_context(account: Account, ledger: Ledger, session: Session) -> dict[str, Any]:
     """What every billing page shows of the account: its balance and where to go back."""
     money = ledger.money
-    paid = account.by_source.get(PAID_SOURCE, 0)
     free = sum(
-        amount for source, amount in account.by_source.items() if source != PAID_SOURCE
-    ) - account.by_source.get("overdrawn", 0)
-    own = account.low_balance_threshold
-    threshold = ledger.settings.low_balance_threshold_units if own is None else own
+        amount
+        for source, amount in account.by_source.items()
+        if source not in {PAID_SOURCE, "overdrawn"}  # overdrawn: the balance below zero
+    )
+    threshold = ledger.settings.low_balance_threshold_of(account.low_balance_threshold)
     low = bool(threshold) and account.balance < threshold
     return {
         "account": account,
         "balance": money.to_decimal(account.balance),
-        "available": money.to_decimal(account.available),
         "held": money.to_decimal(account.held),
-        "paid": money.to_decimal(paid),
+        "paid": money.to_decimal(account.by_source.get(PAID_SOURCE, 0)),
         "free": money.to_decimal(free),
         "low": money.to_decimal(threshold) if low else None,
         "return_url": session.claims.get("ret"),
