@@ -4,6 +4,7 @@ arrive by webhook, while no page shows another account's data or any secret."""
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -49,12 +50,19 @@ async def api(shop: Ledger, app_key: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def ada_spends(ledger: Ledger) -> None:
-    """Ada gets 100 sign-up credits (expiring in ten days) and 20 promotional ones, chats
-    three messages (30 credits) and makes one model call through a hold."""
-    expires = ledger.now() + timedelta(days=10)
+async def ada_spends(ledger: Ledger, clock: Clock) -> None:
+    """Three weeks ago Ada got 100 sign-up credits (expiring ten days from now) and 20
+    promotional ones, and used a little every few days; today she chats three messages
+    (30 credits) and makes one model call through a hold."""
+    clock.advance(-21 * 86_400)
+    expires = clock.now + timedelta(days=31)
     await ledger.grant("ada", 100 * CREDIT, source="signup", expires_at=expires)
     await ledger.grant("ada", 20 * CREDIT, source="promotion", reason="welcome back")
+    for day in range(7):
+        await ledger.charge("ada", use=FeatureUse("ai_text_chat", Decimal(day % 3 + 1)))
+        if day % 2:
+            await ledger.charge("ada", use=FeatureUse("ai_image_generation"))
+        clock.advance(3 * 86_400)
     await ledger.charge("ada", use=FeatureUse("chat_message", Decimal(3)))
     hold = await ledger.open_hold("ada", 5 * CREDIT, description="long answer")
     call = TokenUse("openai/gpt-4o", input_tokens=1_000, output_tokens=500)
@@ -79,9 +87,9 @@ def _stripe_page(route: Route) -> Any:
 
 
 async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
-    shop: Ledger, app_key: str, fake: FakeStripe, context: BrowserContext
+    shop: Ledger, app_key: str, fake: FakeStripe, context: BrowserContext, clock: Clock
 ) -> None:
-    await ada_spends(shop)
+    await ada_spends(shop, clock)
     async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
         http.headers["Authorization"] = f"Bearer {app_key}"
         link = await portal_url(http, "ada")
@@ -501,3 +509,32 @@ async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
     assert "This account is frozen" in page and "Top up" not in page
     assert 'data-testid="balance">0 <small>' in page
     assert "Credits expired" in page and "reached their expiry date unspent" in page
+
+
+async def test_the_page_reads_in_order_and_shows_where_the_keyboard_is(
+    shop: Ledger, app_key: str, context: BrowserContext, clock: Clock
+) -> None:
+    await ada_spends(shop, clock)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        page = await context.new_page()
+        await page.goto(await portal_url(http))
+        levels = await page.locator("h1, h2, h3").evaluate_all(
+            "found => found.map(heading => Number(heading.tagName[1]))"
+        )
+        assert levels[0] == 1 and levels.count(1) == 1
+        assert all(after - before <= 1 for before, after in itertools.pairwise(levels))
+        for role in ("button", "link"):
+            names = [
+                (await control.get_attribute("aria-label")) or (await control.inner_text())
+                for control in await page.get_by_role(role).all()
+            ]
+            assert names and all(name.strip() for name in names), role
+        await page.keyboard.press("Tab")
+        await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        await page.keyboard.press("Tab")
+        focused = page.get_by_role("link", name="Back to the app")
+        await expect(focused).to_be_focused()
+        outline = await focused.evaluate("link => getComputedStyle(link).outlineStyle")
+        assert outline == "solid"
+        await expect(page.get_by_role("img", name="Credits used per day")).to_be_visible()
