@@ -11,6 +11,7 @@ from typing import Any
 
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
 from creditsd.money import Money
+from creditsd.web.pages import credits
 
 CHART_DAYS = 30
 CHART_SERIES = 5  # the biggest items each get a colour; the rest add up to "other"
@@ -41,8 +42,6 @@ ROUNDING_WORDS = {
     "half_even": "to the nearest, halves to even",
     "up": "up",
     "down": "down",
-    "ceiling": "up",
-    "floor": "down",
 }
 SETTLEMENT_WORDS = {
     "within_hold": "The work cost no more than was set aside.",
@@ -66,7 +65,6 @@ def day_label(day: date) -> str:
 class Entry:
     """One transaction as the account's owner reads it."""
 
-    id: str
     when: str
     title: str
     detail: str | None
@@ -81,7 +79,6 @@ def entry(transfer: Transfer, account_id: str, money: Money) -> Entry:
     pricing = transfer.pricing or {}
     balance = transfer.balance_after(account_id)
     return Entry(
-        id=transfer.id,
         when=when(transfer.created_at),
         title=KIND_TITLES.get(transfer.kind, transfer.kind),
         detail=_item(pricing) or transfer.description,
@@ -108,12 +105,12 @@ def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
         rounding = ROUNDING_WORDS.get(str(pricing["rounding"]), str(pricing["rounding"]))
         said.append(
             f"Priced by version {pricing['catalog_version']} of the price list: "
-            f"{_credits(pricing['exact'])} credits exactly, rounded {rounding} "
-            f"to {_credits(pricing['amount'])}."
+            f"{credits(pricing['exact'])} credits exactly, rounded {rounding} "
+            f"to {credits(pricing['amount'])}."
         )
         if pricing.get("kind") == "model":
             said.append(
-                f"Model prices are in US dollars ({_credits(pricing['usd'])} USD here), at "
+                f"Model prices are in US dollars ({credits(pricing['usd'])} USD here), at "
                 f"{pricing['credits_per_usd']} credits a dollar, plus a "
                 f"{pricing['markup_percent']}% markup, times a rate of "
                 f"{pricing['rate_multiplier']}."
@@ -121,12 +118,12 @@ def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
     settlement = pricing.get("settlement")
     if settlement:
         said.append(
-            f"{_credits(settlement['estimate'])} credits were set aside when the work "
-            f"started; it used {_credits(settlement['actual'])}. "
+            f"{credits(settlement['estimate'])} credits were set aside when the work "
+            f"started; it used {credits(settlement['actual'])}. "
             + SETTLEMENT_WORDS.get(str(settlement["outcome"]), "")
         )
         if settlement.get("released"):
-            said.append(f"{_credits(settlement['released'])} credits went back to you.")
+            said.append(f"{credits(settlement['released'])} credits went back to you.")
     if transfer.kind == "expiry":
         said.append("These credits reached their expiry date unspent.")
     if transfer.kind == "purchase":
@@ -142,17 +139,11 @@ def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
 def _lots_sentence(transfer: Transfer, added: bool, money: Money) -> str:
     """Which of the account's credits a transfer spent, or what kind it added."""
     parts = ", ".join(
-        f"{_credits(money.to_decimal(part.amount))} {SOURCE_WORDS.get(part.source, part.source)}"
+        f"{credits(money.to_decimal(part.amount))} {SOURCE_WORDS.get(part.source, part.source)}"
         + (f" (expiring {day_label(part.expires_at.date())})" if part.expires_at else "")
         for part in transfer.lots
     )
     return f"Added as {parts} credits." if added else f"Taken from your credits: {parts}."
-
-
-def _credits(value: Any) -> str:
-    """Credits written as the page writes them (thousands grouped, no trailing zeros)."""
-    text = f"{Decimal(str(value)):,f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
