@@ -16,7 +16,7 @@ from creditsd.api.params import IdempotencyHeader, pick_key, respond
 from creditsd.inprocess import Ledger
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
-from creditsd.stripe.billing import SOURCE, Checkout, StripeBilling
+from creditsd.stripe.billing import SOURCE, StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
 from creditsd.stripe.schemas import (
     CheckoutCreate,
@@ -64,10 +64,11 @@ async def create_checkout_session(
     The credits are granted when Stripe's webhook says the payment succeeded, never here.
     The same idempotency key gives back the same session.
     """
-    checkout = await sell_pack(
-        ledger,
-        billing,
-        body.account_id,
+    billing.pack(body.pack)  # an unknown pack is refused before anything is written
+    account_id, customer = await paying_customer(ledger, billing, body.account_id)
+    checkout = await billing.create_checkout(
+        account_id,
+        customer,
         body.pack,
         success_url=body.success_url,
         cancel_url=body.cancel_url,
@@ -79,25 +80,11 @@ async def create_checkout_session(
     return respond(CheckoutOut.of(checkout, ledger.money, publishable), 201)
 
 
-async def sell_pack(
-    ledger: Ledger,
-    billing: StripeBilling,
-    account_name: str,
-    pack: str,
-    *,
-    success_url: str,
-    cancel_url: str | None,
-    ui_mode: str,
-    app: str,
-    idempotency_key: str | None,
-) -> Checkout:
-    """A Checkout Session selling ``pack`` to the account ``account_name`` names (created
-    when the policy allows), as its one Stripe customer (made on its first purchase).
-
-    Stripe is called between transactions; an unknown pack is refused before anything is
-    written.
-    """
-    billing.pack(pack)
+async def paying_customer(
+    ledger: Ledger, billing: StripeBilling, account_name: str
+) -> tuple[str, str]:
+    """The account ``account_name`` names (created when the policy allows) and the one
+    Stripe customer it pays as (made on its first purchase, between transactions)."""
 
     async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
         account_id = await resolve_account(conn, account_name, ledger.policy, ledger.now())
@@ -110,16 +97,7 @@ async def sell_pack(
             ledger.engine,
             lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
         )
-    return await billing.create_checkout(
-        account_id,
-        customer,
-        pack,
-        success_url=success_url,
-        cancel_url=cancel_url,
-        ui_mode=ui_mode,
-        app=app,
-        idempotency_key=idempotency_key,
-    )
+    return account_id, customer
 
 
 @webhooks.post(

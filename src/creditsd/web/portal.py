@@ -23,7 +23,7 @@ from creditsd.inprocess import Ledger
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
-from creditsd.stripe.endpoints import sell_pack
+from creditsd.stripe.endpoints import paying_customer
 from creditsd.web import billing
 from creditsd.web.pages import (
     CSRF_FIELD,
@@ -158,10 +158,11 @@ async def top_up(
     ledger = _ledger(request)
     stripe: StripeBilling = request.app.state.stripe
     base = public_base(request, ledger)
-    checkout = await sell_pack(
-        ledger,
-        stripe,
-        session.subject,
+    stripe.pack(pack)  # an unknown pack is refused before anything is written
+    account_id, customer = await paying_customer(ledger, stripe, session.subject)
+    checkout = await stripe.create_checkout(
+        account_id,
+        customer,
         pack,
         success_url=f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
         cancel_url=f"{base}/billing/cancel",
