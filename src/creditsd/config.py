@@ -444,6 +444,11 @@ class Settings(_Section):
         """The default balance.low threshold in minor units (0: never)."""
         return self.units("webhooks.low_balance_threshold", self.webhooks.low_balance_threshold)
 
+    def low_balance_threshold_of(self, own: int | None) -> int:
+        """An account's balance.low threshold in minor units: its own (``own``), else the
+        default; 0: never."""
+        return self.low_balance_threshold_units if own is None else own
+
     @property
     def configured_pricing(self) -> PricingSettings | None:
         """The catalog this configuration sets (a ``[pricing]`` section or its variables),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from functools import partial
 from types import TracebackType
 from typing import Self, TypeVar
@@ -31,7 +31,18 @@ from creditsd.ledger import statements
 from creditsd.ledger.batching import GroupCommit
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
-from creditsd.ledger.models import Account, History, Hold, Metadata, Page, Transfer, Verification
+from creditsd.ledger.models import (
+    Account,
+    DaySpend,
+    Expiry,
+    History,
+    Hold,
+    Metadata,
+    Page,
+    Transfer,
+    Verification,
+)
+from creditsd.ledger.spending import SpendingMemo
 from creditsd.migrations import check_current
 from creditsd.money import INT64_MAX, Money
 from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
@@ -103,6 +114,7 @@ class Ledger:
         self._clock = clock
         self.prices = PriceBook(settings.pricing)
         self.outbox = Outbox(settings, self.prices)
+        self._spending = SpendingMemo()
         self.policy = ledger.Policy(
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
@@ -476,6 +488,25 @@ class Ledger:
             return History(found, items, None if last is None else encode_cursor(last))
 
         return await self._on_account(account_id, history, lambda name: History(name, [], None))
+
+    async def daily_spend(self, account_id: str, first: date) -> list[DaySpend]:
+        """What an account spent per UTC day and item (model, feature or meter), from the
+        day ``first`` on; days that are over are read once (see ``ledger.spending``)."""
+
+        async def work(conn: AsyncConnection, found: str, now: datetime) -> list[DaySpend]:
+            return await self._spending.days(
+                found, first, now, lambda since: ledger_repo.daily_spend(conn, found, since)
+            )
+
+        return await self._on_account(account_id, work, lambda _name: [])
+
+    async def expiring_credits(self, account_id: str, *, limit: int = 10) -> list[Expiry]:
+        """An account's credits that will lapse unless spent first, soonest first."""
+        return await self._on_account(
+            account_id,
+            lambda conn, found, now: lot_repo.expiring(conn, found, now, limit),
+            lambda _name: [],
+        )
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""

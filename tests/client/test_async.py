@@ -533,3 +533,23 @@ async def test_the_audit_log_page_by_page(ledger: Ledger, connect: Connect, cloc
     with pytest.raises(ValidationError) as garbage:
         await ops.list_audit_records(cursor="not-a-cursor")
     assert garbage.value.code == "invalid_cursor"
+
+
+async def test_a_portal_link_opens_the_account_s_billing_page(
+    ledger: Ledger, connect: Connect, app: FastAPI
+) -> None:
+    chat = connect(await create_key(ledger, "app", "chat"))
+    await ledger.grant("u", 25 * CREDIT)
+    link = await chat.create_portal_session("u", "https://app.example/account")
+    assert link.url.startswith(f"{BASE_URL}/billing/open?token=")
+    assert link.expires_at - ledger.now() == timedelta(seconds=300)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as browser:
+        opened = await browser.get(link.url)
+        assert opened.status_code == 303
+        page = await browser.get(f"{BASE_URL}/billing")
+    assert 'data-testid="balance">25 <small>' in page.text
+    with pytest.raises(ValidationError):
+        await chat.create_portal_session("u", "javascript:alert(1)")
+    reader = connect(await create_key(ledger, "read", "dash"))
+    with pytest.raises(PermissionDeniedError):
+        await reader.create_portal_session("u", "https://app.example/account")

@@ -36,6 +36,7 @@ PUBLIC = {
     "LotPart",
     "Pack",
     "CheckoutSession",
+    "PortalSession",
     "WebhookEndpoint",
     "WebhookDelivery",
     "WebhookDeliveryPage",

@@ -346,6 +346,19 @@ def test_a_checkout_session_is_a_keyed_write(client: Client, wire: Wire) -> None
     assert (embedded.url, embedded.client_secret) == (None, "cs_test_1_secret_x")
 
 
+def test_a_portal_session_is_asked_for_without_a_key(client: Client, wire: Wire) -> None:
+    wire.reply = answer(
+        201,
+        {"url": f"{BASE_URL}/billing/open?token=t.s", "expires_at": "2026-12-01T10:05:00Z"},
+    )
+    link = client.create_portal_session("user_2abc", "https://app.test/settings")
+    assert (wire.last.method, wire.last.url.path) == ("POST", "/v1/portal-sessions")
+    assert wire.body() == {"account_id": "user_2abc", "return_url": "https://app.test/settings"}
+    assert "Idempotency-Key" not in wire.last.headers
+    assert link.url == f"{BASE_URL}/billing/open?token=t.s"
+    assert link.expires_at == datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
+
+
 def test_a_checkout_session_is_checked_before_anything_is_sent(client: Client, wire: Wire) -> None:
     with pytest.raises(TypeError, match="cancel_url is required"):
         client.create_checkout_session("u", "10k", success_url="https://app.test/ok")

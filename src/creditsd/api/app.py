@@ -35,6 +35,7 @@ from creditsd.stripe.endpoints import webhooks as stripe_webhooks
 from creditsd.usage.endpoints import router as usage_router
 from creditsd.web import pages
 from creditsd.web.admin import router as admin_pages
+from creditsd.web.endpoints import router as portal_router
 from creditsd.web.portal import router as portal_pages
 from creditsd.webhooks.endpoints import router as webhooks_router
 from creditsd.worker import background
@@ -119,6 +120,7 @@ def create_app(
     app.include_router(proxy_keys_router)
     app.include_router(webhooks_router)
     app.include_router(audit_router)
+    app.include_router(portal_router)
     app.include_router(portal_pages)
     app.include_router(admin_pages)
     app.include_router(metrics.router(ledger.settings.server.metrics))

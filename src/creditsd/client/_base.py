@@ -28,6 +28,7 @@ from creditsd.client._models import (
     CheckoutSession,
     Hold,
     Pack,
+    PortalSession,
     Quote,
     TransactionPage,
     Transfer,
@@ -344,6 +345,20 @@ class BaseClient:
             body,
             idempotency_key,
             lambda data, _: CheckoutSession.from_json(data),
+        )
+
+    # The billing page -----------------------------------------------------------------------
+
+    def _create_portal_session(self, account_id: str, return_url: str) -> Call[PortalSession]:
+        body = {"account_id": account_id, "return_url": return_url}
+        # A link changes nothing on the server: it needs no idempotency key.
+        return self._write(
+            "POST",
+            "/v1/portal-sessions",
+            body,
+            None,
+            lambda data, _: PortalSession.from_json(data),
+            key_by_server=True,
         )
 
     # Webhooks ---------------------------------------------------------------------------

@@ -388,6 +388,21 @@ class CheckoutSession:
 
 
 @dataclass(frozen=True)
+class PortalSession:
+    """A link to one account's billing page: send the user's browser to ``url`` before
+    ``expires_at``; the page then runs on its own session."""
+
+    url: str
+    expires_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PortalSession:
+        """Build from the server's JSON object."""
+        return cls(url=data["url"], expires_at=timestamp(data["expires_at"]), raw=dict(data))
+
+
+@dataclass(frozen=True)
 class WebhookEndpoint:
     """Where signed webhooks go (Standard Webhooks), and for which ``events``.
 

@@ -20,6 +20,7 @@ from creditsd.client._models import (
     CheckoutSession,
     Hold,
     Pack,
+    PortalSession,
     Quote,
     TransactionPage,
     Transfer,
@@ -283,6 +284,16 @@ class Client(BaseClient):
                 idempotency_key=idempotency_key,
             )
         )
+
+    # The billing page -----------------------------------------------------------------------
+
+    def create_portal_session(self, account_id: str, return_url: str) -> PortalSession:
+        """A short-lived link to the account's billing page, for its signed-in user (needs an
+        app key): redirect their browser to its ``url``; ``return_url`` is the page's way
+        back. Raises NotFoundError for an unknown account when accounts are not created on
+        first use; asking never creates one.
+        """
+        return self._send(self._create_portal_session(account_id, return_url))
 
     # Holds ------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger import statements
-from creditsd.ledger.models import Lot, LotPart
+from creditsd.ledger.models import Expiry, Lot, LotPart
 from creditsd.tables import accounts, lot_spends, lots, transfers
 
 _L = lots.c
@@ -46,6 +46,23 @@ async def live_lots(conn: AsyncConnection, account_id: str, limit: int) -> list[
         .limit(limit)
     )
     return [Lot(*row) for row in await conn.execute(query)]
+
+
+async def expiring(
+    conn: AsyncConnection, account_id: str, now: datetime, limit: int
+) -> list[Expiry]:
+    """An account's live credits that lapse after ``now``, soonest first, summed per moment
+    and source (read through the spend-order index)."""
+    query = (
+        select(_L.expires_at, _L.source, func.sum(_L.remaining))
+        .where(_L.account_id == account_id, _LIVE, _L.expires_at > now)
+        .group_by(_L.expires_at, _L.source)
+        .order_by(_L.expires_at, _L.source)
+        .limit(limit)
+    )
+    return [
+        Expiry(moment, source, int(total)) for moment, source, total in await conn.execute(query)
+    ]
 
 
 async def due_accounts(conn: AsyncConnection, now: datetime, limit: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Generic, TypeVar
 
 from creditsd.ids import ACCOUNT_ID_PATTERN
@@ -160,6 +160,24 @@ class Transfer:
         if account_id == self.debit_account_id:
             return self.debit_available_after
         return self.credit_available_after
+
+
+@dataclass(frozen=True, slots=True)
+class DaySpend:
+    """What an account spent on one item (a model, feature or meter) in one UTC day."""
+
+    day: date
+    item: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expiry:
+    """Credits of one source that lapse at one moment unless spent first."""
+
+    expires_at: datetime
+    source: str
+    amount: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Row,
     func,
     select,
@@ -15,8 +16,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.db import is_sqlite
 from creditsd.ledger import statements
-from creditsd.ledger.models import Account, Transfer
+from creditsd.ledger.models import Account, DaySpend, Transfer
 from creditsd.ledger.statements import TRANSFER_COLUMNS
 from creditsd.tables import account_names, accounts, holds, transfers
 
@@ -82,6 +84,52 @@ async def account_transfers(
     both = union_all(*sides).subquery()
     rows = await conn.execute(select(both).order_by(both.c.id.desc()).limit(limit))
     return [_transfer(row) for row in rows]
+
+
+SPENDING_KINDS = ("charge", "capture")
+
+
+async def daily_spend(conn: AsyncConnection, account_id: str, since: datetime) -> list[DaySpend]:
+    """What an account's charges and captures since ``since`` spent, per UTC day and item:
+    the priced model, feature or meter, else the transfer's description (else its kind).
+
+    Read through the account's debit index; a day's items are summed in the database.
+    """
+    pricing = _T.pricing
+    spent = (
+        select(
+            _utc_day(conn, _T.created_at).label("day"),
+            func.coalesce(
+                pricing["model"].as_string(),
+                pricing["feature"].as_string(),
+                pricing["meter"].as_string(),
+                _T.description,
+                _T.kind,
+            ).label("item"),
+            _T.amount,
+        )
+        .where(
+            _T.debit_account_id == account_id,
+            _T.kind.in_(SPENDING_KINDS),
+            _T.created_at >= since,
+        )
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(spent.c.day, spent.c.item, func.sum(spent.c.amount))
+        .group_by(spent.c.day, spent.c.item)
+        .order_by(spent.c.day, spent.c.item)
+    )
+    return [
+        DaySpend(date.fromisoformat(str(day)[:10]), item, int(total)) for day, item, total in rows
+    ]
+
+
+def _utc_day(conn: AsyncConnection, moment: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The UTC date of a timestamp: SQLite keeps UTC text, PostgreSQL a ``timestamptz``."""
+    if is_sqlite(conn.dialect):
+        return func.date(moment)
+    return func.date(func.timezone("UTC", moment))
 
 
 async def transfers_between(

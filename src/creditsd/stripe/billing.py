@@ -48,6 +48,16 @@ class Checkout:
     client_secret: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class CheckoutState:
+    """Where a Checkout Session stands: ``status`` open, complete or expired."""
+
+    id: str
+    account_id: str | None
+    status: str
+    paid: bool
+
+
 class StripeBilling:
     """Checkout, webhooks and reconciliation for one ledger."""
 
@@ -140,6 +150,23 @@ class StripeBilling:
             ui_mode=ui_mode,
             url=session.url,
             client_secret=session.client_secret,
+        )
+
+    async def find_checkout(self, session_id: str) -> CheckoutState | None:
+        """Where a Checkout Session stands, as Stripe tells it; None when Stripe has no such
+        session."""
+        session = await self._call(
+            _none_if_missing(self.client.v1.checkout.sessions.retrieve_async(session_id))
+        )
+        if session is None:
+            return None
+        found = session.to_dict()
+        return CheckoutState(
+            id=found["id"],
+            account_id=found.get("client_reference_id")
+            or (found.get("metadata") or {}).get("creditsd_account"),
+            status=str(found.get("status")),
+            paid=found.get("payment_status") in {"paid", "no_payment_required"},
         )
 
     @staticmethod
@@ -240,6 +267,16 @@ class StripeBilling:
         if kind == service.INVOICE_PAID:
             return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
         return Outcome("ignored")
+
+
+async def _none_if_missing(request: Any) -> Any:
+    """What Stripe answers, or None when it says there is no such object (404)."""
+    try:
+        return await request
+    except stripe.InvalidRequestError as exc:
+        if exc.http_status == 404:
+            return None
+        raise
 
 
 def _paid_pack_session(event: Event) -> bool:

@@ -13,6 +13,7 @@ from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
+from creditsd.inprocess import Ledger
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
 from creditsd.stripe.billing import SOURCE, StripeBilling
@@ -64,18 +65,7 @@ async def create_checkout_session(
     The same idempotency key gives back the same session.
     """
     billing.pack(body.pack)  # an unknown pack is refused before anything is written
-
-    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
-        account_id = await resolve_account(conn, body.account_id, ledger.policy, ledger.now())
-        return account_id, await repo.customer_of(conn, account_id)
-
-    account_id, customer = await db.run(ledger.engine, account_and_customer)
-    if customer is None:
-        made = await billing.create_customer(account_id)
-        customer = await db.run(
-            ledger.engine,
-            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
-        )
+    account_id, customer = await paying_customer(ledger, billing, body.account_id)
     checkout = await billing.create_checkout(
         account_id,
         customer,
@@ -88,6 +78,26 @@ async def create_checkout_session(
     )
     publishable = billing.settings.publishable_key
     return respond(CheckoutOut.of(checkout, ledger.money, publishable), 201)
+
+
+async def paying_customer(
+    ledger: Ledger, billing: StripeBilling, account_name: str
+) -> tuple[str, str]:
+    """The account ``account_name`` names (created when the policy allows) and the one
+    Stripe customer it pays as (made on its first purchase, between transactions)."""
+
+    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
+        account_id = await resolve_account(conn, account_name, ledger.policy, ledger.now())
+        return account_id, await repo.customer_of(conn, account_id)
+
+    account_id, customer = await db.run(ledger.engine, account_and_customer)
+    if customer is None:
+        made = await billing.create_customer(account_id)
+        customer = await db.run(
+            ledger.engine,
+            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
+        )
+    return account_id, customer
 
 
 @webhooks.post(

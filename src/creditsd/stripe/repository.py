@@ -62,6 +62,13 @@ async def get_payment(conn: AsyncConnection, payment_id: str, *, lock: bool = Fa
     return (await conn.execute(query)).first()
 
 
+async def payment_of_session(conn: AsyncConnection, account_id: str, session_id: str) -> Any:
+    """The payment an account made through one Checkout Session, if it is recorded (read
+    through the account's payments)."""
+    query = select(stripe_payments).where(_P.account_id == account_id, _P.session_id == session_id)
+    return (await conn.execute(query.limit(1))).first()
+
+
 async def update_payment(conn: AsyncConnection, payment_id: str, values: dict[str, Any]) -> None:
     """Change what a payment records (refunded, clawed back, confirmed)."""
     await conn.execute(update(stripe_payments).where(_P.id == payment_id).values(**values))

@@ -1,7 +1,224 @@
-"""The billing page an end user opens through a portal link their app asks for."""
+"""The billing page an end user opens through a portal link their app asks for.
+
+An app asks ``POST /v1/portal-sessions`` for a link signed for one account; opening it
+(``/billing/open``) trades it for a session cookie scoped to ``/billing`` and sends the
+browser on to ``/billing``, so the link's token leaves the address bar. Every page then
+reads the account the session names, and nothing else. Top-ups go to Stripe's hosted
+Checkout page; Stripe sends the buyer back to ``/billing/success``, which shows the credits
+once the webhook has granted them and refreshes itself until then.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import re
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-router = APIRouter(include_in_schema=False)
+from fastapi import APIRouter, Depends, Form, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from creditsd import db
+from creditsd.errors import NotFound, Unauthenticated
+from creditsd.inprocess import Ledger
+from creditsd.ledger.models import PAID_SOURCE, Account
+from creditsd.stripe import repository as stripe_repo
+from creditsd.stripe.billing import CheckoutState, StripeBilling
+from creditsd.stripe.endpoints import paying_customer
+from creditsd.web import billing
+from creditsd.web.pages import (
+    CSRF_FIELD,
+    Session,
+    check_csrf,
+    page,
+    read_session,
+    redirect,
+    set_session,
+    signer,
+)
+from creditsd.web.signing import BadToken, Signer
+
+router = APIRouter(prefix="/billing", include_in_schema=False)
+
+SECTION = "billing"  # the session cookie's name and path
+LINK = "portal-link"  # what a portal link's token is signed for
+PAGE_SIZE = 20
+# How often the success page looks again: soon for a paid purchase's credits (the webhook
+# is on its way), seldom while a bank still confirms a delayed payment.
+REFRESH_SECONDS = {"coming": 3, "processing": 30}
+CHECKOUT_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
+
+
+def public_base(request: Request, ledger: Ledger) -> str:
+    """Where browsers reach creditsd: ``[web] public_url``, else where this request came."""
+    return (ledger.settings.web.public_url or str(request.base_url)).rstrip("/")
+
+
+def link(
+    signer_: Signer, request: Request, ledger: Ledger, account_id: str, return_url: str
+) -> tuple[str, datetime]:
+    """A portal link for one account, and when it stops working."""
+    expires_at = ledger.now() + timedelta(seconds=ledger.settings.web.link_seconds)
+    token = signer_.sign(LINK, {"sub": account_id, "ret": return_url}, expires_at)
+    return f"{public_base(request, ledger)}/billing/open?token={token}", expires_at
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+async def billing_session(request: Request) -> Session:
+    """The browser's billing page session; none (or an ended one) is a 401 page."""
+    found = read_session(request, await signer(request), SECTION, _ledger(request).now())
+    if found is None:
+        raise Unauthenticated(
+            "your billing page session has ended: open the billing page from the app again"
+        )
+    return found
+
+
+BillingSession = Annotated[Session, Depends(billing_session)]
+
+
+@router.get("/open")
+async def open_link(request: Request, token: str = "") -> RedirectResponse:
+    """Trade a portal link for a session cookie, and go on to the page without the token."""
+    ledger = _ledger(request)
+    signer_ = await signer(request)
+    if not token:
+        raise BadToken("this link or session is not valid")
+    claims = signer_.verify(LINK, token, ledger.now())
+    response = redirect("/billing")
+    lifetime = timedelta(seconds=ledger.settings.web.portal_session_seconds)
+    session_claims = {"sub": claims["sub"], "ret": claims.get("ret")}
+    set_session(response, request, signer_, SECTION, session_claims, lifetime, ledger.now())
+    return response
+
+
+@router.get("")
+async def overview(
+    request: Request,
+    session: BillingSession,
+    before: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    """The balance first, then what expires, usage, top-ups and the transactions."""
+    ledger = _ledger(request)
+    account = await ledger.get_account(session.subject)
+    money = ledger.money
+    history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
+    today = ledger.now().date()
+    spent = await ledger.daily_spend(account.id, billing.chart_days(today)[0])
+    stripe_ready = ledger.settings.stripe.secret_key is not None
+    packs = sorted(ledger.settings.packs.items(), key=lambda named: named[1].credits)
+    return page(
+        request,
+        "billing.html",
+        **_account_context(account, ledger, session),
+        expiring=billing.expiring(await ledger.expiring_credits(account.id), money),
+        entries=[billing.entry(transfer, account.id, money) for transfer in history.items],
+        older=history.next_cursor,
+        paged=before is not None,
+        chart=billing.chart(spent, today, money),
+        packs=packs if stripe_ready and account.status == "active" else [],
+        csrf_field=CSRF_FIELD,
+    )
+
+
+def _account_context(account: Account, ledger: Ledger, session: Session) -> dict[str, Any]:
+    """What every billing page shows of the account: its balance and where to go back."""
+    money = ledger.money
+    free = sum(
+        amount
+        for source, amount in account.by_source.items()
+        if source not in {PAID_SOURCE, "overdrawn"}  # overdrawn: the balance below zero
+    )
+    threshold = ledger.settings.low_balance_threshold_of(account.low_balance_threshold)
+    low = bool(threshold) and account.balance < threshold
+    return {
+        "account": account,
+        "balance": money.to_decimal(account.balance),
+        "held": money.to_decimal(account.held),
+        "paid": money.to_decimal(account.by_source.get(PAID_SOURCE, 0)),
+        "free": money.to_decimal(free),
+        "low": money.to_decimal(threshold) if low else None,
+        "return_url": session.claims.get("ret"),
+        "csrf": session.csrf,
+    }
+
+
+@router.post("/top-up")
+async def top_up(
+    request: Request,
+    session: BillingSession,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    pack: Annotated[str, Form(max_length=40)] = "",
+) -> RedirectResponse:
+    """Start buying a pack: a Stripe Checkout Session, then on to Stripe's hosted page."""
+    check_csrf(session, csrf)
+    ledger = _ledger(request)
+    stripe: StripeBilling = request.app.state.stripe
+    base = public_base(request, ledger)
+    stripe.pack(pack)  # an unknown pack is refused before anything is written
+    account_id, customer = await paying_customer(ledger, stripe, session.subject)
+    checkout = await stripe.create_checkout(
+        account_id,
+        customer,
+        pack,
+        success_url=f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
+        cancel_url=f"{base}/billing/cancel",
+        ui_mode="hosted",
+        app=SECTION,
+        idempotency_key=None,
+    )
+    assert checkout.url is not None  # a hosted session always has Stripe's page
+    return redirect(checkout.url)
+
+
+@router.get("/success")
+async def success(
+    request: Request,
+    session: BillingSession,
+    session_id: Annotated[str, Query(max_length=255)] = "",
+) -> HTMLResponse:
+    """A purchase's outcome: its credits once granted; until then, a page that looks again
+    every few seconds. Only the session's own account's purchases are found."""
+    ledger = _ledger(request)
+    if not CHECKOUT_ID.fullmatch(session_id):
+        raise NotFound("there is no such payment for this account")
+    account = await ledger.get_account(session.subject)
+    payment = await db.run(
+        ledger.engine,
+        lambda conn: stripe_repo.payment_of_session(conn, account.id, session_id),
+        readonly=True,
+    )
+    state = "arrived"
+    if payment is None:
+        stripe: StripeBilling = request.app.state.stripe
+        checkout = await stripe.find_checkout(session_id)
+        if checkout is None or checkout.account_id != account.id:
+            raise NotFound("there is no such payment for this account")
+        state = _checkout_state(checkout)
+    return page(
+        request,
+        "billing_success.html",
+        **_account_context(account, ledger, session),
+        state=state,
+        added=None if payment is None else ledger.money.to_decimal(payment.credits),
+        refresh=REFRESH_SECONDS.get(state),
+    )
+
+
+def _checkout_state(checkout: CheckoutState) -> str:
+    """What the buyer is told of a purchase not granted yet: paid and its credits coming,
+    paid by a method still processing, not finished, or expired."""
+    if checkout.paid:
+        return "coming"
+    return {"complete": "processing", "open": "unfinished"}.get(checkout.status, "expired")
+
+
+@router.get("/cancel")
+async def cancel(request: Request, session: BillingSession) -> HTMLResponse:
+    """The buyer left Stripe's page without paying: nothing was charged."""
+    ledger = _ledger(request)
+    account = await ledger.get_account(session.subject)
+    return page(request, "billing_cancel.html", **_account_context(account, ledger, session))

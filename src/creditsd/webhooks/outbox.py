@@ -188,8 +188,7 @@ class Outbox:
             if before > 0 >= after:
                 events.append(("balance.depleted", account, figures))
             if "balance.low" in self._subscribers:
-                own = thresholds.get(account)
-                threshold = self._settings.low_balance_threshold_units if own is None else own
+                threshold = self._settings.low_balance_threshold_of(thresholds.get(account))
                 if threshold and before >= threshold > after:
                     figures = {**figures, "threshold": money.to_decimal(threshold)}
                     events.append(("balance.low", account, figures))

@@ -1,0 +1,26 @@
+"""Request and response bodies of ``/v1/portal-sessions``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from creditsd.fields import AccountId, StrictRequest
+from creditsd.stripe.schemas import WebUrl
+
+
+class PortalSessionCreate(StrictRequest):
+    """Open the billing page for one account: the app's signed-in user."""
+
+    account_id: AccountId
+    return_url: WebUrl = Field(
+        description="Where the billing page's back link takes the user (http or https)."
+    )
+
+
+class PortalSession(BaseModel):
+    """A portal link: send the user's browser to ``url`` before ``expires_at``."""
+
+    url: str = Field(description="Opens this account's billing page, until `expires_at`.")
+    expires_at: datetime = Field(description="When the link stops working ([web] link_seconds).")
