@@ -134,8 +134,10 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+# A metadata number is kept exactly and written back as a JSON number, both ways.
+_MetadataNumber = Annotated[Decimal, WithJsonSchema({"type": "number"})]
 Metadata = Annotated[
-    dict[str, str | int | Decimal | bool | None],
+    dict[str, str | int | _MetadataNumber | bool | None],
     AfterValidator(check_metadata),
     Field(description="Your own flat key-value data, stored and returned as given."),
 ]

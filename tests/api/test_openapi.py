@@ -3,6 +3,7 @@ refused as invalid, and a body the server refuses as invalid its schema does not
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -125,3 +126,16 @@ async def test_a_zero_setting_is_valid_by_the_schema_and_taken(api: httpx.AsyncC
     refused = {"overdraft_limit": -1}
     assert not (await validator(api, "AccountPut")).is_valid(refused)
     assert (await api.put("/v1/accounts/zero", json=refused)).status_code == 422
+
+
+async def test_metadata_numbers_with_fractions_are_answered_as_the_schema_says(
+    api: httpx.AsyncClient,
+) -> None:
+    sent = {"metadata": {"ratio": 0.25, "tiny": -2.225073858507e-311, "seats": 3}}
+    assert (await validator(api, "AccountPut")).is_valid(sent)
+    answer = await api.put("/v1/accounts/fractions", json=sent)
+    assert answer.status_code == 201
+    shown = body(answer)
+    assert (await validator(api, "AccountOut")).is_valid(shown)
+    exact = {"ratio": Decimal("0.25"), "tiny": Decimal("-2.225073858507e-311"), "seats": 3}
+    assert shown["metadata"] == exact
