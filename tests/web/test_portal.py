@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import BrowserContext, Route, expect
 
+from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse, TokenUse
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
@@ -83,6 +84,24 @@ def _stripe_page(route: Route) -> Any:
     return route.fulfill(content_type="text/html", body="<title>Stripe Checkout</title>")
 
 
+def _stripe_unreachable(route: Route) -> Any:
+    """Stripe.js as a browser that cannot load it sees it: nothing."""
+    return route.fulfill(content_type="text/javascript", body="")
+
+
+# Stands in for Stripe.js's embedded Checkout: records what it was given and shows a form.
+_STRIPE_JS = """
+window.Stripe = function (publishableKey) {
+  return {initEmbeddedCheckout: function (options) {
+    return options.fetchClientSecret().then(function (secret) {
+      window.embedded = {publishableKey: publishableKey, clientSecret: secret};
+      return {mount: function (element) { element.textContent = "Stripe's payment form"; }};
+    });
+  }};
+};
+"""
+
+
 # -- the whole story in a browser ---------------------------------------------------------
 
 
@@ -100,6 +119,7 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         context.on("request", lambda request: seen.append(request.url))
         page = await context.new_page()
         await page.route("https://checkout.stripe.com/**", _stripe_page)
+        await page.route("https://js.stripe.com/**", _stripe_unreachable)
         await page.goto(link)
         assert page.url == f"{base}/billing"
 
@@ -131,6 +151,10 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await shoot(page, "billing-overview")
 
         await page.get_by_role("button", name="Buy 1,000 credits").click()
+        # A publishable key is set: Stripe's form would be embedded in our page; with
+        # Stripe.js out of reach (as offline here) the page's way round is the hosted page.
+        await expect(page.locator("h1")).to_have_text("Buy 1,000 credits")
+        await page.get_by_role("button", name="Pay on Stripe's page instead").click()
         await page.wait_for_url(CHECKOUT)
         match = CHECKOUT.fullmatch(page.url)
         assert match is not None
@@ -183,6 +207,57 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await page.goto(link.replace("token=", "token=x"))
         await expect(page.locator("h1")).to_have_text("Please sign in again")
         await shoot(page, "billing-refused")
+
+
+async def test_stripe_s_form_is_embedded_when_a_publishable_key_is_set(
+    shop: Ledger, app_key: str, fake: FakeStripe, context: BrowserContext
+) -> None:
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        link = await portal_url(http, "ada")
+        page = await context.new_page()
+        await page.route(
+            "https://js.stripe.com/**",
+            lambda route: route.fulfill(content_type="text/javascript", body=_STRIPE_JS),
+        )
+        await page.goto(link)
+        await page.get_by_role("button", name="Buy 10,000 credits for $90").click()
+        await expect(page.get_by_test_id("embedded-checkout")).to_have_text("Stripe's payment form")
+        await expect(page.get_by_role("button", name="Pay on Stripe's page instead")).to_be_hidden()
+        given = await page.evaluate("window.embedded")
+        (started,) = [o for o in fake.objects.values() if o["object"] == "checkout.session"]
+        assert given == {
+            "publishableKey": "pk_test_creditsd",
+            "clientSecret": started["client_secret"],
+        }
+        assert (started["ui_mode"], started["client_reference_id"]) == ("embedded_page", "ada")
+        assert started["return_url"] == (
+            f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}"
+        )
+        await shoot(page, "billing-checkout")
+
+
+async def test_without_a_publishable_key_a_top_up_goes_to_stripe_s_page(
+    make_ledger: LedgerFactory, fake: FakeStripe
+) -> None:
+    stripe = {k: v for k, v in stripe_settings(fake).items() if k != "publishable_key"}
+    ledger = await make_ledger(stripe=stripe, packs=PACKS)
+    app = create_app(ledger, sweep=False)
+    async with client_for(ledger, await create_key(ledger, "app", "web")) as api:
+        link = httpx.URL(await portal_url(api, "ada"))
+    origin = f"{link.scheme}://{link.host}"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=origin
+    ) as browser:
+        assert (await browser.get(link)).status_code == 303
+        page = await browser.get("/billing")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None, page.text
+        bought = await browser.post("/billing/top-up", data={"csrf": csrf.group(1), "pack": "1k"})
+    await app.state.stripe.close()
+    await app.state.proxy.aclose()
+    assert bought.status_code == 303
+    assert CHECKOUT.fullmatch(bought.headers["location"])
 
 
 # -- the link -----------------------------------------------------------------------------
@@ -388,8 +463,10 @@ def _csrf(html: str) -> str:
 
 
 async def _buy(client: httpx.AsyncClient, html: str, pack: str) -> str:
-    """Press a pack's Buy button; the Checkout Session Stripe's page would show."""
-    started = await client.post("/billing/top-up", data={"csrf": _csrf(html), "pack": pack})
+    """Buy a pack on Stripe's own page (the way round the embedded form); the Checkout
+    Session that page would show."""
+    form = {"csrf": _csrf(html), "pack": pack, "hosted": "true"}
+    started = await client.post("/billing/top-up", data=form)
     assert started.status_code == 303, started.text
     match = CHECKOUT.fullmatch(started.headers["location"])
     assert match is not None

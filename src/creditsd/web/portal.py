@@ -3,9 +3,10 @@
 An app asks ``POST /v1/portal-sessions`` for a link signed for one account; opening it
 (``/billing/open``) trades it for a session cookie scoped to ``/billing`` and sends the
 browser on to ``/billing``, so the link's token leaves the address bar. Every page then
-reads the account the session names, and nothing else. Top-ups go to Stripe's hosted
-Checkout page; Stripe sends the buyer back to ``/billing/success``, which shows the credits
-once the webhook has granted them and refreshes itself until then.
+reads the account the session names, and nothing else. Top-ups pay through Stripe
+Checkout, embedded in our page when a publishable key is set, else on Stripe's hosted page;
+Stripe sends the buyer back to ``/billing/success``, which shows the credits once the
+webhook has granted them and refreshes itself until then.
 """
 
 from __future__ import annotations
@@ -146,32 +147,49 @@ def _account_context(account: Account, ledger: Ledger, session: Session) -> dict
     }
 
 
-@router.post("/top-up")
+@router.post("/top-up", response_model=None)
 async def top_up(
     request: Request,
     session: BillingSession,
     csrf: Annotated[str, Form(max_length=200)] = "",
     pack: Annotated[str, Form(max_length=40)] = "",
-) -> RedirectResponse:
-    """Start buying a pack: a Stripe Checkout Session, then on to Stripe's hosted page."""
+    hosted: Annotated[bool, Form()] = False,
+) -> HTMLResponse | RedirectResponse:
+    """Start buying a pack: a Stripe Checkout Session, embedded in a page of ours when
+    ``[stripe] publishable_key`` is set (its form offers Stripe's hosted page instead, for
+    a browser without JavaScript), else Stripe's hosted page straight away."""
     check_csrf(session, csrf)
     ledger = _ledger(request)
     stripe: StripeBilling = request.app.state.stripe
     base = public_base(request, ledger)
-    stripe.pack(pack)  # an unknown pack is refused before anything is written
+    on_sale = stripe.pack(pack)  # an unknown pack is refused before anything is written
+    publishable_key = ledger.settings.stripe.publishable_key
+    embedded = publishable_key is not None and not hosted
     account_id, customer = await paying_customer(ledger, stripe, session.subject)
     checkout = await stripe.create_checkout(
         account_id,
         customer,
         pack,
         success_url=f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
-        cancel_url=f"{base}/billing/cancel",
-        ui_mode="hosted",
+        cancel_url=None if embedded else f"{base}/billing/cancel",
+        ui_mode="embedded" if embedded else "hosted",
         app=SECTION,
         idempotency_key=None,
     )
-    assert checkout.url is not None  # a hosted session always has Stripe's page
-    return redirect(checkout.url)
+    if not embedded:
+        assert checkout.url is not None  # a hosted session always has Stripe's page
+        return redirect(checkout.url)
+    return page(
+        request,
+        "billing_checkout.html",
+        pack=pack,
+        credits=on_sale.credits,
+        publishable_key=publishable_key,
+        client_secret=checkout.client_secret,
+        csrf=session.csrf,
+        csrf_field=CSRF_FIELD,
+        return_url=session.claims.get("ret"),
+    )
 
 
 @router.get("/success")
