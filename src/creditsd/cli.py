@@ -227,7 +227,7 @@ def serve(
             def announce() -> None:
                 out.print(f"creditsd {_version()} on {_safe_url(settings.database.url)}")
                 address = f"{bind_host}:{sock.getsockname()[1]}"
-                out.print(f"listening on http://{address}  (docs at /docs)")
+                out.print(f"listening on http://{address}  (docs at /docs, console at /admin)")
                 if not has_keys:
                     out.print(
                         "no API keys yet; create an admin key with:\n"
