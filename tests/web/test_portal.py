@@ -283,6 +283,16 @@ async def test_opening_a_link_starts_a_session_and_drops_the_token(
     assert page.headers["cache-control"] == "no-store"
 
 
+async def test_a_link_opens_once(api: httpx.AsyncClient, shop: Ledger) -> None:
+    link = await portal_url(api, "ada")
+    assert (await api.get(link)).status_code == 303
+    async with client_for(shop, "") as elsewhere:  # a copy from a history, log or referrer
+        again = await elsewhere.get(link)
+    assert again.status_code == 401 and "opened already" in again.text
+    assert "set-cookie" not in again.headers
+    assert (await api.get(await portal_url(api, "ada"))).status_code == 303  # a new one does
+
+
 async def test_a_link_follows_public_url_when_one_is_set(
     make_ledger: LedgerFactory, fake: FakeStripe
 ) -> None:
