@@ -598,6 +598,20 @@ async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
     assert "Credits expired" in page and "reached their expiry date unspent" in page
 
 
+async def test_an_account_frozen_while_its_page_is_open_buys_nothing(
+    api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
+) -> None:
+    await shop.grant("ada", 5 * CREDIT)
+    await api.get(await portal_url(api))
+    page = (await api.get("/billing")).text
+    await shop.set_status("ada", "frozen", reason="dispute")
+    forced = await api.post(
+        "/billing/top-up", data={"csrf": _csrf(page), "pack": "1k", "hosted": "true"}
+    )
+    assert forced.status_code == 409 and "is frozen" in forced.text
+    assert not [r for r in fake.requests if r[1] == "/v1/checkout/sessions"]
+
+
 async def test_the_page_reads_in_order_and_shows_where_the_keyboard_is(
     shop: Ledger, app_key: str, context: BrowserContext, clock: Clock
 ) -> None:
