@@ -390,6 +390,33 @@ async def test_a_tampered_link_is_refused(api: httpx.AsyncClient, shop: Ledger) 
     assert (await api.get("/billing")).status_code == 401
 
 
+async def test_a_browser_is_refused_expired_tampered_and_other_account_links(
+    shop: Ledger, app_key: str, context: BrowserContext, clock: Clock
+) -> None:
+    await shop.grant("bo", 999 * CREDIT)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        ada, bo, late = [await portal_url(http, name) for name in ("ada", "bo", "ada")]
+        ada_payload, _, ada_signature = ada.partition("token=")[2].partition(".")
+        bo_payload = bo.partition("token=")[2].partition(".")[0]
+        start = ada.partition("token=")[0] + "token="
+        clock.advance(301)
+        page = await context.new_page()
+        for link, said in (
+            (late, "has expired"),
+            (f"{start}{bo_payload}.{ada_signature}", "is not valid"),  # bo's, ada's signature
+            (f"{start}{ada_payload}.{ada_signature[:-2]}", "is not valid"),
+        ):
+            answer = await page.goto(link)
+            assert answer is not None and answer.status == 401
+            await expect(page.locator("h1")).to_have_text("Please sign in again")
+            await expect(page.locator("main")).to_contain_text(said)
+        assert await context.cookies() == []
+        answer = await page.goto(f"{base}/billing")
+        assert answer is not None and answer.status == 401
+        await expect(page.locator("main")).not_to_contain_text("999")
+
+
 async def test_a_session_cookie_is_no_link_and_a_link_is_no_session(
     api: httpx.AsyncClient,
 ) -> None:
