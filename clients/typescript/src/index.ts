@@ -1,0 +1,14 @@
+/** @creditsd/client: creditsd's HTTP API for TypeScript, on the platform's fetch alone. */
+
+export * from "./client.js";
+export * from "./errors.js";
+export { type Exact } from "./json.js";
+export { PricingEngine } from "./pricing.js";
+export {
+  type VerifyOptions,
+  type WebhookEvent,
+  type WebhookFailure,
+  WebhookVerificationError,
+  verifyWebhook,
+} from "./webhooks.js";
+export type { components, paths } from "./schema.js";
