@@ -24,13 +24,13 @@ type Schemas = components["schemas"];
 export const VERSION = "0.1.0";
 
 /**
- * Credits as a caller writes them: a number, or a decimal string (`"10.5"`) that is sent
- * exactly as written. A number is the nearest double to what was meant: it is exact for
+ * Credits as a caller writes them: a number, a bigint (whole credits), or a decimal string
+ * (`"10.5"`) that is sent exactly as written. A number is the nearest double to what was meant: it is exact for
  * whole credits up to 2^53 and for up to 15 significant digits written plainly (`10.5`,
  * `0.0001`), so use strings for larger or finer amounts, and never compute amounts with
  * float arithmetic (`0.1 + 0.2` is sent as `0.30000000000000004`, which the server refuses).
  */
-export type Amount = number | string;
+export type Amount = number | bigint | string;
 
 /** A JSON object's value as read from the server, with `exact`: every number as a string. */
 export type Result<T> = T & {

@@ -138,7 +138,7 @@ const DECIMAL = /^(?:0|[1-9][0-9]*)(?:\.[0-9]+)?$/;
 
 /**
  * An amount of credits from a caller, checked and kept exact: a finite number of 0 or more,
- * or a plain decimal string (`"10"`, `"10.5"`). NaN, Infinity, negatives, booleans and other
+ * a bigint, or a plain decimal string (`"10"`, `"10.5"`). NaN, Infinity, negatives, booleans and other
  * strings are refused here, before anything is sent. Zero and more decimals than the ledger
  * keeps are the server's to refuse (422), as only it knows its scale.
  */
@@ -153,6 +153,10 @@ export function decimalLiteral(value: unknown, name = "amount"): JsonNumber {
     }
     return new JsonNumber(JSON.stringify(value));
   }
+  if (typeof value === "bigint") {
+    if (value < 0n) throw new RangeError(`${name} is ${value}; amounts are 0 or more`);
+    return new JsonNumber(value.toString());
+  }
   if (typeof value === "string") {
     if (!DECIMAL.test(value)) {
       throw new RangeError(
@@ -162,7 +166,7 @@ export function decimalLiteral(value: unknown, name = "amount"): JsonNumber {
     return new JsonNumber(value);
   }
   throw new TypeError(
-    `${name} is a number or a decimal string such as "10.5", not ${describe(value)}`,
+    `${name} is a number, a bigint or a decimal string such as "10.5", not ${describe(value)}`,
   );
 }
 
