@@ -149,7 +149,7 @@ export function decimalLiteral(value: unknown, name = "amount"): JsonNumber {
       throw new RangeError(`${name} is ${value}; give a finite number of credits`);
     }
     if (value < 0) {
-      throw new RangeError(`${name} is ${value}; amounts are 0 or more (a refund is a grant)`);
+      throw new RangeError(`${name} is ${value}; amounts are 0 or more`);
     }
     return new JsonNumber(JSON.stringify(value));
   }

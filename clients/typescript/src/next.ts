@@ -16,6 +16,7 @@ import {
   NotFoundError,
   ValidationError,
 } from "./errors.js";
+import { decimalLiteral } from "./json.js";
 import { type WebhookEvent, WebhookVerificationError, verifyWebhook } from "./webhooks.js";
 
 export { WebhookVerificationError, verifyWebhook, type WebhookEvent } from "./webhooks.js";
@@ -67,10 +68,14 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
     quote: async (_userId, body) => {
       const { feature, quantity } = body;
       if (typeof feature !== "string") throw invalid("feature is the name of a priced feature");
-      if (quantity !== undefined && typeof quantity !== "number" && typeof quantity !== "string") {
-        throw invalid("quantity is a number");
+      if (quantity !== undefined) {
+        try {
+          decimalLiteral(quantity, "quantity");
+        } catch (error) {
+          throw invalid((error as Error).message);
+        }
       }
-      const quote = await client.quote(quantity === undefined ? { feature } : { feature, quantity });
+      const quote = await client.quote(quantity === undefined ? { feature } : { feature, quantity: quantity as string });
       return {
         amount: quote.amount,
         amount_exact: quote.exact.amount,

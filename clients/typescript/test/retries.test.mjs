@@ -38,8 +38,7 @@ function passOn(incoming, outgoing, body, { loseAnswer }) {
 
 before(async () => {
   server = await startServer();
-  adminKey = await server.createKey("admin", "admin");
-  appKey = await server.createKey("app", "chat");
+  [adminKey, appKey] = await Promise.all([server.createKey("admin", "admin"), server.createKey("app", "chat")]);
   proxy = createServer((incoming, outgoing) => {
     const chunks = [];
     incoming.on("data", (chunk) => chunks.push(chunk));

@@ -22,15 +22,20 @@ let admin;
 let chat;
 let canvas;
 let studio;
+const keys = {};
 
 before(async () => {
   server = await startServer();
-  const client = async (scope, name) =>
-    new CreditsClient({ baseUrl: server.url, apiKey: await server.createKey(scope, name), app: name });
-  admin = await client("admin", "admin");
-  chat = await client("app", "chat");
-  canvas = await client("app", "canvas");
-  studio = await client("app", "studio");
+  const client = async (scope, name) => {
+    keys[name] = await server.createKey(scope, name);
+    return new CreditsClient({ baseUrl: server.url, apiKey: keys[name], app: name });
+  };
+  [admin, chat, canvas, studio] = await Promise.all([
+    client("admin", "admin"),
+    client("app", "chat"),
+    client("app", "canvas"),
+    client("app", "studio"),
+  ]);
 });
 
 after(() => server?.stop());
@@ -71,7 +76,7 @@ test("one account's 100 credits, spent by two apps and refused by a third", asyn
 });
 
 test("the seed's calls: deduct, add, getTransactions and every page, verify and rebuild", async () => {
-  const credits = new CreditsSDK({ baseUrl: server.url, apiKey: await server.createKey("admin", "seed") });
+  const credits = new CreditsSDK({ baseUrl: server.url, apiKey: keys.admin });
   const user = "user_seed";
   await credits.initializeUser(user, 100);
   const spent = await credits.deduct(user, 10, "chat_message", { app: "app.sparked.world" });
@@ -176,7 +181,7 @@ test("quotes, usage batches, packs, pricing and checkout", async () => {
     [["1k", 1000, "Starter"]],
   );
   // This server has no Stripe key: a clear 503 once the retries are spent.
-  const quick = new CreditsClient({ baseUrl: server.url, apiKey: await server.createKey("app", "shop"), maxRetries: 0 });
+  const quick = new CreditsClient({ baseUrl: server.url, apiKey: keys.chat, maxRetries: 0 });
   const checkout = await quick
     .createCheckoutSession("user_usage", "1k", { successUrl: "https://app.example/ok", cancelUrl: "https://app.example/no" })
     .catch((error) => error);
