@@ -2,12 +2,7 @@
  * The creditsd client: one method per API call, every write idempotent, failures retried.
  */
 
-import {
-  CreditsError,
-  RateLimitError,
-  TransportError,
-  errorFor,
-} from "./errors.js";
+import { CreditsError, RateLimitError, TransportError, errorFor } from "./errors.js";
 import {
   type Exact,
   JsonNumber,
@@ -224,11 +219,11 @@ export class CreditsClient {
     }
     this.#fetch = platformFetch;
     const agent = `creditsd-typescript/${VERSION}`;
-    this.#headers = {
-      Authorization: `Bearer ${apiKey}`,
-      Accept: "application/json",
-      "User-Agent": options.app ? `${agent} ${options.app}` : agent,
-    };
+    this.#headers = { Authorization: `Bearer ${apiKey}`, Accept: "application/json" };
+    if (!("document" in globalThis)) {
+      // Browsers keep the User-Agent header to themselves.
+      this.#headers["User-Agent"] = options.app ? `${agent} ${options.app}` : agent;
+    }
   }
 
   // The seed's surface --------------------------------------------------------------------
@@ -254,7 +249,11 @@ export class CreditsClient {
     metadata?: Metadata,
     options: WriteOptions = {},
   ): Promise<Transfer> {
-    return this.charge(userId, { amount }, { ...options, description: reason, ...optional({ metadata }) });
+    return this.charge(
+      userId,
+      { amount },
+      { ...options, description: reason, ...optional({ metadata }) },
+    );
   }
 
   /** Give the user `amount` credits for `reason` (an admin key). */
@@ -279,7 +278,10 @@ export class CreditsClient {
   }
 
   /** Every transfer of the user, newest first, fetching pages as needed. */
-  async *iterTransactions(userId: string, options: { limit?: number } = {}): AsyncGenerator<Transfer> {
+  async *iterTransactions(
+    userId: string,
+    options: { limit?: number } = {},
+  ): AsyncGenerator<Transfer> {
     let cursor: string | null = null;
     do {
       const current: TransactionPage = await this.getTransactions(userId, { ...options, cursor });
@@ -296,7 +298,10 @@ export class CreditsClient {
   /** Check the stored balance against the sum of the user's transfers. */
   async verifyBalance(userId: string): Promise<Verification> {
     return verification(
-      await this.#send<Schemas["VerificationOut"]>({ method: "GET", path: `${accountPath(userId)}/verify` }),
+      await this.#send<Schemas["VerificationOut"]>({
+        method: "GET",
+        path: `${accountPath(userId)}/verify`,
+      }),
     );
   }
 
@@ -315,7 +320,9 @@ export class CreditsClient {
 
   /** The account's balance, held and available credits, status, aliases and metadata. */
   async getAccount(userId: string): Promise<Account> {
-    return plainResult(await this.#send<Schemas["AccountOut"]>({ method: "GET", path: accountPath(userId) }));
+    return plainResult(
+      await this.#send<Schemas["AccountOut"]>({ method: "GET", path: accountPath(userId) }),
+    );
   }
 
   /**
@@ -368,7 +375,8 @@ export class CreditsClient {
     amount: Amount,
     options: GrantOptions & { reason?: string; metadata?: Metadata } = {},
   ): Promise<Transfer> {
-    const expiresAt = options.expiresAt instanceof Date ? options.expiresAt.toISOString() : options.expiresAt;
+    const expiresAt =
+      options.expiresAt instanceof Date ? options.expiresAt.toISOString() : options.expiresAt;
     return writeResult(
       await this.#send<Schemas["TransferOut"]>({
         method: "POST",
@@ -400,13 +408,19 @@ export class CreditsClient {
 
   /** The catalog prices come from now (features, meters, models). */
   async getPricing(): Promise<Catalog> {
-    return plainResult(await this.#send<Schemas["CatalogOut"]>({ method: "GET", path: "/v1/pricing" }));
+    return plainResult(
+      await this.#send<Schemas["CatalogOut"]>({ method: "GET", path: "/v1/pricing" }),
+    );
   }
 
   /** What a feature (× quantity) or a model call would cost now, without charging. */
   async quote(request: QuoteRequest): Promise<Quote> {
     return plainResult(
-      await this.#send<Schemas["QuoteOut"]>({ method: "POST", path: "/v1/quotes", body: priced(request) }),
+      await this.#send<Schemas["QuoteOut"]>({
+        method: "POST",
+        path: "/v1/quotes",
+        body: priced(request),
+      }),
     );
   }
 
@@ -422,7 +436,8 @@ export class CreditsClient {
       return {
         ...event,
         quantity: optionalAmount(event.quantity, `events[${index}].quantity`),
-        timestamp: event.timestamp instanceof Date ? event.timestamp.toISOString() : event.timestamp,
+        timestamp:
+          event.timestamp instanceof Date ? event.timestamp.toISOString() : event.timestamp,
       };
     });
     const answer = await this.#send<Schemas["UsageBatchOut"]>({
@@ -466,7 +481,12 @@ export class CreditsClient {
       await this.#send<Schemas["CaptureOut"]>({
         method: "POST",
         path: `${holdPath(holdId)}/capture`,
-        body: { ...priced(price), final, description: options.description, metadata: options.metadata },
+        body: {
+          ...priced(price),
+          final,
+          description: options.description,
+          metadata: options.metadata,
+        },
         write: { key: options.idempotencyKey, keyless: final },
       }),
     );
@@ -579,7 +599,10 @@ export class CreditsClient {
 
   /** Every endpoint, disabled ones included, their secrets masked. */
   async listWebhookEndpoints(): Promise<WebhookEndpoint[]> {
-    const answer = await this.#send<Schemas["EndpointList"]>({ method: "GET", path: "/v1/webhook-endpoints" });
+    const answer = await this.#send<Schemas["EndpointList"]>({
+      method: "GET",
+      path: "/v1/webhook-endpoints",
+    });
     return answer.plain.data.map((item, index) => result(item, answer.exact.data[index]!, false));
   }
 
@@ -614,7 +637,9 @@ export class CreditsClient {
   /** Deliver a message again (a dead one, or one its receiver lost). */
   async retryWebhookDelivery(deliveryId: number): Promise<WebhookDelivery> {
     if (!Number.isSafeInteger(deliveryId)) {
-      throw new TypeError(`deliveryId is a delivery's whole-number id, not ${describe(deliveryId)}`);
+      throw new TypeError(
+        `deliveryId is a delivery's whole-number id, not ${describe(deliveryId)}`,
+      );
     }
     return plainResult(
       await this.#send<Schemas["DeliveryOut"]>({
@@ -731,7 +756,7 @@ function failure(
 }
 
 /** The Retry-After header in seconds (given as seconds or as an HTTP date), if any. */
-export function retryAfterSeconds(value: string | null): number | undefined {
+function retryAfterSeconds(value: string | null): number | undefined {
   if (value === null || value.trim() === "") return undefined;
   const seconds = Number(value);
   if (Number.isFinite(seconds)) return Math.max(seconds, 0);
@@ -748,7 +773,8 @@ function result<T>(plain: T, exact: Exact<T>, replayed: boolean): WriteResult<T>
 function result<T>(plain: T, exact: Exact<T>, replayed?: boolean): Result<T> {
   // Not enumerable: `Response.json(transfer)` sends the server's fields, as they came.
   Object.defineProperty(plain, "exact", { value: exact, enumerable: false });
-  if (replayed !== undefined) Object.defineProperty(plain, "replayed", { value: replayed, enumerable: false });
+  if (replayed !== undefined)
+    Object.defineProperty(plain, "replayed", { value: replayed, enumerable: false });
   return plain as Result<T>;
 }
 
@@ -763,7 +789,11 @@ function writeResult<T>(answer: Answer<T>): WriteResult<T> {
 function page<Item, Out>(
   answer: Answer<{ data: Item[]; next_cursor: string | null }>,
   wrap: (item: Item, exact: Exact<Item>) => Out,
-): { data: Out[]; next_cursor: string | null; readonly exact: Exact<{ data: Item[]; next_cursor: string | null }> } {
+): {
+  data: Out[];
+  next_cursor: string | null;
+  readonly exact: Exact<{ data: Item[]; next_cursor: string | null }>;
+} {
   const exactItems = answer.exact.data as Exact<Item>[];
   const data = answer.plain.data.map((item, index) => wrap(item, exactItems[index]!));
   const plain = { data, next_cursor: answer.plain.next_cursor };
@@ -792,11 +822,14 @@ function priced(price: Price | QuoteRequest): Record<string, unknown> {
     );
   }
   const { amount, feature, quantity, usage } = price as Record<string, unknown>;
-  if (quantity !== undefined && feature === undefined) throw new TypeError("quantity goes with feature");
+  if (quantity !== undefined && feature === undefined)
+    throw new TypeError("quantity goes with feature");
   if (amount !== undefined) return { amount: decimalLiteral(amount) };
   if (feature !== undefined) {
     if (typeof feature !== "string") {
-      throw new TypeError(`feature is a feature's name, e.g. 'chat_message', not ${describe(feature)}`);
+      throw new TypeError(
+        `feature is a feature's name, e.g. 'chat_message', not ${describe(feature)}`,
+      );
     }
     return { feature, quantity: optionalAmount(quantity, "quantity") };
   }
@@ -848,6 +881,10 @@ function holdPath(holdId: string): string {
 }
 
 /** The entries whose value is defined (for exactOptionalPropertyTypes). */
-function optional<T extends Record<string, unknown>>(fields: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
-  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as never;
+function optional<T extends Record<string, unknown>>(
+  fields: T,
+): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(
+    Object.entries(fields).filter(([, value]) => value !== undefined),
+  ) as never;
 }

@@ -55,7 +55,10 @@ export interface CreditsRoutesOptions {
  * otherwise), so another site cannot make a user's browser start a checkout. Errors answer
  * `{ "error": { "code", "message" } }`; a 402 adds `required` and `available`.
  */
-export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handler; POST: Handler } {
+export function createCreditsRoutes(options: CreditsRoutesOptions): {
+  GET: Handler;
+  POST: Handler;
+} {
   const { client } = options;
   const reads: Record<string, (userId: string) => Promise<unknown>> = {
     balance: async (userId) => {
@@ -64,7 +67,10 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
     },
     packs: async () => ({ packs: await client.listPacks() }),
   };
-  const writes: Record<string, (userId: string, body: Record<string, unknown>) => Promise<unknown>> = {
+  const writes: Record<
+    string,
+    (userId: string, body: Record<string, unknown>) => Promise<unknown>
+  > = {
     quote: async (_userId, body) => {
       const { feature, quantity } = body;
       if (typeof feature !== "string") throw invalid("feature is the name of a priced feature");
@@ -75,7 +81,9 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
           throw invalid((error as Error).message);
         }
       }
-      const quote = await client.quote(quantity === undefined ? { feature } : { feature, quantity: quantity as string });
+      const quote = await client.quote(
+        quantity === undefined ? { feature } : { feature, quantity: quantity as string },
+      );
       return {
         amount: quote.amount,
         amount_exact: quote.exact.amount,
@@ -87,7 +95,10 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
     const { successUrl, cancelUrl } = options.checkout;
     writes.checkout = async (userId, body) => {
       if (typeof body.pack !== "string") throw invalid("pack is the name of a credit pack");
-      const session = await client.createCheckoutSession(userId, body.pack, { successUrl, cancelUrl });
+      const session = await client.createCheckoutSession(userId, body.pack, {
+        successUrl,
+        cancelUrl,
+      });
       return {
         id: session.id,
         url: session.url,
@@ -98,7 +109,9 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
   }
   if (options.portal !== undefined) {
     const { returnUrl } = options.portal;
-    writes.portal = async (userId) => ({ url: (await client.createPortalSession(userId, returnUrl)).url });
+    writes.portal = async (userId) => ({
+      url: (await client.createPortalSession(userId, returnUrl)).url,
+    });
   }
 
   const handle = async (
@@ -112,7 +125,10 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): { GET: Handl
       if (Object.hasOwn(other, action)) {
         return new Response(JSON.stringify(errorBody("method_not_allowed", "method not allowed")), {
           status: 405,
-          headers: { "Content-Type": "application/json", Allow: request.method === "GET" ? "POST" : "GET" },
+          headers: {
+            "Content-Type": "application/json",
+            Allow: request.method === "GET" ? "POST" : "GET",
+          },
         });
       }
       return json(404, errorBody("not_found", "no such credits route"));
@@ -161,7 +177,9 @@ export function createWebhookHandler(options: WebhookHandlerOptions): Handler {
     let event: WebhookEvent;
     try {
       event = await verifyWebhook(options.secret, body, request.headers, {
-        ...(options.toleranceSeconds === undefined ? {} : { toleranceSeconds: options.toleranceSeconds }),
+        ...(options.toleranceSeconds === undefined
+          ? {}
+          : { toleranceSeconds: options.toleranceSeconds }),
       });
     } catch (error) {
       if (error instanceof WebhookVerificationError) {
@@ -179,11 +197,15 @@ function crossSite(request: Request, allowed: string[]): Response | undefined {
   const origin = request.headers.get("Origin");
   const fetchSite = request.headers.get("Sec-Fetch-Site");
   const own = new URL(request.url).origin;
-  const originOk = origin === null ? fetchSite !== "cross-site" : origin === own || allowed.includes(origin);
+  const originOk =
+    origin === null ? fetchSite !== "cross-site" : origin === own || allowed.includes(origin);
   if (!originOk) return json(403, errorBody("forbidden", "cross-site request refused"));
   const type = request.headers.get("Content-Type") ?? "";
   if (!/^application\/json\s*(;|$)/i.test(type)) {
-    return json(415, errorBody("unsupported_media_type", "send JSON (Content-Type: application/json)"));
+    return json(
+      415,
+      errorBody("unsupported_media_type", "send JSON (Content-Type: application/json)"),
+    );
   }
   return undefined;
 }

@@ -68,7 +68,10 @@ export async function verifyWebhook<Data = Record<string, unknown>>(
     );
   }
   if (!/^[0-9]{1,12}$/.test(timestamp)) {
-    throw new WebhookVerificationError("webhook-timestamp is not seconds since 1970", "invalid_timestamp");
+    throw new WebhookVerificationError(
+      "webhook-timestamp is not seconds since 1970",
+      "invalid_timestamp",
+    );
   }
   const tolerance = options.toleranceSeconds ?? 300;
   const now = Math.floor(Number(options.now ?? Date.now()) / 1000);
@@ -92,9 +95,13 @@ export async function verifyWebhook<Data = Record<string, unknown>>(
     .filter((bytes): bytes is Uint8Array<ArrayBuffer> => bytes !== undefined);
   let verified = false;
   for (const each of typeof secret === "string" ? [secret] : secret) {
-    const key = await subtle.importKey("raw", secretKey(each), { name: "HMAC", hash: "SHA-256" }, false, [
-      "verify",
-    ]);
+    const key = await subtle.importKey(
+      "raw",
+      secretKey(each),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["verify"],
+    );
     for (const candidate of candidates) {
       // Web Crypto's verify compares in constant time; every candidate is checked.
       if (await subtle.verify("HMAC", key, candidate, signed)) verified = true;
@@ -110,7 +117,11 @@ export async function verifyWebhook<Data = Record<string, unknown>>(
   } catch {
     event = undefined;
   }
-  if (typeof event !== "object" || event === null || typeof (event as { type?: unknown }).type !== "string") {
+  if (
+    typeof event !== "object" ||
+    event === null ||
+    typeof (event as { type?: unknown }).type !== "string"
+  ) {
     throw new WebhookVerificationError("the body is not a creditsd event", "invalid_event");
   }
   Object.defineProperty(event, "exact", { value: parseExact(text), enumerable: false });
@@ -118,7 +129,8 @@ export async function verifyWebhook<Data = Record<string, unknown>>(
 }
 
 function header(headers: HeaderSource, name: string): string | undefined {
-  if (typeof (headers as Headers).get === "function") return (headers as Headers).get(name) ?? undefined;
+  if (typeof (headers as Headers).get === "function")
+    return (headers as Headers).get(name) ?? undefined;
   const record = headers as Record<string, string | string[] | undefined>;
   const key = Object.keys(record).find((each) => each.toLowerCase() === name);
   const value = key === undefined ? undefined : record[key];
@@ -127,7 +139,10 @@ function header(headers: HeaderSource, name: string): string | undefined {
 
 function secretKey(secret: string): Uint8Array<ArrayBuffer> {
   if (typeof secret !== "string") {
-    throw new WebhookVerificationError("the secret is the endpoint's whsec_… string", "invalid_secret");
+    throw new WebhookVerificationError(
+      "the secret is the endpoint's whsec_… string",
+      "invalid_secret",
+    );
   }
   const bytes = base64Bytes(secret.startsWith("whsec_") ? secret.slice(6) : secret);
   if (bytes === undefined || bytes.length === 0) {

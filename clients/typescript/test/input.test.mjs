@@ -29,28 +29,69 @@ test("NaN, Infinity, negatives and wrong types are refused client-side, nothing 
   const before = sent;
   const cases = [
     [() => admin.deduct("user_input", Number.NaN, "x"), RangeError, /amount is NaN/],
-    [() => admin.deduct("user_input", Number.POSITIVE_INFINITY, "x"), RangeError, /amount is Infinity; give a finite number/],
+    [
+      () => admin.deduct("user_input", Number.POSITIVE_INFINITY, "x"),
+      RangeError,
+      /amount is Infinity; give a finite number/,
+    ],
     [() => admin.deduct("user_input", -5, "x"), RangeError, /amount is -5; amounts are 0 or more/],
     [() => admin.add("user_input", "-5", "x"), RangeError, /amount "-5" is not a plain decimal/],
     [() => admin.add("user_input", "1e3", "x"), RangeError, /amount "1e3" is not a plain decimal/],
     [() => admin.add("user_input", "ten", "x"), RangeError, /amount "ten" is not a plain decimal/],
     [() => admin.add("user_input", -1n, "x"), RangeError, /amount is -1; amounts are 0 or more/],
-    [() => admin.deduct("user_input", true, "x"), TypeError, /amount is a number, a bigint or a decimal string .* not boolean true/],
+    [
+      () => admin.deduct("user_input", true, "x"),
+      TypeError,
+      /amount is a number, a bigint or a decimal string .* not boolean true/,
+    ],
     [() => admin.deduct("user_input", null, "x"), TypeError, /not null/],
     [() => admin.deduct("user_input", { value: 1 }, "x"), TypeError, /not an object/],
-    [() => admin.charge("user_input", { feature: "video_generation", quantity: Number.NaN }), RangeError, /quantity is NaN/],
-    [() => admin.charge("user_input", { amount: 1, feature: "chat_message" }), TypeError, /exactly one of amount, feature or usage \(got amount, feature\)/],
+    [
+      () => admin.charge("user_input", { feature: "video_generation", quantity: Number.NaN }),
+      RangeError,
+      /quantity is NaN/,
+    ],
+    [
+      () => admin.charge("user_input", { amount: 1, feature: "chat_message" }),
+      TypeError,
+      /exactly one of amount, feature or usage \(got amount, feature\)/,
+    ],
     [() => admin.charge("user_input", {}), TypeError, /exactly one of amount, feature or usage$/],
     [() => admin.charge("user_input", 10), TypeError, /give what it costs: \{ amount \}/],
-    [() => admin.charge("user_input", { feature: "chat_message", amount: undefined, quantity: -1 }), RangeError, /quantity is -1/],
-    [() => admin.deduct("user_input", 1, "x", { score: Number.NaN }), RangeError, /body.metadata.score is NaN/],
+    [
+      () =>
+        admin.charge("user_input", { feature: "chat_message", amount: undefined, quantity: -1 }),
+      RangeError,
+      /quantity is -1/,
+    ],
+    [
+      () => admin.deduct("user_input", 1, "x", { score: Number.NaN }),
+      RangeError,
+      /body.metadata.score is NaN/,
+    ],
     [() => admin.deduct(42, 1, "x"), TypeError, /userId is an account id .* not number 42/],
     [() => admin.getBalance(""), TypeError, /userId is an account id/],
-    [() => admin.hold("user_input", { amount: 1 }, { expiresIn: 1.5 }), TypeError, /expiresIn is a whole number of seconds/],
-    [() => admin.deduct("user_input", 1, "x", undefined, { idempotencyKey: "" }), TypeError, /idempotencyKey is a non-empty string/],
+    [
+      () => admin.hold("user_input", { amount: 1 }, { expiresIn: 1.5 }),
+      TypeError,
+      /expiresIn is a whole number of seconds/,
+    ],
+    [
+      () => admin.deduct("user_input", 1, "x", undefined, { idempotencyKey: "" }),
+      TypeError,
+      /idempotencyKey is a non-empty string/,
+    ],
     [() => admin.sendUsage({ id: "e" }), TypeError, /sendUsage takes an array/],
-    [() => admin.retryWebhookDelivery("7"), TypeError, /deliveryId is a delivery's whole-number id/],
-    [() => admin.createCheckoutSession("user_input", "1k", { successUrl: "https://a.example/ok" }), TypeError, /cancelUrl is required/],
+    [
+      () => admin.retryWebhookDelivery("7"),
+      TypeError,
+      /deliveryId is a delivery's whole-number id/,
+    ],
+    [
+      () => admin.createCheckoutSession("user_input", "1k", { successUrl: "https://a.example/ok" }),
+      TypeError,
+      /cancelUrl is required/,
+    ],
   ];
   for (const [call, kind, message] of cases) {
     await assert.rejects(call, (error) => {
@@ -61,13 +102,22 @@ test("NaN, Infinity, negatives and wrong types are refused client-side, nothing 
   }
   assert.equal(sent, before, "a refused call was sent anyway");
   assert.throws(() => new CreditsClient({ apiKey: "k" }), /baseUrl is creditsd's address/);
-  assert.throws(() => new CreditsClient({ baseUrl: "http://x", apiKey: "" }), /apiKey is a creditsd API key/);
-  assert.throws(() => new CreditsClient({ baseUrl: "http://x", apiKey: "k", maxRetries: -1 }), /maxRetries is a whole number/);
+  assert.throws(
+    () => new CreditsClient({ baseUrl: "http://x", apiKey: "" }),
+    /apiKey is a creditsd API key/,
+  );
+  assert.throws(
+    () => new CreditsClient({ baseUrl: "http://x", apiKey: "k", maxRetries: -1 }),
+    /maxRetries is a whole number/,
+  );
 });
 
 test("what the server refuses comes back as ValidationError with its code", async () => {
   const refuse = async (call, code) => {
-    const error = await call().then(() => assert.fail("accepted"), (failure) => failure);
+    const error = await call().then(
+      () => assert.fail("accepted"),
+      (failure) => failure,
+    );
     assert.ok(error instanceof ValidationError, String(error));
     assert.equal(error.status, 422);
     assert.equal(error.code, code);

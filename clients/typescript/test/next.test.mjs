@@ -34,7 +34,9 @@ before(async () => {
         );
       } else {
         response.statusCode = 404;
-        response.end(JSON.stringify({ error: { message: "no such route", type: "invalid_request_error" } }));
+        response.end(
+          JSON.stringify({ error: { message: "no such route", type: "invalid_request_error" } }),
+        );
       }
     });
   });
@@ -45,14 +47,23 @@ before(async () => {
       CREDITSD_STRIPE__API_BASE: `http://127.0.0.1:${stripe.address().port}`,
     },
   });
-  const [adminKey, appKey] = await Promise.all([server.createKey("admin", "admin"), server.createKey("app", "web")]);
-  await new CreditsClient({ baseUrl: server.url, apiKey: adminKey }).initializeUser("user_next", 100);
+  const [adminKey, appKey] = await Promise.all([
+    server.createKey("admin", "admin"),
+    server.createKey("app", "web"),
+  ]);
+  await new CreditsClient({ baseUrl: server.url, apiKey: adminKey }).initializeUser(
+    "user_next",
+    100,
+  );
   const client = new CreditsClient({ baseUrl: server.url, apiKey: appKey });
   routes = createCreditsRoutes({
     client,
     // The app's session: here a header stands in for Clerk's auth().
     getUserId: (request) => request.headers.get("x-test-user"),
-    checkout: { successUrl: "https://app.example/credits?paid=1", cancelUrl: "https://app.example/credits" },
+    checkout: {
+      successUrl: "https://app.example/credits?paid=1",
+      cancelUrl: "https://app.example/credits",
+    },
   });
 });
 
@@ -80,9 +91,14 @@ test("the signed-in user's balance, packs and a quote", async () => {
   assert.deepEqual(await balance.json(), { balance: 100, balance_exact: "100" });
 
   const packs = await (await call("GET", "packs")).json();
-  assert.deepEqual(packs.packs.map((pack) => [pack.name, pack.credits]), [["1k", 1000]]);
+  assert.deepEqual(
+    packs.packs.map((pack) => [pack.name, pack.credits]),
+    [["1k", 1000]],
+  );
 
-  const quote = await call("POST", "quote", { body: { feature: "video_generation", quantity: 30 } });
+  const quote = await call("POST", "quote", {
+    body: { feature: "video_generation", quantity: 30 },
+  });
   assert.equal(quote.status, 200);
   const priced = await quote.json();
   assert.equal(priced.amount, 300);
@@ -106,22 +122,35 @@ test("checkout for the signed-in user, with the app's own return addresses", asy
 });
 
 test("no signed-in user: 401, and nothing asked of creditsd", async () => {
-  for (const [method, action, body] of [["GET", "balance"], ["POST", "quote", { feature: "chat_message" }], ["POST", "checkout", { pack: "1k" }]]) {
+  for (const [method, action, body] of [
+    ["GET", "balance"],
+    ["POST", "quote", { feature: "chat_message" }],
+    ["POST", "checkout", { pack: "1k" }],
+  ]) {
     const response = await call(method, action, { user: null, body });
     assert.equal(response.status, 401);
-    assert.deepEqual(await response.json(), { error: { code: "unauthenticated", message: "sign in first" } });
+    assert.deepEqual(await response.json(), {
+      error: { code: "unauthenticated", message: "sign in first" },
+    });
   }
 });
 
 test("a POST from another site, or not JSON, is refused before anything happens", async () => {
   const before = checkoutRequests.length;
-  const crossSite = await call("POST", "checkout", { body: { pack: "1k" }, headers: { Origin: "https://evil.example" } });
+  const crossSite = await call("POST", "checkout", {
+    body: { pack: "1k" },
+    headers: { Origin: "https://evil.example" },
+  });
   assert.equal(crossSite.status, 403);
   assert.equal((await crossSite.json()).error.code, "forbidden");
   const fetchSite = await routes.POST(
     new Request(`${APP}/api/credits/checkout`, {
       method: "POST",
-      headers: { "x-test-user": "user_next", "Content-Type": "application/json", "Sec-Fetch-Site": "cross-site" },
+      headers: {
+        "x-test-user": "user_next",
+        "Content-Type": "application/json",
+        "Sec-Fetch-Site": "cross-site",
+      },
       body: JSON.stringify({ pack: "1k" }),
     }),
   );
@@ -140,7 +169,9 @@ test("bad requests get clear answers without creditsd's internals", async () => 
   assert.equal((await broken.json()).error.code, "invalid_json");
   const noFeature = await call("POST", "quote", { body: { quantity: 3 } });
   assert.equal(noFeature.status, 422);
-  const badQuantity = await call("POST", "quote", { body: { feature: "video_generation", quantity: -3 } });
+  const badQuantity = await call("POST", "quote", {
+    body: { feature: "video_generation", quantity: -3 },
+  });
   assert.equal(badQuantity.status, 422);
   assert.match((await badQuantity.json()).error.message, /quantity/);
   const unknown = await call("POST", "quote", { body: { feature: "teleport" } });

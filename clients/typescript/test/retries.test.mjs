@@ -38,14 +38,22 @@ function passOn(incoming, outgoing, body, { loseAnswer }) {
 
 before(async () => {
   server = await startServer();
-  [adminKey, appKey] = await Promise.all([server.createKey("admin", "admin"), server.createKey("app", "chat")]);
+  [adminKey, appKey] = await Promise.all([
+    server.createKey("admin", "admin"),
+    server.createKey("app", "chat"),
+  ]);
   proxy = createServer((incoming, outgoing) => {
     const chunks = [];
     incoming.on("data", (chunk) => chunks.push(chunk));
     incoming.on("end", () => {
       const path = new URL(incoming.url, "http://x").pathname;
       const action = plans.get(path)?.shift() ?? "forward";
-      seen.push({ method: incoming.method, path, key: incoming.headers["idempotency-key"], action });
+      seen.push({
+        method: incoming.method,
+        path,
+        key: incoming.headers["idempotency-key"],
+        action,
+      });
       const body = Buffer.concat(chunks);
       if (action === "drop") outgoing.socket.destroy();
       else if (action === "lose-answer") passOn(incoming, outgoing, body, { loseAnswer: true });
@@ -54,7 +62,11 @@ before(async () => {
         const headers = { "Content-Type": "application/json" };
         if (retryAfter !== undefined) headers["Retry-After"] = retryAfter;
         outgoing.writeHead(Number(status), headers);
-        outgoing.end(JSON.stringify({ error: { code: status === "429" ? "rate_limited" : "unavailable", message: "injected" } }));
+        outgoing.end(
+          JSON.stringify({
+            error: { code: status === "429" ? "rate_limited" : "unavailable", message: "injected" },
+          }),
+        );
       } else passOn(incoming, outgoing, body, { loseAnswer: false });
     });
   });
@@ -76,7 +88,9 @@ const client = (options = {}) =>
 test("a dropped connection, a lost answer and a 503 are retried with one key; one charge", async () => {
   seen.length = 0;
   plans.set("/v1/charges", ["drop", "lose-answer", "status:503:0"]);
-  const transfer = await client({ maxRetries: 3 }).charge("user_retry", { feature: "chat_message" });
+  const transfer = await client({ maxRetries: 3 }).charge("user_retry", {
+    feature: "chat_message",
+  });
   const attempts = seen.filter((each) => each.path === "/v1/charges");
   assert.deepEqual(
     attempts.map((each) => each.action),
@@ -95,7 +109,9 @@ test("a dropped connection, a lost answer and a 503 are retried with one key; on
 test("a caller's own key is the one every attempt carries", async () => {
   seen.length = 0;
   plans.set("/v1/charges", ["status:502", "drop"]);
-  await client({ maxRetries: 2 }).deduct("user_retry", 5, "chat", undefined, { idempotencyKey: "chat:msg-7" });
+  await client({ maxRetries: 2 }).deduct("user_retry", 5, "chat", undefined, {
+    idempotencyKey: "chat:msg-7",
+  });
   assert.deepEqual(
     seen.filter((each) => each.path === "/v1/charges").map((each) => each.key),
     ["chat:msg-7", "chat:msg-7", "chat:msg-7"],
@@ -133,7 +149,11 @@ test("no answer after every retry: TransportError with the key, safe to send aga
   assert.match(error.idempotencyKey, /^sdk_/);
   assert.equal(seen.length, 3);
   // The first attempt did charge; sending again with the key answers that charge.
-  const again = await client().charge("user_retry", { amount: 4 }, { idempotencyKey: error.idempotencyKey });
+  const again = await client().charge(
+    "user_retry",
+    { amount: 4 },
+    { idempotencyKey: error.idempotencyKey },
+  );
   assert.equal(again.replayed, true);
   assert.equal(again.balance, 80);
 });

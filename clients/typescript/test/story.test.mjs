@@ -45,7 +45,11 @@ test("one account's 100 credits, spent by two apps and refused by a third", asyn
   const account = await admin.initializeUser(user, 100);
   assert.equal(account.available, 100);
 
-  const chatCharge = await chat.charge(user, { feature: "chat_message" }, { metadata: { app: "chat" } });
+  const chatCharge = await chat.charge(
+    user,
+    { feature: "chat_message" },
+    { metadata: { app: "chat" } },
+  );
   assert.equal(chatCharge.amount, 10);
   assert.equal(chatCharge.balance, 90);
   assert.equal(chatCharge.app, "chat");
@@ -59,9 +63,10 @@ test("one account's 100 credits, spent by two apps and refused by a third", asyn
 
   const pricing = new PricingEngine(studio);
   assert.equal(await pricing.calculateCost("video_generation", 30), 300);
-  const refused = await studio
-    .charge(user, { feature: "video_generation", quantity: 30 })
-    .then(() => assert.fail("a 300-credit video went through on 40 credits"), (error) => error);
+  const refused = await studio.charge(user, { feature: "video_generation", quantity: 30 }).then(
+    () => assert.fail("a 300-credit video went through on 40 credits"),
+    (error) => error,
+  );
   assert.ok(refused instanceof InsufficientCreditsError);
   assert.ok(refused instanceof CreditsError);
   assert.equal(refused.name, "InsufficientCreditsError");
@@ -92,13 +97,20 @@ test("the seed's calls: deduct, add, getTransactions and every page, verify and 
   assert.equal("exact" in JSON.parse(JSON.stringify(granted)), false);
 
   const first = await credits.getTransactions(user, { limit: 2 });
-  assert.deepEqual(first.data.map((t) => t.change), [25.5, -10]);
+  assert.deepEqual(
+    first.data.map((t) => t.change),
+    [25.5, -10],
+  );
   assert.ok(first.next_cursor);
   const second = await credits.getTransactions(user, { limit: 2, cursor: first.next_cursor });
-  assert.deepEqual(second.data.map((t) => t.change), [100]);
+  assert.deepEqual(
+    second.data.map((t) => t.change),
+    [100],
+  );
   assert.equal(second.next_cursor, null);
   const every = [];
-  for await (const transfer of credits.iterTransactions(user, { limit: 1 })) every.push(transfer.exact.change);
+  for await (const transfer of credits.iterTransactions(user, { limit: 1 }))
+    every.push(transfer.exact.change);
   assert.deepEqual(every, ["25.5", "-10", "100"]);
 
   const verification = await credits.verifyBalance(user);
@@ -132,7 +144,11 @@ test("one idempotency key: a repeat is replayed, another request with it is refu
 test("holds: reserve, extend, capture the actual cost, the rest comes back", async () => {
   const user = "user_holds";
   await admin.initializeUser(user, 100);
-  const hold = await studio.hold(user, { feature: "video_generation", quantity: 5 }, { expiresIn: 600 });
+  const hold = await studio.hold(
+    user,
+    { feature: "video_generation", quantity: 5 },
+    { expiresIn: 600 },
+  );
   assert.equal(hold.amount, 50);
   assert.equal(await studio.getBalance(user), 50);
   const extended = await studio.extend(hold.id, 900);
@@ -170,8 +186,13 @@ test("quotes, usage batches, packs, pricing and checkout", async () => {
     { id: "ev-1", account_id: "user_usage", feature: "chat_message", quantity: 2 },
     { id: "ev-2", account_id: "user_usage", feature: "no_such_feature" },
   ]);
-  assert.deepEqual(results.map((r) => r.status), ["charged", "invalid"]);
-  const repeat = await chat.sendUsage([{ id: "ev-1", account_id: "user_usage", feature: "chat_message", quantity: 2 }]);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ["charged", "invalid"],
+  );
+  const repeat = await chat.sendUsage([
+    { id: "ev-1", account_id: "user_usage", feature: "chat_message", quantity: 2 },
+  ]);
   assert.equal(repeat[0].status, "duplicate");
   assert.equal(await chat.getBalance("user_usage"), 80);
 
@@ -183,14 +204,21 @@ test("quotes, usage batches, packs, pricing and checkout", async () => {
   // This server has no Stripe key: a clear 503 once the retries are spent.
   const quick = new CreditsClient({ baseUrl: server.url, apiKey: keys.chat, maxRetries: 0 });
   const checkout = await quick
-    .createCheckoutSession("user_usage", "1k", { successUrl: "https://app.example/ok", cancelUrl: "https://app.example/no" })
+    .createCheckoutSession("user_usage", "1k", {
+      successUrl: "https://app.example/ok",
+      cancelUrl: "https://app.example/no",
+    })
     .catch((error) => error);
   assert.ok(checkout instanceof ServiceUnavailableError);
   assert.equal(checkout.code, "stripe_not_configured");
 });
 
 test("each error code has its class, with code, status and details", async () => {
-  const stranger = new CreditsClient({ baseUrl: server.url, apiKey: "cdk_not_a_key", maxRetries: 0 });
+  const stranger = new CreditsClient({
+    baseUrl: server.url,
+    apiKey: "cdk_not_a_key",
+    maxRetries: 0,
+  });
   const unauthenticated = await stranger.getBalance("user_story").catch((error) => error);
   assert.ok(unauthenticated instanceof AuthenticationError);
   assert.equal(unauthenticated.status, 401);

@@ -18,7 +18,10 @@ let delivered = () => {};
 
 before(async () => {
   server = await startServer();
-  admin = new CreditsClient({ baseUrl: server.url, apiKey: await server.createKey("admin", "admin") });
+  admin = new CreditsClient({
+    baseUrl: server.url,
+    apiKey: await server.createKey("admin", "admin"),
+  });
   receiver = createServer((request, response) => {
     const chunks = [];
     request.on("data", (chunk) => chunks.push(chunk));
@@ -41,7 +44,9 @@ after(async () => {
 function asRequest({ headers, body }) {
   return new Request("http://app.example/api/webhooks/credits", {
     method: "POST",
-    headers: Object.entries(headers).filter(([name]) => name.startsWith("webhook-") || name === "content-type"),
+    headers: Object.entries(headers).filter(
+      ([name]) => name.startsWith("webhook-") || name === "content-type",
+    ),
     body,
   });
 }
@@ -72,7 +77,10 @@ test("a real delivery verifies; the same with a changed body, secret or time doe
   assert.equal(typeof event.exact, "object");
 
   const seen = [];
-  const handler = createWebhookHandler({ secret: endpoint.secret, onEvent: (each) => seen.push(each.type) });
+  const handler = createWebhookHandler({
+    secret: endpoint.secret,
+    onEvent: (each) => seen.push(each.type),
+  });
   const accepted = await handler(asRequest(delivery));
   assert.equal(accepted.status, 200);
   assert.deepEqual(await accepted.json(), { received: true });
@@ -91,18 +99,37 @@ test("a real delivery verifies; the same with a changed body, secret or time doe
     code: "invalid_signature",
   });
   const later = Number(delivery.headers["webhook-timestamp"]) * 1000 + 301_000;
-  await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, delivery.headers, { now: later }), {
-    code: "stale_timestamp",
-  });
+  await assert.rejects(
+    verifyWebhook(endpoint.secret, delivery.body, delivery.headers, { now: later }),
+    {
+      code: "stale_timestamp",
+    },
+  );
   // Another moment in the signed headers breaks the signature too.
-  const shifted = { ...delivery.headers, "webhook-timestamp": String(Number(delivery.headers["webhook-timestamp"]) + 1) };
-  await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, shifted), { code: "invalid_signature" });
+  const shifted = {
+    ...delivery.headers,
+    "webhook-timestamp": String(Number(delivery.headers["webhook-timestamp"]) + 1),
+  };
+  await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, shifted), {
+    code: "invalid_signature",
+  });
   // While a secret rotates, any of several signatures, or secrets, may match.
-  const rotated = { ...delivery.headers, "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")} ${delivery.headers["webhook-signature"]}` };
-  assert.equal((await verifyWebhook(endpoint.secret, delivery.body, rotated)).type, "charge.succeeded");
-  assert.equal((await verifyWebhook([otherSecret, endpoint.secret], delivery.body, delivery.headers)).type, "charge.succeeded");
+  const rotated = {
+    ...delivery.headers,
+    "webhook-signature": `v1,${Buffer.alloc(32).toString("base64")} ${delivery.headers["webhook-signature"]}`,
+  };
+  assert.equal(
+    (await verifyWebhook(endpoint.secret, delivery.body, rotated)).type,
+    "charge.succeeded",
+  );
+  assert.equal(
+    (await verifyWebhook([otherSecret, endpoint.secret], delivery.body, delivery.headers)).type,
+    "charge.succeeded",
+  );
   const { "webhook-signature": _, ...unsigned } = delivery.headers;
-  await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, unsigned), { code: "missing_headers" });
+  await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, unsigned), {
+    code: "missing_headers",
+  });
 });
 
 test("signatures made by creditsd's Python signer verify, over bytes and text alike", async () => {
@@ -123,10 +150,14 @@ print(json.dumps({"secret": secret, "body": body, "headers": headers(secret, "ms
   assert.equal(event.data.account_id, "user_é");
   assert.equal(event.exact.data.balance, "922337203685477.5807");
   assert.equal((await verifyWebhook(secret, new TextEncoder().encode(body), headers)).id, "evt_1");
-  await assert.rejects(verifyWebhook(secret, body.replace("é", "e"), headers), WebhookVerificationError);
-  await assert.rejects(verifyWebhook("whsec_not base64!", body, headers), { code: "invalid_secret" });
   await assert.rejects(
-    verifyWebhook(secret, body, { ...headers, "webhook-timestamp": "soon" }),
-    { code: "invalid_timestamp" },
+    verifyWebhook(secret, body.replace("é", "e"), headers),
+    WebhookVerificationError,
   );
+  await assert.rejects(verifyWebhook("whsec_not base64!", body, headers), {
+    code: "invalid_secret",
+  });
+  await assert.rejects(verifyWebhook(secret, body, { ...headers, "webhook-timestamp": "soon" }), {
+    code: "invalid_timestamp",
+  });
 });

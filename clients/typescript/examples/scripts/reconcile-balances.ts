@@ -7,7 +7,9 @@ const credits = new CreditsSDK({
   apiKey: process.env.CREDITSD_ADMIN_KEY ?? "",
 });
 
-export async function reconcile(userIds: string[]): Promise<{ verified: number; fixed: number; errors: number }> {
+export async function reconcile(
+  userIds: string[],
+): Promise<{ verified: number; fixed: number; errors: number }> {
   let verified = 0;
   let fixed = 0;
   let errors = 0;
@@ -17,7 +19,9 @@ export async function reconcile(userIds: string[]): Promise<{ verified: number; 
       if (verification.valid) {
         verified += 1;
       } else {
-        console.log(`Fixing ${userId}: ${verification.exact.stored} → ${verification.exact.calculated}`);
+        console.log(
+          `Fixing ${userId}: ${verification.exact.stored} → ${verification.exact.calculated}`,
+        );
         await credits.rebuildBalance(userId);
         fixed += 1;
       }

@@ -4,7 +4,10 @@ import { InsufficientCreditsError } from "@creditsd/client";
 import { currentUserId } from "../../../lib/auth.js";
 import { credits } from "../../../lib/credits.js";
 
-declare function processChatMessage(message: { id: string; text: string }): Promise<{ reply: string }>;
+declare function processChatMessage(message: {
+  id: string;
+  text: string;
+}): Promise<{ reply: string }>;
 
 export async function POST(req: Request): Promise<Response> {
   const userId = await currentUserId(req);

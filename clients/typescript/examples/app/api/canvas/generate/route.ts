@@ -9,7 +9,10 @@ declare function generateCanvas(prompt: string): Promise<{ url: string }>;
 export async function POST(req: Request): Promise<Response> {
   const userId = await currentUserId(req);
   if (!userId) return Response.json({ error: "Unauthorized" }, { status: 401 });
-  const { complexity, prompt } = (await req.json()) as { complexity: "high" | "low"; prompt: string };
+  const { complexity, prompt } = (await req.json()) as {
+    complexity: "high" | "low";
+    prompt: string;
+  };
   const feature = complexity === "high" ? "canvas_generation_complex" : "canvas_generation_simple";
   try {
     const cost = await pricing.calculateCostExact(feature);

@@ -25,7 +25,11 @@ export async function POST(req: Request): Promise<Response> {
   } catch (error) {
     if (error instanceof InsufficientCreditsError) {
       return Response.json(
-        { error: "Insufficient credits", estimated_cost: error.required, available: error.available },
+        {
+          error: "Insufficient credits",
+          estimated_cost: error.required,
+          available: error.available,
+        },
         { status: 402 },
       );
     }
@@ -33,8 +37,15 @@ export async function POST(req: Request): Promise<Response> {
   }
   try {
     const video = await generateVideo({ duration, resolution });
-    const done = await credits.capture(holdId, { feature: "video_generation", quantity: video.seconds });
-    return Response.json({ video, charged: done.transfer.amount, credits_remaining: done.transfer.balance });
+    const done = await credits.capture(holdId, {
+      feature: "video_generation",
+      quantity: video.seconds,
+    });
+    return Response.json({
+      video,
+      charged: done.transfer.amount,
+      credits_remaining: done.transfer.balance,
+    });
   } catch (error) {
     await credits.release(holdId);
     throw error;
