@@ -1,8 +1,8 @@
 // app/api/chat/route.ts: charge a chat message (priced by creditsd's catalog) before
 // answering it; a resent message is charged once, by its id.
-import { InsufficientCreditsError } from "@creditsd/client";
 import { currentUserId } from "../../../lib/auth.js";
 import { credits } from "../../../lib/credits.js";
+import { paymentRequired } from "../../../lib/respond.js";
 
 declare function processChatMessage(message: {
   id: string;
@@ -22,12 +22,6 @@ export async function POST(req: Request): Promise<Response> {
     const response = await processChatMessage(message);
     return Response.json({ ...response, credits_remaining: result.balance });
   } catch (error) {
-    if (error instanceof InsufficientCreditsError) {
-      return Response.json(
-        { error: "Insufficient credits", required: error.required, available: error.available },
-        { status: 402 },
-      );
-    }
-    throw error;
+    return paymentRequired(error);
   }
 }

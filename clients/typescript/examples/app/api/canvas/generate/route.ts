@@ -1,8 +1,8 @@
 // app/api/canvas/generate/route.ts: the seed's deduct(userId, amount, reason, metadata),
 // with the cost read from the live catalog instead of a constant in the app.
-import { InsufficientCreditsError } from "@creditsd/client";
 import { currentUserId } from "../../../../lib/auth.js";
 import { credits, pricing } from "../../../../lib/credits.js";
+import { paymentRequired } from "../../../../lib/respond.js";
 
 declare function generateCanvas(prompt: string): Promise<{ url: string }>;
 
@@ -19,12 +19,6 @@ export async function POST(req: Request): Promise<Response> {
     await credits.deduct(userId, cost, "canvas_generation", { app: "canvas.example", complexity });
     return Response.json({ canvas: await generateCanvas(prompt) });
   } catch (error) {
-    if (error instanceof InsufficientCreditsError) {
-      return Response.json(
-        { error: "Insufficient credits", required: error.required, available: error.available },
-        { status: 402 },
-      );
-    }
-    throw error;
+    return paymentRequired(error);
   }
 }
