@@ -171,7 +171,7 @@ const MAX_BACKOFF_MS = 10_000;
 /** A longer Retry-After than this is not waited out: the error goes to the caller at once. */
 const MAX_RETRY_AFTER_SECONDS = 30;
 
-interface Request {
+interface ApiCall {
   method: "GET" | "POST" | "PUT" | "DELETE";
   path: string;
   query?: Record<string, string | number | undefined | null>;
@@ -652,7 +652,7 @@ export class CreditsClient {
 
   // Sending ---------------------------------------------------------------------------------
 
-  async #send<T>(request: Request): Promise<Answer<T>> {
+  async #send<T>(request: ApiCall): Promise<Answer<T>> {
     const url = new URL(this.baseUrl + request.path);
     for (const [name, value] of Object.entries(request.query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(name, String(value));

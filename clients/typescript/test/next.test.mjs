@@ -64,6 +64,7 @@ before(async () => {
       successUrl: "https://app.example/credits?paid=1",
       cancelUrl: "https://app.example/credits",
     },
+    portal: { returnUrl: "https://app.example/settings" },
   });
 });
 
@@ -119,6 +120,13 @@ test("checkout for the signed-in user, with the app's own return addresses", asy
   const unknown = await call("POST", "checkout", { body: { pack: "free-lunch" } });
   assert.equal(unknown.status, 422);
   assert.equal((await unknown.json()).error.code, "unknown_pack");
+});
+
+test("a link to the signed-in user's billing page", async () => {
+  const response = await call("POST", "portal", { body: {} });
+  assert.equal(response.status, 200);
+  const { url } = await response.json();
+  assert.ok(url.startsWith(`${server.url}/billing/open?token=`), url);
 });
 
 test("no signed-in user: 401, and nothing asked of creditsd", async () => {

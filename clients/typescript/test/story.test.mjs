@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import {
+  AccountNotActiveError,
   AuthenticationError,
   CreditsClient,
   CreditsError,
@@ -239,4 +240,24 @@ test("each error code has its class, with code, status and details", async () =>
   assert.ok(verifyMissing instanceof NotFoundError);
   assert.equal(verifyMissing.code, "account_not_found");
   assert.equal(verifyMissing.idempotencyKey, undefined);
+});
+
+test("model usage priced by the catalog, a frozen account, a billing page link", async () => {
+  const user = "user_models";
+  await admin.initializeUser(user, 100);
+  const usage = { model: "openai/gpt-4o-mini", input_tokens: 1_000_000, output_tokens: 1_000_000 };
+  assert.equal((await chat.quote({ usage })).amount, 75);
+  const charged = await chat.charge(user, { usage });
+  assert.equal(charged.amount, 75);
+  assert.equal(charged.balance, 25);
+
+  const portal = await chat.createPortalSession(user, "https://app.example/settings");
+  assert.match(portal.url, /\/billing\/open\?token=/);
+
+  await admin.initializeAccount(user, { status: "frozen" });
+  const frozen = await chat.charge(user, { amount: 1 }).catch((error) => error);
+  assert.ok(frozen instanceof AccountNotActiveError);
+  assert.equal(frozen.status, 409);
+  assert.equal(frozen.code, "account_frozen");
+  assert.equal(frozen.accountId, user);
 });

@@ -130,6 +130,22 @@ test("a real delivery verifies; the same with a changed body, secret or time doe
   await assert.rejects(verifyWebhook(endpoint.secret, delivery.body, unsigned), {
     code: "missing_headers",
   });
+
+  // The endpoint and its deliveries as the admin API lists them.
+  const [listed] = await admin.listWebhookEndpoints();
+  assert.equal(listed.id, endpoint.id);
+  assert.notEqual(listed.secret, endpoint.secret, "the secret is shown only once");
+  let sent = await admin.listWebhookDeliveries({ destination: endpoint.id, limit: 10 });
+  for (let wait = 0; sent.data[0].status === "pending" && wait < 50; wait += 1) {
+    // The receiver has answered; creditsd records the delivery a moment later.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    sent = await admin.listWebhookDeliveries({ destination: endpoint.id, limit: 10 });
+  }
+  assert.equal(sent.data[0].message_id, delivery.headers["webhook-id"]);
+  assert.equal(sent.data[0].status, "delivered");
+  assert.equal((await admin.retryWebhookDelivery(sent.data[0].id)).status, "pending");
+  const disabled = await admin.disableWebhookEndpoint(endpoint.id);
+  assert.notEqual(disabled.disabled_at, null);
 });
 
 test("signatures made by creditsd's Python signer verify, over bytes and text alike", async () => {
