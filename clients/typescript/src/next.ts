@@ -22,6 +22,8 @@ import { type WebhookEvent, WebhookVerificationError, verifyWebhook } from "./we
 export { WebhookVerificationError, verifyWebhook, type WebhookEvent } from "./webhooks.js";
 
 type Handler = (request: Request) => Promise<Response>;
+/** One action of {@link createCreditsRoutes}: its JSON answer for the signed-in user. */
+type Route = (userId: string, body: Record<string, unknown>) => Promise<unknown>;
 
 export interface CreditsRoutesOptions {
   /** A client with an app key (it charges nothing here, but checkout needs an app key). */
@@ -60,17 +62,14 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): {
   POST: Handler;
 } {
   const { client } = options;
-  const reads: Record<string, (userId: string) => Promise<unknown>> = {
+  const reads: Record<string, Route> = {
     balance: async (userId) => {
       const account = await client.getAccount(userId);
       return { balance: account.available, balance_exact: account.exact.available };
     },
     packs: async () => ({ packs: await client.listPacks() }),
   };
-  const writes: Record<
-    string,
-    (userId: string, body: Record<string, unknown>) => Promise<unknown>
-  > = {
+  const writes: Record<string, Route> = {
     quote: async (_userId, body) => {
       const { feature, quantity } = body;
       if (typeof feature !== "string") throw invalid("feature is the name of a priced feature");
@@ -116,19 +115,15 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): {
 
   const handle = async (
     request: Request,
-    routes: Record<string, (userId: string, body: Record<string, unknown>) => Promise<unknown>>,
-    other: Record<string, unknown>,
+    routes: Record<string, Route>,
+    other: Record<string, Route>,
   ): Promise<Response> => {
     const action = new URL(request.url).pathname.replace(/\/+$/, "").split("/").at(-1) ?? "";
     const route = Object.hasOwn(routes, action) ? routes[action] : undefined;
     if (route === undefined) {
       if (Object.hasOwn(other, action)) {
-        return new Response(JSON.stringify(errorBody("method_not_allowed", "method not allowed")), {
-          status: 405,
-          headers: {
-            "Content-Type": "application/json",
-            Allow: request.method === "GET" ? "POST" : "GET",
-          },
+        return json(405, errorBody("method_not_allowed", "method not allowed"), {
+          Allow: request.method === "GET" ? "POST" : "GET",
         });
       }
       return json(404, errorBody("not_found", "no such credits route"));
@@ -254,9 +249,9 @@ function errorBody(code: string, message: string): { error: { code: string; mess
   return { error: { code, message } };
 }
 
-function json(status: number, body: unknown): Response {
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "Content-Type": "application/json", "Cache-Control": "no-store" },
+    headers: { "Content-Type": "application/json", "Cache-Control": "no-store", ...headers },
   });
 }
