@@ -40,7 +40,7 @@ async def test_300_concurrent_spends_against_100_credits(
     connections = await connection_budget(database_url, CHARGES)
     ledger = await make_ledger(
         # 300 writers at once may queue longer than one request would wait; none may fail.
-        database={"pool_size": connections, "lock_timeout": 60},
+        database={"pool_size": connections, "lock_timeout": 60, "pool_timeout": 60},
         ledger={"group_commit": group_commit},
     )
     await ledger.grant("hot", 100 * CREDIT)

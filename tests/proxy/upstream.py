@@ -58,6 +58,13 @@ def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[
     }
 
 
+class _Server(ThreadingHTTPServer):
+    # Concurrent holds are opened in one batch, so their calls come upstream at once; the
+    # default listen backlog of 5 would reset some, as no provider's server does.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class Upstream:
     """A threaded HTTP server; ``requests`` holds each call's headers and JSON body."""
 
@@ -145,8 +152,7 @@ class Upstream:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api/v1"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

@@ -52,8 +52,9 @@ async def key_id(ledger: Ledger, name: str) -> str:
 
 @asynccontextmanager
 async def console(base: str, secret: str | None) -> AsyncIterator[httpx.AsyncClient]:
-    """A plain HTTP client, signed in with ``secret`` unless it is None."""
-    async with httpx.AsyncClient(base_url=base) as http:
+    """A plain HTTP client, signed in with ``secret`` unless it is None; patient, as pages
+    on a loaded machine may take seconds."""
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         if secret is not None:
             signed = await http.post(
                 "/admin/login", data={"key": secret, "csrf": await login_token(http)}
