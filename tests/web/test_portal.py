@@ -19,6 +19,8 @@ from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse, TokenUse
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
+from tests.gateway.conftest import INTERNAL_SECRET
+from tests.gateway.test_inbound import SEED_USAGE, USAGE
 from tests.stripe.conftest import PACKS, WEBHOOK_SECRET, deliver, fake, stripe_settings
 from tests.stripe.fake import FakeStripe
 from tests.web.conftest import shoot
@@ -510,6 +512,40 @@ async def test_without_stripe_no_packs_are_offered(make_ledger: LedgerFactory) -
 
 
 # -- history and usage --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        # a price that reads like creditsd's own, planted by the gateway
+        {"catalog_version": 1, "exact": "0.1", "rounding": "up", "amount": 99_999},
+        {"catalog_version": 2},
+        {"catalog_version": [], "rounding": {}, "exact": "x", "amount": None},
+        {"lines": "not a list"},
+        {"lines": [7, {"description": {"nested": True}}, {"item": "no description"}]},
+        {"settlement": {"outcome": "within_hold"}},
+        {"settlement": "all settled"},
+        {"settlement": {"estimate": 1e308, "actual": "1e999999", "released": True}},
+        {"source": "catalog", "kind": "model", "usd": 0.1, "markup_percent": "x"},
+    ],
+)
+async def test_a_gateway_s_own_fields_never_break_or_explain_the_page(
+    make_ledger: LedgerFactory, stamp: dict[str, Any]
+) -> None:
+    ledger = await make_ledger(gateway={"internal_secret": INTERNAL_SECRET})
+    async with client_for(ledger, "no-key") as gateway:
+        gateway.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        posted = await gateway.post(USAGE, json={**SEED_USAGE, **stamp, "requestId": "req-1"})
+    assert posted.status_code == 200 and body(posted)["status"] == "charged", posted.text
+    async with client_for(ledger, await create_key(ledger, "app")) as client:
+        await client.get(await portal_url(client, "123"))
+        page = await client.get("/billing")
+    assert page.status_code == 200
+    entry = page.text.partition('class="entry"')[2]
+    assert "Used" in entry and "gpt-4o-mini" in entry and "−0.3" in entry
+    for planted in ("price list", "99,999", "set aside", "not a list", "nested", "markup"):
+        assert planted not in entry
+    assert "Reported by the gateway: 0.003 USD at 100 credits a dollar." in entry
 
 
 async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: Ledger) -> None:
