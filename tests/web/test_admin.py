@@ -573,6 +573,10 @@ async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger)
                 "/admin/deliveries/12345/redeliver", data={"csrf": csrf}
             ),
             "repair nobody": await http.post("/admin/reconcile/nobody/repair", data={"csrf": csrf}),
+            "export to the last day": await http.get(
+                "/admin/export/transactions.csv",
+                params={"start": "0001-01-01", "end": "9999-12-31"},
+            ),
         }
         grant = await http.post(
             "/admin/accounts/nul/grant",
@@ -590,8 +594,10 @@ async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger)
         "delivery": 422,
         "no delivery": 404,
         "repair nobody": 404,
+        "export to the last day": 200,  # every transfer from the first day on
     }
     assert "nul" in answers["search"].text
     assert all("Traceback" not in answer.text for answer in answers.values())
+    assert answers["export to the last day"].text.startswith("id,created_at,kind")
     assert grant.status_code == 200 and "Granted 1 credit;" in grant.text
     assert (await ledger.transactions("nul")).items[0].description == "fixed"
