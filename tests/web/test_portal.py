@@ -18,6 +18,7 @@ from playwright.async_api import BrowserContext, Route, expect
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse, TokenUse
+from creditsd.web.signing import Signer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.gateway.test_inbound import SEED_USAGE, USAGE
@@ -29,6 +30,7 @@ __all__ = ["fake"]  # the Stripe fake's fixture, served here too
 
 CREDIT = 10_000
 RETURN_URL = "https://app.example/settings"
+PAGE_SECRET = "page-secret-0123456789abcdef0123456789"
 CHECKOUT = re.compile(r"https://checkout\.stripe\.com/c/pay/(cs_test_\w+)")
 
 
@@ -503,12 +505,23 @@ async def test_an_unknown_pack_or_no_session_starts_nothing(
     assert not [r for r in fake.requests if r[1] == "/v1/checkout/sessions"]
 
 
-async def test_without_stripe_no_packs_are_offered(make_ledger: LedgerFactory) -> None:
-    ledger = await make_ledger(packs=PACKS)
+async def test_without_stripe_no_packs_are_offered_nor_sold(make_ledger: LedgerFactory) -> None:
+    ledger = await make_ledger(packs=PACKS, web={"secret": PAGE_SECRET})
     async with client_for(ledger, await create_key(ledger, "app")) as client:
         await client.get(await portal_url(client))
         page = await client.get("/billing")
+        # the form of a page shown before Stripe was taken out of the configuration
+        signer = Signer(PAGE_SECRET)
+        claims = signer.verify("billing", client.cookies["creditsd_billing"], ledger.now())
+        form = {"pack": "1k", "csrf": signer.tag("csrf", claims["sid"])}
+        bought = await client.post("/billing/top-up", data=form)
+        back = await client.get("/billing/success", params={"session_id": "cs_test_1"})
     assert page.status_code == 200 and "Top up" not in page.text
+    for answer in (bought, back):
+        assert answer.status_code == 404  # for good, until an operator sets Stripe up
+        assert "buying credits is not available here" in answer.text
+        assert "try again" not in answer.text and "stripe." not in answer.text.lower()
+    assert await ledger.count_accounts() == 0  # nothing was made for a purchase
 
 
 # -- history and usage --------------------------------------------------------------------
