@@ -385,8 +385,20 @@ async def test_an_unknown_account_is_a_page_that_says_so(ledger: Ledger) -> None
     secret = await create_key(ledger, "admin", "ops")
     async with serve_app(ledger) as base, console(base, secret) as http:
         missing = await http.get("/admin/accounts/nobody")
-    assert missing.status_code == 404
-    assert "Not found" in missing.text
+        csrf = token_in((await http.get("/admin/accounts")).text)
+        forms = {
+            "grant": {"amount": "5", "reason": "promo"},
+            "adjust": {"direction": "credit", "amount": "5", "reason": "fix"},
+            "status": {"status": "frozen"},
+        }
+        written = [
+            await http.post(f"/admin/accounts/nobody/{action}", data={"csrf": csrf, **form})
+            for action, form in forms.items()
+        ]
+    for answer in (missing, *written):
+        assert answer.status_code == 404
+        assert "Not found" in answer.text
+    assert await ledger.count_accounts() == 0  # a form sent to it opened none
 
 
 async def test_the_csv_export_downloads_a_periods_transfers(

@@ -441,8 +441,10 @@ async def _act(
     account_id: str,
     action: Callable[[Ledger], Awaitable[str]],
 ) -> Response:
-    """Run an action on an account; its page again, with what happened or why not."""
+    """Run an action on an account; its page again, with what happened or why not. An
+    account that does not exist is a 404, as its page is: a form never opens one."""
     ledger = ledger_of(request)
+    await _existing(ledger, account_id)
     try:
         said = await action(ledger)
     except NotFound:
