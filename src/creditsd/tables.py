@@ -391,3 +391,20 @@ audit_log = Table(
     Column("created_at", Timestamp, nullable=False),
     Index(None, "target", "id"),
 )
+
+# What browsers hold of the pages that the database must know: admin console sessions
+# (signing out ends one; a copied cookie dies with it) and portal links already opened
+# (each opens once). Only the SHA-256 of a token is kept, so reading the table signs no
+# one in.
+WEB_TOKEN_KINDS = ("admin_session", "portal_link")
+web_tokens = Table(
+    "web_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("subject", String(KEY_LENGTH), nullable=False),  # an admin key's id, an account
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("kind", WEB_TOKEN_KINDS), name="kind_known"),
+    Index(None, "expires_at"),
+)

@@ -85,6 +85,21 @@ async def test_bad_checkout_requests_are_refused_before_stripe_hears_of_them(
     assert not [r for r in fake.requests if r[1] == "/v1/checkout/sessions"]
 
 
+@pytest.mark.parametrize(
+    ("status", "code"), [("frozen", "account_frozen"), ("closed", "account_closed")]
+)
+async def test_an_account_that_cannot_spend_buys_nothing(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe, status: str, code: str
+) -> None:
+    await shop.grant("ada", 1)
+    await shop.set_status("ada", status, reason="test")
+    response = await shop_api.post(
+        "/v1/checkout-sessions", json={"account_id": "ada", "pack": "1k", **URLS}
+    )
+    assert (response.status_code, body(response)["error"]["code"]) == (409, code)
+    assert not [r for r in fake.requests if r[1] in {"/v1/checkout/sessions", "/v1/customers"}]
+
+
 async def test_packs_are_listed_for_a_read_key_and_checkout_needs_an_app_key(
     shop: Ledger,
 ) -> None:

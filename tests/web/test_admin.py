@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -23,7 +24,8 @@ from creditsd import db, inbox
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.price_settings import PricingSettings
-from creditsd.tables import accounts, audit_log
+from creditsd.tables import accounts, audit_log, ledger_meta, web_tokens
+from creditsd.web.signing import Signer
 from creditsd.worker import Deliverer
 from tests.conftest import Clock, LedgerFactory, audit_trail, client_for, create_key, serve_app
 from tests.web.conftest import shoot
@@ -360,6 +362,51 @@ async def test_signing_out_ends_the_session(ledger: Ledger, context: BrowserCont
         ).to_be_visible()
 
 
+async def test_a_copied_session_cookie_dies_when_its_session_signs_out(ledger: Ledger) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    async with serve_app(ledger) as base, console(base, secret) as http:
+        copied = http.cookies["creditsd_admin"]
+        page = await http.get("/admin/accounts")
+        signed_out = await http.post("/admin/logout", data={"csrf": token_in(page.text)})
+        assert signed_out.status_code == 303
+        async with httpx.AsyncClient(base_url=base) as thief:
+            after = await thief.get(
+                "/admin/accounts", headers={"Cookie": f"creditsd_admin={copied}"}
+            )
+    assert (after.status_code, after.headers["location"]) == (303, "/admin/login")
+    actions = [row.action for row in await audit_trail_of(ledger, await key_id(ledger, "ops"))]
+    assert actions[-2:] == ["admin.sign_in", "admin.sign_out"]
+
+
+async def test_reading_the_database_signs_no_one_in(ledger: Ledger) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    ops = await key_id(ledger, "ops")
+    async with serve_app(ledger) as base, console(base, secret) as http:
+        token = http.cookies["creditsd_admin"]
+
+        async def everything(conn: AsyncConnection) -> tuple[str, list[str]]:
+            stored = select(ledger_meta.c.value).where(ledger_meta.c.key == "pages_secret")
+            rows = await conn.execute(select(web_tokens))
+            return (await conn.execute(stored)).scalar_one(), [str(row) for row in rows]
+
+        page_secret, kept = await db.run(ledger.engine, everything, readonly=True)
+        assert kept and not [row for row in kept if token in row]
+        # What a database reader could sign: a session naming the key, under the page secret.
+        forged = Signer(page_secret).sign(
+            "admin", {"sid": "x", "sub": ops}, ledger.now() + timedelta(hours=1)
+        )
+        async with httpx.AsyncClient(base_url=base) as reader:
+            for cookie in (forged, ops, kept[0]):
+                sent = {"Cookie": f"creditsd_admin={cookie}"}
+                answer = await reader.get("/admin/accounts", headers=sent)
+                assert (answer.status_code, answer.headers["location"]) == (303, "/admin/login")
+
+
+async def audit_trail_of(ledger: Ledger, key: str) -> list[Any]:
+    """The audit records about an admin key, oldest first."""
+    return await db.run(ledger.engine, lambda conn: audit_trail(conn, key), readonly=True)
+
+
 async def test_accounts_and_their_ledger_come_a_page_at_a_time(ledger: Ledger) -> None:
     secret = await create_key(ledger, "admin", "ops")
     for number in range(30):
@@ -435,6 +482,12 @@ async def test_the_csv_export_downloads_a_periods_transfers(
     ]
     assert backwards.status_code == 422 and "must end on or after" in backwards.text
     assert no_dates.status_code == 422 and "Choose both days" in no_dates.text
+    exports = [
+        row.after
+        for row in await audit_trail_of(ledger, await key_id(ledger, "ops"))
+        if row.action == "export.transactions"
+    ]
+    assert exports == [{"start": start.isoformat(), "end": start.isoformat()}]
 
 
 async def test_a_dead_webhook_is_sent_again(

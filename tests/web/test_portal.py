@@ -287,6 +287,16 @@ async def test_opening_a_link_starts_a_session_and_drops_the_token(
     assert page.headers["cache-control"] == "no-store"
 
 
+async def test_a_link_opens_once(api: httpx.AsyncClient, shop: Ledger) -> None:
+    link = await portal_url(api, "ada")
+    assert (await api.get(link)).status_code == 303
+    async with client_for(shop, "") as elsewhere:  # a copy from a history, log or referrer
+        again = await elsewhere.get(link)
+    assert again.status_code == 401 and "opened already" in again.text
+    assert "set-cookie" not in again.headers
+    assert (await api.get(await portal_url(api, "ada"))).status_code == 303  # a new one does
+
+
 async def test_a_link_follows_public_url_when_one_is_set(
     make_ledger: LedgerFactory, fake: FakeStripe
 ) -> None:
@@ -382,6 +392,33 @@ async def test_a_tampered_link_is_refused(api: httpx.AsyncClient, shop: Ledger) 
         assert refused.status_code == 401, token
         assert "set-cookie" not in refused.headers
     assert (await api.get("/billing")).status_code == 401
+
+
+async def test_a_browser_is_refused_expired_tampered_and_other_account_links(
+    shop: Ledger, app_key: str, context: BrowserContext, clock: Clock
+) -> None:
+    await shop.grant("bo", 999 * CREDIT)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        ada, bo, late = [await portal_url(http, name) for name in ("ada", "bo", "ada")]
+        ada_payload, _, ada_signature = ada.partition("token=")[2].partition(".")
+        bo_payload = bo.partition("token=")[2].partition(".")[0]
+        start = ada.partition("token=")[0] + "token="
+        clock.advance(301)
+        page = await context.new_page()
+        for link, said in (
+            (late, "has expired"),
+            (f"{start}{bo_payload}.{ada_signature}", "is not valid"),  # bo's, ada's signature
+            (f"{start}{ada_payload}.{ada_signature[:-2]}", "is not valid"),
+        ):
+            answer = await page.goto(link)
+            assert answer is not None and answer.status == 401
+            await expect(page.locator("h1")).to_have_text("Please sign in again")
+            await expect(page.locator("main")).to_contain_text(said)
+        assert await context.cookies() == []
+        answer = await page.goto(f"{base}/billing")
+        assert answer is not None and answer.status == 401
+        await expect(page.locator("main")).not_to_contain_text("999")
 
 
 async def test_a_session_cookie_is_no_link_and_a_link_is_no_session(
@@ -635,6 +672,20 @@ async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
     assert "This account is frozen" in page and "Top up" not in page
     assert 'data-testid="balance">0 <small>' in page
     assert "Credits expired" in page and "reached their expiry date unspent" in page
+
+
+async def test_an_account_frozen_while_its_page_is_open_buys_nothing(
+    api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
+) -> None:
+    await shop.grant("ada", 5 * CREDIT)
+    await api.get(await portal_url(api))
+    page = (await api.get("/billing")).text
+    await shop.set_status("ada", "frozen", reason="dispute")
+    forced = await api.post(
+        "/billing/top-up", data={"csrf": _csrf(page), "pack": "1k", "hosted": "true"}
+    )
+    assert forced.status_code == 409 and "is frozen" in forced.text
+    assert not [r for r in fake.requests if r[1] == "/v1/checkout/sessions"]
 
 
 async def test_the_page_reads_in_order_and_shows_where_the_keyboard_is(

@@ -14,6 +14,8 @@ from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
 from creditsd.inprocess import Ledger
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger.errors import not_active
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
 from creditsd.stripe.billing import SOURCE, StripeBilling
@@ -50,7 +52,7 @@ async def list_packs(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
     "/checkout-sessions",
     response_model=CheckoutOut,
     status_code=201,
-    responses=error_responses(403, 404, 502),
+    responses=error_responses(403, 404, 409, 502),
 )
 async def create_checkout_session(
     body: CheckoutCreate,
@@ -84,10 +86,14 @@ async def paying_customer(
     ledger: Ledger, billing: StripeBilling, account_name: str
 ) -> tuple[str, str]:
     """The account ``account_name`` names (created when the policy allows) and the one
-    Stripe customer it pays as (made on its first purchase, between transactions)."""
+    Stripe customer it pays as (made on its first purchase, between transactions). A frozen
+    or closed account buys nothing (409): its credits could not be spent."""
 
     async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
         account_id = await resolve_account(conn, account_name, ledger.policy, ledger.now())
+        row = await ledger_repo.get_account_row(conn, account_id)
+        if row is not None and row.status != "active":
+            raise not_active(account_id, row.status)
         return account_id, await repo.customer_of(conn, account_id)
 
     account_id, customer = await db.run(ledger.engine, account_and_customer)

@@ -1,11 +1,14 @@
 """The admin console: operators sign in with an admin key and run the ledger.
 
-The key is asked for once (``/admin/login``) and never kept: the session cookie names only
-the key's id, and every request looks the key up again, so revoking it or its expiry signs
-the browser out at once. Every form carries the session's CSRF token; the sign-in form,
-which comes before any session, carries a token it also sets as a cookie (double submit).
-Each action is audited with the operator's key as actor, as the API does, and its outcome
-is shown once on the page the browser is sent to next (a signed cookie, not the URL).
+The key is asked for once (``/admin/login``) and never kept. The session cookie is a
+random token; the database keeps its SHA-256 beside the key's id (``web_tokens``), so
+reading the database signs no one in, and signing out ends the session wherever its
+cookie was copied. Every request looks the key up again, so revoking it or its expiry
+signs the browser out at once. Every form carries the session's CSRF token; the sign-in
+form, which comes before any session, carries a token it also sets as a cookie (double
+submit). Signing in and out, each action and each export are audited with the operator's
+key as actor, as the API does, and an action's outcome is shown once on the page the
+browser is sent to next (a signed cookie, not the URL).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import simplejson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 
 from creditsd import db, inbox, jsonio
 from creditsd.api.auth import actor, ledger_of
+from creditsd.audit import repository as audit_repo
 from creditsd.audit import service as audit_service
 from creditsd.audit.models import AuditFilter
 from creditsd.clerk.service import SOURCE as CLERK_SOURCE
@@ -46,17 +51,16 @@ from creditsd.pricing import service as pricing_service
 from creditsd.stripe.billing import SOURCE as STRIPE_SOURCE
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.tables import OUTBOX_STATUSES
+from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (
     CSRF_FIELD,
     PAGE_HEADERS,
     Session,
     check_csrf,
-    clear_session,
     credits,
     page,
-    read_session,
+    put_cookie,
     redirect,
-    set_session,
     signer,
     templates,
 )
@@ -64,6 +68,8 @@ from creditsd.webhooks import repository as webhooks_repo
 from creditsd.webhooks import service as webhooks
 
 SECTION = "admin"
+SESSION_COOKIE = f"creditsd_{SECTION}"
+SESSION_KIND = "admin_session"  # its rows in web_tokens
 LOGIN_URL = f"/{SECTION}/login"
 HOME_URL = f"/{SECTION}/accounts"
 LOGIN_COOKIE = "creditsd_admin_login"
@@ -74,6 +80,8 @@ SIDE_LIST = 20  # holds, lots and deliveries shown on an account's page
 REASON_LENGTH = 500
 INBOX_SOURCES = {STRIPE_SOURCE: "Stripe", CLERK_SOURCE: "Clerk", GATEWAY_APP: "Gateway"}
 CATALOG_VERSION_MAX = 2**31 - 1  # the column is a 32-bit integer
+LOGIN_SECONDS = 3600  # how long the sign-in form may wait for its key
+TOKEN_LENGTH = 64  # a session token's characters (43 are made); longer ones are not looked up
 
 
 class SignedOut(Exception):
@@ -91,7 +99,7 @@ class AdminRoute(APIRoute):
                 return await handle(request)
             except SignedOut:
                 response = redirect(LOGIN_URL)
-                clear_session(response, SECTION)
+                response.delete_cookie(SESSION_COOKIE, path=f"/{SECTION}")
                 return response
 
         return guarded
@@ -122,20 +130,22 @@ class Operator:
 
 
 async def operator(request: Request) -> Operator:
-    """The operator whose live session this is; :class:`SignedOut` when there is none or
-    its key has been revoked or has expired since."""
+    """The operator whose live session this is; :class:`SignedOut` when there is none, it
+    was signed out, or its key has been revoked or has expired since."""
     ledger = ledger_of(request)
-    session = read_session(request, await signer(request), SECTION, ledger.now())
-    if session is None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token or len(token) > TOKEN_LENGTH:
         raise SignedOut
-    key = await db.run(
-        ledger.engine,
-        lambda conn: keys.live_key(conn, session.subject, ledger.now()),
-        readonly=True,
-    )
+
+    async def signed_in(conn: AsyncConnection) -> ApiKey | None:
+        key_id = await web_tokens.subject_of(conn, SESSION_KIND, token, ledger.now())
+        return None if key_id is None else await keys.live_key(conn, key_id, ledger.now())
+
+    key = await db.run(ledger.engine, signed_in, readonly=True)
     if key is None or not key.allows("admin"):
         raise SignedOut
-    return Operator(key, session)
+    csrf = (await signer(request)).tag("csrf", token)
+    return Operator(key, Session(key.id, csrf, {}))
 
 
 def typed(value: str | None, limit: int) -> str:
@@ -192,15 +202,7 @@ async def done(request: Request, url: str, text: str, kind: str = "good") -> Res
         ledger.now() + timedelta(seconds=NOTICE_SECONDS),
     )
     response = redirect(url)
-    response.set_cookie(
-        NOTICE_COOKIE,
-        token,
-        max_age=NOTICE_SECONDS,
-        path=f"/{SECTION}",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    put_cookie(response, request, NOTICE_COOKIE, token, seconds=NOTICE_SECONDS, path=f"/{SECTION}")
     return response
 
 
@@ -274,13 +276,14 @@ async def _login_page(request: Request, status: int = 200, problem: str | None =
         notices=None if problem is None else [_bad(problem)],
         login_token=token,
     )
-    response.set_cookie(
+    put_cookie(
+        response,
+        request,
         LOGIN_COOKIE,
         token,
+        seconds=LOGIN_SECONDS,
         path=LOGIN_URL,
-        httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
     )
     return response
 
@@ -314,21 +317,53 @@ async def login(request: Request) -> Response:
             403,
             f"This key's scope is {key.scope!r}. The admin console needs a key with scope 'admin'.",
         )
+    token = secrets.token_urlsafe(32)
+    seconds = ledger.settings.web.admin_session_seconds
+    signed_in = key
+
+    async def begin(conn: AsyncConnection) -> None:
+        now = ledger.now()
+        until = now + timedelta(seconds=seconds)
+        await web_tokens.keep(conn, SESSION_KIND, token, signed_in.id, now, until)
+        await _audited(conn, signed_in, "admin.sign_in", {"expires_at": until.isoformat()}, now)
+
+    await db.run(ledger.engine, begin)
     response = await done(request, HOME_URL, f"Signed in with the key {key.name} ({key.hint}).")
-    lifetime = timedelta(seconds=ledger.settings.web.admin_session_seconds)
-    set_session(
-        response, request, await signer(request), SECTION, {"sub": key.id}, lifetime, ledger.now()
-    )
+    put_cookie(response, request, SESSION_COOKIE, token, seconds=seconds, path=f"/{SECTION}")
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN_URL)
     return response
 
 
 @router.post("/logout")
-async def logout(request: Request, _posted: Posted) -> Response:
-    """Sign out of the console."""
+async def logout(request: Request, posted: Posted) -> Response:
+    """Sign out of the console: the session ends, wherever its cookie was copied."""
+    ledger = ledger_of(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    key = posted.operator.key
+
+    async def end(conn: AsyncConnection) -> None:
+        await web_tokens.forget(conn, SESSION_KIND, token)
+        await _audited(conn, key, "admin.sign_out", None, ledger.now())
+
+    await db.run(ledger.engine, end)
     response = await done(request, LOGIN_URL, "You are signed out.")
-    clear_session(response, SECTION)
+    response.delete_cookie(SESSION_COOKIE, path=f"/{SECTION}")
     return response
+
+
+async def _audited(
+    conn: AsyncConnection, key: ApiKey, action: str, after: dict[str, Any] | None, now: datetime
+) -> None:
+    """Record what an operator did that changes no account (signing in, out, exporting)."""
+    await audit_repo.record(
+        conn,
+        actor=actor(key),
+        action=action,
+        target=key.id,
+        before=None,
+        after=after,
+        now=now,
+    )
 
 
 # Accounts
@@ -787,6 +822,11 @@ async def export_csv(request: Request, op: Signed, start: str = "", end: str = "
         return await render(request, op, "export.html", 422, [_bad(problem)], start=start, end=end)
     since = datetime.combine(first, time(), UTC)
     until = None if last == date.max else datetime.combine(last + timedelta(days=1), time(), UTC)
+    period = {"start": first.isoformat(), "end": last.isoformat()}
+    await db.run(
+        ledger.engine,
+        lambda conn: _audited(conn, op.key, "export.transactions", period, ledger.now()),
+    )
 
     async def rows() -> AsyncIterator[str]:
         buffer = io.StringIO()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -98,6 +98,30 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def put_cookie(
+    response: Response,
+    request: Request,
+    name: str,
+    value: str,
+    *,
+    seconds: int,
+    path: str,
+    samesite: Literal["lax", "strict"] = "lax",
+) -> None:
+    """Set a page cookie: ``HttpOnly``, and ``Secure`` when browsers reach creditsd over
+    HTTPS (this request, or ``[web] public_url`` for one that a TLS proxy passed on)."""
+    public_url = request.app.state.ledger.settings.web.public_url or ""
+    response.set_cookie(
+        name,
+        value,
+        max_age=seconds,
+        path=path,
+        httponly=True,
+        samesite=samesite,
+        secure=request.url.scheme == "https" or public_url.startswith("https://"),
+    )
+
+
 def set_session(
     response: Response,
     request: Request,
@@ -109,15 +133,8 @@ def set_session(
 ) -> None:
     """Put a signed session cookie on ``response``, scoped to ``/<name>``."""
     token = signer_.sign(name, {"sid": new_session_id(), **claims}, now + lifetime)
-    response.set_cookie(
-        f"creditsd_{name}",
-        token,
-        max_age=int(lifetime.total_seconds()),
-        path=f"/{name}",
-        httponly=True,
-        samesite="lax",
-        secure=request.url.scheme == "https",
-    )
+    seconds = int(lifetime.total_seconds())
+    put_cookie(response, request, f"creditsd_{name}", token, seconds=seconds, path=f"/{name}")
 
 
 def clear_session(response: Response, name: str) -> None:

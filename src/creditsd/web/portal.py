@@ -2,7 +2,9 @@
 
 An app asks ``POST /v1/portal-sessions`` for a link signed for one account; opening it
 (``/billing/open``) trades it for a session cookie scoped to ``/billing`` and sends the
-browser on to ``/billing``, so the link's token leaves the address bar. Every page then
+browser on to ``/billing``, so the link's token leaves the address bar. A link opens
+once: its id is kept (``web_tokens``) until it expires, so a link that leaked from a
+history or a log opens nothing. Every page then
 reads the account the session names, and nothing else. Top-ups pay through Stripe
 Checkout, embedded in our page when a publishable key is set, else on Stripe's hosted page;
 Stripe sends the buyer back to ``/billing/success``, which shows the credits once the
@@ -12,7 +14,7 @@ webhook has granted them and refreshes itself until then.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Query, Request
@@ -26,10 +28,12 @@ from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
 from creditsd.stripe.endpoints import paying_customer
 from creditsd.web import billing
+from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (
     CSRF_FIELD,
     Session,
     check_csrf,
+    new_session_id,
     page,
     read_session,
     redirect,
@@ -42,6 +46,7 @@ router = APIRouter(prefix="/billing", include_in_schema=False)
 
 SECTION = "billing"  # the session cookie's name and path
 LINK = "portal-link"  # what a portal link's token is signed for
+LINK_KIND = "portal_link"  # an opened link's row in web_tokens: each link opens once
 PAGE_SIZE = 20
 # How often the success page looks again: soon for a paid purchase's credits (the webhook
 # is on its way), seldom while a bank still confirms a delayed payment.
@@ -59,7 +64,8 @@ def link(
 ) -> tuple[str, datetime]:
     """A portal link for one account, and when it stops working."""
     expires_at = ledger.now() + timedelta(seconds=ledger.settings.web.link_seconds)
-    token = signer_.sign(LINK, {"sub": account_id, "ret": return_url}, expires_at)
+    claims = {"sub": account_id, "ret": return_url, "jti": new_session_id()}
+    token = signer_.sign(LINK, claims, expires_at)
     return f"{public_base(request, ledger)}/billing/open?token={token}", expires_at
 
 
@@ -89,6 +95,14 @@ async def open_link(request: Request, token: str = "") -> RedirectResponse:
     if not token:
         raise BadToken("this link or session is not valid")
     claims = signer_.verify(LINK, token, ledger.now())
+    once, account_id = str(claims.get("jti")), str(claims["sub"])
+    until = datetime.fromtimestamp(claims["exp"], UTC)
+    first = await db.run(
+        ledger.engine,
+        lambda conn: web_tokens.keep(conn, LINK_KIND, once, account_id, ledger.now(), until),
+    )
+    if not first:
+        raise BadToken("this link has been opened already: open the billing page from the app")
     response = redirect("/billing")
     lifetime = timedelta(seconds=ledger.settings.web.portal_session_seconds)
     session_claims = {"sub": claims["sub"], "ret": claims.get("ret")}

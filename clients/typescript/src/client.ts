@@ -1,0 +1,890 @@
+/**
+ * The creditsd client: one method per API call, every write idempotent, failures retried.
+ */
+
+import { CreditsError, RateLimitError, TransportError, errorFor } from "./errors.js";
+import {
+  type Exact,
+  JsonNumber,
+  decimalLiteral,
+  describe,
+  parseExact,
+  stringifyExact,
+} from "./json.js";
+import { randomId } from "./platform.js";
+import type { components } from "./schema.js";
+
+type Schemas = components["schemas"];
+
+export const VERSION = "0.1.0";
+
+/**
+ * Credits as a caller writes them: a number, a bigint (whole credits), or a decimal string
+ * (`"10.5"`) that is sent exactly as written. A number is the nearest double to what was meant: it is exact for
+ * whole credits up to 2^53 and for up to 15 significant digits written plainly (`10.5`,
+ * `0.0001`), so use strings for larger or finer amounts, and never compute amounts with
+ * float arithmetic (`0.1 + 0.2` is sent as `0.30000000000000004`, which the server refuses).
+ */
+export type Amount = number | bigint | string;
+
+/** A JSON object's value as read from the server, with `exact`: every number as a string. */
+export type Result<T> = T & {
+  /** The same value with every amount as its exact decimal string (`"922337203685477.5807"`). */
+  readonly exact: Exact<T>;
+};
+
+/** A write's result: `replayed` is true when the server answered a repeat of its key. */
+export type WriteResult<T> = Result<T> & { readonly replayed: boolean };
+
+export type Account = Result<Schemas["AccountOut"]>;
+/** A transfer, with the account's `balance` and `available` right after it. */
+export type Transfer = WriteResult<Schemas["TransferOut"]>;
+/** Transfers of the seed's `getTransactions`: the same as {@link Transfer}. */
+export type Transaction = Transfer;
+export interface TransactionPage {
+  data: Transfer[];
+  next_cursor: string | null;
+  readonly exact: Exact<Schemas["TransferPage"]>;
+}
+export type Hold = WriteResult<Schemas["HoldOut"]>;
+export type Capture = WriteResult<Schemas["CaptureOut"]>;
+export type Quote = Result<Schemas["QuoteOut"]>;
+export type Catalog = Result<Schemas["CatalogOut"]>;
+export type Pack = Result<Schemas["PackOut"]>;
+export type CheckoutSession = WriteResult<Schemas["CheckoutOut"]>;
+export type PortalSession = Result<Schemas["PortalSession"]>;
+export type UsageResult = Result<Schemas["UsageResultOut"]>;
+export type WebhookEndpoint = WriteResult<Schemas["EndpointOut"]>;
+export type WebhookDelivery = Result<Schemas["DeliveryOut"]>;
+export interface WebhookDeliveryPage {
+  data: WebhookDelivery[];
+  next_cursor: string | null;
+  readonly exact: Exact<Schemas["DeliveryPage"]>;
+}
+export type WebhookEventType = Schemas["EndpointCreate"]["events"][number];
+/**
+ * A balance checked against its history. `cached` is the seed's name for `stored`: the
+ * balance as stored, which `calculated` (the sum of the transfers) should equal.
+ */
+export type Verification = Result<Schemas["VerificationOut"]> & { readonly cached: number };
+
+/** Metadata kept with a transfer or hold: flat, with string, number, boolean or null values. */
+export type Metadata = Record<string, string | number | boolean | null>;
+
+/** One model call's tokens, or a provider's own usage object (`{ model, openai_chat: … }`). */
+export type Usage = { model: string } & Partial<Omit<Schemas["UsageIn"], "model">>;
+
+/** What something costs: an amount, a priced feature or meter (× quantity), or model usage. */
+export type Price =
+  | { amount: Amount; feature?: never; quantity?: never; usage?: never }
+  | { feature: string; quantity?: Amount; amount?: never; usage?: never }
+  | { usage: Usage; amount?: never; feature?: never; quantity?: never };
+
+/** A priced use to quote (quotes price features and usage, not amounts). */
+export type QuoteRequest =
+  | { feature: string; quantity?: Amount; usage?: never }
+  | { usage: Usage; feature?: never; quantity?: never };
+
+/** One event of {@link CreditsClient.sendUsage}: charged at most once by its `id`. */
+export interface UsageEvent {
+  id: string;
+  account_id: string;
+  feature?: string;
+  quantity?: Amount;
+  usage?: Usage;
+  /** When it happened (RFC 3339 or a Date); default: when received. */
+  timestamp?: string | Date;
+  metadata?: Metadata;
+}
+
+export interface WriteOptions {
+  /** Your key for this write (e.g. `chat:${messageId}`); default: one made per call. */
+  idempotencyKey?: string;
+}
+
+export interface ChargeOptions extends WriteOptions {
+  description?: string;
+  metadata?: Metadata;
+}
+
+export interface HoldOptions extends ChargeOptions {
+  /** Seconds the hold lives (server default 900). */
+  expiresIn?: number;
+}
+
+export interface CaptureOptions extends ChargeOptions {
+  /** false: capture a slice and keep the rest held (default true: settle the hold). */
+  final?: boolean;
+}
+
+export interface GrantOptions extends WriteOptions {
+  /** `promotion` (the server's default) or `adjustment`. */
+  source?: "promotion" | "adjustment";
+  /** When what is left of these credits lapses. */
+  expiresAt?: Date | string;
+  /** Lower is spent first (0 to 1000). */
+  priority?: number;
+}
+
+export interface AccountSettings {
+  /** Credits the account starts with, once (admin key). */
+  initialGrant?: Amount;
+  overdraftLimit?: Amount;
+  aliases?: string[];
+  metadata?: Metadata;
+  status?: "active" | "frozen" | "closed";
+  lowBalanceThreshold?: Amount;
+}
+
+export interface PageOptions {
+  /** 1 to 100 (server default 50). */
+  limit?: number;
+  cursor?: string | null;
+}
+
+export interface CheckoutOptions extends WriteOptions {
+  successUrl: string;
+  /** Required with the hosted page. */
+  cancelUrl?: string;
+  uiMode?: "hosted" | "embedded";
+}
+
+export interface ClientOptions {
+  /** Where creditsd listens, e.g. `http://127.0.0.1:8000`. */
+  baseUrl: string;
+  /** An API key (`creditsd keys create`); read keys suit browsers, app keys backends. */
+  apiKey: string;
+  /** Your app's name and version, sent in the User-Agent (e.g. `chat-web/1.4`). */
+  app?: string;
+  /** The fetch to use (default: the platform's). */
+  fetch?: typeof fetch;
+  /** Retries after a network error, a 5xx or a 429 (default 2). */
+  maxRetries?: number;
+  /** Milliseconds one attempt may take (default 10 000). */
+  timeoutMs?: number;
+  /** The first pause between attempts, doubling with jitter up to 10 s (default 200 ms). */
+  backoffMs?: number;
+}
+
+/** The longest pause the exponential backoff grows to. */
+const MAX_BACKOFF_MS = 10_000;
+/** A longer Retry-After than this is not waited out: the error goes to the caller at once. */
+const MAX_RETRY_AFTER_SECONDS = 30;
+
+interface ApiCall {
+  method: "GET" | "POST" | "PUT" | "DELETE";
+  path: string;
+  query?: Record<string, string | number | undefined | null>;
+  body?: Record<string, unknown>;
+  /** A write: sent with an Idempotency-Key (the caller's, else a new one unless keyless). */
+  write?: { key: string | undefined; keyless?: boolean };
+}
+
+interface Answer<T> {
+  plain: T;
+  exact: Exact<T>;
+  replayed: boolean;
+}
+
+/**
+ * A client for creditsd's HTTP API, for Node ≥ 18, edge runtimes and browsers.
+ *
+ * Every write sends an `Idempotency-Key` (yours, or one made per call) and is retried with
+ * that same key after a network error, a 5xx or a 429, so a retry never charges twice.
+ */
+export class CreditsClient {
+  readonly baseUrl: string;
+  readonly maxRetries: number;
+  readonly timeoutMs: number;
+  readonly backoffMs: number;
+  readonly #fetch: typeof fetch;
+  readonly #headers: Record<string, string>;
+
+  constructor(options: ClientOptions) {
+    const { baseUrl, apiKey } = options ?? {};
+    if (typeof baseUrl !== "string" || !/^https?:\/\//.test(baseUrl)) {
+      throw new TypeError("baseUrl is creditsd's address, e.g. 'http://127.0.0.1:8000'");
+    }
+    if (typeof apiKey !== "string" || apiKey === "") {
+      throw new TypeError("apiKey is a creditsd API key (creditsd keys create)");
+    }
+    this.baseUrl = baseUrl.replace(/\/+$/, "");
+    this.maxRetries = wholeNumber(options.maxRetries ?? 2, "maxRetries");
+    this.timeoutMs = wholeNumber(options.timeoutMs ?? 10_000, "timeoutMs");
+    this.backoffMs = wholeNumber(options.backoffMs ?? 200, "backoffMs");
+    if (this.timeoutMs === 0) throw new RangeError("timeoutMs is more than 0");
+    const platformFetch = options.fetch ?? globalThis.fetch;
+    if (typeof platformFetch !== "function") {
+      throw new TypeError("no fetch here: pass one as the fetch option");
+    }
+    this.#fetch = platformFetch;
+    const agent = `creditsd-typescript/${VERSION}`;
+    this.#headers = { Authorization: `Bearer ${apiKey}`, Accept: "application/json" };
+    if (!("document" in globalThis)) {
+      // Browsers keep the User-Agent header to themselves.
+      this.#headers["User-Agent"] = options.app ? `${agent} ${options.app}` : agent;
+    }
+  }
+
+  // The seed's surface --------------------------------------------------------------------
+
+  /** The credits the user can spend now (the account's `available`). */
+  async getBalance(userId: string): Promise<number> {
+    return (await this.getAccount(userId)).available;
+  }
+
+  /** The same as {@link getBalance}, exactly, as a decimal string. */
+  async getBalanceExact(userId: string): Promise<string> {
+    return (await this.getAccount(userId)).exact.available;
+  }
+
+  /**
+   * Spend `amount` credits for `reason` (kept as the transfer's description). Throws
+   * InsufficientCreditsError (402) when the user cannot afford it.
+   */
+  async deduct(
+    userId: string,
+    amount: Amount,
+    reason: string,
+    metadata?: Metadata,
+    options: WriteOptions = {},
+  ): Promise<Transfer> {
+    return this.charge(
+      userId,
+      { amount },
+      { ...options, description: reason, ...optional({ metadata }) },
+    );
+  }
+
+  /** Give the user `amount` credits for `reason` (an admin key). */
+  async add(
+    userId: string,
+    amount: Amount,
+    reason: string,
+    metadata?: Metadata,
+    options: GrantOptions = {},
+  ): Promise<Transfer> {
+    return this.grant(userId, amount, { ...options, reason, ...optional({ metadata }) });
+  }
+
+  /** One page of the user's transfers, newest first; pass `next_cursor` back for the next. */
+  async getTransactions(userId: string, options: PageOptions = {}): Promise<TransactionPage> {
+    const answer = await this.#send<Schemas["TransferPage"]>({
+      method: "GET",
+      path: `${accountPath(userId)}/transactions`,
+      query: { limit: options.limit, cursor: options.cursor },
+    });
+    return page(answer, (item, exact) => result(item, exact, false));
+  }
+
+  /** Every transfer of the user, newest first, fetching pages as needed. */
+  async *iterTransactions(
+    userId: string,
+    options: { limit?: number } = {},
+  ): AsyncGenerator<Transfer> {
+    let cursor: string | null = null;
+    do {
+      const current: TransactionPage = await this.getTransactions(userId, { ...options, cursor });
+      yield* current.data;
+      cursor = current.next_cursor;
+    } while (cursor !== null);
+  }
+
+  /** Create the user's account with `credits` to start with, once (an admin key). */
+  async initializeUser(userId: string, credits: Amount): Promise<Account> {
+    return this.initializeAccount(userId, { initialGrant: credits });
+  }
+
+  /** Check the stored balance against the sum of the user's transfers. */
+  async verifyBalance(userId: string): Promise<Verification> {
+    return verification(
+      await this.#send<Schemas["VerificationOut"]>({
+        method: "GET",
+        path: `${accountPath(userId)}/verify`,
+      }),
+    );
+  }
+
+  /** Reset a drifted balance from its transfers (an admin key); answers the check made before. */
+  async rebuildBalance(userId: string): Promise<Verification> {
+    return verification(
+      await this.#send<Schemas["VerificationOut"]>({
+        method: "POST",
+        path: `${accountPath(userId)}/rebuild`,
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  // Accounts and transfers ------------------------------------------------------------------
+
+  /** The account's balance, held and available credits, status, aliases and metadata. */
+  async getAccount(userId: string): Promise<Account> {
+    return plainResult(
+      await this.#send<Schemas["AccountOut"]>({ method: "GET", path: accountPath(userId) }),
+    );
+  }
+
+  /**
+   * Create the account if absent, or apply the settings given (`initialGrant`,
+   * `overdraftLimit`, `aliases` and `status` need an admin key).
+   */
+  async initializeAccount(userId: string, settings: AccountSettings = {}): Promise<Account> {
+    const body = {
+      initial_grant: optionalAmount(settings.initialGrant, "initialGrant"),
+      overdraft_limit: optionalAmount(settings.overdraftLimit, "overdraftLimit"),
+      aliases: settings.aliases,
+      metadata: settings.metadata,
+      status: settings.status,
+      low_balance_threshold: optionalAmount(settings.lowBalanceThreshold, "lowBalanceThreshold"),
+    };
+    const hasSettings = Object.values(body).some((value) => value !== undefined);
+    return plainResult(
+      await this.#send<Schemas["AccountOut"]>({
+        method: "PUT",
+        path: accountPath(userId),
+        ...optional({ body: hasSettings ? body : undefined }),
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  /**
+   * Spend credits: `{ amount }`, `{ feature, quantity? }` priced by the server's catalog, or
+   * `{ usage }` (a model call's tokens). Throws InsufficientCreditsError (402).
+   */
+  async charge(userId: string, price: Price, options: ChargeOptions = {}): Promise<Transfer> {
+    return writeResult(
+      await this.#send<Schemas["TransferOut"]>({
+        method: "POST",
+        path: "/v1/charges",
+        body: {
+          account_id: accountId(userId),
+          ...priced(price),
+          description: options.description,
+          metadata: options.metadata,
+        },
+        write: { key: options.idempotencyKey },
+      }),
+    );
+  }
+
+  /** Give credits (an admin key), into a lot of their own. */
+  async grant(
+    userId: string,
+    amount: Amount,
+    options: GrantOptions & { reason?: string; metadata?: Metadata } = {},
+  ): Promise<Transfer> {
+    const expiresAt =
+      options.expiresAt instanceof Date ? options.expiresAt.toISOString() : options.expiresAt;
+    return writeResult(
+      await this.#send<Schemas["TransferOut"]>({
+        method: "POST",
+        path: "/v1/grants",
+        body: {
+          account_id: accountId(userId),
+          amount: decimalLiteral(amount),
+          source: options.source,
+          expires_at: expiresAt,
+          priority: options.priority,
+          reason: options.reason,
+          metadata: options.metadata,
+        },
+        write: { key: options.idempotencyKey },
+      }),
+    );
+  }
+
+  /** One transfer by id. */
+  async getTransaction(transferId: string): Promise<Transfer> {
+    const answer = await this.#send<Schemas["TransferOut"]>({
+      method: "GET",
+      path: `/v1/transactions/${segment(transferId, "transferId")}`,
+    });
+    return result(answer.plain, answer.exact, false);
+  }
+
+  // Prices --------------------------------------------------------------------------------
+
+  /** The catalog prices come from now (features, meters, models). */
+  async getPricing(): Promise<Catalog> {
+    return plainResult(
+      await this.#send<Schemas["CatalogOut"]>({ method: "GET", path: "/v1/pricing" }),
+    );
+  }
+
+  /** What a feature (× quantity) or a model call would cost now, without charging. */
+  async quote(request: QuoteRequest): Promise<Quote> {
+    return plainResult(
+      await this.#send<Schemas["QuoteOut"]>({
+        method: "POST",
+        path: "/v1/quotes",
+        body: priced(request),
+      }),
+    );
+  }
+
+  /** Report a batch of up to 1,000 usage events; one result per event, in order. */
+  async sendUsage(events: UsageEvent[]): Promise<UsageResult[]> {
+    if (!Array.isArray(events)) {
+      throw new TypeError("sendUsage takes an array of events; wrap a single event in an array");
+    }
+    const body = events.map((event, index) => {
+      if (typeof event !== "object" || event === null) {
+        throw new TypeError(`events[${index}] is an object, not ${describe(event)}`);
+      }
+      return {
+        ...event,
+        quantity: optionalAmount(event.quantity, `events[${index}].quantity`),
+        timestamp:
+          event.timestamp instanceof Date ? event.timestamp.toISOString() : event.timestamp,
+      };
+    });
+    const answer = await this.#send<Schemas["UsageBatchOut"]>({
+      method: "POST",
+      path: "/v1/usage",
+      body: { events: body },
+      write: { key: undefined },
+    });
+    return answer.plain.results.map((item, index) => result(item, answer.exact.results[index]!));
+  }
+
+  // Holds ---------------------------------------------------------------------------------
+
+  /** Reserve what `price` costs until captured, released, or `expiresIn` seconds pass. */
+  async hold(userId: string, price: Price, options: HoldOptions = {}): Promise<Hold> {
+    return writeResult(
+      await this.#send<Schemas["HoldOut"]>({
+        method: "POST",
+        path: "/v1/holds",
+        body: {
+          account_id: accountId(userId),
+          ...priced(price),
+          expires_in: optionalSeconds(options.expiresIn),
+          description: options.description,
+          metadata: options.metadata,
+        },
+        write: { key: options.idempotencyKey },
+      }),
+    );
+  }
+
+  /**
+   * Charge the actual cost against a hold; a final capture (the default) gives back the rest.
+   * Without a key of yours, a final capture is keyed by its hold on the server, so settling
+   * a hold twice never charges twice.
+   */
+  async capture(holdId: string, price: Price, options: CaptureOptions = {}): Promise<Capture> {
+    const final = options.final ?? true;
+    if (typeof final !== "boolean") throw new TypeError("final is true or false");
+    return writeResult(
+      await this.#send<Schemas["CaptureOut"]>({
+        method: "POST",
+        path: `${holdPath(holdId)}/capture`,
+        body: {
+          ...priced(price),
+          final,
+          description: options.description,
+          metadata: options.metadata,
+        },
+        write: { key: options.idempotencyKey, keyless: final },
+      }),
+    );
+  }
+
+  /** Keep an open hold alive for `expiresIn` more seconds from now. */
+  async extend(holdId: string, expiresIn: number): Promise<Hold> {
+    return writeResult(
+      await this.#send<Schemas["HoldOut"]>({
+        method: "POST",
+        path: `${holdPath(holdId)}/extend`,
+        body: { expires_in: optionalSeconds(expiresIn) },
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  /** Give back what the hold reserves; releasing twice is harmless. */
+  async release(holdId: string): Promise<Hold> {
+    return writeResult(
+      await this.#send<Schemas["HoldOut"]>({
+        method: "POST",
+        path: `${holdPath(holdId)}/release`,
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  /** The hold as it stands now. */
+  async getHold(holdId: string): Promise<Hold> {
+    const answer = await this.#send<Schemas["HoldOut"]>({ method: "GET", path: holdPath(holdId) });
+    return result(answer.plain, answer.exact, false);
+  }
+
+  // Money in --------------------------------------------------------------------------------
+
+  /** The credit packs on sale. */
+  async listPacks(): Promise<Pack[]> {
+    const answer = await this.#send<Schemas["PackList"]>({ method: "GET", path: "/v1/packs" });
+    return answer.plain.data.map((item, index) => result(item, answer.exact.data[index]!));
+  }
+
+  /** Start selling `pack` to the user through Stripe Checkout (an app key). */
+  async createCheckoutSession(
+    userId: string,
+    pack: string,
+    options: CheckoutOptions,
+  ): Promise<CheckoutSession> {
+    const uiMode = options?.uiMode ?? "hosted";
+    if (uiMode !== "hosted" && uiMode !== "embedded") {
+      throw new TypeError(`uiMode is 'hosted' or 'embedded', not ${describe(uiMode)}`);
+    }
+    if (typeof options?.successUrl !== "string") throw new TypeError("successUrl is required");
+    if (uiMode === "hosted" && typeof options.cancelUrl !== "string") {
+      throw new TypeError("cancelUrl is required with the hosted page");
+    }
+    if (typeof pack !== "string" || pack === "") {
+      throw new TypeError(`pack is a pack's name (listPacks), not ${describe(pack)}`);
+    }
+    return writeResult(
+      await this.#send<Schemas["CheckoutOut"]>({
+        method: "POST",
+        path: "/v1/checkout-sessions",
+        body: {
+          account_id: accountId(userId),
+          pack,
+          success_url: options.successUrl,
+          cancel_url: options.cancelUrl,
+          ui_mode: uiMode,
+        },
+        write: { key: options.idempotencyKey },
+      }),
+    );
+  }
+
+  /** A short-lived link to the user's billing page on creditsd (an app key). */
+  async createPortalSession(userId: string, returnUrl: string): Promise<PortalSession> {
+    // A link changes nothing on the server: it needs no idempotency key.
+    return plainResult(
+      await this.#send<Schemas["PortalSession"]>({
+        method: "POST",
+        path: "/v1/portal-sessions",
+        body: { account_id: accountId(userId), return_url: returnUrl },
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  // Webhooks (admin key) ----------------------------------------------------------------------
+
+  /** Send signed webhooks of `events` to `url`; the answer's `secret` is shown this once. */
+  async createWebhookEndpoint(
+    url: string,
+    events: WebhookEventType[],
+    options: WriteOptions & { description?: string } = {},
+  ): Promise<WebhookEndpoint> {
+    if (typeof url !== "string" || url === "") {
+      throw new TypeError("url is where to send webhooks, e.g. 'https://app.example/hooks'");
+    }
+    if (!Array.isArray(events)) throw new TypeError("events is an array of event types");
+    return writeResult(
+      await this.#send<Schemas["EndpointOut"]>({
+        method: "POST",
+        path: "/v1/webhook-endpoints",
+        body: { url, events, description: options.description },
+        write: { key: options.idempotencyKey },
+      }),
+    );
+  }
+
+  /** Every endpoint, disabled ones included, their secrets masked. */
+  async listWebhookEndpoints(): Promise<WebhookEndpoint[]> {
+    const answer = await this.#send<Schemas["EndpointList"]>({
+      method: "GET",
+      path: "/v1/webhook-endpoints",
+    });
+    return answer.plain.data.map((item, index) => result(item, answer.exact.data[index]!, false));
+  }
+
+  /** Stop sending to an endpoint; its past deliveries stay listed. */
+  async disableWebhookEndpoint(endpointId: string): Promise<WebhookEndpoint> {
+    return writeResult(
+      await this.#send<Schemas["EndpointOut"]>({
+        method: "DELETE",
+        path: `/v1/webhook-endpoints/${segment(endpointId, "endpointId")}`,
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  /** One page of deliveries, newest first, to one `destination` and in one `status`. */
+  async listWebhookDeliveries(
+    options: PageOptions & { destination?: string; status?: "pending" | "delivered" | "dead" } = {},
+  ): Promise<WebhookDeliveryPage> {
+    const answer = await this.#send<Schemas["DeliveryPage"]>({
+      method: "GET",
+      path: "/v1/webhook-deliveries",
+      query: {
+        destination: options.destination,
+        status: options.status,
+        limit: options.limit,
+        cursor: options.cursor,
+      },
+    });
+    return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Deliver a message again (a dead one, or one its receiver lost). */
+  async retryWebhookDelivery(deliveryId: number): Promise<WebhookDelivery> {
+    if (!Number.isSafeInteger(deliveryId)) {
+      throw new TypeError(
+        `deliveryId is a delivery's whole-number id, not ${describe(deliveryId)}`,
+      );
+    }
+    return plainResult(
+      await this.#send<Schemas["DeliveryOut"]>({
+        method: "POST",
+        path: `/v1/webhook-deliveries/${deliveryId}/retry`,
+        write: { key: undefined },
+      }),
+    );
+  }
+
+  // Sending ---------------------------------------------------------------------------------
+
+  async #send<T>(request: ApiCall): Promise<Answer<T>> {
+    const url = new URL(this.baseUrl + request.path);
+    for (const [name, value] of Object.entries(request.query ?? {})) {
+      if (value !== undefined && value !== null) url.searchParams.set(name, String(value));
+    }
+    const headers: Record<string, string> = { ...this.#headers };
+    if (request.write !== undefined) {
+      const { key, keyless } = request.write;
+      if (key !== undefined) {
+        if (typeof key !== "string" || key === "") {
+          throw new TypeError("idempotencyKey is a non-empty string");
+        }
+        headers["Idempotency-Key"] = key;
+      } else if (!keyless) {
+        headers["Idempotency-Key"] = `sdk_${await randomId()}`;
+      }
+    }
+    let body: string | undefined;
+    if (request.body !== undefined) {
+      body = stringifyExact(request.body);
+      headers["Content-Type"] = "application/json";
+    }
+    const idempotencyKey = headers["Idempotency-Key"];
+    for (let attempt = 0; ; attempt += 1) {
+      let response: Response;
+      let text: string;
+      try {
+        response = await this.#fetch(url, {
+          method: request.method,
+          headers,
+          ...optional({ body }),
+          redirect: "manual",
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+        text = await response.text();
+      } catch (cause) {
+        if (attempt < this.maxRetries) {
+          await sleep(this.#backoff(attempt));
+          continue;
+        }
+        const tries = attempt + 1;
+        const error = new TransportError(
+          `${request.method} ${url.origin}${request.path}: no answer after ${tries} attempt` +
+            `${tries > 1 ? "s" : ""} (${cause instanceof Error ? cause.message : String(cause)})`,
+          tries,
+          cause,
+        );
+        error.idempotencyKey = idempotencyKey;
+        throw error;
+      }
+      const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
+      if ((response.status === 429 || response.status >= 500) && attempt < this.maxRetries) {
+        if (retryAfter === undefined || retryAfter <= MAX_RETRY_AFTER_SECONDS) {
+          await sleep(retryAfter === undefined ? this.#backoff(attempt) : retryAfter * 1000);
+          continue;
+        }
+      }
+      if (!response.ok) throw failure(response, text, retryAfter, idempotencyKey);
+      try {
+        return {
+          plain: JSON.parse(text) as T,
+          exact: parseExact(text) as Exact<T>,
+          replayed: response.headers.get("Idempotent-Replayed")?.toLowerCase() === "true",
+        };
+      } catch {
+        throw new CreditsError(`the answer to ${request.method} ${request.path} is not JSON`, {
+          status: response.status,
+          code: "invalid_response",
+        });
+      }
+    }
+  }
+
+  #backoff(attempt: number): number {
+    // Exponential, with jitter so that clients failed by one outage do not return in step.
+    const ceiling = Math.min(this.backoffMs * 2 ** attempt, MAX_BACKOFF_MS);
+    return ceiling * (0.5 + Math.random() / 2);
+  }
+}
+
+/** The seed's name for the client. */
+export { CreditsClient as CreditsSDK };
+
+function failure(
+  response: Response,
+  text: string,
+  retryAfter: number | undefined,
+  idempotencyKey: string | undefined,
+): CreditsError {
+  let plain: unknown;
+  let exact: unknown;
+  try {
+    plain = JSON.parse(text);
+    exact = parseExact(text);
+  } catch {
+    // Not JSON: a proxy or load balancer answered; errorFor names it by its status.
+  }
+  const error = errorFor(response.status, response.statusText, plain, exact);
+  error.idempotencyKey = idempotencyKey;
+  if (error instanceof RateLimitError) error.retryAfter = retryAfter;
+  return error;
+}
+
+/** The Retry-After header in seconds (given as seconds or as an HTTP date), if any. */
+function retryAfterSeconds(value: string | null): number | undefined {
+  if (value === null || value.trim() === "") return undefined;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(seconds, 0);
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? undefined : Math.max((when - Date.now()) / 1000, 0);
+}
+
+function sleep(milliseconds: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, milliseconds));
+}
+
+function result<T>(plain: T, exact: Exact<T>): Result<T>;
+function result<T>(plain: T, exact: Exact<T>, replayed: boolean): WriteResult<T>;
+function result<T>(plain: T, exact: Exact<T>, replayed?: boolean): Result<T> {
+  // Not enumerable: `Response.json(transfer)` sends the server's fields, as they came.
+  Object.defineProperty(plain, "exact", { value: exact, enumerable: false });
+  if (replayed !== undefined)
+    Object.defineProperty(plain, "replayed", { value: replayed, enumerable: false });
+  return plain as Result<T>;
+}
+
+function plainResult<T>(answer: Answer<T>): Result<T> {
+  return result(answer.plain, answer.exact);
+}
+
+function writeResult<T>(answer: Answer<T>): WriteResult<T> {
+  return result(answer.plain, answer.exact, answer.replayed);
+}
+
+function page<Item, Out>(
+  answer: Answer<{ data: Item[]; next_cursor: string | null }>,
+  wrap: (item: Item, exact: Exact<Item>) => Out,
+): {
+  data: Out[];
+  next_cursor: string | null;
+  readonly exact: Exact<{ data: Item[]; next_cursor: string | null }>;
+} {
+  const exactItems = answer.exact.data as Exact<Item>[];
+  const data = answer.plain.data.map((item, index) => wrap(item, exactItems[index]!));
+  const plain = { data, next_cursor: answer.plain.next_cursor };
+  Object.defineProperty(plain, "exact", { value: answer.exact, enumerable: false });
+  return plain as typeof plain & { readonly exact: typeof answer.exact };
+}
+
+function verification(answer: Answer<Schemas["VerificationOut"]>): Verification {
+  Object.defineProperty(answer.plain, "cached", { value: answer.plain.stored, enumerable: false });
+  return plainResult(answer) as Verification;
+}
+
+/** The body fields of a price: exactly one of amount, feature (+ quantity) or usage. */
+function priced(price: Price | QuoteRequest): Record<string, unknown> {
+  if (typeof price !== "object" || price === null) {
+    throw new TypeError(
+      `give what it costs: { amount }, { feature, quantity? } or { usage }, not ${describe(price)}`,
+    );
+  }
+  const given = (["amount", "feature", "usage"] as const).filter(
+    (name) => (price as Record<string, unknown>)[name] !== undefined,
+  );
+  if (given.length !== 1) {
+    throw new TypeError(
+      `give exactly one of amount, feature or usage${given.length ? ` (got ${given.join(", ")})` : ""}`,
+    );
+  }
+  const { amount, feature, quantity, usage } = price as Record<string, unknown>;
+  if (quantity !== undefined && feature === undefined)
+    throw new TypeError("quantity goes with feature");
+  if (amount !== undefined) return { amount: decimalLiteral(amount) };
+  if (feature !== undefined) {
+    if (typeof feature !== "string") {
+      throw new TypeError(
+        `feature is a feature's name, e.g. 'chat_message', not ${describe(feature)}`,
+      );
+    }
+    return { feature, quantity: optionalAmount(quantity, "quantity") };
+  }
+  if (typeof usage !== "object" || usage === null || Array.isArray(usage)) {
+    throw new TypeError(`usage is an object { model, input_tokens, … }, not ${describe(usage)}`);
+  }
+  return { usage };
+}
+
+function optionalAmount(value: unknown, name: string): JsonNumber | undefined {
+  return value === undefined ? undefined : decimalLiteral(value, name);
+}
+
+function optionalSeconds(value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value)) {
+    throw new TypeError(`expiresIn is a whole number of seconds, not ${describe(value)}`);
+  }
+  return value;
+}
+
+function wholeNumber(value: unknown, name: string): number {
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${name} is a whole number, 0 or more, not ${describe(value)}`);
+  }
+  return value;
+}
+
+function accountId(userId: unknown): string {
+  if (typeof userId !== "string" || userId === "") {
+    throw new TypeError(`userId is an account id such as 'user_2abc', not ${describe(userId)}`);
+  }
+  return userId;
+}
+
+function segment(value: unknown, name: string): string {
+  if (typeof value !== "string" || value === "") {
+    throw new TypeError(`${name} is an id, not ${describe(value)}`);
+  }
+  return encodeURIComponent(value);
+}
+
+function accountPath(userId: string): string {
+  return `/v1/accounts/${encodeURIComponent(accountId(userId))}`;
+}
+
+function holdPath(holdId: string): string {
+  return `/v1/holds/${segment(holdId, "holdId")}`;
+}
+
+/** The entries whose value is defined (for exactOptionalPropertyTypes). */
+function optional<T extends Record<string, unknown>>(
+  fields: T,
+): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(
+    Object.entries(fields).filter(([, value]) => value !== undefined),
+  ) as never;
+}

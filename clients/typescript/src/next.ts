@@ -1,0 +1,257 @@
+/**
+ * Next.js route handlers for creditsd, on the web's Request and Response alone (no import
+ * of Next): what the browser of a signed-in user may ask (its balance, a price, a checkout),
+ * and a receiver for creditsd's signed webhooks.
+ *
+ * ```ts
+ * // app/api/credits/[action]/route.ts
+ * export const { GET, POST } = createCreditsRoutes({ client: credits, getUserId });
+ * ```
+ */
+
+import type { CreditsClient } from "./client.js";
+import {
+  CreditsError,
+  InsufficientCreditsError,
+  NotFoundError,
+  ValidationError,
+} from "./errors.js";
+import { decimalLiteral } from "./json.js";
+import { type WebhookEvent, WebhookVerificationError, verifyWebhook } from "./webhooks.js";
+
+export { WebhookVerificationError, verifyWebhook, type WebhookEvent } from "./webhooks.js";
+
+type Handler = (request: Request) => Promise<Response>;
+/** One action of {@link createCreditsRoutes}: its JSON answer for the signed-in user. */
+type Route = (userId: string, body: Record<string, unknown>) => Promise<unknown>;
+
+export interface CreditsRoutesOptions {
+  /** A client with an app key (it charges nothing here, but checkout needs an app key). */
+  client: CreditsClient;
+  /** The signed-in user's account id (e.g. Clerk's `auth().userId`), or null: answered 401. */
+  getUserId: (request: Request) => string | null | undefined | Promise<string | null | undefined>;
+  /** Enables `POST …/checkout` `{ "pack" }`: where Stripe sends the buyer back. */
+  checkout?: {
+    successUrl: string;
+    cancelUrl: string;
+  };
+  /** Enables `POST …/portal`: where the billing page's back link goes. */
+  portal?: { returnUrl: string };
+  /**
+   * Origins a POST may come from besides the request's own (when a proxy in front makes
+   * `request.url` differ from the address the browser sees).
+   */
+  allowedOrigins?: string[];
+}
+
+/**
+ * Handlers for a dynamic route `app/api/credits/[action]/route.ts`, by the last path segment:
+ *
+ * - `GET balance` → `{ balance, balance_exact }` (what the user can spend now)
+ * - `GET packs` → `{ packs: [{ name, credits, label, display_price }] }`
+ * - `POST quote` `{ feature, quantity? }` → `{ amount, amount_exact, catalog_version }`
+ * - `POST checkout` `{ pack }` → `{ id, url, client_secret, publishable_key }` (with `checkout`)
+ * - `POST portal` → `{ url }` (with `portal`)
+ *
+ * Without a signed-in user: 401. A POST must be JSON from the app's own origin (403
+ * otherwise), so another site cannot make a user's browser start a checkout. Errors answer
+ * `{ "error": { "code", "message" } }`; a 402 adds `required` and `available`.
+ */
+export function createCreditsRoutes(options: CreditsRoutesOptions): {
+  GET: Handler;
+  POST: Handler;
+} {
+  const { client } = options;
+  const reads: Record<string, Route> = {
+    balance: async (userId) => {
+      const account = await client.getAccount(userId);
+      return { balance: account.available, balance_exact: account.exact.available };
+    },
+    packs: async () => ({ packs: await client.listPacks() }),
+  };
+  const writes: Record<string, Route> = {
+    quote: async (_userId, body) => {
+      const { feature, quantity } = body;
+      if (typeof feature !== "string") throw invalid("feature is the name of a priced feature");
+      if (quantity !== undefined) {
+        try {
+          decimalLiteral(quantity, "quantity");
+        } catch (error) {
+          throw invalid((error as Error).message);
+        }
+      }
+      const quote = await client.quote(
+        quantity === undefined ? { feature } : { feature, quantity: quantity as string },
+      );
+      return {
+        amount: quote.amount,
+        amount_exact: quote.exact.amount,
+        catalog_version: quote.catalog_version,
+      };
+    },
+  };
+  if (options.checkout !== undefined) {
+    const { successUrl, cancelUrl } = options.checkout;
+    writes.checkout = async (userId, body) => {
+      if (typeof body.pack !== "string") throw invalid("pack is the name of a credit pack");
+      const session = await client.createCheckoutSession(userId, body.pack, {
+        successUrl,
+        cancelUrl,
+      });
+      return {
+        id: session.id,
+        url: session.url,
+        client_secret: session.client_secret,
+        publishable_key: session.publishable_key,
+      };
+    };
+  }
+  if (options.portal !== undefined) {
+    const { returnUrl } = options.portal;
+    writes.portal = async (userId) => ({
+      url: (await client.createPortalSession(userId, returnUrl)).url,
+    });
+  }
+
+  const handle = async (
+    request: Request,
+    routes: Record<string, Route>,
+    other: Record<string, Route>,
+  ): Promise<Response> => {
+    const action = new URL(request.url).pathname.replace(/\/+$/, "").split("/").at(-1) ?? "";
+    const route = Object.hasOwn(routes, action) ? routes[action] : undefined;
+    if (route === undefined) {
+      if (Object.hasOwn(other, action)) {
+        return json(405, errorBody("method_not_allowed", "method not allowed"), {
+          Allow: request.method === "GET" ? "POST" : "GET",
+        });
+      }
+      return json(404, errorBody("not_found", "no such credits route"));
+    }
+    let body: Record<string, unknown> = {};
+    if (request.method === "POST") {
+      const refused = crossSite(request, options.allowedOrigins ?? []);
+      if (refused !== undefined) return refused;
+      const parsed = await readJson(request);
+      if (parsed instanceof Response) return parsed;
+      body = parsed;
+    }
+    const userId = await options.getUserId(request);
+    if (typeof userId !== "string" || userId === "") {
+      return json(401, errorBody("unauthenticated", "sign in first"));
+    }
+    try {
+      return json(200, await route(userId, body));
+    } catch (error) {
+      return answerError(error);
+    }
+  };
+  return {
+    GET: (request) => handle(request, reads, writes),
+    POST: (request) => handle(request, writes, reads),
+  };
+}
+
+export interface WebhookHandlerOptions {
+  /** The endpoint's `whsec_…` secret (or several while rotating). */
+  secret: string | readonly string[];
+  /** Handles one verified event; a throw answers 500, and creditsd delivers it again later. */
+  onEvent: (event: WebhookEvent) => void | Promise<void>;
+  /** Seconds a delivery's timestamp may be from now (default 300). */
+  toleranceSeconds?: number;
+}
+
+/**
+ * A POST handler for creditsd's webhooks: verifies the signature on the raw body, then calls
+ * `onEvent`. A delivery that does not verify is answered 400 and never reaches `onEvent`.
+ * creditsd may deliver a message more than once: use `event.id` to ignore a repeat.
+ */
+export function createWebhookHandler(options: WebhookHandlerOptions): Handler {
+  return async (request) => {
+    const body = await request.text();
+    let event: WebhookEvent;
+    try {
+      event = await verifyWebhook(options.secret, body, request.headers, {
+        ...(options.toleranceSeconds === undefined
+          ? {}
+          : { toleranceSeconds: options.toleranceSeconds }),
+      });
+    } catch (error) {
+      if (error instanceof WebhookVerificationError) {
+        return json(400, errorBody(error.code, error.message));
+      }
+      throw error;
+    }
+    await options.onEvent(event);
+    return json(200, { received: true });
+  };
+}
+
+/** 403 for a POST another site's page made the browser send, else undefined. */
+function crossSite(request: Request, allowed: string[]): Response | undefined {
+  const origin = request.headers.get("Origin");
+  const fetchSite = request.headers.get("Sec-Fetch-Site");
+  const own = new URL(request.url).origin;
+  const originOk =
+    origin === null ? fetchSite !== "cross-site" : origin === own || allowed.includes(origin);
+  if (!originOk) return json(403, errorBody("forbidden", "cross-site request refused"));
+  const type = request.headers.get("Content-Type") ?? "";
+  if (!/^application\/json\s*(;|$)/i.test(type)) {
+    return json(
+      415,
+      errorBody("unsupported_media_type", "send JSON (Content-Type: application/json)"),
+    );
+  }
+  return undefined;
+}
+
+async function readJson(request: Request): Promise<Record<string, unknown> | Response> {
+  const text = await request.text();
+  if (text.trim() === "") return {};
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value === "object" && value !== null && !Array.isArray(value)) {
+      return value as Record<string, unknown>;
+    }
+  } catch {
+    // answered below
+  }
+  return json(400, errorBody("invalid_json", "the body is not a JSON object"));
+}
+
+/** What the browser may see of a failure: creditsd's code and message for what the user can
+ * fix, a generic 502 for the rest (a wrong key or an outage is the app's business). */
+function answerError(error: unknown): Response {
+  if (error instanceof InsufficientCreditsError) {
+    return json(402, {
+      error: {
+        code: error.code,
+        message: error.message,
+        required: error.required,
+        available: error.available,
+      },
+    });
+  }
+  if (error instanceof ValidationError || error instanceof NotFoundError) {
+    return json(error.status ?? 422, errorBody(error.code, error.message));
+  }
+  if (error instanceof CreditsError) {
+    return json(502, errorBody("credits_unavailable", "the credits service is unavailable"));
+  }
+  throw error;
+}
+
+function invalid(message: string): ValidationError {
+  return new ValidationError(message, { status: 422, code: "validation_error" });
+}
+
+function errorBody(code: string, message: string): { error: { code: string; message: string } } {
+  return { error: { code, message } };
+}
+
+function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "Content-Type": "application/json", "Cache-Control": "no-store", ...headers },
+  });
+}
