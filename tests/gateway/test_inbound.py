@@ -164,6 +164,20 @@ async def test_the_seed_usage_post_charges_its_cost_once(
     assert (await linked.get_account("123")).balance == 1_000 * CREDIT - 3_000
 
 
+async def test_a_post_s_own_fields_are_kept_but_never_stand_in_for_creditsd_s(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    planted = {"source": "catalog", "cost_usd": 9, "credits_per_usd": 1, "tier": "pro"}
+    posted = await gateway.post(USAGE, json={**SEED_USAGE, **planted})
+    charge = await linked.get_transfer(body(posted)["transfer_id"])
+    assert charge.pricing is not None
+    assert charge.pricing["source"] == "gateway" and charge.pricing["tier"] == "pro"
+    assert (charge.pricing["cost_usd"], charge.pricing["credits_per_usd"]) == (
+        Decimal("0.003"),
+        100,
+    )
+
+
 async def test_usage_is_idempotent_by_request_id_and_ignores_zero_cost(
     linked: Ledger, gateway: httpx.AsyncClient
 ) -> None:

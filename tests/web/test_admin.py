@@ -433,8 +433,20 @@ async def test_an_unknown_account_is_a_page_that_says_so(ledger: Ledger) -> None
     secret = await create_key(ledger, "admin", "ops")
     async with serve_app(ledger) as base, console(base, secret) as http:
         missing = await http.get("/admin/accounts/nobody")
-    assert missing.status_code == 404
-    assert "Not found" in missing.text
+        csrf = token_in((await http.get("/admin/accounts")).text)
+        forms = {
+            "grant": {"amount": "5", "reason": "promo"},
+            "adjust": {"direction": "credit", "amount": "5", "reason": "fix"},
+            "status": {"status": "frozen"},
+        }
+        written = [
+            await http.post(f"/admin/accounts/nobody/{action}", data={"csrf": csrf, **form})
+            for action, form in forms.items()
+        ]
+    for answer in (missing, *written):
+        assert answer.status_code == 404
+        assert "Not found" in answer.text
+    assert await ledger.count_accounts() == 0  # a form sent to it opened none
 
 
 async def test_the_csv_export_downloads_a_periods_transfers(
@@ -627,6 +639,10 @@ async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger)
                 "/admin/deliveries/12345/redeliver", data={"csrf": csrf}
             ),
             "repair nobody": await http.post("/admin/reconcile/nobody/repair", data={"csrf": csrf}),
+            "export to the last day": await http.get(
+                "/admin/export/transactions.csv",
+                params={"start": "0001-01-01", "end": "9999-12-31"},
+            ),
         }
         grant = await http.post(
             "/admin/accounts/nul/grant",
@@ -644,8 +660,10 @@ async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger)
         "delivery": 422,
         "no delivery": 404,
         "repair nobody": 404,
+        "export to the last day": 200,  # every transfer from the first day on
     }
     assert "nul" in answers["search"].text
     assert all("Traceback" not in answer.text for answer in answers.values())
+    assert answers["export to the last day"].text.startswith("id,created_at,kind")
     assert grant.status_code == 200 and "Granted 1 credit;" in grant.text
     assert (await ledger.transactions("nul")).items[0].description == "fixed"

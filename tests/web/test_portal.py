@@ -18,7 +18,10 @@ from playwright.async_api import BrowserContext, Route, expect
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import FeatureUse, TokenUse
+from creditsd.web.signing import Signer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
+from tests.gateway.conftest import INTERNAL_SECRET
+from tests.gateway.test_inbound import SEED_USAGE, USAGE
 from tests.stripe.conftest import PACKS, WEBHOOK_SECRET, deliver, fake, stripe_settings
 from tests.stripe.fake import FakeStripe
 from tests.web.conftest import shoot
@@ -27,6 +30,7 @@ __all__ = ["fake"]  # the Stripe fake's fixture, served here too
 
 CREDIT = 10_000
 RETURN_URL = "https://app.example/settings"
+PAGE_SECRET = "page-secret-0123456789abcdef0123456789"
 CHECKOUT = re.compile(r"https://checkout\.stripe\.com/c/pay/(cs_test_\w+)")
 
 
@@ -538,15 +542,60 @@ async def test_an_unknown_pack_or_no_session_starts_nothing(
     assert not [r for r in fake.requests if r[1] == "/v1/checkout/sessions"]
 
 
-async def test_without_stripe_no_packs_are_offered(make_ledger: LedgerFactory) -> None:
-    ledger = await make_ledger(packs=PACKS)
+async def test_without_stripe_no_packs_are_offered_nor_sold(make_ledger: LedgerFactory) -> None:
+    ledger = await make_ledger(packs=PACKS, web={"secret": PAGE_SECRET})
     async with client_for(ledger, await create_key(ledger, "app")) as client:
         await client.get(await portal_url(client))
         page = await client.get("/billing")
+        # the form of a page shown before Stripe was taken out of the configuration
+        signer = Signer(PAGE_SECRET)
+        claims = signer.verify("billing", client.cookies["creditsd_billing"], ledger.now())
+        form = {"pack": "1k", "csrf": signer.tag("csrf", claims["sid"])}
+        bought = await client.post("/billing/top-up", data=form)
+        back = await client.get("/billing/success", params={"session_id": "cs_test_1"})
     assert page.status_code == 200 and "Top up" not in page.text
+    for answer in (bought, back):
+        assert answer.status_code == 404  # for good, until an operator sets Stripe up
+        assert "buying credits is not available here" in answer.text
+        assert "try again" not in answer.text and "stripe." not in answer.text.lower()
+    assert await ledger.count_accounts() == 0  # nothing was made for a purchase
 
 
 # -- history and usage --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        # a price that reads like creditsd's own, planted by the gateway
+        {"catalog_version": 1, "exact": "0.1", "rounding": "up", "amount": 99_999},
+        {"catalog_version": 2},
+        {"catalog_version": [], "rounding": {}, "exact": "x", "amount": None},
+        {"lines": "not a list"},
+        {"lines": [7, {"description": {"nested": True}}, {"item": "no description"}]},
+        {"settlement": {"outcome": "within_hold"}},
+        {"settlement": "all settled"},
+        {"settlement": {"estimate": 1e308, "actual": "1e999999", "released": True}},
+        {"source": "catalog", "kind": "model", "usd": 0.1, "markup_percent": "x"},
+    ],
+)
+async def test_a_gateway_s_own_fields_never_break_or_explain_the_page(
+    make_ledger: LedgerFactory, stamp: dict[str, Any]
+) -> None:
+    ledger = await make_ledger(gateway={"internal_secret": INTERNAL_SECRET})
+    async with client_for(ledger, "no-key") as gateway:
+        gateway.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        posted = await gateway.post(USAGE, json={**SEED_USAGE, **stamp, "requestId": "req-1"})
+    assert posted.status_code == 200 and body(posted)["status"] == "charged", posted.text
+    async with client_for(ledger, await create_key(ledger, "app")) as client:
+        await client.get(await portal_url(client, "123"))
+        page = await client.get("/billing")
+    assert page.status_code == 200
+    entry = page.text.partition('class="entry"')[2]
+    assert "Used" in entry and "gpt-4o-mini" in entry and "−0.3" in entry
+    for planted in ("price list", "99,999", "set aside", "not a list", "nested", "markup"):
+        assert planted not in entry
+    assert "Reported by the gateway: 0.003 USD at 100 credits a dollar." in entry
 
 
 async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: Ledger) -> None:

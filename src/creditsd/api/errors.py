@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from creditsd import db
 from creditsd.api.http import ExactJSONResponse
 from creditsd.api.observe import REQUEST_ID_SCOPE
-from creditsd.errors import CreditsError
+from creditsd.errors import CreditsError, Unavailable
 from creditsd.ledger.errors import Units
 from creditsd.money import Money
 from creditsd.repeats import repeats
@@ -132,6 +132,8 @@ def openai_error(
 
 
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
+# The same on a page, for a person: idempotency keys are for programs.
+_UNAVAILABLE_PAGE = "The service is busy or restarting; try again in a moment."
 _HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
 
 
@@ -140,7 +142,8 @@ def error_response(request: Request, exc: Exception) -> Response:
     pages' routes; what is not ours is logged, never shown."""
     status, code, message, details = _failure(request, exc)
     if pages.is_page(request):
-        return pages.error_page(request, status, message, _headers(status, details))
+        shown = _UNAVAILABLE_PAGE if code == Unavailable.code else message
+        return pages.error_page(request, status, shown, _headers(status, details))
     money: Money = request.app.state.ledger.money
     openai = request.url.path.startswith(OPENAI_PREFIX)
     return render(status, code, message, money, details, openai=openai)

@@ -116,8 +116,8 @@ async def usage_webhook(
     )
     key = body.requestId or idempotency_key or x_request_id or request
     pricing = {
-        "source": "gateway",
         **kept,
+        "source": "gateway",  # after the post's own fields, which may not stand in for it
         "cost_usd": body.cost,
         "credits_per_usd": rate,
         "gateway_balance_usd": body.sub2api_balance_usd,

@@ -1,4 +1,10 @@
-"""Transfers as CSV rows: what ``creditsd export transactions`` and the admin console write."""
+"""Transfers as CSV rows: what ``creditsd export transactions`` and the admin console write.
+
+A text cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return: descriptions, metadata and ids an app chose) is written
+with a leading ``'``, so it is read as text: ``=HYPERLINK(…)`` → ``'=HYPERLINK(…)``.
+Amounts are numbers and stay as they are.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +25,26 @@ COLUMNS = [
     "description",
     "metadata",
 ]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def row(transfer: Transfer, money: Money) -> list[object]:
     """One transfer under :data:`COLUMNS`, its amount in credits."""
     return [
-        transfer.id,
+        _text(transfer.id),
         jsonio.format_timestamp(transfer.created_at),
-        transfer.kind,
-        transfer.debit_account_id,
-        transfer.credit_account_id,
+        _text(transfer.kind),
+        _text(transfer.debit_account_id),
+        _text(transfer.credit_account_id),
         money.to_decimal(transfer.amount),
-        transfer.app,
-        transfer.idempotency_key,
-        transfer.hold_id or "",
-        transfer.description or "",
-        "" if transfer.metadata is None else jsonio.dumps(transfer.metadata),
+        _text(transfer.app),
+        _text(transfer.idempotency_key),
+        _text(transfer.hold_id or ""),
+        _text(transfer.description or ""),
+        "" if transfer.metadata is None else _text(jsonio.dumps(transfer.metadata)),
     ]
+
+
+def _text(cell: str) -> str:
+    """A text cell no spreadsheet runs as a formula."""
+    return f"'{cell}" if cell.startswith(FORMULA_STARTS) else cell

@@ -476,8 +476,10 @@ async def _act(
     account_id: str,
     action: Callable[[Ledger], Awaitable[str]],
 ) -> Response:
-    """Run an action on an account; its page again, with what happened or why not."""
+    """Run an action on an account; its page again, with what happened or why not. An
+    account that does not exist is a 404, as its page is: a form never opens one."""
     ledger = ledger_of(request)
+    await _existing(ledger, account_id)
     try:
         said = await action(ledger)
     except NotFound:
@@ -808,7 +810,7 @@ async def export_form(request: Request, op: Signed) -> Response:
 @router.get("/export/transactions.csv")
 async def export_csv(request: Request, op: Signed, start: str = "", end: str = "") -> Response:
     """Every transfer made from the first day to the last (both whole UTC days), as CSV,
-    written as it is read."""
+    written as it is read. A period to the last day there is (9999-12-31) has no end."""
     ledger = ledger_of(request)
     try:
         first, last = date.fromisoformat(start), date.fromisoformat(end)
@@ -819,7 +821,7 @@ async def export_csv(request: Request, op: Signed, start: str = "", end: str = "
     if problem:
         return await render(request, op, "export.html", 422, [_bad(problem)], start=start, end=end)
     since = datetime.combine(first, time(), UTC)
-    until = datetime.combine(last + timedelta(days=1), time(), UTC)
+    until = None if last == date.max else datetime.combine(last + timedelta(days=1), time(), UTC)
     period = {"start": first.isoformat(), "end": last.isoformat()}
     await db.run(
         ledger.engine,

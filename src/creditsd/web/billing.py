@@ -9,11 +9,13 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from creditsd.gateway.service import GATEWAY_APP
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
 from creditsd.money import Money
 from creditsd.web.pages import credits
 
 CHART_DAYS = 30
+SHOWN_DIGITS = 60  # a number from a price stamp is shown with at most this many digits
 CHART_SERIES = 5  # the biggest items each get a colour; the rest add up to "other"
 # Colours that keep 3:1 contrast against the white card (WCAG 1.4.11), told apart by hue.
 PALETTE = ("#2446c7", "#b3261e", "#11703c", "#8a4b00", "#6a3fb5", "#545b6b")
@@ -76,54 +78,86 @@ class Entry:
 
 def entry(transfer: Transfer, account_id: str, money: Money) -> Entry:
     """A transfer from ``account_id``'s side, with the reasons behind its amount."""
-    pricing = transfer.pricing or {}
+    stamp = Stamp(transfer.pricing)
     balance = transfer.balance_after(account_id)
     return Entry(
         when=when(transfer.created_at),
         title=KIND_TITLES.get(transfer.kind, transfer.kind),
-        detail=_item(pricing) or transfer.description,
+        detail=_item(stamp) or transfer.description,
         change=money.to_decimal(transfer.change_for(account_id)),
         balance=None if balance is None else money.to_decimal(balance),
-        why=_why(transfer, account_id, money),
-        lines=[str(line["description"]) for line in pricing.get("lines", [])],
+        why=_why(transfer, stamp, account_id, money),
+        lines=[] if _reported(transfer) else stamp.texts("lines", "description"),
     )
 
 
-def _item(pricing: dict[str, Any]) -> str | None:
+class Stamp:
+    """A price stamp read without trusting its shape: a part that is missing, or not of the
+    type the page shows, reads as None (or as nothing), and is left out of the explanation.
+
+    A stamp is JSON kept with its transfer, and a gateway's usage post copies its own fields
+    into its stamp (``{"lines": "x"}`` is as welcome there as any other field).
+    """
+
+    def __init__(self, fields: object) -> None:
+        self._fields: dict[str, Any] = fields if isinstance(fields, dict) else {}
+
+    def text(self, key: str) -> str | None:
+        """A non-empty string."""
+        value = self._fields.get(key)
+        return value if isinstance(value, str) and value else None
+
+    def whole(self, key: str) -> int | None:
+        """An integer (not a boolean)."""
+        value = self._fields.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def number(self, key: str) -> Decimal | None:
+        """An exact number of a size a page can write out (JSON's numbers are read as
+        integers and Decimals: a float never reaches a stamp)."""
+        value = self._fields.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | Decimal):
+            return None
+        number = Decimal(value)
+        if not number.is_finite() or not -SHOWN_DIGITS < number.adjusted() < SHOWN_DIGITS:
+            return None
+        return number
+
+    def numbers(self, *keys: str) -> list[Decimal] | None:
+        """Each of ``keys`` as a number, or None unless all of them are numbers."""
+        found = [number for key in keys if (number := self.number(key)) is not None]
+        return found if len(found) == len(keys) else None
+
+    def part(self, key: str) -> Stamp:
+        """A nested object, such as a capture's ``settlement``."""
+        return Stamp(self._fields.get(key))
+
+    def texts(self, key: str, field: str) -> list[str]:
+        """The ``field`` string of each object listed under ``key``."""
+        listed = self._fields.get(key)
+        if not isinstance(listed, list):
+            return []
+        return [text for item in listed if (text := Stamp(item).text(field)) is not None]
+
+
+def _reported(transfer: Transfer) -> bool:
+    """Whether the transfer records a charge the gateway billed (its stamp is the gateway's
+    post, priced by the gateway, not by creditsd's price list). No API key may take the
+    gateway's app name."""
+    return transfer.app == GATEWAY_APP
+
+
+def _item(stamp: Stamp) -> str | None:
     """What a priced transfer paid for: its model, feature or meter."""
     for key in ("model", "feature", "meter"):
-        if pricing.get(key):
-            return str(pricing[key])
+        if found := stamp.text(key):
+            return found
     return None
 
 
-def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
+def _why(transfer: Transfer, stamp: Stamp, account_id: str, money: Money) -> list[str]:
     """Sentences that explain a transfer's amount, from its price stamp and lots."""
-    pricing = transfer.pricing or {}
-    said: list[str] = []
-    if "catalog_version" in pricing:
-        rounding = ROUNDING_WORDS.get(str(pricing["rounding"]), str(pricing["rounding"]))
-        said.append(
-            f"Priced by version {pricing['catalog_version']} of the price list: "
-            f"{credits(pricing['exact'])} credits exactly, rounded {rounding} "
-            f"to {credits(pricing['amount'])}."
-        )
-        if pricing.get("kind") == "model":
-            said.append(
-                f"Model prices are in US dollars ({credits(pricing['usd'])} USD here), at "
-                f"{pricing['credits_per_usd']} credits a dollar, plus a "
-                f"{pricing['markup_percent']}% markup, times a rate of "
-                f"{pricing['rate_multiplier']}."
-            )
-    settlement = pricing.get("settlement")
-    if settlement:
-        said.append(
-            f"{credits(settlement['estimate'])} credits were set aside when the work "
-            f"started; it used {credits(settlement['actual'])}. "
-            + SETTLEMENT_WORDS.get(str(settlement["outcome"]), "")
-        )
-        if settlement.get("released"):
-            said.append(f"{credits(settlement['released'])} credits went back to you.")
+    said = _reported_price(stamp) if _reported(transfer) else _catalog_price(stamp)
     if transfer.kind == "expiry":
         said.append("These credits reached their expiry date unspent.")
     if transfer.kind == "purchase":
@@ -133,6 +167,45 @@ def _why(transfer: Transfer, account_id: str, money: Money) -> list[str]:
         said.append(_lots_sentence(transfer, transfer.change_for(account_id) > 0, money))
     if transfer.description and not said:
         said.append(f"Reason given: {transfer.description}.")
+    return said
+
+
+def _reported_price(stamp: Stamp) -> list[str]:
+    """What the gateway said it billed, in the figures creditsd wrote beside its post."""
+    cost, rate = stamp.number("cost_usd"), stamp.number("credits_per_usd")
+    if cost is None or rate is None:
+        return []
+    return [f"Reported by the gateway: {credits(cost)} USD at {credits(rate)} credits a dollar."]
+
+
+def _catalog_price(stamp: Stamp) -> list[str]:
+    """How creditsd's price list priced the transfer, and how a capture settled its hold."""
+    said = []
+    version, rounding = stamp.whole("catalog_version"), stamp.text("rounding")
+    price = stamp.numbers("exact", "amount")
+    if version is not None and rounding in ROUNDING_WORDS and price:
+        exact, amount = price
+        said.append(
+            f"Priced by version {version} of the price list: {credits(exact)} credits "
+            f"exactly, rounded {ROUNDING_WORDS[rounding]} to {credits(amount)}."
+        )
+        terms = stamp.numbers("usd", "credits_per_usd", "markup_percent", "rate_multiplier")
+        if stamp.text("kind") == "model" and terms:
+            usd, per_usd, markup, rate = terms
+            said.append(
+                f"Model prices are in US dollars ({credits(usd)} USD here), at "
+                f"{per_usd} credits a dollar, plus a {markup}% markup, times a rate of {rate}."
+            )
+    settlement = stamp.part("settlement")
+    if figures := settlement.numbers("estimate", "actual"):
+        estimate, actual = figures
+        outcome = SETTLEMENT_WORDS.get(settlement.text("outcome") or "", "")
+        said.append(
+            f"{credits(estimate)} credits were set aside when the work started; "
+            f"it used {credits(actual)}. {outcome}".rstrip()
+        )
+        if released := settlement.number("released"):
+            said.append(f"{credits(released)} credits went back to you.")
     return said
 
 

@@ -123,7 +123,7 @@ async def overview(
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
     today = ledger.now().date()
     spent = await ledger.daily_spend(account.id, billing.chart_days(today)[0])
-    stripe_ready = ledger.settings.stripe.secret_key is not None
+    stripe_ready = _sells(ledger)
     packs = sorted(ledger.settings.packs.items(), key=lambda named: named[1].credits)
     return page(
         request,
@@ -174,6 +174,8 @@ async def top_up(
     a browser without JavaScript), else Stripe's hosted page straight away."""
     check_csrf(session, csrf)
     ledger = _ledger(request)
+    if not _sells(ledger):
+        raise NotSold
     stripe: StripeBilling = request.app.state.stripe
     base = public_base(request, ledger)
     on_sale = stripe.pack(pack)  # an unknown pack is refused before anything is written
@@ -225,6 +227,8 @@ async def success(
     )
     state = "arrived"
     if payment is None:
+        if not _sells(ledger):
+            raise NotSold
         stripe: StripeBilling = request.app.state.stripe
         checkout = await stripe.find_checkout(session_id)
         if checkout is None or checkout.account_id != account.id:
@@ -238,6 +242,20 @@ async def success(
         added=None if payment is None else ledger.money.to_decimal(payment.credits),
         refresh=REFRESH_SECONDS.get(state),
     )
+
+
+def _sells(ledger: Ledger) -> bool:
+    """Whether credits can be bought here: Stripe is set up (``[stripe] secret_key``)."""
+    return ledger.settings.stripe.secret_key is not None
+
+
+class NotSold(NotFound):
+    """Buying on a deployment without Stripe. It lasts until an operator sets Stripe up and
+    restarts, so it is a 404 (nothing to buy here), not a 503 that asks to try again; and a
+    buyer is not told the configuration's key names."""
+
+    def __init__(self) -> None:
+        super().__init__("buying credits is not available here")
 
 
 def _checkout_state(checkout: CheckoutState) -> str:

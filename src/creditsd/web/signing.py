@@ -19,6 +19,7 @@ from creditsd import jsonio
 from creditsd.errors import Unauthenticated
 
 SECRET_BYTES = 32
+RESERVED_CLAIMS = frozenset({"p", "exp"})  # the purpose and the expiry every token carries
 
 
 class BadToken(Unauthenticated):
@@ -50,7 +51,11 @@ class Signer:
         return _encode(hmac.new(self._key, text.encode(), hashlib.sha256).digest())
 
     def sign(self, purpose: str, claims: dict[str, Any], expires_at: datetime) -> str:
-        """A token for ``purpose`` carrying ``claims`` until ``expires_at``."""
+        """A token for ``purpose`` carrying ``claims`` until ``expires_at``. A claim named
+        like the purpose or the expiry (``p``, ``exp``) is refused (ValueError): it would
+        replace them."""
+        if reserved := RESERVED_CLAIMS.intersection(claims):
+            raise ValueError(f"claims may not be named {', '.join(sorted(reserved))}")
         payload = {"p": purpose, "exp": int(expires_at.timestamp()), **claims}
         body = _encode(jsonio.dumps(payload).encode())
         return f"{body}.{self._mac(body)}"
