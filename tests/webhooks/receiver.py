@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ class Received:
 class _Server(ThreadingHTTPServer):
     # Workers keep 16 deliveries in flight each; the default backlog of 5 would reset some.
     request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A sender that gave up waiting (a delivery's timeout) is expected, not an error
+        to print; anything else still is."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Receiver:
