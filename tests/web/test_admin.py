@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -667,3 +668,42 @@ async def test_odd_input_is_answered_with_a_page_never_a_failure(ledger: Ledger)
     assert answers["export to the last day"].text.startswith("id,created_at,kind")
     assert grant.status_code == 200 and "Granted 1 credit;" in grant.text
     assert (await ledger.transactions("nul")).items[0].description == "fixed"
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/login", "/admin/accounts", "/admin/accounts/ada", "/admin/export"]
+)
+async def test_console_pages_read_in_order_and_name_every_control(
+    ledger: Ledger, context: BrowserContext, path: str
+) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    await ledger.grant("ada", 5 * CREDIT)
+    async with serve_app(ledger) as base:
+        page = await context.new_page()
+        if path != "/admin/login":
+            await sign_in(page, base, secret)
+        await page.goto(f"{base}{path}")
+        levels = await page.locator("h1, h2, h3").evaluate_all(
+            "found => found.map(heading => Number(heading.tagName[1]))"
+        )
+        assert levels[0] == 1 and levels.count(1) == 1
+        assert all(after - before <= 1 for before, after in itertools.pairwise(levels))
+        unlabelled = await page.locator("input:not([type=hidden]), select, textarea").evaluate_all(
+            """fields => fields.filter(field => !(field.labels && field.labels.length)
+                   && !field.getAttribute('aria-label')).map(field => field.name)"""
+        )
+        assert unlabelled == []
+        for role in ("button", "link"):
+            names = [
+                (await control.get_attribute("aria-label")) or (await control.inner_text())
+                for control in await page.get_by_role(role).all()
+            ]
+            assert names and all(name.strip() for name in names), role
+        if path == "/admin/login":  # its one field has the focus, for the key to be pasted
+            await expect(page.get_by_label("Admin API key")).to_be_focused()
+        else:
+            await page.keyboard.press("Tab")
+            await expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
+        await page.keyboard.press("Tab")
+        outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+        assert outline == "solid"
