@@ -44,7 +44,11 @@ test("accounts page through by cursor, in id order, those matching a search", as
   assert.equal(first.data[1].exact.balance, "12.5");
   assert.equal(first.exact.data[1].available, "12.5");
   assert.ok(first.next_cursor);
-  const second = await reader.listAccounts({ search: "team_", limit: 2, cursor: first.next_cursor });
+  const second = await reader.listAccounts({
+    search: "team_",
+    limit: 2,
+    cursor: first.next_cursor,
+  });
   assert.deepEqual(
     second.data.map((account) => account.id),
     ["team_c"],

@@ -168,7 +168,14 @@ test("a proxy key's mint is not sent twice: a lost answer's key is listed, to be
   assert.equal(error.attempts, 1);
   assert.equal(error.idempotencyKey, undefined);
   plans.set("/v1/proxy-keys", ["status:503"]);
-  assert.equal((await client({ maxRetries: 3 }).mintProxyKey("user_retry").catch((e) => e)).status, 503);
+  assert.equal(
+    (
+      await client({ maxRetries: 3 })
+        .mintProxyKey("user_retry")
+        .catch((e) => e)
+    ).status,
+    503,
+  );
   plans.set("/v1/proxy-keys", ["status:429:0"]);
   const minted = await client({ maxRetries: 1 }).mintProxyKey("user_retry");
   assert.deepEqual(
