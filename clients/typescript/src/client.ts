@@ -36,21 +36,21 @@ export type Result<T> = T & {
 /** A write's result: `replayed` is true when the server answered a repeat of its key. */
 export type WriteResult<T> = Result<T> & { readonly replayed: boolean };
 
-export type Account = Result<Schemas["AccountOut"]>;
-export interface AccountPage {
-  data: Account[];
+/** One page of a list, and `next_cursor` to pass back for the next (null after the last). */
+export interface Page<Item, Raw> {
+  data: Item[];
   next_cursor: string | null;
-  readonly exact: Exact<Schemas["AccountPage"]>;
+  /** The page as the server sent it, every amount as its exact decimal string. */
+  readonly exact: Exact<Raw>;
 }
+
+export type Account = Result<Schemas["AccountOut"]>;
+export type AccountPage = Page<Account, Schemas["AccountPage"]>;
 /** A transfer, with the account's `balance` and `available` right after it. */
 export type Transfer = WriteResult<Schemas["TransferOut"]>;
 /** Transfers of the seed's `getTransactions`: the same as {@link Transfer}. */
 export type Transaction = Transfer;
-export interface TransactionPage {
-  data: Transfer[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["TransferPage"]>;
-}
+export type TransactionPage = Page<Transfer, Schemas["TransferPage"]>;
 export type Hold = WriteResult<Schemas["HoldOut"]>;
 export type Capture = WriteResult<Schemas["CaptureOut"]>;
 export type Quote = Result<Schemas["QuoteOut"]>;
@@ -61,27 +61,15 @@ export type PortalSession = Result<Schemas["PortalSession"]>;
 export type UsageResult = Result<Schemas["UsageResultOut"]>;
 export type WebhookEndpoint = WriteResult<Schemas["EndpointOut"]>;
 export type WebhookDelivery = Result<Schemas["DeliveryOut"]>;
-export interface WebhookDeliveryPage {
-  data: WebhookDelivery[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["DeliveryPage"]>;
-}
+export type WebhookDeliveryPage = Page<WebhookDelivery, Schemas["DeliveryPage"]>;
 /** One admin action as the audit log recorded it: who, what, to what, before and after. */
 export type AuditRecord = Result<Schemas["AuditRecordOut"]>;
-export interface AuditRecordPage {
-  data: AuditRecord[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["AuditRecordPage"]>;
-}
+export type AuditRecordPage = Page<AuditRecord, Schemas["AuditRecordPage"]>;
 /** A proxy key as listed: its `hint`, never its secret. */
 export type ProxyKey = Result<Schemas["ProxyKeyOut"]>;
 /** A proxy key just minted: its `secret` (`cdp_…`) is shown this once. */
 export type MintedProxyKey = Result<Schemas["ProxyKeyCreated"]>;
-export interface ProxyKeyPage {
-  data: ProxyKey[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["ProxyKeyPage"]>;
-}
+export type ProxyKeyPage = Page<ProxyKey, Schemas["ProxyKeyPage"]>;
 export type WebhookEventType = Schemas["EndpointCreate"]["events"][number];
 /**
  * A balance checked against its history. `cached` is the seed's name for `stored`: the
@@ -934,28 +922,24 @@ function writeResult<T>(answer: Answer<T>): WriteResult<T> {
   return result(answer.plain, answer.exact, answer.replayed);
 }
 
-function page<Item, Out>(
-  answer: Answer<{ data: Item[]; next_cursor: string | null }>,
-  wrap: (item: Item, exact: Exact<Item>) => Out,
-): {
-  data: Out[];
-  next_cursor: string | null;
-  readonly exact: Exact<{ data: Item[]; next_cursor: string | null }>;
-} {
-  const exactItems = answer.exact.data as Exact<Item>[];
+function page<Raw extends { data: unknown[]; next_cursor: string | null }, Out>(
+  answer: Answer<Raw>,
+  wrap: (item: Raw["data"][number], exact: Exact<Raw["data"][number]>) => Out,
+): Page<Out, Raw> {
+  const exactItems = (answer.exact as { data: Exact<Raw["data"][number]>[] }).data;
   const data = answer.plain.data.map((item, index) => wrap(item, exactItems[index]!));
   const plain = { data, next_cursor: answer.plain.next_cursor };
   Object.defineProperty(plain, "exact", { value: answer.exact, enumerable: false });
-  return plain as typeof plain & { readonly exact: typeof answer.exact };
+  return plain as Page<Out, Raw>;
 }
 
 /** Every item of every page, fetching the next while `next_cursor` is not null. */
 async function* everyItem<T>(
-  pageAt: (cursor: string | null) => Promise<{ data: T[]; next_cursor: string | null }>,
+  pageAt: (cursor: string | null) => Promise<Page<T, unknown>>,
 ): AsyncGenerator<T> {
   let cursor: string | null = null;
   do {
-    const current: { data: T[]; next_cursor: string | null } = await pageAt(cursor);
+    const current: Page<T, unknown> = await pageAt(cursor);
     yield* current.data;
     cursor = current.next_cursor;
   } while (cursor !== null);
