@@ -36,16 +36,21 @@ export type Result<T> = T & {
 /** A write's result: `replayed` is true when the server answered a repeat of its key. */
 export type WriteResult<T> = Result<T> & { readonly replayed: boolean };
 
+/** One page of a list, and `next_cursor` to pass back for the next (null after the last). */
+export interface Page<Item, Raw> {
+  data: Item[];
+  next_cursor: string | null;
+  /** The page as the server sent it, every amount as its exact decimal string. */
+  readonly exact: Exact<Raw>;
+}
+
 export type Account = Result<Schemas["AccountOut"]>;
+export type AccountPage = Page<Account, Schemas["AccountPage"]>;
 /** A transfer, with the account's `balance` and `available` right after it. */
 export type Transfer = WriteResult<Schemas["TransferOut"]>;
 /** Transfers of the seed's `getTransactions`: the same as {@link Transfer}. */
 export type Transaction = Transfer;
-export interface TransactionPage {
-  data: Transfer[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["TransferPage"]>;
-}
+export type TransactionPage = Page<Transfer, Schemas["TransferPage"]>;
 export type Hold = WriteResult<Schemas["HoldOut"]>;
 export type Capture = WriteResult<Schemas["CaptureOut"]>;
 export type Quote = Result<Schemas["QuoteOut"]>;
@@ -56,11 +61,15 @@ export type PortalSession = Result<Schemas["PortalSession"]>;
 export type UsageResult = Result<Schemas["UsageResultOut"]>;
 export type WebhookEndpoint = WriteResult<Schemas["EndpointOut"]>;
 export type WebhookDelivery = Result<Schemas["DeliveryOut"]>;
-export interface WebhookDeliveryPage {
-  data: WebhookDelivery[];
-  next_cursor: string | null;
-  readonly exact: Exact<Schemas["DeliveryPage"]>;
-}
+export type WebhookDeliveryPage = Page<WebhookDelivery, Schemas["DeliveryPage"]>;
+/** One admin action as the audit log recorded it: who, what, to what, before and after. */
+export type AuditRecord = Result<Schemas["AuditRecordOut"]>;
+export type AuditRecordPage = Page<AuditRecord, Schemas["AuditRecordPage"]>;
+/** A proxy key as listed: its `hint`, never its secret. */
+export type ProxyKey = Result<Schemas["ProxyKeyOut"]>;
+/** A proxy key just minted: its `secret` (`cdp_…`) is shown this once. */
+export type MintedProxyKey = Result<Schemas["ProxyKeyCreated"]>;
+export type ProxyKeyPage = Page<ProxyKey, Schemas["ProxyKeyPage"]>;
 export type WebhookEventType = Schemas["EndpointCreate"]["events"][number];
 /**
  * A balance checked against its history. `cached` is the seed's name for `stored`: the
@@ -142,6 +151,38 @@ export interface PageOptions {
   cursor?: string | null;
 }
 
+/** Which webhook deliveries to list. */
+export interface DeliveryFilter {
+  /** An endpoint's id, or `gateway`. */
+  destination?: string;
+  status?: "pending" | "delivered" | "dead";
+}
+
+/** Which audit records to list: each field matched exactly, made in `[since, until)`. */
+export interface AuditFilter {
+  /** An account id, a key id, `pricing`, … */
+  target?: string;
+  /** `key:<id>:<name>`, `cli:<user>`, `stripe`, … */
+  actor?: string;
+  /** `grant`, `account.frozen`, `key.create`, … */
+  action?: string;
+  /** From this moment, inclusive (a Date, or RFC 3339 with an offset). */
+  since?: Date | string;
+  /** Before this moment (a Date, or RFC 3339 with an offset). */
+  until?: Date | string;
+}
+
+export interface ProxyKeyOptions {
+  /** Seconds the key works (at most ten years); default: until revoked. */
+  expiresIn?: number;
+  /** The most its calls may spend, in credits; default: only the balance limits it. */
+  limit?: Amount;
+  /** Your own label for it. */
+  name?: string;
+  /** Requests a minute; default: the server's `[proxy] rate_limit_per_minute`. */
+  rateLimit?: number;
+}
+
 export interface CheckoutOptions extends WriteOptions {
   successUrl: string;
   /** Required with the hosted page. */
@@ -178,6 +219,8 @@ interface ApiCall {
   body?: Record<string, unknown>;
   /** A write: sent with an Idempotency-Key (the caller's, else a new one unless keyless). */
   write?: { key: string | undefined; keyless?: boolean };
+  /** Not safe to send twice: retried only after a 429, which the server refused unread. */
+  once?: boolean;
 }
 
 interface Answer<T> {
@@ -278,16 +321,8 @@ export class CreditsClient {
   }
 
   /** Every transfer of the user, newest first, fetching pages as needed. */
-  async *iterTransactions(
-    userId: string,
-    options: { limit?: number } = {},
-  ): AsyncGenerator<Transfer> {
-    let cursor: string | null = null;
-    do {
-      const current: TransactionPage = await this.getTransactions(userId, { ...options, cursor });
-      yield* current.data;
-      cursor = current.next_cursor;
-    } while (cursor !== null);
+  iterTransactions(userId: string, options: { limit?: number } = {}): AsyncGenerator<Transfer> {
+    return everyItem((cursor) => this.getTransactions(userId, { ...options, cursor }));
   }
 
   /** Create the user's account with `credits` to start with, once (an admin key). */
@@ -323,6 +358,21 @@ export class CreditsClient {
     return plainResult(
       await this.#send<Schemas["AccountOut"]>({ method: "GET", path: accountPath(userId) }),
     );
+  }
+
+  /** One page of accounts in id order, those whose id or alias starts with `search` (a read key). */
+  async listAccounts(options: PageOptions & { search?: string } = {}): Promise<AccountPage> {
+    const answer = await this.#send<Schemas["AccountPage"]>({
+      method: "GET",
+      path: "/v1/accounts",
+      query: { search: options.search, limit: options.limit, cursor: options.cursor },
+    });
+    return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Every account that matches, in id order, fetching pages as needed. */
+  iterAccounts(options: { limit?: number; search?: string } = {}): AsyncGenerator<Account> {
+    return everyItem((cursor) => this.listAccounts({ ...options, cursor }));
   }
 
   /**
@@ -375,8 +425,6 @@ export class CreditsClient {
     amount: Amount,
     options: GrantOptions & { reason?: string; metadata?: Metadata } = {},
   ): Promise<Transfer> {
-    const expiresAt =
-      options.expiresAt instanceof Date ? options.expiresAt.toISOString() : options.expiresAt;
     return writeResult(
       await this.#send<Schemas["TransferOut"]>({
         method: "POST",
@@ -385,7 +433,7 @@ export class CreditsClient {
           account_id: accountId(userId),
           amount: decimalLiteral(amount),
           source: options.source,
-          expires_at: expiresAt,
+          expires_at: instant(options.expiresAt, "expiresAt"),
           priority: options.priority,
           reason: options.reason,
           metadata: options.metadata,
@@ -619,7 +667,7 @@ export class CreditsClient {
 
   /** One page of deliveries, newest first, to one `destination` and in one `status`. */
   async listWebhookDeliveries(
-    options: PageOptions & { destination?: string; status?: "pending" | "delivered" | "dead" } = {},
+    options: PageOptions & DeliveryFilter = {},
   ): Promise<WebhookDeliveryPage> {
     const answer = await this.#send<Schemas["DeliveryPage"]>({
       method: "GET",
@@ -632,6 +680,13 @@ export class CreditsClient {
       },
     });
     return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Every delivery that matches, newest first, fetching pages as needed. */
+  iterWebhookDeliveries(
+    options: DeliveryFilter & { limit?: number } = {},
+  ): AsyncGenerator<WebhookDelivery> {
+    return everyItem((cursor) => this.listWebhookDeliveries({ ...options, cursor }));
   }
 
   /** Deliver a message again (a dead one, or one its receiver lost). */
@@ -648,6 +703,86 @@ export class CreditsClient {
         write: { key: undefined },
       }),
     );
+  }
+
+  // Proxy keys (app key) -------------------------------------------------------------------
+
+  /**
+   * A key that pays for one account's calls to `/openai/v1` (an OpenAI SDK's API key),
+   * within `limit`; its `secret` is shown this once. Not retried and takes no idempotency
+   * key: a key whose answer was lost is listed by {@link listProxyKeys}, to be revoked.
+   */
+  async mintProxyKey(userId: string, options: ProxyKeyOptions = {}): Promise<MintedProxyKey> {
+    return plainResult(
+      await this.#send<Schemas["ProxyKeyCreated"]>({
+        method: "POST",
+        path: "/v1/proxy-keys",
+        body: {
+          account_id: accountId(userId),
+          expires_in: optionalSeconds(options.expiresIn),
+          limit: optionalAmount(options.limit, "limit"),
+          name: options.name,
+          rate_limit: options.rateLimit,
+        },
+        write: { key: undefined, keyless: true },
+        once: true,
+      }),
+    );
+  }
+
+  /** One page of proxy keys, newest first, revoked and expired ones included. */
+  async listProxyKeys(options: PageOptions & { userId?: string } = {}): Promise<ProxyKeyPage> {
+    const answer = await this.#send<Schemas["ProxyKeyPage"]>({
+      method: "GET",
+      path: "/v1/proxy-keys",
+      query: {
+        account_id: options.userId === undefined ? undefined : accountId(options.userId),
+        limit: options.limit,
+        cursor: options.cursor,
+      },
+    });
+    return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Every proxy key (of one account, with `userId`), newest first, fetching pages as needed. */
+  iterProxyKeys(options: { limit?: number; userId?: string } = {}): AsyncGenerator<ProxyKey> {
+    return everyItem((cursor) => this.listProxyKeys({ ...options, cursor }));
+  }
+
+  /** Stop a proxy key paying for new calls (calls it began still settle); twice is harmless. */
+  async revokeProxyKey(keyId: string): Promise<ProxyKey> {
+    return plainResult(
+      await this.#send<Schemas["ProxyKeyOut"]>({
+        method: "DELETE",
+        path: `/v1/proxy-keys/${segment(keyId, "keyId")}`,
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  // Audit log (admin key) ---------------------------------------------------------------------
+
+  /** One page of what admins did (grants, freezes, keys, pricing, …), newest first. */
+  async listAuditRecords(options: PageOptions & AuditFilter = {}): Promise<AuditRecordPage> {
+    const answer = await this.#send<Schemas["AuditRecordPage"]>({
+      method: "GET",
+      path: "/v1/audit-log",
+      query: {
+        target: options.target,
+        actor: options.actor,
+        action: options.action,
+        since: instant(options.since, "since"),
+        until: instant(options.until, "until"),
+        limit: options.limit,
+        cursor: options.cursor,
+      },
+    });
+    return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Every audit record that matches, newest first, fetching pages as needed. */
+  iterAuditRecords(options: AuditFilter & { limit?: number } = {}): AsyncGenerator<AuditRecord> {
+    return everyItem((cursor) => this.listAuditRecords({ ...options, cursor }));
   }
 
   // Sending ---------------------------------------------------------------------------------
@@ -688,7 +823,7 @@ export class CreditsClient {
         });
         text = await response.text();
       } catch (cause) {
-        if (attempt < this.maxRetries) {
+        if (attempt < this.maxRetries && !request.once) {
           await sleep(this.#backoff(attempt));
           continue;
         }
@@ -703,7 +838,8 @@ export class CreditsClient {
         throw error;
       }
       const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
-      if ((response.status === 429 || response.status >= 500) && attempt < this.maxRetries) {
+      const retried = response.status === 429 || (response.status >= 500 && !request.once);
+      if (retried && attempt < this.maxRetries) {
         if (retryAfter === undefined || retryAfter <= MAX_RETRY_AFTER_SECONDS) {
           await sleep(retryAfter === undefined ? this.#backoff(attempt) : retryAfter * 1000);
           continue;
@@ -786,19 +922,27 @@ function writeResult<T>(answer: Answer<T>): WriteResult<T> {
   return result(answer.plain, answer.exact, answer.replayed);
 }
 
-function page<Item, Out>(
-  answer: Answer<{ data: Item[]; next_cursor: string | null }>,
-  wrap: (item: Item, exact: Exact<Item>) => Out,
-): {
-  data: Out[];
-  next_cursor: string | null;
-  readonly exact: Exact<{ data: Item[]; next_cursor: string | null }>;
-} {
-  const exactItems = answer.exact.data as Exact<Item>[];
+function page<Raw extends { data: unknown[]; next_cursor: string | null }, Out>(
+  answer: Answer<Raw>,
+  wrap: (item: Raw["data"][number], exact: Exact<Raw["data"][number]>) => Out,
+): Page<Out, Raw> {
+  const exactItems = (answer.exact as { data: Exact<Raw["data"][number]>[] }).data;
   const data = answer.plain.data.map((item, index) => wrap(item, exactItems[index]!));
   const plain = { data, next_cursor: answer.plain.next_cursor };
   Object.defineProperty(plain, "exact", { value: answer.exact, enumerable: false });
-  return plain as typeof plain & { readonly exact: typeof answer.exact };
+  return plain as Page<Out, Raw>;
+}
+
+/** Every item of every page, fetching the next while `next_cursor` is not null. */
+async function* everyItem<T>(
+  pageAt: (cursor: string | null) => Promise<Page<T, unknown>>,
+): AsyncGenerator<T> {
+  let cursor: string | null = null;
+  do {
+    const current: Page<T, unknown> = await pageAt(cursor);
+    yield* current.data;
+    cursor = current.next_cursor;
+  } while (cursor !== null);
 }
 
 function verification(answer: Answer<Schemas["VerificationOut"]>): Verification {
@@ -849,6 +993,13 @@ function optionalSeconds(value: unknown): number | undefined {
     throw new TypeError(`expiresIn is a whole number of seconds, not ${describe(value)}`);
   }
   return value;
+}
+
+/** A moment as the server reads it: a Date as RFC 3339, a string as given. */
+function instant(value: unknown, name: string): string | undefined {
+  if (value === undefined || typeof value === "string") return value;
+  if (value instanceof Date && !Number.isNaN(value.getTime())) return value.toISOString();
+  throw new TypeError(`${name} is a Date or an RFC 3339 string, not ${describe(value)}`);
 }
 
 function wholeNumber(value: unknown, name: string): number {

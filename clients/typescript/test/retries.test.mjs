@@ -158,6 +158,36 @@ test("no answer after every retry: TransportError with the key, safe to send aga
   assert.equal(again.balance, 80);
 });
 
+test("a proxy key's mint is not sent twice: a lost answer's key is listed, to be revoked", async () => {
+  seen.length = 0;
+  plans.set("/v1/proxy-keys", ["lose-answer"]);
+  const error = await client({ maxRetries: 3 })
+    .mintProxyKey("user_retry")
+    .catch((failure) => failure);
+  assert.ok(error instanceof TransportError);
+  assert.equal(error.attempts, 1);
+  assert.equal(error.idempotencyKey, undefined);
+  plans.set("/v1/proxy-keys", ["status:503"]);
+  assert.equal(
+    (
+      await client({ maxRetries: 3 })
+        .mintProxyKey("user_retry")
+        .catch((e) => e)
+    ).status,
+    503,
+  );
+  plans.set("/v1/proxy-keys", ["status:429:0"]);
+  const minted = await client({ maxRetries: 1 }).mintProxyKey("user_retry");
+  assert.deepEqual(
+    seen.map((each) => each.action),
+    ["lose-answer", "status:503", "status:429:0", "forward"],
+  );
+  const keys = await client().listProxyKeys({ userId: "user_retry" });
+  assert.equal(keys.data.length, 2);
+  assert.equal(keys.data[0].id, minted.id);
+  assert.equal((await client().revokeProxyKey(keys.data[1].id)).revoked_at === null, false);
+});
+
 test("4xx answers are not retried", async () => {
   seen.length = 0;
   await client({ maxRetries: 3 })

@@ -144,6 +144,12 @@ test("a real delivery verifies; the same with a changed body, secret or time doe
   assert.equal(sent.data[0].message_id, delivery.headers["webhook-id"]);
   assert.equal(sent.data[0].status, "delivered");
   assert.equal((await admin.retryWebhookDelivery(sent.data[0].id)).status, "pending");
+  await admin.deduct("user_hooks", 1, "render");
+  const every = [];
+  for await (const each of admin.iterWebhookDeliveries({ destination: endpoint.id, limit: 1 }))
+    every.push(each.id);
+  assert.equal(every.length, 2);
+  assert.equal(every[1], sent.data[0].id, "newest first, across pages");
   const disabled = await admin.disableWebhookEndpoint(endpoint.id);
   assert.notEqual(disabled.disabled_at, null);
 });
