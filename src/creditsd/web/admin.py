@@ -57,6 +57,7 @@ from creditsd.web.pages import (
     PAGE_HEADERS,
     Session,
     check_csrf,
+    clear_session,
     credits,
     page,
     put_cookie,
@@ -99,7 +100,7 @@ class AdminRoute(APIRoute):
                 return await handle(request)
             except SignedOut:
                 response = redirect(LOGIN_URL)
-                response.delete_cookie(SESSION_COOKIE, path=f"/{SECTION}")
+                clear_session(response, SECTION)
                 return response
 
         return guarded
@@ -347,7 +348,7 @@ async def logout(request: Request, posted: Posted) -> Response:
 
     await db.run(ledger.engine, end)
     response = await done(request, LOGIN_URL, "You are signed out.")
-    response.delete_cookie(SESSION_COOKIE, path=f"/{SECTION}")
+    clear_session(response, SECTION)
     return response
 
 

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from creditsd import db
+from creditsd.api.auth import ledger_of
 from creditsd.errors import NotFound, Unauthenticated
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import PAID_SOURCE, Account
@@ -69,14 +70,9 @@ def link(
     return f"{public_base(request, ledger)}/billing/open?token={token}", expires_at
 
 
-def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
-    return ledger
-
-
 async def billing_session(request: Request) -> Session:
     """The browser's billing page session; none (or an ended one) is a 401 page."""
-    found = read_session(request, await signer(request), SECTION, _ledger(request).now())
+    found = read_session(request, await signer(request), SECTION, ledger_of(request).now())
     if found is None:
         raise Unauthenticated(
             "your billing page session has ended: open the billing page from the app again"
@@ -90,7 +86,7 @@ BillingSession = Annotated[Session, Depends(billing_session)]
 @router.get("/open")
 async def open_link(request: Request, token: str = "") -> RedirectResponse:
     """Trade a portal link for a session cookie, and go on to the page without the token."""
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     signer_ = await signer(request)
     if not token:
         raise BadToken("this link or session is not valid")
@@ -117,7 +113,7 @@ async def overview(
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     """The balance first, then what expires, usage, top-ups and the transactions."""
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)
     money = ledger.money
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
@@ -173,7 +169,7 @@ async def top_up(
     ``[stripe] publishable_key`` is set (its form offers Stripe's hosted page instead, for
     a browser without JavaScript), else Stripe's hosted page straight away."""
     check_csrf(session, csrf)
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     if not _sells(ledger):
         raise NotSold
     stripe: StripeBilling = request.app.state.stripe
@@ -216,7 +212,7 @@ async def success(
 ) -> HTMLResponse:
     """A purchase's outcome: its credits once granted; until then, a page that looks again
     every few seconds. Only the session's own account's purchases are found."""
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     if not CHECKOUT_ID.fullmatch(session_id):
         raise NotFound("there is no such payment for this account")
     account = await ledger.get_account(session.subject)
@@ -269,6 +265,6 @@ def _checkout_state(checkout: CheckoutState) -> str:
 @router.get("/cancel")
 async def cancel(request: Request, session: BillingSession) -> HTMLResponse:
     """The buyer left Stripe's page without paying: nothing was charged."""
-    ledger = _ledger(request)
+    ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)
     return page(request, "billing_cancel.html", **_account_context(account, ledger, session))
