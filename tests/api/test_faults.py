@@ -24,7 +24,7 @@ from creditsd.config import DatabaseSettings
 from creditsd.inprocess import Ledger
 from creditsd.repeats import QUIET_SECONDS, Repeats
 from creditsd.worker import background
-from tests.conftest import LedgerFactory, body, client_for, create_key
+from tests.conftest import LedgerFactory, body, client_for, create_key, make_settings
 
 FAST = {"database": {"pool_timeout": 0.5, "lock_timeout": 0.5, "statement_timeout": 1}}
 
@@ -246,3 +246,109 @@ async def test_background_work_waits_out_an_outage_with_a_line_per_ten_seconds(
         "outbox delivery waits for the database",
     ]
     assert all(r.exc_info is None for r in lines)
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_charges_against_a_locked_row_are_each_answered_within_the_lock_timeout(
+    make_ledger: LedgerFactory, group_commit: bool
+) -> None:
+    """24 charges at once while another client keeps the account locked far longer than
+    ``lock_timeout``: every one is a 503 within the lock timeout and a second, not one
+    after another."""
+    ledger = await make_ledger(ledger={"group_commit": group_commit}, **FAST)
+    timeout = ledger.settings.database.lock_timeout
+    async with admin_client(ledger) as api:
+        await api.post("/v1/grants", json={"account_id": "busy", "amount": 100})
+
+        async def charge(n: int) -> tuple[httpx.Response, float]:
+            started = time.monotonic()
+            answer = await api.post(
+                "/v1/charges",
+                json={"account_id": "busy", "amount": 1},
+                headers={"Idempotency-Key": f"locked-{n}"},
+            )
+            return answer, time.monotonic() - started
+
+        async with row_locked(ledger, "busy"):
+            answered = await asyncio.gather(*(charge(n) for n in range(24)))
+        for answer, _waited in answered:
+            assert_unavailable(answer)
+        assert max(waited for _, waited in answered) < timeout + 1
+        assert (await api.get("/v1/accounts/busy")).json()["balance"] == 100
+
+
+class PausableProxy:
+    """A TCP relay in front of PostgreSQL that can stop passing bytes (a stalled server)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with suppress(OSError):
+                while data := await source.read(65536):
+                    await self.flowing.wait()
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+@pytest.mark.parametrize("group_commit", [True, False])
+async def test_charges_during_a_database_stall_are_each_answered_within_the_statement_timeout(
+    database_url: str, group_commit: bool
+) -> None:
+    """The server stops answering (paused, cut off) for longer than any timeout: 24
+    charges at once are each a 503 within the statement timeout and a second."""
+    url = make_url(database_url)
+    proxy = PausableProxy(url.port or 5432)
+    port = await proxy.start()
+    settings = make_settings(
+        url.set(port=port).render_as_string(hide_password=False),
+        database={
+            "pool_timeout": 0.5,
+            "connect_timeout": 0.5,
+            "lock_timeout": 0.5,
+            "statement_timeout": 1,
+        },
+        ledger={"group_commit": group_commit},
+    )
+    ledger = await Ledger.connect(settings)
+    timeout = settings.database.statement_timeout
+    try:
+        async with admin_client(ledger) as api:
+            await api.post("/v1/grants", json={"account_id": "a", "amount": 100})
+
+            async def charge(n: int) -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                answer = await api.post(
+                    "/v1/charges",
+                    json={"account_id": "a", "amount": 1},
+                    headers={"Idempotency-Key": f"stalled-{n}"},
+                )
+                return answer, time.monotonic() - started
+
+            proxy.flowing.clear()
+            answered = await asyncio.gather(*(charge(n) for n in range(24)))
+            proxy.flowing.set()
+            for answer, _waited in answered:
+                assert_unavailable(answer)
+            assert max(waited for _, waited in answered) < timeout + 1
+    finally:
+        await ledger.close()
+        proxy.close()

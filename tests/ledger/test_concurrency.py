@@ -11,7 +11,7 @@ from sqlalchemy import event
 
 from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
-from tests.conftest import LedgerFactory, _asyncpg_dsn
+from tests.conftest import Clock, LedgerFactory, _asyncpg_dsn, client_for, create_key
 
 CREDIT = 10_000
 CHARGES = 300
@@ -188,3 +188,90 @@ async def test_group_commit_serves_one_caller_after_another(make_ledger: LedgerF
             assert charge.debit_balance_after == (99 - n) * CREDIT
         with pytest.raises(InsufficientCredits):
             await ledger.charge("u", 1000 * CREDIT)
+
+
+async def deadlocks(database_url: str) -> int:
+    """How many deadlocks PostgreSQL has detected in this database (0 on SQLite)."""
+    if database_url.startswith("sqlite"):
+        return 0
+    server = await asyncpg.connect(_asyncpg_dsn(database_url))
+    try:
+        found = await server.fetchval(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await server.close()
+    return int(found or 0)
+
+
+async def test_settling_holds_around_their_expiry_beside_charges_never_deadlocks(
+    make_ledger: LedgerFactory, database_url: str, clock: Clock
+) -> None:
+    """Releases, captures and extensions of holds, half of them just past their expiry,
+    beside charges and the expiry sweep, all on one account: every request is answered
+    for its own reason (no 503), and PostgreSQL detects no deadlock."""
+    ledger = await make_ledger(database={"pool_size": await connection_budget(database_url, 40)})
+    await ledger.grant("hot", 10_000 * CREDIT)
+    before = await deadlocks(database_url)
+    for round_ in range(3):
+        holds = [
+            await ledger.open_hold("hot", CREDIT, expires_in=60 if n % 2 else 30) for n in range(60)
+        ]
+        clock.advance(31)
+
+        async def settle(n: int, hold_id: str) -> object:
+            if n % 3 == 0:
+                return await ledger.release_hold(hold_id)
+            if n % 3 == 1:
+                return await ledger.capture_hold(hold_id, CREDIT // 2)
+            return await ledger.extend_hold(hold_id, 60)
+
+        answers = await asyncio.gather(
+            *(settle(n, hold.id) for n, hold in enumerate(holds)),
+            *(ledger.charge("hot", CREDIT, idempotency_key=f"{round_}-{n}") for n in range(60)),
+            *(ledger.expire_holds() for _ in range(6)),
+            return_exceptions=True,
+        )
+        failures = Counter(type(a).__name__ for a in answers if isinstance(a, BaseException))
+        assert set(failures) <= {"HoldNotOpen"}, failures
+        clock.advance(60)
+        await ledger.expire_holds()
+    assert (await ledger.verify_account("hot")).valid
+    await ledger.close()  # its connections end, so the server counts what they met
+    assert await deadlocks(database_url) == before
+
+
+async def test_lowering_the_overdraft_while_charges_run_is_a_409_never_a_503(
+    make_ledger: LedgerFactory, database_url: str
+) -> None:
+    """Charges spend into the overdraft while an operator keeps lowering and raising the
+    limit: a change the account's spending no longer allows is 409 ``overdraft_in_use``,
+    decided on the figures it locked, never a 503 from the database's check."""
+    ledger = await make_ledger(database={"pool_size": await connection_budget(database_url, 40)})
+    await ledger.open_account("od", overdraft_limit=100 * CREDIT)
+    async with client_for(ledger, await create_key(ledger, "admin")) as api:
+
+        async def charge(n: int) -> int:
+            answer = await api.post(
+                "/v1/charges",
+                json={"account_id": "od", "amount": 1},
+                headers={"Idempotency-Key": f"od-{n}"},
+            )
+            return answer.status_code
+
+        async def limit(n: int) -> tuple[int, str | None]:
+            answer = await api.put("/v1/accounts/od", json={"overdraft_limit": n % 2 * 100})
+            return answer.status_code, answer.json().get("error", {}).get("code")
+
+        answers = await asyncio.gather(
+            *(charge(n) for n in range(60)), *(limit(n) for n in range(60))
+        )
+    statuses = Counter(answer if isinstance(answer, int) else answer[0] for answer in answers)
+    assert set(statuses) <= {200, 201, 402, 409}, statuses
+    assert {answer[1] for answer in answers if isinstance(answer, tuple) and answer[0] == 409} <= {
+        "overdraft_in_use"
+    }
+    account = await ledger.get_account("od")
+    assert account.balance == -statuses[201] * CREDIT
+    assert account.available >= 0
+    assert (await ledger.verify_account("od")).valid

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
 from creditsd import db
+from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
 from creditsd.ledger import lot_repository
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
@@ -216,3 +218,54 @@ async def test_an_accounts_live_lots_are_listed_in_spending_order(
         (bought.lots[0].lot_id, 10 * CREDIT),
     ]
     assert soon.lots[0].lot_id not in {lot.id for lot in lots}
+
+
+@pytest.mark.parametrize("debit", ["overdraft", "forced"])
+async def test_a_debit_past_the_live_lots_never_spends_what_an_open_hold_keeps_past_expiry(
+    ledger: Ledger, clock: Clock, debit: str
+) -> None:
+    """100 adjustment credits, 50 promotion credits that expire while a hold keeps them,
+    and a debit of 150: into the overdraft, or forced (a gateway's usage). The promotion
+    is never spent by the debit; once the hold settles it lapses, so the account ends
+    where it would have without the hold: at -50."""
+    await ledger.adjust("eve", 100 * CREDIT, reason="goodwill")
+    promotion = await ledger.grant("eve", 50 * CREDIT, expires_at=clock.now + timedelta(minutes=5))
+    if debit == "overdraft":
+        await ledger.open_account("eve", overdraft_limit=50 * CREDIT)
+    hold = await ledger.open_hold("eve", 50 * CREDIT, expires_in=3_600)
+    clock.advance(301)
+
+    if debit == "overdraft":
+        spent = await ledger.charge("eve", 150 * CREDIT)
+    else:
+        recorded = await db.run(
+            ledger.engine,
+            lambda conn: gateway.record_usage(
+                conn,
+                "eve",
+                Decimal(150 * CREDIT),
+                key="usage-1",
+                request="usage-1",
+                payload={},
+                description="gateway usage",
+                pricing={},
+                policy=ledger.policy,
+                now=ledger.now(),
+            ),
+        )
+        assert recorded.transfer_id is not None
+        spent = await ledger.get_transfer(recorded.transfer_id)
+    assert promotion.lots[0].lot_id not in {part.lot_id for part in spent.lots}
+    assert sum(part.amount for part in spent.lots) == 100 * CREDIT  # the rest is below zero
+
+    await ledger.release_hold(hold.id)
+    await ledger.expire_lots()
+    account = await ledger.get_account("eve")
+    assert (account.balance, account.held) == (-50 * CREDIT, 0)
+    assert account.by_source == {"overdrawn": -50 * CREDIT}
+    lapsed = [t for t in (await ledger.transactions("eve")).items if t.kind == "expiry"]
+    assert [(t.amount, t.lots[0].lot_id) for t in lapsed] == [
+        (50 * CREDIT, promotion.lots[0].lot_id)
+    ]
+    assert (await ledger.verify_account("eve")).valid
+    assert await ledger.ledger_total() == 0
