@@ -16,13 +16,13 @@ from weakref import WeakKeyDictionary
 
 from sqlalchemy import Dialect, Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from creditsd import jsonio
 from creditsd.config import DatabaseSettings
-from creditsd.errors import Unavailable
+from creditsd.errors import RuleViolated, Unavailable
 from creditsd.repeats import repeats
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _SQLITE_BUSY_MESSAGES = ("database is locked", "database table is locked")
 _READONLY = "creditsd_readonly"
 _BUSY = "the database is busy; retry with the same idempotency key"
-RETRY_SECONDS = 2.0  # a transaction is not rerun once this long has passed since its first try
-_CLIENT_GRACE = 2.0  # seconds past statement_timeout before the client stops waiting
+# A transaction is not rerun once this long has passed since its first try, so a request
+# waits at most one timeout (lock, statement, pool, connect) and this long.
+RETRY_SECONDS = 1.0
+_CLIENT_GRACE = 0.5  # seconds past its timeouts before the client stops waiting
 
 
 def is_sqlite(dialect: Dialect) -> bool:
@@ -62,6 +64,17 @@ def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
     if isinstance(database, str):
         database = DatabaseSettings(url=database)
     url = async_url(database.url)
+    engine = _create(url, database)
+    if database.statement_timeout:
+        _patience[engine.sync_engine] = _patience_of(database)
+    return engine
+
+
+def _patience_of(database: DatabaseSettings) -> float:
+    return max(database.lock_timeout, database.statement_timeout) + _CLIENT_GRACE
+
+
+def _create(url: URL, database: DatabaseSettings) -> AsyncEngine:
     options: dict[str, Any] = {
         "json_serializer": jsonio.dumps,
         "json_deserializer": jsonio.loads,
@@ -86,10 +99,9 @@ def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
         "statement_timeout": str(_ms(database.statement_timeout)),
     }
     # The server cancels a slow statement itself; a server that stops answering (paused,
-    # cut off) cannot, so the client gives up a little later on its own.
-    client_timeout = (
-        database.statement_timeout + _CLIENT_GRACE if database.statement_timeout else None
-    )
+    # cut off) cannot, so a transaction gives up on its own once its patience is out (see
+    # run), and the driver, outside any transaction, a little later still.
+    client_timeout = _patience_of(database) + _CLIENT_GRACE if database.statement_timeout else None
     return create_async_engine(
         url,
         pool_pre_ping=False,
@@ -147,6 +159,9 @@ class _WriterQueue:
 
 
 _sqlite_writers: WeakKeyDictionary[Engine, _WriterQueue] = WeakKeyDictionary()
+# How long one call of run may take in all, reruns included: its longest wait (a lock, a
+# statement) and the client's grace (see _cut_off_at).
+_patience: WeakKeyDictionary[Engine, float] = WeakKeyDictionary()
 
 
 class RetryTransaction(Exception):
@@ -173,6 +188,23 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
+_CHECK_VIOLATION = "23514"
+_SQLITE_CHECK = "CHECK constraint failed: "
+
+
+def broken_rule(exc: IntegrityError) -> str | None:
+    """The name of the ``CHECK`` constraint a write broke (None: another integrity error,
+    such as a unique key)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _CHECK_VIOLATION:
+        driver = orig.__cause__ if orig is not None and orig.__cause__ is not None else orig
+        return str(getattr(driver, "constraint_name", None) or "check")
+    message = str(orig)
+    if message.startswith(_SQLITE_CHECK):
+        return message.removeprefix(_SQLITE_CHECK)
+    return None
+
+
 # What a database that cannot be used right now raises: down, restarting, cut off, out of
 # connections or too slow (as opposed to a bug of ours).
 OUTAGES = (DBAPIError, PoolTimeout, OSError)
@@ -188,26 +220,48 @@ def described(exc: BaseException) -> str:
 
 @asynccontextmanager
 async def transaction(
-    engine: AsyncEngine, *, readonly: bool = False, dry_run: bool = False
+    engine: AsyncEngine,
+    *,
+    readonly: bool = False,
+    dry_run: bool = False,
+    deadline: float | None = None,
 ) -> AsyncIterator[AsyncConnection]:
     """One database transaction; commits on success (``dry_run``: rolls back even then),
     rolls back on any exception.
 
     A connection that was dropped, or whose server stopped answering, is discarded rather
-    than handed back to the pool (where its rollback would fail or wait again).
+    than handed back to the pool (where its rollback would fail or wait again). On
+    PostgreSQL a transaction still running at ``deadline`` (the event loop's clock) has
+    its connection cut: its statement fails at once as a dropped connection would.
     """
     writers = None if readonly else _sqlite_writers.get(engine.sync_engine)
     async with writers or nullcontext(), engine.connect() as conn:
+        cutoff = await _cut_off_at(conn, deadline)
+        session = await conn.execution_options(**{_READONLY: True}) if readonly else conn
         try:
-            session = await conn.execution_options(**{_READONLY: True}) if readonly else conn
             async with session.begin() as begun:
-                yield session
+                try:
+                    yield session
+                except (DBAPIError, OSError, asyncio.CancelledError) as exc:
+                    # Discarded before the rollback, which would wait on it again.
+                    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+                        await conn.invalidate()
+                    raise
                 if dry_run:
                     await begun.rollback()
-        except (DBAPIError, OSError) as exc:
-            if isinstance(exc, OSError) or exc.connection_invalidated:
-                await conn.invalidate()
-            raise
+        finally:
+            if cutoff is not None:
+                cutoff.cancel()
+
+
+async def _cut_off_at(conn: AsyncConnection, deadline: float | None) -> asyncio.TimerHandle | None:
+    """Cut a PostgreSQL connection at ``deadline``: the driver, having given up on a
+    statement itself, would wait as long again for a silent server to acknowledge the
+    cancellation, and it does not heed a task's cancellation sooner."""
+    if deadline is None or is_sqlite(conn.dialect):
+        return None
+    raw: Any = (await conn.get_raw_connection()).driver_connection
+    return asyncio.get_running_loop().call_at(deadline, raw.terminate)
 
 
 async def run(
@@ -219,17 +273,28 @@ async def run(
     attempts: int = 8,
 ) -> T:
     """Run ``work`` in one transaction, rerunning it on serialization failures, busy locks
-    and dropped connections, for at most ``attempts`` tries and ``RETRY_SECONDS``;
-    ``dry_run`` rolls back what it wrote and returns what it found."""
+    and dropped connections, for at most ``attempts`` tries and ``RETRY_SECONDS``, all
+    within the engine's patience (its longest timeout and a grace; past it the connection
+    is cut and the caller told ``Unavailable``); ``dry_run`` rolls back what it wrote and
+    returns what it found."""
     started = time.monotonic()
+    patience = _patience.get(engine.sync_engine)
+    deadline = None if patience is None else asyncio.get_running_loop().time() + patience
     for attempt in range(1, attempts + 1):
         try:
-            async with transaction(engine, readonly=readonly, dry_run=dry_run) as conn:
+            async with transaction(
+                engine, readonly=readonly, dry_run=dry_run, deadline=deadline
+            ) as conn:
                 return await work(conn)
+        except IntegrityError as exc:
+            if (rule := broken_rule(exc)) is not None:
+                raise RuleViolated(rule) from exc
+            raise
         except (DBAPIError, RetryTransaction) as exc:
             if not is_retryable(exc):
                 raise
-            if attempt == attempts or time.monotonic() - started > RETRY_SECONDS:
+            late = deadline is not None and asyncio.get_running_loop().time() >= deadline
+            if attempt == attempts or late or time.monotonic() - started > RETRY_SECONDS:
                 repeats.say(log, f"the database stayed busy; gave up: {described(exc)}")
                 raise Unavailable(_BUSY) from exc
             await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # noqa: S311

@@ -47,6 +47,17 @@ class Conflict(CreditsError):
     status = 409
 
 
+class RuleViolated(Conflict):
+    """A write the database refused by one of its rules (a ``CHECK``): it clashed with a
+    change that committed meanwhile, or with the rule itself; nothing was written."""
+
+    code = "rule_violated"
+
+    def __init__(self, rule: str) -> None:
+        message = f"the write would break the ledger's rule {rule}; nothing was written"
+        super().__init__(message, rule=rule)
+
+
 class InvalidSignature(CreditsError):
     """A webhook whose signature is missing, wrong or too old; nothing was stored."""
 

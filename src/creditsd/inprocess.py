@@ -28,7 +28,7 @@ from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger import statements
-from creditsd.ledger.batching import GroupCommit
+from creditsd.ledger.batching import GroupCommit, Submitted
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import (
@@ -119,6 +119,7 @@ class Ledger:
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
             observer=self.outbox,
+            money=self.money,
         )
         self._group = (
             GroupCommit(
@@ -457,23 +458,23 @@ class Ledger:
         )
 
         with _refusals_counted("charge"):
-            transfer = await self._post(posting)
+            transfer = await self._submit(posting)
+        assert isinstance(transfer, Transfer)
         if not transfer.replayed:
             CHARGES.labels("charge").inc()
         return transfer
 
-    async def _post(self, posting: posting_engine.Posting) -> Transfer:
-        """Write one posting: in a group's batch when group commit is on."""
+    async def _submit(self, entry: Submitted) -> posting_engine.Outcome:
+        """Write one entry of the posting engine: in a group's batch when group commit is
+        on. As in a group's batch, a refusal is raised once the transaction has committed
+        (a first touch that created the account stays)."""
         if self._group is not None:
-            return await self._group.transfer(posting)
-        # As in a group's batch, a refusal is raised once the transaction has committed
-        # (a first touch that created the account stays).
+            return await self._group.submit(entry)
         (outcome,) = await self._write(
-            lambda conn, now: posting_engine.post(conn, [posting], self.policy, now)
+            lambda conn, now: posting_engine.post(conn, [entry], self.policy, now)
         )
         if isinstance(outcome, CreditsError):
             raise outcome
-        assert isinstance(outcome, Transfer)
         return outcome
 
     async def transactions(
@@ -550,11 +551,9 @@ class Ledger:
             fresh_key=idempotency_key is None,
         )
         with _refusals_counted("hold"):
-            if self._group is not None and proxy_key_id is None:
-                return await self._group.reserve(reservation)
-            return await self._write(
-                lambda conn, now: holds.open_hold(conn, reservation, self.policy, now)
-            )
+            opened = await self._submit(reservation)
+        assert isinstance(opened, Hold)
+        return opened
 
     async def capture_hold(
         self,
@@ -567,34 +566,35 @@ class Ledger:
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
+        finished_at: datetime | None = None,
     ) -> tuple[Hold, Transfer]:
         """Charge ``amount``, or what ``use`` actually cost, against a hold.
 
         A final capture gives back whatever the hold still reserves; past the hold it
         follows ``[holds] overrun``. Without an idempotency key a final capture uses one
         derived from the hold, so settling the same hold twice never charges twice.
+        ``finished_at``: when the work it pays for ended, for a capture a database outage
+        delayed (a hold still open then is captured even if it expired since).
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
+        entry = holds.capture(
+            hold_id,
+            amount,
+            app=app,
+            idempotency_key=key,
+            final=final,
+            overrun=self.settings.holds.overrun,
+            description=description,
+            metadata=metadata,
+            pricing=pricing,
+            asked=asked,
+            finished_at=finished_at,
+        )
         with _refusals_counted("capture"):
-            return await self._write(
-                lambda conn, now: holds.capture_hold(
-                    conn,
-                    hold_id,
-                    amount,
-                    self.policy,
-                    now,
-                    money=self.money,
-                    final=final,
-                    overrun=self.settings.holds.overrun,
-                    app=app,
-                    idempotency_key=key,
-                    description=description,
-                    metadata=metadata,
-                    pricing=pricing,
-                    asked=asked,
-                )
-            )
+            settled = await self._submit(entry)
+        assert isinstance(settled, posting_engine.Settled)
+        return settled.hold, settled.transfer
 
     # Usage
 
@@ -615,22 +615,21 @@ class Ledger:
         return results
 
     async def release_hold(self, hold_id: str) -> Hold:
-        """Give back what a hold reserves."""
-        return await self._write(
-            lambda conn, now: holds.release_hold(conn, hold_id, self.policy, now)
-        )
+        """Give back what a hold reserves; a released or expired hold is left as it is."""
+        released = await self._submit(posting_engine.Void(hold_id))
+        assert isinstance(released, Hold)
+        return released
 
     async def extend_hold(self, hold_id: str, expires_in: int | None = None) -> Hold:
-        """Push a hold's expiry to ``expires_in`` seconds from now."""
+        """Push an open hold's expiry to ``expires_in`` seconds from now."""
         seconds = _units(
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
         )
-        return await self._write(
-            lambda conn, now: holds.extend_hold(
-                conn, hold_id, seconds, now, max_expires_in=self.settings.holds.max_expires_in
-            )
-        )
+        expires_at = holds.expiry(self.now(), seconds, self.settings.holds.max_expires_in)
+        extended = await self._submit(posting_engine.Extend(hold_id, expires_at))
+        assert isinstance(extended, Hold)
+        return extended
 
     async def get_hold(self, hold_id: str) -> Hold:
         """One hold by id."""

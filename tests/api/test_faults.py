@@ -285,6 +285,8 @@ class PausableProxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.server: asyncio.Server | None = None
+        self.relays: list[asyncio.Future[tuple[None, None]]] = []
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
@@ -292,6 +294,7 @@ class PausableProxy:
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with suppress(OSError):
@@ -301,11 +304,18 @@ class PausableProxy:
                     await sink.drain()
             sink.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        relay = asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.relays.append(relay)
+        await relay
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop listening and end every relayed connection."""
         assert self.server is not None
         self.server.close()
+        self.flowing.set()
+        for writer in self.writers:
+            writer.close()
+        await asyncio.gather(*self.relays, return_exceptions=True)
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])
@@ -351,4 +361,4 @@ async def test_charges_during_a_database_stall_are_each_answered_within_the_stat
             assert max(waited for _, waited in answered) < timeout + 1
     finally:
         await ledger.close()
-        proxy.close()
+        await proxy.close()

@@ -7,9 +7,15 @@ from datetime import timedelta
 
 import pytest
 
-from creditsd.holds.errors import ExpiryTooLong, HoldExceeded, HoldNotFound, HoldNotOpen
+from creditsd.holds.errors import ExpiryTooLong
 from creditsd.inprocess import Ledger
-from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
+from creditsd.ledger.errors import (
+    HoldExceeded,
+    HoldNotFound,
+    HoldNotOpen,
+    IdempotencyConflict,
+    InsufficientCredits,
+)
 from tests.conftest import Clock, LedgerFactory
 
 CREDIT = 10_000

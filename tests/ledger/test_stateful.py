@@ -20,9 +20,13 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from creditsd.holds.errors import HoldExceeded, HoldNotOpen
 from creditsd.inprocess import Ledger
-from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
+from creditsd.ledger.errors import (
+    HoldExceeded,
+    HoldNotOpen,
+    IdempotencyConflict,
+    InsufficientCredits,
+)
 from tests.conftest import Clock, make_settings
 from tests.ledger.test_modes import subscribe
 

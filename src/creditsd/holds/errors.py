@@ -1,38 +1,9 @@
-"""Errors from the hold lifecycle."""
+"""Errors of the holds service (the engine's own, such as ``HoldNotOpen``, are in
+:mod:`creditsd.ledger.errors`)."""
 
 from __future__ import annotations
 
-from creditsd.errors import Conflict, InvalidRequest, NotFound
-
-
-class HoldNotFound(NotFound):
-    """No hold with this id."""
-
-    code = "hold_not_found"
-
-    def __init__(self, hold_id: str) -> None:
-        super().__init__(f"no hold {hold_id!r}", hold_id=hold_id)
-
-
-class HoldNotOpen(Conflict):
-    """The hold was already captured, released or expired."""
-
-    code = "hold_not_open"
-
-    def __init__(self, hold_id: str, status: str) -> None:
-        super().__init__(f"the hold is {status}", hold_id=hold_id, status=status)
-
-
-class HoldExceeded(Conflict):
-    """A non-final capture may take only what the hold still reserves."""
-
-    code = "hold_exceeded"
-
-    def __init__(self, hold_id: str) -> None:
-        super().__init__(
-            "a capture with final=false may not take more than the hold still reserves",
-            hold_id=hold_id,
-        )
+from creditsd.errors import InvalidRequest
 
 
 class ExpiryTooLong(InvalidRequest):

@@ -1,16 +1,23 @@
-"""Group commit: concurrent postings of one process share a batch and its transaction.
+"""Group commit: concurrent entries of one process share a batch and its transaction.
 
-A posting here is a transfer or a hold's opening (a reservation): both are entries of the
-posting engine, written set-based, so a batch of many costs the statements of one.
+Every write of the posting engine can join: transfers, and the holds' entries (an opening,
+a capture, a release, an extension). While a batch commits, the entries that arrive queue
+up; the next free lane writes them as one batch of the posting engine and commits once,
+leaving behind the entries of accounts another lane's batch holds (they would only wait on
+its row locks): those go with the next batch after it. So a hot account's entries gather
+in one lane's batches while many accounts spread over all lanes. An idle lane takes an
+entry at once, so a lone request waits for nobody. Each entry keeps its own outcome (the
+engine refuses an entry alone, never its batch-mates), and nobody is answered before the
+batch has committed.
 
-While a batch commits, the postings that arrive queue up; the next free lane writes them
-as one batch of the posting engine and commits once, leaving behind the postings of
-accounts another lane's batch holds (they would only wait on its row locks): those go
-with the next batch after it. So a hot account's postings gather in one lane's batches
-while many accounts spread over all lanes. An idle lane takes a posting at once, so a
-lone request waits for nobody. Each posting
-keeps its own outcome (the engine refuses a posting alone, never its batch-mates), and
-nobody is answered before the batch has committed.
+A batch that fails on a fault (the database down, stalled, or a row locked past
+``lock_timeout``) answers every member at once (503, :class:`~creditsd.errors.Unavailable`
+or the fault), and with them the entries still queued that would meet the same fault: all
+of them when the whole database failed, those of the batch's accounts when a row lock did.
+So nobody waits longer than the timeouts of one transaction. The accounts of a batch a
+lock failed are then batched one account at a time until one of their batches commits, so
+one locked row cannot sink the batches of others again. A batch that fails for any other
+reason (a bug) reruns each member alone, in parallel.
 """
 
 from __future__ import annotations
@@ -21,37 +28,42 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Histogram
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd import db
+from creditsd.errors import Unavailable
 from creditsd.ledger import posting
-from creditsd.ledger.models import Hold, Transfer
 
 BATCH_SIZES = Histogram(
     "creditsd_group_commit_batch_size",
-    "Postings per group-commit transaction in this process.",
+    "Entries per group-commit transaction in this process.",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
 )
 
-
-Submitted = posting.Posting | posting.Reservation
+Submitted = posting.Posting | posting.Reservation | posting.HoldEntry
+_LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: a row stayed locked past lock_timeout
 
 
 @dataclass(frozen=True, slots=True)
 class _Item:
     entry: Submitted
-    future: asyncio.Future[Transfer | Hold]
+    future: asyncio.Future[posting.Outcome]
 
     @property
     def account(self) -> str:
-        """The account the entry spends from, which its batch holds."""
-        if isinstance(self.entry, posting.Posting):
-            return self.entry.debit_account_id
-        return self.entry.hold.account_id
+        """What the entry's batch holds: the account it spends from or reserves on, or
+        the hold it names (whose account is known only once the batch reads it)."""
+        entry = self.entry
+        if isinstance(entry, posting.Posting):
+            return entry.debit_account_id
+        if isinstance(entry, posting.Reservation):
+            return entry.hold.account_id
+        return entry.hold_id
 
 
 class GroupCommit:
-    """Writes submitted postings in shared batches, at most ``lanes`` transactions at once."""
+    """Writes submitted entries in shared batches, at most ``lanes`` transactions at once."""
 
     def __init__(
         self,
@@ -69,22 +81,13 @@ class GroupCommit:
         self._lanes = lanes
         self._pending: list[_Item] = []
         self._busy: set[str] = set()  # accounts a running batch holds
+        self._suspect: set[str] = set()  # accounts whose batch a lock failed: batched alone
         self._flushing = 0  # lanes running; counted here, not by their tasks, see _flush
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def transfer(self, entry: posting.Posting) -> Transfer:
-        """Write ``entry`` in a coming batch; its transfer once that batch has committed."""
-        made = await self._submit(entry)
-        assert isinstance(made, Transfer)
-        return made
-
-    async def reserve(self, entry: posting.Reservation) -> Hold:
-        """Open ``entry``'s hold in a coming batch; the hold once that batch has committed."""
-        opened = await self._submit(entry)
-        assert isinstance(opened, Hold)
-        return opened
-
-    async def _submit(self, entry: Submitted) -> Transfer | Hold:
+    async def submit(self, entry: Submitted) -> posting.Outcome:
+        """Write ``entry`` in a coming batch; its outcome once that batch has committed,
+        its refusal raised."""
         item = _Item(entry, asyncio.get_running_loop().create_future())
         self._pending.append(item)
         if self._flushing < self._lanes:
@@ -96,47 +99,68 @@ class GroupCommit:
 
     async def _flush(self) -> None:
         # A lane stops counting the moment it finds nothing to take, with no await in
-        # between: a posting submitted after that starts a new lane, and one left behind
+        # between: an entry submitted after that starts a new lane, and one left behind
         # for a busy account is taken by the lane that holds the account once it is done.
         try:
             while batch := self._take():
                 accounts = {item.account for item in batch}
                 try:
-                    await self._run(batch)
+                    await self._run(batch, accounts)
                 finally:
                     self._busy -= accounts
         finally:
             self._flushing -= 1
 
     def _take(self) -> list[_Item]:
-        """Up to ``max_batch`` pending postings, none of an account another batch holds."""
+        """Up to ``max_batch`` pending entries, none of an account another batch holds;
+        an account under suspicion goes alone."""
         batch: list[_Item] = []
         left: list[_Item] = []
+        alone: str | None = None
         for item in self._pending:
-            free = item.account not in self._busy
-            (batch if free and len(batch) < self._max_batch else left).append(item)
+            account = item.account
+            free = account not in self._busy and len(batch) < self._max_batch
+            if free and account in self._suspect:
+                free = not batch or alone == account
+                alone = account if free else alone
+            elif free:
+                free = alone is None
+            (batch if free else left).append(item)
         self._pending = left
         self._busy |= {item.account for item in batch}
         return batch
 
-    async def _run(self, batch: list[_Item]) -> None:
+    async def _run(self, batch: list[_Item], accounts: set[str]) -> None:
         BATCH_SIZES.observe(len(batch))
         outcomes: list[posting.Outcome | Exception]
         try:
             outcomes = list(await self._write([item.entry for item in batch]))
         except Exception as error:
-            if len(batch) == 1:
-                outcomes = [error]
+            if len(batch) == 1 or _is_fault(error):
+                outcomes = [error] * len(batch)
+                self._fail_queued(error, accounts)
             else:  # an unexpected failure must not sink the batch-mates: each goes alone
-                outcomes = [await self._alone(item.entry) for item in batch]
+                outcomes = list(await asyncio.gather(*(self._alone(item.entry) for item in batch)))
+        else:
+            self._suspect -= accounts
         for item, outcome in zip(batch, outcomes, strict=True):
-            if item.future.done():  # the caller gave up waiting
-                continue
-            if isinstance(outcome, Transfer | Hold):
-                item.future.set_result(outcome)
-            else:
-                assert isinstance(outcome, BaseException)
-                item.future.set_exception(outcome)
+            _answer(item, outcome)
+
+    def _fail_queued(self, fault: Exception, accounts: set[str]) -> None:
+        """Answer the queued entries the fault would meet too: every one when the whole
+        database failed, those of the batch's accounts when a row lock did (and batch
+        those accounts alone from now on)."""
+        if not _is_fault(fault):
+            return
+        if _row_locked(fault):
+            if len(accounts) > 1:
+                self._suspect |= accounts
+            met = [item for item in self._pending if item.account in accounts]
+        else:
+            met = self._pending
+        self._pending = [item for item in self._pending if item not in met]
+        for item in met:
+            _answer(item, fault)
 
     async def _write(self, entries: list[Submitted]) -> list[posting.Outcome]:
         return await db.run(
@@ -149,3 +173,28 @@ class GroupCommit:
         except Exception as error:
             return error
         return outcome
+
+
+def _answer(item: _Item, outcome: posting.Outcome | Exception) -> None:
+    if item.future.done():  # the caller gave up waiting
+        return
+    if isinstance(outcome, Exception):
+        item.future.set_exception(outcome)
+    else:
+        item.future.set_result(outcome)
+
+
+def _is_fault(error: Exception) -> bool:
+    """Whether a failure is the database's (down, stalled, busy), not a batch's own."""
+    if isinstance(error, IntegrityError):
+        return False
+    return isinstance(error, (Unavailable, *db.OUTAGES))
+
+
+def _row_locked(error: Exception) -> bool:
+    """Whether a fault was a PostgreSQL row lock outlasting ``lock_timeout`` (SQLite's one
+    write lock is the whole database's)."""
+    cause = error.__cause__ if isinstance(error, Unavailable) else error
+    return isinstance(cause, DBAPIError) and (
+        getattr(cause.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE
+    )

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from creditsd.errors import Conflict, CreditsError, InvalidRequest, NotFound
+from datetime import datetime
+
+from creditsd import jsonio
+from creditsd.errors import (
+    Conflict,
+    CreditsError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unauthenticated,
+)
 
 
 class Units(int):
@@ -125,4 +135,93 @@ class InvalidAccountId(InvalidRequest):
             "account ids are 1-128 characters: letters, digits and _ - . : @ + = "
             "(not starting with @)",
             account_id=account_id[:200],
+        )
+
+
+class HoldNotFound(NotFound):
+    """No hold with this id."""
+
+    code = "hold_not_found"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"no hold {hold_id!r}", hold_id=hold_id)
+
+
+class HoldNotOpen(Conflict):
+    """The hold was already captured, released or expired."""
+
+    code = "hold_not_open"
+
+    def __init__(self, hold_id: str, status: str) -> None:
+        super().__init__(f"the hold is {status}", hold_id=hold_id, status=status)
+
+
+class HoldExceeded(Conflict):
+    """A non-final capture may take only what the hold still reserves."""
+
+    code = "hold_exceeded"
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(
+            "a capture with final=false may not take more than the hold still reserves",
+            hold_id=hold_id,
+        )
+
+
+class ProxyKeyNotFound(NotFound):
+    """No proxy key with this id."""
+
+    code = "proxy_key_not_found"
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(f"no proxy key {key_id!r}", key_id=key_id)
+
+
+class ProxyKeyRevoked(Unauthenticated):
+    """The key was revoked: it pays for nothing more."""
+
+    code = "key_revoked"
+
+    def __init__(self) -> None:
+        super().__init__("this proxy key was revoked")
+
+
+class ProxyKeyExpired(Unauthenticated):
+    """The key's expiry has come: it no longer works."""
+
+    code = "key_expired"
+
+    def __init__(self, expires_at: datetime) -> None:
+        super().__init__(
+            f"this proxy key expired at {jsonio.format_timestamp(expires_at)}; mint a new one"
+        )
+
+
+class WrongAccount(Forbidden):
+    """A proxy key pays only for its own account."""
+
+    code = "wrong_account"
+
+    def __init__(self, key_id: str, account_id: str) -> None:
+        super().__init__(
+            f"this proxy key pays only for account {account_id!r}",
+            key_id=key_id,
+            account_id=account_id,
+        )
+
+
+class KeyLimitReached(CreditsError):
+    """The call's estimate is more than what the key's limit leaves: ``required`` is more
+    than ``available`` (the limit less what the key spent and its other calls hold)."""
+
+    code = "key_limit_reached"
+    status = 402
+
+    def __init__(self, key_id: str, limit: int, required: int, available: int) -> None:
+        super().__init__(
+            "this call would take the proxy key past its spend limit",
+            key_id=key_id,
+            limit=Units(limit),
+            required=Units(required),
+            available=Units(available),
         )

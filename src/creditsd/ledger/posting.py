@@ -1,21 +1,29 @@
 """The posting engine: every credit movement is written here, a batch at a time.
 
-A batch is a list of entries: transfers (:class:`Posting`), hold openings
-(:class:`Reservation`), releases of what a hold reserved (:class:`Release`) and tidy-ups
-of an account (:class:`Sweep`). A single charge is a batch of one. :func:`post` writes a
-batch inside its caller's transaction, in this order:
+A batch is a list of entries: transfers (:class:`Posting`), and the two-phase transfers
+that holds are (as TigerBeetle models them): opening one (:class:`Reservation`, pending),
+capturing what it cost (:class:`Capture`, whole or in slices, posted), releasing it
+(:class:`Void`), pushing its expiry (:class:`Extend`); and tidy-ups of an account
+(:class:`Sweep`). A single charge is a batch of one. :func:`post` writes a batch inside
+its caller's transaction, in this order:
 
-1. lock the customer accounts the batch names (ids or aliases), in id order, creating
-   unknown ones when the policy allows (each with its sign-up grant);
-2. close the holds of those accounts that expired, and lapse their lots past expiry;
+1. lock the customer accounts the batch names (ids, aliases, or the accounts of the holds
+   it names), in id order, creating unknown ones when the policy allows (each with its
+   sign-up grant). Holds and the proxy keys that pay for them are only ever changed by a
+   batch that holds their account's lock: one lock order, accounts then their holds;
+2. close the holds of those accounts that expired (the one place expiry is decided for a
+   write: ``expires_at <= now``), load the holds and proxy keys the batch names, and lapse
+   the accounts' lots past expiry;
 3. claim the idempotency keys: a replay answers its stored result, a key reused with
    another request is ``409 idempotency_conflict`` (a key its entry calls fresh is not
    looked up). Nothing has moved yet, so nothing is ever undone;
 4. apply each entry in order to the locked figures, in Python: the guards (what the
-   account may spend, its status, the 64-bit range) refuse an entry alone, never its
-   batch-mates; debits spend lots in order, credits fill new ones;
-5. write it all set-based: transfers (their unique key is the claim), holds, one update
-   per account, lots, lot spends, then the observer's outbox rows.
+   account may spend, its status, the 64-bit range, a proxy key's limit, a hold's state)
+   refuse an entry alone, never its batch-mates; debits spend lots in order, credits
+   fill new ones; what the settled holds let go of lapses;
+5. write it all set-based: transfers and new holds (their unique keys are the claims), the
+   holds and keys that changed, one update per account, lots, lot spends, then the
+   observer's outbox rows.
 
 The database keeps its own rules underneath (``CHECK`` on every figure, unique keys),
 so a bug here fails the transaction rather than the ledger.
@@ -26,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,13 +46,22 @@ from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,
     BalanceLimit,
+    HoldExceeded,
+    HoldNotFound,
+    HoldNotOpen,
     IdempotencyConflict,
     InsufficientCredits,
+    KeyLimitReached,
+    ProxyKeyExpired,
+    ProxyKeyNotFound,
+    ProxyKeyRevoked,
+    WrongAccount,
     not_active,
 )
 from creditsd.ledger.lots import LotSpec, default_spec
 from creditsd.ledger.models import (
     EXPIRED,
+    REVENUE,
     SIGNUP,
     SYSTEM_APP,
     ExpiredHold,
@@ -57,7 +74,9 @@ from creditsd.ledger.models import (
     is_system,
 )
 from creditsd.ledger.statements import Message
-from creditsd.money import INT64_MAX, INT64_MIN
+from creditsd.money import INT64_MAX, INT64_MIN, Money
+
+T = TypeVar("T")
 
 
 class Observer(Protocol):
@@ -87,6 +106,7 @@ class Policy:
     auto_create: bool = True
     signup_grant: int = 0
     observer: Observer | None = None
+    money: Money = field(default_factory=Money)  # the scale settlements are recorded at
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +138,8 @@ class Posting:
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """A hold to open: ``hold.amount`` of the account's available credits set aside."""
+    """A hold to open (a pending transfer): ``hold.amount`` of the account's available
+    credits set aside; a hold paid by a proxy key stays within the key's limit."""
 
     hold: Hold  # its account_id may be an alias
     fingerprint: str
@@ -129,11 +150,44 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
-class Release:
-    """A hold stops reserving ``amount`` of an account's credits."""
+class Capture:
+    """Charge what a hold's work cost against it (posting the pending transfer).
 
-    account_id: str
+    A final capture settles the hold and gives back what it still reserves; past the hold
+    it charges the difference when the account (and the proxy key paying) can afford it,
+    else ``overrun`` says: ``"cap"`` charges what can be paid and records the rest as
+    uncollected, ``"refuse"`` is 402. One with ``final=False`` takes a slice, at most what
+    the hold still reserves. ``finished_at``: when the work ended, for a capture that a
+    database outage delayed; a hold that was still open then is captured even if it
+    expired since.
+    """
+
+    hold_id: str
     amount: int
+    app: str
+    idempotency_key: str
+    fingerprint: str
+    final: bool = True
+    overrun: str = "cap"
+    description: str | None = None  # None: the hold's
+    metadata: Metadata | None = None  # None: the hold's
+    pricing: Metadata | None = None  # how the actual amount was priced
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    """Release what a hold reserves; a released or expired hold is left as it is."""
+
+    hold_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Extend:
+    """Push an open hold's expiry to ``expires_at`` (a heartbeat)."""
+
+    hold_id: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +205,17 @@ class Swept:
     lapsed_lots: int
 
 
-Entry = Posting | Reservation | Release | Sweep
-Outcome = Transfer | Hold | Swept | None | CreditsError
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A capture's outcome: the hold as it is now and the transfer that charged it."""
+
+    hold: Hold
+    transfer: Transfer
+
+
+HoldEntry = Capture | Void | Extend
+Entry = Posting | Reservation | Capture | Void | Extend | Sweep
+Outcome = Transfer | Hold | Settled | Swept | None | CreditsError
 
 
 def movement(
@@ -230,22 +293,6 @@ async def transfer(
     made = await _one(conn, posting, policy, now)
     assert isinstance(made, Transfer)
     return made
-
-
-async def reserve(
-    conn: AsyncConnection, reservation: Reservation, policy: Policy, now: datetime
-) -> Hold:
-    """Open one hold exactly once (a replay answers the first)."""
-    opened = await _one(conn, reservation, policy, now)
-    assert isinstance(opened, Hold)
-    return opened
-
-
-async def release(
-    conn: AsyncConnection, account_id: str, amount: int, policy: Policy, now: datetime
-) -> None:
-    """Give back ``amount`` a hold reserved on an account."""
-    await _one(conn, Release(account_id, amount), policy, now)
 
 
 async def sweep(
@@ -352,6 +399,26 @@ class _Account:
 
 
 @dataclass(slots=True)
+class _Key:
+    """A proxy key paying for holds of the batch, its figures changing as they apply."""
+
+    id: str
+    account_id: str
+    spend_limit: int | None
+    spent: int
+    held: int  # what its open holds reserve
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    changed: bool = False
+
+    def left(self) -> int | None:
+        """What the key may still spend or hold (None: no limit)."""
+        if self.spend_limit is None:
+            return None
+        return self.spend_limit - self.spent - self.held
+
+
+@dataclass(slots=True)
 class _Writes:
     """Everything the batch will write, gathered while it applies its entries."""
 
@@ -368,6 +435,10 @@ class _Batch:
         self.policy = policy
         self.now = now
         self.accounts: dict[str, _Account] = {}  # by every name the batch used
+        self.owners: dict[str, str] = {}  # the account of each hold the batch names
+        self.holds: dict[str, Hold] = {}  # the holds the batch names, as they are now
+        self.settled: dict[str, Hold] = {}  # the stored holds this batch changed
+        self.keys: dict[str, _Key] = {}  # the proxy keys paying for the batch's holds
         self.writes = _Writes()
         self.expired: list[ExpiredHold] = []
         self.repeats: list[tuple[int, int]] = []  # (a repeated key's entry, its first's)
@@ -375,39 +446,48 @@ class _Batch:
     async def run(self, entries: Sequence[Entry]) -> list[Outcome]:
         outcomes: list[Outcome] = [None] * len(entries)
         names = sorted({name for entry in entries for name in _names(entry)})
-        missing = await self._lock(names)
+        hold_ids = sorted({entry.hold_id for entry in entries if isinstance(entry, HoldEntry)})
+        missing = await self._lock(names, hold_ids)
         for index, entry in enumerate(entries):
+            if isinstance(entry, HoldEntry) and entry.hold_id not in self.owners:
+                outcomes[index] = HoldNotFound(entry.hold_id)
+                continue
             unknown = next((name for name in _names(entry) if name in missing), None)
             if unknown is not None:
                 outcomes[index] = AccountNotFound(unknown)
         first_of = _first_keys(entries, outcomes)
         looked_up = {_key(entry) for entry in entries if not _fresh(entry)}
         stored = await self._read(entries, [key for key in first_of if key in looked_up])
-        swept = self._lapse()
+        swept = {account_id: Swept([], 0) for account_id in self._by_id()}
+        for hold in self.expired:
+            swept[hold.account_id].expired_holds.append(hold)
+        self._lapse(swept)
         pending = self._claim(entries, outcomes, first_of, stored)
         for index in pending:
             outcomes[index] = self._apply(entries[index], swept)
+        self._lapse(swept)  # what the holds settled here no longer keep
         self._repeat(entries, outcomes)
         await self._write()
         return outcomes
 
     # 1. Locks
 
-    async def _lock(self, names: list[str]) -> set[str]:
-        """Lock the named accounts in id order; the names no account answers to."""
-        if not names:
+    async def _lock(self, names: list[str], hold_ids: list[str]) -> set[str]:
+        """Lock the named accounts and those of the named holds, in id order; the names
+        no account answers to."""
+        if not names and not hold_ids:
             return set()
-        await self._load(names)
+        await self._load(names, hold_ids)
         missing = [name for name in names if name not in self.accounts]
         if missing and self.policy.auto_create:
             for name in missing:
                 await open_customer(self.conn, name, self.policy, self.now)
-            await self._load(missing)
+            await self._load(missing, [])
         return {name for name in names if name not in self.accounts}
 
-    async def _load(self, names: list[str]) -> None:
-        by_id: dict[str, _Account] = {}
-        for row in await self.sql.lock_accounts(self.conn, names, self.now):
+    async def _load(self, names: list[str], hold_ids: list[str]) -> None:
+        by_id = self._by_id()
+        for row in await self.sql.lock_accounts(self.conn, names, hold_ids, self.now):
             account = by_id.get(row.id)
             if account is None:
                 account = by_id[row.id] = _Account(
@@ -421,54 +501,84 @@ class _Batch:
                     expiry_as_read=row.lots_expire_at,
                     holds_due=row.holds_due,
                 )
-            self.accounts[row.name] = account
+            if row.hold_id is None:
+                self.accounts[row.name] = account
+            else:
+                self.owners[row.hold_id] = row.id
+                self.accounts.setdefault(row.id, account)
 
-    # 2. Expired holds, lots, stored keys
+    # 2. Expired holds, named holds and keys, lots, stored keys
 
     async def _read(
         self, entries: Sequence[Entry], keys: list[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
-        """Close the locked accounts' expired holds; load the lots of those whose credits
-        the batch may spend or that have lots past expiry; and find what is stored under
-        the batch's keys (``(table, app, key)``), each with its fingerprint."""
+        """Close the locked accounts' expired holds; load the holds and proxy keys the
+        batch names, the lots of the accounts whose credits it may spend or that have lots
+        past expiry; and find what is stored under the batch's keys (``(table, app,
+        key)``), each with its fingerprint."""
         accounts = self._by_id()
-        holding = sorted(
-            account_id
-            for account_id, account in accounts.items()
-            if account.held and account.holds_due
-        )
         spending = {
             self.accounts[name].id
             for entry in entries
             for name in _spenders(entry)
             if name in self.accounts
+        } | {
+            self.owners[entry.hold_id]
+            for entry in entries
+            if isinstance(entry, Capture) and entry.hold_id in self.owners
         }
-        wanted = sorted(
-            spending | {owner for owner, account in accounts.items() if self._due(account)}
+        wanted = statements.Wanted(
+            holding=sorted(
+                {
+                    account_id
+                    for account_id, account in accounts.items()
+                    if account.held and account.holds_due
+                }
+                | {
+                    self.accounts[entry.account_id].id
+                    for entry in entries
+                    if isinstance(entry, Sweep) and entry.account_id in self.accounts
+                }
+            ),
+            lot_owners=sorted(
+                spending | {owner for owner, account in accounts.items() if self._due(account)}
+            ),
+            transfer_keys=[(app, key) for table, app, key in keys if table == "transfers"],
+            hold_keys=[(app, key) for table, app, key in keys if table == "holds"],
+            hold_ids=sorted(self.owners),
+            key_ids=sorted(
+                {
+                    entry.hold.proxy_key_id
+                    for entry in entries
+                    if isinstance(entry, Reservation) and entry.hold.proxy_key_id is not None
+                }
+            ),
         )
-        transfer_keys = [(app, key) for table, app, key in keys if table == "transfers"]
-        self.expired, live, found = await self.sql.read(
-            self.conn, holding, self.now, wanted, transfer_keys
-        )
-        for hold in self.expired:
-            accounts[hold.account_id].move(0, -hold.released)
-        loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted}
-        for row in live:
+        found = await self.sql.read(self.conn, wanted, self.now)
+        self.expired = found.expired
+        for closed in found.expired:
+            accounts[closed.account_id].move(0, -closed.released)
+        expired = {closed.hold_id for closed in found.expired}
+        for named in found.named:
+            self.holds[named.id] = (
+                replace(named, status="expired") if named.id in expired else named
+            )
+        for paying in found.keys:
+            self.keys[paying.id] = _Key(*paying)
+        loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted.lot_owners}
+        for row in found.live:
             lot = _Lot(row.id, row.source, row.remaining, row.priority, row.expires_at)
             loaded[row.account_id].append(lot)
         for account_id, lots in loaded.items():
             accounts[account_id].lots = lots
         stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]] = {}
-        if found:
-            parts = await self.sql.lot_parts(self.conn, [t.id for t, _ in found.values()])
-            for (app, key), (made, print_) in found.items():
+        if found.transfers:
+            parts = await self.sql.lot_parts(self.conn, [t.id for t, _ in found.transfers.values()])
+            for (app, key), (made, print_) in found.transfers.items():
                 lots_ = tuple(parts.get(made.id, ()))
                 stored["transfers", app, key] = (replace(made, lots=lots_), print_)
-        hold_keys = [(app, key) for table, app, key in keys if table == "holds"]
-        if hold_keys:
-            found_holds = await self.sql.holds_by_key(self.conn, hold_keys)
-            for (app, key), found_hold in found_holds.items():
-                stored["holds", app, key] = found_hold
+        for (app, key), found_hold in found.holds_by_key.items():
+            stored["holds", app, key] = found_hold
         return stored
 
     def _by_id(self) -> dict[str, _Account]:
@@ -477,32 +587,29 @@ class _Batch:
     def _due(self, account: _Account) -> bool:
         return account.lots_expire_at is not None and account.lots_expire_at <= self.now
 
-    def _lapse(self) -> dict[str, Swept]:
-        """Lapse the due lots of every locked account that has them; what each sweep did.
+    def _lapse(self, swept: dict[str, Swept]) -> None:
+        """Lapse the due lots of every locked account that has them, counting them in
+        what each account's sweep did.
 
         An expiry's key names its lot and the remainder it takes, so it never meets a
         stored one.
         """
         accounts = self._by_id()
-        swept = {account_id: Swept([], 0) for account_id in accounts}
-        for hold in self.expired:
-            swept[hold.account_id].expired_holds.append(hold)
         for owner in sorted(owner for owner, account in accounts.items() if self._due(account)):
             for lapse in self._lapses(accounts[owner]):
                 if isinstance(self._apply(lapse, swept), Transfer):
                     swept[owner].lapsed_lots += 1
-        return swept
 
     def _lapses(self, account: _Account) -> list[Posting]:
         """The expiry postings of an account's due lots.
 
         Open holds keep what they reserve: the due lots are taken to back them first, so
         a lot lapses now only in the part no hold needs, and only a capture may spend
-        what is left of it (plain debits reach due lots last). The rest lapses at the
-        first touch after the holds settle.
+        what is left of it (other debits never reach due lots: they go below zero
+        instead). The rest lapses once the holds settle. A lapse takes credits the
+        balance already counts, so it goes through even below zero (as debt).
         """
         held = account.held
-        spendable = account.balance - account.held
         postings = []
         due = sorted(
             (lot for lot in account.lots or [] if lot.due(self.now)),
@@ -511,10 +618,9 @@ class _Batch:
         for lot in due:
             reserved = min(lot.remaining, held)
             held -= reserved
-            amount = min(lot.remaining - reserved, spendable)
+            amount = lot.remaining - reserved
             if amount <= 0:
                 continue
-            spendable -= amount
             posting = movement(
                 "expiry",
                 account.id,
@@ -524,7 +630,7 @@ class _Batch:
                 idempotency_key=f"expiry:{lot.id}:{lot.remaining}",
                 description="credits expired",
             )
-            postings.append(replace(posting, first_lot=lot.id, system=True))
+            postings.append(replace(posting, first_lot=lot.id, system=True, forced=True))
         return postings
 
     # 3. Idempotency keys
@@ -549,12 +655,23 @@ class _Batch:
             if key is None:
                 left.append(index)
             elif key in stored:
-                outcomes[index] = _replay(*stored[key], _print(entry), key[2])
+                outcomes[index] = self._replay(entry, *stored[key])
             elif first_of[key] == index:
                 left.append(index)
             else:
                 self.repeats.append((index, first_of[key]))
         return left
+
+    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> Outcome:
+        """The stored result of an earlier identical request, or a conflict if it differed."""
+        key = _key(entry)
+        assert key is not None
+        if stored != _print(entry):
+            return IdempotencyConflict(key[2])
+        if isinstance(entry, Capture):
+            assert isinstance(found, Transfer)
+            return Settled(self.holds[entry.hold_id], found)
+        return found
 
     def _repeat(self, entries: Sequence[Entry], outcomes: list[Outcome]) -> None:
         """Answer each key repeated within the batch as a later request would be."""
@@ -566,6 +683,9 @@ class _Batch:
                 outcomes[index] = IdempotencyConflict(key[2])
             elif isinstance(outcome, Transfer | Hold):
                 outcomes[index] = replace(outcome, replayed=True)
+            elif isinstance(outcome, Settled):
+                again = replace(outcome.transfer, replayed=True)
+                outcomes[index] = Settled(self.holds[outcome.hold.id], again)
             else:
                 outcomes[index] = outcome
 
@@ -577,9 +697,12 @@ class _Batch:
                 return self._transfer(entry)
             if isinstance(entry, Reservation):
                 return self._reserve(entry)
-            if isinstance(entry, Release):
-                self.accounts[entry.account_id].move(0, -entry.amount)
-                return None
+            if isinstance(entry, Capture):
+                return self._capture(entry)
+            if isinstance(entry, Void):
+                return self._void(entry)
+            if isinstance(entry, Extend):
+                return self._extend(entry)
             return swept[self.accounts[entry.account_id].id]
         except CreditsError as error:
             return error
@@ -636,14 +759,161 @@ class _Batch:
     def _reserve(self, reservation: Reservation) -> Hold:
         account = self.accounts[reservation.hold.account_id]
         amount = reservation.hold.amount
+        key = self._paying(reservation.hold.proxy_key_id)
         if account.status != "active":
             raise not_active(account.id, account.status)
         if account.available < amount:
             raise InsufficientCredits(account.id, required=amount, available=account.available)
+        if key is not None:
+            if key.account_id != account.id:
+                raise WrongAccount(key.id, key.account_id)
+            left = key.left()
+            if left is not None and left < amount:
+                assert key.spend_limit is not None
+                raise KeyLimitReached(key.id, key.spend_limit, amount, left)
+            key.held += amount
         account.move(0, amount)
         hold = replace(reservation.hold, account_id=account.id)
         self.writes.holds.append((hold, reservation.fingerprint))
         return hold
+
+    def _paying(self, key_id: str | None) -> _Key | None:
+        """The proxy key that is to pay for a new hold: refused (401) once revoked or
+        expired, whatever a cache said when the request came in."""
+        if key_id is None:
+            return None
+        key = self.keys.get(key_id)
+        if key is None:
+            raise ProxyKeyNotFound(key_id)
+        if key.revoked_at is not None:
+            raise ProxyKeyRevoked
+        if key.expires_at is not None and key.expires_at <= self.now:
+            raise ProxyKeyExpired(key.expires_at)
+        return key
+
+    def _capture(self, capture: Capture) -> Settled:
+        hold = self.holds[capture.hold_id]
+        late = (
+            hold.status == "expired"
+            and capture.final
+            and capture.finished_at is not None
+            and capture.finished_at < hold.expires_at
+        )
+        if hold.status != "open" and not late:
+            raise HoldNotOpen(hold.id, hold.status)
+        account = self.accounts[hold.account_id]
+        if account.status != "active":
+            raise not_active(account.id, account.status)
+        reserved = 0 if late else hold.amount - hold.captured
+        if not capture.final and capture.amount > reserved:
+            raise HoldExceeded(hold.id)
+        charged = self._ceiling(hold, capture, reserved)
+        released = reserved if capture.final else charged
+        if charged - released > account.available:
+            short = InsufficientCredits(
+                account.id, required=charged - released, available=account.available
+            )
+            charged = released + max(account.available, 0)
+            if capture.overrun != "cap" or charged <= 0:
+                raise short
+        made = self._transfer(
+            Posting(
+                kind="capture",
+                debit_account_id=account.id,
+                credit_account_id=REVENUE,
+                amount=charged,
+                app=capture.app,
+                idempotency_key=capture.idempotency_key,
+                fingerprint=capture.fingerprint,
+                description=_given(capture.description, hold.description),
+                metadata=_given(capture.metadata, hold.metadata),
+                hold_id=hold.id,
+                released_held=released,
+                pricing=self._settlement(capture, hold, reserved, charged, late),
+                proxy_key_id=hold.proxy_key_id,
+            )
+        )
+        if hold.proxy_key_id is not None:
+            key = self.keys[hold.proxy_key_id]
+            key.spent += charged
+            key.held -= released
+            key.changed = True
+        status = "captured" if capture.final else "open"
+        self._change(hold, captured=hold.captured + charged, status=status)
+        return Settled(self.holds[hold.id], made)
+
+    def _ceiling(self, hold: Hold, capture: Capture, reserved: int) -> int:
+        """The most a capture may charge within the proxy key paying for its hold: all of
+        it within the key's limit, else (``cap``) what the limit leaves, else 402. What
+        the limit leaves is never less than what the hold itself reserves."""
+        key = None if hold.proxy_key_id is None else self.keys[hold.proxy_key_id]
+        left = None if key is None else key.left()
+        if left is None:
+            return capture.amount
+        assert key is not None
+        assert key.spend_limit is not None
+        left += reserved
+        if capture.amount <= left:
+            return capture.amount
+        if capture.overrun != "cap" or left <= 0:
+            required, available = capture.amount - reserved, left - reserved
+            raise KeyLimitReached(key.id, key.spend_limit, required, available)
+        return left
+
+    def _settlement(
+        self, capture: Capture, hold: Hold, reserved: int, charged: int, late: bool
+    ) -> Metadata | None:
+        """What a capture records beside its price: how it settled against the hold
+        (credits)."""
+        if not capture.final and capture.pricing is None:
+            return None
+        asked = capture.amount
+        if late:
+            outcome = "after_expiry"
+        elif asked <= reserved:
+            outcome = "within_hold"
+        elif charged == asked:
+            outcome = "over_hold_charged"
+        else:
+            outcome = "over_hold_capped"
+        money = self.policy.money
+        return {
+            **(capture.pricing or {}),
+            "settlement": {
+                "outcome": outcome,
+                "estimate": money.to_decimal(hold.amount),
+                "held_before": money.to_decimal(reserved),
+                "actual": money.to_decimal(asked),
+                "charged": money.to_decimal(charged),
+                "released": money.to_decimal(max(reserved - charged, 0) if capture.final else 0),
+                "uncollected": money.to_decimal(asked - charged),
+            },
+        }
+
+    def _void(self, void: Void) -> Hold:
+        hold = self.holds[void.hold_id]
+        if hold.status in {"released", "expired"}:
+            return hold
+        if hold.status != "open":
+            raise HoldNotOpen(hold.id, hold.status)
+        reserved = hold.amount - hold.captured
+        self.accounts[hold.account_id].move(0, -reserved)
+        if hold.proxy_key_id is not None:
+            self.keys[hold.proxy_key_id].held -= reserved
+        return self._change(hold, status="released")
+
+    def _extend(self, extend: Extend) -> Hold:
+        hold = self.holds[extend.hold_id]
+        if hold.status != "open":
+            raise HoldNotOpen(hold.id, hold.status)
+        return self._change(hold, expires_at=extend.expires_at)
+
+    def _change(self, hold: Hold, **changes: Any) -> Hold:
+        """A named hold as this batch changes it (written with the batch)."""
+        changed = self.holds[hold.id] = self.settled[hold.id] = replace(
+            hold, **changes, updated_at=self.now
+        )
+        return changed
 
     def _spend(self, account: _Account, transfer_id: str, posting: Posting) -> list[LotPart]:
         """Take a debit from the account's lots in order; what no lot covers is below zero."""
@@ -701,6 +971,8 @@ class _Batch:
             now=self.now,
             holds=writes.holds,
             transfers=writes.transfers,
+            settled=[self.settled[hold_id] for hold_id in sorted(self.settled)],
+            keys=[(key.id, key.spent) for key in self.keys.values() if key.changed],
             accounts=[changed[account_id] for account_id in sorted(changed)],
             lowered=[
                 (lot.id, lot.remaining)
@@ -712,7 +984,7 @@ class _Batch:
             spends=writes.spends,
             messages=await self._messages(),
         )
-        if written.holds or written.accounts or written.transfers or written.messages:
+        if written.holds or written.settled or written.accounts or written.transfers:
             await sql.write(conn, written)
 
     async def _messages(self) -> list[Message]:
@@ -727,17 +999,19 @@ class _Batch:
 
 
 def _names(entry: Entry) -> list[str]:
-    """The customer accounts an entry names."""
+    """The customer accounts an entry names (a hold's is found by the hold)."""
     if isinstance(entry, Posting):
         sides = (entry.debit_account_id, entry.credit_account_id)
         return [side for side in sides if not is_system(side)]
     if isinstance(entry, Reservation):
         return [entry.hold.account_id]
-    return [entry.account_id]
+    if isinstance(entry, Sweep):
+        return [entry.account_id]
+    return []
 
 
 def _spenders(entry: Entry) -> list[str]:
-    """The customer accounts whose lots an entry may spend."""
+    """The customer accounts (by the names entries give) whose lots an entry may spend."""
     if isinstance(entry, Posting) and not is_system(entry.debit_account_id):
         return [entry.debit_account_id]
     return []
@@ -756,7 +1030,7 @@ def _first_keys(
 
 
 def _key(entry: Entry) -> tuple[str, str, str] | None:
-    if isinstance(entry, Posting):
+    if isinstance(entry, Posting | Capture):
         return "transfers", entry.app, entry.idempotency_key
     if isinstance(entry, Reservation):
         return "holds", entry.hold.app, entry.hold.idempotency_key
@@ -768,35 +1042,34 @@ def _fresh(entry: Entry) -> bool:
 
 
 def _print(entry: Entry) -> str:
-    assert isinstance(entry, Posting | Reservation)
+    assert isinstance(entry, Posting | Reservation | Capture)
     return entry.fingerprint
-
-
-def _replay(found: Transfer | Hold, stored: str, asked: str, key: str) -> Outcome:
-    """The stored result of an earlier identical request, or a conflict if it differed."""
-    return found if stored == asked else IdempotencyConflict(key)
 
 
 def _spend_order(lots: list[_Lot], now: datetime, posting: Posting) -> list[_Lot]:
     """``first_lot`` (a refund's purchase, an expiry's lot); then, for a hold's capture,
-    the due lots the hold kept; then by priority, soonest expiry (none last) and age; due
-    lots last for any other debit, so a plain charge never spends credits past expiry
-    while it can spend others."""
+    the due lots the holds kept; then by priority, soonest expiry (none last) and age.
+    Any other debit never spends a due lot: what open holds keep of it is theirs, and
+    what no hold keeps has lapsed already."""
     live = [lot for lot in lots if lot.remaining]
-    if len(live) < 2:  # most accounts: nothing to order
-        return live
     first = [lot for lot in live if lot.id == posting.first_lot]
-    due = sorted(
-        (lot for lot in live if lot.due(now) and lot.id != posting.first_lot),
-        key=lambda lot: (lot.expires_at, lot.id),
-    )
     rest = sorted(
         (lot for lot in live if not lot.due(now) and lot.id != posting.first_lot),
         key=lambda lot: (lot.priority, lot.expires_at is None, lot.expires_at or now, lot.id),
     )
-    if posting.hold_id is not None:
-        return first + due + rest
-    return first + rest + due
+    if posting.hold_id is None:
+        return first + rest
+    due = sorted(
+        (lot for lot in live if lot.due(now) and lot.id != posting.first_lot),
+        key=lambda lot: (lot.expires_at, lot.id),
+    )
+    return first + due + rest
+
+
+def _given(value: T, otherwise: T) -> T:
+    """``value``, or ``otherwise`` when it is None (a capture's description or metadata
+    default to its hold's)."""
+    return otherwise if value is None else value
 
 
 def _soonest(lots: list[_Lot]) -> datetime | None:

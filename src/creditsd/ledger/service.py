@@ -233,7 +233,9 @@ async def _update_settings(
     *,
     actor: str,
 ) -> None:
-    row = await repo.get_account_row(conn, account_id)
+    # Locked, so what the overdraft check reads is what the update lands on: a charge that
+    # commits meanwhile waits for this transaction, then sees the new limit.
+    row = await repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(account_id)
     changes: dict[str, Any] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    func,
     literal_column,
     or_,
     select,
@@ -32,7 +33,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import jsonio
 from creditsd.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
-from creditsd.tables import account_names, accounts, holds, lot_spends, lots, outbox, transfers
+from creditsd.tables import (
+    account_names,
+    accounts,
+    holds,
+    lot_spends,
+    lots,
+    outbox,
+    proxy_keys,
+    transfers,
+)
 
 if TYPE_CHECKING:
     from creditsd.ledger.posting import _Account
@@ -42,6 +52,7 @@ _T = transfers.c
 _H = holds.c
 _L = lots.c
 _S = lot_spends.c
+_P = proxy_keys.c
 # Written out, not bound: only a literal lets the planner use the partial indexes on live lots.
 LIVE = _L.remaining > literal_column("0")
 
@@ -107,6 +118,15 @@ _LOCK = (
     .order_by(_A.id)
     .with_for_update(of=accounts, key_share=True)
 )
+# The accounts of the holds a batch names (a hold's account never changes), locked alike.
+_NAMED = holds.alias("named")
+_LOCK_BY_HOLD = (
+    select(_NAMED.c.account_id, _NAMED.c.id, *_LOCK.selected_columns[1:])
+    .select_from(_NAMED.join(accounts, _A.id == _NAMED.c.account_id))
+    .where(_NAMED.c.id.in_(bindparam("hold_ids", expanding=True)))
+    .order_by(_A.id)
+    .with_for_update(of=accounts, key_share=True)
+)
 _LIVE_LOTS = (
     select(_L.id, _L.account_id, _L.source, _L.remaining, _L.priority, _L.expires_at)
     .where(_L.account_id.in_(bindparam("account_ids", expanding=True)), LIVE)
@@ -123,11 +143,37 @@ _UPDATE_ACCOUNT = (
         updated_at=bindparam("b_now"),
     )
 )
+_SETTLE_HOLD = (
+    update(holds)
+    .where(_H.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        captured=bindparam("b_captured"),
+        expires_at=bindparam("b_expires_at"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+_KEY_SPENT = update(proxy_keys).where(_P.id == bindparam("b_id")).values(spent=bindparam("b_spent"))
+_KEYS = select(_P.id, _P.account_id, _P.spend_limit, _P.spent).add_columns(
+    select(func.coalesce(func.sum(_H.amount - _H.captured), 0))
+    .where(
+        _H.proxy_key_id == _P.id,
+        _H.status == "open",
+        _H.expires_at > bindparam("now"),
+    )
+    .scalar_subquery()
+    .label("held"),
+    _P.expires_at,
+    _P.revoked_at,
+)
 _LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
 _EXPIRE_HOLDS = (
     update(holds)
     .where(
-        _H.account_id.in_(bindparam("b_account_ids", expanding=True)),
+        or_(
+            _H.account_id.in_(bindparam("b_account_ids", expanding=True)),
+            _H.id.in_(bindparam("b_hold_ids", expanding=True)),
+        ),
         _H.status == "open",
         _H.expires_at <= bindparam("b_now"),
     )
@@ -146,6 +192,8 @@ class Written:
     now: datetime
     holds: Sequence[tuple[Hold, str]]  # new holds, each with its fingerprint: claims too
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
+    settled: Sequence[Hold]  # stored holds the batch changed, as they are now
+    keys: Sequence[tuple[str, int]]  # (proxy key id, what it has spent now)
     accounts: Sequence[_Account]
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
     lots: list[dict[str, Any]]  # new lots, every column
@@ -153,10 +201,48 @@ class Written:
     messages: list[Message]  # for the outbox
 
 
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """What a batch reads once its accounts are locked."""
+
+    holding: list[str]  # accounts whose holds past expiry are to be closed (named ones too)
+    lot_owners: list[str]  # accounts whose live lots are loaded
+    transfer_keys: list[tuple[str, str]]  # (app, key) to find stored transfers under
+    hold_keys: list[tuple[str, str]]  # (app, key) to find stored holds under
+    hold_ids: list[str]  # the holds the batch names
+    key_ids: list[str]  # proxy keys paying for new holds (those of named holds come too)
+
+
+class Key(NamedTuple):
+    """A proxy key a batch locked, and what its open, unexpired holds reserve."""
+
+    id: str
+    account_id: str
+    spend_limit: int | None
+    spent: int
+    held: int
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a batch read: the holds it closed, live lots, what is stored under its keys
+    (each with its fingerprint), the holds it names as they were, and their keys."""
+
+    expired: list[ExpiredHold]
+    live: list[LiveLot]
+    transfers: dict[tuple[str, str], tuple[Transfer, str]]
+    holds_by_key: dict[tuple[str, str], tuple[Hold, str]]
+    named: list[Hold]
+    keys: list[Key]
+
+
 class Locked(NamedTuple):
-    """An account row the batch locked, and the name it was asked for by."""
+    """An account row the batch locked, and the name (or the hold) it was asked for by."""
 
     name: str
+    hold_id: str | None
     id: str
     balance: int
     held: int
@@ -204,11 +290,18 @@ class Statements:
         )
 
     async def lock_accounts(
-        self, conn: AsyncConnection, names: list[str], now: datetime
+        self, conn: AsyncConnection, names: list[str], hold_ids: list[str], now: datetime
     ) -> list[Locked]:
-        """Every named account that exists, rows locked in id order."""
-        rows = await conn.execute(_LOCK, {"names": names, "now": now})
-        return [Locked._make(row) for row in rows]
+        """Every named account that exists and the account of every named hold, rows
+        locked in id order (SQLite's one writer holds them all at once)."""
+        found = []
+        if names:
+            rows = await conn.execute(_LOCK, {"names": names, "now": now})
+            found += [Locked(row[0], None, *row[1:]) for row in rows]
+        if hold_ids:
+            rows = await conn.execute(_LOCK_BY_HOLD, {"hold_ids": hold_ids, "now": now})
+            found += [Locked._make(row) for row in rows]
+        return found
 
     async def insert_account(
         self,
@@ -247,10 +340,13 @@ class Statements:
         return result.first() is not None
 
     async def expire_holds(
-        self, conn: AsyncConnection, account_ids: list[str], now: datetime
+        self, conn: AsyncConnection, account_ids: list[str], hold_ids: list[str], now: datetime
     ) -> list[ExpiredHold]:
-        """Close the open holds of these (locked) accounts that are past their expiry."""
-        rows = await conn.execute(_EXPIRE_HOLDS, {"b_account_ids": account_ids, "b_now": now})
+        """Close the open holds past their expiry of these (locked) accounts, and those of
+        these holds (of locked accounts)."""
+        rows = await conn.execute(
+            _EXPIRE_HOLDS, {"b_account_ids": account_ids, "b_hold_ids": hold_ids, "b_now": now}
+        )
         return sorted(
             (ExpiredHold(hold_id, owner, int(left)) for hold_id, owner, left in rows),
             key=lambda hold: hold.hold_id,
@@ -327,19 +423,32 @@ class Statements:
         if len((await conn.execute(self._insert_holds, rows)).all()) != len(rows):
             raise RetryTransaction("an idempotency key was claimed concurrently")
 
-    async def read(
-        self,
-        conn: AsyncConnection,
-        holding: list[str],
-        now: datetime,
-        lot_owners: list[str],
-        keys: list[tuple[str, str]],
-    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
-        """Close the expired holds of ``holding`` (locked accounts); then the live lots of
-        ``lot_owners``, and the transfers stored under ``keys``."""
-        expired = await self.expire_holds(conn, holding, now) if holding else []
-        live = await self.live_lots(conn, lot_owners) if lot_owners else []
-        return expired, live, await self.transfers_by_key(conn, keys) if keys else {}
+    async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
+        """Close the expired holds of ``wanted.holding`` (locked accounts) and the named
+        ones; then read the rest of what a batch wants."""
+        closing = wanted.holding or wanted.hold_ids
+        expired = (
+            await self.expire_holds(conn, wanted.holding, wanted.hold_ids, now) if closing else []
+        )
+        live = await self.live_lots(conn, wanted.lot_owners) if wanted.lot_owners else []
+        stored, held = wanted.transfer_keys, wanted.hold_keys
+        named: list[Hold] = []
+        if wanted.hold_ids:
+            rows = await conn.execute(select(*HOLD_COLUMNS).where(_H.id.in_(wanted.hold_ids)))
+            named = [hold_from_row(row) for row in rows]
+        key_ids = {*wanted.key_ids, *(hold.proxy_key_id for hold in named if hold.proxy_key_id)}
+        keys = []
+        if key_ids:
+            rows = await conn.execute(_KEYS.where(_P.id.in_(sorted(key_ids))), {"now": now})
+            keys = [Key._make(row) for row in rows]
+        return Found(
+            expired=expired,
+            live=live,
+            transfers=await self.transfers_by_key(conn, stored) if stored else {},
+            holds_by_key=await self.holds_by_key(conn, held) if held else {},
+            named=named,
+            keys=keys,
+        )
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         """Insert the batch's transfers (the claim of their keys: one taken since the batch
@@ -350,6 +459,11 @@ class Statements:
             await self.insert_holds(conn, batch.holds)
         if batch.transfers:
             await self.insert_transfers(conn, batch.transfers)
+        if batch.settled:
+            await conn.execute(_SETTLE_HOLD, [_settled_row(hold) for hold in batch.settled])
+        if batch.keys:
+            spent = [{"b_id": key_id, "b_spent": spent} for key_id, spent in batch.keys]
+            await conn.execute(_KEY_SPENT, spent)
         if batch.accounts:
             rows = [_account_row(account, batch.now) for account in batch.accounts]
             await conn.execute(_UPDATE_ACCOUNT, rows)
@@ -374,45 +488,76 @@ class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
     A batch is four statements: the lock, one read (expired holds closed, lots, stored
-    keys), one write (the transfers, then, only if every key was claimed, everything else,
-    outbox messages included), the commit."""
+    keys, named holds and their keys), one write (the transfers, then, only if every key
+    was claimed, everything else, outbox messages included), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
     async def lock_accounts(
-        self, conn: AsyncConnection, names: list[str], now: datetime
+        self, conn: AsyncConnection, names: list[str], hold_ids: list[str], now: datetime
     ) -> list[Locked]:
-        return [Locked._make(row) for row in await (await _driver(conn)).fetch(_PG_LOCK, names)]
+        rows = await (await _driver(conn)).fetch(_PG_LOCK, names, hold_ids)
+        return [Locked._make(row) for row in rows]
 
-    async def read(
-        self,
-        conn: AsyncConnection,
-        holding: list[str],
-        now: datetime,
-        lot_owners: list[str],
-        keys: list[tuple[str, str]],
-    ) -> tuple[list[ExpiredHold], list[LiveLot], dict[tuple[str, str], tuple[Transfer, str]]]:
-        if not holding and not lot_owners and not keys:  # a hold opening: nothing to read
-            return [], [], {}
+    async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
+        found = Found([], [], {}, {}, [], [])
+        if not any(
+            (
+                wanted.holding,
+                wanted.lot_owners,
+                wanted.transfer_keys,
+                wanted.hold_keys,
+                wanted.hold_ids,
+                wanted.key_ids,
+            )
+        ):  # a hold opening: nothing to read
+            return found
         rows = await (await _driver(conn)).fetch(
-            _PG_READ, lot_owners, [app for app, _ in keys], [key for _, key in keys], holding, now
+            _PG_READ,
+            wanted.lot_owners,
+            [app for app, _ in wanted.transfer_keys],
+            [key for _, key in wanted.transfer_keys],
+            wanted.holding,
+            now,
+            wanted.hold_ids,
+            [app for app, _ in wanted.hold_keys],
+            [key for _, key in wanted.hold_keys],
+            wanted.key_ids,
         )
-        expired, live, found = [], [], {}
         for kind, *row in rows:
             if kind == "lot":
-                live.append(LiveLot._make(row[:-1]))
-                continue
-            if kind == "hold":
-                expired.append(ExpiredHold(row[0], row[1], int(row[3])))
-                continue
-            values = jsonio.loads(row[-1])
-            print_ = values.pop("fingerprint")
-            values["created_at"] = datetime.fromisoformat(values["created_at"])
-            found[values["app"], values["idempotency_key"]] = (
-                Transfer(**values, replayed=True),
-                print_,
-            )
-        return sorted(expired, key=lambda hold: hold.hold_id), live, found
+                found.live.append(LiveLot._make(row[:-1]))
+            elif kind == "expired":
+                found.expired.append(ExpiredHold(row[0], row[1], int(row[3])))
+            elif kind == "key":
+                values = jsonio.loads(row[-1])
+                for name in ("expires_at", "revoked_at"):
+                    if values[name] is not None:
+                        values[name] = datetime.fromisoformat(values[name])
+                found.keys.append(Key(**values))
+            elif kind == "transfer":
+                values = jsonio.loads(row[-1])
+                print_ = values.pop("fingerprint")
+                values["created_at"] = datetime.fromisoformat(values["created_at"])
+                found.transfers[values["app"], values["idempotency_key"]] = (
+                    Transfer(**values, replayed=True),
+                    print_,
+                )
+            else:  # a hold named by id or stored under a key
+                values = jsonio.loads(row[-1])
+                print_ = values.pop("fingerprint")
+                for name in ("expires_at", "created_at", "updated_at"):
+                    values[name] = datetime.fromisoformat(values[name])
+                hold = Hold(**values)
+                if hold.id in wanted.hold_ids:
+                    found.named.append(hold)
+                if (hold.app, hold.idempotency_key) in wanted.hold_keys:
+                    found.holds_by_key[hold.app, hold.idempotency_key] = (
+                        replace(hold, replayed=True),
+                        print_,
+                    )
+        found.expired.sort(key=lambda hold: hold.hold_id)
+        return found
 
     async def write(self, conn: AsyncConnection, batch: Written) -> None:
         made = batch.transfers
@@ -440,6 +585,9 @@ class PostgresStatements(Statements):
             *_pg_arrays(_PG_MESSAGE_FIELDS, messages),
             *_pg_arrays(_PG_HOLD_FIELDS, [*opened, [print_ for _, print_ in batch.holds]]),
             len(batch.holds),
+            *([getattr(hold, name) for hold in batch.settled] for name in _SETTLED_FIELDS),
+            [key_id for key_id, _ in batch.keys],
+            [spent for _, spent in batch.keys],
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
@@ -509,29 +657,43 @@ def _to_json(value: Any) -> str | None:
 
 
 # A statement that waited for a lock sees the holds as they were before it waited (only the
-# locked rows are read again): every account that holds anything may have holds due.
+# locked rows are read again): every account that holds anything may have holds due. The
+# accounts of named holds come by the hold (a hold's account never changes).
 _PG_LOCK = """
-SELECT n.name, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status, a.lots_expire_at,
-    TRUE AS holds_due
-FROM account_names n JOIN accounts a ON a.id = n.account_id
-WHERE n.name = ANY($1::text[])
+SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status,
+    a.lots_expire_at, TRUE AS holds_due
+FROM (
+    SELECT name, NULL::text AS hold_id, account_id FROM account_names WHERE name = ANY($1::text[])
+    UNION ALL
+    SELECT account_id, id, account_id FROM holds WHERE id = ANY($2::text[])
+) AS w JOIN accounts a ON a.id = w.account_id
 ORDER BY a.id
 FOR NO KEY UPDATE OF a
 """
+_HOLD_FIELDS = ", ".join(f"h.{column.key}" for column in HOLD_COLUMNS)
 # The holds past expiry closed (it runs after the lock: it sees every hold committed before),
-# then, each row saying its kind: live lots, closed holds (what they released), and stored
-# transfers (replays: rare) as JSON in the last column.
+# then, each row saying its kind: live lots, closed holds (what they released), and as JSON
+# in the last column: stored transfers and holds (replays: rare), the holds the batch names
+# (as they were before this statement closed any), and the proxy keys paying for new or
+# named holds, locked, each with what its open, unexpired holds reserve.
 _PG_READ = f"""
 WITH expired AS (
     UPDATE holds SET status = 'expired', updated_at = $5::timestamptz
-    WHERE account_id = ANY($4::text[]) AND status = 'open' AND expires_at <= $5::timestamptz
+    WHERE (account_id = ANY($4::text[]) OR id = ANY($6::text[]))
+        AND status = 'open' AND expires_at <= $5::timestamptz
     RETURNING id, account_id, amount - captured AS released
+), paying AS (
+    SELECT id, account_id, spend_limit, spent, expires_at, revoked_at FROM proxy_keys
+    WHERE id = ANY($9::text[])
+        OR id IN (SELECT proxy_key_id FROM holds WHERE id = ANY($6::text[]))
+    ORDER BY id
+    FOR NO KEY UPDATE
 )
 SELECT 'lot' AS kind, id, account_id, source, remaining, priority, expires_at,
     NULL::text AS stored
 FROM lots WHERE account_id = ANY($1::text[]) AND remaining > 0
 UNION ALL
-SELECT 'hold', id, account_id, NULL, released, NULL, NULL, NULL FROM expired
+SELECT 'expired', id, account_id, NULL, released, NULL, NULL, NULL FROM expired
 UNION ALL
 SELECT 'transfer', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(found)::text
 FROM (
@@ -539,7 +701,26 @@ FROM (
     FROM transfers t JOIN unnest($2::text[], $3::text[]) AS k(app, key)
         ON t.app = k.app AND t.idempotency_key = k.key
 ) AS found
-"""  # noqa: S608 - built once, from the table's own column names
+UNION ALL
+SELECT 'hold', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(named)::text
+FROM (
+    SELECT {_HOLD_FIELDS}, h.fingerprint FROM holds h WHERE h.id = ANY($6::text[])
+    UNION ALL
+    SELECT {_HOLD_FIELDS}, h.fingerprint
+    FROM holds h JOIN unnest($7::text[], $8::text[]) AS k(app, key)
+        ON h.app = k.app AND h.idempotency_key = k.key
+) AS named
+UNION ALL
+SELECT 'key', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(keyed)::text
+FROM (
+    SELECT p.id, p.account_id, p.spend_limit, p.spent,
+        (SELECT coalesce(sum(h.amount - h.captured), 0) FROM holds h
+         WHERE h.proxy_key_id = p.id AND h.status = 'open' AND h.expires_at > $5::timestamptz
+        ) AS held,
+        p.expires_at, p.revoked_at
+    FROM paying p
+) AS keyed
+"""  # noqa: S608 - built once, from the tables' own column names
 # Every transfer column but created_at (one value for the batch), then the fingerprint.
 _PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
 _pg_transfer_values = attrgetter(*_PG_TRANSFER_FIELDS)
@@ -574,6 +755,7 @@ _PG_LOT_TYPES = (
     "timestamptz",
 )
 _PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+_SETTLED_FIELDS = ("id", "status", "captured", "expires_at", "updated_at")
 _PG_HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
 _PG_HOLD_TYPES = tuple(
     "int8"
@@ -635,6 +817,8 @@ def _pg_write() -> str:
     )
     hold_arrays = arrays(*_PG_HOLD_TYPES)
     holds = next(numbers)
+    settled_arrays = arrays("text", "text", "int8", "timestamptz", "timestamptz")
+    key_arrays = arrays("text", "int8")
     hold_values = ", ".join(
         f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_HOLD_FIELDS
     )
@@ -681,6 +865,17 @@ WITH opened AS (
     FROM unnest({message_arrays}) AS v({", ".join(_PG_MESSAGE_FIELDS)}), claimed
     WHERE claimed.every
     RETURNING 1
+), settled AS (
+    UPDATE holds SET status = v.status, captured = v.captured, expires_at = v.expires_at,
+        updated_at = v.updated_at
+    FROM unnest({settled_arrays}) AS v(id, status, captured, expires_at, updated_at), claimed
+    WHERE holds.id = v.id AND claimed.every
+    RETURNING 1
+), charged AS (
+    UPDATE proxy_keys SET spent = v.spent
+    FROM unnest({key_arrays}) AS v(id, spent), claimed
+    WHERE proxy_keys.id = v.id AND claimed.every
+    RETURNING 1
 )
 SELECT every FROM claimed
 """  # noqa: S608 - built once, from the tables' own column names
@@ -706,6 +901,16 @@ def _transfer_row(transfer: Transfer, print_: str) -> dict[str, Any]:
     row = {column.key: getattr(transfer, column.key) for column in TRANSFER_COLUMNS}
     row["fingerprint"] = print_
     return row
+
+
+def _settled_row(hold: Hold) -> dict[str, Any]:
+    return {
+        "b_id": hold.id,
+        "b_status": hold.status,
+        "b_captured": hold.captured,
+        "b_expires_at": hold.expires_at,
+        "b_updated_at": hold.updated_at,
+    }
 
 
 def _account_row(account: _Account, now: datetime) -> dict[str, Any]:

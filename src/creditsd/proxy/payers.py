@@ -28,8 +28,8 @@ from creditsd import db
 from creditsd.api.auth import API_KEY, admit, bearer, ledger_of
 from creditsd.errors import CreditsError, RateLimited, Unauthenticated
 from creditsd.keys.service import ApiKey
+from creditsd.ledger.errors import WrongAccount
 from creditsd.proxy.keys import service as proxy_keys
-from creditsd.proxy.keys.errors import WrongAccount
 from creditsd.proxy.keys.models import ProxyKey
 from creditsd.proxy.ratelimit import RateLimiter
 

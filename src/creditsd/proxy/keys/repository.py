@@ -36,11 +36,9 @@ async def insert_key(conn: AsyncConnection, key: ProxyKey, digest: str) -> None:
     )
 
 
-async def get_key(conn: AsyncConnection, key_id: str, *, lock: bool = False) -> ProxyKey | None:
-    """One key; ``lock`` takes its row lock, so the holds it pays for open one at a time."""
+async def get_key(conn: AsyncConnection, key_id: str) -> ProxyKey | None:
+    """One key."""
     query = select(*COLUMNS).where(_P.id == key_id)
-    if lock:
-        query = query.with_for_update(key_share=True)
     row = (await conn.execute(query)).first()
     return None if row is None else ProxyKey(*row)
 
@@ -80,8 +78,3 @@ async def revoke(conn: AsyncConnection, key_id: str, now: datetime) -> bool:
         )
     ).first()
     return row is not None
-
-
-async def add_spent(conn: AsyncConnection, key_id: str, amount: int) -> None:
-    """Count a capture's charge in the key's spend."""
-    await conn.execute(update(proxy_keys).where(_P.id == key_id).values(spent=_P.spent + amount))

@@ -1,5 +1,5 @@
-"""Mint, check, list and revoke proxy keys, and keep the holds they pay for within their
-limits. Each runs in its caller's transaction."""
+"""Mint, check, list and revoke proxy keys. Each runs in its caller's transaction; the
+posting engine keeps the holds a key pays for within its limit."""
 
 from __future__ import annotations
 
@@ -13,16 +13,10 @@ from creditsd.audit import repository as audit
 from creditsd.keys.service import check_lifetime, find_by_secret, new_secret
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
-from creditsd.ledger.models import Hold, Page
+from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
+from creditsd.ledger.models import Page
 from creditsd.pagination import decode_cursor, encode_cursor
 from creditsd.proxy.keys import repository as repo
-from creditsd.proxy.keys.errors import (
-    KeyLimitReached,
-    ProxyKeyExpired,
-    ProxyKeyNotFound,
-    ProxyKeyRevoked,
-    WrongAccount,
-)
 from creditsd.proxy.keys.models import ProxyKey
 from creditsd.tables import proxy_keys
 
@@ -88,7 +82,8 @@ async def authenticate(conn: AsyncConnection, secret: str, now: datetime) -> Pro
         return None
     key = ProxyKey(*row[:-1])
     if key.expired(now):
-        raise ProxyKeyExpired(key)
+        assert key.expires_at is not None
+        raise ProxyKeyExpired(key.expires_at)
     return key
 
 
@@ -127,62 +122,3 @@ async def revoke(conn: AsyncConnection, key_id: str, now: datetime, *, actor: st
 async def _with_held(conn: AsyncConnection, keys: list[ProxyKey], now: datetime) -> list[ProxyKey]:
     held = await repo.held(conn, [key.id for key in keys], now)
     return [replace(key, held=held.get(key.id, 0)) for key in keys]
-
-
-# The holds a key pays for. Its row is locked before the account's, by opens and captures
-# alike, so the two never wait for each other in opposite orders.
-
-
-async def admit(conn: AsyncConnection, key_id: str, now: datetime) -> ProxyKey:
-    """Lock a key that is to open a hold: refused (401) once revoked or expired, whatever
-    a cache said when the request came in."""
-    key = await repo.get_key(conn, key_id, lock=True)
-    if key is None:
-        raise ProxyKeyNotFound(key_id)
-    if key.revoked_at is not None:
-        raise ProxyKeyRevoked
-    if key.expired(now):
-        raise ProxyKeyExpired(key)
-    return key
-
-
-async def check_limit(conn: AsyncConnection, key: ProxyKey, hold: Hold, now: datetime) -> None:
-    """Refuse a hold the key just opened for another account (403), or that took its spend
-    (captured plus every open hold, this one included) past its limit (402); raised, the
-    error rolls the hold back with the transaction."""
-    if hold.account_id != key.account_id:
-        raise WrongAccount(key.id, key.account_id)
-    if key.spend_limit is None:
-        return
-    held = (await repo.held(conn, [key.id], now)).get(key.id, 0)
-    if key.spent + held > key.spend_limit:
-        available = key.spend_limit - key.spent - (held - hold.amount)
-        raise KeyLimitReached(key.id, key.spend_limit, hold.amount, available)
-
-
-async def ceiling(
-    conn: AsyncConnection, hold: Hold, amount: int, now: datetime, *, cap: bool
-) -> int:
-    """Lock the key a hold is paid by; the most a capture of ``amount`` may charge: all of
-    it within the key's limit, else (``cap``) what the limit leaves, else 402. What the
-    limit leaves (less what the key spent and its other open holds reserve) is never less
-    than what the hold itself reserves."""
-    assert hold.proxy_key_id is not None
-    key = await repo.get_key(conn, hold.proxy_key_id, lock=True)
-    assert key is not None  # the hold's foreign key
-    if key.spend_limit is None:
-        return amount
-    reserved = hold.amount - hold.captured
-    held = (await repo.held(conn, [key.id], now)).get(key.id, 0)
-    left = key.spend_limit - key.spent - (held - reserved)
-    if amount <= left:
-        return amount
-    if not cap or left <= 0:
-        raise KeyLimitReached(key.id, key.spend_limit, amount - reserved, left - reserved)
-    return left
-
-
-async def add_spent(conn: AsyncConnection, hold: Hold, amount: int) -> None:
-    """Count what a capture of the hold charged in its key's spend."""
-    assert hold.proxy_key_id is not None
-    await repo.add_spent(conn, hold.proxy_key_id, amount)
