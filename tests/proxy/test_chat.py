@@ -5,6 +5,7 @@ the real usage captured after, 402 before any upstream byte when the estimate do
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory
-from tests.proxy.conftest import MODEL, post
+from tests.proxy.conftest import MODEL, post, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 # Estimated offline at 12 tokens (see test_streams).
@@ -266,3 +267,65 @@ async def test_a_prompt_with_exact_decimals_reaches_the_upstream_unchanged(
     ((_headers, sent),) = upstream.requests
     assert sent["messages"][0]["content"] == "été ✓"
     assert (sent["temperature"], sent["top_p"]) == (0.70, 0.1)
+
+
+# 92,500 characters: 23,125 tokens at 4 characters a token, 3,468.75 minor units of input.
+LONG = "Answer in the voice of a ship's log. " * 2_500
+TOOL = {"name": "lookup", "description": LONG, "parameters": {"type": "object"}}
+WHERE_TEXT_GOES: dict[str, dict[str, Any]] = {
+    "messages": {"messages": [{"role": "system", "content": LONG}, *HI]},
+    "tools": {"messages": HI, "tools": [{"type": "function", "function": TOOL}]},
+    "functions": {"messages": HI, "functions": [TOOL]},
+    "tool_choice": {
+        "messages": HI,
+        "tool_choice": {"type": "function", "function": {"name": LONG}},
+    },
+    "response_format": {
+        "messages": HI,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "log", "schema": {"type": "object", "description": LONG}},
+        },
+    },
+    "prompt": {"prompt": LONG},  # OpenRouter's prompt, in place of messages
+}
+
+
+@pytest.mark.parametrize("where", list(WHERE_TEXT_GOES))
+async def test_the_same_text_is_held_for_wherever_the_call_carries_it(
+    proxied: Ledger, upstream: Upstream, where: str
+) -> None:
+    # 3,000 minor units cover "Hi" with 100 output tokens many times over, not the text.
+    await proxied.grant("user_1", 3_000)
+    body = {"model": MODEL, "max_tokens": 100, **WHERE_TEXT_GOES[where]}
+    answer = await post(proxied, "/chat/completions", body)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (402, "insufficient_credits")
+    assert upstream.requests == []
+    assert await settled(proxied) == (3_000, 0)
+
+
+async def test_tool_heavy_calls_reach_the_upstream_only_as_often_as_the_balance_covers(
+    proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    # Each call's text is held for, 3,469 minor units and more: one credit covers two calls.
+    await proxied.grant("user_1", proxied.money.unit)
+    upstream.usage = {"prompt_tokens": 23_000, "completion_tokens": 100, "total_tokens": 23_100}
+    cost = 23_000 * 15 // 100 + 100 * 6 // 10  # 3,450 + 60 minor units
+
+    async def call() -> int:
+        try:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=HI,
+                tools=[{"type": "function", "function": TOOL}],  # type: ignore[list-item]
+                max_tokens=100,
+            )
+        except openai.APIStatusError as refused:
+            return refused.status_code
+        return 200
+
+    statuses = await asyncio.gather(*(call() for _ in range(20)))
+    served = statuses.count(200)
+    assert 1 <= served == len(upstream.requests) <= 2
+    assert statuses.count(402) == 20 - served
+    assert await settled(proxied) == (proxied.money.unit - served * cost, 0)

@@ -240,6 +240,36 @@ async def test_concurrent_calls_through_one_key_never_pass_its_limit(
     assert (account.balance, account.held) == (100 * proxied.money.unit - fits * CALL_COST, 0)
 
 
+async def test_a_key_limit_bounds_tool_heavy_calls_before_they_reach_the_upstream(
+    proxied: Ledger, http: httpx.AsyncClient, app_key: str, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", 100 * proxied.money.unit)
+    key = await mint(http, app_key, limit="1")
+    client = sdk(http, key["secret"])
+    # The tool's text is held for (3,469 minor units and more a call): the limit covers two.
+    tool = {"name": "lookup", "description": "Answer in the voice of a ship's log. " * 2_500}
+    upstream.usage = {"prompt_tokens": 23_000, "completion_tokens": 100, "total_tokens": 23_100}
+
+    async def tool_call() -> str:
+        try:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=MESSAGES,
+                tools=[{"type": "function", "function": tool}],  # type: ignore[list-item]
+                max_tokens=100,
+            )
+        except openai.APIStatusError as refused:
+            return f"{refused.status_code} {refused.code}"
+        return "200"
+
+    statuses = await asyncio.gather(*(tool_call() for _ in range(20)))
+    assert set(statuses) == {"200", "402 key_limit_reached"}
+    assert 1 <= statuses.count("200") == len(upstream.requests) <= 2
+    listed = body(await http.get("/v1/proxy-keys", headers={"Authorization": f"Bearer {app_key}"}))
+    assert listed["data"][0]["spent"] == statuses.count("200") * Decimal("0.351")
+    assert listed["data"][0]["held"] == 0
+
+
 async def test_a_call_that_died_holds_the_limit_only_until_its_hold_expires(
     proxied: Ledger, http: httpx.AsyncClient, app_key: str, upstream: Upstream, clock: Clock
 ) -> None:
