@@ -22,8 +22,9 @@ from tests.test_processes import serve
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 
 
-# The offline estimate of HI: '[{"role":"user","content":"Hi"}]' is 32 characters, over 4
-# a token is 8 tokens, plus 4 for the message: 12 tokens. A minor unit is 10⁻⁴ credit,
+# The offline estimate of a streamed call of HI with max_tokens 1,000: its body,
+# '{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}],
+# "max_tokens":1000}', is 106 bytes, over 4 a token 27 tokens. A minor unit is 10⁻⁴ credit,
 # 10⁻⁶ USD: an input token costs 0.15 of one, an output token 0.6.
 async def test_a_stream_with_usage_asked_gets_the_usage_chunk_and_is_billed_on_it(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
@@ -120,9 +121,9 @@ async def test_an_upstream_failure_mid_stream_bills_what_was_delivered(
     with pytest.raises(openai.APIError):
         await read()
     assert "".join(pieces) == "Hello!"  # three pieces, then the failure
-    # Delivered: the prompt's estimate (12 tokens × 0.15 = 1.8) and "Hello!" (6 characters,
-    # 2 tokens × 0.6 = 1.2): 3.0 minor units.
-    assert await settled(proxied) == (10 * proxied.money.unit - 3, 0)
+    # Delivered: the input's estimate (27 tokens × 0.15 = 4.05) and "Hello!" (6 characters,
+    # 2 tokens × 0.6 = 1.2): 5.25 minor units, rounded to 5.
+    assert await settled(proxied) == (10 * proxied.money.unit - 5, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert (capture.metadata["proxy_outcome"], capture.metadata["proxy_billed_on"]) == (
@@ -192,9 +193,9 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             "usage",
         )
     else:
-        # The prompt's 12 tokens (1.8) and "Hello" (5 characters, 2 tokens: 1.2): 3.
+        # The input's 27 tokens (4.05) and "Hello" (5 characters, 2 tokens: 1.2): 5.
         assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - 3,
+            10 * ledger.money.unit - 5,
             "delivered",
         )
 
@@ -202,9 +203,9 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
 async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_times(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:
-    # Each call is held for 12 prompt tokens × 0.15 + 1,000 output tokens × 0.6 = 601.8,
-    # rounded up to 602 minor units; the balance covers twenty and a half.
-    await proxied.grant("user_1", 20 * 602 + 300)
+    # Each call is held for 27 input tokens × 0.15 + 1,000 output tokens × 0.6 = 604.05,
+    # rounded to 604 minor units; the balance covers twenty and a half.
+    await proxied.grant("user_1", 20 * 604 + 300)
     upstream.pause = 0.1  # every admitted stream is still open when the last call comes
 
     async def call() -> int:
@@ -227,7 +228,7 @@ async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_t
     assert sum(served) == len(upstream.requests) <= 20
     assert sum(served) >= 10  # the balance was really spent on calls, not all refused
     balance, held = await settled(proxied)
-    assert (balance, held) == (20 * 602 + 300 - sum(served) * FULL_PRICE, 0)
+    assert (balance, held) == (20 * 604 + 300 - sum(served) * FULL_PRICE, 0)
 
 
 @pytest.mark.slow
@@ -255,7 +256,7 @@ async def test_a_process_killed_mid_stream_leaves_a_hold_that_expires_and_is_rel
     clock = Clock()
     async with await Ledger.connect(make_settings(database_url), clock=clock) as ledger:
         account = await ledger.get_account("user_1")
-        assert (account.balance, account.held) == (10 * ledger.money.unit, 602)
+        assert (account.balance, account.held) == (10 * ledger.money.unit, 604)
         clock.advance(31)
         assert (await ledger.get_account("user_1")).held == 0  # it stops counting at once
         assert await ledger.expire_holds() == 1  # and the sweeper releases it

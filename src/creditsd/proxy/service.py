@@ -18,7 +18,7 @@ upstream failed mid-stream    what was delivered
 no usage reported             what was delivered
 ============================  =========================================================
 
-"What was delivered" is the prompt's offline estimate plus the output's characters sent
+"What was delivered" is the input's offline estimate plus the output's characters sent
 to the client over ``CHARS_PER_TOKEN``. The hold lasts ``[proxy] hold_seconds`` and is
 extended while a stream runs, so a crashed process's holds expire and are released by the
 sweeper.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from creditsd import db, jsonio
+from creditsd import db
 from creditsd.config import ProxySettings
 from creditsd.errors import CreditsError, InvalidRequest
 from creditsd.ledger.errors import InsufficientCredits
@@ -52,7 +52,6 @@ if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
 log = logging.getLogger("creditsd.proxy")
 
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
-TOKENS_PER_MESSAGE = 4  # the role and the separators a chat format adds to each message
 
 
 class Outcome(StrEnum):
@@ -97,13 +96,14 @@ def route(settings: ProxySettings, model: str) -> Route:
     )
 
 
-def estimate_prompt_tokens(messages: Any) -> int:
-    """An honest upper-leaning estimate of a prompt's tokens: its JSON's characters over
-    ``CHARS_PER_TOKEN``, rounded up, plus ``TOKENS_PER_MESSAGE`` a message."""
-    if not isinstance(messages, list):
-        return 0
-    characters = len(jsonio.dumps(messages))
-    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+def estimate_input_tokens(body: bytes) -> int:
+    """A call's input tokens, estimated offline from its body's size as it arrived, over
+    ``CHARS_PER_TOKEN`` and rounded up. Every field a model reads (``messages``, ``tools``,
+    ``functions``, ``tool_choice``, ``response_format``, a ``prompt``, an ``input`` and
+    its ``instructions``) is in the body, so the same text is held for the same wherever a
+    call carries it, fields an API adds later included: ``{"model":"m","prompt":"Hello
+    there"}`` (36 bytes) is 9 tokens."""
+    return math.ceil(len(body) / CHARS_PER_TOKEN)
 
 
 CAP_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -134,7 +134,7 @@ def whole_number(payload: dict[str, Any], name: str, high: int) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
-    """What a chat call asks for: its estimate (the prompt, then ``choices`` completions
+    """What a chat call asks for: its estimate (its input, then ``choices`` completions
     of the output cap each) and whether it streams."""
 
     estimate: TokenUse
@@ -142,18 +142,20 @@ class ChatCall:
     streamed: bool
 
 
-def chat_call(payload: dict[str, Any], default_cap: int) -> ChatCall:
-    """``payload``'s call, its cost bounded: the smallest of its caps (``default_cap``
-    when it names none) for each of its ``n`` completions. Raises :class:`InvalidCall`
-    (400) for a cap, ``n`` or ``stream`` that is not what OpenAI takes."""
+def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ChatCall:
+    """``payload``'s call (``body`` as it arrived), its cost bounded: its input's estimate,
+    and the smallest of its caps (``default_cap`` when it names none) for each of its ``n``
+    completions. Raises :class:`InvalidCall` (400) for a cap, ``n`` or ``stream`` that is
+    not what OpenAI takes."""
     caps = [cap for name in CAP_FIELDS if (cap := whole_number(payload, name, MAX_CAP)) is not None]
     choices = whole_number(payload, "n", MAX_CHOICES) or 1
     streamed = payload.get("stream", False)
     if not isinstance(streamed, bool):
         raise InvalidCall("stream", "must be true or false")
     cap = min(caps, default=default_cap)
-    prompt = estimate_prompt_tokens(payload.get("messages"))
-    use = TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap * choices)
+    use = TokenUse(
+        payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap * choices
+    )
     return ChatCall(use, choices, streamed)
 
 
