@@ -1,8 +1,8 @@
 """What was delivered, billed when an answer carries no usage: every output field counts,
 streamed or whole (text, as a string or as parts; a legacy ``function_call``; tool calls'
-names and arguments; reasoning under either name; a refusal; an audio answer's transcript),
-and what only repeats another field or is not text (``reasoning_details``, audio data)
-does not."""
+names and arguments, or a custom tool's input; reasoning under either name; a refusal; an
+audio answer's transcript), and what only repeats another field or is not text
+(``reasoning_details``, audio data) does not."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ SHAPES: dict[str, dict[str, Any]] = {
                 "id": "call_1",
                 "type": "function",
                 "function": {"name": NAME, "arguments": ARGUMENTS},
+            }
+        ],
+    },
+    "custom tool_calls": {
+        "content": None,
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_1",
+                "type": "custom",
+                "custom": {"name": NAME, "input": ARGUMENTS},
             }
         ],
     },

@@ -38,23 +38,39 @@ _LOST = jsonio.render(
 
 def output_chars(choices: Any, part: str = "delta") -> int:
     """The output characters in choices' ``part`` (a chunk's ``delta``, an answer's
-    ``message``): text, reasoning, refusals and tool arguments."""
+    ``message``): every field a model writes (text, as a string or as parts; a legacy
+    ``function_call``'s and each tool call's name and arguments, or a custom tool's input;
+    reasoning, under ``reasoning`` or the ``reasoning_content`` some providers use; a
+    refusal; an audio answer's transcript), but not what repeats one (OpenRouter's
+    ``reasoning_details``) or is not text (audio data)."""
     count = 0
     for choice in choices if isinstance(choices, list) else ():
-        delta = choice.get(part) if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        for name in ("content", "reasoning", "refusal"):
-            text = delta.get(name)
-            if isinstance(text, str):
-                count += len(text)
-        tools = delta.get("tool_calls")
-        for tool in tools if isinstance(tools, list) else ():
-            function = tool.get("function") if isinstance(tool, dict) else None
-            arguments = function.get("arguments") if isinstance(function, dict) else None
-            if isinstance(arguments, str):
-                count += len(arguments)
+        output = _field(choice, part)
+        if isinstance(output, dict):
+            count += sum(len(text) for text in _written(output) if isinstance(text, str))
     return count
+
+
+def _written(output: dict[str, Any]) -> list[Any]:
+    """What a model wrote in one delta or message, field by field (strings where given)."""
+    content = output.get("content")
+    texts = [_field(text, "text") for text in content] if isinstance(content, list) else [content]
+    reasoning = output.get("reasoning")
+    texts += [
+        reasoning if isinstance(reasoning, str) else output.get("reasoning_content"),
+        output.get("refusal"),
+        _field(output.get("audio"), "transcript"),
+    ]
+    tools = output.get("tool_calls")
+    calls = [output.get("function_call")]
+    for tool in tools if isinstance(tools, list) else ():
+        calls += [_field(tool, "function"), _field(tool, "custom")]  # custom: {name, input}
+    texts += [_field(call, name) for call in calls for name in ("name", "arguments", "input")]
+    return texts
+
+
+def _field(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else None
 
 
 class Relay:
