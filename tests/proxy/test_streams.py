@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.tables import holds
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings, serve_app
 from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
@@ -198,6 +206,139 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             10 * ledger.money.unit - 5,
             "delivered",
         )
+
+
+EIGHT_MIB = ["z" * 65_536] * 128  # an answer's pieces: 8 MiB of text, no "z" elsewhere
+
+
+@asynccontextmanager
+async def read_slowly(
+    ledger: Ledger, base: str, max_tokens: int = 1_000
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """A streamed call over a real socket whose client keeps a small receive buffer and
+    reads nothing until the test iterates the answer's bytes."""
+    headers = {
+        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
+        "X-Creditsd-Account": "user_1",
+    }
+    small = httpx.AsyncHTTPTransport(socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)])
+    body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": max_tokens}
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers, transport=small, timeout=30) as http,
+        http.stream("POST", "/openai/v1/chat/completions", json=body) as answer,
+    ):
+        assert answer.status_code == 200
+        yield answer.aiter_raw()
+
+
+async def test_a_stream_is_settled_when_the_upstream_ends_however_slowly_its_client_reads(
+    make_ledger: LedgerFactory, upstream: Upstream, clock: Clock
+) -> None:
+    ledger = await make_ledger(proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY})
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    upstream.pieces = EIGHT_MIB
+    async with serve_app(ledger) as base, read_slowly(ledger, base) as chunks:
+        received = [await anext(chunks)]  # the stream is under way; its client stops reading
+        # The upstream's answer comes in whole and its usage is billed all the same.
+        assert await settled(ledger) == (10 * ledger.money.unit - FULL_PRICE, 0)
+        (capture,) = await captures(ledger)
+        assert capture.metadata is not None
+        assert (capture.metadata["proxy_outcome"], capture.metadata["proxy_billed_on"]) == (
+            "completed",
+            "usage",
+        )
+        clock.advance(ledger.settings.proxy.hold_seconds + 1)  # longer than a hold lasts
+        assert await ledger.expire_holds() == 0
+        received += [chunk async for chunk in chunks]  # the client reads on: it gets it all
+    answer = b"".join(received)
+    assert answer.count(b"z") == 8 << 20
+    assert answer.endswith(b"data: [DONE]\n\n")
+    assert (await ledger.get_account("user_1")).balance == 10 * ledger.money.unit - FULL_PRICE
+
+
+@pytest.mark.parametrize(("rule", "upstream_finishes"), [("finish", True), ("delivered", False)])
+async def test_a_client_that_will_not_read_is_cut_and_billed_by_the_disconnect_rule(
+    make_ledger: LedgerFactory,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+    rule: str,
+    upstream_finishes: bool,
+) -> None:
+    caplog.set_level("WARNING", logger="creditsd.proxy")
+    ledger = await make_ledger(
+        proxy={
+            "base_url": upstream.url,
+            "api_key": UPSTREAM_KEY,
+            "on_client_disconnect": rule,
+            "send_timeout_seconds": 1,
+        }
+    )
+    await ledger.grant("user_1", 300 * ledger.money.unit)
+    upstream.pieces = EIGHT_MIB
+    upstream.stall_after = 32  # 2 MiB, far more than the client's buffers take, then a pause
+    async with serve_app(ledger) as base, read_slowly(ledger, base, 4_000_000) as chunks:
+        received = [await anext(chunks)]  # then nothing: within a second the client is cut
+        async with asyncio.timeout(10):
+            while "was cut" not in caplog.text:  # noqa: ASYNC110  # the log is all there is
+                await asyncio.sleep(0.05)
+        upstream.resume.set()
+        balance, held = await settled(ledger)
+        with pytest.raises(httpx.RemoteProtocolError):  # the stream ends short of its end
+            received += [chunk async for chunk in chunks]
+    (record,) = upstream.streams
+    assert await asyncio.to_thread(record.ended.wait, 10)
+    assert held == 0
+    assert (record.finished, record.abandoned) == (upstream_finishes, not upstream_finishes)
+    assert not b"".join(received).endswith(b"data: [DONE]\n\n")
+    (capture,) = await captures(ledger)
+    assert capture.metadata is not None
+    assert capture.metadata["proxy_outcome"] == "client_disconnected"
+    if upstream_finishes:
+        assert capture.metadata["proxy_billed_on"] == "usage"
+        assert balance == 300 * ledger.money.unit - FULL_PRICE
+    else:  # what reached the client: some of the answer, far from all of it
+        assert capture.metadata["proxy_billed_on"] == "delivered"
+        assert 0 < capture.amount < (8 << 20) // 4 * 6 // 10
+
+
+async def test_a_stream_keeps_its_hold_while_the_upstream_pauses_longer_than_a_hold_lasts(
+    make_ledger: LedgerFactory, upstream: Upstream, clock: Clock
+) -> None:
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "hold_seconds": 30}
+    )
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    upstream.stall_after = 1  # "Hel", then the upstream thinks for a long while
+    body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": 1_000}
+    call = asyncio.create_task(post(ledger, "/chat/completions", body))
+    first = await hold_expiry(ledger, None)
+    clock.advance(20)
+    extended = await hold_expiry(ledger, first)  # the hold is extended on a timer (15 s)
+    assert extended == clock.now + timedelta(seconds=30)
+    clock.advance(20)  # past the hold's first expiry, well within its extended one
+    upstream.resume.set()
+    assert (await call).text.endswith("data: [DONE]\n\n")
+    assert await settled(ledger) == (10 * ledger.money.unit - FULL_PRICE, 0)
+    (capture,) = await captures(ledger)
+    assert capture.metadata is not None
+    assert capture.metadata["proxy_outcome"] == "completed"
+
+
+async def hold_expiry(ledger: Ledger, other_than: datetime | None) -> datetime:
+    """When the account's one open hold expires, once that is not ``other_than``."""
+    async with asyncio.timeout(20):
+        while True:
+            hold_id = await db.run(ledger.engine, _open_hold_id, readonly=True)
+            if hold_id is not None:
+                expires_at = (await ledger.get_hold(hold_id)).expires_at
+                if expires_at != other_than:
+                    return expires_at
+            await asyncio.sleep(0.1)
+
+
+async def _open_hold_id(conn: AsyncConnection) -> str | None:
+    query = select(holds.c.id).where(holds.c.status == "open")
+    return (await conn.execute(query)).scalar()
 
 
 async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_times(
