@@ -110,10 +110,11 @@ async def chat_completions(
             return RelayedStream(call, answer, Relay(keep_usage), _headers(call))
         # A stream answered whole is read whole.
         body, completion = await _read(answer, ledger.settings.proxy.max_answer_bytes)
-        usage = completion.get("usage") if isinstance(completion, dict) else None
-        if isinstance(completion, dict):
-            call.delivered_chars = output_chars(completion.get("choices"), "message")
-        return Answered(body, call, lambda: call.settle(Outcome.COMPLETED, usage))
+        if not isinstance(completion, dict):
+            completion = {}
+        usage = completion.get("usage")
+        delivered = output_chars(completion.get("choices"), "message")
+        return Answered(body, call, lambda: call.settle(Outcome.COMPLETED, usage, delivered))
 
     return await _forward(request, call, route, "/chat/completions", payload, answered)
 
