@@ -288,7 +288,15 @@ class ProxySettings(_Section):
         ge=1024,
         le=1 << 30,
         description="The longest whole (not streamed) upstream answer passed on; a longer "
-        "one is 502 upstream_answer_too_large and costs nothing.",
+        "one is 502 upstream_answer_too_large and costs nothing. Also what a stream keeps "
+        "for a client reading slower than the upstream writes; past it the upstream waits.",
+    )
+    send_timeout_seconds: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="A stream's client that takes nothing for this long is cut, and billed "
+        "by on_client_disconnect.",
     )
     default_max_tokens: int = Field(
         4096,
@@ -303,8 +311,9 @@ class ProxySettings(_Section):
     )
     on_client_disconnect: Literal["finish", "delivered"] = Field(
         "finish",
-        description="A stream whose client hangs up: read the upstream to its usage and bill "
-        "it (finish), or stop the upstream and bill what was delivered (delivered).",
+        description="A stream whose client hangs up (or is cut) before the upstream's end: "
+        "read the upstream to its end and bill its usage (finish), or stop the upstream and "
+        "bill what reached the client (delivered).",
     )
     empty_completion: Literal["free", "bill"] = Field(
         "free", description="An answer with no output tokens: charge nothing, or its usage."
@@ -313,8 +322,8 @@ class ProxySettings(_Section):
         600,
         ge=30,
         le=86_400,
-        description="A call's hold lasts this long, extended while a stream runs, so a "
-        "crashed process's holds expire soon.",
+        description="A call's hold lasts this long (a stream's is extended every half of it "
+        "until the upstream's stream ends), so a crashed process's holds expire soon.",
     )
     models: dict[str, ModelRoute] = Field(
         {}, description="Per-model upstreams, by catalog model id."

@@ -5,20 +5,22 @@ the real usage captured after, 402 before any upstream byte when the estimate do
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from openai.types.shared_params import FunctionDefinition
 
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory
-from tests.proxy.conftest import MODEL, post
+from tests.proxy.conftest import MODEL, post, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
-# Estimated offline at 12 tokens (see test_streams).
+# A call's input is estimated offline at its body's bytes over 4 (see test_streams).
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 
 
@@ -82,8 +84,9 @@ async def test_a_bad_body_is_a_4xx_and_reaches_no_upstream(
 async def test_a_cap_the_balance_cannot_cover_is_402_unless_the_call_asks_to_clamp(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:
-    # A hold for 12 prompt tokens (1.8 minor units) and 1,000 output tokens (600) is 602;
-    # 302 covers 501 output tokens (1.8 + 300.6 = 302.4, rounded half up to 302), not 502.
+    # The body is 92 bytes, 23 input tokens (3.45 minor units); with 1,000 output tokens
+    # (600) the hold is 603. 302 covers 498 output tokens (3.45 + 298.8 = 302.25, rounded
+    # half up to 302), not 499.
     await proxied.grant("user_1", 302)
     upstream.usage = {"prompt_tokens": 12, "completion_tokens": 400, "total_tokens": 412}
     with pytest.raises(openai.APIStatusError) as refused:
@@ -98,9 +101,9 @@ async def test_a_cap_the_balance_cannot_cover_is_402_unless_the_call_asks_to_cla
         max_tokens=1_000,
         extra_headers={"X-Creditsd-Clamp": "true"},
     )
-    assert answer.headers["X-Creditsd-Max-Tokens"] == "501"
+    assert answer.headers["X-Creditsd-Max-Tokens"] == "498"
     (_headers, sent) = upstream.requests[0]
-    assert sent["max_tokens"] == 501
+    assert sent["max_tokens"] == 498
     # Billed on the usage: 12 prompt tokens (1.8) and 400 output tokens (240), 242.
     account = await proxied.get_account("user_1")
     assert (account.balance, account.held) == (302 - 242, 0)
@@ -117,8 +120,9 @@ async def test_the_deployment_can_clamp_every_call(
         ledger, "/chat/completions", {"model": MODEL, "messages": HI, "max_completion_tokens": 999}
     )
     assert answer.status_code == 200, answer.text
-    assert answer.headers["X-Creditsd-Max-Tokens"] == "501"
-    assert upstream.requests[0][1]["max_completion_tokens"] == 501
+    # 102 bytes, 26 input tokens (3.9): 497 output tokens make 302.1, 498 would make 302.7.
+    assert answer.headers["X-Creditsd-Max-Tokens"] == "497"
+    assert upstream.requests[0][1]["max_completion_tokens"] == 497
     # Nothing affordable at all stays a 402 in OpenAI's shape, with what it lacks.
     await ledger.grant("user_2", 1)
     refused = await post(
@@ -203,8 +207,9 @@ async def test_an_answer_without_usage_is_billed_on_what_was_delivered(
     upstream.usage = None
     answer = await post(proxied, "/chat/completions", {"model": MODEL, "messages": HI})
     assert answer.json()["choices"][0]["message"]["content"] == "Hello!"
-    # The prompt's 12 tokens (1.8) and "Hello!" (6 characters, 2 tokens: 1.2): 3.
-    assert (await proxied.get_account("user_1")).balance == 10 * proxied.money.unit - 3
+    # The input's 19 tokens (a body of 74 bytes: 2.85) and "Hello!" (6 characters, 2
+    # tokens: 1.2): 4.05, rounded to 4.
+    assert (await proxied.get_account("user_1")).balance == 10 * proxied.money.unit - 4
 
 
 async def test_calls_reuse_one_upstream_connection(
@@ -266,3 +271,65 @@ async def test_a_prompt_with_exact_decimals_reaches_the_upstream_unchanged(
     ((_headers, sent),) = upstream.requests
     assert sent["messages"][0]["content"] == "été ✓"
     assert (sent["temperature"], sent["top_p"]) == (0.70, 0.1)
+
+
+# 92,500 characters: 23,125 tokens at 4 characters a token, 3,468.75 minor units of input.
+LONG = "Answer in the voice of a ship's log. " * 2_500
+TOOL: FunctionDefinition = {"name": "lookup", "description": LONG, "parameters": {"type": "object"}}
+WHERE_TEXT_GOES: dict[str, dict[str, Any]] = {
+    "messages": {"messages": [{"role": "system", "content": LONG}, *HI]},
+    "tools": {"messages": HI, "tools": [{"type": "function", "function": TOOL}]},
+    "functions": {"messages": HI, "functions": [TOOL]},
+    "tool_choice": {
+        "messages": HI,
+        "tool_choice": {"type": "function", "function": {"name": LONG}},
+    },
+    "response_format": {
+        "messages": HI,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "log", "schema": {"type": "object", "description": LONG}},
+        },
+    },
+    "prompt": {"prompt": LONG},  # OpenRouter's prompt, in place of messages
+}
+
+
+@pytest.mark.parametrize("where", list(WHERE_TEXT_GOES))
+async def test_the_same_text_is_held_for_wherever_the_call_carries_it(
+    proxied: Ledger, upstream: Upstream, where: str
+) -> None:
+    # 3,000 minor units cover "Hi" with 100 output tokens many times over, not the text.
+    await proxied.grant("user_1", 3_000)
+    body = {"model": MODEL, "max_tokens": 100, **WHERE_TEXT_GOES[where]}
+    answer = await post(proxied, "/chat/completions", body)
+    assert (answer.status_code, answer.json()["error"]["code"]) == (402, "insufficient_credits")
+    assert upstream.requests == []
+    assert await settled(proxied) == (3_000, 0)
+
+
+async def test_tool_heavy_calls_reach_the_upstream_only_as_often_as_the_balance_covers(
+    proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
+) -> None:
+    # Each call's text is held for, 3,469 minor units and more: one credit covers two calls.
+    await proxied.grant("user_1", proxied.money.unit)
+    upstream.usage = {"prompt_tokens": 23_000, "completion_tokens": 100, "total_tokens": 23_100}
+    cost = 23_000 * 15 // 100 + 100 * 6 // 10  # 3,450 + 60 minor units
+
+    async def call() -> int:
+        try:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=HI,
+                tools=[{"type": "function", "function": TOOL}],
+                max_tokens=100,
+            )
+        except openai.APIStatusError as refused:
+            return refused.status_code
+        return 200
+
+    statuses = await asyncio.gather(*(call() for _ in range(20)))
+    served = statuses.count(200)
+    assert 1 <= served == len(upstream.requests) <= 2
+    assert statuses.count(402) == 20 - served
+    assert await settled(proxied) == (proxied.money.unit - served * cost, 0)

@@ -44,13 +44,14 @@ async def test_a_call_the_estimate_could_not_bound_is_400_before_any_hold(
 async def test_n_completions_are_held_for_n_times_the_cap(
     proxied: Ledger, upstream: Upstream
 ) -> None:
-    # 12 prompt tokens (1.8) + 3 × 100 output tokens (180): 181.8, held as 182.
-    await proxied.grant("user_1", 181)
+    # 25 input tokens (a body of 97 bytes: 3.75) + 3 × 100 output tokens (180): 183.75,
+    # held as 184.
+    await proxied.grant("user_1", 183)
     body = {"model": MODEL, "messages": HI, "n": 3, "max_tokens": 100}
     assert (await post(proxied, "/chat/completions", body)).status_code == 402
     assert upstream.requests == []
     await proxied.grant("user_1", 1)
-    upstream.usage = {"prompt_tokens": 12, "completion_tokens": 300, "total_tokens": 312}
+    upstream.usage = {"prompt_tokens": 25, "completion_tokens": 300, "total_tokens": 325}
     assert (await post(proxied, "/chat/completions", body)).status_code == 200
     assert await settled(proxied) == (0, 0)
 

@@ -13,13 +13,14 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.shared_params import FunctionDefinition
 from sqlalchemy import select
 
-from creditsd import db
+from creditsd import db, jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
-from creditsd.proxy.service import estimate_prompt_tokens
+from creditsd.proxy.service import estimate_input_tokens
 from creditsd.tables import proxy_keys
 from tests.conftest import Clock, LedgerFactory, audit_trail, body, create_key
 from tests.proxy.conftest import MODEL, sdk
@@ -30,10 +31,19 @@ MAX_TOKENS = 1_000
 CALL_COST = 450  # USAGE: 1,000 × $0.15/M + 500 × $0.60/M = 0.045 credits
 
 
+# What :func:`call` holds for: its body as the SDK sends it, and its output cap.
+HELD_USE = TokenUse(
+    MODEL,
+    input_tokens=estimate_input_tokens(
+        jsonio.render({"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS})
+    ),
+    output_tokens=MAX_TOKENS,
+)
+
+
 async def estimate(ledger: Ledger) -> int:
     """What a call of ``MESSAGES`` with ``MAX_TOKENS`` is held for, in minor units."""
-    use = TokenUse(MODEL, input_tokens=estimate_prompt_tokens(MESSAGES), output_tokens=MAX_TOKENS)
-    return (await ledger.quote(use)).amount
+    return (await ledger.quote(HELD_USE)).amount
 
 
 async def mint(
@@ -240,6 +250,39 @@ async def test_concurrent_calls_through_one_key_never_pass_its_limit(
     assert (account.balance, account.held) == (100 * proxied.money.unit - fits * CALL_COST, 0)
 
 
+async def test_a_key_limit_bounds_tool_heavy_calls_before_they_reach_the_upstream(
+    proxied: Ledger, http: httpx.AsyncClient, app_key: str, upstream: Upstream
+) -> None:
+    await proxied.grant("user_1", 100 * proxied.money.unit)
+    key = await mint(http, app_key, limit="1")
+    client = sdk(http, key["secret"])
+    # The tool's text is held for (3,469 minor units and more a call): the limit covers two.
+    tool: FunctionDefinition = {
+        "name": "lookup",
+        "description": "Answer in the voice of a ship's log. " * 2_500,
+    }
+    upstream.usage = {"prompt_tokens": 23_000, "completion_tokens": 100, "total_tokens": 23_100}
+
+    async def tool_call() -> str:
+        try:
+            await client.chat.completions.create(
+                model=MODEL,
+                messages=MESSAGES,
+                tools=[{"type": "function", "function": tool}],
+                max_tokens=100,
+            )
+        except openai.APIStatusError as refused:
+            return f"{refused.status_code} {refused.code}"
+        return "200"
+
+    statuses = await asyncio.gather(*(tool_call() for _ in range(20)))
+    assert set(statuses) == {"200", "402 key_limit_reached"}
+    assert 1 <= statuses.count("200") == len(upstream.requests) <= 2
+    listed = body(await http.get("/v1/proxy-keys", headers={"Authorization": f"Bearer {app_key}"}))
+    assert listed["data"][0]["spent"] == statuses.count("200") * Decimal("0.351")
+    assert listed["data"][0]["held"] == 0
+
+
 async def test_a_call_that_died_holds_the_limit_only_until_its_hold_expires(
     proxied: Ledger, http: httpx.AsyncClient, app_key: str, upstream: Upstream, clock: Clock
 ) -> None:
@@ -247,8 +290,7 @@ async def test_a_call_that_died_holds_the_limit_only_until_its_hold_expires(
     held = await estimate(proxied)
     key = await mint(http, app_key, limit=str(proxied.money.to_decimal(held + held // 2)))
     # A process opened the hold for a call, then died before it forwarded or settled it.
-    use = TokenUse(MODEL, input_tokens=estimate_prompt_tokens(MESSAGES), output_tokens=MAX_TOKENS)
-    await proxied.open_hold("user_1", use=use, app="web", proxy_key_id=key["id"])
+    await proxied.open_hold("user_1", use=HELD_USE, app="web", proxy_key_id=key["id"])
     client = sdk(http, key["secret"])
     with pytest.raises(openai.APIStatusError) as refused:
         await call(client)

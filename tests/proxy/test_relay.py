@@ -1,11 +1,13 @@
 """The relay's reading of an SSE stream, as providers really write it: events split across
-reads, CRLF line ends, comments, usage in its own chunk or beside a choice, error events."""
+reads, CRLF line ends, comments, usage in its own chunk or beside a choice, error events;
+and the backlog a slow client takes from, bounded so the upstream waits, never memory."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
-from creditsd.proxy.streams import Relay
+from creditsd.proxy.streams import Backlog, Relay
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
 
@@ -80,3 +82,26 @@ def test_reasoning_refusals_and_tool_arguments_count_as_output() -> None:
     chunk = {"choices": [{"index": 0, "delta": delta}]}
     _out, chars = Relay(keep_usage=True).feed(b"data: " + json.dumps(chunk).encode() + b"\n\n")
     assert chars == len("think") + len("no") + len('{"a":1}')
+
+
+async def test_a_full_backlog_holds_back_the_upstream_until_the_client_takes() -> None:
+    backlog = Backlog(limit=10)
+    await backlog.put(b"0123456789", 10)
+    upstream = asyncio.ensure_future(backlog.put(b"!", 1))
+    await asyncio.sleep(0.01)
+    assert not upstream.done() and backlog.size == 10  # no more is kept, however much comes
+    assert await backlog.take() == (b"0123456789", 10)
+    await upstream
+    backlog.close()  # the upstream's end: what is kept is still taken, then nothing
+    assert [await backlog.take(), await backlog.take()] == [(b"!", 1), None]
+
+
+async def test_a_dropped_backlog_lets_the_upstream_go_on_and_keeps_nothing() -> None:
+    backlog = Backlog(limit=10)
+    await backlog.put(b"0123456789", 10)
+    upstream = asyncio.ensure_future(backlog.put(b"!", 1))
+    await asyncio.sleep(0.01)
+    backlog.drop()  # the client is gone
+    await upstream
+    await backlog.put(b"more", 4)
+    assert (backlog.size, await backlog.take()) == (0, None)

@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.tables import holds
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings, serve_app
 from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
@@ -22,8 +29,9 @@ from tests.test_processes import serve
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
 
 
-# The offline estimate of HI: '[{"role":"user","content":"Hi"}]' is 32 characters, over 4
-# a token is 8 tokens, plus 4 for the message: 12 tokens. A minor unit is 10⁻⁴ credit,
+# The offline estimate of a streamed call of HI with max_tokens 1,000: its body,
+# '{"model":"openai/gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Hi"}],
+# "max_tokens":1000}', is 106 bytes, over 4 a token 27 tokens. A minor unit is 10⁻⁴ credit,
 # 10⁻⁶ USD: an input token costs 0.15 of one, an output token 0.6.
 async def test_a_stream_with_usage_asked_gets_the_usage_chunk_and_is_billed_on_it(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
@@ -120,9 +128,9 @@ async def test_an_upstream_failure_mid_stream_bills_what_was_delivered(
     with pytest.raises(openai.APIError):
         await read()
     assert "".join(pieces) == "Hello!"  # three pieces, then the failure
-    # Delivered: the prompt's estimate (12 tokens × 0.15 = 1.8) and "Hello!" (6 characters,
-    # 2 tokens × 0.6 = 1.2): 3.0 minor units.
-    assert await settled(proxied) == (10 * proxied.money.unit - 3, 0)
+    # Delivered: the input's estimate (27 tokens × 0.15 = 4.05) and "Hello!" (6 characters,
+    # 2 tokens × 0.6 = 1.2): 5.25 minor units, rounded to 5.
+    assert await settled(proxied) == (10 * proxied.money.unit - 5, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert (capture.metadata["proxy_outcome"], capture.metadata["proxy_billed_on"]) == (
@@ -192,19 +200,152 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             "usage",
         )
     else:
-        # The prompt's 12 tokens (1.8) and "Hello" (5 characters, 2 tokens: 1.2): 3.
+        # The input's 27 tokens (4.05) and "Hello" (5 characters, 2 tokens: 1.2): 5.
         assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - 3,
+            10 * ledger.money.unit - 5,
             "delivered",
         )
+
+
+EIGHT_MIB = ["z" * 65_536] * 128  # an answer's pieces: 8 MiB of text, no "z" elsewhere
+
+
+@asynccontextmanager
+async def read_slowly(
+    ledger: Ledger, base: str, max_tokens: int = 1_000
+) -> AsyncIterator[AsyncIterator[bytes]]:
+    """A streamed call over a real socket that its client reads only as the test iterates
+    on the answer's bytes (a client that stops reading keeps a small receive window, so
+    the server soon has to wait for it)."""
+    headers = {
+        "Authorization": f"Bearer {await create_key(ledger, 'app')}",
+        "X-Creditsd-Account": "user_1",
+    }
+    body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": max_tokens}
+    async with (
+        httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as http,
+        http.stream("POST", "/openai/v1/chat/completions", json=body) as answer,
+    ):
+        assert answer.status_code == 200
+        yield answer.aiter_raw()
+
+
+async def test_a_stream_is_settled_when_the_upstream_ends_however_slowly_its_client_reads(
+    make_ledger: LedgerFactory, upstream: Upstream, clock: Clock
+) -> None:
+    ledger = await make_ledger(proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY})
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    upstream.pieces = EIGHT_MIB
+    async with serve_app(ledger) as base, read_slowly(ledger, base) as chunks:
+        received = [await anext(chunks)]  # the stream is under way; its client stops reading
+        # The upstream's answer comes in whole and its usage is billed all the same.
+        assert await settled(ledger) == (10 * ledger.money.unit - FULL_PRICE, 0)
+        (capture,) = await captures(ledger)
+        assert capture.metadata is not None
+        assert (capture.metadata["proxy_outcome"], capture.metadata["proxy_billed_on"]) == (
+            "completed",
+            "usage",
+        )
+        clock.advance(ledger.settings.proxy.hold_seconds + 1)  # longer than a hold lasts
+        assert await ledger.expire_holds() == 0
+        received += [chunk async for chunk in chunks]  # the client reads on: it gets it all
+    answer = b"".join(received)
+    assert answer.count(b"z") == 8 << 20
+    assert answer.endswith(b"data: [DONE]\n\n")
+    assert (await ledger.get_account("user_1")).balance == 10 * ledger.money.unit - FULL_PRICE
+
+
+@pytest.mark.parametrize(("rule", "upstream_finishes"), [("finish", True), ("delivered", False)])
+async def test_a_client_that_will_not_read_is_cut_and_billed_by_the_disconnect_rule(
+    make_ledger: LedgerFactory,
+    upstream: Upstream,
+    caplog: pytest.LogCaptureFixture,
+    rule: str,
+    upstream_finishes: bool,
+) -> None:
+    caplog.set_level("WARNING", logger="creditsd.proxy")
+    ledger = await make_ledger(
+        proxy={
+            "base_url": upstream.url,
+            "api_key": UPSTREAM_KEY,
+            "on_client_disconnect": rule,
+            "send_timeout_seconds": 1,
+        }
+    )
+    await ledger.grant("user_1", 300 * ledger.money.unit)
+    upstream.pieces = EIGHT_MIB * 2
+    upstream.stall_after = 192  # 12 MiB, more than the sockets between take, then a pause
+    async with serve_app(ledger) as base, read_slowly(ledger, base, 4_000_000) as chunks:
+        received = [await anext(chunks)]  # then nothing: within a second the client is cut
+        async with asyncio.timeout(10):
+            while "took nothing for 1 s: cut" not in caplog.text:  # noqa: ASYNC110  # the log is all there is
+                await asyncio.sleep(0.05)
+        upstream.resume.set()
+        balance, held = await settled(ledger)
+        with pytest.raises(httpx.RemoteProtocolError):  # the stream ends short of its end
+            received += [chunk async for chunk in chunks]
+    (record,) = upstream.streams
+    assert await asyncio.to_thread(record.ended.wait, 10)
+    assert held == 0
+    assert (record.finished, record.abandoned) == (upstream_finishes, not upstream_finishes)
+    assert not b"".join(received).endswith(b"data: [DONE]\n\n")
+    (capture,) = await captures(ledger)
+    assert capture.metadata is not None
+    assert capture.metadata["proxy_outcome"] == "client_disconnected"
+    if upstream_finishes:
+        assert capture.metadata["proxy_billed_on"] == "usage"
+        assert balance == 300 * ledger.money.unit - FULL_PRICE
+    else:  # what reached the client: some of the answer, far from all of it
+        assert capture.metadata["proxy_billed_on"] == "delivered"
+        assert 0 < capture.amount < (16 << 20) // 4 * 6 // 10
+
+
+async def test_a_stream_keeps_its_hold_while_the_upstream_pauses_longer_than_a_hold_lasts(
+    make_ledger: LedgerFactory, upstream: Upstream, clock: Clock
+) -> None:
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "hold_seconds": 30}
+    )
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    upstream.stall_after = 1  # "Hel", then the upstream thinks for a long while
+    body = {"model": MODEL, "messages": HI, "stream": True, "max_tokens": 1_000}
+    call = asyncio.create_task(post(ledger, "/chat/completions", body))
+    first = await hold_expiry(ledger, None)
+    clock.advance(20)
+    extended = await hold_expiry(ledger, first)  # the hold is extended on a timer (15 s)
+    assert extended == clock.now + timedelta(seconds=30)
+    clock.advance(20)  # past the hold's first expiry, well within its extended one
+    upstream.resume.set()
+    assert (await call).text.endswith("data: [DONE]\n\n")
+    assert await settled(ledger) == (10 * ledger.money.unit - FULL_PRICE, 0)
+    (capture,) = await captures(ledger)
+    assert capture.metadata is not None
+    assert capture.metadata["proxy_outcome"] == "completed"
+
+
+async def hold_expiry(ledger: Ledger, other_than: datetime | None) -> datetime:
+    """When the account's one open hold expires, once that is not ``other_than``."""
+    async with asyncio.timeout(20):
+        while True:
+            hold_id = await db.run(ledger.engine, _open_hold_id, readonly=True)
+            if hold_id is not None:
+                expires_at = (await ledger.get_hold(hold_id)).expires_at
+                if expires_at != other_than:
+                    return expires_at
+            await asyncio.sleep(0.1)
+
+
+async def _open_hold_id(conn: AsyncConnection) -> str | None:
+    query = select(holds.c.id).where(holds.c.status == "open")
+    return (await conn.execute(query)).scalar()
 
 
 async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_times(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:
-    # Each call is held for 12 prompt tokens × 0.15 + 1,000 output tokens × 0.6 = 601.8,
-    # rounded up to 602 minor units; the balance covers twenty and a half.
-    await proxied.grant("user_1", 20 * 602 + 300)
+    # Each call is held for 27 input tokens × 0.15 + 1,000 output tokens × 0.6 = 604.05,
+    # rounded to 604 minor units; the balance covers twenty and a half.
+    await proxied.grant("user_1", 20 * 604 + 300)
     upstream.pause = 0.1  # every admitted stream is still open when the last call comes
 
     async def call() -> int:
@@ -227,7 +368,7 @@ async def test_fifty_streams_on_a_balance_for_twenty_reach_the_upstream_twenty_t
     assert sum(served) == len(upstream.requests) <= 20
     assert sum(served) >= 10  # the balance was really spent on calls, not all refused
     balance, held = await settled(proxied)
-    assert (balance, held) == (20 * 602 + 300 - sum(served) * FULL_PRICE, 0)
+    assert (balance, held) == (20 * 604 + 300 - sum(served) * FULL_PRICE, 0)
 
 
 @pytest.mark.slow
@@ -255,7 +396,7 @@ async def test_a_process_killed_mid_stream_leaves_a_hold_that_expires_and_is_rel
     clock = Clock()
     async with await Ledger.connect(make_settings(database_url), clock=clock) as ledger:
         account = await ledger.get_account("user_1")
-        assert (account.balance, account.held) == (10 * ledger.money.unit, 602)
+        assert (account.balance, account.held) == (10 * ledger.money.unit, 604)
         clock.advance(31)
         assert (await ledger.get_account("user_1")).held == 0  # it stops counting at once
         assert await ledger.expire_holds() == 1  # and the sweeper releases it

@@ -113,9 +113,9 @@ async def test_an_upstream_error_mid_stream_reaches_the_sdk_and_bills_what_was_d
     assert report["text"] == "Hello!"  # three pieces, then the error event
     assert report["error"] is not None
     assert "Provider returned error" in report["error"]["message"]
-    # Delivered: the prompt's estimate (12 tokens × 0.15 = 1.8) and "Hello!" (6 characters,
-    # 2 tokens × 0.6 = 1.2): 3.0 minor units.
-    assert await settled(proxied) == (FUNDS - 3, 0)
+    # Delivered: the input's estimate (the SDK's body is 131 bytes, 33 tokens × 0.15 = 4.95)
+    # and "Hello!" (6 characters, 2 tokens × 0.6 = 1.2): 6.15 minor units, rounded to 6.
+    assert await settled(proxied) == (FUNDS - 6, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert capture.metadata["proxy_billed_on"] == "delivered"

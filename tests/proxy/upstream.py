@@ -80,6 +80,9 @@ class Upstream:
         self.refusal = 429  # the status "refuse" answers with
         self.images_returned: int | None = None  # fewer images than asked, if set
         self.extra: dict[str, Any] = {}  # more fields in every message, delta and image
+        self.output: dict[str, Any] | None = None  # the answer's fields, in place of its text
+        self.stall_after: int | None = None  # streamed pieces sent before waiting on resume
+        self.resume = threading.Event()
         self.gate = threading.Event()  # a test closes it to keep calls waiting here
         self.gate.set()
         upstream = self
@@ -167,11 +170,7 @@ class Upstream:
             "choices": [
                 {
                     "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": "" if empty else "Hello!",
-                        **self.extra,
-                    },
+                    "message": {"role": "assistant", **self._output(empty), **self.extra},
                     "finish_reason": "stop",
                 }
             ],
@@ -182,8 +181,12 @@ class Upstream:
         """The SSE ``data`` payloads of a streamed answer, ``[DONE]`` last."""
         model = sent["model"]
         yield json.dumps(chunk(model, {"role": "assistant", "content": ""}))
-        pieces = [] if self.behaviour == "empty" else self.pieces
+        if self.output is not None:
+            yield json.dumps(chunk(model, self.output))
+        pieces = [] if self.behaviour == "empty" or self.output is not None else self.pieces
         for number, piece in enumerate(pieces):
+            if number == self.stall_after:
+                self.resume.wait(timeout=60)
             if number == 3 and self.behaviour == "fail_midstream":
                 error = {"message": "Provider returned error", "code": 502}
                 yield json.dumps({"error": error, "choices": []})
@@ -201,6 +204,11 @@ class Upstream:
         count = self.images_returned or int(sent.get("n") or 1)
         return {"created": 1764547200, "data": [{"b64_json": "aGVsbG8=", **self.extra}] * count}
 
+    def _output(self, empty: bool) -> dict[str, Any]:
+        if self.output is not None:
+            return self.output
+        return {"content": "" if empty else "Hello!"}
+
     def _usage(self) -> dict[str, Any] | None:
         if self.behaviour == "empty":
             return {**(self.usage or {}), "completion_tokens": 0, "total_tokens": 1_000}
@@ -209,5 +217,6 @@ class Upstream:
     def close(self) -> None:
         """Stop serving."""
         self.gate.set()
+        self.resume.set()
         self._server.shutdown()
         self._server.server_close()

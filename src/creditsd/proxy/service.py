@@ -10,22 +10,27 @@ the call                      what is charged
 completed with usage          the usage, priced by the catalog
 completed with no output      nothing (``[proxy] empty_completion = "free"``, default)
                               or the usage (``"bill"``)
-client hung up mid-stream     ``[proxy] on_client_disconnect``: ``"finish"`` (default)
+client gone mid-stream        ``[proxy] on_client_disconnect``: ``"finish"`` (default)
                               reads the upstream to its usage and bills it;
                               ``"delivered"`` stops the upstream and bills what was sent
+                              (gone: hung up, or cut for taking nothing for ``[proxy]
+                              send_timeout_seconds``)
 upstream failed before output nothing
 upstream failed mid-stream    what was delivered
 no usage reported             what was delivered
 ============================  =========================================================
 
-"What was delivered" is the prompt's offline estimate plus the output's characters sent
-to the client over ``CHARS_PER_TOKEN``. The hold lasts ``[proxy] hold_seconds`` and is
-extended while a stream runs, so a crashed process's holds expire and are released by the
-sweeper.
+"What was delivered" is the input's offline estimate plus the output's characters relayed
+to the client (of a stream hung up on, those that reached it) over ``CHARS_PER_TOKEN``. A
+stream is settled when the upstream's stream ends, however far its client has read
+(:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and a stream's
+is extended every half of that until then, so a crashed process's holds expire and are
+released by the sweeper.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -36,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from creditsd import db, jsonio
+from creditsd import db
 from creditsd.config import ProxySettings
 from creditsd.errors import CreditsError, InvalidRequest
 from creditsd.ledger.errors import InsufficientCredits
@@ -52,7 +57,6 @@ if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
 log = logging.getLogger("creditsd.proxy")
 
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
-TOKENS_PER_MESSAGE = 4  # the role and the separators a chat format adds to each message
 
 
 class Outcome(StrEnum):
@@ -97,13 +101,14 @@ def route(settings: ProxySettings, model: str) -> Route:
     )
 
 
-def estimate_prompt_tokens(messages: Any) -> int:
-    """An honest upper-leaning estimate of a prompt's tokens: its JSON's characters over
-    ``CHARS_PER_TOKEN``, rounded up, plus ``TOKENS_PER_MESSAGE`` a message."""
-    if not isinstance(messages, list):
-        return 0
-    characters = len(jsonio.dumps(messages))
-    return math.ceil(characters / CHARS_PER_TOKEN) + TOKENS_PER_MESSAGE * len(messages)
+def estimate_input_tokens(body: bytes) -> int:
+    """A call's input tokens, estimated offline from its body's size as it arrived, over
+    ``CHARS_PER_TOKEN`` and rounded up. Every field a model reads (``messages``, ``tools``,
+    ``functions``, ``tool_choice``, ``response_format``, a ``prompt``, an ``input`` and
+    its ``instructions``) is in the body, so the same text is held for the same wherever a
+    call carries it, fields an API adds later included: ``{"model":"m","prompt":"Hello
+    there"}`` (36 bytes) is 9 tokens."""
+    return math.ceil(len(body) / CHARS_PER_TOKEN)
 
 
 CAP_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -134,7 +139,7 @@ def whole_number(payload: dict[str, Any], name: str, high: int) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
-    """What a chat call asks for: its estimate (the prompt, then ``choices`` completions
+    """What a chat call asks for: its estimate (its input, then ``choices`` completions
     of the output cap each) and whether it streams."""
 
     estimate: TokenUse
@@ -142,18 +147,20 @@ class ChatCall:
     streamed: bool
 
 
-def chat_call(payload: dict[str, Any], default_cap: int) -> ChatCall:
-    """``payload``'s call, its cost bounded: the smallest of its caps (``default_cap``
-    when it names none) for each of its ``n`` completions. Raises :class:`InvalidCall`
-    (400) for a cap, ``n`` or ``stream`` that is not what OpenAI takes."""
+def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ChatCall:
+    """``payload``'s call (``body`` as it arrived), its cost bounded: its input's estimate,
+    and the smallest of its caps (``default_cap`` when it names none) for each of its ``n``
+    completions. Raises :class:`InvalidCall` (400) for a cap, ``n`` or ``stream`` that is
+    not what OpenAI takes."""
     caps = [cap for name in CAP_FIELDS if (cap := whole_number(payload, name, MAX_CAP)) is not None]
     choices = whole_number(payload, "n", MAX_CHOICES) or 1
     streamed = payload.get("stream", False)
     if not isinstance(streamed, bool):
         raise InvalidCall("stream", "must be true or false")
     cap = min(caps, default=default_cap)
-    prompt = estimate_prompt_tokens(payload.get("messages"))
-    use = TokenUse(payload["model"], input_tokens=prompt, output_tokens=cap * choices)
+    use = TokenUse(
+        payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap * choices
+    )
     return ChatCall(use, choices, streamed)
 
 
@@ -194,28 +201,33 @@ class Call:
     cap: int
     clamped: bool
     overhead: float = 0.0  # seconds creditsd spent on the call, upstream time excluded
-    delivered_chars: int = 0  # output characters sent on to the client
-    extended_at: float = field(default_factory=time.monotonic)
+    extended_at: float = field(default_factory=time.monotonic)  # the hold's last (re)start
 
     @property
     def overhead_ms(self) -> str:
         """The overhead in milliseconds, for the ``X-Creditsd-Overhead-Ms`` header."""
         return f"{self.overhead * 1000:.3f}"
 
-    async def keep_alive(self) -> None:
-        """Extend the hold once half its life has passed, for a stream that runs long."""
+    async def keep_alive(self, until: asyncio.Future[Any]) -> None:
+        """Extend the hold each time half its life has passed, until ``until`` is done:
+        however long the upstream takes and however slowly the client reads."""
         settings = self.ledger.settings.proxy
-        if time.monotonic() - self.extended_at > settings.hold_seconds / 2:
+        while True:
+            due = self.extended_at + settings.hold_seconds / 2 - time.monotonic()
+            done, _ = await asyncio.wait({until}, timeout=max(due, 0))
+            if done:
+                return
             self.extended_at = time.monotonic()
             try:
                 await self.ledger.extend_hold(self.hold.id, settings.hold_seconds)
-            except db.OUTAGES as exc:  # the stream goes on; tried again at the next half-life
+            except (CreditsError, *db.OUTAGES) as exc:  # tried again at the next half-life
                 repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
 
-    async def settle(self, outcome: Outcome, usage: Any) -> None:
-        """Capture what a chat call costs by the rules above, releasing the rest; or
-        release it all when it costs nothing."""
-        await self._charge(outcome, *self._cost(usage))
+    async def settle(self, outcome: Outcome, usage: Any, delivered_chars: int = 0) -> None:
+        """Capture what a chat call costs by the rules above (``delivered_chars``: the
+        output characters it delivered), releasing the rest; or release it all when it
+        costs nothing."""
+        await self._charge(outcome, *self._cost(usage, delivered_chars))
 
     @staticmethod
     async def quietly(settling: Awaitable[None]) -> None:
@@ -243,7 +255,7 @@ class Call:
         }
         await self.ledger.capture_hold(self.hold.id, use=use, metadata=metadata, app=self.app)
 
-    def _cost(self, usage: Any) -> tuple[TokenUse | None, str]:
+    def _cost(self, usage: Any, delivered_chars: int) -> tuple[TokenUse | None, str]:
         if usage is not None:
             try:
                 used = OpenAIChatUsage.model_validate(usage).use(self.model)
@@ -259,9 +271,9 @@ class Call:
                 if self.ledger.settings.proxy.empty_completion == "bill":
                     return used, "usage"
                 return None, "nothing"
-        if not self.delivered_chars:
+        if not delivered_chars:
             return None, "nothing"
-        delivered = math.ceil(self.delivered_chars / CHARS_PER_TOKEN)
+        delivered = math.ceil(delivered_chars / CHARS_PER_TOKEN)
         use = TokenUse(self.model, input_tokens=self.prompt_tokens, output_tokens=delivered)
         return use, "delivered"
 
