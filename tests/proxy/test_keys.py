@@ -32,7 +32,9 @@ CALL_COST = 450  # USAGE: 1,000 × $0.15/M + 500 × $0.60/M = 0.045 credits
 
 async def estimate(ledger: Ledger) -> int:
     """What a call of ``MESSAGES`` with ``MAX_TOKENS`` is held for, in minor units."""
-    use = TokenUse(MODEL, input_tokens=estimate_prompt_tokens(MESSAGES), output_tokens=MAX_TOKENS)
+    use = TokenUse(
+        MODEL, input_tokens=estimate_prompt_tokens({"messages": MESSAGES}), output_tokens=MAX_TOKENS
+    )
     return (await ledger.quote(use)).amount
 
 
@@ -247,7 +249,9 @@ async def test_a_call_that_died_holds_the_limit_only_until_its_hold_expires(
     held = await estimate(proxied)
     key = await mint(http, app_key, limit=str(proxied.money.to_decimal(held + held // 2)))
     # A process opened the hold for a call, then died before it forwarded or settled it.
-    use = TokenUse(MODEL, input_tokens=estimate_prompt_tokens(MESSAGES), output_tokens=MAX_TOKENS)
+    use = TokenUse(
+        MODEL, input_tokens=estimate_prompt_tokens({"messages": MESSAGES}), output_tokens=MAX_TOKENS
+    )
     await proxied.open_hold("user_1", use=use, app="web", proxy_key_id=key["id"])
     client = sdk(http, key["secret"])
     with pytest.raises(openai.APIStatusError) as refused:
