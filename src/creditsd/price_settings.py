@@ -137,6 +137,7 @@ def _models() -> dict[str, ModelPrice]:
         "anthropic/claude-sonnet-4": usd("3.00", "15.00", "0.30", "3.75"),
         "google/gemini-2.5-flash": usd("0.30", "2.50", "0.075", None),
         "openai/dall-e-3": ModelPrice(input=Decimal(0), output=Decimal(0), image=Decimal("0.04")),
+        "openai/text-embedding-3-small": usd("0.02", "0", None, None),
     }
 
 

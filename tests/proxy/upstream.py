@@ -1,10 +1,14 @@
 """A local OpenAI-compatible upstream speaking OpenAI's wire format: chat completions
-(JSON, or SSE chunks with the usage chunk when ``stream_options.include_usage`` asks) and
-image generations. ``Upstream.behaviour`` makes it fail the ways real providers do."""
+(JSON, or SSE chunks with the usage chunk when ``stream_options.include_usage`` asks),
+responses (JSON, or the Responses API's named events), embeddings (floats, or base64 as
+the ``openai`` SDK asks by default) and image generations. ``Upstream.behaviour`` makes it
+fail the ways real providers do."""
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -20,10 +24,19 @@ USAGE = {
     "prompt_tokens_details": {"cached_tokens": 0},
     "completion_tokens_details": {"reasoning_tokens": 0},
 }
+RESPONSE_USAGE = {
+    "input_tokens": 1_000,
+    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+    "output_tokens": 500,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 1_500,
+}
+EMBEDDING_USAGE = {"prompt_tokens": 1_000, "total_tokens": 1_000}
+VECTOR = (0.5, -0.25, 0.125)  # exact in float32, so base64 reads back equal
 Behaviour = Literal[
     "answer",  # the whole answer, then its usage
     "refuse",  # 429 in OpenAI's error shape, before any output
-    "fail_midstream",  # some chunks, then an error event and the end of the stream
+    "fail_midstream",  # some chunks, then an error event (response.failed) and the end
     "drop_midstream",  # some chunks, then the connection closes without a word
     "empty",  # no content at all, usage with no completion tokens
     "plain",  # a whole JSON answer even to a streamed call
@@ -58,6 +71,12 @@ def chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[
     }
 
 
+def sse(name: str | None, data: str) -> bytes:
+    """One server-sent event: its ``data``, named ``name`` when not None."""
+    named = b"" if name is None else f"event: {name}\n".encode()
+    return named + b"data: " + data.encode() + b"\n\n"
+
+
 class _Server(ThreadingHTTPServer):
     # Concurrent holds are opened in one batch, so their calls come upstream at once; the
     # default listen backlog of 5 would reset some, as no provider's server does.
@@ -75,11 +94,15 @@ class Upstream:
         self.behaviour: Behaviour = "answer"
         self.pieces = ["Hel", "lo", "!", " How", " can", " I", " help?"]
         self.usage: dict[str, Any] | None = dict(USAGE)
+        self.response_usage: dict[str, Any] | None = dict(RESPONSE_USAGE)
+        self.embedding_usage: dict[str, Any] | None = dict(EMBEDDING_USAGE)
         self.pause = 0.0  # seconds between streamed chunks
         self.delay = 0.0  # seconds before answering at all
         self.refusal = 429  # the status "refuse" answers with
         self.images_returned: int | None = None  # fewer images than asked, if set
-        self.extra: dict[str, Any] = {}  # more fields in every message, delta and image
+        self.extra: dict[
+            str, Any
+        ] = {}  # more fields in every message, delta, output item and image
         self.output: dict[str, Any] | None = None  # the answer's fields, in place of its text
         self.stall_after: int | None = None  # streamed pieces sent before waiting on resume
         self.resume = threading.Event()
@@ -102,6 +125,8 @@ class Upstream:
                     self.answer(status, {"error": error}, {"Retry-After": "7"})
                 elif self.path.endswith("/images/generations"):
                     self.answer(200, upstream.images(sent))
+                elif self.path.endswith("/embeddings"):
+                    self.answer(200, upstream.embeddings(sent))
                 elif upstream.behaviour == "cut":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
@@ -109,8 +134,13 @@ class Upstream:
                     self.end_headers()
                     self.wfile.write(b'{"id": "chatcmpl-1", "choi')
                     self.close_connection = True
+                elif self.path.endswith("/responses"):
+                    if sent.get("stream") and upstream.behaviour != "plain":
+                        self.stream(upstream.response_events(sent))
+                    else:
+                        self.answer(200, upstream.response(sent))
                 elif sent.get("stream") and upstream.behaviour != "plain":
-                    self.stream(sent)
+                    self.stream(sse(None, data) for data in upstream.events(sent))
                 else:
                     self.answer(200, upstream.completion(sent))
 
@@ -126,7 +156,7 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(raw)
 
-            def stream(self, sent: dict[str, Any]) -> None:
+            def stream(self, events: Iterator[bytes]) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Cache-Control", "no-cache")
@@ -135,8 +165,8 @@ class Upstream:
                 record = Stream()
                 upstream.streams.append(record)
                 try:
-                    for event in upstream.events(sent):
-                        self.write_chunk(b"data: " + event.encode() + b"\n\n")
+                    for event in events:
+                        self.write_chunk(event)
                         record.sent += 1
                         time.sleep(upstream.pause)
                     self.write_chunk(b"")
@@ -198,6 +228,116 @@ class Upstream:
         if (sent.get("stream_options") or {}).get("include_usage"):
             yield json.dumps({**chunk(model, {}), "choices": [], "usage": self._usage()})
         yield "[DONE]"
+
+    def response(self, sent: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+        """A ``response`` object as the Responses API writes it, in ``status``: once
+        completed, with the pieces' text (none when empty) and its usage."""
+        text = "" if self.behaviour == "empty" else "".join(self.pieces)
+        completed = status == "completed"
+        return {
+            "id": "resp_0123",
+            "object": "response",
+            "created_at": 1764547200,
+            "status": status,
+            "background": False,
+            "completed_at": 1764547201 if status == "completed" else None,
+            "error": {"code": "server_error", "message": "Provider returned error"}
+            if status == "failed"
+            else None,
+            "incomplete_details": None,
+            "instructions": sent.get("instructions"),
+            "max_output_tokens": sent.get("max_output_tokens"),
+            "max_tool_calls": None,
+            "model": sent["model"],
+            "output": [self._message(text, "completed")] if completed and text else [],
+            "parallel_tool_calls": True,
+            "previous_response_id": None,
+            "prompt_cache_key": None,
+            "prompt_cache_retention": None,
+            "reasoning": {"effort": None, "summary": None},
+            "safety_identifier": None,
+            "service_tier": "default",
+            "store": True,
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}, "verbosity": "medium"},
+            "tool_choice": "auto",
+            "tools": [],
+            "top_logprobs": 0,
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": self._response_usage() if completed else None,
+            "user": None,
+            "metadata": {},
+        }
+
+    def response_events(self, sent: dict[str, Any]) -> Iterator[bytes]:
+        """A streamed response's events, named by their ``type``, numbered in sequence."""
+        numbers = iter(range(1_000))
+
+        def event(kind: str, **fields: Any) -> bytes:
+            return sse(kind, json.dumps({"type": kind, **fields, "sequence_number": next(numbers)}))
+
+        yield event("response.created", response=self.response(sent, "in_progress"))
+        yield event("response.in_progress", response=self.response(sent, "in_progress"))
+        pieces = [] if self.behaviour == "empty" else self.pieces
+        place = {"item_id": "msg_0123", "output_index": 0, "content_index": 0}
+        if pieces:
+            item = self._message("", "in_progress", parts=False)
+            yield event("response.output_item.added", output_index=0, item=item)
+            yield event("response.content_part.added", **place, part=self._text(""))
+        for number, piece in enumerate(pieces):
+            if number == 3 and self.behaviour == "fail_midstream":
+                yield event("response.failed", response=self.response(sent, "failed"))
+                return
+            if number == 3 and self.behaviour == "drop_midstream":
+                raise Dropped
+            yield event(
+                "response.output_text.delta", **place, delta=piece, logprobs=[], obfuscation="Zq"
+            )
+        if pieces:
+            text = "".join(pieces)
+            yield event("response.output_text.done", **place, text=text, logprobs=[])
+            yield event("response.content_part.done", **place, part=self._text(text))
+            item = self._message(text, "completed")
+            yield event("response.output_item.done", output_index=0, item=item)
+        yield event("response.completed", response=self.response(sent))
+
+    def _message(self, text: str, status: str, parts: bool = True) -> dict[str, Any]:
+        content = [self._text(text)] if parts else []
+        return {
+            "id": "msg_0123",
+            "type": "message",
+            "status": status,
+            "content": content,
+            "role": "assistant",
+            **self.extra,
+        }
+
+    @staticmethod
+    def _text(text: str) -> dict[str, Any]:
+        return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+    def _response_usage(self) -> dict[str, Any] | None:
+        if self.behaviour == "empty" and self.response_usage is not None:
+            return {**self.response_usage, "output_tokens": 0, "total_tokens": 1_000}
+        return self.response_usage
+
+    def embeddings(self, sent: dict[str, Any]) -> dict[str, Any]:
+        """An ``embeddings`` answer: a vector for each input, as floats or base64."""
+        given = sent["input"]
+        inputs = given if isinstance(given, list) and isinstance(given[0], str | list) else [given]
+        vector: Any = list(VECTOR)
+        if sent.get("encoding_format") == "base64":
+            vector = base64.b64encode(struct.pack("<3f", *VECTOR)).decode()
+        return {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": index, "embedding": vector}
+                for index in range(len(inputs))
+            ],
+            "model": sent["model"],
+            "usage": self.embedding_usage,
+        }
 
     def images(self, sent: dict[str, Any]) -> dict[str, Any]:
         """An ``images.generations`` answer with ``n`` images."""

@@ -144,6 +144,21 @@ class OpenAIResponsesUsage(_Written):
         )
 
 
+class OpenAIEmbeddingsUsage(_Written):
+    """OpenAI Embeddings' ``usage``: ``prompt_tokens`` are the input's tokens, and so is
+    ``total_tokens`` (read when the other is missing); an embedding has no output."""
+
+    prompt_tokens: Count = None
+    total_tokens: Count = None
+
+    def use(self, model: str) -> TokenUse:
+        """The input tokens of this usage."""
+        tokens = self.total_tokens if self.prompt_tokens is None else self.prompt_tokens
+        if tokens is None:
+            raise InvalidUsage("prompt_tokens", "is missing")
+        return TokenUse(model, input_tokens=tokens)
+
+
 class _CacheCreation(_Written):
     ephemeral_5m_input_tokens: Count = None
     ephemeral_1h_input_tokens: Count = None

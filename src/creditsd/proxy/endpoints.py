@@ -28,10 +28,11 @@ from creditsd.api.http import ExactJSONResponse, bounded_body
 from creditsd.api.observe import STARTED_SCOPE
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
-from creditsd.proxy import service
+from creditsd.pricing.providers import OpenAIEmbeddingsUsage, OpenAIResponsesUsage
+from creditsd.proxy import embeddings, responses, service
 from creditsd.proxy.payers import Paying, Reader
 from creditsd.proxy.service import Call, Outcome, Route
-from creditsd.proxy.streams import Relay, RelayedStream, output_chars
+from creditsd.proxy.streams import Relay, RelayedStream
 
 log = logging.getLogger("creditsd.proxy")
 
@@ -83,10 +84,7 @@ async def chat_completions(
     if isinstance(read, Response):
         return read
     body, payload = read
-    model = payload.get("model")
-    catalog = await ledger.catalog()
-    if not isinstance(model, str) or model not in catalog.settings.models:
-        return openai_error(404, "model_not_found", f"model {model!r} is not in the catalog")
+    model = service.priced_model(await ledger.catalog(), payload)
     asked = service.chat_call(payload, body, ledger.settings.proxy.default_max_tokens)
     keep_usage = False
     if asked.streamed:
@@ -97,26 +95,89 @@ async def chat_completions(
             isinstance(accounting, dict) and accounting.get("include") is True
         )
         payload["stream_options"] = {**options, "include_usage": True}
-    clamp = ledger.settings.proxy.clamp_max_tokens if x_creditsd_clamp is None else x_creditsd_clamp
     call = await service.open_call(
-        ledger, payer, asked.estimate, clamp=clamp, started=started, choices=asked.choices
+        ledger,
+        payer,
+        asked.estimate,
+        clamp=x_creditsd_clamp,
+        started=started,
+        choices=asked.choices,
     )
     service.limit_output(payload, call.cap)
     route = service.route(ledger.settings.proxy, model)
     payload["model"] = route.model
+    answered = _answering(call, Relay(keep_usage), streamed=asked.streamed)
+    return await _forward(request, call, route, "/chat/completions", payload, answered)
+
+
+@router.post("/responses", responses=error_responses(402, 403, 404, 429, 502))
+async def create_response(
+    request: Request,
+    ledger: LedgerDep,
+    payer: Paying,
+    x_creditsd_clamp: Annotated[bool | None, Header()] = None,
+) -> Response:
+    """A model response (OpenAI's Responses API), streamed or not, held for and billed as
+    a chat completion is: the same payers, hold, clamping and settlement. The output cap
+    is ``max_output_tokens`` (else ``[proxy] default_max_tokens``, then sent upstream); the
+    usage is the response's own, and a stream's events reach the client as the upstream
+    wrote them. A background response is 400: its usage would come only with a later
+    fetch, which the proxy does not serve.
+    """
+    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
+    read = await _json_object(request, ledger)
+    if isinstance(read, Response):
+        return read
+    body, payload = read
+    model = service.priced_model(await ledger.catalog(), payload)
+    asked = responses.responses_call(payload, body, ledger.settings.proxy.default_max_tokens)
+    call = await service.open_call(
+        ledger,
+        payer,
+        asked.estimate,
+        clamp=x_creditsd_clamp,
+        started=started,
+        usage_format=OpenAIResponsesUsage,
+    )
+    payload[responses.CAP_FIELD] = call.cap
+    route = service.route(ledger.settings.proxy, model)
+    payload["model"] = route.model
+    answered = _answering(call, responses.ResponsesRelay(), streamed=asked.streamed)
+    return await _forward(request, call, route, "/responses", payload, answered)
+
+
+@router.post("/embeddings", responses=error_responses(402, 403, 404, 429, 502))
+async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) -> Response:
+    """Embeddings by a catalog model, held for the input's estimated tokens at its input
+    price and billed on the input tokens the upstream counted (on the estimate when it
+    reports none); a call that returns no embedding costs nothing."""
+    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
+    read = await _json_object(request, ledger)
+    if isinstance(read, Response):
+        return read
+    _body, payload = read
+    model = service.priced_model(await ledger.catalog(), payload)
+    estimate = embeddings.embeddings_call(payload)
+    call = await service.open_call(
+        ledger,
+        payer,
+        estimate,
+        clamp=False,
+        started=started,
+        usage_format=OpenAIEmbeddingsUsage,
+    )
+    route = service.route(ledger.settings.proxy, model)
+    payload["model"] = route.model
 
     async def answered(answer: httpx.Response) -> Response:
-        if asked.streamed and answer.headers.get("content-type", "").startswith(SSE):
-            return RelayedStream(call, answer, Relay(keep_usage), _headers(call))
-        # A stream answered whole is read whole.
-        body, completion = await _read(answer, ledger.settings.proxy.max_answer_bytes)
-        if not isinstance(completion, dict):
-            completion = {}
-        usage = completion.get("usage")
-        delivered = output_chars(completion.get("choices"), "message")
-        return Answered(body, call, lambda: call.settle(Outcome.COMPLETED, usage, delivered))
+        body, result = await _read(answer, ledger.settings.proxy.max_answer_bytes)
+        result = result if isinstance(result, dict) else {}
+        data = result.get("data")
+        count = len(data) if isinstance(data, list) else 0
+        usage = result.get("usage")
+        return Answered(body, call, lambda: call.settle_embeddings(Outcome.COMPLETED, usage, count))
 
-    return await _forward(request, call, route, "/chat/completions", payload, answered)
+    return await _forward(request, call, route, "/embeddings", payload, answered)
 
 
 @router.post("/images/generations", responses=error_responses(402, 403, 404, 429, 502))
@@ -148,6 +209,23 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
         return Answered(body, call, lambda: call.settle_images(Outcome.COMPLETED, count))
 
     return await _forward(request, call, route, "/images/generations", payload, answered)
+
+
+def _answering(
+    call: Call, relay: Relay, *, streamed: bool
+) -> Callable[[httpx.Response], Awaitable[Response]]:
+    """How a model call's answer is passed on: a stream relayed event by event; a whole
+    answer (even to a streamed call) read whole. Either settles the call once sent."""
+
+    async def answered(answer: httpx.Response) -> Response:
+        if streamed and answer.headers.get("content-type", "").startswith(SSE):
+            return RelayedStream(call, answer, relay, _headers(call))
+        body, whole = await _read(answer, call.ledger.settings.proxy.max_answer_bytes)
+        whole = whole if isinstance(whole, dict) else {}
+        usage, delivered = whole.get("usage"), relay.answer_chars(whole)
+        return Answered(body, call, lambda: call.settle(Outcome.COMPLETED, usage, delivered))
+
+    return answered
 
 
 async def _json_object(request: Request, ledger: Ledger) -> tuple[bytes, dict[str, Any]] | Response:

@@ -26,6 +26,10 @@ stream is settled when the upstream's stream ends, however far its client has re
 (:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and a stream's
 is extended every half of that until then, so a crashed process's holds expire and are
 released by the sweeper.
+
+An embeddings call has no output: it is charged its input's usage, or its estimate when
+none came. A charge that rounds to nothing at the ledger's scale is nothing: the hold is
+released.
 """
 
 from __future__ import annotations
@@ -46,8 +50,12 @@ from creditsd.config import ProxySettings
 from creditsd.errors import CreditsError, InvalidRequest
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Hold
-from creditsd.pricing.catalog import Catalog, TokenUse
-from creditsd.pricing.providers import OpenAIChatUsage
+from creditsd.pricing.catalog import Catalog, TokenUse, ZeroPrice
+from creditsd.pricing.providers import (
+    OpenAIChatUsage,
+    OpenAIEmbeddingsUsage,
+    OpenAIResponsesUsage,
+)
 from creditsd.repeats import repeats
 
 if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
@@ -137,31 +145,55 @@ def whole_number(payload: dict[str, Any], name: str, high: int) -> int | None:
     return value
 
 
+class ModelNotFound(CreditsError):
+    """A call for a model the catalog does not price."""
+
+    code = "model_not_found"
+    status = 404
+
+    def __init__(self, model: object) -> None:
+        super().__init__(f"model {model!r} is not in the catalog")
+
+
+def priced_model(catalog: Catalog, payload: dict[str, Any]) -> str:
+    """The catalog model ``payload`` names, or :class:`ModelNotFound` (404)."""
+    model = payload.get("model")
+    if not isinstance(model, str) or model not in catalog.settings.models:
+        raise ModelNotFound(model)
+    return model
+
+
+def streamed(payload: dict[str, Any]) -> bool:
+    """Whether ``payload`` asks for a stream; a ``stream`` that is not true or false is
+    :class:`InvalidCall` (400)."""
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidCall("stream", "must be true or false")
+    return stream
+
+
 @dataclass(frozen=True, slots=True)
-class ChatCall:
-    """What a chat call asks for: its estimate (its input, then ``choices`` completions
-    of the output cap each) and whether it streams."""
+class ModelCall:
+    """What a model call asks for: its estimate (its input, then ``choices`` outputs of
+    the output cap each) and whether it streams."""
 
     estimate: TokenUse
     choices: int
     streamed: bool
 
 
-def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ChatCall:
+def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCall:
     """``payload``'s call (``body`` as it arrived), its cost bounded: its input's estimate,
     and the smallest of its caps (``default_cap`` when it names none) for each of its ``n``
     completions. Raises :class:`InvalidCall` (400) for a cap, ``n`` or ``stream`` that is
     not what OpenAI takes."""
     caps = [cap for name in CAP_FIELDS if (cap := whole_number(payload, name, MAX_CAP)) is not None]
     choices = whole_number(payload, "n", MAX_CHOICES) or 1
-    streamed = payload.get("stream", False)
-    if not isinstance(streamed, bool):
-        raise InvalidCall("stream", "must be true or false")
     cap = min(caps, default=default_cap)
     use = TokenUse(
         payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap * choices
     )
-    return ChatCall(use, choices, streamed)
+    return ModelCall(use, choices, streamed(payload))
 
 
 def limit_output(payload: dict[str, Any], cap: int) -> None:
@@ -189,6 +221,9 @@ def affordable_cap(
     return low
 
 
+UsageFormat = type[OpenAIChatUsage | OpenAIResponsesUsage | OpenAIEmbeddingsUsage]
+
+
 @dataclass
 class Call:
     """One call: who pays, its hold, and what has happened since."""
@@ -200,6 +235,7 @@ class Call:
     prompt_tokens: int
     cap: int
     clamped: bool
+    usage_format: UsageFormat  # how the call's API writes its usage
     overhead: float = 0.0  # seconds creditsd spent on the call, upstream time excluded
     extended_at: float = field(default_factory=time.monotonic)  # the hold's last (re)start
 
@@ -243,6 +279,17 @@ class Call:
         use = TokenUse(self.model, images=images) if images else None
         await self._charge(outcome, use, "images" if images else "nothing")
 
+    async def settle_embeddings(self, outcome: Outcome, usage: Any, embeddings: int) -> None:
+        """Capture the input tokens an embeddings call used, as the upstream counted them,
+        else as estimated; a call that returned no embedding costs nothing."""
+        if not embeddings:
+            use, billed_on = None, "nothing"
+        elif (used := self._used(usage)) is not None:
+            use, billed_on = used, "usage"
+        else:
+            use, billed_on = TokenUse(self.model, input_tokens=self.prompt_tokens), "estimate"
+        await self._charge(outcome, use, billed_on)
+
     async def _charge(self, outcome: Outcome, use: TokenUse | None, billed_on: str) -> None:
         if use is None:
             await self.ledger.release_hold(self.hold.id)
@@ -253,24 +300,33 @@ class Call:
             "proxy_outcome": str(outcome),
             "proxy_billed_on": billed_on,
         }
-        await self.ledger.capture_hold(self.hold.id, use=use, metadata=metadata, app=self.app)
+        try:
+            await self.ledger.capture_hold(self.hold.id, use=use, metadata=metadata, app=self.app)
+        except ZeroPrice:  # too little to cost a minor unit at the ledger's scale
+            await self._charge(outcome, None, "nothing")
+
+    def _used(self, usage: Any) -> TokenUse | None:
+        """``usage`` as the call's API writes it, in the catalog's counts; None when there
+        is none or it cannot be read."""
+        if usage is None:
+            return None
+        try:
+            return self.usage_format.model_validate(usage).use(self.model)
+        except (InvalidRequest, ValueError) as exc:
+            log.warning(
+                "call %s: unreadable usage (%s); billing what was delivered",
+                self.hold.id,
+                type(exc).__name__,
+            )
+            return None
 
     def _cost(self, usage: Any, delivered_chars: int) -> tuple[TokenUse | None, str]:
-        if usage is not None:
-            try:
-                used = OpenAIChatUsage.model_validate(usage).use(self.model)
-            except (InvalidRequest, ValueError) as exc:
-                log.warning(
-                    "call %s: unreadable usage (%s); billing what was delivered",
-                    self.hold.id,
-                    type(exc).__name__,
-                )
-            else:
-                if used.output_tokens or used.reasoning_tokens:
-                    return used, "usage"
-                if self.ledger.settings.proxy.empty_completion == "bill":
-                    return used, "usage"
-                return None, "nothing"
+        if (used := self._used(usage)) is not None:
+            if used.output_tokens or used.reasoning_tokens:
+                return used, "usage"
+            if self.ledger.settings.proxy.empty_completion == "bill":
+                return used, "usage"
+            return None, "nothing"
         if not delivered_chars:
             return None, "nothing"
         delivered = math.ceil(delivered_chars / CHARS_PER_TOKEN)
@@ -283,29 +339,36 @@ async def open_call(
     payer: Payer,
     estimate: TokenUse,
     *,
-    clamp: bool,
+    clamp: bool | None,
     started: float,
     choices: int = 1,
+    usage_format: UsageFormat = OpenAIChatUsage,
 ) -> Call:
-    """Hold ``estimate`` (its ``choices`` completions' output cap lowered to what is
-    affordable when ``clamp`` says so), or refuse the call with 402 before the upstream
-    hears of it."""
+    """Hold ``estimate`` (its ``choices`` outputs' cap lowered to what is affordable when
+    ``clamp``, else ``[proxy] clamp_max_tokens``, says so), or refuse the call with 402
+    before the upstream hears of it. An estimate too small to cost a minor unit holds one:
+    no call goes upstream for an account that has nothing."""
+    settings = ledger.settings.proxy
 
-    def hold(use: TokenUse) -> Awaitable[Hold]:
+    def hold(use: TokenUse | None) -> Awaitable[Hold]:
+        """A hold for ``use``'s price, or for one minor unit when None."""
         return ledger.open_hold(
             payer.account_id,
+            1 if use is None else None,
             use=use,
-            expires_in=ledger.settings.proxy.hold_seconds,
-            metadata={"proxy_model": use.model},
+            expires_in=settings.hold_seconds,
+            metadata={"proxy_model": estimate.model},
             app=payer.app,
             proxy_key_id=payer.proxy_key_id,
         )
 
+    clamped = False
     try:
         held = await hold(estimate)
-        clamped = False
+    except ZeroPrice:
+        held = await hold(None)
     except InsufficientCredits as short:
-        if not clamp:
+        if not (settings.clamp_max_tokens if clamp is None else clamp):
             raise
         catalog = await ledger.catalog()
         cap = affordable_cap(catalog, ledger, estimate, short.available, choices)
@@ -322,5 +385,6 @@ async def open_call(
         prompt_tokens=estimate.input_tokens,
         cap=estimate.output_tokens // choices,
         clamped=clamped,
+        usage_format=usage_format,
         overhead=time.perf_counter() - started,
     )

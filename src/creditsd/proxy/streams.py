@@ -77,7 +77,8 @@ def _field(value: Any, name: str) -> Any:
 
 
 class Relay:
-    """Splits an SSE byte stream into its events and reads each ``data`` payload once."""
+    """Splits an SSE byte stream into its events and reads each ``data`` payload once: a
+    chat completion's chunks here, another API's events in a subclass (``_chunk``)."""
 
     def __init__(self, keep_usage: bool) -> None:
         self.keep_usage = keep_usage
@@ -119,19 +120,40 @@ class Relay:
             return event + b"\n\n", 0
         if not isinstance(chunk, dict):
             return event + b"\n\n", 0
+        return self._chunk(event, payload, chunk)
+
+    def _chunk(
+        self, event: bytes, payload: bytes, chunk: dict[str, Any]
+    ) -> tuple[bytes | None, int]:
+        """The event as the client gets it (None: not at all) and the output characters it
+        carries, from its JSON ``payload`` read as ``chunk``."""
         if chunk.get("error"):
             self.failed = True
         choices = chunk.get("choices")
         if chunk.get("usage"):
-            try:
-                self.usage = jsonio.loads(payload)["usage"]  # its numbers read exactly
-            except jsonio.JSONError:  # a duplicate key, say: orjson's reading will do
-                self.usage = chunk["usage"]
+            self.usage = exactly(payload, chunk)["usage"]
             if not self.keep_usage:
                 if not choices:
                     return None, 0
                 event = b"data: " + jsonio.render({**chunk, "usage": None})
         return event + b"\n\n", output_chars(choices)
+
+    def answer_chars(self, answer: dict[str, Any]) -> int:
+        """The output characters of a whole answer (not streamed)."""
+        return output_chars(answer.get("choices"), "message")
+
+    def interruption(self) -> bytes:
+        """The event that tells the client the upstream's stream broke off."""
+        return b"data: " + _LOST + b"\n\n"
+
+
+def exactly(payload: bytes, chunk: dict[str, Any]) -> Any:
+    """An event's JSON with its numbers read exactly (``chunk``, orjson's reading, when
+    ``payload`` is not strict JSON: a duplicate key, say)."""
+    try:
+        return jsonio.loads(payload)
+    except jsonio.JSONError:
+        return chunk
 
 
 class Backlog:
@@ -237,7 +259,7 @@ class RelayedStream(Response):
         except Exception as exc:  # whatever broke, the client is told
             self.broke_off = True
             log.warning("upstream stream broke off for call %s: %r", self.call.hold.id, exc)
-            await self.backlog.put(b"data: " + _LOST + b"\n\n", 0)
+            await self.backlog.put(self.relay.interruption(), 0)
         finally:
             self.backlog.close()
 
