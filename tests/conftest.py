@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -250,6 +251,28 @@ async def client_for(ledger: Ledger, secret: str) -> AsyncIterator[httpx.AsyncCl
     ) as client:
         yield client
     await app.state.stripe.close()
+
+
+@asynccontextmanager
+async def row_locked(ledger: Ledger, account_id: str) -> AsyncIterator[None]:
+    """Another client holds the account's row (PostgreSQL) or the write lock (SQLite)."""
+    url = make_url(ledger.settings.database.url)
+    if url.get_backend_name() == "sqlite":
+        writer = sqlite3.connect(str(url.database), isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        return
+    other = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+            yield
+    finally:
+        await other.close()
 
 
 @asynccontextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -24,7 +23,14 @@ from creditsd.config import DatabaseSettings
 from creditsd.inprocess import Ledger
 from creditsd.repeats import QUIET_SECONDS, Repeats
 from creditsd.worker import background
-from tests.conftest import LedgerFactory, body, client_for, create_key, make_settings
+from tests.conftest import (
+    LedgerFactory,
+    body,
+    client_for,
+    create_key,
+    make_settings,
+    row_locked,
+)
 
 FAST = {"database": {"pool_timeout": 0.5, "lock_timeout": 0.5, "statement_timeout": 1}}
 
@@ -39,28 +45,6 @@ def assert_unavailable(answer: httpx.Response) -> None:
 async def admin_client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(ledger, await create_key(ledger, "admin")) as client:
         yield client
-
-
-@asynccontextmanager
-async def row_locked(ledger: Ledger, account_id: str) -> AsyncIterator[None]:
-    """Another client holds the account's row (PostgreSQL) or the write lock (SQLite)."""
-    url = make_url(ledger.settings.database.url)
-    if url.get_backend_name() == "sqlite":
-        writer = sqlite3.connect(str(url.database), isolation_level=None)
-        writer.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        finally:
-            writer.execute("ROLLBACK")
-            writer.close()
-        return
-    other = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(False))
-    try:
-        async with other.transaction():
-            await other.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", account_id)
-            yield
-    finally:
-        await other.close()
 
 
 @pytest.mark.parametrize("path", ["/v1/charges", "/v1/holds"])

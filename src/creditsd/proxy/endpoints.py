@@ -175,7 +175,9 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
         data = result.get("data")
         count = len(data) if isinstance(data, list) else 0
         usage = result.get("usage")
-        return Answered(body, call, lambda: call.settle_embeddings(Outcome.COMPLETED, usage, count))
+        return Answered(
+            _whole(body, call), lambda: call.settle_embeddings(Outcome.COMPLETED, usage, count)
+        )
 
     return await _forward(request, call, route, "/embeddings", payload, answered)
 
@@ -206,7 +208,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
         body, generated = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         images = generated.get("data") if isinstance(generated, dict) else None
         count = len(images) if isinstance(images, list) else 0
-        return Answered(body, call, lambda: call.settle_images(Outcome.COMPLETED, count))
+        return Answered(_whole(body, call), lambda: call.settle_images(Outcome.COMPLETED, count))
 
     return await _forward(request, call, route, "/images/generations", payload, answered)
 
@@ -223,7 +225,9 @@ def _answering(
         body, whole = await _read(answer, call.ledger.settings.proxy.max_answer_bytes)
         whole = whole if isinstance(whole, dict) else {}
         usage, delivered = whole.get("usage"), relay.answer_chars(whole)
-        return Answered(body, call, lambda: call.settle(Outcome.COMPLETED, usage, delivered))
+        return Answered(
+            _whole(body, call), lambda: call.settle(Outcome.COMPLETED, usage, delivered)
+        )
 
     return answered
 
@@ -265,45 +269,49 @@ async def _forward(
         headers={**sent, **route.headers()},
         timeout=ledger.settings.proxy.timeout_seconds,
     )
+    call.keep()
     try:
         answer = await http.send(outgoing, stream=True)
         if answer.is_success:
             return await answered(answer)
         body, _ = await _read(answer, ledger.settings.proxy.max_answer_bytes)
     except httpx.HTTPError as exc:
-        await call.settle(Outcome.UPSTREAM_ERROR, None)
         log.warning("upstream failed: %s", type(exc).__name__)
-        return openai_error(502, "upstream_unavailable", "the model provider did not answer")
+        failed = openai_error(502, "upstream_unavailable", "the model provider did not answer")
+        return Answered(failed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
     except AnswerTooLarge:
-        await call.settle(Outcome.UPSTREAM_ERROR, None)
         log.warning("an upstream answer passed [proxy] max_answer_bytes; not passed on")
         message = "the model provider's answer is larger than this proxy passes on"
-        return openai_error(502, "upstream_answer_too_large", message)
+        failed = openai_error(502, "upstream_answer_too_large", message)
+        return Answered(failed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
     except BaseException:
-        await Call.quietly(call.settle(Outcome.UPSTREAM_ERROR, None))
+        await asyncio.shield(call.settle(Outcome.UPSTREAM_ERROR, None))
         raise
-    await call.settle(Outcome.UPSTREAM_ERROR, None)
     if answer.status_code in _OURS:  # creditsd's own key or account: not the client's doing
         log.error("the upstream refused creditsd's call (HTTP %d)", answer.status_code)
-        return openai_error(502, "upstream_refused", "the model provider refused the call")
+        refused = openai_error(502, "upstream_refused", "the model provider refused the call")
+        return Answered(refused, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
     headers = {name: answer.headers[name] for name in _PASSED_ON if name in answer.headers}
     headers.update(_headers(call))
-    return Response(body, answer.status_code, headers=headers, media_type="application/json")
+    passed = Response(body, answer.status_code, headers=headers, media_type="application/json")
+    return Answered(passed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
 
 
 class Answered(Response):
-    """A whole answer, passed on first; its call is settled once it has gone (the hold
-    already covers it), or once sending it failed: either way, exactly once."""
+    """An answer, passed on first; its call is settled once it has gone (the hold already
+    covers it), or once sending it failed: either way, exactly once, and no client waits
+    for the ledger."""
 
-    def __init__(self, body: bytes, call: Call, settle: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(body, 200, headers=_headers(call), media_type="application/json")
+    def __init__(self, answer: Response, settle: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(answer.body, answer.status_code)
+        self.raw_headers = answer.raw_headers
         self.settle = settle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            await asyncio.shield(Call.quietly(self.settle()))
+            await asyncio.shield(self.settle())
 
 
 class AnswerTooLarge(Exception):
@@ -328,6 +336,11 @@ async def _read(answer: httpx.Response, limit: int) -> tuple[bytes, Any]:
         return body, jsonio.loads(body)
     except jsonio.JSONError:
         return body, None
+
+
+def _whole(body: bytes, call: Call) -> Response:
+    """A whole answer of the upstream's, as the client gets it."""
+    return Response(body, 200, headers=_headers(call), media_type="application/json")
 
 
 def _headers(call: Call) -> dict[str, str]:

@@ -39,7 +39,8 @@ import logging
 import math
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -47,8 +48,8 @@ import httpx
 
 from creditsd import db
 from creditsd.config import ProxySettings
-from creditsd.errors import CreditsError, InvalidRequest
-from creditsd.ledger.errors import InsufficientCredits
+from creditsd.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.ledger.errors import HoldNotOpen, InsufficientCredits
 from creditsd.ledger.models import Hold
 from creditsd.pricing.catalog import Catalog, TokenUse, ZeroPrice
 from creditsd.pricing.providers import (
@@ -64,6 +65,8 @@ if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
 
 log = logging.getLogger("creditsd.proxy")
 
+CAPTURE_RETRY_FIRST = 0.1  # seconds before a capture the database refused is tried again
+CAPTURE_RETRY_MOST = 5.0  # the longest wait between two tries
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
 
 
@@ -237,42 +240,37 @@ class Call:
     clamped: bool
     usage_format: UsageFormat  # how the call's API writes its usage
     overhead: float = 0.0  # seconds creditsd spent on the call, upstream time excluded
-    extended_at: float = field(default_factory=time.monotonic)  # the hold's last (re)start
+    finished_at: datetime | None = None  # when the upstream was done with it
+    keeper: asyncio.Task[None] | None = None  # extends the hold until the call is settled
 
     @property
     def overhead_ms(self) -> str:
         """The overhead in milliseconds, for the ``X-Creditsd-Overhead-Ms`` header."""
         return f"{self.overhead * 1000:.3f}"
 
-    async def keep_alive(self, until: asyncio.Future[Any]) -> None:
-        """Extend the hold each time half its life has passed, until ``until`` is done:
-        however long the upstream takes and however slowly the client reads."""
-        settings = self.ledger.settings.proxy
+    def keep(self) -> None:
+        """Keep the hold alive until the call is settled: however long the upstream takes,
+        however slowly the client reads, and while a capture waits for the database."""
+        self.keeper = asyncio.ensure_future(self._keep_alive())
+
+    async def _keep_alive(self) -> None:
+        """Extend the hold each time half its life has passed; a failed extension is
+        logged and tried again at the next half-life."""
+        seconds = self.ledger.settings.proxy.hold_seconds
         while True:
-            due = self.extended_at + settings.hold_seconds / 2 - time.monotonic()
-            done, _ = await asyncio.wait({until}, timeout=max(due, 0))
-            if done:
-                return
-            self.extended_at = time.monotonic()
+            await asyncio.sleep(seconds / 2)
             try:
-                await self.ledger.extend_hold(self.hold.id, settings.hold_seconds)
-            except (CreditsError, *db.OUTAGES) as exc:  # tried again at the next half-life
+                await self.ledger.extend_hold(self.hold.id, seconds)
+            except HoldNotOpen:
+                return
+            except (CreditsError, *db.OUTAGES) as exc:
                 repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
 
     async def settle(self, outcome: Outcome, usage: Any, delivered_chars: int = 0) -> None:
         """Capture what a chat call costs by the rules above (``delivered_chars``: the
         output characters it delivered), releasing the rest; or release it all when it
-        costs nothing."""
+        costs nothing. Never raises (see :meth:`_charge`)."""
         await self._charge(outcome, *self._cost(usage, delivered_chars))
-
-    @staticmethod
-    async def quietly(settling: Awaitable[None]) -> None:
-        """A settlement once the client has its answer: a failure is logged and the hold
-        left to expire (the call is then free), since there is no one left to tell."""
-        try:
-            await settling
-        except (CreditsError, *db.OUTAGES) as exc:
-            repeats.say(log, f"a call could not be settled; its hold will expire: {exc}")
 
     async def settle_images(self, outcome: Outcome, images: int) -> None:
         """Capture the images an image call generated, apiece; none cost nothing."""
@@ -291,19 +289,53 @@ class Call:
         await self._charge(outcome, use, billed_on)
 
     async def _charge(self, outcome: Outcome, use: TokenUse | None, billed_on: str) -> None:
-        if use is None:
-            await self.ledger.release_hold(self.hold.id)
-            log.info("call %s: %s, nothing charged", self.hold.id, outcome)
-            return
-        metadata = {
-            **(self.hold.metadata or {}),
-            "proxy_outcome": str(outcome),
-            "proxy_billed_on": billed_on,
-        }
+        """Settle once the upstream is done with the call, the client having its answer:
+        nobody is left to tell of a failure, so none is raised. A capture the database
+        cannot take now is retried until it can, the hold kept alive meanwhile; one that
+        lands after the hold expired is still charged (``finished_at``). A release that
+        fails is left to the hold's expiry: the call costs nothing either way."""
+        self.finished_at = self.finished_at or self.ledger.now()
         try:
-            await self.ledger.capture_hold(self.hold.id, use=use, metadata=metadata, app=self.app)
-        except ZeroPrice:  # too little to cost a minor unit at the ledger's scale
-            await self._charge(outcome, None, "nothing")
+            if use is not None:
+                metadata = {
+                    **(self.hold.metadata or {}),
+                    "proxy_outcome": str(outcome),
+                    "proxy_billed_on": billed_on,
+                }
+                if await self._capture(use, metadata):
+                    return
+            try:
+                await self.ledger.release_hold(self.hold.id)
+            except (CreditsError, *db.OUTAGES) as exc:
+                repeats.say(log, f"a call's hold could not be released; it will expire: {exc}")
+            log.info("call %s: %s, nothing charged", self.hold.id, outcome)
+        finally:
+            if self.keeper is not None:
+                self.keeper.cancel()
+
+    async def _capture(self, use: TokenUse, metadata: dict[str, Any]) -> bool:
+        """Capture ``use``, retrying while the database is out; False when it costs
+        nothing at the ledger's scale (the hold is then to be released)."""
+        delay = CAPTURE_RETRY_FIRST
+        while True:
+            try:
+                await self.ledger.capture_hold(
+                    self.hold.id,
+                    use=use,
+                    metadata=metadata,
+                    app=self.app,
+                    finished_at=self.finished_at,
+                )
+            except ZeroPrice:  # too little to cost a minor unit at the ledger's scale
+                return False
+            except (Unavailable, *db.OUTAGES) as exc:
+                repeats.say(log, f"a call's capture waits for the database: {db.described(exc)}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, CAPTURE_RETRY_MOST)
+                continue
+            except CreditsError as exc:
+                repeats.say(log, f"a call could not be settled: {exc.code}: {exc.message}")
+            return True
 
     def _used(self, usage: Any) -> TokenUse | None:
         """``usage`` as the call's API writes it, in the catalog's counts; None when there

@@ -212,10 +212,11 @@ class RelayedStream(Response):
     stream ends (finished, failed, or hung up on), however far the client has read.
 
     The upstream is read as fast as it writes into a :class:`Backlog` the client takes from
-    at its own pace, while the hold is extended on a timer. A client that leaves before the
-    upstream's end, or takes nothing for ``[proxy] send_timeout_seconds`` and is cut, is
-    billed by ``[proxy] on_client_disconnect``: ``"finish"`` reads the upstream on to its
-    end, ``"delivered"`` hangs up on it and counts only what reached the client.
+    at its own pace, while the call keeps its hold alive (:meth:`Call.keep`). A client
+    that leaves before the upstream's end, or takes nothing for ``[proxy]
+    send_timeout_seconds`` and is cut, is billed by ``[proxy] on_client_disconnect``:
+    ``"finish"`` reads the upstream on to its end, ``"delivered"`` hangs up on it and
+    counts only what reached the client.
     """
 
     def __init__(
@@ -322,7 +323,7 @@ class RelayedStream(Response):
     async def _settle(self, reading: asyncio.Future[None]) -> None:
         """Once the upstream's stream is over, settle on its usage, else on the output it
         wrote: all of it, but for an upstream hung up on, only what reached the client."""
-        await self.call.keep_alive(until=reading)
+        await asyncio.wait({reading})
         await self.answer.aclose()  # an upstream hung up on hears it now
         if self.broke_off or self.relay.failed:
             outcome = Outcome.UPSTREAM_ERROR
@@ -331,4 +332,4 @@ class RelayedStream(Response):
         else:
             outcome = Outcome.COMPLETED
         delivered = self.sent_chars if reading.cancelled() else self.read_chars
-        await self.call.quietly(self.call.settle(outcome, self.relay.usage, delivered))
+        await self.call.settle(outcome, self.relay.usage, delivered)
