@@ -24,9 +24,9 @@ from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 
 TEXT = "Hello! How can I help?"  # the upstream's answer, in seven pieces when streamed
 # A minor unit is 10⁻⁴ credit, 10⁻⁶ USD: an input token costs 0.15 of one, an output
-# token 0.6. A prompt of "x" × 3,998 is 4,000 characters of JSON, estimated at 1,000 tokens.
+# token 0.6. A call's input is estimated offline at its body's size in bytes over 4, rounded
+# up (see test_streams); "x" × 3,998 is 4,000 bytes of the body that carries it.
 LONG = "x" * 3_998
-LONG_PROMPT = 150  # its 1,000 tokens × 0.15
 
 
 async def stream_events(client: openai.AsyncOpenAI, **call: Any) -> list[ResponseStreamEvent]:
@@ -107,21 +107,22 @@ async def test_cached_and_reasoning_tokens_are_priced_as_chat_prices_them(
 @pytest.mark.parametrize(
     ("fields", "held"),
     [
-        # "Hi" is 4 characters of JSON, 1 token (0.15), and 100 output tokens 60: 60.15.
-        ({}, 60),
-        # Instructions of 4,000 characters add 1,000 tokens, 150: 210.15.
-        ({"instructions": LONG}, 210),
-        # A tool of 4,000 characters adds 150 more: 360.15.
+        # '{"model":"openai/gpt-4o-mini","input":"Hi","max_output_tokens":100}' is 67 bytes,
+        # 17 tokens (2.55), and 100 output tokens 60: 62.55, held as 63.
+        ({}, 63),
+        # Instructions add 4,016 bytes: 4,083, 1,021 tokens (153.15) and 60: 213.15.
+        ({"instructions": LONG}, 213),
+        # A tool adds 4,009 more: 8,092 bytes, 2,023 tokens (303.45) and 60: 363.45.
         (
             {
                 "instructions": LONG,
                 "tools": [{"type": "function", "name": "f", "description": "y" * 3_951}],
             },
-            360,
+            363,
         ),
-        # Input items count as messages, 4 tokens apiece (JSON of 71 characters,
-        # 18 tokens, and 8): 26 tokens, 3.9 + 60 = 63.9.
-        ({"input": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Ho"}]}, 64),
+        # Two input items make the body 126 bytes, 32 tokens (31.5 rounded up: 4.8) and
+        # 60: 64.8, held as 65.
+        ({"input": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "Ho"}]}, 65),
     ],
 )
 async def test_the_hold_counts_the_input_instructions_and_tools_and_the_cap(
@@ -199,7 +200,9 @@ async def test_the_default_cap_is_held_for_and_sent_upstream(
     ledger = await make_ledger(
         proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY, "default_max_tokens": 300}
     )
-    await ledger.grant("user_1", 180)  # "Hi" (0.15) and 300 output tokens (180): 180.15
+    # '{"model":"openai/gpt-4o-mini","input":"Hi"}' is 43 bytes, 11 tokens (1.65), and 300
+    # output tokens 180: 181.65, held as 182.
+    await ledger.grant("user_1", 182)
     assert (await post(ledger, "/responses", {"model": MODEL, "input": "Hi"})).status_code == 200
     ((_headers, sent),) = upstream.requests
     assert sent["max_output_tokens"] == 300
@@ -208,19 +211,21 @@ async def test_the_default_cap_is_held_for_and_sent_upstream(
 async def test_a_cap_the_balance_cannot_cover_is_clamped_when_the_call_asks(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:
-    # 59 covers "Hi" (0.15) and 98 output tokens (58.8): 58.95, rounded to 59; 99 is 59.55.
+    # The SDK's body, '{"model":"openai/gpt-4o-mini","input":"Hi","max_output_tokens":1000}',
+    # is 68 bytes, 17 tokens (2.55): 59 covers 94 output tokens (56.4): 58.95, rounded to
+    # 59; 95 would be 59.55, rounded to 60.
     await proxied.grant("user_1", 59)
-    upstream.response_usage = {"input_tokens": 1, "output_tokens": 98, "total_tokens": 99}
+    upstream.response_usage = {"input_tokens": 17, "output_tokens": 94, "total_tokens": 111}
     answer = await client.responses.with_raw_response.create(
         model=MODEL,
         input="Hi",
         max_output_tokens=1_000,
         extra_headers={"X-Creditsd-Clamp": "true"},
     )
-    assert answer.headers["X-Creditsd-Max-Tokens"] == "98"
+    assert answer.headers["X-Creditsd-Max-Tokens"] == "94"
     ((_headers, sent),) = upstream.requests
-    assert sent["max_output_tokens"] == 98
-    assert await settled(proxied) == (0, 0)
+    assert sent["max_output_tokens"] == 94
+    assert await settled(proxied) == (0, 0)  # the usage is the estimate: 58.95, so 59
 
 
 async def test_a_proxy_key_pays_for_its_own_account(
@@ -244,8 +249,9 @@ async def test_an_answer_without_usage_is_billed_on_what_was_delivered(
     upstream.response_usage = None
     response = await client.responses.create(model=MODEL, input=LONG)
     assert response.output_text == TEXT
-    # The prompt's 1,000 tokens (150) and 22 characters delivered (6 tokens, 3.6): 153.6.
-    assert await settled(proxied) == (10 * proxied.money.unit - 154, 0)
+    # The input's 1,010 tokens (a body of 4,039 bytes: 151.5) and 22 characters delivered
+    # (6 tokens, 3.6): 155.1, rounded to 155.
+    assert await settled(proxied) == (10 * proxied.money.unit - 155, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert capture.metadata["proxy_billed_on"] == "delivered"
@@ -293,8 +299,9 @@ async def test_an_upstream_failure_mid_stream_reaches_the_client_and_bills_what_
     events = await stream_events(client, input=LONG)
     assert streamed_text(events) == "Hello!"  # three pieces, then the failure
     assert events[-1].type == last
-    # Delivered: the prompt's estimate (150) and "Hello!" (6 characters, 2 tokens, 1.2).
-    assert await settled(proxied) == (10 * proxied.money.unit - 151, 0)
+    # Delivered: the input's estimate (a body of 4,053 bytes with "stream":true, 1,014
+    # tokens: 152.1) and "Hello!" (6 characters, 2 tokens: 1.2): 153.3, rounded to 153.
+    assert await settled(proxied) == (10 * proxied.money.unit - 153, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert (capture.metadata["proxy_outcome"], capture.metadata["proxy_billed_on"]) == (
@@ -354,9 +361,10 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             "usage",
         )
     else:
-        # The prompt's 1,000 tokens (150) and "Hello" (5 characters, 2 tokens: 1.2): 151.
+        # The input's 1,014 tokens (a body of 4,053 bytes: 152.1) and "Hello" (5
+        # characters, 2 tokens: 1.2): 153.3, rounded to 153.
         assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - 151,
+            10 * ledger.money.unit - 153,
             "delivered",
         )
 

@@ -181,10 +181,9 @@ async def test_a_response_failing_mid_stream_reaches_the_sdk_and_bills_what_was_
     report = await run_sdk(proxied, "stream", "openai.mjs")
     assert report["text"] == "Hello!"  # three pieces, then the failure
     assert (report["error"]["message"], report["finishReason"]) == (message, "error")
-    # Delivered: the prompt's estimate (the provider's input item is 63 characters of JSON,
-    # 16 tokens, and 4 for the item: 20 × 0.15 = 3.0) and "Hello!" (6 characters, 2 tokens
-    # × 0.6 = 1.2): 4.2, rounded to 4 minor units.
-    assert await settled(proxied) == (FUNDS - 4, 0)
+    # Delivered: the input's estimate (the provider's body is 141 bytes, 36 tokens × 0.15 =
+    # 5.4) and "Hello!" (6 characters, 2 tokens × 0.6 = 1.2): 6.6, rounded to 7 minor units.
+    assert await settled(proxied) == (FUNDS - 7, 0)
     (capture,) = await captures(proxied)
     assert capture.metadata is not None
     assert capture.metadata["proxy_billed_on"] == "delivered"
