@@ -242,6 +242,29 @@ async def test_a_proxy_key_pays_for_its_own_account(
     assert len(upstream.requests) == 1
 
 
+@pytest.mark.parametrize("chained", ["previous_response_id", "conversation"])
+async def test_an_end_users_key_cannot_chain_on_stored_responses(
+    proxied: Ledger, http: httpx.AsyncClient, upstream: Upstream, chained: str
+) -> None:
+    """Every caller's responses are stored under the proxy's one upstream key: a proxy
+    key's calls are not stored, and may not name a stored response or conversation (one
+    end user could otherwise chain on another's); an app key's go as sent."""
+    await proxied.grant("user_2", 10 * proxied.money.unit)
+    key = await mint(http, await create_key(proxied, "app"), "user_2")
+    end_user = sdk(http, key["secret"])
+    with pytest.raises(openai.BadRequestError) as refused:
+        await end_user.responses.create(model=MODEL, input="Hi", **{chained: "resp_someone_elses"})
+    assert (refused.value.code, refused.value.param) == ("invalid_request", chained)
+    assert upstream.requests == []
+    await end_user.responses.create(model=MODEL, input="Hi", store=True)
+    app = sdk(http, await create_key(proxied, "app"), **{"X-Creditsd-Account": "user_2"})
+    await app.responses.create(model=MODEL, input="Hi", **{chained: "resp_mine"})
+    (_, by_key), (_, by_app) = upstream.requests
+    assert by_key["store"] is False
+    assert by_app[chained] == "resp_mine" and "store" not in by_app
+    assert await settled(proxied, "user_2") == (10 * proxied.money.unit - 2 * FULL_PRICE, 0)
+
+
 async def test_an_answer_without_usage_is_billed_on_what_was_delivered(
     proxied: Ledger, client: openai.AsyncOpenAI, upstream: Upstream
 ) -> None:
@@ -402,11 +425,24 @@ def test_every_kind_of_output_delta_counts_as_delivered() -> None:
             event("response.function_call_arguments.delta", delta='{"a":1}'),
             event("response.reasoning_text.delta", delta="think"),
             event("response.reasoning_summary_text.delta", delta="sum"),
+            event(
+                "response.output_item.added",
+                output_index=1,
+                item={"type": "function_call", "name": "fn", "arguments": "", "call_id": "c"},
+            ),
+            event(
+                "response.output_item.added",
+                output_index=2,
+                item={"type": "custom_tool_call", "name": "py", "input": "", "call_id": "d"},
+            ),
+            event("response.custom_tool_call_input.delta", delta="x=1"),
+            event("response.output_audio_transcript.delta", delta="said"),
             event("response.output_text.done", text="Hello"),  # the whole again: not counted
+            event("response.output_item.done", item={"type": "function_call", "name": "fn"}),
             event("response.custom_event.delta", delta=7),
         ]
     )
-    assert relay.feed(stream) == (stream, len('Hellono{"a":1}thinksum'))
+    assert relay.feed(stream) == (stream, len('Hellono{"a":1}thinksumfnpyx=1said'))
     assert not relay.failed and relay.usage is None
 
 
@@ -445,6 +481,7 @@ def test_a_whole_response_counts_its_output_items() -> None:
     output = [
         {"type": "reasoning", "summary": [{"type": "summary_text", "text": "sum"}]},
         {"type": "function_call", "arguments": '{"a":1}', "name": "f", "call_id": "c"},
+        {"type": "custom_tool_call", "input": "x=1", "name": "py", "call_id": "d"},
         {
             "type": "message",
             "content": [
@@ -455,5 +492,5 @@ def test_a_whole_response_counts_its_output_items() -> None:
         {"type": "web_search_call", "status": "completed"},
         "odd",
     ]
-    assert ResponsesRelay().answer_chars({"output": output}) == len('sum{"a":1}Hellono')
+    assert ResponsesRelay().answer_chars({"output": output}) == len('sumf{"a":1}pyx=1Hellono')
     assert ResponsesRelay().answer_chars({"output": 5}) == 0

@@ -122,7 +122,8 @@ async def create_response(
     is ``max_output_tokens`` (else ``[proxy] default_max_tokens``, then sent upstream); the
     usage is the response's own, and a stream's events reach the client as the upstream
     wrote them. A background response is 400: its usage would come only with a later
-    fetch, which the proxy does not serve.
+    fetch, which the proxy does not serve. A proxy key's calls are not stored upstream and
+    may not name stored ones (400).
     """
     started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
     read = await _json_object(request, ledger)
@@ -131,6 +132,8 @@ async def create_response(
     body, payload = read
     model = service.priced_model(await ledger.catalog(), payload)
     asked = responses.responses_call(payload, body, ledger.settings.proxy.default_max_tokens)
+    if payer.proxy_key_id is not None:
+        responses.for_end_user(payload)
     call = await service.open_call(
         ledger,
         payer,

@@ -4,8 +4,8 @@ A response's cost is bounded by ``max_output_tokens`` (``[proxy] default_max_tok
 the call names none, and then sent upstream). Its usage is ``response.usage``: in the
 answer, or in the ``response.completed`` event that ends a stream (``.incomplete`` when
 the cap cut it short); ``response.failed`` and ``error`` events are an upstream failure.
-What was delivered is counted in text, refusal, function-call argument and reasoning
-(text and summary) characters.
+What was delivered is counted in text, refusal, reasoning (text and summary) and audio
+transcript characters, and each function or custom tool call's name and input.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ DELTAS = frozenset(
         "response.function_call_arguments.delta",
         "response.reasoning_text.delta",
         "response.reasoning_summary_text.delta",
+        "response.custom_tool_call_input.delta",
+        "response.output_audio_transcript.delta",
     }
 )
+CALLS = {"function_call": "arguments", "custom_tool_call": "input"}  # a call item's input
 
 
 def responses_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCall:
@@ -47,6 +50,19 @@ def responses_call(payload: dict[str, Any], body: bytes, default_cap: int) -> Mo
     cap = whole_number(payload, CAP_FIELD, MAX_CAP) or default_cap
     use = TokenUse(payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap)
     return ModelCall(use, 1, streamed(payload))
+
+
+CHAINS = ("previous_response_id", "conversation")  # what names responses stored before
+
+
+def for_end_user(payload: dict[str, Any]) -> None:
+    """Keep a call an end user's proxy key pays for to itself: every caller's responses
+    would be stored under the proxy's one upstream key, so it is sent with ``store:
+    false``, and naming a stored response or conversation is :class:`InvalidCall` (400)."""
+    for name in CHAINS:
+        if payload.get(name) is not None:
+            raise InvalidCall(name, "is not available to proxy keys: stored responses are shared")
+    payload["store"] = False
 
 
 class ResponsesRelay(Relay):
@@ -71,26 +87,28 @@ class ResponsesRelay(Relay):
             self.usage = exactly(payload, chunk)["response"]["usage"]
         delta = chunk.get("delta")
         delivered = len(delta) if kind in DELTAS and isinstance(delta, str) else 0
+        if kind == "response.output_item.added":  # a call's name; its input comes in deltas
+            item = chunk.get("item")
+            if isinstance(item, dict) and item.get("type") in CALLS:
+                delivered += _chars(item.get("name"))
         return event + b"\n\n", delivered
 
     def answer_chars(self, answer: dict[str, Any]) -> int:
         """The output characters of a whole response: its items' text, refusals,
-        function-call arguments, reasoning text and summaries."""
+        reasoning text and summaries, and each function or custom tool call's name and
+        input."""
         count = 0
         items = answer.get("output")
         for item in items if isinstance(items, list) else ():
             if not isinstance(item, dict):
                 continue
-            arguments = item.get("arguments")
-            if item.get("type") == "function_call" and isinstance(arguments, str):
-                count += len(arguments)
+            if (given := CALLS.get(str(item.get("type")))) is not None:
+                count += _chars(item.get("name")) + _chars(item.get(given))
             for name in ("content", "summary"):  # a message's parts, a reasoning item's
                 parts = item.get(name)
                 for part in parts if isinstance(parts, list) else ():
-                    for field in ("text", "refusal"):
-                        text = part.get(field) if isinstance(part, dict) else None
-                        if isinstance(text, str):
-                            count += len(text)
+                    if isinstance(part, dict):
+                        count += _chars(part.get("text")) + _chars(part.get("refusal"))
         return count
 
     def interruption(self) -> bytes:
@@ -103,3 +121,8 @@ class ResponsesRelay(Relay):
             "sequence_number": self.sequence + 1,
         }
         return b"event: error\ndata: " + jsonio.render(error) + b"\n\n"
+
+
+def _chars(text: Any) -> int:
+    """The characters of ``text`` when it is a string (a model's output), else none."""
+    return len(text) if isinstance(text, str) else 0
