@@ -258,7 +258,7 @@ async def test_an_end_users_key_cannot_chain_on_stored_responses(
     assert upstream.requests == []
     await end_user.responses.create(model=MODEL, input="Hi", store=True)
     app = sdk(http, await create_key(proxied, "app"), **{"X-Creditsd-Account": "user_2"})
-    await app.responses.create(model=MODEL, input="Hi", **{chained: "resp_mine"})
+    await app.responses.create(model=MODEL, input="Hi", extra_body={chained: "resp_mine"})
     (_, by_key), (_, by_app) = upstream.requests
     assert by_key["store"] is False
     assert by_app[chained] == "resp_mine" and "store" not in by_app
