@@ -253,7 +253,9 @@ async def test_an_end_users_key_cannot_chain_on_stored_responses(
     key = await mint(http, await create_key(proxied, "app"), "user_2")
     end_user = sdk(http, key["secret"])
     with pytest.raises(openai.BadRequestError) as refused:
-        await end_user.responses.create(model=MODEL, input="Hi", **{chained: "resp_someone_elses"})
+        await end_user.responses.create(
+            model=MODEL, input="Hi", extra_body={chained: "resp_someone_elses"}
+        )
     assert (refused.value.code, refused.value.param) == ("invalid_request", chained)
     assert upstream.requests == []
     await end_user.responses.create(model=MODEL, input="Hi", store=True)
