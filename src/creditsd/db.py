@@ -21,6 +21,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from creditsd import jsonio
+from creditsd import sqlite as sqlite_driver
 from creditsd.config import DatabaseSettings
 from creditsd.errors import RuleViolated, Unavailable
 from creditsd.repeats import repeats
@@ -54,7 +55,7 @@ def async_url(raw: str) -> URL:
     to the async driver we ship."""
     url = make_url(raw)
     sqlite = url.get_backend_name() == "sqlite"
-    return url.set(drivername="sqlite+aiosqlite" if sqlite else "postgresql+asyncpg")
+    return url.set(drivername=f"sqlite+{sqlite_driver.DRIVER}" if sqlite else "postgresql+asyncpg")
 
 
 def create_engine(database: DatabaseSettings | str) -> AsyncEngine:
