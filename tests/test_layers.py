@@ -24,6 +24,7 @@ _KIT = {
     "pagination",
     "price_settings",
     "repeats",
+    "sqlite",
     "tables",
 }
 _ENGINE = {"ledger", "audit"}
@@ -111,10 +112,15 @@ def test_the_in_process_api_is_the_package_s_ledger() -> None:
 
 # Only entry points open, commit or roll back transactions: the surfaces; group commit,
 # which opens the one transaction a batch of concurrent requests shares; the migrations,
-# run before any work; and the kit's ``db`` that they all call.
+# run before any work; and the kit's ``db`` that they all call, with its SQLite driver.
 _DB_CALLS = {"run", "transaction"}
 _CONNECTION_CALLS = {"connect", "begin", "begin_nested", "commit", "rollback"}
-_OPENS_TRANSACTIONS = {"creditsd.db", "creditsd.ledger.batching", "creditsd.migrations"}
+_OPENS_TRANSACTIONS = {
+    "creditsd.db",
+    "creditsd.sqlite",
+    "creditsd.ledger.batching",
+    "creditsd.migrations",
+}
 
 
 def transaction_calls(path: Path) -> list[str]:

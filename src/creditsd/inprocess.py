@@ -464,12 +464,13 @@ class Ledger:
             CHARGES.labels("charge").inc()
         return transfer
 
-    async def _submit(self, entry: Submitted) -> posting_engine.Outcome:
+    async def _submit(self, entry: Submitted, *, patient: bool = False) -> posting_engine.Outcome:
         """Write one entry of the posting engine: in a group's batch when group commit is
-        on. As in a group's batch, a refusal is raised once the transaction has committed
-        (a first touch that created the account stays)."""
+        on (``patient``: nobody is waiting for it, see ``GroupCommit.submit``). As in a
+        group's batch, a refusal is raised once the transaction has committed (a first
+        touch that created the account stays)."""
         if self._group is not None:
-            return await self._group.submit(entry)
+            return await self._group.submit(entry, patient=patient)
         (outcome,) = await self._write(
             lambda conn, now: posting_engine.post(conn, [entry], self.policy, now)
         )
@@ -567,6 +568,7 @@ class Ledger:
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
         finished_at: datetime | None = None,
+        patient: bool = False,
     ) -> tuple[Hold, Transfer]:
         """Charge ``amount``, or what ``use`` actually cost, against a hold.
 
@@ -574,7 +576,8 @@ class Ledger:
         follows ``[holds] overrun``. Without an idempotency key a final capture uses one
         derived from the hold, so settling the same hold twice never charges twice.
         ``finished_at``: when the work it pays for ended, for a capture a database outage
-        delayed (a hold still open then is captured even if it expired since).
+        delayed (a hold still open then is captured even if it expired since);
+        ``patient``: nobody is waiting for the answer, so it may share a batch to come.
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
@@ -592,7 +595,7 @@ class Ledger:
             finished_at=finished_at,
         )
         with _refusals_counted("capture"):
-            settled = await self._submit(entry)
+            settled = await self._submit(entry, patient=patient)
         assert isinstance(settled, posting_engine.Settled)
         return settled.hold, settled.transfer
 
@@ -614,9 +617,10 @@ class Ledger:
         )
         return results
 
-    async def release_hold(self, hold_id: str) -> Hold:
-        """Give back what a hold reserves; a released or expired hold is left as it is."""
-        released = await self._submit(posting_engine.Void(hold_id))
+    async def release_hold(self, hold_id: str, *, patient: bool = False) -> Hold:
+        """Give back what a hold reserves; a released or expired hold is left as it is
+        (``patient``: see :meth:`capture_hold`)."""
+        released = await self._submit(posting_engine.Void(hold_id), patient=patient)
         assert isinstance(released, Hold)
         return released
 

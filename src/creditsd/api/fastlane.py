@@ -1,60 +1,81 @@
-"""``POST /v1/charges`` without FastAPI's per-request machinery.
+"""The hottest routes without FastAPI's per-request machinery: ``POST /v1/charges`` and
+the proxy's model calls (``POST /openai/v1/chat/completions`` and ``/responses``).
 
 FastAPI's routing, dependency solving and exception middleware cost about 350 µs of CPU
-per charge, three times what the write itself costs in-process (``bench/http``). The
-charge endpoint is served here instead, in front of the app: the same endpoint function
-is called with the arguments FastAPI would build, from the same parts (the strict JSON
-reader, the body model, the key cache and scopes, the header's type, in FastAPI's order:
-body syntax, key, then every field problem at once), and every failure is answered by
-the same :func:`~creditsd.api.errors.error_response`. It names FastAPI's route in the
-scope, as FastAPI's router would, for the access log and metrics. Its OpenAPI description
-stays FastAPI's; every other request goes on to FastAPI.
+per charge, three times what the write itself costs in-process (``bench/http``), and a
+sixth of a proxied call. These routes are served here instead, in front of the app: the
+same endpoint function is called with the arguments FastAPI would build, from the same
+parts (the strict JSON reader, the body model, the key cache and scopes, the payer
+dependency, the headers' types), in FastAPI's order (a dependency's own parameters, the
+dependency, the endpoint's parameters, every parameter problem at once; for a charge the
+body's syntax first), and every failure is answered by the same
+:func:`~creditsd.api.errors.error_response`. Each names FastAPI's route in the scope, as
+FastAPI's router would, for the access log and metrics. Their OpenAPI description stays
+FastAPI's; every other request goes on to FastAPI. ``tests/api/test_fastlane.py`` sends
+the same requests both ways and compares the answers.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import TypeAdapter, ValidationError
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from creditsd.api.auth import authenticate, ledger_of
+from creditsd.api.auth import authenticate, bearer, ledger_of
 from creditsd.api.errors import error_response
 from creditsd.api.http import StrictJSONRequest
 from creditsd.fields import IdempotencyKey
 from creditsd.ledger.endpoints import create_charge
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.ledger.schemas import ChargeCreate
+from creditsd.proxy import endpoints as proxy
+from creditsd.proxy.payers import payer
 
 T = TypeVar("T")
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
+_ACCOUNT_HEADER = "x-creditsd-account"
+_CLAMP_HEADER = "x-creditsd-clamp"
 _key_header: TypeAdapter[str | None] = TypeAdapter(IdempotencyKey | None)
 _charge_body: TypeAdapter[ChargeCreate] = TypeAdapter(ChargeCreate)
-_ROUTE = next(
-    route
-    for route in ledger_router.routes
-    if isinstance(route, APIRoute) and route.endpoint is create_charge
+_account_header: TypeAdapter[str | None] = TypeAdapter(
+    Annotated[str, StringConstraints(max_length=255)] | None
 )
+_clamp_header: TypeAdapter[bool | None] = TypeAdapter(bool | None)
+
+Lane = Callable[[Request], Awaitable[Response]]
+
+
+def _route(router_routes: list[Any], endpoint: Callable[..., Any]) -> APIRoute:
+    return next(
+        route
+        for route in router_routes
+        if isinstance(route, APIRoute) and route.endpoint is endpoint
+    )
 
 
 class FastLane:
-    """ASGI middleware answering ``POST /v1/charges`` itself."""
+    """ASGI middleware answering the lanes' routes itself."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/v1/charges":
+        lane = _LANES.get(scope["path"]) if scope["type"] == "http" else None
+        if lane is None or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        scope["route"] = _ROUTE
+        route, serve = lane
+        scope["route"] = route
         request = StrictJSONRequest(scope, receive)
         try:
-            response = await _charge(request)
+            response = await serve(request)
         except Exception as exc:
             response = error_response(request, exc)
         await response(scope, receive, send)
@@ -76,6 +97,32 @@ async def _charge(request: StrictJSONRequest) -> Response:
     return await create_charge(charge, ledger_of(request), key, idempotency_key)
 
 
+def _model_call(
+    endpoint: Callable[..., Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A lane for a proxy route taking the payer and ``X-Creditsd-Clamp``."""
+
+    async def serve(request: Request) -> Response:
+        problems: list[dict[str, Any]] = []
+        account = _validated(
+            _account_header,
+            request.headers.get(_ACCOUNT_HEADER),
+            ("header", _ACCOUNT_HEADER),
+            problems,
+        )
+        paying = None
+        if not problems:  # FastAPI calls a dependency only once its own parameters are valid
+            paying = await payer(request, await bearer(request), account)
+        clamp = _validated(
+            _clamp_header, request.headers.get(_CLAMP_HEADER), ("header", _CLAMP_HEADER), problems
+        )
+        if problems or paying is None:
+            raise RequestValidationError(problems)
+        return await endpoint(request, ledger_of(request), paying, clamp)
+
+    return serve
+
+
 def _validated(
     adapter: TypeAdapter[T], value: Any, where: tuple[str, ...], problems: list[dict[str, Any]]
 ) -> T | None:
@@ -86,3 +133,15 @@ def _validated(
     except ValidationError as exc:
         problems += [{**error, "loc": (*where, *error["loc"])} for error in exc.errors()]
         return None
+
+
+_LANES: dict[str, tuple[APIRoute, Callable[[Any], Awaitable[Response]]]] = {
+    "/v1/charges": (_route(ledger_router.routes, create_charge), _charge),
+    **{
+        path: (_route(proxy.router.routes, endpoint), _model_call(endpoint))
+        for path, endpoint in (
+            ("/openai/v1/chat/completions", proxy.chat_completions),
+            ("/openai/v1/responses", proxy.create_response),
+        )
+    },
+}

@@ -6,9 +6,11 @@ up; the next free lane writes them as one batch of the posting engine and commit
 leaving behind the entries of accounts another lane's batch holds (they would only wait on
 its row locks): those go with the next batch after it. So a hot account's entries gather
 in one lane's batches while many accounts spread over all lanes. An idle lane takes an
-entry at once, so a lone request waits for nobody. Each entry keeps its own outcome (the
-engine refuses an entry alone, never its batch-mates), and nobody is answered before the
-batch has committed.
+entry at once, so a lone request waits for nobody; an entry nobody waits for (a proxied
+call's capture, once its client has the answer) waits a moment for another to start a
+batch, so the capture of one call and the hold of the next share a transaction. Each
+entry keeps its own outcome (the engine refuses an entry alone, never its batch-mates),
+and nobody is answered before the batch has committed.
 
 A batch that fails on a fault (the database down, stalled, or a row locked past
 ``lock_timeout``) answers every member at once (503, :class:`~creditsd.errors.Unavailable`
@@ -42,6 +44,7 @@ BATCH_SIZES = Histogram(
 )
 
 Submitted = posting.Posting | posting.Reservation | posting.HoldEntry
+PATIENCE = 0.002  # seconds a patient entry waits for a batch to join before starting one
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: a row stayed locked past lock_timeout
 
 
@@ -83,19 +86,35 @@ class GroupCommit:
         self._busy: set[str] = set()  # accounts a running batch holds
         self._suspect: set[str] = set()  # accounts whose batch a lock failed: batched alone
         self._flushing = 0  # lanes running; counted here, not by their tasks, see _flush
+        self._waking: asyncio.TimerHandle | None = None  # starts a lane for patient entries
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, entry: Submitted) -> posting.Outcome:
+    async def submit(self, entry: Submitted, *, patient: bool = False) -> posting.Outcome:
         """Write ``entry`` in a coming batch; its outcome once that batch has committed,
-        its refusal raised."""
-        item = _Item(entry, asyncio.get_running_loop().create_future())
+        its refusal raised. A ``patient`` entry (nobody is waiting for it: a call's
+        settlement once its client has the answer) starts no batch of its own for up to
+        :data:`PATIENCE` seconds, so it shares the next one another entry starts."""
+        loop = asyncio.get_running_loop()
+        item = _Item(entry, loop.create_future())
         self._pending.append(item)
+        if not patient:
+            self._start()
+        elif self._waking is None:
+            self._waking = loop.call_later(PATIENCE, self._wake)
+        return await item.future
+
+    def _start(self) -> None:
+        """Start a lane, unless every lane is running (each takes what is pending)."""
         if self._flushing < self._lanes:
             self._flushing += 1
             task = asyncio.create_task(self._flush())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await item.future
+
+    def _wake(self) -> None:
+        self._waking = None
+        if self._pending:
+            self._start()
 
     async def _flush(self) -> None:
         # A lane stops counting the moment it finds nothing to take, with no await in

@@ -305,7 +305,7 @@ class Call:
                 if await self._capture(use, metadata):
                     return
             try:
-                await self.ledger.release_hold(self.hold.id)
+                await self.ledger.release_hold(self.hold.id, patient=True)
             except (CreditsError, *db.OUTAGES) as exc:
                 repeats.say(log, f"a call's hold could not be released; it will expire: {exc}")
             log.info("call %s: %s, nothing charged", self.hold.id, outcome)
@@ -325,6 +325,7 @@ class Call:
                     metadata=metadata,
                     app=self.app,
                     finished_at=self.finished_at,
+                    patient=True,
                 )
             except ZeroPrice:  # too little to cost a minor unit at the ledger's scale
                 return False
