@@ -25,10 +25,10 @@ from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
+from creditsd.proxy.connections import UpstreamClient
 from creditsd.proxy.endpoints import router as proxy_router
 from creditsd.proxy.keys.endpoints import router as proxy_keys_router
 from creditsd.proxy.ratelimit import RateLimiter
-from creditsd.proxy.service import upstream_client
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
 from creditsd.stripe.endpoints import webhooks as stripe_webhooks
@@ -100,7 +100,7 @@ def create_app(
     app.state.ledger = ledger
     app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
     app.state.stripe = billing = StripeBilling(ledger)
-    app.state.proxy = proxy = upstream_client()
+    app.state.proxy = proxy = UpstreamClient(ledger.settings.proxy.timeout_seconds)
     app.state.rate_limiter = RateLimiter()  # the proxy's requests a minute per key
     errors.install(app)
     docs.install(app)

@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Header, Request, Response
 from starlette.types import Receive, Scope, Send
 
@@ -30,6 +29,7 @@ from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
 from creditsd.pricing.providers import OpenAIEmbeddingsUsage, OpenAIResponsesUsage
 from creditsd.proxy import embeddings, responses, service
+from creditsd.proxy.connections import Answer, UpstreamClient, UpstreamError
 from creditsd.proxy.payers import Paying, Reader
 from creditsd.proxy.service import Call, Outcome, Route
 from creditsd.proxy.streams import Relay, RelayedStream
@@ -172,7 +172,7 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
     route = service.route(ledger.settings.proxy, model)
     payload["model"] = route.model
 
-    async def answered(answer: httpx.Response) -> Response:
+    async def answered(answer: Answer) -> Response:
         body, result = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         result = result if isinstance(result, dict) else {}
         data = result.get("data")
@@ -207,7 +207,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
     route = service.route(ledger.settings.proxy, model)
     payload["model"] = route.model
 
-    async def answered(answer: httpx.Response) -> Response:
+    async def answered(answer: Answer) -> Response:
         body, generated = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         images = generated.get("data") if isinstance(generated, dict) else None
         count = len(images) if isinstance(images, list) else 0
@@ -218,11 +218,11 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
 
 def _answering(
     call: Call, relay: Relay, *, streamed: bool
-) -> Callable[[httpx.Response], Awaitable[Response]]:
+) -> Callable[[Answer], Awaitable[Response]]:
     """How a model call's answer is passed on: a stream relayed event by event; a whole
     answer (even to a streamed call) read whole. Either settles the call once sent."""
 
-    async def answered(answer: httpx.Response) -> Response:
+    async def answered(answer: Answer) -> Response:
         if streamed and answer.headers.get("content-type", "").startswith(SSE):
             return RelayedStream(call, answer, relay, _headers(call))
         body, whole = await _read(answer, call.ledger.settings.proxy.max_answer_bytes)
@@ -253,33 +253,28 @@ async def _forward(
     route: Route,
     path: str,
     payload: dict[str, Any],
-    answered: Callable[[httpx.Response], Awaitable[Response]],
+    answered: Callable[[Answer], Awaitable[Response]],
 ) -> Response:
     """Send the held call upstream and pass its answer on (``answered`` makes the
     response, which settles the call once it is sent). A call that gets no answer, a
     refusal, or one that breaks off is settled here: it costs nothing."""
     ledger = call.ledger
-    http: httpx.AsyncClient = request.app.state.proxy
+    upstream: UpstreamClient = request.app.state.proxy
     sent = {
         name: request.headers[name]
         for name in _ATTRIBUTION
         if name in request.headers and request.headers[name].isascii()
     }
-    outgoing = http.build_request(
-        "POST",
-        route.base_url + path,
-        content=jsonio.render(payload),
-        headers={**sent, **route.headers()},
-        timeout=ledger.settings.proxy.timeout_seconds,
-    )
+    content = jsonio.render(payload)
+    headers = {**sent, **route.headers()}
     call.keep()
     try:
-        answer = await http.send(outgoing, stream=True)
+        answer = await upstream.post(route.base_url + path, content, headers)
         if answer.is_success:
             return await answered(answer)
         body, _ = await _read(answer, ledger.settings.proxy.max_answer_bytes)
-    except httpx.HTTPError as exc:
-        log.warning("upstream failed: %s", type(exc).__name__)
+    except UpstreamError as exc:
+        log.warning("upstream failed: %s", exc)
         failed = openai_error(502, "upstream_unavailable", "the model provider did not answer")
         return Answered(failed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
     except AnswerTooLarge:
@@ -321,7 +316,7 @@ class AnswerTooLarge(Exception):
     """An upstream answer longer than ``[proxy] max_answer_bytes``."""
 
 
-async def _read(answer: httpx.Response, limit: int) -> tuple[bytes, Any]:
+async def _read(answer: Answer, limit: int) -> tuple[bytes, Any]:
     """A whole answer's body, at most ``limit`` bytes (else :class:`AnswerTooLarge`), and
     its JSON (None when it is not JSON)."""
     parts: list[bytes] = []

@@ -44,8 +44,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from creditsd import db
 from creditsd.config import ProxySettings
 from creditsd.errors import CreditsError, InvalidRequest, Unavailable
@@ -92,13 +90,6 @@ class Route:
         if self.secret is not None:
             headers["Authorization"] = f"Bearer {self.secret}"
         return headers
-
-
-def upstream_client() -> httpx.AsyncClient:
-    """The client every call goes upstream through: connections kept alive between calls,
-    HTTP/2 where the upstream offers it (over TLS, by ALPN)."""
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60)
-    return httpx.AsyncClient(http2=True, limits=limits)
 
 
 def route(settings: ProxySettings, model: str) -> Route:

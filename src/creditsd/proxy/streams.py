@@ -16,12 +16,12 @@ import logging
 from collections import deque
 from typing import Any
 
-import httpx
 import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from creditsd import jsonio
+from creditsd.proxy.connections import Answer
 from creditsd.proxy.service import Call, Outcome
 
 log = logging.getLogger("creditsd.proxy")
@@ -219,9 +219,7 @@ class RelayedStream(Response):
     counts only what reached the client.
     """
 
-    def __init__(
-        self, call: Call, answer: httpx.Response, relay: Relay, headers: dict[str, str]
-    ) -> None:
+    def __init__(self, call: Call, answer: Answer, relay: Relay, headers: dict[str, str]) -> None:
         super().__init__(media_type="text/event-stream")
         self.call = call
         self.answer = answer

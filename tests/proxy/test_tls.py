@@ -1,5 +1,6 @@
-"""HTTP/2 to an upstream that offers it over TLS (by ALPN), on one kept-alive connection:
-a real HTTP/2 server (Hypercorn) with a certificate from a local CA the process trusts."""
+"""Calls upstream over TLS, verified as the system verifies, on one kept-alive HTTP/1.1
+connection, even to an upstream that offers HTTP/2 too: a real server of both (Hypercorn)
+with a certificate from a local CA the process trusts."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from tests.proxy.upstream import USAGE
 HI = [{"role": "user", "content": "Hi"}]
 
 
-class Http2Upstream:
+class TlsUpstream:
     """An OpenAI-compatible chat route that records each call's HTTP version and the
     client's port (one port: one connection)."""
 
@@ -43,7 +44,7 @@ class Http2Upstream:
                 break
         self.calls.append((scope["http_version"], scope["client"][1]))
         answer = {
-            "id": "chatcmpl-h2",
+            "id": "chatcmpl-tls",
             "object": "chat.completion",
             "created": 1764547200,
             "model": json.loads(sent)["model"],
@@ -63,17 +64,18 @@ class Http2Upstream:
 
 
 @pytest.fixture
-async def h2_upstream(
+async def tls_upstream(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[tuple[str, Http2Upstream]]:
-    """The upstream served over TLS with HTTP/2 offered; its base URL and its record."""
+) -> AsyncIterator[tuple[str, TlsUpstream]]:
+    """The upstream served over TLS, HTTP/2 and HTTP/1.1 offered; its base URL and its
+    record."""
     authority = trustme.CA()
     certificate = authority.issue_cert("localhost")
     ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
     authority.cert_pem.write_to_path(str(ca_file))
     certificate.private_key_pem.write_to_path(str(key_file))
     certificate.cert_chain_pems[0].write_to_path(str(cert_file))
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # httpx trusts it (trust_env)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # what the system trusts, here
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -82,7 +84,7 @@ async def h2_upstream(
     config.certfile, config.keyfile = str(cert_file), str(key_file)
     config.alpn_protocols = ["h2", "http/1.1"]
     config.loglevel = "WARNING"
-    app = Http2Upstream()
+    app = TlsUpstream()
     stopped = asyncio.Event()
     task = asyncio.ensure_future(serve(app, config, shutdown_trigger=stopped.wait))  # type: ignore[arg-type]
     for _ in range(200):
@@ -100,11 +102,11 @@ async def h2_upstream(
         await task
 
 
-async def test_calls_go_upstream_over_one_http2_connection_and_are_billed(
-    make_ledger: LedgerFactory, h2_upstream: tuple[str, Http2Upstream]
+async def test_calls_go_upstream_over_one_tls_connection_and_are_billed(
+    make_ledger: LedgerFactory, tls_upstream: tuple[str, TlsUpstream]
 ) -> None:
-    base_url, upstream = h2_upstream
-    ledger: Ledger = await make_ledger(proxy={"base_url": base_url, "api_key": "sk-h2"})
+    base_url, upstream = tls_upstream
+    ledger: Ledger = await make_ledger(proxy={"base_url": base_url, "api_key": "sk-tls"})
     await ledger.grant("user_1", 10 * ledger.money.unit)
     app = create_app(ledger, sweep=False)
     headers = {
@@ -125,5 +127,5 @@ async def test_calls_go_upstream_over_one_http2_connection_and_are_billed(
     assert answers[0].json()["choices"][0]["message"]["content"] == "Hello!"
     versions = {version for version, _port in upstream.calls}
     ports = {port for _version, port in upstream.calls}
-    assert (len(upstream.calls), versions, len(ports)) == (3, {"2"}, 1)
+    assert (len(upstream.calls), versions, len(ports)) == (3, {"1.1"}, 1)
     assert await settled(ledger) == (10 * ledger.money.unit - 3 * FULL_PRICE, 0)
