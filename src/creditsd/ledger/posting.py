@@ -554,7 +554,11 @@ class _Batch:
                 }
             ),
         )
-        found = await self.sql.read(self.conn, wanted, self.now)
+        found = (
+            statements.Found()
+            if wanted.empty()
+            else await self.sql.read(self.conn, wanted, self.now)
+        )
         self.expired = found.expired
         for closed in found.expired:
             accounts[closed.account_id].move(0, -closed.released)

@@ -1,39 +1,37 @@
 """The posting engine's statements, chosen once per database.
 
-:class:`Statements` is portable SQLAlchemy Core (what SQLite runs): many-row inserts and
-one statement per changed row, which cost nothing in-process. :class:`PostgresStatements`
-replaces the per-row ones by one set-based statement over ``unnest`` arrays, so a batch
-of any size is the same few round trips. :func:`of` is where creditsd chooses by database.
+A batch is the same few steps on either database, each one trip to it whatever the
+batch's size: lock its accounts, read what it needs, write what it did, in constant SQL
+run on the driver itself. :class:`PostgresStatements` runs it on asyncpg, each batch's
+rows passed as arrays to ``unnest``; :class:`SqliteStatements` on the sqlite3 connection
+on aiosqlite's thread, lists passed as JSON arrays to ``json_each``. :class:`Statements`
+is what both share, in portable SQLAlchemy Core. :func:`of` is where creditsd chooses by
+database.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import datetime
-from operator import attrgetter
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import asyncpg
-from sqlalchemy import (
-    Table,
-    and_,
-    bindparam,
-    func,
-    literal_column,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import JSON, Table, and_, literal_column, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import jsonio
+from creditsd import sqlite as sqlite_driver
 from creditsd.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
 from creditsd.tables import (
+    Timestamp,
     account_names,
     accounts,
     holds,
@@ -52,7 +50,6 @@ _T = transfers.c
 _H = holds.c
 _L = lots.c
 _S = lot_spends.c
-_P = proxy_keys.c
 # Written out, not bound: only a literal lets the planner use the partial indexes on live lots.
 LIVE = _L.remaining > literal_column("0")
 
@@ -91,103 +88,41 @@ HOLD_COLUMNS = (
     _H.pricing,
     _H.proxy_key_id,
 )
-
-_LOCK = (
-    select(
-        account_names.c.name,
-        _A.id,
-        _A.balance,
-        _A.held,
-        _A.overdraft_limit,
-        _A.debt,
-        _A.status,
-        _A.lots_expire_at,
-        # Whether it has holds to close: SQLite's writers run one at a time, so what this
-        # reads cannot change before the engine would close them.
-        select(_H.id)
-        .where(
-            _H.account_id == _A.id,
-            _H.status == "open",
-            _H.expires_at <= bindparam("now"),
-        )
-        .exists()
-        .label("holds_due"),
-    )
-    .join(accounts, _A.id == account_names.c.account_id)
-    .where(account_names.c.name.in_(bindparam("names", expanding=True)))
-    .order_by(_A.id)
-    .with_for_update(of=accounts, key_share=True)
+# The columns a batch writes, as both databases' statements name them.
+_HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
+_SETTLED_FIELDS = ("id", "status", "captured", "expires_at", "updated_at")
+_LOT_FIELDS = (
+    "id",
+    "account_id",
+    "source",
+    "amount",
+    "remaining",
+    "priority",
+    "expires_at",
+    "transfer_id",
+    "reference",
+    "created_at",
 )
-# The accounts of the holds a batch names (a hold's account never changes), locked alike.
-_NAMED = holds.alias("named")
-_LOCK_BY_HOLD = (
-    select(_NAMED.c.account_id, _NAMED.c.id, *_LOCK.selected_columns[1:])
-    .select_from(_NAMED.join(accounts, _A.id == _NAMED.c.account_id))
-    .where(_NAMED.c.id.in_(bindparam("hold_ids", expanding=True)))
-    .order_by(_A.id)
-    .with_for_update(of=accounts, key_share=True)
-)
-_LIVE_LOTS = (
-    select(_L.id, _L.account_id, _L.source, _L.remaining, _L.priority, _L.expires_at)
-    .where(_L.account_id.in_(bindparam("account_ids", expanding=True)), LIVE)
-    .order_by(_L.account_id, _L.id)
-)
-_UPDATE_ACCOUNT = (
-    update(accounts)
-    .where(_A.id == bindparam("b_id"))
-    .values(
-        balance=bindparam("b_balance"),
-        held=bindparam("b_held"),
-        debt=bindparam("b_debt"),
-        lots_expire_at=bindparam("b_lots_expire_at"),
-        updated_at=bindparam("b_now"),
-    )
-)
-_SETTLE_HOLD = (
-    update(holds)
-    .where(_H.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        captured=bindparam("b_captured"),
-        expires_at=bindparam("b_expires_at"),
-        updated_at=bindparam("b_updated_at"),
-    )
-)
-_KEY_SPENT = update(proxy_keys).where(_P.id == bindparam("b_id")).values(spent=bindparam("b_spent"))
-_KEYS = select(_P.id, _P.account_id, _P.spend_limit, _P.spent).add_columns(
-    select(func.coalesce(func.sum(_H.amount - _H.captured), 0))
-    .where(
-        _H.proxy_key_id == _P.id,
-        _H.status == "open",
-        _H.expires_at > bindparam("now"),
-    )
-    .scalar_subquery()
-    .label("held"),
-    _P.expires_at,
-    _P.revoked_at,
-)
-_LOWER_LOT = update(lots).where(_L.id == bindparam("b_id")).values(remaining=bindparam("b_left"))
-_EXPIRE_HOLDS = (
-    update(holds)
-    .where(
-        or_(
-            _H.account_id.in_(bindparam("b_account_ids", expanding=True)),
-            _H.id.in_(bindparam("b_hold_ids", expanding=True)),
-        ),
-        _H.status == "open",
-        _H.expires_at <= bindparam("b_now"),
-    )
-    .values(status="expired", updated_at=bindparam("b_now"))
-    .returning(_H.id, _H.account_id, _H.amount - _H.captured)
+_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+_MESSAGE_FIELDS = (
+    "destination",
+    "message_id",
+    "event_type",
+    "account_id",
+    "payload",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
 )
 
 
-Message = dict[str, Any]  # an outbox row: every column _PG_MESSAGE_FIELDS names
+Message = dict[str, Any]  # an outbox row: every column _MESSAGE_FIELDS names
 
 
 @dataclass(frozen=True, slots=True)
 class Written:
-    """What a batch stores after its claim, in one statement on PostgreSQL."""
+    """What a batch stores after its claim, in one trip to the database."""
 
     now: datetime
     holds: Sequence[tuple[Hold, str]]  # new holds, each with its fingerprint: claims too
@@ -212,6 +147,19 @@ class Wanted:
     hold_ids: list[str]  # the holds the batch names
     key_ids: list[str]  # proxy keys paying for new holds (those of named holds come too)
 
+    def empty(self) -> bool:
+        """Nothing to read (a hold opened under a fresh key), so no trip to the database."""
+        return not any(
+            (
+                self.holding,
+                self.lot_owners,
+                self.transfer_keys,
+                self.hold_keys,
+                self.hold_ids,
+                self.key_ids,
+            )
+        )
+
 
 class Key(NamedTuple):
     """A proxy key a batch locked, and what its open, unexpired holds reserve."""
@@ -230,12 +178,12 @@ class Found:
     """What a batch read: the holds it closed, live lots, what is stored under its keys
     (each with its fingerprint), the holds it names as they were, and their keys."""
 
-    expired: list[ExpiredHold]
-    live: list[LiveLot]
-    transfers: dict[tuple[str, str], tuple[Transfer, str]]
-    holds_by_key: dict[tuple[str, str], tuple[Hold, str]]
-    named: list[Hold]
-    keys: list[Key]
+    expired: list[ExpiredHold] = field(default_factory=list)
+    live: list[LiveLot] = field(default_factory=list)
+    transfers: dict[tuple[str, str], tuple[Transfer, str]] = field(default_factory=dict)
+    holds_by_key: dict[tuple[str, str], tuple[Hold, str]] = field(default_factory=dict)
+    named: list[Hold] = field(default_factory=list)
+    keys: list[Key] = field(default_factory=list)
 
 
 class Locked(NamedTuple):
@@ -271,37 +219,31 @@ def hold_from_row(row: Any, *, replayed: bool = False) -> Hold:
     return Hold(**values, replayed=replayed)
 
 
-class Statements:
-    """The engine's reads and writes in portable SQL."""
+class Statements(ABC):
+    """The engine's statements on one database: a batch's lock, read and write, which each
+    database runs its own way, and what both share, in portable SQLAlchemy Core."""
 
-    insert_or_skip: Callable[[Table], Any] = staticmethod(sqlite.insert)
+    insert_or_skip: Callable[[Table], Any]  # this database's INSERT … ON CONFLICT DO NOTHING
 
-    def __init__(self) -> None:
-        # Built once per database: the inserts that claim idempotency keys.
-        self._insert_transfers = (
-            self.insert_or_skip(transfers)
-            .on_conflict_do_nothing(index_elements=[_T.app, _T.idempotency_key])
-            .returning(_T.id)
-        )
-        self._insert_holds = (
-            self.insert_or_skip(holds)
-            .on_conflict_do_nothing(index_elements=[_H.app, _H.idempotency_key])
-            .returning(_H.id)
-        )
-
+    @abstractmethod
     async def lock_accounts(
         self, conn: AsyncConnection, names: list[str], hold_ids: list[str], now: datetime
     ) -> list[Locked]:
         """Every named account that exists and the account of every named hold, rows
-        locked in id order (SQLite's one writer holds them all at once)."""
-        found = []
-        if names:
-            rows = await conn.execute(_LOCK, {"names": names, "now": now})
-            found += [Locked(row[0], None, *row[1:]) for row in rows]
-        if hold_ids:
-            rows = await conn.execute(_LOCK_BY_HOLD, {"hold_ids": hold_ids, "now": now})
-            found += [Locked._make(row) for row in rows]
-        return found
+        locked in id order, each with the name (or the hold) it was asked for by."""
+
+    @abstractmethod
+    async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
+        """Close the expired holds of ``wanted.holding`` (locked accounts) and the named
+        ones; then read the rest of what a batch wants."""
+
+    @abstractmethod
+    async def write(self, conn: AsyncConnection, batch: Written) -> None:
+        """Store a batch: its new holds and transfers first (their unique keys are the
+        claims: one taken since the batch looked, by a concurrent request for another
+        account, reruns the transaction, which then finds it), then, only if every key
+        was claimed, the holds and keys that changed, account figures, lot remainders,
+        new lots, lot spends and outbox messages."""
 
     async def insert_account(
         self,
@@ -339,24 +281,6 @@ class Statements:
         )
         return result.first() is not None
 
-    async def expire_holds(
-        self, conn: AsyncConnection, account_ids: list[str], hold_ids: list[str], now: datetime
-    ) -> list[ExpiredHold]:
-        """Close the open holds past their expiry of these (locked) accounts, and those of
-        these holds (of locked accounts)."""
-        rows = await conn.execute(
-            _EXPIRE_HOLDS, {"b_account_ids": account_ids, "b_hold_ids": hold_ids, "b_now": now}
-        )
-        return sorted(
-            (ExpiredHold(hold_id, owner, int(left)) for hold_id, owner, left in rows),
-            key=lambda hold: hold.hold_id,
-        )
-
-    async def live_lots(self, conn: AsyncConnection, account_ids: list[str]) -> list[LiveLot]:
-        """The live lots of these accounts, oldest first."""
-        rows = await conn.execute(_LIVE_LOTS, {"account_ids": account_ids})
-        return [LiveLot._make(row) for row in rows]
-
     async def transfers_by_key(
         self, conn: AsyncConnection, keys: list[tuple[str, str]]
     ) -> dict[tuple[str, str], tuple[Transfer, str]]:
@@ -370,16 +294,6 @@ class Statements:
             print_ = str(values.pop("fingerprint"))
             found[row.app, row.idempotency_key] = (Transfer(**values, replayed=True), print_)
         return found
-
-    async def holds_by_key(
-        self, conn: AsyncConnection, keys: list[tuple[str, str]]
-    ) -> dict[tuple[str, str], tuple[Hold, str]]:
-        """The stored holds under these ``(app, key)`` pairs, with their fingerprints."""
-        rows = await conn.execute(select(*HOLD_COLUMNS, _H.fingerprint).where(_by_key(_H, keys)))
-        return {
-            (row.app, row.idempotency_key): (hold_from_row(row, replayed=True), row.fingerprint)
-            for row in rows
-        }
 
     async def lot_parts(
         self, conn: AsyncConnection, transfer_ids: list[str]
@@ -405,78 +319,6 @@ class Statements:
             parts.sort(key=lambda part: part.lot_id)
         return found
 
-    async def insert_transfers(
-        self, conn: AsyncConnection, made: Sequence[tuple[Transfer, str]]
-    ) -> None:
-        """Insert transfers; a key already taken reruns the transaction."""
-        rows = [_transfer_row(transfer, print_) for transfer, print_ in made]
-        inserted = (await conn.execute(self._insert_transfers, rows)).all()
-        if len(inserted) != len(rows):
-            raise RetryTransaction("an idempotency key was claimed concurrently")
-
-    async def insert_holds(self, conn: AsyncConnection, made: Sequence[tuple[Hold, str]]) -> None:
-        """Insert the batch's new holds: the claim of their keys."""
-        rows = [
-            {**{column.key: getattr(hold, column.key) for column in HOLD_COLUMNS}, "fingerprint": f}
-            for hold, f in made
-        ]
-        if len((await conn.execute(self._insert_holds, rows)).all()) != len(rows):
-            raise RetryTransaction("an idempotency key was claimed concurrently")
-
-    async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
-        """Close the expired holds of ``wanted.holding`` (locked accounts) and the named
-        ones; then read the rest of what a batch wants."""
-        closing = wanted.holding or wanted.hold_ids
-        expired = (
-            await self.expire_holds(conn, wanted.holding, wanted.hold_ids, now) if closing else []
-        )
-        live = await self.live_lots(conn, wanted.lot_owners) if wanted.lot_owners else []
-        stored, held = wanted.transfer_keys, wanted.hold_keys
-        named: list[Hold] = []
-        if wanted.hold_ids:
-            rows = await conn.execute(select(*HOLD_COLUMNS).where(_H.id.in_(wanted.hold_ids)))
-            named = [hold_from_row(row) for row in rows]
-        key_ids = {*wanted.key_ids, *(hold.proxy_key_id for hold in named if hold.proxy_key_id)}
-        keys = []
-        if key_ids:
-            rows = await conn.execute(_KEYS.where(_P.id.in_(sorted(key_ids))), {"now": now})
-            keys = [Key._make(row) for row in rows]
-        return Found(
-            expired=expired,
-            live=live,
-            transfers=await self.transfers_by_key(conn, stored) if stored else {},
-            holds_by_key=await self.holds_by_key(conn, held) if held else {},
-            named=named,
-            keys=keys,
-        )
-
-    async def write(self, conn: AsyncConnection, batch: Written) -> None:
-        """Insert the batch's transfers (the claim of their keys: one taken since the batch
-        looked, by a concurrent request for another account, reruns the transaction, which
-        then finds it), then store account figures, lot remainders, new lots, lot spends
-        and outbox messages. New holds go first: their keys are claims too."""
-        if batch.holds:
-            await self.insert_holds(conn, batch.holds)
-        if batch.transfers:
-            await self.insert_transfers(conn, batch.transfers)
-        if batch.settled:
-            await conn.execute(_SETTLE_HOLD, [_settled_row(hold) for hold in batch.settled])
-        if batch.keys:
-            spent = [{"b_id": key_id, "b_spent": spent} for key_id, spent in batch.keys]
-            await conn.execute(_KEY_SPENT, spent)
-        if batch.accounts:
-            rows = [_account_row(account, batch.now) for account in batch.accounts]
-            await conn.execute(_UPDATE_ACCOUNT, rows)
-        if batch.lowered:
-            lowered = [{"b_id": lot_id, "b_left": left} for lot_id, left in batch.lowered]
-            await conn.execute(_LOWER_LOT, lowered)
-        if batch.lots:
-            await conn.execute(lots.insert(), batch.lots)
-        if batch.spends:
-            await conn.execute(lot_spends.insert(), batch.spends)
-        if batch.messages:
-            await conn.execute(outbox.insert(), batch.messages)
-
 
 async def queue(conn: AsyncConnection, messages: list[Message]) -> None:
     """Write outbox messages of a change the engine did not make (in its transaction)."""
@@ -500,18 +342,7 @@ class PostgresStatements(Statements):
         return [Locked._make(row) for row in rows]
 
     async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
-        found = Found([], [], {}, {}, [], [])
-        if not any(
-            (
-                wanted.holding,
-                wanted.lot_owners,
-                wanted.transfer_keys,
-                wanted.hold_keys,
-                wanted.hold_ids,
-                wanted.key_ids,
-            )
-        ):  # a hold opening: nothing to read
-            return found
+        found = Found()
         rows = await (await _driver(conn)).fetch(
             _PG_READ,
             wanted.lot_owners,
@@ -564,9 +395,9 @@ class PostgresStatements(Statements):
         # Rows read in C (attrgetter), then turned into columns (zip).
         rows = [_pg_transfer_values(transfer) for transfer, _ in made]
         columns = list(zip(*rows, strict=True)) or [()] * len(_PG_TRANSFER_FIELDS)
-        messages = ([message[name] for message in batch.messages] for name in _PG_MESSAGE_FIELDS)
+        messages = ([message[name] for message in batch.messages] for name in _MESSAGE_FIELDS)
         moved = batch.accounts
-        opened = ([getattr(hold, name) for hold, _ in batch.holds] for name in _PG_HOLD_FIELDS[:-1])
+        opened = ([getattr(hold, name) for hold, _ in batch.holds] for name in _HOLD_FIELDS[:-1])
         claimed = await (await _driver(conn)).fetchval(
             _PG_WRITE,
             *_pg_arrays(_PG_TRANSFER_FIELDS, columns),
@@ -580,10 +411,10 @@ class PostgresStatements(Statements):
             [account.lots_expire_at for account in moved],
             [lot_id for lot_id, _ in batch.lowered],
             [left for _, left in batch.lowered],
-            *([lot[name] for lot in batch.lots] for name in _PG_LOT_FIELDS),
-            *([spend[name] for spend in batch.spends] for name in _PG_SPEND_FIELDS),
-            *_pg_arrays(_PG_MESSAGE_FIELDS, messages),
-            *_pg_arrays(_PG_HOLD_FIELDS, [*opened, [print_ for _, print_ in batch.holds]]),
+            *([lot[name] for lot in batch.lots] for name in _LOT_FIELDS),
+            *([spend[name] for spend in batch.spends] for name in _SPEND_FIELDS),
+            *_pg_arrays(_MESSAGE_FIELDS, messages),
+            *_pg_arrays(_HOLD_FIELDS, [*opened, [print_ for _, print_ in batch.holds]]),
             len(batch.holds),
             *([getattr(hold, name) for hold in batch.settled] for name in _SETTLED_FIELDS),
             [key_id for key_id, _ in batch.keys],
@@ -670,7 +501,7 @@ FROM (
 ORDER BY a.id
 FOR NO KEY UPDATE OF a
 """
-_HOLD_FIELDS = ", ".join(f"h.{column.key}" for column in HOLD_COLUMNS)
+_PG_HOLD_SELECT = ", ".join(f"h.{column.key}" for column in HOLD_COLUMNS)
 # The holds past expiry closed (it runs after the lock: it sees every hold committed before),
 # then, each row saying its kind: live lots, closed holds (what they released), and as JSON
 # in the last column: stored transfers and holds (replays: rare), the holds the batch names
@@ -704,9 +535,9 @@ FROM (
 UNION ALL
 SELECT 'hold', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(named)::text
 FROM (
-    SELECT {_HOLD_FIELDS}, h.fingerprint FROM holds h WHERE h.id = ANY($6::text[])
+    SELECT {_PG_HOLD_SELECT}, h.fingerprint FROM holds h WHERE h.id = ANY($6::text[])
     UNION ALL
-    SELECT {_HOLD_FIELDS}, h.fingerprint
+    SELECT {_PG_HOLD_SELECT}, h.fingerprint
     FROM holds h JOIN unnest($7::text[], $8::text[]) AS k(app, key)
         ON h.app = k.app AND h.idempotency_key = k.key
 ) AS named
@@ -730,18 +561,6 @@ _PG_CONVERT: dict[str, Callable[[Any], Any]] = {
     "payload": _to_json,
 }
 _PG_BIGINT = {"amount", *(name for name in _PG_TRANSFER_FIELDS if name.endswith("_after"))}
-_PG_LOT_FIELDS = (
-    "id",
-    "account_id",
-    "source",
-    "amount",
-    "remaining",
-    "priority",
-    "expires_at",
-    "transfer_id",
-    "reference",
-    "created_at",
-)
 _PG_LOT_TYPES = (
     "text",
     "text",
@@ -754,27 +573,13 @@ _PG_LOT_TYPES = (
     "text",
     "timestamptz",
 )
-_PG_SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
-_SETTLED_FIELDS = ("id", "status", "captured", "expires_at", "updated_at")
-_PG_HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
 _PG_HOLD_TYPES = tuple(
     "int8"
     if name in {"amount", "captured"}
     else "timestamptz"
     if name in {"expires_at", "created_at", "updated_at"}
     else "text"
-    for name in _PG_HOLD_FIELDS
-)
-_PG_MESSAGE_FIELDS = (
-    "destination",
-    "message_id",
-    "event_type",
-    "account_id",
-    "payload",
-    "status",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
+    for name in _HOLD_FIELDS
 )
 _PG_MESSAGE_TYPES = (
     "text",
@@ -813,20 +618,20 @@ def _pg_write() -> str:
     spend_arrays = arrays("text", "text", "int8")
     message_arrays = arrays(*_PG_MESSAGE_TYPES)
     message_values = ", ".join(
-        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_MESSAGE_FIELDS
+        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _MESSAGE_FIELDS
     )
     hold_arrays = arrays(*_PG_HOLD_TYPES)
     holds = next(numbers)
     settled_arrays = arrays("text", "text", "int8", "timestamptz", "timestamptz")
     key_arrays = arrays("text", "int8")
     hold_values = ", ".join(
-        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _PG_HOLD_FIELDS
+        f"v.{name}::json" if name in _PG_CONVERT else f"v.{name}" for name in _HOLD_FIELDS
     )
     return f"""
 WITH opened AS (
-    INSERT INTO holds ({", ".join(_PG_HOLD_FIELDS)})
+    INSERT INTO holds ({", ".join(_HOLD_FIELDS)})
     SELECT {hold_values}
-    FROM unnest({hold_arrays}) AS v({", ".join(_PG_HOLD_FIELDS)})
+    FROM unnest({hold_arrays}) AS v({", ".join(_HOLD_FIELDS)})
     ON CONFLICT (app, idempotency_key) DO NOTHING
     RETURNING 1
 ), inserted AS (
@@ -850,19 +655,19 @@ WITH opened AS (
     WHERE lots.id = v.id AND claimed.every
     RETURNING 1
 ), filled AS (
-    INSERT INTO lots ({", ".join(_PG_LOT_FIELDS)})
-    SELECT v.* FROM unnest({lot_arrays}) AS v({", ".join(_PG_LOT_FIELDS)}), claimed
+    INSERT INTO lots ({", ".join(_LOT_FIELDS)})
+    SELECT v.* FROM unnest({lot_arrays}) AS v({", ".join(_LOT_FIELDS)}), claimed
     WHERE claimed.every
     RETURNING 1
 ), spent AS (
-    INSERT INTO lot_spends ({", ".join(_PG_SPEND_FIELDS)})
-    SELECT v.* FROM unnest({spend_arrays}) AS v({", ".join(_PG_SPEND_FIELDS)}), claimed
+    INSERT INTO lot_spends ({", ".join(_SPEND_FIELDS)})
+    SELECT v.* FROM unnest({spend_arrays}) AS v({", ".join(_SPEND_FIELDS)}), claimed
     WHERE claimed.every
     RETURNING 1
 ), queued AS (
-    INSERT INTO outbox ({", ".join(_PG_MESSAGE_FIELDS)})
+    INSERT INTO outbox ({", ".join(_MESSAGE_FIELDS)})
     SELECT {message_values}
-    FROM unnest({message_arrays}) AS v({", ".join(_PG_MESSAGE_FIELDS)}), claimed
+    FROM unnest({message_arrays}) AS v({", ".join(_MESSAGE_FIELDS)}), claimed
     WHERE claimed.every
     RETURNING 1
 ), settled AS (
@@ -897,40 +702,314 @@ def _by_key(columns: Any, keys: Iterable[tuple[str, str]]) -> Any:
     )
 
 
-def _transfer_row(transfer: Transfer, print_: str) -> dict[str, Any]:
-    row = {column.key: getattr(transfer, column.key) for column in TRANSFER_COLUMNS}
-    row["fingerprint"] = print_
-    return row
+class SqliteStatements(Statements):
+    """SQLite: constant SQL run on the sqlite3 connection itself, on aiosqlite's thread,
+    inside the transaction SQLAlchemy began (``BEGIN IMMEDIATE``: the batch writes alone),
+    one trip there per step of a batch: the lock, one read (expired holds closed, lots,
+    stored keys, named holds and their keys), one write (the claims, then, only if every
+    key was claimed, everything else). SQLite runs a batch's statements in a small part
+    of what a trip each and SQLAlchemy's work on each would cost. Lists go to
+    ``json_each`` as one JSON array each, so the SQL never changes with their length;
+    values are stored and read as SQLAlchemy stores and reads them here
+    (:class:`_SqliteColumns`), so either reads what the other wrote."""
+
+    insert_or_skip = staticmethod(sqlite.insert)
+
+    async def lock_accounts(
+        self, conn: AsyncConnection, names: list[str], hold_ids: list[str], now: datetime
+    ) -> list[Locked]:
+        lists = {"names": _to_json(names), "hold_ids": _to_json(hold_ids)}
+        parameters = {**lists, "now": _time_text(now)}
+        rows = await sqlite_driver.run(conn, sqlite_driver.fetch, _SQLITE_LOCK, parameters)
+        return [Locked._make((*row[:8], _time_value(row[8]), bool(row[9]))) for row in rows]
+
+    async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
+        expired, live, stored, kept, named, keys = await sqlite_driver.run(
+            conn, _sqlite_read, wanted, _time_text(now)
+        )
+        found = Found(
+            expired=[ExpiredHold(*row) for row in sorted(expired)],
+            live=[LiveLot._make((*row[:5], _time_value(row[5]))) for row in live],
+            named=[_sqlite_hold(row)[0] for row in named],
+            keys=[Key._make((*row[:5], *map(_time_value, row[5:]))) for row in keys],
+        )
+        for row in stored:
+            values = _SQLITE_TRANSFERS.read(row)
+            print_ = values.pop("fingerprint")
+            found.transfers[values["app"], values["idempotency_key"]] = (
+                Transfer(**values, replayed=True),
+                print_,
+            )
+        for hold, print_ in map(_sqlite_hold, kept):
+            found.holds_by_key[hold.app, hold.idempotency_key] = (
+                replace(hold, replayed=True),
+                print_,
+            )
+        return found
+
+    async def write(self, conn: AsyncConnection, batch: Written) -> None:
+        claims = (
+            (
+                _SQLITE_INSERT_HOLDS,
+                [_SQLITE_HOLDS.stored((*_hold_values(hold), f)) for hold, f in batch.holds],
+            ),
+            (
+                _SQLITE_INSERT_TRANSFERS,
+                [_SQLITE_TRANSFERS.stored((*_transfer_values(t), f)) for t, f in batch.transfers],
+            ),
+        )
+        rest = (
+            (
+                _SQLITE_SETTLE,
+                [_SQLITE_SETTLED.stored(_settled_values(hold)) for hold in batch.settled],
+            ),
+            (_SQLITE_KEY_SPENT, batch.keys),
+            (
+                _SQLITE_MOVE,
+                [_SQLITE_MOVED.stored((*_moved_values(a), batch.now)) for a in batch.accounts],
+            ),
+            (_SQLITE_LOWER_LOT, batch.lowered),
+            (_SQLITE_INSERT_LOTS, [_SQLITE_LOTS.stored(_lot_values(lot)) for lot in batch.lots]),
+            (_SQLITE_INSERT_SPENDS, [_spend_values(spend) for spend in batch.spends]),
+            (
+                _SQLITE_INSERT_MESSAGES,
+                [_SQLITE_MESSAGES.stored(_message_values(message)) for message in batch.messages],
+            ),
+        )
+        if not await sqlite_driver.run(conn, _sqlite_write, claims, rest):
+            raise RetryTransaction("an idempotency key was claimed concurrently")
 
 
-def _settled_row(hold: Hold) -> dict[str, Any]:
-    return {
-        "b_id": hold.id,
-        "b_status": hold.status,
-        "b_captured": hold.captured,
-        "b_expires_at": hold.expires_at,
-        "b_updated_at": hold.updated_at,
-    }
+def _time_text(value: datetime | None) -> str | None:
+    """A timestamp as ``tables.Timestamp`` stores it on SQLite: the UTC time in
+    SQLAlchemy's DATETIME text, no offset (``2026-01-02 09:30:00.000000``), which sorts."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _account_row(account: _Account, now: datetime) -> dict[str, Any]:
-    return {
-        "b_id": account.id,
-        "b_balance": account.balance,
-        "b_held": account.held,
-        "b_debt": account.debt,
-        "b_lots_expire_at": account.lots_expire_at,
-        "b_now": now,
-    }
+def _time_value(text: str | None) -> datetime | None:
+    """A timestamp SQLite stores as text, aware in UTC, as ``tables.Timestamp`` reads it."""
+    return None if text is None else datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
-_PORTABLE = Statements()
+def _json_value(text: str | None) -> Any:
+    """A JSON column's value, numbers exact, as the engine's deserializer reads it."""
+    return None if text is None else jsonio.loads(text)
+
+
+def _conversion(kind: Any) -> tuple[Callable[[Any], Any], Callable[[Any], Any]] | None:
+    """How SQLAlchemy stores a value of a column's type on SQLite and reads it back, for
+    the types whose values it changes."""
+    if isinstance(kind, Timestamp):
+        return _time_text, _time_value
+    if isinstance(kind, JSON):
+        return _to_json, _json_value
+    return None
+
+
+class _SqliteColumns:
+    """Some columns of one table, stored and read by SQL run on sqlite3 as SQLAlchemy
+    stores and reads them on SQLite (a timestamp as the text of its UTC time, JSON as its
+    text, NULL for None, the rest as it is), so that each reads what the other wrote."""
+
+    def __init__(self, table: Table, names: Sequence[str]) -> None:
+        self.table = table
+        self.names = tuple(names)
+        changed = [
+            (index, name, conversion)
+            for index, name in enumerate(self.names)
+            if (conversion := _conversion(table.c[name].type)) is not None
+        ]
+        self._stored = [(index, store) for index, _, (store, _) in changed]
+        self._read = [(name, read) for _, name, (_, read) in changed]
+
+    def stored(self, values: Iterable[Any]) -> list[Any]:
+        """A row's values (in the order of ``names``) as SQLite keeps them."""
+        row = list(values)
+        for index, store in self._stored:
+            row[index] = store(row[index])
+        return row
+
+    def read(self, row: Sequence[Any]) -> dict[str, Any]:
+        """A stored row (in the order of ``names``), by name."""
+        values = dict(zip(self.names, row, strict=True))
+        for name, read in self._read:
+            values[name] = read(values[name])
+        return values
+
+    def insert(self, then: str = "") -> str:
+        """``INSERT INTO lot_spends (transfer_id, lot_id, amount) VALUES (?, ?, ?)``."""
+        columns, values = ", ".join(self.names), ", ".join("?" * len(self.names))
+        return f"INSERT INTO {self.table.name} ({columns}) VALUES ({values}){then}"  # noqa: S608
+
+    def update(self) -> str:
+        """The row whose first column is the first value set to the others:
+        ``UPDATE lots SET remaining = ?2 WHERE id = ?1``."""
+        key, *names = self.names
+        values = ", ".join(f"{name} = ?{index}" for index, name in enumerate(names, 2))
+        return f"UPDATE {self.table.name} SET {values} WHERE {key} = ?1"  # noqa: S608
+
+    def select(self, alias: str) -> str:
+        """``h.id, h.account_id, …`` for ``alias`` h."""
+        return ", ".join(f"{alias}.{name}" for name in self.names)
+
+
+_SQLITE_HOLDS = _SqliteColumns(holds, _HOLD_FIELDS)
+_SQLITE_TRANSFERS = _SqliteColumns(
+    transfers, (*(column.key for column in TRANSFER_COLUMNS), "fingerprint")
+)
+_SQLITE_SETTLED = _SqliteColumns(holds, _SETTLED_FIELDS)
+_SQLITE_MOVED = _SqliteColumns(
+    accounts, ("id", "balance", "held", "debt", "lots_expire_at", "updated_at")
+)
+_SQLITE_LOTS = _SqliteColumns(lots, _LOT_FIELDS)
+_SQLITE_MESSAGES = _SqliteColumns(outbox, _MESSAGE_FIELDS)
+_hold_values = attrgetter(*_HOLD_FIELDS[:-1])
+_transfer_values = attrgetter(*_SQLITE_TRANSFERS.names[:-1])
+_settled_values = attrgetter(*_SETTLED_FIELDS)
+_moved_values = attrgetter(*_SQLITE_MOVED.names[:-1])
+_lot_values = itemgetter(*_LOT_FIELDS)
+_spend_values = itemgetter(*_SPEND_FIELDS)
+_message_values = itemgetter(*_MESSAGE_FIELDS)
+
+# SQLite's writers run one at a time (BEGIN IMMEDIATE), so reading the rows locks them,
+# and whether an account has holds due cannot change before the engine closes them.
+_SQLITE_LOCK = """
+SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status,
+    a.lots_expire_at,
+    EXISTS (
+        SELECT 1 FROM holds h
+        WHERE h.account_id = a.id AND h.status = 'open' AND h.expires_at <= :now
+    ) AS holds_due
+FROM (
+    SELECT name, NULL AS hold_id, account_id FROM account_names
+    WHERE name IN (SELECT value FROM json_each(:names))
+    UNION ALL
+    SELECT account_id, id, account_id FROM holds
+    WHERE id IN (SELECT value FROM json_each(:hold_ids))
+) AS w JOIN accounts a ON a.id = w.account_id
+ORDER BY a.id
+"""
+# A batch's reads in order, each with the lists of Wanted that make it wanted; their
+# parameters are named after Wanted's fields. The holds past expiry are closed first (what
+# each released), so the named holds are read as they are now.
+_SQLITE_READS = (
+    (
+        """
+UPDATE holds SET status = 'expired', updated_at = :now
+WHERE (account_id IN (SELECT value FROM json_each(:holding))
+        OR id IN (SELECT value FROM json_each(:hold_ids)))
+    AND status = 'open' AND expires_at <= :now
+RETURNING id, account_id, amount - captured
+""",
+        ("holding", "hold_ids"),
+    ),
+    (
+        """
+SELECT id, account_id, source, remaining, priority, expires_at FROM lots
+WHERE account_id IN (SELECT value FROM json_each(:lot_owners)) AND remaining > 0
+ORDER BY account_id, id
+""",
+        ("lot_owners",),
+    ),
+    (
+        f"""
+SELECT {_SQLITE_TRANSFERS.select("t")}
+FROM json_each(:transfer_keys) AS k
+JOIN transfers t ON t.app = k.value ->> 0 AND t.idempotency_key = k.value ->> 1
+""",  # noqa: S608 - built once, from the tables' own column names
+        ("transfer_keys",),
+    ),
+    (
+        f"""
+SELECT {_SQLITE_HOLDS.select("h")}
+FROM json_each(:hold_keys) AS k
+JOIN holds h ON h.app = k.value ->> 0 AND h.idempotency_key = k.value ->> 1
+""",  # noqa: S608 - built once, from the tables' own column names
+        ("hold_keys",),
+    ),
+    (
+        f"""
+SELECT {_SQLITE_HOLDS.select("h")} FROM holds h
+WHERE h.id IN (SELECT value FROM json_each(:hold_ids))
+""",  # noqa: S608 - built once, from the tables' own column names
+        ("hold_ids",),
+    ),
+    # The proxy keys paying for new or named holds, each with what its open, unexpired
+    # holds reserve (found by the key: ``+`` keeps the planner off the expiry index, which
+    # would walk every open hold).
+    (
+        """
+SELECT p.id, p.account_id, p.spend_limit, p.spent,
+    (SELECT coalesce(sum(h.amount - h.captured), 0) FROM holds h
+     WHERE h.proxy_key_id = p.id AND h.status = 'open' AND +h.expires_at > :now) AS held,
+    p.expires_at, p.revoked_at
+FROM proxy_keys p
+WHERE p.id IN (SELECT value FROM json_each(:key_ids))
+    OR p.id IN (
+        SELECT proxy_key_id FROM holds WHERE id IN (SELECT value FROM json_each(:hold_ids))
+    )
+ORDER BY p.id
+""",
+        ("key_ids", "hold_ids"),
+    ),
+)
+_WANTED = tuple(wanted.name for wanted in fields(Wanted))
+_CLAIM = " ON CONFLICT (app, idempotency_key) DO NOTHING"
+_SQLITE_INSERT_HOLDS = _SQLITE_HOLDS.insert(_CLAIM)
+_SQLITE_INSERT_TRANSFERS = _SQLITE_TRANSFERS.insert(_CLAIM)
+_SQLITE_SETTLE = _SQLITE_SETTLED.update()
+_SQLITE_KEY_SPENT = _SqliteColumns(proxy_keys, ("id", "spent")).update()
+_SQLITE_MOVE = _SQLITE_MOVED.update()
+_SQLITE_LOWER_LOT = _SqliteColumns(lots, ("id", "remaining")).update()
+_SQLITE_INSERT_LOTS = _SQLITE_LOTS.insert()
+_SQLITE_INSERT_SPENDS = _SqliteColumns(lot_spends, _SPEND_FIELDS).insert()
+_SQLITE_INSERT_MESSAGES = _SQLITE_MESSAGES.insert()
+
+
+def _sqlite_read(raw: sqlite3.Connection, wanted: Wanted, now: str | None) -> list[list[Any]]:
+    """Every read of a batch in one trip to SQLite's thread, each only when wanted."""
+    lists = {name: getattr(wanted, name) for name in _WANTED}
+    parameters = {name: _to_json(values) for name, values in lists.items()} | {"now": now}
+    return [
+        sqlite_driver.fetch(raw, sql, parameters) if any(map(lists.get, needs)) else []
+        for sql, needs in _SQLITE_READS
+    ]
+
+
+def _sqlite_write(
+    raw: sqlite3.Connection,
+    claims: Iterable[tuple[str, Sequence[Any]]],
+    rest: Iterable[tuple[str, Sequence[Any]]],
+) -> bool:
+    """A batch's writes in one trip to SQLite's thread: the claims first (new holds, then
+    transfers), the rest only if they inserted every row; whether they did."""
+    for sql, rows in claims:
+        if rows and sqlite_driver.execute_many(raw, sql, rows) < len(rows):
+            return False
+    for sql, rows in rest:
+        if rows:
+            sqlite_driver.execute_many(raw, sql, rows)
+    return True
+
+
+def _sqlite_hold(row: Sequence[Any]) -> tuple[Hold, str]:
+    """A stored hold and its fingerprint."""
+    values = _SQLITE_HOLDS.read(row)
+    print_ = values.pop("fingerprint")
+    return Hold(**values), print_
+
+
+_SQLITE = SqliteStatements()
 _POSTGRES = PostgresStatements()
 
 
 def of(conn: AsyncConnection) -> Statements:
     """The statements for the database behind ``conn``."""
-    return _PORTABLE if is_sqlite(conn.dialect) else _POSTGRES
+    return _SQLITE if is_sqlite(conn.dialect) else _POSTGRES
 
 
 def insert_or_skip(conn: AsyncConnection) -> Callable[[Table], Any]:
