@@ -232,6 +232,23 @@ async def test_background_work_waits_out_an_outage_with_a_line_per_ten_seconds(
     assert all(r.exc_info is None for r in lines)
 
 
+async def charges_at_once(
+    api: httpx.AsyncClient, account_id: str, count: int
+) -> list[tuple[httpx.Response, float]]:
+    """``count`` charges of one credit sent at once, each answer with how long it took."""
+
+    async def charge(n: int) -> tuple[httpx.Response, float]:
+        started = time.monotonic()
+        answer = await api.post(
+            "/v1/charges",
+            json={"account_id": account_id, "amount": 1},
+            headers={"Idempotency-Key": f"at-once-{n}"},
+        )
+        return answer, time.monotonic() - started
+
+    return await asyncio.gather(*(charge(n) for n in range(count)))
+
+
 @pytest.mark.parametrize("group_commit", [True, False])
 async def test_charges_against_a_locked_row_are_each_answered_within_the_lock_timeout(
     make_ledger: LedgerFactory, group_commit: bool
@@ -243,18 +260,8 @@ async def test_charges_against_a_locked_row_are_each_answered_within_the_lock_ti
     timeout = ledger.settings.database.lock_timeout
     async with admin_client(ledger) as api:
         await api.post("/v1/grants", json={"account_id": "busy", "amount": 100})
-
-        async def charge(n: int) -> tuple[httpx.Response, float]:
-            started = time.monotonic()
-            answer = await api.post(
-                "/v1/charges",
-                json={"account_id": "busy", "amount": 1},
-                headers={"Idempotency-Key": f"locked-{n}"},
-            )
-            return answer, time.monotonic() - started
-
         async with row_locked(ledger, "busy"):
-            answered = await asyncio.gather(*(charge(n) for n in range(24)))
+            answered = await charges_at_once(api, "busy", 24)
         for answer, _waited in answered:
             assert_unavailable(answer)
         assert max(waited for _, waited in answered) < timeout + 1
@@ -327,18 +334,8 @@ async def test_charges_during_a_database_stall_are_each_answered_within_the_stat
     try:
         async with admin_client(ledger) as api:
             await api.post("/v1/grants", json={"account_id": "a", "amount": 100})
-
-            async def charge(n: int) -> tuple[httpx.Response, float]:
-                started = time.monotonic()
-                answer = await api.post(
-                    "/v1/charges",
-                    json={"account_id": "a", "amount": 1},
-                    headers={"Idempotency-Key": f"stalled-{n}"},
-                )
-                return answer, time.monotonic() - started
-
             proxy.flowing.clear()
-            answered = await asyncio.gather(*(charge(n) for n in range(24)))
+            answered = await charges_at_once(api, "a", 24)
             proxy.flowing.set()
             for answer, _waited in answered:
                 assert_unavailable(answer)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
 from creditsd.ledger.models import Transfer
-from tests.conftest import LedgerFactory, create_key
+from tests.conftest import LedgerFactory, create_key, serve_app
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MODEL = "openai/gpt-4o-mini"  # $0.15 / $0.60 per million tokens, 100 credits a dollar
@@ -87,6 +88,41 @@ async def post(
     await app.state.proxy.aclose()
     await app.state.stripe.close()
     return answer
+
+
+@asynccontextmanager
+async def served_sdk(ledger: Ledger, account: str = "user_1") -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official SDK with an app key paying as ``account``, against creditsd served
+    over real sockets (so that a client can hang up, or stop reading, mid-stream)."""
+    key = await create_key(ledger, "app")
+    async with (
+        serve_app(ledger) as base,
+        openai.AsyncOpenAI(
+            api_key=key,
+            base_url=f"{base}/openai/v1",
+            default_headers={"X-Creditsd-Account": account},
+            max_retries=0,
+        ) as client,
+    ):
+        yield client
+
+
+async def billed_as_hung_up(
+    ledger: Ledger, upstream: Upstream, upstream_finishes: bool, delivered: int
+) -> None:
+    """A client hung up mid-stream: the upstream was read to its end and its usage billed
+    (``upstream_finishes``), or hung up on and ``delivered`` minor units billed."""
+    balance, held = await settled(ledger)
+    (record,) = upstream.streams
+    assert await asyncio.to_thread(record.ended.wait, 10)
+    assert held == 0
+    assert record.finished is upstream_finishes
+    (capture,) = await captures(ledger)
+    assert capture.metadata is not None
+    assert capture.metadata["proxy_outcome"] == "client_disconnected"
+    billed = (FULL_PRICE, "usage") if upstream_finishes else (delivered, "delivered")
+    spent = 10 * ledger.money.unit - balance
+    assert (spent, capture.metadata["proxy_billed_on"]) == billed
 
 
 async def captures(ledger: Ledger, account: str = "user_1") -> list[Transfer]:

@@ -4,7 +4,6 @@ on the response's own usage, whether streamed or not and however a stream ends."
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -17,8 +16,17 @@ from pydantic import TypeAdapter
 
 from creditsd.inprocess import Ledger
 from creditsd.proxy.responses import ResponsesRelay
-from tests.conftest import LedgerFactory, create_key, serve_app
-from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, sdk, settled
+from tests.conftest import LedgerFactory, create_key
+from tests.proxy.conftest import (
+    FULL_PRICE,
+    MODEL,
+    billed_as_hung_up,
+    captures,
+    post,
+    sdk,
+    served_sdk,
+    settled,
+)
 from tests.proxy.test_keys import mint
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 
@@ -356,13 +364,7 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
     )
     await ledger.grant("user_1", 10 * ledger.money.unit)
     upstream.pause = 0.1
-    async with serve_app(ledger) as base:
-        client = openai.AsyncOpenAI(
-            api_key=await create_key(ledger, "app"),
-            base_url=f"{base}/openai/v1",
-            default_headers={"X-Creditsd-Account": "user_1"},
-            max_retries=0,
-        )
+    async with served_sdk(ledger) as client:
         stream = await client.responses.create(model=MODEL, input=LONG, stream=True)
         text = ""
         async for event in stream:
@@ -371,27 +373,9 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             if text == "Hello":
                 break
         await stream.close()  # the client hangs up after two pieces
-        await client.close()
-        balance, held = await settled(ledger)
-    (record,) = upstream.streams
-    assert await asyncio.to_thread(record.ended.wait, 10)
-    assert held == 0
-    assert record.finished is upstream_finishes
-    (capture,) = await captures(ledger)
-    assert capture.metadata is not None
-    assert capture.metadata["proxy_outcome"] == "client_disconnected"
-    if upstream_finishes:
-        assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - FULL_PRICE,
-            "usage",
-        )
-    else:
-        # The input's 1,014 tokens (a body of 4,053 bytes: 152.1) and "Hello" (5
-        # characters, 2 tokens: 1.2): 153.3, rounded to 153.
-        assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - 153,
-            "delivered",
-        )
+    # The input's 1,014 tokens (a body of 4,053 bytes: 152.1) and "Hello" (5 characters,
+    # 2 tokens: 1.2): 153.3, rounded to 153.
+    await billed_as_hung_up(ledger, upstream, upstream_finishes, delivered=153)
 
 
 def test_the_fake_upstream_writes_what_the_sdk_reads() -> None:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import asyncio
 
-import openai
 import pytest
 
 from creditsd.inprocess import Ledger
-from tests.conftest import Clock, LedgerFactory, create_key, row_locked, serve_app
-from tests.proxy.conftest import FULL_PRICE, MODEL, captures, settled
+from tests.conftest import Clock, LedgerFactory, row_locked
+from tests.proxy.conftest import FULL_PRICE, MODEL, captures, served_sdk, settled
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 
 MESSAGES = [{"role": "user", "content": "Hi"}]
@@ -36,16 +35,7 @@ async def test_a_capture_the_database_refuses_lands_once_the_database_is_back(
     )
     unit = ledger.money.unit
     await ledger.grant("user_1", 100 * unit)
-    key = await create_key(ledger, "app")
-    async with (
-        serve_app(ledger) as base,
-        openai.AsyncOpenAI(
-            api_key=key,
-            base_url=f"{base}/openai/v1",
-            default_headers={"X-Creditsd-Account": "user_1"},
-            max_retries=0,
-        ) as client,
-    ):
+    async with served_sdk(ledger) as client:
         upstream.gate.clear()
         call = asyncio.ensure_future(
             client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=500)  # type: ignore[arg-type]

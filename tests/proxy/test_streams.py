@@ -22,7 +22,15 @@ from creditsd import db
 from creditsd.inprocess import Ledger
 from creditsd.tables import holds
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings, serve_app
-from tests.proxy.conftest import FULL_PRICE, MODEL, captures, post, settled
+from tests.proxy.conftest import (
+    FULL_PRICE,
+    MODEL,
+    billed_as_hung_up,
+    captures,
+    post,
+    served_sdk,
+    settled,
+)
 from tests.proxy.upstream import UPSTREAM_KEY, Behaviour, Upstream
 from tests.test_processes import serve
 
@@ -165,18 +173,9 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
     )
     await ledger.grant("user_1", 10 * ledger.money.unit)
     upstream.pause = 0.1
-    async with serve_app(ledger) as base:
-        client = openai.AsyncOpenAI(
-            api_key=await create_key(ledger, "app"),
-            base_url=f"{base}/openai/v1",
-            default_headers={"X-Creditsd-Account": "user_1"},
-            max_retries=0,
-        )
+    async with served_sdk(ledger) as client:
         stream = await client.chat.completions.create(
-            model=MODEL,
-            messages=HI,
-            max_tokens=1_000,
-            stream=True,
+            model=MODEL, messages=HI, max_tokens=1_000, stream=True
         )
         text = ""
         async for chunk in stream:
@@ -184,27 +183,10 @@ async def test_a_client_that_hangs_up_mid_stream_is_billed_by_the_rule(
             if text == "Hello":
                 break
         await stream.close()  # the client hangs up after two pieces
-        await client.close()
-        balance, held = await settled(ledger)
     (record,) = upstream.streams
-    assert await asyncio.to_thread(record.ended.wait, 10)
-    assert held == 0
-    assert record.finished is upstream_finishes
+    # The input's 27 tokens (4.05) and "Hello" (5 characters, 2 tokens: 1.2): 5.
+    await billed_as_hung_up(ledger, upstream, upstream_finishes, delivered=5)
     assert record.abandoned is not upstream_finishes  # the upstream was hung up on
-    (capture,) = await captures(ledger)
-    assert capture.metadata is not None
-    assert capture.metadata["proxy_outcome"] == "client_disconnected"
-    if upstream_finishes:
-        assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - FULL_PRICE,
-            "usage",
-        )
-    else:
-        # The input's 27 tokens (4.05) and "Hello" (5 characters, 2 tokens: 1.2): 5.
-        assert (balance, capture.metadata["proxy_billed_on"]) == (
-            10 * ledger.money.unit - 5,
-            "delivered",
-        )
 
 
 EIGHT_MIB = ["z" * 65_536] * 128  # an answer's pieces: 8 MiB of text, no "z" elsewhere

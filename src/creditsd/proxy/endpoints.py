@@ -23,15 +23,16 @@ from starlette.types import Receive, Scope, Send
 from creditsd import jsonio
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses, openai_error
-from creditsd.api.http import ExactJSONResponse, bounded_body
+from creditsd.api.http import ExactJSONResponse, InvalidJSON, bounded_body
 from creditsd.api.observe import STARTED_SCOPE
+from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
 from creditsd.pricing.catalog import TokenUse
 from creditsd.pricing.providers import OpenAIEmbeddingsUsage, OpenAIResponsesUsage
 from creditsd.proxy import embeddings, responses, service
 from creditsd.proxy.connections import Answer, UpstreamClient, UpstreamError
 from creditsd.proxy.payers import Paying, Reader
-from creditsd.proxy.service import Call, Outcome, Route
+from creditsd.proxy.service import Call, Outcome
 from creditsd.proxy.streams import Relay, RelayedStream
 
 log = logging.getLogger("creditsd.proxy")
@@ -79,12 +80,8 @@ async def chat_completions(
     OpenRouter's attribution headers; a stream's usage chunk reaches a client that asked
     for it (``stream_options.include_usage``, or OpenRouter's ``usage.include``).
     """
-    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
-    read = await _json_object(request, ledger)
-    if isinstance(read, Response):
-        return read
-    body, payload = read
-    model = service.priced_model(await ledger.catalog(), payload)
+    started, body, payload = await _arrived(request, ledger)
+    service.priced_model(await ledger.catalog(), payload)
     asked = service.chat_call(payload, body, ledger.settings.proxy.default_max_tokens)
     keep_usage = False
     if asked.streamed:
@@ -104,10 +101,8 @@ async def chat_completions(
         choices=asked.choices,
     )
     service.limit_output(payload, call.cap)
-    route = service.route(ledger.settings.proxy, model)
-    payload["model"] = route.model
     answered = _answering(call, Relay(keep_usage), streamed=asked.streamed)
-    return await _forward(request, call, route, "/chat/completions", payload, answered)
+    return await _forward(request, call, "/chat/completions", payload, answered)
 
 
 @router.post("/responses", responses=error_responses(402, 403, 404, 429, 502))
@@ -125,12 +120,8 @@ async def create_response(
     fetch, which the proxy does not serve. A proxy key's calls are not stored upstream and
     may not name stored ones (400).
     """
-    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
-    read = await _json_object(request, ledger)
-    if isinstance(read, Response):
-        return read
-    body, payload = read
-    model = service.priced_model(await ledger.catalog(), payload)
+    started, body, payload = await _arrived(request, ledger)
+    service.priced_model(await ledger.catalog(), payload)
     asked = responses.responses_call(payload, body, ledger.settings.proxy.default_max_tokens)
     if payer.proxy_key_id is not None:
         responses.for_end_user(payload)
@@ -143,10 +134,8 @@ async def create_response(
         usage_format=OpenAIResponsesUsage,
     )
     payload[responses.CAP_FIELD] = call.cap
-    route = service.route(ledger.settings.proxy, model)
-    payload["model"] = route.model
     answered = _answering(call, responses.ResponsesRelay(), streamed=asked.streamed)
-    return await _forward(request, call, route, "/responses", payload, answered)
+    return await _forward(request, call, "/responses", payload, answered)
 
 
 @router.post("/embeddings", responses=error_responses(402, 403, 404, 429, 502))
@@ -154,12 +143,8 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
     """Embeddings by a catalog model, held for the input's estimated tokens at its input
     price and billed on the input tokens the upstream counted (on the estimate when it
     reports none); a call that returns no embedding costs nothing."""
-    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
-    read = await _json_object(request, ledger)
-    if isinstance(read, Response):
-        return read
-    _body, payload = read
-    model = service.priced_model(await ledger.catalog(), payload)
+    started, _body, payload = await _arrived(request, ledger)
+    service.priced_model(await ledger.catalog(), payload)
     estimate = embeddings.embeddings_call(payload)
     call = await service.open_call(
         ledger,
@@ -169,8 +154,6 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
         started=started,
         usage_format=OpenAIEmbeddingsUsage,
     )
-    route = service.route(ledger.settings.proxy, model)
-    payload["model"] = route.model
 
     async def answered(answer: Answer) -> Response:
         body, result = await _read(answer, ledger.settings.proxy.max_answer_bytes)
@@ -182,18 +165,14 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
             _whole(body, call), lambda: call.settle_embeddings(Outcome.COMPLETED, usage, count)
         )
 
-    return await _forward(request, call, route, "/embeddings", payload, answered)
+    return await _forward(request, call, "/embeddings", payload, answered)
 
 
 @router.post("/images/generations", responses=error_responses(402, 403, 404, 429, 502))
 async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) -> Response:
     """Images generated by a catalog model with a price per image, held for ``n`` images
     before the call is forwarded and billed on the images the upstream returned."""
-    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
-    read = await _json_object(request, ledger)
-    if isinstance(read, Response):
-        return read
-    _body, payload = read
+    started, _body, payload = await _arrived(request, ledger)
     model = payload.get("model")
     models = (await ledger.catalog()).settings.models
     if not isinstance(model, str) or model not in models or models[model].image is None:
@@ -204,8 +183,6 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
         return openai_error(400, "unsupported", "streamed images are not supported")
     estimate = TokenUse(model, images=count)
     call = await service.open_call(ledger, payer, estimate, clamp=False, started=started)
-    route = service.route(ledger.settings.proxy, model)
-    payload["model"] = route.model
 
     async def answered(answer: Answer) -> Response:
         body, generated = await _read(answer, ledger.settings.proxy.max_answer_bytes)
@@ -213,7 +190,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
         count = len(images) if isinstance(images, list) else 0
         return Answered(_whole(body, call), lambda: call.settle_images(Outcome.COMPLETED, count))
 
-    return await _forward(request, call, route, "/images/generations", payload, answered)
+    return await _forward(request, call, "/images/generations", payload, answered)
 
 
 def _answering(
@@ -235,30 +212,44 @@ def _answering(
     return answered
 
 
-async def _json_object(request: Request, ledger: Ledger) -> tuple[bytes, dict[str, Any]] | Response:
-    """The body as it arrived and its JSON object, or the 400 that refuses it."""
+class NotAnObject(CreditsError):
+    """A call whose body is JSON but not an object."""
+
+    code = "invalid_request"
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__("the body must be a JSON object")
+
+
+async def _arrived(request: Request, ledger: Ledger) -> tuple[float, bytes, dict[str, Any]]:
+    """When the call arrived, its body as it arrived, and its JSON object (400 for a body
+    that is not one)."""
+    started = request.scope.get(STARTED_SCOPE) or time.perf_counter()
     raw = await bounded_body(request, ledger.settings.server.max_body_bytes)
     try:
         payload = jsonio.loads(raw)
     except jsonio.JSONError as exc:
-        return openai_error(400, "invalid_json", f"the body is not valid JSON: {exc}")
+        raise InvalidJSON(f"the body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
-        return openai_error(400, "invalid_request", "the body must be a JSON object")
-    return raw, payload
+        raise NotAnObject
+    return started, raw, payload
 
 
 async def _forward(
     request: Request,
     call: Call,
-    route: Route,
     path: str,
     payload: dict[str, Any],
     answered: Callable[[Answer], Awaitable[Response]],
 ) -> Response:
-    """Send the held call upstream and pass its answer on (``answered`` makes the
-    response, which settles the call once it is sent). A call that gets no answer, a
-    refusal, or one that breaks off is settled here: it costs nothing."""
+    """Send the held call upstream (its model's route, under the upstream's name for it)
+    and pass its answer on (``answered`` makes the response, which settles the call once
+    it is sent). A call that gets no answer, a refusal, or one that breaks off is settled
+    here: it costs nothing."""
     ledger = call.ledger
+    route = service.route(ledger.settings.proxy, call.model)
+    payload["model"] = route.model
     upstream: UpstreamClient = request.app.state.proxy
     sent = {
         name: request.headers[name]
