@@ -736,6 +736,13 @@ def goals(table: Table, options: Options) -> list[str]:
             line(f"{http} / {ledger} >= 0.5", [(key, f"{r:.2f}", r >= 0.5) for key, r in found])
         )
         hot = [(True, 32)] if (True, 32) in table.get(ledger, {}) else []
+        found = ratios(http, "set-based floor", hot)
+        lines.append(
+            line(
+                f"{http} / set-based floor >= 0.35 on the hot account at 32",
+                [(key, f"{r:.2f}", r >= 0.35) for key, r in found],
+            )
+        )
         lines.append(
             line(
                 f"{ledger} p99 <= 20 ms on the hot account at 32",
