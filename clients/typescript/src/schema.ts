@@ -532,16 +532,64 @@ export interface paths {
          *
          *     An app key names the account that pays in ``X-Creditsd-Account``; a proxy key pays
          *     for its own account, within its spend limit (402 ``key_limit_reached``). The hold
-         *     covers the prompt's
-         *     estimated tokens plus ``max_completion_tokens`` (or ``max_tokens``, else ``[proxy]
-         *     default_max_tokens``, which is then sent upstream) at the catalog's prices. With
-         *     ``X-Creditsd-Clamp: true`` (or ``[proxy] clamp_max_tokens``) a cap the balance cannot
-         *     cover is lowered to one it can instead of 402. The body goes upstream as sent but for
+         *     covers the input's estimated tokens (the body's size over four: messages, tools and
+         *     every other field a model reads) plus ``max_completion_tokens`` (or ``max_tokens``,
+         *     else ``[proxy] default_max_tokens``, which is then sent upstream) at the catalog's
+         *     prices. With ``X-Creditsd-Clamp: true`` (or ``[proxy] clamp_max_tokens``) a cap the
+         *     balance cannot cover is lowered to one it can instead of 402. The body goes upstream as sent but for
          *     the output cap, the upstream's name for the model and ``stream_options``, with
          *     OpenRouter's attribution headers; a stream's usage chunk reaches a client that asked
          *     for it (``stream_options.include_usage``, or OpenRouter's ``usage.include``).
          */
         post: operations["chat_completions_openai_v1_chat_completions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Response
+         * @description A model response (OpenAI's Responses API), streamed or not, held for and billed as
+         *     a chat completion is: the same payers, hold, clamping and settlement. The output cap
+         *     is ``max_output_tokens`` (else ``[proxy] default_max_tokens``, then sent upstream); the
+         *     usage is the response's own, and a stream's events reach the client as the upstream
+         *     wrote them. A background response is 400: its usage would come only with a later
+         *     fetch, which the proxy does not serve. A proxy key's calls are not stored upstream and
+         *     may not name stored ones (400).
+         */
+        post: operations["create_response_openai_v1_responses_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/openai/v1/embeddings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Embeddings
+         * @description Embeddings by a catalog model, held for the input's estimated tokens at its input
+         *     price and billed on the input tokens the upstream counted (on the estimate when it
+         *     reports none); a call that returns no embedding costs nothing.
+         */
+        post: operations["create_embeddings_openai_v1_embeddings_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -4694,6 +4742,251 @@ export interface operations {
             query?: never;
             header?: {
                 "x-creditsd-clamp"?: boolean | null;
+                /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
+                "x-creditsd-account"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Insufficient credits: `required` and `available` say by how much */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An upstream (payment or model provider) failed or refused; nothing was charged */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_response_openai_v1_responses_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                "x-creditsd-clamp"?: boolean | null;
+                /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
+                "x-creditsd-account"?: string | null;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Insufficient credits: `required` and `available` say by how much */
+            402: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many requests: retry after `Retry-After` seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An upstream (payment or model provider) failed or refused; nothing was charged */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_embeddings_openai_v1_embeddings_post: {
+        parameters: {
+            query?: never;
+            header?: {
                 /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
                 "x-creditsd-account"?: string | null;
             };
