@@ -10,6 +10,7 @@ import pytest
 from creditsd.api.app import GC_THRESHOLD, create_app
 from creditsd.api.auth import KeyCache
 from creditsd.inprocess import Ledger
+from creditsd.keys import service as key_service
 from tests.conftest import LedgerFactory, body, client_for, create_key
 
 
@@ -77,7 +78,7 @@ async def test_non_json_bodies_are_refused(api: httpx.AsyncClient) -> None:
 async def test_keys_scopes_and_secrets(ledger: Ledger) -> None:
     app = create_app(ledger, sweep=False)
     now = [0.0]
-    app.state.key_cache = KeyCache(5, clock=lambda: now[0])
+    app.state.key_cache = KeyCache(5, key_service.authenticate, clock=lambda: now[0])
     transport = httpx.ASGITransport(app=app)
     secrets = {
         scope: await create_key(ledger, scope, f"{scope}-app") for scope in ("admin", "app", "read")
@@ -147,7 +148,7 @@ async def test_a_revoked_key_works_for_at_most_the_cache_seconds(ledger: Ledger)
 
     app = create_app(ledger, sweep=False)
     now = [0.0]
-    app.state.key_cache = KeyCache(5, clock=lambda: now[0])
+    app.state.key_cache = KeyCache(5, key_service.authenticate, clock=lambda: now[0])
     secret = await create_key(ledger, "read", "reader")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

@@ -49,7 +49,9 @@ async def test_a_key_works_until_it_expires_then_is_refused_saying_so(
 
 async def test_a_cached_key_is_refused_the_moment_it_expires(ledger: Ledger, clock: Clock) -> None:
     app = create_app(ledger, sweep=False)
-    app.state.key_cache = KeyCache(60, clock=lambda: 0.0)  # the cache's own time stands still
+    app.state.key_cache = KeyCache(
+        60, keys.authenticate, clock=lambda: 0.0
+    )  # the cache's own time stands still
     _key, secret = await create_expiring(ledger, HOUR)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),

@@ -23,11 +23,15 @@ from creditsd.clerk.endpoints import webhooks as clerk_webhooks
 from creditsd.gateway.endpoints import from_app, from_gateway
 from creditsd.holds.endpoints import router as holds_router
 from creditsd.inprocess import Ledger
+from creditsd.keys import service as keys
+from creditsd.keys.service import ApiKey
 from creditsd.ledger.endpoints import router as ledger_router
 from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.connections import UpstreamClient
 from creditsd.proxy.endpoints import router as proxy_router
+from creditsd.proxy.keys import service as proxy_keys
 from creditsd.proxy.keys.endpoints import router as proxy_keys_router
+from creditsd.proxy.keys.models import ProxyKey
 from creditsd.proxy.ratelimit import RateLimiter
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.endpoints import router as stripe_router
@@ -55,6 +59,11 @@ class _ObservedAPI(FastAPI):
 
     def build_middleware_stack(self) -> ASGIApp:
         return Observed(super().build_middleware_stack(), self.access_log)
+
+
+def key_caches(seconds: float) -> tuple[KeyCache[ApiKey], KeyCache[ProxyKey]]:
+    """The caches of keys that authenticated: API keys', proxy keys'."""
+    return KeyCache(seconds, keys.authenticate), KeyCache(seconds, proxy_keys.authenticate)
 
 
 def create_app(
@@ -98,7 +107,9 @@ def create_app(
     )
     app.access_log = access_log
     app.state.ledger = ledger
-    app.state.key_cache = KeyCache(ledger.settings.server.key_cache_seconds)
+    app.state.key_cache, app.state.proxy_key_cache = key_caches(
+        ledger.settings.server.key_cache_seconds
+    )
     app.state.stripe = billing = StripeBilling(ledger)
     app.state.proxy = proxy = UpstreamClient(ledger.settings.proxy.timeout_seconds)
     app.state.rate_limiter = RateLimiter()  # the proxy's requests a minute per key

@@ -1,8 +1,10 @@
 """API key authentication and scopes, enforced here and nowhere else.
 
-A key that authenticated is remembered for ``[server] key_cache_seconds`` (default 5) by
-the hash of its secret, which spares every request a database transaction; so a revoked
-key keeps working for at most that long in a process that saw it just before. A key with
+A key that authenticated (an API key, or a proxy key on ``/openai/v1``) is remembered for
+``[server] key_cache_seconds`` (default 5) by the hash of its secret, which spares every
+request a database transaction; so a revoked API key keeps working for at most that long
+in a process that saw it just before (a revoked proxy key pays for nothing from the
+moment it is revoked: the hold of each call checks it again). A key with
 an expiry is never served from the cache past it: the database lookup then refuses it
 (401 ``key_expired``). Failed lookups are never remembered: a new key works at once, and
 unknown secrets cannot fill the cache.
@@ -13,15 +15,16 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Generic, Protocol, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.errors import Forbidden, Unauthenticated
 from creditsd.inprocess import Ledger
-from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
 from creditsd.proxy.keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
@@ -33,18 +36,40 @@ bearer = HTTPBearer(
 )
 
 
-class KeyCache:
-    """Keys that authenticated, by the SHA-256 of their secret, each for ``ttl`` seconds."""
+class Expiring(Protocol):
+    """A key that may stop working when its expiry comes."""
+
+    @property
+    def id(self) -> str:
+        """The key's id."""
+
+    def expired(self, now: datetime) -> bool:
+        """Whether its expiry has come."""
+
+
+K = TypeVar("K", bound=Expiring)
+Lookup = Callable[[AsyncConnection, str, datetime], Awaitable[K | None]]
+
+
+class KeyCache(Generic[K]):
+    """Keys that authenticated, by the SHA-256 of their secret, each for ``ttl`` seconds;
+    ``lookup`` finds a key by its secret in the database (API keys', proxy keys')."""
 
     def __init__(
-        self, ttl: float, *, size: int = 1024, clock: Callable[[], float] = time.monotonic
+        self,
+        ttl: float,
+        lookup: Lookup[K],
+        *,
+        size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ttl = ttl
+        self.lookup = lookup
         self.size = size
         self.clock = clock
-        self._keys: dict[bytes, tuple[float, ApiKey]] = {}
+        self._keys: dict[bytes, tuple[float, K]] = {}
 
-    async def authenticate(self, ledger: Ledger, secret: str) -> ApiKey | None:
+    async def authenticate(self, ledger: Ledger, secret: str) -> K | None:
         """The live key this secret belongs to, from the cache or else the database."""
         digest = hashlib.sha256(secret.encode()).digest()
         now = self.clock()
@@ -52,9 +77,7 @@ class KeyCache:
         if cached is not None and cached[0] > now and not cached[1].expired(ledger.now()):
             return cached[1]
         key = await db.run(
-            ledger.engine,
-            lambda conn: keys.authenticate(conn, secret, ledger.now()),
-            readonly=True,
+            ledger.engine, lambda conn: self.lookup(conn, secret, ledger.now()), readonly=True
         )
         if key is None or self.ttl <= 0:
             self._keys.pop(digest, None)
@@ -63,6 +86,11 @@ class KeyCache:
             del self._keys[next(iter(self._keys))]  # the oldest entry
         self._keys[digest] = (now + self.ttl, key)
         return key
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key this process revoked, so that it is refused here at once."""
+        for digest in [d for d, (_, key) in self._keys.items() if key.id == key_id]:
+            del self._keys[digest]
 
 
 def ledger_of(request: Request) -> Ledger:
@@ -86,7 +114,7 @@ async def admit(
     otherwise)."""
     if credentials is None:
         raise Unauthenticated("send an API key as 'Authorization: Bearer <key>'")
-    cache: KeyCache = request.app.state.key_cache
+    cache: KeyCache[ApiKey] = request.app.state.key_cache
     key = await cache.authenticate(ledger_of(request), credentials.credentials)
     if key is None:
         if credentials.credentials.startswith(PROXY_KEY_PREFIX):

@@ -12,8 +12,8 @@ Two ways to pay:
 Each key is held to its requests a minute (:class:`RateLimiter`, in this process): a
 proxy key to its own ``rate_limit`` or ``[proxy] rate_limit_per_minute``, an app key to
 ``[proxy] app_rate_limit_per_minute``; past it, 429 with ``Retry-After``. A proxy key is
-looked up on every request (no cache), and checked again under its row lock when its
-hold opens, so a revoked one pays for nothing more at once.
+remembered as API keys are (``KeyCache``), and checked again under its account's lock
+when its hold opens, so a revoked one pays for nothing more at once.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
-from creditsd import db
-from creditsd.api.auth import API_KEY, admit, bearer, ledger_of
+from creditsd.api.auth import API_KEY, KeyCache, admit, bearer, ledger_of
 from creditsd.errors import CreditsError, RateLimited, Unauthenticated
 from creditsd.keys.service import ApiKey
 from creditsd.ledger.errors import WrongAccount
@@ -65,12 +64,8 @@ async def _caller(
     settings = ledger.settings.proxy
     key: ApiKey | ProxyKey
     if credentials is not None and credentials.credentials.startswith(proxy_keys.SECRET_PREFIX):
-        secret = credentials.credentials
-        found = await db.run(
-            ledger.engine,
-            lambda conn: proxy_keys.authenticate(conn, secret, ledger.now()),
-            readonly=True,
-        )
+        cache: KeyCache[ProxyKey] = request.app.state.proxy_key_cache
+        found = await cache.authenticate(ledger, credentials.credentials)
         if found is None:
             raise Unauthenticated("unknown or revoked proxy key")
         request.scope[API_KEY] = key = found  # for the access log

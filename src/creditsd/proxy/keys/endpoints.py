@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from creditsd import db
 from creditsd.api.auth import AppKey, LedgerDep, actor
@@ -79,11 +79,14 @@ async def list_keys(
 
 
 @router.delete("/{key_id}", response_model=ProxyKeyOut, responses=error_responses(403, 404))
-async def revoke_key(key_id: KeyPath, ledger: LedgerDep, key: AppKey) -> ExactJSONResponse:
+async def revoke_key(
+    key_id: KeyPath, request: Request, ledger: LedgerDep, key: AppKey
+) -> ExactJSONResponse:
     """Revoke a key (audited): it pays for no new call from now on, in every process;
     calls it already began still settle. Revoking twice is harmless."""
     revoked = await db.run(
         ledger.engine,
         lambda conn: service.revoke(conn, key_id, ledger.now(), actor=actor(key)),
     )
+    request.app.state.proxy_key_cache.forget(key_id)
     return respond(ProxyKeyOut.of(revoked, ledger.money))
