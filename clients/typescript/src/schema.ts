@@ -536,10 +536,11 @@ export interface paths {
          *     every other field a model reads) plus ``max_completion_tokens`` (or ``max_tokens``,
          *     else ``[proxy] default_max_tokens``, which is then sent upstream) at the catalog's
          *     prices. With ``X-Creditsd-Clamp: true`` (or ``[proxy] clamp_max_tokens``) a cap the
-         *     balance cannot cover is lowered to one it can instead of 402. The body goes upstream as sent but for
-         *     the output cap, the upstream's name for the model and ``stream_options``, with
-         *     OpenRouter's attribution headers; a stream's usage chunk reaches a client that asked
-         *     for it (``stream_options.include_usage``, or OpenRouter's ``usage.include``).
+         *     balance cannot cover is lowered to one it can instead of 402. The body goes upstream
+         *     as sent but for the output cap, the upstream's name for the model and
+         *     ``stream_options``, with OpenRouter's attribution headers; a stream's usage chunk
+         *     reaches a client that asked for it (``stream_options.include_usage``, or OpenRouter's
+         *     ``usage.include``).
          */
         post: operations["chat_completions_openai_v1_chat_completions_post"];
         delete?: never;
