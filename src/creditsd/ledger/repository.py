@@ -70,6 +70,18 @@ async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer | No
     return None if row is None else _transfer(row)
 
 
+async def existing_transfer_ids(
+    conn: AsyncConnection, transfer_ids: Iterable[str], chunk: int = 500
+) -> set[str]:
+    """Which of these transfer ids the ledger holds, whichever app made them."""
+    wanted = sorted(set(transfer_ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), chunk):
+        query = select(_T.id).where(_T.id.in_(wanted[start : start + chunk]))
+        found.update((await conn.execute(query)).scalars())
+    return found
+
+
 async def account_transfers(
     conn: AsyncConnection, account_id: str, limit: int, before: str | None
 ) -> list[Transfer]:

@@ -36,6 +36,9 @@ async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
         events.update((event.event_id, event) for event in page)
     transfers = {t.id: t for t in await ledger_repo.transfers_of_app(conn, STRIPE_APP)}
     payments = {payment.id: payment for payment in await repo.all_payments(conn)}
+    # Events also make transfers of other apps (a plan's allowance is creditsd's own).
+    named = {t for event in events.values() for t in (event.detail or {}).get("transfers", [])}
+    in_ledger = await ledger_repo.existing_transfer_ids(conn, named)
 
     for event in events.values():
         if event.handled_at is None:
@@ -51,7 +54,7 @@ async def reconcile(conn: AsyncConnection) -> list[Mismatch]:
                 Mismatch("event_without_transfer", event.event_id, f"{event.type}: {event.outcome}")
             )
         for transfer_id in (event.detail or {}).get("transfers", []):
-            if transfer_id not in transfers:
+            if transfer_id not in in_ledger:
                 found.append(
                     Mismatch(
                         "event_without_transfer",
