@@ -123,6 +123,18 @@ accounts = Table(
     CheckConstraint("kind = 'customer' OR (balance = 0 AND held = 0)", name="system_not_stored"),
 )
 
+# Who holds an account frozen: an operator (`operator`), an open dispute (`dispute:<id>`),
+# a refund whose spent credits were not recovered (`refund:<payment>`). The account's
+# status is frozen while any is left; each holder lifts only its own.
+account_freezes = Table(
+    "account_freezes",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("holder", String(KEY_LENGTH), primary_key=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
 # Every name an account answers to, its own id included, so ids and aliases never collide.
 account_names = Table(
     "account_names",

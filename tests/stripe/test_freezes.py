@@ -85,3 +85,27 @@ async def test_an_account_frozen_by_two_disputes_is_active_once_both_are_won(
     assert (await charge(admin, "kit")).status_code == 201
     shown = body(await admin.get("/v1/accounts/kit"))
     assert (shown["status"], shown["frozen_by"]) == ("active", [])
+
+
+async def test_an_operators_reactivation_lifts_every_freeze_and_a_lost_dispute_changes_nothing(
+    admin: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    disputed = await dispute(admin, fake, await purchase(admin, fake, "lu"))
+    reactivated = await admin.put("/v1/accounts/lu", json={"status": "active"})
+    assert (reactivated.status_code, body(reactivated)["frozen_by"]) == (200, [])
+    lost = fake.event("charge.dispute.closed", dispute_of(fake, disputed, "lost"))
+    assert body(await deliver(admin, lost))["outcome"] == "not_won"
+    assert (await charge(admin, "lu")).status_code == 201
+
+
+async def test_a_dispute_of_a_closed_account_keeps_it_closed(
+    freezing: Ledger, admin: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    session = await purchase(admin, fake, "mo")
+    await freezing.set_status("mo", "closed", actor="cli:ops")
+    disputed = await dispute(admin, fake, session)
+    shown = body(await admin.get("/v1/accounts/mo"))
+    assert (shown["status"], shown["frozen_by"]) == ("closed", [f"dispute:{disputed['id']}"])
+    await win(admin, fake, disputed)
+    shown = body(await admin.get("/v1/accounts/mo"))
+    assert (shown["status"], shown["frozen_by"]) == ("closed", [])

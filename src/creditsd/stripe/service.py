@@ -15,7 +15,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
-from creditsd.audit.models import AuditFilter
 from creditsd.config import Settings
 from creditsd.inbox import Outcome
 from creditsd.ledger import lot_repository as lot_repo
@@ -32,8 +31,6 @@ log = logging.getLogger("creditsd.stripe")
 
 STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
 INVOICE_PAID = "invoice.payment_succeeded"
-# Why a dispute froze an account (the freeze a won dispute lifts).
-_DISPUTE_FREEZES = {"payment disputed", "dispute: credits spent"}
 
 Event = dict[str, Any]
 
@@ -204,6 +201,7 @@ async def take_back(
     *,
     key: str,
     reason: str,
+    freezer: str,
     settings: Settings,
     policy: ledger.Policy,
     now: datetime,
@@ -212,8 +210,8 @@ async def take_back(
 
     What the account has already spent follows ``[stripe] refund_policy``: taken anyway
     (``allow_negative``: the balance goes below zero and the next credits pay it back),
-    left unrecovered with the account frozen (``block_account``), or written off. The
-    transfer's metadata records the policy and the figures.
+    left unrecovered with the account frozen by ``freezer`` (``block_account``), or
+    written off. The transfer's metadata records the policy and the figures.
     """
     money: Money = settings.money
     refund_policy = settings.stripe.refund_policy
@@ -259,8 +257,13 @@ async def take_back(
         transfer = await ledger.post_transfer(conn, posting, policy, now)
         outcome.transfers.append(transfer.id)
     if short and refund_policy == "block_account":
-        await ledger.set_status(
-            conn, account_id, "frozen", now, actor=STRIPE_APP, reason=f"{reason}: credits spent"
+        await ledger.freeze(
+            conn,
+            account_id,
+            now,
+            holder=freezer,
+            actor=STRIPE_APP,
+            reason=f"{reason}: credits spent",
         )
     await repo.update_payment(conn, payment.id, {"clawed_back": payment.clawed_back + due})
     return outcome
@@ -297,6 +300,7 @@ async def refund(
         due,
         key=f"stripe:refund:{payment_id}:{refunded}",
         reason="refund",
+        freezer=f"refund:{payment_id}",
         settings=settings,
         policy=policy,
         now=now,
@@ -314,9 +318,15 @@ async def dispute(
     payment_id, payment = await _paid_by(conn, disputed)
     if payment is None:
         return Outcome("unknown_payment", notes={"payment": payment_id})
+    freezer = _dispute_freezer(disputed)
     if settings.stripe.dispute_policy == "freeze":
-        await ledger.set_status(
-            conn, payment.account_id, "frozen", now, actor=STRIPE_APP, reason="payment disputed"
+        await ledger.freeze(
+            conn,
+            payment.account_id,
+            now,
+            holder=freezer,
+            actor=STRIPE_APP,
+            reason="payment disputed",
         )
         return Outcome("frozen", notes={"payment": payment_id})
     due = min(
@@ -329,6 +339,7 @@ async def dispute(
         due,
         key=f"stripe:dispute:{disputed.get('id')}",
         reason="dispute",
+        freezer=freezer,
         settings=settings,
         policy=policy,
         now=now,
@@ -353,7 +364,14 @@ async def reinstate(
     if payment is None:
         return Outcome("unknown_payment", notes={**notes, "payment": payment_id})
     notes["payment"] = payment_id
-    lifted = await _lift_dispute_freeze(conn, payment.account_id, now)
+    lifted = await ledger.lift_freeze(
+        conn,
+        payment.account_id,
+        now,
+        holder=_dispute_freezer(disputed),
+        actor=STRIPE_APP,
+        reason="dispute won",
+    )
     found = await ledger_repo.find_transfer_by_key(conn, STRIPE_APP, f"stripe:dispute:{dispute_id}")
     if found is None:
         return Outcome("reinstated" if lifted else "nothing_to_give_back", notes=notes)
@@ -377,23 +395,9 @@ async def reinstate(
     return Outcome("reinstated", [transfer.id], notes)
 
 
-async def _lift_dispute_freeze(conn: AsyncConnection, account_id: str, now: datetime) -> bool:
-    """Make the account active again if its latest freeze was a dispute's; an operator's
-    freeze stays."""
-    row = await ledger_repo.get_account_row(conn, account_id)
-    if row is None or row.status != "frozen":
-        return False
-    latest = await audit.records(
-        conn, AuditFilter(target=account_id, action="account.frozen"), before=None, limit=1
-    )
-    if not latest:  # pragma: no cover - every freeze is audited
-        return False
-    (freeze,) = latest
-    if freeze.actor != STRIPE_APP or (freeze.after or {}).get("reason") not in _DISPUTE_FREEZES:
-        return False
-    return await ledger.set_status(
-        conn, account_id, "active", now, actor=STRIPE_APP, reason="dispute won"
-    )
+def _dispute_freezer(disputed: Event) -> str:
+    """The holder of the freeze a dispute puts on its account (its won end lifts it)."""
+    return f"dispute:{disputed.get('id')}"
 
 
 def _when(seconds: Any) -> datetime:
