@@ -326,6 +326,17 @@ stripe_payments = Table(
     Index(None, "account_id"),
 )
 
+# Refunds and disputes Stripe delivered before the purchase of their payment (Stripe does
+# not order events, and retries a failed one for days): the inbox ids of their events, in
+# arrival order, applied in the purchase's transaction, which deletes the row. Both sides
+# write this row first, so a purchase and an early refund arriving together take turns.
+stripe_early_events = Table(
+    "stripe_early_events",
+    metadata,
+    Column("payment_id", String(KEY_LENGTH), primary_key=True),
+    Column("event_ids", JSON(none_as_null=True), nullable=False),
+)
+
 OUTBOX_STATUSES = ("pending", "delivered", "dead")
 
 # Where signed webhooks go; the secret signs them (Standard Webhooks), so it is kept as is.

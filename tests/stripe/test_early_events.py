@@ -10,11 +10,19 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd import db
+from creditsd import db, inbox
 from creditsd.inprocess import Ledger
-from creditsd.stripe.reconcile import reconcile
+from creditsd.stripe.billing import StripeBilling
+from creditsd.stripe.service import SOURCE, Asked, money_back
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
-from tests.stripe.conftest import CREDIT, PACKS, checkout, deliver, stripe_settings
+from tests.stripe.conftest import (
+    CREDIT,
+    PACKS,
+    checkout,
+    deliver,
+    reconciled,
+    stripe_settings,
+)
 from tests.stripe.fake import FakeStripe
 from tests.stripe.test_published_payloads import dispute_of
 from tests.test_cli import run
@@ -38,8 +46,7 @@ async def outcome(api: httpx.AsyncClient, event: JSON) -> str:
 
 
 async def mismatches(ledger: Ledger) -> list[tuple[str, str]]:
-    found = await db.run(ledger.engine, lambda conn: reconcile(conn, ledger.now()), readonly=True)
-    return [(m.kind, m.reference) for m in found]
+    return [(m.kind, m.reference) for m in await reconciled(ledger)]
 
 
 async def test_a_refund_before_its_purchase_takes_the_credits_back_when_it_arrives(
@@ -156,3 +163,67 @@ async def test_reconcile_lists_what_awaits_a_purchase_and_fails_once_stripe_stop
     assert [line.split("\t")[:2] for line in out.splitlines() if "\t" in line] == [
         ["awaiting_purchase", new["id"]]
     ]
+
+
+async def test_refunds_arriving_together_with_their_purchases_are_each_applied_once(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    accounts = [f"gus{n}" for n in range(8)]
+    sessions = [await paid_unannounced(shop_api, fake, account) for account in accounts]
+    events = []
+    for session in sessions:
+        refunded = fake.refund(charge_of(fake, session), 9_000)
+        events += [fake.event("charge.refunded", refunded)] * 2  # Stripe repeats itself
+        events.append(fake.event("checkout.session.completed", session))
+    responses = await asyncio.gather(*(deliver(shop_api, event) for event in events))
+    assert all(response.status_code == 200 for response in responses)
+
+    for account in accounts:
+        assert (await shop.get_account(account)).balance == 0
+        kinds = sorted(t.kind for t in (await shop.transactions(account)).items)
+        assert kinds == ["clawback", "purchase"]
+    assert await mismatches(shop) == []
+
+
+async def test_a_purchase_waits_for_a_refund_kept_at_that_very_moment(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    session = await paid_unannounced(shop_api, fake, "hal")
+    refunded = fake.event("charge.refunded", fake.refund(charge_of(fake, session), 9_000))
+    async with db.transaction(shop.engine) as conn:  # the refund's delivery, not yet committed
+        now = shop.now()
+        await inbox.store(conn, SOURCE, refunded["id"], refunded["type"], refunded, now)
+        kept = await money_back(
+            conn, refunded["id"], refunded["type"], refunded["data"]["object"],
+            shop.settings, shop.policy, now,
+        )  # fmt: skip
+        assert kept.name == "awaiting_purchase"
+        await inbox.mark_handled(conn, SOURCE, refunded["id"], kept.name, kept.detail(), now)
+        purchase = asyncio.create_task(
+            deliver(shop_api, fake.event("checkout.session.completed", session))
+        )
+        await asyncio.sleep(0.5)
+        assert not purchase.done()  # it waits for the refund's transaction
+    assert body(await purchase)["outcome"] == "granted"
+    assert (await shop.get_account("hal")).balance == 0
+    assert await mismatches(shop) == []
+
+
+async def test_a_refund_waits_for_a_purchase_granted_at_that_very_moment(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    session = await paid_unannounced(shop_api, fake, "ivy")
+    paid = fake.event("checkout.session.completed", session)
+    refunded = fake.event("charge.refunded", fake.refund(charge_of(fake, session), 9_000))
+    async with db.transaction(shop.engine) as conn:  # the purchase, not yet committed
+        now = shop.now()
+        await inbox.store(conn, SOURCE, paid["id"], paid["type"], paid, now)
+        granted = await StripeBilling(shop).handle(conn, paid, Asked([("price_10k", 1)]), now)
+        assert granted.name == "granted"
+        await inbox.mark_handled(conn, SOURCE, paid["id"], granted.name, granted.detail(), now)
+        refund = asyncio.create_task(deliver(shop_api, refunded))
+        await asyncio.sleep(0.5)
+        assert not refund.done()  # it waits for the purchase's transaction
+    assert body(await refund)["outcome"] == "clawed_back"
+    assert (await shop.get_account("ivy")).balance == 0
+    assert await mismatches(shop) == []

@@ -1,4 +1,5 @@
-"""Who holds each account frozen; the accounts frozen until now stay frozen by an operator.
+"""Who holds each account frozen (the accounts frozen until now: an operator); refunds and
+disputes that came before their payment's purchase.
 
 Revision ID: 0012
 Revises: 0011
@@ -37,7 +38,14 @@ def upgrade() -> None:
         "SELECT id, 'operator', 'frozen before freezes named their holder', updated_at "
         "FROM accounts WHERE status = 'frozen'"
     )
+    op.create_table(
+        "stripe_early_events",
+        sa.Column("payment_id", sa.String(255), nullable=False),
+        sa.Column("event_ids", sa.JSON(none_as_null=True), nullable=False),
+        sa.PrimaryKeyConstraint("payment_id", name="pk_stripe_early_events"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("stripe_early_events")
     op.drop_table("account_freezes")
