@@ -417,10 +417,11 @@ async def test_an_admin_freezes_reopens_and_sets_a_low_balance_threshold(
         await chat.initialize_account("u", status="frozen")
 
     frozen = await billing.initialize_account("u", status="frozen")
-    assert frozen.status == "frozen"
+    assert (frozen.status, frozen.frozen_by) == ("frozen", ("operator",))
     with pytest.raises(AccountNotActiveError):
         await chat.charge("u", 1)
-    assert (await billing.initialize_account("u", status="active")).status == "active"
+    reopened = await billing.initialize_account("u", status="active")
+    assert (reopened.status, reopened.frozen_by) == ("active", ())
     assert (await chat.charge("u", 1)).balance == D(9)
     with pytest.raises(ValidationError):
         await billing.initialize_account("u", status="paused")

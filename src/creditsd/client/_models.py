@@ -56,6 +56,9 @@ class Account:
     low_balance_threshold: Decimal | None = None
     """``balance.low`` fires when a debit takes the balance below this (0: never for this
     account); None: the server's default."""
+    frozen_by: tuple[str, ...] = ()
+    """Who holds the account frozen (``operator``, ``dispute:<id>``, ``refund:<id>``), each
+    lifting only its own freeze; empty when active."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -72,6 +75,7 @@ class Account:
                 source: credits(amount) for source, amount in data["balance_by_source"].items()
             },
             aliases=tuple(data.get("aliases") or ()),
+            frozen_by=tuple(data.get("frozen_by") or ()),
             metadata=data.get("metadata"),
             created_at=optional_timestamp(data["created_at"]),
             updated_at=optional_timestamp(data["updated_at"]),
