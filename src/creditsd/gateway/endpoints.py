@@ -115,9 +115,7 @@ async def usage_webhook(
     carried on the account until it adds up to one (``status`` ``carried``). ``cost`` 0
     charges nothing. Idempotent by ``requestId``, else ``Idempotency-Key`` or
     ``X-Request-Id``, else the payload itself (every field but ``apiKey`` and
-    ``sub2api_balance_usd``): a resent post charges once. Without an id, two requests
-    identical to the millisecond are taken for one; such posts are counted in
-    ``/metrics``. Unknown fields are kept.
+    ``sub2api_balance_usd``): a resent post charges once. Unknown fields are kept.
     """
     now = ledger.now()
     if body.cost == 0:
