@@ -333,13 +333,10 @@ async def login(request: Request) -> Response:
         except CreditsError as failed:
             problem = (401, _failure(failed, ledger)["text"])
     if key is not None and not key.allows("admin"):
-        key, problem = (
-            None,
-            (
-                403,
-                f"This key's scope is {key.scope!r}. "
-                "The admin console needs a key with scope 'admin'.",
-            ),
+        scope, key = key.scope, None
+        problem = (
+            403,
+            f"This key's scope is {scope!r}. The admin console needs a key with scope 'admin'.",
         )
     if key is None:
         backoff.failed(client, ledger.now())
