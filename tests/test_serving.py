@@ -5,6 +5,7 @@ descriptors neither floods the log nor stops the service (issue 10's findings)."
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from pathlib import Path
@@ -121,3 +122,79 @@ def test_one_connection_is_answered_without_waiting_for_delayed_acks(
             assert http.get("/healthz").status_code == 200
             took.append(time.perf_counter() - started)
     assert sorted(took)[10] < 0.02, took
+
+
+# One route of each kind that reads a body: the fast lanes, a FastAPI route, the proxy, the
+# gateway's and the providers' webhook receivers, a console form.
+BODY_READERS = [
+    "/v1/charges",
+    "/v1/grants",
+    "/openai/v1/chat/completions",
+    "/openai/v1/embeddings",
+    "/api/internal/webhooks/usage",
+    "/webhooks/stripe",
+    "/webhooks/clerk",
+    "/admin/login",
+]
+GATEWAY_SECRET = "gateway-internal-secret-0123456789"
+
+
+def _half_a_body(path: str, secret: str) -> bytes:
+    """A request on ``path`` whose headers pass every check made before its body is read,
+    and whose body stops after 13 of the 100 bytes it announces."""
+    form = path.startswith("/admin/")
+    kind = "application/x-www-form-urlencoded" if form else "application/json"
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: creditsd\r\nContent-Type: {kind}\r\n"
+        f"Authorization: Bearer {secret}\r\nX-Creditsd-Account: u\r\n"
+        f"X-Internal-Secret: {GATEWAY_SECRET}\r\nContent-Length: 100\r\n\r\n"
+        '{"account_id"'
+    ).encode()
+
+
+def _access_lines(tmp_path: Path) -> tuple[str, list[dict[str, object]]]:
+    log = "".join(path.read_text() for path in tmp_path.glob("serve-*.log"))
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return log, lines
+
+
+async def test_a_client_that_hangs_up_mid_body_is_one_499_line_and_no_traceback(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    config = tmp_path / "creditsd.toml"
+    config.write_text(f'{CONFIG}\n[gateway]\ninternal_secret = "{GATEWAY_SECRET}"\n')
+    with serve(database_url, tmp_path, config=config) as base:
+        for path in BODY_READERS:
+            with _connect(base) as sock:
+                sock.sendall(_half_a_body(path, secret))
+                await asyncio.sleep(0.1)  # the body is being read when the client leaves
+        await asyncio.sleep(0.5)
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/healthz")).status_code == 200
+    log, lines = _access_lines(tmp_path)
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    statuses = {line["path"]: line["status"] for line in lines}
+    assert statuses == {**dict.fromkeys(BODY_READERS, 499), "/readyz": 200, "/healthz": 200}
+    assert len(log.splitlines()) < 30, log
+
+
+async def test_a_client_that_stalls_mid_body_is_cut_with_408_and_one_line(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    config = tmp_path / "creditsd.toml"
+    config.write_text(f'{CONFIG}\n[gateway]\ninternal_secret = "{GATEWAY_SECRET}"\n')
+    with serve(database_url, tmp_path, config=config) as base:
+        for path in BODY_READERS:
+            with _connect(base) as sock:
+                sock.sendall(_half_a_body(path, secret))
+                started = time.monotonic()
+                answer = _answer(sock)
+                assert time.monotonic() - started < 4
+                assert answer.startswith(b"HTTP/1.1 408 "), (path, answer)
+        await asyncio.sleep(0.2)
+    log, lines = _access_lines(tmp_path)
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+    statuses = {line["path"]: line["status"] for line in lines}
+    assert statuses == {**dict.fromkeys(BODY_READERS, 408), "/readyz": 200}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from creditsd.inprocess import Ledger
+from tests.api.test_observe import sample
 from tests.conftest import LedgerFactory, body, client_for
 
 CREDIT = 10_000
@@ -221,3 +223,37 @@ async def test_a_sync_with_fields_added_later_is_taken_and_they_are_kept(
     assert answer.status_code == 200, answer.text
     (sync,) = (await linked.transactions("77")).items
     assert sync.metadata == {"source": "admin-panel"}
+
+
+async def test_identical_posts_sent_at_once_are_deduplicated_as_if_sent_one_at_a_time(
+    linked: Ledger, gateway: httpx.AsyncClient
+) -> None:
+    # What looked like a race was posts stamped with the time they were sent: only those of
+    # the same millisecond are identical. Identical bytes charge once, however they arrive.
+    at_once = await asyncio.gather(*(gateway.post(USAGE, json=SEED_USAGE) for _ in range(16)))
+    one_by_one = [await gateway.post(USAGE, json={**SEED_USAGE, "userId": 7}) for _ in range(16)]
+    for answers in (at_once, one_by_one):
+        statuses = sorted(body(answer)["status"] for answer in answers)
+        assert statuses == ["charged"] + ["duplicate"] * 15
+    assert (await linked.get_account("123")).balance == -3_000
+    assert (await linked.get_account("7")).balance == -3_000
+
+
+async def test_posts_deduplicated_by_their_payload_are_counted_for_the_operator(
+    gateway: httpx.AsyncClient,
+) -> None:
+    before = (await gateway.get("/metrics")).text
+    await gateway.post(USAGE, json=SEED_USAGE)
+    await gateway.post(USAGE, json=SEED_USAGE)  # the same bytes: taken for a resend
+    await gateway.post(USAGE, json={**SEED_USAGE, "timestamp": 1700000000001})
+    for _ in range(2):  # identified by the gateway: neither counted
+        await gateway.post(USAGE, json={**SEED_USAGE, "requestId": "req-9"})
+    await gateway.post(USAGE, json=SEED_USAGE, headers={"Idempotency-Key": "k-1"})
+    await gateway.post(USAGE, json={**SEED_USAGE, "cost": 0, "totalCost": 0})  # nothing to key
+    after = (await gateway.get("/metrics")).text
+
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    assert grew("creditsd_gateway_usage_without_request_id_total") == 3
+    assert grew("creditsd_gateway_usage_deduplicated_by_payload_total") == 1

@@ -707,3 +707,40 @@ async def test_console_pages_read_in_order_and_name_every_control(
         await page.keyboard.press("Tab")
         outline = await page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
         assert outline == "solid"
+
+
+async def _try_key(http: httpx.AsyncClient, key: str) -> httpx.Response:
+    return await http.post("/admin/login", data={"key": key, "csrf": await login_token(http)})
+
+
+async def test_failed_sign_ins_back_off_per_client_exponentially_and_a_success_resets(
+    ledger: Ledger, clock: Clock
+) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    async with (
+        serve_app(ledger) as base,
+        # uvicorn trusts X-Forwarded-For from 127.0.0.1, as from a proxy on the same host.
+        httpx.AsyncClient(base_url=base, headers={"X-Forwarded-For": "10.0.0.1"}) as http,
+        httpx.AsyncClient(base_url=base, headers={"X-Forwarded-For": "10.0.0.2"}) as other,
+    ):
+        for _ in range(5):
+            assert (await _try_key(http, "cdk_guess")).status_code == 401
+        waits = []
+        for _ in range(13):
+            refused = await _try_key(http, secret)  # the right key is not even looked at
+            assert refused.status_code == 429
+            assert "Too many failed sign-ins from your address" in refused.text
+            assert "creditsd_admin=" not in refused.headers.get("set-cookie", "")
+            waits.append(int(refused.headers["Retry-After"]))
+            assert (await _try_key(other, "cdk_guess")).status_code == 401  # its own count
+            clock.advance(waits[-1] - 0.5)
+            assert (await _try_key(http, "cdk_guess")).status_code == 429  # not yet
+            clock.advance(0.5)
+            assert (await _try_key(http, "cdk_guess")).status_code == 401
+        assert waits == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900, 900]
+        clock.advance(900)
+        assert (await _try_key(http, secret)).status_code == 303
+        http.cookies.clear()  # signed out, on the same address
+        for _ in range(5):  # signed in: the count starts again
+            assert (await _try_key(http, "cdk_guess")).status_code == 401
+        assert (await _try_key(http, "cdk_guess")).status_code == 429

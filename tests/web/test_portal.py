@@ -715,3 +715,98 @@ async def test_the_page_reads_in_order_and_shows_where_the_keyboard_is(
         outline = await focused.evaluate("link => getComputedStyle(link).outlineStyle")
         assert outline == "solid"
         await expect(page.get_by_role("img", name="Credits used per day")).to_be_visible()
+
+
+# -- one browser, two accounts ------------------------------------------------------------
+
+
+def _named(html: str) -> str:
+    """The account a billing page says it is for."""
+    found = re.search(r'data-testid="account">([^<]+)<', html)
+    assert found is not None, html
+    return found[1]
+
+
+async def test_every_billing_page_names_its_account(
+    api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await api.get(await portal_url(api, "ada"))
+    page = await api.get("/billing")
+    assert _named(page.text) == "ada"
+    checkout = await _buy(api, page.text, "1k")
+    for path in ("/billing/cancel", f"/billing/success?session_id={checkout}"):
+        assert _named((await api.get(path)).text) == "ada", path
+
+
+async def test_another_account_s_link_asks_before_switching(
+    api: httpx.AsyncClient, shop: Ledger
+) -> None:
+    await shop.grant("bo", 340 * CREDIT)
+    await api.get(await portal_url(api, "ada"))
+    ada_page = (await api.get("/billing")).text
+    bo_link = await portal_url(api, "bo")
+    opened = await api.get(bo_link)
+    assert (opened.status_code, opened.headers["location"]) == (303, "/billing/switch")
+    assert _named((await api.get("/billing")).text) == "ada"  # nothing switched yet
+
+    asked = await api.get("/billing/switch")
+    assert asked.status_code == 200
+    assert _named(asked.text) == "ada"
+    for said in ("account <strong>ada</strong>", "account <strong>bo</strong>", "Switch to bo"):
+        assert said in asked.text, said
+    assert "340" not in asked.text  # bo's figures are shown only once switched to
+    for forged in ({"choice": "switch"}, {"choice": "switch", "csrf": _csrf(ada_page)}):
+        refused = await api.post("/billing/switch", data=forged)
+        assert refused.status_code == 403
+    assert _named((await api.get("/billing")).text) == "ada"
+    assert (await api.get(bo_link)).status_code == 401  # the link was spent on asking
+
+    confirm = {"choice": "switch", "csrf": _csrf(asked.text)}
+    switched = await api.post("/billing/switch", data=confirm)
+    assert (switched.status_code, switched.headers["location"]) == (303, "/billing")
+    page = (await api.get("/billing")).text
+    assert _named(page) == "bo" and 'data-testid="balance">340 <small>' in page
+    gone = await api.get("/billing/switch")  # asked once: nothing more to confirm
+    assert (gone.status_code, gone.headers["location"]) == (303, "/billing")
+
+
+async def test_staying_keeps_the_account_and_the_same_account_s_link_opens_at_once(
+    api: httpx.AsyncClient,
+) -> None:
+    await api.get(await portal_url(api, "ada"))
+    await api.get(await portal_url(api, "bo"))
+    asked = await api.get("/billing/switch")
+    stayed = await api.post("/billing/switch", data={"choice": "stay", "csrf": _csrf(asked.text)})
+    assert (stayed.status_code, stayed.headers["location"]) == (303, "/billing")
+    assert _named((await api.get("/billing")).text) == "ada"
+    late = await api.post("/billing/switch", data={"choice": "switch", "csrf": _csrf(asked.text)})
+    assert late.status_code == 303 and _named((await api.get("/billing")).text) == "ada"
+
+    again = await api.get(await portal_url(api, "ada"))
+    assert (again.status_code, again.headers["location"]) == (303, "/billing")
+
+
+async def test_a_browser_is_asked_before_another_account_s_link_takes_over(
+    shop: Ledger, app_key: str, context: BrowserContext
+) -> None:
+    await shop.grant("bo", 340 * CREDIT)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        page = await context.new_page()
+        await page.goto(await portal_url(http, "ada"))
+        await expect(page.get_by_test_id("account")).to_have_text("ada")
+        await page.goto(await portal_url(http, "bo"))
+        assert page.url == f"{base}/billing/switch"
+        await expect(page.locator("h1")).to_have_text("Switch accounts?")
+        await expect(page.locator("main")).to_contain_text("account ada")
+        await expect(page.locator("main")).to_contain_text("account bo")
+        await shoot(page, "billing-switch")
+        await page.get_by_role("button", name="Stay with ada").click()
+        assert page.url == f"{base}/billing"
+        await expect(page.get_by_test_id("account")).to_have_text("ada")
+
+        await page.goto(await portal_url(http, "bo"))
+        await page.get_by_role("button", name="Switch to bo").click()
+        assert page.url == f"{base}/billing"
+        await expect(page.get_by_test_id("account")).to_have_text("bo")
+        await expect(page.get_by_test_id("balance")).to_contain_text("340")

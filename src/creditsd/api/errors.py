@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from creditsd import db
 from creditsd.api.http import ExactJSONResponse
@@ -23,6 +24,10 @@ from creditsd.web import pages
 
 log = logging.getLogger("creditsd.api")
 RETRY_AFTER_SECONDS = 1  # a busy or restarting database is usually back within seconds
+# Set in a request's scope by the server when it cut the request for arriving too slowly.
+TIMED_OUT_SCOPE = "creditsd.timed_out"
+TOO_SLOW_MESSAGE = "the request did not arrive in time"
+CLIENT_CLOSED = 499  # nginx's status for a client that left before its answer; never sent
 
 
 class ErrorDetail(BaseModel):
@@ -134,7 +139,14 @@ def openai_error(
 _UNAVAILABLE = "the database is unavailable; retry with the same idempotency key"
 # The same on a page, for a person: idempotency keys are for programs.
 _UNAVAILABLE_PAGE = "The service is busy or restarting; try again in a moment."
-_HANDLED = (CreditsError, RequestValidationError, HTTPException, *db.OUTAGES, Exception)
+_HANDLED = (
+    CreditsError,
+    RequestValidationError,
+    HTTPException,
+    ClientDisconnect,
+    *db.OUTAGES,
+    Exception,
+)
 
 
 def error_response(request: Request, exc: Exception) -> Response:
@@ -166,6 +178,10 @@ def _failure(request: Request, exc: Exception) -> Failure:
     if isinstance(exc, HTTPException):
         codes = {404: "not_found", 405: "method_not_allowed"}
         return exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), None
+    if isinstance(exc, ClientDisconnect):  # nobody to answer: the access log says it
+        if request.scope.get(TIMED_OUT_SCOPE):
+            return 408, "request_timeout", TOO_SLOW_MESSAGE, None
+        return CLIENT_CLOSED, "client_closed_request", "the client left mid-request", None
     if isinstance(exc, db.OUTAGES):
         repeats.say(log, f"database unavailable: {db.described(exc)}")
         return 503, "unavailable", _UNAVAILABLE, None

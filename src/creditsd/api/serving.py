@@ -12,7 +12,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from creditsd import jsonio
-from creditsd.api.errors import RETRY_AFTER_SECONDS
+from creditsd.api.errors import RETRY_AFTER_SECONDS, TIMED_OUT_SCOPE, TOO_SLOW_MESSAGE
 from creditsd.repeats import repeats
 
 log = logging.getLogger("creditsd.serve")
@@ -84,6 +84,8 @@ class Guarded(HttpToolsProtocol):
         if started and self.cycle.response_started:
             self.transport.close()  # answered already; only the rest never came
         elif self.parser is not None and self._receiving():
+            if started:  # the app is reading its body: its log line says 408, not 499
+                self.cycle.scope[TIMED_OUT_SCOPE] = True  # type: ignore[literal-required]
             self._close_with(TOO_SLOW)
         else:
             self.transport.close()  # not a byte of a request: nothing to answer
@@ -98,9 +100,7 @@ class Guarded(HttpToolsProtocol):
             self.transport.close()
 
 
-TOO_SLOW = _response(
-    408, "Request Timeout", "request_timeout", "the request did not arrive in time"
-)
+TOO_SLOW = _response(408, "Request Timeout", "request_timeout", TOO_SLOW_MESSAGE)
 TOO_MANY = _response(
     503,
     "Service Unavailable",

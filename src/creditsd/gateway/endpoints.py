@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
+from prometheus_client import Counter
 
 from creditsd import db
 from creditsd.api.auth import LedgerDep
@@ -26,6 +27,17 @@ from creditsd.gateway.schemas import (
 )
 from creditsd.inprocess import Ledger
 from creditsd.jsonio import format_timestamp
+
+KEYED_BY_PAYLOAD = Counter(
+    "creditsd_gateway_usage_without_request_id_total",
+    "Gateway usage posts recorded with no request id (no requestId, Idempotency-Key or "
+    "X-Request-Id): told apart from others by their payload alone.",
+)
+DEDUPLICATED_BY_PAYLOAD = Counter(
+    "creditsd_gateway_usage_deduplicated_by_payload_total",
+    "Of those, posts answered duplicate because an earlier post had the same payload: a "
+    "resend, or real usage identical to the millisecond, which is then not charged.",
+)
 
 
 def _behind_secret(section: Literal["gateway", "app_link"]) -> type[StrictJSONRoute]:
@@ -137,6 +149,10 @@ async def usage_webhook(
             now=ledger.now(),
         ),
     )
+    if key == request:
+        KEYED_BY_PAYLOAD.inc()
+        if recorded.status == "duplicate":
+            DEDUPLICATED_BY_PAYLOAD.inc()
     balance = service.to_dollars(recorded.balance, rate, ledger.money)
     return respond(_receipt(recorded.status, recorded.transfer_id, balance, now))
 

@@ -52,6 +52,7 @@ from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.stripe.service import SOURCE as STRIPE_SOURCE
 from creditsd.tables import OUTBOX_STATUSES
 from creditsd.web import repository as web_tokens
+from creditsd.web.backoff import SignInBackoff
 from creditsd.web.pages import (
     CSRF_FIELD,
     PAGE_HEADERS,
@@ -267,6 +268,14 @@ async def login_form(request: Request) -> Response:
     return redirect(HOME_URL)
 
 
+def _backoff(request: Request) -> SignInBackoff:
+    """This app's sign-in back-off, made on first use."""
+    found: SignInBackoff | None = getattr(request.app.state, "sign_in_backoff", None)
+    if found is None:
+        found = request.app.state.sign_in_backoff = SignInBackoff()
+    return found
+
+
 async def _login_page(request: Request, status: int = 200, problem: str | None = None) -> Response:
     token = secrets.token_urlsafe(24)
     response = await render(
@@ -291,7 +300,20 @@ async def _login_page(request: Request, status: int = 200, problem: str | None =
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    """Sign in with an admin key: the session remembers the key's id, never its secret."""
+    """Sign in with an admin key: the session remembers the key's id, never its secret.
+    A client that keeps failing must wait longer and longer (:mod:`creditsd.web.backoff`)."""
+    ledger = ledger_of(request)
+    backoff, client = _backoff(request), request.client.host if request.client else "unknown"
+    wait = backoff.wait(client, ledger.now())
+    if wait:
+        plural = "" if wait == 1 else "s"
+        refused = await _login_page(
+            request,
+            429,
+            f"Too many failed sign-ins from your address: try again in {wait} second{plural}.",
+        )
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     form = await request.form()
     sent, expected = form.get(CSRF_FIELD), request.cookies.get(LOGIN_COOKIE)
     if not (
@@ -299,8 +321,8 @@ async def login(request: Request) -> Response:
     ):
         raise Forbidden("this form has expired or did not come from this page; reload it")
     secret = form.get("key")
-    ledger = ledger_of(request)
     key: ApiKey | None = None
+    problem = (401, "That key is not valid, or it has been revoked.")
     if isinstance(secret, str) and secret.strip():
         try:
             key = await db.run(
@@ -308,16 +330,18 @@ async def login(request: Request) -> Response:
                 lambda conn: keys.authenticate(conn, secret.strip(), ledger.now()),
                 readonly=True,
             )
-        except CreditsError as refused:
-            return await _login_page(request, 401, _failure(refused, ledger)["text"])
-    if key is None:
-        return await _login_page(request, 401, "That key is not valid, or it has been revoked.")
-    if not key.allows("admin"):
-        return await _login_page(
-            request,
+        except CreditsError as failed:
+            problem = (401, _failure(failed, ledger)["text"])
+    if key is not None and not key.allows("admin"):
+        scope, key = key.scope, None
+        problem = (
             403,
-            f"This key's scope is {key.scope!r}. The admin console needs a key with scope 'admin'.",
+            f"This key's scope is {scope!r}. The admin console needs a key with scope 'admin'.",
         )
+    if key is None:
+        backoff.failed(client, ledger.now())
+        return await _login_page(request, *problem)
+    backoff.succeeded(client)
     token = secrets.token_urlsafe(32)
     seconds = ledger.settings.web.admin_session_seconds
     signed_in = key

@@ -130,16 +130,20 @@ def set_session(
     claims: dict[str, Any],
     lifetime: timedelta,
     now: datetime,
+    path: str | None = None,
 ) -> None:
-    """Put a signed session cookie on ``response``, scoped to ``/<name>``."""
+    """Put a signed session cookie ``creditsd_<name>`` on ``response``, scoped to ``path``
+    (else ``/<name>``)."""
     token = signer_.sign(name, {"sid": new_session_id(), **claims}, now + lifetime)
     seconds = int(lifetime.total_seconds())
-    put_cookie(response, request, f"creditsd_{name}", token, seconds=seconds, path=f"/{name}")
+    put_cookie(
+        response, request, f"creditsd_{name}", token, seconds=seconds, path=path or f"/{name}"
+    )
 
 
-def clear_session(response: Response, name: str) -> None:
-    """Sign the browser out of ``/<name>``."""
-    response.delete_cookie(f"creditsd_{name}", path=f"/{name}")
+def clear_session(response: Response, name: str, path: str | None = None) -> None:
+    """Sign the browser out of ``path`` (else ``/<name>``)."""
+    response.delete_cookie(f"creditsd_{name}", path=path or f"/{name}")
 
 
 def read_session(request: Request, signer_: Signer, name: str, now: datetime) -> Session | None:

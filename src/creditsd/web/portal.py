@@ -4,8 +4,12 @@ An app asks ``POST /v1/portal-sessions`` for a link signed for one account; open
 (``/billing/open``) trades it for a session cookie scoped to ``/billing`` and sends the
 browser on to ``/billing``, so the link's token leaves the address bar. A link opens
 once: its id is kept (``web_tokens``) until it expires, so a link that leaked from a
-history or a log opens nothing. Every page then
-reads the account the session names, and nothing else. Top-ups pay through Stripe
+history or a log opens nothing. Every page then reads the account the session names, and
+nothing else, and says which account that is. A link for another account, opened in a
+browser whose session is still live, switches nothing by itself: it is kept in a cookie of
+its own (``creditsd_billing_switch``) and ``/billing/switch`` asks, naming both accounts;
+only that page's form (a POST with its own CSRF token) switches, so a link sent by someone
+else cannot make a Buy pay into their account unnoticed. Top-ups pay through Stripe
 Checkout, embedded in our page when a publishable key is set, else on Stripe's hosted page;
 Stripe sends the buyer back to ``/billing/success``, which shows the credits once the
 webhook has granted them and refreshes itself until then.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -34,6 +38,7 @@ from creditsd.web.pages import (
     CSRF_FIELD,
     Session,
     check_csrf,
+    clear_session,
     new_session_id,
     page,
     read_session,
@@ -53,6 +58,10 @@ PAGE_SIZE = 20
 # is on its way), seldom while a bank still confirms a delayed payment.
 REFRESH_SECONDS = {"coming": 3, "processing": 30}
 CHECKOUT_ID = re.compile(r"cs_[A-Za-z0-9_]{1,250}")
+SWITCH = "billing_switch"  # a link opened over another account's session, until answered
+SWITCH_PATH = f"/{SECTION}"  # its cookie's path: the question's page and /billing/open
+SWITCH_URL = "/billing/switch"
+SWITCH_LIFETIME = timedelta(minutes=10)  # how long the question waits for its answer
 
 
 def public_base(request: Request, ledger: Ledger) -> str:
@@ -99,10 +108,71 @@ async def open_link(request: Request, token: str = "") -> RedirectResponse:
     )
     if not first:
         raise BadToken("this link has been opened already: open the billing page from the app")
+    now = ledger.now()
+    current = read_session(request, signer_, SECTION, now)
+    if current is None or current.subject == account_id:
+        return _signed_in(request, signer_, claims)
+    response = redirect(SWITCH_URL)
+    asked = {"sub": account_id, "ret": claims.get("ret")}
+    set_session(response, request, signer_, SWITCH, asked, SWITCH_LIFETIME, now, SWITCH_PATH)
+    return response
+
+
+def _signed_in(request: Request, signer_: Signer, claims: dict[str, Any]) -> RedirectResponse:
+    """On to the billing page with a session for the account and return URL of ``claims``
+    (a link's, or a switch question's)."""
+    ledger = ledger_of(request)
     response = redirect("/billing")
     lifetime = timedelta(seconds=ledger.settings.web.portal_session_seconds)
     session_claims = {"sub": claims["sub"], "ret": claims.get("ret")}
     set_session(response, request, signer_, SECTION, session_claims, lifetime, ledger.now())
+    return response
+
+
+@router.get("/switch", response_model=None)
+async def switch_question(request: Request) -> HTMLResponse | RedirectResponse:
+    """Ask before a link for another account replaces this browser's session, naming both;
+    with no session left to replace, the link's account's page opens as the link would."""
+    ledger = ledger_of(request)
+    signer_ = await signer(request)
+    pending = read_session(request, signer_, SWITCH, ledger.now())
+    if pending is None:
+        return redirect("/billing")
+    current = read_session(request, signer_, SECTION, ledger.now())
+    if current is None or current.subject == pending.subject:
+        response = _signed_in(request, signer_, pending.claims)
+        clear_session(response, SWITCH, SWITCH_PATH)
+        return response
+    return page(
+        request,
+        "billing_switch.html",
+        account_id=current.subject,
+        linked=pending.subject,
+        return_url=current.claims.get("ret"),
+        csrf=pending.csrf,
+        csrf_field=CSRF_FIELD,
+    )
+
+
+@router.post("/switch")
+async def switch(
+    request: Request,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+    choice: Annotated[Literal["switch", "stay"], Form()] = "stay",
+) -> RedirectResponse:
+    """The answer to :func:`switch_question`: its own CSRF token, and ``switch`` to the
+    link's account or ``stay`` with the session's. An answered question is gone."""
+    ledger = ledger_of(request)
+    signer_ = await signer(request)
+    pending = read_session(request, signer_, SWITCH, ledger.now())
+    if pending is None:
+        return redirect("/billing")
+    check_csrf(pending, csrf)
+    if choice == "switch":
+        response = _signed_in(request, signer_, pending.claims)
+    else:
+        response = redirect("/billing")
+    clear_session(response, SWITCH, SWITCH_PATH)
     return response
 
 
@@ -147,6 +217,7 @@ def _account_context(account: Account, ledger: Ledger, session: Session) -> dict
     low = bool(threshold) and account.balance < threshold
     return {
         "account": account,
+        "account_id": account.id,
         "balance": money.to_decimal(account.balance),
         "held": money.to_decimal(account.held),
         "paid": money.to_decimal(account.by_source.get(PAID_SOURCE, 0)),
@@ -194,6 +265,7 @@ async def top_up(
     return page(
         request,
         "billing_checkout.html",
+        account_id=account_id,
         pack=pack,
         credits=on_sale.credits,
         publishable_key=publishable_key,
