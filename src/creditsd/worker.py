@@ -1,5 +1,5 @@
 """The background work of a ledger, beside the API in ``creditsd serve`` and alone in
-``creditsd worker``: expiry sweeps, and the outbox's delivery.
+``creditsd worker``: expiry sweeps, the outbox's delivery, and scheduled reconciliation.
 
 Any number of processes may deliver at once (a message is leased to one of them at a
 time). A message that fails is tried again after a backoff that doubles, with jitter,
@@ -18,9 +18,10 @@ from datetime import timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, jsonio
+from creditsd import db, ids, jsonio
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
+from creditsd.integrity import service as integrity
 from creditsd.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
@@ -44,6 +45,47 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
             repeats.say(log, f"expiry sweep waits for the database: {db.described(exc)}")
         except Exception:
             log.exception("expiry sweep failed; trying again in %.0fs", interval)
+        await asyncio.sleep(interval)
+
+
+async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Reconciliation | None:
+    """One reconciliation run, unless another process is running one (then None)."""
+    owner = ids.new_id("run")
+    taken = await db.run(
+        ledger.engine, lambda conn: integrity.take_lease(conn, owner, ledger.now())
+    )
+    if not taken:
+        return None
+    started = time.monotonic()
+    finished: integrity.Reconciliation | None = None
+    try:
+        finished = await db.run(
+            ledger.engine,
+            lambda conn: integrity.reconcile(
+                conn, ledger.now(), ledger.settings, ledger.outbox, full=full
+            ),
+        )
+    finally:
+        duration_ms = round((time.monotonic() - started) * 1000)
+        await db.run(
+            ledger.engine,
+            lambda conn: integrity.end_lease(
+                conn, owner, finished=finished, now=ledger.now(), duration_ms=duration_ms
+            ),
+        )
+    return finished
+
+
+async def reconcile_every(ledger: Ledger, interval: float) -> None:
+    """Reconcile every ``interval`` seconds (the first run at once); errors are logged,
+    never fatal."""
+    while True:
+        try:
+            await reconcile_once(ledger)
+        except db.OUTAGES as exc:
+            repeats.say(log, f"reconciliation waits for the database: {db.described(exc)}")
+        except Exception:
+            log.exception("reconciliation failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
 
 
@@ -213,12 +255,14 @@ class Deliverer:
 
 
 async def background(ledger: Ledger) -> None:
-    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps and
-    the outbox's delivery."""
+    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps, the
+    outbox's delivery and, unless ``[reconcile] interval_seconds`` is 0, reconciliation."""
     deliverer = Deliverer(ledger)
+    settings = ledger.settings
+    jobs = [sweep_expired(ledger, settings.holds.sweep_interval), deliverer.run()]
+    if settings.reconcile.interval_seconds:
+        jobs.append(reconcile_every(ledger, settings.reconcile.interval_seconds))
     try:
-        await asyncio.gather(
-            sweep_expired(ledger, ledger.settings.holds.sweep_interval), deliverer.run()
-        )
+        await asyncio.gather(*jobs)
     finally:
         await deliverer.close()

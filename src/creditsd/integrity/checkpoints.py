@@ -150,7 +150,8 @@ async def first_break(conn: AsyncConnection) -> ChainBreak | None:
                 f"transfer {missing} of checkpoint {checkpoint.number} is gone "
                 "(deleted, or its created_at changed)",
             )
-        if link.digest() != checkpoint.digest:
+        derived = (link.digest(), link.transfers, link.total)
+        if derived != (checkpoint.digest, checkpoint.transfers, checkpoint.total):
             return ChainBreak(
                 checkpoint.number,
                 None,

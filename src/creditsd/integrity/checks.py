@@ -106,6 +106,7 @@ async def _account_violations(
         pages = [wanted[i : i + ACCOUNT_PAGE] for i in range(0, len(wanted), ACCOUNT_PAGE)]
     found: list[Violation] = []
     for page in pages:
+        remainders = await repo.lot_remainders(conn, page)
         for v in await ledger.verify_accounts(conn, page):
             if v.stored_balance != v.calculated_balance:
                 found.append(
@@ -125,13 +126,16 @@ async def _account_violations(
                         f"{v.calculated_held} (minor units)",
                     )
                 )
-        for account_id, balance, remaining in await repo.lot_remainders(conn, page):
-            if remaining != max(balance, 0):
+            # Against the balance the transfers make, so that a drifted stored balance is
+            # one drift, not two.
+            remaining = remainders.get(v.account_id, 0)
+            if remaining != max(v.calculated_balance, 0):
                 found.append(
                     Violation(
                         LOTS_MATCH_BALANCE,
-                        account_id,
-                        f"its lots hold {remaining}, its balance is {balance} (minor units)",
+                        v.account_id,
+                        f"its lots hold {remaining}, its transfers make a balance of "
+                        f"{v.calculated_balance} (minor units)",
                     )
                 )
     return found
