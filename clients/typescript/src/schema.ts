@@ -1351,7 +1351,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "grant.expired")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "grant.expired" | "ledger.drift_detected")[];
             /** Description */
             description?: string | null;
         };
