@@ -32,7 +32,6 @@ from creditsd.audit.models import AuditFilter, AuditRecord
 from creditsd.config import ConfigError, Settings, load_settings
 from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
-from creditsd.integrity import service as integrity
 from creditsd.keys import service as keys
 from creditsd.ledger import export
 from creditsd.ledger.models import Verification
@@ -572,10 +571,9 @@ def verify() -> None:
     """Re-derive the checkpoint chain from the stored transfers; exit 1 naming the first
     transfer whose stored row no longer matches its checkpoint."""
 
-    async def work(ledger: Ledger) -> integrity.ChainReport:
-        return await db.run(ledger.engine, integrity.verify_chain, readonly=True)
+    from creditsd.worker import verify_chain
 
-    report = _run(work)
+    report = _run(verify_chain)
     if report.broken is not None:
         out.print(f"[red]the checkpoint chain is broken:[/red] {report.broken.detail}")
         raise typer.Exit(RUNTIME_FAILURE)

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from datetime import timedelta
+from functools import partial
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import db, ids, jsonio
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
+from creditsd.integrity import checkpoints
+from creditsd.integrity import repository as integrity_repo
 from creditsd.integrity import service as integrity
+from creditsd.integrity.models import ChainReport, Checkpoint
 from creditsd.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
@@ -49,31 +53,62 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
 
 
 async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Reconciliation | None:
-    """One reconciliation run, unless another process is running one (then None)."""
+    """One reconciliation run, unless another process is running one (then None); each
+    step its own transaction, so a long history never makes one long transaction."""
     owner = ids.new_id("run")
-    taken = await db.run(
-        ledger.engine, lambda conn: integrity.take_lease(conn, owner, ledger.now())
-    )
-    if not taken:
+    engine, now, settings = ledger.engine, ledger.now(), ledger.settings
+    if not await db.run(engine, lambda conn: integrity.take_lease(conn, owner, now)):
         return None
     started = time.monotonic()
     finished: integrity.Reconciliation | None = None
     try:
+        written: list[Checkpoint] = []
+        while link := await db.run(engine, lambda conn: checkpoints.write_checkpoint(conn, now)):
+            written.append(link)
+            if link.transfers < checkpoints.LINK_TRANSFERS:
+                break
+        planned = await db.run(
+            engine, lambda conn: integrity.plan(conn, now, settings, full=full), readonly=True
+        )
+        broken = (await verify_chain(ledger)).broken if planned.whole_chain else None
         finished = await db.run(
-            ledger.engine,
+            engine,
             lambda conn: integrity.reconcile(
-                conn, ledger.now(), ledger.settings, ledger.outbox, full=full
+                conn,
+                now,
+                settings,
+                ledger.outbox,
+                planned=planned,
+                chain_break=broken,
+                written=written,
             ),
         )
     finally:
         duration_ms = round((time.monotonic() - started) * 1000)
         await db.run(
-            ledger.engine,
+            engine,
             lambda conn: integrity.end_lease(
                 conn, owner, finished=finished, now=ledger.now(), duration_ms=duration_ms
             ),
         )
     return finished
+
+
+async def verify_chain(ledger: Ledger) -> ChainReport:
+    """Re-derive the checkpoint chain from the stored transfers, one link per transaction,
+    up to its first break."""
+    links = await db.run(ledger.engine, integrity_repo.checkpoints, readonly=True)
+    previous: Checkpoint | None = None
+    for link in links:
+        broken = await db.run(
+            ledger.engine,
+            partial(checkpoints.check_link, checkpoint=link, previous=previous),
+            readonly=True,
+        )
+        if broken is not None:
+            return ChainReport(broken, links[-1], sum(link.transfers for link in links))
+        previous = link
+    return ChainReport(None, previous, sum(link.transfers for link in links))
 
 
 async def reconcile_every(ledger: Ledger, interval: float) -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from creditsd import db, jsonio
 from creditsd.inprocess import Ledger
+from creditsd.integrity import checkpoints
 from creditsd.integrity import service as integrity
-from creditsd.worker import reconcile_once
+from creditsd.worker import reconcile_once, verify_chain
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
 from tests.integrity.conftest import audit_actions, drift_messages, drifts, execute, scraped
 from tests.test_cli import run as run_cli
@@ -118,14 +119,12 @@ async def test_an_old_transfer_edited_is_reported_and_verify_names_it(
     old = await ledger.charge("alice", 10 * CREDIT)
     clock.advance(120)  # settled: the next run chains it
     first = await reconcile_once(ledger)
-    assert first is not None and first.checkpoint is not None
-    assert first.checkpoint.transfers == 2
+    assert first is not None and [link.transfers for link in first.checkpoints] == [2]
     for n in range(3):
         await ledger.charge("alice", CREDIT, idempotency_key=f"later-{n}")
     clock.advance(300)
     second = await reconcile_once(ledger)
-    assert second is not None and second.checkpoint is not None
-    assert second.checkpoint.transfers == 3
+    assert second is not None and [link.transfers for link in second.checkpoints] == [3]
     code, out, _err = await asyncio.to_thread(run_cli, ledger.settings.database.url, "verify")
     assert code == 0
     assert "the checkpoint chain is whole: 2 checkpoint(s) over 5 transfer(s)" in out
@@ -153,7 +152,7 @@ async def test_verify_names_a_deleted_transfer_and_a_changed_checkpoint(
     clock.advance(120)
     await reconcile_once(ledger)
     await execute(ledger, "UPDATE integrity_checkpoints SET total = total + 1")
-    report = await db.run(ledger.engine, integrity.verify_chain)
+    report = await verify_chain(ledger)
     assert report.broken is not None and report.broken.transfer_id is None
     assert report.broken.detail == "checkpoint 1 no longer matches its transfers"
 
@@ -224,3 +223,23 @@ async def test_the_webhook_payload(ledger: Ledger, api: httpx.AsyncClient, clock
             "detected_at": jsonio.format_timestamp(clock.now),
         },
     }
+
+
+async def test_a_long_history_is_chained_in_links_of_bounded_size(
+    ledger: Ledger, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "LINK_TRANSFERS", 2)
+    await ledger.grant("alice", 100 * CREDIT)  # alone at its moment
+    clock.advance(1)
+    for n in range(3):  # three transfers of one moment stay in one link
+        await ledger.charge("alice", CREDIT, idempotency_key=f"same-moment-{n}")
+    clock.advance(1)
+    await ledger.charge("alice", CREDIT, idempotency_key="last")
+    clock.advance(120)
+    run = await reconcile_once(ledger)
+    assert run is not None
+    assert [link.transfers for link in run.checkpoints] == [4, 1]
+    assert [link.number for link in run.checkpoints] == [1, 2]
+    report = await verify_chain(ledger)
+    assert report.broken is None and report.transfers == 5
+    assert report.head == run.checkpoints[-1]

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, text, update
+from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.integrity.models import Checkpoint, Drift, JobState
@@ -202,8 +202,9 @@ async def transfer_rows(
         query = query.where(_T.created_at >= since)
     if after is not None:
         moment, transfer_id = after
+        # The range first, so the planner walks the created_at index from ``moment``.
         query = query.where(
-            or_(_T.created_at > moment, and_(_T.created_at == moment, _T.id > transfer_id))
+            _T.created_at >= moment, or_(_T.created_at > moment, _T.id > transfer_id)
         )
     return list(await conn.execute(query.order_by(_T.created_at, _T.id).limit(PAGE)))
 

@@ -1,8 +1,10 @@
 """The scheduled reconciliation: one run checks the invariants and records what drifted.
 
-A run chains the transfers settled since the last checkpoint, then checks the
-invariants (incrementally, see :mod:`creditsd.integrity.checks`; everything every
-``[reconcile] full_pass_seconds``), all in one snapshot. Each drift is recorded once in
+A run (the worker's ``reconcile_once``, each step its own transaction) chains the
+transfers settled since the last checkpoint, one link per transaction; plans what to
+check (incrementally, see :mod:`creditsd.integrity.checks`; everything every
+``[reconcile] full_pass_seconds``); re-derives the chain link by link when it must; then
+checks the rest in one snapshot. Each drift is recorded once in
 the database, with its log line, its ``ledger.drift_detected`` webhook and its audit
 record in the same transaction; a drift a later run no longer finds is closed, and one
 that comes back after that is a new drift. Repairs stay an operator's act
@@ -22,7 +24,7 @@ from creditsd.audit import repository as audit
 from creditsd.config import Settings
 from creditsd.integrity import checkpoints
 from creditsd.integrity import repository as repo
-from creditsd.integrity.checks import Scope, check, hold_deadline
+from creditsd.integrity.checks import chain_violations, check, hold_deadline
 from creditsd.integrity.models import (
     ACCOUNT_INVARIANTS,
     CHECKPOINT_CHAIN,
@@ -43,34 +45,25 @@ LEASE_SECONDS = 900  # a run holds the job this long at most; a crashed one free
 
 
 @dataclass(frozen=True, slots=True)
-class Reconciliation:
-    """What one run did: every violation found, the drifts new and closed, the checkpoint
-    written (None when no transfer had settled since the last), and whether it checked
-    everything."""
+class Plan:
+    """What a run checks: the accounts (None: every one) and whether the chain is
+    re-derived link by link (else only its count and sum are compared)."""
 
-    violations: list[Violation]
-    found: list[Drift]
-    resolved: list[Drift]
-    checkpoint: Checkpoint | None
     full: bool
+    accounts: frozenset[str] | None
+    whole_chain: bool
 
 
 @dataclass(frozen=True, slots=True)
-class ChainReport:
-    """The checkpoint chain re-derived: where it broke (None: whole), its head, and how
-    many transfers it covers."""
+class Reconciliation:
+    """What one run did: the checkpoints it wrote, every violation found, the drifts new
+    and closed, and whether it checked everything."""
 
-    broken: ChainBreak | None
-    head: Checkpoint | None
-    transfers: int
-
-
-async def verify_chain(conn: AsyncConnection) -> ChainReport:
-    """Re-derive every checkpoint from the stored transfers, in one snapshot."""
-    await repo.read_one_snapshot(conn)
-    broken = await checkpoints.first_break(conn)
-    transfers, _total = await repo.chained_totals(conn)
-    return ChainReport(broken, await repo.last_checkpoint(conn), transfers)
+    checkpoints: list[Checkpoint]
+    violations: list[Violation]
+    found: list[Drift]
+    resolved: list[Drift]
+    full: bool
 
 
 async def take_lease(conn: AsyncConnection, owner: str, now: datetime) -> bool:
@@ -96,38 +89,53 @@ async def end_lease(
     )
 
 
-async def reconcile(
-    conn: AsyncConnection, now: datetime, settings: Settings, outbox: Outbox, *, full: bool = False
-) -> Reconciliation:
-    """One run, in the caller's transaction (which it makes read one snapshot)."""
-    await repo.read_one_snapshot(conn)
-    checkpoint = await checkpoints.write_checkpoint(conn, now)
+async def plan(conn: AsyncConnection, now: datetime, settings: Settings, *, full: bool) -> Plan:
+    """What the run due now checks: everything on a full pass (``full``, the first run,
+    or every ``full_pass_seconds``); else the accounts transfers touched since the last
+    run and those with open drifts, and the whole chain only when its count and sum
+    disagree or it has an open drift."""
     job = await repo.job_row(conn)
-    still_open = {(d.invariant, d.subject): d for d in await repo.open_drifts(conn)}
-    full = full or (
-        job.last_full_at is None
-        or now - job.last_full_at >= timedelta(seconds=settings.reconcile.full_pass_seconds)
+    every = timedelta(seconds=settings.reconcile.full_pass_seconds)
+    if full or job.last_full_at is None or now - job.last_full_at >= every:
+        return Plan(True, None, True)
+    # Transfers may commit up to the chain's settling time after their created_at.
+    since = job.last_success_at - timedelta(seconds=checkpoints.SETTLE_SECONDS)
+    still_open = await repo.open_drifts(conn)
+    drifted = [d.subject for d in still_open if d.invariant in ACCOUNT_INVARIANTS]
+    chain_drifted = any(d.invariant == CHECKPOINT_CHAIN for d in still_open)
+    return Plan(
+        False,
+        frozenset(await repo.accounts_changed_since(conn, since) + drifted),
+        chain_drifted or not await checkpoints.totals_match(conn),
     )
-    scope = Scope()
-    if not full:
-        # Transfers may commit up to the chain's settling time after their created_at.
-        since = job.last_success_at - timedelta(seconds=checkpoints.SETTLE_SECONDS)
-        changed = await repo.accounts_changed_since(conn, since)
-        drifted = [subject for invariant, subject in still_open if invariant in ACCOUNT_INVARIANTS]
-        scope = Scope(
-            accounts=frozenset(changed + drifted),
-            whole_chain=any(invariant == CHECKPOINT_CHAIN for invariant, _ in still_open),
-        )
-    violations = await check(conn, now, settings, scope)
+
+
+async def reconcile(
+    conn: AsyncConnection,
+    now: datetime,
+    settings: Settings,
+    outbox: Outbox,
+    *,
+    planned: Plan,
+    chain_break: ChainBreak | None,
+    written: list[Checkpoint],
+) -> Reconciliation:
+    """Check what ``planned`` says in one snapshot (the caller's transaction, which must
+    not have read yet), with the chain's break found link by link before (None: whole or
+    not re-derived), and record what drifted and what is gone."""
+    await repo.read_one_snapshot(conn)
+    violations = await check(conn, now, settings, planned.accounts)
+    violations = sorted(violations + chain_violations(chain_break))
+    still_open = {(d.invariant, d.subject): d for d in await repo.open_drifts(conn)}
     found = []
     for violation in violations:
         if still_open.pop((violation.invariant, violation.subject), None) is None:
             found.append(await _record(conn, violation, now, outbox))
-    resolved = list(still_open.values())  # every open drift was checked again: gone
+    resolved = list(still_open.values())  # the plan checked every open drift again: gone
     await repo.resolve_drifts(conn, (drift.id for drift in resolved), now)
     for drift in resolved:
         log.info("%s of %s is gone (drift %s)", drift.invariant, drift.subject, drift.id)
-    return Reconciliation(violations, found, resolved, checkpoint, full)
+    return Reconciliation(written, violations, found, resolved, planned.full)
 
 
 async def _record(
