@@ -88,7 +88,7 @@ async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Rec
         await db.run(
             engine,
             lambda conn: integrity.end_lease(
-                conn, owner, finished=finished, now=ledger.now(), duration_ms=duration_ms
+                conn, owner, finished=finished, began=now, duration_ms=duration_ms
             ),
         )
     return finished

@@ -117,7 +117,7 @@ def _integrity(health: Health) -> Iterator[Metric]:
     if job.last_success_at is not None and job.last_duration_ms is not None:
         yield GaugeMetricFamily(
             "creditsd_reconcile_last_success_timestamp_seconds",
-            "When the last successful reconciliation ended (Unix time).",
+            "When the last successful reconciliation began (Unix time).",
             job.last_success_at.timestamp(),
         )
         yield GaugeMetricFamily(

@@ -4,11 +4,11 @@ A run (the worker's ``reconcile_once``, each step its own transaction) chains th
 transfers settled since the last checkpoint, one link per transaction; plans what to
 check (incrementally, see :mod:`creditsd.integrity.checks`; everything every
 ``[reconcile] full_pass_seconds``); re-derives the chain link by link when it must; then
-checks the rest in one snapshot. Each drift is recorded once in
-the database, with its log line, its ``ledger.drift_detected`` webhook and its audit
-record in the same transaction; a drift a later run no longer finds is closed, and one
-that comes back after that is a new drift. Repairs stay an operator's act
-(``creditsd reconcile --fix``); a rebuild closes the drifts of the account it rebuilt.
+checks the rest in one snapshot. Each drift is recorded once in the database, with its
+log line, its ``ledger.drift_detected`` webhook and its audit record in the same
+transaction; a drift a later run no longer finds is closed, and one that comes back after
+that is a new drift. Repairs stay an operator's act (``creditsd reconcile --fix``); a
+rebuild closes the drifts of the account it rebuilt.
 """
 
 from __future__ import annotations
@@ -76,14 +76,15 @@ async def end_lease(
     owner: str,
     *,
     finished: Reconciliation | None,
-    now: datetime,
+    began: datetime,
     duration_ms: int,
 ) -> None:
-    """Give the job back, noting the run when it succeeded."""
+    """Give the job back, noting the run when it succeeded: the moment it began, before
+    its snapshot, so the next run looks at every transfer this one could not see."""
     await repo.end_lease(
         conn,
         owner,
-        succeeded_at=None if finished is None else now,
+        succeeded_at=None if finished is None else began,
         duration_ms=duration_ms,
         full=finished is not None and finished.full,
     )
