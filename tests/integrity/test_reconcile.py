@@ -243,3 +243,43 @@ async def test_a_long_history_is_chained_in_links_of_bounded_size(
     report = await verify_chain(ledger)
     assert report.broken is None and report.transfers == 5
     assert report.head == run.checkpoints[-1]
+
+
+async def test_a_transfer_is_chained_once_it_has_settled(ledger: Ledger, clock: Clock) -> None:
+    await ledger.grant("alice", 100 * CREDIT)
+    clock.advance(checkpoints.SETTLE_SECONDS - 1)  # it might still have company committing
+    early = await reconcile_once(ledger)
+    assert early is not None and early.checkpoints == []
+    clock.advance(2)
+    settled = await reconcile_once(ledger)
+    assert settled is not None and [link.transfers for link in settled.checkpoints] == [1]
+
+
+async def test_verify_names_a_transfer_back_dated_into_a_checkpoint_and_one_deleted(
+    ledger: Ledger, clock: Clock
+) -> None:
+    await ledger.grant("alice", 100 * CREDIT)
+    late = await ledger.grant("bob", 100 * CREDIT)
+    clock.advance(120)
+    await reconcile_once(ledger)
+    await execute(
+        ledger,
+        "INSERT INTO transfers (id, kind, debit_account_id, credit_account_id, amount, app,"
+        " idempotency_key, fingerprint, created_at) SELECT 'tr_backdated', kind,"
+        " debit_account_id, credit_account_id, amount, app, 'backdated', fingerprint,"
+        " created_at FROM transfers WHERE id = :id",
+        id=late.id,
+    )
+    report = await verify_chain(ledger)
+    assert report.broken is not None
+    assert report.broken.detail == (
+        "transfer tr_backdated was not there when checkpoint 1 was written"
+    )
+    await execute(ledger, "DELETE FROM transfers WHERE id = 'tr_backdated'")
+    await execute(ledger, "DELETE FROM lots WHERE transfer_id = :id", id=late.id)
+    await execute(ledger, "DELETE FROM transfers WHERE id = :id", id=late.id)
+    report = await verify_chain(ledger)
+    assert report.broken is not None
+    assert report.broken.detail == (
+        f"transfer {late.id} of checkpoint 1 is gone (deleted, or its created_at changed)"
+    )
