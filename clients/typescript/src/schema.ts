@@ -814,7 +814,8 @@ export interface paths {
         };
         /**
          * Metrics
-         * @description Prometheus metrics of this process, and the outbox's backlog.
+         * @description Prometheus metrics of this process, the outbox's backlog and the ledger's
+         *     integrity.
          */
         get: operations["metrics_metrics_get"];
         put?: never;
