@@ -283,3 +283,39 @@ async def test_verify_names_a_transfer_back_dated_into_a_checkpoint_and_one_dele
     assert report.broken.detail == (
         f"transfer {late.id} of checkpoint 1 is gone (deleted, or its created_at changed)"
     )
+
+
+async def test_what_the_totals_cannot_see_waits_for_the_full_pass(
+    make_ledger: LedgerFactory, clock: Clock
+) -> None:
+    ledger = await make_ledger(reconcile={"full_pass_seconds": 3600})
+    for account in ("alice", "bob"):
+        await ledger.grant(account, 10 * CREDIT)
+    clock.advance(120)  # the grants are behind the runs to come
+    await reconcile_once(ledger)
+    await execute(ledger, "UPDATE accounts SET balance = balance + 5 WHERE id = 'alice'")
+    await execute(ledger, "UPDATE accounts SET balance = balance - 5 WHERE id = 'bob'")
+    clock.advance(300)
+    quiet = await reconcile_once(ledger)  # every total still agrees, neither account moved
+    assert quiet is not None and not quiet.full and quiet.violations == []
+    clock.advance(3600)
+    full = await reconcile_once(ledger)
+    assert full is not None and full.full
+    assert [(d.invariant, d.subject) for d in full.found] == [
+        ("balance_matches_transfers", "alice"),
+        ("balance_matches_transfers", "bob"),
+    ]
+
+
+async def test_a_drift_on_an_account_nobody_touched_shows_in_the_totals(
+    ledger: Ledger, clock: Clock
+) -> None:
+    for account in ("alice", "bob"):
+        await ledger.grant(account, 10 * CREDIT)
+    clock.advance(120)  # the grants are behind the runs to come
+    await reconcile_once(ledger)
+    await execute(ledger, "UPDATE lots SET remaining = remaining - 1 WHERE account_id = 'bob'")
+    clock.advance(300)
+    run = await reconcile_once(ledger)
+    assert run is not None and not run.full
+    assert [(d.invariant, d.subject) for d in run.found] == [("lots_match_balance", "bob")]
