@@ -903,6 +903,11 @@ export interface components {
              */
             status: string;
             /**
+             * Frozen By
+             * @description Who holds the account frozen, each lifting only its own freeze: `operator`, `dispute:<Stripe dispute id>` (`[stripe] dispute_policy = "freeze"`, or spent credits it could not take back), `refund:<Stripe payment id>` (spent credits a refund could not take back, `refund_policy = "block_account"`). The account is active again once none is left; an operator's reactivation lifts them all. Empty when active.
+             */
+            frozen_by: string[];
+            /**
              * Balance By Source
              * @description The balance split by where its credits came from (purchase, subscription, signup, promotion, adjustment); `overdrawn` is what the balance is below zero. The parts add up to `balance`.
              */
