@@ -250,3 +250,69 @@ async def test_the_usage_posted_counts_reasoning_as_output_and_every_cache_write
         75,
         30,
     )
+
+
+def gateway_usage(user: int, cost: str) -> dict[str, object]:
+    """One request sub2api billed, as it posts it."""
+    return {
+        "event": "usage",
+        "userId": user,
+        "model": "gpt-4o-mini",
+        "cost": cost,
+        "totalCost": cost,
+        "timestamp": 1764547200000,
+    }
+
+
+async def test_a_balance_sync_retried_after_the_balance_moved_sends_the_balance_then(
+    make_ledger: LedgerFactory, next_js: Receiver, clock: Clock
+) -> None:
+    """sub2api is down when a grant's sync is first tried; meanwhile it bills a request,
+    which creditsd charges without telling it (it knows). When it is back, the retry sets
+    the balance creditsd holds then, not the one the grant left."""
+    next_js.routes = {"/api/internal/balance/sync"}  # sub2api
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url, "retry_count": 0})
+    await ledger.grant("123", 25 * CREDIT)  # $0.25
+    next_js.failures_left = 1
+    await drain(ledger)
+    async with client_for(ledger, "no-key") as sub2api:
+        sub2api.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        billed = await sub2api.post("/api/internal/webhooks/usage", json=gateway_usage(123, "0.06"))
+    assert body(billed)["balance_usd"] == Decimal("0.19")
+    clock.advance(60)
+    await drain(ledger)
+    sent = next_js.bodies("/api/internal/balance/sync")
+    assert [r.answered for r in next_js.received] == [503, 200]
+    assert sent[-1] == {"user_id": 123, "balance_usd": Decimal("0.19")}
+
+
+async def test_a_dead_balance_sync_retried_by_hand_never_sets_the_gateway_back(
+    make_ledger: LedgerFactory, next_js: Receiver
+) -> None:
+    """The report: a sync that died is retried after newer figures reached sub2api; it
+    sends the balance creditsd holds now ($0.1753), not the one it was written with."""
+    next_js.routes = set()  # sub2api not yet deployed with its route: the sync dies (404)
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url})
+    await ledger.grant("321", 115_300)  # $0.1153 at 100 credits a dollar
+    await drain(ledger)
+    next_js.routes = {"/api/internal/balance/sync"}
+    await ledger.grant("321", 70_000)  # $0.1853, delivered
+    async with client_for(ledger, "no-key") as sub2api:
+        sub2api.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        await sub2api.post("/api/internal/webhooks/usage", json=gateway_usage(321, "0.01"))
+    await drain(ledger)
+    async with client_for(ledger, await create_key(ledger, "admin")) as admin:
+        (dead,) = body(await admin.get("/v1/webhook-deliveries", params={"status": "dead"}))["data"]
+        assert (await admin.post(f"/v1/webhook-deliveries/{dead['id']}/retry")).status_code == 200
+        await drain(ledger)
+        retried = body(await admin.get("/v1/webhook-deliveries"))["data"]
+    sent = next_js.bodies("/api/internal/balance/sync")
+    assert [Decimal(str(s["balance_usd"])) for s in sent] == [
+        Decimal("0.1153"),  # refused with 404
+        Decimal("0.1853"),
+        Decimal("0.1753"),  # the retry: the balance after sub2api's $0.01 request
+    ]
+    assert (await ledger.get_account("321")).balance == 175_300
+    shown = next(d for d in retried if d["id"] == dead["id"])
+    assert shown["status"] == "delivered"
+    assert Decimal(str(shown["payload"]["balance_usd"])) == Decimal("0.1753")  # what was sent
