@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
@@ -21,10 +22,11 @@ from creditsd import ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
-from creditsd.ledger.repository import aliases_of
+from creditsd.ledger.repository import aliases_of, stored_figures
 from creditsd.ledger.statements import Message
 from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
+from creditsd.webhooks import models
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Endpoint
 
@@ -136,6 +138,29 @@ class Outbox:
         dollars = to_dollars(balance, rate, self._settings.money)
         sync = {"user_id": user, "balance_usd": dollars}
         return [_row(GATEWAY, BALANCE_SYNC, account_id, sync, now)]
+
+    async def balances_now(
+        self, conn: AsyncConnection, batch: list[models.Message], now: datetime
+    ) -> list[models.Message]:
+        """The messages a worker just claimed, each balance sync carrying its account's
+        balance as it is now, whenever it was written (and stored so, to show what is sent):
+        a retry, a late delivery or one retried by hand never sets the gateway back."""
+        syncs = {m.account_id for m in batch if m.event_type == BALANCE_SYNC and m.account_id}
+        if not syncs:
+            return batch
+        figures = await stored_figures(conn, syncs)
+        rate = (await self._prices.current(conn, now, publish_first=False)).settings.credits_per_usd
+        fresh = []
+        for message in batch:
+            if message.event_type == BALANCE_SYNC and message.account_id in figures:
+                balance = int(figures[message.account_id].balance)
+                dollars = to_dollars(balance, rate, self._settings.money)
+                payload = {**message.payload, "balance_usd": dollars}
+                await repo.set_payload(conn, message.id, payload)
+                fresh.append(replace(message, payload=payload))
+            else:
+                fresh.append(message)
+        return fresh
 
     async def after_holds_expired(
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
