@@ -108,26 +108,62 @@ async def test_a_gateway_that_fails_twice_gets_it_on_the_third_try(
     assert all(gap >= 0.18 for gap in gaps)  # retry_delay_seconds apart
 
 
-async def test_what_the_gateway_sent_is_not_sent_back(
-    linked_out: Ledger, next_js: Receiver
+@pytest.fixture
+def sub2api() -> Iterator[Receiver]:
+    """A sub2api gateway: it has only its balance route."""
+    with Receiver() as running:
+        running.routes = {"/api/internal/balance/sync"}
+        yield running
+
+
+async def test_with_both_links_each_side_hears_what_the_other_did_and_nothing_of_its_own(
+    make_ledger: LedgerFactory, sub2api: Receiver, next_js: Receiver
 ) -> None:
-    async with client_for(linked_out, "no-key") as gateway:
-        gateway.headers["X-Internal-Secret"] = INTERNAL_SECRET
-        await gateway.post("/api/internal/balance/sync", json={"user_id": 9, "balance_usd": 5})
-        posted = await gateway.post(
+    """creditsd between sub2api and an app written to seed 000: the usage sub2api bills is
+    posted to the app like every other charge, the balances the app sets are pushed to
+    sub2api, and neither is sent back to the side it came from."""
+    next_js.routes = {"/api/internal/webhooks/usage"}  # the app's route
+    ledger = await make_ledger(
+        gateway={**LINK, "base_url": sub2api.url}, app_link={**LINK, "base_url": next_js.url}
+    )
+    async with client_for(ledger, "no-key") as caller:
+        caller.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        synced = await caller.post(
+            "/api/internal/balance/sync", json={"user_id": 9, "balance_usd": 5}
+        )  # from the app
+        assert synced.status_code == 200, synced.text
+        await drain(ledger)
+        posted = await caller.post(
             "/api/internal/webhooks/usage",
             json={
+                "requestId": "req-9-1",
                 "event": "usage",
                 "userId": 9,
                 "model": "gpt-4o-mini",
+                "inputTokens": 1_000,
+                "outputTokens": 200,
                 "cost": 0.5,
                 "totalCost": 0.5,
                 "timestamp": 1700000000000,
             },
-        )
+        )  # from sub2api
     assert body(posted)["status"] == "charged"
-    await drain(linked_out)
-    assert next_js.received == []
+    await drain(ledger)
+
+    assert {r.answered for r in sub2api.received + next_js.received} == {200}
+    # sub2api: the app's balance, never an echo of its own usage.
+    assert sub2api.bodies() == [{"user_id": 9, "balance_usd": 5}]
+    # The app: sub2api's usage, never its own balance.
+    (usage,) = next_js.bodies()
+    assert (usage["event"], usage["userId"], usage["model"]) == ("usage", 9, "gpt-4o-mini")
+    assert (usage["inputTokens"], usage["outputTokens"]) == (1_000, 200)
+    assert Decimal(str(usage["cost"])) == Decimal("0.5")
+    assert Decimal(str(usage["sub2api_balance_usd"])) == Decimal("4.5")
+
+    await ledger.charge("9", 10 * CREDIT)  # creditsd's own charge: both hear of it
+    await drain(ledger)
+    assert Decimal(str(sub2api.bodies()[-1]["balance_usd"])) == Decimal("4.4")
+    assert len(next_js.bodies()) == 2
 
 
 async def test_a_slow_gateway_times_out_and_the_billing_stands(
