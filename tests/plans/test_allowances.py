@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import httpx
@@ -155,3 +156,17 @@ async def test_a_period_reported_again_with_another_end_grants_once_and_lapses_a
     await clerk_ledger.expire_lots()
     assert (await clerk_ledger.get_account("user_2ext")).balance == 100 * CREDIT
     assert (await clerk_ledger.verify_account("user_2ext")).valid
+
+
+async def test_reports_of_one_period_with_different_ends_at_once_grant_once(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    start = clock.now.replace(microsecond=0)
+    await clerk_ledger.open_account("user_2race")
+    reports = [item_active("user_2race", start, days=days) for days in (30, 31, 32, 33)]
+    answers = await asyncio.gather(*(deliver(clerk_api, report) for report in reports))
+    assert [answer.status_code for answer in answers] == [200] * 4
+    account = await clerk_ledger.get_account("user_2race")
+    assert account.by_source == {"signup": 100 * CREDIT, "subscription": 5_000 * CREDIT}
+    (lapsing,) = await clerk_ledger.expiring_credits("user_2race")
+    assert lapsing.expires_at == start + timedelta(days=33)
