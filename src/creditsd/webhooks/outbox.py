@@ -155,11 +155,12 @@ class Outbox:
             if message.event_type == BALANCE_SYNC and message.account_id in figures:
                 balance = int(figures[message.account_id].balance)
                 dollars = to_dollars(balance, rate, self._settings.money)
-                payload = {**message.payload, "balance_usd": dollars}
-                await repo.set_payload(conn, message.id, payload)
-                fresh.append(replace(message, payload=payload))
-            else:
-                fresh.append(message)
+                if dollars != message.payload.get("balance_usd"):
+                    payload = {**message.payload, "balance_usd": dollars}
+                    await repo.set_payload(conn, message.id, payload)
+                    fresh.append(replace(message, payload=payload))
+                    continue
+            fresh.append(message)
         return fresh
 
     async def after_holds_expired(
