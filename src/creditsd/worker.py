@@ -186,7 +186,8 @@ class Deliverer:
 
         async def claim(conn: AsyncConnection) -> list[Message]:
             await self.ledger.outbox.refresh(conn)  # the endpoints the batch is sent to
-            return await repo.claim(conn, now, now + self.lease, self.settings.webhooks.batch)
+            batch = await repo.claim(conn, now, now + self.lease, self.settings.webhooks.batch)
+            return await self.ledger.outbox.balances_now(conn, batch, now)
 
         batch = await db.run(self.ledger.engine, claim)
         if batch:

@@ -108,26 +108,62 @@ async def test_a_gateway_that_fails_twice_gets_it_on_the_third_try(
     assert all(gap >= 0.18 for gap in gaps)  # retry_delay_seconds apart
 
 
-async def test_what_the_gateway_sent_is_not_sent_back(
-    linked_out: Ledger, next_js: Receiver
+@pytest.fixture
+def sub2api() -> Iterator[Receiver]:
+    """A sub2api gateway: it has only its balance route."""
+    with Receiver() as running:
+        running.routes = {"/api/internal/balance/sync"}
+        yield running
+
+
+async def test_with_both_links_each_side_hears_what_the_other_did_and_nothing_of_its_own(
+    make_ledger: LedgerFactory, sub2api: Receiver, next_js: Receiver
 ) -> None:
-    async with client_for(linked_out, "no-key") as gateway:
-        gateway.headers["X-Internal-Secret"] = INTERNAL_SECRET
-        await gateway.post("/api/internal/balance/sync", json={"user_id": 9, "balance_usd": 5})
-        posted = await gateway.post(
+    """creditsd between sub2api and an app written to seed 000: the usage sub2api bills is
+    posted to the app like every other charge, the balances the app sets are pushed to
+    sub2api, and neither is sent back to the side it came from."""
+    next_js.routes = {"/api/internal/webhooks/usage"}  # the app's route
+    ledger = await make_ledger(
+        gateway={**LINK, "base_url": sub2api.url}, app_link={**LINK, "base_url": next_js.url}
+    )
+    async with client_for(ledger, "no-key") as caller:
+        caller.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        synced = await caller.post(
+            "/api/internal/balance/sync", json={"user_id": 9, "balance_usd": 5}
+        )  # from the app
+        assert synced.status_code == 200, synced.text
+        await drain(ledger)
+        posted = await caller.post(
             "/api/internal/webhooks/usage",
             json={
+                "requestId": "req-9-1",
                 "event": "usage",
                 "userId": 9,
                 "model": "gpt-4o-mini",
+                "inputTokens": 1_000,
+                "outputTokens": 200,
                 "cost": 0.5,
                 "totalCost": 0.5,
                 "timestamp": 1700000000000,
             },
-        )
+        )  # from sub2api
     assert body(posted)["status"] == "charged"
-    await drain(linked_out)
-    assert next_js.received == []
+    await drain(ledger)
+
+    assert {r.answered for r in sub2api.received + next_js.received} == {200}
+    # sub2api: the app's balance, never an echo of its own usage.
+    assert sub2api.bodies() == [{"user_id": 9, "balance_usd": 5}]
+    # The app: sub2api's usage, never its own balance.
+    (usage,) = next_js.bodies()
+    assert (usage["event"], usage["userId"], usage["model"]) == ("usage", 9, "gpt-4o-mini")
+    assert (usage["inputTokens"], usage["outputTokens"]) == (1_000, 200)
+    assert Decimal(str(usage["cost"])) == Decimal("0.5")
+    assert Decimal(str(usage["sub2api_balance_usd"])) == Decimal("4.5")
+
+    await ledger.charge("9", 10 * CREDIT)  # creditsd's own charge: both hear of it
+    await drain(ledger)
+    assert Decimal(str(sub2api.bodies()[-1]["balance_usd"])) == Decimal("4.4")
+    assert len(next_js.bodies()) == 2
 
 
 async def test_a_slow_gateway_times_out_and_the_billing_stands(
@@ -250,3 +286,71 @@ async def test_the_usage_posted_counts_reasoning_as_output_and_every_cache_write
         75,
         30,
     )
+
+
+def gateway_usage(user: int, cost: str) -> dict[str, object]:
+    """One request sub2api billed, as it posts it."""
+    return {
+        "event": "usage",
+        "userId": user,
+        "model": "gpt-4o-mini",
+        "cost": cost,
+        "totalCost": cost,
+        "timestamp": 1764547200000,
+    }
+
+
+async def test_a_balance_sync_retried_after_the_balance_moved_sends_the_balance_then(
+    make_ledger: LedgerFactory, next_js: Receiver, clock: Clock
+) -> None:
+    """sub2api is down when a grant's sync is first tried; meanwhile it bills a request,
+    which creditsd charges without telling it (it knows). When it is back, the retry sets
+    the balance creditsd holds then, not the one the grant left."""
+    next_js.routes = {"/api/internal/balance/sync"}  # sub2api
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url, "retry_count": 0})
+    await ledger.grant("123", 25 * CREDIT)  # $0.25
+    next_js.failures_left = 1
+    await drain(ledger)
+    async with client_for(ledger, "no-key") as sub2api:
+        sub2api.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        billed = await sub2api.post("/api/internal/webhooks/usage", json=gateway_usage(123, "0.06"))
+    assert body(billed)["balance_usd"] == Decimal("0.19")
+    clock.advance(60)
+    await drain(ledger)
+    sent = next_js.bodies("/api/internal/balance/sync")
+    assert [r.answered for r in next_js.received] == [503, 200]
+    assert sent[-1]["user_id"] == 123
+    assert Decimal(str(sent[-1]["balance_usd"])) == Decimal("0.19")
+
+
+async def test_a_dead_balance_sync_retried_by_hand_never_sets_the_gateway_back(
+    make_ledger: LedgerFactory, next_js: Receiver
+) -> None:
+    """The report: a sync that died is retried after newer figures reached sub2api; it
+    sends the balance creditsd holds now ($0.1753), not the one it was written with."""
+    next_js.routes = set()  # sub2api not yet deployed with its route: the sync dies (404)
+    ledger = await make_ledger(gateway={**LINK, "base_url": next_js.url})
+    await ledger.grant("321", 115_300)  # $0.1153 at 100 credits a dollar
+    await drain(ledger)
+    next_js.routes = {"/api/internal/balance/sync"}
+    await ledger.grant("321", 70_000)  # $0.1853, delivered
+    await drain(ledger)
+    async with client_for(ledger, "no-key") as sub2api:
+        sub2api.headers["X-Internal-Secret"] = INTERNAL_SECRET
+        await sub2api.post("/api/internal/webhooks/usage", json=gateway_usage(321, "0.01"))
+    await drain(ledger)
+    async with client_for(ledger, await create_key(ledger, "admin")) as admin:
+        (dead,) = body(await admin.get("/v1/webhook-deliveries", params={"status": "dead"}))["data"]
+        assert (await admin.post(f"/v1/webhook-deliveries/{dead['id']}/retry")).status_code == 200
+        await drain(ledger)
+        retried = body(await admin.get("/v1/webhook-deliveries"))["data"]
+    sent = next_js.bodies("/api/internal/balance/sync")
+    assert [Decimal(str(s["balance_usd"])) for s in sent] == [
+        Decimal("0.1153"),  # refused with 404
+        Decimal("0.1853"),
+        Decimal("0.1753"),  # the retry: the balance after sub2api's $0.01 request
+    ]
+    assert (await ledger.get_account("321")).balance == 175_300
+    shown = next(d for d in retried if d["id"] == dead["id"])
+    assert shown["status"] == "delivered"
+    assert Decimal(str(shown["payload"]["balance_usd"])) == Decimal("0.1753")  # what was sent

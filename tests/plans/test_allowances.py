@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import httpx
@@ -127,3 +128,45 @@ async def test_a_clerk_subscription_grants_its_active_items_only(
     ended = {"type": "subscription.deleted", "data": {"id": "csub_1"}}
     assert body(await deliver(clerk_api, ended))["outcome"] == "ended"
     assert (await clerk_ledger.get_account("org_2team")).balance == 5_100 * CREDIT
+
+
+async def test_a_period_reported_again_with_another_end_grants_once_and_lapses_at_the_latest(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    """Clerk re-sends a period with its ``period_end`` moved (extended, corrected): each
+    report is answered 200, the allowance is granted once, and it lapses at the latest end
+    reported, whatever order Svix delivers the reports in."""
+    start = clock.now.replace(microsecond=0)  # Clerk's times are whole milliseconds
+    first = await deliver(clerk_api, item_active("user_2ext", start, days=30))
+    assert body(first)["outcome"] == "handled"
+    extended = await deliver(clerk_api, item_active("user_2ext", start, days=32))
+    assert extended.status_code == 200, extended.text
+    late = await deliver(clerk_api, item_active("user_2ext", start, days=30))  # an old retry
+    assert late.status_code == 200, late.text
+
+    account = await clerk_ledger.get_account("user_2ext")
+    assert account.by_source == {"signup": 100 * CREDIT, "subscription": 5_000 * CREDIT}
+    (lapsing,) = await clerk_ledger.expiring_credits("user_2ext")
+    assert (lapsing.expires_at, lapsing.amount) == (start + timedelta(days=32), 5_000 * CREDIT)
+
+    clock.advance(timedelta(days=31).total_seconds())  # past the first end reported
+    await clerk_ledger.expire_lots()
+    assert (await clerk_ledger.get_account("user_2ext")).balance == 5_100 * CREDIT
+    clock.advance(timedelta(days=1, seconds=1).total_seconds())  # past the latest
+    await clerk_ledger.expire_lots()
+    assert (await clerk_ledger.get_account("user_2ext")).balance == 100 * CREDIT
+    assert (await clerk_ledger.verify_account("user_2ext")).valid
+
+
+async def test_reports_of_one_period_with_different_ends_at_once_grant_once(
+    clerk_ledger: Ledger, clerk_api: httpx.AsyncClient, clock: Clock
+) -> None:
+    start = clock.now.replace(microsecond=0)
+    await clerk_ledger.open_account("user_2race")
+    reports = [item_active("user_2race", start, days=days) for days in (30, 31, 32, 33)]
+    answers = await asyncio.gather(*(deliver(clerk_api, report) for report in reports))
+    assert [answer.status_code for answer in answers] == [200] * 4
+    account = await clerk_ledger.get_account("user_2race")
+    assert account.by_source == {"signup": 100 * CREDIT, "subscription": 5_000 * CREDIT}
+    (lapsing,) = await clerk_ledger.expiring_credits("user_2race")
+    assert lapsing.expires_at == start + timedelta(days=33)

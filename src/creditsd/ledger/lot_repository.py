@@ -84,6 +84,24 @@ async def find_by_reference(conn: AsyncConnection, reference: str) -> Any | None
     ).first()
 
 
+async def postpone(
+    conn: AsyncConnection, transfer_id: str, expires_at: datetime, now: datetime
+) -> bool:
+    """Let the live lot a credit filled lapse at ``expires_at`` instead, if that is later
+    and the lot has not lapsed yet; whether it moved."""
+    moved = await conn.execute(
+        update(lots)
+        .where(
+            _L.transfer_id == transfer_id,
+            _LIVE,
+            _L.expires_at > now,
+            _L.expires_at < expires_at,
+        )
+        .values(expires_at=expires_at)
+    )
+    return bool(moved.rowcount)
+
+
 async def remainders(conn: AsyncConnection, account_id: str) -> dict[str, int]:
     """What is left in each of an account's lots, spent ones included."""
     rows = await conn.execute(select(_L.id, _L.remaining).where(_L.account_id == account_id))

@@ -301,6 +301,17 @@ async def add_alias(conn: AsyncConnection, account_id: str, alias: str) -> None:
         raise AliasTaken(alias)
 
 
+async def postpone_lapse(
+    conn: AsyncConnection, account_id: str, transfer_id: str, expires_at: datetime, now: datetime
+) -> None:
+    """Let the credits a transfer put into an account lapse at ``expires_at`` when that is
+    later than their lot's expiry (never sooner, never once lapsed), keeping the account's
+    soonest expiry in step. The caller holds the account's row lock."""
+    if await lot_repo.postpone(conn, transfer_id, expires_at, now):
+        soonest = await lot_repo.soonest_expiry(conn, account_id)
+        await repo.update_account(conn, account_id, {"lots_expire_at": soonest}, now)
+
+
 async def grant(
     conn: AsyncConnection,
     account_id: str,

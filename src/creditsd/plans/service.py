@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import SUBSCRIPTIONS, Transfer
@@ -30,11 +31,23 @@ async def grant_allowance(
     The credits land in a ``subscription`` lot that lapses at the period's end, so the
     next period starts from its own allowance while one-off purchases stay. A period
     already over grants nothing (None).
+
+    A period is its plan, account and start: reported again with another end (extended or
+    corrected), it answers its first grant, whose credits then lapse at the latest end
+    reported, so reports delivered out of order agree. The account is locked first, so a
+    report racing another waits for its grant rather than conflicting with it.
     """
     start, end = (moment.astimezone(UTC) for moment in period)
     if end <= now or end <= start:
         return None
     account_id = await ledger.resolve_account(conn, account_name, policy, now)
+    key = period_key(plan_id, account_id, start)
+    await ledger_repo.get_account_row(conn, account_id, lock=True)
+    granted = await ledger_repo.find_transfer_by_key(conn, ledger.SYSTEM_APP, key)
+    if granted is not None:
+        transfer, _fingerprint = granted
+        await ledger.postpone_lapse(conn, account_id, transfer.id, end, now)
+        return transfer
     return await ledger.post_transfer(
         conn,
         ledger.movement(
@@ -43,7 +56,7 @@ async def grant_allowance(
             account_id,
             credits,
             app=ledger.SYSTEM_APP,
-            idempotency_key=period_key(plan_id, account_id, start),
+            idempotency_key=key,
             description=f"{plan_id} allowance",
             metadata={"plan": plan_id, "period_start": start.isoformat()},
             lot=LotSpec("subscription", expires_at=end, reference=f"plan:{plan_id}"),

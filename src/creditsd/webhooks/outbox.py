@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
@@ -21,10 +22,11 @@ from creditsd import ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
-from creditsd.ledger.repository import aliases_of
+from creditsd.ledger.repository import aliases_of, stored_figures
 from creditsd.ledger.statements import Message
 from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
+from creditsd.webhooks import models
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Endpoint
 
@@ -118,7 +120,7 @@ class Outbox:
             if self._subscribers:  # the links alone need none of the events' bodies
                 for event in self._events(transfer, thresholds):
                     rows += self._signed_rows(event, now)
-            if linked and transfer.app != GATEWAY_APP:
+            if linked:
                 rows += self._link_rows(transfer, users, rate, now)
         return rows
 
@@ -136,6 +138,30 @@ class Outbox:
         dollars = to_dollars(balance, rate, self._settings.money)
         sync = {"user_id": user, "balance_usd": dollars}
         return [_row(GATEWAY, BALANCE_SYNC, account_id, sync, now)]
+
+    async def balances_now(
+        self, conn: AsyncConnection, batch: list[models.Message], now: datetime
+    ) -> list[models.Message]:
+        """The messages a worker just claimed, each balance sync carrying its account's
+        balance as it is now, whenever it was written (and stored so, to show what is sent):
+        a retry, a late delivery or one retried by hand never sets the gateway back."""
+        syncs = {m.account_id for m in batch if m.event_type == BALANCE_SYNC and m.account_id}
+        if not syncs:
+            return batch
+        figures = await stored_figures(conn, syncs)
+        rate = (await self._prices.current(conn, now, publish_first=False)).settings.credits_per_usd
+        fresh = []
+        for message in batch:
+            if message.event_type == BALANCE_SYNC and message.account_id in figures:
+                balance = int(figures[message.account_id].balance)
+                dollars = to_dollars(balance, rate, self._settings.money)
+                if dollars != message.payload.get("balance_usd"):
+                    payload = {**message.payload, "balance_usd": dollars}
+                    await repo.set_payload(conn, message.id, payload)
+                    fresh.append(replace(message, payload=payload))
+                    continue
+            fresh.append(message)
+        return fresh
 
     async def after_holds_expired(
         self, conn: AsyncConnection, expired: list[ExpiredHold], now: datetime
@@ -204,11 +230,14 @@ class Outbox:
     def _link_rows(
         self, transfer: Transfer, users: dict[str, int | str], rate: Decimal, now: datetime
     ) -> list[Message]:
-        """Seed 000's messages: to the app (``[app_link]``) the usage creditsd billed, with a
-        ``requestId`` its retries repeat; to the gateway (``[gateway]``) the balance each
-        account now has, when the account has the numeric id the gateway keeps (else the
-        sync is skipped and counted, never queued for a 400)."""
+        """Seed 000's messages: to the app (``[app_link]``) the usage creditsd billed, the
+        gateway's included, with a ``requestId`` its retries repeat; to the gateway
+        (``[gateway]``) the balance each account now has, when the account has the numeric
+        id the gateway keeps (else the sync is skipped and counted, never queued for a 400).
+        Neither hears of its own call: the app's syncs bill nothing, and the gateway's
+        usage sends it no sync (it has already taken the cost)."""
         money = self._settings.money
+        to_gateway = self._settings.gateway.enabled and not _from_gateway(transfer)
         rows = []
         for account in _customers([transfer]):
             user = users[account]
@@ -224,7 +253,7 @@ class Outbox:
                 row = _row(APP, "gateway.usage", account, usage, now)
                 usage["requestId"] = row["message_id"]
                 rows.append(row)
-            if dollars is not None and self._settings.gateway.enabled:
+            if dollars is not None and to_gateway:
                 if isinstance(user, int):
                     sync = {"user_id": user, "balance_usd": dollars}
                     rows.append(_row(GATEWAY, BALANCE_SYNC, account, sync, now))
@@ -264,15 +293,29 @@ def _cost(credits: Decimal, rate: Decimal) -> Decimal:
         return plain((credits / rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_UP))
 
 
+def _from_gateway(transfer: Transfer) -> bool:
+    """Whether the gateway's own call made the transfer: a usage post it billed (the
+    app's balance syncs come in under the same app name)."""
+    return transfer.app == GATEWAY_APP and transfer.kind in _BILLED
+
+
 def _usage_payload(transfer: Transfer, user: int | str, dollars: Decimal) -> dict[str, Any]:
-    """Seed 000's usage body for a charge creditsd billed."""
+    """Seed 000's usage body for a charge creditsd billed: a gateway's post passes on its
+    own counts and multiplier (kept as the charge's price stamp), a priced charge its
+    catalog lines'."""
     pricing = transfer.pricing or {}
     tokens = dict.fromkeys(_TOKEN_LINES.values(), 0)
-    for line in pricing.get("lines", []):
-        item = str(line.get("item"))
-        field = "cacheWriteTokens" if item.startswith("cache_write_") else _TOKEN_LINES.get(item)
-        if field is not None:
-            tokens[field] += int(line.get("quantity", 0))
+    if _from_gateway(transfer):
+        tokens = {field: int(pricing.get(field) or 0) for field in tokens}
+        multiplier = pricing.get("rateMultiplier", 1)
+    else:
+        for line in pricing.get("lines", []):
+            item = str(line.get("item"))
+            cache_write = item.startswith("cache_write_")
+            field = "cacheWriteTokens" if cache_write else _TOKEN_LINES.get(item)
+            if field is not None:
+                tokens[field] += int(line.get("quantity", 0))
+        multiplier = pricing.get("rate_multiplier", 1)
     model = (
         pricing.get("model")
         or pricing.get("feature")
@@ -287,7 +330,7 @@ def _usage_payload(transfer: Transfer, user: int | str, dollars: Decimal) -> dic
         **tokens,
         "cost": dollars,
         "totalCost": dollars,
-        "rateMultiplier": pricing.get("rate_multiplier", 1),
+        "rateMultiplier": multiplier,
         "timestamp": int(transfer.created_at.timestamp() * 1000),
         "apiKey": "",
     }

@@ -163,6 +163,11 @@ async def _coalesce_balance_syncs(conn: AsyncConnection, now: datetime) -> None:
     )
 
 
+async def set_payload(conn: AsyncConnection, message_id: int, payload: dict[str, Any]) -> None:
+    """Replace what a message will send."""
+    await conn.execute(update(outbox).where(_O.id == message_id).values(payload=payload))
+
+
 async def settle(
     conn: AsyncConnection,
     message_id: int,
