@@ -11,7 +11,10 @@ from creditsd import db
 from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS, Violation, checkpoints, find_violations
 from creditsd.jsonio import format_timestamp
-from tests.conftest import Clock
+from tests.conftest import Clock, LedgerFactory, client_for, create_key
+from tests.stripe.conftest import PACKS, PRICES, buy, deliver, stripe_settings
+from tests.stripe.fake import FakeStripe
+from tests.stripe.test_published_payloads import dispute_of
 
 CREDIT = 10_000
 
@@ -99,6 +102,82 @@ async def test_a_hold_that_captured_more_than_it_held(ledger: Ledger, clock: Clo
     assert [(v.invariant, v.subject) for v in await violations(ledger)] == [
         ("captured_over_amount", hold_id)
     ]
+
+
+async def test_a_final_capture_past_its_hold_is_no_drift(ledger: Ledger) -> None:
+    await ledger.grant("fay", 10 * CREDIT)
+    hold = await ledger.open_hold("fay", 2 * CREDIT, expires_in=600)
+    await ledger.capture_hold(hold.id, CREDIT, final=False)
+    settled, charged = await ledger.capture_hold(hold.id, 3 * CREDIT)
+    assert (settled.status, settled.captured) == ("captured", 4 * CREDIT)
+    assert charged.pricing is not None
+    assert charged.pricing["settlement"]["outcome"] == "over_hold_charged"
+    assert await violations(ledger) == []
+
+    # What it captured before its final capture is past the hold: a drift.
+    await execute(
+        ledger,
+        "UPDATE holds SET captured = captured + :more WHERE id = :id",
+        more=CREDIT + 1,
+        id=hold.id,
+    )
+    found = await violations(ledger)
+    assert [(v.invariant, v.subject) for v in found] == [("captured_over_amount", hold.id)]
+    assert "20001 of it before its final capture" in found[0].detail
+
+
+async def test_a_won_dispute_gives_back_into_its_purchase_lot(
+    make_ledger: LedgerFactory,
+) -> None:
+    with FakeStripe(prices=PRICES) as fake:
+        shop = await make_ledger(stripe=stripe_settings(fake), packs=PACKS)
+        async with client_for(shop, await create_key(shop, "app", "web")) as api:
+            session = await buy(api, fake, "erin", "1k")
+            disputed = fake.dispute(fake.objects[session["payment_intent"]]["latest_charge"])
+            opened = fake.event(
+                "charge.dispute.created", dispute_of(fake, disputed, "needs_response")
+            )
+            assert (await deliver(api, opened)).status_code == 200
+            assert (await shop.get_account("erin")).balance == 0
+            won = fake.event("charge.dispute.closed", dispute_of(fake, disputed, "won"))
+            assert (await deliver(api, won)).json()["outcome"] == "reinstated"
+    assert (await shop.get_account("erin")).balance == 1_000 * CREDIT
+    assert await violations(shop) == []
+
+
+async def test_lots_past_expiry_kept_for_a_hold_beside_a_debt(ledger: Ledger, clock: Clock) -> None:
+    await ledger.open_account("gus", overdraft_limit=50 * CREDIT)
+    await ledger.grant("gus", 10 * CREDIT, expires_at=clock.now + timedelta(seconds=30))
+    hold = await ledger.open_hold("gus", 6 * CREDIT, expires_in=600)
+    clock.advance(60)
+    assert await ledger.expire_lots() == 1  # 4 lapse, the hold keeps 6
+    await ledger.charge("gus", 3 * CREDIT)  # not from the kept lot: the rest goes below it
+    assert await violations(ledger) == []
+    await ledger.charge("gus", 10 * CREDIT)  # below zero
+    assert (await ledger.get_account("gus")).balance == -7 * CREDIT
+    assert await violations(ledger) == []
+    await ledger.capture_hold(hold.id, 6 * CREDIT)
+    assert (await ledger.get_account("gus")).balance == -13 * CREDIT
+    assert await violations(ledger) == []
+
+
+async def test_a_lot_kept_for_a_hold_off_the_balance(ledger: Ledger, clock: Clock) -> None:
+    await ledger.open_account("gus", overdraft_limit=50 * CREDIT)
+    await ledger.grant("gus", 10 * CREDIT, expires_at=clock.now + timedelta(seconds=30))
+    await ledger.open_hold("gus", 6 * CREDIT, expires_in=600)
+    clock.advance(60)
+    await ledger.expire_lots()
+    kept_lot = "UPDATE lots SET remaining = remaining + :change WHERE account_id = 'gus'"
+    await execute(ledger, kept_lot, change=-1)  # less than the balance
+    found = await violations(ledger)
+    assert [(v.invariant, v.subject) for v in found] == [("lots_match_balance", "gus")]
+    await execute(ledger, kept_lot, change=1)
+    await ledger.charge("gus", 3 * CREDIT)
+    assert await violations(ledger) == []
+    await execute(ledger, kept_lot, change=1)  # more than the hold reserves
+    found = await violations(ledger)
+    assert [(v.invariant, v.subject) for v in found] == [("lots_match_balance", "gus")]
+    assert "lots past their expiry keep 60001 of it for holds reserving 60000" in found[0].detail
 
 
 async def test_a_payment_or_a_period_granted_twice(ledger: Ledger, clock: Clock) -> None:

@@ -2,8 +2,9 @@
 
 :func:`find_violations` checks every promise the ledger makes and names what is broken:
 each balance equals its transfers, ``held`` equals its open holds, lots add up to the
-balance, no open hold is past its expiry, no hold captured more than it reserved, one
-grant per Stripe payment and per allowance period, no outbox message pending past its
+balance (or to what lots past expiry keep for open holds), no open hold is past its expiry,
+no hold captured more than it reserved before its final capture, one grant per Stripe
+payment (reversals aside) and per allowance period, no outbox message pending past its
 retry budget, and the checkpoint chain still matches the transfers (tamper evidence,
 :mod:`creditsd.integrity.checkpoints`). The scheduled run (:mod:`creditsd.integrity.service`)
 checks incrementally, records each drift once in the database (logged, counted, sent as

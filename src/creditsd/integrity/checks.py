@@ -3,9 +3,10 @@
 :func:`find_violations` checks everything. A scheduled run checks less where it safely can
 (:func:`check`): the accounts that changed since the previous run, plus every account when
 a ledger-wide total disagrees (a drift anywhere shows in a total: stored ``held`` summed
-against the open holds, the positive balances against the lots, the stored balances plus
-the derived system balances against zero); the chain is re-derived only when its count
-and sum disagree, or a full pass is due (:mod:`creditsd.integrity.checkpoints`).
+against the open holds, each balance, or what its lots past expiry keep when more, against
+the lots, the stored balances plus the derived system balances against zero); the chain
+is re-derived only when its count and sum disagree, or a full pass is due
+(:mod:`creditsd.integrity.checkpoints`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,9 @@ async def check(
 ) -> list[Violation]:
     """Every invariant but the chain's, the accounts' for ``accounts`` only (None: all, as
     when a ledger-wide total disagrees); what is broken, sorted."""
-    if accounts is not None and not await _totals_agree(conn):
+    if accounts is not None and not await _totals_agree(conn, now):
         accounts = None
-    found = await _account_violations(conn, accounts)
+    found = await _account_violations(conn, accounts, now)
     found += await _hold_violations(conn, now, settings)
     found += await _grant_violations(conn)
     found += await _outbox_violations(conn, now, settings)
@@ -77,11 +78,11 @@ def hold_deadline(now: datetime, settings: Settings) -> datetime:
     return now - timedelta(seconds=settings.holds.sweep_interval + GRACE_SECONDS)
 
 
-async def _totals_agree(conn: AsyncConnection) -> bool:
-    held, reserved, positive_balances = await repo.customer_totals(conn)
+async def _totals_agree(conn: AsyncConnection, now: datetime) -> bool:
+    held, reserved, backed = await repo.customer_totals(conn, now)
     return (
         held == reserved
-        and positive_balances == await repo.lot_total(conn)
+        and backed == await repo.lot_total(conn)
         and await ledger.ledger_total(conn) == 0
     )
 
@@ -96,7 +97,7 @@ async def _account_ids(conn: AsyncConnection) -> list[list[str]]:
 
 
 async def _account_violations(
-    conn: AsyncConnection, account_ids: Iterable[str] | None
+    conn: AsyncConnection, account_ids: Iterable[str] | None, now: datetime
 ) -> list[Violation]:
     if account_ids is None:
         pages = await _account_ids(conn)
@@ -105,7 +106,7 @@ async def _account_violations(
         pages = [wanted[i : i + ACCOUNT_PAGE] for i in range(0, len(wanted), ACCOUNT_PAGE)]
     found: list[Violation] = []
     for page in pages:
-        remainders = await repo.lot_remainders(conn, page)
+        lots = await repo.lot_figures(conn, page, now)
         for v in await ledger.verify_accounts(conn, page):
             if v.stored_balance != v.calculated_balance:
                 found.append(
@@ -125,19 +126,37 @@ async def _account_violations(
                         f"{v.calculated_held} (minor units)",
                     )
                 )
-            # Against the balance the transfers make, so that a drifted stored balance is
-            # one drift, not two.
-            remaining = remainders.get(v.account_id, 0)
-            if remaining != max(v.calculated_balance, 0):
+            # Against the figures the transfers and open holds make, so that a drifted
+            # stored figure is one drift, not two.
+            remaining, kept = lots.get(v.account_id, (0, 0))
+            if not _lots_match(remaining, kept, v.calculated_balance, v.calculated_held):
+                beside = (
+                    f", lots past their expiry keep {kept} of it for holds reserving "
+                    f"{v.calculated_held}"
+                    if kept
+                    else ""
+                )
                 found.append(
                     Violation(
                         LOTS_MATCH_BALANCE,
                         v.account_id,
-                        f"its lots hold {remaining}, its transfers make a balance of "
-                        f"{v.calculated_balance} (minor units)",
+                        f"its lots hold {remaining}{beside}, its transfers make a balance "
+                        f"of {v.calculated_balance} (minor units)",
                     )
                 )
     return found
+
+
+def _lots_match(remaining: int, kept: int, balance: int, held: int) -> bool:
+    """Whether an account's lots agree with its balance: what they hold is the balance, or
+    what its lots past expiry keep when that is more; and the balance is below those only
+    while they keep no more than the open holds reserve.
+
+    Lots past expiry lapse at the account's next write, all but what its open holds
+    reserve; only a capture spends what they keep (every other debit goes below them:
+    :mod:`creditsd.ledger.posting`), and the rest lapses once the holds settle. Until
+    that write the lots just past expiry are still in the balance."""
+    return remaining == max(balance, kept) and (balance >= kept or kept <= held)
 
 
 async def _hold_violations(
@@ -155,9 +174,10 @@ async def _hold_violations(
         Violation(
             CAPTURED_OVER_AMOUNT,
             hold_id,
-            f"captured {captured} of a hold of {amount} (minor units)",
+            f"captured {captured} of a hold of {amount}, {before} of it before its final "
+            "capture (minor units)",
         )
-        for hold_id, amount, captured in await repo.holds_over_captured(conn)
+        for hold_id, amount, captured, before in await repo.holds_over_captured(conn)
     ]
     return found
 

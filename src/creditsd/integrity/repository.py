@@ -32,14 +32,23 @@ _C, _D, _G, _J = integrity_checkpoints.c, integrity_drifts.c, transfer_digests.c
 # The figures compared
 
 
-async def customer_totals(conn: AsyncConnection) -> tuple[int, int, int]:
-    """Summed over customer accounts: stored held, and the positive part of the balance."""
-    positive = func.sum(case((_A.balance > 0, _A.balance), else_=0))
+async def customer_totals(conn: AsyncConnection, now: datetime) -> tuple[int, int, int]:
+    """Summed over customer accounts: stored held, what its open holds reserve, and what
+    the lots should hold (see :func:`lot_figures`): the stored balance, or what its lots
+    past expiry keep when that is more."""
+    past = (
+        select(_L.account_id, func.sum(_L.remaining).label("kept"))
+        .where(_L.remaining > 0, _L.expires_at <= now)
+        .group_by(_L.account_id)
+        .subquery()
+    )
+    kept = func.coalesce(past.c.kept, 0)
+    backed = case((kept > _A.balance, kept), else_=_A.balance)
     held, balances = (
         await conn.execute(
-            select(func.coalesce(func.sum(_A.held), 0), func.coalesce(positive, 0)).where(
-                _A.kind == "customer"
-            )
+            select(func.coalesce(func.sum(_A.held), 0), func.coalesce(func.sum(backed), 0))
+            .select_from(accounts.outerjoin(past, past.c.account_id == _A.id))
+            .where(_A.kind == "customer")
         )
     ).one()
     reserved = (
@@ -56,14 +65,18 @@ async def lot_total(conn: AsyncConnection) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def lot_remainders(conn: AsyncConnection, account_ids: list[str]) -> dict[str, int]:
-    """What the lots of each account given have left (accounts without lots left out)."""
+async def lot_figures(
+    conn: AsyncConnection, account_ids: list[str], now: datetime
+) -> dict[str, tuple[int, int]]:
+    """What the lots of each account given have left, and how much of it is in lots past
+    their expiry at ``now`` (accounts without lots left out)."""
+    past = case((_L.expires_at <= now, _L.remaining), else_=0)
     rows = await conn.execute(
-        select(_L.account_id, func.sum(_L.remaining))
-        .where(_L.account_id.in_(account_ids))
+        select(_L.account_id, func.sum(_L.remaining), func.sum(past))
+        .where(_L.account_id.in_(account_ids), _L.remaining > 0)
         .group_by(_L.account_id)
     )
-    return {account_id: int(remaining) for account_id, remaining in rows}
+    return {account_id: (int(left), int(kept)) for account_id, left, kept in rows}
 
 
 async def accounts_changed_since(conn: AsyncConnection, since: datetime) -> list[str]:
@@ -96,22 +109,45 @@ async def count_holds_past(conn: AsyncConnection, moment: datetime) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def holds_over_captured(conn: AsyncConnection) -> list[tuple[str, int, int]]:
-    """Holds that captured more than they reserved: ``(id, amount, captured)``."""
-    rows = await conn.execute(
-        select(_H.id, _H.amount, _H.captured).where(_H.captured > _H.amount).order_by(_H.id)
+async def holds_over_captured(conn: AsyncConnection) -> list[tuple[str, int, int, int]]:
+    """Holds whose captures took more than they reserved before the final capture (all of
+    them, for a hold no final capture settled): ``(id, amount, captured, before final)``."""
+    final = (
+        select(_T.amount)
+        .where(_T.hold_id == _H.id, _T.kind == "capture")
+        .order_by(_T.created_at.desc(), _T.id.desc())
+        .limit(1)
+        .correlate(holds)
+        .scalar_subquery()
     )
-    return [(hold_id, int(amount), int(captured)) for hold_id, amount, captured in rows]
+    before = _H.captured - case((_H.status == "captured", func.coalesce(final, 0)), else_=0)
+    rows = await conn.execute(
+        select(_H.id, _H.amount, _H.captured, before)
+        .where(_H.captured > _H.amount, before > _H.amount)
+        .order_by(_H.id)
+    )
+    return [
+        (hold_id, int(amount), int(captured), int(early))
+        for hold_id, amount, captured, early in rows
+    ]
 
 
 async def repeated_lots(
     conn: AsyncConnection, source: str
 ) -> list[tuple[str, str, datetime | None, int]]:
-    """Lots of one source that share an account, a reference and an expiry (a payment's or
-    a period's): ``(account, reference, expires_at, how many)``."""
+    """Lots of one source that grants filled and that share an account, a reference and an
+    expiry (a payment's or a period's): ``(account, reference, expires_at, how many)``.
+
+    A reversal (a won dispute's) puts credits back into a lot of its payment's reference
+    and is no second grant."""
     rows = await conn.execute(
         select(_L.account_id, _L.reference, _L.expires_at, func.count())
-        .where(_L.source == source, _L.reference.is_not(None))
+        .select_from(lots.outerjoin(transfers, _T.id == _L.transfer_id))
+        .where(
+            _L.source == source,
+            _L.reference.is_not(None),
+            func.coalesce(_T.kind, "") != "reversal",
+        )
         .group_by(_L.account_id, _L.reference, _L.expires_at)
         .having(func.count() > 1)
         .order_by(_L.account_id, _L.reference, _L.expires_at)
