@@ -269,3 +269,35 @@ async def test_a_debit_past_the_live_lots_never_spends_what_an_open_hold_keeps_p
     ]
     assert (await ledger.verify_account("eve")).valid
     assert await ledger.ledger_total() == 0
+
+
+async def test_a_credit_pays_back_the_debt_beside_kept_lots_before_it_fills_a_lot(
+    ledger: Ledger, clock: Clock
+) -> None:
+    """A promotion lapses while a hold keeps 6 of it; a charge takes the balance 3 below
+    the kept lot, so the next credit of 1 pays back debt and fills no lot: once the hold
+    captures the kept 6, the account is 2 below zero with nothing left in any lot."""
+    await ledger.open_account("eve", overdraft_limit=50 * CREDIT)
+    await ledger.grant("eve", 10 * CREDIT, expires_at=clock.now + timedelta(minutes=5))
+    hold = await ledger.open_hold("eve", 6 * CREDIT, expires_in=3_600)
+    clock.advance(301)
+    await ledger.expire_lots()
+    await ledger.charge("eve", 3 * CREDIT)
+
+    await ledger.grant("eve", 1 * CREDIT, reason="goodwill")
+    assert await lot_repository_total(ledger, "eve") == 6 * CREDIT  # the kept lot alone
+    await ledger.capture_hold(hold.id, 6 * CREDIT)
+
+    account = await ledger.get_account("eve")
+    assert (account.balance, account.held) == (-2 * CREDIT, 0)
+    assert account.by_source == {"overdrawn": -2 * CREDIT}
+    assert await lot_repository_total(ledger, "eve") == 0
+    assert (await ledger.verify_account("eve")).valid
+
+
+async def lot_repository_total(ledger: Ledger, account_id: str) -> int:
+    """What the account's lots hold, as stored."""
+    remainders = await db.run(
+        ledger.engine, lambda conn: lot_repository.remainders(conn, account_id)
+    )
+    return sum(remainders.values())
