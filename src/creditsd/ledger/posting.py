@@ -938,12 +938,17 @@ class _Batch:
         return parts
 
     def _fill(self, account: _Account, transfer_id: str, posting: Posting) -> LotPart:
-        """Put a credit into a new lot; what a negative balance swallows is in no lot."""
+        """Put a credit into a new lot; what pays back debt is in no lot.
+
+        The debt is what the balance is below the lots past expiry that open holds keep
+        (other debits went below zero beside them), or below zero when none are kept.
+        """
         spec = posting.lot or default_spec(posting.kind)
+        kept = sum(lot.remaining for lot in account.lots or () if lot.due(self.now))
         lot = _Lot(
             ids.new_id("lot"),
             spec.source,
-            min(posting.amount, max(account.balance, 0)),
+            min(posting.amount, max(account.balance - kept, 0)),
             spec.spend_priority,
             spec.expires_at,
             row={
