@@ -157,6 +157,30 @@ async def test_a_grant_over_http_names_its_source_and_expiry(
         assert field in refused.text
 
 
+async def test_a_grant_retried_after_its_expiry_answers_what_it_did(
+    api: httpx.AsyncClient, clock: Clock
+) -> None:
+    """A grant whose answer was lost is retried under its key after its lots lapsed: the
+    retry answers the first grant, never 422, and grants nothing more."""
+    grant = {
+        "account_id": "fay",
+        "amount": 25,
+        "expires_at": (clock.now + timedelta(minutes=5)).isoformat(),
+        "reason": "beta",
+        "idempotency_key": "beta-fay",
+    }
+    first = await api.post("/v1/grants", json=grant)
+    assert first.status_code == 201
+    clock.advance(301)
+
+    again = await api.post("/v1/grants", json=grant)
+    assert again.status_code == 201, again.text
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert body(again)["id"] == body(first)["id"]
+    grants = (await api.get("/v1/accounts/fay/transactions")).json()["data"]
+    assert [t["kind"] for t in grants].count("grant") == 1
+
+
 async def test_concurrent_charges_spend_every_lot_exactly_once(ledger: Ledger) -> None:
     for _ in range(5):
         await ledger.grant("gus", 10 * CREDIT)
