@@ -381,10 +381,9 @@ class Ledger:
         if source not in LOT_SOURCES:
             raise InvalidRequest(f"source must be one of {', '.join(LOT_SOURCES)}", field="source")
         lot = LotSpec(source, expires_at, priority)
-        if expires_at is not None and expires_at <= self.now():
-            raise InvalidRequest("expires_at must be in the future", field="expires_at")
-        return await self._write(
-            lambda conn, now: ledger.grant(
+
+        async def grant(conn: AsyncConnection, now: datetime) -> Transfer:
+            transfer = await ledger.grant(
                 conn,
                 account_id,
                 amount,
@@ -397,7 +396,13 @@ class Ledger:
                 metadata=metadata,
                 lot=lot,
             )
-        )
+            # Checked once the key is looked up, so that a retry after the expiry answers
+            # the grant it made; a new one is undone with its transaction.
+            if not transfer.replayed and expires_at is not None and expires_at <= now:
+                raise InvalidRequest("expires_at must be in the future", field="expires_at")
+            return transfer
+
+        return await self._write(grant)
 
     async def adjust(
         self,
