@@ -94,13 +94,21 @@ def seeds() -> range:
     return range(int(chosen or CI_SEEDS))
 
 
-async def first_failure(lab: Lab, chosen: Iterable[int]) -> str | None:
-    """Run seeds in turn; the report of the first that fails (None: all passed)."""
+@dataclass(frozen=True)
+class Failure:
+    """The first seed that failed, and what it prints."""
+
+    seed: int
+    report: str
+
+
+async def first_failure(lab: Lab, chosen: Iterable[int]) -> Failure | None:
+    """Run seeds in turn; the first that fails, shrunk (None: all passed)."""
     for seed in chosen:
         actions = script(seed, STEPS)
         played = await lab.play(actions)
         if played.problems:
-            return await report(lab, seed, actions, played)
+            return Failure(seed, await report(lab, seed, actions, played))
     return None
 
 

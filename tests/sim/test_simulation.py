@@ -11,7 +11,7 @@ from tests.sim.run import STEPS, Lab, first_failure, seeds
 async def test_every_seed_holds_the_invariants_after_every_step(lab: Lab) -> None:
     failure = await first_failure(lab, seeds())
     if failure is not None:
-        pytest.fail(failure, pytrace=False)
+        pytest.fail(failure.report, pytrace=False)
 
 
 async def test_a_seed_replays_to_the_same_event_log(lab: Lab) -> None:
