@@ -408,3 +408,64 @@ web_tokens = Table(
     CheckConstraint(_one_of("kind", WEB_TOKEN_KINDS), name="kind_known"),
     Index(None, "expires_at"),
 )
+
+# Reconciliation's memory (integrity/): each drift it found, open until a later run finds
+# it gone or a rebuild repairs it (never deleted: their count is the violations counter);
+# the chain of checkpoints over the transfers, with each checkpointed transfer's digest so
+# that a broken link names its transfer; and one row per scheduled job: the lease that lets
+# one process run it at a time, and how its last run went.
+_OPEN = text("resolved_at IS NULL")
+integrity_drifts = Table(
+    "integrity_drifts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("invariant", String(64), nullable=False),
+    Column("subject", String(KEY_LENGTH), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("detected_at", Timestamp, nullable=False),
+    Column("resolved_at", Timestamp, nullable=True),
+    Index(
+        "ix_integrity_drifts_open",
+        "invariant",
+        "subject",
+        unique=True,
+        postgresql_where=_OPEN,
+        sqlite_where=_OPEN,
+    ),
+)
+
+integrity_checkpoints = Table(
+    "integrity_checkpoints",
+    metadata,
+    Column("number", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),  # of the transfers' serialization
+    # Covers the transfers created before this moment and at or after the previous one's.
+    Column("until", Timestamp, nullable=False, unique=True),
+    Column("transfers", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),  # their amounts summed
+    Column("digest", String(64), nullable=False),  # SHA-256 chained to the previous digest
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint("number >= 1", name="number_positive"),
+)
+
+# No foreign key: a transfer deleted behind creditsd's back keeps its digest, so the
+# chain's check names it.
+transfer_digests = Table(
+    "transfer_digests",
+    metadata,
+    Column("transfer_id", String(32), primary_key=True),
+    Column("checkpoint", Integer, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Index(None, "checkpoint"),
+)
+
+scheduled_jobs = Table(
+    "scheduled_jobs",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("lease_owner", String(32), nullable=True),
+    Column("lease_until", Timestamp, nullable=True),
+    Column("last_success_at", Timestamp, nullable=True),
+    Column("last_duration_ms", BigInteger, nullable=True),
+    Column("last_full_at", Timestamp, nullable=True),  # the last run that checked everything
+)

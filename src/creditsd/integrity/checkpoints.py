@@ -1,0 +1,169 @@
+"""The checkpoint chain: tamper evidence over the transfers.
+
+Each checkpoint covers the transfers created in ``[previous until, until)``, in
+``(created_at, id)`` order. A transfer's digest is the SHA-256 of a canonical, versioned
+serialization of every column of its row (all of them immutable); the checkpoint's digest
+is the SHA-256 of its version, its ``until``, the previous checkpoint's digest (64 zeros
+for the first), each transfer's digest in order, and their count and sum. Each transfer's
+digest is kept too (``transfer_digests``), so a link that no longer matches names the
+first transfer to blame.
+
+Transfers may commit out of ``created_at`` order (a transaction takes its clock reading
+before it commits), so a checkpoint only covers transfers created at least
+:data:`SETTLE_SECONDS` ago: far longer than any transaction may last (each is cut at its
+longest wait, about 10 s), with room for clocks of different processes that disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd import jsonio
+from creditsd.integrity import repository as repo
+from creditsd.integrity.models import ChainBreak, Checkpoint
+
+VERSION = 1
+SETTLE_SECONDS = 60
+GENESIS = "0" * 64
+# The columns a transfer's digest covers, in the order version 1 fixed: a column added to
+# ``transfers`` later joins a new version, so old digests stay derivable.
+TRANSFER_FIELDS = (
+    "id",
+    "kind",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "app",
+    "idempotency_key",
+    "fingerprint",
+    "hold_id",
+    "description",
+    "metadata",
+    "debit_balance_after",
+    "debit_available_after",
+    "credit_balance_after",
+    "credit_available_after",
+    "created_at",
+    "pricing",
+    "proxy_key_id",
+)
+
+
+def transfer_digest(row: Any) -> str:
+    """The SHA-256 of a transfer row's canonical form: ``["creditsd.transfer", 1,
+    {"amount": 100, "created_at": "2026-12-07T10:00:00.000000Z", "id": "tr_…", …}]`` as
+    sorted, compact JSON (timestamps in UTC with microseconds, amounts as integers)."""
+    fields = {name: row._mapping[name] for name in TRANSFER_FIELDS}
+    text = jsonio.canonical(["creditsd.transfer", VERSION, fields])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Link:
+    """A checkpoint's digest, computed as its transfers stream by."""
+
+    def __init__(self, previous: str, until: datetime) -> None:
+        opening = f"creditsd.checkpoint {VERSION}\n{jsonio.format_timestamp(until)}\n{previous}\n"
+        self._hash = hashlib.sha256(opening.encode())
+        self.transfers = 0
+        self.total = 0
+
+    def add(self, digest: str, amount: int) -> None:
+        self._hash.update(f"{digest}\n".encode())
+        self.transfers += 1
+        self.total += amount
+
+    def digest(self) -> str:
+        closing = self._hash.copy()
+        closing.update(f"{self.transfers} {self.total}\n".encode())
+        return closing.hexdigest()
+
+
+async def _rows(
+    conn: AsyncConnection, since: datetime | None, until: datetime
+) -> AsyncIterator[Any]:
+    """The transfers of ``[since, until)`` in the chain's order, a page at a time."""
+    after: tuple[datetime, str] | None = None
+    while page := await repo.transfer_rows(conn, since, until, after):
+        for row in page:
+            yield row
+        after = (page[-1].created_at, page[-1].id)
+
+
+async def write_checkpoint(conn: AsyncConnection, now: datetime) -> Checkpoint | None:
+    """Chain the transfers settled since the last checkpoint; None when there are none."""
+    head = await repo.last_checkpoint(conn)
+    until = now - timedelta(seconds=SETTLE_SECONDS)
+    since = head.until if head else None
+    if since is not None and until <= since:
+        return None
+    number = head.number + 1 if head else 1
+    link = _Link(head.digest if head else GENESIS, until)
+    digests: list[tuple[str, str]] = []
+    async for row in _rows(conn, since, until):
+        digest = transfer_digest(row)
+        link.add(digest, row.amount)
+        digests.append((row.id, digest))
+        if len(digests) >= repo.PAGE:
+            await repo.insert_digests(conn, number, digests)
+            digests = []
+    if not link.transfers:
+        return None
+    await repo.insert_digests(conn, number, digests)
+    checkpoint = Checkpoint(number, VERSION, until, link.transfers, link.total, link.digest())
+    await repo.insert_checkpoint(conn, checkpoint, now)
+    return checkpoint
+
+
+async def first_break(conn: AsyncConnection) -> ChainBreak | None:
+    """Re-derive every checkpoint from the stored transfers; the first place where they
+    no longer match, or None when the chain is whole."""
+    since: datetime | None = None
+    previous = GENESIS
+    for checkpoint in await repo.checkpoints(conn):
+        kept = await repo.digests_of(conn, checkpoint.number)
+        link = _Link(previous, checkpoint.until)
+        found: ChainBreak | None = None
+        async for row in _rows(conn, since, checkpoint.until):
+            digest = transfer_digest(row)
+            link.add(digest, row.amount)
+            stored = kept.pop(row.id, None)
+            if found is None and stored != digest:
+                detail = (
+                    f"transfer {row.id} was not there when checkpoint {checkpoint.number} "
+                    "was written"
+                    if stored is None
+                    else f"transfer {row.id} no longer matches checkpoint {checkpoint.number}"
+                )
+                found = ChainBreak(checkpoint.number, row.id, detail)
+        if found is not None:
+            return found
+        if kept:
+            missing = min(kept)
+            return ChainBreak(
+                checkpoint.number,
+                missing,
+                f"transfer {missing} of checkpoint {checkpoint.number} is gone "
+                "(deleted, or its created_at changed)",
+            )
+        if link.digest() != checkpoint.digest:
+            return ChainBreak(
+                checkpoint.number,
+                None,
+                f"checkpoint {checkpoint.number} no longer matches its transfers",
+            )
+        since, previous = checkpoint.until, checkpoint.digest
+    return None
+
+
+async def totals_match(conn: AsyncConnection) -> bool:
+    """Whether the checkpointed transfers still count and sum what the chain says: the
+    cheap check each run makes (a full re-derivation follows when it fails)."""
+    head = await repo.last_checkpoint(conn)
+    if head is None:
+        return True
+    return await repo.chained_totals(conn) == await repo.transfer_totals(conn, head.until)
