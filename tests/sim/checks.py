@@ -21,9 +21,9 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
-from creditsd.ledger import service as ledger_service
+from creditsd.integrity import Violation, find_violations
 from creditsd.ledger.models import SIGNUP, STRIPE, SUBSCRIPTIONS
-from creditsd.tables import accounts, lot_spends, lots, transfers
+from creditsd.tables import accounts, holds, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World
 
 COMPLETED = "checkout.session.completed"
@@ -40,13 +40,13 @@ async def violations(world: World) -> list[str]:
 
 
 async def _model(conn: AsyncConnection, world: World) -> list[str]:
-    found = []
-    total = await ledger_service.ledger_total(conn)
-    if total:
-        found.append(f"ledger: the accounts sum to {total}, not zero")
-    for verified in await ledger_service.verify_page(conn, None, 100):
-        if not verified.valid:
-            found.append(f"verify: {verified}")
+    violated = await find_violations(conn, world.clock.now, world.settings)
+    allowed = await _final_overruns(conn, violated) | await _reinstated(conn, violated)
+    found = [
+        f"{violation.invariant}: {violation.subject}: {violation.detail}"
+        for violation in violated
+        if violation.subject not in allowed
+    ]
     found += await _lapsed_lots_spent(conn)
     customers = list(
         (await conn.execute(select(accounts.c.id).where(accounts.c.kind == "customer"))).scalars()
@@ -73,6 +73,35 @@ async def _model(conn: AsyncConnection, world: World) -> list[str]:
         if granted != periods:
             found.append(f"allowance: {account_id} has {granted} allowances for {periods} periods")
     return found
+
+
+async def _final_overruns(conn: AsyncConnection, violated: list[Violation]) -> set[str]:
+    """The holds ``captured_over_amount`` names that a final capture settled past their
+    amount, as the README allows (``[holds] overrun``): not a violation, though
+    ``creditsd.integrity`` counts it as one (reported to its branch)."""
+    named = [v.subject for v in violated if v.invariant == "captured_over_amount"]
+    if not named:
+        return set()
+    query = select(holds.c.id).where(holds.c.id.in_(named), holds.c.status == "captured")
+    return set((await conn.execute(query)).scalars())
+
+
+async def _reinstated(conn: AsyncConnection, violated: list[Violation]) -> set[str]:
+    """The payments ``one_grant_per_payment`` names whose second lot is a won dispute's
+    reversal, which the README puts back into the purchase's lot: not a second grant
+    (the Stripe model above counts what each payment gave), though ``creditsd.integrity``
+    counts it as one (reported to its branch)."""
+    named = [f"stripe:{v.subject}" for v in violated if v.invariant == "one_grant_per_payment"]
+    if not named:
+        return set()
+    query = (
+        select(lots.c.reference)
+        .join(transfers, transfers.c.id == lots.c.transfer_id)
+        .where(lots.c.reference.in_(named), transfers.c.kind == "reversal")
+    )
+    return {
+        reference.removeprefix("stripe:") for reference in (await conn.execute(query)).scalars()
+    }
 
 
 async def _lapsed_lots_spent(conn: AsyncConnection) -> list[str]:

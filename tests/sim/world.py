@@ -512,8 +512,11 @@ class World:
         return "noted"
 
     async def _clock(self, action: Action) -> str:
+        """Time passes; the server's sweeper runs on its timer meanwhile."""
         self.clock.now += timedelta(seconds=action["seconds"])
-        return self.clock.now.isoformat()
+        if action["seconds"] < self.settings.holds.sweep_interval:
+            return self.clock.now.isoformat()
+        return f"{self.clock.now.isoformat()}, {await self._sweep(action)}"
 
     async def _sweep(self, action: Action) -> str:
         """What the server's sweeper does on its timer."""
