@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.integrity import Violation, find_violations
+from creditsd.integrity.models import CAPTURED_OVER_AMOUNT, ONE_GRANT_PER_PAYMENT
 from creditsd.ledger.models import SIGNUP, STRIPE, SUBSCRIPTIONS
 from creditsd.tables import accounts, holds, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World
@@ -79,7 +80,7 @@ async def _final_overruns(conn: AsyncConnection, violated: list[Violation]) -> s
     """The holds ``captured_over_amount`` names that a final capture settled past their
     amount, as the README allows (``[holds] overrun``): not a violation, though
     ``creditsd.integrity`` counts it as one (reported to its branch)."""
-    named = [v.subject for v in violated if v.invariant == "captured_over_amount"]
+    named = [v.subject for v in violated if v.invariant == CAPTURED_OVER_AMOUNT]
     if not named:
         return set()
     query = select(holds.c.id).where(holds.c.id.in_(named), holds.c.status == "captured")
@@ -91,7 +92,7 @@ async def _reinstated(conn: AsyncConnection, violated: list[Violation]) -> set[s
     reversal, which the README puts back into the purchase's lot: not a second grant
     (the Stripe model above counts what each payment gave), though ``creditsd.integrity``
     counts it as one (reported to its branch)."""
-    named = [f"stripe:{v.subject}" for v in violated if v.invariant == "one_grant_per_payment"]
+    named = [f"stripe:{v.subject}" for v in violated if v.invariant == ONE_GRANT_PER_PAYMENT]
     if not named:
         return set()
     query = (

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -163,18 +164,17 @@ class World:
             if point == "after_commit":
                 self._strike()
 
-        async def faulty_write(statements_: Any, conn: AsyncConnection, batch: Any) -> None:
+        async def faulty_write(
+            sql: statements.SqliteStatements, conn: AsyncConnection, batch: statements.Written
+        ) -> None:
             if self.fault == "before_write":
                 self._strike()
-            await write(statements_, conn, batch)
+            await write(sql, conn, batch)
 
-        db.transaction = faulty  # type: ignore[assignment]
-        statements.SqliteStatements.write = faulty_write  # type: ignore[method-assign]
-        try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(db, "transaction", faulty)
+            patch.setattr(statements.SqliteStatements, "write", faulty_write)
             yield
-        finally:
-            db.transaction = transaction  # type: ignore[assignment]
-            statements.SqliteStatements.write = write  # type: ignore[method-assign]
 
     def _strike(self) -> None:
         self.fault, self.crashed = None, True
@@ -195,8 +195,9 @@ class World:
         self.log += await self._figures()
 
     async def _attempt(self, action: Action) -> str:
+        played: Callable[[Action], Awaitable[str]] = getattr(self, f"_{action.kind}")
         try:
-            return await getattr(self, f"_{action.kind}")(action)
+            return await played(action)
         except Crash:
             return "crash"
         except CreditsError as exc:  # an in-process call refused
@@ -231,7 +232,6 @@ class World:
 
     async def _send(
         self,
-        action: Action,
         method: str,
         path: str,
         scope: str,
@@ -292,7 +292,7 @@ class World:
 
     async def _charge(self, action: Action) -> str:
         body = {"account_id": action["account"], "amount": action["credits"]}
-        response = await self._send(action, "POST", "/v1/charges", "app", body, action["key"])
+        response = await self._send("POST", "/v1/charges", "app", body, action["key"])
         return self._answered(action, response, lambda found: found["amount"])
 
     async def _grant(self, action: Action) -> str:
@@ -308,7 +308,7 @@ class World:
                 expires_at = self.clock.now + timedelta(seconds=action["expires_in"])
                 body["expires_at"] = expires_at.isoformat()
             self.bodies[action] = body
-        response = await self._send(action, "POST", "/v1/grants", "admin", body, action["key"])
+        response = await self._send("POST", "/v1/grants", "admin", body, action["key"])
         return self._answered(action, response, lambda found: found["amount"])
 
     async def _hold(self, action: Action) -> str:
@@ -317,7 +317,7 @@ class World:
             "amount": action["credits"],
             "expires_in": action["expires_in"],
         }
-        response = await self._send(action, "POST", "/v1/holds", "app", body, action["key"])
+        response = await self._send("POST", "/v1/holds", "app", body, action["key"])
         said = self._answered(action, response, lambda found: found["amount"])
         if response.status_code == 201:
             self.holds.append(response.json()["id"])
@@ -332,7 +332,7 @@ class World:
             return "no hold"
         body = {"amount": action["credits"], "final": action["final"]}
         key = f"capture-{self.step}"
-        response = await self._send(action, "POST", f"/v1/holds/{hold}/capture", "app", body, key)
+        response = await self._send("POST", f"/v1/holds/{hold}/capture", "app", body, key)
         return self._answered(
             action, response, lambda found: (found["hold"]["status"], found["transfer"]["amount"])
         )
@@ -341,7 +341,7 @@ class World:
         hold = self._hold_named(action)
         if hold is None:
             return "no hold"
-        response = await self._send(action, "POST", f"/v1/holds/{hold}/release", "app")
+        response = await self._send("POST", f"/v1/holds/{hold}/release", "app")
         return self._answered(action, response, lambda found: found["status"])
 
     async def _extend(self, action: Action) -> str:
@@ -349,14 +349,12 @@ class World:
         if hold is None:
             return "no hold"
         body = {"expires_in": action["expires_in"]}
-        response = await self._send(action, "POST", f"/v1/holds/{hold}/extend", "app", body)
+        response = await self._send("POST", f"/v1/holds/{hold}/extend", "app", body)
         return self._answered(action, response, lambda found: found["status"])
 
     async def _overdraft(self, action: Action) -> str:
         body = {"overdraft_limit": action["credits"]}
-        response = await self._send(
-            action, "PUT", f"/v1/accounts/{action['account']}", "admin", body
-        )
+        response = await self._send("PUT", f"/v1/accounts/{action['account']}", "admin", body)
         return self._answered(action, response, lambda found: found["overdraft_limit"])
 
     async def _proxy_call(self, action: Action) -> str:
@@ -414,7 +412,7 @@ class World:
         delivered when the script says)."""
         body = {"account_id": action["account"], "pack": action["pack"], **URLS}
         response = await self._send(
-            action, "POST", "/v1/checkout-sessions", "app", body, f"checkout-{action['number']}"
+            "POST", "/v1/checkout-sessions", "app", body, f"checkout-{action['number']}"
         )
         if self.crashed:
             raise Crash
