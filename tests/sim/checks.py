@@ -17,12 +17,18 @@ simulation's model of what its clients were promised, which the ledger cannot kn
 
 from __future__ import annotations
 
-from sqlalchemy import and_, func, select
+from datetime import datetime
+
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.integrity import Violation, find_violations
-from creditsd.integrity.models import CAPTURED_OVER_AMOUNT, ONE_GRANT_PER_PAYMENT
+from creditsd.integrity.models import (
+    CAPTURED_OVER_AMOUNT,
+    LOTS_MATCH_BALANCE,
+    ONE_GRANT_PER_PAYMENT,
+)
 from creditsd.ledger.models import SIGNUP, STRIPE, SUBSCRIPTIONS
 from creditsd.tables import accounts, holds, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World
@@ -42,7 +48,11 @@ async def violations(world: World) -> list[str]:
 
 async def _model(conn: AsyncConnection, world: World) -> list[str]:
     violated = await find_violations(conn, world.clock.now, world.settings)
-    allowed = await _final_overruns(conn, violated) | await _reinstated(conn, violated)
+    allowed = (
+        await _final_overruns(conn, violated)
+        | await _reinstated(conn, violated)
+        | await _kept_for_holds(conn, violated, world.clock.now)
+    )
     found = [
         f"{violation.invariant}: {violation.subject}: {violation.detail}"
         for violation in violated
@@ -102,6 +112,32 @@ async def _reinstated(conn: AsyncConnection, violated: list[Violation]) -> set[s
     )
     return {
         reference.removeprefix("stripe:") for reference in (await conn.execute(query)).scalars()
+    }
+
+
+async def _kept_for_holds(
+    conn: AsyncConnection, violated: list[Violation], now: datetime
+) -> set[str]:
+    """The accounts ``lots_match_balance`` names whose lots exceed their balance by what
+    lots past expiry keep for open holds: the README's "credits an open hold reserves are
+    taken to come from the lots due first; only a capture may spend them, and they lapse
+    once the hold settles", so a debit meanwhile goes below zero beside them. Not a
+    violation, though ``creditsd.integrity`` counts it as one (reported to its branch)."""
+    named = [v.subject for v in violated if v.invariant == LOTS_MATCH_BALANCE]
+    if not named:
+        return set()
+    live = func.coalesce(func.sum(lots.c.remaining), 0)
+    due = func.coalesce(func.sum(case((lots.c.expires_at <= now, lots.c.remaining), else_=0)), 0)
+    query = (
+        select(accounts.c.id, accounts.c.balance, accounts.c.held, live, due)
+        .join(lots, lots.c.account_id == accounts.c.id)
+        .where(accounts.c.id.in_(named), lots.c.remaining > 0)
+        .group_by(accounts.c.id, accounts.c.balance, accounts.c.held)
+    )
+    return {
+        account_id
+        for account_id, balance, held, remaining, kept in await conn.execute(query)
+        if kept <= held and remaining - kept == max(balance, 0)
     }
 
 
