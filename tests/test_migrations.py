@@ -92,3 +92,40 @@ async def test_keys_from_before_expiry_never_expire(databases: Databases, backen
         await engine.dispose()
     assert found is not None
     assert (found.id, found.expires_at) == ("key_early", None)
+
+
+async def test_accounts_frozen_before_freezes_had_holders_stay_frozen_by_an_operator(
+    databases: Databases, backend: str
+) -> None:
+    url = await databases.fresh(backend, migrated=False)
+    engine = db.create_engine(url)
+    try:
+        await upgrade(engine, "0011")
+        now = datetime.now(UTC)
+        async with db.transaction(engine) as conn:
+            for account_id, status in (("cold", "frozen"), ("warm", "active")):
+                await conn.execute(
+                    insert(accounts).values(
+                        id=account_id,
+                        kind="customer",
+                        created_at=now,
+                        updated_at=now,
+                        status=status,
+                    )
+                )
+                await conn.execute(
+                    insert(account_names).values(name=account_id, account_id=account_id)
+                )
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+    ledger = await Ledger.connect(make_settings(url))
+    try:
+        cold, warm = [await ledger.get_account(name) for name in ("cold", "warm")]
+        assert (cold.status, cold.frozen_by) == ("frozen", ("operator",))
+        assert (warm.status, warm.frozen_by) == ("active", ())
+        assert await ledger.set_status("cold", "active") is True
+        assert (await ledger.get_account("cold")).status == "active"
+    finally:
+        await ledger.close()

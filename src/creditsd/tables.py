@@ -123,6 +123,18 @@ accounts = Table(
     CheckConstraint("kind = 'customer' OR (balance = 0 AND held = 0)", name="system_not_stored"),
 )
 
+# Who holds an account frozen: an operator (`operator`), an open dispute (`dispute:<id>`),
+# a refund whose spent credits were not recovered (`refund:<payment>`). The account's
+# status is frozen while any is left; each holder lifts only its own.
+account_freezes = Table(
+    "account_freezes",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("holder", String(KEY_LENGTH), primary_key=True),
+    Column("reason", Text, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+)
+
 # Every name an account answers to, its own id included, so ids and aliases never collide.
 account_names = Table(
     "account_names",
@@ -312,6 +324,17 @@ stripe_payments = Table(
     CheckConstraint("credits > 0", name="credits_positive"),
     CheckConstraint("clawed_back >= 0 AND clawed_back <= credits", name="clawed_back"),
     Index(None, "account_id"),
+)
+
+# Refunds and disputes Stripe delivered before the purchase of their payment (Stripe does
+# not order events, and retries a failed one for days): the inbox ids of their events, in
+# arrival order, applied in the purchase's transaction, which deletes the row. Both sides
+# write this row first, so a purchase and an early refund arriving together take turns.
+stripe_early_events = Table(
+    "stripe_early_events",
+    metadata,
+    Column("payment_id", String(KEY_LENGTH), primary_key=True),
+    Column("event_ids", JSON(none_as_null=True), nullable=False),
 )
 
 OUTBOX_STATUSES = ("pending", "delivered", "dead")

@@ -58,7 +58,7 @@ async def test_an_admin_reads_what_was_done_newest_first_page_by_page(
     assert ann["actor"].startswith("key:key_") and ann["actor"].endswith(":admin-app")
     assert ann["before"] == {"balance": 0}  # amounts in credits, as everywhere in the API
     assert ann["after"] == {"balance": 100, "transfer_id": body(granted)["id"]}
-    assert records[1]["after"] == {"status": "frozen", "reason": None}
+    assert records[1]["after"] == {"status": "frozen", "reason": None, "frozen_by": ["operator"]}
     assert records[-1]["before"] is None
     assert records[-1]["actor"] == "test"
     assert isinstance(ann["id"], int) and ann["created_at"].endswith("Z")

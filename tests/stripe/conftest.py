@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.stripe.reconcile import Mismatch, reconcile
 from tests.conftest import LedgerFactory, client_for, create_key
 from tests.stripe.fake import FakeStripe, sign
 
@@ -90,3 +92,8 @@ async def buy(api: httpx.AsyncClient, fake: FakeStripe, account: str, pack: str)
     response = await deliver(api, fake.event("checkout.session.completed", session))
     assert response.status_code == 200 and response.json()["outcome"] == "granted", response.text
     return session
+
+
+async def reconciled(ledger: Ledger) -> list[Mismatch]:
+    """What ``creditsd stripe reconcile`` lists now."""
+    return await db.run(ledger.engine, lambda conn: reconcile(conn, ledger.now()), readonly=True)

@@ -15,10 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
 from creditsd.inprocess import Ledger
-from creditsd.stripe.reconcile import reconcile
 from creditsd.tables import webhook_events
 from tests.conftest import LedgerFactory, body, client_for, create_key
-from tests.stripe.conftest import CREDIT, PACKS, PRICES, WEBHOOK_SECRET, checkout, deliver
+from tests.stripe.conftest import (
+    CREDIT,
+    PACKS,
+    PRICES,
+    WEBHOOK_SECRET,
+    checkout,
+    deliver,
+    reconciled,
+)
 from tests.stripe.fake import FakeStripe, sign
 from tests.stripe.shapes import CURRENT_API, OLD_API, event, priced_invoice, published
 from tests.stripe.test_webhooks import stored_events
@@ -151,7 +158,7 @@ async def test_a_pack_bought_by_invoice_is_clawed_back_by_its_refund(
     clawed = await deliver(shop_api, event("charge.refunded", charge_of(fake, refunded["id"])))
     assert body(clawed)["outcome"] == "clawed_back"
     assert (await shop.get_account("ivy")).balance == 0
-    assert await db.run(shop.engine, reconcile, readonly=True) == []
+    assert await reconciled(shop) == []
 
 
 async def test_a_duplicate_event_is_recognised_before_any_call_to_stripe(
@@ -206,7 +213,7 @@ async def test_an_event_of_the_other_mode_than_the_key_is_stored_and_refused(
 
         assert await stored_events(ledger) == 1
         assert (await ledger.get_account("max")).balance == 0
-        found = await db.run(ledger.engine, reconcile, readonly=True)
+        found = await reconciled(ledger)
         assert [(m.kind, m.reference) for m in found] == [("unhandled_event", sent["id"])]
         assert "livemode_mismatch" in found[0].detail
 
@@ -245,7 +252,7 @@ async def test_a_won_dispute_gives_back_what_it_took_exactly_once(
         "@stripe",
     )
     assert (await shop.verify_account("gus")).valid
-    assert await db.run(shop.engine, reconcile, readonly=True) == []
+    assert await reconciled(shop) == []
 
     # A refund after the dispute was won still claws back what the payment bought.
     refunded = fake.refund(disputed["charge"], 9_000)
@@ -353,6 +360,6 @@ async def test_a_session_naming_one_account_for_anothers_customer_is_held_for_re
         "customer": first["customer"],
         "customer_account": "kim",
     }
-    found = await db.run(shop.engine, reconcile, readonly=True)
+    found = await reconciled(shop)
     assert [(m.kind, m.reference) for m in found] == [("needs_review", sent["id"])]
     assert body(await deliver(shop_api, sent))["outcome"] == "duplicate"

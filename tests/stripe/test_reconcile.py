@@ -13,9 +13,11 @@ from creditsd.inprocess import Ledger
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.stripe.service import STRIPE_APP
-from creditsd.tables import stripe_payments
-from tests.stripe.conftest import CREDIT, buy, deliver
+from creditsd.tables import stripe_payments, webhook_events
+from tests.conftest import Clock, LedgerFactory, body, client_for
+from tests.stripe.conftest import CREDIT, PACKS, buy, deliver, stripe_settings
 from tests.stripe.fake import FakeStripe
+from tests.stripe.shapes import event, priced_invoice
 from tests.test_cli import run
 
 
@@ -60,3 +62,39 @@ async def test_reconcile_is_clean_after_the_scenario_and_names_each_planted_mism
         [("transfer_without_event", planted_id), ("amount_differs", session_transfer)]
     )
     assert "2 mismatch(es)" in err
+
+
+async def test_reconcile_counts_subscription_allowances_and_still_names_a_missing_transfer(
+    make_ledger: LedgerFactory, fake: FakeStripe, clock: Clock, database_url: str
+) -> None:
+    ledger = await make_ledger(
+        stripe=stripe_settings(fake), packs=PACKS, plans={"price_team": {"credits": 20_000}}
+    )
+    start = int(clock.now.timestamp())
+    invoice = priced_invoice("basil", "in_1Team", "cus_team", "price_team", 4_900)
+    invoice["metadata"] = {"creditsd_account": "org_team"}
+    invoice["lines"]["data"][0]["period"] = {"start": start, "end": start + 30 * 86_400}
+    sent = event("invoice.payment_succeeded", invoice)
+    async with client_for(ledger, "no-key") as api:
+        response = await deliver(api, sent)
+    assert (response.status_code, body(response)["outcome"]) == (200, "handled")
+    (allowance,) = (await ledger.transactions("org_team")).items
+    assert allowance.amount == 20_000 * CREDIT
+
+    code, out, _ = await asyncio.to_thread(run, database_url, "stripe", "reconcile")
+    assert (code, out.strip()) == (0, "every Stripe event matches the ledger")
+
+    async def lose_the_transfer(conn: AsyncConnection) -> None:
+        detail = {"transfers": ["tr_0000000000000000000000000000"]}
+        await conn.execute(
+            update(webhook_events)
+            .where(webhook_events.c.event_id == sent["id"])
+            .values(detail=detail)
+        )
+
+    await db.run(ledger.engine, lose_the_transfer)
+    code, out, _ = await asyncio.to_thread(run, database_url, "stripe", "reconcile")
+    assert code == 1
+    assert [tuple(line.split("\t")[:2]) for line in out.splitlines()] == [
+        ("event_without_transfer", sent["id"])
+    ]

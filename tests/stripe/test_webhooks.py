@@ -24,6 +24,7 @@ from tests.stripe.conftest import (
     buy,
     checkout,
     deliver,
+    reconciled,
     stripe_settings,
 )
 from tests.stripe.fake import FakeStripe, sign
@@ -112,9 +113,7 @@ async def test_an_unknown_price_never_grants_and_reconcile_names_it(
     assert body(response)["outcome"] == "no_known_price"
     assert (await shop.get_account("cy")).balance == 0
 
-    from creditsd.stripe.reconcile import reconcile
-
-    found = await db.run(shop.engine, reconcile, readonly=True)
+    found = await reconciled(shop)
     assert [(m.kind, m.reference) for m in found] == [
         ("event_without_transfer", response.json()["event_id"])
     ]
@@ -218,9 +217,7 @@ async def test_refunds_claw_back_in_proportion_and_spent_credits_follow_the_poli
         assert (await ledger.verify_account("eve")).valid
         assert await ledger.ledger_total() == 0
 
-        from creditsd.stripe.reconcile import reconcile
-
-        assert await db.run(ledger.engine, reconcile, readonly=True) == []
+        assert await reconciled(ledger) == []
 
 
 @pytest.mark.parametrize("dispute_policy", ["clawback", "freeze"])

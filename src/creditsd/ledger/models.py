@@ -83,6 +83,7 @@ class Account:
     updated_at: datetime | None
     aliases: tuple[str, ...] = ()
     status: str = "active"
+    frozen_by: tuple[str, ...] = ()  # who holds it frozen: operator, dispute:<id>, refund:<id>
     by_source: dict[str, int] = field(default_factory=dict)  # live lots; "overdrawn" below zero
     lots_expire_at: datetime | None = None  # the soonest lapse of a lot nothing holds
     low_balance_threshold: int | None = None  # its own balance.low threshold, if set

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Row,
+    delete,
     func,
     select,
     union_all,
@@ -20,13 +21,14 @@ from creditsd.db import is_sqlite
 from creditsd.ledger import statements
 from creditsd.ledger.models import Account, DaySpend, Transfer
 from creditsd.ledger.statements import TRANSFER_COLUMNS
-from creditsd.tables import account_names, accounts, holds, transfers
+from creditsd.tables import account_freezes, account_names, accounts, holds, transfers
 
 AnyRow = Row[*tuple[Any, ...]]
 
 _A = accounts.c
 _T = transfers.c
 _H = holds.c
+_F = account_freezes.c
 
 
 def _transfer(row: AnyRow) -> Transfer:
@@ -38,8 +40,10 @@ def account_from_row(
     held: int,
     aliases: Sequence[str] = (),
     by_source: dict[str, int] | None = None,
+    frozen_by: Sequence[str] = (),
 ) -> Account:
-    """An account from its stored row, with the live held figure supplied."""
+    """An account from its stored row, with the live held figure (and who holds it
+    frozen) supplied."""
     return Account(
         id=row.id,
         kind=row.kind,
@@ -51,6 +55,7 @@ def account_from_row(
         updated_at=row.updated_at,
         aliases=tuple(aliases),
         status=row.status,
+        frozen_by=tuple(frozen_by),
         by_source=by_source or {},
         lots_expire_at=row.lots_expire_at,
         low_balance_threshold=row.low_balance_threshold,
@@ -68,6 +73,18 @@ async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer | No
     """One transfer by id."""
     row = (await conn.execute(select(*TRANSFER_COLUMNS).where(_T.id == transfer_id))).first()
     return None if row is None else _transfer(row)
+
+
+async def existing_transfer_ids(
+    conn: AsyncConnection, transfer_ids: Iterable[str], chunk: int = 500
+) -> set[str]:
+    """Which of these transfer ids the ledger holds, whichever app made them."""
+    wanted = sorted(set(transfer_ids))
+    found: set[str] = set()
+    for start in range(0, len(wanted), chunk):
+        query = select(_T.id).where(_T.id.in_(wanted[start : start + chunk]))
+        found.update((await conn.execute(query)).scalars())
+    return found
 
 
 async def account_transfers(
@@ -188,6 +205,41 @@ async def aliases_of(conn: AsyncConnection, account_ids: list[str]) -> dict[str,
     for account_id, name in rows:
         found.setdefault(account_id, []).append(name)
     return found
+
+
+async def freezes_of(conn: AsyncConnection, account_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Who holds each of these accounts frozen, by holder name."""
+    query = (
+        select(_F.account_id, _F.holder)
+        .where(_F.account_id.in_(list(account_ids)))
+        .order_by(_F.account_id, _F.holder)
+    )
+    found: dict[str, list[str]] = {}
+    for account_id, holder in await conn.execute(query):
+        found.setdefault(account_id, []).append(holder)
+    return found
+
+
+async def add_freeze(
+    conn: AsyncConnection, account_id: str, holder: str, reason: str | None, now: datetime
+) -> bool:
+    """Record ``holder``'s freeze of an account; False when it held one already."""
+    insert = statements.insert_or_skip(conn)
+    result = await conn.execute(
+        insert(account_freezes)
+        .values(account_id=account_id, holder=holder, reason=reason, created_at=now)
+        .on_conflict_do_nothing(index_elements=[_F.account_id, _F.holder])
+        .returning(_F.holder)
+    )
+    return result.first() is not None
+
+
+async def remove_freezes(conn: AsyncConnection, account_id: str, holder: str | None) -> int:
+    """Drop ``holder``'s freeze of an account (every freeze when None); how many went."""
+    query = delete(account_freezes).where(_F.account_id == account_id)
+    if holder is not None:
+        query = query.where(_F.holder == holder)
+    return len((await conn.execute(query.returning(_F.holder))).all())
 
 
 async def update_account(

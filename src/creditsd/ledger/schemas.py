@@ -86,6 +86,14 @@ class AccountOut(BaseModel):
         description="active, frozen or closed: frozen and closed accounts spend nothing; "
         "their history is kept."
     )
+    frozen_by: list[str] = Field(
+        description="Who holds the account frozen, each lifting only its own freeze: "
+        '`operator`, `dispute:<Stripe dispute id>` (`[stripe] dispute_policy = "freeze"`, '
+        "or spent credits it could not take back), `refund:<Stripe payment id>` (spent "
+        'credits a refund could not take back, `refund_policy = "block_account"`). The '
+        "account is active again once none is left; an operator's reactivation lifts them "
+        "all. Empty when active."
+    )
     balance_by_source: dict[str, AmountOut] = Field(
         description="The balance split by where its credits came from (purchase, subscription, "
         "signup, promotion, adjustment); `overdrawn` is what the balance is below zero. "
@@ -112,6 +120,7 @@ class AccountOut(BaseModel):
             available=money.to_decimal(account.available),
             overdraft_limit=money.to_decimal(account.overdraft_limit),
             status=account.status,
+            frozen_by=list(account.frozen_by),
             balance_by_source={
                 source: money.to_decimal(amount) for source, amount in account.by_source.items()
             },

@@ -38,6 +38,8 @@ from creditsd.ledger.posting import Policy, Posting, movement
 
 __all__ = ["SYSTEM_APP", "Policy", "Posting", "check_account_id", "movement"]
 
+OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
+
 T = TypeVar("T")
 
 
@@ -110,12 +112,15 @@ async def _accounts(conn: AsyncConnection, rows: list[Any], now: datetime) -> li
     expired = await repo.expired_hold_totals(conn, holding, now) if holding else {}
     aliases = await repo.aliases_of(conn, ids)
     sources = await lot_repo.by_source(conn, ids)
+    still = [row.id for row in rows if row.status != "active"]  # active: no freeze is left
+    freezes = await repo.freezes_of(conn, still) if still else {}
     return [
         repo.account_from_row(
             row,
             row.held - expired.get(row.id, 0),
             aliases.get(row.id, []),
             _with_overdrawn(sources.get(row.id, {}), row.balance),
+            freezes.get(row.id, []),
         )
         for row in rows
     ]
@@ -539,20 +544,85 @@ async def set_status(
     actor: str,
     reason: str | None = None,
 ) -> bool:
-    """Make an account active, frozen or closed (audited); False when it already was."""
-    row = await repo.get_account_row(conn, account_id)
+    """An operator makes an account active, frozen or closed (audited); False when
+    nothing changed.
+
+    Freezing adds the operator's freeze beside any other (a dispute's); making the account
+    active lifts every freeze, as the operator decides over them all.
+    """
+    if status == "frozen":
+        return await freeze(conn, account_id, now, holder=OPERATOR, actor=actor, reason=reason)
+    row = await _locked_account(conn, account_id)
+    lifted = await repo.remove_freezes(conn, account_id, None) if status == "active" else 0
+    if row.status == status and not lifted:
+        return False
+    await _record_status(conn, row, status, now, actor=actor, reason=reason)
+    return True
+
+
+async def freeze(
+    conn: AsyncConnection,
+    account_id: str,
+    now: datetime,
+    *,
+    holder: str,
+    actor: str,
+    reason: str | None = None,
+) -> bool:
+    """Hold the account frozen for ``holder`` (``operator``, ``dispute:<id>``…), audited;
+    False when that holder held it frozen already. A closed account stays closed."""
+    row = await _locked_account(conn, account_id)
+    if not await repo.add_freeze(conn, account_id, holder, reason, now):
+        return False
+    status = "frozen" if row.status == "active" else row.status
+    await _record_status(conn, row, status, now, actor=actor, reason=reason, action="frozen")
+    return True
+
+
+async def lift_freeze(
+    conn: AsyncConnection, account_id: str, now: datetime, *, holder: str, actor: str, reason: str
+) -> bool:
+    """Lift ``holder``'s freeze (audited); the account is active again once no freeze is
+    left. False when that holder held none."""
+    row = await _locked_account(conn, account_id)
+    if not await repo.remove_freezes(conn, account_id, holder):
+        return False
+    left = (await repo.freezes_of(conn, [account_id])).get(account_id)
+    status = "active" if row.status == "frozen" and not left else row.status
+    action = None if status == "active" else "freeze_lifted"
+    await _record_status(conn, row, status, now, actor=actor, reason=reason, action=action)
+    return True
+
+
+async def _locked_account(conn: AsyncConnection, account_id: str) -> Any:
+    """The account's row, locked so that its freezes and status change together."""
+    row = await repo.get_account_row(conn, account_id, lock=True)
     if row is None:
         raise AccountNotFound(account_id)
-    if row.status == status:
-        return False
-    await repo.update_account(conn, account_id, {"status": status}, now)
+    return row
+
+
+async def _record_status(
+    conn: AsyncConnection,
+    row: Any,
+    status: str,
+    now: datetime,
+    *,
+    actor: str,
+    reason: str | None,
+    action: str | None = None,
+) -> None:
+    """Store the account's status and audit the change (``account.<action or status>``),
+    with who holds it frozen after."""
+    if status != row.status:
+        await repo.update_account(conn, row.id, {"status": status}, now)
+    frozen_by = (await repo.freezes_of(conn, [row.id])).get(row.id, [])
     await audit.record(
         conn,
         actor=actor,
-        action=f"account.{status}",
-        target=account_id,
+        action=f"account.{action or status}",
+        target=row.id,
         before={"status": row.status},
-        after={"status": status, "reason": reason},
+        after={"status": status, "reason": reason, "frozen_by": frozen_by},
         now=now,
     )
-    return True

@@ -31,7 +31,6 @@ from creditsd.stripe.service import Event
 
 log = logging.getLogger("creditsd.stripe")
 
-SOURCE = "stripe"
 _UI_MODES = {"hosted": "hosted_page", "embedded": "embedded_page"}
 
 
@@ -253,17 +252,14 @@ class StripeBilling:
                 priced=service.price_items(asked.lines, settings),
                 event_id=event["id"],
                 session_id=item["id"],
+                settings=settings,
                 policy=policy,
                 now=now,
             )
         if kind == "payment_intent.succeeded":
             return await service.confirm_payment(conn, item["id"], now)
-        if kind == "charge.refunded":
-            return await service.refund(conn, item, settings, policy, now)
-        if kind == "charge.dispute.created":
-            return await service.dispute(conn, item, settings, policy, now)
-        if kind in {"charge.dispute.closed", "charge.dispute.funds_reinstated"}:
-            return await service.reinstate(conn, kind, item, settings, policy, now)
+        if kind in service.MONEY_BACK:
+            return await service.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == service.INVOICE_PAID:
             return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
         return Outcome("ignored")

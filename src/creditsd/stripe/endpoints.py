@@ -18,7 +18,7 @@ from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.errors import not_active
 from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
-from creditsd.stripe.billing import SOURCE, StripeBilling
+from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
 from creditsd.stripe.schemas import (
     CheckoutCreate,
@@ -27,6 +27,7 @@ from creditsd.stripe.schemas import (
     PackOut,
     WebhookReceipt,
 )
+from creditsd.stripe.service import SOURCE
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["stripe"])
 webhooks = APIRouter(tags=["webhooks"])

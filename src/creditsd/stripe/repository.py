@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger.statements import insert_or_skip
-from creditsd.tables import stripe_customers, stripe_payments
+from creditsd.tables import stripe_customers, stripe_early_events, stripe_payments
 
 _C = stripe_customers.c
 _P = stripe_payments.c
+_E = stripe_early_events.c
 
 
 async def customer_of(conn: AsyncConnection, account_id: str) -> str | None:
@@ -77,3 +78,46 @@ async def update_payment(conn: AsyncConnection, payment_id: str, values: dict[st
 async def all_payments(conn: AsyncConnection) -> list[Any]:
     """Every recorded payment."""
     return list(await conn.execute(select(stripe_payments).order_by(_P.id)))
+
+
+async def keep_early(conn: AsyncConnection, payment_id: str, event_ids: list[str]) -> bool:
+    """Start the list of events that came before a payment's purchase; False when the
+    payment has one (kept, or being written by another transaction, which this waits for)."""
+    insert = insert_or_skip(conn)
+    result = await conn.execute(
+        insert(stripe_early_events)
+        .values(payment_id=payment_id, event_ids=event_ids)
+        .on_conflict_do_nothing(index_elements=[_E.payment_id])
+        .returning(_E.payment_id)
+    )
+    return result.first() is not None
+
+
+async def lock_early(conn: AsyncConnection, payment_id: str) -> list[str] | None:
+    """The events kept for a payment, locked; None when it has none."""
+    query = select(_E.event_ids).where(_E.payment_id == payment_id).with_for_update()
+    found: list[str] | None = (await conn.execute(query)).scalar_one_or_none()
+    return found
+
+
+async def set_early(conn: AsyncConnection, payment_id: str, event_ids: list[str]) -> None:
+    """Replace the events kept for a payment."""
+    query = update(stripe_early_events).where(_E.payment_id == payment_id)
+    await conn.execute(query.values(event_ids=event_ids))
+
+
+async def take_early(conn: AsyncConnection, payment_id: str) -> list[str]:
+    """The events kept for a payment, no longer kept. The payment's row is written first,
+    so that a transaction keeping an event for it right now is waited for, and its event
+    taken too."""
+    await keep_early(conn, payment_id, [])
+    query = delete(stripe_early_events).where(_E.payment_id == payment_id)
+    found: list[str] | None = (
+        await conn.execute(query.returning(_E.event_ids))
+    ).scalar_one_or_none()
+    return found or []
+
+
+async def all_early(conn: AsyncConnection) -> list[Any]:
+    """Every payment with events kept for its purchase."""
+    return list(await conn.execute(select(stripe_early_events).order_by(_E.payment_id)))

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd import inbox
 from creditsd.audit import repository as audit
-from creditsd.audit.models import AuditFilter
 from creditsd.config import Settings
 from creditsd.inbox import Outcome
 from creditsd.ledger import lot_repository as lot_repo
@@ -31,9 +31,8 @@ from creditsd.stripe import repository as repo
 log = logging.getLogger("creditsd.stripe")
 
 STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
+SOURCE = "stripe"  # Stripe's events in the webhook inbox
 INVOICE_PAID = "invoice.payment_succeeded"
-# Why a dispute froze an account (the freeze a won dispute lifts).
-_DISPUTE_FREEZES = {"payment disputed", "dispute: credits spent"}
 
 Event = dict[str, Any]
 
@@ -106,10 +105,12 @@ async def record_purchase(
     event_id: str,
     session_id: str | None = None,
     invoice_id: str | None = None,
+    settings: Settings,
     policy: ledger.Policy,
     now: datetime,
 ) -> Outcome:
-    """Grant what a paid payment bought, once per payment, into a ``purchase`` lot."""
+    """Grant what a paid payment bought, once per payment, into a ``purchase`` lot; then
+    apply the refunds and disputes of the payment that came before it."""
     notes: Metadata = {"payment": payment_id}
     if priced.unknown_prices:
         notes["ignored_prices"] = priced.unknown_prices
@@ -183,8 +184,11 @@ async def record_purchase(
     )
     if customer:
         await repo.remember_customer(conn, account_id, customer, now)
-    name = "already_granted" if transfer.replayed else "granted"
-    return Outcome(name, [transfer.id], notes)
+    if transfer.replayed:
+        return Outcome("already_granted", [transfer.id], notes)
+    if early := await _apply_early(conn, payment_id, event_id, settings, policy, now):
+        notes["applied_early"] = early
+    return Outcome("granted", [transfer.id], notes)
 
 
 async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime) -> Outcome:
@@ -204,6 +208,7 @@ async def take_back(
     *,
     key: str,
     reason: str,
+    freezer: str,
     settings: Settings,
     policy: ledger.Policy,
     now: datetime,
@@ -212,8 +217,8 @@ async def take_back(
 
     What the account has already spent follows ``[stripe] refund_policy``: taken anyway
     (``allow_negative``: the balance goes below zero and the next credits pay it back),
-    left unrecovered with the account frozen (``block_account``), or written off. The
-    transfer's metadata records the policy and the figures.
+    left unrecovered with the account frozen by ``freezer`` (``block_account``), or
+    written off. The transfer's metadata records the policy and the figures.
     """
     money: Money = settings.money
     refund_policy = settings.stripe.refund_policy
@@ -259,30 +264,109 @@ async def take_back(
         transfer = await ledger.post_transfer(conn, posting, policy, now)
         outcome.transfers.append(transfer.id)
     if short and refund_policy == "block_account":
-        await ledger.set_status(
-            conn, account_id, "frozen", now, actor=STRIPE_APP, reason=f"{reason}: credits spent"
+        await ledger.freeze(
+            conn,
+            account_id,
+            now,
+            holder=freezer,
+            actor=STRIPE_APP,
+            reason=f"{reason}: credits spent",
         )
     await repo.update_payment(conn, payment.id, {"clawed_back": payment.clawed_back + due})
     return outcome
 
 
-async def _paid_by(conn: AsyncConnection, item: Event) -> tuple[str, Any]:
-    """The payment a charge or dispute is about (locked), and its id: None if unknown."""
-    payment_id = _id(item.get("payment_intent")) or ""
-    return payment_id, await repo.get_payment(conn, payment_id, lock=True)
+REFUNDED = "charge.refunded"
+DISPUTED = "charge.dispute.created"
+DISPUTE_CLOSED = "charge.dispute.closed"
+# The events that give a disputed payment's credits back, after the dispute took them.
+REINSTATING = frozenset({DISPUTE_CLOSED, "charge.dispute.funds_reinstated"})
+# The events that take a payment's credits back, or give back what a dispute took.
+MONEY_BACK = frozenset({REFUNDED, DISPUTED, *REINSTATING})
+
+
+async def money_back(
+    conn: AsyncConnection,
+    event_id: str,
+    kind: str,
+    item: Event,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Outcome:
+    """A refund or a dispute (``MONEY_BACK``) applied to the payment it is about, or kept,
+    when that payment's purchase has not arrived yet, to apply with it."""
+    if kind == DISPUTE_CLOSED and item.get("status") != "won":
+        notes = {"dispute": str(item.get("id") or ""), "status": str(item.get("status"))[:64]}
+        return Outcome("not_won", notes=notes)
+    payment_id = _id(item.get("payment_intent"))
+    if payment_id is None:  # a charge no payment intent made: creditsd never sold it
+        return Outcome("unknown_payment", notes={"payment": ""})
+    payment = await _payment_or_keep(conn, payment_id, event_id)
+    if payment is None:
+        return Outcome("awaiting_purchase", notes={"payment": payment_id})
+    if kind == REFUNDED:
+        return await refund(conn, payment, item, settings, policy, now)
+    if kind == DISPUTED:
+        return await dispute(conn, payment, item, settings, policy, now)
+    return await reinstate(conn, payment, item, settings, policy, now)
+
+
+async def _payment_or_keep(conn: AsyncConnection, payment_id: str, event_id: str) -> Any:
+    """The payment (locked); else None, the event kept for the payment's purchase.
+
+    A purchase writes the payment's kept row before it reads it (``_apply_early``), and so
+    does this before it looks for the payment again: whichever of the two transactions
+    comes second waits for the first to commit, then sees what it wrote.
+    """
+    payment = await repo.get_payment(conn, payment_id, lock=True)
+    if payment is not None:
+        return payment
+    if await repo.keep_early(conn, payment_id, [event_id]):
+        payment = await repo.get_payment(conn, payment_id, lock=True)
+        if payment is not None:  # its purchase committed while the row waited for it
+            await repo.take_early(conn, payment_id)
+        return payment
+    kept = await repo.lock_early(conn, payment_id)
+    if kept is None:  # its purchase took the kept row meanwhile: the payment is there now
+        return await repo.get_payment(conn, payment_id, lock=True)
+    await repo.set_early(conn, payment_id, [*kept, event_id])
+    return None
+
+
+async def _apply_early(
+    conn: AsyncConnection,
+    payment_id: str,
+    purchase_event: str,
+    settings: Settings,
+    policy: ledger.Policy,
+    now: datetime,
+) -> list[str]:
+    """Apply the refunds and disputes kept for a payment just recorded, each recorded in
+    the inbox as handled now; their event ids. A dispute's end comes after its start,
+    whatever order they came in."""
+    taken = await repo.take_early(conn, payment_id)
+    kept = [event for event_id in taken if (event := await inbox.get(conn, SOURCE, event_id))]
+    applied = []
+    for event in sorted(kept, key=lambda event: event.type in REINSTATING):
+        item = event.payload["data"]["object"]
+        outcome = await money_back(conn, event.event_id, event.type, item, settings, policy, now)
+        outcome.notes["with_purchase"] = purchase_event
+        await inbox.mark_handled(conn, SOURCE, event.event_id, outcome.name, outcome.detail(), now)
+        applied.append(event.event_id)
+    return applied
 
 
 async def refund(
     conn: AsyncConnection,
+    payment: Any,
     charge: Event,
     settings: Settings,
     policy: ledger.Policy,
     now: datetime,
 ) -> Outcome:
     """``charge.refunded``: take back credits in proportion to what was refunded so far."""
-    payment_id, payment = await _paid_by(conn, charge)
-    if payment is None:
-        return Outcome("unknown_payment", notes={"payment": payment_id})
+    payment_id = payment.id
     refunded, charged = int(charge.get("amount_refunded") or 0), int(charge.get("amount") or 0)
     if refunded <= payment.refunded:
         return Outcome("already_handled", notes={"payment": payment_id})
@@ -297,6 +381,7 @@ async def refund(
         due,
         key=f"stripe:refund:{payment_id}:{refunded}",
         reason="refund",
+        freezer=f"refund:{payment_id}",
         settings=settings,
         policy=policy,
         now=now,
@@ -305,20 +390,24 @@ async def refund(
 
 async def dispute(
     conn: AsyncConnection,
+    payment: Any,
     disputed: Event,
     settings: Settings,
     policy: ledger.Policy,
     now: datetime,
 ) -> Outcome:
     """``charge.dispute.created``: claw the disputed share back, or freeze the account."""
-    payment_id, payment = await _paid_by(conn, disputed)
-    if payment is None:
-        return Outcome("unknown_payment", notes={"payment": payment_id})
+    freezer = _dispute_freezer(disputed)
     if settings.stripe.dispute_policy == "freeze":
-        await ledger.set_status(
-            conn, payment.account_id, "frozen", now, actor=STRIPE_APP, reason="payment disputed"
+        await ledger.freeze(
+            conn,
+            payment.account_id,
+            now,
+            holder=freezer,
+            actor=STRIPE_APP,
+            reason="payment disputed",
         )
-        return Outcome("frozen", notes={"payment": payment_id})
+        return Outcome("frozen", notes={"payment": payment.id})
     due = min(
         share(payment.credits, int(disputed.get("amount") or 0), payment.amount),
         payment.credits - payment.clawed_back,
@@ -329,6 +418,7 @@ async def dispute(
         due,
         key=f"stripe:dispute:{disputed.get('id')}",
         reason="dispute",
+        freezer=freezer,
         settings=settings,
         policy=policy,
         now=now,
@@ -337,7 +427,7 @@ async def dispute(
 
 async def reinstate(
     conn: AsyncConnection,
-    kind: str,
+    payment: Any,
     disputed: Event,
     settings: Settings,
     policy: ledger.Policy,
@@ -346,14 +436,16 @@ async def reinstate(
     """``charge.dispute.funds_reinstated``, or ``charge.dispute.closed`` as ``won``: give back
     what the dispute took (its clawback, and its freeze), once for both events."""
     dispute_id = str(disputed.get("id") or "")
-    notes: Metadata = {"dispute": dispute_id}
-    if kind == "charge.dispute.closed" and disputed.get("status") != "won":
-        return Outcome("not_won", notes={**notes, "status": str(disputed.get("status"))[:64]})
-    payment_id, payment = await _paid_by(conn, disputed)
-    if payment is None:
-        return Outcome("unknown_payment", notes={**notes, "payment": payment_id})
-    notes["payment"] = payment_id
-    lifted = await _lift_dispute_freeze(conn, payment.account_id, now)
+    payment_id = payment.id
+    notes: Metadata = {"dispute": dispute_id, "payment": payment_id}
+    lifted = await ledger.lift_freeze(
+        conn,
+        payment.account_id,
+        now,
+        holder=_dispute_freezer(disputed),
+        actor=STRIPE_APP,
+        reason="dispute won",
+    )
     found = await ledger_repo.find_transfer_by_key(conn, STRIPE_APP, f"stripe:dispute:{dispute_id}")
     if found is None:
         return Outcome("reinstated" if lifted else "nothing_to_give_back", notes=notes)
@@ -377,23 +469,9 @@ async def reinstate(
     return Outcome("reinstated", [transfer.id], notes)
 
 
-async def _lift_dispute_freeze(conn: AsyncConnection, account_id: str, now: datetime) -> bool:
-    """Make the account active again if its latest freeze was a dispute's; an operator's
-    freeze stays."""
-    row = await ledger_repo.get_account_row(conn, account_id)
-    if row is None or row.status != "frozen":
-        return False
-    latest = await audit.records(
-        conn, AuditFilter(target=account_id, action="account.frozen"), before=None, limit=1
-    )
-    if not latest:  # pragma: no cover - every freeze is audited
-        return False
-    (freeze,) = latest
-    if freeze.actor != STRIPE_APP or (freeze.after or {}).get("reason") not in _DISPUTE_FREEZES:
-        return False
-    return await ledger.set_status(
-        conn, account_id, "active", now, actor=STRIPE_APP, reason="dispute won"
-    )
+def _dispute_freezer(disputed: Event) -> str:
+    """The holder of the freeze a dispute puts on its account (its won end lifts it)."""
+    return f"dispute:{disputed.get('id')}"
 
 
 def _when(seconds: Any) -> datetime:
@@ -461,6 +539,7 @@ async def invoice_paid(
             priced=priced,
             event_id=event_id,
             invoice_id=invoice.get("id"),
+            settings=settings,
             policy=policy,
             now=now,
         )

@@ -48,8 +48,8 @@ from creditsd.ledger.models import Account, Transfer
 from creditsd.money import INT64_MAX, AmountError
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
-from creditsd.stripe.billing import SOURCE as STRIPE_SOURCE
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
+from creditsd.stripe.service import SOURCE as STRIPE_SOURCE
 from creditsd.tables import OUTBOX_STATUSES
 from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (
@@ -586,7 +586,8 @@ async def reconcile(request: Request, op: Signed) -> Response:
     async for found in ledger.verify_all():
         checked += len(found)
         drifted += [verification for verification in found if not verification.valid]
-    stripe = await db.run(ledger.engine, reconcile_stripe, readonly=True)
+    now = ledger.now()
+    stripe = await db.run(ledger.engine, lambda conn: reconcile_stripe(conn, now), readonly=True)
     return await render(
         request,
         op,
