@@ -1,7 +1,7 @@
 """Scheduled reconciliation: drifts found, the checkpoint chain, and its job's lease.
 
 Revision ID: 0015
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from creditsd.tables import Timestamp
 
 revision = "0015"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
