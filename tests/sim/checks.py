@@ -34,9 +34,6 @@ from creditsd.tables import accounts, holds, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World
 
 COMPLETED = "checkout.session.completed"
-# Whether a refund or dispute delivered before its purchase counts once the purchase
-# arrives (branch stripe-edges keeps it pending; before that it was lost).
-EARLY_REFUNDS_KEPT = False
 
 
 async def violations(world: World) -> list[str]:
@@ -186,10 +183,9 @@ def _promised(number: int, purchase: Purchase, handled: list[tuple[int, str]]) -
     if COMPLETED not in order:
         return 0
     credits = purchase.credits
-    counted = order if EARLY_REFUNDS_KEPT else order[order.index(COMPLETED) + 1 :]
-    if "charge.refunded" in counted:
+    if "charge.refunded" in order:
         credits -= _half_up(purchase.credits * purchase.refund, purchase.price)
-    if "charge.dispute.created" in counted:
+    if "charge.dispute.created" in order:
         after = order[order.index("charge.dispute.created") + 1 :]
         if not (purchase.dispute == "won" and "charge.dispute.closed" in after):
             credits -= purchase.credits

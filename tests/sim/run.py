@@ -14,7 +14,7 @@ from tests.sim.world import PRICES, World
 from tests.stripe.fake import FakeStripe
 
 STEPS = 60  # actions drawn per seed (deliveries they schedule come on top)
-CI_SEEDS = 40  # the budget pytest runs by default: about a minute on two cores
+CI_SEEDS = 30  # the budget pytest runs by default: about a minute on two cores
 SHRINK_RUNS = 200  # the most replays the shrinker may spend on one failure
 
 

@@ -10,10 +10,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.integrity.models import BALANCE_MATCHES_TRANSFERS
 from creditsd.ledger import posting
 from creditsd.ledger.models import Transfer
+from creditsd.stripe import repository as stripe_repo
+from creditsd.stripe import service as stripe_service
 from tests.sim.run import CI_SEEDS, Lab, first_failure
 
 
@@ -48,6 +51,17 @@ def lapsed_lot_spendable(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(posting, "_spend_order", any_debit_as_a_capture)
 
 
+def early_refund_lost(patch: pytest.MonkeyPatch) -> None:
+    """A refund or dispute that Stripe delivers before its purchase is lost: acknowledged,
+    never applied, so the purchase grants in full (fixed on branch stripe-edges, f90aa7f;
+    tests 908d46d): the event is no longer kept for its purchase."""
+
+    async def forgetting(conn: AsyncConnection, payment_id: str, _event_id: str) -> Any:
+        return await stripe_repo.get_payment(conn, payment_id, lock=True)
+
+    patch.setattr(stripe_service, "_payment_or_keep", forgetting)
+
+
 @dataclass(frozen=True)
 class Mutant:
     put_back: Callable[[pytest.MonkeyPatch], None]
@@ -59,6 +73,7 @@ MUTANTS = {
         replayed_credit_stays, BALANCE_MATCHES_TRANSFERS
     ),
     "expired promotion spent behind a hold": Mutant(lapsed_lot_spendable, "lapsed lot spent"),
+    "refund before its purchase lost": Mutant(early_refund_lost, "stripe"),
 }
 
 
