@@ -362,6 +362,7 @@ UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
         ["accounts", "show", "u"],
         ["grant", "u", "1", "--reason", "x"],
         ["reconcile"],
+        ["verify"],
         ["export", "transactions"],
         ["pricing", "show"],
         ["stripe", "reconcile"],

@@ -1,4 +1,4 @@
-"""The ``creditsd`` command: serve, migrate, keys, accounts, grant, reconcile, export."""
+"""The ``creditsd`` command: serve, migrate, keys, accounts, grant, reconcile, verify, export."""
 
 from __future__ import annotations
 
@@ -567,12 +567,33 @@ def reconcile(
 
 
 @app.command()
+def verify() -> None:
+    """Re-derive the checkpoint chain from the stored transfers; exit 1 naming the first
+    transfer whose stored row no longer matches its checkpoint."""
+
+    from creditsd.worker import verify_chain
+
+    report = _run(verify_chain)
+    if report.broken is not None:
+        out.print(f"[red]the checkpoint chain is broken:[/red] {report.broken.detail}")
+        raise typer.Exit(RUNTIME_FAILURE)
+    if report.head is None:
+        out.print("no checkpoint yet: reconciliation writes one each run")
+        return
+    out.print(
+        f"the checkpoint chain is whole: {report.head.number} checkpoint(s) over "
+        f"{report.transfers} transfer(s) created before {_moment(report.head.until)}; "
+        f"head {report.head.digest}"
+    )
+
+
+@app.command()
 def worker() -> None:
-    """Run the expiry sweeps and the outbox delivery without the API (a separate
-    deployment); as many workers as you like may run at once."""
+    """Run the expiry sweeps, the outbox delivery and scheduled reconciliation without the
+    API (a separate deployment); as many workers as you like may run at once."""
     from creditsd.worker import background
 
-    out.print("delivering the outbox and sweeping expiries; Ctrl-C to stop")
+    out.print("delivering the outbox, sweeping expiries and reconciling; Ctrl-C to stop")
     _show_logs()
     with suppress(KeyboardInterrupt):
         _run(background)

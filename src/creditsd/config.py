@@ -365,6 +365,20 @@ class WebhookSettings(_Section):
     )
 
 
+class ReconcileSettings(_Section):
+    """``[reconcile]``: the scheduled check of the ledger's invariants (in the worker)."""
+
+    interval_seconds: float = Field(
+        300, ge=0, description="Seconds between runs; 0 turns scheduled reconciliation off."
+    )
+    full_pass_seconds: float = Field(
+        86_400,
+        gt=0,
+        description="A run checks every account and re-derives the whole checkpoint chain "
+        "at least this often; runs between check what changed.",
+    )
+
+
 class ClerkSettings(_Section):
     """``[clerk]``: the Svix signing secret of Clerk's webhooks."""
 
@@ -414,6 +428,7 @@ class Settings(_Section):
     app_link: LinkSettings = LinkSettings()
     proxy: ProxySettings = ProxySettings()
     webhooks: WebhookSettings = WebhookSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     web: WebSettings = WebSettings()
     packs: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], PackSettings] = {}
     plans: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_]{1,100}$")], PlanSettings] = {}

@@ -23,6 +23,7 @@ from creditsd.config import ConfigError, Settings
 from creditsd.errors import CreditsError, InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
 from creditsd.idempotency import resolve_key
+from creditsd.integrity import service as integrity
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
@@ -674,14 +675,17 @@ class Ledger:
         return await self._on_account(account_id, verify)
 
     async def rebuild_account(self, account_id: str, *, actor: str = LOCAL_APP) -> Verification:
-        """Reset one account's stored figures from its history if they drifted (audited).
+        """Reset one account's stored figures from its history if they drifted (audited),
+        closing the drifts reconciliation recorded of it.
 
         Returns the verification made before the rebuild.
         """
 
         async def work(conn: AsyncConnection, now: datetime) -> Verification:
             name = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            return await ledger.rebuild_account(conn, name, now, actor=actor)
+            verification = await ledger.rebuild_account(conn, name, now, actor=actor)
+            await integrity.resolve_account_drifts(conn, name, now)
+            return verification
 
         return await self._write(work)
 

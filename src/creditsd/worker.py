@@ -1,5 +1,5 @@
 """The background work of a ledger, beside the API in ``creditsd serve`` and alone in
-``creditsd worker``: expiry sweeps, and the outbox's delivery.
+``creditsd worker``: expiry sweeps, the outbox's delivery, and scheduled reconciliation.
 
 Any number of processes may deliver at once (a message is leased to one of them at a
 time). A message that fails is tried again after a backoff that doubles, with jitter,
@@ -14,13 +14,18 @@ import logging
 import random
 import time
 from datetime import timedelta
+from functools import partial
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, jsonio
+from creditsd import db, ids, jsonio
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
+from creditsd.integrity import checkpoints
+from creditsd.integrity import repository as integrity_repo
+from creditsd.integrity import service as integrity
+from creditsd.integrity.models import ChainReport, Checkpoint
 from creditsd.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
@@ -44,6 +49,78 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
             repeats.say(log, f"expiry sweep waits for the database: {db.described(exc)}")
         except Exception:
             log.exception("expiry sweep failed; trying again in %.0fs", interval)
+        await asyncio.sleep(interval)
+
+
+async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Reconciliation | None:
+    """One reconciliation run, unless another process is running one (then None); each
+    step its own transaction, so a long history never makes one long transaction."""
+    owner = ids.new_id("run")
+    engine, now, settings = ledger.engine, ledger.now(), ledger.settings
+    if not await db.run(engine, lambda conn: integrity.take_lease(conn, owner, now)):
+        return None
+    started = time.monotonic()
+    finished: integrity.Reconciliation | None = None
+    try:
+        written: list[Checkpoint] = []
+        while link := await db.run(engine, lambda conn: checkpoints.write_checkpoint(conn, now)):
+            written.append(link)
+            if link.transfers < checkpoints.LINK_TRANSFERS:
+                break
+        planned = await db.run(
+            engine, lambda conn: integrity.plan(conn, now, settings, full=full), readonly=True
+        )
+        broken = (await verify_chain(ledger)).broken if planned.whole_chain else None
+        finished = await db.run(
+            engine,
+            lambda conn: integrity.reconcile(
+                conn,
+                now,
+                settings,
+                ledger.outbox,
+                planned=planned,
+                chain_break=broken,
+                written=written,
+            ),
+        )
+    finally:
+        duration_ms = round((time.monotonic() - started) * 1000)
+        await db.run(
+            engine,
+            lambda conn: integrity.end_lease(
+                conn, owner, finished=finished, began=now, duration_ms=duration_ms
+            ),
+        )
+    return finished
+
+
+async def verify_chain(ledger: Ledger) -> ChainReport:
+    """Re-derive the checkpoint chain from the stored transfers, one link per transaction,
+    up to its first break."""
+    links = await db.run(ledger.engine, integrity_repo.checkpoints, readonly=True)
+    previous: Checkpoint | None = None
+    for link in links:
+        broken = await db.run(
+            ledger.engine,
+            partial(checkpoints.check_link, checkpoint=link, previous=previous),
+            readonly=True,
+        )
+        if broken is not None:
+            return ChainReport(broken, links[-1], sum(link.transfers for link in links))
+        previous = link
+    return ChainReport(None, previous, sum(link.transfers for link in links))
+
+
+async def reconcile_every(ledger: Ledger, interval: float) -> None:
+    """Reconcile every ``interval`` seconds (the first run at once); errors are logged,
+    never fatal."""
+    while True:
+        try:
+            await reconcile_once(ledger)
+        except db.OUTAGES as exc:
+            repeats.say(log, f"reconciliation waits for the database: {db.described(exc)}")
+        except Exception:
+            log.exception("reconciliation failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
 
 
@@ -213,12 +290,14 @@ class Deliverer:
 
 
 async def background(ledger: Ledger) -> None:
-    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps and
-    the outbox's delivery."""
+    """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps, the
+    outbox's delivery and, unless ``[reconcile] interval_seconds`` is 0, reconciliation."""
     deliverer = Deliverer(ledger)
+    settings = ledger.settings
+    jobs = [sweep_expired(ledger, settings.holds.sweep_interval), deliverer.run()]
+    if settings.reconcile.interval_seconds:
+        jobs.append(reconcile_every(ledger, settings.reconcile.interval_seconds))
     try:
-        await asyncio.gather(
-            sweep_expired(ledger, ledger.settings.holds.sweep_interval), deliverer.run()
-        )
+        await asyncio.gather(*jobs)
     finally:
         await deliverer.close()

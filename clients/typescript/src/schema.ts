@@ -814,7 +814,8 @@ export interface paths {
         };
         /**
          * Metrics
-         * @description Prometheus metrics of this process, and the outbox's backlog.
+         * @description Prometheus metrics of this process, the outbox's backlog and the ledger's
+         *     integrity.
          */
         get: operations["metrics_metrics_get"];
         put?: never;
@@ -1351,7 +1352,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "grant.expired")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "grant.expired" | "ledger.drift_detected")[];
             /** Description */
             description?: string | null;
         };

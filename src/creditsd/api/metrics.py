@@ -1,10 +1,11 @@
 """``GET /metrics``: this process's counters and histograms, and figures read at scrape time.
 
 The counters (requests, charges, refusals, group-commit batches) and Python's process
-collectors count this process only. The outbox figures are read from the database when
-the scrape is made, so every process shows the same ones; the pool's from this process's
-engine. A database that does not answer leaves the outbox figures out of that scrape
-rather than failing it, so the process's own figures stay visible during an outage.
+collectors count this process only. The outbox and integrity figures (drifts found and
+open, holds overdue, the last reconciliation) are read from the database when the scrape
+is made, so every process shows the same ones; the pool's from this process's engine. A
+database that does not answer leaves those figures out of that scrape rather than failing
+it, so the process's own figures stay visible during an outage.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
@@ -27,6 +29,9 @@ from creditsd.api.auth import LedgerDep, require
 from creditsd.api.errors import error_responses
 from creditsd.errors import Unavailable
 from creditsd.inprocess import Ledger
+from creditsd.integrity import INVARIANTS
+from creditsd.integrity import service as integrity
+from creditsd.integrity.models import Health
 from creditsd.webhooks import repository as webhook_repo
 from creditsd.webhooks.models import Backlog
 
@@ -37,12 +42,13 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus' text fo
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What one scrape reads: the pool (None when it is not a queue pool) and the outbox
-    (None when the database did not answer)."""
+    """What one scrape reads: the pool (None when it is not a queue pool), the outbox and
+    the integrity figures (None when the database did not answer)."""
 
     pool_size: int | None
     pool_in_use: int | None
     backlog: Backlog | None
+    health: Health | None
     now: datetime
 
 
@@ -79,6 +85,46 @@ class _SnapshotCollector(Collector):
             "Age of the oldest pending outbox message; 0 when none is pending.",
             0 if oldest is None else max(0.0, (found.now - oldest).total_seconds()),
         )
+        if found.health is not None:
+            yield from _integrity(found.health)
+
+
+def _integrity(health: Health) -> Iterator[Metric]:
+    """Drifts found and open per invariant (every invariant shown, 0 when none), holds
+    overdue, and the last successful reconciliation."""
+    found = CounterMetricFamily(
+        "creditsd_invariant_violations",
+        "Drifts reconciliation found, by invariant, all processes together (each counted "
+        "once, however many runs see it).",
+        labels=["invariant"],
+    )
+    still_open = GaugeMetricFamily(
+        "creditsd_invariant_drifts_open",
+        "Drifts found and not yet gone or repaired, by invariant.",
+        labels=["invariant"],
+    )
+    for invariant in INVARIANTS:
+        found.add_metric([invariant], health.found.get(invariant, 0))
+        still_open.add_metric([invariant], health.open.get(invariant, 0))
+    yield found
+    yield still_open
+    yield GaugeMetricFamily(
+        "creditsd_holds_overdue",
+        "Open holds past their expiry that the sweep should have closed by now.",
+        health.holds_overdue,
+    )
+    job = health.job
+    if job.last_success_at is not None and job.last_duration_ms is not None:
+        yield GaugeMetricFamily(
+            "creditsd_reconcile_last_success_timestamp_seconds",
+            "When the last successful reconciliation began (Unix time).",
+            job.last_success_at.timestamp(),
+        )
+        yield GaugeMetricFamily(
+            "creditsd_reconcile_duration_seconds",
+            "How long the last successful reconciliation took.",
+            job.last_duration_ms / 1000,
+        )
 
 
 async def snapshot(ledger: Ledger) -> Snapshot:
@@ -86,14 +132,23 @@ async def snapshot(ledger: Ledger) -> Snapshot:
     pool = ledger.engine.pool
     queue = pool if isinstance(pool, QueuePool) else None
     size, in_use = (queue.size(), queue.checkedout()) if queue else (None, None)
+    now = ledger.now()
+
+    async def read(conn: AsyncConnection) -> tuple[Backlog, Health]:
+        return (
+            await webhook_repo.backlog(conn),
+            await integrity.health(conn, now, ledger.settings),
+        )
+
     try:
-        backlog = await db.run(ledger.engine, webhook_repo.backlog, readonly=True)
+        backlog, health = await db.run(ledger.engine, read, readonly=True)
     except (DBAPIError, OSError, Unavailable) as exc:
         log.warning(
-            "metrics without the outbox: the database did not answer (%s)", type(exc).__name__
+            "metrics without the database's figures: the database did not answer (%s)",
+            type(exc).__name__,
         )
-        backlog = None
-    return Snapshot(size, in_use, backlog, ledger.now())
+        return Snapshot(size, in_use, None, None, now)
+    return Snapshot(size, in_use, backlog, health, now)
 
 
 def exposition(found: Snapshot) -> bytes:
@@ -121,7 +176,8 @@ def router(access: str) -> APIRouter:
         },
     )
     async def metrics(ledger: LedgerDep) -> Response:
-        """Prometheus metrics of this process, and the outbox's backlog."""
+        """Prometheus metrics of this process, the outbox's backlog and the ledger's
+        integrity."""
         return Response(exposition(await snapshot(ledger)), media_type=CONTENT_TYPE)
 
     return routes

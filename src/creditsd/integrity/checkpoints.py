@@ -12,6 +12,10 @@ Transfers may commit out of ``created_at`` order (a transaction takes its clock 
 before it commits), so a checkpoint only covers transfers created at least
 :data:`SETTLE_SECONDS` ago: far longer than any transaction may last (each is cut at its
 longest wait, about 10 s), with room for clocks of different processes that disagree.
+
+A checkpoint covers at most about :data:`LINK_TRANSFERS` transfers (it ends at the first
+moment past that many, so the transfers of one moment share a checkpoint), so that writing
+or re-deriving one fits in one short transaction however long the history.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from creditsd.integrity.models import ChainBreak, Checkpoint
 
 VERSION = 1
 SETTLE_SECONDS = 60
+LINK_TRANSFERS = 10_000
 GENESIS = "0" * 64
 # The columns a transfer's digest covers, in the order version 1 fixed: a column added to
 # ``transfers`` later joins a new version, so old digests stay derivable.
@@ -66,9 +71,8 @@ def transfer_digest(row: Any) -> str:
 class _Link:
     """A checkpoint's digest, computed as its transfers stream by."""
 
-    def __init__(self, previous: str, until: datetime) -> None:
-        opening = f"creditsd.checkpoint {VERSION}\n{jsonio.format_timestamp(until)}\n{previous}\n"
-        self._hash = hashlib.sha256(opening.encode())
+    def __init__(self, previous: str) -> None:
+        self._hash = hashlib.sha256(f"creditsd.checkpoint {VERSION}\n{previous}\n".encode())
         self.transfers = 0
         self.total = 0
 
@@ -77,9 +81,10 @@ class _Link:
         self.transfers += 1
         self.total += amount
 
-    def digest(self) -> str:
+    def digest(self, until: datetime) -> str:
         closing = self._hash.copy()
-        closing.update(f"{self.transfers} {self.total}\n".encode())
+        ending = f"{jsonio.format_timestamp(until)}\n{self.transfers} {self.total}\n"
+        closing.update(ending.encode())
         return closing.hexdigest()
 
 
@@ -95,68 +100,78 @@ async def _rows(
 
 
 async def write_checkpoint(conn: AsyncConnection, now: datetime) -> Checkpoint | None:
-    """Chain the transfers settled since the last checkpoint; None when there are none."""
+    """Chain the next transfers settled since the last checkpoint (at most about
+    :data:`LINK_TRANSFERS`: call again while it returns a full one); None when there are
+    none."""
     head = await repo.last_checkpoint(conn)
     until = now - timedelta(seconds=SETTLE_SECONDS)
     since = head.until if head else None
     if since is not None and until <= since:
         return None
     number = head.number + 1 if head else 1
-    link = _Link(head.digest if head else GENESIS, until)
+    link = _Link(head.digest if head else GENESIS)
     digests: list[tuple[str, str]] = []
+    last: datetime | None = None
     async for row in _rows(conn, since, until):
+        if link.transfers >= LINK_TRANSFERS and row.created_at != last:
+            until = row.created_at  # the rest is for the next checkpoint
+            break
         digest = transfer_digest(row)
         link.add(digest, row.amount)
         digests.append((row.id, digest))
-        if len(digests) >= repo.PAGE:
-            await repo.insert_digests(conn, number, digests)
-            digests = []
+        last = row.created_at
     if not link.transfers:
         return None
     await repo.insert_digests(conn, number, digests)
-    checkpoint = Checkpoint(number, VERSION, until, link.transfers, link.total, link.digest())
+    checkpoint = Checkpoint(number, VERSION, until, link.transfers, link.total, link.digest(until))
     await repo.insert_checkpoint(conn, checkpoint, now)
     return checkpoint
 
 
+async def check_link(
+    conn: AsyncConnection, checkpoint: Checkpoint, previous: Checkpoint | None
+) -> ChainBreak | None:
+    """Re-derive one checkpoint from the stored transfers, after the one before it; where
+    it no longer matches, or None."""
+    kept = await repo.digests_of(conn, checkpoint.number)
+    link = _Link(previous.digest if previous else GENESIS)
+    number = checkpoint.number
+    found: ChainBreak | None = None
+    async for row in _rows(conn, previous.until if previous else None, checkpoint.until):
+        digest = transfer_digest(row)
+        link.add(digest, row.amount)
+        stored = kept.pop(row.id, None)
+        if found is None and stored != digest:
+            detail = (
+                f"transfer {row.id} was not there when checkpoint {number} was written"
+                if stored is None
+                else f"transfer {row.id} no longer matches checkpoint {number}"
+            )
+            found = ChainBreak(number, row.id, detail)
+    if found is not None:
+        return found
+    if kept:
+        missing = min(kept)
+        return ChainBreak(
+            number,
+            missing,
+            f"transfer {missing} of checkpoint {number} is gone "
+            "(deleted, or its created_at changed)",
+        )
+    derived = (link.digest(checkpoint.until), link.transfers, link.total)
+    if derived != (checkpoint.digest, checkpoint.transfers, checkpoint.total):
+        return ChainBreak(number, None, f"checkpoint {number} no longer matches its transfers")
+    return None
+
+
 async def first_break(conn: AsyncConnection) -> ChainBreak | None:
-    """Re-derive every checkpoint from the stored transfers; the first place where they
-    no longer match, or None when the chain is whole."""
-    since: datetime | None = None
-    previous = GENESIS
+    """Re-derive every checkpoint in the caller's transaction (a small ledger's; a long
+    chain is checked one :func:`check_link` per transaction); the first break, or None."""
+    previous: Checkpoint | None = None
     for checkpoint in await repo.checkpoints(conn):
-        kept = await repo.digests_of(conn, checkpoint.number)
-        link = _Link(previous, checkpoint.until)
-        found: ChainBreak | None = None
-        async for row in _rows(conn, since, checkpoint.until):
-            digest = transfer_digest(row)
-            link.add(digest, row.amount)
-            stored = kept.pop(row.id, None)
-            if found is None and stored != digest:
-                detail = (
-                    f"transfer {row.id} was not there when checkpoint {checkpoint.number} "
-                    "was written"
-                    if stored is None
-                    else f"transfer {row.id} no longer matches checkpoint {checkpoint.number}"
-                )
-                found = ChainBreak(checkpoint.number, row.id, detail)
-        if found is not None:
-            return found
-        if kept:
-            missing = min(kept)
-            return ChainBreak(
-                checkpoint.number,
-                missing,
-                f"transfer {missing} of checkpoint {checkpoint.number} is gone "
-                "(deleted, or its created_at changed)",
-            )
-        if link.digest() != checkpoint.digest:
-            return ChainBreak(
-                checkpoint.number,
-                None,
-                f"checkpoint {checkpoint.number} no longer matches its transfers",
-            )
-        since, previous = checkpoint.until, checkpoint.digest
+        if (broken := await check_link(conn, checkpoint, previous)) is not None:
+            return broken
+        previous = checkpoint
     return None
 
 

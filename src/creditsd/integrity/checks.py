@@ -1,17 +1,16 @@
 """The invariants, each checked against the database as it is.
 
 :func:`find_violations` checks everything. A scheduled run checks less where it safely can
-(:class:`Scope`): the accounts that changed since the previous run, plus every account when
+(:func:`check`): the accounts that changed since the previous run, plus every account when
 a ledger-wide total disagrees (a drift anywhere shows in a total: stored ``held`` summed
 against the open holds, the positive balances against the lots, the stored balances plus
-the derived system balances against zero), and the chain's count and sum in place of
-re-deriving every digest.
+the derived system balances against zero); the chain is re-derived only when its count
+and sum disagree, or a full pass is due (:mod:`creditsd.integrity.checkpoints`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -29,6 +28,7 @@ from creditsd.integrity.models import (
     ONE_GRANT_PER_PAYMENT,
     ONE_GRANT_PER_PERIOD,
     OUTBOX_OVERDUE,
+    ChainBreak,
     Violation,
 )
 from creditsd.jsonio import format_timestamp
@@ -39,38 +39,37 @@ ACCOUNT_PAGE = 500
 GRACE_SECONDS = 60  # how late the background's own timers may run before a lag is a drift
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """What a run checks: ``accounts`` (None: every account) and whether the chain is
-    re-derived digest by digest (else only its count and sum are compared)."""
-
-    accounts: frozenset[str] | None = None
-    whole_chain: bool = True
-
-
 async def find_violations(
     conn: AsyncConnection, now: datetime, settings: Settings
 ) -> list[Violation]:
-    """Every invariant checked in full, in the caller's transaction; what is broken, sorted."""
-    return await check(conn, now, settings, Scope())
+    """Every invariant checked in full, in the caller's transaction; what is broken, sorted.
+
+    On a live PostgreSQL ledger, begin that transaction with
+    ``repository.read_one_snapshot``, or writers committing meanwhile look like drift."""
+    found = await check(conn, now, settings, None)
+    return sorted(found + chain_violations(await checkpoints.first_break(conn)))
 
 
 async def check(
-    conn: AsyncConnection, now: datetime, settings: Settings, scope: Scope
+    conn: AsyncConnection, now: datetime, settings: Settings, accounts: frozenset[str] | None
 ) -> list[Violation]:
-    """The invariants checked within ``scope``; a ledger-wide total that disagrees widens
-    the accounts checked to all of them, a chain whose totals disagree is re-derived."""
-    found: list[Violation] = []
-    account_ids = scope.accounts
-    if account_ids is not None and not await _totals_agree(conn):
-        account_ids = None
-    found += await _account_violations(conn, account_ids)
+    """Every invariant but the chain's, the accounts' for ``accounts`` only (None: all, as
+    when a ledger-wide total disagrees); what is broken, sorted."""
+    if accounts is not None and not await _totals_agree(conn):
+        accounts = None
+    found = await _account_violations(conn, accounts)
     found += await _hold_violations(conn, now, settings)
     found += await _grant_violations(conn)
     found += await _outbox_violations(conn, now, settings)
-    if scope.whole_chain or not await checkpoints.totals_match(conn):
-        found += await _chain_violations(conn)
     return sorted(found)
+
+
+def chain_violations(broken: ChainBreak | None) -> list[Violation]:
+    """A break of the checkpoint chain as a violation."""
+    if broken is None:
+        return []
+    subject = broken.transfer_id or f"checkpoint:{broken.checkpoint}"
+    return [Violation(CHECKPOINT_CHAIN, subject, broken.detail)]
 
 
 def hold_deadline(now: datetime, settings: Settings) -> datetime:
@@ -106,6 +105,7 @@ async def _account_violations(
         pages = [wanted[i : i + ACCOUNT_PAGE] for i in range(0, len(wanted), ACCOUNT_PAGE)]
     found: list[Violation] = []
     for page in pages:
+        remainders = await repo.lot_remainders(conn, page)
         for v in await ledger.verify_accounts(conn, page):
             if v.stored_balance != v.calculated_balance:
                 found.append(
@@ -125,13 +125,16 @@ async def _account_violations(
                         f"{v.calculated_held} (minor units)",
                     )
                 )
-        for account_id, balance, remaining in await repo.lot_remainders(conn, page):
-            if remaining != max(balance, 0):
+            # Against the balance the transfers make, so that a drifted stored balance is
+            # one drift, not two.
+            remaining = remainders.get(v.account_id, 0)
+            if remaining != max(v.calculated_balance, 0):
                 found.append(
                     Violation(
                         LOTS_MATCH_BALANCE,
-                        account_id,
-                        f"its lots hold {remaining}, its balance is {balance} (minor units)",
+                        v.account_id,
+                        f"its lots hold {remaining}, its transfers make a balance of "
+                        f"{v.calculated_balance} (minor units)",
                     )
                 )
     return found
@@ -207,11 +210,3 @@ def outbox_budget(settings: Settings) -> timedelta:
         + webhooks.timeout_seconds
         + GRACE_SECONDS
     )
-
-
-async def _chain_violations(conn: AsyncConnection) -> list[Violation]:
-    broken = await checkpoints.first_break(conn)
-    if broken is None:
-        return []
-    subject = broken.transfer_id or f"checkpoint:{broken.checkpoint}"
-    return [Violation(CHECKPOINT_CHAIN, subject, broken.detail)]

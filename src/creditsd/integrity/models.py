@@ -76,6 +76,16 @@ class ChainBreak:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainReport:
+    """The checkpoint chain re-derived: where it broke (None: whole), its head, and how
+    many transfers it covers."""
+
+    broken: ChainBreak | None
+    head: Checkpoint | None
+    transfers: int
+
+
+@dataclass(frozen=True, slots=True)
 class JobState:
     """How the scheduled reconciliation last went, for the metrics."""
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.integrity.models import Checkpoint, Drift, JobState
@@ -56,19 +56,14 @@ async def lot_total(conn: AsyncConnection) -> int:
     return int((await conn.execute(query)).scalar_one())
 
 
-async def lot_remainders(
-    conn: AsyncConnection, account_ids: list[str]
-) -> list[tuple[str, int, int]]:
-    """``(account, balance, what its lots have left)`` of each customer account given."""
-    left = (
-        select(func.coalesce(func.sum(_L.remaining), 0))
-        .where(_L.account_id == _A.id)
-        .scalar_subquery()
-    )
+async def lot_remainders(conn: AsyncConnection, account_ids: list[str]) -> dict[str, int]:
+    """What the lots of each account given have left (accounts without lots left out)."""
     rows = await conn.execute(
-        select(_A.id, _A.balance, left).where(_A.id.in_(account_ids), _A.kind == "customer")
+        select(_L.account_id, func.sum(_L.remaining))
+        .where(_L.account_id.in_(account_ids))
+        .group_by(_L.account_id)
     )
-    return [(account_id, int(balance), int(remaining)) for account_id, balance, remaining in rows]
+    return {account_id: int(remaining) for account_id, remaining in rows}
 
 
 async def accounts_changed_since(conn: AsyncConnection, since: datetime) -> list[str]:
@@ -207,8 +202,9 @@ async def transfer_rows(
         query = query.where(_T.created_at >= since)
     if after is not None:
         moment, transfer_id = after
+        # The range first, so the planner walks the created_at index from ``moment``.
         query = query.where(
-            or_(_T.created_at > moment, and_(_T.created_at == moment, _T.id > transfer_id))
+            _T.created_at >= moment, or_(_T.created_at > moment, _T.id > transfer_id)
         )
     return list(await conn.execute(query.order_by(_T.created_at, _T.id).limit(PAGE)))
 
@@ -330,3 +326,11 @@ async def job_state(conn: AsyncConnection) -> JobState:
     """How the last successful run went."""
     row = await job_row(conn)
     return JobState(row.last_success_at, row.last_duration_ms)
+
+
+async def read_one_snapshot(conn: AsyncConnection) -> None:
+    """Make the rest of the transaction read one snapshot (PostgreSQL's REPEATABLE READ;
+    a SQLite transaction already does), so figures read by different statements agree
+    while writers commit. It must be the transaction's first statement."""
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))

@@ -17,6 +17,7 @@ EventType = Literal[
     "topup.completed",
     "hold.expired",
     "grant.expired",
+    "ledger.drift_detected",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

@@ -153,6 +153,13 @@ class Outbox:
             rows += self._signed_rows(("hold.expired", hold.account_id, data), now)
         return rows
 
+    async def after_drift(
+        self, conn: AsyncConnection, data: dict[str, Any], account: str | None, now: datetime
+    ) -> list[Message]:
+        """``ledger.drift_detected`` for a drift reconciliation has just found."""
+        await self.refresh(conn)
+        return self._signed_rows(("ledger.drift_detected", account, data), now)
+
     def _signed_rows(self, event: Event, now: datetime) -> list[Message]:
         """One outbox row per endpoint that asked for the event."""
         event_type, account, data = event
