@@ -249,7 +249,8 @@ class Ledger:
         self, account_id: str, status: str, *, reason: str | None = None, actor: str = LOCAL_APP
     ) -> bool:
         """Make an account active, frozen or closed (audited with ``reason``); False when
-        it already was."""
+        nothing changed. Freezing adds the operator's freeze beside any dispute's; making
+        it active lifts every freeze."""
         if status not in ACCOUNT_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
