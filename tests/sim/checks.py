@@ -115,10 +115,11 @@ async def _reinstated(conn: AsyncConnection, violated: list[Violation]) -> set[s
 async def _kept_for_holds(
     conn: AsyncConnection, violated: list[Violation], now: datetime
 ) -> set[str]:
-    """The accounts ``lots_match_balance`` names whose lots exceed their balance by what
-    lots past expiry keep for open holds: the README's "credits an open hold reserves are
-    taken to come from the lots due first; only a capture may spend them, and they lapse
-    once the hold settles", so a debit meanwhile goes below zero beside them. Not a
+    """The accounts ``lots_match_balance`` names whose live lots are what their balance
+    leaves beside what lots past expiry keep for open holds: the README's "credits an
+    open hold reserves are taken to come from the lots due first; only a capture may spend
+    them, and they lapse once the hold settles", so a debit meanwhile goes below zero in
+    the live lots (not always in the balance, which counts the kept ones). Not a
     violation, though ``creditsd.integrity`` counts it as one (reported to its branch)."""
     named = [v.subject for v in violated if v.invariant == LOTS_MATCH_BALANCE]
     if not named:
@@ -134,7 +135,7 @@ async def _kept_for_holds(
     return {
         account_id
         for account_id, balance, held, remaining, kept in await conn.execute(query)
-        if kept <= held and remaining - kept == max(balance, 0)
+        if kept <= held and remaining - kept == max(balance - kept, 0)
     }
 
 
