@@ -17,20 +17,13 @@ simulation's model of what its clients were promised, which the ledger cannot kn
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import db
-from creditsd.integrity import Violation, find_violations
-from creditsd.integrity.models import (
-    CAPTURED_OVER_AMOUNT,
-    LOTS_MATCH_BALANCE,
-    ONE_GRANT_PER_PAYMENT,
-)
+from creditsd.integrity import find_violations
 from creditsd.ledger.models import SIGNUP, STRIPE, SUBSCRIPTIONS
-from creditsd.tables import accounts, holds, lot_spends, lots, transfers
+from creditsd.tables import accounts, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World
 
 COMPLETED = "checkout.session.completed"
@@ -45,15 +38,8 @@ async def violations(world: World) -> list[str]:
 
 async def _model(conn: AsyncConnection, world: World) -> list[str]:
     violated = await find_violations(conn, world.clock.now, world.settings)
-    allowed = (
-        await _final_overruns(conn, violated)
-        | await _reinstated(conn, violated)
-        | await _kept_for_holds(conn, violated, world.clock.now)
-    )
     found = [
-        f"{violation.invariant}: {violation.subject}: {violation.detail}"
-        for violation in violated
-        if violation.subject not in allowed
+        f"{violation.invariant}: {violation.subject}: {violation.detail}" for violation in violated
     ]
     found += await _lapsed_lots_spent(conn)
     customers = list(
@@ -81,62 +67,6 @@ async def _model(conn: AsyncConnection, world: World) -> list[str]:
         if granted != periods:
             found.append(f"allowance: {account_id} has {granted} allowances for {periods} periods")
     return found
-
-
-async def _final_overruns(conn: AsyncConnection, violated: list[Violation]) -> set[str]:
-    """The holds ``captured_over_amount`` names that a final capture settled past their
-    amount, as the README allows (``[holds] overrun``): not a violation, though
-    ``creditsd.integrity`` counts it as one (reported to its branch)."""
-    named = [v.subject for v in violated if v.invariant == CAPTURED_OVER_AMOUNT]
-    if not named:
-        return set()
-    query = select(holds.c.id).where(holds.c.id.in_(named), holds.c.status == "captured")
-    return set((await conn.execute(query)).scalars())
-
-
-async def _reinstated(conn: AsyncConnection, violated: list[Violation]) -> set[str]:
-    """The payments ``one_grant_per_payment`` names whose second lot is a won dispute's
-    reversal, which the README puts back into the purchase's lot: not a second grant
-    (the Stripe model above counts what each payment gave), though ``creditsd.integrity``
-    counts it as one (reported to its branch)."""
-    named = [f"stripe:{v.subject}" for v in violated if v.invariant == ONE_GRANT_PER_PAYMENT]
-    if not named:
-        return set()
-    query = (
-        select(lots.c.reference)
-        .join(transfers, transfers.c.id == lots.c.transfer_id)
-        .where(lots.c.reference.in_(named), transfers.c.kind == "reversal")
-    )
-    return {
-        reference.removeprefix("stripe:") for reference in (await conn.execute(query)).scalars()
-    }
-
-
-async def _kept_for_holds(
-    conn: AsyncConnection, violated: list[Violation], now: datetime
-) -> set[str]:
-    """The accounts ``lots_match_balance`` names whose live lots are what their balance
-    leaves beside what lots past expiry keep for open holds: the README's "credits an
-    open hold reserves are taken to come from the lots due first; only a capture may spend
-    them, and they lapse once the hold settles", so a debit meanwhile goes below zero in
-    the live lots (not always in the balance, which counts the kept ones). Not a
-    violation, though ``creditsd.integrity`` counts it as one (reported to its branch)."""
-    named = [v.subject for v in violated if v.invariant == LOTS_MATCH_BALANCE]
-    if not named:
-        return set()
-    live = func.coalesce(func.sum(lots.c.remaining), 0)
-    due = func.coalesce(func.sum(case((lots.c.expires_at <= now, lots.c.remaining), else_=0)), 0)
-    query = (
-        select(accounts.c.id, accounts.c.balance, accounts.c.held, live, due)
-        .join(lots, lots.c.account_id == accounts.c.id)
-        .where(accounts.c.id.in_(named), lots.c.remaining > 0)
-        .group_by(accounts.c.id, accounts.c.balance, accounts.c.held)
-    )
-    return {
-        account_id
-        for account_id, balance, held, remaining, kept in await conn.execute(query)
-        if kept <= held and remaining - kept == max(balance - kept, 0)
-    }
 
 
 async def _lapsed_lots_spent(conn: AsyncConnection) -> list[str]:
