@@ -158,12 +158,18 @@ def _access_lines(tmp_path: Path) -> tuple[str, list[dict[str, object]]]:
     return log, lines
 
 
-async def test_a_client_that_hangs_up_mid_body_is_one_499_line_and_no_traceback(
-    database_url: str, tmp_path: Path
-) -> None:
+async def _body_readers_config(database_url: str, tmp_path: Path) -> tuple[str, Path]:
+    """An admin key's secret, and a config with the gateway on (its routes read bodies)."""
     secret = await admin_secret(database_url)
     config = tmp_path / "creditsd.toml"
     config.write_text(f'{CONFIG}\n[gateway]\ninternal_secret = "{GATEWAY_SECRET}"\n')
+    return secret, config
+
+
+async def test_a_client_that_hangs_up_mid_body_is_one_499_line_and_no_traceback(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret, config = await _body_readers_config(database_url, tmp_path)
     with serve(database_url, tmp_path, config=config) as base:
         for path in BODY_READERS:
             with _connect(base) as sock:
@@ -182,9 +188,7 @@ async def test_a_client_that_hangs_up_mid_body_is_one_499_line_and_no_traceback(
 async def test_a_client_that_stalls_mid_body_is_cut_with_408_and_one_line(
     database_url: str, tmp_path: Path
 ) -> None:
-    secret = await admin_secret(database_url)
-    config = tmp_path / "creditsd.toml"
-    config.write_text(f'{CONFIG}\n[gateway]\ninternal_secret = "{GATEWAY_SECRET}"\n')
+    secret, config = await _body_readers_config(database_url, tmp_path)
     with serve(database_url, tmp_path, config=config) as base:
         for path in BODY_READERS:
             with _connect(base) as sock:
