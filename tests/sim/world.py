@@ -434,18 +434,23 @@ class World:
         self.stripe.purchases[action["number"]] = purchase
         return "paid"
 
+    def _refused_delivery(self, action: Action, response: httpx.Response) -> str | None:
+        """What a webhook delivery that was not answered 200 said (a problem), else None;
+        a crash during it ends the step."""
+        if self.crashed:
+            raise Crash
+        if response.status_code == 200:
+            return None
+        self._problem("delivery", action, f"answered {response.status_code}: {response.text[:300]}")
+        return str(response.status_code)
+
     async def _stripe(self, action: Action) -> str:
         purchase = self.stripe.purchases.get(action["purchase"])
         if purchase is None:
             return "never bought"
         response = await deliver_stripe(self.api, purchase.events[action["event"]])
-        if self.crashed:
-            raise Crash
-        if response.status_code != 200:
-            self._problem(
-                "delivery", action, f"answered {response.status_code}: {response.text[:300]}"
-            )
-            return str(response.status_code)
+        if refused := self._refused_delivery(action, response):
+            return refused
         # Stripe stops sending an event once answered 200: from then on it must count,
         # whatever the outcome said (a "duplicate" that was never handled would be lost).
         if (action["purchase"], action["event"]) not in self.stripe.handled:
@@ -485,13 +490,8 @@ class World:
                 data = item
         event = {"object": "event", "type": kind, "data": data}
         response = await deliver_clerk(self.api, event, message_id=action["msg"])
-        if self.crashed:
-            raise Crash
-        if response.status_code != 200:
-            self._problem(
-                "delivery", action, f"answered {response.status_code}: {response.text[:300]}"
-            )
-            return str(response.status_code)
+        if refused := self._refused_delivery(action, response):
+            return refused
         if kind != "user.created" and START + PERIOD * (action["period"] + 1) > self.clock.now:
             self.periods.add((account, action["period"]))
         return f"200 {response.json()['outcome']}"
