@@ -465,3 +465,86 @@ def test_a_bad_environment_variable_is_named(
     assert code == 2
     assert "server.port (from CREDITSD_SERVER__PORT)" in err
     assert "toml" not in err and os.devnull not in err
+
+
+def _every_command() -> list[list[str]]:
+    """Every command line that has a help page: the top, each group and each command."""
+    import typer
+
+    def walk(command: Any, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", _every_command(), ids=" ".join)
+def test_every_help_page_renders_as_written(tmp_path: Path, command: list[str]) -> None:
+    code, out, _ = run(f"sqlite:///{tmp_path}/x.db", *command, "--help", COLUMNS="80")
+    assert code == 0
+    assert not [char for char in out if ord(char) >= 0x2600 and char not in "─│╭╮╰╯…"], out
+    assert "<bool>" not in out and "{" not in out, out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    if command == ["audit"]:
+        assert "key:ID:NAME" in out
+
+
+def _lines(out: str) -> list[str]:
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80, out
+    return lines
+
+
+def test_tables_fit_80_columns_with_ids_shortened(database_url: str) -> None:
+    account = "user_2NNEqL2nrIRdJ194ndJqAHwEfxC"  # a Clerk user id
+    assert run(database_url, "grant", account, "100", "--reason", "welcome")[0] == 0
+    key_ids = []
+    for name in ("dashboard", "nightly-export"):
+        code, out, _ = run(database_url, "keys", "create", "--scope", "read", "--name", name)
+        key_ids.append(out.split()[1])
+    short = [f"{key_id[:8]}…{key_id[-6:]}" for key_id in key_ids]
+
+    code, out, _ = run(database_url, "keys", "list", COLUMNS="80")
+    lines = _lines(out)
+    assert code == 0 and all(any(s in line for line in lines) for s in short), out
+    code, out, _ = run(database_url, "keys", "list", "--wide", COLUMNS="80")
+    assert code == 0 and all(any(k in line for line in out.splitlines()) for k in key_ids), out
+
+    code, out, _ = run(database_url, "audit", COLUMNS="80")
+    lines = _lines(out)
+    assert any("user_2NN…AHwEfxC" in line for line in lines), out
+    assert all(any(s in line for line in lines) for s in short), out
+    code, out, _ = run(database_url, "audit", "--wide", COLUMNS="80")
+    assert code == 0 and any(account in line for line in out.splitlines()), out
+
+    execute(database_url, f"UPDATE accounts SET balance = balance + 1 WHERE id = '{account}'")
+    code, out, _ = run(database_url, "reconcile", COLUMNS="80")
+    assert code == 1 and any("user_2NN…AHwEfxC" in line for line in _lines(out)), out
+    code, out, _ = run(database_url, "reconcile", "--wide", COLUMNS="80")
+    assert code == 1 and any(account in line for line in out.splitlines()), out
+
+    code, out, _ = run(database_url, "accounts", "show", account, COLUMNS="80")
+    assert code == 0 and any(account in line for line in _lines(out)), out
+
+
+def test_help_loads_neither_the_server_nor_the_database() -> None:
+    heavy = ("sqlalchemy", "fastapi", "uvicorn", "starlette", "pydantic", "stripe", "asyncpg")
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys\n"
+            "from creditsd.cli import main\n"
+            "sys.argv = ['creditsd', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(*sorted(sys.modules), file=sys.stderr)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = shown.stderr.split()
+    assert "typer" in loaded
+    assert [name for name in loaded if name.split(".")[0] in heavy] == []
