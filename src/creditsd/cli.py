@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column, Table
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from creditsd import db, jsonio, migrations
 from creditsd.audit import service as audit_service
@@ -44,7 +45,57 @@ from creditsd.stripe.reconcile import Mismatch
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.webhooks import service as webhook_service
 
+if TYPE_CHECKING:
+    from typer._click import Context, HelpFormatter  # typer's own copy of click
+
 T = TypeVar("T")
+
+
+class _Command(TyperCommand):
+    """A command whose help reads as click writes it: ``Usage: creditsd grant [OPTIONS]
+    ACCOUNT_ID AMOUNT`` and ``--since TEXT``, rather than typer's ``{account_id}`` and
+    ``<str>`` (and ``<bool>`` beside every flag)."""
+
+    def collect_usage_pieces(self, ctx: Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [
+            _metavar(param, ctx)
+            for param in self.get_params(ctx)
+            if isinstance(param, TyperArgument)
+        ]
+
+    def format_options(self, ctx: Context, formatter: HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {"Arguments": [], "Options": []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if isinstance(param, TyperArgument):
+                rows["Arguments"].append((_metavar(param, ctx), record[1]))
+            elif isinstance(param, TyperOption):
+                names = ", ".join(param.opts)
+                shown = names if param.is_flag else f"{names} {_metavar(param, ctx)}"
+                rows["Options"].append((shown, record[1]))
+        for title, section in rows.items():
+            if section:
+                with formatter.section(title):
+                    formatter.write_dl(section)
+
+
+def _metavar(param: TyperArgument | TyperOption, ctx: Context) -> str:
+    """What a value is called in help: its metavar, else its name (an argument) or its
+    type (an option) in capitals, as click does: ``ACCOUNT_ID``, ``TEXT``, ``INTEGER``; the
+    choices as typed: ``admin|app|read``."""
+    if param.metavar is not None:
+        return param.metavar
+    if isinstance(param, TyperArgument):
+        name = (param.name or "").upper()
+        return name if param.nargs == 1 else f"{name}..."
+    kind = param.display_type(ctx).strip("<>")
+    if "|" in kind:
+        return kind
+    return {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER"}.get(kind, kind.upper())
+
 
 # Exit codes: 0 done; 1 it could not be done (or found a difference, as `diff` does);
 # 2 the command line or the configuration is wrong (click's own usage errors are 2 too).
@@ -55,6 +106,7 @@ app = typer.Typer(
     help="creditsd: an exact credits ledger for AI products.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Look at accounts.", no_args_is_help=True)
@@ -185,7 +237,7 @@ def _safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
     port: Annotated[
@@ -326,7 +378,7 @@ def _version() -> str:
     return __version__
 
 
-@app.command()
+@app.command(cls=_Command)
 def migrate() -> None:
     """Bring the database schema up to date."""
     settings = _settings()
@@ -342,7 +394,7 @@ def _lifetime(text: str) -> timedelta:
         raise typer.BadParameter(exc.message) from None
 
 
-@keys_app.command("create")
+@keys_app.command("create", cls=_Command)
 def keys_create(
     scope: Annotated[Scope, typer.Option(help="admin, app or read.")],
     name: Annotated[str, typer.Option(help="The app that will use the key.")],
@@ -381,7 +433,7 @@ def _moment(when: datetime | None) -> str:
     return "" if when is None else jsonio.format_timestamp(when)
 
 
-@keys_app.command("list")
+@keys_app.command("list", cls=_Command)
 def keys_list(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per key, full ids, for scripts.")
@@ -412,7 +464,7 @@ def keys_list(
     out.print(table)
 
 
-@keys_app.command("revoke")
+@keys_app.command("revoke", cls=_Command)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
     """Revoke an API key: it stops working at once."""
     key = _run(
@@ -423,7 +475,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_�
     out.print(f"revoked {key.id} ({key.name})")
 
 
-@pricing_app.command("reload")
+@pricing_app.command("reload", cls=_Command)
 def pricing_reload() -> None:
     """Validate the configuration file's catalog and publish it as the current version.
 
@@ -436,7 +488,7 @@ def pricing_reload() -> None:
     out.print(f"catalog v{catalog.version} {state}")
 
 
-@pricing_app.command("diff")
+@pricing_app.command("diff", cls=_Command)
 def pricing_diff() -> None:
     """Show each setting the configuration's catalog would change in the live one, one per
     line; exit 1 when there are any (as ``diff`` does), 0 when they are the same."""
@@ -451,14 +503,14 @@ def pricing_diff() -> None:
     raise typer.Exit(RUNTIME_FAILURE)
 
 
-@pricing_app.command("show")
+@pricing_app.command("show", cls=_Command)
 def pricing_show() -> None:
     """Print the catalog version prices come from now (JSON)."""
     catalog = _run(lambda ledger: ledger.catalog())
     print(jsonio.dumps({"version": catalog.version, **catalog.settings.content()}))
 
 
-@accounts_app.command("show")
+@accounts_app.command("show", cls=_Command)
 def accounts_show(account_id: str) -> None:
     """Show an account's balance, held and available credits."""
 
@@ -486,7 +538,7 @@ def accounts_show(account_id: str) -> None:
     _run(work)
 
 
-@app.command()
+@app.command(cls=_Command)
 def grant(
     account_id: str,
     amount: Annotated[str, typer.Argument(help="Credits, e.g. 100 or 2.5.")],
@@ -520,7 +572,7 @@ def grant(
     _run(work)
 
 
-@app.command()
+@app.command(cls=_Command)
 def reconcile(
     fix: Annotated[
         bool, typer.Option("--fix", help="Rebuild drifted balances from the transfers (audited).")
@@ -566,7 +618,7 @@ def reconcile(
     raise typer.Exit(RUNTIME_FAILURE)
 
 
-@app.command()
+@app.command(cls=_Command)
 def verify() -> None:
     """Re-derive the checkpoint chain from the stored transfers; exit 1 naming the first
     transfer whose stored row no longer matches its checkpoint."""
@@ -587,7 +639,7 @@ def verify() -> None:
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 def worker() -> None:
     """Run the expiry sweeps, the outbox delivery and scheduled reconciliation without the
     API (a separate deployment); as many workers as you like may run at once."""
@@ -599,7 +651,7 @@ def worker() -> None:
         _run(background)
 
 
-@webhooks_app.command("retry")
+@webhooks_app.command("retry", cls=_Command)
 def webhooks_retry(
     delivery_ids: Annotated[
         list[int], typer.Argument(min=1, max=2**63 - 1, help="Delivery ids to send again.")
@@ -620,7 +672,7 @@ def webhooks_retry(
     _run(work)
 
 
-@stripe_app.command("reconcile")
+@stripe_app.command("reconcile", cls=_Command)
 def stripe_reconcile() -> None:
     """List every mismatch between Stripe events and ledger transfers; exit 1 if any.
 
@@ -662,7 +714,7 @@ def _instant(value: str | None, option: str) -> datetime | None:
 AUDIT_FIELDS = ("id", "created_at", "actor", "action", "target", "before", "after")
 
 
-@app.command()
+@app.command(cls=_Command)
 def audit(
     target: Annotated[
         str | None, typer.Option(help="Only records about this (an account id, a key id, …).")
@@ -729,7 +781,7 @@ def audit(
     out.print(table)
 
 
-@export_app.command("transactions")
+@export_app.command("transactions", cls=_Command)
 def export_transactions(
     since: Annotated[str | None, typer.Option(help="From this UTC date/time, inclusive.")] = None,
     until: Annotated[str | None, typer.Option(help="Up to this UTC date/time, exclusive.")] = None,
