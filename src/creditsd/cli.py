@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import errno
 import getpass
@@ -21,32 +20,19 @@ from typing import TYPE_CHECKING, Annotated, Any, TextIO, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Column, Table
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from creditsd import db, jsonio, migrations
-from creditsd.audit import service as audit_service
-from creditsd.audit.models import AuditFilter, AuditRecord
-from creditsd.config import ConfigError, Settings, load_settings
-from creditsd.errors import CreditsError
-from creditsd.inprocess import Ledger
-from creditsd.keys import service as keys
-from creditsd.ledger import export
-from creditsd.ledger.models import Verification
-from creditsd.migrations import SchemaNotCurrent
-from creditsd.money import AmountError
-from creditsd.pagination import MAX_LIMIT
-from creditsd.price_settings import PricingSettings
-from creditsd.pricing import service as pricing_service
-from creditsd.stripe.reconcile import Mismatch
-from creditsd.stripe.reconcile import reconcile as reconcile_stripe
-from creditsd.webhooks import service as webhook_service
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
+    from rich.table import Table
     from typer._click import Context, HelpFormatter  # typer's own copy of click
+
+    from creditsd.audit.models import AuditRecord
+    from creditsd.config import Settings
+    from creditsd.inprocess import Ledger
+    from creditsd.keys.service import ApiKey
+    from creditsd.ledger.models import Verification
+    from creditsd.price_settings import PricingSettings
+    from creditsd.stripe.reconcile import Mismatch
 
 T = TypeVar("T")
 
@@ -168,6 +154,8 @@ def _configured_pricing() -> PricingSettings:
 
 
 def _settings() -> Settings:
+    from creditsd.config import ConfigError, load_settings
+
     try:
         return load_settings()
     except ConfigError as exc:
@@ -177,6 +165,8 @@ def _settings() -> Settings:
 
 def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
     """Open the ledger, run one command against it, close it; errors become exit codes."""
+    from creditsd.inprocess import Ledger
+
     settings = _settings()
 
     async def main() -> T:
@@ -192,6 +182,8 @@ def _run(work: Callable[[Ledger], Awaitable[T]], *, migrate: bool = False) -> T:
 async def _to_the_end(closing: Coroutine[Any, Any, None]) -> None:
     """Finish closing even when Ctrl-C cancels the command meanwhile (uvicorn passes its
     SIGINT on once it has stopped), rather than cut connections mid-close with a traceback."""
+    import asyncio
+
     task = asyncio.ensure_future(closing)
     try:
         await asyncio.shield(task)
@@ -203,6 +195,13 @@ async def _to_the_end(closing: Coroutine[Any, Any, None]) -> None:
 def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
     """Run a command's work; a failure the user can act on becomes one line on stderr and
     an exit code, never a traceback."""
+    import asyncio
+
+    from creditsd import db
+    from creditsd.config import ConfigError
+    from creditsd.errors import CreditsError
+    from creditsd.migrations import SchemaNotCurrent
+
     try:
         return asyncio.run(coroutine)
     except ConfigError as exc:
@@ -224,6 +223,8 @@ def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
 def _reason(exc: Exception) -> str:
     """What the driver or the system said: ``role "ops" does not exist``, ``Connection
     refused``, ``No such file or directory: /srv/missing`` (neither repeats a password)."""
+    from sqlalchemy.exc import DBAPIError
+
     if isinstance(exc, DBAPIError):
         return str(exc.orig)
     if not isinstance(exc, OSError):
@@ -234,6 +235,8 @@ def _reason(exc: Exception) -> str:
 
 
 def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
@@ -248,10 +251,15 @@ def serve(
     ] = False,
 ) -> None:
     """Run the HTTP API (migrating the database first unless --no-migrate)."""
+    import asyncio
+
     import uvicorn
 
+    from creditsd import db
     from creditsd.api.app import create_app
     from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
+    from creditsd.inprocess import Ledger
+    from creditsd.keys import service as keys
 
     class Server(uvicorn.Server):
         """uvicorn's server, announcing itself once it accepts connections."""
@@ -342,6 +350,10 @@ def _show_logs() -> None:
 def _reload_pricing_on_sighup(ledger: Ledger) -> None:
     """SIGHUP re-reads the configuration file and publishes its catalog; a bad file is
     reported and the current catalog keeps serving."""
+    import asyncio
+
+    from creditsd.config import ConfigError, load_settings
+
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
 
@@ -381,6 +393,8 @@ def _version() -> str:
 @app.command(cls=_Command)
 def migrate() -> None:
     """Bring the database schema up to date."""
+    from creditsd import migrations
+
     settings = _settings()
 
     _exit_on_error(migrations.migrate(settings.database), settings.database.url)
@@ -388,6 +402,9 @@ def migrate() -> None:
 
 
 def _lifetime(text: str) -> timedelta:
+    from creditsd.errors import CreditsError
+    from creditsd.keys import service as keys
+
     try:
         return keys.parse_lifetime(text)
     except CreditsError as exc:
@@ -403,12 +420,14 @@ def keys_create(
         typer.Option(
             parser=_lifetime,
             metavar="LIFETIME",
-            help="Stop working this long from now, in hours or days: 12h, 30d (at most "
-            f"{keys.MAX_LIFETIME.days}d). Default: never.",
+            help="Stop working this long from now, in hours or days: 12h, 30d. Default: never.",
         ),
     ] = None,
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
+    from creditsd import db
+    from creditsd.keys import service as keys
+
     key, secret = _run(
         lambda ledger: db.run(
             ledger.engine,
@@ -426,10 +445,14 @@ def keys_create(
 
 def _table(*headers: str) -> Table:
     """A table whose long values wrap onto more lines instead of being cut off."""
+    from rich.table import Column, Table
+
     return Table(*(Column(header, overflow="fold") for header in headers))
 
 
 def _moment(when: datetime | None) -> str:
+    from creditsd import jsonio
+
     return "" if when is None else jsonio.format_timestamp(when)
 
 
@@ -440,8 +463,10 @@ def keys_list(
     ] = False,
 ) -> None:
     """List API keys (never their secrets); an expired one is marked so."""
+    from creditsd import db, jsonio
+    from creditsd.keys import service as keys
 
-    async def work(ledger: Ledger) -> tuple[list[keys.ApiKey], datetime]:
+    async def work(ledger: Ledger) -> tuple[list[ApiKey], datetime]:
         return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
 
     found, now = _run(work)
@@ -467,6 +492,9 @@ def keys_list(
 @keys_app.command("revoke", cls=_Command)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
     """Revoke an API key: it stops working at once."""
+    from creditsd import db
+    from creditsd.keys import service as keys
+
     key = _run(
         lambda ledger: db.run(
             ledger.engine, lambda conn: keys.revoke_key(conn, key_id, ledger.now(), actor=_actor())
@@ -492,6 +520,8 @@ def pricing_reload() -> None:
 def pricing_diff() -> None:
     """Show each setting the configuration's catalog would change in the live one, one per
     line; exit 1 when there are any (as ``diff`` does), 0 when they are the same."""
+    from creditsd.pricing import service as pricing_service
+
     pricing = _configured_pricing()
     live = _run(lambda ledger: ledger.catalog())
     changed = pricing_service.changes(live.settings.content(), pricing.content())
@@ -506,6 +536,8 @@ def pricing_diff() -> None:
 @pricing_app.command("show", cls=_Command)
 def pricing_show() -> None:
     """Print the catalog version prices come from now (JSON)."""
+    from creditsd import jsonio
+
     catalog = _run(lambda ledger: ledger.catalog())
     print(jsonio.dumps({"version": catalog.version, **catalog.settings.content()}))
 
@@ -513,10 +545,13 @@ def pricing_show() -> None:
 @accounts_app.command("show", cls=_Command)
 def accounts_show(account_id: str) -> None:
     """Show an account's balance, held and available credits."""
+    from creditsd import jsonio
 
     async def work(ledger: Ledger) -> None:
         account = await ledger.get_account(account_id)
         money = ledger.money
+        from rich.table import Table
+
         table = Table(show_header=False)
         for label, value in [
             ("id", account.id),
@@ -548,6 +583,7 @@ def grant(
     ] = None,
 ) -> None:
     """Grant credits to an account (audited)."""
+    from creditsd.money import AmountError
 
     async def work(ledger: Ledger) -> None:
         try:
@@ -579,6 +615,7 @@ def reconcile(
     ] = False,
 ) -> None:
     """Verify every account against its transfers; exit 1 if any drifted and was not fixed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     async def work(ledger: Ledger) -> list[Verification]:
         drifted: list[Verification] = []
@@ -601,6 +638,8 @@ def reconcile(
     if not drifted:
         out.print("every account matches its transfers")
         return
+    from rich.table import Table
+
     table = Table("account", "stored", "calculated", "stored held", "calculated held")
     for v in drifted:
         table.add_row(
@@ -658,6 +697,8 @@ def webhooks_retry(
     ],
 ) -> None:
     """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
+    from creditsd import db
+    from creditsd.webhooks import service as webhook_service
 
     async def work(ledger: Ledger) -> None:
         for delivery_id in delivery_ids:
@@ -681,6 +722,8 @@ def stripe_reconcile() -> None:
     never came (``purchase_missing``); those whose purchase Stripe may still deliver are
     listed (``awaiting_purchase``) without failing.
     """
+    from creditsd import db
+    from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 
     async def work(ledger: Ledger) -> list[Mismatch]:
         now = ledger.now()
@@ -734,6 +777,11 @@ def audit(
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
     before and after as recorded (amounts in credits)."""
+    from creditsd import db, jsonio
+    from creditsd.audit import service as audit_service
+    from creditsd.audit.models import AuditFilter
+    from creditsd.pagination import MAX_LIMIT
+
     wanted = AuditFilter(
         target=target,
         actor=actor,
@@ -790,6 +838,8 @@ def export_transactions(
     ] = None,
 ) -> None:
     """Write transfers as CSV (amounts in credits), oldest first."""
+    from creditsd.ledger import export
+
     start, end = _instant(since, "--since"), _instant(until, "--until")
 
     async def work(ledger: Ledger, stream: TextIO) -> int:
