@@ -10,7 +10,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -23,7 +23,6 @@ from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
-    from rich.table import Table
     from typer._click import Context, HelpFormatter  # typer's own copy of click
 
     from creditsd.audit.models import AuditRecord
@@ -127,6 +126,11 @@ def _options(
     ] = False,
 ) -> None:
     """creditsd: an exact credits ledger for AI products."""
+
+
+WIDE = Annotated[
+    bool, typer.Option("--wide", help="Full ids, however wide the table (shortened otherwise).")
+]
 
 
 class Scope(StrEnum):
@@ -443,11 +447,53 @@ def keys_create(
     print(secret)  # plain print: nothing may wrap or colour the secret
 
 
-def _table(*headers: str) -> Table:
-    """A table whose long values wrap onto more lines instead of being cut off."""
+def _print_table(
+    headers: Sequence[str],
+    rows: Iterable[Sequence[str]],
+    *,
+    ids: Collection[str],
+    wide: bool,
+    whole: Collection[str] = (),
+) -> None:
+    """Print ``rows`` as a table that fits the terminal: the columns named in ``ids`` hold
+    ids, shortened (:func:`_short_id`) and never wrapped, nor are those named in ``whole``,
+    while other long values wrap; ``wide`` prints ids in full and lets the table be as wide
+    as they need. Columns are set apart by two spaces, not lines, to leave room for values."""
+    from rich.console import Console
     from rich.table import Column, Table
 
-    return Table(*(Column(header, overflow="fold") for header in headers))
+    table = Table(
+        *(
+            Column(header, no_wrap=header in ids or header in whole, overflow="fold")
+            for header in headers
+        ),
+        box=None,
+        pad_edge=False,
+    )
+    for row in rows:
+        table.add_row(
+            *(
+                value if wide or header not in ids else _short_id(value)
+                for header, value in zip(headers, row, strict=True)
+            )
+        )
+    (Console(highlight=False, width=_UNBOUNDED) if wide else out).print(table)
+
+
+_UNBOUNDED = 100_000  # characters: wider than any table, which takes only what it needs
+_SHORT_HEAD, _SHORT_TAIL = 8, 6
+
+
+def _short_id(value: str) -> str:
+    """An id as a table shows it: whole up to 15 characters, else its first 8 (the prefix
+    and the start of the time) and its last 6 (random, so unique among the rows one reads):
+    ``key_01kbvz7m3fj8q9t0w2x4y6z8ab`` → ``key_01kb…y6z8ab``. Each part of
+    ``key:ID:NAME`` is shortened alone."""
+    if ":" in value:
+        return ":".join(_short_id(part) for part in value.split(":"))
+    if len(value) <= _SHORT_HEAD + 1 + _SHORT_TAIL:
+        return value
+    return f"{value[:_SHORT_HEAD]}…{value[-_SHORT_TAIL:]}"
 
 
 def _moment(when: datetime | None) -> str:
@@ -456,11 +502,20 @@ def _moment(when: datetime | None) -> str:
     return "" if when is None else jsonio.format_timestamp(when)
 
 
+def _table_moment(when: datetime | None, wide: bool) -> str:
+    """A time as a table shows it: UTC to the minute (``2026-12-07 13:18``), in full when
+    ``wide``."""
+    if wide or when is None:
+        return _moment(when)
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
 @keys_app.command("list", cls=_Command)
 def keys_list(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per key, full ids, for scripts.")
     ] = False,
+    wide: WIDE = False,
 ) -> None:
     """List API keys (never their secrets); an expired one is marked so."""
     from creditsd import db, jsonio
@@ -475,18 +530,24 @@ def keys_list(
             fields = ("id", "name", "scope", "hint", "created_at", "revoked_at", "expires_at")
             print(jsonio.dumps({field: getattr(key, field) for field in fields}))
         return
-    table = _table("id", "name", "scope", "secret", "created", "revoked", "expires")
-    for key in found:
-        table.add_row(
-            key.id,
-            key.name,
-            key.scope,
-            key.hint,
-            _moment(key.created_at),
-            _moment(key.revoked_at),
-            _moment(key.expires_at) + (" (expired)" if key.expired(now) else ""),
-        )
-    out.print(table)
+    _print_table(
+        ("id", "name", "scope", "secret", "created", "revoked", "expires"),
+        [
+            (
+                key.id,
+                key.name,
+                key.scope,
+                key.hint,
+                _table_moment(key.created_at, wide),
+                _table_moment(key.revoked_at, wide),
+                _table_moment(key.expires_at, wide) + (" (expired)" if key.expired(now) else ""),
+            )
+            for key in found
+        ],
+        ids={"id"},
+        whole={"created", "revoked", "expires"},
+        wide=wide,
+    )
 
 
 @keys_app.command("revoke", cls=_Command)
@@ -613,6 +674,7 @@ def reconcile(
     fix: Annotated[
         bool, typer.Option("--fix", help="Rebuild drifted balances from the transfers (audited).")
     ] = False,
+    wide: WIDE = False,
 ) -> None:
     """Verify every account against its transfers; exit 1 if any drifted and was not fixed."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -638,18 +700,21 @@ def reconcile(
     if not drifted:
         out.print("every account matches its transfers")
         return
-    from rich.table import Table
-
-    table = Table("account", "stored", "calculated", "stored held", "calculated held")
-    for v in drifted:
-        table.add_row(
-            v.account_id,
-            str(v.stored_balance),
-            str(v.calculated_balance),
-            str(v.stored_held),
-            str(v.calculated_held),
-        )
-    out.print(table)
+    _print_table(
+        ("account", "stored", "calculated", "stored held", "calculated held"),
+        [
+            (
+                v.account_id,
+                str(v.stored_balance),
+                str(v.calculated_balance),
+                str(v.stored_held),
+                str(v.calculated_held),
+            )
+            for v in drifted
+        ],
+        ids={"account"},
+        wide=wide,
+    )
     if fix:
         out.print(f"rebuilt {len(drifted)} account(s) from their transfers (minor units shown)")
         return
@@ -774,6 +839,7 @@ def audit(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per record, for scripts.")
     ] = False,
+    wide: WIDE = False,
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
     before and after as recorded (amounts in credits)."""
@@ -815,18 +881,24 @@ def audit(
         for record in records:
             print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
         return
-    table = _table(*AUDIT_FIELDS)
-    for record in records:
-        table.add_row(
-            str(record.id),
-            jsonio.format_timestamp(record.created_at),
-            record.actor,
-            record.action,
-            record.target,
-            "" if record.before is None else jsonio.dumps(record.before),
-            "" if record.after is None else jsonio.dumps(record.after),
-        )
-    out.print(table)
+    _print_table(
+        AUDIT_FIELDS,
+        [
+            (
+                str(record.id),
+                _table_moment(record.created_at, wide),
+                record.actor,
+                record.action,
+                record.target,
+                "" if record.before is None else jsonio.dumps(record.before),
+                "" if record.after is None else jsonio.dumps(record.after),
+            )
+            for record in records
+        ],
+        ids={"actor", "target"},
+        whole={"created_at", "action"},
+        wide=wide,
+    )
 
 
 @export_app.command("transactions", cls=_Command)
