@@ -107,3 +107,20 @@ async def test_a_whole_response_echoes_and_is_billed_on_its_usage(
     assert (answer.usage.input_tokens, answer.usage.output_tokens) == USAGE
     account = await ledger.get_account("user_1")
     assert (account.balance, account.held) == (10 * ledger.money.unit - PRICE, 0)
+
+
+async def test_a_streamed_response_ends_with_its_usage_and_is_billed_on_it(
+    app: FastAPI, http: httpx.AsyncClient
+) -> None:
+    ledger, client = await _client(app, http)
+    stream = await client.responses.create(
+        model=MODEL, input=ASKED, max_output_tokens=2_000, stream=True
+    )
+    events = [event async for event in stream]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == f"You said: {ASKED}"
+    last = events[-1]
+    assert last.type == "response.completed" and last.response.usage is not None
+    assert (last.response.usage.input_tokens, last.response.usage.output_tokens) == USAGE
+    assert last.response.output_text == f"You said: {ASKED}"
+    assert await settled(ledger) == (10 * ledger.money.unit - PRICE, 0)

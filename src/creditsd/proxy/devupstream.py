@@ -5,7 +5,8 @@ the proxy can be tried (and developed against) offline: ``creditsd dev-upstream`
 - ``POST /v1/chat/completions``: ``You said: <the last user message>``, whole or streamed
   (server-sent ``chat.completion.chunk`` events, one per word, then a chunk with no choices
   carrying ``usage`` when ``stream_options.include_usage`` asks, then ``data: [DONE]``).
-- ``POST /v1/responses``: the same reply as a whole Responses API ``response``.
+- ``POST /v1/responses``: the same reply as a Responses API ``response``, whole or
+  streamed (named events, ``usage`` in the last, ``response.completed``).
 
 Token counts are deterministic: a text's characters over four, rounded up (at least 1),
 so ``{"role": "user", "content": "Hi"}`` is 1 prompt token and ``You said: Hi`` 3
@@ -122,12 +123,10 @@ def _chunks(head: dict[str, Any], answer: str, usage: dict[str, Any] | None) -> 
 
 
 async def responses(request: Request) -> Response:
-    """``POST /v1/responses``, whole only (a streamed call is 400)."""
+    """``POST /v1/responses``, whole or streamed (the Responses API's named events)."""
     payload = await _body(request)
     if isinstance(payload, Response):
         return payload
-    if payload.get("stream") is True:
-        return _error(400, "this stand-in answers the Responses API whole only")
     given = payload.get("input")
     messages = [{"role": "user", "content": given}] if isinstance(given, str) else given
     asked, answer = reply(messages if isinstance(messages, list) else [])
@@ -139,28 +138,68 @@ async def responses(request: Request) -> Response:
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": counted["total_tokens"],
     }
-    text = {"type": "output_text", "text": answer, "annotations": []}
-    item = {
+    model = str(payload.get("model", MODEL))
+    if payload.get("stream") is True:
+        return StreamingResponse(_events(model, answer, usage), media_type="text/event-stream")
+    return JSONResponse(_response(model, [_message(answer, "completed")], usage))
+
+
+def _response(model: str, output: list[Any], usage: dict[str, Any] | None) -> dict[str, Any]:
+    """A Responses API ``response``: completed with its ``usage``, else in progress."""
+    return {
+        "id": "resp_dev",
+        "object": "response",
+        "created_at": CREATED,
+        "status": "completed" if usage is not None else "in_progress",
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    }
+
+
+def _message(text: str, status: str) -> dict[str, Any]:
+    """The answer's output item."""
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    return {
         "type": "message",
         "id": "msg_dev",
-        "status": "completed",
+        "status": status,
         "role": "assistant",
-        "content": [text],
+        "content": content,
     }
-    return JSONResponse(
+
+
+def _events(model: str, answer: str, usage: dict[str, Any]) -> Iterator[str]:
+    """A streamed response's events, a word a delta, ending with ``response.completed``."""
+    place = {"item_id": "msg_dev", "output_index": 0, "content_index": 0}
+    empty = {"type": "output_text", "text": "", "annotations": []}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response(model, [], None)},
         {
-            "id": "resp_dev",
-            "object": "response",
-            "created_at": CREATED,
-            "status": "completed",
-            "model": str(payload.get("model", MODEL)),
-            "output": [item],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "usage": usage,
-        }
-    )
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**_message("", "in_progress"), "content": []},
+        },
+        {"type": "response.content_part.added", **place, "part": empty},
+    ]
+    words = answer.split(" ")
+    events += [
+        {"type": "response.output_text.delta", **place, "delta": word if i == 0 else f" {word}"}
+        for i, word in enumerate(words)
+    ]
+    done = _message(answer, "completed")
+    events += [
+        {"type": "response.output_text.done", **place, "text": answer},
+        {"type": "response.content_part.done", **place, "part": done["content"][0]},
+        {"type": "response.output_item.done", "output_index": 0, "item": done},
+        {"type": "response.completed", "response": _response(model, [done], usage)},
+    ]
+    for number, event in enumerate(events):
+        data = json.dumps({**event, "sequence_number": number})
+        yield f"event: {event['type']}\ndata: {data}\n\n"
 
 
 def create_app() -> Starlette:
