@@ -149,3 +149,19 @@ def test_the_example_lists_every_key() -> None:
 def test_an_empty_database_url_variable_is_an_error_naming_it() -> None:
     with pytest.raises(ConfigError, match="CREDITSD_DATABASE_URL is set but empty"):
         load_settings(os.devnull, environ={"CREDITSD_DATABASE_URL": ""})
+
+
+def test_the_example_is_the_defaults_but_for_what_its_header_says_it_changes() -> None:
+    """Copying the example changes only the sign-up grant and adds its sample packs and
+    plan: its catalog is the built-in one, as it says, so copying it prices nothing
+    differently (it once added a 20 % markup on Claude)."""
+    example = load_settings(EXAMPLE, environ={}).model_dump(mode="json")
+    default = load_settings(os.devnull, environ={}).model_dump(mode="json")
+    assert example["accounts"].pop("signup_grant") == "100"  # credits, as a decimal
+    assert set(example.pop("packs")) == {"1k", "10k", "100k"}
+    assert set(example.pop("plans")) == {"cplan_pro_REPLACE"}
+    assert (default.pop("packs"), default.pop("plans")) == ({}, {})
+    del default["accounts"]["signup_grant"]
+    assert example == default
+    header = EXAMPLE.read_text().split("\n\n", 1)[0]
+    assert "signup_grant" in header and "packs" in header and "plans" in header

@@ -946,6 +946,26 @@ def _output_file(path: Path) -> Iterator[TextIO]:
             raise
 
 
+@app.command("dev-upstream")
+def dev_upstream(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free one).")
+    ] = 9100,
+) -> None:
+    """Run a local stand-in model provider (OpenAI's wire format, no key) for the proxy."""
+    import uvicorn
+
+    from creditsd.proxy.devupstream import create_app as create_upstream
+
+    with _bind(host, port) as sock:
+        url = f"http://{host}:{sock.getsockname()[1]}/v1"
+        out.print(f"a stand-in model provider on {url}; point the proxy at it with")
+        out.print(f"  CREDITSD_PROXY__BASE_URL={url} creditsd serve")
+        server = uvicorn.Server(uvicorn.Config(create_upstream(), log_level="warning"))
+        asyncio.run(server.serve(sockets=[sock]))
+
+
 def main() -> None:
     """Entry point of the ``creditsd`` command."""
     app()

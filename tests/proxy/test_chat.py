@@ -333,3 +333,19 @@ async def test_tool_heavy_calls_reach_the_upstream_only_as_often_as_the_balance_
     assert 1 <= served == len(upstream.requests) <= 2
     assert statuses.count(402) == 20 - served
     assert await settled(proxied) == (proxied.money.unit - served * cost, 0)
+
+
+async def test_a_call_with_no_upstream_key_for_openrouter_is_503_naming_the_setting(
+    make_ledger: LedgerFactory,
+) -> None:
+    """With the default upstream (OpenRouter) and no ``[proxy] api_key``, a call is refused
+    before anything is held, instead of going to OpenRouter unauthenticated (a 502)."""
+    ledger = await make_ledger(proxy={})
+    await ledger.grant("user_1", 10 * ledger.money.unit)
+    answer = await post(ledger, "/chat/completions", {"model": MODEL, "messages": HI})
+    assert answer.status_code == 503
+    error = answer.json()["error"]
+    assert error["code"] == "proxy_not_configured"
+    assert "proxy.api_key" in error["message"]
+    account = await ledger.get_account("user_1")
+    assert (account.balance, account.held) == (10 * ledger.money.unit, 0)

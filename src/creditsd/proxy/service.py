@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from creditsd import db
 from creditsd.config import ProxySettings
@@ -92,12 +93,32 @@ class Route:
         return headers
 
 
+KEYED_HOSTS = ("openrouter.ai", "api.openai.com")  # upstreams that answer nothing without a key
+
+
+class ProxyNotConfigured(Unavailable):
+    """A call whose upstream needs a key the configuration does not give."""
+
+    code = "proxy_not_configured"
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(
+            f"the proxy is not configured: {base_url} needs a key; set proxy.api_key "
+            "(CREDITSD_PROXY__API_KEY), or point proxy.base_url at another upstream "
+            "(creditsd dev-upstream serves one locally)"
+        )
+
+
 def route(settings: ProxySettings, model: str) -> Route:
-    """``[proxy.models."<model>"]`` over ``[proxy]``."""
+    """``[proxy.models."<model>"]`` over ``[proxy]``; an upstream in ``KEYED_HOSTS`` with no
+    key is :class:`ProxyNotConfigured` (503)."""
     own = settings.models.get(model)
     key = own.api_key if own is not None and own.api_key is not None else settings.api_key
+    base_url = ((own.base_url if own else None) or settings.base_url).rstrip("/")
+    if key is None and urlsplit(base_url).hostname in KEYED_HOSTS:
+        raise ProxyNotConfigured(base_url)
     return Route(
-        base_url=((own.base_url if own else None) or settings.base_url).rstrip("/"),
+        base_url=base_url,
         secret=key.get_secret_value() if key is not None else None,
         model=(own.model if own else None) or model,
     )
