@@ -946,7 +946,7 @@ def _output_file(path: Path) -> Iterator[TextIO]:
             raise
 
 
-@app.command("dev-upstream")
+@app.command("dev-upstream", cls=_Command)
 def dev_upstream(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[
@@ -954,6 +954,8 @@ def dev_upstream(
     ] = 9100,
 ) -> None:
     """Run a local stand-in model provider (OpenAI's wire format, no key) for the proxy."""
+    import asyncio
+
     import uvicorn
 
     from creditsd.proxy.devupstream import create_app as create_upstream
