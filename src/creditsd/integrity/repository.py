@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.db import is_sqlite
 from creditsd.integrity.models import Checkpoint, Drift, JobState
 from creditsd.tables import (
     accounts,
@@ -368,5 +369,5 @@ async def read_one_snapshot(conn: AsyncConnection) -> None:
     """Make the rest of the transaction read one snapshot (PostgreSQL's REPEATABLE READ;
     a SQLite transaction already does), so figures read by different statements agree
     while writers commit. It must be the transaction's first statement."""
-    if conn.dialect.name == "postgresql":
+    if not is_sqlite(conn.dialect):
         await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
