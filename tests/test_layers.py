@@ -1,126 +1,142 @@
-"""Dependencies point one way: surfaces → domain services → the ledger engine → the kit."""
+"""The layer map of ``creditsd.layers`` holds: no import points up, and only entry points
+open transactions. Every import counts, type-only and lazy ones included; every broken
+rule is reported with the file and line that break it."""
 
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
 
 import creditsd
+import creditsd.client
+from creditsd.layers import LAYERS, RULES, SDK, Layer, Rule, layer_of
 
 SOURCE = Path(creditsd.__file__).parent
-KIT, ENGINE, DOMAIN, SURFACE = range(4)
-_KIT = {
-    "config",
-    "db",
-    "errors",
-    "fields",
-    "idempotency",
-    "ids",
-    "jsonio",
-    "migrations",
-    "money",
-    "pagination",
-    "price_settings",
-    "repeats",
-    "sqlite",
-    "tables",
-}
-_ENGINE = {"ledger", "audit"}
-_SURFACE = {"api", "cli", "inprocess", "web", "worker", "__main__"}
-_SURFACE_MODULES = {"endpoints", "schemas", "params", "payers"}  # a domain's own HTTP layer
-
-
-def layer(module: str) -> int:
-    """Which layer a ``creditsd`` module belongs to."""
-    parts = module.split(".")[1:]
-    if not parts:
-        return KIT  # the package itself: its version, and Ledger on first use
-    if parts[0] in _SURFACE or parts[-1] in _SURFACE_MODULES:
-        return SURFACE
-    if parts[0] in _KIT:
-        return KIT
-    if parts[0] in _ENGINE:
-        return ENGINE
-    return DOMAIN
+SDK_SOURCE = Path(creditsd.client.__file__).parent
 
 
 def imports(path: Path) -> list[tuple[str, int]]:
-    """The ``creditsd`` modules a file imports at its top level (not those it imports lazily
-    inside functions, nor under ``TYPE_CHECKING``), with their line numbers."""
-    tree = ast.parse(path.read_text())
+    """The ``creditsd`` modules a file imports anywhere (at its top, under
+    ``TYPE_CHECKING``, inside functions), with their line numbers."""
     found = []
-    for node in tree.body:
-        if isinstance(node, ast.If):  # `if TYPE_CHECKING:`
-            continue
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" for alias in node.names]
-            found += [(_module(name), node.lineno) for name in names]
+            found += [(_module(f"{node.module}.{alias.name}"), node.lineno) for alias in node.names]
         elif isinstance(node, ast.Import):
             found += [(_module(alias.name), node.lineno) for alias in node.names]
-    return [(name, line) for name, line in found if name.startswith("creditsd")]
+    ours = [(name, line) for name, line in found if name.split(".")[0] == "creditsd"]
+    return list(dict.fromkeys(ours))
 
 
 def _module(name: str) -> str:
     """The module an imported name lives in (``creditsd.ledger.posting.Posting`` →
     ``creditsd.ledger.posting``)."""
     parts = name.split(".")
-    while len(parts) > 1 and not (
-        (SOURCE.parent / Path(*parts)).with_suffix(".py").exists()
-        or (SOURCE.parent / Path(*parts) / "__init__.py").exists()
-    ):
+    while len(parts) > 1 and not _is_module(".".join(parts)):
         parts.pop()
     return ".".join(parts)
 
 
-def _server_modules() -> list[tuple[str, Path]]:
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _modules(root: Path) -> list[tuple[str, Path]]:
+    """Every module under ``root`` (a package of ``creditsd``) with its file; migrations'
+    versions are frozen history and left out."""
     found = []
-    for path in sorted(SOURCE.rglob("*.py")):
-        relative = path.relative_to(SOURCE.parent).with_suffix("")
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root.parent).with_suffix("")
         module = ".".join(relative.parts).removesuffix(".__init__")
-        if module.startswith(("creditsd.client", "creditsd.migrations.versions")):
-            continue  # the SDK has its own test; migrations are frozen history
-        found.append((module, path))
+        if not module.startswith(("creditsd.migrations.versions", SDK)):
+            found.append((module, path))
     return found
 
 
-def test_the_layers_are_what_this_test_thinks() -> None:
-    assert layer("creditsd.ledger.posting") == ENGINE
-    assert layer("creditsd.ledger.endpoints") == SURFACE
-    assert layer("creditsd.stripe.service") == DOMAIN
-    assert layer("creditsd.db") == KIT
-    assert _module("creditsd.ledger.posting.Posting") == "creditsd.ledger.posting"
+SERVER = _modules(SOURCE)
 
 
-@pytest.mark.parametrize(("module", "path"), _server_modules(), ids=str)
-def test_no_module_imports_a_layer_above_its_own(module: str, path: Path) -> None:
-    own = layer(module)
-    above = [
-        f"line {line}: {imported}"
+def broken(rule: Rule) -> list[str]:
+    """Every import of the server that is ``rule``'s arrow, as ``file:line importer → imported``."""
+    return [
+        f"{path.relative_to(SOURCE.parent)}:{line} {module} → {imported}"
+        for module, path in SERVER
         for imported, line in imports(path)
-        if layer(imported) > own and imported != module
+        if rule.forbids(module, imported)
     ]
-    assert not above, f"{module} imports from above its layer: {above}"
 
 
-def test_the_in_process_api_is_the_package_s_ledger() -> None:
-    from creditsd.inprocess import Ledger
+def test_every_module_is_on_the_map() -> None:
+    unplaced = []
+    for module, _ in SERVER:
+        try:
+            layer_of(module)
+        except KeyError:
+            unplaced.append(module)
+    assert not unplaced, f"modules the layer map does not place: {unplaced}"
+    assert all(_is_module(name) for name in LAYERS), "the map names a module that is gone"
 
-    assert creditsd.Ledger is Ledger
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.name)
+def test_no_import_breaks_the_rule(rule: Rule) -> None:
+    offenders = broken(rule)
+    assert not offenders, f"{rule.name}:\n" + "\n".join(offenders)
+
+
+def test_the_sdk_imports_nothing_of_the_server() -> None:
+    offenders = [
+        f"{path.relative_to(SDK_SOURCE.parent)}:{line} {module} → {imported}"
+        for module, path in _modules(SDK_SOURCE)
+        for imported, line in imports(path)
+        if imported != "creditsd" and not imported.startswith(SDK)
+    ]
+    assert not offenders, "the SDK imports the server:\n" + "\n".join(offenders)
+
+
+def test_the_map_places_by_folder_not_by_file_name() -> None:
+    assert layer_of("creditsd.ledger.posting") == Layer.LEDGER
+    assert layer_of("creditsd.ledger.schemas") == Layer.LEDGER
+    assert layer_of("creditsd.stripe.endpoints") == Layer.SERVICE
+    assert layer_of("creditsd.proxy.service") == Layer.SURFACE
+    assert layer_of("creditsd.db") == Layer.KIT
+    assert layer_of("creditsd") == Layer.SURFACE
+    with pytest.raises(KeyError):
+        layer_of("creditsd.unplaced")
+
+
+def test_the_check_reads_type_only_and_lazy_imports(tmp_path: Path) -> None:
+    service = tmp_path / "service.py"
+    service.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from creditsd.inprocess import Ledger\n"
+        "def f():\n"
+        "    import creditsd.api.auth\n"
+        "    from creditsd.ledger import posting\n"
+    )
+    assert imports(service) == [
+        ("creditsd.inprocess", 3),
+        ("creditsd.api.auth", 5),
+        ("creditsd.ledger.posting", 6),
+    ]
+    (rule,) = [rule for rule in RULES if rule.name == "a service imports the in-process Ledger"]
+    assert rule.forbids("creditsd.stripe.service", "creditsd.inprocess")
+    assert not rule.forbids("creditsd.stripe.service", "creditsd.api.auth")
+    assert not rule.forbids("creditsd.api.auth", "creditsd.inprocess")
 
 
 # Only entry points open, commit or roll back transactions: the surfaces; group commit,
-# which opens the one transaction a batch of concurrent requests shares; the migrations,
-# run before any work; and the kit's ``db`` that they all call, with its SQLite driver.
+# which opens the one transaction a batch of concurrent requests shares; and the kit's
+# ``db`` that they all call, with its SQLite driver.
 _DB_CALLS = {"run", "transaction"}
 _CONNECTION_CALLS = {"connect", "begin", "begin_nested", "commit", "rollback"}
-_OPENS_TRANSACTIONS = {
-    "creditsd.db",
-    "creditsd.sqlite",
-    "creditsd.ledger.batching",
-    "creditsd.migrations",
-}
+_OPENS_TRANSACTIONS = {"creditsd.db", "creditsd.sqlite", "creditsd.ledger.batching"}
 
 
 def transaction_calls(path: Path) -> list[str]:
@@ -132,18 +148,21 @@ def transaction_calls(path: Path) -> list[str]:
         called, on = node.func.attr, node.func.value
         on_db = isinstance(on, ast.Name) and on.id == "db"
         if (on_db and called in _DB_CALLS) or called in _CONNECTION_CALLS:
-            found.append(f"line {node.lineno}: {ast.unparse(node.func)}")
+            found.append(f"{node.lineno} {ast.unparse(node.func)}")
     return found
 
 
 def test_the_check_for_transactions_finds_one(tmp_path: Path) -> None:
     service = tmp_path / "service.py"
     service.write_text("async def f(engine):\n    return await db.run(engine, work)\n")
-    assert transaction_calls(service) == ["line 2: db.run"]
+    assert transaction_calls(service) == ["2 db.run"]
 
 
-@pytest.mark.parametrize(("module", "path"), _server_modules(), ids=str)
-def test_only_entry_points_open_transactions(module: str, path: Path) -> None:
-    if layer(module) == SURFACE or module in _OPENS_TRANSACTIONS:
-        return
-    assert not transaction_calls(path), f"{module} opens its own transactions"
+def test_only_entry_points_open_transactions() -> None:
+    opened = [
+        f"{path.relative_to(SOURCE.parent)}:{call}"
+        for module, path in SERVER
+        if layer_of(module) != Layer.SURFACE and module not in _OPENS_TRANSACTIONS
+        for call in transaction_calls(path)
+    ]
+    assert not opened, "transactions opened below the surfaces:\n" + "\n".join(opened)
