@@ -104,7 +104,7 @@ def test_the_map_places_by_folder_not_by_file_name() -> None:
     assert layer_of("creditsd.ledger.schemas") == Layer.LEDGER
     assert layer_of("creditsd.stripe.endpoints") == Layer.SERVICE
     assert layer_of("creditsd.proxy.service") == Layer.SURFACE
-    assert layer_of("creditsd.db") == Layer.KIT
+    assert layer_of("creditsd.kit.db") == Layer.KIT
     assert layer_of("creditsd") == Layer.SURFACE
     with pytest.raises(KeyError):
         layer_of("creditsd.unplaced")
@@ -136,7 +136,7 @@ def test_the_check_reads_type_only_and_lazy_imports(tmp_path: Path) -> None:
 # ``db`` that they all call, with its SQLite driver.
 _DB_CALLS = {"run", "transaction"}
 _CONNECTION_CALLS = {"connect", "begin", "begin_nested", "commit", "rollback"}
-_OPENS_TRANSACTIONS = {"creditsd.db", "creditsd.sqlite", "creditsd.ledger.batching"}
+_OPENS_TRANSACTIONS = {"creditsd.kit.db", "creditsd.kit.sqlite", "creditsd.ledger.batching"}
 
 
 def transaction_calls(path: Path) -> list[str]:

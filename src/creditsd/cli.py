@@ -201,9 +201,9 @@ def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
     an exit code, never a traceback."""
     import asyncio
 
-    from creditsd import db
     from creditsd.config import ConfigError
-    from creditsd.errors import CreditsError
+    from creditsd.kit import db
+    from creditsd.kit.errors import CreditsError
     from creditsd.migrations import SchemaNotCurrent
 
     try:
@@ -259,11 +259,11 @@ def serve(
 
     import uvicorn
 
-    from creditsd import db
     from creditsd.api.app import create_app
     from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
     from creditsd.inprocess import Ledger
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     class Server(uvicorn.Server):
         """uvicorn's server, announcing itself once it accepts connections."""
@@ -406,8 +406,8 @@ def migrate() -> None:
 
 
 def _lifetime(text: str) -> timedelta:
-    from creditsd.errors import CreditsError
     from creditsd.keys import service as keys
+    from creditsd.kit.errors import CreditsError
 
     try:
         return keys.parse_lifetime(text)
@@ -429,8 +429,8 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
-    from creditsd import db
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     key, secret = _run(
         lambda ledger: db.run(
@@ -497,7 +497,7 @@ def _short_id(value: str) -> str:
 
 
 def _moment(when: datetime | None) -> str:
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     return "" if when is None else jsonio.format_timestamp(when)
 
@@ -518,8 +518,8 @@ def keys_list(
     wide: WIDE = False,
 ) -> None:
     """List API keys (never their secrets); an expired one is marked so."""
-    from creditsd import db, jsonio
     from creditsd.keys import service as keys
+    from creditsd.kit import db, jsonio
 
     async def work(ledger: Ledger) -> tuple[list[ApiKey], datetime]:
         return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
@@ -553,8 +553,8 @@ def keys_list(
 @keys_app.command("revoke", cls=_Command)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
     """Revoke an API key: it stops working at once."""
-    from creditsd import db
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     key = _run(
         lambda ledger: db.run(
@@ -597,7 +597,7 @@ def pricing_diff() -> None:
 @pricing_app.command("show", cls=_Command)
 def pricing_show() -> None:
     """Print the catalog version prices come from now (JSON)."""
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     catalog = _run(lambda ledger: ledger.catalog())
     print(jsonio.dumps({"version": catalog.version, **catalog.settings.content()}))
@@ -606,7 +606,7 @@ def pricing_show() -> None:
 @accounts_app.command("show", cls=_Command)
 def accounts_show(account_id: str) -> None:
     """Show an account's balance, held and available credits."""
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     async def work(ledger: Ledger) -> None:
         account = await ledger.get_account(account_id)
@@ -644,7 +644,7 @@ def grant(
     ] = None,
 ) -> None:
     """Grant credits to an account (audited)."""
-    from creditsd.money import AmountError
+    from creditsd.kit.money import AmountError
 
     async def work(ledger: Ledger) -> None:
         try:
@@ -762,7 +762,7 @@ def webhooks_retry(
     ],
 ) -> None:
     """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
-    from creditsd import db
+    from creditsd.kit import db
     from creditsd.webhooks import service as webhook_service
 
     async def work(ledger: Ledger) -> None:
@@ -787,7 +787,7 @@ def stripe_reconcile() -> None:
     never came (``purchase_missing``); those whose purchase Stripe may still deliver are
     listed (``awaiting_purchase``) without failing.
     """
-    from creditsd import db
+    from creditsd.kit import db
     from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 
     async def work(ledger: Ledger) -> list[Mismatch]:
@@ -843,10 +843,10 @@ def audit(
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
     before and after as recorded (amounts in credits)."""
-    from creditsd import db, jsonio
     from creditsd.audit import service as audit_service
     from creditsd.audit.models import AuditFilter
-    from creditsd.pagination import MAX_LIMIT
+    from creditsd.kit import db, jsonio
+    from creditsd.kit.pagination import MAX_LIMIT
 
     wanted = AuditFilter(
         target=target,

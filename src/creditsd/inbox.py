@@ -14,10 +14,9 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
-from creditsd.ledger.models import Page
-from creditsd.ledger.statements import insert_or_skip
-from creditsd.pagination import InvalidCursor, decode_cursor, encode_cursor
+from creditsd.kit import jsonio
+from creditsd.kit.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import webhook_events
 
 _E = webhook_events.c

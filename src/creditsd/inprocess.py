@@ -18,17 +18,20 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from creditsd import db, migrations
+from creditsd import migrations
 from creditsd.config import ConfigError, Settings
-from creditsd.errors import CreditsError, InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
-from creditsd.idempotency import resolve_key
 from creditsd.integrity import service as integrity
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, InvalidAmount, InvalidRequest
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import INT64_MAX, Money
+from creditsd.kit.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from creditsd.kit.rows import insert_or_skip
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
-from creditsd.ledger import statements
 from creditsd.ledger.batching import GroupCommit, Submitted
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
@@ -39,14 +42,11 @@ from creditsd.ledger.models import (
     History,
     Hold,
     Metadata,
-    Page,
     Transfer,
     Verification,
 )
 from creditsd.ledger.spending import SpendingMemo
 from creditsd.migrations import check_current
-from creditsd.money import INT64_MAX, Money
-from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import service as pricing_service
 from creditsd.pricing.catalog import Catalog, Price, Use
@@ -173,7 +173,7 @@ class Ledger:
                 await conn.execute(select(ledger_meta.c.value).where(ledger_meta.c.key == "scale"))
             ).scalar_one_or_none()
             if stored is None:
-                insert = statements.insert_or_skip(conn)
+                insert = insert_or_skip(conn)
                 await conn.execute(
                     insert(ledger_meta).values(key="scale", value=scale).on_conflict_do_nothing()
                 )

@@ -50,19 +50,11 @@ LAYERS: dict[str, Layer] = {
     "creditsd.usage": Layer.SERVICE,
     "creditsd.webhooks": Layer.SERVICE,
     "creditsd.ledger": Layer.LEDGER,
+    "creditsd.kit": Layer.KIT,
+    # The deployment's settings and its tables, which every layer reads.
     "creditsd.config": Layer.KIT,
-    "creditsd.db": Layer.KIT,
-    "creditsd.errors": Layer.KIT,
-    "creditsd.fields": Layer.KIT,
-    "creditsd.idempotency": Layer.KIT,
-    "creditsd.ids": Layer.KIT,
-    "creditsd.jsonio": Layer.KIT,
     "creditsd.layers": Layer.KIT,
-    "creditsd.money": Layer.KIT,
-    "creditsd.pagination": Layer.KIT,
     "creditsd.price_settings": Layer.KIT,
-    "creditsd.repeats": Layer.KIT,
-    "creditsd.sqlite": Layer.KIT,
     "creditsd.tables": Layer.KIT,
 }
 

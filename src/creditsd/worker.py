@@ -19,14 +19,14 @@ from functools import partial
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, ids, jsonio
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
 from creditsd.integrity import checkpoints
 from creditsd.integrity import repository as integrity_repo
 from creditsd.integrity import service as integrity
 from creditsd.integrity.models import ChainReport, Checkpoint
-from creditsd.repeats import repeats
+from creditsd.kit import db, ids, jsonio
+from creditsd.kit.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Message

@@ -25,9 +25,9 @@ async def test_only_an_admin_key_attaches_aliases(make_ledger: LedgerFactory) ->
 
 async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFactory) -> None:
     from creditsd.clerk.service import CLERK_APP
-    from creditsd.errors import InvalidRequest
     from creditsd.gateway.service import GATEWAY_APP
     from creditsd.inprocess import LOCAL_APP
+    from creditsd.kit.errors import InvalidRequest
     from creditsd.ledger.models import INTERNAL_APPS, SYSTEM_APP
     from creditsd.stripe.service import STRIPE_APP
 
@@ -42,7 +42,7 @@ async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFacto
 async def test_a_key_stored_under_a_reserved_name_is_refused(make_ledger: LedgerFactory) -> None:
     from sqlalchemy import update
 
-    from creditsd import db
+    from creditsd.kit import db
     from creditsd.tables import api_keys
 
     ledger = await make_ledger()

@@ -14,8 +14,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from tests.clerk.conftest import (
     PAYLOADS,
     PUBLISHED_FREE,

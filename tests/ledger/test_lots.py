@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd import db
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger import lot_repository
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from creditsd.ledger.models import EXPIRED

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
-from creditsd.errors import CreditsError
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError
 from creditsd.ledger.models import Transfer
 from creditsd.tables import accounts, lots, transfers
 from creditsd.webhooks import service as webhooks

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger.errors import AccountClosed, AccountFrozen
 from creditsd.tables import accounts, lots
 from tests.conftest import Clock

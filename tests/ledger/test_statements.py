@@ -18,11 +18,11 @@ from sqlalchemy import Column, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, ids
-from creditsd.db import RetryTransaction
-from creditsd.errors import RuleViolated
 from creditsd.holds import service as holds_service
 from creditsd.inprocess import Ledger
+from creditsd.kit import db, ids
+from creditsd.kit.db import RetryTransaction
+from creditsd.kit.errors import RuleViolated
 from creditsd.ledger import posting, statements
 from creditsd.ledger.models import REVENUE, Hold, Transfer
 from creditsd.ledger.service import charge_posting

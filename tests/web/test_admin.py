@@ -21,9 +21,10 @@ from playwright.async_api import BrowserContext, Page, expect
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 from creditsd.price_settings import PricingSettings
 from creditsd.tables import accounts, audit_log, ledger_meta, web_tokens
 from creditsd.web.signing import Signer

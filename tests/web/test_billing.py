@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from creditsd.kit.money import Money
 from creditsd.ledger.models import REVENUE, Transfer
-from creditsd.money import Money
 from creditsd.web import billing
 
 MONEY = Money(4)

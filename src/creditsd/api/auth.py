@@ -22,10 +22,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
-from creditsd.errors import Forbidden, Unauthenticated
 from creditsd.inprocess import Ledger
 from creditsd.keys.service import ApiKey
+from creditsd.kit import db
+from creditsd.kit.errors import Forbidden, Unauthenticated
 from creditsd.proxy.keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
 API_KEY = "creditsd.api_key"  # the request scope's entry naming the key that authenticated

@@ -24,14 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
-from creditsd import db
 from creditsd.api.auth import LedgerDep, require
 from creditsd.api.errors import error_responses
-from creditsd.errors import Unavailable
 from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS
 from creditsd.integrity import service as integrity
 from creditsd.integrity.models import Health
+from creditsd.kit import db
+from creditsd.kit.errors import Unavailable
 from creditsd.webhooks import repository as webhook_repo
 from creditsd.webhooks.models import Backlog
 

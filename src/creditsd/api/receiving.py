@@ -10,9 +10,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inbox import Outcome
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 
 Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
 

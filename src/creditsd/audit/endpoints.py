@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from creditsd import db
 from creditsd.api.auth import AdminKey, LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
@@ -15,7 +14,8 @@ from creditsd.api.params import Cursor, Limit, respond
 from creditsd.audit import service
 from creditsd.audit.models import AuditFilter
 from creditsd.audit.schemas import AuditRecordOut, AuditRecordPage
-from creditsd.fields import NoNul
+from creditsd.kit import db
+from creditsd.kit.fields import NoNul
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["audit"])
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from creditsd.money import Money
+from creditsd.kit.money import Money
 
 # Figures audit records hold in minor units, shown in credits by every reader; ``lots``
 # maps each lot's id to what remains of it.

@@ -17,8 +17,8 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.config import ClerkSettings
-from creditsd.errors import InvalidEvent, InvalidSignature
 from creditsd.inbox import Outcome
+from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger

@@ -12,7 +12,6 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import Counter
 
-from creditsd import db
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
@@ -26,7 +25,8 @@ from creditsd.gateway.schemas import (
     UsageReceipt,
 )
 from creditsd.inprocess import Ledger
-from creditsd.jsonio import format_timestamp
+from creditsd.kit import db
+from creditsd.kit.jsonio import format_timestamp
 
 KEYED_BY_PAYLOAD = Counter(
     "creditsd_gateway_usage_without_request_id_total",

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import NoNul, StrictRequest, WholeNumber, check_metadata, decimal_field
+from creditsd.kit.fields import NoNul, StrictRequest, WholeNumber, check_metadata, decimal_field
 
 _NUMBER_SCHEMA = {
     "anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?$"}]

@@ -16,16 +16,17 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids, inbox
+from creditsd import inbox
 from creditsd.config import LinkSettings
-from creditsd.errors import InvalidRequest
 from creditsd.gateway.errors import BadInternalSecret, GatewayNotConfigured
-from creditsd.idempotency import fingerprint
+from creditsd.kit import ids
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.idempotency import fingerprint
+from creditsd.kit.money import AmountError, Money
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
 from creditsd.ledger.models import GATEWAY, REVENUE, Transfer
-from creditsd.money import AmountError, Money
 
 GATEWAY_APP = "gateway"  # the app name on the transfers the gateway's calls make
 _CENT_HUNDREDTHS = Decimal("0.0001")

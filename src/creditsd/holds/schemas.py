@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import (
+from creditsd.kit.fields import (
     AccountId,
     AmountOut,
     IdempotencyKey,
@@ -16,9 +16,9 @@ from creditsd.fields import (
     StrictRequest,
     Text,
 )
+from creditsd.kit.money import Money
 from creditsd.ledger.models import Hold
 from creditsd.ledger.schemas import TransferOut
-from creditsd.money import Money
 from creditsd.pricing.schemas import PricedRequest
 
 

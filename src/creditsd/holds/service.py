@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.holds import repository as repo
 from creditsd.holds.errors import ExpiryTooLong
-from creditsd.idempotency import fingerprint
+from creditsd.kit import ids
+from creditsd.kit.idempotency import fingerprint
 from creditsd.ledger import posting
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import HoldNotFound

@@ -32,7 +32,7 @@ from creditsd.integrity.models import (
     ChainBreak,
     Violation,
 )
-from creditsd.jsonio import format_timestamp
+from creditsd.kit.jsonio import format_timestamp
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 

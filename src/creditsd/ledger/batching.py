@@ -13,7 +13,7 @@ entry keeps its own outcome (the engine refuses an entry alone, never its batch-
 and nobody is answered before the batch has committed.
 
 A batch that fails on a fault (the database down, stalled, or a row locked past
-``lock_timeout``) answers every member at once (503, :class:`~creditsd.errors.Unavailable`
+``lock_timeout``) answers every member at once (503, :class:`~creditsd.kit.errors.Unavailable`
 or the fault), and with them the entries still queued that would meet the same fault: all
 of them when the whole database failed, those of the batch's accounts when a row lock did.
 So nobody waits longer than the timeouts of one transaction. The accounts of a batch a
@@ -33,8 +33,8 @@ from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from creditsd import db
-from creditsd.errors import Unavailable
+from creditsd.kit import db
+from creditsd.kit.errors import Unavailable
 from creditsd.ledger import posting
 
 BATCH_SIZES = Histogram(

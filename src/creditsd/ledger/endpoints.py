@@ -18,7 +18,7 @@ from creditsd.api.params import (
     respond,
     units,
 )
-from creditsd.fields import AccountId, NoNul
+from creditsd.kit.fields import AccountId, NoNul
 from creditsd.ledger.schemas import (
     AccountOut,
     AccountPage,

@@ -38,9 +38,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
-from creditsd.errors import CreditsError
-from creditsd.idempotency import fingerprint
+from creditsd.kit import ids
+from creditsd.kit.errors import CreditsError
+from creditsd.kit.idempotency import fingerprint
+from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
 from creditsd.ledger import statements
 from creditsd.ledger.errors import (
     AccountNotFound,
@@ -74,7 +75,6 @@ from creditsd.ledger.models import (
     is_system,
 )
 from creditsd.ledger.statements import Message
-from creditsd.money import INT64_MAX, INT64_MIN, Money
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import (
+from creditsd.kit.fields import (
     AccountId,
     AmountIn,
     AmountOut,
@@ -19,8 +19,8 @@ from creditsd.fields import (
     Text,
     WholeNumber,
 )
+from creditsd.kit.money import Money
 from creditsd.ledger.models import Account, Transfer, Verification, transfer_view
-from creditsd.money import Money
 from creditsd.pricing.schemas import PricedRequest
 
 

@@ -26,9 +26,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
-from creditsd import sqlite as sqlite_driver
-from creditsd.db import RetryTransaction, is_sqlite
+from creditsd.kit import jsonio
+from creditsd.kit import sqlite as sqlite_driver
+from creditsd.kit.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
 from creditsd.tables import (
     Timestamp,
@@ -1010,8 +1010,3 @@ _POSTGRES = PostgresStatements()
 def of(conn: AsyncConnection) -> Statements:
     """The statements for the database behind ``conn``."""
     return _SQLITE if is_sqlite(conn.dialect) else _POSTGRES
-
-
-def insert_or_skip(conn: AsyncConnection) -> Callable[[Table], Any]:
-    """This database's ``INSERT … ON CONFLICT DO NOTHING`` constructor."""
-    return of(conn).insert_or_skip

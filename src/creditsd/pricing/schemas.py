@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from creditsd.fields import AmountIn, AmountOut, StrictRequest, decimal_field
+from creditsd.kit.fields import AmountIn, AmountOut, StrictRequest, decimal_field
 from creditsd.price_settings import FEATURE_PATTERN, MAX_TTLS, MODEL_PATTERN, CacheTTL
 from creditsd.pricing.catalog import FeatureUse, Price, TokenUse, Use, ttl_counts
 from creditsd.pricing.providers import (

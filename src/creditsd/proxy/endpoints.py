@@ -20,13 +20,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from creditsd import jsonio
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses, openai_error
 from creditsd.api.http import ExactJSONResponse, InvalidJSON, bounded_body
 from creditsd.api.observe import STARTED_SCOPE
-from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
+from creditsd.kit import jsonio
+from creditsd.kit.errors import CreditsError
 from creditsd.pricing.catalog import TokenUse
 from creditsd.pricing.providers import OpenAIEmbeddingsUsage, OpenAIResponsesUsage
 from creditsd.proxy import embeddings, responses, service

@@ -45,9 +45,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from creditsd import db
 from creditsd.config import ProxySettings
-from creditsd.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.kit.repeats import repeats
 from creditsd.ledger.errors import HoldNotOpen, InsufficientCredits
 from creditsd.ledger.models import Hold
 from creditsd.pricing.catalog import Catalog, TokenUse, ZeroPrice
@@ -56,7 +57,6 @@ from creditsd.pricing.providers import (
     OpenAIEmbeddingsUsage,
     OpenAIResponsesUsage,
 )
-from creditsd.repeats import repeats
 
 if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
     from creditsd.inprocess import Ledger

@@ -20,7 +20,7 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
 from creditsd.proxy.connections import Answer
 from creditsd.proxy.service import Call, Outcome
 

@@ -17,8 +17,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.config import PackSettings
-from creditsd.errors import InvalidEvent, InvalidSignature
 from creditsd.inbox import Outcome
+from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import service
 from creditsd.stripe.errors import (

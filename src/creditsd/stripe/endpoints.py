@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.api import receiving
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.errors import not_active
 from creditsd.ledger.service import resolve_account

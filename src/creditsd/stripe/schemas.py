@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from creditsd.config import PackSettings
-from creditsd.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
-from creditsd.money import Money
+from creditsd.kit.fields import AccountId, AmountOut, IdempotencyKey, StrictRequest
+from creditsd.kit.money import Money
 from creditsd.stripe.billing import Checkout
 
 # Kept as written: Stripe fills in a literal {CHECKOUT_SESSION_ID} in these URLs.

@@ -18,13 +18,13 @@ from creditsd import inbox
 from creditsd.audit import repository as audit
 from creditsd.config import Settings
 from creditsd.inbox import Outcome
+from creditsd.kit.money import Money
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import STRIPE, Metadata
-from creditsd.money import Money
 from creditsd.plans.service import grant_allowance
 from creditsd.stripe import repository as repo
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from creditsd.fields import AccountId, Metadata, StrictRequest
+from creditsd.kit.fields import AccountId, Metadata, StrictRequest
 from creditsd.pricing.schemas import PricedUse
 
 MAX_EVENTS = 1000

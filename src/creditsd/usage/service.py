@@ -7,13 +7,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.errors import CreditsError
-from creditsd.idempotency import resolve_key
+from creditsd.kit.errors import CreditsError
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import Money
 from creditsd.ledger import posting
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Transfer
-from creditsd.money import Money
 from creditsd.pricing.catalog import Catalog, FeatureUse
 from creditsd.usage.models import UsageEvent, UsageResult
 

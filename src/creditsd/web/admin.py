@@ -29,23 +29,24 @@ from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.datastructures import FormData
 
-from creditsd import db, inbox, jsonio
+from creditsd import inbox
 from creditsd.api.auth import actor, ledger_of
 from creditsd.audit import repository as audit_repo
 from creditsd.audit import service as audit_service
 from creditsd.audit.models import AuditFilter
 from creditsd.clerk.service import SOURCE as CLERK_SOURCE
-from creditsd.errors import CreditsError, Forbidden, InvalidRequest, NotFound
 from creditsd.gateway.service import GATEWAY_APP
 from creditsd.holds import repository as holds_repo
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
+from creditsd.kit import db, jsonio
+from creditsd.kit.errors import CreditsError, Forbidden, InvalidRequest, NotFound
+from creditsd.kit.money import INT64_MAX, AmountError
 from creditsd.ledger import export
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.models import Account, Transfer
-from creditsd.money import INT64_MAX, AmountError
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe

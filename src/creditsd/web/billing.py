@@ -10,8 +10,8 @@ from decimal import Decimal
 from typing import Any
 
 from creditsd.gateway.service import GATEWAY_APP
+from creditsd.kit.money import Money
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
-from creditsd.money import Money
 from creditsd.web.pages import credits
 
 CHART_DAYS = 30

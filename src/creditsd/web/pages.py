@@ -23,10 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.staticfiles import StaticFiles
 
-from creditsd import db
-from creditsd.errors import CreditsError, Forbidden
 from creditsd.inprocess import Ledger
-from creditsd.ledger import statements
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, Forbidden
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import ledger_meta
 from creditsd.web.signing import Signer, new_secret
 
@@ -76,7 +76,7 @@ async def signer(request: Request) -> Signer:
 
 
 async def _stored_secret(conn: AsyncConnection) -> str:
-    insert = statements.insert_or_skip(conn)
+    insert = insert_or_skip(conn)
     await conn.execute(
         insert(ledger_meta).values(key=SECRET_ROW, value=new_secret()).on_conflict_do_nothing()
     )

@@ -24,10 +24,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from creditsd import db
 from creditsd.api.auth import ledger_of
-from creditsd.errors import NotFound, Unauthenticated
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
+from creditsd.kit.errors import NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling

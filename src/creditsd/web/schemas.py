@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import AccountId, StrictRequest
+from creditsd.kit.fields import AccountId, StrictRequest
 from creditsd.stripe.schemas import WebUrl
 
 

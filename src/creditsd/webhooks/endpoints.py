@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from creditsd import db
 from creditsd.api.auth import AdminKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, respond
-from creditsd.idempotency import resolve_key
-from creditsd.money import INT64_MAX
-from creditsd.pagination import MAX_LIMIT
+from creditsd.kit import db
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import INT64_MAX
+from creditsd.kit.pagination import MAX_LIMIT
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service
 from creditsd.webhooks.schemas import (

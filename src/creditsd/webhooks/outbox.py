@@ -18,13 +18,13 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
+from creditsd.kit import ids
+from creditsd.kit.money import plain
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of, stored_figures
 from creditsd.ledger.statements import Message
-from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import models
 from creditsd.webhooks import repository as repo

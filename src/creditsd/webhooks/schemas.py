@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import StrictRequest, Text
+from creditsd.kit.fields import StrictRequest, Text
 from creditsd.webhooks.models import EVENT_TYPES, Endpoint, EventType, Message
 
 

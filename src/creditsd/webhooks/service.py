@@ -6,13 +6,12 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.audit import repository as audit
-from creditsd.errors import NotFound
-from creditsd.idempotency import fingerprint
-from creditsd.ledger.models import Page
+from creditsd.kit import ids
+from creditsd.kit.errors import NotFound
+from creditsd.kit.idempotency import fingerprint
+from creditsd.kit.pagination import Page, decode_id_cursor, encode_cursor
 from creditsd.ledger.service import check_replay
-from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import Endpoint, Message
 from creditsd.webhooks.signing import new_secret

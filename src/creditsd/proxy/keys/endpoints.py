@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from creditsd import db
 from creditsd.api.auth import AppKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import Cursor, Limit, respond, units
-from creditsd.ids import ACCOUNT_ID_PATTERN
+from creditsd.kit import db
+from creditsd.kit.ids import ACCOUNT_ID_PATTERN
 from creditsd.proxy.keys import service
 from creditsd.proxy.keys.schemas import ProxyKeyCreate, ProxyKeyCreated, ProxyKeyOut, ProxyKeyPage
 

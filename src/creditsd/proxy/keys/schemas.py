@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import (
+from creditsd.kit.fields import (
     AccountId,
     AmountIn,
     AmountOut,
@@ -16,7 +16,7 @@ from creditsd.fields import (
     StrictRequest,
     WholeNumber,
 )
-from creditsd.money import Money
+from creditsd.kit.money import Money
 from creditsd.proxy.keys.models import ProxyKey
 
 RateLimit = Annotated[int, Field(gt=0, le=1_000_000), WholeNumber]

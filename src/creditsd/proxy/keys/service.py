@@ -8,14 +8,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.keys.service import check_lifetime, find_by_secret, new_secret
+from creditsd.kit import ids
+from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
-from creditsd.ledger.models import Page
-from creditsd.pagination import decode_cursor, encode_cursor
 from creditsd.proxy.keys import repository as repo
 from creditsd.proxy.keys.models import ProxyKey
 from creditsd.tables import proxy_keys

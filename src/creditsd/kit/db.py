@@ -20,11 +20,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from creditsd import jsonio
-from creditsd import sqlite as sqlite_driver
 from creditsd.config import DatabaseSettings
-from creditsd.errors import RuleViolated, Unavailable
-from creditsd.repeats import repeats
+from creditsd.kit import jsonio
+from creditsd.kit import sqlite as sqlite_driver
+from creditsd.kit.errors import RuleViolated, Unavailable
+from creditsd.kit.repeats import repeats
 
 log = logging.getLogger(__name__)
 

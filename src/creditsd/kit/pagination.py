@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from creditsd.errors import InvalidRequest
+from creditsd.kit.errors import InvalidRequest
+
+T = TypeVar("T")
 
 MAX_LIMIT = 100
 _ROW_ID = re.compile(r"[1-9][0-9]{0,17}")  # a positive id that fits a 64-bit column
@@ -49,3 +53,11 @@ def decode_id_cursor(cursor: str | None) -> int | None:
     if not _ROW_ID.fullmatch(position):
         raise InvalidCursor
     return int(position)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a list and the cursor for the next, if any."""
+
+    items: list[T]
+    next_cursor: str | None

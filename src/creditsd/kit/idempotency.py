@@ -6,8 +6,8 @@ import hashlib
 import re
 import secrets
 
-from creditsd import jsonio
-from creditsd.errors import InvalidRequest
+from creditsd.kit import jsonio
+from creditsd.kit.errors import InvalidRequest
 
 KEY_PATTERN = r"[\x21-\x7e]{1,255}"
 _KEY = re.compile(KEY_PATTERN)

@@ -15,9 +15,9 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from creditsd.idempotency import KEY_PATTERN
-from creditsd.ids import ACCOUNT_ID_PATTERN
-from creditsd.money import AmountError, parse_decimal
+from creditsd.kit.idempotency import KEY_PATTERN
+from creditsd.kit.ids import ACCOUNT_ID_PATTERN
+from creditsd.kit.money import AmountError, parse_decimal
 
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 64
