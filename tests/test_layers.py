@@ -101,8 +101,8 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
 
 def test_the_map_places_by_folder_not_by_file_name() -> None:
     assert layer_of("creditsd.ledger.posting") == Layer.LEDGER
-    assert layer_of("creditsd.ledger.schemas") == Layer.LEDGER
-    assert layer_of("creditsd.stripe.endpoints") == Layer.SERVICE
+    assert layer_of("creditsd.api.schemas.ledger") == Layer.SURFACE
+    assert layer_of("creditsd.stripe.repository") == Layer.SERVICE
     assert layer_of("creditsd.proxy.service") == Layer.SURFACE
     assert layer_of("creditsd.kit.db") == Layer.KIT
     assert layer_of("creditsd") == Layer.SURFACE

@@ -37,7 +37,6 @@ LAYERS: dict[str, Layer] = {
     "creditsd.proxy": Layer.SURFACE,  # the one orchestrator that spans transactions
     "creditsd.web": Layer.SURFACE,
     "creditsd.worker": Layer.SURFACE,
-    "creditsd.audit": Layer.SERVICE,
     "creditsd.clerk": Layer.SERVICE,
     "creditsd.gateway": Layer.SERVICE,
     "creditsd.holds": Layer.SERVICE,
@@ -46,10 +45,12 @@ LAYERS: dict[str, Layer] = {
     "creditsd.keys": Layer.SERVICE,
     "creditsd.plans": Layer.SERVICE,
     "creditsd.pricing": Layer.SERVICE,
+    "creditsd.proxy_keys": Layer.SERVICE,
     "creditsd.stripe": Layer.SERVICE,
     "creditsd.usage": Layer.SERVICE,
     "creditsd.webhooks": Layer.SERVICE,
     "creditsd.ledger": Layer.LEDGER,
+    "creditsd.audit": Layer.LEDGER,  # written by the engine in the transaction of each change
     "creditsd.kit": Layer.KIT,
     # The deployment's settings and its tables, which every layer reads.
     "creditsd.config": Layer.KIT,

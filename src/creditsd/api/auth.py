@@ -26,7 +26,7 @@ from creditsd.inprocess import Ledger
 from creditsd.keys.service import ApiKey
 from creditsd.kit import db
 from creditsd.kit.errors import Forbidden, Unauthenticated
-from creditsd.proxy.keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
+from creditsd.proxy_keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
 API_KEY = "creditsd.api_key"  # the request scope's entry naming the key that authenticated
 bearer = HTTPBearer(

@@ -25,13 +25,13 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from creditsd.api.auth import ledger_of
+from creditsd.api.routes.stripe import paying_customer
 from creditsd.inprocess import Ledger
 from creditsd.kit import db
 from creditsd.kit.errors import NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
-from creditsd.stripe.endpoints import paying_customer
 from creditsd.web import billing
 from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (

@@ -11,9 +11,9 @@ from creditsd.api.auth import AdminKey, LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import Cursor, Limit, respond
+from creditsd.api.schemas.audit import AuditRecordOut, AuditRecordPage
 from creditsd.audit import service
 from creditsd.audit.models import AuditFilter
-from creditsd.audit.schemas import AuditRecordOut, AuditRecordPage
 from creditsd.kit import db
 from creditsd.kit.fields import NoNul
 

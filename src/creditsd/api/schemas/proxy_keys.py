@@ -17,7 +17,7 @@ from creditsd.kit.fields import (
     WholeNumber,
 )
 from creditsd.kit.money import Money
-from creditsd.proxy.keys.models import ProxyKey
+from creditsd.proxy_keys.models import ProxyKey
 
 RateLimit = Annotated[int, Field(gt=0, le=1_000_000), WholeNumber]
 

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from creditsd.api.schemas.ledger import TransferOut
+from creditsd.api.schemas.pricing import PricedRequest
 from creditsd.kit.fields import (
     AccountId,
     AmountOut,
@@ -18,8 +20,6 @@ from creditsd.kit.fields import (
 )
 from creditsd.kit.money import Money
 from creditsd.ledger.models import Hold
-from creditsd.ledger.schemas import TransferOut
-from creditsd.pricing.schemas import PricedRequest
 
 
 class HoldCreate(PricedRequest):

@@ -11,10 +11,10 @@ from creditsd.api.auth import AppKey, LedgerDep
 from creditsd.api.errors import error_detail, error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
+from creditsd.api.schemas.usage import UsageBatch, UsageBatchOut, UsageEventIn, UsageResultOut
 from creditsd.kit.errors import CreditsError
 from creditsd.kit.money import Money
 from creditsd.usage.models import UsageEvent, UsageResult
-from creditsd.usage.schemas import UsageBatch, UsageBatchOut, UsageEventIn, UsageResultOut
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["usage"])
 

@@ -10,19 +10,19 @@ from creditsd.api.auth import AdminKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, respond
-from creditsd.kit import db
-from creditsd.kit.idempotency import resolve_key
-from creditsd.kit.money import INT64_MAX
-from creditsd.kit.pagination import MAX_LIMIT
-from creditsd.webhooks import repository as repo
-from creditsd.webhooks import service
-from creditsd.webhooks.schemas import (
+from creditsd.api.schemas.webhooks import (
     DeliveryOut,
     DeliveryPage,
     EndpointCreate,
     EndpointList,
     EndpointOut,
 )
+from creditsd.kit import db
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import INT64_MAX
+from creditsd.kit.pagination import MAX_LIMIT
+from creditsd.webhooks import repository as repo
+from creditsd.webhooks import service
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["webhooks"])
 EndpointId = Annotated[str, Path(max_length=32, pattern=r"^we_[0-9a-z]+$")]

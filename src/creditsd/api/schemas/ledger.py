@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from creditsd.api.schemas.pricing import PricedRequest
 from creditsd.kit.fields import (
     AccountId,
     AmountIn,
@@ -21,7 +22,6 @@ from creditsd.kit.fields import (
 )
 from creditsd.kit.money import Money
 from creditsd.ledger.models import Account, Transfer, Verification, transfer_view
-from creditsd.pricing.schemas import PricedRequest
 
 
 class AccountPut(StrictRequest):

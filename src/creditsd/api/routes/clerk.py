@@ -8,8 +8,8 @@ from creditsd.api import receiving
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import bounded_body
+from creditsd.api.schemas.stripe import WebhookReceipt
 from creditsd.clerk.service import SOURCE, handle, verify
-from creditsd.stripe.schemas import WebhookReceipt
 
 webhooks = APIRouter(tags=["webhooks"])
 

@@ -11,10 +11,15 @@ from creditsd.api.auth import AppKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import Cursor, Limit, respond, units
+from creditsd.api.schemas.proxy_keys import (
+    ProxyKeyCreate,
+    ProxyKeyCreated,
+    ProxyKeyOut,
+    ProxyKeyPage,
+)
 from creditsd.kit import db
 from creditsd.kit.ids import ACCOUNT_ID_PATTERN
-from creditsd.proxy.keys import service
-from creditsd.proxy.keys.schemas import ProxyKeyCreate, ProxyKeyCreated, ProxyKeyOut, ProxyKeyPage
+from creditsd.proxy_keys import service
 
 router = APIRouter(prefix="/v1/proxy-keys", route_class=StrictJSONRoute, tags=["proxy"])
 KeyPath = Annotated[str, Path(max_length=32, pattern=r"^pxk_[0-9a-z]+$")]

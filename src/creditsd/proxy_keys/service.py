@@ -15,8 +15,8 @@ from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
 from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
-from creditsd.proxy.keys import repository as repo
-from creditsd.proxy.keys.models import ProxyKey
+from creditsd.proxy_keys import repository as repo
+from creditsd.proxy_keys.models import ProxyKey
 from creditsd.tables import proxy_keys
 
 SECRET_PREFIX = "cdp_"  # noqa: S105 - a prefix, not a secret

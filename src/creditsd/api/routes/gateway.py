@@ -16,14 +16,14 @@ from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
-from creditsd.gateway import service
-from creditsd.gateway.schemas import (
+from creditsd.api.schemas.gateway import (
     BalanceOut,
     BalanceSync,
     GatewayUsage,
     SyncedBalance,
     UsageReceipt,
 )
+from creditsd.gateway import service
 from creditsd.inprocess import Ledger
 from creditsd.kit import db
 from creditsd.kit.jsonio import format_timestamp

@@ -18,8 +18,7 @@ from creditsd.api.params import (
     respond,
     units,
 )
-from creditsd.kit.fields import AccountId, NoNul
-from creditsd.ledger.schemas import (
+from creditsd.api.schemas.ledger import (
     AccountOut,
     AccountPage,
     AccountPut,
@@ -29,6 +28,7 @@ from creditsd.ledger.schemas import (
     TransferPage,
     VerificationOut,
 )
+from creditsd.kit.fields import AccountId, NoNul
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["ledger"])
 

@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.proxy.keys.models import ProxyKey
+from creditsd.proxy_keys.models import ProxyKey
 from creditsd.tables import holds, proxy_keys
 
 _P = proxy_keys.c

@@ -12,6 +12,13 @@ from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
+from creditsd.api.schemas.stripe import (
+    CheckoutCreate,
+    CheckoutOut,
+    PackList,
+    PackOut,
+    WebhookReceipt,
+)
 from creditsd.inprocess import Ledger
 from creditsd.kit import db
 from creditsd.ledger import repository as ledger_repo
@@ -20,13 +27,6 @@ from creditsd.ledger.service import resolve_account
 from creditsd.stripe import repository as repo
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
-from creditsd.stripe.schemas import (
-    CheckoutCreate,
-    CheckoutOut,
-    PackList,
-    PackOut,
-    WebhookReceipt,
-)
 from creditsd.stripe.service import SOURCE
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["stripe"])

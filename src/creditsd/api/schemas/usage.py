@@ -6,8 +6,8 @@ from typing import Annotated, Any, Self
 
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from creditsd.api.schemas.pricing import PricedUse
 from creditsd.kit.fields import AccountId, Metadata, StrictRequest
-from creditsd.pricing.schemas import PricedUse
 
 MAX_EVENTS = 1000
 EVENT_ID_PATTERN = r"[\x21-\x7e]{1,200}"

@@ -8,7 +8,7 @@ from creditsd.api.auth import LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import respond
-from creditsd.pricing.schemas import CatalogOut, QuoteCreate, QuoteOut
+from creditsd.api.schemas.pricing import CatalogOut, QuoteCreate, QuoteOut
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["pricing"])
 

@@ -10,7 +10,7 @@ from creditsd.api.auth import AppKey, LedgerDep, ReadKey
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import IdempotencyHeader, pick_key, priced, respond
-from creditsd.holds.schemas import (
+from creditsd.api.schemas.holds import (
     CaptureOut,
     HoldCapture,
     HoldCreate,
@@ -18,7 +18,7 @@ from creditsd.holds.schemas import (
     HoldOut,
     HoldRelease,
 )
-from creditsd.ledger.schemas import TransferOut
+from creditsd.api.schemas.ledger import TransferOut
 
 router = APIRouter(prefix="/v1/holds", route_class=StrictJSONRoute, tags=["holds"])
 
