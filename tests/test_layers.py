@@ -131,38 +131,74 @@ def test_the_check_reads_type_only_and_lazy_imports(tmp_path: Path) -> None:
     assert not rule.forbids("creditsd.api.auth", "creditsd.inprocess")
 
 
-# Only entry points open, commit or roll back transactions: the surfaces; group commit,
-# which opens the one transaction a batch of concurrent requests shares; and the kit's
-# ``db`` that they all call, with its SQLite driver.
-_DB_CALLS = {"run", "transaction"}
+# One doorway into a transaction: ``creditsd.kit.db.Database``, over its SQLite driver;
+# the migrations, run before any work, have their own. Entry points (the surfaces, and
+# group commit, which opens the one transaction a batch of concurrent requests shares)
+# hand it their work; services are handed a connection and never open one.
+_DOORWAY = ("creditsd.kit.db", "creditsd.kit.sqlite", "creditsd.migrations")
+_ENTRY_POINTS_BELOW_THE_SURFACES = {"creditsd.ledger.batching"}
 _CONNECTION_CALLS = {"connect", "begin", "begin_nested", "commit", "rollback"}
-_OPENS_TRANSACTIONS = {"creditsd.kit.db", "creditsd.kit.sqlite", "creditsd.ledger.batching"}
 
 
-def transaction_calls(path: Path) -> list[str]:
-    """``db.run(…)``, ``engine.connect()``, ``conn.commit()`` and the like in a file."""
+def transaction_calls(path: Path, *, doorway: bool = True) -> list[str]:
+    """Where a file opens a transaction, as ``line call``: through the doorway
+    (``database.write(…)``, ``database.read(…)``; left out unless ``doorway``) or past it
+    (``db.run(…)``, ``engine.connect()``, ``conn.commit()`` and the like; a class's
+    ``connect``, such as ``Ledger.connect``, opens no transaction)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
             continue
-        called, on = node.func.attr, node.func.value
-        on_db = isinstance(on, ast.Name) and on.id == "db"
-        if (on_db and called in _DB_CALLS) or called in _CONNECTION_CALLS:
+        called, on = node.func.attr, ast.unparse(node.func.value)
+        through = called in {"write", "read"} and on.split(".")[-1] in {"database", "_database"}
+        past = (on == "db" and called in {"run", "transaction"}) or (
+            called in _CONNECTION_CALLS and not on[0].isupper()
+        )
+        if (through and doorway) or past:
             found.append(f"{node.lineno} {ast.unparse(node.func)}")
     return found
 
 
-def test_the_check_for_transactions_finds_one(tmp_path: Path) -> None:
+def test_the_check_for_transactions_finds_them(tmp_path: Path) -> None:
     service = tmp_path / "service.py"
-    service.write_text("async def f(engine):\n    return await db.run(engine, work)\n")
-    assert transaction_calls(service) == ["2 db.run"]
+    service.write_text(
+        "async def f(engine, ledger):\n"
+        "    await db.run(engine, work)\n"
+        "    await ledger.database.write(work)\n"
+        "    async with engine.connect() as conn:\n"
+        "        await conn.commit()\n"
+        "    await outbox.write(message)\n"
+    )
+    assert transaction_calls(service) == [
+        "2 db.run",
+        "3 ledger.database.write",
+        "4 engine.connect",
+        "5 conn.commit",
+    ]
+    assert transaction_calls(service, doorway=False) == [
+        "2 db.run",
+        "4 engine.connect",
+        "5 conn.commit",
+    ]
+
+
+def test_every_transaction_goes_through_the_one_doorway() -> None:
+    past = [
+        f"{path.relative_to(SOURCE.parent)}:{call}"
+        for module, path in SERVER
+        if not module.startswith(_DOORWAY)
+        for call in transaction_calls(path, doorway=False)
+    ]
+    assert not past, "transactions opened past creditsd.kit.db.Database:\n" + "\n".join(past)
 
 
 def test_only_entry_points_open_transactions() -> None:
     opened = [
         f"{path.relative_to(SOURCE.parent)}:{call}"
         for module, path in SERVER
-        if layer_of(module) != Layer.SURFACE and module not in _OPENS_TRANSACTIONS
+        if layer_of(module) != Layer.SURFACE
+        and not module.startswith(_DOORWAY)
+        and module not in _ENTRY_POINTS_BELOW_THE_SURFACES
         for call in transaction_calls(path)
     ]
     assert not opened, "transactions opened below the surfaces:\n" + "\n".join(opened)

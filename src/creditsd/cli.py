@@ -23,15 +23,18 @@ from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
+    from sqlalchemy.ext.asyncio import AsyncConnection
     from typer._click import Context, HelpFormatter  # typer's own copy of click
 
     from creditsd.audit.models import AuditRecord
     from creditsd.config import Settings
     from creditsd.inprocess import Ledger
     from creditsd.keys.service import ApiKey
+    from creditsd.kit.pagination import Page
     from creditsd.ledger.models import Verification
     from creditsd.price_settings import PricingSettings
     from creditsd.stripe.reconcile import Mismatch
+    from creditsd.webhooks.models import Message
 
 T = TypeVar("T")
 
@@ -263,7 +266,6 @@ def serve(
     from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
     from creditsd.inprocess import Ledger
     from creditsd.keys import service as keys
-    from creditsd.kit import db
 
     class Server(uvicorn.Server):
         """uvicorn's server, announcing itself once it accepts connections."""
@@ -284,7 +286,7 @@ def serve(
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
         try:
-            has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
+            has_keys = bool(await ledger.database.read(lambda conn, _now: keys.list_keys(conn)))
             quiet_loop_errors(asyncio.get_running_loop())
             connections = open_files_allowed(settings.server.max_connections)
 
@@ -430,14 +432,12 @@ def keys_create(
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
     from creditsd.keys import service as keys
-    from creditsd.kit import db
 
     key, secret = _run(
-        lambda ledger: db.run(
-            ledger.engine,
-            lambda conn: keys.create_key(
-                conn, name, scope.value, ledger.now(), actor=_actor(), expires_in=expires_in
-            ),
+        lambda ledger: ledger.database.write(
+            lambda conn, now: keys.create_key(
+                conn, name, scope.value, now, actor=_actor(), expires_in=expires_in
+            )
         )
     )
     expiry = "" if key.expires_at is None else f", expires {_moment(key.expires_at)}"
@@ -519,10 +519,10 @@ def keys_list(
 ) -> None:
     """List API keys (never their secrets); an expired one is marked so."""
     from creditsd.keys import service as keys
-    from creditsd.kit import db, jsonio
+    from creditsd.kit import jsonio
 
     async def work(ledger: Ledger) -> tuple[list[ApiKey], datetime]:
-        return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
+        return await ledger.database.read(lambda conn, _now: keys.list_keys(conn)), ledger.now()
 
     found, now = _run(work)
     if as_json:
@@ -554,11 +554,10 @@ def keys_list(
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
     """Revoke an API key: it stops working at once."""
     from creditsd.keys import service as keys
-    from creditsd.kit import db
 
     key = _run(
-        lambda ledger: db.run(
-            ledger.engine, lambda conn: keys.revoke_key(conn, key_id, ledger.now(), actor=_actor())
+        lambda ledger: ledger.database.write(
+            lambda conn, now: keys.revoke_key(conn, key_id, now, actor=_actor())
         )
     )
     out.print(f"revoked {key.id} ({key.name})")
@@ -762,17 +761,14 @@ def webhooks_retry(
     ],
 ) -> None:
     """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
-    from creditsd.kit import db
     from creditsd.webhooks import service as webhook_service
+
+    async def _retry_delivery(conn: AsyncConnection, now: datetime, delivery_id: int) -> Message:
+        return await webhook_service.retry(conn, delivery_id, now, actor=_actor())
 
     async def work(ledger: Ledger) -> None:
         for delivery_id in delivery_ids:
-            message = await db.run(
-                ledger.engine,
-                partial(
-                    webhook_service.retry, delivery_id=delivery_id, now=ledger.now(), actor=_actor()
-                ),
-            )
+            message = await ledger.database.write(partial(_retry_delivery, delivery_id=delivery_id))
             out.print(f"{message.id}\t{message.event_type}\tto {message.destination}: queued again")
 
     _run(work)
@@ -787,12 +783,11 @@ def stripe_reconcile() -> None:
     never came (``purchase_missing``); those whose purchase Stripe may still deliver are
     listed (``awaiting_purchase``) without failing.
     """
-    from creditsd.kit import db
     from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 
     async def work(ledger: Ledger) -> list[Mismatch]:
         now = ledger.now()
-        return await db.run(ledger.engine, lambda conn: reconcile_stripe(conn, now), readonly=True)
+        return await ledger.database.read(lambda conn, _now: reconcile_stripe(conn, now))
 
     found = _run(work)
     if not found:
@@ -845,7 +840,7 @@ def audit(
     before and after as recorded (amounts in credits)."""
     from creditsd.audit import service as audit_service
     from creditsd.audit.models import AuditFilter
-    from creditsd.kit import db, jsonio
+    from creditsd.kit import jsonio
     from creditsd.kit.pagination import MAX_LIMIT
 
     wanted = AuditFilter(
@@ -856,19 +851,17 @@ def audit(
         until=_instant(until, "--until"),
     )
 
+    async def _records(
+        conn: AsyncConnection, _now: datetime, limit: int, cursor: str | None
+    ) -> Page[AuditRecord]:
+        return await audit_service.list_records(conn, wanted=wanted, limit=limit, cursor=cursor)
+
     async def work(ledger: Ledger) -> list[AuditRecord]:
         found: list[AuditRecord] = []
         cursor: str | None = None
         while len(found) < limit:
-            page = await db.run(
-                ledger.engine,
-                partial(
-                    audit_service.list_records,
-                    wanted=wanted,
-                    limit=min(limit - len(found), MAX_LIMIT),
-                    cursor=cursor,
-                ),
-                readonly=True,
+            page = await ledger.database.read(
+                partial(_records, limit=min(limit - len(found), MAX_LIMIT), cursor=cursor)
             )
             found += [record.in_credits(ledger.money) for record in page.items]
             if page.next_cursor is None:

@@ -110,6 +110,7 @@ class Ledger:
 
     def __init__(self, engine: AsyncEngine, settings: Settings, *, clock: Clock = _utcnow) -> None:
         self.engine = engine
+        self.database = db.Database(engine, self.now)
         self.settings = settings
         self.money: Money = settings.money
         self._clock = clock
@@ -124,9 +125,8 @@ class Ledger:
         )
         self._group = (
             GroupCommit(
-                engine,
+                self.database,
                 self.policy,
-                clock,
                 max_batch=settings.ledger.group_commit_batch,
                 lanes=settings.ledger.group_commit_lanes,
             )
@@ -168,7 +168,7 @@ class Ledger:
         """Refuse to run a database at another scale than the one it was started with."""
         scale = str(self.money.scale)
 
-        async def check(conn: AsyncConnection) -> str | None:
+        async def check(conn: AsyncConnection, _now: datetime) -> str | None:
             stored = (
                 await conn.execute(select(ledger_meta.c.value).where(ledger_meta.c.key == "scale"))
             ).scalar_one_or_none()
@@ -179,7 +179,7 @@ class Ledger:
                 )
             return stored
 
-        stored = await db.run(self.engine, check)
+        stored = await self.database.write(check)
         if stored is not None and stored != scale:
             raise ConfigError(
                 f"ledger.scale is {scale} but this database keeps amounts at scale {stored}"
@@ -200,12 +200,6 @@ class Ledger:
     def now(self) -> datetime:
         """The ledger's clock (injectable, so tests can move time)."""
         return self._clock()
-
-    async def _write(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
-        return await db.run(self.engine, lambda conn: work(conn, self.now()))
-
-    async def _read(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
-        return await db.run(self.engine, lambda conn: work(conn, self.now()), readonly=True)
 
     # Accounts
 
@@ -239,7 +233,7 @@ class Ledger:
             if low_balance_threshold is None
             else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
         )
-        return await self._write(
+        return await self.database.write(
             lambda conn, now: ledger.open_account(
                 conn, account_id, spec, self.policy, now, actor=actor
             )
@@ -258,7 +252,7 @@ class Ledger:
             found = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
             return await ledger.set_status(conn, found, status, now, actor=actor, reason=reason)
 
-        return await self._write(work)
+        return await self.database.write(work)
 
     async def _on_account(
         self,
@@ -277,7 +271,7 @@ class Ledger:
             return await work(conn, account_id, now)
 
         try:
-            return await self._read(on)
+            return await self.database.read(on)
         except AccountNotFound:
             if unopened is None or not self.policy.auto_create:
                 raise
@@ -297,12 +291,11 @@ class Ledger:
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
 
-        async def lapsed(conn: AsyncConnection) -> Account:
-            now = self.now()
+        async def lapsed(conn: AsyncConnection, now: datetime) -> Account:
             await _expire_lots(conn, now, policy=self.policy, account_id=account.id)
             return await ledger.get_account(conn, account.id, now)
 
-        return await db.run(self.engine, lapsed, dry_run=True)
+        return await self.database.write(lapsed, dry_run=True)
 
     async def list_accounts(
         self, *, limit: int = 50, cursor: str | None = None, search: str | None = None
@@ -315,7 +308,7 @@ class Ledger:
             accounts, more = await ledger.list_accounts(conn, limit, after, search, now)
             return Page(accounts, encode_cursor(accounts[-1].id) if more else None)
 
-        return await self._read(work)
+        return await self.database.read(work)
 
     # Pricing
 
@@ -325,13 +318,13 @@ class Ledger:
         cached = self.prices.fresh()
         if cached is not None:
             return cached
-        return await self._read(partial(self.prices.current, publish_first=False))
+        return await self.database.read(partial(self.prices.current, publish_first=False))
 
     async def publish_pricing(
         self, pricing: PricingSettings, *, actor: str = LOCAL_APP
     ) -> tuple[Catalog, bool]:
         """Make ``pricing`` the current catalog; True when that made a new version (audited)."""
-        catalog, created = await self._write(
+        catalog, created = await self.database.write(
             lambda conn, now: pricing_service.publish(conn, pricing, now, actor=actor)
         )
         self.prices.remember(catalog)
@@ -355,7 +348,7 @@ class Ledger:
             raise InvalidRequest("give either an amount or a priced use (feature or usage)")
         catalog = self.prices.fresh()
         if catalog is None:  # a priced write publishes the configured catalog if none is
-            catalog = await self._write(self.prices.current)
+            catalog = await self.database.write(self.prices.current)
         price = catalog.price(use, self.money)
         return price.amount, price.breakdown, use.request()
 
@@ -402,7 +395,7 @@ class Ledger:
                 raise InvalidRequest("expires_at must be in the future", field="expires_at")
             return transfer
 
-        return await self._write(grant)
+        return await self.database.write(grant)
 
     async def adjust(
         self,
@@ -422,7 +415,7 @@ class Ledger:
         if not reason.strip():
             raise InvalidRequest("an adjustment needs a reason", field="reason")
         key = resolve_key(idempotency_key)
-        return await self._write(
+        return await self.database.write(
             lambda conn, now: ledger.adjust(
                 conn,
                 account_id,
@@ -478,7 +471,7 @@ class Ledger:
         touch that created the account stays)."""
         if self._group is not None:
             return await self._group.submit(entry, patient=patient)
-        (outcome,) = await self._write(
+        (outcome,) = await self.database.write(
             lambda conn, now: posting_engine.post(conn, [entry], self.policy, now)
         )
         if isinstance(outcome, CreditsError):
@@ -519,7 +512,7 @@ class Ledger:
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""
-        return await self._read(lambda conn, _now: ledger.get_transfer(conn, transfer_id))
+        return await self.database.read(lambda conn, _now: ledger.get_transfer(conn, transfer_id))
 
     # Holds
 
@@ -617,7 +610,7 @@ class Ledger:
             catalog = await self.prices.current(conn, now)
             return await usage.record(conn, events, catalog, self.money, self.policy, now, app=app)
 
-        results = await self._write(work)
+        results = await self.database.write(work)
         CHARGES.labels("usage").inc(sum(result.status == "charged" for result in results))
         INSUFFICIENT_CREDITS.labels("usage").inc(
             sum(result.status == "insufficient_credits" for result in results)
@@ -644,12 +637,12 @@ class Ledger:
 
     async def get_hold(self, hold_id: str) -> Hold:
         """One hold by id."""
-        return await self._read(lambda conn, _now: holds.get_hold(conn, hold_id))
+        return await self.database.read(lambda conn, _now: holds.get_hold(conn, hold_id))
 
     async def expire_holds(self) -> int:
         """Close holds past their expiry (what the timer in ``creditsd serve`` calls); how
         many it closed."""
-        return await self._write(partial(holds.expire_due, policy=self.policy))
+        return await self.database.write(partial(holds.expire_due, policy=self.policy))
 
     async def expire_lots(self, batch: int = 200) -> int:
         """Move what is left in lots past their expiry to ``@expired``, one account per
@@ -658,11 +651,11 @@ class Ledger:
         An account the ledger refuses to lapse is logged and left for the next sweep; the
         others go on. A database failure stops the sweep (every account would fail alike).
         """
-        due = await self._read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
+        due = await self.database.read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
         lapsed = 0
         for owner in due:
             try:
-                lapsed += await self._write(
+                lapsed += await self.database.write(
                     partial(_expire_lots, policy=self.policy, account_id=owner)
                 )
             except CreditsError as refused:
@@ -693,12 +686,14 @@ class Ledger:
             await integrity.resolve_account_drifts(conn, name, now)
             return verification
 
-        return await self._write(work)
+        return await self.database.write(work)
 
     async def verify_all(self, page_size: int = 500) -> AsyncIterator[list[Verification]]:
         """Every customer account verified, a page at a time."""
         after: str | None = None
-        while page := await self._read(partial(_verification_page, after=after, size=page_size)):
+        while page := await self.database.read(
+            partial(_verification_page, after=after, size=page_size)
+        ):
             yield page
             after = page[-1].account_id
 
@@ -707,7 +702,7 @@ class Ledger:
     ) -> AsyncIterator[list[Transfer]]:
         """Transfers created in ``[since, until)``, oldest first, a page at a time."""
         after: str | None = None
-        while page := await self._read(
+        while page := await self.database.read(
             partial(_transfer_page, since=since, until=until, after=after, size=page_size)
         ):
             yield page
@@ -715,11 +710,11 @@ class Ledger:
 
     async def count_accounts(self) -> int:
         """How many customer accounts exist."""
-        return await self._read(lambda conn, _now: ledger_repo.count_customers(conn))
+        return await self.database.read(lambda conn, _now: ledger_repo.count_customers(conn))
 
     async def ledger_total(self) -> int:
         """Stored customer balances plus derived system balances; zero when sound."""
-        return await self._read(lambda conn, _now: ledger.ledger_total(conn))
+        return await self.database.read(lambda conn, _now: ledger.ledger_total(conn))
 
 
 async def _expire_lots(

@@ -144,8 +144,7 @@ def create_app(
     @app.get("/readyz", tags=["health"], responses=errors.error_responses())
     async def readyz(ledger: LedgerDep) -> dict[str, str]:
         """The database answers."""
-        async with ledger.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ledger.database.read(lambda conn, _now: conn.execute(text("SELECT 1")))
         return {"status": "ready"}
 
     return app

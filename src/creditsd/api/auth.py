@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.inprocess import Ledger
 from creditsd.keys.service import ApiKey
-from creditsd.kit import db
 from creditsd.kit.errors import Forbidden, Unauthenticated
 from creditsd.proxy_keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
@@ -76,9 +75,7 @@ class KeyCache(Generic[K]):
         cached = self._keys.get(digest)
         if cached is not None and cached[0] > now and not cached[1].expired(ledger.now()):
             return cached[1]
-        key = await db.run(
-            ledger.engine, lambda conn: self.lookup(conn, secret, ledger.now()), readonly=True
-        )
+        key = await ledger.database.read(lambda conn, now: self.lookup(conn, secret, now))
         if key is None or self.ttl <= 0:
             self._keys.pop(digest, None)
             return key

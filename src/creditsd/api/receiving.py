@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import inbox
 from creditsd.inbox import Outcome
 from creditsd.inprocess import Ledger
-from creditsd.kit import db
 
 Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
 
@@ -32,20 +31,19 @@ async def keep(
     ``refusal``: why this delivery is refused unhandled, recorded on the stored event.
     """
 
-    async def store(conn: AsyncConnection) -> bool:
-        await inbox.store(conn, source, event_id, kind, event, ledger.now())
+    async def store(conn: AsyncConnection, now: datetime) -> bool:
+        await inbox.store(conn, source, event_id, kind, event, now)
         if refusal is not None:
             await inbox.note_refusal(conn, source, event_id, refusal)
         return await inbox.handled(conn, source, event_id)
 
-    return await db.run(ledger.engine, store)
+    return await ledger.database.write(store)
 
 
 async def handle_once(ledger: Ledger, source: str, event_id: str, handle: Handler) -> str:
     """Handle a kept event unless it was already; the outcome's name, or ``duplicate``."""
 
-    async def once(conn: AsyncConnection) -> str:
-        now = ledger.now()
+    async def once(conn: AsyncConnection, now: datetime) -> str:
         return await inbox.handle_once(conn, source, event_id, now, lambda: handle(conn, now))
 
-    return await db.run(ledger.engine, once)
+    return await ledger.database.write(once)

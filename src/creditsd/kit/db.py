@@ -10,6 +10,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from weakref import WeakKeyDictionary
@@ -29,6 +30,8 @@ from creditsd.kit.repeats import repeats
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# What an entry point hands the doorway: work on the transaction's connection, at its instant.
+Work = Callable[[AsyncConnection, datetime], Awaitable[T]]
 
 # PostgreSQL (and CockroachDB, YugabyteDB) SQLSTATEs after which a whole transaction may rerun.
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
@@ -300,3 +303,23 @@ async def run(
                 raise Unavailable(_BUSY) from exc
             await asyncio.sleep(min(0.5, 0.005 * 2**attempt) * random.random())  # noqa: S311
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Database:
+    """The one doorway into a transaction. Every entry point (an HTTP route, a CLI
+    command, a worker step, a group-commit batch, a method of ``creditsd.Ledger``) hands
+    it a piece of work, which receives the transaction's connection and the instant it
+    runs at and passes them down; services take them and never open a transaction."""
+
+    def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    async def write(self, work: Work[T], *, dry_run: bool = False) -> T:
+        """Run ``work`` in a transaction that commits (``dry_run``: rolls back what it
+        wrote and answers what it found), rerun as :func:`run` says."""
+        return await run(self.engine, lambda conn: work(conn, self._clock()), dry_run=dry_run)
+
+    async def read(self, work: Work[T]) -> T:
+        """Run ``work`` in a read-only transaction."""
+        return await run(self.engine, lambda conn: work(conn, self._clock()), readonly=True)

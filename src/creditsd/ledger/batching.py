@@ -25,13 +25,10 @@ reason (a bug) reruns each member alone, in parallel.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd.kit import db
 from creditsd.kit.errors import Unavailable
@@ -70,16 +67,14 @@ class GroupCommit:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: db.Database,
         policy: posting.Policy,
-        clock: Callable[[], datetime],
         *,
         max_batch: int = 200,
         lanes: int = 2,
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._policy = policy
-        self._clock = clock
         self._max_batch = max_batch
         self._lanes = lanes
         self._pending: list[_Item] = []
@@ -182,8 +177,8 @@ class GroupCommit:
             _answer(item, fault)
 
     async def _write(self, entries: list[Submitted]) -> list[posting.Outcome]:
-        return await db.run(
-            self._engine, lambda conn: posting.post(conn, entries, self._policy, self._clock())
+        return await self._database.write(
+            lambda conn, now: posting.post(conn, entries, self._policy, now)
         )
 
     async def _alone(self, entry: Submitted) -> posting.Outcome | Exception:

@@ -40,7 +40,7 @@ from creditsd.holds import repository as holds_repo
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
-from creditsd.kit import db, jsonio
+from creditsd.kit import jsonio
 from creditsd.kit.errors import CreditsError, Forbidden, InvalidRequest, NotFound
 from creditsd.kit.money import INT64_MAX, AmountError
 from creditsd.ledger import export
@@ -140,11 +140,11 @@ async def operator(request: Request) -> Operator:
     if not token or len(token) > TOKEN_LENGTH:
         raise SignedOut
 
-    async def signed_in(conn: AsyncConnection) -> ApiKey | None:
-        key_id = await web_tokens.subject_of(conn, SESSION_KIND, token, ledger.now())
-        return None if key_id is None else await keys.live_key(conn, key_id, ledger.now())
+    async def signed_in(conn: AsyncConnection, now: datetime) -> ApiKey | None:
+        key_id = await web_tokens.subject_of(conn, SESSION_KIND, token, now)
+        return None if key_id is None else await keys.live_key(conn, key_id, now)
 
-    key = await db.run(ledger.engine, signed_in, readonly=True)
+    key = await ledger.database.read(signed_in)
     if key is None or not key.allows("admin"):
         raise SignedOut
     csrf = (await signer(request)).tag("csrf", token)
@@ -326,10 +326,8 @@ async def login(request: Request) -> Response:
     problem = (401, "That key is not valid, or it has been revoked.")
     if isinstance(secret, str) and secret.strip():
         try:
-            key = await db.run(
-                ledger.engine,
-                lambda conn: keys.authenticate(conn, secret.strip(), ledger.now()),
-                readonly=True,
+            key = await ledger.database.read(
+                lambda conn, now: keys.authenticate(conn, secret.strip(), now)
             )
         except CreditsError as failed:
             problem = (401, _failure(failed, ledger)["text"])
@@ -347,13 +345,12 @@ async def login(request: Request) -> Response:
     seconds = ledger.settings.web.admin_session_seconds
     signed_in = key
 
-    async def begin(conn: AsyncConnection) -> None:
-        now = ledger.now()
+    async def begin(conn: AsyncConnection, now: datetime) -> None:
         until = now + timedelta(seconds=seconds)
         await web_tokens.keep(conn, SESSION_KIND, token, signed_in.id, now, until)
         await _audited(conn, signed_in, "admin.sign_in", {"expires_at": until.isoformat()}, now)
 
-    await db.run(ledger.engine, begin)
+    await ledger.database.write(begin)
     response = await done(request, HOME_URL, f"Signed in with the key {key.name} ({key.hint}).")
     put_cookie(response, request, SESSION_COOKIE, token, seconds=seconds, path=f"/{SECTION}")
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN_URL)
@@ -367,11 +364,11 @@ async def logout(request: Request, posted: Posted) -> Response:
     token = request.cookies.get(SESSION_COOKIE, "")
     key = posted.operator.key
 
-    async def end(conn: AsyncConnection) -> None:
+    async def end(conn: AsyncConnection, now: datetime) -> None:
         await web_tokens.forget(conn, SESSION_KIND, token)
-        await _audited(conn, key, "admin.sign_out", None, ledger.now())
+        await _audited(conn, key, "admin.sign_out", None, now)
 
-    await db.run(ledger.engine, end)
+    await ledger.database.write(end)
     response = await done(request, LOGIN_URL, "You are signed out.")
     clear_session(response, SECTION)
     return response
@@ -430,14 +427,14 @@ async def _account_page(
     account = await _existing(ledger, account_id)
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=cursor)
 
-    async def side(conn: Any) -> AccountSide:
+    async def side(conn: Any, _now: datetime) -> AccountSide:
         return AccountSide(
             await holds_repo.open_holds_of(conn, account.id, SIDE_LIST),
             await lot_repo.live_lots(conn, account.id, SIDE_LIST),
             await webhooks_repo.account_messages(conn, account.id, SIDE_LIST),
         )
 
-    listed = await db.run(ledger.engine, side, readonly=True)
+    listed = await ledger.database.read(side)
     return await render(
         request,
         op,
@@ -612,7 +609,7 @@ async def reconcile(request: Request, op: Signed) -> Response:
         checked += len(found)
         drifted += [verification for verification in found if not verification.valid]
     now = ledger.now()
-    stripe = await db.run(ledger.engine, lambda conn: reconcile_stripe(conn, now), readonly=True)
+    stripe = await ledger.database.read(lambda conn, _now: reconcile_stripe(conn, now))
     return await render(
         request,
         op,
@@ -658,10 +655,8 @@ async def audit_log(
         actor=typed(actor, 128) or None,
         action=typed(action, 64) or None,
     )
-    found = await db.run(
-        ledger.engine,
-        lambda conn: audit_service.list_records(conn, wanted, limit=PAGE_SIZE, cursor=cursor),
-        readonly=True,
+    found = await ledger.database.read(
+        lambda conn, _now: audit_service.list_records(conn, wanted, limit=PAGE_SIZE, cursor=cursor)
     )
     return await render(
         request,
@@ -704,10 +699,8 @@ async def inbox_page(
     """What Stripe, Clerk or the gateway sent, newest first, with what handling it did."""
     chosen = source if source in INBOX_SOURCES else STRIPE_SOURCE
     ledger = ledger_of(request)
-    found = await db.run(
-        ledger.engine,
-        lambda conn: inbox.recent(conn, chosen, limit=PAGE_SIZE, cursor=cursor),
-        readonly=True,
+    found = await ledger.database.read(
+        lambda conn, _now: inbox.recent(conn, chosen, limit=PAGE_SIZE, cursor=cursor)
     )
     return await render(
         request,
@@ -727,12 +720,10 @@ async def deliveries(
     """Webhooks creditsd sends, newest first, with how their delivery went."""
     chosen = status if status in OUTBOX_STATUSES else None
     ledger = ledger_of(request)
-    found = await db.run(
-        ledger.engine,
-        lambda conn: webhooks.deliveries(
+    found = await ledger.database.read(
+        lambda conn, _now: webhooks.deliveries(
             conn, destination=None, status=chosen, limit=PAGE_SIZE, cursor=cursor
-        ),
-        readonly=True,
+        )
     )
     return await render(
         request,
@@ -750,9 +741,8 @@ async def redeliver(
 ) -> Response:
     """Send a delivery again (audited)."""
     ledger = ledger_of(request)
-    message = await db.run(
-        ledger.engine,
-        lambda conn: webhooks.retry(conn, delivery_id, ledger.now(), actor=posted.operator.actor),
+    message = await ledger.database.write(
+        lambda conn, now: webhooks.retry(conn, delivery_id, now, actor=posted.operator.actor)
     )
     back = posted.text("back", 200)
     url = back if back.startswith(f"/{SECTION}/") else f"/{SECTION}/deliveries"
@@ -770,10 +760,8 @@ async def redeliver(
 async def pricing(request: Request, op: Signed, cursor: str | None = None) -> Response:
     """The published price catalog versions, newest first."""
     ledger = ledger_of(request)
-    found = await db.run(
-        ledger.engine,
-        lambda conn: pricing_service.versions(conn, limit=PAGE_SIZE, cursor=cursor),
-        readonly=True,
+    found = await ledger.database.read(
+        lambda conn, _now: pricing_service.versions(conn, limit=PAGE_SIZE, cursor=cursor)
     )
     return await render(
         request,
@@ -797,13 +785,13 @@ async def pricing_version(
     ledger = ledger_of(request)
     compared = version - 1 if against is None else against
 
-    async def read(conn: Any) -> tuple[Any, Any]:
+    async def read(conn: Any, _now: datetime) -> tuple[Any, Any]:
         return (
             await pricing_repo.get_version(conn, version),
             await pricing_repo.get_version(conn, compared) if compared >= 1 else None,
         )
 
-    shown, other = await db.run(ledger.engine, read, readonly=True)
+    shown, other = await ledger.database.read(read)
     if shown is None:
         raise NotFound(f"there is no catalog version {version}")
     if against is not None and other is None:
@@ -850,9 +838,8 @@ async def export_csv(request: Request, op: Signed, start: str = "", end: str = "
     since = datetime.combine(first, time(), UTC)
     until = None if last == date.max else datetime.combine(last + timedelta(days=1), time(), UTC)
     period = {"start": first.isoformat(), "end": last.isoformat()}
-    await db.run(
-        ledger.engine,
-        lambda conn: _audited(conn, op.key, "export.transactions", period, ledger.now()),
+    await ledger.database.write(
+        lambda conn, now: _audited(conn, op.key, "export.transactions", period, now)
     )
 
     async def rows() -> AsyncIterator[str]:

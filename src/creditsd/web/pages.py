@@ -24,7 +24,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.staticfiles import StaticFiles
 
 from creditsd.inprocess import Ledger
-from creditsd.kit import db
 from creditsd.kit.errors import CreditsError, Forbidden
 from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import ledger_meta
@@ -70,12 +69,12 @@ async def signer(request: Request) -> Signer:
     if configured is not None:
         secret = configured.get_secret_value()
     else:
-        secret = await db.run(ledger.engine, _stored_secret)
+        secret = await ledger.database.write(_stored_secret)
     request.app.state.page_signer = made = Signer(secret)
     return made
 
 
-async def _stored_secret(conn: AsyncConnection) -> str:
+async def _stored_secret(conn: AsyncConnection, _now: datetime) -> str:
     insert = insert_or_skip(conn)
     await conn.execute(
         insert(ledger_meta).values(key=SECRET_ROW, value=new_secret()).on_conflict_do_nothing()

@@ -14,7 +14,6 @@ from creditsd.api.params import Cursor, Limit, respond
 from creditsd.api.schemas.audit import AuditRecordOut, AuditRecordPage
 from creditsd.audit import service
 from creditsd.audit.models import AuditFilter
-from creditsd.kit import db
 from creditsd.kit.fields import NoNul
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["audit"])
@@ -43,10 +42,8 @@ async def list_audit_log(
     """What admins did (grants, freezes, keys, pricing, …), newest first; reading changes
     nothing."""
     wanted = AuditFilter(target=target, actor=actor, action=action, since=since, until=until)
-    page = await db.run(
-        ledger.engine,
-        lambda conn: service.list_records(conn, wanted, limit=limit, cursor=cursor),
-        readonly=True,
+    page = await ledger.database.read(
+        lambda conn, _now: service.list_records(conn, wanted, limit=limit, cursor=cursor)
     )
     return respond(
         AuditRecordPage(

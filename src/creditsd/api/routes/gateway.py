@@ -25,7 +25,6 @@ from creditsd.api.schemas.gateway import (
 )
 from creditsd.gateway import service
 from creditsd.inprocess import Ledger
-from creditsd.kit import db
 from creditsd.kit.jsonio import format_timestamp
 
 KEYED_BY_PAYLOAD = Counter(
@@ -89,11 +88,10 @@ async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONRespons
         dollars = service.usd(figure, "balance_usd" if body.balance_usd is not None else "balance")
     rate = (await ledger.catalog()).settings.credits_per_usd
     target = service.to_units(dollars, rate, ledger.money, "balance")
-    await db.run(
-        ledger.engine,
-        lambda conn: service.sync_balance(
-            conn, str(body.user_id), target, ledger.policy, ledger.now(), metadata=body.kept()
-        ),
+    await ledger.database.write(
+        lambda conn, now: service.sync_balance(
+            conn, str(body.user_id), target, ledger.policy, now, metadata=body.kept()
+        )
     )
     synced = SyncedBalance(user_id=body.user_id, balance=dollars)
     return respond(BalanceOut(data=synced, user_id=body.user_id, balance=dollars))
@@ -134,9 +132,8 @@ async def usage_webhook(
         "credits_per_usd": rate,
         "gateway_balance_usd": body.sub2api_balance_usd,
     }
-    recorded = await db.run(
-        ledger.engine,
-        lambda conn: service.record_usage(
+    recorded = await ledger.database.write(
+        lambda conn, now: service.record_usage(
             conn,
             str(body.userId),
             units,
@@ -146,8 +143,8 @@ async def usage_webhook(
             description=f"{body.model} via the gateway",
             pricing=pricing,
             policy=ledger.policy,
-            now=ledger.now(),
-        ),
+            now=now,
+        )
     )
     if key == request:
         KEYED_BY_PAYLOAD.inc()

@@ -17,7 +17,6 @@ from creditsd.api.schemas.proxy_keys import (
     ProxyKeyOut,
     ProxyKeyPage,
 )
-from creditsd.kit import db
 from creditsd.kit.ids import ACCOUNT_ID_PATTERN
 from creditsd.proxy_keys import service
 
@@ -39,20 +38,19 @@ async def mint_key(body: ProxyKeyCreate, ledger: LedgerDep, key: AppKey) -> Exac
     """
     spend_limit = None if body.limit is None else units(ledger.money, body.limit, "limit")
     lifetime = None if body.expires_in is None else timedelta(seconds=body.expires_in)
-    minted, secret = await db.run(
-        ledger.engine,
-        lambda conn: service.mint(
+    minted, secret = await ledger.database.write(
+        lambda conn, now: service.mint(
             conn,
             body.account_id,
             ledger.policy,
-            ledger.now(),
+            now,
             app=key.name,
             actor=actor(key),
             name=body.name,
             expires_in=lifetime,
             spend_limit=spend_limit,
             rate_limit=body.rate_limit,
-        ),
+        )
     )
     shown = ProxyKeyOut.of(minted, ledger.money)
     return respond(ProxyKeyCreated(**shown.model_dump(), secret=secret), 201)
@@ -70,10 +68,8 @@ async def list_keys(
     cursor: Cursor = None,
 ) -> ExactJSONResponse:
     """Proxy keys, newest first, revoked and expired ones included."""
-    page = await db.run(
-        ledger.engine,
-        lambda conn: service.list_keys(conn, account_id, limit, cursor, ledger.now()),
-        readonly=True,
+    page = await ledger.database.read(
+        lambda conn, now: service.list_keys(conn, account_id, limit, cursor, now)
     )
     return respond(
         ProxyKeyPage(
@@ -89,9 +85,8 @@ async def revoke_key(
 ) -> ExactJSONResponse:
     """Revoke a key (audited): it pays for no new call from now on, in every process;
     calls it already began still settle. Revoking twice is harmless."""
-    revoked = await db.run(
-        ledger.engine,
-        lambda conn: service.revoke(conn, key_id, ledger.now(), actor=actor(key)),
+    revoked = await ledger.database.write(
+        lambda conn, now: service.revoke(conn, key_id, now, actor=actor(key))
     )
     request.app.state.proxy_key_cache.forget(key_id)
     return respond(ProxyKeyOut.of(revoked, ledger.money))

@@ -20,7 +20,6 @@ from creditsd.api.schemas.stripe import (
     WebhookReceipt,
 )
 from creditsd.inprocess import Ledger
-from creditsd.kit import db
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.errors import not_active
 from creditsd.ledger.service import resolve_account
@@ -97,12 +96,13 @@ async def paying_customer(
             raise not_active(account_id, row.status)
         return account_id, await repo.customer_of(conn, account_id)
 
-    account_id, customer = await db.run(ledger.engine, account_and_customer)
+    account_id, customer = await ledger.database.write(
+        lambda conn, _now: account_and_customer(conn)
+    )
     if customer is None:
         made = await billing.create_customer(account_id)
-        customer = await db.run(
-            ledger.engine,
-            lambda conn: repo.remember_customer(conn, account_id, made, ledger.now()),
+        customer = await ledger.database.write(
+            lambda conn, now: repo.remember_customer(conn, account_id, made, now)
         )
     return account_id, customer
 

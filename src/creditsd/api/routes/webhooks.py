@@ -17,7 +17,6 @@ from creditsd.api.schemas.webhooks import (
     EndpointList,
     EndpointOut,
 )
-from creditsd.kit import db
 from creditsd.kit.idempotency import resolve_key
 from creditsd.kit.money import INT64_MAX
 from creditsd.kit.pagination import MAX_LIMIT
@@ -47,17 +46,16 @@ async def create_endpoint(
     seconds. The same idempotency key answers the same endpoint (and secret).
     """
     request_key = resolve_key(idempotency_key)
-    endpoint, created = await db.run(
-        ledger.engine,
-        lambda conn: service.register(
+    endpoint, created = await ledger.database.write(
+        lambda conn, now: service.register(
             conn,
             body.url,
             list(body.events),
             body.description,
-            ledger.now(),
+            now,
             actor=actor(key),
             idempotency_key=f"{key.name}:{request_key}",
-        ),
+        )
     )
     ledger.outbox.forget()
     return respond(EndpointOut.of(endpoint, reveal=True), 201, replayed=not created)
@@ -66,9 +64,7 @@ async def create_endpoint(
 @router.get("/webhook-endpoints", response_model=EndpointList, responses=error_responses(403))
 async def list_endpoints(ledger: LedgerDep, _key: AdminKey) -> ExactJSONResponse:
     """Every endpoint, disabled ones included, secrets masked."""
-    found = await db.run(
-        ledger.engine, lambda conn: repo.endpoints(conn, enabled_only=False), readonly=True
-    )
+    found = await ledger.database.read(lambda conn, _now: repo.endpoints(conn, enabled_only=False))
     return respond(EndpointList(data=[EndpointOut.of(endpoint) for endpoint in found]))
 
 
@@ -81,9 +77,8 @@ async def disable_endpoint(
     endpoint_id: EndpointId, ledger: LedgerDep, key: AdminKey
 ) -> ExactJSONResponse:
     """Stop sending to an endpoint; its past deliveries stay listed."""
-    endpoint = await db.run(
-        ledger.engine,
-        lambda conn: service.disable(conn, endpoint_id, ledger.now(), actor=actor(key)),
+    endpoint = await ledger.database.write(
+        lambda conn, now: service.disable(conn, endpoint_id, now, actor=actor(key))
     )
     ledger.outbox.forget()
     return respond(EndpointOut.of(endpoint))
@@ -99,12 +94,10 @@ async def list_deliveries(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ExactJSONResponse:
     """Outbox messages, newest first: to one endpoint (or ``gateway``), in one status."""
-    page = await db.run(
-        ledger.engine,
-        lambda conn: service.deliveries(
+    page = await ledger.database.read(
+        lambda conn, _now: service.deliveries(
             conn, destination=destination, status=status, limit=limit, cursor=cursor
-        ),
-        readonly=True,
+        )
     )
     return respond(
         DeliveryPage(
@@ -123,8 +116,7 @@ async def retry_delivery(
     delivery_id: Annotated[int, Path(ge=1, le=INT64_MAX)], ledger: LedgerDep, key: AdminKey
 ) -> ExactJSONResponse:
     """Deliver a message again (a dead one, or one delivered that the receiver lost)."""
-    message = await db.run(
-        ledger.engine,
-        lambda conn: service.retry(conn, delivery_id, ledger.now(), actor=actor(key)),
+    message = await ledger.database.write(
+        lambda conn, now: service.retry(conn, delivery_id, now, actor=actor(key))
     )
     return respond(DeliveryOut.of(message))
