@@ -31,6 +31,7 @@ from creditsd.ledger.models import GATEWAY, REVENUE, Transfer
 GATEWAY_APP = "gateway"  # the app name on the transfers the gateway's calls make
 _CENT_HUNDREDTHS = Decimal("0.0001")
 _LARGEST_USD = Decimal(10) ** 15
+_REPORTED = "sub2api_balance_usd"  # the gateway's balance after a post, not part of it
 
 
 def check_secret(settings: LinkSettings, section: str, given: str | None) -> None:
@@ -67,6 +68,17 @@ def to_units(dollars: Decimal, credits_per_usd: Decimal, money: Money, field: st
         return money.to_minor(credits, allow_zero=True, allow_negative=True)
     except AmountError as exc:
         raise InvalidRequest(f"{field} {exc}", field=field) from exc
+
+
+def reported_dollars(
+    settings: LinkSettings, *, points: Decimal | None, usd_given: Decimal | None, field: str
+) -> Decimal:
+    """The dollars a balance report stands for: ``points`` divided by ``[app_link]
+    points_to_usd``, else the dollars given in ``field``, rounded as the gateway keeps them."""
+    if points is not None:
+        return usd(points / settings.points_to_usd, "balance_points")
+    assert usd_given is not None
+    return usd(usd_given, field)
 
 
 def to_dollars(units: int, credits_per_usd: Decimal, money: Money) -> Decimal:
@@ -125,11 +137,6 @@ async def sync_balance(
     return await ledger.post_transfer(conn, posting, policy, now)
 
 
-def usage_fingerprint(fields: dict[str, object]) -> str:
-    """What identifies one billed request when the gateway sends no request id."""
-    return fingerprint("gateway-usage", **fields)
-
-
 CARRY_UNITS = 10**12  # the carried fraction is kept in 10⁻¹² of a minor unit
 
 
@@ -141,38 +148,76 @@ def exact_units(dollars: Decimal, credits_per_usd: Decimal, money: Money) -> Dec
 
 
 @dataclass(frozen=True, slots=True)
+class UsagePost:
+    """One usage post of a gateway: what it billed and every field it sent (``payload``,
+    its API key left out), with the request id it gave, if any (``requestId``, else an
+    ``Idempotency-Key`` or ``X-Request-Id`` header)."""
+
+    user_id: str
+    model: str
+    cost: Decimal
+    gateway_balance_usd: Decimal | None
+    payload: dict[str, Any]
+    request_id: str | None
+
+    @property
+    def fingerprint(self) -> str:
+        """What identifies the billed request: its payload, but for the gateway's balance
+        after it (which a resend may report differently)."""
+        asked = {name: value for name, value in self.payload.items() if name != _REPORTED}
+        return fingerprint("gateway-usage", **asked)
+
+    @property
+    def key(self) -> str:
+        """The post's idempotency key: its request id, else its fingerprint."""
+        return self.request_id or self.fingerprint
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, and
-    the account's balance after (minor units)."""
+    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, the
+    account's balance after (minor units), and whether the post was told apart from
+    others by its payload alone (it gave no request id)."""
 
     status: str
     transfer_id: str | None
     balance: int
+    keyed_by_payload: bool = False
 
 
 async def record_usage(
     conn: AsyncConnection,
-    name: str,
-    units: Decimal,
-    *,
-    key: str,
-    request: str,
-    payload: dict[str, Any],
-    description: str,
-    pricing: dict[str, Any],
+    post: UsagePost,
+    credits_per_usd: Decimal,
+    money: Money,
     policy: ledger.Policy,
     now: datetime,
 ) -> Recorded:
-    """Charge what the gateway already billed, once per request (``key``).
+    """Charge what the gateway already billed, once per request (the post's key).
 
-    The post is kept in the inbox with everything it carried, so a repeat is recognised
-    even when it charged nothing. ``units`` are exact: what is below a minor unit is added
-    to the account's carried fraction, and each whole minor unit the fraction reaches is
-    charged with the post that reaches it, so N posts charge their exact total to within
-    one minor unit. The request was served, so the charge goes through whatever the
-    balance (it may go below zero, as the gateway's own balance may) and the status.
+    ``cost`` is converted to credits exactly at ``credits_per_usd``. The post is kept in
+    the inbox with everything it carried, so a repeat is recognised even when it charged
+    nothing. What is below a minor unit is added to the account's carried fraction, and
+    each whole minor unit the fraction reaches is charged with the post that reaches it,
+    so N posts charge their exact total to within one minor unit. The request was
+    served, so the charge goes through whatever the balance (it may go below zero, as the
+    gateway's own balance may) and the status.
     """
-    if not await inbox.store(conn, GATEWAY_APP, key, "usage", payload, now):
+    recorded = await _record(conn, post, credits_per_usd, money, policy, now)
+    return replace(recorded, keyed_by_payload=post.request_id is None)
+
+
+async def _record(
+    conn: AsyncConnection,
+    post: UsagePost,
+    credits_per_usd: Decimal,
+    money: Money,
+    policy: ledger.Policy,
+    now: datetime,
+) -> Recorded:
+    key, request, name = post.key, post.fingerprint, post.user_id
+    units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
+    if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)
     account_id = await ledger.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
@@ -198,8 +243,16 @@ async def record_usage(
         app=GATEWAY_APP,
         idempotency_key=f"gateway-usage:{key}",
         fingerprint=request,
-        description=description,
-        pricing={**pricing, "carried_before": int(row.usage_carry), "carried_after": carry},
+        description=f"{post.model} via the gateway",
+        pricing={
+            **post.payload,
+            "source": "gateway",  # after the post's own fields, which may not stand in for it
+            "cost_usd": post.cost,
+            "credits_per_usd": credits_per_usd,
+            "gateway_balance_usd": post.gateway_balance_usd,
+            "carried_before": int(row.usage_carry),
+            "carried_after": carry,
+        },
         system=True,
         forced=True,
     )

@@ -77,15 +77,12 @@ async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONRespons
     The answer is sub2api's envelope (``code`` 0, ``message``, ``data``) with seed 000's
     ``user_id`` and ``balance`` also at the top, so a client of either reads it.
     """
-    settings = ledger.settings
-    if body.balance_points is not None:
-        dollars = service.usd(
-            body.balance_points / settings.app_link.points_to_usd, "balance_points"
-        )
-    else:
-        figure = body.balance_usd if body.balance_usd is not None else body.balance
-        assert figure is not None
-        dollars = service.usd(figure, "balance_usd" if body.balance_usd is not None else "balance")
+    dollars = service.reported_dollars(
+        ledger.settings.app_link,
+        points=body.balance_points,
+        usd_given=body.balance if body.balance_usd is None else body.balance_usd,
+        field="balance" if body.balance_usd is None else "balance_usd",
+    )
     rate = (await ledger.catalog()).settings.credits_per_usd
     target = service.to_units(dollars, rate, ledger.money, "balance")
     await ledger.database.write(
@@ -119,34 +116,18 @@ async def usage_webhook(
     if body.cost == 0:
         return respond(_receipt("ignored", None, None, now))
     rate = (await ledger.catalog()).settings.credits_per_usd
-    units = service.exact_units(service.dollars(body.cost, "cost"), rate, ledger.money)
-    kept = body.kept()
-    request = service.usage_fingerprint(
-        {name: value for name, value in kept.items() if name != "sub2api_balance_usd"}
+    post = service.UsagePost(
+        user_id=str(body.userId),
+        model=body.model,
+        cost=body.cost,
+        gateway_balance_usd=body.sub2api_balance_usd,
+        payload=body.kept(),
+        request_id=body.requestId or idempotency_key or x_request_id,
     )
-    key = body.requestId or idempotency_key or x_request_id or request
-    pricing = {
-        **kept,
-        "source": "gateway",  # after the post's own fields, which may not stand in for it
-        "cost_usd": body.cost,
-        "credits_per_usd": rate,
-        "gateway_balance_usd": body.sub2api_balance_usd,
-    }
     recorded = await ledger.database.write(
-        lambda conn, now: service.record_usage(
-            conn,
-            str(body.userId),
-            units,
-            key=key,
-            request=request,
-            payload=kept,
-            description=f"{body.model} via the gateway",
-            pricing=pricing,
-            policy=ledger.policy,
-            now=now,
-        )
+        lambda conn, now: service.record_usage(conn, post, rate, ledger.money, ledger.policy, now)
     )
-    if key == request:
+    if recorded.keyed_by_payload:
         KEYED_BY_PAYLOAD.inc()
         if recorded.status == "duplicate":
             DEDUPLICATED_BY_PAYLOAD.inc()
