@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 import zipfile
+from collections.abc import Iterator
 from email.parser import Parser
 from importlib.metadata import Distribution, distributions
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_the_sdk_is_released_with_the_server() -> None:
 
 
 @pytest.fixture(scope="module")
-def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFile]:
+def wheels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, zipfile.ZipFile]]:
     """The server's and the SDK's wheels, built as pip builds them, from copies of what an
     sdist holds (so nothing a build left in the work tree gets in)."""
     work = tmp_path_factory.mktemp("wheels")
@@ -79,10 +80,11 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, zipfile.ZipFil
     built = work / "out"
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir"]
     subprocess.run([*pip_wheel, built, work / "server", work / "client"], check=True)
-    return {
-        name: zipfile.ZipFile(next(built.glob(f"{name.replace('-', '_')}-*.whl")))
-        for name in ("creditsd", "creditsd-client")
-    }
+    with (
+        zipfile.ZipFile(next(built.glob("creditsd-*.whl"))) as server,
+        zipfile.ZipFile(next(built.glob("creditsd_client-*.whl"))) as sdk,
+    ):
+        yield {"creditsd": server, "creditsd-client": sdk}
 
 
 def contents(wheel: zipfile.ZipFile) -> set[str]:
