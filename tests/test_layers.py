@@ -1,4 +1,5 @@
-"""Dependencies point one way: surfaces → domain services → the ledger engine → the kit."""
+"""Dependencies point one way: surfaces → domain services → the ledger engine → the kit;
+and the SDK (creditsd.client, clients/python) imports nothing of the server."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import creditsd
-
-SOURCE = Path(creditsd.__file__).parent
+ROOT = Path(__file__).parents[1]
+SOURCE = ROOT / "src" / "creditsd"
+SDK = ROOT / "clients" / "python" / "src" / "creditsd" / "client"
 KIT, ENGINE, DOMAIN, SURFACE = range(4)
 _KIT = {
     "config",
@@ -26,6 +27,7 @@ _KIT = {
     "repeats",
     "sqlite",
     "tables",
+    "version",
 }
 _ENGINE = {"ledger", "audit"}
 _SURFACE = {"api", "cli", "inprocess", "web", "worker", "__main__"}
@@ -36,7 +38,7 @@ def layer(module: str) -> int:
     """Which layer a ``creditsd`` module belongs to."""
     parts = module.split(".")[1:]
     if not parts:
-        return KIT  # the package itself: its version, and Ledger on first use
+        return KIT  # the namespace package itself, which has no code
     if parts[0] in _SURFACE or parts[-1] in _SURFACE_MODULES:
         return SURFACE
     if parts[0] in _KIT:
@@ -79,8 +81,8 @@ def _server_modules() -> list[tuple[str, Path]]:
     for path in sorted(SOURCE.rglob("*.py")):
         relative = path.relative_to(SOURCE.parent).with_suffix("")
         module = ".".join(relative.parts).removesuffix(".__init__")
-        if module.startswith(("creditsd.client", "creditsd.migrations.versions")):
-            continue  # the SDK has its own test; migrations are frozen history
+        if module.startswith("creditsd.migrations.versions"):
+            continue  # frozen history
         found.append((module, path))
     return found
 
@@ -104,10 +106,49 @@ def test_no_module_imports_a_layer_above_its_own(module: str, path: Path) -> Non
     assert not above, f"{module} imports from above its layer: {above}"
 
 
-def test_the_in_process_api_is_the_package_s_ledger() -> None:
-    from creditsd.inprocess import Ledger
+def sdk_imports_of_the_server(path: Path, package: str) -> list[str]:
+    """Every import of a ``creditsd`` module outside ``creditsd.client`` in a file of the SDK's
+    ``package``, wherever it stands (lazily in a function or under ``TYPE_CHECKING`` too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, (base, node.module)))
+            names = [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found += [
+            f"line {node.lineno}: {name}"
+            for name in names
+            if name.split(".")[0] == "creditsd" and not name.startswith("creditsd.client")
+        ]
+    return found
 
-    assert creditsd.Ledger is Ledger
+
+def test_the_check_of_the_sdk_finds_server_imports_however_written(tmp_path: Path) -> None:
+    module = tmp_path / "_models.py"
+    module.write_text(
+        "from creditsd.client import _json\n"
+        "from . import _errors\n"
+        "def f():\n"
+        "    from creditsd import money\n"
+        "    from .. import jsonio\n"
+        "    import creditsd.ledger\n"
+    )
+    assert sdk_imports_of_the_server(module, "creditsd.client") == [
+        "line 4: creditsd.money",
+        "line 5: creditsd.jsonio",
+        "line 6: creditsd.ledger",
+    ]
+
+
+@pytest.mark.parametrize("path", sorted(SDK.rglob("*.py")), ids=lambda path: path.name)
+def test_the_sdk_imports_nothing_of_the_server(path: Path) -> None:
+    package = ".".join(("creditsd", *path.relative_to(SDK.parent).parent.parts))
+    found = sdk_imports_of_the_server(path, package)
+    assert not found, f"{package}.{path.stem} imports the server: {found}"
 
 
 # Only entry points open, commit or roll back transactions: the surfaces; group commit,
