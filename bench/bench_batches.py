@@ -1,8 +1,8 @@
 """What one batch of the posting engine costs in-process on a SQLite file.
 
-One caller at a time through ``creditsd.Ledger`` (group commit on, the default, as the
-proxy runs it) on a fresh SQLite file in a temporary folder: ``open_hold`` of a plain
-amount, ``capture_hold`` of a priced use (the proxy's capture), and ``charge``. For each,
+One caller at a time through ``creditsd.inprocess.Ledger`` (group commit on, the default,
+as the proxy runs it) on a fresh SQLite file in a temporary folder: ``open_hold`` of a
+plain amount, ``capture_hold`` of a priced use (the proxy's capture), and ``charge``. For each,
 the wall time and the process's CPU time per call (mean and p50 of ``--calls`` calls after
 a warm-up) and the trips to aiosqlite's thread per call (each trip is a queue put, a
 thread switch and a wake-up of the event loop; ``BEGIN IMMEDIATE`` and ``COMMIT`` are one

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +181,9 @@ def test_webhooks_retry_queues_deliveries_again(database_url: str) -> None:
 
 
 def test_the_version_and_keys_as_json(database_url: str) -> None:
-    from creditsd import __version__
-
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     code, out, _ = run(database_url, "--version")
-    assert (code, out.strip()) == (0, f"creditsd {__version__}")
+    assert (code, out.strip()) == (0, f"creditsd {pyproject['project']['version']}")
     code, out, _ = run(database_url, "keys", "create", "--scope", "read", "--name", "dash")
     secret = out.strip().splitlines()[-1]
     code, listing, _ = run(database_url, "keys", "list", "--json")

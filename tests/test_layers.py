@@ -10,21 +10,22 @@ from pathlib import Path
 
 import pytest
 
-import creditsd
-import creditsd.client
 from creditsd.layers import LAYERS, RULES, SDK, Layer, Rule, layer_of
 
-SOURCE = Path(creditsd.__file__).parent
-SDK_SOURCE = Path(creditsd.client.__file__).parent
+ROOT = Path(__file__).parents[1]
+SOURCE = ROOT / "src" / "creditsd"
+SDK_SOURCE = ROOT / "clients" / "python" / "src" / "creditsd" / "client"
 
 
-def imports(path: Path) -> list[tuple[str, int]]:
-    """The ``creditsd`` modules a file imports anywhere (at its top, under
-    ``TYPE_CHECKING``, inside functions), with their line numbers."""
+def imports(path: Path, package: str = "") -> list[tuple[str, int]]:
+    """The ``creditsd`` modules a file of ``package`` imports anywhere (at its top, under
+    ``TYPE_CHECKING``, inside functions, relatively), with their line numbers."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found += [(_module(f"{node.module}.{alias.name}"), node.lineno) for alias in node.names]
+        if isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(filter(None, (base, node.module)))
+            found += [(_module(f"{module}.{alias.name}"), node.lineno) for alias in node.names]
         elif isinstance(node, ast.Import):
             found += [(_module(alias.name), node.lineno) for alias in node.names]
     ours = [(name, line) for name, line in found if name.split(".")[0] == "creditsd"]
@@ -48,15 +49,20 @@ def _is_module(name: str) -> bool:
 
 
 def _modules(root: Path) -> list[tuple[str, Path]]:
-    """Every module under ``root`` (a package of ``creditsd``) with its file; migrations'
-    versions are frozen history and left out."""
+    """Every module under ``root`` (a folder of the ``creditsd`` namespace) with its file;
+    migrations' versions are frozen history and left out."""
     found = []
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root.parent).with_suffix("")
         module = ".".join(relative.parts).removesuffix(".__init__")
-        if not module.startswith(("creditsd.migrations.versions", SDK)):
+        if not module.startswith("creditsd.migrations.versions"):
             found.append((module, path))
     return found
+
+
+def _package(module: str, path: Path) -> str:
+    """The package a module's relative imports start from."""
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
 
 
 SERVER = _modules(SOURCE)
@@ -67,7 +73,7 @@ def broken(rule: Rule) -> list[str]:
     return [
         f"{path.relative_to(SOURCE.parent)}:{line} {module} → {imported}"
         for module, path in SERVER
-        for imported, line in imports(path)
+        for imported, line in imports(path, _package(module, path))
         if rule.forbids(module, imported)
     ]
 
@@ -93,8 +99,8 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
     offenders = [
         f"{path.relative_to(SDK_SOURCE.parent)}:{line} {module} → {imported}"
         for module, path in _modules(SDK_SOURCE)
-        for imported, line in imports(path)
-        if imported != "creditsd" and not imported.startswith(SDK)
+        for imported, line in imports(path, _package(module, path))
+        if not imported.startswith(SDK)
     ]
     assert not offenders, "the SDK imports the server:\n" + "\n".join(offenders)
 
@@ -105,12 +111,11 @@ def test_the_map_places_by_folder_not_by_file_name() -> None:
     assert layer_of("creditsd.stripe.repository") == Layer.SERVICE
     assert layer_of("creditsd.proxy.service") == Layer.SURFACE
     assert layer_of("creditsd.kit.db") == Layer.KIT
-    assert layer_of("creditsd") == Layer.SURFACE
     with pytest.raises(KeyError):
         layer_of("creditsd.unplaced")
 
 
-def test_the_check_reads_type_only_and_lazy_imports(tmp_path: Path) -> None:
+def test_the_check_reads_type_only_lazy_and_relative_imports(tmp_path: Path) -> None:
     service = tmp_path / "service.py"
     service.write_text(
         "from typing import TYPE_CHECKING\n"
@@ -119,11 +124,15 @@ def test_the_check_reads_type_only_and_lazy_imports(tmp_path: Path) -> None:
         "def f():\n"
         "    import creditsd.api.auth\n"
         "    from creditsd.ledger import posting\n"
+        "    from . import errors\n"
+        "    from ..kit import money\n"
     )
-    assert imports(service) == [
+    assert imports(service, "creditsd.stripe") == [
         ("creditsd.inprocess", 3),
         ("creditsd.api.auth", 5),
         ("creditsd.ledger.posting", 6),
+        ("creditsd.stripe.errors", 7),
+        ("creditsd.kit.money", 8),
     ]
     (rule,) = [rule for rule in RULES if rule.name == "a service imports the in-process Ledger"]
     assert rule.forbids("creditsd.stripe.service", "creditsd.inprocess")

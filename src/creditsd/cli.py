@@ -391,9 +391,9 @@ def _command() -> str:
 
 
 def _version() -> str:
-    from creditsd import __version__
+    from creditsd.version import VERSION
 
-    return __version__
+    return VERSION
 
 
 @app.command(cls=_Command)

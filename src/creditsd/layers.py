@@ -28,7 +28,6 @@ class Layer(IntEnum):
 # Every package and root module, by its folder: a module belongs to the longest entry that
 # names it or a package around it. A module the map does not name is an error of the map.
 LAYERS: dict[str, Layer] = {
-    "creditsd": Layer.SURFACE,  # the package itself offers the in-process Ledger
     "creditsd.__main__": Layer.SURFACE,
     "creditsd.api": Layer.SURFACE,
     "creditsd.cli": Layer.SURFACE,
@@ -57,6 +56,7 @@ LAYERS: dict[str, Layer] = {
     "creditsd.layers": Layer.KIT,
     "creditsd.price_settings": Layer.KIT,
     "creditsd.tables": Layer.KIT,
+    "creditsd.version": Layer.KIT,
 }
 
 SDK = "creditsd.client"
@@ -102,8 +102,7 @@ def layer_of(module: str) -> Layer:
     package around it. Raises ``KeyError`` for a module the map does not place."""
     parts = module.split(".")
     while parts:
-        name = ".".join(parts)
-        if name in LAYERS and (len(parts) > 1 or name == module):
+        if (name := ".".join(parts)) in LAYERS:
             return LAYERS[name]
         parts.pop()
     raise KeyError(module)

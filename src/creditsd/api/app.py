@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from starlette.types import ASGIApp
 
-from creditsd import __version__
 from creditsd.api import docs, errors, metrics
 from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.fastlane import FastLane
@@ -38,6 +37,7 @@ from creditsd.proxy.ratelimit import RateLimiter
 from creditsd.proxy_keys import service as proxy_keys
 from creditsd.proxy_keys.models import ProxyKey
 from creditsd.stripe.billing import StripeBilling
+from creditsd.version import VERSION
 from creditsd.web import pages
 from creditsd.web.admin import router as admin_pages
 from creditsd.web.endpoints import router as portal_router
@@ -96,7 +96,7 @@ def create_app(
 
     app = _ObservedAPI(
         title="creditsd",
-        version=__version__,
+        version=VERSION,
         summary="An exact, double-entry credits ledger for AI products.",
         default_response_class=ExactJSONResponse,
         lifespan=lifespan,

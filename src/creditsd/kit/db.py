@@ -307,7 +307,7 @@ async def run(
 
 class Database:
     """The one doorway into a transaction. Every entry point (an HTTP route, a CLI
-    command, a worker step, a group-commit batch, a method of ``creditsd.Ledger``) hands
+    command, a worker step, a group-commit batch, a method of the in-process ``Ledger``) hands
     it a piece of work, which receives the transaction's connection and the instant it
     runs at and passes them down; services take them and never open a transaction."""
 

@@ -13,7 +13,7 @@ from creditsd.ledger.posting import Policy
 
 
 class Runtime(Protocol):
-    """A ledger's settings, rules and clock (``creditsd.Ledger`` is one)."""
+    """A ledger's settings, rules and clock (``creditsd.inprocess.Ledger`` is one)."""
 
     @property
     def settings(self) -> Settings:

@@ -41,7 +41,7 @@ from creditsd.client._models import (
     credits,
 )
 
-VERSION = "0.1.0"
+VERSION = "0.1.0"  # creditsd-client's, as clients/python/pyproject.toml says
 
 Amount = int | str | Decimal
 """Credits as a caller writes them: never a float, which cannot hold 0.1 exactly."""
