@@ -22,7 +22,7 @@ from creditsd.kit.money import Money
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger
-from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
+from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict, not_active
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import STRIPE, Metadata
 from creditsd.plans.service import grant_allowance
@@ -91,6 +91,18 @@ async def _account(
         return await ledger.resolve_account(conn, name, policy, now)
     except AccountNotFound:
         return None
+
+
+async def paying_account(
+    conn: AsyncConnection, account_name: str, policy: ledger.Policy, now: datetime
+) -> tuple[str, str | None]:
+    """The account a buyer names (created when the policy allows) and the Stripe customer
+    it pays as, if it has one yet. A frozen or closed account buys nothing (409)."""
+    account_id = await ledger.resolve_account(conn, account_name, policy, now)
+    row = await ledger_repo.get_account_row(conn, account_id)
+    if row is not None and row.status != "active":
+        raise not_active(account_id, row.status)
+    return account_id, await repo.customer_of(conn, account_id)
 
 
 async def record_purchase(

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from creditsd.api.auth import ledger_of
-from creditsd.api.routes.stripe import paying_customer
+from creditsd.api.checkout import paying_customer
 from creditsd.inprocess import Ledger
 from creditsd.kit.errors import NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account

@@ -27,11 +27,7 @@ async def clerk_webhook(request: Request, ledger: LedgerDep) -> WebhookReceipt:
     headers = {name.lower(): value for name, value in request.headers.items()}
     payload = await bounded_body(request, ledger.settings.server.max_webhook_body_bytes)
     message_id, kind, event = verify(ledger.settings.clerk, payload, headers)
-    await receiving.keep(ledger, SOURCE, message_id, kind, event)
-    outcome = await receiving.handle_once(
-        ledger,
-        SOURCE,
-        message_id,
-        lambda conn, now: handle(conn, kind, event["data"], ledger, now),
-    )
-    return WebhookReceipt(event_id=message_id, type=kind, outcome=outcome)
+    async with receiving.kept(ledger, SOURCE, message_id, kind, event) as delivery:
+        if not delivery.duplicate:
+            delivery.handle(lambda conn, now: handle(conn, kind, event["data"], ledger, now))
+    return WebhookReceipt(event_id=message_id, type=kind, outcome=delivery.outcome)

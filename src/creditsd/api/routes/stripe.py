@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.api import receiving
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey
+from creditsd.api.checkout import paying_customer
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute, bounded_body
 from creditsd.api.params import IdempotencyHeader, pick_key, respond
@@ -19,11 +19,6 @@ from creditsd.api.schemas.stripe import (
     PackOut,
     WebhookReceipt,
 )
-from creditsd.inprocess import Ledger
-from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger.errors import not_active
-from creditsd.ledger.service import resolve_account
-from creditsd.stripe import repository as repo
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
 from creditsd.stripe.service import SOURCE
@@ -82,31 +77,6 @@ async def create_checkout_session(
     return respond(CheckoutOut.of(checkout, ledger.money, publishable), 201)
 
 
-async def paying_customer(
-    ledger: Ledger, billing: StripeBilling, account_name: str
-) -> tuple[str, str]:
-    """The account ``account_name`` names (created when the policy allows) and the one
-    Stripe customer it pays as (made on its first purchase, between transactions). A frozen
-    or closed account buys nothing (409): its credits could not be spent."""
-
-    async def account_and_customer(conn: AsyncConnection) -> tuple[str, str | None]:
-        account_id = await resolve_account(conn, account_name, ledger.policy, ledger.now())
-        row = await ledger_repo.get_account_row(conn, account_id)
-        if row is not None and row.status != "active":
-            raise not_active(account_id, row.status)
-        return account_id, await repo.customer_of(conn, account_id)
-
-    account_id, customer = await ledger.database.write(
-        lambda conn, _now: account_and_customer(conn)
-    )
-    if customer is None:
-        made = await billing.create_customer(account_id)
-        customer = await ledger.database.write(
-            lambda conn, now: repo.remember_customer(conn, account_id, made, now)
-        )
-    return account_id, customer
-
-
 @webhooks.post(
     "/webhooks/stripe",
     response_model=WebhookReceipt,
@@ -131,12 +101,10 @@ async def stripe_webhook(
     event_id, kind = event["id"], event["type"]
     refused = billing.mode_mismatch(event)
     refusal = LivemodeMismatch.code if refused else None
-    if await receiving.keep(ledger, SOURCE, event_id, kind, event, refusal=refusal):
-        return WebhookReceipt(event_id=event_id, type=kind, outcome="duplicate")
-    if refused:
-        raise LivemodeMismatch(event["livemode"])
-    asked = await billing.ask(event)  # asked of Stripe between the two transactions
-    outcome = await receiving.handle_once(
-        ledger, SOURCE, event_id, lambda conn, now: billing.handle(conn, event, asked, now)
-    )
-    return WebhookReceipt(event_id=event_id, type=kind, outcome=outcome)
+    async with receiving.kept(ledger, SOURCE, event_id, kind, event, refusal=refusal) as delivery:
+        if not delivery.duplicate:
+            if refused:
+                raise LivemodeMismatch(event["livemode"])
+            asked = await billing.ask(event)  # asked of Stripe between the two transactions
+            delivery.handle(lambda conn, now: billing.handle(conn, event, asked, now))
+    return WebhookReceipt(event_id=event_id, type=kind, outcome=delivery.outcome)
