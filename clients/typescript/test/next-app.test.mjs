@@ -39,7 +39,15 @@ before(
       { cwd: join(here, "..") },
     );
     const tarball = join(directory, JSON.parse(stdout)[0].filename);
-    const quiet = ["--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"];
+    // --prefix, since `npm test --prefix clients/typescript` hands its own to npm run within.
+    const quiet = [
+      "--prefix",
+      app,
+      "--no-audit",
+      "--no-fund",
+      "--ignore-scripts",
+      "--loglevel=error",
+    ];
     await run("npm", ["ci", ...quiet], { cwd: app });
     await run("npm", ["install", ...quiet, tarball], { cwd: app });
 
