@@ -246,8 +246,8 @@ interface Connection {
  * that same key after a network error, a 5xx or a 429, so a retry never charges twice.
  */
 export class CreditsClient {
-  #options: (() => ClientOptions) | undefined;
-  #connection: Connection | undefined;
+  /** Settled, or the function that gives the options on the first call. */
+  #connection: Connection | (() => ClientOptions);
 
   /**
    * `options`, or a function that gives them on the first call instead: a module can then
@@ -255,8 +255,7 @@ export class CreditsClient {
    * without the app's runtime environment), and a missing address fails that first call.
    */
   constructor(options: ClientOptions | (() => ClientOptions)) {
-    if (typeof options === "function") this.#options = options;
-    else this.#connection = connect(options);
+    this.#connection = typeof options === "function" ? options : connect(options);
   }
 
   /** Where creditsd listens, without a trailing slash. */
@@ -264,14 +263,17 @@ export class CreditsClient {
     return this.#connected().baseUrl;
   }
 
+  /** Retries after a network error, a 5xx or a 429. */
   get maxRetries(): number {
     return this.#connected().maxRetries;
   }
 
+  /** Milliseconds one attempt may take. */
   get timeoutMs(): number {
     return this.#connected().timeoutMs;
   }
 
+  /** The first pause between attempts, in milliseconds. */
   get backoffMs(): number {
     return this.#connected().backoffMs;
   }
@@ -795,10 +797,9 @@ export class CreditsClient {
   // Sending ---------------------------------------------------------------------------------
 
   #connected(): Connection {
-    if (this.#connection === undefined) {
-      // A failure is not kept: the next call asks the function again.
-      this.#connection = connect((this.#options as () => ClientOptions)());
-      this.#options = undefined;
+    if (typeof this.#connection === "function") {
+      // Until one succeeds, each call asks the function again.
+      this.#connection = connect(this.#connection());
     }
     return this.#connection;
   }

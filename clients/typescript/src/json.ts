@@ -107,7 +107,7 @@ export function parseExact(text: string): unknown {
 
 /** JSON text for a request body: `JsonNumber`s as their literals, non-finite numbers refused. */
 export function stringifyExact(value: unknown, path = "body"): string {
-  if (value === null || value === undefined) return String(value);
+  if (value === null) return "null";
   if (value instanceof JsonNumber) return value.literal;
   switch (typeof value) {
     case "boolean":

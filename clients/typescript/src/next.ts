@@ -39,9 +39,9 @@ export interface CreditsRoutesOptions {
   portal?: { returnUrl: string };
   /**
    * The app's public address (e.g. `https://app.example`): POSTs from its origin are the
-   * app's own whatever the request's headers say. Needed behind a proxy that passes on
-   * neither the browser's `Host` nor `X-Forwarded-Host` and `X-Forwarded-Proto`. Undefined
-   * or empty: none.
+   * app's own whatever the request's headers say. Needed only behind a proxy that rewrites
+   * `Host` without sending `X-Forwarded-Host`, or ends TLS without sending
+   * `X-Forwarded-Proto`. Undefined or empty: none.
    */
   siteUrl?: string | undefined;
   /** Other sites whose pages may POST here: exact origins, e.g. `https://www.example.com`. */
