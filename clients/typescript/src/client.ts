@@ -229,6 +229,16 @@ interface Answer<T> {
   replayed: boolean;
 }
 
+/** What a client settled from its {@link ClientOptions}. */
+interface Connection {
+  baseUrl: string;
+  maxRetries: number;
+  timeoutMs: number;
+  backoffMs: number;
+  fetch: typeof fetch;
+  headers: Record<string, string>;
+}
+
 /**
  * A client for creditsd's HTTP API, for Node ≥ 18, edge runtimes and browsers.
  *
@@ -236,37 +246,36 @@ interface Answer<T> {
  * that same key after a network error, a 5xx or a 429, so a retry never charges twice.
  */
 export class CreditsClient {
-  readonly baseUrl: string;
-  readonly maxRetries: number;
-  readonly timeoutMs: number;
-  readonly backoffMs: number;
-  readonly #fetch: typeof fetch;
-  readonly #headers: Record<string, string>;
+  /** Settled, or the function that gives the options on the first call. */
+  #connection: Connection | (() => ClientOptions);
 
-  constructor(options: ClientOptions) {
-    const { baseUrl, apiKey } = options ?? {};
-    if (typeof baseUrl !== "string" || !/^https?:\/\//.test(baseUrl)) {
-      throw new TypeError("baseUrl is creditsd's address, e.g. 'http://127.0.0.1:8000'");
-    }
-    if (typeof apiKey !== "string" || apiKey === "") {
-      throw new TypeError("apiKey is a creditsd API key (creditsd keys create)");
-    }
-    this.baseUrl = baseUrl.replace(/\/+$/, "");
-    this.maxRetries = wholeNumber(options.maxRetries ?? 2, "maxRetries");
-    this.timeoutMs = wholeNumber(options.timeoutMs ?? 10_000, "timeoutMs");
-    this.backoffMs = wholeNumber(options.backoffMs ?? 200, "backoffMs");
-    if (this.timeoutMs === 0) throw new RangeError("timeoutMs is more than 0");
-    const platformFetch = options.fetch ?? globalThis.fetch;
-    if (typeof platformFetch !== "function") {
-      throw new TypeError("no fetch here: pass one as the fetch option");
-    }
-    this.#fetch = platformFetch;
-    const agent = `creditsd-typescript/${VERSION}`;
-    this.#headers = { Authorization: `Bearer ${apiKey}`, Accept: "application/json" };
-    if (!("document" in globalThis)) {
-      // Browsers keep the User-Agent header to themselves.
-      this.#headers["User-Agent"] = options.app ? `${agent} ${options.app}` : agent;
-    }
+  /**
+   * `options`, or a function that gives them on the first call instead: a module can then
+   * make its client before creditsd's address is known (`next build` loads route files
+   * without the app's runtime environment), and a missing address fails that first call.
+   */
+  constructor(options: ClientOptions | (() => ClientOptions)) {
+    this.#connection = typeof options === "function" ? options : connect(options);
+  }
+
+  /** Where creditsd listens, without a trailing slash. */
+  get baseUrl(): string {
+    return this.#connected().baseUrl;
+  }
+
+  /** Retries after a network error, a 5xx or a 429. */
+  get maxRetries(): number {
+    return this.#connected().maxRetries;
+  }
+
+  /** Milliseconds one attempt may take. */
+  get timeoutMs(): number {
+    return this.#connected().timeoutMs;
+  }
+
+  /** The first pause between attempts, in milliseconds. */
+  get backoffMs(): number {
+    return this.#connected().backoffMs;
   }
 
   // The seed's surface --------------------------------------------------------------------
@@ -787,12 +796,21 @@ export class CreditsClient {
 
   // Sending ---------------------------------------------------------------------------------
 
+  #connected(): Connection {
+    if (typeof this.#connection === "function") {
+      // Until one succeeds, each call asks the function again.
+      this.#connection = connect(this.#connection());
+    }
+    return this.#connection;
+  }
+
   async #send<T>(request: ApiCall): Promise<Answer<T>> {
-    const url = new URL(this.baseUrl + request.path);
+    const connection = this.#connected();
+    const url = new URL(connection.baseUrl + request.path);
     for (const [name, value] of Object.entries(request.query ?? {})) {
       if (value !== undefined && value !== null) url.searchParams.set(name, String(value));
     }
-    const headers: Record<string, string> = { ...this.#headers };
+    const headers: Record<string, string> = { ...connection.headers };
     if (request.write !== undefined) {
       const { key, keyless } = request.write;
       if (key !== undefined) {
@@ -814,17 +832,17 @@ export class CreditsClient {
       let response: Response;
       let text: string;
       try {
-        response = await this.#fetch(url, {
+        response = await connection.fetch(url, {
           method: request.method,
           headers,
           ...optional({ body }),
           redirect: "manual",
-          signal: AbortSignal.timeout(this.timeoutMs),
+          signal: AbortSignal.timeout(connection.timeoutMs),
         });
         text = await response.text();
       } catch (cause) {
-        if (attempt < this.maxRetries && !request.once) {
-          await sleep(this.#backoff(attempt));
+        if (attempt < connection.maxRetries && !request.once) {
+          await sleep(backoff(connection, attempt));
           continue;
         }
         const tries = attempt + 1;
@@ -839,9 +857,9 @@ export class CreditsClient {
       }
       const retryAfter = retryAfterSeconds(response.headers.get("Retry-After"));
       const retried = response.status === 429 || (response.status >= 500 && !request.once);
-      if (retried && attempt < this.maxRetries) {
+      if (retried && attempt < connection.maxRetries) {
         if (retryAfter === undefined || retryAfter <= MAX_RETRY_AFTER_SECONDS) {
-          await sleep(retryAfter === undefined ? this.#backoff(attempt) : retryAfter * 1000);
+          await sleep(retryAfter === undefined ? backoff(connection, attempt) : retryAfter * 1000);
           continue;
         }
       }
@@ -860,12 +878,51 @@ export class CreditsClient {
       }
     }
   }
+}
 
-  #backoff(attempt: number): number {
-    // Exponential, with jitter so that clients failed by one outage do not return in step.
-    const ceiling = Math.min(this.backoffMs * 2 ** attempt, MAX_BACKOFF_MS);
-    return ceiling * (0.5 + Math.random() / 2);
+/** The pause before attempt `attempt + 1`. */
+function backoff(connection: Connection, attempt: number): number {
+  // Exponential, with jitter so that clients failed by one outage do not return in step.
+  const ceiling = Math.min(connection.backoffMs * 2 ** attempt, MAX_BACKOFF_MS);
+  return ceiling * (0.5 + Math.random() / 2);
+}
+
+/** The options checked and settled; a TypeError or RangeError names what is wrong. */
+function connect(options: ClientOptions): Connection {
+  const { baseUrl, apiKey } = options ?? {};
+  if (typeof baseUrl !== "string" || !/^https?:\/\//.test(baseUrl)) {
+    throw new TypeError(
+      `baseUrl is creditsd's address, e.g. 'http://127.0.0.1:8000', not ${describe(baseUrl)}`,
+    );
   }
+  if (typeof apiKey !== "string" || apiKey === "") {
+    throw new TypeError(
+      `apiKey is a creditsd API key (creditsd keys create), not ${describe(apiKey)}`,
+    );
+  }
+  const timeoutMs = wholeNumber(options.timeoutMs ?? 10_000, "timeoutMs");
+  if (timeoutMs === 0) throw new RangeError("timeoutMs is more than 0");
+  const platformFetch = options.fetch ?? globalThis.fetch;
+  if (typeof platformFetch !== "function") {
+    throw new TypeError("no fetch here: pass one as the fetch option");
+  }
+  const agent = `creditsd-typescript/${VERSION}`;
+  const headers: Record<string, string> = {
+    Authorization: `Bearer ${apiKey}`,
+    Accept: "application/json",
+  };
+  if (!("document" in globalThis)) {
+    // Browsers keep the User-Agent header to themselves.
+    headers["User-Agent"] = options.app ? `${agent} ${options.app}` : agent;
+  }
+  return {
+    baseUrl: baseUrl.replace(/\/+$/, ""),
+    maxRetries: wholeNumber(options.maxRetries ?? 2, "maxRetries"),
+    timeoutMs,
+    backoffMs: wholeNumber(options.backoffMs ?? 200, "backoffMs"),
+    fetch: platformFetch,
+    headers,
+  };
 }
 
 /** The seed's name for the client. */

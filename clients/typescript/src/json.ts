@@ -172,7 +172,7 @@ export function decimalLiteral(value: unknown, name = "amount"): JsonNumber {
 
 /** How a value reads in an error message. */
 export function describe(value: unknown): string {
-  if (value === null) return "null";
+  if (value === null || value === undefined) return String(value);
   if (Array.isArray(value)) return "an array";
   if (typeof value === "string") return `the string ${JSON.stringify(value)}`;
   return typeof value === "object" ? "an object" : `${typeof value} ${String(value)}`;

@@ -38,9 +38,13 @@ export interface CreditsRoutesOptions {
   /** Enables `POST …/portal`: where the billing page's back link goes. */
   portal?: { returnUrl: string };
   /**
-   * Origins a POST may come from besides the request's own (when a proxy in front makes
-   * `request.url` differ from the address the browser sees).
+   * The app's public address (e.g. `https://app.example`): POSTs from its origin are the
+   * app's own whatever the request's headers say. Needed only behind a proxy that rewrites
+   * `Host` without sending `X-Forwarded-Host`, or ends TLS without sending
+   * `X-Forwarded-Proto`. Undefined or empty: none.
    */
+  siteUrl?: string | undefined;
+  /** Other sites whose pages may POST here: exact origins, e.g. `https://www.example.com`. */
   allowedOrigins?: string[];
 }
 
@@ -53,15 +57,18 @@ export interface CreditsRoutesOptions {
  * - `POST checkout` `{ pack }` → `{ id, url, client_secret, publishable_key }` (with `checkout`)
  * - `POST portal` → `{ url }` (with `portal`)
  *
- * Without a signed-in user: 401. A POST must be JSON from the app's own origin (403
- * otherwise), so another site cannot make a user's browser start a checkout. Errors answer
- * `{ "error": { "code", "message" } }`; a 402 adds `required` and `available`.
+ * Without a signed-in user: 401. A POST must be JSON from the app's own origin (else 403:
+ * the origin its `Host` or `X-Forwarded-Host` names, `siteUrl`'s, or one of
+ * `allowedOrigins`), so another site cannot make a user's browser start a checkout. Errors
+ * answer `{ "error": { "code", "message" } }`; a 402 adds `required` and `available`. A
+ * `siteUrl` or `allowedOrigins` entry that is not an http(s) origin throws a TypeError here.
  */
 export function createCreditsRoutes(options: CreditsRoutesOptions): {
   GET: Handler;
   POST: Handler;
 } {
   const { client } = options;
+  const trusted = trustedOrigins(options);
   const reads: Record<string, Route> = {
     balance: async (userId) => {
       const account = await client.getAccount(userId);
@@ -130,7 +137,7 @@ export function createCreditsRoutes(options: CreditsRoutesOptions): {
     }
     let body: Record<string, unknown> = {};
     if (request.method === "POST") {
-      const refused = crossSite(request, options.allowedOrigins ?? []);
+      const refused = crossSite(request, trusted);
       if (refused !== undefined) return refused;
       const parsed = await readJson(request);
       if (parsed instanceof Response) return parsed;
@@ -187,14 +194,90 @@ export function createWebhookHandler(options: WebhookHandlerOptions): Handler {
   };
 }
 
-/** 403 for a POST another site's page made the browser send, else undefined. */
-function crossSite(request: Request, allowed: string[]): Response | undefined {
+/** The origins named by `siteUrl` and `allowedOrigins`, checked. */
+function trustedOrigins(options: CreditsRoutesOptions): Set<string> {
+  const trusted = new Set<string>();
+  const { siteUrl, allowedOrigins = [] } = options;
+  if (siteUrl !== undefined && siteUrl !== "") {
+    const origin = originOf(siteUrl);
+    if (origin === undefined) {
+      throw new TypeError(
+        `siteUrl is the app's address, e.g. 'https://app.example', not ${JSON.stringify(siteUrl)}`,
+      );
+    }
+    trusted.add(origin);
+  }
+  for (const entry of allowedOrigins) {
+    if (originOf(entry) !== entry) {
+      throw new TypeError(
+        "allowedOrigins holds origins (scheme, host and port, no path or trailing slash), " +
+          `e.g. 'https://www.example.com', not ${JSON.stringify(entry)}`,
+      );
+    }
+    trusted.add(entry);
+  }
+  return trusted;
+}
+
+/** An http(s) address's origin (`https://app.example:8443`), or undefined. */
+function originOf(address: string): string | undefined {
+  try {
+    const url = new URL(address);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.origin : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The origins a request was sent to: `request.url`'s, and its `Host` and `X-Forwarded-Host`
+ * under the scheme of `X-Forwarded-Proto` (else of `request.url`). `next start` makes
+ * `request.url` `http://localhost:<port>` whatever the browser asked for, but passes the
+ * Host on and fills in the X-Forwarded headers a proxy did not send.
+ *
+ * Trusting these headers is sound against cross-site requests: a browser writes `Host`
+ * itself, and a page cannot add `X-Forwarded-Host` or `X-Forwarded-Proto` to a request to
+ * another origin without a CORS preflight that the app would have to allow. A client that
+ * forges them is not a browser, so it carries no user's cookies to misuse.
+ */
+function requestOrigins(request: Request): string[] {
+  const url = new URL(request.url);
+  const forwardedProto = firstValue(request.headers.get("X-Forwarded-Proto"))?.toLowerCase();
+  const scheme =
+    forwardedProto === "http" || forwardedProto === "https"
+      ? forwardedProto
+      : url.protocol.slice(0, -1);
+  const origins = [url.origin];
+  for (const host of [
+    request.headers.get("Host"),
+    firstValue(request.headers.get("X-Forwarded-Host")),
+  ]) {
+    const origin = host ? originOf(`${scheme}://${host}`) : undefined;
+    if (origin !== undefined) origins.push(origin);
+  }
+  return origins;
+}
+
+/** The first of a header's comma-separated values (the one the first proxy wrote). */
+function firstValue(header: string | null): string | undefined {
+  const value = header?.split(",")[0]?.trim();
+  return value === "" ? undefined : value;
+}
+
+/**
+ * 403 for a POST another site's page made the browser send, else undefined. With an
+ * Origin (every current browser sends one on a POST), it must be one of the request's own
+ * or a trusted one: `null` (a sandboxed frame, a redirect from elsewhere) never is. Without
+ * one, `Sec-Fetch-Site` must not say `cross-site` or `same-site` (a sibling subdomain).
+ */
+function crossSite(request: Request, trusted: ReadonlySet<string>): Response | undefined {
   const origin = request.headers.get("Origin");
   const fetchSite = request.headers.get("Sec-Fetch-Site");
-  const own = new URL(request.url).origin;
-  const originOk =
-    origin === null ? fetchSite !== "cross-site" : origin === own || allowed.includes(origin);
-  if (!originOk) return json(403, errorBody("forbidden", "cross-site request refused"));
+  const sameOrigin =
+    origin === null
+      ? fetchSite !== "cross-site" && fetchSite !== "same-site"
+      : trusted.has(origin) || requestOrigins(request).includes(origin);
+  if (!sameOrigin) return json(403, errorBody("forbidden", "cross-site request refused"));
   const type = request.headers.get("Content-Type") ?? "";
   if (!/^application\/json\s*(;|$)/i.test(type)) {
     return json(

@@ -112,6 +112,33 @@ test("NaN, Infinity, negatives and wrong types are refused client-side, nothing 
   );
 });
 
+test("a client made from a function reads its options on the first call, not before", async () => {
+  // As `next build` loads lib/credits.ts: the module makes its client with no address set.
+  await admin.initializeUser("user_lazy", 7);
+  const environment = {};
+  let read = 0;
+  const lazy = new CreditsClient(() => {
+    read += 1;
+    return { baseUrl: environment.CREDITSD_URL, apiKey: environment.CREDITSD_KEY };
+  });
+  assert.equal(read, 0);
+  await assert.rejects(lazy.getBalance("user_lazy"), {
+    name: "TypeError",
+    message: "baseUrl is creditsd's address, e.g. 'http://127.0.0.1:8000', not undefined",
+  });
+  environment.CREDITSD_URL = server.url;
+  await assert.rejects(lazy.getBalance("user_lazy"), {
+    name: "TypeError",
+    message: "apiKey is a creditsd API key (creditsd keys create), not undefined",
+  });
+  environment.CREDITSD_KEY = await server.createKey("read", "lazy");
+  assert.equal(await lazy.getBalance("user_lazy"), 7);
+  assert.equal(lazy.baseUrl, server.url);
+  environment.CREDITSD_URL = "http://elsewhere.invalid";
+  assert.equal(await lazy.getBalance("user_lazy"), 7); // the options it connected with stay
+  assert.equal(read, 3);
+});
+
 test("what the server refuses comes back as ValidationError with its code", async () => {
   const refuse = async (call, code) => {
     const error = await call().then(

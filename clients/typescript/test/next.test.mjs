@@ -9,6 +9,7 @@ import { startServer } from "./support/server.mjs";
 
 let server;
 let stripe;
+let client;
 let routes;
 const checkoutRequests = [];
 
@@ -55,7 +56,7 @@ before(async () => {
     "user_next",
     100,
   );
-  const client = new CreditsClient({ baseUrl: server.url, apiKey: appKey });
+  client = new CreditsClient({ baseUrl: server.url, apiKey: appKey });
   routes = createCreditsRoutes({
     client,
     // The app's session: here a header stands in for Clerk's auth().
@@ -169,6 +170,70 @@ test("a POST from another site, or not JSON, is refused before anything happens"
   });
   assert.equal(form.status, 415);
   assert.equal(checkoutRequests.length, before);
+});
+
+test("under next start, the Origin is checked against the Host the browser sent", async () => {
+  // `next start` makes request.url http://localhost:<port> whatever the browser asked for.
+  const nextRoutes = createCreditsRoutes({
+    client,
+    getUserId: () => "user_next",
+    siteUrl: "https://shop.example/credits",
+    allowedOrigins: ["https://www.example.com"],
+  });
+  const quote = (headers) =>
+    nextRoutes.POST(
+      new Request("http://localhost:3000/api/credits/quote", {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...headers },
+        body: JSON.stringify({ feature: "chat_message" }),
+      }),
+    );
+  for (const headers of [
+    { Host: "127.0.0.1:3000", Origin: "http://127.0.0.1:3000" },
+    { Host: "app.example", "X-Forwarded-Proto": "https", Origin: "https://app.example" },
+    { Host: "app.example:443", "X-Forwarded-Proto": "https", Origin: "https://app.example" },
+    {
+      Host: "localhost:3000",
+      "X-Forwarded-Host": "app.example, proxy.internal",
+      "X-Forwarded-Proto": "https, http",
+      Origin: "https://app.example",
+    },
+    { Host: "localhost:3000", Origin: "https://shop.example" },
+    { Host: "localhost:3000", Origin: "https://www.example.com" },
+    { Host: "app.example", "Sec-Fetch-Site": "same-origin" },
+    { Host: "app.example" }, // no Origin and no Sec-Fetch-Site: not a browser's cross-site POST
+  ]) {
+    const response = await quote(headers);
+    assert.equal(response.status, 200, JSON.stringify(headers));
+  }
+  for (const headers of [
+    { Host: "app.example", Origin: "https://app.example" }, // an https page, a plain http request
+    { Host: "app.example", "X-Forwarded-Proto": "https", Origin: "http://app.example" },
+    { Host: "app.example", Origin: "https://evil.example", "Sec-Fetch-Site": "cross-site" },
+    { Host: "app.example", "X-Forwarded-Host": "app.example", Origin: "https://shop.example.evil" },
+    { Host: "app.example", Origin: "null" },
+    { Host: "app.example", "Sec-Fetch-Site": "same-site" },
+  ]) {
+    const response = await quote(headers);
+    assert.equal(response.status, 403, JSON.stringify(headers));
+    assert.equal((await response.json()).error.code, "forbidden");
+  }
+});
+
+test("siteUrl and allowedOrigins that could never match are refused when the routes are made", () => {
+  const make = (options) => () =>
+    createCreditsRoutes({ client, getUserId: () => "user_next", ...options });
+  assert.throws(make({ siteUrl: "app.example" }), {
+    name: "TypeError",
+    message: `siteUrl is the app's address, e.g. 'https://app.example', not "app.example"`,
+  });
+  assert.throws(make({ siteUrl: "ftp://app.example" }), TypeError);
+  for (const entry of ["https://app.example/", "https://APP.example", "app.example", "*"]) {
+    assert.throws(make({ allowedOrigins: [entry] }), /^TypeError: allowedOrigins holds origins/);
+  }
+  // Unset (an environment variable missing at build time, or set empty): no siteUrl.
+  make({ siteUrl: undefined })();
+  make({ siteUrl: "" })();
 });
 
 test("bad requests get clear answers without creditsd's internals", async () => {

@@ -11,4 +11,6 @@ export const { GET, POST } = createCreditsRoutes({
     successUrl: "https://app.example/credits?paid=1",
     cancelUrl: "https://app.example/credits",
   },
+  // Only behind a proxy that passes on neither Host nor X-Forwarded-Host: the app's address.
+  siteUrl: process.env.SITE_URL,
 });

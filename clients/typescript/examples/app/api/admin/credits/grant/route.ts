@@ -3,10 +3,10 @@
 import { currentUserId, isAdmin } from "../../../../../lib/auth.js";
 import { CreditsClient } from "@creditsd/client";
 
-const adminCredits = new CreditsClient({
-  baseUrl: process.env.CREDITSD_URL ?? "http://127.0.0.1:8000",
-  apiKey: process.env.CREDITSD_ADMIN_KEY ?? "",
-});
+const adminCredits = new CreditsClient(() => ({
+  baseUrl: process.env.CREDITSD_URL!,
+  apiKey: process.env.CREDITSD_ADMIN_KEY!,
+}));
 
 export async function POST(req: Request): Promise<Response> {
   const userId = await currentUserId(req);
