@@ -83,15 +83,6 @@ async def chat_completions(
     started, body, payload = await _arrived(request, ledger)
     service.priced_model(await ledger.catalog(), payload)
     asked = service.chat_call(payload, body, ledger.settings.proxy.default_max_tokens)
-    keep_usage = False
-    if asked.streamed:
-        options = payload.get("stream_options")
-        options = options if isinstance(options, dict) else {}
-        accounting = payload.get("usage")  # OpenRouter's way of asking: {"include": true}
-        keep_usage = options.get("include_usage") is True or (
-            isinstance(accounting, dict) and accounting.get("include") is True
-        )
-        payload["stream_options"] = {**options, "include_usage": True}
     call = await service.open_call(
         ledger,
         payer,
@@ -101,7 +92,7 @@ async def chat_completions(
         choices=asked.choices,
     )
     service.limit_output(payload, call.cap)
-    answered = _answering(call, Relay(keep_usage), streamed=asked.streamed)
+    answered = _answering(call, Relay(asked.usage_asked), streamed=asked.streamed)
     return await _forward(request, call, "/chat/completions", payload, answered)
 
 

@@ -190,11 +190,13 @@ def streamed(payload: dict[str, Any]) -> bool:
 @dataclass(frozen=True, slots=True)
 class ModelCall:
     """What a model call asks for: its estimate (its input, then ``choices`` outputs of
-    the output cap each) and whether it streams."""
+    the output cap each), whether it streams, and whether its client asked for a stream's
+    usage chunk."""
 
     estimate: TokenUse
     choices: int
     streamed: bool
+    usage_asked: bool = False
 
 
 def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCall:
@@ -208,7 +210,23 @@ def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCa
     use = TokenUse(
         payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap * choices
     )
-    return ModelCall(use, choices, streamed(payload))
+    if not streamed(payload):
+        return ModelCall(use, choices, streamed=False)
+    return ModelCall(use, choices, streamed=True, usage_asked=_ask_stream_usage(payload))
+
+
+def _ask_stream_usage(payload: dict[str, Any]) -> bool:
+    """Ask a stream's upstream for its usage chunk, which the call is billed on; whether
+    the client asked for it too (``stream_options.include_usage``, or OpenRouter's
+    ``usage.include``), so that it reaches the client."""
+    options = payload.get("stream_options")
+    options = options if isinstance(options, dict) else {}
+    accounting = payload.get("usage")
+    asked = options.get("include_usage") is True or (
+        isinstance(accounting, dict) and accounting.get("include") is True
+    )
+    payload["stream_options"] = {**options, "include_usage": True}
+    return asked
 
 
 def limit_output(payload: dict[str, Any], cap: int) -> None:
