@@ -1,3 +1,4 @@
+# Generated from _async.py by `.venv/bin/python clients/python/scripts/generate_sync.py`.
 """The blocking client."""
 
 from __future__ import annotations
