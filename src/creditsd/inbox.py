@@ -23,7 +23,7 @@ _E = webhook_events.c
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class StoredEvent:
     """A stored webhook event."""
 
     source: str
@@ -37,7 +37,7 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Handled:
     """What handling one event did, as the inbox records it."""
 
     name: str
@@ -54,7 +54,7 @@ async def handle_once(
     source: str,
     event_id: str,
     now: datetime,
-    handle: Callable[[], Awaitable[Outcome]],
+    handle: Callable[[], Awaitable[Handled]],
 ) -> str:
     """Handle a stored event unless it was already, and mark it handled, in the caller's
     transaction. Returns the outcome's name, or ``duplicate``."""
@@ -84,11 +84,11 @@ async def store(
     return result.first() is not None
 
 
-async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+async def get(conn: AsyncConnection, source: str, event_id: str) -> StoredEvent | None:
     """A stored event, handled or not."""
     query = select(webhook_events).where(_E.source == source, _E.event_id == event_id)
     row = (await conn.execute(query)).first()
-    return None if row is None else Event(**row._asdict())
+    return None if row is None else StoredEvent(**row._asdict())
 
 
 async def handled(conn: AsyncConnection, source: str, event_id: str) -> bool:
@@ -106,7 +106,7 @@ async def note_refusal(conn: AsyncConnection, source: str, event_id: str, reason
     )
 
 
-async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+async def claim(conn: AsyncConnection, source: str, event_id: str) -> StoredEvent | None:
     """The stored event, locked for handling; None when it was handled already.
 
     Concurrent deliveries of one event queue on the lock, so only one handles it.
@@ -116,7 +116,7 @@ async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | No
     row = (await conn.execute(query)).first()
     if row is None or row.handled_at is not None:
         return None
-    return Event(**row._asdict())
+    return StoredEvent(**row._asdict())
 
 
 async def mark_handled(
@@ -135,7 +135,9 @@ async def mark_handled(
     )
 
 
-async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIterator[list[Event]]:
+async def pages(
+    conn: AsyncConnection, source: str, size: int = 500
+) -> AsyncIterator[list[StoredEvent]]:
     """Every stored event of a source, in id order, a page at a time."""
     after = ""
     while True:
@@ -149,13 +151,13 @@ async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIte
         ).all()
         if not rows:
             return
-        yield [Event(**row._asdict()) for row in rows]
+        yield [StoredEvent(**row._asdict()) for row in rows]
         after = rows[-1].event_id
 
 
 async def recent(
     conn: AsyncConnection, source: str, *, limit: int, cursor: str | None
-) -> Page[Event]:
+) -> Page[StoredEvent]:
     """One page of a source's events, newest first (through its ``(source, received_at)``
     index)."""
     query = (
@@ -177,7 +179,7 @@ async def recent(
             )
         )
     rows = (await conn.execute(query.limit(limit + 1))).all()
-    events = [Event(**row._asdict()) for row in rows[:limit]]
+    events = [StoredEvent(**row._asdict()) for row in rows[:limit]]
     if len(rows) <= limit:
         return Page(events, None)
     last = events[-1]

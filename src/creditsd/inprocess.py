@@ -31,7 +31,7 @@ from creditsd.kit.rows import insert_or_skip
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.batching import GroupCommit, Submitted
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
@@ -117,7 +117,7 @@ class Ledger:
         self.prices = PriceBook(settings.pricing)
         self.outbox = Outbox(settings, self.prices)
         self._spending = SpendingMemo()
-        self.policy = ledger.Policy(
+        self.policy = ledger_service.Policy(
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
             observer=self.outbox,
@@ -221,7 +221,7 @@ class Ledger:
         """
         if status is not None and status not in ACCOUNT_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
-        spec = ledger.AccountSpec(
+        spec = ledger_service.AccountSpec(
             initial_grant=_units(initial_grant, "initial_grant", allow_zero=True),
             overdraft_limit=None
             if overdraft_limit is None
@@ -234,7 +234,7 @@ class Ledger:
             else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
         )
         return await self.database.write(
-            lambda conn, now: ledger.open_account(
+            lambda conn, now: ledger_service.open_account(
                 conn, account_id, spec, self.policy, now, actor=actor
             )
         )
@@ -249,8 +249,12 @@ class Ledger:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
         async def work(conn: AsyncConnection, now: datetime) -> bool:
-            found = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            return await ledger.set_status(conn, found, status, now, actor=actor, reason=reason)
+            found = await ledger_service.resolve_account(
+                conn, account_id, self.policy, now, create=False
+            )
+            return await ledger_service.set_status(
+                conn, found, status, now, actor=actor, reason=reason
+            )
 
         return await self.database.write(work)
 
@@ -267,7 +271,9 @@ class Ledger:
         """
 
         async def on(conn: AsyncConnection, now: datetime) -> T:
-            account_id = await ledger.resolve_account(conn, name, self.policy, now, create=False)
+            account_id = await ledger_service.resolve_account(
+                conn, name, self.policy, now, create=False
+            )
             return await work(conn, account_id, now)
 
         try:
@@ -286,14 +292,16 @@ class Ledger:
         rolled back, so the read still writes nothing.
         """
         account = await self._on_account(
-            account_id, ledger.get_account, partial(ledger.unopened_account, policy=self.policy)
+            account_id,
+            ledger_service.get_account,
+            partial(ledger_service.unopened_account, policy=self.policy),
         )
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
 
         async def lapsed(conn: AsyncConnection, now: datetime) -> Account:
             await _expire_lots(conn, now, policy=self.policy, account_id=account.id)
-            return await ledger.get_account(conn, account.id, now)
+            return await ledger_service.get_account(conn, account.id, now)
 
         return await self.database.write(lapsed, dry_run=True)
 
@@ -305,7 +313,7 @@ class Ledger:
         after = decode_cursor(cursor)
 
         async def work(conn: AsyncConnection, now: datetime) -> Page[Account]:
-            accounts, more = await ledger.list_accounts(conn, limit, after, search, now)
+            accounts, more = await ledger_service.list_accounts(conn, limit, after, search, now)
             return Page(accounts, encode_cursor(accounts[-1].id) if more else None)
 
         return await self.database.read(work)
@@ -376,7 +384,7 @@ class Ledger:
         lot = LotSpec(source, expires_at, priority)
 
         async def grant(conn: AsyncConnection, now: datetime) -> Transfer:
-            transfer = await ledger.grant(
+            transfer = await ledger_service.grant(
                 conn,
                 account_id,
                 amount,
@@ -416,7 +424,7 @@ class Ledger:
             raise InvalidRequest("an adjustment needs a reason", field="reason")
         key = resolve_key(idempotency_key)
         return await self.database.write(
-            lambda conn, now: ledger.adjust(
+            lambda conn, now: ledger_service.adjust(
                 conn,
                 account_id,
                 change,
@@ -445,7 +453,7 @@ class Ledger:
         Raises ``InsufficientCredits`` when the account cannot afford it.
         """
         units, pricing, asked = await self._amount(amount, use)
-        posting = ledger.charge_posting(
+        posting = ledger_service.charge_posting(
             account_id,
             units,
             app=app,
@@ -464,7 +472,9 @@ class Ledger:
             CHARGES.labels("charge").inc()
         return transfer
 
-    async def _submit(self, entry: Submitted, *, patient: bool = False) -> posting_engine.Outcome:
+    async def _submit(
+        self, entry: Submitted, *, patient: bool = False
+    ) -> posting_engine.EntryOutcome:
         """Write one entry of the posting engine: in a group's batch when group commit is
         on (``patient``: nobody is waiting for it, see ``GroupCommit.submit``). As in a
         group's batch, a refusal is raised once the transaction has committed (a first
@@ -486,7 +496,7 @@ class Ledger:
         before = decode_cursor(cursor)
 
         async def history(conn: AsyncConnection, found: str, _now: datetime) -> History:
-            items, last = await ledger.account_transactions(conn, found, limit, before)
+            items, last = await ledger_service.account_transactions(conn, found, limit, before)
             return History(found, items, None if last is None else encode_cursor(last))
 
         return await self._on_account(account_id, history, lambda name: History(name, [], None))
@@ -512,7 +522,9 @@ class Ledger:
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""
-        return await self.database.read(lambda conn, _now: ledger.get_transfer(conn, transfer_id))
+        return await self.database.read(
+            lambda conn, _now: ledger_service.get_transfer(conn, transfer_id)
+        )
 
     # Holds
 
@@ -668,7 +680,7 @@ class Ledger:
         """Check one account's stored figures against its history."""
 
         async def verify(conn: AsyncConnection, found: str, _now: datetime) -> Verification:
-            (verification,) = await ledger.verify_accounts(conn, [found])
+            (verification,) = await ledger_service.verify_accounts(conn, [found])
             return verification
 
         return await self._on_account(account_id, verify)
@@ -681,8 +693,10 @@ class Ledger:
         """
 
         async def work(conn: AsyncConnection, now: datetime) -> Verification:
-            name = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            verification = await ledger.rebuild_account(conn, name, now, actor=actor)
+            name = await ledger_service.resolve_account(
+                conn, account_id, self.policy, now, create=False
+            )
+            verification = await ledger_service.rebuild_account(conn, name, now, actor=actor)
             await integrity.resolve_account_drifts(conn, name, now)
             return verification
 
@@ -714,11 +728,11 @@ class Ledger:
 
     async def ledger_total(self) -> int:
         """Stored customer balances plus derived system balances; zero when sound."""
-        return await self.database.read(lambda conn, _now: ledger.ledger_total(conn))
+        return await self.database.read(lambda conn, _now: ledger_service.ledger_total(conn))
 
 
 async def _expire_lots(
-    conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, account_id: str
+    conn: AsyncConnection, now: datetime, *, policy: ledger_service.Policy, account_id: str
 ) -> int:
     (swept,) = await posting_engine.sweep(conn, [account_id], policy, now)
     return swept.lapsed_lots
@@ -727,7 +741,7 @@ async def _expire_lots(
 async def _verification_page(
     conn: AsyncConnection, _now: datetime, *, after: str | None, size: int
 ) -> list[Verification]:
-    return await ledger.verify_page(conn, after, size)
+    return await ledger_service.verify_page(conn, after, size)
 
 
 async def _transfer_page(

@@ -21,10 +21,10 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import inbox
-from creditsd.inbox import Outcome
+from creditsd.inbox import Handled
 from creditsd.inprocess import Ledger
 
-Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
+Handler = Callable[[AsyncConnection, datetime], Awaitable[Handled]]
 
 
 @dataclass(slots=True)

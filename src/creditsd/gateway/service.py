@@ -24,7 +24,7 @@ from creditsd.kit.errors import InvalidRequest
 from creditsd.kit.idempotency import fingerprint
 from creditsd.kit.money import AmountError, Money
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
 from creditsd.ledger.models import GATEWAY, REVENUE, Transfer
 
@@ -92,7 +92,7 @@ async def sync_balance(
     conn: AsyncConnection,
     name: str,
     target: int,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
     *,
     metadata: dict[str, Any] | None = None,
@@ -103,7 +103,7 @@ async def sync_balance(
     The account row is locked first, so the difference is taken against the balance the
     transfer lands on. A sync down may take the balance below zero, as the gateway allows.
     """
-    account_id = await ledger.resolve_account(conn, name, policy, now)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -112,7 +112,7 @@ async def sync_balance(
         return None
     key = ids.new_id("sync")
     if difference > 0:
-        posting = ledger.movement(
+        posting = ledger_service.movement(
             "sync",
             GATEWAY,
             account_id,
@@ -123,7 +123,7 @@ async def sync_balance(
             metadata=metadata,
         )
     else:
-        posting = ledger.movement(
+        posting = ledger_service.movement(
             "sync",
             account_id,
             GATEWAY,
@@ -134,7 +134,7 @@ async def sync_balance(
             metadata=metadata,
         )
         posting = replace(posting, system=True, forced=True)
-    return await ledger.post_transfer(conn, posting, policy, now)
+    return await ledger_service.post_transfer(conn, posting, policy, now)
 
 
 CARRY_UNITS = 10**12  # the carried fraction is kept in 10⁻¹² of a minor unit
@@ -190,7 +190,7 @@ async def record_usage(
     post: UsagePost,
     credits_per_usd: Decimal,
     money: Money,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
 ) -> Recorded:
     """Charge what the gateway already billed, once per request (the post's key).
@@ -212,14 +212,14 @@ async def _record(
     post: UsagePost,
     credits_per_usd: Decimal,
     money: Money,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
 ) -> Recorded:
     key, request, name = post.key, post.fingerprint, post.user_id
     units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
     if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)
-    account_id = await ledger.resolve_account(conn, name, policy, now)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -235,7 +235,7 @@ async def _record(
     if not charged:
         await inbox.mark_handled(conn, GATEWAY_APP, key, "carried", detail, now)
         return Recorded("carried", None, int(row.balance))
-    posting = ledger.Posting(
+    posting = ledger_service.Posting(
         kind="charge",
         debit_account_id=account_id,
         credit_account_id=REVENUE,
@@ -256,7 +256,7 @@ async def _record(
         system=True,
         forced=True,
     )
-    transfer = await ledger.post_transfer(conn, posting, policy, now)
+    transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     await inbox.mark_handled(
         conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
     )
@@ -267,7 +267,12 @@ async def _record(
 
 
 async def _repeated(
-    conn: AsyncConnection, key: str, request: str, name: str, policy: ledger.Policy, now: datetime
+    conn: AsyncConnection,
+    key: str,
+    request: str,
+    name: str,
+    policy: ledger_service.Policy,
+    now: datetime,
 ) -> Recorded:
     """A post already recorded: the same request answers duplicate, another one conflicts."""
     event = await inbox.get(conn, GATEWAY_APP, key)
@@ -275,6 +280,6 @@ async def _repeated(
     if detail.get("fingerprint") != request:
         raise IdempotencyConflict(key)
     transfers = detail.get("transfers") or [None]
-    account_id = await ledger.resolve_account(conn, name, policy, now, create=False)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now, create=False)
     row = await ledger_repo.get_account_row(conn, account_id)
     return Recorded("duplicate", transfers[0], 0 if row is None else int(row.balance))

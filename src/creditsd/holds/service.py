@@ -17,7 +17,7 @@ from creditsd.holds.errors import ExpiryTooLong
 from creditsd.kit import ids
 from creditsd.kit.idempotency import fingerprint
 from creditsd.ledger import posting
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import HoldNotFound
 from creditsd.ledger.models import Hold, Metadata
 
@@ -52,7 +52,7 @@ def reservation(
     ``proxy_key_id`` names the proxy key that pays (within its limit); ``fresh_key`` says
     the key was minted for this request (no replay to look for).
     """
-    ledger.check_account_id(account_id)
+    ledger_service.check_account_id(account_id)
     request = fingerprint(
         "hold",
         account_id=account_id,
@@ -131,7 +131,7 @@ async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold:
 
 
 async def expire_due(
-    conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, limit: int = 500
+    conn: AsyncConnection, now: datetime, *, policy: ledger_service.Policy, limit: int = 500
 ) -> int:
     """Close the expired holds of up to ``limit`` accounts; how many holds it closed."""
     owners = await repo.accounts_with_expired_holds(conn, now, limit)

@@ -48,7 +48,7 @@ _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: a row stayed locked past lock_timeo
 @dataclass(frozen=True, slots=True)
 class _Item:
     entry: Submitted
-    future: asyncio.Future[posting.Outcome]
+    future: asyncio.Future[posting.EntryOutcome]
 
     @property
     def account(self) -> str:
@@ -84,7 +84,7 @@ class GroupCommit:
         self._waking: asyncio.TimerHandle | None = None  # starts a lane for patient entries
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, entry: Submitted, *, patient: bool = False) -> posting.Outcome:
+    async def submit(self, entry: Submitted, *, patient: bool = False) -> posting.EntryOutcome:
         """Write ``entry`` in a coming batch; its outcome once that batch has committed,
         its refusal raised. A ``patient`` entry (nobody is waiting for it: a call's
         settlement once its client has the answer) starts no batch of its own for up to
@@ -146,7 +146,7 @@ class GroupCommit:
 
     async def _run(self, batch: list[_Item], accounts: set[str]) -> None:
         BATCH_SIZES.observe(len(batch))
-        outcomes: list[posting.Outcome | Exception]
+        outcomes: list[posting.EntryOutcome | Exception]
         try:
             outcomes = list(await self._write([item.entry for item in batch]))
         except Exception as error:
@@ -154,7 +154,9 @@ class GroupCommit:
                 outcomes = [error] * len(batch)
                 self._fail_queued(error, accounts)
             else:  # an unexpected failure must not sink the batch-mates: each goes alone
-                outcomes = list(await asyncio.gather(*(self._alone(item.entry) for item in batch)))
+                outcomes = list(
+                    await asyncio.gather(*(self._write_apart(item.entry) for item in batch))
+                )
         else:
             self._suspect -= accounts
         for item, outcome in zip(batch, outcomes, strict=True):
@@ -176,12 +178,12 @@ class GroupCommit:
         for item in met:
             _answer(item, fault)
 
-    async def _write(self, entries: list[Submitted]) -> list[posting.Outcome]:
+    async def _write(self, entries: list[Submitted]) -> list[posting.EntryOutcome]:
         return await self._database.write(
             lambda conn, now: posting.post(conn, entries, self._policy, now)
         )
 
-    async def _alone(self, entry: Submitted) -> posting.Outcome | Exception:
+    async def _write_apart(self, entry: Submitted) -> posting.EntryOutcome | Exception:
         try:
             (outcome,) = await self._write([entry])
         except Exception as error:
@@ -189,7 +191,7 @@ class GroupCommit:
         return outcome
 
 
-def _answer(item: _Item, outcome: posting.Outcome | Exception) -> None:
+def _answer(item: _Item, outcome: posting.EntryOutcome | Exception) -> None:
     if item.future.done():  # the caller gave up waiting
         return
     if isinstance(outcome, Exception):

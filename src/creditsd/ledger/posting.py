@@ -215,7 +215,7 @@ class Settled:
 
 HoldEntry = Capture | Void | Extend
 Entry = Posting | Reservation | Capture | Void | Extend | Sweep
-Outcome = Transfer | Hold | Settled | Swept | None | CreditsError
+EntryOutcome = Transfer | Hold | Settled | Swept | None | CreditsError
 
 
 def movement(
@@ -273,12 +273,12 @@ def _lot_request(lot: LotSpec) -> Metadata:
 
 async def post(
     conn: AsyncConnection, entries: Sequence[Entry], policy: Policy, now: datetime
-) -> list[Outcome]:
+) -> list[EntryOutcome]:
     """Write a batch; each entry's outcome (or the error that refused it alone), in order."""
     return await _Batch(conn, policy, now).run(entries)
 
 
-async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> Outcome:
+async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> EntryOutcome:
     """A batch of one: its outcome, or its refusal raised."""
     (outcome,) = await post(conn, [entry], policy, now)
     if isinstance(outcome, CreditsError):
@@ -443,8 +443,8 @@ class _Batch:
         self.expired: list[ExpiredHold] = []
         self.repeats: list[tuple[int, int]] = []  # (a repeated key's entry, its first's)
 
-    async def run(self, entries: Sequence[Entry]) -> list[Outcome]:
-        outcomes: list[Outcome] = [None] * len(entries)
+    async def run(self, entries: Sequence[Entry]) -> list[EntryOutcome]:
+        outcomes: list[EntryOutcome] = [None] * len(entries)
         names = sorted({name for entry in entries for name in _names(entry)})
         hold_ids = sorted({entry.hold_id for entry in entries if isinstance(entry, HoldEntry)})
         missing = await self._lock(names, hold_ids)
@@ -642,7 +642,7 @@ class _Batch:
     def _claim(
         self,
         entries: Sequence[Entry],
-        outcomes: list[Outcome],
+        outcomes: list[EntryOutcome],
         first_of: dict[tuple[str, str, str], int],
         stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]],
     ) -> list[int]:
@@ -666,7 +666,7 @@ class _Batch:
                 self.repeats.append((index, first_of[key]))
         return left
 
-    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> Outcome:
+    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> EntryOutcome:
         """The stored result of an earlier identical request, or a conflict if it differed."""
         key = _key(entry)
         assert key is not None
@@ -677,7 +677,7 @@ class _Batch:
             return Settled(self.holds[entry.hold_id], found)
         return found
 
-    def _repeat(self, entries: Sequence[Entry], outcomes: list[Outcome]) -> None:
+    def _repeat(self, entries: Sequence[Entry], outcomes: list[EntryOutcome]) -> None:
         """Answer each key repeated within the batch as a later request would be."""
         for index, first in self.repeats:
             entry, outcome = entries[index], outcomes[first]
@@ -695,7 +695,7 @@ class _Batch:
 
     # 4. Applying entries
 
-    def _apply(self, entry: Entry, swept: dict[str, Swept]) -> Outcome:
+    def _apply(self, entry: Entry, swept: dict[str, Swept]) -> EntryOutcome:
         try:
             if isinstance(entry, Posting):
                 return self._transfer(entry)
@@ -1027,7 +1027,7 @@ def _spenders(entry: Entry) -> list[str]:
 
 
 def _first_keys(
-    entries: Sequence[Entry], outcomes: list[Outcome]
+    entries: Sequence[Entry], outcomes: list[EntryOutcome]
 ) -> dict[tuple[str, str, str], int]:
     """Each key the batch's entries carry (``(table, app, key)``), and its first entry."""
     first_of: dict[tuple[str, str, str], int] = {}

@@ -69,7 +69,7 @@ CAPTURE_RETRY_MOST = 5.0  # the longest wait between two tries
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
 
 
-class Outcome(StrEnum):
+class CallEnd(StrEnum):
     """How a call ended."""
 
     COMPLETED = "completed"
@@ -296,18 +296,18 @@ class Call:
             except (CreditsError, *db.OUTAGES) as exc:
                 repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
 
-    async def settle(self, outcome: Outcome, usage: Any, delivered_chars: int = 0) -> None:
+    async def settle(self, outcome: CallEnd, usage: Any, delivered_chars: int = 0) -> None:
         """Capture what a chat call costs by the rules above (``delivered_chars``: the
         output characters it delivered), releasing the rest; or release it all when it
         costs nothing. Never raises (see :meth:`_charge`)."""
         await self._charge(outcome, *self._cost(usage, delivered_chars))
 
-    async def settle_images(self, outcome: Outcome, images: int) -> None:
+    async def settle_images(self, outcome: CallEnd, images: int) -> None:
         """Capture the images an image call generated, apiece; none cost nothing."""
         use = TokenUse(self.model, images=images) if images else None
         await self._charge(outcome, use, "images" if images else "nothing")
 
-    async def settle_embeddings(self, outcome: Outcome, usage: Any, embeddings: int) -> None:
+    async def settle_embeddings(self, outcome: CallEnd, usage: Any, embeddings: int) -> None:
         """Capture the input tokens an embeddings call used, as the upstream counted them,
         else as estimated; a call that returned no embedding costs nothing."""
         if not embeddings:
@@ -318,7 +318,7 @@ class Call:
             use, billed_on = TokenUse(self.model, input_tokens=self.prompt_tokens), "estimate"
         await self._charge(outcome, use, billed_on)
 
-    async def _charge(self, outcome: Outcome, use: TokenUse | None, billed_on: str) -> None:
+    async def _charge(self, outcome: CallEnd, use: TokenUse | None, billed_on: str) -> None:
         """Settle once the upstream is done with the call, the client having its answer:
         nobody is left to tell of a failure, so none is raised. A capture the database
         cannot take now is retried until it can, the hold kept alive meanwhile; one that

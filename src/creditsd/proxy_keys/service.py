@@ -13,7 +13,7 @@ from creditsd.keys.service import check_lifetime, find_by_secret, new_secret
 from creditsd.kit import ids
 from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
 from creditsd.proxy_keys import repository as repo
 from creditsd.proxy_keys.models import ProxyKey
@@ -25,7 +25,7 @@ SECRET_PREFIX = "cdp_"  # noqa: S105 - a prefix, not a secret
 async def mint(
     conn: AsyncConnection,
     account_id: str,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
     *,
     app: str,
@@ -37,7 +37,7 @@ async def mint(
 ) -> tuple[ProxyKey, str]:
     """A new key for the account an id or alias names (created if the policy allows) and
     its secret, which is returned once and never stored (audited)."""
-    owner = await ledger.resolve_account(conn, account_id, policy, now)
+    owner = await ledger_service.resolve_account(conn, account_id, policy, now)
     expires_at = None if expires_in is None else now + check_lifetime(expires_in)
     secret = new_secret(SECRET_PREFIX)
     key = ProxyKey(
