@@ -548,21 +548,19 @@ class Ledger:
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
         )
-        reservation = holds.reservation(
-            account_id,
-            amount,
-            seconds,
-            self.now(),
-            max_expires_in=self.settings.holds.max_expires_in,
+        reservation = holds.OpenHold(
+            account_id=account_id,
+            amount=amount,
+            expires_in=seconds,
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
-            pricing=pricing,
-            asked=asked,
+            use=asked,
             proxy_key_id=proxy_key_id,
+            pricing=pricing,
             fresh_key=idempotency_key is None,
-        )
+        ).reservation(self.now(), self.settings.holds.max_expires_in)
         with _refusals_counted("hold"):
             opened = await self._submit(reservation)
         assert isinstance(opened, Hold)
@@ -593,19 +591,19 @@ class Ledger:
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
-        entry = holds.capture(
-            hold_id,
-            amount,
+        entry = holds.CaptureHold(
+            hold_id=hold_id,
+            amount=amount,
             app=app,
             idempotency_key=key,
             final=final,
             overrun=self.settings.holds.overrun,
             description=description,
             metadata=metadata,
+            use=asked,
             pricing=pricing,
-            asked=asked,
             finished_at=finished_at,
-        )
+        ).entry()
         with _refusals_counted("capture"):
             settled = await self._submit(entry, patient=patient)
         assert isinstance(settled, posting_engine.Settled)

@@ -308,17 +308,19 @@ async def test_a_batch_is_one_trip_a_step_whatever_its_size(
             for name in "abc"
         ),
         *(
-            holds_service.capture(hold.id, 30, app="t", idempotency_key=f"capture:{hold.id}")
+            holds_service.CaptureHold(
+                hold_id=hold.id, amount=30, app="t", idempotency_key=f"capture:{hold.id}"
+            ).entry()
             for hold in opened
         ),
-        holds_service.reservation(
-            "c", 50, 60, now, max_expires_in=3600, app="t", idempotency_key="h", fresh_key=True
-        ),
+        holds_service.OpenHold(
+            account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h", fresh_key=True
+        ).reservation(now, 3600),
     ]
     assert await post(batch) == 3  # the lock, the read, the write
-    fresh = holds_service.reservation(
-        "c", 50, 60, now, max_expires_in=3600, app="t", idempotency_key="h2", fresh_key=True
-    )
+    fresh = holds_service.OpenHold(
+        account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h2", fresh_key=True
+    ).reservation(now, 3600)
     assert await post([fresh]) == 2  # nothing to read
 
 

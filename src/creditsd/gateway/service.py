@@ -12,7 +12,7 @@ import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,7 @@ from creditsd.config import LinkSettings
 from creditsd.gateway.errors import BadInternalSecret, GatewayNotConfigured
 from creditsd.kit import ids
 from creditsd.kit.errors import InvalidRequest
-from creditsd.kit.idempotency import fingerprint
+from creditsd.kit.idempotency import asked_as_items, fingerprint_of, not_asked
 from creditsd.kit.money import AmountError, Money
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
@@ -112,27 +112,27 @@ async def sync_balance(
         return None
     key = ids.new_id("sync")
     if difference > 0:
-        posting = ledger_service.movement(
-            "sync",
-            GATEWAY,
-            account_id,
-            difference,
+        posting = ledger_service.Movement(
+            kind="sync",
+            debit_account_id=GATEWAY,
+            credit_account_id=account_id,
+            amount=difference,
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
             metadata=metadata,
-        )
+        ).posting()
     else:
-        posting = ledger_service.movement(
-            "sync",
-            account_id,
-            GATEWAY,
-            -difference,
+        posting = ledger_service.Movement(
+            kind="sync",
+            debit_account_id=account_id,
+            credit_account_id=GATEWAY,
+            amount=-difference,
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
             metadata=metadata,
-        )
+        ).posting()
         posting = replace(posting, system=True, forced=True)
     return await ledger_service.post_transfer(conn, posting, policy, now)
 
@@ -147,30 +147,26 @@ def exact_units(dollars: Decimal, credits_per_usd: Decimal, money: Money) -> Dec
         return dollars * credits_per_usd * money.unit
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class UsagePost:
     """One usage post of a gateway: what it billed and every field it sent (``payload``,
     its API key left out), with the request id it gave, if any (``requestId``, else an
-    ``Idempotency-Key`` or ``X-Request-Id`` header)."""
+    ``Idempotency-Key`` or ``X-Request-Id`` header). What identifies the billed request
+    is its payload, but for the gateway's balance after it (which a resend may report
+    differently)."""
 
-    user_id: str
-    model: str
-    cost: Decimal
-    gateway_balance_usd: Decimal | None
-    payload: dict[str, Any]
-    request_id: str | None
-
-    @property
-    def fingerprint(self) -> str:
-        """What identifies the billed request: its payload, but for the gateway's balance
-        after it (which a resend may report differently)."""
-        asked = {name: value for name, value in self.payload.items() if name != _REPORTED}
-        return fingerprint("gateway-usage", **asked)
+    operation: ClassVar[str] = "gateway-usage"
+    user_id: str = not_asked()
+    model: str = not_asked()
+    cost: Decimal = not_asked()
+    gateway_balance_usd: Decimal | None = not_asked()
+    payload: dict[str, Any] = asked_as_items(leaving_out={_REPORTED})
+    request_id: str | None = not_asked()
 
     @property
     def key(self) -> str:
         """The post's idempotency key: its request id, else its fingerprint."""
-        return self.request_id or self.fingerprint
+        return self.request_id or fingerprint_of(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +211,7 @@ async def _record(
     policy: ledger_service.Policy,
     now: datetime,
 ) -> Recorded:
-    key, request, name = post.key, post.fingerprint, post.user_id
+    key, request, name = post.key, fingerprint_of(post), post.user_id
     units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
     if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)

@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit import ids
 from creditsd.kit.errors import CreditsError
-from creditsd.kit.idempotency import fingerprint
+from creditsd.kit.idempotency import asked_as_items, asked_if_given, fingerprint_of, not_asked
 from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
 from creditsd.ledger import statements
 from creditsd.ledger.errors import (
@@ -218,54 +218,52 @@ Entry = Posting | Reservation | Capture | Void | Extend | Sweep
 EntryOutcome = Transfer | Hold | Settled | Swept | None | CreditsError
 
 
-def movement(
-    kind: str,
-    debit_account_id: str,
-    credit_account_id: str,
-    amount: int,
-    *,
-    app: str,
-    idempotency_key: str,
-    description: str | None = None,
-    metadata: Metadata | None = None,
-    pricing: Metadata | None = None,
-    asked: Metadata | None = None,
-    lot: LotSpec | None = None,
-    fresh_key: bool = False,
-) -> Posting:
-    """A posting whose fingerprint is everything it asks for.
-
-    A priced posting passes what the caller ``asked`` (the use, not its price), so a
-    replay matches even after the catalog changed. ``fresh_key``: the key was minted for
-    this request.
-    """
-    return Posting(
-        kind=kind,
-        debit_account_id=debit_account_id,
-        credit_account_id=credit_account_id,
-        amount=amount,
-        app=app,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint(
-            kind,
-            debit_account_id=debit_account_id,
-            credit_account_id=credit_account_id,
-            **(asked or {"amount": amount}),
-            description=description,
-            metadata=metadata,
-            **({} if lot is None else {"lot": _lot_request(lot)}),
-        ),
-        description=description,
-        metadata=metadata,
-        pricing=pricing,
-        lot=lot,
-        fresh_key=fresh_key,
-    )
-
-
 def _lot_request(lot: LotSpec) -> Metadata:
     expires_at = None if lot.expires_at is None else lot.expires_at.isoformat()
     return {"source": lot.source, "expires_at": expires_at, "priority": lot.priority}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Movement:
+    """A transfer asked for: ``amount`` from the debit account to the credit account, as
+    a ``kind`` of transfer (its operation). Its fingerprint is everything it asks; a
+    priced amount is asked as the ``use`` it was priced from, so a replay matches even
+    after the catalog changed. ``fresh_key``: the key was minted for this request."""
+
+    kind: str = not_asked()
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    app: str = not_asked()
+    idempotency_key: str = not_asked()
+    description: str | None = None
+    metadata: Metadata | None = None
+    use: Metadata | None = asked_as_items(instead_of="amount", default=None)
+    lot: LotSpec | None = asked_if_given(_lot_request, default=None)
+    pricing: Metadata | None = not_asked(default=None)
+    fresh_key: bool = not_asked(default=False)
+
+    @property
+    def operation(self) -> str:
+        """The kind of transfer."""
+        return self.kind
+
+    def posting(self) -> Posting:
+        """The engine's entry that writes this transfer."""
+        return Posting(
+            kind=self.kind,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=self.amount,
+            app=self.app,
+            idempotency_key=self.idempotency_key,
+            fingerprint=fingerprint_of(self),
+            description=self.description,
+            metadata=self.metadata,
+            pricing=self.pricing,
+            lot=self.lot,
+            fresh_key=self.fresh_key,
+        )
 
 
 # The entry points
@@ -323,16 +321,16 @@ async def open_customer(
     if not await sql.insert_name(conn, account_id, account_id):
         raise AliasTaken(account_id)
     if policy.signup_grant:
-        grant = movement(
-            "grant",
-            SIGNUP,
-            account_id,
-            policy.signup_grant,
+        grant = Movement(
+            kind="grant",
+            debit_account_id=SIGNUP,
+            credit_account_id=account_id,
+            amount=policy.signup_grant,
             app=SYSTEM_APP,
             idempotency_key=f"signup:{account_id}",
             description="sign-up grant",
             lot=LotSpec("signup"),
-        )
+        ).posting()
         await transfer(conn, grant, policy, now)
     return True
 
@@ -625,15 +623,15 @@ class _Batch:
             amount = lot.remaining - reserved
             if amount <= 0:
                 continue
-            posting = movement(
-                "expiry",
-                account.id,
-                EXPIRED,
-                amount,
+            posting = Movement(
+                kind="expiry",
+                debit_account_id=account.id,
+                credit_account_id=EXPIRED,
+                amount=amount,
                 app=SYSTEM_APP,
                 idempotency_key=f"expiry:{lot.id}:{lot.remaining}",
                 description="credits expired",
-            )
+            ).posting()
             postings.append(replace(posting, first_lot=lot.id, system=True, forced=True))
         return postings
 

@@ -34,9 +34,9 @@ from creditsd.ledger.models import (
     available,
     check_account_id,
 )
-from creditsd.ledger.posting import Policy, Posting, movement
+from creditsd.ledger.posting import Movement, Policy, Posting
 
-__all__ = ["SYSTEM_APP", "Policy", "Posting", "check_account_id", "movement"]
+__all__ = ["SYSTEM_APP", "Movement", "Policy", "Posting", "check_account_id"]
 
 OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
 
@@ -333,17 +333,17 @@ async def grant(
     check_account_id(account_id)
     transfer = await post_transfer(
         conn,
-        movement(
-            "grant",
-            GRANTS,
-            account_id,
-            amount,
+        Movement(
+            kind="grant",
+            debit_account_id=GRANTS,
+            credit_account_id=account_id,
+            amount=amount,
             app=app,
             idempotency_key=idempotency_key,
             description=reason,
             metadata=metadata,
             lot=lot,
-        ),
+        ).posting(),
         policy,
         now,
     )
@@ -380,26 +380,26 @@ async def adjust(
     """
     check_account_id(account_id)
     if change > 0:
-        posting = movement(
-            "adjustment",
-            ADJUSTMENTS,
-            account_id,
-            change,
+        posting = Movement(
+            kind="adjustment",
+            debit_account_id=ADJUSTMENTS,
+            credit_account_id=account_id,
+            amount=change,
             app=app,
             idempotency_key=idempotency_key,
             description=reason,
-        )
+        ).posting()
     else:
         posting = replace(
-            movement(
-                "adjustment",
-                account_id,
-                ADJUSTMENTS,
-                -change,
+            Movement(
+                kind="adjustment",
+                debit_account_id=account_id,
+                credit_account_id=ADJUSTMENTS,
+                amount=-change,
                 app=app,
                 idempotency_key=idempotency_key,
                 description=reason,
-            ),
+            ).posting(),
             system=True,
         )
     transfer = await post_transfer(conn, posting, policy, now)
@@ -521,19 +521,19 @@ def charge_posting(
 ) -> Posting:
     """The posting that spends an account's credits (to ``@revenue``)."""
     check_account_id(account_id)
-    return movement(
-        "charge",
-        account_id,
-        REVENUE,
-        amount,
+    return Movement(
+        kind="charge",
+        debit_account_id=account_id,
+        credit_account_id=REVENUE,
+        amount=amount,
         app=app,
         idempotency_key=idempotency_key,
         description=description,
         metadata=metadata,
         pricing=pricing,
-        asked=asked,
+        use=asked,
         fresh_key=fresh_key,
-    )
+    ).posting()
 
 
 async def account_transactions(

@@ -50,17 +50,17 @@ async def grant_allowance(
         return transfer
     return await ledger_service.post_transfer(
         conn,
-        ledger_service.movement(
-            "grant",
-            SUBSCRIPTIONS,
-            account_id,
-            credits,
+        ledger_service.Movement(
+            kind="grant",
+            debit_account_id=SUBSCRIPTIONS,
+            credit_account_id=account_id,
+            amount=credits,
             app=ledger_service.SYSTEM_APP,
             idempotency_key=key,
             description=f"{plan_id} allowance",
             metadata={"plan": plan_id, "period_start": start.isoformat()},
             lot=LotSpec("subscription", expires_at=end, reference=f"plan:{plan_id}"),
-        ),
+        ).posting(),
         policy,
         now,
     )

@@ -161,11 +161,11 @@ async def record_purchase(
             payer,
         )
         return Handled("needs_review", notes={**notes, **review})
-    posting = ledger_service.movement(
-        "purchase",
-        STRIPE,
-        account_id,
-        priced.credits,
+    posting = ledger_service.Movement(
+        kind="purchase",
+        debit_account_id=STRIPE,
+        credit_account_id=account_id,
+        amount=priced.credits,
         app=STRIPE_APP,
         idempotency_key=f"stripe:payment:{payment_id}",
         description="credit pack purchase",
@@ -174,7 +174,7 @@ async def record_purchase(
             "packs": ", ".join(f"{item['pack']} × {item['quantity']}" for item in priced.items),
         },
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    )
+    ).posting()
     try:
         transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     except IdempotencyConflict:
@@ -258,16 +258,16 @@ async def take_back(
     outcome = Handled("clawed_back", notes={**notes, **figures})
     if taken:
         lot = await lot_repo.find_by_reference(conn, f"stripe:{payment.id}")
-        posting = ledger_service.movement(
-            "clawback",
-            account_id,
-            STRIPE,
-            taken,
+        posting = ledger_service.Movement(
+            kind="clawback",
+            debit_account_id=account_id,
+            credit_account_id=STRIPE,
+            amount=taken,
             app=STRIPE_APP,
             idempotency_key=key,
             description=reason,
             metadata={"stripe_payment": payment.id, **figures},
-        )
+        ).posting()
         posting = replace(
             posting,
             first_lot=None if lot is None else lot.id,
@@ -463,17 +463,17 @@ async def reinstate(
     if found is None:
         return Handled("reinstated" if lifted else "nothing_to_give_back", notes=notes)
     clawback, _fingerprint = found
-    posting = ledger_service.movement(
-        "reversal",
-        STRIPE,
-        payment.account_id,
-        clawback.amount,
+    posting = ledger_service.Movement(
+        kind="reversal",
+        debit_account_id=STRIPE,
+        credit_account_id=payment.account_id,
+        amount=clawback.amount,
         app=STRIPE_APP,
         idempotency_key=f"stripe:dispute_reinstated:{dispute_id}",
         description="dispute won",
         metadata={"stripe_payment": payment_id, "dispute": dispute_id, "reverses": clawback.id},
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    )
+    ).posting()
     transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     if transfer.replayed:
         return Handled("already_reinstated", notes=notes)
