@@ -1,4 +1,5 @@
-"""The ``creditsd`` command: serve, migrate, keys, accounts, grant, reconcile, verify, export."""
+"""The ``creditsd`` command: serve, worker, migrate, keys, accounts, grant, pricing, webhooks,
+stripe, audit, reconcile, verify, export and dev-upstream."""
 
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ def _metavar(param: TyperArgument | TyperOption, ctx: Context) -> str:
 # 2 the command line or the configuration is wrong (click's own usage errors are 2 too).
 RUNTIME_FAILURE = 1
 USAGE_ERROR = 2
+CLI_APP = "cli"  # the app name on the transfers the CLI makes (reserved: no key takes it)
 
 app = typer.Typer(
     help="creditsd: an exact credits ledger for AI products.",
@@ -552,7 +554,7 @@ def keys_list(
 
 @keys_app.command("revoke", cls=_Command)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
-    """Revoke an API key: it stops working at once."""
+    """Revoke an API key: it stops working within [server] key_cache_seconds (default 5)."""
     from creditsd.keys import service as keys
 
     key = _run(
@@ -656,7 +658,7 @@ def grant(
             units,
             reason=reason,
             idempotency_key=idempotency_key,
-            app="cli",
+            app=CLI_APP,
             actor=_actor(),
         )
         balance = transfer.credit_balance_after or 0

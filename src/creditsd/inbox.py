@@ -1,8 +1,9 @@
 """The webhook inbox: every event a provider sends, stored once (unique on its id) and
 marked when handled, so a retried or repeated delivery is handled at most once.
 
-A webhook endpoint stores the verified event in one transaction and handles it in the
-next: an event whose handling fails stays stored for the provider's next delivery."""
+Stripe's and Clerk's endpoints store the verified event in one transaction and handle it
+in the next (``creditsd.api.receiving``): an event whose handling fails stays stored for
+the provider's next delivery. A gateway's usage post is stored and handled in one."""
 
 from __future__ import annotations
 

@@ -1,7 +1,10 @@
-"""The in-process ``Ledger``: each method is one business operation in one transaction.
+"""The in-process ``Ledger``: each method is one business operation and an entry point
+that hands its work to the database's doorway. A write commits as one transaction (with
+group commit, one it may share with other writes); a read may take one per page.
 
 Amounts are integers of minor units (``ledger.money`` converts credits to and from them).
-The HTTP API and the CLI call these same methods.
+The HTTP API and the CLI call these methods for the ledger's operations; the other
+domains' routes and commands hand their work to ``ledger.database`` themselves.
 """
 
 from __future__ import annotations
@@ -650,8 +653,8 @@ class Ledger:
         return await self.database.read(lambda conn, _now: holds.get_hold(conn, hold_id))
 
     async def expire_holds(self) -> int:
-        """Close holds past their expiry (what the timer in ``creditsd serve`` calls); how
-        many it closed."""
+        """Close holds past their expiry, lapsing those accounts' due lots too (what the
+        timer in ``creditsd serve`` calls); how many holds it closed."""
         return await self.database.write(partial(holds.expire_due, policy=self.policy))
 
     async def expire_lots(self, batch: int = 200) -> int:

@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handlers, health checks and the expiry sweeper."""
+"""The FastAPI application: routers, error handlers, health checks and the background work."""
 
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def create_app(
     access_log: IO[str] | None = None,
 ) -> FastAPI:
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
-    background work (expiry sweeps, outbox delivery) while the app serves; ``fast_lane``
-    serves charges in front of FastAPI (off only to compare the two in tests);
+    background work (expiry sweeps, outbox delivery, reconciliation) while the app serves;
+    ``fast_lane`` serves charges and the proxy's model calls in front of FastAPI (off only to compare the two in tests);
     ``access_log`` receives one JSON line per request. Serving raises this process's
     young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()

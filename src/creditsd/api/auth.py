@@ -1,4 +1,5 @@
-"""API key authentication and scopes, enforced here and nowhere else.
+"""API key authentication and scopes for the HTTP API: every ``/v1`` route names the scope
+it needs here (the admin console and the proxy's payers check keys through it too).
 
 A key that authenticated (an API key, or a proxy key on ``/openai/v1``) is remembered for
 ``[server] key_cache_seconds`` (default 5) by the hash of its secret, which spares every

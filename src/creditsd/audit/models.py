@@ -18,7 +18,7 @@ _AMOUNTS_BY_ID = frozenset({"lots"})
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One admin action: who (``actor``) did what (``action``) to which ``target``, with
+    """One audited action (an operator's, an app's, or creditsd's own): who (``actor``) did what (``action``) to which ``target``, with
     the state before and after as recorded (amounts in minor units; see :meth:`in_credits`)."""
 
     id: int

@@ -175,8 +175,10 @@ class RetryTransaction(Exception):
 def is_retryable(exc: BaseException) -> bool:
     """Whether a failed transaction may simply be run again.
 
-    Every write carries an idempotency key, so rerunning after a lost connection is safe
-    even when the first attempt did commit: the rerun finds the key and replays.
+    Every ledger write carries an idempotency key, so rerunning after a lost connection is
+    safe even when the first attempt did commit: the rerun finds the key and replays.
+    Minting an API or proxy key carries none: a rerun after a commit whose answer was lost
+    mints a second key, which the caller never sees and can revoke from the list.
     """
     if isinstance(exc, RetryTransaction):
         return True
@@ -309,7 +311,8 @@ class Database:
     """The one doorway into a transaction. Every entry point (an HTTP route, a CLI
     command, a worker step, a group-commit batch, a method of the in-process ``Ledger``) hands
     it a piece of work, which receives the transaction's connection and the instant it
-    runs at and passes them down; services take them and never open a transaction."""
+    runs at and passes them down; services take them and never open a transaction. (The
+    migrations, run before any work, open their own.)"""
 
     def __init__(self, engine: AsyncEngine, clock: Callable[[], datetime]) -> None:
         self.engine = engine

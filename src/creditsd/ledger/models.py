@@ -27,9 +27,9 @@ SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCR
 PAID_SOURCE = "purchase"  # credits bought; every other source is free credit
 SYSTEM_APP = "creditsd"  # the app name on transfers creditsd makes by itself
 # The app names creditsd itself writes under: its own, its integrations' (Stripe, Clerk,
-# the gateway) and the in-process API's default. No API key may be named one, so their
-# idempotency keys live in a namespace no request can reach.
-INTERNAL_APPS = frozenset({SYSTEM_APP, "stripe", "clerk", "gateway", "local"})
+# the gateway), the CLI's and the in-process API's default. No API key may be named one,
+# so their idempotency keys live in a namespace no request can reach.
+INTERNAL_APPS = frozenset({SYSTEM_APP, "stripe", "clerk", "gateway", "cli", "local"})
 
 Metadata = dict[str, Any]
 

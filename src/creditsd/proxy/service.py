@@ -23,9 +23,9 @@ no usage reported             what was delivered
 "What was delivered" is the input's offline estimate plus the output's characters relayed
 to the client (of a stream hung up on, those that reached it) over ``CHARS_PER_TOKEN``. A
 stream is settled when the upstream's stream ends, however far its client has read
-(:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and a stream's
-is extended every half of that until then, so a crashed process's holds expire and are
-released by the sweeper.
+(:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and every call's
+is extended every half of that until the call is settled, so a crashed process's holds
+expire and are released by the sweeper.
 
 An embeddings call has no output: it is charged its input's usage, or its estimate when
 none came. A charge that rounds to nothing at the ledger's scale is nothing: the hold is

@@ -58,7 +58,7 @@ class CheckoutState:
 
 
 class StripeBilling:
-    """Checkout, webhooks and reconciliation for one ledger."""
+    """Checkout and webhooks for one ledger."""
 
     def __init__(self, ledger: Runtime) -> None:
         self.ledger = ledger

@@ -1,4 +1,5 @@
-"""Stripe events against ledger transfers: every mismatch, for ``creditsd stripe reconcile``."""
+"""Stripe events against ledger transfers: every mismatch, for ``creditsd stripe reconcile``
+and the console's reconciliation page."""
 
 from __future__ import annotations
 

@@ -39,8 +39,8 @@ async def list_audit_log(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ExactJSONResponse:
-    """What admins did (grants, freezes, keys, pricing, …), newest first; reading changes
-    nothing."""
+    """What operators, apps and creditsd itself did (grants, freezes, keys, pricing,
+    Stripe's refunds, reconciliation…), newest first; reading changes nothing."""
     wanted = AuditFilter(target=target, actor=actor, action=action, since=since, until=until)
     page = await ledger.database.read(
         lambda conn, _now: service.list_records(conn, wanted, limit=limit, cursor=cursor)

@@ -70,7 +70,7 @@ from_app = APIRouter(
 
 @from_app.post("/balance/sync", response_model=BalanceOut, responses=error_responses(404))
 async def balance_sync(body: BalanceSync, ledger: LedgerDep) -> ExactJSONResponse:
-    """Set a user's balance (seed 000): the difference moves by an audited ``sync`` transfer.
+    """Set a user's balance (seed 000): the difference moves by a ``sync`` transfer.
 
     ``balance_points`` are divided by ``[app_link] points_to_usd``; dollars are rounded to
     4 places; negative balances are allowed. A repeat of the same figure moves nothing.

@@ -93,7 +93,7 @@ async def list_deliveries(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> ExactJSONResponse:
-    """Outbox messages, newest first: to one endpoint (or ``gateway``), in one status."""
+    """Outbox messages, newest first: to one endpoint (or ``gateway``, ``app``), in one status."""
     page = await ledger.database.read(
         lambda conn, _now: service.deliveries(
             conn, destination=destination, status=status, limit=limit, cursor=cursor

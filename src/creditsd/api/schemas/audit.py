@@ -22,7 +22,8 @@ _EXAMPLE: JsonDict = {
 
 
 class AuditRecordOut(BaseModel):
-    """One admin action, as recorded in the transaction that made the change."""
+    """One audited action (an operator's, an app's, or creditsd's own), as recorded in the
+    transaction that made the change."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
 
