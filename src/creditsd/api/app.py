@@ -75,8 +75,8 @@ def create_app(
 ) -> FastAPI:
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
     background work (expiry sweeps, outbox delivery, reconciliation) while the app serves;
-    ``fast_lane`` serves charges and the proxy's model calls in front of FastAPI (off only to compare the two in tests);
-    ``access_log`` receives one JSON line per request. Serving raises this process's
+    ``fast_lane`` serves charges and the proxy's model calls in front of FastAPI (off only
+    to compare the two in tests); ``access_log`` receives one JSON line per request. Serving raises this process's
     young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_THRESHOLD), *older)

@@ -18,8 +18,9 @@ _AMOUNTS_BY_ID = frozenset({"lots"})
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One audited action (an operator's, an app's, or creditsd's own): who (``actor``) did what (``action``) to which ``target``, with
-    the state before and after as recorded (amounts in minor units; see :meth:`in_credits`)."""
+    """One audited action (an operator's, an app's, or creditsd's own): who (``actor``)
+    did what (``action``) to which ``target``, with the state before and after as recorded
+    (amounts in minor units; see :meth:`in_credits`)."""
 
     id: int
     actor: str

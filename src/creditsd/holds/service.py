@@ -123,7 +123,8 @@ async def get_hold(conn: AsyncConnection, hold_id: str) -> Hold:
 async def expire_due(
     conn: AsyncConnection, now: datetime, *, policy: ledger_service.Policy, limit: int = 500
 ) -> int:
-    """Close the expired holds (and lapse the due lots) of up to ``limit`` accounts; how many holds it closed."""
+    """Close the expired holds (and lapse the due lots) of up to ``limit`` accounts; how
+    many holds it closed."""
     owners = await repo.accounts_with_expired_holds(conn, now, limit)
     swept = await posting.sweep(conn, owners, policy, now)
     return len({hold.hold_id for account in swept for hold in account.expired_holds})

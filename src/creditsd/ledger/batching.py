@@ -1,8 +1,8 @@
 """Group commit: concurrent entries of one process share a batch and its transaction.
 
 Charges and the holds' entries (an opening, a capture, a release, an extension) join;
-the other writes (grants, usage batches, the integrations') take a transaction each. While a batch commits, the entries that arrive queue
-up; the next free lane writes them as one batch of the posting engine and commits once,
+the other writes (grants, usage batches, the integrations') take a transaction each.
+While a batch commits, the entries that arrive queue up; the next free lane writes them as one batch of the posting engine and commits once,
 leaving behind the entries of accounts another lane's batch holds (they would only wait on
 its row locks): those go with the next batch after it. So a hot account's entries gather
 in one lane's batches while many accounts spread over all lanes. An idle lane takes an
