@@ -76,8 +76,8 @@ def create_app(
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
     background work (expiry sweeps, outbox delivery, reconciliation) while the app serves;
     ``fast_lane`` serves charges and the proxy's model calls in front of FastAPI (off only
-    to compare the two in tests); ``access_log`` receives one JSON line per request. Serving raises this process's
-    young-object collection threshold to ``GC_THRESHOLD``."""
+    to compare the two in tests); ``access_log`` receives one JSON line per request. Serving
+    raises this process's young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_THRESHOLD), *older)
 

@@ -1,26 +1,27 @@
 """Group commit: concurrent entries of one process share a batch and its transaction.
 
-Charges and the holds' entries (an opening, a capture, a release, an extension) join;
-the other writes (grants, usage batches, the integrations') take a transaction each.
-While a batch commits, the entries that arrive queue up; the next free lane writes them as one batch of the posting engine and commits once,
-leaving behind the entries of accounts another lane's batch holds (they would only wait on
-its row locks): those go with the next batch after it. So a hot account's entries gather
-in one lane's batches while many accounts spread over all lanes. An idle lane takes an
-entry at once, so a lone request waits for nobody; an entry nobody waits for (a proxied
-call's capture, once its client has the answer) waits a moment for another to start a
-batch, so the capture of one call and the hold of the next share a transaction. Each
-entry keeps its own outcome (the engine refuses an entry alone, never its batch-mates),
-and nobody is answered before the batch has committed.
+Charges and the holds' entries (an opening, a capture, a release, an extension) join; the
+other writes (grants, usage batches, the integrations') take a transaction each. While a
+batch commits, the entries that arrive queue up; the next free lane writes them as one
+batch of the posting engine and commits once, leaving behind the entries of accounts
+another lane's batch holds (they would only wait on its row locks): those go with the
+next batch after it. So a hot account's entries gather in one lane's batches while many
+accounts spread over all lanes. An idle lane takes an entry at once, so a lone request
+waits for nobody; an entry nobody waits for (a proxied call's capture, once its client
+has the answer) waits a moment for another to start a batch, so the capture of one call
+and the hold of the next share a transaction. Each entry keeps its own outcome (the
+engine refuses an entry alone, never its batch-mates), and nobody is answered before the
+batch has committed.
 
 A batch that fails on a fault (the database down, stalled, or a row locked past
-``lock_timeout``) answers every member at once (503, :class:`~creditsd.kit.errors.Unavailable`
-or the fault), and with them the entries still queued that would meet the same fault: all
-of them when the whole database failed, those of the batch's accounts when a row lock did.
-So nobody waits longer than the timeouts of one transaction. The accounts of a batch a
-lock failed are then batched one account at a time until one of their batches commits, so
-one locked row cannot sink the batches of others again. A batch that fails for any other
-reason (a bug) reruns each member alone, in parallel.
-"""
+``lock_timeout``) answers every member at once (503,
+:class:`~creditsd.kit.errors.Unavailable` or the fault), and with them the entries still
+queued that would meet the same fault: all of them when the whole database failed, those
+of the batch's accounts when a row lock did. So nobody waits longer than the timeouts of
+one transaction. The accounts of a batch a lock failed are then batched one account at a
+time until one of their batches commits, so one locked row cannot sink the batches of
+others again. A batch that fails for any other reason (a bug) reruns each member alone,
+in parallel."""
 
 from __future__ import annotations
 
