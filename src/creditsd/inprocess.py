@@ -384,22 +384,18 @@ class Ledger:
         key = resolve_key(idempotency_key)
         if source not in LOT_SOURCES:
             raise InvalidRequest(f"source must be one of {', '.join(LOT_SOURCES)}", field="source")
-        lot = LotSpec(source, expires_at, priority)
+        request = ledger_service.Grant(
+            account_id=account_id,
+            amount=amount,
+            app=app,
+            idempotency_key=key,
+            reason=reason,
+            metadata=metadata,
+            lot=LotSpec(source, expires_at, priority),
+        )
 
         async def grant(conn: AsyncConnection, now: datetime) -> Transfer:
-            transfer = await ledger_service.grant(
-                conn,
-                account_id,
-                amount,
-                self.policy,
-                now,
-                actor=actor,
-                app=app,
-                idempotency_key=key,
-                reason=reason,
-                metadata=metadata,
-                lot=lot,
-            )
+            transfer = await ledger_service.grant(conn, request, self.policy, now, actor=actor)
             # Checked once the key is looked up, so that a retry after the expiry answers
             # the grant it made; a new one is undone with its transaction.
             if not transfer.replayed and expires_at is not None and expires_at <= now:
@@ -425,19 +421,15 @@ class Ledger:
         _units(abs(change), "change")
         if not reason.strip():
             raise InvalidRequest("an adjustment needs a reason", field="reason")
-        key = resolve_key(idempotency_key)
+        request = ledger_service.Adjustment(
+            account_id=account_id,
+            change=change,
+            app=app,
+            idempotency_key=resolve_key(idempotency_key),
+            reason=reason,
+        )
         return await self.database.write(
-            lambda conn, now: ledger_service.adjust(
-                conn,
-                account_id,
-                change,
-                self.policy,
-                now,
-                actor=actor,
-                app=app,
-                idempotency_key=key,
-                reason=reason,
-            )
+            lambda conn, now: ledger_service.adjust(conn, request, self.policy, now, actor=actor)
         )
 
     async def charge(
@@ -456,17 +448,17 @@ class Ledger:
         Raises ``InsufficientCredits`` when the account cannot afford it.
         """
         units, pricing, asked = await self._amount(amount, use)
-        posting = ledger_service.charge_posting(
-            account_id,
-            units,
+        posting = ledger_service.Charge(
+            account_id=account_id,
+            amount=units,
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
             pricing=pricing,
-            asked=asked,
+            use=asked,
             fresh_key=idempotency_key is None,
-        )
+        ).posting()
 
         with _refusals_counted("charge"):
             transfer = await self._submit(posting)

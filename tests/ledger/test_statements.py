@@ -25,7 +25,7 @@ from creditsd.kit.db import RetryTransaction
 from creditsd.kit.errors import RuleViolated
 from creditsd.ledger import posting, statements
 from creditsd.ledger.models import REVENUE, Hold, Transfer
-from creditsd.ledger.service import charge_posting
+from creditsd.ledger.service import Charge
 from creditsd.ledger.statements import (
     HOLD_COLUMNS,
     TRANSFER_COLUMNS,
@@ -304,7 +304,7 @@ async def test_a_batch_is_one_trip_a_step_whatever_its_size(
     now = ledger.now()
     batch: list[posting.Entry] = [
         *(
-            charge_posting(name, 10, app="t", idempotency_key=name, description=None)
+            Charge(account_id=name, amount=10, app="t", idempotency_key=name).posting()
             for name in "abc"
         ),
         *(

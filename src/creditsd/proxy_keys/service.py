@@ -3,7 +3,7 @@ posting engine keeps the holds a key pays for within its limit."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -22,23 +22,34 @@ from creditsd.tables import proxy_keys
 SECRET_PREFIX = "cdp_"  # noqa: S105 - a prefix, not a secret
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Minting:
+    """A proxy key asked for: the account it pays for (an id or alias), the app minting
+    it, and its optional name, lifetime, spend limit (minor units) and rate limit (calls
+    a minute)."""
+
+    account_id: str
+    app: str
+    name: str | None = None
+    expires_in: timedelta | None = None
+    spend_limit: int | None = None
+    rate_limit: int | None = None
+
+
 async def mint(
     conn: AsyncConnection,
-    account_id: str,
+    asked: Minting,
     policy: ledger_service.Policy,
     now: datetime,
     *,
-    app: str,
     actor: str,
-    name: str | None = None,
-    expires_in: timedelta | None = None,
-    spend_limit: int | None = None,
-    rate_limit: int | None = None,
 ) -> tuple[ProxyKey, str]:
     """A new key for the account an id or alias names (created if the policy allows) and
     its secret, which is returned once and never stored (audited)."""
-    owner = await ledger_service.resolve_account(conn, account_id, policy, now)
-    expires_at = None if expires_in is None else now + check_lifetime(expires_in)
+    app, name, spend_limit, rate_limit = asked.app, asked.name, asked.spend_limit, asked.rate_limit
+    owner = await ledger_service.resolve_account(conn, asked.account_id, policy, now)
+    lifetime = asked.expires_in
+    expires_at = None if lifetime is None else now + check_lifetime(lifetime)
     secret = new_secret(SECRET_PREFIX)
     key = ProxyKey(
         id=ids.new_id("pxk"),

@@ -241,8 +241,7 @@ class StripeBilling:
                 return Handled("not_a_pack_purchase", notes={"session": item.get("id")})
             if not _paid_pack_session(event):
                 return Handled("awaiting_payment", notes={"session": item.get("id")})
-            return await service.record_purchase(
-                conn,
+            paid = service.Purchase(
                 payment_id=item.get("payment_intent") or item["id"],
                 account=item.get("client_reference_id")
                 or (item.get("metadata") or {}).get("creditsd_account"),
@@ -252,10 +251,8 @@ class StripeBilling:
                 priced=service.price_items(asked.lines, settings),
                 event_id=event["id"],
                 session_id=item["id"],
-                settings=settings,
-                policy=policy,
-                now=now,
             )
+            return await service.record_purchase(conn, paid, settings, policy, now)
         if kind == "payment_intent.succeeded":
             return await service.confirm_payment(conn, item["id"], now)
         if kind in service.MONEY_BACK:

@@ -106,24 +106,33 @@ async def paying_account(
     return account_id, await repo.customer_of(conn, account_id)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purchase:
+    """A paid payment, as a Checkout Session or an invoice reports it: who it names (an
+    account, a Stripe customer), what was paid, and what it bought (``priced``)."""
+
+    payment_id: str
+    account: str | None
+    customer: str | None
+    amount: int
+    currency: str
+    priced: Priced
+    event_id: str
+    session_id: str | None = None
+    invoice_id: str | None = None
+
+
 async def record_purchase(
     conn: AsyncConnection,
-    *,
-    payment_id: str,
-    account: str | None,
-    customer: str | None,
-    amount: int,
-    currency: str,
-    priced: Priced,
-    event_id: str,
-    session_id: str | None = None,
-    invoice_id: str | None = None,
+    purchase: Purchase,
     settings: Settings,
     policy: ledger_service.Policy,
     now: datetime,
 ) -> Handled:
     """Grant what a paid payment bought, once per payment, into a ``purchase`` lot; then
     apply the refunds and disputes of the payment that came before it."""
+    payment_id, priced, event_id = purchase.payment_id, purchase.priced, purchase.event_id
+    account, customer = purchase.account, purchase.customer
     notes: Metadata = {"payment": payment_id}
     if priced.unknown_prices:
         notes["ignored_prices"] = priced.unknown_prices
@@ -137,8 +146,8 @@ async def record_purchase(
         review = {
             "event": event_id,
             "payment": payment_id,
-            "session": session_id,
-            "invoice": invoice_id,
+            "session": purchase.session_id,
+            "invoice": purchase.invoice_id,
             "account_named": account_id,
             "customer": customer,
             "customer_account": payer,
@@ -184,10 +193,10 @@ async def record_purchase(
         {
             "id": payment_id,
             "account_id": account_id,
-            "session_id": session_id,
-            "invoice_id": invoice_id,
-            "amount": amount,
-            "currency": currency,
+            "session_id": purchase.session_id,
+            "invoice_id": purchase.invoice_id,
+            "amount": purchase.amount,
+            "currency": purchase.currency,
             "credits": priced.credits,
             "items": priced.items,
             "transfer_id": transfer.id,
@@ -214,25 +223,34 @@ async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime)
     return Handled("confirmed", notes={"payment": payment_id})
 
 
+@dataclass(frozen=True, slots=True)
+class MoneyBack:
+    """``due`` credits a payment's refund or dispute takes back, under the idempotency
+    ``key``, for a ``reason`` (refund, dispute); ``freezer`` holds the freeze it may lay."""
+
+    payment: Any
+    due: int
+    key: str
+    reason: str
+    freezer: str
+
+
 async def take_back(
     conn: AsyncConnection,
-    payment: Any,
-    due: int,
-    *,
-    key: str,
-    reason: str,
-    freezer: str,
+    back: MoneyBack,
     settings: Settings,
     policy: ledger_service.Policy,
     now: datetime,
 ) -> Handled:
-    """Claw back ``due`` credits of a payment: from its own lot first, then the others.
+    """Claw back what a refund or dispute takes of a payment: from its own lot first, then
+    the others.
 
     What the account has already spent follows ``[stripe] refund_policy``: taken anyway
     (``allow_negative``: the balance goes below zero and the next credits pay it back),
     left unrecovered with the account frozen by ``freezer`` (``block_account``), or
     written off. The transfer's metadata records the policy and the figures.
     """
+    payment, due, key, reason, freezer = back.payment, back.due, back.key, back.reason, back.freezer
     money: Money = settings.money
     refund_policy = settings.stripe.refund_policy
     account_id = payment.account_id
@@ -388,17 +406,10 @@ async def refund(
     )
     due = min(due, payment.credits - payment.clawed_back)
     await repo.update_payment(conn, payment_id, {"refunded": refunded})
-    return await take_back(
-        conn,
-        payment,
-        due,
-        key=f"stripe:refund:{payment_id}:{refunded}",
-        reason="refund",
-        freezer=f"refund:{payment_id}",
-        settings=settings,
-        policy=policy,
-        now=now,
+    refund = MoneyBack(
+        payment, due, f"stripe:refund:{payment_id}:{refunded}", "refund", f"refund:{payment_id}"
     )
+    return await take_back(conn, refund, settings, policy, now)
 
 
 async def dispute(
@@ -425,17 +436,8 @@ async def dispute(
         share(payment.credits, int(disputed.get("amount") or 0), payment.amount),
         payment.credits - payment.clawed_back,
     )
-    return await take_back(
-        conn,
-        payment,
-        due,
-        key=f"stripe:dispute:{disputed.get('id')}",
-        reason="dispute",
-        freezer=freezer,
-        settings=settings,
-        policy=policy,
-        now=now,
-    )
+    dispute = MoneyBack(payment, due, f"stripe:dispute:{disputed.get('id')}", "dispute", freezer)
+    return await take_back(conn, dispute, settings, policy, now)
 
 
 async def reinstate(
@@ -542,8 +544,7 @@ async def invoice_paid(
     ]
     if packs:
         priced = price_items(packs, settings)
-        bought = await record_purchase(
-            conn,
+        paid = Purchase(
             payment_id=invoice_payment(invoice) or asked.invoice_payment or str(invoice.get("id")),
             account=account,
             customer=customer,
@@ -552,10 +553,8 @@ async def invoice_paid(
             priced=priced,
             event_id=event_id,
             invoice_id=invoice.get("id"),
-            settings=settings,
-            policy=policy,
-            now=now,
         )
+        bought = await record_purchase(conn, paid, settings, policy, now)
         outcome.transfers.extend(bought.transfers)
         outcome.notes.update(bought.notes)
     return outcome

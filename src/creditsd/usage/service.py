@@ -25,9 +25,9 @@ def _posting(
 ) -> ledger_service.Posting:
     price = catalog.price(event.use, money)
     use = event.use
-    return ledger_service.charge_posting(
-        event.account_id,
-        price.amount,
+    return ledger_service.Charge(
+        account_id=event.account_id,
+        amount=price.amount,
         app=app,
         idempotency_key=resolve_key(KEY_PREFIX + event.id),
         description=use.feature if isinstance(use, FeatureUse) else use.model,
@@ -37,8 +37,8 @@ def _posting(
             "event_id": event.id,
             "occurred_at": event.occurred_at or now,
         },
-        asked=use.request(),
-    )
+        use=use.request(),
+    ).posting()
 
 
 def _result(event_id: str, outcome: posting.EntryOutcome) -> UsageResult:

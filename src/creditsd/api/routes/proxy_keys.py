@@ -38,19 +38,16 @@ async def mint_key(body: ProxyKeyCreate, ledger: LedgerDep, key: AppKey) -> Exac
     """
     spend_limit = None if body.limit is None else units(ledger.money, body.limit, "limit")
     lifetime = None if body.expires_in is None else timedelta(seconds=body.expires_in)
+    asked = service.Minting(
+        account_id=body.account_id,
+        app=key.name,
+        name=body.name,
+        expires_in=lifetime,
+        spend_limit=spend_limit,
+        rate_limit=body.rate_limit,
+    )
     minted, secret = await ledger.database.write(
-        lambda conn, now: service.mint(
-            conn,
-            body.account_id,
-            ledger.policy,
-            now,
-            app=key.name,
-            actor=actor(key),
-            name=body.name,
-            expires_in=lifetime,
-            spend_limit=spend_limit,
-            rate_limit=body.rate_limit,
-        )
+        lambda conn, now: service.mint(conn, asked, ledger.policy, now, actor=actor(key))
     )
     shown = ProxyKeyOut.of(minted, ledger.money)
     return respond(ProxyKeyCreated(**shown.model_dump(), secret=secret), 201)
