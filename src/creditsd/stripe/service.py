@@ -143,32 +143,7 @@ async def record_purchase(
         return Handled("unknown_account", notes=notes)
     payer = await repo.account_of_customer(conn, customer) if customer else None
     if payer is not None and payer != account_id:
-        review = {
-            "event": event_id,
-            "payment": payment_id,
-            "session": purchase.session_id,
-            "invoice": purchase.invoice_id,
-            "account_named": account_id,
-            "customer": customer,
-            "customer_account": payer,
-        }
-        await audit.record(
-            conn,
-            actor=STRIPE_APP,
-            action="stripe.needs_review",
-            target=account_id,
-            before=None,
-            after=review,
-            now=now,
-        )
-        log.warning(
-            "Stripe event %s held for review, nothing granted: it names account %s, but its "
-            "customer %s pays for account %s",
-            event_id,
-            account_id,
-            customer,
-            payer,
-        )
+        review = await _hold_for_review(conn, purchase, account_id, payer, now)
         return Handled("needs_review", notes={**notes, **review})
     posting = ledger_service.Movement(
         kind="purchase",
@@ -211,6 +186,40 @@ async def record_purchase(
     if early := await _apply_early(conn, payment_id, event_id, settings, policy, now):
         notes["applied_early"] = early
     return Handled("granted", [transfer.id], notes)
+
+
+async def _hold_for_review(
+    conn: AsyncConnection, purchase: Purchase, account_id: str, payer: str, now: datetime
+) -> Metadata:
+    """Grant nothing for a purchase that names one account while its Stripe customer pays
+    for another: audit it and warn the operator; what they need to decide."""
+    review: Metadata = {
+        "event": purchase.event_id,
+        "payment": purchase.payment_id,
+        "session": purchase.session_id,
+        "invoice": purchase.invoice_id,
+        "account_named": account_id,
+        "customer": purchase.customer,
+        "customer_account": payer,
+    }
+    await audit.record(
+        conn,
+        actor=STRIPE_APP,
+        action="stripe.needs_review",
+        target=account_id,
+        before=None,
+        after=review,
+        now=now,
+    )
+    log.warning(
+        "Stripe event %s held for review, nothing granted: it names account %s, but its "
+        "customer %s pays for account %s",
+        purchase.event_id,
+        account_id,
+        purchase.customer,
+        payer,
+    )
+    return review
 
 
 async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime) -> Handled:
