@@ -95,6 +95,20 @@ def test_no_import_breaks_the_rule(rule: Rule) -> None:
     assert not offenders, f"{rule.name}:\n" + "\n".join(offenders)
 
 
+
+def test_no_two_modules_import_each_other() -> None:
+    imported = {
+        module: {name for name, _ in imports(path, _package(module, path))}
+        for module, path in SERVER
+    }
+    pairs = sorted(
+        f"{module} ⇄ {other}"
+        for module, names in imported.items()
+        for other in names
+        if module < other and module in imported.get(other, set())
+    )
+    assert not pairs, "modules that import each other:\n" + "\n".join(pairs)
+
 def test_the_sdk_imports_nothing_of_the_server() -> None:
     offenders = [
         f"{path.relative_to(SDK_SOURCE.parent)}:{line} {module} → {imported}"

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy import JSON, Table, and_, literal_column, or_, select
@@ -41,9 +41,6 @@ from creditsd.tables import (
     proxy_keys,
     transfers,
 )
-
-if TYPE_CHECKING:
-    from creditsd.ledger.posting import _Account
 
 _A = accounts.c
 _T = transfers.c
@@ -120,6 +117,16 @@ _MESSAGE_FIELDS = (
 Message = dict[str, Any]  # an outbox row: every column _MESSAGE_FIELDS names
 
 
+class MovedAccount(Protocol):
+    """An account's figures as a batch leaves them, to be stored."""
+
+    id: str
+    balance: int
+    held: int
+    debt: int
+    lots_expire_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """What a batch stores after its claim, in one trip to the database."""
@@ -129,7 +136,7 @@ class Written:
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
     settled: Sequence[Hold]  # stored holds the batch changed, as they are now
     keys: Sequence[tuple[str, int]]  # (proxy key id, what it has spent now)
-    accounts: Sequence[_Account]
+    accounts: Sequence[MovedAccount]
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
     lots: list[dict[str, Any]]  # new lots, every column
     spends: list[dict[str, Any]]  # transfer_id, lot_id, amount
