@@ -95,7 +95,6 @@ def test_no_import_breaks_the_rule(rule: Rule) -> None:
     assert not offenders, f"{rule.name}:\n" + "\n".join(offenders)
 
 
-
 def test_no_two_modules_import_each_other() -> None:
     imported = {
         module: {name for name, _ in imports(path, _package(module, path))}
@@ -108,6 +107,7 @@ def test_no_two_modules_import_each_other() -> None:
         if module < other and module in imported.get(other, set())
     )
     assert not pairs, "modules that import each other:\n" + "\n".join(pairs)
+
 
 def test_the_sdk_imports_nothing_of_the_server() -> None:
     offenders = [
