@@ -42,13 +42,24 @@ ledger); without one, :func:`readable` makes one from its id."""
 
 
 def readable(item: str) -> str:
-    """A name customers can read, made from a catalog id: a model's name without its
-    vendor, as its maker writes it (``openai/gpt-4o-mini`` → ``gpt-4o-mini``); a feature's
-    or meter's words, the first capitalised (``chat_message`` → ``Chat message``)."""
+    """A name customers can read, made from a catalog id: a model's by :func:`model_name`
+    (``openai/gpt-4o-mini`` → ``gpt-4o-mini``); a feature's or meter's words, the first
+    capitalised (``chat_message`` → ``Chat message``)."""
     if "/" in item:
-        return item.rpartition("/")[2]
+        return model_name(item)
     words = item.replace("_", " ").strip()
     return words[:1].upper() + words[1:]
+
+
+def model_name(model: str) -> str:
+    """A model's name without its vendor, as its maker writes it: ``gpt-4o-mini``."""
+    return model.rpartition("/")[2]
+
+
+def noun(number: Decimal | int, one: str, many: str | None = None) -> str:
+    """The noun that agrees with ``number``: ``one`` for exactly one (``1``, ``-1``,
+    ``1.0``), else ``many`` (by default by :func:`plural`'s rule: ``0.5 credits``)."""
+    return one if abs(Decimal(number)) == 1 else many or plural(one)
 
 
 def plural(unit: str) -> str:
@@ -216,10 +227,14 @@ class PricingSettings(BaseModel):
             raise ValueError(f"{', '.join(both)} named both a feature and a meter")
         return self
 
+    def entry(self, item: str) -> FeaturePrice | MeterPrice | ModelPrice | None:
+        """The feature, meter or model of that id, if the catalog prices it."""
+        return self.features.get(item) or self.meters.get(item) or self.models.get(item)
+
     def display_name(self, item: str) -> str:
         """What customers read for a feature, meter or model: its ``display_name``, else
         one :func:`readable` makes from its id (also for one this catalog no longer has)."""
-        entry = self.features.get(item) or self.meters.get(item) or self.models.get(item)
+        entry = self.entry(item)
         named = None if entry is None else entry.display_name
         return named or readable(item)
 

@@ -78,7 +78,7 @@ async def test_a_transfer_explains_its_price(api: httpx.AsyncClient) -> None:
     assert why["lines"] == [
         {
             "item": "video_generation",
-            "description": "video_generation: 30 second × 10 credits/second",
+            "description": "video_generation: 30 seconds × 10 credits/second",
             "quantity": 30,
             "unit": "second",
             "unit_price": 10,
@@ -86,7 +86,7 @@ async def test_a_transfer_explains_its_price(api: httpx.AsyncClient) -> None:
         }
     ]
     assert why["summary"] == (
-        "video_generation: 30 second × 10 credits/second = 300 credits,"
+        "video_generation: 30 seconds × 10 credits/second = 300 credits,"
         " rounded half up to 300 (catalog v1)"
     )
 

@@ -139,19 +139,21 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await expect(page.get_by_role("link", name="Back to the app")).to_have_attribute(
             "href", RETURN_URL
         )
-        chat = page.locator(".entry", has_text="chat_message")
+        chat = page.locator(".entry", has_text="Chat message")
+        await expect(chat).to_contain_text("Used · Chat message")
+        await expect(chat).to_contain_text("3 uses at 10 credits each")
         why = chat.locator("details")
         await expect(why).not_to_have_attribute("open", "")
         await chat.get_by_text("Why 30 credits?").click()
-        await expect(why).to_contain_text("chat_message: 3 use × 10 credits/use")
-        await expect(why).to_contain_text("Priced by version 1 of the price list")
-        model = page.locator(".entry", has_text="openai/gpt-4o")
+        await expect(why).to_contain_text("Taken from your credits: 30 sign-up")
+        model = page.locator(".entry", has_text="GPT-4o")
+        await expect(model).to_contain_text("1,000 input tokens, 500 output tokens")
         await model.locator("summary").click()
-        await expect(model).to_contain_text("credits were set aside when the work started")
-        await expect(model).to_contain_text("at 100 credits a dollar")
+        await expect(model).to_contain_text("500 output tokens: 0.5 credits")
+        await expect(model).to_contain_text("5 credits were set aside when the work started")
         await expect(page.locator(".chart svg rect").first).to_be_visible()
         await page.get_by_text("Show usage as a table").click()
-        await expect(page.locator(".chart table")).to_contain_text("chat_message")
+        await expect(page.locator(".chart table")).to_contain_text("Chat message")
         await shoot(page, "billing-overview")
 
         await page.get_by_role("button", name="Buy 1,000 credits").click()
@@ -192,9 +194,11 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await page.goto(f"{base}/billing")
         await expect(page.get_by_test_id("low-balance")).to_have_count(0)
         await expect(page.get_by_test_id("paid")).to_have_text("1,000")
-        purchase = page.locator(".entry", has_text="Credits bought")
-        await purchase.locator("summary").click()
-        await expect(purchase).to_contain_text("Paid by card through Stripe (1k × 1)")
+        purchase = page.locator(".entry", has_text="Bought")
+        await expect(purchase).to_contain_text("Bought · Credit pack")
+        await purchase.get_by_text("Why 1,000 credits?").click()
+        await expect(purchase).to_contain_text("Paid by card through Stripe.")
+        await expect(purchase).to_contain_text("Added as 1,000 paid credits.")
 
         await page.goto(f"{base}/billing/cancel")
         await expect(page.locator("h1")).to_have_text("No payment made")
@@ -595,7 +599,7 @@ async def test_a_gateway_s_own_fields_never_break_or_explain_the_page(
     assert "Used" in entry and "gpt-4o-mini" in entry and "−0.3" in entry
     for planted in ("price list", "99,999", "set aside", "not a list", "nested", "markup"):
         assert planted not in entry
-    assert "Reported by the gateway: 0.003 USD at 100 credits a dollar." in entry
+    assert "Priced at 0.003 USD, at 100 credits a dollar." in entry
 
 
 async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: Ledger) -> None:
@@ -609,7 +613,7 @@ async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: 
     assert older is not None
     second = await api.get(older.group(1).replace("&amp;", "&"))
     assert second.text.count('class="entry"') == 5
-    assert "Credits given to you" in second.text and "Newest" in second.text
+    assert "Granted" in second.text and "Newest" in second.text
     assert (await api.get("/billing?before=garbage")).status_code == 422
 
 
@@ -627,12 +631,15 @@ async def test_usage_is_charted_per_day_by_item(
     await api.get(await portal_url(api))
     page = (await api.get("/billing")).text
     assert "42 credits used from" in page  # 20 + 7 + 15; the training job is too old
-    assert "training_job" not in page.partition("Transactions")[0]
+    assert "Training job" not in page.partition("Transactions")[0]
     table = page.partition("<tbody>")[2].partition("</tbody>")[0]
     rows = re.findall(r"<tr>(.*?)</tr>", table)
     assert len(rows) == 2  # two days with usage, newest first
-    assert re.findall(r'<td class="num">([^<]*)</td>', rows[0])[-1] == "15"
-    assert re.findall(r'<td class="num">([^<]*)</td>', rows[1])[-1] == "27"
+    totals = [re.findall(r'data-label="([^"]*)">([^<]*)</td>', row) for row in rows]
+    assert totals == [
+        [("Chat message", "0"), ("Video generation", "15"), ("export", "0"), ("Total", "15")],
+        [("Chat message", "20"), ("Video generation", "0"), ("export", "7"), ("Total", "27")],
+    ]
     assert page.count("<rect ") == 3 + 3  # three blocks, plus three legend swatches
 
 
@@ -671,7 +678,7 @@ async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
     page = (await api.get("/billing")).text
     assert "This account is frozen" in page and "Top up" not in page
     assert 'data-testid="balance">0 <small>' in page
-    assert "Credits expired" in page and "reached their expiry date unspent" in page
+    assert "Expired" in page and "reached their expiry date unspent" in page
 
 
 async def test_an_account_frozen_while_its_page_is_open_buys_nothing(

@@ -189,6 +189,7 @@ async def overview(
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
     today = ledger.now().date()
     spent = await ledger.daily_spend(account.id, billing.chart_days(today)[0])
+    catalog = (await ledger.catalog()).settings
     stripe_ready = _sells(ledger)
     packs = sorted(ledger.settings.packs.items(), key=lambda named: named[1].credits)
     return page(
@@ -196,10 +197,10 @@ async def overview(
         "billing.html",
         **_account_context(account, ledger, session),
         expiring=billing.expiring(await ledger.expiring_credits(account.id), money),
-        entries=[billing.entry(transfer, account.id, money) for transfer in history.items],
+        entries=[billing.entry(transfer, account.id, money, catalog) for transfer in history.items],
         older=history.next_cursor,
         paged=before is not None,
-        chart=billing.chart(spent, today, money),
+        chart=billing.chart(spent, today, money, catalog),
         packs=packs if stripe_ready and account.status == "active" else [],
         csrf_field=CSRF_FIELD,
     )
