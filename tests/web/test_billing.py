@@ -5,13 +5,14 @@ from price stamps of any shape (the well-formed parts explained, anything else l
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from creditsd.ledger.models import REVENUE, Transfer
+from creditsd.ledger.models import REVENUE, LotPart, Transfer
 from creditsd.money import Money
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing.catalog import Catalog, FeatureUse, TokenUse
@@ -147,6 +148,25 @@ def test_creditsd_s_own_descriptions_are_told_in_the_customer_s_words(
     shown = billing.entry(_charge(None, **fields), "ada", MONEY, CATALOG)
     expected = billing.PLAN_CREDITS if "metadata" in fields else detail
     assert shown.detail == expected
+
+
+def test_the_credits_a_transfer_spent_or_added_are_told_by_kind() -> None:
+    lapses = datetime(2026, 12, 17, tzinfo=UTC)
+    spent = [
+        LotPart("lot_1", "signup", 412_500, lapses),
+        LotPart("lot_2", "promotion", 200_000),
+        LotPart("lot_3", "promotion", 837_500),
+        LotPart("lot_4", "purchase", 10_000),
+    ]
+    used = replace(_charge(None, description=None), lots=tuple(spent))
+    assert billing.entry(used, "ada", MONEY, CATALOG).why == [
+        "Taken from your credits: 41.25 sign-up (expiring 17 Dec 2026), 103.75 promotional, 1 paid."
+    ]
+    bought = replace(used, kind="purchase", lots=(LotPart("lot_5", "purchase", 10_000),))
+    assert billing.entry(bought, REVENUE, MONEY, CATALOG).why == [
+        "Paid by card through Stripe.",
+        "Added as 1 paid credit.",
+    ]
 
 
 def test_an_item_the_catalog_no_longer_has_reads_by_its_words() -> None:

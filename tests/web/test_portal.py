@@ -7,13 +7,13 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Route, expect
+from playwright.async_api import Browser, BrowserContext, Route, expect
 
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
@@ -22,9 +22,16 @@ from creditsd.web.signing import Signer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.gateway.test_inbound import SEED_USAGE, USAGE
-from tests.stripe.conftest import PACKS, WEBHOOK_SECRET, deliver, fake, stripe_settings
+from tests.stripe.conftest import (
+    PACKS,
+    WEBHOOK_SECRET,
+    deliver,
+    fake,
+    refusing_port,
+    stripe_settings,
+)
 from tests.stripe.fake import FakeStripe
-from tests.web.conftest import shoot
+from tests.web.conftest import WIDTHS, shoot
 
 __all__ = ["fake"]  # the Stripe fake's fixture, served here too
 
@@ -817,3 +824,129 @@ async def test_a_browser_is_asked_before_another_account_s_link_takes_over(
         assert page.url == f"{base}/billing"
         await expect(page.get_by_test_id("account")).to_have_text("bo")
         await expect(page.get_by_test_id("balance")).to_contain_text("340")
+
+
+# -- what the customer reads, on a phone --------------------------------------------------
+
+INDIA = timedelta(hours=5, minutes=30)  # Asia/Kolkata keeps no daylight saving time
+# What the billing page never shows: the seller's terms, the ledger's words, catalog ids.
+NOT_FOR_CUSTOMERS = re.compile(
+    r"markup|multiplier|\brate\b|catalog|version|\bUSD\b|\bcharge\b|\bcapture\b|"
+    r"chat_message|video_generation|openai/|\btr_|\bhold_|\bcs_",
+    re.IGNORECASE,
+)
+
+
+async def test_a_customer_reads_names_plurals_and_local_times_and_the_page_fits_a_phone(
+    shop: Ledger, app_key: str, browser: Browser, clock: Clock
+) -> None:
+    await ada_spends(shop, clock)
+    await shop.grant("ada", 200 * CREDIT, reason="Sorry about the outage")
+    video = await shop.charge("ada", use=FeatureUse("video_generation", Decimal("14.5")))
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        link = await portal_url(http)
+        context = await browser.new_context(
+            viewport=WIDTHS["phone"],  # type: ignore[arg-type]
+            timezone_id="Asia/Kolkata",
+            locale="en-GB",
+        )
+        page = await context.new_page()
+        await page.goto(link)
+        for summary in await page.locator("main summary").all():
+            await summary.click()
+
+        newest = page.locator(".entry").first
+        await expect(newest).to_contain_text("Used · Video generation")
+        await expect(newest).to_contain_text("14.5 seconds at 10 credits a second")
+        await expect(newest).to_contain_text("Why 145 credits?")
+        await expect(page.locator(".entry", has_text="Chat message")).to_contain_text(
+            "3 uses at 10 credits each"
+        )
+        model = page.locator(".entry", has_text="GPT-4o")
+        await expect(model).to_contain_text("1,000 input tokens, 500 output tokens")
+        await expect(model).to_contain_text("1,000 input tokens: 0.25 credits")
+        await expect(page.locator(".entry", has_text="Sorry about the outage")).to_contain_text(
+            "Granted · Sorry about the outage"
+        )
+        summaries = await page.locator("main summary").all_inner_texts()
+        assert "Why 1 credit?" in summaries and "Why 1 credits?" not in summaries
+        said = await page.locator("main").inner_text()
+        assert not NOT_FOR_CUSTOMERS.findall(said), NOT_FOR_CUSTOMERS.findall(said)
+        assert video.id not in await page.content()
+
+        shown = newest.locator("time")
+        utc = video.created_at.astimezone(UTC)
+        await expect(shown).to_have_attribute("datetime", utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        await expect(shown).to_have_attribute("title", f"{utc.day} {utc:%b %Y, %H:%M} UTC")
+        local = utc + INDIA
+        await expect(shown).to_have_text(f"{local.day} {local:%b %Y}, {local:%H:%M} GMT+5:30")
+
+        await expect(page.get_by_test_id("usage-table")).to_be_visible()
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= WIDTHS["phone"]["width"], width
+        await shoot(page, "billing-words")
+        await context.close()
+
+        plain = await browser.new_context(java_script_enabled=False, timezone_id="Asia/Kolkata")
+        page = await plain.new_page()
+        await page.goto(await portal_url(http))
+        await expect(page.locator(".entry time").first).to_have_text(
+            f"{utc.day} {utc:%b %Y, %H:%M} UTC"
+        )
+        await plain.close()
+
+
+# -- when Stripe fails ----------------------------------------------------------------------
+
+
+async def test_buying_while_stripe_is_out_of_reach_says_so_and_offers_a_way_back(
+    make_ledger: LedgerFactory, fake: FakeStripe, context: BrowserContext
+) -> None:
+    unreachable = {"api_base": f"http://127.0.0.1:{refusing_port()}", "timeout_seconds": 1}
+    shop = await make_ledger(stripe=stripe_settings(fake, **unreachable), packs=PACKS)
+    await shop.grant("ada", 7 * CREDIT)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {await create_key(shop, 'app', 'web')}"
+        page = await context.new_page()
+        await page.goto(await portal_url(http))
+        async with page.expect_response(f"{base}/billing/top-up") as answered:
+            await page.get_by_role("button", name="Buy 1,000 credits").click()
+        answer = await answered.value
+        assert answer.status == 503 and answer.headers["retry-after"] == "30"
+        await expect(page.locator("h1")).to_have_text("We could not reach our payment provider")
+        await expect(page.locator("main")).to_contain_text(
+            "Nothing was charged: your balance is still 7 credits."
+        )
+        await shoot(page, "billing-not-started")
+        async with page.expect_response(f"{base}/billing/top-up") as again:
+            await page.get_by_role("button", name="Try again").click()
+        assert (await again.value).status == 503
+        await page.get_by_role("link", name="Back to your credits").click()
+        assert page.url == f"{base}/billing#top-up"
+        await expect(page.get_by_test_id("balance")).to_contain_text("7")
+
+        looked_up = await page.goto(f"{base}/billing/success?session_id=cs_test_1")
+        assert looked_up is not None and looked_up.status == 503
+        await expect(page.locator("h1")).to_have_text("Something went wrong on our side")
+        await expect(page.get_by_role("link", name="Back to your credits")).to_have_attribute(
+            "href", "/billing"
+        )
+
+
+async def test_buying_what_stripe_refuses_says_so_without_stripe_s_words(
+    make_ledger: LedgerFactory, fake: FakeStripe
+) -> None:
+    gone = {**PACKS, "gone": {"credits": 5, "price_id": "price_gone"}}
+    shop = await make_ledger(stripe=stripe_settings(fake), packs=gone)
+    async with client_for(shop, await create_key(shop, "app", "web")) as api:
+        await api.get(await portal_url(api))
+        form = {"csrf": _csrf((await api.get("/billing")).text), "pack": "gone", "hosted": "true"}
+        refused = await api.post("/billing/top-up", data=form)
+    assert refused.status_code == 502 and "retry-after" not in refused.headers
+    assert '<h1 id="not-started-heading">The payment could not be started</h1>' in refused.text
+    assert (
+        'name="pack" value="gone"' in refused.text and 'name="hosted" value="true"' in refused.text
+    )
+    for internal in ("price_gone", "resource_missing", "No such price", fake.api_key, "req_"):
+        assert internal not in refused.text

@@ -383,7 +383,9 @@ export interface paths {
          * @description Start buying a credit pack: a Stripe Checkout Session for the account's customer.
          *
          *     The credits are granted when Stripe's webhook says the payment succeeded, never here.
-         *     The same idempotency key gives back the same session.
+         *     The same idempotency key gives back the same session. Stripe refusing or failing is
+         *     502 ``payment_provider_error``; Stripe out of reach is 503 with the same code and
+         *     ``Retry-After``.
          */
         post: operations["create_checkout_session_v1_checkout_sessions_post"];
         delete?: never;

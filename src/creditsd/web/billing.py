@@ -153,19 +153,18 @@ def _settlement(settlement: Stamp) -> list[str]:
 
 
 def _lots_sentence(transfer: Transfer, added: bool, money: Money) -> str:
-    """Which of the account's credits a transfer spent, or what kind it added."""
-    parts = [
-        (
-            money.to_decimal(part.amount),
-            SOURCE_WORDS.get(part.source, part.source),
-            f" (expiring {day_label(part.expires_at.date())})" if part.expires_at else "",
-        )
-        for part in transfer.lots
-    ]
+    """Which of the account's credits a transfer spent, or what kind it added; lots of one
+    kind that lapse together are told as one."""
+    parts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for part in transfer.lots:
+        ends = f" (expiring {day_label(part.expires_at.date())})" if part.expires_at else ""
+        parts[SOURCE_WORDS.get(part.source, part.source), ends] += money.to_decimal(part.amount)
     if added:
-        kinds = ", ".join(counted(amount, f"{kind} credit") + ends for amount, kind, ends in parts)
+        kinds = ", ".join(
+            counted(amount, f"{kind} credit") + ends for (kind, ends), amount in parts.items()
+        )
         return f"Added as {kinds}."
-    spent = ", ".join(f"{credits(amount)} {kind}{ends}" for amount, kind, ends in parts)
+    spent = ", ".join(f"{credits(amount)} {kind}{ends}" for (kind, ends), amount in parts.items())
     return f"Taken from your credits: {spent}."
 
 

@@ -228,7 +228,10 @@ def is_page(request: Request) -> bool:
 def error_page(
     request: Request, status: int, message: str, headers: dict[str, str] | None
 ) -> HTMLResponse:
-    """A failure as a page: what went wrong in plain words, never the internals."""
-    response = page(request, "error.html", status, status_code=status, message=message)
+    """A failure as a page: what went wrong in plain words, never the internals, and the
+    way back to the billing page while its session lasts (not after a 401)."""
+    billing = request.url.path.startswith("/billing") and status != 401
+    back = "/billing" if billing else None
+    response = page(request, "error.html", status, status_code=status, message=message, back=back)
     response.headers.update(headers or {})
     return response
