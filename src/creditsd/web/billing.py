@@ -14,7 +14,7 @@ from creditsd.ledger.repository import SPENDING_KINDS
 from creditsd.money import Money
 from creditsd.price_settings import PricingSettings, model_name, noun
 from creditsd.web import stamps
-from creditsd.web.pages import counted, credits
+from creditsd.web.pages import counted, credits, day_label
 from creditsd.web.stamps import Stamp
 
 CHART_DAYS = 30
@@ -60,11 +60,6 @@ SETTLEMENT_WORDS = {
     "over_hold_capped": "The work cost more than was set aside and than you had; "
     "only what you had was charged.",
 }
-
-
-def day_label(day: date) -> str:
-    """A day as people read it: ``1 Dec 2026``."""
-    return f"{day.day} {day:%b %Y}"
 
 
 @dataclass(frozen=True, slots=True)

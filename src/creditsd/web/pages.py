@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -59,6 +59,11 @@ def counted(number: Decimal | int, one: str, many: str | None = None) -> str:
     return f"{credits(number)} {noun(number, one, many)}"
 
 
+def day_label(day: date) -> str:
+    """A day as people read it: ``1 Dec 2026``."""
+    return f"{day.day} {day:%b %Y}"
+
+
 def moment(value: datetime | None, *, date_only: bool = False) -> Markup:
     """A moment for a page, in UTC, which the pages' script (``static/local-time.js``)
     rewrites in the browser's time zone, leaving UTC in the title: ``<time
@@ -67,7 +72,7 @@ def moment(value: datetime | None, *, date_only: bool = False) -> Markup:
     if value is None:
         return Markup()
     utc = value.astimezone(UTC)
-    day = f"{utc.day} {utc:%b %Y}"
+    day = day_label(utc)
     shown = day if date_only else f"{day}, {utc:%H:%M} UTC"
     return Markup('<time datetime="{}" title="{}"{}>{}</time>').format(  # escapes each part
         utc.strftime("%Y-%m-%dT%H:%M:%SZ"),

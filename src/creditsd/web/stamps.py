@@ -80,11 +80,9 @@ class Stamp:
     def parts(self, key: str) -> list[Stamp]:
         """The objects listed under ``key``, such as a price's ``lines``."""
         listed = self._fields.get(key)
-        return (
-            [Stamp(item) for item in listed if isinstance(item, dict)]
-            if isinstance(listed, list)
-            else []
-        )
+        if not isinstance(listed, list):
+            return []
+        return [Stamp(item) for item in listed if isinstance(item, dict)]
 
 
 def reported(transfer: Transfer) -> bool:
@@ -141,14 +139,11 @@ def used(stamp: Stamp, catalog: PricingSettings) -> str | None:
     if figures is None or unit is None:
         return None
     quantity, price = figures
+    each = counted(price, "credit")
     if kind == "feature":
-        return (
-            None
-            if quantity == 1
-            else f"{counted(quantity, 'use')} at {counted(price, 'credit')} each"
-        )
+        return None if quantity == 1 else f"{counted(quantity, 'use')} at {each} each"
     units = catalog.units(stamp.text("meter") or "", unit)
-    return f"{counted(quantity, unit, units)} at {counted(price, 'credit')} a {unit}"
+    return f"{counted(quantity, unit, units)} at {each} a {unit}"
 
 
 def _counts(line_item: str | None) -> tuple[str, str] | None:
