@@ -168,9 +168,9 @@ async def test_stripe_out_of_reach_answers_503_with_when_to_try_again(
                 "/v1/checkout-sessions", json={"account_id": "ed", "pack": "1k", **URLS}
             )
     assert response.status_code == 503
-    assert response.headers["Retry-After"] == "30"
+    assert response.headers["Retry-After"] == "60"
     error = body(response)["error"]
-    assert (error["code"], error["retry_after"]) == ("payment_provider_error", 30)
+    assert (error["code"], error["retry_after"]) == ("payment_provider_error", 60)
     assert error["message"] == "Stripe could not be reached: nothing was charged; try again shortly"
     cause = "connection refused" if answer == "refused" else "timed out"
     said = [r.getMessage() for r in caplog.records if r.name == "creditsd.stripe"]

@@ -913,7 +913,7 @@ async def test_buying_while_stripe_is_out_of_reach_says_so_and_offers_a_way_back
         async with page.expect_response(f"{base}/billing/top-up") as answered:
             await page.get_by_role("button", name="Buy 1,000 credits").click()
         answer = await answered.value
-        assert answer.status == 503 and answer.headers["retry-after"] == "30"
+        assert answer.status == 503 and answer.headers["retry-after"] == "60"
         await expect(page.locator("h1")).to_have_text("We could not reach our payment provider")
         await expect(page.locator("main")).to_contain_text(
             "Nothing was charged: your balance is still 7 credits."
