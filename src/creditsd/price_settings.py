@@ -6,6 +6,7 @@ Prices are decimals of credits (features, meters) or of US dollars per million t
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,9 @@ TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
 FALLBACK = {"cache_read": "input", "cache_write": "input", "reasoning": "output"}
 _TTL_UNITS = {"m": 60, "h": 3600, "d": 86_400}
 MAX_TTLS = 8  # distinct cache lifetimes one use or one model names
+DISPLAY_NAME_LENGTH = 80
+_SIBILANT = re.compile(r"(?:s|x|z|ch|sh)$")
+_CONSONANT_Y = re.compile(r"[^aeiou]y$")
 
 
 def _decimal(value: object) -> Decimal:
@@ -32,6 +36,41 @@ def _decimal(value: object) -> Decimal:
 
 
 CatalogDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
+DisplayName = Annotated[str, Field(max_length=DISPLAY_NAME_LENGTH, pattern=r"\S")] | None
+"""What customers read for a feature, meter or model (the billing page, the console's
+ledger); without one, :func:`readable` makes one from its id."""
+
+
+def readable(item: str) -> str:
+    """A name customers can read, made from a catalog id: a model's by :func:`model_name`
+    (``openai/gpt-4o-mini`` → ``gpt-4o-mini``); a feature's or meter's words, the first
+    capitalised (``chat_message`` → ``Chat message``)."""
+    if "/" in item:
+        return model_name(item)
+    words = item.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def model_name(model: str) -> str:
+    """A model's name without its vendor, as its maker writes it: ``gpt-4o-mini``."""
+    return model.rpartition("/")[2]
+
+
+def noun(number: Decimal | int, one: str, many: str | None = None) -> str:
+    """The noun that agrees with ``number``: ``one`` for exactly one (``1``, ``-1``,
+    ``1.0``), else ``many`` (by default by :func:`plural`'s rule: ``0.5 credits``)."""
+    return one if abs(Decimal(number)) == 1 else many or plural(one)
+
+
+def plural(unit: str) -> str:
+    """The plural of a unit written in English, by the common rule for its last word:
+    ``second`` → ``seconds``, ``GPU hour`` → ``GPU hours``, ``box`` → ``boxes``, ``query`` →
+    ``queries``. A unit the rule gets wrong sets ``unit_plural`` in the catalog."""
+    if _SIBILANT.search(unit):
+        return f"{unit}es"
+    if _CONSONANT_Y.search(unit):
+        return f"{unit[:-1]}ies"
+    return f"{unit}s"
 
 
 def ttl_seconds(ttl: str) -> int:
@@ -61,15 +100,25 @@ class FeaturePrice(_Entry):
     price: CatalogDecimal = Field(gt=0)
     max_quantity: int | None = Field(None, ge=1)
     description: str | None = None
+    display_name: DisplayName = None
 
 
 class MeterPrice(_Entry):
-    """A price in credits per unit of time or work; quantities may be fractional."""
+    """A price in credits per unit of time or work; quantities may be fractional. The unit
+    is written as customers read one of it (``second``, ``GPU hour``); ``unit_plural`` says
+    its plural where :func:`plural`'s rule would not (``unit_plural = "kWh"``)."""
 
     price: CatalogDecimal = Field(gt=0)
     unit: str = Field(min_length=1, max_length=32)
+    unit_plural: str | None = Field(None, min_length=1, max_length=32)
     max_quantity: CatalogDecimal | None = Field(None, gt=0)
     description: str | None = None
+    display_name: DisplayName = None
+
+    @property
+    def units(self) -> str:
+        """The unit's plural: ``unit_plural``, else by :func:`plural`'s rule."""
+        return self.unit_plural or plural(self.unit)
 
 
 class ModelPrice(_Entry):
@@ -94,6 +143,7 @@ class ModelPrice(_Entry):
     image: CatalogDecimal | None = Field(None, ge=0, description="USD per image generated.")
     markup_percent: CatalogDecimal | None = Field(None, ge=0, le=10_000)
     rate_multiplier: CatalogDecimal | None = Field(None, gt=0, le=1000)
+    display_name: DisplayName = None
 
     def per_million(self, kind: str) -> Decimal:
         """The USD price per million tokens of ``kind``, after fallbacks."""
@@ -107,8 +157,14 @@ class ModelPrice(_Entry):
 
 
 def _features() -> dict[str, FeaturePrice]:
+    named = {
+        "canvas_generation_simple": "Canvas (simple)",
+        "canvas_generation_complex": "Canvas (complex)",
+        "ai_text_chat": "AI text chat",
+        "ai_image_generation": "AI image",
+    }
     return {
-        name: FeaturePrice(price=Decimal(price))
+        name: FeaturePrice(price=Decimal(price), display_name=named.get(name))
         for name, price in {
             "chat_message": 10,
             "canvas_generation_simple": 50,
@@ -122,22 +178,25 @@ def _features() -> dict[str, FeaturePrice]:
 def _meters() -> dict[str, MeterPrice]:
     return {
         "video_generation": MeterPrice(price=Decimal(10), unit="second"),
-        "training_job": MeterPrice(price=Decimal(200), unit="gpu_hour"),
+        "training_job": MeterPrice(price=Decimal(200), unit="GPU hour"),
     }
 
 
 def _models() -> dict[str, ModelPrice]:
-    def usd(*prices: str | None) -> ModelPrice:
+    def usd(name: str, *prices: str | None) -> ModelPrice:
         values = dict(zip(("input", "output", "cache_read", "cache_write"), prices, strict=True))
-        return ModelPrice.model_validate({k: v for k, v in values.items() if v is not None})
+        given = {k: v for k, v in values.items() if v is not None}
+        return ModelPrice.model_validate({**given, "display_name": name})
 
     return {
-        "openai/gpt-4o": usd("2.50", "10.00", "1.25", None),
-        "openai/gpt-4o-mini": usd("0.15", "0.60", "0.075", None),
-        "anthropic/claude-sonnet-4": usd("3.00", "15.00", "0.30", "3.75"),
-        "google/gemini-2.5-flash": usd("0.30", "2.50", "0.075", None),
-        "openai/dall-e-3": ModelPrice(input=Decimal(0), output=Decimal(0), image=Decimal("0.04")),
-        "openai/text-embedding-3-small": usd("0.02", "0", None, None),
+        "openai/gpt-4o": usd("GPT-4o", "2.50", "10.00", "1.25", None),
+        "openai/gpt-4o-mini": usd("GPT-4o mini", "0.15", "0.60", "0.075", None),
+        "anthropic/claude-sonnet-4": usd("Claude Sonnet 4", "3.00", "15.00", "0.30", "3.75"),
+        "google/gemini-2.5-flash": usd("Gemini 2.5 Flash", "0.30", "2.50", "0.075", None),
+        "openai/dall-e-3": ModelPrice(
+            input=Decimal(0), output=Decimal(0), image=Decimal("0.04"), display_name="DALL·E 3"
+        ),
+        "openai/text-embedding-3-small": usd("Text embedding 3 small", "0.02", "0", None, None),
     }
 
 
@@ -167,6 +226,23 @@ class PricingSettings(BaseModel):
         if both:
             raise ValueError(f"{', '.join(both)} named both a feature and a meter")
         return self
+
+    def entry(self, item: str) -> FeaturePrice | MeterPrice | ModelPrice | None:
+        """The feature, meter or model of that id, if the catalog prices it."""
+        return self.features.get(item) or self.meters.get(item) or self.models.get(item)
+
+    def display_name(self, item: str) -> str:
+        """What customers read for a feature, meter or model: its ``display_name``, else
+        one :func:`readable` makes from its id (also for one this catalog no longer has)."""
+        entry = self.entry(item)
+        named = None if entry is None else entry.display_name
+        return named or readable(item)
+
+    def units(self, meter: str, unit: str) -> str:
+        """The plural of ``unit``, as ``meter`` measures it in this catalog, else by
+        :func:`plural`'s rule (a stamp keeps the unit it was priced in)."""
+        found = self.meters.get(meter)
+        return found.units if found is not None and found.unit == unit else plural(unit)
 
     def content(self) -> dict[str, Any]:
         """What a catalog version is: everything but how often processes look for a new one."""

@@ -9,7 +9,7 @@ import pytest
 
 from creditsd.config import ConfigError, load_settings
 from creditsd.kit.money import Money
-from creditsd.price_settings import PricingSettings
+from creditsd.price_settings import PricingSettings, plural, readable
 from creditsd.pricing.catalog import (
     Catalog,
     FeatureUse,
@@ -44,6 +44,68 @@ def test_the_seeds_defaults() -> None:
     assert video.breakdown["lines"][0]["unit"] == "second"
     training = prices.price(FeatureUse("training_job", Decimal("1.5")), MONEY)
     assert training.amount == 300 * MONEY.unit
+
+
+def test_names_customers_read_come_from_the_catalog_else_from_the_id() -> None:
+    settings = PricingSettings.model_validate(
+        {
+            "features": {
+                "chat_message": {"price": 1},
+                "ai_chat": {"price": 1, "display_name": "AI"},
+            },
+            "meters": {
+                "video_generation": {"price": 1, "unit": "second"},
+                "power": {"price": 1, "unit": "kWh", "unit_plural": "kWh"},
+            },
+            "models": {"acme/big-1:beta": {"input": 1, "output": 1}},
+        }
+    )
+    named = settings.display_name
+    assert (named("chat_message"), named("ai_chat")) == ("Chat message", "AI")
+    assert (named("video_generation"), named("acme/big-1:beta")) == (
+        "Video generation",
+        "big-1:beta",
+    )
+    assert named("retired_feature") == "Retired feature"  # a stamp from an older version
+    assert (settings.units("video_generation", "second"), settings.units("power", "kWh")) == (
+        "seconds",
+        "kWh",
+    )
+    assert settings.units("power", "Wh") == "Whs"  # priced in a unit the meter no longer has
+    defaults = PricingSettings()
+    assert defaults.display_name("openai/gpt-4o-mini") == "GPT-4o mini"
+    assert defaults.units("training_job", "GPU hour") == "GPU hours"
+
+
+@pytest.mark.parametrize(
+    ("unit", "units"),
+    [
+        ("second", "seconds"),
+        ("GPU hour", "GPU hours"),
+        ("page", "pages"),
+        ("box", "boxes"),
+        ("pass", "passes"),
+        ("batch", "batches"),
+        ("query", "queries"),
+        ("day", "days"),
+    ],
+)
+def test_a_unit_s_plural_follows_the_common_rule(unit: str, units: str) -> None:
+    assert plural(unit) == units
+
+
+@pytest.mark.parametrize(
+    ("item", "name"),
+    [
+        ("chat_message", "Chat message"),
+        ("video-render_hd", "Video-render hd"),
+        ("x", "X"),
+        ("openai/gpt-4o-mini", "gpt-4o-mini"),
+        ("anthropic/claude-sonnet-4", "claude-sonnet-4"),
+    ],
+)
+def test_an_id_reads_as_words(item: str, name: str) -> None:
+    assert readable(item) == name
 
 
 def test_an_llm_call_is_priced_by_hand_to_the_last_minor_unit() -> None:
@@ -186,6 +248,18 @@ def test_uses_the_catalog_cannot_price() -> None:
         ("[pricing]\ncredits_per_usd = 0\n", "pricing.credits_per_usd (line 2)"),
         ('[pricing]\nrounding = "nearest"\n', "pricing.rounding (line 2)"),
         ("[pricing.meters.video]\nprice = 1\n", "pricing.meters.video.unit (line 1)"),
+        (
+            '[pricing.features.chat]\nprice = 1\ndisplay_name = "  "\n',
+            "pricing.features.chat.display_name (line 3)",
+        ),
+        (
+            f'[pricing.models."a/b"]\ninput = 1\noutput = 2\ndisplay_name = "{"x" * 81}"\n',
+            "pricing.models.a/b.display_name (line 4)",
+        ),
+        (
+            '[pricing.meters.video]\nprice = 1\nunit = "s"\nunit_plural = ""\n',
+            "pricing.meters.video.unit_plural (line 4)",
+        ),
         (
             '[pricing.features.x]\nprice = 1\n[pricing.meters.x]\nprice = 1\nunit = "s"\n',
             "named both a feature and a meter",

@@ -78,7 +78,7 @@ async def test_a_transfer_explains_its_price(api: httpx.AsyncClient) -> None:
     assert why["lines"] == [
         {
             "item": "video_generation",
-            "description": "video_generation: 30 second × 10 credits/second",
+            "description": "video_generation: 30 seconds × 10 credits/second",
             "quantity": 30,
             "unit": "second",
             "unit_price": 10,
@@ -86,7 +86,7 @@ async def test_a_transfer_explains_its_price(api: httpx.AsyncClient) -> None:
         }
     ]
     assert why["summary"] == (
-        "video_generation: 30 second × 10 credits/second = 300 credits,"
+        "video_generation: 30 seconds × 10 credits/second = 300 credits,"
         " rounded half up to 300 (catalog v1)"
     )
 
@@ -159,6 +159,40 @@ async def test_a_new_catalog_version_leaves_old_transfers_and_replays_alone(
     assert (second["amount"], second["pricing"]["catalog_version"]) == (12, 2)
     old = body(await api.get(f"/v1/transactions/{first['id']}"))
     assert (old["amount"], old["pricing"]["catalog_version"]) == (10, 1)
+
+
+async def test_the_catalog_names_each_entry_for_customers(
+    make_ledger: LedgerFactory, tmp_path: Path
+) -> None:
+    ledger = await make_ledger()
+    file = tmp_path / "creditsd.toml"
+    file.write_text(
+        "[pricing.features.chat_message]\nprice = 10\n"
+        '[pricing.meters.render]\nprice = 2.5\nunit = "frame"\ndisplay_name = "Video render"\n'
+        '[pricing.models."acme/m-1"]\ninput = 1\noutput = 2\nmarkup_percent = 20\n'
+    )
+    await ledger.publish_pricing(load_settings(file, environ={}).pricing)
+    async with client(ledger, await create_key(ledger, "read")) as api:
+        shown = body(await api.get("/v1/pricing"))
+    assert shown["features"] == {
+        "chat_message": {
+            "display_name": "Chat message",
+            "price": 10,
+            "max_quantity": None,
+            "description": None,
+        }
+    }
+    assert shown["meters"]["render"] == {
+        "display_name": "Video render",
+        "price": Decimal("2.5"),
+        "unit": "frame",
+        "unit_plural": "frames",
+        "max_quantity": None,
+        "description": None,
+    }
+    model = shown["models"]["acme/m-1"]
+    assert (model["display_name"], model["input"], model["markup_percent"]) == ("m-1", 1, 20)
+    assert model["rate_multiplier"] is None  # the catalog's
 
 
 def test_creditsd_pricing_reload_publishes_and_a_bad_file_keeps_the_old_version(

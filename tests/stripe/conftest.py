@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -31,6 +32,15 @@ def fake() -> Iterator[FakeStripe]:
     """The Stripe API double, with the packs' prices and one price no pack sells."""
     with FakeStripe(prices=PRICES) as running:
         yield running
+
+
+def refusing_port() -> int:
+    """A local port where nothing listens: a connection to it is refused (Stripe out of
+    reach)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
 
 
 def stripe_settings(fake: FakeStripe, **stripe: Any) -> dict[str, Any]:

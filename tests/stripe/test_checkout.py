@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import socket
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
 from creditsd.inprocess import Ledger
 from tests.conftest import LedgerFactory, body, client_for, create_key
-from tests.stripe.conftest import PACKS, URLS, stripe_settings
+from tests.stripe.conftest import PACKS, URLS, refusing_port, stripe_settings
 from tests.stripe.fake import FakeStripe
 
 
@@ -117,19 +122,60 @@ async def test_packs_are_listed_for_a_read_key_and_checkout_needs_an_app_key(
 
 
 async def test_stripe_refusing_answers_502_without_its_internals(
-    make_ledger: LedgerFactory, fake: FakeStripe
+    make_ledger: LedgerFactory, fake: FakeStripe, caplog: pytest.LogCaptureFixture
 ) -> None:
     ledger = await make_ledger(
         stripe=stripe_settings(fake),
         packs={**PACKS, "gone": {"credits": 5, "price_id": "price_gone"}},
     )
     async with client_for(ledger, await create_key(ledger, "app", "web")) as api:
-        response = await api.post(
-            "/v1/checkout-sessions", json={"account_id": "ed", "pack": "gone", **URLS}
-        )
+        with caplog.at_level(logging.WARNING, "creditsd.stripe"):
+            response = await api.post(
+                "/v1/checkout-sessions", json={"account_id": "ed", "pack": "gone", **URLS}
+            )
     assert response.status_code == 502
     assert body(response)["error"]["code"] == "payment_provider_error"
     assert "price_gone" not in response.text and fake.api_key not in response.text
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "creditsd.stripe"]
+    assert re.fullmatch(
+        r"Stripe refused the request: resource_missing \(HTTP 400, request req_\w+\)", said
+    )
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A local port that accepts connections and never answers."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        yield listening.getsockname()[1]
+
+
+@pytest.mark.parametrize("answer", ["refused", "silent"])
+async def test_stripe_out_of_reach_answers_503_with_when_to_try_again(
+    make_ledger: LedgerFactory,
+    fake: FakeStripe,
+    silent_port: int,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    port = refusing_port() if answer == "refused" else silent_port
+    where = {"api_base": f"http://127.0.0.1:{port}", "timeout_seconds": 0.2}
+    ledger = await make_ledger(stripe=stripe_settings(fake, **where), packs=PACKS)
+    async with client_for(ledger, await create_key(ledger, "app", "web")) as api:
+        with caplog.at_level(logging.WARNING, "creditsd.stripe"):
+            response = await api.post(
+                "/v1/checkout-sessions", json={"account_id": "ed", "pack": "1k", **URLS}
+            )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "60"
+    error = body(response)["error"]
+    assert (error["code"], error["retry_after"]) == ("payment_provider_error", 60)
+    assert error["message"] == "Stripe could not be reached: nothing was charged; try again shortly"
+    cause = "connection refused" if answer == "refused" else "timed out"
+    said = [r.getMessage() for r in caplog.records if r.name == "creditsd.stripe"]
+    assert said == [f"Stripe could not be reached: {cause} (127.0.0.1)"]
+    assert fake.api_key not in caplog.text
 
 
 async def test_checkout_without_a_secret_key_is_unavailable(

@@ -2,7 +2,8 @@
 
 Browsers are not downloaded: Playwright launches ``/usr/bin/chromium`` (``scripts/test``
 installs Debian's package). Without it the browser tests are skipped, and fail under CI.
-Screenshots go to ``tests/web/output/`` at desktop and phone widths.
+Screenshots go to ``tests/web/output/`` at desktop and phone widths, where no page may
+scroll sideways.
 """
 
 from __future__ import annotations
@@ -49,11 +50,14 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 
 async def shoot(page: Page, name: str) -> list[Path]:
-    """Screenshots of the page as it is, at desktop and phone widths (full length)."""
+    """Screenshots of the page as it is, at desktop and phone widths (full length); at
+    either width the page must not scroll sideways (a wide table scrolls in its card)."""
     OUTPUT.mkdir(exist_ok=True)
     written = []
     for label, size in WIDTHS.items():
         await page.set_viewport_size(size)  # type: ignore[arg-type]
+        wide = await page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= size["width"], f"{name} is {wide} px wide at {size['width']} px"
         path = OUTPUT / f"{name}-{label}.png"
         await page.screenshot(path=str(path), full_page=True)
         written.append(path)

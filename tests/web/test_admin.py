@@ -13,11 +13,12 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,11 +27,12 @@ from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.kit import db
 from creditsd.price_settings import PricingSettings
+from creditsd.pricing.catalog import FeatureUse, TokenUse
 from creditsd.tables import accounts, audit_log, ledger_meta, web_tokens
 from creditsd.web.signing import Signer
 from creditsd.worker import Deliverer
 from tests.conftest import Clock, LedgerFactory, audit_trail, client_for, create_key, serve_app
-from tests.web.conftest import shoot
+from tests.web.conftest import WIDTHS, shoot
 from tests.webhooks.conftest import WEBHOOKS, register
 from tests.webhooks.receiver import Receiver
 
@@ -745,3 +747,56 @@ async def test_failed_sign_ins_back_off_per_client_exponentially_and_a_success_r
         for _ in range(5):  # signed in: the count starts again
             assert (await _try_key(http, "cdk_guess")).status_code == 401
         assert (await _try_key(http, "cdk_guess")).status_code == 429
+
+
+async def test_the_ledger_names_a_priced_charge_keeps_its_stamp_and_scrolls_on_a_phone(
+    make_ledger: LedgerFactory, browser: Browser
+) -> None:
+    ledger = await make_ledger(pricing={"markup_percent": 20})
+    secret = await create_key(ledger, "admin", "ops")
+    await ledger.grant("ada", 100 * CREDIT)
+    await ledger.charge("ada", use=FeatureUse("chat_message", Decimal(3)))
+    call = TokenUse("openai/gpt-4o", input_tokens=1_000, output_tokens=500)
+    await ledger.charge("ada", use=call)
+    async with serve_app(ledger) as base:
+        context = await browser.new_context(viewport=WIDTHS["phone"])  # type: ignore[arg-type]
+        page = await context.new_page()
+        await sign_in(page, base, secret)
+        await page.goto(f"{base}/admin/accounts/ada")
+        rows = page.locator("section", has=page.get_by_role("heading", name="Ledger"))
+        newest, chat = rows.locator("tbody tr").nth(0), rows.locator("tbody tr").nth(1)
+        await expect(newest).to_contain_text("Charge · GPT-4o · 1,000 input tokens, 500 output")
+        await expect(chat).to_contain_text("Charge · Chat message · 3 uses at 10 credits each")
+        await newest.get_by_text("Price stamp").click()
+        stamp = newest.locator("details.stamp")
+        for term in ("Catalog version 1", "Markup %: 20", "Rate multiplier: 1", "US dollars"):
+            await expect(stamp).to_contain_text(term)
+        await expect(newest.locator("time")).to_have_attribute("title", re.compile(r" UTC$"))
+
+        scroller = page.get_by_test_id("ledger-scroll")
+        wide, shown = await scroller.evaluate("box => [box.scrollWidth, box.clientWidth]")
+        assert wide > shown  # the ledger is wider than a phone: it scrolls, not the page
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+        await expect(page.locator(".scroll-hint")).to_be_visible()
+        await expect(page.locator(".scroll-hint")).to_have_text(
+            "Scroll sideways for Change and Balance after →"
+        )
+        shadows = await scroller.evaluate("box => getComputedStyle(box).backgroundImage")
+        assert shadows.count("radial-gradient") == 2  # the edge that has more to show darkens
+        balance = rows.get_by_role("columnheader", name="Balance after")
+        assert not await balance.evaluate(_within_scroller)
+        await scroller.evaluate("box => { box.scrollLeft = box.scrollWidth; }")
+        assert await balance.evaluate(_within_scroller)
+        await expect(newest).to_contain_text("−0.9")  # 0.75 credits, with the 20 % markup
+        await scroller.evaluate("box => { box.scrollLeft = 0; }")
+        await shoot(page, "admin-ledger")
+        await page.set_viewport_size(WIDTHS["desktop"])  # type: ignore[arg-type]
+        await expect(page.locator(".scroll-hint")).to_be_hidden()
+        await context.close()
+
+
+_within_scroller = """cell => {
+  const box = cell.closest('.table-scroll').getBoundingClientRect();
+  const at = cell.getBoundingClientRect();
+  return at.left >= box.left && at.right <= box.right + 1;
+}"""

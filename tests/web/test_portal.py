@@ -7,13 +7,13 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import BrowserContext, Route, expect
+from playwright.async_api import Browser, BrowserContext, Route, expect
 
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
@@ -22,9 +22,16 @@ from creditsd.web.signing import Signer
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.gateway.test_inbound import SEED_USAGE, USAGE
-from tests.stripe.conftest import PACKS, WEBHOOK_SECRET, deliver, fake, stripe_settings
+from tests.stripe.conftest import (
+    PACKS,
+    WEBHOOK_SECRET,
+    deliver,
+    fake,
+    refusing_port,
+    stripe_settings,
+)
 from tests.stripe.fake import FakeStripe
-from tests.web.conftest import shoot
+from tests.web.conftest import WIDTHS, shoot
 
 __all__ = ["fake"]  # the Stripe fake's fixture, served here too
 
@@ -139,19 +146,21 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await expect(page.get_by_role("link", name="Back to the app")).to_have_attribute(
             "href", RETURN_URL
         )
-        chat = page.locator(".entry", has_text="chat_message")
+        chat = page.locator(".entry", has_text="Chat message")
+        await expect(chat).to_contain_text("Used · Chat message")
+        await expect(chat).to_contain_text("3 uses at 10 credits each")
         why = chat.locator("details")
         await expect(why).not_to_have_attribute("open", "")
         await chat.get_by_text("Why 30 credits?").click()
-        await expect(why).to_contain_text("chat_message: 3 use × 10 credits/use")
-        await expect(why).to_contain_text("Priced by version 1 of the price list")
-        model = page.locator(".entry", has_text="openai/gpt-4o")
+        await expect(why).to_contain_text("Taken from your credits: 30 sign-up")
+        model = page.locator(".entry", has_text="GPT-4o")
+        await expect(model).to_contain_text("1,000 input tokens, 500 output tokens")
         await model.locator("summary").click()
-        await expect(model).to_contain_text("credits were set aside when the work started")
-        await expect(model).to_contain_text("at 100 credits a dollar")
+        await expect(model).to_contain_text("500 output tokens: 0.5 credits")
+        await expect(model).to_contain_text("5 credits were set aside when the work started")
         await expect(page.locator(".chart svg rect").first).to_be_visible()
         await page.get_by_text("Show usage as a table").click()
-        await expect(page.locator(".chart table")).to_contain_text("chat_message")
+        await expect(page.locator(".chart table")).to_contain_text("Chat message")
         await shoot(page, "billing-overview")
 
         await page.get_by_role("button", name="Buy 1,000 credits").click()
@@ -192,9 +201,11 @@ async def test_a_user_sees_their_credits_and_tops_up_through_stripe(
         await page.goto(f"{base}/billing")
         await expect(page.get_by_test_id("low-balance")).to_have_count(0)
         await expect(page.get_by_test_id("paid")).to_have_text("1,000")
-        purchase = page.locator(".entry", has_text="Credits bought")
-        await purchase.locator("summary").click()
-        await expect(purchase).to_contain_text("Paid by card through Stripe (1k × 1)")
+        purchase = page.locator(".entry", has_text="Bought")
+        await expect(purchase).to_contain_text("Bought · Credit pack")
+        await purchase.get_by_text("Why 1,000 credits?").click()
+        await expect(purchase).to_contain_text("Paid by card through Stripe.")
+        await expect(purchase).to_contain_text("Added as 1,000 paid credits.")
 
         await page.goto(f"{base}/billing/cancel")
         await expect(page.locator("h1")).to_have_text("No payment made")
@@ -595,7 +606,7 @@ async def test_a_gateway_s_own_fields_never_break_or_explain_the_page(
     assert "Used" in entry and "gpt-4o-mini" in entry and "−0.3" in entry
     for planted in ("price list", "99,999", "set aside", "not a list", "nested", "markup"):
         assert planted not in entry
-    assert "Reported by the gateway: 0.003 USD at 100 credits a dollar." in entry
+    assert "Priced at 0.003 USD, at 100 credits a dollar." in entry
 
 
 async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: Ledger) -> None:
@@ -609,7 +620,7 @@ async def test_transactions_come_a_page_at_a_time(api: httpx.AsyncClient, shop: 
     assert older is not None
     second = await api.get(older.group(1).replace("&amp;", "&"))
     assert second.text.count('class="entry"') == 5
-    assert "Credits given to you" in second.text and "Newest" in second.text
+    assert "Granted" in second.text and "Newest" in second.text
     assert (await api.get("/billing?before=garbage")).status_code == 422
 
 
@@ -627,12 +638,15 @@ async def test_usage_is_charted_per_day_by_item(
     await api.get(await portal_url(api))
     page = (await api.get("/billing")).text
     assert "42 credits used from" in page  # 20 + 7 + 15; the training job is too old
-    assert "training_job" not in page.partition("Transactions")[0]
+    assert "Training job" not in page.partition("Transactions")[0]
     table = page.partition("<tbody>")[2].partition("</tbody>")[0]
     rows = re.findall(r"<tr>(.*?)</tr>", table)
     assert len(rows) == 2  # two days with usage, newest first
-    assert re.findall(r'<td class="num">([^<]*)</td>', rows[0])[-1] == "15"
-    assert re.findall(r'<td class="num">([^<]*)</td>', rows[1])[-1] == "27"
+    totals = [re.findall(r'data-label="([^"]*)">([^<]*)</td>', row) for row in rows]
+    assert totals == [
+        [("Chat message", "0"), ("Video generation", "15"), ("export", "0"), ("Total", "15")],
+        [("Chat message", "20"), ("Video generation", "0"), ("export", "7"), ("Total", "27")],
+    ]
     assert page.count("<rect ") == 3 + 3  # three blocks, plus three legend swatches
 
 
@@ -671,7 +685,7 @@ async def test_a_frozen_account_is_shown_so_and_its_credits_lapse(
     page = (await api.get("/billing")).text
     assert "This account is frozen" in page and "Top up" not in page
     assert 'data-testid="balance">0 <small>' in page
-    assert "Credits expired" in page and "reached their expiry date unspent" in page
+    assert "Expired" in page and "reached their expiry date unspent" in page
 
 
 async def test_an_account_frozen_while_its_page_is_open_buys_nothing(
@@ -810,3 +824,129 @@ async def test_a_browser_is_asked_before_another_account_s_link_takes_over(
         assert page.url == f"{base}/billing"
         await expect(page.get_by_test_id("account")).to_have_text("bo")
         await expect(page.get_by_test_id("balance")).to_contain_text("340")
+
+
+# -- what the customer reads, on a phone --------------------------------------------------
+
+INDIA = timedelta(hours=5, minutes=30)  # Asia/Kolkata keeps no daylight saving time
+# What the billing page never shows: the seller's terms, the ledger's words, catalog ids.
+NOT_FOR_CUSTOMERS = re.compile(
+    r"markup|multiplier|\brate\b|catalog|version|\bUSD\b|\bcharge\b|\bcapture\b|"
+    r"chat_message|video_generation|openai/|\btr_|\bhold_|\bcs_",
+    re.IGNORECASE,
+)
+
+
+async def test_a_customer_reads_names_plurals_and_local_times_and_the_page_fits_a_phone(
+    shop: Ledger, app_key: str, browser: Browser, clock: Clock
+) -> None:
+    await ada_spends(shop, clock)
+    await shop.grant("ada", 200 * CREDIT, reason="Sorry about the outage")
+    video = await shop.charge("ada", use=FeatureUse("video_generation", Decimal("14.5")))
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {app_key}"
+        link = await portal_url(http)
+        context = await browser.new_context(
+            viewport=WIDTHS["phone"],  # type: ignore[arg-type]
+            timezone_id="Asia/Kolkata",
+            locale="en-GB",
+        )
+        page = await context.new_page()
+        await page.goto(link)
+        for summary in await page.locator("main summary").all():
+            await summary.click()
+
+        newest = page.locator(".entry").first
+        await expect(newest).to_contain_text("Used · Video generation")
+        await expect(newest).to_contain_text("14.5 seconds at 10 credits a second")
+        await expect(newest).to_contain_text("Why 145 credits?")
+        await expect(page.locator(".entry", has_text="Chat message")).to_contain_text(
+            "3 uses at 10 credits each"
+        )
+        model = page.locator(".entry", has_text="GPT-4o")
+        await expect(model).to_contain_text("1,000 input tokens, 500 output tokens")
+        await expect(model).to_contain_text("1,000 input tokens: 0.25 credits")
+        await expect(page.locator(".entry", has_text="Sorry about the outage")).to_contain_text(
+            "Granted · Sorry about the outage"
+        )
+        summaries = await page.locator("main summary").all_inner_texts()
+        assert "Why 1 credit?" in summaries and "Why 1 credits?" not in summaries
+        said = await page.locator("main").inner_text()
+        assert not NOT_FOR_CUSTOMERS.findall(said), NOT_FOR_CUSTOMERS.findall(said)
+        assert video.id not in await page.content()
+
+        shown = newest.locator("time")
+        utc = video.created_at.astimezone(UTC)
+        await expect(shown).to_have_attribute("datetime", utc.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        await expect(shown).to_have_attribute("title", f"{utc.day} {utc:%b %Y, %H:%M} UTC")
+        local = utc + INDIA
+        await expect(shown).to_have_text(f"{local.day} {local:%b %Y}, {local:%H:%M} GMT+5:30")
+
+        await expect(page.get_by_test_id("usage-table")).to_be_visible()
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= WIDTHS["phone"]["width"], width
+        await shoot(page, "billing-words")
+        await context.close()
+
+        plain = await browser.new_context(java_script_enabled=False, timezone_id="Asia/Kolkata")
+        page = await plain.new_page()
+        await page.goto(await portal_url(http))
+        await expect(page.locator(".entry time").first).to_have_text(
+            f"{utc.day} {utc:%b %Y, %H:%M} UTC"
+        )
+        await plain.close()
+
+
+# -- when Stripe fails ----------------------------------------------------------------------
+
+
+async def test_buying_while_stripe_is_out_of_reach_says_so_and_offers_a_way_back(
+    make_ledger: LedgerFactory, fake: FakeStripe, context: BrowserContext
+) -> None:
+    unreachable = {"api_base": f"http://127.0.0.1:{refusing_port()}", "timeout_seconds": 1}
+    shop = await make_ledger(stripe=stripe_settings(fake, **unreachable), packs=PACKS)
+    await shop.grant("ada", 7 * CREDIT)
+    async with serve_app(shop) as base, httpx.AsyncClient(base_url=base) as http:
+        http.headers["Authorization"] = f"Bearer {await create_key(shop, 'app', 'web')}"
+        page = await context.new_page()
+        await page.goto(await portal_url(http))
+        async with page.expect_response(f"{base}/billing/top-up") as answered:
+            await page.get_by_role("button", name="Buy 1,000 credits").click()
+        answer = await answered.value
+        assert answer.status == 503 and answer.headers["retry-after"] == "60"
+        await expect(page.locator("h1")).to_have_text("We could not reach our payment provider")
+        await expect(page.locator("main")).to_contain_text(
+            "Nothing was charged: your balance is still 7 credits."
+        )
+        await shoot(page, "billing-not-started")
+        async with page.expect_response(f"{base}/billing/top-up") as again:
+            await page.get_by_role("button", name="Try again").click()
+        assert (await again.value).status == 503
+        await page.get_by_role("link", name="Back to your credits").click()
+        assert page.url == f"{base}/billing#top-up"
+        await expect(page.get_by_test_id("balance")).to_contain_text("7")
+
+        looked_up = await page.goto(f"{base}/billing/success?session_id=cs_test_1")
+        assert looked_up is not None and looked_up.status == 503
+        await expect(page.locator("h1")).to_have_text("Something went wrong on our side")
+        await expect(page.get_by_role("link", name="Back to your credits")).to_have_attribute(
+            "href", "/billing"
+        )
+
+
+async def test_buying_what_stripe_refuses_says_so_without_stripe_s_words(
+    make_ledger: LedgerFactory, fake: FakeStripe
+) -> None:
+    gone = {**PACKS, "gone": {"credits": 5, "price_id": "price_gone"}}
+    shop = await make_ledger(stripe=stripe_settings(fake), packs=gone)
+    async with client_for(shop, await create_key(shop, "app", "web")) as api:
+        await api.get(await portal_url(api))
+        form = {"csrf": _csrf((await api.get("/billing")).text), "pack": "gone", "hosted": "true"}
+        refused = await api.post("/billing/top-up", data=form)
+    assert refused.status_code == 502 and "retry-after" not in refused.headers
+    assert '<h1 id="not-started-heading">The payment could not be started</h1>' in refused.text
+    assert (
+        'name="pack" value="gone"' in refused.text and 'name="hosted" value="true"' in refused.text
+    )
+    for internal in ("price_gone", "resource_missing", "No such price", fake.api_key, "req_"):
+        assert internal not in refused.text

@@ -13,7 +13,7 @@
  * ├── ValidationError                400, 413, 415, 422 (invalid_amount, unknown_feature, …)
  * ├── RateLimitError                 429 (retryAfter)
  * ├── ServerError                    5xx
- * │   ├── PaymentProviderError       502 payment_provider_error (stripeRequestId)
+ * │   ├── PaymentProviderError       502, 503 payment_provider_error (stripeRequestId)
  * │   └── ServiceUnavailableError    503 unavailable, stripe_not_configured
  * └── TransportError                 no answer at all after every retry (transport_error)
  * ```
@@ -129,7 +129,10 @@ export class ServerError extends CreditsError {
   override name = "ServerError";
 }
 
-/** 502: Stripe failed or refused; `stripeRequestId` finds the request in its dashboard. */
+/**
+ * 502: Stripe failed or refused, `stripeRequestId` finds the request in its dashboard;
+ * 503: Stripe could not be reached (`details.retry_after`: seconds to wait).
+ */
 export class PaymentProviderError extends ServerError {
   override name = "PaymentProviderError";
   get stripeRequestId(): string | undefined {

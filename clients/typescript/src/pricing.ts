@@ -44,10 +44,9 @@ export class PricingEngine {
   /** A feature's or meter's price per use or unit, exactly, or undefined if it is not sold. */
   async unitPrice(name: string): Promise<{ price: string; unit: string } | undefined> {
     const { exact } = await this.catalog();
-    const feature = exact.features[name] as { price?: string } | undefined;
-    if (feature?.price !== undefined) return { price: feature.price, unit: "use" };
-    const meter = exact.meters[name] as { price?: string; unit?: string } | undefined;
-    if (meter?.price !== undefined) return { price: meter.price, unit: meter.unit ?? "unit" };
-    return undefined;
+    const feature = exact.features[name];
+    if (feature !== undefined) return { price: feature.price, unit: "use" };
+    const meter = exact.meters[name];
+    return meter === undefined ? undefined : { price: meter.price, unit: meter.unit };
   }
 }

@@ -383,7 +383,9 @@ export interface paths {
          * @description Start buying a credit pack: a Stripe Checkout Session for the account's customer.
          *
          *     The credits are granted when Stripe's webhook says the payment succeeded, never here.
-         *     The same idempotency key gives back the same session.
+         *     The same idempotency key gives back the same session. Stripe refusing or failing is
+         *     502 ``payment_provider_error``; Stripe out of reach is 503 with the same code and
+         *     ``Retry-After``.
          */
         post: operations["create_checkout_session_v1_checkout_sessions_post"];
         delete?: never;
@@ -1166,15 +1168,15 @@ export interface components {
             rate_multiplier: number;
             /** Features */
             features: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["FeatureOut"];
             };
             /** Meters */
             meters: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["MeterOut"];
             };
             /** Models */
             models: {
-                [key: string]: unknown;
+                [key: string]: components["schemas"]["ModelOut"];
             };
         };
         /**
@@ -1414,6 +1416,29 @@ export interface components {
             message: string;
         } & {
             [key: string]: unknown;
+        };
+        /**
+         * FeatureOut
+         * @description A feature: a fixed price per use.
+         */
+        FeatureOut: {
+            /**
+             * Display Name
+             * @description What customers read: the catalog's `display_name`, else made from the id.
+             */
+            display_name: string;
+            /**
+             * Price
+             * @description Credits, written exactly.
+             */
+            price: number;
+            /**
+             * Max Quantity
+             * @description Uses one charge may count at most.
+             */
+            max_quantity: number | null;
+            /** Description */
+            description: string | null;
         };
         /**
          * GatewayUsage
@@ -1758,6 +1783,80 @@ export interface components {
             amount: number;
             /** Expires At */
             expires_at: string | null;
+        };
+        /**
+         * MeterOut
+         * @description A meter: a price per unit of time or work.
+         */
+        MeterOut: {
+            /**
+             * Display Name
+             * @description What customers read: the catalog's `display_name`, else made from the id.
+             */
+            display_name: string;
+            /**
+             * Price
+             * @description Credits, written exactly.
+             */
+            price: number;
+            /**
+             * Unit
+             * @description One unit, as customers read it: `second`, `GPU hour`.
+             */
+            unit: string;
+            /**
+             * Unit Plural
+             * @description Its plural: the catalog's, else `unit` + s (es, ies).
+             */
+            unit_plural: string;
+            /**
+             * Max Quantity
+             * @description Units one use may measure at most.
+             */
+            max_quantity: number | null;
+            /** Description */
+            description: string | null;
+        };
+        /**
+         * ModelOut
+         * @description An LLM: US dollars per million tokens of each kind (null: priced as the kind it falls
+         *     back to), and its own markup and multiplier (null: the catalog's).
+         */
+        ModelOut: {
+            /**
+             * Display Name
+             * @description What customers read: the catalog's `display_name`, else made from the id.
+             */
+            display_name: string;
+            /**
+             * Input
+             * @description US dollars, written exactly.
+             */
+            input: number;
+            /**
+             * Output
+             * @description US dollars, written exactly.
+             */
+            output: number;
+            /** Cache Read */
+            cache_read: number | null;
+            /** Cache Write */
+            cache_write: number | null;
+            /** Cache Write By Ttl */
+            cache_write_by_ttl: {
+                [key: string]: number;
+            } | null;
+            /** Reasoning */
+            reasoning: number | null;
+            /**
+             * Image
+             * @description US dollars per image generated.
+             */
+            image: number | null;
+            /** Markup Percent */
+            markup_percent: number | null;
+            /** Rate Multiplier */
+            rate_multiplier: number | null;
         };
         /**
          * OpenAIChatUsage

@@ -180,6 +180,12 @@ test("quotes, usage batches, packs, pricing and checkout", async () => {
   assert.deepEqual(await pricing.unitPrice("video_generation"), { price: "10", unit: "second" });
   assert.deepEqual(await pricing.unitPrice("chat_message"), { price: "10", unit: "use" });
   assert.equal(await pricing.unitPrice("nothing"), undefined);
+  const catalog = await pricing.catalog();
+  assert.equal(catalog.features.chat_message.display_name, "Chat message");
+  assert.deepEqual(
+    [catalog.meters.training_job.unit, catalog.meters.training_job.unit_plural],
+    ["gpu_hour", "gpu_hours"],
+  );
   assert.equal(await pricing.calculateCostExact("training_job", "0.25"), "50");
 
   await admin.initializeUser("user_usage", 100);

@@ -20,6 +20,7 @@ from creditsd.price_settings import (
     MeterPrice,
     ModelPrice,
     PricingSettings,
+    noun,
     ttl_seconds,
 )
 
@@ -216,12 +217,12 @@ class Catalog:
             entry = settings.features[use.feature]
             if quantity != quantity.to_integral_value():
                 raise InvalidQuantity(f"of {use.feature} must be a whole number")
-            unit = "use"
+            unit, units = "use", "uses"
         elif use.feature in settings.meters:
             entry = meter = settings.meters[use.feature]
             if -quantity.as_tuple().exponent > MAX_QUANTITY_PLACES:  # type: ignore[operator]
                 raise InvalidQuantity(f"has more than {MAX_QUANTITY_PLACES} decimal places")
-            unit = meter.unit
+            unit, units = meter.unit, meter.units
         else:
             raise UnknownFeature(use.feature, sorted([*settings.features, *settings.meters]))
         if entry.max_quantity is not None and quantity > entry.max_quantity:
@@ -229,7 +230,7 @@ class Catalog:
         credits = entry.price * quantity
         line = {
             "item": use.feature,
-            "description": f"{use.feature}: {plain(quantity)} {unit}"
+            "description": f"{use.feature}: {plain(quantity)} {noun(quantity, unit, units)}"
             f" × {entry.price} credits/{unit}",
             "quantity": plain(quantity),
             "unit": unit,
@@ -261,7 +262,7 @@ class Catalog:
             lines.append(
                 {
                     "item": item,
-                    "description": f"{count} {what} tokens × {per_million} USD/1M",
+                    "description": f"{count} {what} {noun(count, 'token')} × {per_million} USD/1M",
                     "quantity": count,
                     "unit": "token",
                     "usd_per_million": per_million,
@@ -277,7 +278,8 @@ class Catalog:
             lines.append(
                 {
                     "item": "images",
-                    "description": f"{use.images} images × {model.image} USD/image",
+                    "description": f"{use.images} {noun(use.images, 'image')}"
+                    f" × {model.image} USD/image",
                     "quantity": use.images,
                     "unit": "image",
                     "usd_per_image": model.image,

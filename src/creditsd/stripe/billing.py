@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import httpx
 import stripe
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -23,6 +25,7 @@ from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
     PaymentProviderError,
+    PaymentProviderUnreachable,
     StripeNotConfigured,
     UnknownPack,
 )
@@ -172,8 +175,11 @@ class StripeBilling:
     async def _call(request: Any) -> Any:
         try:
             return await request
+        except stripe.APIConnectionError as exc:
+            log.warning("Stripe could not be reached: %s", unreachable(exc))
+            raise PaymentProviderUnreachable from exc
         except stripe.StripeError as exc:
-            log.warning("Stripe refused a request: %s (%s)", type(exc).__name__, exc.request_id)
+            log.warning("%s", refused(exc))
             raise PaymentProviderError(exc.request_id) from exc
 
     # Webhooks
@@ -260,6 +266,41 @@ class StripeBilling:
         if kind == service.INVOICE_PAID:
             return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
         return Handled("ignored")
+
+
+def unreachable(exc: BaseException) -> str:
+    """Why a request did not reach Stripe, and where it was going, from the errors beneath
+    the client's: ``connection refused (api.stripe.com)``, ``timed out (127.0.0.1)``."""
+    chain: list[BaseException] = []
+    found: BaseException | None = exc
+    while found is not None and found not in chain:
+        chain.append(found)
+        found = found.__cause__ or found.__context__
+    host = next((e.request.url.host for e in chain if isinstance(e, httpx.RequestError)), None)
+    if any(isinstance(e, httpx.TimeoutException) for e in chain):
+        cause = "timed out"
+    else:
+        causes = (words for e in chain for kind, words in _OS_CAUSES if isinstance(e, kind))
+        cause = next(causes, "no connection")
+    return f"{cause} ({host or 'unknown host'})"
+
+
+_OS_CAUSES = (
+    (ConnectionRefusedError, "connection refused"),
+    (ConnectionResetError, "connection reset"),
+    (socket.gaierror, "host name not found"),
+)
+
+
+def refused(exc: stripe.StripeError) -> str:
+    """What Stripe answered, for the log, in its own codes and never its message (which may
+    quote what was sent): ``Stripe refused the request: resource_missing (HTTP 400, request
+    req_…)``; an answer of 500 and above is Stripe failing, not refusing."""
+    error = exc.error
+    code = exc.code or (error.type if error is not None else None) or type(exc).__name__
+    status = exc.http_status
+    verb = "failed" if status is not None and status >= 500 else "refused"
+    return f"Stripe {verb} the request: {code} (HTTP {status}, request {exc.request_id})"
 
 
 async def _none_if_missing(request: Any) -> Any:

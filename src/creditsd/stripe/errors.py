@@ -50,3 +50,21 @@ class PaymentProviderError(CreditsError):
 
     def __init__(self, request_id: str | None) -> None:
         super().__init__("Stripe could not complete the request", stripe_request_id=request_id)
+
+
+class PaymentProviderUnreachable(PaymentProviderError):
+    """Stripe could not be reached (the connection was refused, dropped or timed out, even
+    after the client's retries): 503, with when to try again. Nothing reached Stripe, or
+    what did is kept to one session by the request's idempotency key. A minute: an outage
+    of Stripe's is rarely shorter, and it is past the SDKs' 30 seconds, so an app's request
+    is answered at once rather than held while they wait."""
+
+    status = 503
+    RETRY_AFTER_SECONDS = 60
+
+    def __init__(self) -> None:
+        CreditsError.__init__(
+            self,
+            "Stripe could not be reached: nothing was charged; try again shortly",
+            retry_after=self.RETRY_AFTER_SECONDS,
+        )

@@ -47,12 +47,14 @@ from creditsd.ledger import export
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.models import Account, Transfer
+from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 from creditsd.stripe.service import SOURCE as STRIPE_SOURCE
 from creditsd.tables import OUTBOX_STATUSES
 from creditsd.web import repository as web_tokens
+from creditsd.web import stamps
 from creditsd.web.backoff import SignInBackoff
 from creditsd.web.pages import (
     CSRF_FIELD,
@@ -65,8 +67,8 @@ from creditsd.web.pages import (
     put_cookie,
     redirect,
     signer,
-    templates,
 )
+from creditsd.web.stamps import Stamp
 from creditsd.webhooks import repository as webhooks_repo
 from creditsd.webhooks import service as webhooks
 
@@ -109,14 +111,6 @@ class AdminRoute(APIRoute):
 
 
 router = APIRouter(prefix=f"/{SECTION}", include_in_schema=False, route_class=AdminRoute)
-
-
-def _when(moment: datetime | None) -> str:
-    """A moment as operators read it: ``2026-12-01 04:41 UTC``."""
-    return "" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-templates.filters["admin_when"] = _when
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +399,28 @@ async def accounts(
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """A transfer as the console's ledger shows it: in the ledger's words, with what a
+    priced one paid for as its customer reads it (``Chat message``, ``3 uses at 10 credits
+    each``) and every term of its price stamp (version, markup, multiplier, rounding)."""
+
+    transfer: Transfer
+    item: str | None
+    used: str | None
+    terms: list[str]
+
+
+def _ledger_row(transfer: Transfer, catalog: PricingSettings) -> LedgerRow:
+    stamp = Stamp(transfer.pricing)
+    return LedgerRow(
+        transfer,
+        stamps.named(stamp, catalog),
+        stamps.used(stamps.catalog_priced(transfer), catalog),
+        stamps.terms(stamp),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSide:
     """What an account's page lists beside its ledger."""
 
@@ -435,6 +451,7 @@ async def _account_page(
         )
 
     listed = await ledger.database.read(side)
+    catalog = (await ledger.catalog()).settings
     return await render(
         request,
         op,
@@ -442,7 +459,7 @@ async def _account_page(
         status,
         notices,
         account=account,
-        transfers=history.items,
+        rows=[_ledger_row(transfer, catalog) for transfer in history.items],
         next_cursor=history.next_cursor,
         side=listed,
         now=ledger.now(),

@@ -1,5 +1,6 @@
-"""What the billing page shows, worked out from the ledger's records: each transaction's
-"why" in plain words, and the usage chart drawn as inline SVG (no script needed)."""
+"""What the billing page shows, worked out from the ledger's records: each transaction in
+the customer's words with the "why" of its amount, and the usage chart drawn as inline SVG
+(no script needed)."""
 
 from __future__ import annotations
 
@@ -7,43 +8,51 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
-from creditsd.gateway.service import GATEWAY_APP
 from creditsd.kit.money import Money
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
-from creditsd.web.pages import credits
+from creditsd.ledger.repository import SPENDING_KINDS
+from creditsd.price_settings import PricingSettings, model_name, noun
+from creditsd.web import stamps
+from creditsd.web.pages import counted, credits, day_label
+from creditsd.web.stamps import Stamp
 
 CHART_DAYS = 30
-SHOWN_DIGITS = 60  # a number from a price stamp is shown with at most this many digits
-CHART_SERIES = 5  # the biggest items each get a colour; the rest add up to "other"
+CHART_SERIES = 5  # the biggest items each get a colour; the rest add up to "Everything else"
+EVERYTHING_ELSE = "Everything else"
+UNNAMED_USE = "Other use"  # a charge with neither a priced item nor a description
 # Colours that keep 3:1 contrast against the white card (WCAG 1.4.11), told apart by hue.
 PALETTE = ("#2446c7", "#b3261e", "#11703c", "#8a4b00", "#6a3fb5", "#545b6b")
 
+# What happened, in the customer's words (never the ledger's: charge, capture, clawback).
 KIND_TITLES = {
-    "purchase": "Credits bought",
-    "grant": "Credits given to you",
+    "purchase": "Bought",
+    "grant": "Granted",
     "charge": "Used",
     "capture": "Used",
-    "refund": "Refund",
+    "refund": "Refunded",
     "clawback": "Taken back",
-    "adjustment": "Correction",
-    "expiry": "Credits expired",
-    "sync": "Usage from your app",
+    "adjustment": "Corrected",
+    "expiry": "Expired",
+    "sync": "Balance updated",
     "reversal": "Given back",
 }
+# The descriptions creditsd and its integrations write, as a customer reads them.
+DESCRIPTIONS = {
+    "credit pack purchase": "Credit pack",
+    "initial grant": "Credits to start with",
+    "refund": "Payment refunded",
+    "dispute": "Payment disputed",
+    "dispute won": "Dispute closed in your favour",
+    "balance sync from the gateway": None,  # the title says it
+}
+PLAN_CREDITS = "Credits from your plan"
 SOURCE_WORDS = {
     PAID_SOURCE: "paid",
-    "subscription": "from your plan",
+    "subscription": "plan",
     "signup": "sign-up",
     "promotion": "promotional",
-    "adjustment": "from a correction",
-}
-ROUNDING_WORDS = {
-    "half_up": "to the nearest, halves up",
-    "half_even": "to the nearest, halves to even",
-    "up": "up",
-    "down": "down",
+    "adjustment": "correction",
 }
 SETTLEMENT_WORDS = {
     "within_hold": "The work cost no more than was set aside.",
@@ -53,116 +62,60 @@ SETTLEMENT_WORDS = {
 }
 
 
-def when(moment: datetime) -> str:
-    """A moment as people read it: ``1 Dec 2026, 04:41 UTC``."""
-    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
-
-
-def day_label(day: date) -> str:
-    """A day as people read it: ``1 Dec 2026``."""
-    return f"{day.day} {day:%b %Y}"
-
-
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One transaction as the account's owner reads it."""
+    """One transaction as the account's owner reads it: what happened and to what
+    (``Used`` · ``Video render``), how much of it (``14.5 seconds at 10 credits a second``),
+    and why it cost what it did, without the seller's markup or the ledger's ids."""
 
-    when: str
+    when: datetime
     title: str
     detail: str | None
+    used: str | None
     change: Decimal
     balance: Decimal | None
     why: list[str]
-    lines: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
 
 
-def entry(transfer: Transfer, account_id: str, money: Money) -> Entry:
-    """A transfer from ``account_id``'s side, with the reasons behind its amount."""
-    stamp = Stamp(transfer.pricing)
+def entry(transfer: Transfer, account_id: str, money: Money, catalog: PricingSettings) -> Entry:
+    """A transfer from ``account_id``'s side, with the reasons behind its amount; names
+    from ``catalog`` (the current version: a renamed item reads by its new name)."""
+    priced = stamps.catalog_priced(transfer)
     balance = transfer.balance_after(account_id)
     return Entry(
-        when=when(transfer.created_at),
+        when=transfer.created_at,
         title=KIND_TITLES.get(transfer.kind, transfer.kind),
-        detail=_item(stamp) or transfer.description,
+        detail=_detail(transfer, catalog),
+        used=stamps.used(priced, catalog),
         change=money.to_decimal(transfer.change_for(account_id)),
         balance=None if balance is None else money.to_decimal(balance),
-        why=_why(transfer, stamp, account_id, money),
-        lines=[] if _reported(transfer) else stamp.texts("lines", "description"),
+        why=_why(transfer, priced, account_id, money),
+        parts=[f"{what}: {counted(paid, 'credit')}" for what, paid in stamps.priced_parts(priced)],
     )
 
 
-class Stamp:
-    """A price stamp read without trusting its shape: a part that is missing, or not of the
-    type the page shows, reads as None (or as nothing), and is left out of the explanation.
-
-    A stamp is JSON kept with its transfer, and a gateway's usage post copies its own fields
-    into its stamp (``{"lines": "x"}`` is as welcome there as any other field).
-    """
-
-    def __init__(self, fields: object) -> None:
-        self._fields: dict[str, Any] = fields if isinstance(fields, dict) else {}
-
-    def text(self, key: str) -> str | None:
-        """A non-empty string."""
-        value = self._fields.get(key)
-        return value if isinstance(value, str) and value else None
-
-    def whole(self, key: str) -> int | None:
-        """An integer (not a boolean)."""
-        value = self._fields.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    def number(self, key: str) -> Decimal | None:
-        """An exact number of a size a page can write out (JSON's numbers are read as
-        integers and Decimals: a float never reaches a stamp)."""
-        value = self._fields.get(key)
-        if isinstance(value, bool) or not isinstance(value, int | Decimal):
-            return None
-        number = Decimal(value)
-        if not number.is_finite() or not -SHOWN_DIGITS < number.adjusted() < SHOWN_DIGITS:
-            return None
-        return number
-
-    def numbers(self, *keys: str) -> list[Decimal] | None:
-        """Each of ``keys`` as a number, or None unless all of them are numbers."""
-        found = [number for key in keys if (number := self.number(key)) is not None]
-        return found if len(found) == len(keys) else None
-
-    def part(self, key: str) -> Stamp:
-        """A nested object, such as a capture's ``settlement``."""
-        return Stamp(self._fields.get(key))
-
-    def texts(self, key: str, field: str) -> list[str]:
-        """The ``field`` string of each object listed under ``key``."""
-        listed = self._fields.get(key)
-        if not isinstance(listed, list):
-            return []
-        return [text for item in listed if (text := Stamp(item).text(field)) is not None]
+def _detail(transfer: Transfer, catalog: PricingSettings) -> str | None:
+    """What the transfer was for: the priced item's name, the plan that granted it, else
+    its description (creditsd's own in the customer's words)."""
+    if (name := stamps.named(Stamp(transfer.pricing), catalog)) is not None:
+        return name
+    if (transfer.metadata or {}).get("plan"):
+        return PLAN_CREDITS
+    description = transfer.description
+    return DESCRIPTIONS.get(description, description) if description else None
 
 
-def _reported(transfer: Transfer) -> bool:
-    """Whether the transfer records a charge the gateway billed (its stamp is the gateway's
-    post, priced by the gateway, not by creditsd's price list). No API key may take the
-    gateway's app name."""
-    return transfer.app == GATEWAY_APP
-
-
-def _item(stamp: Stamp) -> str | None:
-    """What a priced transfer paid for: its model, feature or meter."""
-    for key in ("model", "feature", "meter"):
-        if found := stamp.text(key):
-            return found
-    return None
-
-
-def _why(transfer: Transfer, stamp: Stamp, account_id: str, money: Money) -> list[str]:
+def _why(transfer: Transfer, priced: Stamp, account_id: str, money: Money) -> list[str]:
     """Sentences that explain a transfer's amount, from its price stamp and lots."""
-    said = _reported_price(stamp) if _reported(transfer) else _catalog_price(stamp)
+    said = _reported_price(Stamp(transfer.pricing)) if stamps.reported(transfer) else []
+    if rounded := stamps.rounding(priced):
+        said.append(rounded)
+    said += _settlement(priced.part("settlement"))
     if transfer.kind == "expiry":
         said.append("These credits reached their expiry date unspent.")
     if transfer.kind == "purchase":
-        packs = (transfer.metadata or {}).get("packs")
-        said.append(f"Paid by card through Stripe{f' ({packs})' if packs else ''}.")
+        said.append("Paid by card through Stripe.")
     if transfer.lots:
         said.append(_lots_sentence(transfer, transfer.change_for(account_id) > 0, money))
     if transfer.description and not said:
@@ -175,64 +128,55 @@ def _reported_price(stamp: Stamp) -> list[str]:
     cost, rate = stamp.number("cost_usd"), stamp.number("credits_per_usd")
     if cost is None or rate is None:
         return []
-    return [f"Reported by the gateway: {credits(cost)} USD at {credits(rate)} credits a dollar."]
+    return [f"Priced at {credits(cost)} USD, at {credits(rate)} credits a dollar."]
 
 
-def _catalog_price(stamp: Stamp) -> list[str]:
-    """How creditsd's price list priced the transfer, and how a capture settled its hold."""
-    said = []
-    version, rounding = stamp.whole("catalog_version"), stamp.text("rounding")
-    price = stamp.numbers("exact", "amount")
-    if version is not None and rounding in ROUNDING_WORDS and price:
-        exact, amount = price
-        said.append(
-            f"Priced by version {version} of the price list: {credits(exact)} credits "
-            f"exactly, rounded {ROUNDING_WORDS[rounding]} to {credits(amount)}."
-        )
-        terms = stamp.numbers("usd", "credits_per_usd", "markup_percent", "rate_multiplier")
-        if stamp.text("kind") == "model" and terms:
-            usd, per_usd, markup, rate = terms
-            said.append(
-                f"Model prices are in US dollars ({credits(usd)} USD here), at "
-                f"{per_usd} credits a dollar, plus a {markup}% markup, times a rate of {rate}."
-            )
-    settlement = stamp.part("settlement")
-    if figures := settlement.numbers("estimate", "actual"):
-        estimate, actual = figures
-        outcome = SETTLEMENT_WORDS.get(settlement.text("outcome") or "", "")
-        said.append(
-            f"{credits(estimate)} credits were set aside when the work started; "
-            f"it used {credits(actual)}. {outcome}".rstrip()
-        )
-        if released := settlement.number("released"):
-            said.append(f"{credits(released)} credits went back to you.")
+def _settlement(settlement: Stamp) -> list[str]:
+    """How a capture settled the credits set aside for its work."""
+    figures = settlement.numbers("estimate", "actual")
+    if figures is None:
+        return []
+    estimate, actual = figures
+    outcome = SETTLEMENT_WORDS.get(settlement.text("outcome") or "", "")
+    said = [
+        f"{counted(estimate, 'credit')} {noun(estimate, 'was', 'were')} set aside when the "
+        f"work started; it used {credits(actual)}. {outcome}".rstrip()
+    ]
+    if released := settlement.number("released"):
+        said.append(f"{counted(released, 'credit')} went back to you.")
     return said
 
 
 def _lots_sentence(transfer: Transfer, added: bool, money: Money) -> str:
-    """Which of the account's credits a transfer spent, or what kind it added."""
-    parts = ", ".join(
-        f"{credits(money.to_decimal(part.amount))} {SOURCE_WORDS.get(part.source, part.source)}"
-        + (f" (expiring {day_label(part.expires_at.date())})" if part.expires_at else "")
-        for part in transfer.lots
-    )
-    return f"Added as {parts} credits." if added else f"Taken from your credits: {parts}."
+    """Which of the account's credits a transfer spent, or what kind it added; lots of one
+    kind that lapse together are told as one."""
+    parts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for part in transfer.lots:
+        ends = f" (expiring {day_label(part.expires_at.date())})" if part.expires_at else ""
+        parts[SOURCE_WORDS.get(part.source, part.source), ends] += money.to_decimal(part.amount)
+    if added:
+        kinds = ", ".join(
+            counted(amount, f"{kind} credit") + ends for (kind, ends), amount in parts.items()
+        )
+        return f"Added as {kinds}."
+    spent = ", ".join(f"{credits(amount)} {kind}{ends}" for (kind, ends), amount in parts.items())
+    return f"Taken from your credits: {spent}."
 
 
 @dataclass(frozen=True, slots=True)
 class Expiring:
-    """Credits that lapse on one day unless spent first."""
+    """Credits that lapse at one moment unless spent first."""
 
-    day: str
+    expires_at: datetime
     amount: Decimal
     kind: str
 
 
 def expiring(expiries: list[Expiry], money: Money) -> list[Expiring]:
-    """The account's coming expiries, per day and kind of credit."""
+    """The account's coming expiries, per moment and kind of credit."""
     return [
         Expiring(
-            day_label(found.expires_at.date()),
+            found.expires_at,
             money.to_decimal(found.amount),
             SOURCE_WORDS.get(found.source, found.source),
         )
@@ -259,7 +203,7 @@ class Chart:
     bar_width: float
     top: Decimal
     bars: list[Bar]
-    series: list[tuple[str, str]]  # item, colour
+    series: list[tuple[str, str]]  # what was used (its name), colour
     rows: list[tuple[str, list[Decimal], Decimal]]  # day, credits per series, total
     total: Decimal
     first_day: str
@@ -271,20 +215,35 @@ def chart_days(today: date) -> list[date]:
     return [today - timedelta(days=back) for back in range(CHART_DAYS - 1, -1, -1)]
 
 
-def chart(spent: list[DaySpend], today: date, money: Money) -> Chart:
-    """Stack each day's spending by item: the biggest items by name, the rest as other."""
+def spent_on(item: str, catalog: PricingSettings) -> str:
+    """The chart's name for what a day's spending went to: a catalog item's display name,
+    a model the catalog no longer prices by :func:`model_name`, a description as written; a
+    charge with neither (its kind stands in) is :data:`UNNAMED_USE`."""
+    if catalog.entry(item) is not None:
+        return catalog.display_name(item)
+    if "/" in item:
+        return model_name(item)
+    return UNNAMED_USE if item in SPENDING_KINDS else item
+
+
+def chart(spent: list[DaySpend], today: date, money: Money, catalog: PricingSettings) -> Chart:
+    """Stack each day's spending by what it went to, by name: the biggest by name, the
+    rest as :data:`EVERYTHING_ELSE`."""
     days = chart_days(today)
     totals: dict[str, int] = defaultdict(int)
+    by_day: dict[tuple[date, str], int] = defaultdict(int)
     for found in spent:
-        totals[found.item] += found.amount
-    ranked = sorted(totals, key=lambda item: (-totals[item], item))
+        name = spent_on(found.item, catalog)
+        totals[name] += found.amount
+        by_day[found.day, name] += found.amount
+    ranked = sorted(totals, key=lambda name: (-totals[name], name))
     named = ranked if len(ranked) <= CHART_SERIES + 1 else ranked[:CHART_SERIES]
-    series = named + (["other"] if len(ranked) > len(named) else [])
+    series = named + ([EVERYTHING_ELSE] if len(ranked) > len(named) else [])
     grid: dict[date, list[int]] = {day: [0] * len(series) for day in days}
-    for found in spent:
-        if found.day in grid:
-            column = series.index(found.item) if found.item in named else len(series) - 1
-            grid[found.day][column] += found.amount
+    for (day, name), amount in by_day.items():
+        if day in grid:
+            column = series.index(name) if name in named else len(series) - 1
+            grid[day][column] += amount
     peak = max((sum(row) for row in grid.values()), default=0)
     width, height, gap = 720, 200, 4
     slot = width / len(days)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.staticfiles import StaticFiles
@@ -26,6 +27,7 @@ from starlette.staticfiles import StaticFiles
 from creditsd.inprocess import Ledger
 from creditsd.kit.errors import CreditsError, Forbidden
 from creditsd.kit.rows import insert_or_skip
+from creditsd.price_settings import noun
 from creditsd.tables import ledger_meta
 from creditsd.web.signing import Signer, new_secret
 
@@ -50,7 +52,36 @@ def credits(value: Decimal | int) -> str:
     return text
 
 
-templates.filters["credits"] = credits
+def counted(number: Decimal | int, one: str, many: str | None = None) -> str:
+    """A number as people read it with its noun: ``1 credit``, ``1.5 credits``, ``1,234
+    input tokens``."""
+    return f"{credits(number)} {noun(number, one, many)}"
+
+
+def day_label(day: date) -> str:
+    """A day as people read it: ``1 Dec 2026``."""
+    return f"{day.day} {day:%b %Y}"
+
+
+def moment(value: datetime | None, *, date_only: bool = False) -> Markup:
+    """A moment for a page, in UTC, which the pages' script (``static/local-time.js``)
+    rewrites in the browser's time zone, leaving UTC in the title: ``<time
+    datetime="2026-12-01T04:41:00Z" title="1 Dec 2026, 04:41 UTC">1 Dec 2026, 04:41
+    UTC</time>``. With ``date_only``, the day alone; nothing for no moment."""
+    if value is None:
+        return Markup()
+    utc = value.astimezone(UTC)
+    day = day_label(utc)
+    shown = day if date_only else f"{day}, {utc:%H:%M} UTC"
+    return Markup('<time datetime="{}" title="{}"{}>{}</time>').format(  # escapes each part
+        utc.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        f"{day}, {utc:%H:%M} UTC",
+        Markup(" data-date") if date_only else "",
+        shown,
+    )
+
+
+templates.filters.update(credits=credits, noun=noun, counted=counted, moment=moment)
 
 
 def install(app: FastAPI) -> None:
@@ -201,7 +232,10 @@ def is_page(request: Request) -> bool:
 def error_page(
     request: Request, status: int, message: str, headers: dict[str, str] | None
 ) -> HTMLResponse:
-    """A failure as a page: what went wrong in plain words, never the internals."""
-    response = page(request, "error.html", status, status_code=status, message=message)
+    """A failure as a page: what went wrong in plain words, never the internals, and the
+    way back to the billing page while its session lasts (not after a 401)."""
+    billing = request.url.path.startswith("/billing") and status != 401
+    back = "/billing" if billing else None
+    response = page(request, "error.html", status, status_code=status, message=message, back=back)
     response.headers.update(headers or {})
     return response

@@ -12,7 +12,8 @@ only that page's form (a POST with its own CSRF token) switches, so a link sent 
 else cannot make a Buy pay into their account unnoticed. Top-ups pay through Stripe
 Checkout, embedded in our page when a publishable key is set, else on Stripe's hosted page;
 Stripe sends the buyer back to ``/billing/success``, which shows the credits once the
-webhook has granted them and refreshes itself until then.
+webhook has granted them and refreshes itself until then. When Stripe cannot be reached or
+refuses to start a checkout, the buyer is told so and offered to try again.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from creditsd.kit.errors import NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
+from creditsd.stripe.errors import PaymentProviderError, PaymentProviderUnreachable
 from creditsd.web import billing
 from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (
@@ -187,6 +189,7 @@ async def overview(
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=before)
     today = ledger.now().date()
     spent = await ledger.daily_spend(account.id, billing.chart_days(today)[0])
+    catalog = (await ledger.catalog()).settings
     stripe_ready = _sells(ledger)
     packs = sorted(ledger.settings.packs.items(), key=lambda named: named[1].credits)
     return page(
@@ -194,10 +197,10 @@ async def overview(
         "billing.html",
         **_account_context(account, ledger, session),
         expiring=billing.expiring(await ledger.expiring_credits(account.id), money),
-        entries=[billing.entry(transfer, account.id, money) for transfer in history.items],
+        entries=[billing.entry(transfer, account.id, money, catalog) for transfer in history.items],
         older=history.next_cursor,
         paged=before is not None,
-        chart=billing.chart(spent, today, money),
+        chart=billing.chart(spent, today, money, catalog),
         packs=packs if stripe_ready and account.status == "active" else [],
         csrf_field=CSRF_FIELD,
     )
@@ -246,17 +249,20 @@ async def top_up(
     on_sale = stripe.pack(pack)  # an unknown pack is refused before anything is written
     publishable_key = ledger.settings.stripe.publishable_key
     embedded = publishable_key is not None and not hosted
-    account_id, customer = await paying_customer(ledger, stripe, session.subject)
-    checkout = await stripe.create_checkout(
-        account_id,
-        customer,
-        pack,
-        success_url=f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
-        cancel_url=None if embedded else f"{base}/billing/cancel",
-        ui_mode="embedded" if embedded else "hosted",
-        app=SECTION,
-        idempotency_key=None,
-    )
+    try:
+        account_id, customer = await paying_customer(ledger, stripe, session.subject)
+        checkout = await stripe.create_checkout(
+            account_id,
+            customer,
+            pack,
+            success_url=f"{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=None if embedded else f"{base}/billing/cancel",
+            ui_mode="embedded" if embedded else "hosted",
+            app=SECTION,
+            idempotency_key=None,
+        )
+    except PaymentProviderError as failed:
+        return await _not_started(request, session, failed, pack=pack, hosted=hosted)
     if not embedded:
         assert checkout.url is not None  # a hosted session always has Stripe's page
         return redirect(checkout.url)
@@ -272,6 +278,29 @@ async def top_up(
         csrf_field=CSRF_FIELD,
         return_url=session.claims.get("ret"),
     )
+
+
+async def _not_started(
+    request: Request, session: Session, failed: PaymentProviderError, *, pack: str, hosted: bool
+) -> HTMLResponse:
+    """Stripe could not start a checkout: the buyer is told so in plain words (reached or
+    not), with a button that tries again and a way back; unreachable is a 503 that says
+    when to try again (``Retry-After``), a refusal a 502."""
+    ledger = ledger_of(request)
+    account = await ledger.get_account(session.subject)
+    response = page(
+        request,
+        "billing_not_started.html",
+        failed.status,
+        **_account_context(account, ledger, session),
+        unreachable=isinstance(failed, PaymentProviderUnreachable),
+        pack=pack,
+        hosted=hosted,
+        csrf_field=CSRF_FIELD,
+    )
+    if isinstance(failed, PaymentProviderUnreachable):
+        response.headers["Retry-After"] = str(failed.RETRY_AFTER_SECONDS)
+    return response
 
 
 @router.get("/success")

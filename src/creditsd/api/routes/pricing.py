@@ -16,8 +16,7 @@ router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["pricing"])
 @router.get("/pricing", response_model=CatalogOut, responses=error_responses(403))
 async def get_pricing(ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
     """The catalog version prices come from now: features, meters, models."""
-    catalog = await ledger.catalog()
-    return respond(CatalogOut(version=catalog.version, **catalog.settings.content()))
+    return respond(CatalogOut.of(await ledger.catalog()))
 
 
 @router.post("/quotes", response_model=QuoteOut, responses=error_responses(403))

@@ -59,7 +59,9 @@ async def create_checkout_session(
     """Start buying a credit pack: a Stripe Checkout Session for the account's customer.
 
     The credits are granted when Stripe's webhook says the payment succeeded, never here.
-    The same idempotency key gives back the same session.
+    The same idempotency key gives back the same session. Stripe refusing or failing is
+    502 ``payment_provider_error``; Stripe out of reach is 503 with the same code and
+    ``Retry-After``.
     """
     billing.pack(body.pack)  # an unknown pack is refused before anything is written
     account_id, customer = await paying_customer(ledger, billing, body.account_id)

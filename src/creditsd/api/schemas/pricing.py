@@ -17,8 +17,16 @@ from pydantic import (
 )
 
 from creditsd.kit.fields import AmountIn, AmountOut, StrictRequest, decimal_field
-from creditsd.price_settings import FEATURE_PATTERN, MAX_TTLS, MODEL_PATTERN, CacheTTL
-from creditsd.pricing.catalog import FeatureUse, Price, TokenUse, Use, ttl_counts
+from creditsd.price_settings import (
+    FEATURE_PATTERN,
+    MAX_TTLS,
+    MODEL_PATTERN,
+    CacheTTL,
+    FeaturePrice,
+    MeterPrice,
+    ModelPrice,
+)
+from creditsd.pricing.catalog import Catalog, FeatureUse, Price, TokenUse, Use, ttl_counts
 from creditsd.pricing.providers import (
     AnthropicUsage,
     GeminiUsage,
@@ -83,6 +91,7 @@ def _not_null(optional: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(schema)
 
 
+_DISPLAY_NAME = "What customers read: the catalog's `display_name`, else made from the id."
 TokensByTTL = Annotated[
     dict[CacheTTL, Tokens],
     # patternProperties alone would let the schema take any other name too
@@ -255,6 +264,76 @@ class QuoteOut(BaseModel):
         )
 
 
+UsdOut = Annotated[
+    Decimal, WithJsonSchema({"type": "number", "description": "US dollars, written exactly."})
+]
+NumberOut = Annotated[Decimal, WithJsonSchema({"type": "number"})]
+"""A decimal that is not an amount (a quantity, a percentage), written exactly."""
+
+
+class FeatureOut(BaseModel):
+    """A feature: a fixed price per use."""
+
+    display_name: str = Field(description=_DISPLAY_NAME)
+    price: AmountOut
+    max_quantity: int | None = Field(description="Uses one charge may count at most.")
+    description: str | None
+
+    @classmethod
+    def of(cls, feature: FeaturePrice, display_name: str) -> FeatureOut:
+        """A feature of the catalog, with the name customers read."""
+        return cls(
+            display_name=display_name,
+            price=feature.price,
+            max_quantity=feature.max_quantity,
+            description=feature.description,
+        )
+
+
+class MeterOut(BaseModel):
+    """A meter: a price per unit of time or work."""
+
+    display_name: str = Field(description=_DISPLAY_NAME)
+    price: AmountOut
+    unit: str = Field(description="One unit, as customers read it: `second`, `GPU hour`.")
+    unit_plural: str = Field(description="Its plural: the catalog's, else `unit` + s (es, ies).")
+    max_quantity: NumberOut | None = Field(description="Units one use may measure at most.")
+    description: str | None
+
+    @classmethod
+    def of(cls, meter: MeterPrice, display_name: str) -> MeterOut:
+        """A meter of the catalog, with the name customers read."""
+        return cls(
+            display_name=display_name,
+            price=meter.price,
+            unit=meter.unit,
+            unit_plural=meter.units,
+            max_quantity=meter.max_quantity,
+            description=meter.description,
+        )
+
+
+class ModelOut(BaseModel):
+    """An LLM: US dollars per million tokens of each kind (null: priced as the kind it falls
+    back to), and its own markup and multiplier (null: the catalog's)."""
+
+    display_name: str = Field(description=_DISPLAY_NAME)
+    input: UsdOut
+    output: UsdOut
+    cache_read: UsdOut | None
+    cache_write: UsdOut | None
+    cache_write_by_ttl: dict[str, UsdOut] | None
+    reasoning: UsdOut | None
+    image: UsdOut | None = Field(description="US dollars per image generated.")
+    markup_percent: NumberOut | None
+    rate_multiplier: NumberOut | None
+
+    @classmethod
+    def of(cls, model: ModelPrice, display_name: str) -> ModelOut:
+        """A model of the catalog, with the name customers read."""
+        return cls.model_validate({**model.model_dump(), "display_name": display_name})
+
+
 class CatalogOut(BaseModel):
     """The catalog version prices come from now."""
 
@@ -263,6 +342,22 @@ class CatalogOut(BaseModel):
     rounding: str
     markup_percent: AmountOut
     rate_multiplier: AmountOut
-    features: dict[str, Any]
-    meters: dict[str, Any]
-    models: dict[str, Any]
+    features: dict[str, FeatureOut]
+    meters: dict[str, MeterOut]
+    models: dict[str, ModelOut]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> CatalogOut:
+        """A published catalog version."""
+        settings = catalog.settings
+        named = settings.display_name
+        return cls(
+            version=catalog.version,
+            credits_per_usd=settings.credits_per_usd,
+            rounding=settings.rounding,
+            markup_percent=settings.markup_percent,
+            rate_multiplier=settings.rate_multiplier,
+            features={k: FeatureOut.of(v, named(k)) for k, v in settings.features.items()},
+            meters={k: MeterOut.of(v, named(k)) for k, v in settings.meters.items()},
+            models={k: ModelOut.of(v, named(k)) for k, v in settings.models.items()},
+        )

@@ -275,7 +275,7 @@ class AsyncClient(BaseClient):
         a ``client_secret`` to mount, returning to ``success_url``. The same idempotency key
         gives back the same session. The credits arrive when Stripe reports the payment.
         Raises ValidationError (422 ``unknown_pack``) for a pack not on sale and
-        PaymentProviderError (502) when Stripe fails.
+        PaymentProviderError when Stripe refuses or fails (502) or cannot be reached (503).
         """
         return await self._send(
             self._create_checkout_session(

@@ -14,7 +14,7 @@
     │   ├── ValidationError           400, 422 (unknown_pack, invalid_signature, …)
     │   ├── RateLimitError            429 (retry_after)
     │   └── ServerError               5xx (stripe_not_configured, …)
-    │       └── PaymentProviderError  502 payment_provider_error (stripe_request_id)
+    │       └── PaymentProviderError  502, 503 payment_provider_error (stripe_request_id)
     └── TransportError                no answer, even after the retries
 """
 
@@ -138,7 +138,8 @@ class ServerError(APIError):
 
 
 class PaymentProviderError(ServerError):
-    """502: Stripe failed or refused; ``stripe_request_id`` finds the request in its dashboard.
+    """502: Stripe failed or refused, ``stripe_request_id`` finds the request in its
+    dashboard; 503: Stripe could not be reached (``details["retry_after"]``: seconds to wait).
 
     Like any 5xx it is retried: the write's idempotency key, passed on to Stripe, keeps a
     retry to one checkout session.
