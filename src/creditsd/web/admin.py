@@ -47,7 +47,7 @@ from creditsd.ledger import export
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.models import Account, Transfer
-from creditsd.price_settings import PricingSettings
+from creditsd.price_settings import PricingSettings, noun
 from creditsd.pricing import repository as pricing_repo
 from creditsd.pricing import service as pricing_service
 from creditsd.stripe.reconcile import reconcile as reconcile_stripe
@@ -223,6 +223,7 @@ async def render(
         csrf=None if op is None else op.session.csrf,
         csrf_field=CSRF_FIELD,
         amount=lambda units: credits(money.to_decimal(units)),
+        credit_word=lambda units: noun(money.to_decimal(units), "credit"),
         **context,
     )
     if NOTICE_COOKIE in request.cookies:
