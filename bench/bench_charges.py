@@ -57,9 +57,9 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
-from creditsd import db, ids
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
+from creditsd.kit import db, ids
 from creditsd.migrations import upgrade
 from creditsd.webhooks import service as webhooks
 

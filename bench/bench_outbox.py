@@ -28,9 +28,9 @@ import asyncpg
 import httpx
 
 from bench_charges import Result, admin_url, drop_scratch, dsn, floor, measure, prepare, through
-from creditsd import db, jsonio
 from creditsd.config import Settings, load_settings
 from creditsd.inprocess import Ledger
+from creditsd.kit import db, jsonio
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import service, signing
 from creditsd.worker import Deliverer

@@ -28,11 +28,11 @@ from decimal import Decimal
 
 import httpx
 
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 from creditsd.pricing.catalog import FeatureUse, TokenUse
 from creditsd.usage.models import UsageEvent
 

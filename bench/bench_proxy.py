@@ -56,10 +56,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench_charges import Cell, command_environment, dsn, free_port, parse_wrk
-from creditsd import db, tables
+from creditsd import tables
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 from creditsd.pricing.providers import OpenAIChatUsage
 from fake_upstream import CONTENT, MODEL, USAGE
 

@@ -22,11 +22,11 @@ import asyncpg
 import httpx
 
 from bench_charges import SPREAD_ACCOUNTS, admin_url, drop_scratch, dsn, floor, measure, prepare
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 
 BATCH = 1000
 

@@ -25,13 +25,13 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, jsonio
 from creditsd.api.app import create_app
 from creditsd.config import Settings, load_settings
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db, jsonio
+from creditsd.kit.repeats import repeats
 from creditsd.migrations import upgrade
-from creditsd.repeats import repeats
 from creditsd.tables import audit_log
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"

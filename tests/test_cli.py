@@ -20,8 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from creditsd import db, jsonio
 from creditsd.cli import app
+from creditsd.kit import db, jsonio
 from tests.conftest import postgres_admin_url
 
 PASSWORD = "hunter2-secret"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import random
 
-from creditsd import ids
+from creditsd.kit import ids
 
 _RFC_4648_TO_CROCKFORD = str.maketrans(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "0123456789abcdefghjkmnpqrstvwxyz"

@@ -7,9 +7,10 @@ from functools import partial
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
-from creditsd.pagination import InvalidCursor
+from creditsd.kit import db
+from creditsd.kit.pagination import InvalidCursor
 from tests.conftest import Clock
 
 

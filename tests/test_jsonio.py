@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
 
 
 def test_numbers_are_read_exactly() -> None:

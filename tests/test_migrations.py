@@ -9,9 +9,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert
 
-from creditsd import db
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 from creditsd.migrations import upgrade
 from creditsd.tables import account_names, accounts, api_keys, metadata
 from tests.conftest import Databases, make_settings

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from creditsd import jsonio
-from creditsd.money import INT64_MAX, AmountError, Money
+from creditsd.kit import jsonio
+from creditsd.kit.money import INT64_MAX, AmountError, Money
 
 money = Money(4)
 

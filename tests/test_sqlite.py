@@ -23,10 +23,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from creditsd import db
-from creditsd import sqlite as sqlite_driver
 from creditsd.config import DatabaseSettings
-from creditsd.errors import RuleViolated
+from creditsd.kit import db
+from creditsd.kit import sqlite as sqlite_driver
+from creditsd.kit.errors import RuleViolated
 
 things = Table(
     "things",

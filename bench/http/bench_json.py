@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import simplejson
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
 
 CHARGE = (
     b'{"account_id":"acct_1234","amount":1.5,"description":"bench",'

@@ -1,4 +1,5 @@
-"""The ``creditsd`` command: serve, migrate, keys, accounts, grant, reconcile, verify, export."""
+"""The ``creditsd`` command: serve, worker, migrate, keys, accounts, grant, pricing, webhooks,
+stripe, audit, reconcile, verify, export and dev-upstream."""
 
 from __future__ import annotations
 
@@ -23,15 +24,18 @@ from rich.console import Console
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
+    from sqlalchemy.ext.asyncio import AsyncConnection
     from typer._click import Context, HelpFormatter  # typer's own copy of click
 
     from creditsd.audit.models import AuditRecord
     from creditsd.config import Settings
     from creditsd.inprocess import Ledger
     from creditsd.keys.service import ApiKey
+    from creditsd.kit.pagination import Page
     from creditsd.ledger.models import Verification
     from creditsd.price_settings import PricingSettings
     from creditsd.stripe.reconcile import Mismatch
+    from creditsd.webhooks.models import Message
 
 T = TypeVar("T")
 
@@ -86,6 +90,7 @@ def _metavar(param: TyperArgument | TyperOption, ctx: Context) -> str:
 # 2 the command line or the configuration is wrong (click's own usage errors are 2 too).
 RUNTIME_FAILURE = 1
 USAGE_ERROR = 2
+CLI_APP = "cli"  # the app name on the transfers the CLI makes (reserved: no key takes it)
 
 app = typer.Typer(
     help="creditsd: an exact credits ledger for AI products.",
@@ -201,9 +206,9 @@ def _exit_on_error(coroutine: Coroutine[Any, Any, T], database_url: str) -> T:
     an exit code, never a traceback."""
     import asyncio
 
-    from creditsd import db
     from creditsd.config import ConfigError
-    from creditsd.errors import CreditsError
+    from creditsd.kit import db
+    from creditsd.kit.errors import CreditsError
     from creditsd.migrations import SchemaNotCurrent
 
     try:
@@ -259,7 +264,6 @@ def serve(
 
     import uvicorn
 
-    from creditsd import db
     from creditsd.api.app import create_app
     from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
     from creditsd.inprocess import Ledger
@@ -284,7 +288,7 @@ def serve(
         ledger = await Ledger.connect(settings, migrate=not no_migrate, publish_pricing=True)
         _reload_pricing_on_sighup(ledger)
         try:
-            has_keys = bool(await db.run(ledger.engine, keys.list_keys, readonly=True))
+            has_keys = bool(await ledger.database.read(lambda conn, _now: keys.list_keys(conn)))
             quiet_loop_errors(asyncio.get_running_loop())
             connections = open_files_allowed(settings.server.max_connections)
 
@@ -406,8 +410,8 @@ def migrate() -> None:
 
 
 def _lifetime(text: str) -> timedelta:
-    from creditsd.errors import CreditsError
     from creditsd.keys import service as keys
+    from creditsd.kit.errors import CreditsError
 
     try:
         return keys.parse_lifetime(text)
@@ -429,15 +433,13 @@ def keys_create(
     ] = None,
 ) -> None:
     """Create an API key; its secret is printed once, alone on the last line."""
-    from creditsd import db
     from creditsd.keys import service as keys
 
     key, secret = _run(
-        lambda ledger: db.run(
-            ledger.engine,
-            lambda conn: keys.create_key(
-                conn, name, scope.value, ledger.now(), actor=_actor(), expires_in=expires_in
-            ),
+        lambda ledger: ledger.database.write(
+            lambda conn, now: keys.create_key(
+                conn, name, scope.value, now, actor=_actor(), expires_in=expires_in
+            )
         )
     )
     expiry = "" if key.expires_at is None else f", expires {_moment(key.expires_at)}"
@@ -497,7 +499,7 @@ def _short_id(value: str) -> str:
 
 
 def _moment(when: datetime | None) -> str:
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     return "" if when is None else jsonio.format_timestamp(when)
 
@@ -518,11 +520,11 @@ def keys_list(
     wide: WIDE = False,
 ) -> None:
     """List API keys (never their secrets); an expired one is marked so."""
-    from creditsd import db, jsonio
     from creditsd.keys import service as keys
+    from creditsd.kit import jsonio
 
     async def work(ledger: Ledger) -> tuple[list[ApiKey], datetime]:
-        return await db.run(ledger.engine, keys.list_keys, readonly=True), ledger.now()
+        return await ledger.database.read(lambda conn, _now: keys.list_keys(conn)), ledger.now()
 
     found, now = _run(work)
     if as_json:
@@ -552,13 +554,12 @@ def keys_list(
 
 @keys_app.command("revoke", cls=_Command)
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
-    """Revoke an API key: it stops working at once."""
-    from creditsd import db
+    """Revoke an API key: it stops working within [server] key_cache_seconds (default 5)."""
     from creditsd.keys import service as keys
 
     key = _run(
-        lambda ledger: db.run(
-            ledger.engine, lambda conn: keys.revoke_key(conn, key_id, ledger.now(), actor=_actor())
+        lambda ledger: ledger.database.write(
+            lambda conn, now: keys.revoke_key(conn, key_id, now, actor=_actor())
         )
     )
     out.print(f"revoked {key.id} ({key.name})")
@@ -597,7 +598,7 @@ def pricing_diff() -> None:
 @pricing_app.command("show", cls=_Command)
 def pricing_show() -> None:
     """Print the catalog version prices come from now (JSON)."""
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     catalog = _run(lambda ledger: ledger.catalog())
     print(jsonio.dumps({"version": catalog.version, **catalog.settings.content()}))
@@ -606,7 +607,7 @@ def pricing_show() -> None:
 @accounts_app.command("show", cls=_Command)
 def accounts_show(account_id: str) -> None:
     """Show an account's balance, held and available credits."""
-    from creditsd import jsonio
+    from creditsd.kit import jsonio
 
     async def work(ledger: Ledger) -> None:
         account = await ledger.get_account(account_id)
@@ -644,7 +645,7 @@ def grant(
     ] = None,
 ) -> None:
     """Grant credits to an account (audited)."""
-    from creditsd.money import AmountError
+    from creditsd.kit.money import AmountError
 
     async def work(ledger: Ledger) -> None:
         try:
@@ -657,7 +658,7 @@ def grant(
             units,
             reason=reason,
             idempotency_key=idempotency_key,
-            app="cli",
+            app=CLI_APP,
             actor=_actor(),
         )
         balance = transfer.credit_balance_after or 0
@@ -762,17 +763,14 @@ def webhooks_retry(
     ],
 ) -> None:
     """Deliver messages again, whatever became of them (GET /v1/webhook-deliveries lists them)."""
-    from creditsd import db
     from creditsd.webhooks import service as webhook_service
+
+    async def _retry_delivery(conn: AsyncConnection, now: datetime, delivery_id: int) -> Message:
+        return await webhook_service.retry(conn, delivery_id, now, actor=_actor())
 
     async def work(ledger: Ledger) -> None:
         for delivery_id in delivery_ids:
-            message = await db.run(
-                ledger.engine,
-                partial(
-                    webhook_service.retry, delivery_id=delivery_id, now=ledger.now(), actor=_actor()
-                ),
-            )
+            message = await ledger.database.write(partial(_retry_delivery, delivery_id=delivery_id))
             out.print(f"{message.id}\t{message.event_type}\tto {message.destination}: queued again")
 
     _run(work)
@@ -787,12 +785,11 @@ def stripe_reconcile() -> None:
     never came (``purchase_missing``); those whose purchase Stripe may still deliver are
     listed (``awaiting_purchase``) without failing.
     """
-    from creditsd import db
     from creditsd.stripe.reconcile import reconcile as reconcile_stripe
 
     async def work(ledger: Ledger) -> list[Mismatch]:
         now = ledger.now()
-        return await db.run(ledger.engine, lambda conn: reconcile_stripe(conn, now), readonly=True)
+        return await ledger.database.read(lambda conn, _now: reconcile_stripe(conn, now))
 
     found = _run(work)
     if not found:
@@ -843,10 +840,10 @@ def audit(
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
     before and after as recorded (amounts in credits)."""
-    from creditsd import db, jsonio
     from creditsd.audit import service as audit_service
     from creditsd.audit.models import AuditFilter
-    from creditsd.pagination import MAX_LIMIT
+    from creditsd.kit import jsonio
+    from creditsd.kit.pagination import MAX_LIMIT
 
     wanted = AuditFilter(
         target=target,
@@ -856,19 +853,17 @@ def audit(
         until=_instant(until, "--until"),
     )
 
+    async def _records(
+        conn: AsyncConnection, _now: datetime, limit: int, cursor: str | None
+    ) -> Page[AuditRecord]:
+        return await audit_service.list_records(conn, wanted=wanted, limit=limit, cursor=cursor)
+
     async def work(ledger: Ledger) -> list[AuditRecord]:
         found: list[AuditRecord] = []
         cursor: str | None = None
         while len(found) < limit:
-            page = await db.run(
-                ledger.engine,
-                partial(
-                    audit_service.list_records,
-                    wanted=wanted,
-                    limit=min(limit - len(found), MAX_LIMIT),
-                    cursor=cursor,
-                ),
-                readonly=True,
+            page = await ledger.database.read(
+                partial(_records, limit=min(limit - len(found), MAX_LIMIT), cursor=cursor)
             )
             found += [record.in_credits(ledger.money) for record in page.items]
             if page.next_cursor is None:

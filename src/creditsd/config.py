@@ -22,7 +22,7 @@ from pydantic import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from creditsd.money import MAX_SCALE, AmountError, Money, parse_decimal
+from creditsd.kit.money import MAX_SCALE, AmountError, Money, parse_decimal
 from creditsd.price_settings import PricingSettings
 
 DEFAULT_CONFIG_FILE = "creditsd.toml"

@@ -1,8 +1,9 @@
 """The webhook inbox: every event a provider sends, stored once (unique on its id) and
 marked when handled, so a retried or repeated delivery is handled at most once.
 
-A webhook endpoint stores the verified event in one transaction and handles it in the
-next: an event whose handling fails stays stored for the provider's next delivery."""
+Stripe's and Clerk's endpoints store the verified event in one transaction and handle it
+in the next (``creditsd.api.receiving``): an event whose handling fails stays stored for
+the provider's next delivery. A gateway's usage post is stored and handled in one."""
 
 from __future__ import annotations
 
@@ -14,17 +15,16 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
-from creditsd.ledger.models import Page
-from creditsd.ledger.statements import insert_or_skip
-from creditsd.pagination import InvalidCursor, decode_cursor, encode_cursor
+from creditsd.kit import jsonio
+from creditsd.kit.pagination import InvalidCursor, Page, decode_cursor, encode_cursor
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import webhook_events
 
 _E = webhook_events.c
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class StoredEvent:
     """A stored webhook event."""
 
     source: str
@@ -38,7 +38,7 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Handled:
     """What handling one event did, as the inbox records it."""
 
     name: str
@@ -55,7 +55,7 @@ async def handle_once(
     source: str,
     event_id: str,
     now: datetime,
-    handle: Callable[[], Awaitable[Outcome]],
+    handle: Callable[[], Awaitable[Handled]],
 ) -> str:
     """Handle a stored event unless it was already, and mark it handled, in the caller's
     transaction. Returns the outcome's name, or ``duplicate``."""
@@ -85,11 +85,11 @@ async def store(
     return result.first() is not None
 
 
-async def get(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+async def get(conn: AsyncConnection, source: str, event_id: str) -> StoredEvent | None:
     """A stored event, handled or not."""
     query = select(webhook_events).where(_E.source == source, _E.event_id == event_id)
     row = (await conn.execute(query)).first()
-    return None if row is None else Event(**row._asdict())
+    return None if row is None else StoredEvent(**row._asdict())
 
 
 async def handled(conn: AsyncConnection, source: str, event_id: str) -> bool:
@@ -107,7 +107,7 @@ async def note_refusal(conn: AsyncConnection, source: str, event_id: str, reason
     )
 
 
-async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | None:
+async def claim(conn: AsyncConnection, source: str, event_id: str) -> StoredEvent | None:
     """The stored event, locked for handling; None when it was handled already.
 
     Concurrent deliveries of one event queue on the lock, so only one handles it.
@@ -117,7 +117,7 @@ async def claim(conn: AsyncConnection, source: str, event_id: str) -> Event | No
     row = (await conn.execute(query)).first()
     if row is None or row.handled_at is not None:
         return None
-    return Event(**row._asdict())
+    return StoredEvent(**row._asdict())
 
 
 async def mark_handled(
@@ -136,7 +136,9 @@ async def mark_handled(
     )
 
 
-async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIterator[list[Event]]:
+async def pages(
+    conn: AsyncConnection, source: str, size: int = 500
+) -> AsyncIterator[list[StoredEvent]]:
     """Every stored event of a source, in id order, a page at a time."""
     after = ""
     while True:
@@ -150,13 +152,13 @@ async def pages(conn: AsyncConnection, source: str, size: int = 500) -> AsyncIte
         ).all()
         if not rows:
             return
-        yield [Event(**row._asdict()) for row in rows]
+        yield [StoredEvent(**row._asdict()) for row in rows]
         after = rows[-1].event_id
 
 
 async def recent(
     conn: AsyncConnection, source: str, *, limit: int, cursor: str | None
-) -> Page[Event]:
+) -> Page[StoredEvent]:
     """One page of a source's events, newest first (through its ``(source, received_at)``
     index)."""
     query = (
@@ -178,7 +180,7 @@ async def recent(
             )
         )
     rows = (await conn.execute(query.limit(limit + 1))).all()
-    events = [Event(**row._asdict()) for row in rows[:limit]]
+    events = [StoredEvent(**row._asdict()) for row in rows[:limit]]
     if len(rows) <= limit:
         return Page(events, None)
     last = events[-1]

@@ -1,7 +1,10 @@
-"""The in-process ``Ledger``: each method is one business operation in one transaction.
+"""The in-process ``Ledger``: each method is one business operation and an entry point
+that hands its work to the database's doorway. A write commits as one transaction (with
+group commit, one it may share with other writes); a read may take one per page.
 
 Amounts are integers of minor units (``ledger.money`` converts credits to and from them).
-The HTTP API and the CLI call these same methods.
+The HTTP API and the CLI call these methods for the ledger's operations; the other
+domains' routes and commands hand their work to ``ledger.database`` themselves.
 """
 
 from __future__ import annotations
@@ -18,17 +21,20 @@ from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from creditsd import db, migrations
+from creditsd import migrations
 from creditsd.config import ConfigError, Settings
-from creditsd.errors import CreditsError, InvalidAmount, InvalidRequest
 from creditsd.holds import service as holds
-from creditsd.idempotency import resolve_key
 from creditsd.integrity import service as integrity
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, InvalidAmount, InvalidRequest
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import INT64_MAX, Money
+from creditsd.kit.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from creditsd.kit.rows import insert_or_skip
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
-from creditsd.ledger import statements
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.batching import GroupCommit, Submitted
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
@@ -39,14 +45,11 @@ from creditsd.ledger.models import (
     History,
     Hold,
     Metadata,
-    Page,
     Transfer,
     Verification,
 )
 from creditsd.ledger.spending import SpendingMemo
 from creditsd.migrations import check_current
-from creditsd.money import INT64_MAX, Money
-from creditsd.pagination import MAX_LIMIT, decode_cursor, encode_cursor
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import service as pricing_service
 from creditsd.pricing.catalog import Catalog, Price, Use
@@ -110,13 +113,14 @@ class Ledger:
 
     def __init__(self, engine: AsyncEngine, settings: Settings, *, clock: Clock = _utcnow) -> None:
         self.engine = engine
+        self.database = db.Database(engine, self.now)
         self.settings = settings
         self.money: Money = settings.money
         self._clock = clock
         self.prices = PriceBook(settings.pricing)
         self.outbox = Outbox(settings, self.prices)
         self._spending = SpendingMemo()
-        self.policy = ledger.Policy(
+        self.policy = ledger_service.Policy(
             auto_create=settings.accounts.auto_create,
             signup_grant=settings.signup_grant_units,
             observer=self.outbox,
@@ -124,9 +128,8 @@ class Ledger:
         )
         self._group = (
             GroupCommit(
-                engine,
+                self.database,
                 self.policy,
-                clock,
                 max_batch=settings.ledger.group_commit_batch,
                 lanes=settings.ledger.group_commit_lanes,
             )
@@ -168,18 +171,18 @@ class Ledger:
         """Refuse to run a database at another scale than the one it was started with."""
         scale = str(self.money.scale)
 
-        async def check(conn: AsyncConnection) -> str | None:
+        async def check(conn: AsyncConnection, _now: datetime) -> str | None:
             stored = (
                 await conn.execute(select(ledger_meta.c.value).where(ledger_meta.c.key == "scale"))
             ).scalar_one_or_none()
             if stored is None:
-                insert = statements.insert_or_skip(conn)
+                insert = insert_or_skip(conn)
                 await conn.execute(
                     insert(ledger_meta).values(key="scale", value=scale).on_conflict_do_nothing()
                 )
             return stored
 
-        stored = await db.run(self.engine, check)
+        stored = await self.database.write(check)
         if stored is not None and stored != scale:
             raise ConfigError(
                 f"ledger.scale is {scale} but this database keeps amounts at scale {stored}"
@@ -201,12 +204,6 @@ class Ledger:
         """The ledger's clock (injectable, so tests can move time)."""
         return self._clock()
 
-    async def _write(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
-        return await db.run(self.engine, lambda conn: work(conn, self.now()))
-
-    async def _read(self, work: Callable[[AsyncConnection, datetime], Awaitable[T]]) -> T:
-        return await db.run(self.engine, lambda conn: work(conn, self.now()), readonly=True)
-
     # Accounts
 
     async def open_account(
@@ -227,7 +224,7 @@ class Ledger:
         """
         if status is not None and status not in ACCOUNT_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
-        spec = ledger.AccountSpec(
+        spec = ledger_service.AccountSpec(
             initial_grant=_units(initial_grant, "initial_grant", allow_zero=True),
             overdraft_limit=None
             if overdraft_limit is None
@@ -239,8 +236,8 @@ class Ledger:
             if low_balance_threshold is None
             else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
         )
-        return await self._write(
-            lambda conn, now: ledger.open_account(
+        return await self.database.write(
+            lambda conn, now: ledger_service.open_account(
                 conn, account_id, spec, self.policy, now, actor=actor
             )
         )
@@ -255,10 +252,14 @@ class Ledger:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
         async def work(conn: AsyncConnection, now: datetime) -> bool:
-            found = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            return await ledger.set_status(conn, found, status, now, actor=actor, reason=reason)
+            found = await ledger_service.resolve_account(
+                conn, account_id, self.policy, now, create=False
+            )
+            return await ledger_service.set_status(
+                conn, found, status, now, actor=actor, reason=reason
+            )
 
-        return await self._write(work)
+        return await self.database.write(work)
 
     async def _on_account(
         self,
@@ -273,11 +274,13 @@ class Ledger:
         """
 
         async def on(conn: AsyncConnection, now: datetime) -> T:
-            account_id = await ledger.resolve_account(conn, name, self.policy, now, create=False)
+            account_id = await ledger_service.resolve_account(
+                conn, name, self.policy, now, create=False
+            )
             return await work(conn, account_id, now)
 
         try:
-            return await self._read(on)
+            return await self.database.read(on)
         except AccountNotFound:
             if unopened is None or not self.policy.auto_create:
                 raise
@@ -292,17 +295,18 @@ class Ledger:
         rolled back, so the read still writes nothing.
         """
         account = await self._on_account(
-            account_id, ledger.get_account, partial(ledger.unopened_account, policy=self.policy)
+            account_id,
+            ledger_service.get_account,
+            partial(ledger_service.unopened_account, policy=self.policy),
         )
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
 
-        async def lapsed(conn: AsyncConnection) -> Account:
-            now = self.now()
+        async def lapsed(conn: AsyncConnection, now: datetime) -> Account:
             await _expire_lots(conn, now, policy=self.policy, account_id=account.id)
-            return await ledger.get_account(conn, account.id, now)
+            return await ledger_service.get_account(conn, account.id, now)
 
-        return await db.run(self.engine, lapsed, dry_run=True)
+        return await self.database.write(lapsed, dry_run=True)
 
     async def list_accounts(
         self, *, limit: int = 50, cursor: str | None = None, search: str | None = None
@@ -312,10 +316,10 @@ class Ledger:
         after = decode_cursor(cursor)
 
         async def work(conn: AsyncConnection, now: datetime) -> Page[Account]:
-            accounts, more = await ledger.list_accounts(conn, limit, after, search, now)
+            accounts, more = await ledger_service.list_accounts(conn, limit, after, search, now)
             return Page(accounts, encode_cursor(accounts[-1].id) if more else None)
 
-        return await self._read(work)
+        return await self.database.read(work)
 
     # Pricing
 
@@ -325,13 +329,13 @@ class Ledger:
         cached = self.prices.fresh()
         if cached is not None:
             return cached
-        return await self._read(partial(self.prices.current, publish_first=False))
+        return await self.database.read(partial(self.prices.current, publish_first=False))
 
     async def publish_pricing(
         self, pricing: PricingSettings, *, actor: str = LOCAL_APP
     ) -> tuple[Catalog, bool]:
         """Make ``pricing`` the current catalog; True when that made a new version (audited)."""
-        catalog, created = await self._write(
+        catalog, created = await self.database.write(
             lambda conn, now: pricing_service.publish(conn, pricing, now, actor=actor)
         )
         self.prices.remember(catalog)
@@ -355,7 +359,7 @@ class Ledger:
             raise InvalidRequest("give either an amount or a priced use (feature or usage)")
         catalog = self.prices.fresh()
         if catalog is None:  # a priced write publishes the configured catalog if none is
-            catalog = await self._write(self.prices.current)
+            catalog = await self.database.write(self.prices.current)
         price = catalog.price(use, self.money)
         return price.amount, price.breakdown, use.request()
 
@@ -380,29 +384,25 @@ class Ledger:
         key = resolve_key(idempotency_key)
         if source not in LOT_SOURCES:
             raise InvalidRequest(f"source must be one of {', '.join(LOT_SOURCES)}", field="source")
-        lot = LotSpec(source, expires_at, priority)
+        request = ledger_service.Grant(
+            account_id=account_id,
+            amount=amount,
+            app=app,
+            idempotency_key=key,
+            reason=reason,
+            metadata=metadata,
+            lot=LotSpec(source, expires_at, priority),
+        )
 
         async def grant(conn: AsyncConnection, now: datetime) -> Transfer:
-            transfer = await ledger.grant(
-                conn,
-                account_id,
-                amount,
-                self.policy,
-                now,
-                actor=actor,
-                app=app,
-                idempotency_key=key,
-                reason=reason,
-                metadata=metadata,
-                lot=lot,
-            )
+            transfer = await ledger_service.grant(conn, request, self.policy, now, actor=actor)
             # Checked once the key is looked up, so that a retry after the expiry answers
             # the grant it made; a new one is undone with its transaction.
             if not transfer.replayed and expires_at is not None and expires_at <= now:
                 raise InvalidRequest("expires_at must be in the future", field="expires_at")
             return transfer
 
-        return await self._write(grant)
+        return await self.database.write(grant)
 
     async def adjust(
         self,
@@ -421,19 +421,15 @@ class Ledger:
         _units(abs(change), "change")
         if not reason.strip():
             raise InvalidRequest("an adjustment needs a reason", field="reason")
-        key = resolve_key(idempotency_key)
-        return await self._write(
-            lambda conn, now: ledger.adjust(
-                conn,
-                account_id,
-                change,
-                self.policy,
-                now,
-                actor=actor,
-                app=app,
-                idempotency_key=key,
-                reason=reason,
-            )
+        request = ledger_service.Adjustment(
+            account_id=account_id,
+            change=change,
+            app=app,
+            idempotency_key=resolve_key(idempotency_key),
+            reason=reason,
+        )
+        return await self.database.write(
+            lambda conn, now: ledger_service.adjust(conn, request, self.policy, now, actor=actor)
         )
 
     async def charge(
@@ -452,17 +448,17 @@ class Ledger:
         Raises ``InsufficientCredits`` when the account cannot afford it.
         """
         units, pricing, asked = await self._amount(amount, use)
-        posting = ledger.charge_posting(
-            account_id,
-            units,
+        posting = ledger_service.Charge(
+            account_id=account_id,
+            amount=units,
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
             pricing=pricing,
-            asked=asked,
+            use=asked,
             fresh_key=idempotency_key is None,
-        )
+        ).posting()
 
         with _refusals_counted("charge"):
             transfer = await self._submit(posting)
@@ -471,14 +467,16 @@ class Ledger:
             CHARGES.labels("charge").inc()
         return transfer
 
-    async def _submit(self, entry: Submitted, *, patient: bool = False) -> posting_engine.Outcome:
+    async def _submit(
+        self, entry: Submitted, *, patient: bool = False
+    ) -> posting_engine.EntryOutcome:
         """Write one entry of the posting engine: in a group's batch when group commit is
         on (``patient``: nobody is waiting for it, see ``GroupCommit.submit``). As in a
         group's batch, a refusal is raised once the transaction has committed (a first
         touch that created the account stays)."""
         if self._group is not None:
             return await self._group.submit(entry, patient=patient)
-        (outcome,) = await self._write(
+        (outcome,) = await self.database.write(
             lambda conn, now: posting_engine.post(conn, [entry], self.policy, now)
         )
         if isinstance(outcome, CreditsError):
@@ -493,7 +491,7 @@ class Ledger:
         before = decode_cursor(cursor)
 
         async def history(conn: AsyncConnection, found: str, _now: datetime) -> History:
-            items, last = await ledger.account_transactions(conn, found, limit, before)
+            items, last = await ledger_service.account_transactions(conn, found, limit, before)
             return History(found, items, None if last is None else encode_cursor(last))
 
         return await self._on_account(account_id, history, lambda name: History(name, [], None))
@@ -519,7 +517,9 @@ class Ledger:
 
     async def get_transfer(self, transfer_id: str) -> Transfer:
         """One transfer by id."""
-        return await self._read(lambda conn, _now: ledger.get_transfer(conn, transfer_id))
+        return await self.database.read(
+            lambda conn, _now: ledger_service.get_transfer(conn, transfer_id)
+        )
 
     # Holds
 
@@ -543,21 +543,19 @@ class Ledger:
             self.settings.holds.default_expires_in if expires_in is None else expires_in,
             "expires_in",
         )
-        reservation = holds.reservation(
-            account_id,
-            amount,
-            seconds,
-            self.now(),
-            max_expires_in=self.settings.holds.max_expires_in,
+        reservation = holds.OpenHold(
+            account_id=account_id,
+            amount=amount,
+            expires_in=seconds,
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
             metadata=metadata,
-            pricing=pricing,
-            asked=asked,
+            use=asked,
             proxy_key_id=proxy_key_id,
+            pricing=pricing,
             fresh_key=idempotency_key is None,
-        )
+        ).reservation(self.now(), self.settings.holds.max_expires_in)
         with _refusals_counted("hold"):
             opened = await self._submit(reservation)
         assert isinstance(opened, Hold)
@@ -588,19 +586,19 @@ class Ledger:
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
-        entry = holds.capture(
-            hold_id,
-            amount,
+        entry = holds.CaptureHold(
+            hold_id=hold_id,
+            amount=amount,
             app=app,
             idempotency_key=key,
             final=final,
             overrun=self.settings.holds.overrun,
             description=description,
             metadata=metadata,
+            use=asked,
             pricing=pricing,
-            asked=asked,
             finished_at=finished_at,
-        )
+        ).entry()
         with _refusals_counted("capture"):
             settled = await self._submit(entry, patient=patient)
         assert isinstance(settled, posting_engine.Settled)
@@ -617,7 +615,7 @@ class Ledger:
             catalog = await self.prices.current(conn, now)
             return await usage.record(conn, events, catalog, self.money, self.policy, now, app=app)
 
-        results = await self._write(work)
+        results = await self.database.write(work)
         CHARGES.labels("usage").inc(sum(result.status == "charged" for result in results))
         INSUFFICIENT_CREDITS.labels("usage").inc(
             sum(result.status == "insufficient_credits" for result in results)
@@ -644,12 +642,12 @@ class Ledger:
 
     async def get_hold(self, hold_id: str) -> Hold:
         """One hold by id."""
-        return await self._read(lambda conn, _now: holds.get_hold(conn, hold_id))
+        return await self.database.read(lambda conn, _now: holds.get_hold(conn, hold_id))
 
     async def expire_holds(self) -> int:
-        """Close holds past their expiry (what the timer in ``creditsd serve`` calls); how
-        many it closed."""
-        return await self._write(partial(holds.expire_due, policy=self.policy))
+        """Close holds past their expiry, lapsing those accounts' due lots too (what the
+        timer in ``creditsd serve`` calls); how many holds it closed."""
+        return await self.database.write(partial(holds.expire_due, policy=self.policy))
 
     async def expire_lots(self, batch: int = 200) -> int:
         """Move what is left in lots past their expiry to ``@expired``, one account per
@@ -658,11 +656,11 @@ class Ledger:
         An account the ledger refuses to lapse is logged and left for the next sweep; the
         others go on. A database failure stops the sweep (every account would fail alike).
         """
-        due = await self._read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
+        due = await self.database.read(lambda conn, now: lot_repo.due_accounts(conn, now, batch))
         lapsed = 0
         for owner in due:
             try:
-                lapsed += await self._write(
+                lapsed += await self.database.write(
                     partial(_expire_lots, policy=self.policy, account_id=owner)
                 )
             except CreditsError as refused:
@@ -675,7 +673,7 @@ class Ledger:
         """Check one account's stored figures against its history."""
 
         async def verify(conn: AsyncConnection, found: str, _now: datetime) -> Verification:
-            (verification,) = await ledger.verify_accounts(conn, [found])
+            (verification,) = await ledger_service.verify_accounts(conn, [found])
             return verification
 
         return await self._on_account(account_id, verify)
@@ -688,17 +686,21 @@ class Ledger:
         """
 
         async def work(conn: AsyncConnection, now: datetime) -> Verification:
-            name = await ledger.resolve_account(conn, account_id, self.policy, now, create=False)
-            verification = await ledger.rebuild_account(conn, name, now, actor=actor)
+            name = await ledger_service.resolve_account(
+                conn, account_id, self.policy, now, create=False
+            )
+            verification = await ledger_service.rebuild_account(conn, name, now, actor=actor)
             await integrity.resolve_account_drifts(conn, name, now)
             return verification
 
-        return await self._write(work)
+        return await self.database.write(work)
 
     async def verify_all(self, page_size: int = 500) -> AsyncIterator[list[Verification]]:
         """Every customer account verified, a page at a time."""
         after: str | None = None
-        while page := await self._read(partial(_verification_page, after=after, size=page_size)):
+        while page := await self.database.read(
+            partial(_verification_page, after=after, size=page_size)
+        ):
             yield page
             after = page[-1].account_id
 
@@ -707,7 +709,7 @@ class Ledger:
     ) -> AsyncIterator[list[Transfer]]:
         """Transfers created in ``[since, until)``, oldest first, a page at a time."""
         after: str | None = None
-        while page := await self._read(
+        while page := await self.database.read(
             partial(_transfer_page, since=since, until=until, after=after, size=page_size)
         ):
             yield page
@@ -715,15 +717,15 @@ class Ledger:
 
     async def count_accounts(self) -> int:
         """How many customer accounts exist."""
-        return await self._read(lambda conn, _now: ledger_repo.count_customers(conn))
+        return await self.database.read(lambda conn, _now: ledger_repo.count_customers(conn))
 
     async def ledger_total(self) -> int:
         """Stored customer balances plus derived system balances; zero when sound."""
-        return await self._read(lambda conn, _now: ledger.ledger_total(conn))
+        return await self.database.read(lambda conn, _now: ledger_service.ledger_total(conn))
 
 
 async def _expire_lots(
-    conn: AsyncConnection, now: datetime, *, policy: ledger.Policy, account_id: str
+    conn: AsyncConnection, now: datetime, *, policy: ledger_service.Policy, account_id: str
 ) -> int:
     (swept,) = await posting_engine.sweep(conn, [account_id], policy, now)
     return swept.lapsed_lots
@@ -732,7 +734,7 @@ async def _expire_lots(
 async def _verification_page(
     conn: AsyncConnection, _now: datetime, *, after: str | None, size: int
 ) -> list[Verification]:
-    return await ledger.verify_page(conn, after, size)
+    return await ledger_service.verify_page(conn, after, size)
 
 
 async def _transfer_page(

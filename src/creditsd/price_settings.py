@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from creditsd.money import AmountError, parse_decimal
+from creditsd.kit.money import AmountError, parse_decimal
 
 FEATURE_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"
 MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._:-]*"

@@ -98,8 +98,9 @@ accounts = Table(
     Column("updated_at", Timestamp, nullable=False),
     # Frozen and closed accounts spend nothing; creditsd's own debits (expiry, clawback) go on.
     Column("status", String(16), nullable=False, server_default="active"),
-    # What forced debits (a refund of spent credits, a sync below zero) took past `available`;
-    # credits pay it off first. Spending never counts it: only the database's rule below does.
+    # What forced debits (gateway usage, a refund of spent credits under allow_negative, a
+    # sync below zero, a lapse) took past `available`; credits pay it off first. Spending
+    # never counts it: only the database's rule below does.
     Column("debt", BigInteger, nullable=False, server_default="0"),
     # The soonest expiry among the account's live lots: spending past it sweeps them first.
     Column("lots_expire_at", Timestamp, nullable=True),
@@ -359,7 +360,7 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
-    Column("destination", String(32), nullable=False),  # an endpoint id, or "gateway"
+    Column("destination", String(32), nullable=False),  # an endpoint id, "gateway" or "app"
     Column("message_id", String(64), nullable=False, unique=True),
     Column("event_type", String(64), nullable=False),
     Column("account_id", String(ACCOUNT_ID_LENGTH), nullable=True),  # delivered in id order

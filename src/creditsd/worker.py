@@ -13,20 +13,20 @@ import asyncio
 import logging
 import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, ids, jsonio
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
 from creditsd.integrity import checkpoints
 from creditsd.integrity import repository as integrity_repo
 from creditsd.integrity import service as integrity
-from creditsd.integrity.models import ChainReport, Checkpoint
-from creditsd.repeats import repeats
+from creditsd.integrity.models import ChainBreak, ChainReport, Checkpoint
+from creditsd.kit import db, ids, jsonio
+from creditsd.kit.repeats import repeats
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Message
@@ -56,24 +56,25 @@ async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Rec
     """One reconciliation run, unless another process is running one (then None); each
     step its own transaction, so a long history never makes one long transaction."""
     owner = ids.new_id("run")
-    engine, now, settings = ledger.engine, ledger.now(), ledger.settings
-    if not await db.run(engine, lambda conn: integrity.take_lease(conn, owner, now)):
+    database, now, settings = ledger.database, ledger.now(), ledger.settings
+    if not await database.write(lambda conn, _now: integrity.take_lease(conn, owner, now)):
         return None
     started = time.monotonic()
     finished: integrity.Reconciliation | None = None
     try:
         written: list[Checkpoint] = []
-        while link := await db.run(engine, lambda conn: checkpoints.write_checkpoint(conn, now)):
+        while link := await database.write(
+            lambda conn, _now: checkpoints.write_checkpoint(conn, now)
+        ):
             written.append(link)
             if link.transfers < checkpoints.LINK_TRANSFERS:
                 break
-        planned = await db.run(
-            engine, lambda conn: integrity.plan(conn, now, settings, full=full), readonly=True
+        planned = await database.read(
+            lambda conn, _now: integrity.plan(conn, now, settings, full=full)
         )
         broken = (await verify_chain(ledger)).broken if planned.whole_chain else None
-        finished = await db.run(
-            engine,
-            lambda conn: integrity.reconcile(
+        finished = await database.write(
+            lambda conn, _now: integrity.reconcile(
                 conn,
                 now,
                 settings,
@@ -85,25 +86,28 @@ async def reconcile_once(ledger: Ledger, *, full: bool = False) -> integrity.Rec
         )
     finally:
         duration_ms = round((time.monotonic() - started) * 1000)
-        await db.run(
-            engine,
-            lambda conn: integrity.end_lease(
+        await database.write(
+            lambda conn, _now: integrity.end_lease(
                 conn, owner, finished=finished, began=now, duration_ms=duration_ms
             ),
         )
     return finished
 
 
+async def _check_link(
+    conn: AsyncConnection, _now: datetime, checkpoint: Checkpoint, previous: Checkpoint | None
+) -> ChainBreak | None:
+    return await checkpoints.check_link(conn, checkpoint, previous)
+
+
 async def verify_chain(ledger: Ledger) -> ChainReport:
     """Re-derive the checkpoint chain from the stored transfers, one link per transaction,
     up to its first break."""
-    links = await db.run(ledger.engine, integrity_repo.checkpoints, readonly=True)
+    links = await ledger.database.read(lambda conn, _now: integrity_repo.checkpoints(conn))
     previous: Checkpoint | None = None
     for link in links:
-        broken = await db.run(
-            ledger.engine,
-            partial(checkpoints.check_link, checkpoint=link, previous=previous),
-            readonly=True,
+        broken = await ledger.database.read(
+            partial(_check_link, checkpoint=link, previous=previous)
         )
         if broken is not None:
             return ChainReport(broken, links[-1], sum(link.transfers for link in links))
@@ -184,12 +188,12 @@ class Deliverer:
         """Deliver one batch of due messages; how many were taken."""
         now = self.ledger.now()
 
-        async def claim(conn: AsyncConnection) -> list[Message]:
+        async def claim(conn: AsyncConnection, _now: datetime) -> list[Message]:
             await self.ledger.outbox.refresh(conn)  # the endpoints the batch is sent to
             batch = await repo.claim(conn, now, now + self.lease, self.settings.webhooks.batch)
             return await self.ledger.outbox.balances_now(conn, batch, now)
 
-        batch = await db.run(self.ledger.engine, claim)
+        batch = await self.ledger.database.write(claim)
         if batch:
             await asyncio.gather(*(self._deliver(message) for message in batch))
         return len(batch)
@@ -205,16 +209,10 @@ class Deliverer:
         except Failed as failure:
             await self._failed(message, failure)
         else:
-            await db.run(
-                self.ledger.engine,
-                lambda conn: repo.settle(
-                    conn,
-                    message.id,
-                    status="delivered",
-                    next_attempt_at=None,
-                    error=None,
-                    now=self.ledger.now(),
-                ),
+            await self.ledger.database.write(
+                lambda conn, now: repo.settle(
+                    conn, message.id, status="delivered", next_attempt_at=None, error=None, now=now
+                )
             )
 
     async def _failed(self, message: Message, failure: Failed) -> None:
@@ -229,16 +227,15 @@ class Deliverer:
         )
         wait *= random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not a secret
         log.warning("delivery %s to %s failed (%s)", message.message_id, message.destination, error)
-        await db.run(
-            self.ledger.engine,
-            lambda conn: repo.settle(
+        await self.ledger.database.write(
+            lambda conn, _now: repo.settle(
                 conn,
                 message.id,
                 status="dead" if dead else "pending",
                 next_attempt_at=None if dead else now + timedelta(seconds=wait),
                 error=error[:500],
                 now=now,
-            ),
+            )
         )
 
     async def _post(self, url: str, body: str, headers: dict[str, str], seconds: float) -> None:
@@ -258,10 +255,8 @@ class Deliverer:
     async def _to_endpoint(self, message: Message) -> None:
         endpoint = self.ledger.outbox.endpoint(message.destination)  # refreshed each batch
         if endpoint is None:
-            endpoint = await db.run(
-                self.ledger.engine,
-                lambda conn: repo.get_endpoint(conn, message.destination),
-                readonly=True,
+            endpoint = await self.ledger.database.read(
+                lambda conn, _now: repo.get_endpoint(conn, message.destination)
             )
         if endpoint is None or endpoint.disabled_at is not None:
             raise Failed("the endpoint is disabled")

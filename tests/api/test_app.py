@@ -122,8 +122,8 @@ async def test_keys_scopes_and_secrets(ledger: Ledger) -> None:
         granted = await admin.post("/v1/grants", json=charge)
         assert body(granted)["app"] == "admin-app"
 
-    from creditsd import db
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     stored = await db.run(ledger.engine, keys.list_keys)
     for key in stored:
@@ -143,8 +143,8 @@ async def test_keys_scopes_and_secrets(ledger: Ledger) -> None:
 
 
 async def test_a_revoked_key_works_for_at_most_the_cache_seconds(ledger: Ledger) -> None:
-    from creditsd import db
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     app = create_app(ledger, sweep=False)
     now = [0.0]
@@ -177,8 +177,8 @@ async def test_a_revoked_key_works_for_at_most_the_cache_seconds(ledger: Ledger)
 
 
 async def test_key_cache_seconds_zero_checks_every_request(make_ledger: LedgerFactory) -> None:
-    from creditsd import db
     from creditsd.keys import service as keys
+    from creditsd.kit import db
 
     ledger = await make_ledger(server={"key_cache_seconds": 0})
     secret = await create_key(ledger, "read", "reader")
@@ -204,7 +204,7 @@ async def test_health_and_docs(api: httpx.AsyncClient) -> None:
 async def test_a_database_that_is_down_answers_503_without_internals(
     ledger: Ledger, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from creditsd import db
+    from creditsd.kit import db
 
     down = Ledger(db.create_engine("postgresql://nobody@127.0.0.1:1/none"), ledger.settings)
     async with httpx.AsyncClient(

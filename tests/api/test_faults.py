@@ -17,11 +17,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.config import DatabaseSettings
 from creditsd.inprocess import Ledger
-from creditsd.repeats import QUIET_SECONDS, Repeats
+from creditsd.kit import db
+from creditsd.kit.repeats import QUIET_SECONDS, Repeats
 from creditsd.worker import background
 from tests.conftest import (
     LedgerFactory,

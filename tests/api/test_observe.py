@@ -11,9 +11,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")

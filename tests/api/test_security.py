@@ -25,13 +25,14 @@ async def test_only_an_admin_key_attaches_aliases(make_ledger: LedgerFactory) ->
 
 async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFactory) -> None:
     from creditsd.clerk.service import CLERK_APP
-    from creditsd.errors import InvalidRequest
+    from creditsd.cli import CLI_APP
     from creditsd.gateway.service import GATEWAY_APP
     from creditsd.inprocess import LOCAL_APP
+    from creditsd.kit.errors import InvalidRequest
     from creditsd.ledger.models import INTERNAL_APPS, SYSTEM_APP
     from creditsd.stripe.service import STRIPE_APP
 
-    assert {SYSTEM_APP, STRIPE_APP, CLERK_APP, GATEWAY_APP, LOCAL_APP} <= INTERNAL_APPS
+    assert {SYSTEM_APP, STRIPE_APP, CLERK_APP, GATEWAY_APP, LOCAL_APP, CLI_APP} <= INTERNAL_APPS
     ledger = await make_ledger()
     for name in sorted(INTERNAL_APPS):
         with pytest.raises(InvalidRequest, match="reserved"):
@@ -39,10 +40,21 @@ async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFacto
     assert await create_key(ledger, "app", "stripe-checkout")
 
 
+async def test_no_key_shares_the_idempotency_keys_of_the_cli_s_grants(
+    make_ledger: LedgerFactory,
+) -> None:
+    from creditsd.kit.errors import InvalidRequest
+
+    ledger = await make_ledger()
+    await ledger.grant("u", 100, idempotency_key="launch", app="cli", actor="cli")
+    with pytest.raises(InvalidRequest, match="reserved"):
+        await create_key(ledger, "app", "cli")
+
+
 async def test_a_key_stored_under_a_reserved_name_is_refused(make_ledger: LedgerFactory) -> None:
     from sqlalchemy import update
 
-    from creditsd import db
+    from creditsd.kit import db
     from creditsd.tables import api_keys
 
     ledger = await make_ledger()

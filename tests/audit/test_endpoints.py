@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from creditsd import db
 from creditsd.inprocess import Ledger
-from creditsd.pagination import encode_cursor
+from creditsd.kit import db
+from creditsd.kit.pagination import encode_cursor
 from creditsd.tables import audit_log
 from tests.conftest import Clock, body, client_for, create_key
 

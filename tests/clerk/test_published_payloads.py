@@ -14,8 +14,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from tests.clerk.conftest import (
     PAYLOADS,
     PUBLISHED_FREE,
@@ -31,10 +32,10 @@ CREDIT = 10_000
 KINDS = sorted(path.name.removesuffix(".json") for path in PAYLOADS.glob("*.json"))
 
 
-async def kept_events(ledger: Ledger) -> list[inbox.Event]:
+async def kept_events(ledger: Ledger) -> list[inbox.StoredEvent]:
     """What the inbox holds from Clerk."""
 
-    async def read(conn: AsyncConnection) -> list[inbox.Event]:
+    async def read(conn: AsyncConnection) -> list[inbox.StoredEvent]:
         return [event async for page in inbox.pages(conn, "clerk") for event in page]
 
     return await db.run(ledger.engine, read)

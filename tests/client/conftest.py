@@ -9,10 +9,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.client import AsyncClient
 from creditsd.inprocess import Ledger
+from creditsd.kit import jsonio
 
 BASE_URL = "http://creditsd.test"
 

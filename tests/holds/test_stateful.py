@@ -29,9 +29,9 @@ from hypothesis.stateful import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
-from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError
 from creditsd.ledger.errors import (
     HoldExceeded,
     HoldNotOpen,

@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select, text
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.tables import audit_log, integrity_drifts, outbox
 
 

@@ -7,10 +7,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from creditsd import db
 from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS, Violation, checkpoints, find_violations
-from creditsd.jsonio import format_timestamp
+from creditsd.kit import db
+from creditsd.kit.jsonio import format_timestamp
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
 from tests.stripe.conftest import PACKS, PRICES, buy, deliver, stripe_settings
 from tests.stripe.fake import FakeStripe

@@ -9,10 +9,10 @@ import logging
 import httpx
 import pytest
 
-from creditsd import db, jsonio
 from creditsd.inprocess import Ledger
 from creditsd.integrity import checkpoints
 from creditsd.integrity import service as integrity
+from creditsd.kit import db, jsonio
 from creditsd.worker import reconcile_once, verify_chain
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
 from tests.integrity.conftest import audit_actions, drift_messages, drifts, execute, scraped

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from creditsd import db
 from creditsd.config import ConfigError, load_settings
 from creditsd.inprocess import Ledger
 from creditsd.integrity import repository as repo
+from creditsd.kit import db
 from creditsd.worker import background
 from tests.conftest import Clock, LedgerFactory
 from tests.integrity.conftest import drifts, execute

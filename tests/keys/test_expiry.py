@@ -7,12 +7,12 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.api.auth import KeyCache
-from creditsd.errors import InvalidRequest
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
+from creditsd.kit.errors import InvalidRequest
 from tests.conftest import Clock, LedgerFactory, audit_trail, body, client_for
 
 HOUR = timedelta(hours=1)

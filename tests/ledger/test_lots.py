@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd import db
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger import lot_repository
 from creditsd.ledger.errors import IdempotencyConflict, InsufficientCredits
 from creditsd.ledger.models import EXPIRED
@@ -266,15 +266,18 @@ async def test_a_debit_past_the_live_lots_never_spends_what_an_open_hold_keeps_p
             ledger.engine,
             lambda conn: gateway.record_usage(
                 conn,
-                "eve",
-                Decimal(150 * CREDIT),
-                key="usage-1",
-                request="usage-1",
-                payload={},
-                description="gateway usage",
-                pricing={},
-                policy=ledger.policy,
-                now=ledger.now(),
+                gateway.UsagePost(
+                    user_id="eve",
+                    model="gpt-4o",
+                    cost=Decimal(150),
+                    gateway_balance_usd=None,
+                    payload={},
+                    request_id="usage-1",
+                ),
+                Decimal(1),
+                ledger.money,
+                ledger.policy,
+                ledger.now(),
             ),
         )
         assert recorded.transfer_id is not None

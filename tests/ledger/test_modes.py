@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
-from creditsd.errors import CreditsError
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError
 from creditsd.ledger.models import Transfer
 from creditsd.tables import accounts, lots, transfers
 from creditsd.webhooks import service as webhooks
@@ -207,17 +207,17 @@ class Driver:
             done = await gateway.sync_balance(conn, self.id(op[1]), op[2], policy, now)
             return None if done is None else _seen(done)
         key = next(self.keys)
-        recorded = await gateway.record_usage(
-            conn,
-            self.id(op[1]),
-            Decimal(op[2]),
-            key=key,
-            request=key,
+        units = Decimal(op[2]).scaleb(-self.ledger.money.scale)  # at a dollar a credit
+        post = gateway.UsagePost(
+            user_id=self.id(op[1]),
+            model="usage",
+            cost=units,
+            gateway_balance_usd=None,
             payload={},
-            description="usage",
-            pricing={},
-            policy=policy,
-            now=now,
+            request_id=key,
+        )
+        recorded = await gateway.record_usage(
+            conn, post, Decimal(1), self.ledger.money, policy, now
         )
         return (recorded.status, recorded.balance)
 

@@ -10,14 +10,15 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.gateway import service as gateway
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger.errors import AccountClosed, AccountFrozen
 from creditsd.tables import accounts, lots
 from tests.conftest import Clock
 
 CREDIT = 10_000
+ONE_USD = Decimal(1)  # credits a dollar of gateway usage costs, so that costs read as credits
 DAY = 86_400
 
 
@@ -68,15 +69,18 @@ async def test_a_replayed_forced_debit_leaves_debt_as_the_first_left_it(ledger: 
             ledger.engine,
             lambda conn: gateway.record_usage(
                 conn,
-                "bo",
-                Decimal(8 * CREDIT),
-                key="req-1",
-                request="fingerprint-1",
-                payload={},
-                description="gpt-4o",
-                pricing={},
-                policy=ledger.policy,
-                now=ledger.now(),
+                gateway.UsagePost(
+                    user_id="bo",
+                    model="gpt-4o",
+                    cost=Decimal(8),
+                    gateway_balance_usd=None,
+                    payload={},
+                    request_id="req-1",
+                ),
+                ONE_USD,
+                ledger.money,
+                ledger.policy,
+                ledger.now(),
             ),
         )
 

@@ -9,10 +9,10 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import text
 
-from creditsd import db
 from creditsd.api.app import create_app
 from creditsd.client import AsyncClient
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
 from tests.test_cli import run
 

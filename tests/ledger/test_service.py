@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from creditsd.errors import InvalidAmount, InvalidRequest
 from creditsd.inprocess import Ledger
+from creditsd.kit.errors import InvalidAmount, InvalidRequest
+from creditsd.kit.money import INT64_MAX
 from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,
@@ -16,7 +17,6 @@ from creditsd.ledger.errors import (
     OverdraftInUse,
 )
 from creditsd.ledger.models import ADJUSTMENTS, GRANTS, REVENUE, SIGNUP
-from creditsd.money import INT64_MAX
 from tests.conftest import LedgerFactory, audit_trail
 
 CREDIT = 10_000  # minor units per credit at the default scale
@@ -208,7 +208,7 @@ async def test_odd_account_ids_are_refused(ledger: Ledger, account_id: str) -> N
 async def test_drift_is_found_and_rebuilt_with_an_audit_record(ledger: Ledger) -> None:
     from sqlalchemy import text
 
-    from creditsd import db
+    from creditsd.kit import db
     from tests.conftest import audit_trail
 
     await ledger.grant("u", 10 * CREDIT)
@@ -234,7 +234,7 @@ async def test_drift_is_found_and_rebuilt_with_an_audit_record(ledger: Ledger) -
 
 
 async def test_grants_are_audited_in_the_same_transaction(ledger: Ledger) -> None:
-    from creditsd import db
+    from creditsd.kit import db
     from tests.conftest import audit_trail
 
     transfer = await ledger.grant("u", 10 * CREDIT, reason="support", actor="alice")

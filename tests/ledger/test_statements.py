@@ -18,14 +18,14 @@ from sqlalchemy import Column, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, ids
-from creditsd.db import RetryTransaction
-from creditsd.errors import RuleViolated
 from creditsd.holds import service as holds_service
 from creditsd.inprocess import Ledger
+from creditsd.kit import db, ids
+from creditsd.kit.db import RetryTransaction
+from creditsd.kit.errors import RuleViolated
 from creditsd.ledger import posting, statements
 from creditsd.ledger.models import REVENUE, Hold, Transfer
-from creditsd.ledger.service import charge_posting
+from creditsd.ledger.service import Charge
 from creditsd.ledger.statements import (
     HOLD_COLUMNS,
     TRANSFER_COLUMNS,
@@ -304,21 +304,23 @@ async def test_a_batch_is_one_trip_a_step_whatever_its_size(
     now = ledger.now()
     batch: list[posting.Entry] = [
         *(
-            charge_posting(name, 10, app="t", idempotency_key=name, description=None)
+            Charge(account_id=name, amount=10, app="t", idempotency_key=name).posting()
             for name in "abc"
         ),
         *(
-            holds_service.capture(hold.id, 30, app="t", idempotency_key=f"capture:{hold.id}")
+            holds_service.CaptureHold(
+                hold_id=hold.id, amount=30, app="t", idempotency_key=f"capture:{hold.id}"
+            ).entry()
             for hold in opened
         ),
-        holds_service.reservation(
-            "c", 50, 60, now, max_expires_in=3600, app="t", idempotency_key="h", fresh_key=True
-        ),
+        holds_service.OpenHold(
+            account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h", fresh_key=True
+        ).reservation(now, 3600),
     ]
     assert await post(batch) == 3  # the lock, the read, the write
-    fresh = holds_service.reservation(
-        "c", 50, 60, now, max_expires_in=3600, app="t", idempotency_key="h2", fresh_key=True
-    )
+    fresh = holds_service.OpenHold(
+        account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h2", fresh_key=True
+    ).reservation(now, 3600)
     assert await post([fresh]) == 2  # nothing to read
 
 

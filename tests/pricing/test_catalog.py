@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from creditsd.config import ConfigError, load_settings
-from creditsd.money import Money
+from creditsd.kit.money import Money
 from creditsd.price_settings import PricingSettings, plural, readable
 from creditsd.pricing.catalog import (
     Catalog,

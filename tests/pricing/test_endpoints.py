@@ -221,7 +221,7 @@ def test_creditsd_pricing_reload_publishes_and_a_bad_file_keeps_the_old_version(
 
 
 async def test_in_process_a_charge_takes_an_amount_or_a_use_never_both(ledger: Ledger) -> None:
-    from creditsd.errors import InvalidRequest
+    from creditsd.kit.errors import InvalidRequest
     from creditsd.pricing.catalog import FeatureUse
 
     await ledger.grant("u", 100 * ledger.money.unit)

@@ -14,9 +14,9 @@ import openai
 import pytest
 from fastapi import FastAPI
 
-from creditsd import jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
+from creditsd.kit import jsonio
 from creditsd.ledger.models import Transfer
 from tests.conftest import LedgerFactory, create_key, serve_app
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream

@@ -16,9 +16,9 @@ import pytest
 from openai.types.shared_params import FunctionDefinition
 from sqlalchemy import select
 
-from creditsd import db, jsonio
 from creditsd.api.app import create_app
 from creditsd.inprocess import Ledger
+from creditsd.kit import db, jsonio
 from creditsd.pricing.catalog import TokenUse
 from creditsd.proxy.service import estimate_input_tokens
 from creditsd.tables import proxy_keys

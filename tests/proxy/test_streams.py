@@ -18,8 +18,8 @@ from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.tables import holds
 from tests.conftest import Clock, LedgerFactory, create_key, make_settings, serve_app
 from tests.proxy.conftest import (

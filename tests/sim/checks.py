@@ -20,8 +20,8 @@ from __future__ import annotations
 from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.integrity import find_violations
+from creditsd.kit import db
 from creditsd.ledger.models import SIGNUP, STRIPE, SUBSCRIPTIONS
 from creditsd.tables import accounts, lot_spends, lots, transfers
 from tests.sim.world import Purchase, World

@@ -29,7 +29,7 @@ def replayed_credit_stays(patch: pytest.MonkeyPatch) -> None:
     """
     replay = posting._Batch._replay
 
-    def minting(batch: Any, entry: posting.Entry, found: Any, stored: str) -> posting.Outcome:
+    def minting(batch: Any, entry: posting.Entry, found: Any, stored: str) -> posting.EntryOutcome:
         outcome = replay(batch, entry, found, stored)
         if isinstance(entry, posting.Posting) and isinstance(outcome, Transfer):
             credited = batch.accounts.get(entry.credit_account_id)

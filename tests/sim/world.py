@@ -34,10 +34,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.api.app import create_app
-from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError
 from creditsd.ledger import statements
 from creditsd.tables import accounts
 from tests.clerk.conftest import CLERK_SECRET

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.stripe.reconcile import Mismatch, reconcile
 from tests.conftest import LedgerFactory, client_for, create_key
 from tests.stripe.fake import FakeStripe, sign

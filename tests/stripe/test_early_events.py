@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.service import SOURCE, Asked, money_back
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key

@@ -13,8 +13,8 @@ import stripe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.tables import webhook_events
 from tests.conftest import LedgerFactory, body, client_for, create_key
 from tests.stripe.conftest import (

@@ -8,8 +8,8 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.stripe.service import STRIPE_APP
@@ -35,15 +35,15 @@ async def test_reconcile_is_clean_after_the_scenario_and_names_each_planted_mism
 
     # A purchase no Stripe event explains, and a payment whose recorded credits changed.
     async def plant(conn: AsyncConnection) -> str:
-        posting = ledger_service.movement(
-            "purchase",
-            STRIPE,
-            "bo",
-            500 * CREDIT,
+        posting = ledger_service.Movement(
+            kind="purchase",
+            debit_account_id=STRIPE,
+            credit_account_id="bo",
+            amount=500 * CREDIT,
             app=STRIPE_APP,
             idempotency_key="stripe:payment:pi_planted",
             metadata={"stripe_payment": "pi_planted"},
-        )
+        ).posting()
         planted = await ledger_service.post_transfer(conn, posting, shop.policy, shop.now())
         await conn.execute(
             update(stripe_payments)

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger.errors import AccountFrozen
 from creditsd.tables import webhook_events
 from tests.conftest import LedgerFactory, body, client_for, create_key

@@ -22,9 +22,10 @@ from playwright.async_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
+from creditsd import inbox
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
+from creditsd.kit import db
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing.catalog import FeatureUse, TokenUse
 from creditsd.tables import accounts, audit_log, ledger_meta, web_tokens
@@ -157,6 +158,17 @@ async def test_adjustments_go_both_ways_and_never_overdraw(ledger: Ledger) -> No
     async with ledger.engine.connect() as conn:
         trail = [r for r in await audit_trail(conn, "bo") if r.action == "adjustment"]
     assert [r.after["reason"] for r in trail] == ["double charge", "double charge"]
+
+
+async def test_a_balance_of_one_credit_is_one_credit(ledger: Ledger) -> None:
+    secret = await create_key(ledger, "admin", "ops")
+    await ledger.open_account("one", initial_grant=CREDIT)
+    await ledger.open_account("half", initial_grant=CREDIT // 2)
+    async with serve_app(ledger) as base, console(base, secret) as http:
+        one = (await http.get("/admin/accounts/one")).text
+        half = (await http.get("/admin/accounts/half")).text
+    assert '<p class="balance">1 <small>credit</small></p>' in one
+    assert '<p class="balance">0.5 <small>credits</small></p>' in half
 
 
 @pytest.mark.parametrize(

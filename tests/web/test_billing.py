@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from creditsd.kit.money import Money
 from creditsd.ledger.models import REVENUE, LotPart, Transfer
-from creditsd.money import Money
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing.catalog import Catalog, FeatureUse, TokenUse
 from creditsd.web import billing, stamps

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from creditsd import db
 from creditsd.inprocess import Ledger
+from creditsd.kit import db
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
 from creditsd.worker import Deliverer
@@ -181,9 +181,14 @@ async def test_holds_grants_and_top_ups_are_told_too(
     hold = await hooked.open_hold("gus", 3 * CREDIT, expires_in=30)
 
     async def bought(conn: Any) -> None:
-        posting = ledger_service.movement(
-            "purchase", STRIPE, "gus", 5 * CREDIT, app="stripe", idempotency_key="pi_1"
-        )
+        posting = ledger_service.Movement(
+            kind="purchase",
+            debit_account_id=STRIPE,
+            credit_account_id="gus",
+            amount=5 * CREDIT,
+            app="stripe",
+            idempotency_key="pi_1",
+        ).posting()
         await ledger_service.post_transfer(conn, posting, hooked.policy, hooked.now())
 
     await db.run(hooked.engine, bought)

@@ -484,7 +484,7 @@ export interface paths {
         put?: never;
         /**
          * Balance Sync
-         * @description Set a user's balance (seed 000): the difference moves by an audited ``sync`` transfer.
+         * @description Set a user's balance (seed 000): the difference moves by a ``sync`` transfer.
          *
          *     ``balance_points`` are divided by ``[app_link] points_to_usd``; dollars are rounded to
          *     4 places; negative balances are allowed. A repeat of the same figure moves nothing.
@@ -728,7 +728,7 @@ export interface paths {
         };
         /**
          * List Deliveries
-         * @description Outbox messages, newest first: to one endpoint (or ``gateway``), in one status.
+         * @description Outbox messages, newest first: to one endpoint (or ``gateway``, ``app``), in one status.
          */
         get: operations["list_deliveries_v1_webhook_deliveries_get"];
         put?: never;
@@ -768,8 +768,8 @@ export interface paths {
         };
         /**
          * List Audit Log
-         * @description What admins did (grants, freezes, keys, pricing, …), newest first; reading changes
-         *     nothing.
+         * @description What operators, apps and creditsd itself did (grants, freezes, keys, pricing,
+         *     Stripe's refunds, reconciliation…), newest first; reading changes nothing.
          */
         get: operations["list_audit_log_v1_audit_log_get"];
         put?: never;
@@ -996,7 +996,8 @@ export interface components {
         };
         /**
          * AuditRecordOut
-         * @description One admin action, as recorded in the transaction that made the change.
+         * @description One audited action (an operator's, an app's, or creditsd's own), as recorded in the
+         *     transaction that made the change.
          * @example {
          *       "action": "grant",
          *       "actor": "key:key_01jd6x2v8kq3m0c7r5t9w4h2ab:billing",
@@ -6074,6 +6075,10 @@ export interface operations {
     list_audit_log_v1_audit_log_get: {
         parameters: {
             query?: {
+                /** @description At most 100. */
+                limit?: number;
+                /** @description next_cursor of the last page. */
+                cursor?: string | null;
                 /** @description Only records whose target is exactly this. */
                 target?: string | null;
                 /** @description Only records whose actor is exactly this. */
@@ -6084,10 +6089,6 @@ export interface operations {
                 since?: string | null;
                 /** @description Before this moment (RFC 3339 with an offset, e.g. 2026-11-01T00:00:00Z). */
                 until?: string | null;
-                /** @description At most 100. */
-                limit?: number;
-                /** @description next_cursor of the last page. */
-                cursor?: string | null;
             };
             header?: never;
             path?: never;

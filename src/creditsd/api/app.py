@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handlers, health checks and the expiry sweeper."""
+"""The FastAPI application: routers, error handlers, health checks and the background work."""
 
 from __future__ import annotations
 
@@ -17,31 +17,31 @@ from creditsd.api.auth import KeyCache, LedgerDep
 from creditsd.api.fastlane import FastLane
 from creditsd.api.http import ExactJSONResponse
 from creditsd.api.observe import Observed
-from creditsd.audit.endpoints import router as audit_router
-from creditsd.clerk.endpoints import webhooks as clerk_webhooks
-from creditsd.gateway.endpoints import from_app, from_gateway
-from creditsd.holds.endpoints import router as holds_router
+from creditsd.api.routes.audit import router as audit_router
+from creditsd.api.routes.clerk import webhooks as clerk_webhooks
+from creditsd.api.routes.gateway import from_app, from_gateway
+from creditsd.api.routes.holds import router as holds_router
+from creditsd.api.routes.ledger import router as ledger_router
+from creditsd.api.routes.pricing import router as pricing_router
+from creditsd.api.routes.proxy_keys import router as proxy_keys_router
+from creditsd.api.routes.stripe import router as stripe_router
+from creditsd.api.routes.stripe import webhooks as stripe_webhooks
+from creditsd.api.routes.usage import router as usage_router
+from creditsd.api.routes.webhooks import router as webhooks_router
 from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.keys.service import ApiKey
-from creditsd.ledger.endpoints import router as ledger_router
-from creditsd.pricing.endpoints import router as pricing_router
 from creditsd.proxy.connections import UpstreamClient
 from creditsd.proxy.endpoints import router as proxy_router
-from creditsd.proxy.keys import service as proxy_keys
-from creditsd.proxy.keys.endpoints import router as proxy_keys_router
-from creditsd.proxy.keys.models import ProxyKey
 from creditsd.proxy.ratelimit import RateLimiter
+from creditsd.proxy_keys import service as proxy_keys
+from creditsd.proxy_keys.models import ProxyKey
 from creditsd.stripe.billing import StripeBilling
-from creditsd.stripe.endpoints import router as stripe_router
-from creditsd.stripe.endpoints import webhooks as stripe_webhooks
-from creditsd.usage.endpoints import router as usage_router
 from creditsd.version import VERSION
 from creditsd.web import pages
 from creditsd.web.admin import router as admin_pages
 from creditsd.web.endpoints import router as portal_router
 from creditsd.web.portal import router as portal_pages
-from creditsd.webhooks.endpoints import router as webhooks_router
 from creditsd.worker import background
 
 # Young objects the collector lets gather before it looks (CPython's default is 700). A
@@ -74,10 +74,10 @@ def create_app(
     access_log: IO[str] | None = None,
 ) -> FastAPI:
     """The API over ``ledger``; the caller opens and closes the ledger. ``sweep`` runs the
-    background work (expiry sweeps, outbox delivery) while the app serves; ``fast_lane``
-    serves charges in front of FastAPI (off only to compare the two in tests);
-    ``access_log`` receives one JSON line per request. Serving raises this process's
-    young-object collection threshold to ``GC_THRESHOLD``."""
+    background work (expiry sweeps, outbox delivery, reconciliation) while the app serves;
+    ``fast_lane`` serves charges and the proxy's model calls in front of FastAPI (off only
+    to compare the two in tests); ``access_log`` receives one JSON line per request. Serving
+    raises this process's young-object collection threshold to ``GC_THRESHOLD``."""
     young, *older = gc.get_threshold()
     gc.set_threshold(max(young, GC_THRESHOLD), *older)
 
@@ -144,8 +144,7 @@ def create_app(
     @app.get("/readyz", tags=["health"], responses=errors.error_responses())
     async def readyz(ledger: LedgerDep) -> dict[str, str]:
         """The database answers."""
-        async with ledger.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ledger.database.read(lambda conn, _now: conn.execute(text("SELECT 1")))
         return {"status": "ready"}
 
     return app

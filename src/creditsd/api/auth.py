@@ -1,4 +1,5 @@
-"""API key authentication and scopes, enforced here and nowhere else.
+"""API key authentication and scopes for the HTTP API: every ``/v1`` route names the scope
+it needs here (the admin console and the proxy's payers check keys through it too).
 
 A key that authenticated (an API key, or a proxy key on ``/openai/v1``) is remembered for
 ``[server] key_cache_seconds`` (default 5) by the hash of its secret, which spares every
@@ -22,11 +23,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db
-from creditsd.errors import Forbidden, Unauthenticated
 from creditsd.inprocess import Ledger
 from creditsd.keys.service import ApiKey
-from creditsd.proxy.keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
+from creditsd.kit.errors import Forbidden, Unauthenticated
+from creditsd.proxy_keys.service import SECRET_PREFIX as PROXY_KEY_PREFIX
 
 API_KEY = "creditsd.api_key"  # the request scope's entry naming the key that authenticated
 bearer = HTTPBearer(
@@ -76,9 +76,7 @@ class KeyCache(Generic[K]):
         cached = self._keys.get(digest)
         if cached is not None and cached[0] > now and not cached[1].expired(ledger.now()):
             return cached[1]
-        key = await db.run(
-            ledger.engine, lambda conn: self.lookup(conn, secret, ledger.now()), readonly=True
-        )
+        key = await ledger.database.read(lambda conn, now: self.lookup(conn, secret, now))
         if key is None or self.ttl <= 0:
             self._keys.pop(digest, None)
             return key

@@ -13,13 +13,13 @@ from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from creditsd import db
 from creditsd.api.http import ExactJSONResponse
 from creditsd.api.observe import REQUEST_ID_SCOPE
-from creditsd.errors import CreditsError, Unavailable
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, Unavailable
+from creditsd.kit.money import Money
+from creditsd.kit.repeats import repeats
 from creditsd.ledger.errors import Units
-from creditsd.money import Money
-from creditsd.repeats import repeats
 from creditsd.web import pages
 
 log = logging.getLogger("creditsd.api")

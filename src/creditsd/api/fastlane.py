@@ -30,10 +30,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from creditsd.api.auth import authenticate, bearer, ledger_of
 from creditsd.api.errors import error_response
 from creditsd.api.http import StrictJSONRequest
-from creditsd.fields import IdempotencyKey
-from creditsd.ledger.endpoints import create_charge
-from creditsd.ledger.endpoints import router as ledger_router
-from creditsd.ledger.schemas import ChargeCreate
+from creditsd.api.routes.ledger import create_charge
+from creditsd.api.routes.ledger import router as ledger_router
+from creditsd.api.schemas.ledger import ChargeCreate
+from creditsd.kit.fields import IdempotencyKey
 from creditsd.proxy import endpoints as proxy
 from creditsd.proxy.payers import payer
 

@@ -10,8 +10,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from starlette.responses import JSONResponse
 
-from creditsd import jsonio
-from creditsd.errors import CreditsError, InvalidRequest
+from creditsd.kit import jsonio
+from creditsd.kit.errors import CreditsError, InvalidRequest
 
 
 class InvalidJSON(CreditsError):
@@ -76,7 +76,7 @@ async def bounded_body(request: Request, limit: int) -> bytes:
 
 class StrictJSONRequest(Request):
     """A request whose body is bounded by ``[server] max_body_bytes`` as it arrives and
-    whose JSON is parsed by :func:`creditsd.jsonio.loads`."""
+    whose JSON is parsed by :func:`creditsd.kit.jsonio.loads`."""
 
     async def body(self) -> bytes:
         if not hasattr(self, "_body"):

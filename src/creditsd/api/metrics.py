@@ -24,14 +24,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.pool import QueuePool
 from starlette.responses import Response
 
-from creditsd import db
 from creditsd.api.auth import LedgerDep, require
 from creditsd.api.errors import error_responses
-from creditsd.errors import Unavailable
 from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS
 from creditsd.integrity import service as integrity
 from creditsd.integrity.models import Health
+from creditsd.kit.errors import Unavailable
 from creditsd.webhooks import repository as webhook_repo
 from creditsd.webhooks.models import Backlog
 
@@ -134,14 +133,14 @@ async def snapshot(ledger: Ledger) -> Snapshot:
     size, in_use = (queue.size(), queue.checkedout()) if queue else (None, None)
     now = ledger.now()
 
-    async def read(conn: AsyncConnection) -> tuple[Backlog, Health]:
+    async def read(conn: AsyncConnection, _now: datetime) -> tuple[Backlog, Health]:
         return (
             await webhook_repo.backlog(conn),
             await integrity.health(conn, now, ledger.settings),
         )
 
     try:
-        backlog, health = await db.run(ledger.engine, read, readonly=True)
+        backlog, health = await ledger.database.read(read)
     except (DBAPIError, OSError, Unavailable) as exc:
         log.warning(
             "metrics without the database's figures: the database did not answer (%s)",

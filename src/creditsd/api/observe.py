@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from creditsd.api.auth import API_KEY
 from creditsd.keys.service import ApiKey
-from creditsd.proxy.keys.models import ProxyKey
+from creditsd.proxy_keys.models import ProxyKey
 
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_SCOPE = "creditsd.request_id"

@@ -9,12 +9,12 @@ from fastapi import Header, Query
 from pydantic import BaseModel
 
 from creditsd.api.http import ExactJSONResponse
-from creditsd.errors import InvalidAmount, InvalidRequest
-from creditsd.fields import IdempotencyKey
-from creditsd.money import AmountError, Money
-from creditsd.pagination import MAX_LIMIT
+from creditsd.api.schemas.pricing import PricedRequest
+from creditsd.kit.errors import InvalidAmount, InvalidRequest
+from creditsd.kit.fields import IdempotencyKey
+from creditsd.kit.money import AmountError, Money
+from creditsd.kit.pagination import MAX_LIMIT
 from creditsd.pricing.catalog import Use
-from creditsd.pricing.schemas import PricedRequest
 
 IdempotencyHeader = Annotated[
     IdempotencyKey | None,

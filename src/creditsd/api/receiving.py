@@ -1,23 +1,49 @@
 """A provider's webhook as an entry point: the verified event is kept in one transaction,
 then handled once in the next, so an event whose handling fails stays kept for the
-provider's next delivery (and for reconciliation)."""
+provider's next delivery (and for reconciliation).
+
+```python
+async with receiving.kept(ledger, source, event_id, kind, event) as delivery:
+    if not delivery.duplicate:
+        delivery.handle(lambda conn, now: ...)  # run, once, as the block ends
+return delivery.outcome
+```
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import db, inbox
-from creditsd.inbox import Outcome
+from creditsd import inbox
+from creditsd.inbox import Handled
 from creditsd.inprocess import Ledger
 
-Handler = Callable[[AsyncConnection, datetime], Awaitable[Outcome]]
+Handler = Callable[[AsyncConnection, datetime], Awaitable[Handled]]
 
 
-async def keep(
+@dataclass(slots=True)
+class Delivery:
+    """One delivery of a kept event: whether the event was handled already (a repeat), and
+    the name of what handling it did (``duplicate`` for a repeat)."""
+
+    duplicate: bool
+    outcome: str = "duplicate"
+    handler: Handler | None = None
+
+    def handle(self, handler: Handler) -> None:
+        """Handle the event with ``handler`` as the block ends, once, in the transaction
+        that marks it handled."""
+        self.handler = handler
+
+
+@asynccontextmanager
+async def kept(
     ledger: Ledger,
     source: str,
     event_id: str,
@@ -25,26 +51,24 @@ async def keep(
     event: Any,
     *,
     refusal: str | None = None,
-) -> bool:
-    """Store a verified event (a repeat stores nothing); True when it was handled already.
+) -> AsyncIterator[Delivery]:
+    """Keep a verified event (a repeat stores nothing), then, as the block ends, handle it
+    once with the handler the block gave. A block that gives none, or fails, leaves the
+    event kept and unhandled. ``refusal``: why this delivery is refused unhandled,
+    recorded on the stored event."""
 
-    ``refusal``: why this delivery is refused unhandled, recorded on the stored event.
-    """
-
-    async def store(conn: AsyncConnection) -> bool:
-        await inbox.store(conn, source, event_id, kind, event, ledger.now())
+    async def store(conn: AsyncConnection, now: datetime) -> bool:
+        await inbox.store(conn, source, event_id, kind, event, now)
         if refusal is not None:
             await inbox.note_refusal(conn, source, event_id, refusal)
         return await inbox.handled(conn, source, event_id)
 
-    return await db.run(ledger.engine, store)
-
-
-async def handle_once(ledger: Ledger, source: str, event_id: str, handle: Handler) -> str:
-    """Handle a kept event unless it was already; the outcome's name, or ``duplicate``."""
-
-    async def once(conn: AsyncConnection) -> str:
-        now = ledger.now()
-        return await inbox.handle_once(conn, source, event_id, now, lambda: handle(conn, now))
-
-    return await db.run(ledger.engine, once)
+    delivery = Delivery(duplicate=await ledger.database.write(store))
+    yield delivery
+    handler = delivery.handler
+    if handler is not None:
+        delivery.outcome = await ledger.database.write(
+            lambda conn, now: inbox.handle_once(
+                conn, source, event_id, now, lambda: handler(conn, now)
+            )
+        )

@@ -11,9 +11,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from creditsd import jsonio
 from creditsd.api.errors import RETRY_AFTER_SECONDS, TIMED_OUT_SCOPE, TOO_SLOW_MESSAGE
-from creditsd.repeats import repeats
+from creditsd.kit import jsonio
+from creditsd.kit.repeats import repeats
 
 log = logging.getLogger("creditsd.serve")
 

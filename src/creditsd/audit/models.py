@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from creditsd.money import Money
+from creditsd.kit.money import Money
 
 # Figures audit records hold in minor units, shown in credits by every reader; ``lots``
 # maps each lot's id to what remains of it.
@@ -18,8 +18,9 @@ _AMOUNTS_BY_ID = frozenset({"lots"})
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
-    """One admin action: who (``actor``) did what (``action``) to which ``target``, with
-    the state before and after as recorded (amounts in minor units; see :meth:`in_credits`)."""
+    """One audited action (an operator's, an app's, or creditsd's own): who (``actor``)
+    did what (``action``) to which ``target``, with the state before and after as recorded
+    (amounts in minor units; see :meth:`in_credits`)."""
 
     id: int
     actor: str

@@ -6,9 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as repo
 from creditsd.audit.models import AuditFilter, AuditRecord
-from creditsd.errors import InvalidRequest
-from creditsd.ledger.models import Page
-from creditsd.pagination import decode_id_cursor, encode_cursor
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.pagination import Page, decode_id_cursor, encode_cursor
 
 
 async def list_records(

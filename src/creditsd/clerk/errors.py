@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from creditsd.errors import Unavailable
+from creditsd.kit.errors import Unavailable
 
 
 class ClerkNotConfigured(Unavailable):

@@ -17,11 +17,11 @@ from svix.webhooks import Webhook, WebhookVerificationError
 
 from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.config import ClerkSettings
-from creditsd.errors import InvalidEvent, InvalidSignature
-from creditsd.inbox import Outcome
+from creditsd.inbox import Handled
+from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import AccountNotFound, InvalidAccountId
 from creditsd.ledger.runtime import Runtime
 from creditsd.plans.service import grant_allowance
@@ -64,40 +64,40 @@ def verify(
 
 
 async def handle(
-    conn: AsyncConnection, kind: str, data: Data, ledger_: Runtime, now: datetime
-) -> Outcome:
+    conn: AsyncConnection, kind: str, data: Data, runtime: Runtime, now: datetime
+) -> Handled:
     """Dispatch one verified event."""
-    policy = ledger_.policy
+    policy = runtime.policy
     if kind in {"user.created", "organization.created"}:
         account_id = _id(data)
         created = await posting.open_customer(conn, account_id, policy, now)
         notes: dict[str, Any] = {"account": account_id}
         if kind == "user.created":
             notes["email_kept"] = await _keep_email(conn, account_id, data, now)
-        return Outcome("created" if created else "exists", notes=notes)
+        return Handled("created" if created else "exists", notes=notes)
     if kind == "user.updated":
         account_id = _id(data)
         kept = await _keep_email(conn, account_id, data, now)
         name = "unknown_account" if kept is None else "updated"
-        return Outcome(name, notes={"account": account_id, "email_kept": kept})
+        return Handled(name, notes={"account": account_id, "email_kept": kept})
     if kind in {"user.deleted", "organization.deleted"}:
         account_id = _id(data)
         if await ledger_repo.get_account_row(conn, account_id) is None:
-            return Outcome("unknown_account", notes={"account": account_id})
-        await ledger.set_status(
+            return Handled("unknown_account", notes={"account": account_id})
+        await ledger_service.set_status(
             conn, account_id, "closed", now, actor=CLERK_APP, reason=f"Clerk {kind}"
         )
-        return Outcome("closed", notes={"account": account_id})
+        return Handled("closed", notes={"account": account_id})
     if kind.startswith(("subscription.", "subscriptionItem.")):
-        return await _allowances(conn, kind, data, ledger_, now)
-    return Outcome("ignored")
+        return await _allowances(conn, kind, data, runtime, now)
+    return Handled("ignored")
 
 
 def _id(data: Data) -> str:
     account_id = data.get("id")
     if not isinstance(account_id, str):
         raise InvalidAccountId(str(account_id))
-    return ledger.check_account_id(account_id)
+    return ledger_service.check_account_id(account_id)
 
 
 def _object(value: Any) -> Data:
@@ -108,7 +108,7 @@ def _object(value: Any) -> Data:
 def _name(value: Any) -> str | None:
     """An id that can name an account, else None (Clerk sends ``""`` for "none")."""
     try:
-        return ledger.check_account_id(value) if isinstance(value, str) else None
+        return ledger_service.check_account_id(value) if isinstance(value, str) else None
     except InvalidAccountId:
         return None
 
@@ -133,7 +133,9 @@ async def _keep_email(
     account_id = await ledger_repo.resolve_name(conn, user_id)
     if account_id is None:
         return None
-    return await ledger.set_metadata_key(conn, account_id, EMAIL_KEY, _primary_email(user), now)
+    return await ledger_service.set_metadata_key(
+        conn, account_id, EMAIL_KEY, _primary_email(user), now
+    )
 
 
 def _ms(value: Any) -> datetime | None:
@@ -161,31 +163,31 @@ async def _payer_account(
         return None if payer_id is None else await ledger_repo.resolve_name(conn, payer_id)
     if payer_id is not None and await ledger_repo.resolve_name(conn, payer_id) is None:
         try:
-            account_id = await ledger.resolve_account(conn, named, policy, now)
+            account_id = await ledger_service.resolve_account(conn, named, policy, now)
         except AccountNotFound:
             return named
-        await ledger.add_alias(conn, account_id, payer_id)
+        await ledger_service.add_alias(conn, account_id, payer_id)
     return named
 
 
 async def _allowances(
-    conn: AsyncConnection, kind: str, data: Data, ledger_: Runtime, now: datetime
-) -> Outcome:
+    conn: AsyncConnection, kind: str, data: Data, runtime: Runtime, now: datetime
+) -> Handled:
     """Grant each active item's period allowance, for plans ``[plans.*]`` names.
 
     An item whose period has no end (Clerk's default free plan) grants nothing.
     """
     if kind == "subscription.deleted":
-        return Outcome("ended", notes={"subscription": data.get("id")})
-    account = await _payer_account(conn, data, ledger_.policy, now)
+        return Handled("ended", notes={"subscription": data.get("id")})
+    account = await _payer_account(conn, data, runtime.policy, now)
     items = data.get("items") if kind.startswith("subscription.") else [data]
     notes: dict[str, Any] = {"account": account, "unknown_plans": [], "open_ended": []}
-    outcome = Outcome("handled", notes=notes)
+    outcome = Handled("handled", notes=notes)
     for item in map(_object, items if isinstance(items, list) else []):
         plan_id = _object(item.get("plan")).get("id") or item.get("plan_id")
         if item.get("status") != "active" or not isinstance(plan_id, str) or not plan_id:
             continue
-        if plan_id not in ledger_.settings.plans:
+        if plan_id not in runtime.settings.plans:
             notes["unknown_plans"].append(plan_id)
             continue
         start, end = _ms(item.get("period_start")), _ms(item.get("period_end"))
@@ -193,10 +195,10 @@ async def _allowances(
             notes["open_ended"].append(plan_id)
             continue
         if not account:
-            return Outcome("unknown_account", notes=notes)
-        credits = ledger_.money.to_minor(ledger_.settings.plans[plan_id].credits)
+            return Handled("unknown_account", notes=notes)
+        credits = runtime.money.to_minor(runtime.settings.plans[plan_id].credits)
         granted = await grant_allowance(
-            conn, account, plan_id, credits, (start, end), ledger_.policy, now
+            conn, account, plan_id, credits, (start, end), runtime.policy, now
         )
         if granted is not None:
             outcome.transfers.append(granted.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from creditsd.errors import Unauthenticated, Unavailable
+from creditsd.kit.errors import Unauthenticated, Unavailable
 
 
 class GatewayNotConfigured(Unavailable):

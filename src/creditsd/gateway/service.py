@@ -12,24 +12,26 @@ import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids, inbox
+from creditsd import inbox
 from creditsd.config import LinkSettings
-from creditsd.errors import InvalidRequest
 from creditsd.gateway.errors import BadInternalSecret, GatewayNotConfigured
-from creditsd.idempotency import fingerprint
+from creditsd.kit import ids
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.idempotency import asked_as_items, fingerprint_of, not_asked
+from creditsd.kit.money import AmountError, Money
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
 from creditsd.ledger.models import GATEWAY, REVENUE, Transfer
-from creditsd.money import AmountError, Money
 
 GATEWAY_APP = "gateway"  # the app name on the transfers the gateway's calls make
 _CENT_HUNDREDTHS = Decimal("0.0001")
 _LARGEST_USD = Decimal(10) ** 15
+_REPORTED = "sub2api_balance_usd"  # the gateway's balance after a post, not part of it
 
 
 def check_secret(settings: LinkSettings, section: str, given: str | None) -> None:
@@ -68,6 +70,17 @@ def to_units(dollars: Decimal, credits_per_usd: Decimal, money: Money, field: st
         raise InvalidRequest(f"{field} {exc}", field=field) from exc
 
 
+def reported_dollars(
+    settings: LinkSettings, *, points: Decimal | None, usd_given: Decimal | None, field: str
+) -> Decimal:
+    """The dollars a balance report stands for: ``points`` divided by ``[app_link]
+    points_to_usd``, else the dollars given in ``field``, rounded as the gateway keeps them."""
+    if points is not None:
+        return usd(points / settings.points_to_usd, "balance_points")
+    assert usd_given is not None
+    return usd(usd_given, field)
+
+
 def to_dollars(units: int, credits_per_usd: Decimal, money: Money) -> Decimal:
     """Minor units of credits as dollars, 4 places."""
     with localcontext() as context:
@@ -79,7 +92,7 @@ async def sync_balance(
     conn: AsyncConnection,
     name: str,
     target: int,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
     *,
     metadata: dict[str, Any] | None = None,
@@ -90,7 +103,7 @@ async def sync_balance(
     The account row is locked first, so the difference is taken against the balance the
     transfer lands on. A sync down may take the balance below zero, as the gateway allows.
     """
-    account_id = await ledger.resolve_account(conn, name, policy, now)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -99,34 +112,29 @@ async def sync_balance(
         return None
     key = ids.new_id("sync")
     if difference > 0:
-        posting = ledger.movement(
-            "sync",
-            GATEWAY,
-            account_id,
-            difference,
+        posting = ledger_service.Movement(
+            kind="sync",
+            debit_account_id=GATEWAY,
+            credit_account_id=account_id,
+            amount=difference,
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
             metadata=metadata,
-        )
+        ).posting()
     else:
-        posting = ledger.movement(
-            "sync",
-            account_id,
-            GATEWAY,
-            -difference,
+        posting = ledger_service.Movement(
+            kind="sync",
+            debit_account_id=account_id,
+            credit_account_id=GATEWAY,
+            amount=-difference,
             app=GATEWAY_APP,
             idempotency_key=key,
             description="balance sync from the gateway",
             metadata=metadata,
-        )
+        ).posting()
         posting = replace(posting, system=True, forced=True)
-    return await ledger.post_transfer(conn, posting, policy, now)
-
-
-def usage_fingerprint(fields: dict[str, object]) -> str:
-    """What identifies one billed request when the gateway sends no request id."""
-    return fingerprint("gateway-usage", **fields)
+    return await ledger_service.post_transfer(conn, posting, policy, now)
 
 
 CARRY_UNITS = 10**12  # the carried fraction is kept in 10⁻¹² of a minor unit
@@ -139,41 +147,75 @@ def exact_units(dollars: Decimal, credits_per_usd: Decimal, money: Money) -> Dec
         return dollars * credits_per_usd * money.unit
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsagePost:
+    """One usage post of a gateway: what it billed and every field it sent (``payload``,
+    its API key left out), with the request id it gave, if any (``requestId``, else an
+    ``Idempotency-Key`` or ``X-Request-Id`` header). What identifies the billed request
+    is its payload, but for the gateway's balance after it (which a resend may report
+    differently)."""
+
+    operation: ClassVar[str] = "gateway-usage"
+    user_id: str = not_asked()
+    model: str = not_asked()
+    cost: Decimal = not_asked()
+    gateway_balance_usd: Decimal | None = not_asked()
+    payload: dict[str, Any] = asked_as_items(leaving_out={_REPORTED})
+    request_id: str | None = not_asked()
+
+    @property
+    def key(self) -> str:
+        """The post's idempotency key: its request id, else its fingerprint."""
+        return self.request_id or fingerprint_of(self)
+
+
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, and
-    the account's balance after (minor units)."""
+    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, the
+    account's balance after (minor units), and whether the post was told apart from
+    others by its payload alone (it gave no request id)."""
 
     status: str
     transfer_id: str | None
     balance: int
+    keyed_by_payload: bool = False
 
 
 async def record_usage(
     conn: AsyncConnection,
-    name: str,
-    units: Decimal,
-    *,
-    key: str,
-    request: str,
-    payload: dict[str, Any],
-    description: str,
-    pricing: dict[str, Any],
-    policy: ledger.Policy,
+    post: UsagePost,
+    credits_per_usd: Decimal,
+    money: Money,
+    policy: ledger_service.Policy,
     now: datetime,
 ) -> Recorded:
-    """Charge what the gateway already billed, once per request (``key``).
+    """Charge what the gateway already billed, once per request (the post's key).
 
-    The post is kept in the inbox with everything it carried, so a repeat is recognised
-    even when it charged nothing. ``units`` are exact: what is below a minor unit is added
-    to the account's carried fraction, and each whole minor unit the fraction reaches is
-    charged with the post that reaches it, so N posts charge their exact total to within
-    one minor unit. The request was served, so the charge goes through whatever the
-    balance (it may go below zero, as the gateway's own balance may) and the status.
+    ``cost`` is converted to credits exactly at ``credits_per_usd``. The post is kept in
+    the inbox with everything it carried, so a repeat is recognised even when it charged
+    nothing. What is below a minor unit is added to the account's carried fraction, and
+    each whole minor unit the fraction reaches is charged with the post that reaches it,
+    so N posts charge their exact total to within one minor unit. The request was
+    served, so the charge goes through whatever the balance (it may go below zero, as the
+    gateway's own balance may) and the status.
     """
-    if not await inbox.store(conn, GATEWAY_APP, key, "usage", payload, now):
+    recorded = await _record(conn, post, credits_per_usd, money, policy, now)
+    return replace(recorded, keyed_by_payload=post.request_id is None)
+
+
+async def _record(
+    conn: AsyncConnection,
+    post: UsagePost,
+    credits_per_usd: Decimal,
+    money: Money,
+    policy: ledger_service.Policy,
+    now: datetime,
+) -> Recorded:
+    key, request, name = post.key, fingerprint_of(post), post.user_id
+    units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
+    if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)
-    account_id = await ledger.resolve_account(conn, name, policy, now)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -189,7 +231,7 @@ async def record_usage(
     if not charged:
         await inbox.mark_handled(conn, GATEWAY_APP, key, "carried", detail, now)
         return Recorded("carried", None, int(row.balance))
-    posting = ledger.Posting(
+    posting = ledger_service.Posting(
         kind="charge",
         debit_account_id=account_id,
         credit_account_id=REVENUE,
@@ -197,12 +239,20 @@ async def record_usage(
         app=GATEWAY_APP,
         idempotency_key=f"gateway-usage:{key}",
         fingerprint=request,
-        description=description,
-        pricing={**pricing, "carried_before": int(row.usage_carry), "carried_after": carry},
+        description=f"{post.model} via the gateway",
+        pricing={
+            **post.payload,
+            "source": "gateway",  # after the post's own fields, which may not stand in for it
+            "cost_usd": post.cost,
+            "credits_per_usd": credits_per_usd,
+            "gateway_balance_usd": post.gateway_balance_usd,
+            "carried_before": int(row.usage_carry),
+            "carried_after": carry,
+        },
         system=True,
         forced=True,
     )
-    transfer = await ledger.post_transfer(conn, posting, policy, now)
+    transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     await inbox.mark_handled(
         conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
     )
@@ -213,7 +263,12 @@ async def record_usage(
 
 
 async def _repeated(
-    conn: AsyncConnection, key: str, request: str, name: str, policy: ledger.Policy, now: datetime
+    conn: AsyncConnection,
+    key: str,
+    request: str,
+    name: str,
+    policy: ledger_service.Policy,
+    now: datetime,
 ) -> Recorded:
     """A post already recorded: the same request answers duplicate, another one conflicts."""
     event = await inbox.get(conn, GATEWAY_APP, key)
@@ -221,6 +276,6 @@ async def _repeated(
     if detail.get("fingerprint") != request:
         raise IdempotencyConflict(key)
     transfers = detail.get("transfers") or [None]
-    account_id = await ledger.resolve_account(conn, name, policy, now, create=False)
+    account_id = await ledger_service.resolve_account(conn, name, policy, now, create=False)
     row = await ledger_repo.get_account_row(conn, account_id)
     return Recorded("duplicate", transfers[0], 0 if row is None else int(row.balance))

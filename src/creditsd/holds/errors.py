@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from creditsd.errors import InvalidRequest
+from creditsd.kit.errors import InvalidRequest
 
 
 class ExpiryTooLong(InvalidRequest):

@@ -27,9 +27,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
 from creditsd.integrity import repository as repo
 from creditsd.integrity.models import ChainBreak, Checkpoint
+from creditsd.kit import jsonio
 
 VERSION = 1
 SETTLE_SECONDS = 60

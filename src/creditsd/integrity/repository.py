@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import case, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.db import is_sqlite
 from creditsd.integrity.models import Checkpoint, Drift, JobState
+from creditsd.kit.db import is_sqlite
 from creditsd.tables import (
     accounts,
     holds,

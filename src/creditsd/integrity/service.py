@@ -19,7 +19,6 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.audit import repository as audit
 from creditsd.config import Settings
 from creditsd.integrity import checkpoints
@@ -34,7 +33,8 @@ from creditsd.integrity.models import (
     Health,
     Violation,
 )
-from creditsd.jsonio import format_timestamp
+from creditsd.kit import ids
+from creditsd.kit.jsonio import format_timestamp
 from creditsd.ledger import statements
 from creditsd.webhooks.outbox import Outbox
 

@@ -14,9 +14,9 @@ from sqlalchemy import Row, Table, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from creditsd import ids, jsonio
 from creditsd.audit import repository as audit
-from creditsd.errors import InvalidRequest, NotFound, Unauthenticated
+from creditsd.kit import ids, jsonio
+from creditsd.kit.errors import InvalidRequest, NotFound, Unauthenticated
 from creditsd.ledger.models import INTERNAL_APPS
 from creditsd.tables import SCOPES, api_keys
 

@@ -1,40 +1,38 @@
 """Group commit: concurrent entries of one process share a batch and its transaction.
 
-Every write of the posting engine can join: transfers, and the holds' entries (an opening,
-a capture, a release, an extension). While a batch commits, the entries that arrive queue
-up; the next free lane writes them as one batch of the posting engine and commits once,
-leaving behind the entries of accounts another lane's batch holds (they would only wait on
-its row locks): those go with the next batch after it. So a hot account's entries gather
-in one lane's batches while many accounts spread over all lanes. An idle lane takes an
-entry at once, so a lone request waits for nobody; an entry nobody waits for (a proxied
-call's capture, once its client has the answer) waits a moment for another to start a
-batch, so the capture of one call and the hold of the next share a transaction. Each
-entry keeps its own outcome (the engine refuses an entry alone, never its batch-mates),
-and nobody is answered before the batch has committed.
+Charges and the holds' entries (an opening, a capture, a release, an extension) join; the
+other writes (grants, usage batches, the integrations') take a transaction each. While a
+batch commits, the entries that arrive queue up; the next free lane writes them as one
+batch of the posting engine and commits once, leaving behind the entries of accounts
+another lane's batch holds (they would only wait on its row locks): those go with the
+next batch after it. So a hot account's entries gather in one lane's batches while many
+accounts spread over all lanes. An idle lane takes an entry at once, so a lone request
+waits for nobody; an entry nobody waits for (a proxied call's capture, once its client
+has the answer) waits a moment for another to start a batch, so the capture of one call
+and the hold of the next share a transaction. Each entry keeps its own outcome (the
+engine refuses an entry alone, never its batch-mates), and nobody is answered before the
+batch has committed.
 
 A batch that fails on a fault (the database down, stalled, or a row locked past
-``lock_timeout``) answers every member at once (503, :class:`~creditsd.errors.Unavailable`
-or the fault), and with them the entries still queued that would meet the same fault: all
-of them when the whole database failed, those of the batch's accounts when a row lock did.
-So nobody waits longer than the timeouts of one transaction. The accounts of a batch a
-lock failed are then batched one account at a time until one of their batches commits, so
-one locked row cannot sink the batches of others again. A batch that fails for any other
-reason (a bug) reruns each member alone, in parallel.
-"""
+``lock_timeout``) answers every member at once (503,
+:class:`~creditsd.kit.errors.Unavailable` or the fault), and with them the entries still
+queued that would meet the same fault: all of them when the whole database failed, those
+of the batch's accounts when a row lock did. So nobody waits longer than the timeouts of
+one transaction. The accounts of a batch a lock failed are then batched one account at a
+time until one of their batches commits, so one locked row cannot sink the batches of
+others again. A batch that fails for any other reason (a bug) reruns each member alone,
+in parallel."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from prometheus_client import Histogram
 from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from creditsd import db
-from creditsd.errors import Unavailable
+from creditsd.kit import db
+from creditsd.kit.errors import Unavailable
 from creditsd.ledger import posting
 
 BATCH_SIZES = Histogram(
@@ -51,7 +49,7 @@ _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: a row stayed locked past lock_timeo
 @dataclass(frozen=True, slots=True)
 class _Item:
     entry: Submitted
-    future: asyncio.Future[posting.Outcome]
+    future: asyncio.Future[posting.EntryOutcome]
 
     @property
     def account(self) -> str:
@@ -70,16 +68,14 @@ class GroupCommit:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        database: db.Database,
         policy: posting.Policy,
-        clock: Callable[[], datetime],
         *,
         max_batch: int = 200,
         lanes: int = 2,
     ) -> None:
-        self._engine = engine
+        self._database = database
         self._policy = policy
-        self._clock = clock
         self._max_batch = max_batch
         self._lanes = lanes
         self._pending: list[_Item] = []
@@ -89,7 +85,7 @@ class GroupCommit:
         self._waking: asyncio.TimerHandle | None = None  # starts a lane for patient entries
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, entry: Submitted, *, patient: bool = False) -> posting.Outcome:
+    async def submit(self, entry: Submitted, *, patient: bool = False) -> posting.EntryOutcome:
         """Write ``entry`` in a coming batch; its outcome once that batch has committed,
         its refusal raised. A ``patient`` entry (nobody is waiting for it: a call's
         settlement once its client has the answer) starts no batch of its own for up to
@@ -151,7 +147,7 @@ class GroupCommit:
 
     async def _run(self, batch: list[_Item], accounts: set[str]) -> None:
         BATCH_SIZES.observe(len(batch))
-        outcomes: list[posting.Outcome | Exception]
+        outcomes: list[posting.EntryOutcome | Exception]
         try:
             outcomes = list(await self._write([item.entry for item in batch]))
         except Exception as error:
@@ -159,7 +155,9 @@ class GroupCommit:
                 outcomes = [error] * len(batch)
                 self._fail_queued(error, accounts)
             else:  # an unexpected failure must not sink the batch-mates: each goes alone
-                outcomes = list(await asyncio.gather(*(self._alone(item.entry) for item in batch)))
+                outcomes = list(
+                    await asyncio.gather(*(self._write_apart(item.entry) for item in batch))
+                )
         else:
             self._suspect -= accounts
         for item, outcome in zip(batch, outcomes, strict=True):
@@ -181,12 +179,12 @@ class GroupCommit:
         for item in met:
             _answer(item, fault)
 
-    async def _write(self, entries: list[Submitted]) -> list[posting.Outcome]:
-        return await db.run(
-            self._engine, lambda conn: posting.post(conn, entries, self._policy, self._clock())
+    async def _write(self, entries: list[Submitted]) -> list[posting.EntryOutcome]:
+        return await self._database.write(
+            lambda conn, now: posting.post(conn, entries, self._policy, now)
         )
 
-    async def _alone(self, entry: Submitted) -> posting.Outcome | Exception:
+    async def _write_apart(self, entry: Submitted) -> posting.EntryOutcome | Exception:
         try:
             (outcome,) = await self._write([entry])
         except Exception as error:
@@ -194,7 +192,7 @@ class GroupCommit:
         return outcome
 
 
-def _answer(item: _Item, outcome: posting.Outcome | Exception) -> None:
+def _answer(item: _Item, outcome: posting.EntryOutcome | Exception) -> None:
     if item.future.done():  # the caller gave up waiting
         return
     if isinstance(outcome, Exception):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from creditsd import jsonio
-from creditsd.errors import (
+from creditsd.kit import jsonio
+from creditsd.kit.errors import (
     Conflict,
     CreditsError,
     Forbidden,

@@ -8,9 +8,9 @@ Amounts are numbers and stay as they are.
 
 from __future__ import annotations
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
+from creditsd.kit.money import Money
 from creditsd.ledger.models import Transfer
-from creditsd.money import Money
 
 COLUMNS = [
     "id",

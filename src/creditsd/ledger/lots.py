@@ -1,8 +1,9 @@
 """Grant lots: where each credit came from, which debits spent it, and when it expires.
 
-Every credit into a customer account fills a lot; every debit spends lots in a fixed
-order (see :func:`posting._spend_order`), in the same transaction. Together the live lots
-hold exactly the account's balance when it is positive, and nothing when not.
+Every credit into a customer account fills a lot, but for what pays back debt; every debit
+spends lots in a fixed order (see :func:`posting._spend_order`), in the same transaction.
+Together the live lots hold the account's balance when it is positive (more, while lots
+past expiry still back open holds), and nothing when not.
 """
 
 from __future__ import annotations

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from creditsd.ids import ACCOUNT_ID_PATTERN
+from creditsd.kit.ids import ACCOUNT_ID_PATTERN
+from creditsd.kit.money import Money
 from creditsd.ledger.errors import InvalidAccountId
-from creditsd.money import Money
-
-T = TypeVar("T")
 
 SYSTEM_PREFIX = "@"
 
@@ -29,9 +27,9 @@ SYSTEM_ACCOUNTS = (REVENUE, GRANTS, SIGNUP, ADJUSTMENTS, EXPIRED, STRIPE, SUBSCR
 PAID_SOURCE = "purchase"  # credits bought; every other source is free credit
 SYSTEM_APP = "creditsd"  # the app name on transfers creditsd makes by itself
 # The app names creditsd itself writes under: its own, its integrations' (Stripe, Clerk,
-# the gateway) and the in-process API's default. No API key may be named one, so their
-# idempotency keys live in a namespace no request can reach.
-INTERNAL_APPS = frozenset({SYSTEM_APP, "stripe", "clerk", "gateway", "local"})
+# the gateway), the CLI's and the in-process API's default. No API key may be named one,
+# so their idempotency keys live in a namespace no request can reach.
+INTERNAL_APPS = frozenset({SYSTEM_APP, "stripe", "clerk", "gateway", "cli", "local"})
 
 Metadata = dict[str, Any]
 
@@ -238,14 +236,6 @@ class Verification:
             self.stored_balance == self.calculated_balance
             and self.stored_held == self.calculated_held
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    """One page of a list and the cursor for the next, if any."""
-
-    items: list[T]
-    next_cursor: str | None
 
 
 @dataclass(frozen=True, slots=True)

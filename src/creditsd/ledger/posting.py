@@ -38,9 +38,10 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
-from creditsd.errors import CreditsError
-from creditsd.idempotency import fingerprint
+from creditsd.kit import ids
+from creditsd.kit.errors import CreditsError
+from creditsd.kit.idempotency import asked_as_items, asked_if_given, fingerprint_of, not_asked
+from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
 from creditsd.ledger import statements
 from creditsd.ledger.errors import (
     AccountNotFound,
@@ -74,7 +75,6 @@ from creditsd.ledger.models import (
     is_system,
 )
 from creditsd.ledger.statements import Message
-from creditsd.money import INT64_MAX, INT64_MIN, Money
 
 T = TypeVar("T")
 
@@ -215,52 +215,7 @@ class Settled:
 
 HoldEntry = Capture | Void | Extend
 Entry = Posting | Reservation | Capture | Void | Extend | Sweep
-Outcome = Transfer | Hold | Settled | Swept | None | CreditsError
-
-
-def movement(
-    kind: str,
-    debit_account_id: str,
-    credit_account_id: str,
-    amount: int,
-    *,
-    app: str,
-    idempotency_key: str,
-    description: str | None = None,
-    metadata: Metadata | None = None,
-    pricing: Metadata | None = None,
-    asked: Metadata | None = None,
-    lot: LotSpec | None = None,
-    fresh_key: bool = False,
-) -> Posting:
-    """A posting whose fingerprint is everything it asks for.
-
-    A priced posting passes what the caller ``asked`` (the use, not its price), so a
-    replay matches even after the catalog changed. ``fresh_key``: the key was minted for
-    this request.
-    """
-    return Posting(
-        kind=kind,
-        debit_account_id=debit_account_id,
-        credit_account_id=credit_account_id,
-        amount=amount,
-        app=app,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint(
-            kind,
-            debit_account_id=debit_account_id,
-            credit_account_id=credit_account_id,
-            **(asked or {"amount": amount}),
-            description=description,
-            metadata=metadata,
-            **({} if lot is None else {"lot": _lot_request(lot)}),
-        ),
-        description=description,
-        metadata=metadata,
-        pricing=pricing,
-        lot=lot,
-        fresh_key=fresh_key,
-    )
+EntryOutcome = Transfer | Hold | Settled | Swept | None | CreditsError
 
 
 def _lot_request(lot: LotSpec) -> Metadata:
@@ -268,17 +223,60 @@ def _lot_request(lot: LotSpec) -> Metadata:
     return {"source": lot.source, "expires_at": expires_at, "priority": lot.priority}
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Movement:
+    """A transfer asked for: ``amount`` from the debit account to the credit account, as
+    a ``kind`` of transfer (its operation). Its fingerprint is everything it asks; a
+    priced amount is asked as the ``use`` it was priced from, so a replay matches even
+    after the catalog changed. ``fresh_key``: the key was minted for this request."""
+
+    kind: str = not_asked()
+    debit_account_id: str
+    credit_account_id: str
+    amount: int
+    app: str = not_asked()
+    idempotency_key: str = not_asked()
+    description: str | None = None
+    metadata: Metadata | None = None
+    use: Metadata | None = asked_as_items(instead_of="amount", default=None)
+    lot: LotSpec | None = asked_if_given(_lot_request, default=None)
+    pricing: Metadata | None = not_asked(default=None)
+    fresh_key: bool = not_asked(default=False)
+
+    @property
+    def operation(self) -> str:
+        """The kind of transfer."""
+        return self.kind
+
+    def posting(self) -> Posting:
+        """The engine's entry that writes this transfer."""
+        return Posting(
+            kind=self.kind,
+            debit_account_id=self.debit_account_id,
+            credit_account_id=self.credit_account_id,
+            amount=self.amount,
+            app=self.app,
+            idempotency_key=self.idempotency_key,
+            fingerprint=fingerprint_of(self),
+            description=self.description,
+            metadata=self.metadata,
+            pricing=self.pricing,
+            lot=self.lot,
+            fresh_key=self.fresh_key,
+        )
+
+
 # The entry points
 
 
 async def post(
     conn: AsyncConnection, entries: Sequence[Entry], policy: Policy, now: datetime
-) -> list[Outcome]:
+) -> list[EntryOutcome]:
     """Write a batch; each entry's outcome (or the error that refused it alone), in order."""
     return await _Batch(conn, policy, now).run(entries)
 
 
-async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> Outcome:
+async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> EntryOutcome:
     """A batch of one: its outcome, or its refusal raised."""
     (outcome,) = await post(conn, [entry], policy, now)
     if isinstance(outcome, CreditsError):
@@ -323,16 +321,16 @@ async def open_customer(
     if not await sql.insert_name(conn, account_id, account_id):
         raise AliasTaken(account_id)
     if policy.signup_grant:
-        grant = movement(
-            "grant",
-            SIGNUP,
-            account_id,
-            policy.signup_grant,
+        grant = Movement(
+            kind="grant",
+            debit_account_id=SIGNUP,
+            credit_account_id=account_id,
+            amount=policy.signup_grant,
             app=SYSTEM_APP,
             idempotency_key=f"signup:{account_id}",
             description="sign-up grant",
             lot=LotSpec("signup"),
-        )
+        ).posting()
         await transfer(conn, grant, policy, now)
     return True
 
@@ -443,8 +441,8 @@ class _Batch:
         self.expired: list[ExpiredHold] = []
         self.repeats: list[tuple[int, int]] = []  # (a repeated key's entry, its first's)
 
-    async def run(self, entries: Sequence[Entry]) -> list[Outcome]:
-        outcomes: list[Outcome] = [None] * len(entries)
+    async def run(self, entries: Sequence[Entry]) -> list[EntryOutcome]:
+        outcomes: list[EntryOutcome] = [None] * len(entries)
         names = sorted({name for entry in entries for name in _names(entry)})
         hold_ids = sorted({entry.hold_id for entry in entries if isinstance(entry, HoldEntry)})
         missing = await self._lock(names, hold_ids)
@@ -625,15 +623,15 @@ class _Batch:
             amount = lot.remaining - reserved
             if amount <= 0:
                 continue
-            posting = movement(
-                "expiry",
-                account.id,
-                EXPIRED,
-                amount,
+            posting = Movement(
+                kind="expiry",
+                debit_account_id=account.id,
+                credit_account_id=EXPIRED,
+                amount=amount,
                 app=SYSTEM_APP,
                 idempotency_key=f"expiry:{lot.id}:{lot.remaining}",
                 description="credits expired",
-            )
+            ).posting()
             postings.append(replace(posting, first_lot=lot.id, system=True, forced=True))
         return postings
 
@@ -642,7 +640,7 @@ class _Batch:
     def _claim(
         self,
         entries: Sequence[Entry],
-        outcomes: list[Outcome],
+        outcomes: list[EntryOutcome],
         first_of: dict[tuple[str, str, str], int],
         stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]],
     ) -> list[int]:
@@ -666,7 +664,7 @@ class _Batch:
                 self.repeats.append((index, first_of[key]))
         return left
 
-    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> Outcome:
+    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> EntryOutcome:
         """The stored result of an earlier identical request, or a conflict if it differed."""
         key = _key(entry)
         assert key is not None
@@ -677,7 +675,7 @@ class _Batch:
             return Settled(self.holds[entry.hold_id], found)
         return found
 
-    def _repeat(self, entries: Sequence[Entry], outcomes: list[Outcome]) -> None:
+    def _repeat(self, entries: Sequence[Entry], outcomes: list[EntryOutcome]) -> None:
         """Answer each key repeated within the batch as a later request would be."""
         for index, first in self.repeats:
             entry, outcome = entries[index], outcomes[first]
@@ -695,7 +693,7 @@ class _Batch:
 
     # 4. Applying entries
 
-    def _apply(self, entry: Entry, swept: dict[str, Swept]) -> Outcome:
+    def _apply(self, entry: Entry, swept: dict[str, Swept]) -> EntryOutcome:
         try:
             if isinstance(entry, Posting):
                 return self._transfer(entry)
@@ -1027,7 +1025,7 @@ def _spenders(entry: Entry) -> list[str]:
 
 
 def _first_keys(
-    entries: Sequence[Entry], outcomes: list[Outcome]
+    entries: Sequence[Entry], outcomes: list[EntryOutcome]
 ) -> dict[tuple[str, str, str], int]:
     """Each key the batch's entries carry (``(table, app, key)``), and its first entry."""
     first_of: dict[tuple[str, str, str], int] = {}

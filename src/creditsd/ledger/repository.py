@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Row,
     delete,
     func,
     select,
@@ -17,13 +16,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.db import is_sqlite
+from creditsd.kit.db import is_sqlite
+from creditsd.kit.rows import AnyRow, insert_or_skip
 from creditsd.ledger import statements
 from creditsd.ledger.models import Account, DaySpend, Transfer
 from creditsd.ledger.statements import TRANSFER_COLUMNS
 from creditsd.tables import account_freezes, account_names, accounts, holds, transfers
-
-AnyRow = Row[*tuple[Any, ...]]
 
 _A = accounts.c
 _T = transfers.c
@@ -224,7 +222,7 @@ async def add_freeze(
     conn: AsyncConnection, account_id: str, holder: str, reason: str | None, now: datetime
 ) -> bool:
     """Record ``holder``'s freeze of an account; False when it held one already."""
-    insert = statements.insert_or_skip(conn)
+    insert = insert_or_skip(conn)
     result = await conn.execute(
         insert(account_freezes)
         .values(account_id=account_id, holder=holder, reason=reason, created_at=now)

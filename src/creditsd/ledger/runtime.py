@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Protocol
 
 from creditsd.config import Settings
+from creditsd.kit.money import Money
 from creditsd.ledger.posting import Policy
-from creditsd.money import Money
 
 
 class Runtime(Protocol):

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
-from creditsd.fields import check_metadata
+from creditsd.kit.fields import check_metadata
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
@@ -34,9 +34,9 @@ from creditsd.ledger.models import (
     available,
     check_account_id,
 )
-from creditsd.ledger.posting import Policy, Posting, movement
+from creditsd.ledger.posting import Movement, Policy, Posting
 
-__all__ = ["SYSTEM_APP", "Policy", "Posting", "check_account_id", "movement"]
+__all__ = ["SYSTEM_APP", "Movement", "Policy", "Posting", "check_account_id"]
 
 OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
 
@@ -199,17 +199,14 @@ async def open_account(
                 now=now,
             )
         if spec.initial_grant:
-            await grant(
-                conn,
-                existing,
-                spec.initial_grant,
-                policy,
-                now,
-                actor=actor,
+            initial = Grant(
+                account_id=existing,
+                amount=spec.initial_grant,
                 app=SYSTEM_APP,
                 idempotency_key=f"initial:{existing}",
                 reason="initial grant",
             )
+            await grant(conn, initial, policy, now, actor=actor)
     else:
         await _update_settings(conn, existing, spec, policy, now, actor=actor)
     for alias in spec.aliases:
@@ -312,48 +309,108 @@ async def postpone_lapse(
         await repo.update_account(conn, account_id, {"lots_expire_at": soonest}, now)
 
 
-async def grant(
-    conn: AsyncConnection,
-    account_id: str,
-    amount: int,
-    policy: Policy,
-    now: datetime,
-    *,
-    actor: str,
-    app: str,
-    idempotency_key: str,
-    reason: str | None,
-    metadata: Metadata | None = None,
-    lot: LotSpec | None = None,
-) -> Transfer:
-    """Give an account credits from ``@grants`` (a promotion unless ``lot`` says otherwise).
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """Credits given to an account from ``@grants``, in a lot (a promotion unless ``lot``
+    says otherwise)."""
 
-    An admin action, so it is audited.
-    """
-    check_account_id(account_id)
-    transfer = await post_transfer(
-        conn,
-        movement(
-            "grant",
-            GRANTS,
-            account_id,
-            amount,
-            app=app,
-            idempotency_key=idempotency_key,
-            description=reason,
-            metadata=metadata,
-            lot=lot,
-        ),
-        policy,
-        now,
-    )
+    account_id: str
+    amount: int
+    app: str
+    idempotency_key: str
+    reason: str | None = None
+    metadata: Metadata | None = None
+    lot: LotSpec | None = None
+
+    def posting(self) -> Posting:
+        """The engine's entry for this grant."""
+        return Movement(
+            kind="grant",
+            debit_account_id=GRANTS,
+            credit_account_id=self.account_id,
+            amount=self.amount,
+            app=self.app,
+            idempotency_key=self.idempotency_key,
+            description=self.reason,
+            metadata=self.metadata,
+            lot=self.lot,
+        ).posting()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjustment:
+    """A correction of ``change`` minor units against ``@adjustments``: a credit when
+    positive, a debit when negative, which goes on whatever the account's status (an
+    operator's correction) but never past what the account can spend."""
+
+    account_id: str
+    change: int
+    app: str
+    idempotency_key: str
+    reason: str
+
+    def posting(self) -> Posting:
+        """The engine's entry for this adjustment."""
+        credit = self.change > 0
+        moved = Movement(
+            kind="adjustment",
+            debit_account_id=ADJUSTMENTS if credit else self.account_id,
+            credit_account_id=self.account_id if credit else ADJUSTMENTS,
+            amount=abs(self.change),
+            app=self.app,
+            idempotency_key=self.idempotency_key,
+            description=self.reason,
+        ).posting()
+        return moved if credit else replace(moved, system=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Charge:
+    """An account's credits spent (to ``@revenue``): ``amount``, or a priced amount with
+    its breakdown (``pricing``) and the ``use`` it was priced from. ``fresh_key``: the key
+    was minted for this request."""
+
+    account_id: str
+    amount: int
+    app: str
+    idempotency_key: str
+    description: str | None = None
+    metadata: Metadata | None = None
+    pricing: Metadata | None = None
+    use: Metadata | None = None
+    fresh_key: bool = False
+
+    def posting(self) -> Posting:
+        """The engine's entry for this charge."""
+        check_account_id(self.account_id)
+        return Movement(
+            kind="charge",
+            debit_account_id=self.account_id,
+            credit_account_id=REVENUE,
+            amount=self.amount,
+            app=self.app,
+            idempotency_key=self.idempotency_key,
+            description=self.description,
+            metadata=self.metadata,
+            pricing=self.pricing,
+            use=self.use,
+            fresh_key=self.fresh_key,
+        ).posting()
+
+
+async def grant(
+    conn: AsyncConnection, request: Grant, policy: Policy, now: datetime, *, actor: str
+) -> Transfer:
+    """Write a grant (an admin action, so it is audited)."""
+    check_account_id(request.account_id)
+    transfer = await post_transfer(conn, request.posting(), policy, now)
     if not transfer.replayed:
         await audit.record(
             conn,
             actor=actor,
             action="grant",
             target=transfer.credit_account_id,
-            before={"balance": (transfer.credit_balance_after or 0) - amount},
+            before={"balance": (transfer.credit_balance_after or 0) - request.amount},
             after={"balance": transfer.credit_balance_after, "transfer_id": transfer.id},
             now=now,
         )
@@ -361,48 +418,11 @@ async def grant(
 
 
 async def adjust(
-    conn: AsyncConnection,
-    account_id: str,
-    change: int,
-    policy: Policy,
-    now: datetime,
-    *,
-    actor: str,
-    app: str,
-    idempotency_key: str,
-    reason: str,
+    conn: AsyncConnection, request: Adjustment, policy: Policy, now: datetime, *, actor: str
 ) -> Transfer:
-    """Correct an account by ``change`` minor units against ``@adjustments``: a credit
-    when positive, a debit when negative (audited).
-
-    A debit goes on whatever the account's status, as an operator's correction, but never
-    past what the account can spend.
-    """
-    check_account_id(account_id)
-    if change > 0:
-        posting = movement(
-            "adjustment",
-            ADJUSTMENTS,
-            account_id,
-            change,
-            app=app,
-            idempotency_key=idempotency_key,
-            description=reason,
-        )
-    else:
-        posting = replace(
-            movement(
-                "adjustment",
-                account_id,
-                ADJUSTMENTS,
-                -change,
-                app=app,
-                idempotency_key=idempotency_key,
-                description=reason,
-            ),
-            system=True,
-        )
-    transfer = await post_transfer(conn, posting, policy, now)
+    """Write an adjustment (audited, its reason with it)."""
+    check_account_id(request.account_id)
+    transfer = await post_transfer(conn, request.posting(), policy, now)
     if not transfer.replayed:
         balance = transfer.balance_after(transfer.customer_account_id)
         await audit.record(
@@ -410,8 +430,8 @@ async def adjust(
             actor=actor,
             action="adjustment",
             target=transfer.customer_account_id,
-            before={"balance": None if balance is None else balance - change},
-            after={"balance": balance, "transfer_id": transfer.id, "reason": reason},
+            before={"balance": None if balance is None else balance - request.change},
+            after={"balance": balance, "transfer_id": transfer.id, "reason": request.reason},
             now=now,
         )
     return transfer
@@ -505,35 +525,6 @@ def _changed(these: dict[str, Any], others: dict[str, Any]) -> dict[str, Any]:
 async def ledger_total(conn: AsyncConnection) -> int:
     """Stored customer balances plus derived system balances: zero in a sound ledger."""
     return await repo.stored_customer_total(conn) + sum((await repo.system_balances(conn)).values())
-
-
-def charge_posting(
-    account_id: str,
-    amount: int,
-    *,
-    app: str,
-    idempotency_key: str,
-    description: str | None,
-    metadata: Metadata | None = None,
-    pricing: Metadata | None = None,
-    asked: Metadata | None = None,
-    fresh_key: bool = False,
-) -> Posting:
-    """The posting that spends an account's credits (to ``@revenue``)."""
-    check_account_id(account_id)
-    return movement(
-        "charge",
-        account_id,
-        REVENUE,
-        amount,
-        app=app,
-        idempotency_key=idempotency_key,
-        description=description,
-        metadata=metadata,
-        pricing=pricing,
-        asked=asked,
-        fresh_key=fresh_key,
-    )
 
 
 async def account_transactions(

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from operator import attrgetter, itemgetter
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy import JSON, Table, and_, literal_column, or_, select
@@ -26,9 +26,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
-from creditsd import sqlite as sqlite_driver
-from creditsd.db import RetryTransaction, is_sqlite
+from creditsd.kit import jsonio
+from creditsd.kit import sqlite as sqlite_driver
+from creditsd.kit.db import RetryTransaction, is_sqlite
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
 from creditsd.tables import (
     Timestamp,
@@ -41,9 +41,6 @@ from creditsd.tables import (
     proxy_keys,
     transfers,
 )
-
-if TYPE_CHECKING:
-    from creditsd.ledger.posting import _Account
 
 _A = accounts.c
 _T = transfers.c
@@ -120,6 +117,16 @@ _MESSAGE_FIELDS = (
 Message = dict[str, Any]  # an outbox row: every column _MESSAGE_FIELDS names
 
 
+class MovedAccount(Protocol):
+    """An account's figures as a batch leaves them, to be stored."""
+
+    id: str
+    balance: int
+    held: int
+    debt: int
+    lots_expire_at: datetime | None
+
+
 @dataclass(frozen=True, slots=True)
 class Written:
     """What a batch stores after its claim, in one trip to the database."""
@@ -129,7 +136,7 @@ class Written:
     transfers: Sequence[tuple[Transfer, str]]  # each with its fingerprint: the claims
     settled: Sequence[Hold]  # stored holds the batch changed, as they are now
     keys: Sequence[tuple[str, int]]  # (proxy key id, what it has spent now)
-    accounts: Sequence[_Account]
+    accounts: Sequence[MovedAccount]
     lowered: list[tuple[str, int]]  # (lot id, what is left in it)
     lots: list[dict[str, Any]]  # new lots, every column
     spends: list[dict[str, Any]]  # transfer_id, lot_id, amount
@@ -1010,8 +1017,3 @@ _POSTGRES = PostgresStatements()
 def of(conn: AsyncConnection) -> Statements:
     """The statements for the database behind ``conn``."""
     return _SQLITE if is_sqlite(conn.dialect) else _POSTGRES
-
-
-def insert_or_skip(conn: AsyncConnection) -> Callable[[Table], Any]:
-    """This database's ``INSERT … ON CONFLICT DO NOTHING`` constructor."""
-    return of(conn).insert_or_skip

@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from creditsd.config import DatabaseSettings
-from creditsd.db import create_engine, is_sqlite
+from creditsd.kit.db import create_engine, is_sqlite
 
 HERE = Path(__file__).parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from creditsd.db import is_sqlite
+from creditsd.kit.db import is_sqlite
 from creditsd.tables import metadata
 
 connection = context.config.attributes["connection"]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import SUBSCRIPTIONS, Transfer
 
@@ -23,7 +23,7 @@ async def grant_allowance(
     plan_id: str,
     credits: int,
     period: tuple[datetime, datetime],
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
 ) -> Transfer | None:
     """Grant a plan's credits for one billing period, once however often it is reported.
@@ -40,27 +40,27 @@ async def grant_allowance(
     start, end = (moment.astimezone(UTC) for moment in period)
     if end <= now or end <= start:
         return None
-    account_id = await ledger.resolve_account(conn, account_name, policy, now)
+    account_id = await ledger_service.resolve_account(conn, account_name, policy, now)
     key = period_key(plan_id, account_id, start)
     await ledger_repo.get_account_row(conn, account_id, lock=True)
-    granted = await ledger_repo.find_transfer_by_key(conn, ledger.SYSTEM_APP, key)
+    granted = await ledger_repo.find_transfer_by_key(conn, ledger_service.SYSTEM_APP, key)
     if granted is not None:
         transfer, _fingerprint = granted
-        await ledger.postpone_lapse(conn, account_id, transfer.id, end, now)
+        await ledger_service.postpone_lapse(conn, account_id, transfer.id, end, now)
         return transfer
-    return await ledger.post_transfer(
+    return await ledger_service.post_transfer(
         conn,
-        ledger.movement(
-            "grant",
-            SUBSCRIPTIONS,
-            account_id,
-            credits,
-            app=ledger.SYSTEM_APP,
+        ledger_service.Movement(
+            kind="grant",
+            debit_account_id=SUBSCRIPTIONS,
+            credit_account_id=account_id,
+            amount=credits,
+            app=ledger_service.SYSTEM_APP,
             idempotency_key=key,
             description=f"{plan_id} allowance",
             metadata={"plan": plan_id, "period_start": start.isoformat()},
             lot=LotSpec("subscription", expires_at=end, reference=f"plan:{plan_id}"),
-        ),
+        ).posting(),
         policy,
         now,
     )

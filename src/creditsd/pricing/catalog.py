@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_HALF_UP, ROUND_UP, Decimal, localcontext
 from typing import Any
 
-from creditsd.errors import InvalidRequest
-from creditsd.money import INT64_MAX, Money, plain
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.money import INT64_MAX, Money, plain
 from creditsd.price_settings import (
     MAX_QUANTITY_PLACES,
     TOKEN_KINDS,

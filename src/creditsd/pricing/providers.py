@@ -14,8 +14,8 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from creditsd.errors import InvalidRequest
-from creditsd.fields import WholeNumber
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.fields import WholeNumber
 from creditsd.price_settings import MAX_TOKENS
 from creditsd.pricing.catalog import TokenUse, ttl_counts
 

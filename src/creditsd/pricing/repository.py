@@ -8,8 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.repository import AnyRow
-from creditsd.ledger.statements import insert_or_skip
+from creditsd.kit.rows import AnyRow, insert_or_skip
 from creditsd.tables import price_catalogs
 
 _P = price_catalogs.c

@@ -11,11 +11,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import jsonio
 from creditsd.audit import repository as audit
-from creditsd.ledger.models import Page
-from creditsd.ledger.repository import AnyRow
-from creditsd.pagination import decode_id_cursor, encode_cursor
+from creditsd.kit import jsonio
+from creditsd.kit.pagination import Page, decode_id_cursor, encode_cursor
+from creditsd.kit.rows import AnyRow
 from creditsd.price_settings import PricingSettings
 from creditsd.pricing import repository as repo
 from creditsd.pricing.catalog import Catalog

@@ -35,7 +35,9 @@ from creditsd.version import VERSION
 
 READ_AHEAD = 256 << 10  # unread bytes of an answer past which its socket waits for the reader
 MAX_IDLE = 256  # idle connections kept per origin
-IDLE_SECONDS = 60.0  # an idle connection older than this is closed, not reused (as httpx)
+# An idle connection older than this is closed, not reused (as the httpx client this
+# replaced was set).
+IDLE_SECONDS = 60.0
 USER_AGENT = f"creditsd/{VERSION}"
 
 Origin = tuple[str, str, int]  # scheme, host, port

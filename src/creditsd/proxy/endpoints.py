@@ -20,19 +20,19 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from creditsd import jsonio
 from creditsd.api.auth import LedgerDep
 from creditsd.api.errors import error_responses, openai_error
 from creditsd.api.http import ExactJSONResponse, InvalidJSON, bounded_body
 from creditsd.api.observe import STARTED_SCOPE
-from creditsd.errors import CreditsError
 from creditsd.inprocess import Ledger
+from creditsd.kit import jsonio
+from creditsd.kit.errors import CreditsError
 from creditsd.pricing.catalog import TokenUse
 from creditsd.pricing.providers import OpenAIEmbeddingsUsage, OpenAIResponsesUsage
 from creditsd.proxy import embeddings, responses, service
 from creditsd.proxy.connections import Answer, UpstreamClient, UpstreamError
 from creditsd.proxy.payers import Paying, Reader
-from creditsd.proxy.service import Call, Outcome
+from creditsd.proxy.service import Call, CallEnd
 from creditsd.proxy.streams import Relay, RelayedStream
 
 log = logging.getLogger("creditsd.proxy")
@@ -83,15 +83,6 @@ async def chat_completions(
     started, body, payload = await _arrived(request, ledger)
     service.priced_model(await ledger.catalog(), payload)
     asked = service.chat_call(payload, body, ledger.settings.proxy.default_max_tokens)
-    keep_usage = False
-    if asked.streamed:
-        options = payload.get("stream_options")
-        options = options if isinstance(options, dict) else {}
-        accounting = payload.get("usage")  # OpenRouter's way of asking: {"include": true}
-        keep_usage = options.get("include_usage") is True or (
-            isinstance(accounting, dict) and accounting.get("include") is True
-        )
-        payload["stream_options"] = {**options, "include_usage": True}
     call = await service.open_call(
         ledger,
         payer,
@@ -101,7 +92,7 @@ async def chat_completions(
         choices=asked.choices,
     )
     service.limit_output(payload, call.cap)
-    answered = _answering(call, Relay(keep_usage), streamed=asked.streamed)
+    answered = _answering(call, Relay(asked.usage_asked), streamed=asked.streamed)
     return await _forward(request, call, "/chat/completions", payload, answered)
 
 
@@ -162,7 +153,7 @@ async def create_embeddings(request: Request, ledger: LedgerDep, payer: Paying) 
         count = len(data) if isinstance(data, list) else 0
         usage = result.get("usage")
         return Answered(
-            _whole(body, call), lambda: call.settle_embeddings(Outcome.COMPLETED, usage, count)
+            _whole(body, call), lambda: call.settle_embeddings(CallEnd.COMPLETED, usage, count)
         )
 
     return await _forward(request, call, "/embeddings", payload, answered)
@@ -188,7 +179,7 @@ async def image_generations(request: Request, ledger: LedgerDep, payer: Paying) 
         body, generated = await _read(answer, ledger.settings.proxy.max_answer_bytes)
         images = generated.get("data") if isinstance(generated, dict) else None
         count = len(images) if isinstance(images, list) else 0
-        return Answered(_whole(body, call), lambda: call.settle_images(Outcome.COMPLETED, count))
+        return Answered(_whole(body, call), lambda: call.settle_images(CallEnd.COMPLETED, count))
 
     return await _forward(request, call, "/images/generations", payload, answered)
 
@@ -206,7 +197,7 @@ def _answering(
         whole = whole if isinstance(whole, dict) else {}
         usage, delivered = whole.get("usage"), relay.answer_chars(whole)
         return Answered(
-            _whole(body, call), lambda: call.settle(Outcome.COMPLETED, usage, delivered)
+            _whole(body, call), lambda: call.settle(CallEnd.COMPLETED, usage, delivered)
         )
 
     return answered
@@ -269,23 +260,23 @@ async def _forward(
     except UpstreamError as exc:
         log.warning("upstream failed: %s", exc)
         failed = openai_error(502, "upstream_unavailable", "the model provider did not answer")
-        return Answered(failed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
+        return Answered(failed, lambda: call.settle(CallEnd.UPSTREAM_ERROR, None))
     except AnswerTooLarge:
         log.warning("an upstream answer passed [proxy] max_answer_bytes; not passed on")
         message = "the model provider's answer is larger than this proxy passes on"
         failed = openai_error(502, "upstream_answer_too_large", message)
-        return Answered(failed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
+        return Answered(failed, lambda: call.settle(CallEnd.UPSTREAM_ERROR, None))
     except BaseException:
-        await asyncio.shield(call.settle(Outcome.UPSTREAM_ERROR, None))
+        await asyncio.shield(call.settle(CallEnd.UPSTREAM_ERROR, None))
         raise
     if answer.status_code in _OURS:  # creditsd's own key or account: not the client's doing
         log.error("the upstream refused creditsd's call (HTTP %d)", answer.status_code)
         refused = openai_error(502, "upstream_refused", "the model provider refused the call")
-        return Answered(refused, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
+        return Answered(refused, lambda: call.settle(CallEnd.UPSTREAM_ERROR, None))
     headers = {name: answer.headers[name] for name in _PASSED_ON if name in answer.headers}
     headers.update(_headers(call))
     passed = Response(body, answer.status_code, headers=headers, media_type="application/json")
-    return Answered(passed, lambda: call.settle(Outcome.UPSTREAM_ERROR, None))
+    return Answered(passed, lambda: call.settle(CallEnd.UPSTREAM_ERROR, None))
 
 
 class Answered(Response):

@@ -25,12 +25,12 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials
 
 from creditsd.api.auth import API_KEY, KeyCache, admit, bearer, ledger_of
-from creditsd.errors import CreditsError, RateLimited, Unauthenticated
 from creditsd.keys.service import ApiKey
+from creditsd.kit.errors import CreditsError, RateLimited, Unauthenticated
 from creditsd.ledger.errors import WrongAccount
-from creditsd.proxy.keys import service as proxy_keys
-from creditsd.proxy.keys.models import ProxyKey
 from creditsd.proxy.ratelimit import RateLimiter
+from creditsd.proxy_keys import service as proxy_keys
+from creditsd.proxy_keys.models import ProxyKey
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 

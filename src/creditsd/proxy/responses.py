@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
 from creditsd.pricing.catalog import TokenUse
 from creditsd.proxy.service import (
     MAX_CAP,

@@ -23,9 +23,9 @@ no usage reported             what was delivered
 "What was delivered" is the input's offline estimate plus the output's characters relayed
 to the client (of a stream hung up on, those that reached it) over ``CHARS_PER_TOKEN``. A
 stream is settled when the upstream's stream ends, however far its client has read
-(:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and a stream's
-is extended every half of that until then, so a crashed process's holds expire and are
-released by the sweeper.
+(:mod:`creditsd.proxy.streams`). The hold lasts ``[proxy] hold_seconds``, and every call's
+is extended every half of that until the call is settled, so a crashed process's holds
+expire and are released by the sweeper.
 
 An embeddings call has no output: it is charged its input's usage, or its estimate when
 none came. A charge that rounds to nothing at the ledger's scale is nothing: the hold is
@@ -45,9 +45,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from creditsd import db
 from creditsd.config import ProxySettings
-from creditsd.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.kit import db
+from creditsd.kit.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.kit.repeats import repeats
 from creditsd.ledger.errors import HoldNotOpen, InsufficientCredits
 from creditsd.ledger.models import Hold
 from creditsd.pricing.catalog import Catalog, TokenUse, ZeroPrice
@@ -56,7 +57,6 @@ from creditsd.pricing.providers import (
     OpenAIEmbeddingsUsage,
     OpenAIResponsesUsage,
 )
-from creditsd.repeats import repeats
 
 if TYPE_CHECKING:  # the ledger is handed in by the surface that serves the call
     from creditsd.inprocess import Ledger
@@ -69,7 +69,7 @@ CAPTURE_RETRY_MOST = 5.0  # the longest wait between two tries
 CHARS_PER_TOKEN = 4  # the estimate's rule of thumb: no tokenizer ships offline for every model
 
 
-class Outcome(StrEnum):
+class CallEnd(StrEnum):
     """How a call ended."""
 
     COMPLETED = "completed"
@@ -190,11 +190,13 @@ def streamed(payload: dict[str, Any]) -> bool:
 @dataclass(frozen=True, slots=True)
 class ModelCall:
     """What a model call asks for: its estimate (its input, then ``choices`` outputs of
-    the output cap each) and whether it streams."""
+    the output cap each), whether it streams, and whether its client asked for a stream's
+    usage chunk."""
 
     estimate: TokenUse
     choices: int
     streamed: bool
+    usage_asked: bool = False
 
 
 def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCall:
@@ -208,7 +210,23 @@ def chat_call(payload: dict[str, Any], body: bytes, default_cap: int) -> ModelCa
     use = TokenUse(
         payload["model"], input_tokens=estimate_input_tokens(body), output_tokens=cap * choices
     )
-    return ModelCall(use, choices, streamed(payload))
+    if not streamed(payload):
+        return ModelCall(use, choices, streamed=False)
+    return ModelCall(use, choices, streamed=True, usage_asked=_ask_stream_usage(payload))
+
+
+def _ask_stream_usage(payload: dict[str, Any]) -> bool:
+    """Ask a stream's upstream for its usage chunk, which the call is billed on; whether
+    the client asked for it too (``stream_options.include_usage``, or OpenRouter's
+    ``usage.include``), so that it reaches the client."""
+    options = payload.get("stream_options")
+    options = options if isinstance(options, dict) else {}
+    accounting = payload.get("usage")
+    asked = options.get("include_usage") is True or (
+        isinstance(accounting, dict) and accounting.get("include") is True
+    )
+    payload["stream_options"] = {**options, "include_usage": True}
+    return asked
 
 
 def limit_output(payload: dict[str, Any], cap: int) -> None:
@@ -278,18 +296,18 @@ class Call:
             except (CreditsError, *db.OUTAGES) as exc:
                 repeats.say(log, f"a call's hold could not be extended: {db.described(exc)}")
 
-    async def settle(self, outcome: Outcome, usage: Any, delivered_chars: int = 0) -> None:
+    async def settle(self, outcome: CallEnd, usage: Any, delivered_chars: int = 0) -> None:
         """Capture what a chat call costs by the rules above (``delivered_chars``: the
         output characters it delivered), releasing the rest; or release it all when it
         costs nothing. Never raises (see :meth:`_charge`)."""
         await self._charge(outcome, *self._cost(usage, delivered_chars))
 
-    async def settle_images(self, outcome: Outcome, images: int) -> None:
+    async def settle_images(self, outcome: CallEnd, images: int) -> None:
         """Capture the images an image call generated, apiece; none cost nothing."""
         use = TokenUse(self.model, images=images) if images else None
         await self._charge(outcome, use, "images" if images else "nothing")
 
-    async def settle_embeddings(self, outcome: Outcome, usage: Any, embeddings: int) -> None:
+    async def settle_embeddings(self, outcome: CallEnd, usage: Any, embeddings: int) -> None:
         """Capture the input tokens an embeddings call used, as the upstream counted them,
         else as estimated; a call that returned no embedding costs nothing."""
         if not embeddings:
@@ -300,7 +318,7 @@ class Call:
             use, billed_on = TokenUse(self.model, input_tokens=self.prompt_tokens), "estimate"
         await self._charge(outcome, use, billed_on)
 
-    async def _charge(self, outcome: Outcome, use: TokenUse | None, billed_on: str) -> None:
+    async def _charge(self, outcome: CallEnd, use: TokenUse | None, billed_on: str) -> None:
         """Settle once the upstream is done with the call, the client having its answer:
         nobody is left to tell of a failure, so none is raised. A capture the database
         cannot take now is retried until it can, the hold kept alive meanwhile; one that

@@ -20,9 +20,9 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from creditsd import jsonio
+from creditsd.kit import jsonio
 from creditsd.proxy.connections import Answer
-from creditsd.proxy.service import Call, Outcome
+from creditsd.proxy.service import Call, CallEnd
 
 log = logging.getLogger("creditsd.proxy")
 
@@ -324,10 +324,10 @@ class RelayedStream(Response):
         await asyncio.wait({reading})
         await self.answer.aclose()  # an upstream hung up on hears it now
         if self.broke_off or self.relay.failed:
-            outcome = Outcome.UPSTREAM_ERROR
+            outcome = CallEnd.UPSTREAM_ERROR
         elif self.hung_up:
-            outcome = Outcome.CLIENT_DISCONNECTED
+            outcome = CallEnd.CLIENT_DISCONNECTED
         else:
-            outcome = Outcome.COMPLETED
+            outcome = CallEnd.COMPLETED
         delivered = self.sent_chars if reading.cancelled() else self.read_chars
         await self.call.settle(outcome, self.relay.usage, delivered)

@@ -19,8 +19,8 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.config import PackSettings
-from creditsd.errors import InvalidEvent, InvalidSignature
-from creditsd.inbox import Outcome
+from creditsd.inbox import Handled
+from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import service
 from creditsd.stripe.errors import (
@@ -30,7 +30,7 @@ from creditsd.stripe.errors import (
     UnknownPack,
 )
 from creditsd.stripe.events import EventEnvelope
-from creditsd.stripe.service import Event
+from creditsd.stripe.service import StripeEvent
 
 log = logging.getLogger("creditsd.stripe")
 
@@ -61,7 +61,7 @@ class CheckoutState:
 
 
 class StripeBilling:
-    """Checkout, webhooks and reconciliation for one ledger."""
+    """Checkout and webhooks for one ledger."""
 
     def __init__(self, ledger: Runtime) -> None:
         self.ledger = ledger
@@ -184,7 +184,7 @@ class StripeBilling:
 
     # Webhooks
 
-    def verify(self, payload: bytes, signature: str | None) -> Event:
+    def verify(self, payload: bytes, signature: str | None) -> StripeEvent:
         """The event a webhook carries, once its ``Stripe-Signature`` checks out and its body
         has the shape of an event (any field beyond ``id``, ``type``, ``livemode`` and
         ``data.object`` is kept as sent)."""
@@ -200,7 +200,7 @@ class StripeBilling:
         except (stripe.SignatureVerificationError, ValueError) as exc:
             raise InvalidSignature from exc
         try:
-            event: Event = json.loads(payload)
+            event: StripeEvent = json.loads(payload)
         except ValueError as exc:
             raise InvalidEvent("the body is not JSON") from exc
         try:
@@ -211,12 +211,12 @@ class StripeBilling:
             raise InvalidEvent(f"not a Stripe event: {where}: {problem['msg']}") from exc
         return event
 
-    def mode_mismatch(self, event: Event) -> bool:
+    def mode_mismatch(self, event: StripeEvent) -> bool:
         """Whether the event's ``livemode`` differs from the configured key's mode."""
         mode = self.settings.livemode
         return mode is not None and event["livemode"] is not mode
 
-    async def ask(self, event: Event) -> service.Asked:
+    async def ask(self, event: StripeEvent) -> service.Asked:
         """What handling the event needs from Stripe's API (a paid session's line items, the
         payment behind an invoice sent without it), asked outside any transaction."""
         kind, item = event["type"], event["data"]["object"]
@@ -236,19 +236,18 @@ class StripeBilling:
         return service.Asked()
 
     async def handle(
-        self, conn: AsyncConnection, event: Event, asked: service.Asked, now: datetime
-    ) -> Outcome:
+        self, conn: AsyncConnection, event: StripeEvent, asked: service.Asked, now: datetime
+    ) -> Handled:
         """What one verified event does to the ledger, in the transaction that marks it
         handled (``asked``: what :meth:`ask` learned from Stripe beforehand)."""
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
             if item.get("mode") != "payment":
-                return Outcome("not_a_pack_purchase", notes={"session": item.get("id")})
+                return Handled("not_a_pack_purchase", notes={"session": item.get("id")})
             if not _paid_pack_session(event):
-                return Outcome("awaiting_payment", notes={"session": item.get("id")})
-            return await service.record_purchase(
-                conn,
+                return Handled("awaiting_payment", notes={"session": item.get("id")})
+            paid = service.Purchase(
                 payment_id=item.get("payment_intent") or item["id"],
                 account=item.get("client_reference_id")
                 or (item.get("metadata") or {}).get("creditsd_account"),
@@ -258,17 +257,15 @@ class StripeBilling:
                 priced=service.price_items(asked.lines, settings),
                 event_id=event["id"],
                 session_id=item["id"],
-                settings=settings,
-                policy=policy,
-                now=now,
             )
+            return await service.record_purchase(conn, paid, settings, policy, now)
         if kind == "payment_intent.succeeded":
             return await service.confirm_payment(conn, item["id"], now)
         if kind in service.MONEY_BACK:
             return await service.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == service.INVOICE_PAID:
             return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
-        return Outcome("ignored")
+        return Handled("ignored")
 
 
 def unreachable(exc: BaseException) -> str:
@@ -316,7 +313,7 @@ async def _none_if_missing(request: Any) -> Any:
         raise
 
 
-def _paid_pack_session(event: Event) -> bool:
+def _paid_pack_session(event: StripeEvent) -> bool:
     """A Checkout Session event whose one-off payment is complete."""
     session = event["data"]["object"]
     return (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from creditsd.errors import CreditsError, InvalidRequest, Unavailable
+from creditsd.kit.errors import CreditsError, InvalidRequest, Unavailable
 
 
 class StripeNotConfigured(Unavailable):

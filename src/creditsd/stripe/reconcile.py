@@ -1,4 +1,5 @@
-"""Stripe events against ledger transfers: every mismatch, for ``creditsd stripe reconcile``."""
+"""Stripe events against ledger transfers: every mismatch, for ``creditsd stripe reconcile``
+and the console's reconciliation page."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ async def reconcile(conn: AsyncConnection, now: datetime) -> list[Mismatch]:
     """Compare handled Stripe events, recorded payments and Stripe-made transfers; list
     the refunds and disputes still kept for their purchase."""
     found: list[Mismatch] = []
-    events: dict[str, inbox.Event] = {}
+    events: dict[str, inbox.StoredEvent] = {}
     async for page in inbox.pages(conn, SOURCE):
         events.update((event.event_id, event) for event in page)
     transfers = {t.id: t for t in await ledger_repo.transfers_of_app(conn, STRIPE_APP)}
@@ -124,7 +125,7 @@ async def reconcile(conn: AsyncConnection, now: datetime) -> list[Mismatch]:
     return found
 
 
-def _kept(event: inbox.Event, payment_id: str, now: datetime) -> Mismatch:
+def _kept(event: inbox.StoredEvent, payment_id: str, now: datetime) -> Mismatch:
     """A refund or dispute kept for its payment's purchase: waiting within Stripe's
     retries, missing past them."""
     at = f"{event.received_at:%Y-%m-%d %H:%M} UTC"

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger.statements import insert_or_skip
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import stripe_customers, stripe_early_events, stripe_payments
 
 _C = stripe_customers.c

@@ -17,14 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import inbox
 from creditsd.audit import repository as audit
 from creditsd.config import Settings
-from creditsd.inbox import Outcome
+from creditsd.inbox import Handled
+from creditsd.kit.money import Money
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger
-from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
+from creditsd.ledger import service as ledger_service
+from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict, not_active
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import STRIPE, Metadata
-from creditsd.money import Money
 from creditsd.plans.service import grant_allowance
 from creditsd.stripe import repository as repo
 
@@ -34,7 +34,8 @@ STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
 SOURCE = "stripe"  # Stripe's events in the webhook inbox
 INVOICE_PAID = "invoice.payment_succeeded"
 
-Event = dict[str, Any]
+StripeEvent = dict[str, Any]  # an event as Stripe sends it
+StripeObject = dict[str, Any]  # an object an event carries: a session, charge, invoice…
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,71 +89,67 @@ async def _account(
     if not name:
         return None
     try:
-        return await ledger.resolve_account(conn, name, policy, now)
+        return await ledger_service.resolve_account(conn, name, policy, now)
     except AccountNotFound:
         return None
 
 
+async def paying_account(
+    conn: AsyncConnection, account_name: str, policy: ledger_service.Policy, now: datetime
+) -> tuple[str, str | None]:
+    """The account a buyer names (created when the policy allows) and the Stripe customer
+    it pays as, if it has one yet. A frozen or closed account buys nothing (409)."""
+    account_id = await ledger_service.resolve_account(conn, account_name, policy, now)
+    row = await ledger_repo.get_account_row(conn, account_id)
+    if row is not None and row.status != "active":
+        raise not_active(account_id, row.status)
+    return account_id, await repo.customer_of(conn, account_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Purchase:
+    """A paid payment, as a Checkout Session or an invoice reports it: who it names (an
+    account, a Stripe customer), what was paid, and what it bought (``priced``)."""
+
+    payment_id: str
+    account: str | None
+    customer: str | None
+    amount: int
+    currency: str
+    priced: Priced
+    event_id: str
+    session_id: str | None = None
+    invoice_id: str | None = None
+
+
 async def record_purchase(
     conn: AsyncConnection,
-    *,
-    payment_id: str,
-    account: str | None,
-    customer: str | None,
-    amount: int,
-    currency: str,
-    priced: Priced,
-    event_id: str,
-    session_id: str | None = None,
-    invoice_id: str | None = None,
+    purchase: Purchase,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """Grant what a paid payment bought, once per payment, into a ``purchase`` lot; then
     apply the refunds and disputes of the payment that came before it."""
+    payment_id, priced, event_id = purchase.payment_id, purchase.priced, purchase.event_id
+    account, customer = purchase.account, purchase.customer
     notes: Metadata = {"payment": payment_id}
     if priced.unknown_prices:
         notes["ignored_prices"] = priced.unknown_prices
     if not priced.credits:
-        return Outcome("no_known_price", notes=notes)
+        return Handled("no_known_price", notes=notes)
     account_id = await _account(conn, account, customer, policy, now)
     if account_id is None:
-        return Outcome("unknown_account", notes=notes)
+        return Handled("unknown_account", notes=notes)
     payer = await repo.account_of_customer(conn, customer) if customer else None
     if payer is not None and payer != account_id:
-        review = {
-            "event": event_id,
-            "payment": payment_id,
-            "session": session_id,
-            "invoice": invoice_id,
-            "account_named": account_id,
-            "customer": customer,
-            "customer_account": payer,
-        }
-        await audit.record(
-            conn,
-            actor=STRIPE_APP,
-            action="stripe.needs_review",
-            target=account_id,
-            before=None,
-            after=review,
-            now=now,
-        )
-        log.warning(
-            "Stripe event %s held for review, nothing granted: it names account %s, but its "
-            "customer %s pays for account %s",
-            event_id,
-            account_id,
-            customer,
-            payer,
-        )
-        return Outcome("needs_review", notes={**notes, **review})
-    posting = ledger.movement(
-        "purchase",
-        STRIPE,
-        account_id,
-        priced.credits,
+        review = await _hold_for_review(conn, purchase, account_id, payer, now)
+        return Handled("needs_review", notes={**notes, **review})
+    posting = ledger_service.Movement(
+        kind="purchase",
+        debit_account_id=STRIPE,
+        credit_account_id=account_id,
+        amount=priced.credits,
         app=STRIPE_APP,
         idempotency_key=f"stripe:payment:{payment_id}",
         description="credit pack purchase",
@@ -161,20 +158,20 @@ async def record_purchase(
             "packs": ", ".join(f"{item['pack']} × {item['quantity']}" for item in priced.items),
         },
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    )
+    ).posting()
     try:
-        transfer = await ledger.post_transfer(conn, posting, policy, now)
+        transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     except IdempotencyConflict:
-        return Outcome("conflicting_payment", notes=notes)
+        return Handled("conflicting_payment", notes=notes)
     await repo.insert_payment(
         conn,
         {
             "id": payment_id,
             "account_id": account_id,
-            "session_id": session_id,
-            "invoice_id": invoice_id,
-            "amount": amount,
-            "currency": currency,
+            "session_id": purchase.session_id,
+            "invoice_id": purchase.invoice_id,
+            "amount": purchase.amount,
+            "currency": purchase.currency,
             "credits": priced.credits,
             "items": priced.items,
             "transfer_id": transfer.id,
@@ -185,51 +182,94 @@ async def record_purchase(
     if customer:
         await repo.remember_customer(conn, account_id, customer, now)
     if transfer.replayed:
-        return Outcome("already_granted", [transfer.id], notes)
+        return Handled("already_granted", [transfer.id], notes)
     if early := await _apply_early(conn, payment_id, event_id, settings, policy, now):
         notes["applied_early"] = early
-    return Outcome("granted", [transfer.id], notes)
+    return Handled("granted", [transfer.id], notes)
 
 
-async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime) -> Outcome:
+async def _hold_for_review(
+    conn: AsyncConnection, purchase: Purchase, account_id: str, payer: str, now: datetime
+) -> Metadata:
+    """Grant nothing for a purchase that names one account while its Stripe customer pays
+    for another: audit it and warn the operator; what they need to decide."""
+    review: Metadata = {
+        "event": purchase.event_id,
+        "payment": purchase.payment_id,
+        "session": purchase.session_id,
+        "invoice": purchase.invoice_id,
+        "account_named": account_id,
+        "customer": purchase.customer,
+        "customer_account": payer,
+    }
+    await audit.record(
+        conn,
+        actor=STRIPE_APP,
+        action="stripe.needs_review",
+        target=account_id,
+        before=None,
+        after=review,
+        now=now,
+    )
+    log.warning(
+        "Stripe event %s held for review, nothing granted: it names account %s, but its "
+        "customer %s pays for account %s",
+        purchase.event_id,
+        account_id,
+        purchase.customer,
+        payer,
+    )
+    return review
+
+
+async def confirm_payment(conn: AsyncConnection, payment_id: str, now: datetime) -> Handled:
     """``payment_intent.succeeded``: note that Stripe confirmed a payment already granted."""
     payment = await repo.get_payment(conn, payment_id)
     if payment is None:
-        return Outcome("no_purchase", notes={"payment": payment_id})
+        return Handled("no_purchase", notes={"payment": payment_id})
     if payment.confirmed_at is None:
         await repo.update_payment(conn, payment_id, {"confirmed_at": now})
-    return Outcome("confirmed", notes={"payment": payment_id})
+    return Handled("confirmed", notes={"payment": payment_id})
+
+
+@dataclass(frozen=True, slots=True)
+class MoneyBack:
+    """``due`` credits a payment's refund or dispute takes back, under the idempotency
+    ``key``, for a ``reason`` (refund, dispute); ``freezer`` holds the freeze it may lay."""
+
+    payment: Any
+    due: int
+    key: str
+    reason: str
+    freezer: str
 
 
 async def take_back(
     conn: AsyncConnection,
-    payment: Any,
-    due: int,
-    *,
-    key: str,
-    reason: str,
-    freezer: str,
+    back: MoneyBack,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
-    """Claw back ``due`` credits of a payment: from its own lot first, then the others.
+) -> Handled:
+    """Claw back what a refund or dispute takes of a payment: from its own lot first, then
+    the others.
 
     What the account has already spent follows ``[stripe] refund_policy``: taken anyway
     (``allow_negative``: the balance goes below zero and the next credits pay it back),
     left unrecovered with the account frozen by ``freezer`` (``block_account``), or
     written off. The transfer's metadata records the policy and the figures.
     """
+    payment, due, key, reason, freezer = back.payment, back.due, back.key, back.reason, back.freezer
     money: Money = settings.money
     refund_policy = settings.stripe.refund_policy
     account_id = payment.account_id
     notes: Metadata = {"payment": payment.id, "policy": refund_policy}
     if due <= 0:
-        return Outcome("nothing_due", notes=notes)
+        return Handled("nothing_due", notes=notes)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)  # spendable stays so
     if row is None:  # pragma: no cover - payments belong to accounts
         raise AccountNotFound(account_id)
-    held = await ledger.live_held(conn, account_id, row.held, now)
+    held = await ledger_service.live_held(conn, account_id, row.held, now)
     spendable = max(int(row.balance) - held, 0)
     taken = due if refund_policy == "allow_negative" else min(due, spendable)
     short = due - taken
@@ -242,29 +282,29 @@ async def take_back(
     if refund_policy != "allow_negative":
         label = "unrecovered" if refund_policy == "block_account" else "written_off"
         figures[label] = str(money.to_decimal(short))
-    outcome = Outcome("clawed_back", notes={**notes, **figures})
+    outcome = Handled("clawed_back", notes={**notes, **figures})
     if taken:
         lot = await lot_repo.find_by_reference(conn, f"stripe:{payment.id}")
-        posting = ledger.movement(
-            "clawback",
-            account_id,
-            STRIPE,
-            taken,
+        posting = ledger_service.Movement(
+            kind="clawback",
+            debit_account_id=account_id,
+            credit_account_id=STRIPE,
+            amount=taken,
             app=STRIPE_APP,
             idempotency_key=key,
             description=reason,
             metadata={"stripe_payment": payment.id, **figures},
-        )
+        ).posting()
         posting = replace(
             posting,
             first_lot=None if lot is None else lot.id,
             system=True,
             forced=refund_policy == "allow_negative",
         )
-        transfer = await ledger.post_transfer(conn, posting, policy, now)
+        transfer = await ledger_service.post_transfer(conn, posting, policy, now)
         outcome.transfers.append(transfer.id)
     if short and refund_policy == "block_account":
-        await ledger.freeze(
+        await ledger_service.freeze(
             conn,
             account_id,
             now,
@@ -289,22 +329,22 @@ async def money_back(
     conn: AsyncConnection,
     event_id: str,
     kind: str,
-    item: Event,
+    item: StripeObject,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """A refund or a dispute (``MONEY_BACK``) applied to the payment it is about, or kept,
     when that payment's purchase has not arrived yet, to apply with it."""
     if kind == DISPUTE_CLOSED and item.get("status") != "won":
         notes = {"dispute": str(item.get("id") or ""), "status": str(item.get("status"))[:64]}
-        return Outcome("not_won", notes=notes)
+        return Handled("not_won", notes=notes)
     payment_id = _id(item.get("payment_intent"))
     if payment_id is None:  # a charge no payment intent made: creditsd never sold it
-        return Outcome("unknown_payment", notes={"payment": ""})
+        return Handled("unknown_payment", notes={"payment": ""})
     payment = await _payment_or_keep(conn, payment_id, event_id)
     if payment is None:
-        return Outcome("awaiting_purchase", notes={"payment": payment_id})
+        return Handled("awaiting_purchase", notes={"payment": payment_id})
     if kind == REFUNDED:
         return await refund(conn, payment, item, settings, policy, now)
     if kind == DISPUTED:
@@ -339,7 +379,7 @@ async def _apply_early(
     payment_id: str,
     purchase_event: str,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
 ) -> list[str]:
     """Apply the refunds and disputes kept for a payment just recorded, each recorded in
@@ -360,46 +400,39 @@ async def _apply_early(
 async def refund(
     conn: AsyncConnection,
     payment: Any,
-    charge: Event,
+    charge: StripeObject,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """``charge.refunded``: take back credits in proportion to what was refunded so far."""
     payment_id = payment.id
     refunded, charged = int(charge.get("amount_refunded") or 0), int(charge.get("amount") or 0)
     if refunded <= payment.refunded:
-        return Outcome("already_handled", notes={"payment": payment_id})
+        return Handled("already_handled", notes={"payment": payment_id})
     due = share(payment.credits, refunded, charged) - share(
         payment.credits, payment.refunded, charged
     )
     due = min(due, payment.credits - payment.clawed_back)
     await repo.update_payment(conn, payment_id, {"refunded": refunded})
-    return await take_back(
-        conn,
-        payment,
-        due,
-        key=f"stripe:refund:{payment_id}:{refunded}",
-        reason="refund",
-        freezer=f"refund:{payment_id}",
-        settings=settings,
-        policy=policy,
-        now=now,
+    refund = MoneyBack(
+        payment, due, f"stripe:refund:{payment_id}:{refunded}", "refund", f"refund:{payment_id}"
     )
+    return await take_back(conn, refund, settings, policy, now)
 
 
 async def dispute(
     conn: AsyncConnection,
     payment: Any,
-    disputed: Event,
+    disputed: StripeObject,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """``charge.dispute.created``: claw the disputed share back, or freeze the account."""
     freezer = _dispute_freezer(disputed)
     if settings.stripe.dispute_policy == "freeze":
-        await ledger.freeze(
+        await ledger_service.freeze(
             conn,
             payment.account_id,
             now,
@@ -407,38 +440,29 @@ async def dispute(
             actor=STRIPE_APP,
             reason="payment disputed",
         )
-        return Outcome("frozen", notes={"payment": payment.id})
+        return Handled("frozen", notes={"payment": payment.id})
     due = min(
         share(payment.credits, int(disputed.get("amount") or 0), payment.amount),
         payment.credits - payment.clawed_back,
     )
-    return await take_back(
-        conn,
-        payment,
-        due,
-        key=f"stripe:dispute:{disputed.get('id')}",
-        reason="dispute",
-        freezer=freezer,
-        settings=settings,
-        policy=policy,
-        now=now,
-    )
+    dispute = MoneyBack(payment, due, f"stripe:dispute:{disputed.get('id')}", "dispute", freezer)
+    return await take_back(conn, dispute, settings, policy, now)
 
 
 async def reinstate(
     conn: AsyncConnection,
     payment: Any,
-    disputed: Event,
+    disputed: StripeObject,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """``charge.dispute.funds_reinstated``, or ``charge.dispute.closed`` as ``won``: give back
     what the dispute took (its clawback, and its freeze), once for both events."""
     dispute_id = str(disputed.get("id") or "")
     payment_id = payment.id
     notes: Metadata = {"dispute": dispute_id, "payment": payment_id}
-    lifted = await ledger.lift_freeze(
+    lifted = await ledger_service.lift_freeze(
         conn,
         payment.account_id,
         now,
@@ -448,28 +472,28 @@ async def reinstate(
     )
     found = await ledger_repo.find_transfer_by_key(conn, STRIPE_APP, f"stripe:dispute:{dispute_id}")
     if found is None:
-        return Outcome("reinstated" if lifted else "nothing_to_give_back", notes=notes)
+        return Handled("reinstated" if lifted else "nothing_to_give_back", notes=notes)
     clawback, _fingerprint = found
-    posting = ledger.movement(
-        "reversal",
-        STRIPE,
-        payment.account_id,
-        clawback.amount,
+    posting = ledger_service.Movement(
+        kind="reversal",
+        debit_account_id=STRIPE,
+        credit_account_id=payment.account_id,
+        amount=clawback.amount,
         app=STRIPE_APP,
         idempotency_key=f"stripe:dispute_reinstated:{dispute_id}",
         description="dispute won",
         metadata={"stripe_payment": payment_id, "dispute": dispute_id, "reverses": clawback.id},
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    )
-    transfer = await ledger.post_transfer(conn, posting, policy, now)
+    ).posting()
+    transfer = await ledger_service.post_transfer(conn, posting, policy, now)
     if transfer.replayed:
-        return Outcome("already_reinstated", notes=notes)
+        return Handled("already_reinstated", notes=notes)
     due = settings.money.to_minor(Decimal((clawback.metadata or {})["due"]))
     await repo.update_payment(conn, payment_id, {"clawed_back": payment.clawed_back - due})
-    return Outcome("reinstated", [transfer.id], notes)
+    return Handled("reinstated", [transfer.id], notes)
 
 
-def _dispute_freezer(disputed: Event) -> str:
+def _dispute_freezer(disputed: StripeObject) -> str:
     """The holder of the freeze a dispute puts on its account (its won end lifts it)."""
     return f"dispute:{disputed.get('id')}"
 
@@ -478,7 +502,7 @@ def _when(seconds: Any) -> datetime:
     return datetime.fromtimestamp(int(seconds), UTC)
 
 
-def invoice_lines(invoice: Event) -> list[tuple[str, int, dict[str, Any]]]:
+def invoice_lines(invoice: StripeObject) -> list[tuple[str, int, dict[str, Any]]]:
     """``(price_id, quantity, period)`` of each invoice line, in old and new API shapes."""
     lines = []
     for line in (invoice.get("lines") or {}).get("data") or []:
@@ -494,24 +518,24 @@ def invoice_lines(invoice: Event) -> list[tuple[str, int, dict[str, Any]]]:
 
 async def invoice_paid(
     conn: AsyncConnection,
-    invoice: Event,
+    invoice: StripeObject,
     event_id: str,
     asked: Asked,
     settings: Settings,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
-) -> Outcome:
+) -> Handled:
     """``invoice.payment_succeeded``: packs bought by invoice, and subscription periods."""
     customer = invoice.get("customer")
     account = (invoice.get("metadata") or {}).get("creditsd_account")
     lines = invoice_lines(invoice)
-    outcome = Outcome("handled", notes={"invoice": invoice.get("id")})
+    outcome = Handled("handled", notes={"invoice": invoice.get("id")})
     for price_id, _quantity, period in lines:
         if price_id not in settings.plans:
             continue
         account_id = await _account(conn, account, customer, policy, now)
         if account_id is None:
-            return Outcome("unknown_account", notes=outcome.notes)
+            return Handled("unknown_account", notes=outcome.notes)
         credits = settings.money.to_minor(settings.plans[price_id].credits)
         granted = await grant_allowance(
             conn,
@@ -529,8 +553,7 @@ async def invoice_paid(
     ]
     if packs:
         priced = price_items(packs, settings)
-        bought = await record_purchase(
-            conn,
+        paid = Purchase(
             payment_id=invoice_payment(invoice) or asked.invoice_payment or str(invoice.get("id")),
             account=account,
             customer=customer,
@@ -539,23 +562,21 @@ async def invoice_paid(
             priced=priced,
             event_id=event_id,
             invoice_id=invoice.get("id"),
-            settings=settings,
-            policy=policy,
-            now=now,
         )
+        bought = await record_purchase(conn, paid, settings, policy, now)
         outcome.transfers.extend(bought.transfers)
         outcome.notes.update(bought.notes)
     return outcome
 
 
-def needs_invoice_payment(invoice: Event, settings: Settings) -> bool:
+def needs_invoice_payment(invoice: StripeObject, settings: Settings) -> bool:
     """Whether an invoice sells packs but names no payment (API versions from
     2025-03-31.basil leave ``payments`` out of webhooks unless expanded)."""
     sells_packs = any(price not in settings.plans for price, _, _ in invoice_lines(invoice))
     return sells_packs and invoice_payment(invoice) is None
 
 
-def invoice_payment(invoice: Event) -> str | None:
+def invoice_payment(invoice: StripeObject) -> str | None:
     """The payment intent that paid an invoice: ``payment_intent`` in API versions up to
     2024-06-20, its paid ``payments`` (InvoicePayment objects) from 2025-03-31.basil on."""
     if intent := _id(invoice.get("payment_intent")):
@@ -566,7 +587,7 @@ def invoice_payment(invoice: Event) -> str | None:
     return None
 
 
-def invoice_payment_intent(paid: Event) -> str | None:
+def invoice_payment_intent(paid: StripeObject) -> str | None:
     """The payment intent of one InvoicePayment, expanded or not."""
     return _id((paid.get("payment") or {}).get("payment_intent"))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from creditsd.errors import CreditsError
+from creditsd.kit.errors import CreditsError
 from creditsd.ledger.models import Metadata, Transfer
 from creditsd.pricing.catalog import Use
 

@@ -7,13 +7,13 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.errors import CreditsError
-from creditsd.idempotency import resolve_key
+from creditsd.kit.errors import CreditsError
+from creditsd.kit.idempotency import resolve_key
+from creditsd.kit.money import Money
 from creditsd.ledger import posting
-from creditsd.ledger import service as ledger
+from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Transfer
-from creditsd.money import Money
 from creditsd.pricing.catalog import Catalog, FeatureUse
 from creditsd.usage.models import UsageEvent, UsageResult
 
@@ -22,12 +22,12 @@ KEY_PREFIX = "usage:"  # event ids are idempotency keys of their own namespace
 
 def _posting(
     event: UsageEvent, catalog: Catalog, money: Money, *, app: str, now: datetime
-) -> ledger.Posting:
+) -> ledger_service.Posting:
     price = catalog.price(event.use, money)
     use = event.use
-    return ledger.charge_posting(
-        event.account_id,
-        price.amount,
+    return ledger_service.Charge(
+        account_id=event.account_id,
+        amount=price.amount,
         app=app,
         idempotency_key=resolve_key(KEY_PREFIX + event.id),
         description=use.feature if isinstance(use, FeatureUse) else use.model,
@@ -37,11 +37,11 @@ def _posting(
             "event_id": event.id,
             "occurred_at": event.occurred_at or now,
         },
-        asked=use.request(),
-    )
+        use=use.request(),
+    ).posting()
 
 
-def _result(event_id: str, outcome: posting.Outcome) -> UsageResult:
+def _result(event_id: str, outcome: posting.EntryOutcome) -> UsageResult:
     if isinstance(outcome, InsufficientCredits):
         return UsageResult(event_id, "insufficient_credits", error=outcome)
     if isinstance(outcome, CreditsError):
@@ -55,7 +55,7 @@ async def record(
     events: list[UsageEvent],
     catalog: Catalog,
     money: Money,
-    policy: ledger.Policy,
+    policy: ledger_service.Policy,
     now: datetime,
     *,
     app: str,
@@ -66,7 +66,7 @@ async def record(
     An event the catalog cannot price is ``invalid`` and charges nothing; the rest still go.
     """
     answers: dict[int, UsageResult] = {}
-    pending: list[tuple[int, str, ledger.Posting]] = []
+    pending: list[tuple[int, str, ledger_service.Posting]] = []
     for index, event in enumerate(events):
         try:
             pending.append((index, event.id, _posting(event, catalog, money, app=app, now=now)))

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+from creditsd.kit.money import Money
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
 from creditsd.ledger.repository import SPENDING_KINDS
-from creditsd.money import Money
 from creditsd.price_settings import PricingSettings, model_name, noun
 from creditsd.web import stamps
 from creditsd.web.pages import counted, credits, day_label

@@ -24,10 +24,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.staticfiles import StaticFiles
 
-from creditsd import db
-from creditsd.errors import CreditsError, Forbidden
 from creditsd.inprocess import Ledger
-from creditsd.ledger import statements
+from creditsd.kit.errors import CreditsError, Forbidden
+from creditsd.kit.rows import insert_or_skip
 from creditsd.price_settings import noun
 from creditsd.tables import ledger_meta
 from creditsd.web.signing import Signer, new_secret
@@ -101,13 +100,13 @@ async def signer(request: Request) -> Signer:
     if configured is not None:
         secret = configured.get_secret_value()
     else:
-        secret = await db.run(ledger.engine, _stored_secret)
+        secret = await ledger.database.write(_stored_secret)
     request.app.state.page_signer = made = Signer(secret)
     return made
 
 
-async def _stored_secret(conn: AsyncConnection) -> str:
-    insert = statements.insert_or_skip(conn)
+async def _stored_secret(conn: AsyncConnection, _now: datetime) -> str:
+    insert = insert_or_skip(conn)
     await conn.execute(
         insert(ledger_meta).values(key=SECRET_ROW, value=new_secret()).on_conflict_do_nothing()
     )

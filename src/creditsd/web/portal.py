@@ -25,14 +25,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from creditsd import db
 from creditsd.api.auth import ledger_of
-from creditsd.errors import NotFound, Unauthenticated
+from creditsd.api.checkout import paying_customer
 from creditsd.inprocess import Ledger
+from creditsd.kit.errors import NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
-from creditsd.stripe.endpoints import paying_customer
 from creditsd.stripe.errors import PaymentProviderError, PaymentProviderUnreachable
 from creditsd.web import billing
 from creditsd.web import repository as web_tokens
@@ -104,9 +103,8 @@ async def open_link(request: Request, token: str = "") -> RedirectResponse:
     claims = signer_.verify(LINK, token, ledger.now())
     once, account_id = str(claims.get("jti")), str(claims["sub"])
     until = datetime.fromtimestamp(claims["exp"], UTC)
-    first = await db.run(
-        ledger.engine,
-        lambda conn: web_tokens.keep(conn, LINK_KIND, once, account_id, ledger.now(), until),
+    first = await ledger.database.write(
+        lambda conn, now: web_tokens.keep(conn, LINK_KIND, once, account_id, now, until)
     )
     if not first:
         raise BadToken("this link has been opened already: open the billing page from the app")
@@ -317,10 +315,8 @@ async def success(
     if not CHECKOUT_ID.fullmatch(session_id):
         raise NotFound("there is no such payment for this account")
     account = await ledger.get_account(session.subject)
-    payment = await db.run(
-        ledger.engine,
-        lambda conn: stripe_repo.payment_of_session(conn, account.id, session_id),
-        readonly=True,
+    payment = await ledger.database.read(
+        lambda conn, _now: stripe_repo.payment_of_session(conn, account.id, session_id)
     )
     state = "arrived"
     if payment is None:

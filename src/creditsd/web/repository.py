@@ -11,7 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.ledger import statements
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import web_tokens
 
 _W = web_tokens.c
@@ -32,7 +32,7 @@ async def keep(
     """Remember a token until ``expires_at``; False when it was remembered already (a
     portal link opened before). Tokens past their time are forgotten first."""
     await conn.execute(delete(web_tokens).where(_W.expires_at <= now))
-    insert = statements.insert_or_skip(conn)
+    insert = insert_or_skip(conn)
     kept = await conn.execute(
         insert(web_tokens)
         .values(

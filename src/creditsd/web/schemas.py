@@ -6,8 +6,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from creditsd.fields import AccountId, StrictRequest
-from creditsd.stripe.schemas import WebUrl
+from creditsd.api.schemas.stripe import WebUrl
+from creditsd.kit.fields import AccountId, StrictRequest
 
 
 class PortalSessionCreate(StrictRequest):

@@ -15,8 +15,8 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from creditsd import jsonio
-from creditsd.errors import Unauthenticated
+from creditsd.kit import jsonio
+from creditsd.kit.errors import Unauthenticated
 
 SECRET_BYTES = 32
 RESERVED_CLAIMS = frozenset({"p", "exp"})  # the purpose and the expiry every token carries

@@ -18,13 +18,13 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
+from creditsd.kit import ids
+from creditsd.kit.money import plain
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of, stored_figures
 from creditsd.ledger.statements import Message
-from creditsd.money import plain
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import models
 from creditsd.webhooks import repository as repo
@@ -46,7 +46,7 @@ SYNCS_SKIPPED = Counter(
     "Balance syncs not sent to the gateway: the account has no numeric id or alias.",
 )
 
-Event = tuple[str, str | None, dict[str, Any]]  # type, account, data
+OutboundEvent = tuple[str, str | None, dict[str, Any]]  # type, account, data
 
 
 class Outbox:
@@ -119,7 +119,7 @@ class Outbox:
         for transfer in transfers:
             if self._subscribers:  # the links alone need none of the events' bodies
                 for event in self._events(transfer, thresholds):
-                    rows += self._signed_rows(event, now)
+                    rows += self._messages_for(event, now)
             if linked:
                 rows += self._link_rows(transfer, users, rate, now)
         return rows
@@ -176,7 +176,7 @@ class Outbox:
                 "account_id": hold.account_id,
                 "released": money.to_decimal(hold.released),
             }
-            rows += self._signed_rows(("hold.expired", hold.account_id, data), now)
+            rows += self._messages_for(("hold.expired", hold.account_id, data), now)
         return rows
 
     async def after_drift(
@@ -184,9 +184,9 @@ class Outbox:
     ) -> list[Message]:
         """``ledger.drift_detected`` for a drift reconciliation has just found."""
         await self.refresh(conn)
-        return self._signed_rows(("ledger.drift_detected", account, data), now)
+        return self._messages_for(("ledger.drift_detected", account, data), now)
 
-    def _signed_rows(self, event: Event, now: datetime) -> list[Message]:
+    def _messages_for(self, event: OutboundEvent, now: datetime) -> list[Message]:
         """One outbox row per endpoint that asked for the event."""
         event_type, account, data = event
         payload = {"type": event_type, "timestamp": now, "data": data}
@@ -195,11 +195,11 @@ class Outbox:
             for endpoint in self._subscribers.get(event_type, [])
         ]
 
-    def _events(self, transfer: Transfer, thresholds: dict[str, int | None]) -> list[Event]:
+    def _events(self, transfer: Transfer, thresholds: dict[str, int | None]) -> list[OutboundEvent]:
         money = self._settings.money
         customer = transfer.customer_account_id
         data = {"transfer": transfer_view(transfer, money)}
-        events: list[Event] = []
+        events: list[OutboundEvent] = []
         if transfer.kind in _BILLED:
             events.append(("charge.succeeded", customer, data))
             pricing = transfer.pricing or {}

@@ -9,7 +9,7 @@ from sqlalchemy import delete, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import aliased
 
-from creditsd.ledger.statements import insert_or_skip
+from creditsd.kit.rows import insert_or_skip
 from creditsd.tables import accounts, outbox, webhook_endpoints
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Backlog, Endpoint, Message
 

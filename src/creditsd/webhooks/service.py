@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd import ids
 from creditsd.audit import repository as audit
-from creditsd.errors import NotFound
-from creditsd.idempotency import fingerprint
-from creditsd.ledger.models import Page
+from creditsd.kit import ids
+from creditsd.kit.errors import NotFound
+from creditsd.kit.idempotency import fingerprint_of
+from creditsd.kit.pagination import Page, decode_id_cursor, encode_cursor
 from creditsd.ledger.service import check_replay
-from creditsd.pagination import decode_id_cursor, encode_cursor
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import Endpoint, Message
 from creditsd.webhooks.signing import new_secret
@@ -36,6 +37,16 @@ class DeliveryNotFound(NotFound):
         super().__init__(f"no webhook delivery {delivery_id}", delivery_id=delivery_id)
 
 
+@dataclass(frozen=True, slots=True)
+class EndpointRequest:
+    """What registering an endpoint asks: where to send which events (sorted, once each)."""
+
+    operation: ClassVar[str] = "webhook_endpoint"
+    url: str
+    events: list[str]
+    description: str | None
+
+
 async def register(
     conn: AsyncConnection,
     url: str,
@@ -49,7 +60,7 @@ async def register(
     """A new endpoint with a fresh signing secret (audited, the secret left out); True when
     this call made it. The same key again answers the same endpoint, secret included."""
     events = sorted(set(events))
-    request = fingerprint("webhook_endpoint", url=url, events=events, description=description)
+    request = fingerprint_of(EndpointRequest(url=url, events=events, description=description))
     endpoint = Endpoint(
         id=ids.new_id("we"),
         url=url,

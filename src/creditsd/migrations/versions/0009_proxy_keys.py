@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from creditsd.db import is_sqlite
+from creditsd.kit.db import is_sqlite
 from creditsd.tables import Timestamp
 
 revision = "0009"
