@@ -360,8 +360,9 @@ class WebhookSettings(_Section):
         ge=1,
         le=256,
         description="Messages a worker delivers at once; each is leased to it for one "
-        "delivery's time (the timeout plus 5 s), so a worker that dies holds them back no "
-        "longer.",
+        "delivery's time (the webhook timeout, or a gateway or app link's timeout for each of "
+        "its tries and the waits between them if longer, plus 5 s), so a worker that dies "
+        "holds them back no longer.",
     )
 
 
@@ -391,8 +392,8 @@ class WebSettings(_Section):
     secret: SecretStr | None = Field(
         None,
         min_length=32,
-        description="Signs portal links and page sessions; every process of a deployment "
-        "needs the same one. Unset: one is made on first use and kept in the database.",
+        description="Signs portal links and the billing page's sessions; every process of a "
+        "deployment needs the same one. Unset: one is made on first use and kept in the database.",
     )
     public_url: str | None = Field(
         None,

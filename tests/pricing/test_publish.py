@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
 from typer.testing import CliRunner
 
 from creditsd.cli import app as cli
 from creditsd.inprocess import Ledger
+from creditsd.kit.db import RetryTransaction
 from creditsd.pricing.catalog import FeatureUse
 from tests.conftest import LedgerFactory, body, client_for, create_key, make_settings
 
@@ -106,3 +109,25 @@ async def test_reading_prices_before_any_publish_writes_nothing(
 async def _published(ledger: Ledger) -> int:
     async with ledger.engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM price_catalogs"))).scalar_one())
+
+
+async def test_a_catalog_published_in_a_transaction_that_reran_is_published_again(
+    make_ledger: LedgerFactory,
+) -> None:
+    # The first priced write publishes the catalog in its own transaction; when that
+    # transaction is rolled back and run again (a serialization failure), the rerun must
+    # publish it again, not price with a version the database never kept.
+    ledger = await make_ledger()
+    attempts = 0
+
+    async def price(conn: AsyncConnection, now: datetime) -> int:
+        nonlocal attempts
+        attempts += 1
+        catalog = await ledger.prices.current(conn, now)
+        if attempts == 1:
+            raise RetryTransaction
+        return catalog.version
+
+    assert await ledger.database.write(price) == 1
+    assert attempts == 2
+    assert await _published(ledger) == 1

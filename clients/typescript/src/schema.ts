@@ -1304,7 +1304,7 @@ export interface components {
             id: number;
             /**
              * Destination
-             * @description An endpoint id, or `gateway`.
+             * @description An endpoint id, `gateway` or `app`.
              */
             destination: string;
             /**

@@ -11,8 +11,8 @@ one JSON object::
      "client": "10.0.0.7", "key_id": "key_…", "key_name": "chat-web"}
 
 ``route`` is the route's template (null when no route matched); ``path`` leaves the query
-string out; ``key_id`` and ``key_name`` name the API key that authenticated, else null.
-Secrets, headers and bodies are never logged.
+string out; ``key_id`` and ``key_name`` name the API key (or proxy key) that
+authenticated, else null. Secrets, headers and bodies are never logged.
 
 Lines are written straight to a stream and flushed, not through :mod:`logging`: a
 ``LogRecord`` alone costs three times what the whole line does (about 12 µs against 4),

@@ -137,9 +137,10 @@ class PriceBook:
         newest = await repo.latest(conn)
         if newest is None and not publish_first:
             return Catalog(1, self._local)
-        if newest is None:
+        if newest is None:  # remembered once a later lookup finds it committed
             catalog, _ = await publish(conn, self._local, now, actor="creditsd")
-        elif self._current is None or self._current.version != newest.version:
+            return catalog
+        if self._current is None or self._current.version != newest.version:
             catalog = await load(conn, int(newest.version))
         else:
             catalog = self._current

@@ -1,9 +1,12 @@
 """What every page shares: templates, the page secret, session cookies, CSRF, error pages.
 
-Sessions are signed cookies (:mod:`creditsd.web.signing`), so any process of a
-deployment serves any page. They are ``HttpOnly``, ``SameSite=Lax``, ``Secure`` over
-HTTPS and scoped to their section's path. Every form carries a CSRF token derived from its
-session's id; a POST without the right one is refused (403) before anything happens.
+The billing page's sessions are signed cookies (:mod:`creditsd.web.signing`), so any
+process of a deployment serves any page; the admin console's are random tokens kept
+hashed in ``web_tokens`` (:mod:`creditsd.web.admin.console`). Both are ``HttpOnly``,
+``SameSite=Lax``, ``Secure`` over HTTPS and scoped to their section's path. Every form
+carries a CSRF token derived from its session; a POST without the right one is refused
+(403) before anything happens (the console's sign-in form, which comes before any
+session, carries a token it also sets as a cookie).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Signed, expiring tokens: portal links and the session cookies of the pages.
+"""Signed, expiring tokens: portal links, the billing page's session cookies and the
+console's notices.
 
 A token is ``<payload>.<signature>``: the payload is base64url JSON carrying its purpose
 and its expiry (``exp``, Unix seconds), the signature an HMAC-SHA256 of the payload under

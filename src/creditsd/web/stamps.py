@@ -86,9 +86,9 @@ class Stamp:
 
 
 def reported(transfer: Transfer) -> bool:
-    """Whether the transfer records a charge the gateway billed (its stamp is the gateway's
-    post, priced by the gateway, not by creditsd's price list). No API key may take the
-    gateway's app name."""
+    """Whether the transfer was made under the gateway's app name: a usage charge, whose
+    stamp is the gateway's post, priced by the gateway, not by creditsd's price list, or a
+    balance sync, which has no stamp. No API key may take the gateway's app name."""
     return transfer.app == GATEWAY_APP
 
 

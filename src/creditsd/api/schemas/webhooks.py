@@ -55,7 +55,7 @@ class DeliveryOut(BaseModel):
     """One outbox message and how its delivery went."""
 
     id: int
-    destination: str = Field(description="An endpoint id, or `gateway`.")
+    destination: str = Field(description="An endpoint id, `gateway` or `app`.")
     message_id: str = Field(description="The `webhook-id` it is sent with.")
     event_type: str
     account_id: str | None
