@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -17,7 +17,6 @@ from creditsd.ledger import statements
 from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,
-    IdempotencyConflict,
     OverdraftInUse,
     TransferNotFound,
 )
@@ -40,8 +39,6 @@ __all__ = ["SYSTEM_APP", "Movement", "Policy", "Posting", "check_account_id"]
 
 OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
 
-T = TypeVar("T")
-
 
 async def live_held(conn: AsyncConnection, account_id: str, held: int, now: datetime) -> int:
     """A stored held figure without the holds that expired unswept."""
@@ -54,13 +51,6 @@ async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Tr
     """The transfers with the lots each spent or filled."""
     parts = await lot_repo.parts_of(conn, [transfer.id for transfer in transfers])
     return [replace(transfer, lots=tuple(parts.get(transfer.id, ()))) for transfer in transfers]
-
-
-def check_replay(existing: T, stored_fingerprint: str, request_fingerprint: str, key: str) -> T:
-    """The stored result of an earlier identical request, or a conflict if it differed."""
-    if stored_fingerprint != request_fingerprint:
-        raise IdempotencyConflict(key)
-    return existing
 
 
 async def post_transfer(

@@ -13,7 +13,7 @@ from creditsd.kit import ids
 from creditsd.kit.errors import NotFound
 from creditsd.kit.idempotency import fingerprint_of
 from creditsd.kit.pagination import Page, decode_id_cursor, encode_cursor
-from creditsd.ledger.service import check_replay
+from creditsd.ledger.errors import IdempotencyConflict
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks.models import Endpoint, Message
 from creditsd.webhooks.signing import new_secret
@@ -74,7 +74,9 @@ async def register(
         found = await repo.endpoint_by_key(conn, idempotency_key)
         assert found is not None  # the key was taken in this very statement's view
         earlier, asked = found
-        return check_replay(earlier, asked or "", request, idempotency_key), False
+        if asked != request:  # the key was used to register another endpoint
+            raise IdempotencyConflict(idempotency_key)
+        return earlier, False
     await audit.record(
         conn,
         actor=actor,

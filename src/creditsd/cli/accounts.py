@@ -1,0 +1,79 @@
+"""``creditsd accounts show`` and ``creditsd grant``."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from creditsd.cli.apps import accounts_app, app
+from creditsd.cli.common import CLI_APP, USAGE_ERROR, Command, cli_actor, err, out, with_ledger
+
+if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
+    from creditsd.inprocess import Ledger
+
+
+@accounts_app.command("show", cls=Command)
+def accounts_show(account_id: str) -> None:
+    """Show an account's balance, held and available credits."""
+    from creditsd.kit import jsonio
+
+    async def work(ledger: Ledger) -> None:
+        account = await ledger.get_account(account_id)
+        money = ledger.money
+        from rich.table import Table
+
+        table = Table(show_header=False)
+        for label, value in [
+            ("id", account.id),
+            ("balance", money.to_decimal(account.balance)),
+            ("held", money.to_decimal(account.held)),
+            ("available", money.to_decimal(account.available)),
+            ("overdraft limit", money.to_decimal(account.overdraft_limit)),
+            ("aliases", ", ".join(account.aliases)),
+            (
+                "created",
+                "not created yet (its first write creates it)"
+                if account.created_at is None
+                else jsonio.format_timestamp(account.created_at),
+            ),
+        ]:
+            table.add_row(label, str(value))
+        out.print(table)
+
+    with_ledger(work)
+
+
+@app.command(cls=Command)
+def grant(
+    account_id: str,
+    amount: Annotated[str, typer.Argument(help="Credits, e.g. 100 or 2.5.")],
+    reason: Annotated[str, typer.Option(help="Why; kept on the transfer and in the audit log.")],
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Repeat it to repeat the grant safely.")
+    ] = None,
+) -> None:
+    """Grant credits to an account (audited)."""
+    from creditsd.kit.money import AmountError
+
+    async def work(ledger: Ledger) -> None:
+        try:
+            units = ledger.money.to_minor(amount)
+        except AmountError as exc:
+            err.print(f"[red]invalid amount:[/red] {amount} {exc}")
+            raise typer.Exit(USAGE_ERROR) from None
+        transfer = await ledger.grant(
+            account_id,
+            units,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            app=CLI_APP,
+            actor=cli_actor(),
+        )
+        balance = transfer.credit_balance_after or 0
+        out.print(
+            f"granted {ledger.money.to_decimal(units)} to {transfer.credit_account_id}: "
+            f"balance {ledger.money.to_decimal(balance)} ({transfer.id})"
+        )
+
+    with_ledger(work)
