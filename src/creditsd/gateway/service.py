@@ -163,22 +163,15 @@ class UsagePost:
     payload: dict[str, Any] = asked_as_items(leaving_out={_REPORTED})
     request_id: str | None = not_asked()
 
-    @property
-    def key(self) -> str:
-        """The post's idempotency key: its request id, else its fingerprint."""
-        return self.request_id or fingerprint_of(self)
-
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
-    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, the
-    account's balance after (minor units), and whether the post was told apart from
-    others by its payload alone (it gave no request id)."""
+    """What one usage post did: ``status`` (charged, carried, duplicate), the transfer, and
+    the account's balance after (minor units)."""
 
     status: str
     transfer_id: str | None
     balance: int
-    keyed_by_payload: bool = False
 
 
 async def record_usage(
@@ -189,7 +182,8 @@ async def record_usage(
     policy: ledger_service.Policy,
     now: datetime,
 ) -> Recorded:
-    """Charge what the gateway already billed, once per request (the post's key).
+    """Charge what the gateway already billed, once per request: keyed by its request id,
+    else by its fingerprint.
 
     ``cost`` is converted to credits exactly at ``credits_per_usd``. The post is kept in
     the inbox with everything it carried, so a repeat is recognised even when it charged
@@ -199,19 +193,8 @@ async def record_usage(
     served, so the charge goes through whatever the balance (it may go below zero, as the
     gateway's own balance may) and the status.
     """
-    recorded = await _record(conn, post, credits_per_usd, money, policy, now)
-    return replace(recorded, keyed_by_payload=post.request_id is None)
-
-
-async def _record(
-    conn: AsyncConnection,
-    post: UsagePost,
-    credits_per_usd: Decimal,
-    money: Money,
-    policy: ledger_service.Policy,
-    now: datetime,
-) -> Recorded:
-    key, request, name = post.key, fingerprint_of(post), post.user_id
+    request = fingerprint_of(post)
+    key, name = post.request_id or request, post.user_id
     units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
     if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)

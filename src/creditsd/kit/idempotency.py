@@ -76,7 +76,8 @@ def fingerprint_of(command: Command) -> str:
     for declared in fields(command):
         value = getattr(command, declared.name)
         role = declared.metadata.get(_ROLE, ("asked",))
-        if role[0] == "not_asked" or (role[0] != "asked" and not value and value != 0):
+        left_out = value is None or (role[0] == "items" and not value)
+        if role[0] == "not_asked" or (role[0] != "asked" and left_out):
             continue
         if role[0] == "items":
             spread.append((role[1], value, role[2]))

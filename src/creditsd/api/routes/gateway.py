@@ -127,7 +127,7 @@ async def usage_webhook(
     recorded = await ledger.database.write(
         lambda conn, now: service.record_usage(conn, post, rate, ledger.money, ledger.policy, now)
     )
-    if recorded.keyed_by_payload:
+    if post.request_id is None:  # told apart from other posts by its payload alone
         KEYED_BY_PAYLOAD.inc()
         if recorded.status == "duplicate":
             DEDUPLICATED_BY_PAYLOAD.inc()
