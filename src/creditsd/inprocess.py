@@ -36,6 +36,7 @@ from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.batching import GroupCommit, Submitted
+from creditsd.ledger.commands import CaptureHold, ExtendHold, OpenHold, ReleaseHold
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import (
@@ -363,6 +364,13 @@ class Ledger:
         price = catalog.price(use, self.money)
         return price.amount, price.breakdown, use.request()
 
+    def _lifetime(self, expires_in: int | None) -> int:
+        """A hold's lifetime in seconds: the one asked (at most ``[holds] max_expires_in``)
+        or ``[holds] default_expires_in``."""
+        holds_settings = self.settings.holds
+        seconds = holds_settings.default_expires_in if expires_in is None else expires_in
+        return holds.check_expiry(_units(seconds, "expires_in"), holds_settings.max_expires_in)
+
     # Movements
 
     async def grant(
@@ -448,7 +456,7 @@ class Ledger:
         Raises ``InsufficientCredits`` when the account cannot afford it.
         """
         units, pricing, asked = await self._amount(amount, use)
-        posting = ledger_service.Charge(
+        charge = ledger_service.Charge(
             account_id=account_id,
             amount=units,
             app=app,
@@ -458,26 +466,25 @@ class Ledger:
             pricing=pricing,
             use=asked,
             fresh_key=idempotency_key is None,
-        ).posting()
-
+        ).movement()
         with _refusals_counted("charge"):
-            transfer = await self._submit(posting)
+            transfer = await self._submit(charge)
         assert isinstance(transfer, Transfer)
         if not transfer.replayed:
             CHARGES.labels("charge").inc()
         return transfer
 
     async def _submit(
-        self, entry: Submitted, *, patient: bool = False
+        self, command: Submitted, *, patient: bool = False
     ) -> posting_engine.EntryOutcome:
-        """Write one entry of the posting engine: in a group's batch when group commit is
-        on (``patient``: nobody is waiting for it, see ``GroupCommit.submit``). As in a
+        """Write one command of the posting engine: in a group's batch when group commit
+        is on (``patient``: nobody is waiting for it, see ``GroupCommit.submit``). As in a
         group's batch, a refusal is raised once the transaction has committed (a first
         touch that created the account stays)."""
         if self._group is not None:
-            return await self._group.submit(entry, patient=patient)
+            return await self._group.submit(command, patient=patient)
         (outcome,) = await self.database.write(
-            lambda conn, now: posting_engine.post(conn, [entry], self.policy, now)
+            lambda conn, now: posting_engine.post(conn, [command], self.policy, now)
         )
         if isinstance(outcome, CreditsError):
             raise outcome
@@ -539,14 +546,10 @@ class Ledger:
         """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds;
         ``proxy_key_id`` names the proxy key that pays, within its spend limit."""
         amount, pricing, asked = await self._amount(amount, use)
-        seconds = _units(
-            self.settings.holds.default_expires_in if expires_in is None else expires_in,
-            "expires_in",
-        )
-        reservation = holds.OpenHold(
+        reservation = OpenHold(
             account_id=account_id,
             amount=amount,
-            expires_in=seconds,
+            expires_in=self._lifetime(expires_in),
             app=app,
             idempotency_key=resolve_key(idempotency_key),
             description=description,
@@ -555,7 +558,7 @@ class Ledger:
             proxy_key_id=proxy_key_id,
             pricing=pricing,
             fresh_key=idempotency_key is None,
-        ).reservation(self.now(), self.settings.holds.max_expires_in)
+        )
         with _refusals_counted("hold"):
             opened = await self._submit(reservation)
         assert isinstance(opened, Hold)
@@ -586,7 +589,7 @@ class Ledger:
         """
         amount, pricing, asked = await self._amount(amount, use)
         key = resolve_key(idempotency_key) if idempotency_key or not final else f"capture:{hold_id}"
-        entry = holds.CaptureHold(
+        capture = CaptureHold(
             hold_id=hold_id,
             amount=amount,
             app=app,
@@ -598,9 +601,9 @@ class Ledger:
             use=asked,
             pricing=pricing,
             finished_at=finished_at,
-        ).entry()
+        )
         with _refusals_counted("capture"):
-            settled = await self._submit(entry, patient=patient)
+            settled = await self._submit(capture, patient=patient)
         assert isinstance(settled, posting_engine.Settled)
         return settled.hold, settled.transfer
 
@@ -625,18 +628,13 @@ class Ledger:
     async def release_hold(self, hold_id: str, *, patient: bool = False) -> Hold:
         """Give back what a hold reserves; a released or expired hold is left as it is
         (``patient``: see :meth:`capture_hold`)."""
-        released = await self._submit(posting_engine.Void(hold_id), patient=patient)
+        released = await self._submit(ReleaseHold(hold_id), patient=patient)
         assert isinstance(released, Hold)
         return released
 
     async def extend_hold(self, hold_id: str, expires_in: int | None = None) -> Hold:
         """Push an open hold's expiry to ``expires_in`` seconds from now."""
-        seconds = _units(
-            self.settings.holds.default_expires_in if expires_in is None else expires_in,
-            "expires_in",
-        )
-        expires_at = holds.expiry(self.now(), seconds, self.settings.holds.max_expires_in)
-        extended = await self._submit(posting_engine.Extend(hold_id, expires_at))
+        extended = await self._submit(ExtendHold(hold_id, self._lifetime(expires_in)))
         assert isinstance(extended, Hold)
         return extended
 

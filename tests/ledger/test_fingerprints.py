@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 
 from creditsd.gateway.service import UsagePost
-from creditsd.holds.service import CaptureHold, OpenHold
 from creditsd.kit.idempotency import Command, fingerprint_of
+from creditsd.ledger import posting
+from creditsd.ledger.commands import CaptureHold, Movement, OpenHold
 from creditsd.ledger.lots import LotSpec
-from creditsd.ledger.posting import Movement
 from creditsd.webhooks.service import EndpointRequest
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
@@ -95,10 +95,11 @@ def test_a_fingerprint_stored_by_an_earlier_version_is_computed_again(
     assert fingerprint_of(command) == stored
 
 
-def test_the_entries_carry_their_command_s_fingerprint() -> None:
-    assert CHARGE.posting().fingerprint == fingerprint_of(CHARGE)
-    assert HOLD.reservation(WHEN, 3600).fingerprint == fingerprint_of(HOLD)
-    assert CAPTURE.entry().fingerprint == fingerprint_of(CAPTURE)
+def test_the_engine_s_entries_carry_their_command_s_fingerprint() -> None:
+    for command in (CHARGE, HOLD, CAPTURE):
+        entry = posting._entry(command, WHEN)
+        assert isinstance(entry, posting._Posting | posting._Reservation | posting._Capture)
+        assert entry.fingerprint == fingerprint_of(command)
 
 
 def test_how_a_write_is_carried_out_is_not_what_it_asks() -> None:

@@ -18,12 +18,12 @@ from sqlalchemy import Column, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.holds import service as holds_service
 from creditsd.inprocess import Ledger
 from creditsd.kit import db, ids
 from creditsd.kit.db import RetryTransaction
 from creditsd.kit.errors import RuleViolated
 from creditsd.ledger import posting, statements
+from creditsd.ledger.commands import CaptureHold, Command, OpenHold
 from creditsd.ledger.models import REVENUE, Hold, Transfer
 from creditsd.ledger.service import Charge
 from creditsd.ledger.statements import (
@@ -288,7 +288,7 @@ async def test_a_batch_is_one_trip_a_step_whatever_its_size(
         trips += 1
         return await execute(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
-    async def post(entries: list[posting.Entry]) -> int:
+    async def post(entries: list[Command]) -> int:
         """The trips the engine makes for a batch (its transaction's BEGIN and COMMIT apart)."""
 
         async def work(conn: AsyncConnection) -> int:
@@ -301,26 +301,23 @@ async def test_a_batch_is_one_trip_a_step_whatever_its_size(
         return await db.run(ledger.engine, work)
 
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    now = ledger.now()
-    batch: list[posting.Entry] = [
+    batch: list[Command] = [
         *(
-            Charge(account_id=name, amount=10, app="t", idempotency_key=name).posting()
+            Charge(account_id=name, amount=10, app="t", idempotency_key=name).movement()
             for name in "abc"
         ),
         *(
-            holds_service.CaptureHold(
-                hold_id=hold.id, amount=30, app="t", idempotency_key=f"capture:{hold.id}"
-            ).entry()
+            CaptureHold(hold_id=hold.id, amount=30, app="t", idempotency_key=f"capture:{hold.id}")
             for hold in opened
         ),
-        holds_service.OpenHold(
+        OpenHold(
             account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h", fresh_key=True
-        ).reservation(now, 3600),
+        ),
     ]
     assert await post(batch) == 3  # the lock, the read, the write
-    fresh = holds_service.OpenHold(
+    fresh = OpenHold(
         account_id="c", amount=50, expires_in=60, app="t", idempotency_key="h2", fresh_key=True
-    ).reservation(now, 3600)
+    )
     assert await post([fresh]) == 2  # nothing to read
 
 

@@ -29,9 +29,9 @@ def replayed_credit_stays(patch: pytest.MonkeyPatch) -> None:
     """
     replay = posting._Batch._replay
 
-    def minting(batch: Any, entry: posting.Entry, found: Any, stored: str) -> posting.EntryOutcome:
+    def minting(batch: Any, entry: posting._Entry, found: Any, stored: str) -> posting.EntryOutcome:
         outcome = replay(batch, entry, found, stored)
-        if isinstance(entry, posting.Posting) and isinstance(outcome, Transfer):
+        if isinstance(entry, posting._Posting) and isinstance(outcome, Transfer):
             credited = batch.accounts.get(entry.credit_account_id)
             if credited is not None and credited.balance < 0:
                 credited.move(entry.amount, 0)
@@ -45,7 +45,9 @@ def lapsed_lot_spendable(patch: pytest.MonkeyPatch) -> None:
     what an open hold keeps of a lot past its expiry (fixed in 4779da0; test 9e9582b)."""
     spend_order = posting._spend_order
 
-    def any_debit_as_a_capture(lots: list[Any], now: datetime, entry: posting.Posting) -> list[Any]:
+    def any_debit_as_a_capture(
+        lots: list[Any], now: datetime, entry: posting._Posting
+    ) -> list[Any]:
         return spend_order(lots, now, replace(entry, hold_id=entry.hold_id or "any"))
 
     patch.setattr(posting, "_spend_order", any_debit_as_a_capture)

@@ -35,7 +35,7 @@ async def test_reconcile_is_clean_after_the_scenario_and_names_each_planted_mism
 
     # A purchase no Stripe event explains, and a payment whose recorded credits changed.
     async def plant(conn: AsyncConnection) -> str:
-        posting = ledger_service.Movement(
+        purchase = ledger_service.Movement(
             kind="purchase",
             debit_account_id=STRIPE,
             credit_account_id="bo",
@@ -43,8 +43,8 @@ async def test_reconcile_is_clean_after_the_scenario_and_names_each_planted_mism
             app=STRIPE_APP,
             idempotency_key="stripe:payment:pi_planted",
             metadata={"stripe_payment": "pi_planted"},
-        ).posting()
-        planted = await ledger_service.post_transfer(conn, posting, shop.policy, shop.now())
+        )
+        planted = await ledger_service.post_transfer(conn, purchase, shop.policy, shop.now())
         await conn.execute(
             update(stripe_payments)
             .where(stripe_payments.c.id == session["payment_intent"])

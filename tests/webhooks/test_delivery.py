@@ -181,15 +181,15 @@ async def test_holds_grants_and_top_ups_are_told_too(
     hold = await hooked.open_hold("gus", 3 * CREDIT, expires_in=30)
 
     async def bought(conn: Any) -> None:
-        posting = ledger_service.Movement(
+        purchase = ledger_service.Movement(
             kind="purchase",
             debit_account_id=STRIPE,
             credit_account_id="gus",
             amount=5 * CREDIT,
             app="stripe",
             idempotency_key="pi_1",
-        ).posting()
-        await ledger_service.post_transfer(conn, posting, hooked.policy, hooked.now())
+        )
+        await ledger_service.post_transfer(conn, purchase, hooked.policy, hooked.now())
 
     await db.run(hooked.engine, bought)
     clock.advance(61)

@@ -9,7 +9,7 @@ points are dollars × ``[gateway] points_to_usd``.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, ClassVar
@@ -110,31 +110,21 @@ async def sync_balance(
     difference = target - int(row.balance)
     if not difference:
         return None
-    key = ids.new_id("sync")
-    if difference > 0:
-        posting = ledger_service.Movement(
-            kind="sync",
-            debit_account_id=GATEWAY,
-            credit_account_id=account_id,
-            amount=difference,
-            app=GATEWAY_APP,
-            idempotency_key=key,
-            description="balance sync from the gateway",
-            metadata=metadata,
-        ).posting()
-    else:
-        posting = ledger_service.Movement(
-            kind="sync",
-            debit_account_id=account_id,
-            credit_account_id=GATEWAY,
-            amount=-difference,
-            app=GATEWAY_APP,
-            idempotency_key=key,
-            description="balance sync from the gateway",
-            metadata=metadata,
-        ).posting()
-        posting = replace(posting, system=True, forced=True)
-    return await ledger_service.post_transfer(conn, posting, policy, now)
+    up = difference > 0
+    sync = ledger_service.Movement(
+        kind="sync",
+        debit_account_id=GATEWAY if up else account_id,
+        credit_account_id=account_id if up else GATEWAY,
+        amount=abs(difference),
+        app=GATEWAY_APP,
+        idempotency_key=ids.new_id("sync"),
+        description="balance sync from the gateway",
+        metadata=metadata,
+        fresh_key=True,
+        system=not up,
+        forced=not up,
+    )
+    return await ledger_service.post_transfer(conn, sync, policy, now)
 
 
 CARRY_UNITS = 10**12  # the carried fraction is kept in 10⁻¹² of a minor unit
@@ -214,14 +204,13 @@ async def record_usage(
     if not charged:
         await inbox.mark_handled(conn, GATEWAY_APP, key, "carried", detail, now)
         return Recorded("carried", None, int(row.balance))
-    posting = ledger_service.Posting(
+    charge = ledger_service.Movement(
         kind="charge",
         debit_account_id=account_id,
         credit_account_id=REVENUE,
         amount=charged,
         app=GATEWAY_APP,
         idempotency_key=f"gateway-usage:{key}",
-        fingerprint=request,
         description=f"{post.model} via the gateway",
         pricing={
             **post.payload,
@@ -232,10 +221,11 @@ async def record_usage(
             "carried_before": int(row.usage_carry),
             "carried_after": carry,
         },
+        fresh_key=True,  # the inbox claimed the post's key in this transaction
         system=True,
         forced=True,
     )
-    transfer = await ledger_service.post_transfer(conn, posting, policy, now)
+    transfer = await ledger_service.post_transfer(conn, charge, policy, now)
     await inbox.mark_handled(
         conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
     )

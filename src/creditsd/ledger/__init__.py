@@ -23,12 +23,13 @@ what the work cost (whole or in slices), a release voids it, an extension moves 
 expiry, and expiry voids it when its time has come; a proxy key may pay for a hold
 within its spend limit.
 
-**The engine** (:mod:`posting`). One batch of entries (:class:`posting.Posting`, built by
-typed requests such as :class:`service.Charge`, :class:`posting.Movement` and the holds'
-:class:`~creditsd.holds.service.OpenHold`; :class:`posting.Reservation`,
-:class:`posting.Capture`, :class:`posting.Void`, :class:`posting.Extend`,
-:class:`posting.Sweep`) in its caller's transaction: lock, claim the idempotency keys,
-apply in Python, write set-based (:mod:`statements`, one statement per table per batch).
+**The engine** (:mod:`posting`). It writes one batch of commands (:mod:`commands`: a
+:class:`commands.Movement` for any transfer, which services build from their own typed
+requests such as :class:`service.Charge`; :class:`commands.OpenHold`,
+:class:`commands.CaptureHold`, :class:`commands.ReleaseHold`,
+:class:`commands.ExtendHold`; :class:`commands.Sweep`) in its caller's transaction: take
+each command's fingerprint, lock, claim the idempotency keys, apply in Python, write
+set-based (:mod:`statements`, one statement per table per batch).
 Group commit (:mod:`batching`) lets concurrent requests of a process share a batch.
 
 **Who locks what, in which order.** A batch locks the customer accounts it names (or

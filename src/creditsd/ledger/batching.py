@@ -34,6 +34,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from creditsd.kit import db
 from creditsd.kit.errors import Unavailable
 from creditsd.ledger import posting
+from creditsd.ledger.commands import HoldCommand, Movement, OpenHold
 
 BATCH_SIZES = Histogram(
     "creditsd_group_commit_batch_size",
@@ -41,7 +42,7 @@ BATCH_SIZES = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
 )
 
-Submitted = posting.Posting | posting.Reservation | posting.HoldEntry
+Submitted = Movement | OpenHold | HoldCommand
 PATIENCE = 0.002  # seconds a patient entry waits for a batch to join before starting one
 _LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL: a row stayed locked past lock_timeout
 
@@ -56,10 +57,10 @@ class _Item:
         """What the entry's batch holds: the account it spends from or reserves on, or
         the hold it names (whose account is known only once the batch reads it)."""
         entry = self.entry
-        if isinstance(entry, posting.Posting):
+        if isinstance(entry, Movement):
             return entry.debit_account_id
-        if isinstance(entry, posting.Reservation):
-            return entry.hold.account_id
+        if isinstance(entry, OpenHold):
+            return entry.account_id
         return entry.hold_id
 
 

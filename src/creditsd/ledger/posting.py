@@ -1,10 +1,12 @@
 """The posting engine: every credit movement is written here, a batch at a time.
 
-A batch is a list of entries: transfers (:class:`Posting`), and the two-phase transfers
-that holds are (as TigerBeetle models them): opening one (:class:`Reservation`, pending),
-capturing what it cost (:class:`Capture`, whole or in slices, posted), releasing it
-(:class:`Void`), pushing its expiry (:class:`Extend`); and tidy-ups of an account
-(:class:`Sweep`). A single charge is a batch of one. :func:`post` writes a batch inside
+A batch is a list of commands (:mod:`creditsd.ledger.commands`): transfers
+(:class:`Movement`), and the two-phase transfers that holds are (as TigerBeetle models
+them): opening one (:class:`OpenHold`, pending), capturing what it cost
+(:class:`CaptureHold`, whole or in slices, posted), releasing it (:class:`ReleaseHold`),
+pushing its expiry (:class:`ExtendHold`); and tidy-ups of an account (:class:`Sweep`). A
+single charge is a batch of one. Each command becomes the engine's entry, its fingerprint
+taken (:func:`_entry`, the one place). :func:`post` writes a batch inside
 its caller's transaction, in this order:
 
 1. lock the customer accounts the batch names (ids, aliases, or the accounts of the holds
@@ -33,16 +35,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit import ids
 from creditsd.kit.errors import CreditsError
-from creditsd.kit.idempotency import asked_as_items, asked_if_given, fingerprint_of, not_asked
+from creditsd.kit.idempotency import fingerprint_of
 from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
 from creditsd.ledger import statements
+from creditsd.ledger.commands import (
+    CaptureHold,
+    Command,
+    ExtendHold,
+    Movement,
+    OpenHold,
+    ReleaseHold,
+    Sweep,
+)
 from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,
@@ -110,11 +121,10 @@ class Policy:
 
 
 @dataclass(frozen=True, slots=True)
-class Posting:
-    """A transfer to be written: who pays whom, how much, why, under which idempotency key.
-
-    Either side may be an alias; the transfer names the accounts they resolve to.
-    """
+class _Posting:
+    """A transfer as the engine writes it: a :class:`Movement`, a hold's capture, or a
+    lot's lapse. Either side may be an alias; the transfer names the accounts they
+    resolve to."""
 
     kind: str
     debit_account_id: str
@@ -133,68 +143,28 @@ class Posting:
     system: bool = False  # creditsd's own debit: goes on whatever the account's status
     forced: bool = False  # taken even past what the account can spend (the rest is debt)
     proxy_key_id: str | None = None  # the proxy key a capture pays for (its hold's)
-    fresh_key: bool = False  # nothing is stored under the key: see Reservation.fresh_key
+    fresh_key: bool = False  # nothing is stored under the key: see Movement.fresh_key
 
 
 @dataclass(frozen=True, slots=True)
-class Reservation:
-    """A hold to open (a pending transfer): ``hold.amount`` of the account's available
-    credits set aside; a hold paid by a proxy key stays within the key's limit."""
+class _Reservation:
+    """A hold to open: ``hold.amount`` of the account's available credits set aside."""
 
     hold: Hold  # its account_id may be an alias
     fingerprint: str
-    # Nothing can be stored under the key (minted for this request, or looked up already
-    # in this transaction), so the engine does not look; the insert's unique key still
-    # catches a concurrent claim (the transaction reruns).
-    fresh_key: bool = False
+    fresh_key: bool
 
 
 @dataclass(frozen=True, slots=True)
-class Capture:
-    """Charge what a hold's work cost against it (posting the pending transfer).
+class _Capture:
+    """A :class:`CaptureHold` with its fingerprint."""
 
-    A final capture settles the hold and gives back what it still reserves; past the hold
-    it charges the difference when the account (and the proxy key paying) can afford it,
-    else ``overrun`` says: ``"cap"`` charges what can be paid and records the rest as
-    uncollected, ``"refuse"`` is 402. One with ``final=False`` takes a slice, at most what
-    the hold still reserves. ``finished_at``: when the work ended, for a capture that a
-    database outage delayed; a hold that was still open then is captured even if it
-    expired since.
-    """
-
-    hold_id: str
-    amount: int
-    app: str
-    idempotency_key: str
+    command: CaptureHold
     fingerprint: str
-    final: bool = True
-    overrun: str = "cap"
-    description: str | None = None  # None: the hold's
-    metadata: Metadata | None = None  # None: the hold's
-    pricing: Metadata | None = None  # how the actual amount was priced
-    finished_at: datetime | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class Void:
-    """Release what a hold reserves; a released or expired hold is left as it is."""
-
-    hold_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Extend:
-    """Push an open hold's expiry to ``expires_at`` (a heartbeat)."""
-
-    hold_id: str
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Sweep:
-    """Tidy an account: close its expired holds, lapse its lots past expiry."""
-
-    account_id: str
+    @property
+    def hold_id(self) -> str:
+        return self.command.hold_id
 
 
 @dataclass(slots=True)
@@ -213,82 +183,83 @@ class Settled:
     transfer: Transfer
 
 
-HoldEntry = Capture | Void | Extend
-Entry = Posting | Reservation | Capture | Void | Extend | Sweep
+_HoldEntry = _Capture | ReleaseHold | ExtendHold
+_Entry = _Posting | _Reservation | _HoldEntry | Sweep
 EntryOutcome = Transfer | Hold | Settled | Swept | None | CreditsError
 
 
-def _lot_request(lot: LotSpec) -> Metadata:
-    expires_at = None if lot.expires_at is None else lot.expires_at.isoformat()
-    return {"source": lot.source, "expires_at": expires_at, "priority": lot.priority}
+def _posting(movement: Movement) -> _Posting:
+    return _Posting(
+        kind=movement.kind,
+        debit_account_id=movement.debit_account_id,
+        credit_account_id=movement.credit_account_id,
+        amount=movement.amount,
+        app=movement.app,
+        idempotency_key=movement.idempotency_key,
+        fingerprint=fingerprint_of(movement),
+        description=movement.description,
+        metadata=movement.metadata,
+        pricing=movement.pricing,
+        lot=movement.lot,
+        first_lot=movement.first_lot,
+        system=movement.system,
+        forced=movement.forced,
+        fresh_key=movement.fresh_key,
+    )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Movement:
-    """A transfer asked for: ``amount`` from the debit account to the credit account, as
-    a ``kind`` of transfer (its operation). Its fingerprint is everything it asks; a
-    priced amount is asked as the ``use`` it was priced from, so a replay matches even
-    after the catalog changed. ``fresh_key``: the key was minted for this request."""
-
-    kind: str = not_asked()
-    debit_account_id: str
-    credit_account_id: str
-    amount: int
-    app: str = not_asked()
-    idempotency_key: str = not_asked()
-    description: str | None = None
-    metadata: Metadata | None = None
-    use: Metadata | None = asked_as_items(instead_of="amount", default=None)
-    lot: LotSpec | None = asked_if_given(_lot_request, default=None)
-    pricing: Metadata | None = not_asked(default=None)
-    fresh_key: bool = not_asked(default=False)
-
-    @property
-    def operation(self) -> str:
-        """The kind of transfer."""
-        return self.kind
-
-    def posting(self) -> Posting:
-        """The engine's entry that writes this transfer."""
-        return Posting(
-            kind=self.kind,
-            debit_account_id=self.debit_account_id,
-            credit_account_id=self.credit_account_id,
-            amount=self.amount,
-            app=self.app,
-            idempotency_key=self.idempotency_key,
-            fingerprint=fingerprint_of(self),
-            description=self.description,
-            metadata=self.metadata,
-            pricing=self.pricing,
-            lot=self.lot,
-            fresh_key=self.fresh_key,
+def _entry(command: Command, now: datetime) -> _Entry:
+    """The engine's entry for a command: where every write's fingerprint is taken."""
+    if isinstance(command, Movement):
+        return _posting(command)
+    if isinstance(command, OpenHold):
+        hold = Hold(
+            id=ids.new_id("hold"),
+            account_id=command.account_id,
+            amount=command.amount,
+            captured=0,
+            status="open",
+            expires_at=now + timedelta(seconds=command.expires_in),
+            app=command.app,
+            idempotency_key=command.idempotency_key,
+            description=command.description,
+            metadata=command.metadata,
+            created_at=now,
+            updated_at=now,
+            pricing=command.pricing,
+            proxy_key_id=command.proxy_key_id,
         )
+        return _Reservation(hold, fingerprint_of(command), command.fresh_key)
+    if isinstance(command, CaptureHold):
+        return _Capture(command, fingerprint_of(command))
+    return command
 
 
 # The entry points
 
 
 async def post(
-    conn: AsyncConnection, entries: Sequence[Entry], policy: Policy, now: datetime
+    conn: AsyncConnection, commands: Sequence[Command], policy: Policy, now: datetime
 ) -> list[EntryOutcome]:
-    """Write a batch; each entry's outcome (or the error that refused it alone), in order."""
-    return await _Batch(conn, policy, now).run(entries)
+    """Write a batch; each command's outcome (or the error that refused it alone), in order."""
+    return await _Batch(conn, policy, now).run([_entry(command, now) for command in commands])
 
 
-async def _one(conn: AsyncConnection, entry: Entry, policy: Policy, now: datetime) -> EntryOutcome:
+async def _one(
+    conn: AsyncConnection, command: Command, policy: Policy, now: datetime
+) -> EntryOutcome:
     """A batch of one: its outcome, or its refusal raised."""
-    (outcome,) = await post(conn, [entry], policy, now)
+    (outcome,) = await post(conn, [command], policy, now)
     if isinstance(outcome, CreditsError):
         raise outcome
     return outcome
 
 
 async def transfer(
-    conn: AsyncConnection, posting: Posting, policy: Policy, now: datetime
+    conn: AsyncConnection, movement: Movement, policy: Policy, now: datetime
 ) -> Transfer:
     """Write one transfer exactly once (a replay answers the first)."""
-    made = await _one(conn, posting, policy, now)
+    made = await _one(conn, movement, policy, now)
     assert isinstance(made, Transfer)
     return made
 
@@ -330,7 +301,7 @@ async def open_customer(
             idempotency_key=f"signup:{account_id}",
             description="sign-up grant",
             lot=LotSpec("signup"),
-        ).posting()
+        )
         await transfer(conn, grant, policy, now)
     return True
 
@@ -441,13 +412,13 @@ class _Batch:
         self.expired: list[ExpiredHold] = []
         self.repeats: list[tuple[int, int]] = []  # (a repeated key's entry, its first's)
 
-    async def run(self, entries: Sequence[Entry]) -> list[EntryOutcome]:
+    async def run(self, entries: Sequence[_Entry]) -> list[EntryOutcome]:
         outcomes: list[EntryOutcome] = [None] * len(entries)
         names = sorted({name for entry in entries for name in _names(entry)})
-        hold_ids = sorted({entry.hold_id for entry in entries if isinstance(entry, HoldEntry)})
+        hold_ids = sorted({entry.hold_id for entry in entries if isinstance(entry, _HoldEntry)})
         missing = await self._lock(names, hold_ids)
         for index, entry in enumerate(entries):
-            if isinstance(entry, HoldEntry) and entry.hold_id not in self.owners:
+            if isinstance(entry, _HoldEntry) and entry.hold_id not in self.owners:
                 outcomes[index] = HoldNotFound(entry.hold_id)
                 continue
             unknown = next((name for name in _names(entry) if name in missing), None)
@@ -508,7 +479,7 @@ class _Batch:
     # 2. Expired holds, named holds and keys, lots, stored keys
 
     async def _read(
-        self, entries: Sequence[Entry], keys: list[tuple[str, str, str]]
+        self, entries: Sequence[_Entry], keys: list[tuple[str, str, str]]
     ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
         """Close the locked accounts' expired holds; load the holds and proxy keys the
         batch names, the lots of the accounts whose credits it may spend or that have lots
@@ -523,7 +494,7 @@ class _Batch:
         } | {
             self.owners[entry.hold_id]
             for entry in entries
-            if isinstance(entry, Capture) and entry.hold_id in self.owners
+            if isinstance(entry, _Capture) and entry.hold_id in self.owners
         }
         wanted = statements.Wanted(
             holding=sorted(
@@ -548,7 +519,7 @@ class _Batch:
                 {
                     entry.hold.proxy_key_id
                     for entry in entries
-                    if isinstance(entry, Reservation) and entry.hold.proxy_key_id is not None
+                    if isinstance(entry, _Reservation) and entry.hold.proxy_key_id is not None
                 }
             ),
         )
@@ -602,7 +573,7 @@ class _Batch:
                 if isinstance(self._apply(lapse, swept), Transfer):
                     swept[owner].lapsed_lots += 1
 
-    def _lapses(self, account: _Account) -> list[Posting]:
+    def _lapses(self, account: _Account) -> list[_Posting]:
         """The expiry postings of an account's due lots.
 
         Open holds keep what they reserve: the due lots are taken to back them first, so
@@ -623,7 +594,7 @@ class _Batch:
             amount = lot.remaining - reserved
             if amount <= 0:
                 continue
-            posting = Movement(
+            lapse = Movement(
                 kind="expiry",
                 debit_account_id=account.id,
                 credit_account_id=EXPIRED,
@@ -631,15 +602,18 @@ class _Batch:
                 app=SYSTEM_APP,
                 idempotency_key=f"expiry:{lot.id}:{lot.remaining}",
                 description="credits expired",
-            ).posting()
-            postings.append(replace(posting, first_lot=lot.id, system=True, forced=True))
+                first_lot=lot.id,
+                system=True,
+                forced=True,
+            )
+            postings.append(_posting(lapse))
         return postings
 
     # 3. Idempotency keys
 
     def _claim(
         self,
-        entries: Sequence[Entry],
+        entries: Sequence[_Entry],
         outcomes: list[EntryOutcome],
         first_of: dict[tuple[str, str, str], int],
         stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]],
@@ -664,18 +638,18 @@ class _Batch:
                 self.repeats.append((index, first_of[key]))
         return left
 
-    def _replay(self, entry: Entry, found: Transfer | Hold, stored: str) -> EntryOutcome:
+    def _replay(self, entry: _Entry, found: Transfer | Hold, stored: str) -> EntryOutcome:
         """The stored result of an earlier identical request, or a conflict if it differed."""
         key = _key(entry)
         assert key is not None
         if stored != _print(entry):
             return IdempotencyConflict(key[2])
-        if isinstance(entry, Capture):
+        if isinstance(entry, _Capture):
             assert isinstance(found, Transfer)
             return Settled(self.holds[entry.hold_id], found)
         return found
 
-    def _repeat(self, entries: Sequence[Entry], outcomes: list[EntryOutcome]) -> None:
+    def _repeat(self, entries: Sequence[_Entry], outcomes: list[EntryOutcome]) -> None:
         """Answer each key repeated within the batch as a later request would be."""
         for index, first in self.repeats:
             entry, outcome = entries[index], outcomes[first]
@@ -693,23 +667,23 @@ class _Batch:
 
     # 4. Applying entries
 
-    def _apply(self, entry: Entry, swept: dict[str, Swept]) -> EntryOutcome:
+    def _apply(self, entry: _Entry, swept: dict[str, Swept]) -> EntryOutcome:
         try:
-            if isinstance(entry, Posting):
+            if isinstance(entry, _Posting):
                 return self._transfer(entry)
-            if isinstance(entry, Reservation):
+            if isinstance(entry, _Reservation):
                 return self._reserve(entry)
-            if isinstance(entry, Capture):
+            if isinstance(entry, _Capture):
                 return self._capture(entry)
-            if isinstance(entry, Void):
-                return self._void(entry)
-            if isinstance(entry, Extend):
+            if isinstance(entry, ReleaseHold):
+                return self._release(entry)
+            if isinstance(entry, ExtendHold):
                 return self._extend(entry)
             return swept[self.accounts[entry.account_id].id]
         except CreditsError as error:
             return error
 
-    def _transfer(self, posting: Posting) -> Transfer:
+    def _transfer(self, posting: _Posting) -> Transfer:
         debit = self.accounts.get(posting.debit_account_id)
         credit = self.accounts.get(posting.credit_account_id)
         if debit is not None:
@@ -747,7 +721,7 @@ class _Batch:
         self.writes.transfers.append((made, posting.fingerprint))
         return made
 
-    def _check_debit(self, account: _Account, posting: Posting) -> None:
+    def _check_debit(self, account: _Account, posting: _Posting) -> None:
         if not posting.system and account.status != "active":
             raise not_active(account.id, account.status)
         if posting.forced:
@@ -758,7 +732,7 @@ class _Batch:
         if need > 0 and account.available < need:
             raise InsufficientCredits(account.id, required=need, available=account.available)
 
-    def _reserve(self, reservation: Reservation) -> Hold:
+    def _reserve(self, reservation: _Reservation) -> Hold:
         account = self.accounts[reservation.hold.account_id]
         amount = reservation.hold.amount
         key = self._paying(reservation.hold.proxy_key_id)
@@ -793,7 +767,8 @@ class _Batch:
             raise ProxyKeyExpired(key.expires_at)
         return key
 
-    def _capture(self, capture: Capture) -> Settled:
+    def _capture(self, entry: _Capture) -> Settled:
+        capture = entry.command
         hold = self.holds[capture.hold_id]
         late = (
             hold.status == "expired"
@@ -819,14 +794,14 @@ class _Batch:
             if capture.overrun != "cap" or charged <= 0:
                 raise short
         made = self._transfer(
-            Posting(
+            _Posting(
                 kind="capture",
                 debit_account_id=account.id,
                 credit_account_id=REVENUE,
                 amount=charged,
                 app=capture.app,
                 idempotency_key=capture.idempotency_key,
-                fingerprint=capture.fingerprint,
+                fingerprint=entry.fingerprint,
                 description=_given(capture.description, hold.description),
                 metadata=_given(capture.metadata, hold.metadata),
                 hold_id=hold.id,
@@ -844,7 +819,7 @@ class _Batch:
         self._change(hold, captured=hold.captured + charged, status=status)
         return Settled(self.holds[hold.id], made)
 
-    def _ceiling(self, hold: Hold, capture: Capture, reserved: int) -> int:
+    def _ceiling(self, hold: Hold, capture: CaptureHold, reserved: int) -> int:
         """The most a capture may charge within the proxy key paying for its hold: all of
         it within the key's limit, else (``cap``) what the limit leaves, else 402. What
         the limit leaves is never less than what the hold itself reserves."""
@@ -863,7 +838,7 @@ class _Batch:
         return left
 
     def _settlement(
-        self, capture: Capture, hold: Hold, reserved: int, charged: int, late: bool
+        self, capture: CaptureHold, hold: Hold, reserved: int, charged: int, late: bool
     ) -> Metadata | None:
         """What a capture records beside its price: how it settled against the hold
         (credits)."""
@@ -892,8 +867,8 @@ class _Batch:
             },
         }
 
-    def _void(self, void: Void) -> Hold:
-        hold = self.holds[void.hold_id]
+    def _release(self, release: ReleaseHold) -> Hold:
+        hold = self.holds[release.hold_id]
         if hold.status in {"released", "expired"}:
             return hold
         if hold.status != "open":
@@ -904,11 +879,11 @@ class _Batch:
             self.keys[hold.proxy_key_id].held -= reserved
         return self._change(hold, status="released")
 
-    def _extend(self, extend: Extend) -> Hold:
+    def _extend(self, extend: ExtendHold) -> Hold:
         hold = self.holds[extend.hold_id]
         if hold.status != "open":
             raise HoldNotOpen(hold.id, hold.status)
-        return self._change(hold, expires_at=extend.expires_at)
+        return self._change(hold, expires_at=self.now + timedelta(seconds=extend.expires_in))
 
     def _change(self, hold: Hold, **changes: Any) -> Hold:
         """A named hold as this batch changes it (written with the batch)."""
@@ -917,7 +892,7 @@ class _Batch:
         )
         return changed
 
-    def _spend(self, account: _Account, transfer_id: str, posting: Posting) -> list[LotPart]:
+    def _spend(self, account: _Account, transfer_id: str, posting: _Posting) -> list[LotPart]:
         """Take a debit from the account's lots in order; what no lot covers is below zero."""
         assert account.lots is not None, "the lots of every debited account are loaded"
         left = posting.amount
@@ -935,7 +910,7 @@ class _Batch:
         account.lots_expire_at = _soonest(account.lots)
         return parts
 
-    def _fill(self, account: _Account, transfer_id: str, posting: Posting) -> LotPart:
+    def _fill(self, account: _Account, transfer_id: str, posting: _Posting) -> LotPart:
         """Put a credit into a new lot; what pays back debt is in no lot.
 
         The debt is what the balance is below the lots past expiry that open holds keep
@@ -1005,27 +980,27 @@ class _Batch:
         return messages
 
 
-def _names(entry: Entry) -> list[str]:
+def _names(entry: _Entry) -> list[str]:
     """The customer accounts an entry names (a hold's is found by the hold)."""
-    if isinstance(entry, Posting):
+    if isinstance(entry, _Posting):
         sides = (entry.debit_account_id, entry.credit_account_id)
         return [side for side in sides if not is_system(side)]
-    if isinstance(entry, Reservation):
+    if isinstance(entry, _Reservation):
         return [entry.hold.account_id]
     if isinstance(entry, Sweep):
         return [entry.account_id]
     return []
 
 
-def _spenders(entry: Entry) -> list[str]:
+def _spenders(entry: _Entry) -> list[str]:
     """The customer accounts (by the names entries give) whose lots an entry may spend."""
-    if isinstance(entry, Posting) and not is_system(entry.debit_account_id):
+    if isinstance(entry, _Posting) and not is_system(entry.debit_account_id):
         return [entry.debit_account_id]
     return []
 
 
 def _first_keys(
-    entries: Sequence[Entry], outcomes: list[EntryOutcome]
+    entries: Sequence[_Entry], outcomes: list[EntryOutcome]
 ) -> dict[tuple[str, str, str], int]:
     """Each key the batch's entries carry (``(table, app, key)``), and its first entry."""
     first_of: dict[tuple[str, str, str], int] = {}
@@ -1036,24 +1011,26 @@ def _first_keys(
     return first_of
 
 
-def _key(entry: Entry) -> tuple[str, str, str] | None:
-    if isinstance(entry, Posting | Capture):
+def _key(entry: _Entry) -> tuple[str, str, str] | None:
+    if isinstance(entry, _Posting):
         return "transfers", entry.app, entry.idempotency_key
-    if isinstance(entry, Reservation):
+    if isinstance(entry, _Capture):
+        return "transfers", entry.command.app, entry.command.idempotency_key
+    if isinstance(entry, _Reservation):
         return "holds", entry.hold.app, entry.hold.idempotency_key
     return None
 
 
-def _fresh(entry: Entry) -> bool:
-    return isinstance(entry, Posting | Reservation) and entry.fresh_key
+def _fresh(entry: _Entry) -> bool:
+    return isinstance(entry, _Posting | _Reservation) and entry.fresh_key
 
 
-def _print(entry: Entry) -> str:
-    assert isinstance(entry, Posting | Reservation | Capture)
+def _print(entry: _Entry) -> str:
+    assert isinstance(entry, _Posting | _Reservation | _Capture)
     return entry.fingerprint
 
 
-def _spend_order(lots: list[_Lot], now: datetime, posting: Posting) -> list[_Lot]:
+def _spend_order(lots: list[_Lot], now: datetime, posting: _Posting) -> list[_Lot]:
     """``first_lot`` (a refund's purchase, an expiry's lot); then, for a hold's capture,
     the due lots the holds kept; then by priority, soonest expiry (none last) and age.
     Any other debit never spends a due lot: what open holds keep of it is theirs, and

@@ -14,6 +14,7 @@ from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
 from creditsd.ledger import statements
+from creditsd.ledger.commands import Movement
 from creditsd.ledger.errors import (
     AccountNotFound,
     AliasTaken,
@@ -33,9 +34,9 @@ from creditsd.ledger.models import (
     available,
     check_account_id,
 )
-from creditsd.ledger.posting import Movement, Policy, Posting
+from creditsd.ledger.posting import Policy
 
-__all__ = ["SYSTEM_APP", "Movement", "Policy", "Posting", "check_account_id"]
+__all__ = ["SYSTEM_APP", "Movement", "Policy", "check_account_id"]
 
 OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
 
@@ -54,10 +55,10 @@ async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Tr
 
 
 async def post_transfer(
-    conn: AsyncConnection, posting: Posting, policy: Policy, now: datetime
+    conn: AsyncConnection, movement: Movement, policy: Policy, now: datetime
 ) -> Transfer:
     """Write one transfer exactly once (see :mod:`creditsd.ledger.posting`)."""
-    return await posting_engine.transfer(conn, posting, policy, now)
+    return await posting_engine.transfer(conn, movement, policy, now)
 
 
 async def resolve_account(
@@ -312,8 +313,8 @@ class Grant:
     metadata: Metadata | None = None
     lot: LotSpec | None = None
 
-    def posting(self) -> Posting:
-        """The engine's entry for this grant."""
+    def movement(self) -> Movement:
+        """The transfer this grant is."""
         return Movement(
             kind="grant",
             debit_account_id=GRANTS,
@@ -324,7 +325,7 @@ class Grant:
             description=self.reason,
             metadata=self.metadata,
             lot=self.lot,
-        ).posting()
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,10 +340,10 @@ class Adjustment:
     idempotency_key: str
     reason: str
 
-    def posting(self) -> Posting:
-        """The engine's entry for this adjustment."""
+    def movement(self) -> Movement:
+        """The transfer this adjustment is."""
         credit = self.change > 0
-        moved = Movement(
+        return Movement(
             kind="adjustment",
             debit_account_id=ADJUSTMENTS if credit else self.account_id,
             credit_account_id=self.account_id if credit else ADJUSTMENTS,
@@ -350,8 +351,8 @@ class Adjustment:
             app=self.app,
             idempotency_key=self.idempotency_key,
             description=self.reason,
-        ).posting()
-        return moved if credit else replace(moved, system=True)
+            system=not credit,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,8 +371,8 @@ class Charge:
     use: Metadata | None = None
     fresh_key: bool = False
 
-    def posting(self) -> Posting:
-        """The engine's entry for this charge."""
+    def movement(self) -> Movement:
+        """The transfer this charge is."""
         check_account_id(self.account_id)
         return Movement(
             kind="charge",
@@ -385,7 +386,7 @@ class Charge:
             pricing=self.pricing,
             use=self.use,
             fresh_key=self.fresh_key,
-        ).posting()
+        )
 
 
 async def grant(
@@ -393,7 +394,7 @@ async def grant(
 ) -> Transfer:
     """Write a grant (an admin action, so it is audited)."""
     check_account_id(request.account_id)
-    transfer = await post_transfer(conn, request.posting(), policy, now)
+    transfer = await post_transfer(conn, request.movement(), policy, now)
     if not transfer.replayed:
         await audit.record(
             conn,
@@ -412,7 +413,7 @@ async def adjust(
 ) -> Transfer:
     """Write an adjustment (audited, its reason with it)."""
     check_account_id(request.account_id)
-    transfer = await post_transfer(conn, request.posting(), policy, now)
+    transfer = await post_transfer(conn, request.movement(), policy, now)
     if not transfer.replayed:
         balance = transfer.balance_after(transfer.customer_account_id)
         await audit.record(

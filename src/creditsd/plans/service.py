@@ -60,7 +60,7 @@ async def grant_allowance(
             description=f"{plan_id} allowance",
             metadata={"plan": plan_id, "period_start": start.isoformat()},
             lot=LotSpec("subscription", expires_at=end, reference=f"plan:{plan_id}"),
-        ).posting(),
+        ),
         policy,
         now,
     )

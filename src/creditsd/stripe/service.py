@@ -7,7 +7,7 @@ always comes from the configuration, never from a client or from Stripe's totals
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -145,7 +145,7 @@ async def record_purchase(
     if payer is not None and payer != account_id:
         review = await _hold_for_review(conn, purchase, account_id, payer, now)
         return Handled("needs_review", notes={**notes, **review})
-    posting = ledger_service.Movement(
+    purchased = ledger_service.Movement(
         kind="purchase",
         debit_account_id=STRIPE,
         credit_account_id=account_id,
@@ -158,9 +158,9 @@ async def record_purchase(
             "packs": ", ".join(f"{item['pack']} × {item['quantity']}" for item in priced.items),
         },
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    ).posting()
+    )
     try:
-        transfer = await ledger_service.post_transfer(conn, posting, policy, now)
+        transfer = await ledger_service.post_transfer(conn, purchased, policy, now)
     except IdempotencyConflict:
         return Handled("conflicting_payment", notes=notes)
     await repo.insert_payment(
@@ -285,7 +285,7 @@ async def take_back(
     outcome = Handled("clawed_back", notes={**notes, **figures})
     if taken:
         lot = await lot_repo.find_by_reference(conn, f"stripe:{payment.id}")
-        posting = ledger_service.Movement(
+        clawback = ledger_service.Movement(
             kind="clawback",
             debit_account_id=account_id,
             credit_account_id=STRIPE,
@@ -294,14 +294,11 @@ async def take_back(
             idempotency_key=key,
             description=reason,
             metadata={"stripe_payment": payment.id, **figures},
-        ).posting()
-        posting = replace(
-            posting,
             first_lot=None if lot is None else lot.id,
             system=True,
             forced=refund_policy == "allow_negative",
         )
-        transfer = await ledger_service.post_transfer(conn, posting, policy, now)
+        transfer = await ledger_service.post_transfer(conn, clawback, policy, now)
         outcome.transfers.append(transfer.id)
     if short and refund_policy == "block_account":
         await ledger_service.freeze(
@@ -474,7 +471,7 @@ async def reinstate(
     if found is None:
         return Handled("reinstated" if lifted else "nothing_to_give_back", notes=notes)
     clawback, _fingerprint = found
-    posting = ledger_service.Movement(
+    reversal = ledger_service.Movement(
         kind="reversal",
         debit_account_id=STRIPE,
         credit_account_id=payment.account_id,
@@ -484,8 +481,8 @@ async def reinstate(
         description="dispute won",
         metadata={"stripe_payment": payment_id, "dispute": dispute_id, "reverses": clawback.id},
         lot=LotSpec("purchase", reference=f"stripe:{payment_id}"),
-    ).posting()
-    transfer = await ledger_service.post_transfer(conn, posting, policy, now)
+    )
+    transfer = await ledger_service.post_transfer(conn, reversal, policy, now)
     if transfer.replayed:
         return Handled("already_reinstated", notes=notes)
     due = settings.money.to_minor(Decimal((clawback.metadata or {})["due"]))

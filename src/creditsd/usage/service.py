@@ -12,6 +12,7 @@ from creditsd.kit.idempotency import resolve_key
 from creditsd.kit.money import Money
 from creditsd.ledger import posting
 from creditsd.ledger import service as ledger_service
+from creditsd.ledger.commands import Movement
 from creditsd.ledger.errors import InsufficientCredits
 from creditsd.ledger.models import Transfer
 from creditsd.pricing.catalog import Catalog, FeatureUse
@@ -20,9 +21,9 @@ from creditsd.usage.models import UsageEvent, UsageResult
 KEY_PREFIX = "usage:"  # event ids are idempotency keys of their own namespace
 
 
-def _posting(
+def _charge(
     event: UsageEvent, catalog: Catalog, money: Money, *, app: str, now: datetime
-) -> ledger_service.Posting:
+) -> Movement:
     price = catalog.price(event.use, money)
     use = event.use
     return ledger_service.Charge(
@@ -38,7 +39,7 @@ def _posting(
             "occurred_at": event.occurred_at or now,
         },
         use=use.request(),
-    ).posting()
+    ).movement()
 
 
 def _result(event_id: str, outcome: posting.EntryOutcome) -> UsageResult:
@@ -66,10 +67,10 @@ async def record(
     An event the catalog cannot price is ``invalid`` and charges nothing; the rest still go.
     """
     answers: dict[int, UsageResult] = {}
-    pending: list[tuple[int, str, ledger_service.Posting]] = []
+    pending: list[tuple[int, str, Movement]] = []
     for index, event in enumerate(events):
         try:
-            pending.append((index, event.id, _posting(event, catalog, money, app=app, now=now)))
+            pending.append((index, event.id, _charge(event, catalog, money, app=app, now=now)))
         except CreditsError as exc:
             answers[index] = UsageResult(event.id, "invalid", error=exc)
     outcomes = await posting.post(conn, [entry for _, _, entry in pending], policy, now)
