@@ -221,7 +221,6 @@ async def record_usage(
             "carried_before": int(row.usage_carry),
             "carried_after": carry,
         },
-        fresh_key=True,  # the inbox claimed the post's key in this transaction
         system=True,
         forced=True,
     )
