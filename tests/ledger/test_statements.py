@@ -34,6 +34,7 @@ from creditsd.ledger.statements import (
     Written,
     hold_from_row,
 )
+from creditsd.ledger.statements import sqlite as sqlite_statements
 from creditsd.tables import accounts, holds, lot_spends, lots, outbox, proxy_keys, transfers
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # what PostgreSQL runs is apart
@@ -330,8 +331,9 @@ async def test_the_planner_still_uses_the_indexes(ledger: Ledger) -> None:
     index; what a proxy key's holds reserve by the key's own."""
     plans = {}
     with sqlite3.connect(str(make_url(ledger.settings.database.url).database)) as raw:
-        for sql in (statements._SQLITE_LOCK, *(sql for sql, _ in statements._SQLITE_READS)):
-            parameters = dict.fromkeys(("names", "now", *statements._WANTED), "[]")
+        reads = (sql for sql, _ in sqlite_statements._SQLITE_READS)
+        for sql in (sqlite_statements._SQLITE_LOCK, *reads):
+            parameters = dict.fromkeys(("names", "now", *sqlite_statements._WANTED), "[]")
             plan = [row[3] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", parameters)]
             assert not any(map(_SCANNED.match, plan)), (sql, plan)
             plans[sql] = " / ".join(plan)
