@@ -31,10 +31,12 @@ from creditsd.kit.idempotency import resolve_key
 from creditsd.kit.money import INT64_MAX, Money
 from creditsd.kit.pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 from creditsd.kit.rows import insert_or_skip
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
+from creditsd.ledger import verification as ledger_verification
 from creditsd.ledger.batching import GroupCommit, Submitted
 from creditsd.ledger.commands import CaptureHold, ExtendHold, OpenHold, ReleaseHold
 from creditsd.ledger.errors import AccountNotFound, InsufficientCredits
@@ -225,7 +227,7 @@ class Ledger:
         """
         if status is not None and status not in ACCOUNT_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
-        spec = ledger_service.AccountSpec(
+        spec = ledger_accounts.AccountSpec(
             initial_grant=_units(initial_grant, "initial_grant", allow_zero=True),
             overdraft_limit=None
             if overdraft_limit is None
@@ -238,7 +240,7 @@ class Ledger:
             else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
         )
         return await self.database.write(
-            lambda conn, now: ledger_service.open_account(
+            lambda conn, now: ledger_accounts.open_account(
                 conn, account_id, spec, self.policy, now, actor=actor
             )
         )
@@ -253,10 +255,10 @@ class Ledger:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
 
         async def work(conn: AsyncConnection, now: datetime) -> bool:
-            found = await ledger_service.resolve_account(
+            found = await ledger_accounts.resolve_account(
                 conn, account_id, self.policy, now, create=False
             )
-            return await ledger_service.set_status(
+            return await ledger_accounts.set_status(
                 conn, found, status, now, actor=actor, reason=reason
             )
 
@@ -275,7 +277,7 @@ class Ledger:
         """
 
         async def on(conn: AsyncConnection, now: datetime) -> T:
-            account_id = await ledger_service.resolve_account(
+            account_id = await ledger_accounts.resolve_account(
                 conn, name, self.policy, now, create=False
             )
             return await work(conn, account_id, now)
@@ -297,15 +299,15 @@ class Ledger:
         """
         account = await self._on_account(
             account_id,
-            ledger_service.get_account,
-            partial(ledger_service.unopened_account, policy=self.policy),
+            ledger_accounts.get_account,
+            partial(ledger_accounts.unopened_account, policy=self.policy),
         )
         if account.lots_expire_at is None or account.lots_expire_at > self.now():
             return account
 
         async def lapsed(conn: AsyncConnection, now: datetime) -> Account:
             await _expire_lots(conn, now, policy=self.policy, account_id=account.id)
-            return await ledger_service.get_account(conn, account.id, now)
+            return await ledger_accounts.get_account(conn, account.id, now)
 
         return await self.database.write(lapsed, dry_run=True)
 
@@ -317,7 +319,7 @@ class Ledger:
         after = decode_cursor(cursor)
 
         async def work(conn: AsyncConnection, now: datetime) -> Page[Account]:
-            accounts, more = await ledger_service.list_accounts(conn, limit, after, search, now)
+            accounts, more = await ledger_accounts.list_accounts(conn, limit, after, search, now)
             return Page(accounts, encode_cursor(accounts[-1].id) if more else None)
 
         return await self.database.read(work)
@@ -671,7 +673,7 @@ class Ledger:
         """Check one account's stored figures against its history."""
 
         async def verify(conn: AsyncConnection, found: str, _now: datetime) -> Verification:
-            (verification,) = await ledger_service.verify_accounts(conn, [found])
+            (verification,) = await ledger_verification.verify_accounts(conn, [found])
             return verification
 
         return await self._on_account(account_id, verify)
@@ -684,10 +686,10 @@ class Ledger:
         """
 
         async def work(conn: AsyncConnection, now: datetime) -> Verification:
-            name = await ledger_service.resolve_account(
+            name = await ledger_accounts.resolve_account(
                 conn, account_id, self.policy, now, create=False
             )
-            verification = await ledger_service.rebuild_account(conn, name, now, actor=actor)
+            verification = await ledger_verification.rebuild_account(conn, name, now, actor=actor)
             await integrity.resolve_account_drifts(conn, name, now)
             return verification
 
@@ -719,7 +721,7 @@ class Ledger:
 
     async def ledger_total(self) -> int:
         """Stored customer balances plus derived system balances; zero when sound."""
-        return await self.database.read(lambda conn, _now: ledger_service.ledger_total(conn))
+        return await self.database.read(lambda conn, _now: ledger_verification.ledger_total(conn))
 
 
 async def _expire_lots(
@@ -732,7 +734,7 @@ async def _expire_lots(
 async def _verification_page(
     conn: AsyncConnection, _now: datetime, *, after: str | None, size: int
 ) -> list[Verification]:
-    return await ledger_service.verify_page(conn, after, size)
+    return await ledger_verification.verify_page(conn, after, size)
 
 
 async def _transfer_page(

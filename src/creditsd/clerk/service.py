@@ -19,10 +19,11 @@ from creditsd.clerk.errors import ClerkNotConfigured
 from creditsd.config import ClerkSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import posting
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import AccountNotFound, InvalidAccountId
+from creditsd.ledger.models import check_account_id
 from creditsd.ledger.runtime import Runtime
 from creditsd.plans.service import grant_allowance
 
@@ -84,7 +85,7 @@ async def handle(
         account_id = _id(data)
         if await ledger_repo.get_account_row(conn, account_id) is None:
             return Handled("unknown_account", notes={"account": account_id})
-        await ledger_service.set_status(
+        await ledger_accounts.set_status(
             conn, account_id, "closed", now, actor=CLERK_APP, reason=f"Clerk {kind}"
         )
         return Handled("closed", notes={"account": account_id})
@@ -97,7 +98,7 @@ def _id(data: Data) -> str:
     account_id = data.get("id")
     if not isinstance(account_id, str):
         raise InvalidAccountId(str(account_id))
-    return ledger_service.check_account_id(account_id)
+    return check_account_id(account_id)
 
 
 def _object(value: Any) -> Data:
@@ -108,7 +109,7 @@ def _object(value: Any) -> Data:
 def _name(value: Any) -> str | None:
     """An id that can name an account, else None (Clerk sends ``""`` for "none")."""
     try:
-        return ledger_service.check_account_id(value) if isinstance(value, str) else None
+        return check_account_id(value) if isinstance(value, str) else None
     except InvalidAccountId:
         return None
 
@@ -133,7 +134,7 @@ async def _keep_email(
     account_id = await ledger_repo.resolve_name(conn, user_id)
     if account_id is None:
         return None
-    return await ledger_service.set_metadata_key(
+    return await ledger_accounts.set_metadata_key(
         conn, account_id, EMAIL_KEY, _primary_email(user), now
     )
 
@@ -163,10 +164,10 @@ async def _payer_account(
         return None if payer_id is None else await ledger_repo.resolve_name(conn, payer_id)
     if payer_id is not None and await ledger_repo.resolve_name(conn, payer_id) is None:
         try:
-            account_id = await ledger_service.resolve_account(conn, named, policy, now)
+            account_id = await ledger_accounts.resolve_account(conn, named, policy, now)
         except AccountNotFound:
             return named
-        await ledger_service.add_alias(conn, account_id, payer_id)
+        await ledger_accounts.add_alias(conn, account_id, payer_id)
     return named
 
 

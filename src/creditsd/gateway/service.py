@@ -23,6 +23,7 @@ from creditsd.kit import ids
 from creditsd.kit.errors import InvalidRequest
 from creditsd.kit.idempotency import asked_as_items, fingerprint_of, not_asked
 from creditsd.kit.money import AmountError, Money
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import AccountNotFound, IdempotencyConflict
@@ -103,7 +104,7 @@ async def sync_balance(
     The account row is locked first, so the difference is taken against the balance the
     transfer lands on. A sync down may take the balance below zero, as the gateway allows.
     """
-    account_id = await ledger_service.resolve_account(conn, name, policy, now)
+    account_id = await ledger_accounts.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -188,7 +189,7 @@ async def record_usage(
     units = exact_units(dollars(post.cost, "cost"), credits_per_usd, money)
     if not await inbox.store(conn, GATEWAY_APP, key, "usage", post.payload, now):
         return await _repeated(conn, key, request, name, policy, now)
-    account_id = await ledger_service.resolve_account(conn, name, policy, now)
+    account_id = await ledger_accounts.resolve_account(conn, name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
@@ -248,6 +249,6 @@ async def _repeated(
     if detail.get("fingerprint") != request:
         raise IdempotencyConflict(key)
     transfers = detail.get("transfers") or [None]
-    account_id = await ledger_service.resolve_account(conn, name, policy, now, create=False)
+    account_id = await ledger_accounts.resolve_account(conn, name, policy, now, create=False)
     row = await ledger_repo.get_account_row(conn, account_id)
     return Recorded("duplicate", transfers[0], 0 if row is None else int(row.balance))

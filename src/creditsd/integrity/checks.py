@@ -34,7 +34,7 @@ from creditsd.integrity.models import (
 )
 from creditsd.kit.jsonio import format_timestamp
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger import service as ledger_service
+from creditsd.ledger import verification as ledger_verification
 
 ACCOUNT_PAGE = 500
 GRACE_SECONDS = 60  # how late the background's own timers may run before a lag is a drift
@@ -83,7 +83,7 @@ async def _totals_agree(conn: AsyncConnection, now: datetime) -> bool:
     return (
         held == reserved
         and backed == await repo.lot_total(conn)
-        and await ledger_service.ledger_total(conn) == 0
+        and await ledger_verification.ledger_total(conn) == 0
     )
 
 
@@ -107,7 +107,7 @@ async def _account_violations(
     found: list[Violation] = []
     for page in pages:
         lots = await repo.lot_figures(conn, page, now)
-        for v in await ledger_service.verify_accounts(conn, page):
+        for v in await ledger_verification.verify_accounts(conn, page):
             if v.stored_balance != v.calculated_balance:
                 found.append(
                     Violation(

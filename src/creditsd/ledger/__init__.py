@@ -38,8 +38,10 @@ and the proxy keys that pay for them, are only ever changed by a batch that hold
 account's lock. One order, accounts then their holds, so two writers never wait for each
 other in opposite orders. Reads take no lock.
 
-**Around it.** :mod:`service` holds the operations outside the engine's batches (opening
-and naming accounts, verifying and rebuilding figures); :mod:`repository` and
-:mod:`lot_repository` the reads; :mod:`export` the transfers as CSV rows. The audit log
-(``creditsd.audit``) is written in the transaction of each change it records.
+**Around it.** :mod:`service` holds the typed requests (grant, adjustment, charge) and
+the operations on single transfers: writing one, reading them back with their lots;
+:mod:`accounts` opens, names, reads and freezes accounts; :mod:`verification` checks the
+stored figures against the history and rebuilds them; :mod:`repository` and
+:mod:`lot_repository` hold the reads; :mod:`export` the transfers as CSV rows. The audit
+log (``creditsd.audit``) is written in the transaction of each change it records.
 """

@@ -77,7 +77,7 @@ class Account:
     held: int
     overdraft_limit: int
     metadata: Metadata | None
-    created_at: datetime | None  # None: not created yet (see ledger.service.unopened_account)
+    created_at: datetime | None  # None: not created yet (see ledger.accounts.unopened_account)
     updated_at: datetime | None
     aliases: tuple[str, ...] = ()
     status: str = "active"

@@ -1,57 +1,34 @@
-"""Ledger operations. Each runs inside a transaction its caller owns; none commits."""
+"""Transfers: the typed requests that become the posting engine's movements
+(:class:`Grant`, :class:`Adjustment`, :class:`Charge`), writing one (a grant or an
+adjustment audited), letting a transfer's credits lapse later, and reading transfers back
+with the lots they spent or filled. Each operation runs inside a transaction its caller
+owns; none commits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
-from creditsd.kit.fields import check_metadata
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
-from creditsd.ledger import statements
 from creditsd.ledger.commands import Movement
-from creditsd.ledger.errors import (
-    AccountNotFound,
-    AliasTaken,
-    OverdraftInUse,
-    TransferNotFound,
-)
+from creditsd.ledger.errors import TransferNotFound
 from creditsd.ledger.lots import LotSpec
 from creditsd.ledger.models import (
     ADJUSTMENTS,
     GRANTS,
     REVENUE,
-    SYSTEM_APP,
-    Account,
     Metadata,
     Transfer,
-    Verification,
-    available,
     check_account_id,
 )
 from creditsd.ledger.posting import Policy
 
-__all__ = ["SYSTEM_APP", "Movement", "Policy", "check_account_id"]
-
-OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
-
-
-async def live_held(conn: AsyncConnection, account_id: str, held: int, now: datetime) -> int:
-    """A stored held figure without the holds that expired unswept."""
-    if not held:
-        return held
-    return held - (await repo.expired_hold_totals(conn, [account_id], now)).get(account_id, 0)
-
-
-async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Transfer]:
-    """The transfers with the lots each spent or filled."""
-    parts = await lot_repo.parts_of(conn, [transfer.id for transfer in transfers])
-    return [replace(transfer, lots=tuple(parts.get(transfer.id, ()))) for transfer in transfers]
+__all__ = ["Movement", "Policy"]
 
 
 async def post_transfer(
@@ -59,234 +36,6 @@ async def post_transfer(
 ) -> Transfer:
     """Write one transfer exactly once (see :mod:`creditsd.ledger.posting`)."""
     return await posting_engine.transfer(conn, movement, policy, now)
-
-
-async def resolve_account(
-    conn: AsyncConnection, name: str, policy: Policy, now: datetime, *, create: bool = True
-) -> str:
-    """The id of the account this id or alias names, creating it when the policy allows."""
-    check_account_id(name)
-    for _attempt in range(3):
-        account_id = await repo.resolve_name(conn, name)
-        if account_id is not None:
-            return account_id
-        if not (create and policy.auto_create):
-            raise AccountNotFound(name)
-        if await posting_engine.open_customer(conn, name, policy, now):
-            return name
-    raise AccountNotFound(name)  # pragma: no cover - created and vanished in one breath
-
-
-def unopened_account(name: str, policy: Policy) -> Account:
-    """What a read shows of an account that does not exist yet: the account its first
-    write will create (its sign-up grant, nothing else), with no ``created_at``. Reads
-    never create accounts."""
-    check_account_id(name)
-    grant = policy.signup_grant
-    return Account(
-        id=name,
-        kind="customer",
-        balance=grant,
-        held=0,
-        overdraft_limit=0,
-        metadata=None,
-        created_at=None,
-        updated_at=None,
-        by_source={"signup": grant} if grant else {},
-    )
-
-
-async def _accounts(conn: AsyncConnection, rows: list[Any], now: datetime) -> list[Account]:
-    """Accounts from their stored rows, with live held figures and aliases."""
-    ids = [row.id for row in rows]
-    holding = [row.id for row in rows if row.held]
-    expired = await repo.expired_hold_totals(conn, holding, now) if holding else {}
-    aliases = await repo.aliases_of(conn, ids)
-    sources = await lot_repo.by_source(conn, ids)
-    still = [row.id for row in rows if row.status != "active"]  # active: no freeze is left
-    freezes = await repo.freezes_of(conn, still) if still else {}
-    return [
-        repo.account_from_row(
-            row,
-            row.held - expired.get(row.id, 0),
-            aliases.get(row.id, []),
-            _with_overdrawn(sources.get(row.id, {}), row.balance),
-            freezes.get(row.id, []),
-        )
-        for row in rows
-    ]
-
-
-def _with_overdrawn(by_source: dict[str, int], balance: int) -> dict[str, int]:
-    """The lots by source, plus what the balance is below zero, so the parts add up."""
-    below = balance - sum(by_source.values())
-    return {**by_source, "overdrawn": below} if below else by_source
-
-
-async def get_account(conn: AsyncConnection, account_id: str, now: datetime) -> Account:
-    """An account by its own id, with live held and available figures and its aliases."""
-    row = await repo.get_account_row(conn, account_id)
-    if row is None:
-        raise AccountNotFound(account_id)
-    (account,) = await _accounts(conn, [row], now)
-    return account
-
-
-async def list_accounts(
-    conn: AsyncConnection, limit: int, after: str | None, search: str | None, now: datetime
-) -> tuple[list[Account], bool]:
-    """Up to ``limit`` customer accounts after ``after`` in id order, and whether more remain."""
-    rows = await repo.list_accounts(conn, limit + 1, after, search)
-    return await _accounts(conn, rows[:limit], now), len(rows) > limit
-
-
-@dataclass(frozen=True, slots=True)
-class AccountSpec:
-    """What a caller asks of an account it opens (``PUT /v1/accounts/{id}``)."""
-
-    initial_grant: int = 0
-    overdraft_limit: int | None = None
-    aliases: tuple[str, ...] = ()
-    metadata: Metadata | None = None
-    status: str | None = None
-    low_balance_threshold: int | None = None
-
-
-async def open_account(
-    conn: AsyncConnection,
-    account_id: str,
-    spec: AccountSpec,
-    policy: Policy,
-    now: datetime,
-    *,
-    actor: str,
-) -> tuple[Account, bool]:
-    """Create the account if absent, else apply the settings given; True when created.
-
-    ``initial_grant`` is only paid when this call creates the account.
-    """
-    check_account_id(account_id)
-    existing = await repo.resolve_name(conn, account_id)
-    created = False
-    if existing is None:
-        created = await posting_engine.open_customer(
-            conn,
-            account_id,
-            policy,
-            now,
-            overdraft_limit=spec.overdraft_limit or 0,
-            metadata=spec.metadata,
-        )
-        existing = account_id if created else await resolve_account(conn, account_id, policy, now)
-    if created:
-        if spec.overdraft_limit:
-            await audit.record(
-                conn,
-                actor=actor,
-                action="account.overdraft_limit",
-                target=existing,
-                before=None,
-                after={"overdraft_limit": spec.overdraft_limit},
-                now=now,
-            )
-        if spec.initial_grant:
-            initial = Grant(
-                account_id=existing,
-                amount=spec.initial_grant,
-                app=SYSTEM_APP,
-                idempotency_key=f"initial:{existing}",
-                reason="initial grant",
-            )
-            await grant(conn, initial, policy, now, actor=actor)
-    else:
-        await _update_settings(conn, existing, spec, policy, now, actor=actor)
-    for alias in spec.aliases:
-        await add_alias(conn, existing, alias)
-    if spec.aliases and policy.observer is not None:
-        row = await repo.get_account_row(conn, existing)
-        balance = 0 if row is None else int(row.balance)
-        await statements.queue(
-            conn, await policy.observer.after_names(conn, existing, balance, now)
-        )
-    if spec.status is not None:
-        await set_status(conn, existing, spec.status, now, actor=actor)
-    if spec.low_balance_threshold is not None:
-        await repo.update_account(
-            conn, existing, {"low_balance_threshold": spec.low_balance_threshold}, now
-        )
-    return await get_account(conn, existing, now), created
-
-
-async def _update_settings(
-    conn: AsyncConnection,
-    account_id: str,
-    spec: AccountSpec,
-    policy: Policy,
-    now: datetime,
-    *,
-    actor: str,
-) -> None:
-    # Locked, so what the overdraft check reads is what the update lands on: a charge that
-    # commits meanwhile waits for this transaction, then sees the new limit.
-    row = await repo.get_account_row(conn, account_id, lock=True)
-    if row is None:  # pragma: no cover - resolved in this transaction
-        raise AccountNotFound(account_id)
-    changes: dict[str, Any] = {}
-    if spec.metadata is not None and spec.metadata != row.metadata:
-        changes["metadata"] = spec.metadata
-    limit = spec.overdraft_limit
-    if limit is not None and limit != row.overdraft_limit:
-        held = await live_held(conn, account_id, row.held, now)
-        if row.balance - held + limit < 0:
-            raise OverdraftInUse(account_id)
-        if held != row.held:
-            await posting_engine.sweep(conn, [account_id], policy, now)
-        changes["overdraft_limit"] = limit
-        changes["debt"] = 0  # nothing is below what the account may spend any more
-        await audit.record(
-            conn,
-            actor=actor,
-            action="account.overdraft_limit",
-            target=account_id,
-            before={"overdraft_limit": row.overdraft_limit},
-            after={"overdraft_limit": limit},
-            now=now,
-        )
-    if changes:
-        await repo.update_account(conn, account_id, changes, now)
-
-
-async def set_metadata_key(
-    conn: AsyncConnection, account_id: str, key: str, value: str | None, now: datetime
-) -> bool:
-    """Set one metadata key (``None`` removes it), leaving the other keys as they are.
-
-    False, changing nothing, when the result would break the limits the API holds
-    metadata to (so the account still reads and writes back through the API).
-    """
-    row = await repo.get_account_row(conn, account_id, lock=True)
-    if row is None:
-        raise AccountNotFound(account_id)
-    current: Metadata = row.metadata or {}
-    wanted = {name: item for name, item in current.items() if name != key}
-    if value is not None:
-        wanted[key] = value
-    if wanted == current:
-        return True
-    try:
-        check_metadata(wanted)
-    except ValueError:
-        return False
-    await repo.update_account(conn, account_id, {"metadata": wanted or None}, now)
-    return True
-
-
-async def add_alias(conn: AsyncConnection, account_id: str, alias: str) -> None:
-    """Let ``alias`` name the account too; refused when it names another."""
-    check_account_id(alias)
-    taken = not await statements.of(conn).insert_name(conn, alias, account_id)
-    if taken and await repo.resolve_name(conn, alias) != account_id:
-        raise AliasTaken(alias)
 
 
 async def postpone_lapse(
@@ -437,87 +186,6 @@ async def get_transfer(conn: AsyncConnection, transfer_id: str) -> Transfer:
     return transfer
 
 
-async def verify_accounts(conn: AsyncConnection, account_ids: list[str]) -> list[Verification]:
-    """Check stored balances and hold totals against the transfers and open holds."""
-    if not account_ids:
-        return []
-    stored = await repo.stored_figures(conn, account_ids)
-    balances = await repo.calculated_balances(conn, account_ids)
-    held = await repo.open_hold_totals(conn, account_ids)
-    return [
-        Verification(
-            account_id=account_id,
-            stored_balance=int(stored[account_id].balance),
-            calculated_balance=balances[account_id],
-            stored_held=int(stored[account_id].held),
-            calculated_held=held[account_id],
-        )
-        for account_id in account_ids
-        if account_id in stored
-    ]
-
-
-async def verify_page(conn: AsyncConnection, after: str | None, size: int) -> list[Verification]:
-    """Up to ``size`` customer accounts after ``after`` (in id order), verified."""
-    return await verify_accounts(conn, await repo.customer_ids(conn, after, size))
-
-
-async def rebuild_account(
-    conn: AsyncConnection, account_id: str, now: datetime, *, actor: str
-) -> Verification:
-    """Make every stored figure what the history says, auditing any correction.
-
-    The balance comes from the transfers, ``held`` from the open holds, the debt is what
-    ``available`` is then below zero (see :func:`models.debt_after`), each lot's
-    remainder is what its credit put in less what debits spent of it, and the next
-    expiry is the soonest among the live lots. Returns the verification made before.
-    """
-    row = await repo.get_account_row(conn, account_id, lock=True)
-    if row is None:
-        raise AccountNotFound(account_id)
-    (verification,) = await verify_accounts(conn, [account_id])
-    balance, held = verification.calculated_balance, verification.calculated_held
-    lots_before = await lot_repo.remainders(conn, account_id)
-    await lot_repo.rebuild_remainders(conn, account_id)
-    figures = {
-        "balance": balance,
-        "held": held,
-        "debt": max(0, -available(balance, held, row.overdraft_limit)),
-        "lots_expire_at": await lot_repo.soonest_expiry(conn, account_id),
-        "lots": await lot_repo.remainders(conn, account_id),
-    }
-    stored = {name: getattr(row, name) for name in figures if name != "lots"}
-    stored["lots"] = lots_before
-    if stored != figures:
-        await repo.update_account(
-            conn, account_id, {k: v for k, v in figures.items() if k != "lots"}, now
-        )
-        await audit.record(
-            conn,
-            actor=actor,
-            action="account.rebuild",
-            target=account_id,
-            before=_changed(stored, figures),
-            after=_changed(figures, stored),
-            now=now,
-        )
-    return verification
-
-
-def _changed(these: dict[str, Any], others: dict[str, Any]) -> dict[str, Any]:
-    """The balance and held figures, and any other figure that differs, as JSON."""
-    return {
-        name: value.isoformat() if isinstance(value, datetime) else value
-        for name, value in these.items()
-        if name in {"balance", "held"} or others[name] != value
-    }
-
-
-async def ledger_total(conn: AsyncConnection) -> int:
-    """Stored customer balances plus derived system balances: zero in a sound ledger."""
-    return await repo.stored_customer_total(conn) + sum((await repo.system_balances(conn)).values())
-
-
 async def account_transactions(
     conn: AsyncConnection, account_id: str, limit: int, before: str | None
 ) -> tuple[list[Transfer], str | None]:
@@ -528,94 +196,7 @@ async def account_transactions(
     return page, page[-1].id if more else None
 
 
-async def set_status(
-    conn: AsyncConnection,
-    account_id: str,
-    status: str,
-    now: datetime,
-    *,
-    actor: str,
-    reason: str | None = None,
-) -> bool:
-    """An operator makes an account active, frozen or closed (audited); False when
-    nothing changed.
-
-    Freezing adds the operator's freeze beside any other (a dispute's); making the account
-    active lifts every freeze, as the operator decides over them all.
-    """
-    if status == "frozen":
-        return await freeze(conn, account_id, now, holder=OPERATOR, actor=actor, reason=reason)
-    row = await _locked_account(conn, account_id)
-    lifted = await repo.remove_freezes(conn, account_id, None) if status == "active" else 0
-    if row.status == status and not lifted:
-        return False
-    await _record_status(conn, row, status, now, actor=actor, reason=reason)
-    return True
-
-
-async def freeze(
-    conn: AsyncConnection,
-    account_id: str,
-    now: datetime,
-    *,
-    holder: str,
-    actor: str,
-    reason: str | None = None,
-) -> bool:
-    """Hold the account frozen for ``holder`` (``operator``, ``dispute:<id>``…), audited;
-    False when that holder held it frozen already. A closed account stays closed."""
-    row = await _locked_account(conn, account_id)
-    if not await repo.add_freeze(conn, account_id, holder, reason, now):
-        return False
-    status = "frozen" if row.status == "active" else row.status
-    await _record_status(conn, row, status, now, actor=actor, reason=reason, action="frozen")
-    return True
-
-
-async def lift_freeze(
-    conn: AsyncConnection, account_id: str, now: datetime, *, holder: str, actor: str, reason: str
-) -> bool:
-    """Lift ``holder``'s freeze (audited); the account is active again once no freeze is
-    left. False when that holder held none."""
-    row = await _locked_account(conn, account_id)
-    if not await repo.remove_freezes(conn, account_id, holder):
-        return False
-    left = (await repo.freezes_of(conn, [account_id])).get(account_id)
-    status = "active" if row.status == "frozen" and not left else row.status
-    action = None if status == "active" else "freeze_lifted"
-    await _record_status(conn, row, status, now, actor=actor, reason=reason, action=action)
-    return True
-
-
-async def _locked_account(conn: AsyncConnection, account_id: str) -> Any:
-    """The account's row, locked so that its freezes and status change together."""
-    row = await repo.get_account_row(conn, account_id, lock=True)
-    if row is None:
-        raise AccountNotFound(account_id)
-    return row
-
-
-async def _record_status(
-    conn: AsyncConnection,
-    row: Any,
-    status: str,
-    now: datetime,
-    *,
-    actor: str,
-    reason: str | None,
-    action: str | None = None,
-) -> None:
-    """Store the account's status and audit the change (``account.<action or status>``),
-    with who holds it frozen after."""
-    if status != row.status:
-        await repo.update_account(conn, row.id, {"status": status}, now)
-    frozen_by = (await repo.freezes_of(conn, [row.id])).get(row.id, [])
-    await audit.record(
-        conn,
-        actor=actor,
-        action=f"account.{action or status}",
-        target=row.id,
-        before={"status": row.status},
-        after={"status": status, "reason": reason, "frozen_by": frozen_by},
-        now=now,
-    )
+async def with_lots(conn: AsyncConnection, transfers: list[Transfer]) -> list[Transfer]:
+    """The transfers with the lots each spent or filled."""
+    parts = await lot_repo.parts_of(conn, [transfer.id for transfer in transfers])
+    return [replace(transfer, lots=tuple(parts.get(transfer.id, ()))) for transfer in transfers]

@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.lots import LotSpec
-from creditsd.ledger.models import SUBSCRIPTIONS, Transfer
+from creditsd.ledger.models import SUBSCRIPTIONS, SYSTEM_APP, Transfer
 
 
 def period_key(plan_id: str, account_id: str, start: datetime) -> str:
@@ -40,10 +41,10 @@ async def grant_allowance(
     start, end = (moment.astimezone(UTC) for moment in period)
     if end <= now or end <= start:
         return None
-    account_id = await ledger_service.resolve_account(conn, account_name, policy, now)
+    account_id = await ledger_accounts.resolve_account(conn, account_name, policy, now)
     key = period_key(plan_id, account_id, start)
     await ledger_repo.get_account_row(conn, account_id, lock=True)
-    granted = await ledger_repo.find_transfer_by_key(conn, ledger_service.SYSTEM_APP, key)
+    granted = await ledger_repo.find_transfer_by_key(conn, SYSTEM_APP, key)
     if granted is not None:
         transfer, _fingerprint = granted
         await ledger_service.postpone_lapse(conn, account_id, transfer.id, end, now)
@@ -55,7 +56,7 @@ async def grant_allowance(
             debit_account_id=SUBSCRIPTIONS,
             credit_account_id=account_id,
             amount=credits,
-            app=ledger_service.SYSTEM_APP,
+            app=SYSTEM_APP,
             idempotency_key=key,
             description=f"{plan_id} allowance",
             metadata={"plan": plan_id, "period_start": start.isoformat()},

@@ -12,6 +12,7 @@ from creditsd.audit import repository as audit
 from creditsd.keys.service import check_lifetime, find_by_secret, new_secret
 from creditsd.kit import ids
 from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
@@ -47,7 +48,7 @@ async def mint(
     """A new key for the account an id or alias names (created if the policy allows) and
     its secret, which is returned once and never stored (audited)."""
     app, name, spend_limit, rate_limit = asked.app, asked.name, asked.spend_limit, asked.rate_limit
-    owner = await ledger_service.resolve_account(conn, asked.account_id, policy, now)
+    owner = await ledger_accounts.resolve_account(conn, asked.account_id, policy, now)
     lifetime = asked.expires_in
     expires_at = None if lifetime is None else now + check_lifetime(lifetime)
     secret = new_secret(SECRET_PREFIX)

@@ -19,6 +19,7 @@ from creditsd.audit import repository as audit
 from creditsd.config import Settings
 from creditsd.inbox import Handled
 from creditsd.kit.money import Money
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
@@ -89,7 +90,7 @@ async def _account(
     if not name:
         return None
     try:
-        return await ledger_service.resolve_account(conn, name, policy, now)
+        return await ledger_accounts.resolve_account(conn, name, policy, now)
     except AccountNotFound:
         return None
 
@@ -99,7 +100,7 @@ async def paying_account(
 ) -> tuple[str, str | None]:
     """The account a buyer names (created when the policy allows) and the Stripe customer
     it pays as, if it has one yet. A frozen or closed account buys nothing (409)."""
-    account_id = await ledger_service.resolve_account(conn, account_name, policy, now)
+    account_id = await ledger_accounts.resolve_account(conn, account_name, policy, now)
     row = await ledger_repo.get_account_row(conn, account_id)
     if row is not None and row.status != "active":
         raise not_active(account_id, row.status)
@@ -269,7 +270,7 @@ async def take_back(
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)  # spendable stays so
     if row is None:  # pragma: no cover - payments belong to accounts
         raise AccountNotFound(account_id)
-    held = await ledger_service.live_held(conn, account_id, row.held, now)
+    held = await ledger_accounts.live_held(conn, account_id, row.held, now)
     spendable = max(int(row.balance) - held, 0)
     taken = due if refund_policy == "allow_negative" else min(due, spendable)
     short = due - taken
@@ -301,7 +302,7 @@ async def take_back(
         transfer = await ledger_service.post_transfer(conn, clawback, policy, now)
         outcome.transfers.append(transfer.id)
     if short and refund_policy == "block_account":
-        await ledger_service.freeze(
+        await ledger_accounts.freeze(
             conn,
             account_id,
             now,
@@ -429,7 +430,7 @@ async def dispute(
     """``charge.dispute.created``: claw the disputed share back, or freeze the account."""
     freezer = _dispute_freezer(disputed)
     if settings.stripe.dispute_policy == "freeze":
-        await ledger_service.freeze(
+        await ledger_accounts.freeze(
             conn,
             payment.account_id,
             now,
@@ -459,7 +460,7 @@ async def reinstate(
     dispute_id = str(disputed.get("id") or "")
     payment_id = payment.id
     notes: Metadata = {"dispute": dispute_id, "payment": payment_id}
-    lifted = await ledger_service.lift_freeze(
+    lifted = await ledger_accounts.lift_freeze(
         conn,
         payment.account_id,
         now,
