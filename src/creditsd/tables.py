@@ -7,11 +7,13 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     Dialect,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -19,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -109,6 +112,10 @@ accounts = Table(
     # The fraction of a minor unit the gateway's usage priced but did not yet charge, in
     # units of 10⁻¹² of a minor unit (always below one minor unit).
     Column("usage_carry", BigInteger, nullable=False, server_default="0"),
+    # The IANA time zone its spend limits' windows follow (None: UTC).
+    Column("time_zone", String(64), nullable=True),
+    # Whether any spend limit applies to it: a batch reads limits only for such accounts.
+    Column("has_limits", Boolean, nullable=False, server_default=false()),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
@@ -187,6 +194,7 @@ holds = Table(
     Column("updated_at", Timestamp, nullable=False),
     Column("pricing", JSON(none_as_null=True), nullable=True),  # the estimate's breakdown
     Column("proxy_key_id", String(32), ForeignKey("proxy_keys.id"), nullable=True),
+    Column("member_id", String(ACCOUNT_ID_LENGTH), nullable=True),  # the member it is for
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("captured >= 0", name="captured_not_negative"),
     CheckConstraint("status <> 'open' OR captured <= amount", name="open_within_amount"),
@@ -225,6 +233,7 @@ transfers = Table(
     Column("pricing", JSON(none_as_null=True), nullable=True),
     # The proxy key whose call a capture paid for.
     Column("proxy_key_id", String(32), ForeignKey("proxy_keys.id"), nullable=True),
+    Column("member_id", String(ACCOUNT_ID_LENGTH), nullable=True),  # the member it is for
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint("debit_account_id <> credit_account_id", name="two_accounts"),
     CheckConstraint(_one_of("kind", TRANSFER_KINDS), name="kind"),
@@ -492,4 +501,60 @@ scheduled_jobs = Table(
     Column("last_success_at", Timestamp, nullable=True),
     Column("last_duration_ms", BigInteger, nullable=True),
     Column("last_full_at", Timestamp, nullable=True),  # the last run that checked everything
+)
+
+# Spend controls (limits/). A wallet is any customer account with members: ids of the
+# app's choosing (a Clerk user id) who spend from it, each attributed. A spend limit caps
+# what a subject (the wallet itself, a member, an app key's app, a proxy key) spends from
+# the account in a period; its spend is counted per window in `limit_windows`, keyed by
+# the window's start, so a new window starts a new counter and no job resets anything.
+# Changing a limit's amount or period replaces it (a new id, a new `since`): its windows
+# start afresh. Every row is keyed by its account first (the distribution key on Citus).
+LIMIT_SCOPES = ("wallet", "member", "app", "key")
+LIMIT_PERIODS = ("day", "week", "month", "lifetime")
+LIMIT_MODES = ("hard", "soft")
+members = Table(
+    "members",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("member_id", String(ACCOUNT_ID_LENGTH), primary_key=True),
+    Column("display_name", String(128), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+)
+
+spend_limits = Table(
+    "spend_limits",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("scope", String(8), nullable=False),
+    Column("subject", String(ACCOUNT_ID_LENGTH), nullable=False),  # '' for the wallet
+    Column("period", String(8), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("mode", String(8), nullable=False),
+    Column("since", Timestamp, nullable=False),  # no window starts before it
+    Column("created_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("scope", LIMIT_SCOPES), name="scope"),
+    CheckConstraint(_one_of("period", LIMIT_PERIODS), name="period"),
+    CheckConstraint(_one_of("mode", LIMIT_MODES), name="mode"),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
+    UniqueConstraint("account_id", "scope", "subject", "period"),
+)
+
+limit_windows = Table(
+    "limit_windows",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), primary_key=True),
+    Column("limit_id", String(32), primary_key=True),
+    Column("window_start", Timestamp, primary_key=True),
+    Column("spent", BigInteger, nullable=False, server_default="0"),
+    Column("warned", Integer, nullable=False, server_default="0"),  # the last percent warned
+    ForeignKeyConstraint(
+        ["account_id", "limit_id"],
+        ["spend_limits.account_id", "spend_limits.id"],
+        name="fk_limit_windows_limit",
+        ondelete="CASCADE",
+    ),
+    CheckConstraint("spent >= 0", name="spent_not_negative"),
 )
