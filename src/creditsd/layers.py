@@ -42,6 +42,7 @@ LAYERS: dict[str, Layer] = {
     "creditsd.inbox": Layer.SERVICE,
     "creditsd.integrity": Layer.SERVICE,
     "creditsd.keys": Layer.SERVICE,
+    "creditsd.members": Layer.SERVICE,
     "creditsd.plans": Layer.SERVICE,
     "creditsd.pricing": Layer.SERVICE,
     "creditsd.proxy_keys": Layer.SERVICE,

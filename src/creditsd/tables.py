@@ -114,8 +114,8 @@ accounts = Table(
     Column("usage_carry", BigInteger, nullable=False, server_default="0"),
     # The IANA time zone its spend limits' windows follow (None: UTC).
     Column("time_zone", String(64), nullable=True),
-    # Whether any spend limit applies to it: a batch reads limits only for such accounts.
-    Column("has_limits", Boolean, nullable=False, server_default=false()),
+    # Whether it has members or spend limits: a batch reads them only for such accounts.
+    Column("spend_controls", Boolean, nullable=False, server_default=false()),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),

@@ -22,6 +22,7 @@ from creditsd.api.routes.clerk import webhooks as clerk_webhooks
 from creditsd.api.routes.gateway import from_app, from_gateway
 from creditsd.api.routes.holds import router as holds_router
 from creditsd.api.routes.ledger import router as ledger_router
+from creditsd.api.routes.members import router as members_router
 from creditsd.api.routes.pricing import router as pricing_router
 from creditsd.api.routes.proxy_keys import router as proxy_keys_router
 from creditsd.api.routes.stripe import router as stripe_router
@@ -119,6 +120,7 @@ def create_app(
     if fast_lane:
         app.add_middleware(FastLane)
     app.include_router(ledger_router)
+    app.include_router(members_router)
     app.include_router(holds_router)
     app.include_router(pricing_router)
     app.include_router(usage_router)

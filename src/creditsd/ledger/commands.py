@@ -59,6 +59,7 @@ class Movement:
     system: bool = not_asked(default=False)
     forced: bool = not_asked(default=False)
     first_lot: str | None = not_asked(default=None)
+    member: str | None = asked_if_given(default=None)  # the wallet's member it is for
 
     @property
     def operation(self) -> str:
@@ -84,6 +85,7 @@ class OpenHold:
     metadata: Metadata | None = None
     use: Metadata | None = asked_as_items(instead_of="amount", default=None)
     proxy_key_id: str | None = asked_if_given(default=None)
+    member: str | None = asked_if_given(default=None)  # the wallet's member it is for
     pricing: Metadata | None = not_asked(default=None)
     fresh_key: bool = not_asked(default=False)
 

@@ -21,13 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import Literal
+
+from creditsd.ledger.windows import Period, Window
 
 from creditsd.kit.errors import CreditsError, NotFound
 from creditsd.ledger.errors import Units
-from creditsd.ledger.windows import Period, Window, window_of
 
 SPEND_KINDS = frozenset({"charge", "capture"})  # the debits a limit counts
+Scope = Literal["wallet", "member", "app", "key"]
+Mode = Literal["hard", "soft"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +40,11 @@ class SpendLimit:
 
     id: str
     account_id: str
-    scope: str  # wallet, member, app, key
+    scope: Scope
     subject: str  # the member's id, the app's name, the proxy key's id; '' for the wallet
     period: Period
     amount: int
-    mode: str  # hard, soft
+    mode: Mode
     since: datetime
 
 
@@ -121,17 +124,18 @@ class AccountLimits:
     def of(self, spender: Spender) -> list[Tally]:
         """The limits a spender's debits count against."""
         subjects = spender.subjects()
-        return [tally for tally in self.tallies if (tally.limit.scope, tally.limit.subject) in subjects]
+        return [
+            tally for tally in self.tallies if (tally.limit.scope, tally.limit.subject) in subjects
+        ]
 
     def check_member(self, member: str | None) -> None:
         if member is not None and member not in self.members:
             raise MemberNotFound(self.account_id, member)
 
-    def room(self, spender: Spender) -> int | None:
-        """The most the spender may still spend or hold under its hard limits (None: no
-        hard limit applies)."""
-        hard = [tally.left() for tally in self.of(spender) if tally.limit.mode == "hard"]
-        return min(hard, default=None)
+    def tightest(self, spender: Spender) -> Tally | None:
+        """The spender's hard limit that leaves least (None: no hard limit applies)."""
+        hard = [tally for tally in self.of(spender) if tally.limit.mode == "hard"]
+        return min(hard, key=Tally.left, default=None)
 
     def check(self, spender: Spender, required: int) -> None:
         """Refuse ``required`` more spent or held past any hard limit of the spender."""
@@ -148,8 +152,3 @@ class AccountLimits:
     def changed(self) -> Iterable[Tally]:
         """The tallies whose window's spend this batch changed."""
         return (tally for tally in self.tallies if tally.spent != tally.read)
-
-
-def tally(limit: SpendLimit, now: datetime, zone: ZoneInfo) -> tuple[SpendLimit, Window]:
-    """A limit with its window at ``now``."""
-    return limit, window_of(limit.period, now, zone, limit.since)

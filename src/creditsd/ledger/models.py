@@ -137,6 +137,7 @@ class Transfer:
     pricing: Metadata | None = None  # the price stamp: how a priced amount was computed
     lots: tuple[LotPart, ...] = ()  # the lots a debit spent, or the lot a credit filled
     proxy_key_id: str | None = None  # the proxy key whose call a capture paid for
+    member_id: str | None = None  # the wallet's member it was spent for
     replayed: bool = field(default=False, compare=False)
 
     @property
@@ -197,6 +198,7 @@ class Hold:
     updated_at: datetime
     pricing: Metadata | None = None  # how a priced estimate was computed
     proxy_key_id: str | None = None  # the proxy key that pays for it, within its limit
+    member_id: str | None = None  # the wallet's member it is for
     replayed: bool = field(default=False, compare=False)
 
     def status_at(self, now: datetime) -> str:

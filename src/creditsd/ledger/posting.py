@@ -44,7 +44,7 @@ from creditsd.kit import ids
 from creditsd.kit.errors import CreditsError
 from creditsd.kit.idempotency import fingerprint_of
 from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
-from creditsd.ledger import statements
+from creditsd.ledger import limit_repository, statements
 from creditsd.ledger.commands import (
     CaptureHold,
     Command,
@@ -69,6 +69,13 @@ from creditsd.ledger.errors import (
     ProxyKeyRevoked,
     WrongAccount,
     not_active,
+)
+from creditsd.ledger.limits import (
+    SPEND_KINDS,
+    AccountLimits,
+    LimitReached,
+    MemberNotFound,
+    Spender,
 )
 from creditsd.ledger.lots import LotSpec, default_spec
 from creditsd.ledger.models import (
@@ -143,6 +150,7 @@ class _Posting:
     system: bool = False  # creditsd's own debit: goes on whatever the account's status
     forced: bool = False  # taken even past what the account can spend (the rest is debt)
     proxy_key_id: str | None = None  # the proxy key a capture pays for (its hold's)
+    member: str | None = None  # the wallet's member it is spent for
     fresh_key: bool = False  # nothing is stored under the key: see Movement.fresh_key
 
 
@@ -204,6 +212,7 @@ def _posting(movement: Movement) -> _Posting:
         first_lot=movement.first_lot,
         system=movement.system,
         forced=movement.forced,
+        member=movement.member,
         fresh_key=movement.fresh_key,
     )
 
@@ -228,6 +237,7 @@ def _entry(command: Command, now: datetime) -> _Entry:
             updated_at=now,
             pricing=command.pricing,
             proxy_key_id=command.proxy_key_id,
+            member_id=command.member,
         )
         return _Reservation(hold, fingerprint_of(command), command.fresh_key)
     if isinstance(command, CaptureHold):
@@ -353,7 +363,10 @@ class _Account:
     lots_expire_at: datetime | None
     expiry_as_read: datetime | None  # lots_expire_at when locked
     holds_due: bool  # it may have open holds past their expiry (as locked)
+    controlled: bool  # it has members or spend limits
+    time_zone: str | None  # its limits' windows'
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
+    controls: AccountLimits | None = None  # its members and limits, when controlled
     changed: bool = False
 
     @property
@@ -427,6 +440,7 @@ class _Batch:
         first_of = _first_keys(entries, outcomes)
         looked_up = {_key(entry) for entry in entries if not _fresh(entry)}
         stored = await self._read(entries, [key for key in first_of if key in looked_up])
+        await self._read_controls(entries)
         swept = {account_id: Swept([], 0) for account_id in self._by_id()}
         for hold in self.expired:
             swept[hold.account_id].expired_holds.append(hold)
@@ -469,6 +483,8 @@ class _Batch:
                     lots_expire_at=row.lots_expire_at,
                     expiry_as_read=row.lots_expire_at,
                     holds_due=row.holds_due,
+                    controlled=row.spend_controls,
+                    time_zone=row.time_zone,
                 )
             if row.hold_id is None:
                 self.accounts[row.name] = account
@@ -553,6 +569,21 @@ class _Batch:
         for (app, key), found_hold in found.holds_by_key.items():
             stored["holds", app, key] = found_hold
         return stored
+
+    async def _read_controls(self, entries: Sequence[_Entry]) -> None:
+        """Read the members and spend limits of the locked accounts that have them (after
+        their expired holds closed, so that what holds reserve is as of now)."""
+        zones = {
+            account.id: account.time_zone
+            for account in self._by_id().values()
+            if account.controlled
+        }
+        if not zones:
+            return
+        named = {member for entry in entries if (member := _member(entry)) is not None}
+        found = await limit_repository.read(self.conn, zones, named, self.now)
+        for account_id, controls in found.items():
+            self._by_id()[account_id].controls = controls
 
     def _by_id(self) -> dict[str, _Account]:
         return {account.id: account for account in self.accounts.values()}
@@ -690,6 +721,8 @@ class _Batch:
             self._check_debit(debit, posting)
         if credit is not None and credit.balance > INT64_MAX - posting.amount:
             raise BalanceLimit(credit.id)
+        if debit is not None:
+            self._count(debit, posting)
         transfer_id = ids.new_id("tr")
         parts: list[LotPart] = []
         if debit is not None:
@@ -717,9 +750,31 @@ class _Batch:
             pricing=posting.pricing,
             lots=tuple(sorted(parts, key=lambda part: part.lot_id)),
             proxy_key_id=posting.proxy_key_id,
+            member_id=posting.member,
         )
         self.writes.transfers.append((made, posting.fingerprint))
         return made
+
+    def _count(self, account: _Account, posting: _Posting) -> None:
+        """Check a debit against the spend limits of who it is for, and count it (a hold's
+        capture is counted by :meth:`_capture`; a forced debit is counted, never refused)."""
+        controls = self._controls(account, posting.member)
+        if controls is None or posting.hold_id is not None or posting.kind not in SPEND_KINDS:
+            return
+        spender = Spender(posting.member, posting.app, posting.proxy_key_id)
+        if not posting.forced:
+            controls.check(spender, posting.amount)
+        controls.move(spender, spent=posting.amount)
+
+    def _controls(self, account: _Account, member: str | None) -> AccountLimits | None:
+        """The account's members and limits (None: it has none); a member it does not
+        have is refused."""
+        if account.controls is None:
+            if member is not None:
+                raise MemberNotFound(account.id, member)
+            return None
+        account.controls.check_member(member)
+        return account.controls
 
     def _check_debit(self, account: _Account, posting: _Posting) -> None:
         if not posting.system and account.status != "active":
@@ -747,9 +802,14 @@ class _Batch:
             if left is not None and left < amount:
                 assert key.spend_limit is not None
                 raise KeyLimitReached(key.id, key.spend_limit, amount, left)
+        hold = replace(reservation.hold, account_id=account.id)
+        controls = self._controls(account, hold.member_id)
+        if controls is not None:
+            controls.check(_spender(hold), amount)
+            controls.move(_spender(hold), held=amount)
+        if key is not None:
             key.held += amount
         account.move(0, amount)
-        hold = replace(reservation.hold, account_id=account.id)
         self.writes.holds.append((hold, reservation.fingerprint))
         return hold
 
@@ -784,7 +844,7 @@ class _Batch:
         reserved = 0 if late else hold.amount - hold.captured
         if not capture.final and capture.amount > reserved:
             raise HoldExceeded(hold.id)
-        charged = self._ceiling(hold, capture, reserved)
+        charged = self._within_limits(account, hold, capture, reserved)
         released = reserved if capture.final else charged
         if charged - released > account.available:
             short = InsufficientCredits(
@@ -815,9 +875,29 @@ class _Batch:
             key.spent += charged
             key.held -= released
             key.changed = True
+        if account.controls is not None:
+            account.controls.move(_spender(hold), spent=charged, held=-released)
         status = "captured" if capture.final else "open"
         self._change(hold, captured=hold.captured + charged, status=status)
         return Settled(self.holds[hold.id], made)
+
+    def _within_limits(
+        self, account: _Account, hold: Hold, capture: CaptureHold, reserved: int
+    ) -> int:
+        """The most a capture may charge within the proxy key paying for its hold (see
+        :meth:`_ceiling`) and the hard spend limits of its hold's spender: all of it when
+        what passes the hold fits, else (``cap``) what the tightest limit leaves, else
+        402. A slice never passes its hold."""
+        charged = self._ceiling(hold, capture, reserved)
+        controls = account.controls
+        if controls is None or not capture.final:
+            return charged
+        tightest = controls.tightest(_spender(hold))
+        if tightest is None or charged - reserved <= tightest.left():
+            return charged
+        if capture.overrun != "cap" or reserved + tightest.left() <= 0:
+            raise LimitReached(tightest, charged - reserved)
+        return reserved + max(tightest.left(), 0)
 
     def _ceiling(self, hold: Hold, capture: CaptureHold, reserved: int) -> int:
         """The most a capture may charge within the proxy key paying for its hold: all of
@@ -874,9 +954,12 @@ class _Batch:
         if hold.status != "open":
             raise HoldNotOpen(hold.id, hold.status)
         reserved = hold.amount - hold.captured
-        self.accounts[hold.account_id].move(0, -reserved)
+        account = self.accounts[hold.account_id]
+        account.move(0, -reserved)
         if hold.proxy_key_id is not None:
             self.keys[hold.proxy_key_id].held -= reserved
+        if account.controls is not None:
+            account.controls.move(_spender(hold), held=-reserved)
         return self._change(hold, status="released")
 
     def _extend(self, extend: ExtendHold) -> Hold:
@@ -968,6 +1051,15 @@ class _Batch:
         )
         if written.holds or written.settled or written.accounts or written.transfers:
             await sql.write(conn, written)
+        await limit_repository.count(
+            conn,
+            [
+                tally
+                for account in self._by_id().values()
+                if account.controls is not None
+                for tally in account.controls.changed()
+            ],
+        )
 
     async def _messages(self) -> list[Message]:
         """What the observer sends of this batch's changes."""
@@ -1059,3 +1151,17 @@ def _given(value: T, otherwise: T) -> T:
 def _soonest(lots: list[_Lot]) -> datetime | None:
     """The soonest expiry among live lots (due ones included: they lapse at the next touch)."""
     return min((lot.expires_at for lot in lots if lot.remaining and lot.expires_at), default=None)
+
+
+def _spender(hold: Hold) -> Spender:
+    """Who a hold is for: its member, its app, the proxy key paying."""
+    return Spender(hold.member_id, hold.app, hold.proxy_key_id)
+
+
+def _member(entry: _Entry) -> str | None:
+    """The member an entry names."""
+    if isinstance(entry, _Posting):
+        return entry.member
+    if isinstance(entry, _Reservation):
+        return entry.hold.member_id
+    return None

@@ -43,6 +43,7 @@ TRANSFER_COLUMNS = (
     _T.created_at,
     _T.pricing,
     _T.proxy_key_id,
+    _T.member_id,
 )
 HOLD_COLUMNS = (
     _H.id,
@@ -59,6 +60,7 @@ HOLD_COLUMNS = (
     _H.updated_at,
     _H.pricing,
     _H.proxy_key_id,
+    _H.member_id,
 )
 # The columns a batch writes, as both databases' statements name them.
 HOLD_FIELDS = (*(column.key for column in HOLD_COLUMNS), "fingerprint")
@@ -181,6 +183,8 @@ class Locked(NamedTuple):
     status: str
     lots_expire_at: datetime | None
     holds_due: bool  # it may have open holds past their expiry
+    spend_controls: bool  # it has members or spend limits
+    time_zone: str | None  # its limits' windows' (None: UTC)
 
 
 class LiveLot(NamedTuple):

@@ -65,7 +65,10 @@ class SqliteStatements(Statements):
         lists = {"names": to_json(names), "hold_ids": to_json(hold_ids)}
         parameters = {**lists, "now": _time_text(now)}
         rows = await sqlite_driver.run(conn, sqlite_driver.fetch, _SQLITE_LOCK, parameters)
-        return [Locked._make((*row[:8], _time_value(row[8]), bool(row[9]))) for row in rows]
+        return [
+            Locked._make((*row[:8], _time_value(row[8]), bool(row[9]), bool(row[10]), row[11]))
+            for row in rows
+        ]
 
     async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
         expired, live, stored, kept, named, keys = await sqlite_driver.run(
@@ -227,7 +230,8 @@ SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.
     EXISTS (
         SELECT 1 FROM holds h
         WHERE h.account_id = a.id AND h.status = 'open' AND h.expires_at <= :now
-    ) AS holds_due
+    ) AS holds_due,
+    a.spend_controls, a.time_zone
 FROM (
     SELECT name, NULL AS hold_id, account_id FROM account_names
     WHERE name IN (SELECT value FROM json_each(:names))

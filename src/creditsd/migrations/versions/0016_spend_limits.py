@@ -27,7 +27,7 @@ def upgrade() -> None:
     op.add_column("accounts", sa.Column("time_zone", sa.String(64), nullable=True))
     op.add_column(
         "accounts",
-        sa.Column("has_limits", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("spend_controls", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.add_column("holds", sa.Column("member_id", sa.String(128), nullable=True))
     op.add_column("transfers", sa.Column("member_id", sa.String(128), nullable=True))
@@ -100,5 +100,5 @@ def downgrade() -> None:
     with op.batch_alter_table("holds") as batch:
         batch.drop_column("member_id")
     with op.batch_alter_table("accounts") as batch:
-        batch.drop_column("has_limits")
+        batch.drop_column("spend_controls")
         batch.drop_column("time_zone")

@@ -1,0 +1,294 @@
+"""Adding, listing and removing a wallet's members; setting and reading spend limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.audit import repository as audit
+from creditsd.kit import ids
+from creditsd.kit.errors import InvalidRequest
+from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
+from creditsd.ledger import accounts as ledger_accounts
+from creditsd.ledger import limit_repository
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.limits import MemberNotFound, Tally
+from creditsd.ledger.posting import Policy
+from creditsd.ledger.windows import Period, check_nested
+from creditsd.tables import accounts, members, spend_limits
+
+_M = members.c
+_L = spend_limits.c
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    """A limit asked for: at most ``amount`` per ``period``; ``mode`` hard or soft."""
+
+    amount: int
+    period: Period
+    mode: str = "hard"
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of a wallet, with the state of each of its limits."""
+
+    account_id: str
+    member_id: str
+    display_name: str | None
+    limits: list[Tally]
+    created_at: datetime
+    updated_at: datetime
+
+
+async def _locked(conn: AsyncConnection, name: str, policy: Policy, now: datetime) -> str:
+    """The wallet's id, its row locked (so a change lands between two batches); created
+    when the policy allows."""
+    account_id = await ledger_accounts.resolve_account(conn, name, policy, now)
+    if await ledger_repo.get_account_row(conn, account_id, lock=True) is None:
+        raise AccountNotFound(name)
+    return account_id
+
+
+async def _tallies(
+    conn: AsyncConnection, account_id: str, named: Sequence[str], now: datetime
+) -> list[Tally]:
+    zone = (
+        await conn.execute(select(accounts.c.time_zone).where(accounts.c.id == account_id))
+    ).scalar_one_or_none()
+    found = await limit_repository.read(conn, {account_id: zone}, named, now)
+    return found[account_id].tallies
+
+
+async def _mark(conn: AsyncConnection, account_id: str, now: datetime) -> None:
+    """Keep the account's ``spend_controls`` flag true exactly while it has members or
+    limits (the engine reads them only then)."""
+    has = select(
+        exists().where(_M.account_id == account_id) | exists().where(_L.account_id == account_id)
+    )
+    controlled = bool((await conn.execute(has)).scalar())
+    await conn.execute(
+        update(accounts)
+        .where(accounts.c.id == account_id, accounts.c.spend_controls != controlled)
+        .values(spend_controls=controlled, updated_at=now)
+    )
+
+
+async def set_limits(
+    conn: AsyncConnection,
+    account_id: str,
+    scope: str,
+    subject: str,
+    specs: Sequence[LimitSpec],
+    now: datetime,
+    *,
+    actor: str,
+) -> None:
+    """Make ``specs`` the limits of one subject of a locked account: a limit whose amount
+    and period stay keeps its window and spend (its mode may change); a new or changed
+    one starts a fresh window now; those not asked again go. Audited when anything
+    changed; nested limits must be consistent (day ≤ week ≤ month ≤ lifetime)."""
+    periods = [spec.period for spec in specs]
+    if len(set(periods)) != len(periods):
+        raise InvalidRequest("give at most one limit per period", field="limits")
+    check_nested({spec.period: spec.amount for spec in specs})
+    rows = await conn.execute(
+        select(_L.id, _L.period, _L.amount, _L.mode).where(
+            _L.account_id == account_id, _L.scope == scope, _L.subject == subject
+        )
+    )
+    before = {row.period: row for row in rows}
+    asked = {spec.period: spec for spec in specs}
+    gone = [row.id for period, row in before.items() if period not in asked or asked[period].amount != row.amount]
+    if gone:
+        await conn.execute(delete(spend_limits).where(_L.account_id == account_id, _L.id.in_(gone)))
+    for period, spec in asked.items():
+        kept = before.get(period)
+        if kept is not None and kept.amount == spec.amount:
+            if kept.mode != spec.mode:
+                await conn.execute(
+                    update(spend_limits)
+                    .where(_L.account_id == account_id, _L.id == kept.id)
+                    .values(mode=spec.mode)
+                )
+            continue
+        await conn.execute(
+            spend_limits.insert().values(
+                account_id=account_id,
+                id=ids.new_id("lim"),
+                scope=scope,
+                subject=subject,
+                period=period,
+                amount=spec.amount,
+                mode=spec.mode,
+                since=now,
+                created_at=now,
+            )
+        )
+    was = {period: (row.amount, row.mode) for period, row in before.items()}
+    now_set = {period: (spec.amount, spec.mode) for period, spec in asked.items()}
+    if was != now_set:
+        await audit.record(
+            conn,
+            actor=actor,
+            action="limits.set",
+            target=f"{account_id}/{scope}/{subject}" if subject else f"{account_id}/{scope}",
+            before={period: {"amount": a, "mode": m} for period, (a, m) in sorted(was.items())},
+            after={period: {"amount": a, "mode": m} for period, (a, m) in sorted(now_set.items())},
+            now=now,
+        )
+    await _mark(conn, account_id, now)
+
+
+async def _member(conn: AsyncConnection, account_id: str, member_id: str, now: datetime) -> Member:
+    row = (
+        await conn.execute(
+            select(_M.display_name, _M.created_at, _M.updated_at).where(
+                _M.account_id == account_id, _M.member_id == member_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise MemberNotFound(account_id, member_id)
+    tallies = await _tallies(conn, account_id, [member_id], now)
+    return Member(
+        account_id,
+        member_id,
+        row.display_name,
+        [tally for tally in tallies if tally.limit.scope == "member" and tally.limit.subject == member_id],
+        row.created_at,
+        row.updated_at,
+    )
+
+
+async def put_member(
+    conn: AsyncConnection,
+    wallet: str,
+    member_id: str,
+    display_name: str | None,
+    specs: Sequence[LimitSpec] | None,
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> tuple[Member, bool]:
+    """Add a member to a wallet, or update one (its display name; its limits when
+    ``specs`` is given, else they stay); the member and whether it is new."""
+    account_id = await _locked(conn, wallet, policy, now)
+    found = await conn.execute(
+        select(_M.display_name).where(_M.account_id == account_id, _M.member_id == member_id)
+    )
+    known = found.first()
+    if known is None:
+        await conn.execute(
+            members.insert().values(
+                account_id=account_id,
+                member_id=member_id,
+                display_name=display_name,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await audit.record(
+            conn,
+            actor=actor,
+            action="member.added",
+            target=f"{account_id}/{member_id}",
+            before=None,
+            after={"display_name": display_name},
+            now=now,
+        )
+    elif known.display_name != display_name:
+        await conn.execute(
+            update(members)
+            .where(_M.account_id == account_id, _M.member_id == member_id)
+            .values(display_name=display_name, updated_at=now)
+        )
+    if specs is not None:
+        await set_limits(conn, account_id, "member", member_id, specs, now, actor=actor)
+    await _mark(conn, account_id, now)
+    return await _member(conn, account_id, member_id, now), known is None
+
+
+async def remove_member(
+    conn: AsyncConnection, wallet: str, member_id: str, policy: Policy, now: datetime, *, actor: str
+) -> Member:
+    """Remove a member and its limits (audited); its open holds still settle."""
+    account_id = await _locked(conn, wallet, policy, now)
+    member = await _member(conn, account_id, member_id, now)
+    await conn.execute(
+        delete(spend_limits).where(
+            _L.account_id == account_id, _L.scope == "member", _L.subject == member_id
+        )
+    )
+    await conn.execute(delete(members).where(_M.account_id == account_id, _M.member_id == member_id))
+    await audit.record(
+        conn,
+        actor=actor,
+        action="member.removed",
+        target=f"{account_id}/{member_id}",
+        before={"display_name": member.display_name},
+        after=None,
+        now=now,
+    )
+    await _mark(conn, account_id, now)
+    return member
+
+
+async def list_members(
+    conn: AsyncConnection, wallet: str, limit: int, cursor: str | None, now: datetime
+) -> Page[Member]:
+    """A wallet's members by id, each with its limits' state."""
+    account_id = await ledger_accounts.resolve_account(conn, wallet, Policy(auto_create=False), now)
+    after = decode_cursor(cursor)
+    query = select(_M.member_id, _M.display_name, _M.created_at, _M.updated_at).where(
+        _M.account_id == account_id
+    )
+    if after is not None:
+        query = query.where(_M.member_id > after)
+    rows = list(await conn.execute(query.order_by(_M.member_id).limit(limit + 1)))
+    page = rows[:limit]
+    tallies = await _tallies(conn, account_id, [row.member_id for row in page], now)
+    items = [
+        Member(
+            account_id,
+            row.member_id,
+            row.display_name,
+            [t for t in tallies if t.limit.scope == "member" and t.limit.subject == row.member_id],
+            row.created_at,
+            row.updated_at,
+        )
+        for row in page
+    ]
+    last = encode_cursor(page[-1].member_id) if len(rows) > limit else None
+    return Page(items, last)
+
+
+async def put_limits(
+    conn: AsyncConnection,
+    wallet: str,
+    scope: str,
+    subject: str,
+    specs: Sequence[LimitSpec],
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> list[Tally]:
+    """Set the limits of the wallet itself (``scope`` wallet), of an app on it or of a
+    proxy key of it; every limit on the wallet afterwards."""
+    account_id = await _locked(conn, wallet, policy, now)
+    await set_limits(conn, account_id, scope, subject, specs, now, actor=actor)
+    return await _tallies(conn, account_id, [], now)
+
+
+async def limits_of(conn: AsyncConnection, wallet: str, now: datetime) -> list[Tally]:
+    """Every limit on a wallet, with its current window's spend and what is held."""
+    account_id = await ledger_accounts.resolve_account(conn, wallet, Policy(auto_create=False), now)
+    return await _tallies(conn, account_id, [], now)
