@@ -7,12 +7,12 @@ from collections.abc import Collection, Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from creditsd.ledger.windows import window_of
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit.rows import insert_or_skip
 from creditsd.ledger.limits import AccountLimits, SpendLimit, Tally
+from creditsd.ledger.windows import window_of
 from creditsd.tables import holds, limit_windows, members, spend_limits
 
 _M = members.c

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from creditsd.ledger.windows import Period, Window
-
 from creditsd.kit.errors import CreditsError, NotFound
 from creditsd.ledger.errors import Units
+from creditsd.ledger.windows import Period, Window
 
 SPEND_KINDS = frozenset({"charge", "capture"})  # the debits a limit counts
 Scope = Literal["wallet", "member", "app", "key"]

@@ -19,6 +19,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, available_timezones
 
 from creditsd.kit.errors import InvalidRequest
+from creditsd.ledger.errors import Units
 
 CalendarPeriod = Literal["day", "week", "month"]
 Period = CalendarPeriod | Literal["lifetime"]
@@ -126,9 +127,11 @@ class LimitsNotNested(InvalidRequest):
 
     def __init__(self, shorter: Period, low: int, longer: Period, high: int) -> None:
         super().__init__(
-            f"the {shorter} limit ({low}) is above the {longer} limit ({high})",
+            f"the {shorter} limit is above the {longer} limit",
             shorter=shorter,
+            shorter_amount=Units(low),
             longer=longer,
+            longer_amount=Units(high),
         )
 
 

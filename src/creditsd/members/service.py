@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,7 +51,7 @@ class Member:
 async def _locked(conn: AsyncConnection, name: str, policy: Policy, now: datetime) -> str:
     """The wallet's id, its row locked (so a change lands between two batches); created
     when the policy allows."""
-    account_id = await ledger_accounts.resolve_account(conn, name, policy, now)
+    account_id: str = await ledger_accounts.resolve_account(conn, name, policy, now)
     if await ledger_repo.get_account_row(conn, account_id, lock=True) is None:
         raise AccountNotFound(name)
     return account_id
@@ -105,7 +106,11 @@ async def set_limits(
     )
     before = {row.period: row for row in rows}
     asked = {spec.period: spec for spec in specs}
-    gone = [row.id for period, row in before.items() if period not in asked or asked[period].amount != row.amount]
+    gone = [
+        row.id
+        for period, row in before.items()
+        if period not in asked or asked[period].amount != row.amount
+    ]
     if gone:
         await conn.execute(delete(spend_limits).where(_L.account_id == account_id, _L.id.in_(gone)))
     for period, spec in asked.items():
@@ -146,25 +151,34 @@ async def set_limits(
     await _mark(conn, account_id, now)
 
 
-async def _member(conn: AsyncConnection, account_id: str, member_id: str, now: datetime) -> Member:
-    row = (
-        await conn.execute(
-            select(_M.display_name, _M.created_at, _M.updated_at).where(
-                _M.account_id == account_id, _M.member_id == member_id
-            )
+async def _members(
+    conn: AsyncConnection, account_id: str, rows: Sequence[Any], now: datetime
+) -> list[Member]:
+    """The members of these rows, each with its own limits' state."""
+    tallies = await _tallies(conn, account_id, [row.member_id for row in rows], now)
+    return [
+        Member(
+            account_id,
+            row.member_id,
+            row.display_name,
+            [t for t in tallies if (t.limit.scope, t.limit.subject) == ("member", row.member_id)],
+            row.created_at,
+            row.updated_at,
         )
-    ).first()
+        for row in rows
+    ]
+
+
+_MEMBER_ROW = select(_M.member_id, _M.display_name, _M.created_at, _M.updated_at)
+
+
+async def _member(conn: AsyncConnection, account_id: str, member_id: str, now: datetime) -> Member:
+    query = _MEMBER_ROW.where(_M.account_id == account_id, _M.member_id == member_id)
+    row = (await conn.execute(query)).first()
     if row is None:
         raise MemberNotFound(account_id, member_id)
-    tallies = await _tallies(conn, account_id, [member_id], now)
-    return Member(
-        account_id,
-        member_id,
-        row.display_name,
-        [tally for tally in tallies if tally.limit.scope == "member" and tally.limit.subject == member_id],
-        row.created_at,
-        row.updated_at,
-    )
+    (member,) = await _members(conn, account_id, [row], now)
+    return member
 
 
 async def put_member(
@@ -227,7 +241,9 @@ async def remove_member(
             _L.account_id == account_id, _L.scope == "member", _L.subject == member_id
         )
     )
-    await conn.execute(delete(members).where(_M.account_id == account_id, _M.member_id == member_id))
+    await conn.execute(
+        delete(members).where(_M.account_id == account_id, _M.member_id == member_id)
+    )
     await audit.record(
         conn,
         actor=actor,
@@ -247,25 +263,12 @@ async def list_members(
     """A wallet's members by id, each with its limits' state."""
     account_id = await ledger_accounts.resolve_account(conn, wallet, Policy(auto_create=False), now)
     after = decode_cursor(cursor)
-    query = select(_M.member_id, _M.display_name, _M.created_at, _M.updated_at).where(
-        _M.account_id == account_id
-    )
+    query = _MEMBER_ROW.where(_M.account_id == account_id)
     if after is not None:
         query = query.where(_M.member_id > after)
     rows = list(await conn.execute(query.order_by(_M.member_id).limit(limit + 1)))
     page = rows[:limit]
-    tallies = await _tallies(conn, account_id, [row.member_id for row in page], now)
-    items = [
-        Member(
-            account_id,
-            row.member_id,
-            row.display_name,
-            [t for t in tallies if t.limit.scope == "member" and t.limit.subject == row.member_id],
-            row.created_at,
-            row.updated_at,
-        )
-        for row in page
-    ]
+    items = await _members(conn, account_id, page, now)
     last = encode_cursor(page[-1].member_id) if len(rows) > limit else None
     return Page(items, last)
 

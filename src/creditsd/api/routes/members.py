@@ -60,17 +60,26 @@ async def put_member(
     specs = None if body.limits is None else _specs(ledger.money, body.limits)
     member, added = await ledger.database.write(
         lambda conn, now: service.put_member(
-            conn, account_id, member_id, body.display_name, specs, ledger.policy, now, actor=actor(key)
+            conn,
+            account_id,
+            member_id,
+            body.display_name,
+            specs,
+            ledger.policy,
+            now,
+            actor=actor(key),
         )
     )
     return respond(MemberOut.of(member, ledger.money), 201 if added else 200)
 
 
-@router.get(
-    "/{account_id}/members", response_model=MemberPage, responses=error_responses(403, 404)
-)
+@router.get("/{account_id}/members", response_model=MemberPage, responses=error_responses(403, 404))
 async def list_members(
-    account_id: WalletPath, ledger: LedgerDep, _key: ReadKey, limit: Limit = 50, cursor: Cursor = None
+    account_id: WalletPath,
+    ledger: LedgerDep,
+    _key: ReadKey,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> ExactJSONResponse:
     """The wallet's members by id, each with its limits' spend in their current windows."""
     page = await ledger.database.read(
@@ -103,12 +112,12 @@ async def remove_member(
 
 
 @router.get("/{account_id}/limits", response_model=LimitList, responses=error_responses(403, 404))
-async def list_limits(account_id: WalletPath, ledger: LedgerDep, _key: ReadKey) -> ExactJSONResponse:
+async def list_limits(
+    account_id: WalletPath, ledger: LedgerDep, _key: ReadKey
+) -> ExactJSONResponse:
     """Every limit on the wallet (its own, its members', its apps', its proxy keys'), with
     its current window's spend, what open holds reserve and when the window resets."""
-    tallies = await ledger.database.read(
-        lambda conn, now: service.limits_of(conn, account_id, now)
-    )
+    tallies = await ledger.database.read(lambda conn, now: service.limits_of(conn, account_id, now))
     return respond(_listed(tallies, ledger.money))
 
 

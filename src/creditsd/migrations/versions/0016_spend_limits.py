@@ -53,9 +53,7 @@ def upgrade() -> None:
         sa.Column("since", Timestamp, nullable=False),
         sa.Column("created_at", Timestamp, nullable=False),
         sa.PrimaryKeyConstraint("account_id", "id", name="pk_spend_limits"),
-        sa.ForeignKeyConstraint(
-            ["account_id"], ["accounts.id"], name="fk_spend_limits_account_id"
-        ),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_spend_limits_account_id"),
         sa.UniqueConstraint(
             "account_id",
             "scope",
