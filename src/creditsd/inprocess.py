@@ -452,10 +452,13 @@ class Ledger:
         metadata: Metadata | None = None,
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
+        member: str | None = None,
     ) -> Transfer:
-        """Spend ``amount``, or what the catalog says ``use`` costs (stamped on the transfer).
+        """Spend ``amount``, or what the catalog says ``use`` costs (stamped on the transfer);
+        ``member``: the wallet's member it is for, counted against its limits.
 
-        Raises ``InsufficientCredits`` when the account cannot afford it.
+        Raises ``InsufficientCredits`` when the account cannot afford it, ``LimitReached``
+        past a hard spend limit.
         """
         units, pricing, asked = await self._amount(amount, use)
         charge = ledger_service.Charge(
@@ -468,6 +471,7 @@ class Ledger:
             pricing=pricing,
             use=asked,
             fresh_key=idempotency_key is None,
+            member=member,
         ).movement()
         with _refusals_counted("charge"):
             transfer = await self._submit(charge)
@@ -544,9 +548,11 @@ class Ledger:
         idempotency_key: str | None = None,
         app: str = LOCAL_APP,
         proxy_key_id: str | None = None,
+        member: str | None = None,
     ) -> Hold:
         """Reserve ``amount``, or the estimate of ``use``, for ``expires_in`` seconds;
-        ``proxy_key_id`` names the proxy key that pays, within its spend limit."""
+        ``proxy_key_id`` names the proxy key that pays, within its spend limit; ``member``
+        the wallet's member it is for, within its limits."""
         amount, pricing, asked = await self._amount(amount, use)
         reservation = OpenHold(
             account_id=account_id,
@@ -558,6 +564,7 @@ class Ledger:
             metadata=metadata,
             use=asked,
             proxy_key_id=proxy_key_id,
+            member=member,
             pricing=pricing,
             fresh_key=idempotency_key is None,
         )

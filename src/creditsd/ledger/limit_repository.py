@@ -56,15 +56,12 @@ async def read(
         for limit in limits
     }
     keys = [(limit.account_id, limit.id, windows[limit.id].start) for limit in limits]
-    spent = dict(
-        (
-            await conn.execute(
-                select(_W.limit_id, _W.spent).where(
-                    tuple_(_W.account_id, _W.limit_id, _W.window_start).in_(keys)
-                )
-            )
-        ).tuples()
+    found_spent = await conn.execute(
+        select(_W.limit_id, _W.spent).where(
+            tuple_(_W.account_id, _W.limit_id, _W.window_start).in_(keys)
+        )
     )
+    spent = {limit_id: int(amount) for limit_id, amount in found_spent}
     held = await conn.execute(
         select(
             _H.account_id, _H.member_id, _H.app, _H.proxy_key_id, func.sum(_H.amount - _H.captured)

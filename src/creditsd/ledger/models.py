@@ -274,6 +274,7 @@ def transfer_view(transfer: Transfer, money: Money, account_id: str | None = Non
         "created_at": transfer.created_at,
         "pricing": transfer.pricing,
         "proxy_key_id": transfer.proxy_key_id,
+        "member": transfer.member_id,
         "lots": [
             {
                 "lot_id": part.lot_id,

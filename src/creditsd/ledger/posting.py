@@ -717,12 +717,14 @@ class _Batch:
     def _transfer(self, posting: _Posting) -> Transfer:
         debit = self.accounts.get(posting.debit_account_id)
         credit = self.accounts.get(posting.credit_account_id)
+        named = posting.member if posting.hold_id is None else None  # a capture's: its hold's
+        controls = None if debit is None else self._controls(debit, named)
         if debit is not None:
             self._check_debit(debit, posting)
         if credit is not None and credit.balance > INT64_MAX - posting.amount:
             raise BalanceLimit(credit.id)
-        if debit is not None:
-            self._count(debit, posting)
+        if controls is not None:
+            _count(controls, posting)
         transfer_id = ids.new_id("tr")
         parts: list[LotPart] = []
         if debit is not None:
@@ -755,17 +757,6 @@ class _Batch:
         self.writes.transfers.append((made, posting.fingerprint))
         return made
 
-    def _count(self, account: _Account, posting: _Posting) -> None:
-        """Check a debit against the spend limits of who it is for, and count it (a hold's
-        capture is counted by :meth:`_capture`; a forced debit is counted, never refused)."""
-        controls = self._controls(account, posting.member)
-        if controls is None or posting.hold_id is not None or posting.kind not in SPEND_KINDS:
-            return
-        spender = Spender(posting.member, posting.app, posting.proxy_key_id)
-        if not posting.forced:
-            controls.check(spender, posting.amount)
-        controls.move(spender, spent=posting.amount)
-
     def _controls(self, account: _Account, member: str | None) -> AccountLimits | None:
         """The account's members and limits (None: it has none); a member it does not
         have is refused."""
@@ -790,6 +781,7 @@ class _Batch:
     def _reserve(self, reservation: _Reservation) -> Hold:
         account = self.accounts[reservation.hold.account_id]
         amount = reservation.hold.amount
+        controls = self._controls(account, reservation.hold.member_id)
         key = self._paying(reservation.hold.proxy_key_id)
         if account.status != "active":
             raise not_active(account.id, account.status)
@@ -803,7 +795,6 @@ class _Batch:
                 assert key.spend_limit is not None
                 raise KeyLimitReached(key.id, key.spend_limit, amount, left)
         hold = replace(reservation.hold, account_id=account.id)
-        controls = self._controls(account, hold.member_id)
         if controls is not None:
             controls.check(_spender(hold), amount)
             controls.move(_spender(hold), held=amount)
@@ -868,6 +859,7 @@ class _Batch:
                 released_held=released,
                 pricing=self._settlement(capture, hold, reserved, charged, late),
                 proxy_key_id=hold.proxy_key_id,
+                member=hold.member_id,
             )
         )
         if hold.proxy_key_id is not None:
@@ -1151,6 +1143,17 @@ def _given(value: T, otherwise: T) -> T:
 def _soonest(lots: list[_Lot]) -> datetime | None:
     """The soonest expiry among live lots (due ones included: they lapse at the next touch)."""
     return min((lot.expires_at for lot in lots if lot.remaining and lot.expires_at), default=None)
+
+
+def _count(controls: AccountLimits, posting: _Posting) -> None:
+    """Check a debit against the spend limits of who it is for, and count it (a hold's
+    capture is counted with its hold; a forced debit is counted, never refused)."""
+    if posting.hold_id is not None or posting.kind not in SPEND_KINDS:
+        return
+    spender = Spender(posting.member, posting.app, posting.proxy_key_id)
+    if not posting.forced:
+        controls.check(spender, posting.amount)
+    controls.move(spender, spent=posting.amount)
 
 
 def _spender(hold: Hold) -> Spender:

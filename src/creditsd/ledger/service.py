@@ -119,6 +119,7 @@ class Charge:
     pricing: Metadata | None = None
     use: Metadata | None = None
     fresh_key: bool = False
+    member: str | None = None  # the wallet's member it is spent for
 
     def movement(self) -> Movement:
         """The transfer this charge is."""
@@ -135,6 +136,7 @@ class Charge:
             pricing=self.pricing,
             use=self.use,
             fresh_key=self.fresh_key,
+            member=self.member,
         )
 
 

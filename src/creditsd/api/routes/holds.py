@@ -45,6 +45,7 @@ async def open_hold(
         metadata=body.metadata,
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),
         app=key.name,
+        member=body.member,
     )
     return respond(HoldOut.of(hold, ledger.money, ledger.now()), 201, replayed=hold.replayed)
 

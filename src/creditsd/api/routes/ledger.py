@@ -158,6 +158,7 @@ async def create_charge(
         metadata=body.metadata,
         idempotency_key=pick_key(idempotency_key, body.idempotency_key),
         app=key.name,
+        member=body.member,
     )
     return respond(TransferOut.of(transfer, ledger.money), 201, replayed=transfer.replayed)
 

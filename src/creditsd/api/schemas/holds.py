@@ -26,6 +26,9 @@ class HoldCreate(PricedRequest):
     """Reserve credits for a while: an ``amount``, or the estimate of a ``feature`` or ``usage``."""
 
     account_id: AccountId
+    member: AccountId | None = Field(
+        None, description="The wallet's member it is for: held and spent against its limits."
+    )
     expires_in: Seconds | None = Field(None, description="Lifetime in seconds (default 900).")
     description: Text | None = None
     metadata: Metadata | None = None
@@ -77,6 +80,7 @@ class HoldOut(BaseModel):
     proxy_key_id: str | None = Field(
         description="The proxy key whose call the hold is for (None for every other)."
     )
+    member: str | None = Field(description="The wallet's member it is for, if any.")
 
     @classmethod
     def of(cls, hold: Hold, money: Money, now: datetime) -> HoldOut:
@@ -96,6 +100,7 @@ class HoldOut(BaseModel):
             updated_at=hold.updated_at,
             pricing=hold.pricing,
             proxy_key_id=hold.proxy_key_id,
+            member=hold.member_id,
         )
 
 

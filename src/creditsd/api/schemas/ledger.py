@@ -69,6 +69,9 @@ class ChargeCreate(PricedRequest):
     """Spend credits: an ``amount``, or what the catalog says a ``feature`` or ``usage`` costs."""
 
     account_id: AccountId
+    member: AccountId | None = Field(
+        None, description="The wallet's member it is spent for: counted against its limits."
+    )
     description: Text | None = None
     metadata: Metadata | None = None
     idempotency_key: IdempotencyKey | None = None
@@ -168,6 +171,7 @@ class TransferOut(BaseModel):
     proxy_key_id: str | None = Field(
         description="The proxy key whose call this capture settled (None for every other)."
     )
+    member: str | None = Field(description="The wallet's member it was spent for, if any.")
     lots: list[LotPartOut] = Field(
         description="The lots a debit spent (oldest lot first), or the lot a credit filled."
     )
