@@ -219,3 +219,22 @@ async def _put_limits(ledger: Ledger, member: str, amount: int, period: Period) 
             conn, "acme", member, None, limits, ledger.policy, now, actor="test"
         )
     )
+
+
+async def test_a_proxy_key_s_day_limit_refuses_the_hold_past_it(
+    api: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    await _wallet(api)
+    key = body(await api.post("/v1/proxy-keys", json={"account_id": "acme"}))
+    put = await api.put(
+        f"/v1/proxy-keys/{key['id']}/limits", json={"limits": [{"amount": 5, "period": "day"}]}
+    )
+    assert put.status_code == 200
+    assert [limit["scope"] for limit in body(put)["data"]] == ["key"]
+    await ledger.open_hold("acme", 5 * CREDIT, proxy_key_id=key["id"])
+    with pytest.raises(LimitReached) as refused:
+        await ledger.open_hold("acme", 1, proxy_key_id=key["id"])
+    assert refused.value.details["limit_source"] == "key"
+    await ledger.open_hold("acme", 5 * CREDIT)  # not through the key: not its limit
+    missing = await api.put("/v1/proxy-keys/pxk_nope/limits", json={"limits": []})
+    assert (missing.status_code, body(missing)["error"]["code"]) == (404, "proxy_key_not_found")

@@ -17,10 +17,11 @@ from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
 from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import limit_repository
 from creditsd.ledger import repository as ledger_repo
-from creditsd.ledger.errors import AccountNotFound
+from creditsd.ledger.errors import AccountNotFound, ProxyKeyNotFound
 from creditsd.ledger.limits import MemberNotFound, Tally
 from creditsd.ledger.posting import Policy
 from creditsd.ledger.windows import Period, check_nested
+from creditsd.proxy_keys import repository as proxy_keys_repo
 from creditsd.tables import accounts, members, spend_limits
 
 _M = members.c
@@ -289,6 +290,23 @@ async def put_limits(
     account_id = await _locked(conn, wallet, policy, now)
     await set_limits(conn, account_id, scope, subject, specs, now, actor=actor)
     return await _tallies(conn, account_id, [], now)
+
+
+async def put_key_limits(
+    conn: AsyncConnection,
+    key_id: str,
+    specs: Sequence[LimitSpec],
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> list[Tally]:
+    """Set the period limits of a proxy key (beside the lifetime ``limit`` it was minted
+    with); every limit on its account afterwards."""
+    key = await proxy_keys_repo.get_key(conn, key_id)
+    if key is None:
+        raise ProxyKeyNotFound(key_id)
+    return await put_limits(conn, key.account_id, "key", key_id, specs, policy, now, actor=actor)
 
 
 async def limits_of(conn: AsyncConnection, wallet: str, now: datetime) -> list[Tally]:

@@ -10,39 +10,24 @@ from fastapi import APIRouter, Path
 from creditsd.api.auth import AppKey, LedgerDep, ReadKey, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
-from creditsd.api.params import Cursor, Limit, respond, units
+from creditsd.api.params import Cursor, Limit, respond
 from creditsd.api.schemas.members import (
-    LimitIn,
     LimitList,
-    LimitOut,
     LimitsPut,
     MemberOut,
     MemberPage,
     MemberPut,
+    limit_specs,
 )
 from creditsd.keys.service import APP_NAME_PATTERN
 from creditsd.kit.fields import AccountId
-from creditsd.kit.money import Money
-from creditsd.ledger.limits import Tally
 from creditsd.members import service
-from creditsd.members.service import LimitSpec
 
 router = APIRouter(prefix="/v1/accounts", route_class=StrictJSONRoute, tags=["members"])
 
 WalletPath = Annotated[AccountId, Path(description="The wallet's account id or an alias.")]
 MemberPath = Annotated[AccountId, Path(description="The member's id, of the app's choosing.")]
 AppPath = Annotated[str, Path(pattern=f"^{APP_NAME_PATTERN}$", description="An API key's name.")]
-
-
-def _specs(money: Money, limits: list[LimitIn]) -> list[LimitSpec]:
-    return [
-        LimitSpec(units(money, limit.amount, "amount", allow_zero=True), limit.period, limit.mode)
-        for limit in limits
-    ]
-
-
-def _listed(tallies: list[Tally], money: Money) -> LimitList:
-    return LimitList(data=[LimitOut.of(tally, money) for tally in tallies])
 
 
 @router.put(
@@ -57,7 +42,7 @@ async def put_member(
     """Add a member to the wallet (201) or update one (200), audited. ``limits`` replaces
     the member's limits (a limit whose amount and period stay keeps its window's spend; a
     new or changed one starts at zero); left out, they stay."""
-    specs = None if body.limits is None else _specs(ledger.money, body.limits)
+    specs = None if body.limits is None else limit_specs(ledger.money, body.limits)
     member, added = await ledger.database.write(
         lambda conn, now: service.put_member(
             conn,
@@ -118,7 +103,7 @@ async def list_limits(
     """Every limit on the wallet (its own, its members', its apps', its proxy keys'), with
     its current window's spend, what open holds reserve and when the window resets."""
     tallies = await ledger.database.read(lambda conn, now: service.limits_of(conn, account_id, now))
-    return respond(_listed(tallies, ledger.money))
+    return respond(LimitList.of(tallies, ledger.money))
 
 
 @router.put("/{account_id}/limits", response_model=LimitList, responses=error_responses(403, 404))
@@ -127,13 +112,13 @@ async def put_wallet_limits(
 ) -> ExactJSONResponse:
     """Set the wallet's own limits (all its spend, whoever spends), audited; every limit
     on the wallet afterwards."""
-    specs = _specs(ledger.money, body.limits)
+    specs = limit_specs(ledger.money, body.limits)
     tallies = await ledger.database.write(
         lambda conn, now: service.put_limits(
             conn, account_id, "wallet", "", specs, ledger.policy, now, actor=actor(key)
         )
     )
-    return respond(_listed(tallies, ledger.money))
+    return respond(LimitList.of(tallies, ledger.money))
 
 
 @router.put(
@@ -145,10 +130,10 @@ async def put_app_limits(
     account_id: WalletPath, app: AppPath, body: LimitsPut, ledger: LedgerDep, key: AppKey
 ) -> ExactJSONResponse:
     """Set the limits of what one app (an API key's name) spends from the wallet."""
-    specs = _specs(ledger.money, body.limits)
+    specs = limit_specs(ledger.money, body.limits)
     tallies = await ledger.database.write(
         lambda conn, now: service.put_limits(
             conn, account_id, "app", app, specs, ledger.policy, now, actor=actor(key)
         )
     )
-    return respond(_listed(tallies, ledger.money))
+    return respond(LimitList.of(tallies, ledger.money))

@@ -11,6 +11,7 @@ from creditsd.api.auth import AppKey, LedgerDep, actor
 from creditsd.api.errors import error_responses
 from creditsd.api.http import ExactJSONResponse, StrictJSONRoute
 from creditsd.api.params import Cursor, Limit, respond, units
+from creditsd.api.schemas.members import LimitList, LimitsPut, limit_specs
 from creditsd.api.schemas.proxy_keys import (
     ProxyKeyCreate,
     ProxyKeyCreated,
@@ -18,6 +19,7 @@ from creditsd.api.schemas.proxy_keys import (
     ProxyKeyPage,
 )
 from creditsd.kit.ids import ACCOUNT_ID_PATTERN
+from creditsd.members import service as members
 from creditsd.proxy_keys import service
 
 router = APIRouter(prefix="/v1/proxy-keys", route_class=StrictJSONRoute, tags=["proxy"])
@@ -74,6 +76,22 @@ async def list_keys(
             next_cursor=page.next_cursor,
         )
     )
+
+
+@router.put("/{key_id}/limits", response_model=LimitList, responses=error_responses(403, 404, 422))
+async def put_key_limits(
+    key_id: KeyPath, body: LimitsPut, ledger: LedgerDep, key: AppKey
+) -> ExactJSONResponse:
+    """Set what calls through this key may spend per day, week or month (or lifetime),
+    audited: its whole set of period limits, counted like every spend limit; every limit
+    on its account afterwards."""
+    specs = limit_specs(ledger.money, body.limits)
+    tallies = await ledger.database.write(
+        lambda conn, now: members.put_key_limits(
+            conn, key_id, specs, ledger.policy, now, actor=actor(key)
+        )
+    )
+    return respond(LimitList.of(tallies, ledger.money))
 
 
 @router.delete("/{key_id}", response_model=ProxyKeyOut, responses=error_responses(403, 404))

@@ -7,10 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from creditsd.api.params import units
 from creditsd.kit.fields import AmountIn, AmountOut, NoNul, StrictRequest
 from creditsd.kit.money import Money
 from creditsd.ledger.limits import Tally
-from creditsd.members.service import Member
+from creditsd.members.service import LimitSpec, Member
 
 PeriodName = Literal["day", "week", "month", "lifetime"]
 
@@ -84,6 +85,19 @@ class LimitList(BaseModel):
     """Every limit on a wallet."""
 
     data: list[LimitOut]
+
+    @classmethod
+    def of(cls, tallies: list[Tally], money: Money) -> LimitList:
+        """Render limits, amounts in credits."""
+        return cls(data=[LimitOut.of(tally, money) for tally in tallies])
+
+
+def limit_specs(money: Money, limits: list[LimitIn]) -> list[LimitSpec]:
+    """The limits asked for, amounts in minor units (422 naming a bad amount)."""
+    return [
+        LimitSpec(units(money, limit.amount, "amount", allow_zero=True), limit.period, limit.mode)
+        for limit in limits
+    ]
 
 
 class MemberOut(BaseModel):
