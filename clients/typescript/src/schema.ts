@@ -177,6 +177,99 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/members/{member_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Member
+         * @description Add a member to the wallet (201) or update one (200), audited. ``limits`` replaces
+         *     the member's limits (a limit whose amount and period stay keeps its window's spend; a
+         *     new or changed one starts at zero); left out, they stay.
+         */
+        put: operations["put_member_v1_accounts__account_id__members__member_id__put"];
+        post?: never;
+        /**
+         * Remove Member
+         * @description Remove a member and its limits (audited). Its open holds still settle; its past
+         *     spend stays attributed to it.
+         */
+        delete: operations["remove_member_v1_accounts__account_id__members__member_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{account_id}/members": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Members
+         * @description The wallet's members by id, each with its limits' spend in their current windows.
+         */
+        get: operations["list_members_v1_accounts__account_id__members_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{account_id}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Limits
+         * @description Every limit on the wallet (its own, its members', its apps', its proxy keys'), with
+         *     its current window's spend, what open holds reserve and when the window resets.
+         */
+        get: operations["list_limits_v1_accounts__account_id__limits_get"];
+        /**
+         * Put Wallet Limits
+         * @description Set the wallet's own limits (all its spend, whoever spends), audited; every limit
+         *     on the wallet afterwards.
+         */
+        put: operations["put_wallet_limits_v1_accounts__account_id__limits_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{account_id}/apps/{app}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put App Limits
+         * @description Set the limits of what one app (an API key's name) spends from the wallet.
+         */
+        put: operations["put_app_limits_v1_accounts__account_id__apps__app__limits_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/holds": {
         parameters: {
             query?: never;
@@ -644,6 +737,28 @@ export interface paths {
          *     repeat could not answer it; a key whose answer was lost is listed, to be revoked.
          */
         post: operations["mint_key_v1_proxy_keys_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/proxy-keys/{key_id}/limits": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /**
+         * Put Key Limits
+         * @description Set what calls through this key may spend per day, week or month (or lifetime),
+         *     audited: its whole set of period limits, counted like every spend limit; every limit
+         *     on its account afterwards.
+         */
+        put: operations["put_key_limits_v1_proxy_keys__key_id__limits_put"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1199,6 +1314,11 @@ export interface components {
              * @example org:acme
              */
             account_id: string;
+            /**
+             * Member
+             * @description The wallet's member it is spent for: counted against its limits.
+             */
+            member?: string | null;
             /** Description */
             description?: string | null;
             /** Metadata */
@@ -1644,6 +1764,11 @@ export interface components {
              */
             account_id: string;
             /**
+             * Member
+             * @description The wallet's member it is for: held and spent against its limits.
+             */
+            member?: string | null;
+            /**
              * Expires In
              * @description Lifetime in seconds (default 900).
              */
@@ -1758,6 +1883,11 @@ export interface components {
              * @description The proxy key whose call the hold is for (None for every other).
              */
             proxy_key_id: string | null;
+            /**
+             * Member
+             * @description The wallet's member it is for, if any.
+             */
+            member: string | null;
         };
         /**
          * HoldRelease
@@ -1766,6 +1896,110 @@ export interface components {
         HoldRelease: {
             /** Idempotency Key */
             idempotency_key?: string | null;
+        };
+        /**
+         * LimitIn
+         * @description At most ``amount`` credits spent (and held by open holds) per ``period``.
+         */
+        LimitIn: {
+            /**
+             * Amount
+             * @description Credits; 0 blocks all spend.
+             * @example 10
+             * @example 10.5
+             */
+            amount: number | string;
+            /**
+             * Period
+             * @description A calendar day, week (from Monday) or month in the wallet's time zone (UTC unless set), or the limit's lifetime.
+             * @enum {string}
+             */
+            period: "day" | "week" | "month" | "lifetime";
+            /**
+             * Mode
+             * @description hard: refuse what would pass it (402 limit_reached); soft: warn.
+             * @default hard
+             * @enum {string}
+             */
+            mode: "hard" | "soft";
+        };
+        /**
+         * LimitList
+         * @description Every limit on a wallet.
+         */
+        LimitList: {
+            /** Data */
+            data: components["schemas"]["LimitOut"][];
+        };
+        /**
+         * LimitOut
+         * @description A limit and where its current window stands.
+         */
+        LimitOut: {
+            /**
+             * Scope
+             * @enum {string}
+             */
+            scope: "wallet" | "member" | "app" | "key";
+            /**
+             * Subject
+             * @description The member, app or proxy key; null: the wallet.
+             */
+            subject: string | null;
+            /**
+             * Period
+             * @enum {string}
+             */
+            period: "day" | "week" | "month" | "lifetime";
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "hard" | "soft";
+            /**
+             * Amount
+             * @description Credits, written exactly.
+             */
+            amount: number;
+            /**
+             * Spent
+             * @description Spent in the current window.
+             */
+            spent: number;
+            /**
+             * Held
+             * @description Reserved now by open holds.
+             */
+            held: number;
+            /**
+             * Remaining
+             * @description What is left: amount − spent − held, at least 0.
+             */
+            remaining: number;
+            /**
+             * Window Start
+             * Format: date-time
+             */
+            window_start: string;
+            /**
+             * Resets At
+             * @description When the next window starts; null: never.
+             */
+            resets_at: string | null;
+            /**
+             * Since
+             * Format: date-time
+             * @description When it was set: no window starts before.
+             */
+            since: string;
+        };
+        /**
+         * LimitsPut
+         * @description The whole set of limits of one subject: those left out are removed.
+         */
+        LimitsPut: {
+            /** Limits */
+            limits: components["schemas"]["LimitIn"][];
         };
         /**
          * LotPartOut
@@ -1783,6 +2017,53 @@ export interface components {
             amount: number;
             /** Expires At */
             expires_at: string | null;
+        };
+        /**
+         * MemberOut
+         * @description A member of a wallet and its limits.
+         */
+        MemberOut: {
+            /** Account Id */
+            account_id: string;
+            /** Member Id */
+            member_id: string;
+            /** Display Name */
+            display_name: string | null;
+            /** Limits */
+            limits: components["schemas"]["LimitOut"][];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
+         * MemberPage
+         * @description A wallet's members by id.
+         */
+        MemberPage: {
+            /** Data */
+            data: components["schemas"]["MemberOut"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /**
+         * MemberPut
+         * @description A member of the wallet.
+         */
+        MemberPut: {
+            /** Display Name */
+            display_name?: string | null;
+            /**
+             * Limits
+             * @description The member's limits, replacing its set; left out: unchanged.
+             */
+            limits?: components["schemas"]["LimitIn"][] | null;
         };
         /**
          * MeterOut
@@ -2222,6 +2503,11 @@ export interface components {
              * @description The proxy key whose call this capture settled (None for every other).
              */
             proxy_key_id: string | null;
+            /**
+             * Member
+             * @description The wallet's member it was spent for, if any.
+             */
+            member: string | null;
             /**
              * Lots
              * @description The lots a debit spent (oldest lot first), or the lot a credit filled.
@@ -3351,6 +3637,608 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["VerificationOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_member_v1_accounts__account_id__members__member_id__put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+                /** @description The member's id, of the app's choosing. */
+                member_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MemberPut"];
+            };
+        };
+        responses: {
+            /** @description Updated */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberOut"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    remove_member_v1_accounts__account_id__members__member_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+                /** @description The member's id, of the app's choosing. */
+                member_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_members_v1_accounts__account_id__members_get: {
+        parameters: {
+            query?: {
+                /** @description At most 100. */
+                limit?: number;
+                /** @description next_cursor of the last page. */
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemberPage"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_limits_v1_accounts__account_id__limits_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitList"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_wallet_limits_v1_accounts__account_id__limits_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LimitsPut"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitList"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_app_limits_v1_accounts__account_id__apps__app__limits_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The wallet's account id or an alias. */
+                account_id: string;
+                /** @description An API key's name. */
+                app: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LimitsPut"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitList"];
                 };
             };
             /** @description Malformed request (invalid JSON) */
@@ -5444,6 +6332,104 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ProxyKeyCreated"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_key_limits_v1_proxy_keys__key_id__limits_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LimitsPut"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LimitList"];
                 };
             };
             /** @description Malformed request (invalid JSON) */
