@@ -185,6 +185,30 @@ async def test_two_processes_share_one_balance_without_overdraft(
             assert (await one.get("/v1/accounts/hot/verify")).json()["valid"] is True
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"], indirect=True)
+async def test_two_processes_keep_a_member_within_its_day_limit(
+    database_url: str, tmp_path: Path
+) -> None:
+    secret = await admin_secret(database_url)
+    with serve(database_url, tmp_path) as first, serve(database_url, tmp_path) as second:
+        async with client(first, secret) as one, client(second, secret) as two:
+            await one.post("/v1/grants", json={"account_id": "team", "amount": 1000})
+            limits = {"limits": [{"amount": 30, "period": "day"}]}
+            assert (await two.put("/v1/accounts/team/members/ada", json=limits)).is_success
+
+            async def hold(n: int) -> int:
+                http = one if n % 2 else two
+                asked = {"account_id": "team", "member": "ada", "amount": 1, "expires_in": 60}
+                return (await http.post("/v1/holds", json=asked)).status_code
+
+            statuses = await asyncio.gather(*(hold(n) for n in range(50)))
+            assert (statuses.count(201), statuses.count(402)) == (30, 20)
+            (limit,) = (await one.get("/v1/accounts/team/limits")).json()["data"]
+            assert (limit["spent"], limit["held"], limit["remaining"]) == (0, 30, 0)
+            account = (await two.get("/v1/accounts/team")).json()
+            assert (account["held"], account["available"]) == (30, 970)
+
+
 def test_sighup_republishes_the_catalog_and_a_bad_file_keeps_the_old_one(
     database_url: str, tmp_path: Path
 ) -> None:
