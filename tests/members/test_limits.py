@@ -238,3 +238,17 @@ async def test_a_proxy_key_s_day_limit_refuses_the_hold_past_it(
     await ledger.open_hold("acme", 5 * CREDIT)  # not through the key: not its limit
     missing = await api.put("/v1/proxy-keys/pxk_nope/limits", json={"limits": []})
     assert (missing.status_code, body(missing)["error"]["code"]) == (404, "proxy_key_not_found")
+
+
+async def test_usage_events_count_against_their_member_s_limit(api: httpx.AsyncClient) -> None:
+    await _wallet(api)
+    await _member(api, "ada", {"amount": 25, "period": "day"})
+    events = [
+        {"id": f"e{n}", "account_id": "acme", "member": "ada", "feature": "chat_message"}
+        for n in range(3)
+    ]
+    recorded = body(await api.post("/v1/usage", json={"events": events}))["results"]
+    assert [result["status"] for result in recorded] == ["charged", "charged", "limit_reached"]
+    assert recorded[2]["error"]["limit_source"] == "member"
+    (limit,) = body(await api.get("/v1/accounts/acme/limits"))["data"]
+    assert limit["spent"] == 20

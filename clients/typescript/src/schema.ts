@@ -432,8 +432,9 @@ export interface paths {
          * @description Charge up to 1,000 usage events, each once by its ``id``; one bad event fails only itself.
          *
          *     Answers 200 with one result per event, in input order: ``charged``, ``duplicate`` (this
-         *     id was charged before; ``transfer_id`` is that charge), ``insufficient_credits`` or
-         *     ``invalid`` (with an ``error``).
+         *     id was charged before; ``transfer_id`` is that charge), ``insufficient_credits``,
+         *     ``limit_reached`` (a spend limit of its wallet, member or app: the error says which
+         *     and when it resets) or ``invalid`` (with an ``error``).
          */
         post: operations["record_usage_v1_usage_post"];
         delete?: never;
@@ -2694,7 +2695,8 @@ export interface components {
         };
         /**
          * UsageResultOut
-         * @description One event's outcome: ``charged``, ``duplicate``, ``insufficient_credits``, ``invalid``.
+         * @description One event's outcome: ``charged``, ``duplicate``, ``insufficient_credits``,
+         *     ``limit_reached``, ``invalid``.
          */
         UsageResultOut: {
             /** Id */

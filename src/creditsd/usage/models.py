@@ -10,7 +10,7 @@ from creditsd.kit.errors import CreditsError
 from creditsd.ledger.models import Metadata, Transfer
 from creditsd.pricing.catalog import Use
 
-Status = Literal["charged", "duplicate", "insufficient_credits", "invalid"]
+Status = Literal["charged", "duplicate", "insufficient_credits", "limit_reached", "invalid"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,7 @@ class UsageEvent:
     use: Use
     occurred_at: datetime | None = None
     metadata: Metadata | None = None
+    member: str | None = None  # the wallet's member it is for
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from creditsd.ledger import posting
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.commands import Movement
 from creditsd.ledger.errors import InsufficientCredits
+from creditsd.ledger.limits import LimitReached
 from creditsd.ledger.models import Transfer
 from creditsd.pricing.catalog import Catalog, FeatureUse
 from creditsd.usage.models import UsageEvent, UsageResult
@@ -39,12 +40,15 @@ def _charge(
             "occurred_at": event.occurred_at or now,
         },
         use=use.request(),
+        member=event.member,
     ).movement()
 
 
 def _result(event_id: str, outcome: posting.EntryOutcome) -> UsageResult:
     if isinstance(outcome, InsufficientCredits):
         return UsageResult(event_id, "insufficient_credits", error=outcome)
+    if isinstance(outcome, LimitReached):
+        return UsageResult(event_id, "limit_reached", error=outcome)
     if isinstance(outcome, CreditsError):
         return UsageResult(event_id, "invalid", error=outcome)
     assert isinstance(outcome, Transfer)

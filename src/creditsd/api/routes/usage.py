@@ -49,8 +49,9 @@ async def record_usage(body: UsageBatch, ledger: LedgerDep, key: AppKey) -> Exac
     """Charge up to 1,000 usage events, each once by its ``id``; one bad event fails only itself.
 
     Answers 200 with one result per event, in input order: ``charged``, ``duplicate`` (this
-    id was charged before; ``transfer_id`` is that charge), ``insufficient_credits`` or
-    ``invalid`` (with an ``error``).
+    id was charged before; ``transfer_id`` is that charge), ``insufficient_credits``,
+    ``limit_reached`` (a spend limit of its wallet, member or app: the error says which
+    and when it resets) or ``invalid`` (with an ``error``).
     """
     money = ledger.money
     answers: list[UsageResultOut | None] = []
@@ -67,7 +68,11 @@ async def record_usage(body: UsageBatch, ledger: LedgerDep, key: AppKey) -> Exac
             answers.append(_result(UsageResult(event.id, "invalid", error=exc), money))
             continue
         assert use is not None  # the schema requires feature or usage
-        events.append(UsageEvent(event.id, event.account_id, use, event.timestamp, event.metadata))
+        events.append(
+            UsageEvent(
+                event.id, event.account_id, use, event.timestamp, event.metadata, event.member
+            )
+        )
         answers.append(None)
     recorded = iter(await ledger.record_usage(events, app=key.name))
     results = [answer or _result(next(recorded), money) for answer in answers]

@@ -18,6 +18,9 @@ class UsageEventIn(PricedUse):
 
     id: str = Field(pattern=f"^{EVENT_ID_PATTERN}$", description="Your unique id for the event.")
     account_id: AccountId
+    member: AccountId | None = Field(
+        None, description="The wallet's member it is for: counted against its limits."
+    )
     timestamp: Annotated[AwareDatetime | None, Field(strict=False)] = Field(
         None, description="When it happened (RFC 3339 with a zone); default: when received."
     )
@@ -37,7 +40,8 @@ class UsageBatch(StrictRequest):
 
 
 class UsageResultOut(BaseModel):
-    """One event's outcome: ``charged``, ``duplicate``, ``insufficient_credits``, ``invalid``."""
+    """One event's outcome: ``charged``, ``duplicate``, ``insufficient_credits``,
+    ``limit_reached``, ``invalid``."""
 
     id: str | None
     status: str
