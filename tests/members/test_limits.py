@@ -252,3 +252,14 @@ async def test_usage_events_count_against_their_member_s_limit(api: httpx.AsyncC
     assert recorded[2]["error"]["limit_source"] == "member"
     (limit,) = body(await api.get("/v1/accounts/acme/limits"))["data"]
     assert limit["spent"] == 20
+
+
+async def test_a_member_put_again_keeps_what_it_leaves_out(api: httpx.AsyncClient) -> None:
+    named = {"display_name": "Ada", "limits": [{"amount": 5, "period": "day"}]}
+    first = await api.put("/v1/accounts/acme/members/ada", json=named)
+    assert first.status_code == 201
+    again = await api.put("/v1/accounts/acme/members/ada", json={})
+    assert again.status_code == 200
+    assert (body(again)["display_name"], len(body(again)["limits"])) == ("Ada", 1)
+    renamed = body(await api.put("/v1/accounts/acme/members/ada", json={"display_name": "A."}))
+    assert (renamed["display_name"], len(renamed["limits"])) == ("A.", 1)

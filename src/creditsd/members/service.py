@@ -193,8 +193,8 @@ async def put_member(
     *,
     actor: str,
 ) -> tuple[Member, bool]:
-    """Add a member to a wallet, or update one (its display name; its limits when
-    ``specs`` is given, else they stay); the member and whether it is new."""
+    """Add a member to a wallet, or update one (its display name when given; its limits
+    when ``specs`` is given, else they stay); the member and whether it is new."""
     account_id = await _locked(conn, wallet, policy, now)
     found = await conn.execute(
         select(_M.display_name).where(_M.account_id == account_id, _M.member_id == member_id)
@@ -219,7 +219,7 @@ async def put_member(
             after={"display_name": display_name},
             now=now,
         )
-    elif known.display_name != display_name:
+    elif display_name is not None and known.display_name != display_name:
         await conn.execute(
             update(members)
             .where(_M.account_id == account_id, _M.member_id == member_id)

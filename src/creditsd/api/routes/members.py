@@ -41,7 +41,8 @@ async def put_member(
 ) -> ExactJSONResponse:
     """Add a member to the wallet (201) or update one (200), audited. ``limits`` replaces
     the member's limits (a limit whose amount and period stay keeps its window's spend; a
-    new or changed one starts at zero); left out, they stay."""
+    new or changed one starts at zero); ``display_name`` renames it. Either left out stays
+    as it is."""
     specs = None if body.limits is None else limit_specs(ledger.money, body.limits)
     member, added = await ledger.database.write(
         lambda conn, now: service.put_member(
