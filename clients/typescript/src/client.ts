@@ -70,6 +70,11 @@ export type ProxyKey = Result<Schemas["ProxyKeyOut"]>;
 /** A proxy key just minted: its `secret` (`cdp_…`) is shown this once. */
 export type MintedProxyKey = Result<Schemas["ProxyKeyCreated"]>;
 export type ProxyKeyPage = Page<ProxyKey, Schemas["ProxyKeyPage"]>;
+/** A wallet's member, with its limits' spend in their current windows. */
+export type Member = Result<Schemas["MemberOut"]>;
+export type MemberPage = Page<Member, Schemas["MemberPage"]>;
+/** A spend limit on a wallet and its current window: `spent`, `held`, `remaining`, `resets_at`. */
+export type SpendLimit = Result<Schemas["LimitOut"]>;
 export type WebhookEventType = Schemas["EndpointCreate"]["events"][number];
 /**
  * A balance checked against its history. `cached` is the seed's name for `stored`: the
@@ -98,6 +103,8 @@ export type QuoteRequest =
 export interface UsageEvent {
   id: string;
   account_id: string;
+  /** The wallet's member it is spent for: counted in its limits (else `limit_reached`). */
+  member?: string;
   feature?: string;
   quantity?: Amount;
   usage?: Usage;
@@ -114,6 +121,8 @@ export interface WriteOptions {
 export interface ChargeOptions extends WriteOptions {
   description?: string;
   metadata?: Metadata;
+  /** The wallet's member it is for ({@link CreditsClient.putMember}): counted in its limits. */
+  member?: string;
 }
 
 export interface HoldOptions extends ChargeOptions {
@@ -121,7 +130,8 @@ export interface HoldOptions extends ChargeOptions {
   expiresIn?: number;
 }
 
-export interface CaptureOptions extends ChargeOptions {
+/** A capture is for the member its hold was for. */
+export interface CaptureOptions extends Omit<ChargeOptions, "member"> {
   /** false: capture a slice and keep the rest held (default true: settle the hold). */
   final?: boolean;
 }
@@ -181,6 +191,22 @@ export interface ProxyKeyOptions {
   name?: string;
   /** Requests a minute; default: the server's `[proxy] rate_limit_per_minute`. */
   rateLimit?: number;
+}
+
+/** A spend limit to set: at most `amount` credits (0 blocks all spend) per `period`. */
+export interface LimitSetting {
+  amount: Amount;
+  /** A calendar day, week (from Monday) or month in UTC, or the limit's lifetime. */
+  period: Schemas["LimitIn"]["period"];
+  /** `hard` (the default) refuses what would pass it (LimitReachedError); `soft` does not. */
+  mode?: Schemas["LimitIn"]["mode"];
+}
+
+export interface MemberSettings {
+  /** The name to show; left out, the member has none. */
+  displayName?: string;
+  /** The member's limits, replacing its set; left out, they stay as they are. */
+  limits?: LimitSetting[];
 }
 
 export interface CheckoutOptions extends WriteOptions {
@@ -410,7 +436,8 @@ export class CreditsClient {
 
   /**
    * Spend credits: `{ amount }`, `{ feature, quantity? }` priced by the server's catalog, or
-   * `{ usage }` (a model call's tokens). Throws InsufficientCreditsError (402).
+   * `{ usage }` (a model call's tokens). Throws InsufficientCreditsError (402), or
+   * LimitReachedError (402) past a spend limit of the wallet, its `member` or the app.
    */
   async charge(userId: string, price: Price, options: ChargeOptions = {}): Promise<Transfer> {
     return writeResult(
@@ -422,6 +449,7 @@ export class CreditsClient {
           ...priced(price),
           description: options.description,
           metadata: options.metadata,
+          member: options.member,
         },
         write: { key: options.idempotencyKey },
       }),
@@ -520,6 +548,7 @@ export class CreditsClient {
           expires_in: optionalSeconds(options.expiresIn),
           description: options.description,
           metadata: options.metadata,
+          member: options.member,
         },
         write: { key: options.idempotencyKey },
       }),
@@ -764,6 +793,99 @@ export class CreditsClient {
       await this.#send<Schemas["ProxyKeyOut"]>({
         method: "DELETE",
         path: `/v1/proxy-keys/${segment(keyId, "keyId")}`,
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  // Members and spend limits (app key) --------------------------------------------------------
+
+  /** Add a member to the wallet, or update one: its display name, and its limits when given. */
+  async putMember(
+    walletId: string,
+    memberId: string,
+    settings: MemberSettings = {},
+  ): Promise<Member> {
+    return plainResult(
+      await this.#send<Schemas["MemberOut"]>({
+        method: "PUT",
+        path: memberPath(walletId, memberId),
+        body: {
+          display_name: settings.displayName,
+          limits: settings.limits === undefined ? undefined : limitsBody(settings.limits),
+        },
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  /** One page of the wallet's members by id, each with its limits' spend (a read key). */
+  async listMembers(walletId: string, options: PageOptions = {}): Promise<MemberPage> {
+    const answer = await this.#send<Schemas["MemberPage"]>({
+      method: "GET",
+      path: `${accountPath(walletId, "walletId")}/members`,
+      query: { limit: options.limit, cursor: options.cursor },
+    });
+    return page(answer, (item, exact) => result(item, exact));
+  }
+
+  /** Every member of the wallet, by id, fetching pages as needed. */
+  iterMembers(walletId: string, options: { limit?: number } = {}): AsyncGenerator<Member> {
+    return everyItem((cursor) => this.listMembers(walletId, { ...options, cursor }));
+  }
+
+  /**
+   * Remove a member and its limits; its open holds still settle and its past spend stays
+   * its own. One already removed is NotFoundError `member_not_found`.
+   */
+  async removeMember(walletId: string, memberId: string): Promise<Member> {
+    return plainResult(
+      await this.#send<Schemas["MemberOut"]>({
+        method: "DELETE",
+        path: memberPath(walletId, memberId),
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  /** Every limit on the wallet (its own, its members', apps' and proxy keys'), a read key. */
+  async listLimits(walletId: string): Promise<SpendLimit[]> {
+    return spendLimits(
+      await this.#send<Schemas["LimitList"]>({
+        method: "GET",
+        path: `${accountPath(walletId, "walletId")}/limits`,
+      }),
+    );
+  }
+
+  /** Set the limits of all the wallet's spend, whoever spends; answers every limit on it. */
+  async setWalletLimits(walletId: string, limits: LimitSetting[]): Promise<SpendLimit[]> {
+    return this.#putLimits(`${accountPath(walletId, "walletId")}/limits`, limits);
+  }
+
+  /** Set the limits of what one app (an API key's name) spends from the wallet. */
+  async setAppLimits(walletId: string, app: string, limits: LimitSetting[]): Promise<SpendLimit[]> {
+    return this.#putLimits(
+      `${accountPath(walletId, "walletId")}/apps/${segment(app, "app")}/limits`,
+      limits,
+    );
+  }
+
+  /**
+   * Set the period limits of what calls through a proxy key spend (beside the lifetime
+   * `limit` it was minted with); answers every limit on its account.
+   */
+  async setProxyKeyLimits(keyId: string, limits: LimitSetting[]): Promise<SpendLimit[]> {
+    return this.#putLimits(`/v1/proxy-keys/${segment(keyId, "keyId")}/limits`, limits);
+  }
+
+  /** Put one subject's whole set of limits (those left out are removed). */
+  async #putLimits(path: string, limits: LimitSetting[]): Promise<SpendLimit[]> {
+    return spendLimits(
+      await this.#send<Schemas["LimitList"]>({
+        method: "PUT",
+        path,
+        body: { limits: limitsBody(limits) },
         write: { key: undefined, keyless: true },
       }),
     );
@@ -1040,6 +1162,24 @@ function priced(price: Price | QuoteRequest): Record<string, unknown> {
   return { usage };
 }
 
+/** The `limits` of a PUT: each amount checked and kept exact. */
+function limitsBody(limits: unknown): Record<string, unknown>[] {
+  if (!Array.isArray(limits)) {
+    throw new TypeError(`limits is an array of { amount, period, mode? }, not ${describe(limits)}`);
+  }
+  return limits.map((limit: unknown, index) => {
+    if (typeof limit !== "object" || limit === null) {
+      throw new TypeError(`limits[${index}] is an object, not ${describe(limit)}`);
+    }
+    const { amount, period, mode } = limit as Record<string, unknown>;
+    return { amount: decimalLiteral(amount, `limits[${index}].amount`), period, mode };
+  });
+}
+
+function spendLimits(answer: Answer<Schemas["LimitList"]>): SpendLimit[] {
+  return answer.plain.data.map((item, index) => result(item, answer.exact.data[index]!));
+}
+
 function optionalAmount(value: unknown, name: string): JsonNumber | undefined {
   return value === undefined ? undefined : decimalLiteral(value, name);
 }
@@ -1066,9 +1206,9 @@ function wholeNumber(value: unknown, name: string): number {
   return value;
 }
 
-function accountId(userId: unknown): string {
+function accountId(userId: unknown, name = "userId"): string {
   if (typeof userId !== "string" || userId === "") {
-    throw new TypeError(`userId is an account id such as 'user_2abc', not ${describe(userId)}`);
+    throw new TypeError(`${name} is an account id such as 'user_2abc', not ${describe(userId)}`);
   }
   return userId;
 }
@@ -1080,8 +1220,12 @@ function segment(value: unknown, name: string): string {
   return encodeURIComponent(value);
 }
 
-function accountPath(userId: string): string {
-  return `/v1/accounts/${encodeURIComponent(accountId(userId))}`;
+function accountPath(userId: string, name?: string): string {
+  return `/v1/accounts/${encodeURIComponent(accountId(userId, name))}`;
+}
+
+function memberPath(walletId: string, memberId: string): string {
+  return `${accountPath(walletId, "walletId")}/members/${segment(memberId, "memberId")}`;
 }
 
 function holdPath(holdId: string): string {

@@ -5,11 +5,13 @@
  * CreditsError                       code, status, details, idempotencyKey
  * ├── AuthenticationError            401 unauthenticated, key_expired
  * ├── PermissionError                403 forbidden
- * ├── NotFoundError                  404 account_not_found, hold_not_found, …
+ * ├── NotFoundError                  404 account_not_found, hold_not_found, member_not_found, …
  * ├── ConflictError                  409 hold_not_open, …
  * │   ├── IdempotencyConflictError   409 idempotency_conflict
  * │   └── AccountNotActiveError      409 account_frozen, account_closed
  * ├── InsufficientCreditsError       402 insufficient_credits (required, available)
+ * ├── LimitReachedError              402 limit_reached (limitSource, period, limit, remaining,
+ * │                                      required, resetsAt)
  * ├── ValidationError                400, 413, 415, 422 (invalid_amount, unknown_feature, …)
  * ├── RateLimitError                 429 (retryAfter)
  * ├── ServerError                    5xx
@@ -21,6 +23,10 @@
  * Mistakes in the arguments (NaN, a negative amount, a wrong type) are thrown before
  * anything is sent, as the platform's `RangeError` and `TypeError`.
  */
+
+import type { components } from "./schema.js";
+
+type LimitOut = components["schemas"]["LimitOut"];
 
 /** The fields of creditsd's error body besides `code` and `message`, amounts as numbers. */
 export type ErrorDetails = Record<string, unknown>;
@@ -113,6 +119,48 @@ export class InsufficientCreditsError extends CreditsError {
   }
 }
 
+/**
+ * 402: a hard spend limit of the wallet, the member, the app or the proxy key leaves less
+ * than the write needs; the account may well afford it, so this is no
+ * {@link InsufficientCreditsError}.
+ */
+export class LimitReachedError extends CreditsError {
+  override name = "LimitReachedError";
+  /** Whose limit it is: the wallet's own, the member's, the app's or the proxy key's. */
+  get limitSource(): LimitOut["scope"] | undefined {
+    return stringOrUndefined(this.details.limit_source) as LimitOut["scope"] | undefined;
+  }
+  get period(): LimitOut["period"] | undefined {
+    return stringOrUndefined(this.details.period) as LimitOut["period"] | undefined;
+  }
+  /** The limit, in credits per period (exact: {@link limitExact}). */
+  get limit(): number | undefined {
+    return numberOrUndefined(this.details.limit);
+  }
+  /** What the limit leaves in its current window, in credits (exact: {@link remainingExact}). */
+  get remaining(): number | undefined {
+    return numberOrUndefined(this.details.remaining);
+  }
+  /** What the write needs, in credits (exact: {@link requiredExact}). */
+  get required(): number | undefined {
+    return numberOrUndefined(this.details.required);
+  }
+  get limitExact(): string | undefined {
+    return stringOrUndefined(this.exactDetails.limit);
+  }
+  get remainingExact(): string | undefined {
+    return stringOrUndefined(this.exactDetails.remaining);
+  }
+  get requiredExact(): string | undefined {
+    return stringOrUndefined(this.exactDetails.required);
+  }
+  /** When the next window starts (RFC 3339, UTC); null: never, for a `lifetime` limit. */
+  get resetsAt(): string | null | undefined {
+    const resetsAt = this.details.resets_at;
+    return resetsAt === null ? null : stringOrUndefined(resetsAt);
+  }
+}
+
 /** 400, 413, 415 or 422: the server refused the request as written. */
 export class ValidationError extends CreditsError {
   override name = "ValidationError";
@@ -164,6 +212,7 @@ const BY_CODE: Record<string, ErrorClass> = {
   account_not_active: AccountNotActiveError,
   idempotency_conflict: IdempotencyConflictError,
   insufficient_credits: InsufficientCreditsError,
+  limit_reached: LimitReachedError,
   payment_provider_error: PaymentProviderError,
 };
 

@@ -9,6 +9,7 @@ export {
   type ErrorDetails,
   IdempotencyConflictError,
   InsufficientCreditsError,
+  LimitReachedError,
   NotFoundError,
   PaymentProviderError,
   PermissionError,

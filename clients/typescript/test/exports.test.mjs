@@ -14,6 +14,7 @@ test("the main entry and the next subpath export exactly their public names", as
     "CreditsSDK",
     "IdempotencyConflictError",
     "InsufficientCreditsError",
+    "LimitReachedError",
     "NotFoundError",
     "PaymentProviderError",
     "PermissionError",
