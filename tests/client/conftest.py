@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -102,6 +103,37 @@ def hold_json(**fields: Any) -> dict[str, Any]:
         "description": None,
         "metadata": None,
         "idempotency_key": "k",
+        "created_at": "2026-11-22T10:00:00.000000Z",
+        "updated_at": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
+def limit_json(**fields: Any) -> dict[str, Any]:
+    """A member's day limit, part spent, as the server writes it."""
+    return {
+        "scope": "member",
+        "subject": "ada",
+        "period": "day",
+        "mode": "hard",
+        "amount": 1000,
+        "spent": 600,
+        "held": Decimal("50.5"),
+        "remaining": Decimal("349.5"),
+        "window_start": "2026-12-07T00:00:00.000000Z",
+        "resets_at": "2026-12-08T00:00:00.000000Z",
+        "since": "2026-11-22T10:00:00.000000Z",
+        **fields,
+    }
+
+
+def member_json(**fields: Any) -> dict[str, Any]:
+    """A wallet's member with one limit, as the server writes it."""
+    return {
+        "account_id": "org:acme",
+        "member_id": "ada",
+        "display_name": "Ada",
+        "limits": [limit_json()],
         "created_at": "2026-11-22T10:00:00.000000Z",
         "updated_at": "2026-11-22T10:00:00.000000Z",
         **fields,

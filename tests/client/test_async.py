@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import httpx
@@ -17,16 +17,19 @@ from creditsd.client import (
     ConflictError,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    Limit,
+    LimitReachedError,
     NotFoundError,
     PaymentProviderError,
     PermissionDeniedError,
     ServerError,
+    SpendRefusedError,
     TransportError,
     ValidationError,
 )
 from creditsd.inprocess import Ledger
 from tests.client.conftest import BASE_URL, Connect
-from tests.conftest import Clock, LedgerFactory, create_key
+from tests.conftest import Clock, LedgerFactory, body, create_key
 
 D = Decimal
 CREDIT = 10_000
@@ -554,3 +557,106 @@ async def test_a_portal_link_opens_the_account_s_billing_page(
     reader = connect(await create_key(ledger, "read", "dash"))
     with pytest.raises(PermissionDeniedError):
         await reader.create_portal_session("u", "https://app.example/account")
+
+
+async def test_a_team_wallet_s_members_spend_within_their_limits(
+    ledger: Ledger, connect: Connect, clock: Clock
+) -> None:
+    clock.now = datetime(2026, 12, 7, 15, tzinfo=UTC)
+    await ledger.grant("org:acme", 10_000 * CREDIT)
+    chat = connect(await create_key(ledger, "app", "chat"))
+    ada = await chat.put_member("org:acme", "ada", limits=[Limit(1000, "day")])
+    assert (ada.account_id, ada.member_id, ada.display_name) == ("org:acme", "ada", None)
+    (day,) = ada.limits
+    assert (day.scope, day.subject, day.period, day.mode) == ("member", "ada", "day", "hard")
+    assert (day.amount, day.remaining, day.resets_at) == (
+        D(1000),
+        D(1000),
+        datetime(2026, 12, 8, tzinfo=UTC),
+    )
+    renamed = await chat.put_member("org:acme", "ada", display_name="Ada Lovelace")
+    assert (renamed.display_name, len(renamed.limits)) == ("Ada Lovelace", 1)  # limits stay
+    await chat.put_member("org:acme", "grace", display_name="Grace Hopper")
+
+    charged = await chat.charge("org:acme", 600, member="ada", description="report")
+    assert (charged.member, charged.change, charged.balance) == ("ada", D(-600), D(9400))
+    assert (await chat.charge("org:acme", 1)).member is None
+
+    with pytest.raises(LimitReachedError) as refused:
+        await chat.hold("org:acme", 500, member="ada", expires_in=600)
+    limit = refused.value
+    assert (limit.status, limit.code) == (402, "limit_reached")
+    assert (limit.limit_source, limit.period) == ("member", "day")
+    assert (limit.limit, limit.remaining, limit.required) == (D(1000), D(400), D(500))
+    assert limit.resets_at == datetime(2026, 12, 8, tzinfo=UTC)
+    assert isinstance(limit, SpendRefusedError)
+    assert not isinstance(limit, InsufficientCreditsError)  # the wallet can afford it
+    hold = await chat.hold("org:acme", 400, member="ada", expires_in=600)
+    assert (hold.member, hold.held) == ("ada", D(400))
+
+    with pytest.raises(NotFoundError) as unknown:
+        await chat.charge("org:acme", 1, member="ad4")
+    assert unknown.value.code == "member_not_found"
+
+    first = await chat.list_members("org:acme", limit=1)
+    assert [m.member_id for m in first.data] == ["ada"]
+    (spend,) = first.data[0].limits
+    assert (spend.spent, spend.held, spend.remaining) == (D(600), D(400), D(0))
+    assert spend.window_start == spend.since == clock.now  # no window starts before the limit
+    rest = await chat.list_members("org:acme", cursor=first.next_cursor)
+    assert ([m.display_name for m in rest.data], rest.next_cursor) == (["Grace Hopper"], None)
+
+    removed = await chat.remove_member("org:acme", "grace")
+    assert (removed.member_id, removed.display_name) == ("grace", "Grace Hopper")
+    assert [m.member_id async for m in chat.iter_members("org:acme", page_size=1)] == ["ada"]
+    with pytest.raises(NotFoundError):
+        await chat.remove_member("org:acme", "grace")
+
+
+async def test_wallet_app_and_proxy_key_limits_are_set_whole(
+    ledger: Ledger, connect: Connect, api: httpx.AsyncClient
+) -> None:
+    await ledger.grant("org:acme", 10_000 * CREDIT)
+    chat = connect(await create_key(ledger, "app", "chat"))
+    key = body(await api.post("/v1/proxy-keys", json={"account_id": "org:acme"}))
+
+    wallet = await chat.set_wallet_limits("org:acme", [Limit(100, "day"), Limit("2500.5", "month")])
+    assert [(s.scope, s.subject, s.period, s.amount) for s in wallet] == [
+        ("wallet", None, "day", D(100)),
+        ("wallet", None, "month", D("2500.5")),
+    ]
+    apps = await chat.set_app_limits("org:acme", "chat", [Limit(50, "week", mode="soft")])
+    assert ("app", "chat", "week", "soft") in [(s.scope, s.subject, s.period, s.mode) for s in apps]
+    keys = await chat.set_proxy_key_limits(key["id"], [Limit(5, "lifetime")])
+    (lifetime,) = [s for s in keys if s.scope == "key"]
+    assert (lifetime.subject, lifetime.period, lifetime.resets_at) == (key["id"], "lifetime", None)
+    assert len(await chat.list_limits("org:acme")) == 4
+
+    with pytest.raises(LimitReachedError) as refused:
+        await chat.charge("org:acme", 101)
+    assert (refused.value.limit_source, refused.value.period) == ("wallet", "day")
+    await chat.set_wallet_limits("org:acme", [])
+    assert [s.scope for s in await chat.list_limits("org:acme")] == ["app", "key"]
+    assert (await chat.charge("org:acme", 101)).amount == D(101)  # a soft limit refuses nothing
+
+    with pytest.raises(ValidationError) as unnested:
+        await chat.put_member("org:acme", "ada", limits=[Limit(10, "day"), Limit(5, "month")])
+    assert unnested.value.code == "limits_not_nested"
+    with pytest.raises(NotFoundError):
+        await chat.set_proxy_key_limits("pxk_nope", [])
+
+
+async def test_a_usage_event_names_its_member(ledger: Ledger, connect: Connect) -> None:
+    await ledger.grant("org:acme", 100 * CREDIT)
+    chat = connect(await create_key(ledger, "app", "chat"))
+    await chat.put_member("org:acme", "ada", limits=[Limit(15, "day")])
+    events = [
+        {"id": f"e{n}", "account_id": "org:acme", "member": "ada", "feature": "chat_message"}
+        for n in range(2)
+    ]
+    results = await chat.send_usage(events)
+    assert [r.status for r in results] == ["charged", "limit_reached"]
+    assert results[1].error is not None
+    assert results[1].error["limit_source"] == "member"
+    assert results[0].transfer_id is not None
+    assert (await chat.get_transaction(results[0].transfer_id)).member == "ada"

@@ -15,8 +15,10 @@ from creditsd.client import (
     ConflictError,
     CreditsError,
     InsufficientCreditsError,
+    LimitReachedError,
     PaymentProviderError,
     ServerError,
+    SpendRefusedError,
     TransportError,
 )
 from creditsd.client._base import VERSION
@@ -42,6 +44,10 @@ PUBLIC = {
     "WebhookDeliveryPage",
     "AuditRecord",
     "AuditRecordPage",
+    "Limit",
+    "LimitState",
+    "Member",
+    "MemberPage",
     "CreditsError",
     "APIError",
     "AuthenticationError",
@@ -50,7 +56,9 @@ PUBLIC = {
     "ConflictError",
     "IdempotencyConflictError",
     "AccountNotActiveError",
+    "SpendRefusedError",
     "InsufficientCreditsError",
+    "LimitReachedError",
     "ValidationError",
     "RateLimitError",
     "ServerError",
@@ -78,6 +86,10 @@ def test_every_error_is_a_credits_error() -> None:
     }
     assert issubclass(creditsd.client.IdempotencyConflictError, ConflictError)
     assert issubclass(creditsd.client.AccountNotActiveError, ConflictError)
+    # A limit refusal is no shortage of credits: one except clause catches either, by the base.
+    assert issubclass(InsufficientCreditsError, SpendRefusedError)
+    assert issubclass(LimitReachedError, SpendRefusedError)
+    assert not issubclass(LimitReachedError, InsufficientCreditsError)
     assert issubclass(creditsd.client.PaymentProviderError, ServerError)
     assert not issubclass(TransportError, APIError)
 
@@ -128,5 +140,17 @@ def test_errors_survive_pickling() -> None:
         details={"stripe_request_id": "req_1"},
     )
     assert pickle.loads(pickle.dumps(stripe)).stripe_request_id == "req_1"
+    limit = LimitReachedError(
+        "this would take the member past its day spend limit",
+        status=402,
+        code="limit_reached",
+        details={"period": "day", "resets_at": "2026-12-08T00:00:00Z", "required": 5},
+    )
+    copied = pickle.loads(pickle.dumps(limit))
+    assert (copied.period, copied.resets_at, copied.required) == (
+        "day",
+        limit.resets_at,
+        Decimal(5),
+    )
     lost = pickle.loads(pickle.dumps(TransportError("no answer", attempts=3)))
     assert (lost.attempts, lost.status, lost.code) == (3, None, "transport_error")

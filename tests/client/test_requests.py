@@ -15,6 +15,7 @@ from creditsd.client import (
     APIError,
     AsyncClient,
     Client,
+    Limit,
     PaymentProviderError,
     Usage,
     ValidationError,
@@ -28,6 +29,8 @@ from tests.client.conftest import (
     endpoint_json,
     error_json,
     hold_json,
+    limit_json,
+    member_json,
     transfer_json,
 )
 
@@ -190,6 +193,97 @@ async def test_usage_events_go_as_one_batch_and_answer_one_result_each(wire: Wir
     ]
     assert results[1].error is not None
     assert results[1].error["code"] == "insufficient_credits"
+
+
+def test_a_member_is_sent_only_when_named(client: Client, wire: Wire) -> None:
+    charged = client.deduct("org:acme", 5)
+    assert wire.body() == {"account_id": "org:acme", "amount": 5}
+    assert charged.member is None
+    wire.reply = answer(201, transfer_json(member="ada"))
+    charged = client.charge("org:acme", 5, member="ada")
+    assert wire.body() == {"account_id": "org:acme", "amount": 5, "member": "ada"}
+    assert charged.member == "ada"
+    wire.reply = answer(201, hold_json(member="ada"))
+    hold = client.hold("org:acme", feature="image", member="ada", expires_in=60)
+    assert wire.body() == {
+        "account_id": "org:acme",
+        "feature": "image",
+        "member": "ada",
+        "expires_in": 60,
+    }
+    assert hold.member == "ada"
+
+
+def test_members_are_put_listed_and_removed(client: Client, wire: Wire) -> None:
+    wire.reply = answer(200, member_json())
+    member = client.put_member(
+        "org:acme",
+        "ada/1",
+        display_name="Ada",
+        limits=[Limit(Decimal("0.5"), "day"), Limit("10", "month", mode="soft")],
+    )
+    assert (wire.last.method, wire.last.url.raw_path) == (
+        "PUT",
+        b"/v1/accounts/org%3Aacme/members/ada%2F1",
+    )
+    assert wire.last.content == (
+        b'{"display_name":"Ada","limits":[{"amount":0.5,"period":"day","mode":"hard"},'
+        b'{"amount":10,"period":"month","mode":"soft"}]}'
+    )
+    (day,) = member.limits
+    assert (day.scope, day.subject, day.amount, day.spent) == (
+        "member",
+        "ada",
+        Decimal(1000),
+        Decimal(600),
+    )
+    assert (day.held, day.remaining) == (Decimal("50.5"), Decimal("349.5"))
+    assert day.resets_at == datetime(2026, 12, 8, tzinfo=UTC)
+    client.put_member("org:acme", "ada")
+    assert wire.body() == {}  # its name and limits stay as they are
+    client.put_member("org:acme", "ada", limits=[])
+    assert wire.body() == {"limits": []}  # every limit removed
+
+    client.remove_member("org:acme", "ada")
+    assert (wire.last.method, wire.last.url.path) == ("DELETE", "/v1/accounts/org:acme/members/ada")
+
+    wire.reply = answer(200, {"data": [member_json()], "next_cursor": "c2"})
+    page = client.list_members("org:acme")
+    assert (wire.last.url.path, dict(wire.last.url.params)) == (
+        "/v1/accounts/org:acme/members",
+        {"limit": "50"},
+    )
+    assert ([m.member_id for m in page.data], page.next_cursor) == (["ada"], "c2")
+    client.list_members("org:acme", limit=10, cursor="c2")
+    assert dict(wire.last.url.params) == {"limit": "10", "cursor": "c2"}
+
+
+def test_each_subject_s_limits_are_put_whole(client: Client, wire: Wire) -> None:
+    lifetime = limit_json(scope="key", subject="pxk_1", period="lifetime", resets_at=None)
+    wire.reply = answer(200, {"data": [limit_json(), lifetime]})
+    listed = client.list_limits("org:acme")
+    assert (wire.last.method, wire.last.url.path) == ("GET", "/v1/accounts/org:acme/limits")
+    assert [(s.scope, s.resets_at is None) for s in listed] == [("member", False), ("key", True)]
+    week = [Limit(100, "week")]
+    assert client.set_wallet_limits("org:acme", week) == listed
+    assert client.set_app_limits("org:acme", "chat", week) == listed
+    assert client.set_proxy_key_limits("pxk_1", week) == listed
+    sent = {"limits": [{"amount": 100, "period": "week", "mode": "hard"}]}
+    assert [(r.method, r.url.path, json.loads(r.content)) for r in wire.requests[1:]] == [
+        ("PUT", "/v1/accounts/org:acme/limits", sent),
+        ("PUT", "/v1/accounts/org:acme/apps/chat/limits", sent),
+        ("PUT", "/v1/proxy-keys/pxk_1/limits", sent),
+    ]
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [Limit(100, "day"), {"amount": 100, "period": "day"}, [{"amount": 100, "period": "day"}]],
+)
+def test_limits_are_a_list_of_limit(client: Client, wire: Wire, limits: Any) -> None:
+    with pytest.raises(TypeError, match="Limit"):
+        client.set_wallet_limits("org:acme", limits)
+    assert wire.requests == []
 
 
 def test_a_grant_sends_its_lot_options_only_when_set(client: Client, wire: Wire) -> None:
@@ -627,6 +721,7 @@ def test_a_delivery_the_sdk_cannot_read_is_an_api_error(client: Client, wire: Wi
         lambda sdk: sdk.initialize_account("u", low_balance_threshold=0.5),
         lambda sdk: sdk.quote(amount=0.5),
         lambda sdk: sdk.charge("u", True),
+        lambda sdk: sdk.set_wallet_limits("u", [Limit(0.5, "day")]),  # type: ignore[arg-type]
     ],
 )
 def test_floats_are_refused_before_anything_is_sent(client: Client, wire: Wire, call: Any) -> None:

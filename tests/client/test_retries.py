@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -18,10 +19,12 @@ from creditsd.client import (
     ConflictError,
     IdempotencyConflictError,
     InsufficientCreditsError,
+    LimitReachedError,
     NotFoundError,
     PaymentProviderError,
     RateLimitError,
     ServerError,
+    SpendRefusedError,
     TransportError,
     ValidationError,
 )
@@ -150,6 +153,8 @@ async def test_max_retries_zero_tries_once(make: Callable[..., SDK]) -> None:
             error_json("insufficient_credits", account_id="u", required=10, available=Decimal(4)),
             InsufficientCreditsError,
         ),
+        (402, error_json("limit_reached", limit_source="app", required=10), LimitReachedError),
+        (402, error_json("key_limit_reached", key_id="pxk_1", required=10), SpendRefusedError),
         (409, error_json("idempotency_conflict", idempotency_key="k"), IdempotencyConflictError),
         (409, error_json("hold_not_open", hold_id="h", status="captured"), ConflictError),
         (409, error_json("account_frozen", account_id="u"), AccountNotActiveError),
@@ -233,6 +238,30 @@ async def test_insufficient_credits_carries_exact_figures(make: Callable[..., SD
     assert (refused.value.required, refused.value.available) == (Decimal("10.25"), Decimal(4))
     assert isinstance(refused.value.available, Decimal)
     assert refused.value.details["account_id"] == "u"
+
+
+async def test_a_limit_refusal_names_its_limit_exactly(make: Callable[..., SDK]) -> None:
+    body = error_json(
+        "limit_reached",
+        limit_source="member",
+        period="week",
+        limit=Decimal("12.5"),
+        remaining=Decimal("2.5"),
+        resets_at="2026-12-14T00:00:00Z",
+        required=3,
+    )
+    with pytest.raises(LimitReachedError) as refused:
+        await make(Script(answer(402, body)))("charge", "u", 3)
+    limit = refused.value
+    assert (limit.limit_source, limit.period) == ("member", "week")
+    assert (limit.limit, limit.remaining) == (Decimal("12.5"), Decimal("2.5"))
+    assert limit.required == Decimal(3)
+    assert all(type(n) is Decimal for n in (limit.limit, limit.remaining, limit.required))
+    assert limit.resets_at == datetime(2026, 12, 14, tzinfo=UTC)
+    lifetime = error_json("limit_reached", period="lifetime", resets_at=None, required=3)
+    with pytest.raises(LimitReachedError) as never:
+        await make(Script(answer(402, lifetime)))("charge", "u", 3)
+    assert (never.value.resets_at, never.value.limit, never.value.limit_source) == (None,) * 3
 
 
 async def test_429_waits_as_long_as_retry_after_asks(

@@ -13,7 +13,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from creditsd.client import Client, InsufficientCreditsError, NotFoundError
+from creditsd.client import (
+    Client,
+    InsufficientCreditsError,
+    Limit,
+    LimitReachedError,
+    NotFoundError,
+)
 from creditsd.inprocess import Ledger
 from tests.conftest import create_key
 from tests.test_processes import serve
@@ -130,6 +136,21 @@ def test_two_apps_spend_one_balance_over_http(served: Served) -> None:
             ("grant", "billing", 100),
         ]
         assert chat.verify_balance("user_2abc").valid
+
+
+def test_a_member_spends_within_its_limit_over_http(served: Served) -> None:
+    with Client(served.base_url, served.billing) as billing:
+        billing.grant("org:acme", 1000)
+        ada = billing.put_member("org:acme", "ada", limits=[Limit("12.5", "week")])
+        assert [(s.period, s.remaining) for s in ada.limits] == [("week", Decimal("12.5"))]
+        assert billing.charge("org:acme", 10, member="ada").member == "ada"
+        with pytest.raises(LimitReachedError) as refused:
+            billing.charge("org:acme", 3, member="ada")
+        assert (refused.value.remaining, refused.value.required) == (Decimal("2.5"), Decimal(3))
+        assert refused.value.resets_at is not None
+        assert refused.value.resets_at.weekday() == 0  # weeks start on Monday
+        (member,) = billing.list_members("org:acme").data
+        assert [s.spent for s in member.limits] == [10]
 
 
 def test_a_connection_dropped_after_the_charge_is_retried_once(

@@ -19,6 +19,10 @@ from creditsd.client._models import (
     Capture,
     CheckoutSession,
     Hold,
+    Limit,
+    LimitState,
+    Member,
+    MemberPage,
     Pack,
     PortalSession,
     Quote,
@@ -147,13 +151,17 @@ class AsyncClient(BaseClient):
         feature: str | None = None,
         quantity: Amount | None = None,
         usage: Usage | None = None,
+        member: str | None = None,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Transfer:
         """Spend credits: an ``amount``, a priced ``feature`` (× ``quantity``) or model ``usage``.
 
-        Raises InsufficientCreditsError (402) when the account cannot afford it.
+        A ``member`` of the wallet spends within its limits too. Raises
+        InsufficientCreditsError (402) when the account cannot afford it, LimitReachedError
+        (402) when a spend limit does not allow it, NotFoundError (404 ``member_not_found``)
+        for a member the wallet does not have.
         """
         return await self._send(
             self._charge(
@@ -162,6 +170,7 @@ class AsyncClient(BaseClient):
                 feature=feature,
                 quantity=quantity,
                 usage=usage,
+                member=member,
                 description=description,
                 metadata=metadata,
                 idempotency_key=idempotency_key,
@@ -250,7 +259,13 @@ class AsyncClient(BaseClient):
         )
 
     async def send_usage(self, events: Iterable[Mapping[str, Any]]) -> list[UsageResult]:
-        """Report a batch of usage events; one result per event, in order."""
+        """Report a batch of usage events; one result per event, in order.
+
+        Each event is ``{"id": …, "account_id": …}`` with a ``feature`` (and ``quantity``)
+        or a ``usage``, and optionally the wallet's ``member`` it is for, a ``timestamp``
+        (RFC 3339 text) and ``metadata``. An event past a spend limit answers
+        ``limit_reached``.
+        """
         return await self._send(self._send_usage(events))
 
     # Credit packs ---------------------------------------------------------------------------
@@ -308,12 +323,17 @@ class AsyncClient(BaseClient):
         feature: str | None = None,
         quantity: Amount | None = None,
         usage: Usage | None = None,
+        member: str | None = None,
         expires_in: int | None = None,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> Hold:
-        """Reserve credits for ``expires_in`` seconds (server default 900) until captured."""
+        """Reserve credits for ``expires_in`` seconds (server default 900) until captured.
+
+        A hold for a ``member`` needs room under its limits as a charge does, and counts
+        against them while open.
+        """
         return await self._send(
             self._hold(
                 account_id,
@@ -321,6 +341,7 @@ class AsyncClient(BaseClient):
                 feature=feature,
                 quantity=quantity,
                 usage=usage,
+                member=member,
                 expires_in=expires_in,
                 description=description,
                 metadata=metadata,
@@ -367,6 +388,69 @@ class AsyncClient(BaseClient):
     async def get_hold(self, hold_id: str) -> Hold:
         """The hold as it stands now."""
         return await self._send(self._get_hold(hold_id))
+
+    # Team wallets: members and spend limits ----------------------------------------------
+
+    async def put_member(
+        self,
+        account_id: str,
+        member_id: str,
+        *,
+        display_name: str | None = None,
+        limits: Iterable[Limit] | None = None,
+    ) -> Member:
+        """Add a member to the wallet, or update it. ``limits`` replaces its whole set (a
+        limit whose amount and period stay keeps its window's spend); None leaves them.
+        Raises ValidationError (422 ``limits_not_nested``) unless day ≤ week ≤ month ≤
+        lifetime.
+        """
+        return await self._send(
+            self._put_member(account_id, member_id, display_name=display_name, limits=limits)
+        )
+
+    async def list_members(
+        self, account_id: str, *, limit: int = 50, cursor: str | None = None
+    ) -> MemberPage:
+        """One page of the wallet's members by id, each limit with its current window's spend."""
+        return await self._send(self._list_members(account_id, limit=limit, cursor=cursor))
+
+    async def iter_members(self, account_id: str, *, page_size: int = 100) -> AsyncIterator[Member]:
+        """Every member of the wallet by id, fetching pages as needed."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_members(account_id, limit=page_size, cursor=cursor)
+            for member in page.data:
+                yield member
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def remove_member(self, account_id: str, member_id: str) -> Member:
+        """Remove a member and its limits; its open holds still settle, its past spend stays
+        attributed to it. Answers the member as it was."""
+        return await self._send(self._remove_member(account_id, member_id))
+
+    async def list_limits(self, account_id: str) -> list[LimitState]:
+        """Every limit on the wallet (its own, its members', apps' and proxy keys'), with
+        what its current window has spent and held, and when it resets."""
+        return await self._send(self._list_limits(account_id))
+
+    async def set_wallet_limits(self, account_id: str, limits: Iterable[Limit]) -> list[LimitState]:
+        """Set the limits on all the wallet's spend, whoever spends; answers every limit on
+        the wallet."""
+        return await self._send(self._set_wallet_limits(account_id, limits))
+
+    async def set_app_limits(
+        self, account_id: str, app: str, limits: Iterable[Limit]
+    ) -> list[LimitState]:
+        """Set the limits on what one ``app`` (an API key's name) spends from the wallet;
+        answers every limit on the wallet."""
+        return await self._send(self._set_app_limits(account_id, app, limits))
+
+    async def set_proxy_key_limits(self, key_id: str, limits: Iterable[Limit]) -> list[LimitState]:
+        """Set the period limits on what calls through one proxy key spend (beside the
+        lifetime limit it was minted with); answers every limit on its account."""
+        return await self._send(self._set_proxy_key_limits(key_id, limits))
 
     # Webhooks (admin) ---------------------------------------------------------------------
 

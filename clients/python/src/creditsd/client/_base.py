@@ -27,6 +27,10 @@ from creditsd.client._models import (
     Capture,
     CheckoutSession,
     Hold,
+    Limit,
+    LimitState,
+    Member,
+    MemberPage,
     Pack,
     PortalSession,
     Quote,
@@ -162,12 +166,13 @@ class BaseClient:
         feature: str | None,
         quantity: Amount | None,
         usage: Usage | None,
+        member: str | None,
         description: str | None,
         metadata: Mapping[str, Any] | None,
         idempotency_key: str | None,
     ) -> Call[Transfer]:
         body = {"account_id": account_id, **priced(amount, feature, quantity, usage)}
-        body.update(_present(description=description, metadata=metadata))
+        body.update(_present(member=member, description=description, metadata=metadata))
         return self._write("POST", "/v1/charges", body, idempotency_key, _read_transfer)
 
     def _grant(
@@ -201,14 +206,11 @@ class BaseClient:
     def _get_transactions(
         self, account_id: str, *, limit: int, cursor: str | None
     ) -> Call[TransactionPage]:
-        params: dict[str, str | int] = {"limit": limit}
-        if cursor is not None:
-            params["cursor"] = cursor
         return Call(
             "GET",
             f"{_account_path(account_id)}/transactions",
             lambda data, _: TransactionPage.from_json(data),
-            params=params,
+            params=_page(limit, cursor),
         )
 
     def _get_transaction(self, transfer_id: str) -> Call[Transfer]:
@@ -262,6 +264,7 @@ class BaseClient:
         feature: str | None,
         quantity: Amount | None,
         usage: Usage | None,
+        member: str | None,
         expires_in: int | None,
         description: str | None,
         metadata: Mapping[str, Any] | None,
@@ -270,7 +273,7 @@ class BaseClient:
         body = {"account_id": account_id, **priced(amount, feature, quantity, usage)}
         if expires_in is not None:
             body["expires_in"] = seconds_of(expires_in)
-        body.update(_present(description=description, metadata=metadata))
+        body.update(_present(member=member, description=description, metadata=metadata))
         return self._write("POST", "/v1/holds", body, idempotency_key, _read_hold)
 
     def _capture(
@@ -311,6 +314,63 @@ class BaseClient:
 
     def _get_hold(self, hold_id: str) -> Call[Hold]:
         return Call("GET", _hold_path(hold_id), _read_hold)
+
+    # Team wallets: members and spend limits ----------------------------------------------
+
+    def _put_member(
+        self,
+        account_id: str,
+        member_id: str,
+        *,
+        display_name: str | None,
+        limits: Iterable[Limit] | None,
+    ) -> Call[Member]:
+        body: dict[str, Any] = _present(display_name=display_name)
+        if limits is not None:
+            body["limits"] = limits_of(limits)
+        return self._write(
+            "PUT",
+            _member_path(account_id, member_id),
+            body,
+            None,
+            lambda data, _: Member.from_json(data),
+        )
+
+    def _list_members(self, account_id: str, *, limit: int, cursor: str | None) -> Call[MemberPage]:
+        return Call(
+            "GET",
+            f"{_account_path(account_id)}/members",
+            lambda data, _: MemberPage.from_json(data),
+            params=_page(limit, cursor),
+        )
+
+    def _remove_member(self, account_id: str, member_id: str) -> Call[Member]:
+        return self._write(
+            "DELETE",
+            _member_path(account_id, member_id),
+            None,
+            None,
+            lambda data, _: Member.from_json(data),
+        )
+
+    def _list_limits(self, account_id: str) -> Call[list[LimitState]]:
+        return Call("GET", f"{_account_path(account_id)}/limits", _read_limits)
+
+    def _set_limits(self, path: str, limits: Iterable[Limit]) -> Call[list[LimitState]]:
+        return self._write("PUT", path, {"limits": limits_of(limits)}, None, _read_limits)
+
+    def _set_wallet_limits(
+        self, account_id: str, limits: Iterable[Limit]
+    ) -> Call[list[LimitState]]:
+        return self._set_limits(f"{_account_path(account_id)}/limits", limits)
+
+    def _set_app_limits(
+        self, account_id: str, app: str, limits: Iterable[Limit]
+    ) -> Call[list[LimitState]]:
+        return self._set_limits(f"{_account_path(account_id)}/apps/{_segment(app)}/limits", limits)
+
+    def _set_proxy_key_limits(self, key_id: str, limits: Iterable[Limit]) -> Call[list[LimitState]]:
+        return self._set_limits(f"/v1/proxy-keys/{_segment(key_id)}/limits", limits)
 
     # Credit packs ---------------------------------------------------------------------------
 
@@ -595,6 +655,19 @@ def priced(
     return {"usage": dict(usage)}
 
 
+def limits_of(limits: Iterable[Limit]) -> list[dict[str, Any]]:
+    """A subject's whole set of spend limits as the server takes them, amounts exact."""
+    if isinstance(limits, Limit | str | Mapping):
+        raise TypeError("limits is a list of Limit, e.g. [Limit(1000, 'day')]")
+    body = []
+    for limit in limits:
+        if not isinstance(limit, Limit):
+            raise TypeError(f"each limit is a Limit, e.g. Limit(1000, 'day'), not {limit!r}")
+        amount = amount_of(limit.amount, "a limit's amount")
+        body.append({"amount": amount, "period": limit.period, "mode": limit.mode})
+    return body
+
+
 def retry_after(headers: httpx.Headers) -> float | None:
     """The Retry-After header in seconds (given as seconds or as an HTTP date), if any."""
     value = headers.get("Retry-After")
@@ -619,6 +692,10 @@ def _present(**fields: object) -> dict[str, object]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _page(limit: int, cursor: str | None) -> dict[str, str | int]:
+    return {"limit": limit} if cursor is None else {"limit": limit, "cursor": cursor}
+
+
 def _segment(value: str) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"expected an id, got {value!r}")
@@ -627,6 +704,10 @@ def _segment(value: str) -> str:
 
 def _account_path(account_id: str) -> str:
     return f"/v1/accounts/{_segment(account_id)}"
+
+
+def _member_path(account_id: str, member_id: str) -> str:
+    return f"{_account_path(account_id)}/members/{_segment(member_id)}"
 
 
 def _hold_path(hold_id: str) -> str:
@@ -643,3 +724,7 @@ def _read_hold(data: Any, replayed: bool) -> Hold:
 
 def _read_verification(data: Any, _replayed: bool) -> Verification:
     return Verification.from_json(data)
+
+
+def _read_limits(data: Any, _replayed: bool) -> list[LimitState]:
+    return [LimitState.from_json(item) for item in data["data"]]

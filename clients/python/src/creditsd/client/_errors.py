@@ -10,7 +10,10 @@
     │   ├── ConflictError             409
     │   │   ├── IdempotencyConflictError
     │   │   └── AccountNotActiveError account_frozen, account_closed (account_id)
-    │   ├── InsufficientCreditsError  402 (required, available)
+    │   ├── SpendRefusedError         402 (required): key_limit_reached, …
+    │   │   ├── InsufficientCreditsError   insufficient_credits (account_id, available)
+    │   │   └── LimitReachedError          limit_reached (limit_source, period, limit,
+    │   │                                  remaining, resets_at)
     │   ├── ValidationError           400, 422 (unknown_pack, invalid_signature, …)
     │   ├── RateLimitError            429 (retry_after)
     │   └── ServerError               5xx (stripe_not_configured, …)
@@ -21,6 +24,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -77,7 +81,7 @@ class PermissionDeniedError(APIError):
 
 
 class NotFoundError(APIError):
-    """404: the account, hold or transaction named does not exist."""
+    """404: the account, hold, transaction or member named does not exist."""
 
 
 class ConflictError(APIError):
@@ -101,7 +105,19 @@ class AccountNotActiveError(ConflictError):
         self.account_id: str | None = self.details.get("account_id")
 
 
-class InsufficientCreditsError(APIError):
+class SpendRefusedError(APIError):
+    """402: the write may not spend what it needs (``required``): the account cannot afford
+    it, a spend limit does not allow it (the two subclasses), or another refusal such as a
+    proxy key's ``key_limit_reached``."""
+
+    def __init__(
+        self, message: str, *, status: int, code: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details)
+        self.required = _decimal_or_none(self.details.get("required"))
+
+
+class InsufficientCreditsError(SpendRefusedError):
     """402: the account cannot afford it; ``required`` and ``available`` say by how much."""
 
     def __init__(
@@ -109,8 +125,27 @@ class InsufficientCreditsError(APIError):
     ) -> None:
         super().__init__(message, status=status, code=code, details=details)
         self.account_id: str | None = self.details.get("account_id")
-        self.required = _decimal_or_none(self.details.get("required"))
         self.available = _decimal_or_none(self.details.get("available"))
+
+
+class LimitReachedError(SpendRefusedError):
+    """402: a hard spend limit leaves less than the write needs, whatever the balance.
+
+    ``limit_source`` says whose limit (``wallet``, ``member``, ``app`` or ``key``) and
+    ``period`` which (``day``, ``week``, ``month`` or ``lifetime``); ``limit`` is its
+    amount, ``remaining`` what its current window leaves of it (less than ``required``),
+    and ``resets_at`` when that window ends (None: a lifetime limit never resets).
+    """
+
+    def __init__(
+        self, message: str, *, status: int, code: str, details: Mapping[str, Any] | None = None
+    ) -> None:
+        super().__init__(message, status=status, code=code, details=details)
+        self.limit_source: str | None = self.details.get("limit_source")
+        self.period: str | None = self.details.get("period")
+        self.limit = _decimal_or_none(self.details.get("limit"))
+        self.remaining = _decimal_or_none(self.details.get("remaining"))
+        self.resets_at = _datetime_or_none(self.details.get("resets_at"))
 
 
 class ValidationError(APIError):
@@ -177,19 +212,29 @@ def _decimal_or_none(value: object) -> Decimal | None:
     return None
 
 
+def _datetime_or_none(value: object) -> datetime | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
 _BY_CODE: dict[str, type[APIError]] = {
     "account_closed": AccountNotActiveError,
     "account_frozen": AccountNotActiveError,
     "account_not_active": AccountNotActiveError,
     "idempotency_conflict": IdempotencyConflictError,
     "insufficient_credits": InsufficientCreditsError,
+    "limit_reached": LimitReachedError,
     "payment_provider_error": PaymentProviderError,
 }
 
 _BY_STATUS: dict[int, type[APIError]] = {
     400: ValidationError,
     401: AuthenticationError,
-    402: InsufficientCreditsError,
+    402: SpendRefusedError,
     403: PermissionDeniedError,
     404: NotFoundError,
     409: ConflictError,

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Required, TypedDict
+from typing import Any, Literal, Required, TypedDict
 
 
 class Usage(TypedDict, total=False):
@@ -29,6 +29,19 @@ class Usage(TypedDict, total=False):
     openai_responses: Mapping[str, Any]
     anthropic: Mapping[str, Any]
     gemini: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A spend limit to set, e.g. ``Limit(1000, "day")``: at most ``amount`` credits spent
+    (and held by open holds) per ``period``, a calendar ``day``, ``week`` (from Monday) or
+    ``month`` in the wallet's time zone (UTC unless set), or the limit's ``lifetime``.
+    A ``hard`` limit refuses what would pass it (LimitReachedError); a ``soft`` one is
+    stored and shown but refuses nothing yet."""
+
+    amount: int | str | Decimal
+    period: Literal["day", "week", "month", "lifetime"]
+    mode: Literal["hard", "soft"] = "hard"
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,8 @@ class Transfer:
     settlement against its hold); None for a plain amount."""
     proxy_key_id: str | None = None
     """The proxy key whose call this capture settled; None for every other transfer."""
+    member: str | None = None
+    """The wallet's member it was spent for; None when no member was named."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -171,6 +186,7 @@ class Transfer:
             free=credits(data["free"]),
             pricing=data.get("pricing"),
             proxy_key_id=data.get("proxy_key_id"),
+            member=data.get("member"),
             replayed=replayed,
             raw=dict(data),
         )
@@ -196,6 +212,8 @@ class Hold:
     """How a priced estimate was computed; None for a plain amount."""
     proxy_key_id: str | None = None
     """The proxy key whose call the hold is for; None for every other hold."""
+    member: str | None = None
+    """The wallet's member it is for; None when no member was named."""
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -217,6 +235,7 @@ class Hold:
             updated_at=timestamp(data["updated_at"]),
             pricing=data.get("pricing"),
             proxy_key_id=data.get("proxy_key_id"),
+            member=data.get("member"),
             replayed=replayed,
             raw=dict(data),
         )
@@ -312,8 +331,9 @@ class Quote:
 class UsageResult:
     """What became of one usage event: its ``status``, the transfer or the error.
 
-    ``status`` is ``charged``, ``duplicate`` (charged before), ``insufficient_credits`` or
-    ``invalid``; ``error`` is then the error object (``code``, ``message``, …).
+    ``status`` is ``charged``, ``duplicate`` (charged before), ``insufficient_credits``,
+    ``limit_reached`` or ``invalid``; ``error`` is then the error object (``code``,
+    ``message``, …; a ``limit_reached`` one names the limit as LimitReachedError does).
     """
 
     id: str
@@ -543,6 +563,94 @@ class AuditRecordPage:
         """Build from the server's JSON object."""
         return cls(
             data=tuple(AuditRecord.from_json(item) for item in data["data"]),
+            next_cursor=data.get("next_cursor"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """A spend limit on a wallet and where its current window stands.
+
+    ``scope`` is whose spend it caps (``wallet``, ``member``, ``app`` or ``key``, a proxy
+    key) and ``subject`` which member, app or key (None: the wallet's own). ``remaining`` is
+    ``amount`` − ``spent`` − ``held`` (what open holds reserve), at least 0, until the window
+    that began at ``window_start`` ends at ``resets_at`` (None: a lifetime limit, which never
+    resets). ``since`` is when the limit was set.
+    """
+
+    scope: str
+    subject: str | None
+    period: str
+    mode: str
+    amount: Decimal
+    spent: Decimal
+    held: Decimal
+    remaining: Decimal
+    window_start: datetime
+    resets_at: datetime | None
+    since: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> LimitState:
+        """Build from the server's JSON object."""
+        return cls(
+            scope=data["scope"],
+            subject=data.get("subject"),
+            period=data["period"],
+            mode=data["mode"],
+            amount=credits(data["amount"]),
+            spent=credits(data["spent"]),
+            held=credits(data["held"]),
+            remaining=credits(data["remaining"]),
+            window_start=timestamp(data["window_start"]),
+            resets_at=optional_timestamp(data.get("resets_at")),
+            since=timestamp(data["since"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class Member:
+    """A member of the wallet ``account_id``: an id of the app's choosing (``member_id``)
+    that spends from the wallet within its ``limits``."""
+
+    account_id: str
+    member_id: str
+    display_name: str | None
+    limits: tuple[LimitState, ...]
+    created_at: datetime
+    updated_at: datetime
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Member:
+        """Build from the server's JSON object."""
+        return cls(
+            account_id=data["account_id"],
+            member_id=data["member_id"],
+            display_name=data.get("display_name"),
+            limits=tuple(LimitState.from_json(item) for item in data["limits"]),
+            created_at=timestamp(data["created_at"]),
+            updated_at=timestamp(data["updated_at"]),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class MemberPage:
+    """One page of a wallet's members by id; ``next_cursor`` is None on the last."""
+
+    data: tuple[Member, ...]
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MemberPage:
+        """Build from the server's JSON object."""
+        return cls(
+            data=tuple(Member.from_json(item) for item in data["data"]),
             next_cursor=data.get("next_cursor"),
             raw=dict(data),
         )
