@@ -119,6 +119,13 @@ def create_app(
     pages.install(app)
     if fast_lane:
         app.add_middleware(FastLane)
+    _include_routers(app, ledger.settings.server.metrics)
+    _add_health_checks(app)
+    return app
+
+
+def _include_routers(app: FastAPI, metrics_access: str) -> None:
+    """Every domain's routes, the webhook receivers, the pages and ``/metrics``."""
     app.include_router(ledger_router)
     app.include_router(members_router)
     app.include_router(holds_router)
@@ -136,7 +143,11 @@ def create_app(
     app.include_router(portal_router)
     app.include_router(portal_pages)
     app.include_router(admin_pages)
-    app.include_router(metrics.router(ledger.settings.server.metrics))
+    app.include_router(metrics.router(metrics_access))
+
+
+def _add_health_checks(app: FastAPI) -> None:
+    """``GET /healthz`` and ``GET /readyz``."""
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -148,5 +159,3 @@ def create_app(
         """The database answers."""
         await ledger.database.read(lambda conn, _now: conn.execute(text("SELECT 1")))
         return {"status": "ready"}
-
-    return app

@@ -31,7 +31,7 @@ from creditsd.cli.common import (
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from creditsd.audit.models import AuditRecord
+    from creditsd.audit.models import AuditFilter, AuditRecord
     from creditsd.inprocess import Ledger
     from creditsd.kit.pagination import Page
     from creditsd.ledger.models import Verification
@@ -135,10 +135,8 @@ def audit(
 ) -> None:
     """Show the audit log, newest first: who did what to which target, and the state
     before and after as recorded (amounts in credits)."""
-    from creditsd.audit import service as audit_service
     from creditsd.audit.models import AuditFilter
     from creditsd.kit import jsonio
-    from creditsd.kit.pagination import MAX_LIMIT
 
     wanted = AuditFilter(
         target=target,
@@ -147,30 +145,40 @@ def audit(
         since=instant(since, "--since"),
         until=instant(until, "--until"),
     )
+    records = with_ledger(partial(_audit_records, wanted=wanted, limit=limit))
+    if as_json:
+        for record in records:
+            print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
+        return
+    _print_audit_table(records, wide)
+
+
+async def _audit_records(ledger: Ledger, *, wanted: AuditFilter, limit: int) -> list[AuditRecord]:
+    """The newest ``limit`` records ``wanted``, a page at a time, amounts in credits."""
+    from creditsd.audit import service as audit_service
+    from creditsd.kit.pagination import MAX_LIMIT
 
     async def _records(
         conn: AsyncConnection, _now: datetime, limit: int, cursor: str | None
     ) -> Page[AuditRecord]:
         return await audit_service.list_records(conn, wanted=wanted, limit=limit, cursor=cursor)
 
-    async def work(ledger: Ledger) -> list[AuditRecord]:
-        found: list[AuditRecord] = []
-        cursor: str | None = None
-        while len(found) < limit:
-            page = await ledger.database.read(
-                partial(_records, limit=min(limit - len(found), MAX_LIMIT), cursor=cursor)
-            )
-            found += [record.in_credits(ledger.money) for record in page.items]
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-        return found
+    found: list[AuditRecord] = []
+    cursor: str | None = None
+    while len(found) < limit:
+        page = await ledger.database.read(
+            partial(_records, limit=min(limit - len(found), MAX_LIMIT), cursor=cursor)
+        )
+        found += [record.in_credits(ledger.money) for record in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    return found
 
-    records = with_ledger(work)
-    if as_json:
-        for record in records:
-            print(jsonio.dumps({field: getattr(record, field) for field in AUDIT_FIELDS}))
-        return
+
+def _print_audit_table(records: list[AuditRecord], wide: bool) -> None:
+    from creditsd.kit import jsonio
+
     print_table(
         AUDIT_FIELDS,
         [

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,6 +31,9 @@ from creditsd.cli.common import (
 )
 
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
+    import uvicorn
+
+    from creditsd.config import Settings
     from creditsd.inprocess import Ledger
 
 
@@ -48,8 +52,7 @@ def serve(
 
     import uvicorn
 
-    from creditsd.api.app import create_app
-    from creditsd.api.serving import guarded, open_files_allowed, quiet_loop_errors
+    from creditsd.api.serving import open_files_allowed, quiet_loop_errors
     from creditsd.inprocess import Ledger
     from creditsd.keys import service as keys
 
@@ -76,37 +79,51 @@ def serve(
             quiet_loop_errors(asyncio.get_running_loop())
             connections = open_files_allowed(settings.server.max_connections)
 
-            def announce() -> None:
-                out.print(f"creditsd {version_text()} on {safe_url(settings.database.url)}")
-                address = f"{bind_host}:{sock.getsockname()[1]}"
-                out.print(f"listening on http://{address}  (docs at /docs, console at /admin)")
-                if not has_keys:
-                    out.print(
-                        "no API keys yet; create an admin key with:\n"
-                        f"  {typed_command()} keys create --scope admin --name admin"
-                    )
-                if connections < settings.server.max_connections:
-                    out.print(
-                        f"at most {connections} connections: the descriptor limit allows no more"
-                    )
-
-            config = uvicorn.Config(
-                create_app(ledger, access_log=sys.stdout),
-                log_level="info",
-                access_log=False,  # ours instead: one JSON line per request (api/observe.py)
-                timeout_keep_alive=settings.server.keep_alive_timeout,
-                lifespan="on",
-                # httptools' parser (under Guarded), not h11: 110-220 µs less CPU per
-                # request, a third of /healthz. uvloop saved nothing more and lengthened p99
-                # (bench/http/README.md).
-                http=guarded(settings.server.request_timeout, connections),
-            )
+            announce = partial(_announce, settings, bind_host, sock, has_keys, connections)
+            config = _uvicorn_config(ledger, connections)
             await Server(config, announce).serve(sockets=[sock])
         finally:
             await finish_closing(ledger.close())
 
     with _bind(bind_host, settings.server.port if port is None else port) as sock:
         exit_on_error(main(sock), settings.database.url)
+
+
+def _announce(
+    settings: Settings, host: str, sock: socket.socket, has_keys: bool, connections: int
+) -> None:
+    """What ``serve`` says once it accepts connections: where, and what may be missing."""
+    out.print(f"creditsd {version_text()} on {safe_url(settings.database.url)}")
+    address = f"{host}:{sock.getsockname()[1]}"
+    out.print(f"listening on http://{address}  (docs at /docs, console at /admin)")
+    if not has_keys:
+        out.print(
+            "no API keys yet; create an admin key with:\n"
+            f"  {typed_command()} keys create --scope admin --name admin"
+        )
+    if connections < settings.server.max_connections:
+        out.print(f"at most {connections} connections: the descriptor limit allows no more")
+
+
+def _uvicorn_config(ledger: Ledger, connections: int) -> uvicorn.Config:
+    """uvicorn serving the API over ``ledger``, at most ``connections`` at once."""
+    import uvicorn
+
+    from creditsd.api.app import create_app
+    from creditsd.api.serving import guarded
+
+    server = ledger.settings.server
+    return uvicorn.Config(
+        create_app(ledger, access_log=sys.stdout),
+        log_level="info",
+        access_log=False,  # ours instead: one JSON line per request (api/observe.py)
+        timeout_keep_alive=server.keep_alive_timeout,
+        lifespan="on",
+        # httptools' parser (under Guarded), not h11: 110-220 µs less CPU per
+        # request, a third of /healthz. uvloop saved nothing more and lengthened p99
+        # (bench/http/README.md).
+        http=guarded(server.request_timeout, connections),
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:

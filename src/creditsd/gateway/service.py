@@ -193,19 +193,49 @@ async def record_usage(
     row = await ledger_repo.get_account_row(conn, account_id, lock=True)
     if row is None:  # pragma: no cover - resolved in this transaction
         raise AccountNotFound(name)
-    with localcontext() as context:
-        context.prec = 80
-        owed = units + Decimal(int(row.usage_carry)) / CARRY_UNITS
-        charged = int(owed.to_integral_value(rounding=ROUND_FLOOR))
-        carry = int(((owed - charged) * CARRY_UNITS).to_integral_value(rounding=ROUND_HALF_EVEN))
-    if carry >= CARRY_UNITS:  # the fraction rounded up to a whole unit
-        charged, carry = charged + 1, carry - CARRY_UNITS
+    charged, carry = _split_owed(units, int(row.usage_carry))
     await ledger_repo.update_account(conn, account_id, {"usage_carry": carry}, now)
     detail: dict[str, Any] = {"fingerprint": request, "charged": charged, "carry": carry}
     if not charged:
         await inbox.mark_handled(conn, GATEWAY_APP, key, "carried", detail, now)
         return Recorded("carried", None, int(row.balance))
-    charge = ledger_service.Movement(
+    carried = (int(row.usage_carry), carry)
+    charge = _usage_charge(post, key, account_id, charged, credits_per_usd, carried)
+    transfer = await ledger_service.post_transfer(conn, charge, policy, now)
+    await inbox.mark_handled(
+        conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
+    )
+    balance = transfer.debit_balance_after
+    return Recorded(
+        "charged", transfer.id, int(row.balance) - charged if balance is None else balance
+    )
+
+
+def _split_owed(units: Decimal, carried: int) -> tuple[int, int]:
+    """What a post owes with the fraction carried before it (in ``CARRY_UNITS``), as the
+    whole minor units to charge now and the fraction to carry on."""
+    with localcontext() as context:
+        context.prec = 80
+        owed = units + Decimal(carried) / CARRY_UNITS
+        charged = int(owed.to_integral_value(rounding=ROUND_FLOOR))
+        carry = int(((owed - charged) * CARRY_UNITS).to_integral_value(rounding=ROUND_HALF_EVEN))
+    if carry >= CARRY_UNITS:  # the fraction rounded up to a whole unit
+        charged, carry = charged + 1, carry - CARRY_UNITS
+    return charged, carry
+
+
+def _usage_charge(
+    post: UsagePost,
+    key: str,
+    account_id: str,
+    charged: int,
+    credits_per_usd: Decimal,
+    carried: tuple[int, int],
+) -> ledger_service.Movement:
+    """The charge of a post, priced by everything it carried and the fraction carried
+    before and after it."""
+    before, after = carried
+    return ledger_service.Movement(
         kind="charge",
         debit_account_id=account_id,
         credit_account_id=REVENUE,
@@ -219,19 +249,11 @@ async def record_usage(
             "cost_usd": post.cost,
             "credits_per_usd": credits_per_usd,
             "gateway_balance_usd": post.gateway_balance_usd,
-            "carried_before": int(row.usage_carry),
-            "carried_after": carry,
+            "carried_before": before,
+            "carried_after": after,
         },
         system=True,
         forced=True,
-    )
-    transfer = await ledger_service.post_transfer(conn, charge, policy, now)
-    await inbox.mark_handled(
-        conn, GATEWAY_APP, key, "charged", {**detail, "transfers": [transfer.id]}, now
-    )
-    balance = transfer.debit_balance_after
-    return Recorded(
-        "charged", transfer.id, int(row.balance) - charged if balance is None else balance
     )
 
 

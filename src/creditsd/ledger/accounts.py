@@ -150,35 +150,10 @@ async def open_account(
         )
         existing = account_id if created else await resolve_account(conn, account_id, policy, now)
     if created:
-        if spec.overdraft_limit:
-            await audit.record(
-                conn,
-                actor=actor,
-                action="account.overdraft_limit",
-                target=existing,
-                before=None,
-                after={"overdraft_limit": spec.overdraft_limit},
-                now=now,
-            )
-        if spec.initial_grant:
-            initial = service.Grant(
-                account_id=existing,
-                amount=spec.initial_grant,
-                app=SYSTEM_APP,
-                idempotency_key=f"initial:{existing}",
-                reason="initial grant",
-            )
-            await service.grant(conn, initial, policy, now, actor=actor)
+        await _finish_opening(conn, existing, spec, policy, now, actor=actor)
     else:
         await _update_settings(conn, existing, spec, policy, now, actor=actor)
-    for alias in spec.aliases:
-        await add_alias(conn, existing, alias)
-    if spec.aliases and policy.observer is not None:
-        row = await repo.get_account_row(conn, existing)
-        balance = 0 if row is None else int(row.balance)
-        await statements.queue(
-            conn, await policy.observer.after_names(conn, existing, balance, now)
-        )
+    await _add_aliases(conn, existing, spec.aliases, policy, now)
     if spec.status is not None:
         await set_status(conn, existing, spec.status, now, actor=actor)
     if spec.low_balance_threshold is not None:
@@ -186,6 +161,52 @@ async def open_account(
             conn, existing, {"low_balance_threshold": spec.low_balance_threshold}, now
         )
     return await get_account(conn, existing, now), created
+
+
+async def _finish_opening(
+    conn: AsyncConnection,
+    account_id: str,
+    spec: AccountSpec,
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> None:
+    """Audit the overdraft limit a new account was opened with, and pay its initial grant."""
+    if spec.overdraft_limit:
+        await audit.record(
+            conn,
+            actor=actor,
+            action="account.overdraft_limit",
+            target=account_id,
+            before=None,
+            after={"overdraft_limit": spec.overdraft_limit},
+            now=now,
+        )
+    if spec.initial_grant:
+        initial = service.Grant(
+            account_id=account_id,
+            amount=spec.initial_grant,
+            app=SYSTEM_APP,
+            idempotency_key=f"initial:{account_id}",
+            reason="initial grant",
+        )
+        await service.grant(conn, initial, policy, now, actor=actor)
+
+
+async def _add_aliases(
+    conn: AsyncConnection, account_id: str, aliases: tuple[str, ...], policy: Policy, now: datetime
+) -> None:
+    """Let each alias name the account too, then queue what the observer sends when an
+    account is given names."""
+    for alias in aliases:
+        await add_alias(conn, account_id, alias)
+    if aliases and policy.observer is not None:
+        row = await repo.get_account_row(conn, account_id)
+        balance = 0 if row is None else int(row.balance)
+        await statements.queue(
+            conn, await policy.observer.after_names(conn, account_id, balance, now)
+        )
 
 
 async def _update_settings(

@@ -502,17 +502,27 @@ class _Batch:
         past expiry; and find what is stored under the batch's keys (``(table, app,
         key)``), each with its fingerprint."""
         accounts = self._by_id()
-        spending = {
-            self.accounts[name].id
-            for entry in entries
-            for name in _spenders(entry)
-            if name in self.accounts
-        } | {
-            self.owners[entry.hold_id]
-            for entry in entries
-            if isinstance(entry, _Capture) and entry.hold_id in self.owners
-        }
-        wanted = statements.Wanted(
+        wanted = self._wanted(entries, keys, accounts)
+        found = (
+            statements.Found()
+            if wanted.empty()
+            else await self.sql.read(self.conn, wanted, self.now)
+        )
+        self._release_expired(found.expired, accounts)
+        self._keep_named(found)
+        for paying in found.keys:
+            self.keys[paying.id] = _Key(*paying)
+        self._load_lots(wanted.lot_owners, found, accounts)
+        return await self._stored(found)
+
+    def _wanted(
+        self,
+        entries: Sequence[_Entry],
+        keys: list[tuple[str, str, str]],
+        accounts: dict[str, _Account],
+    ) -> statements.Wanted:
+        """What :meth:`_read` reads for these entries."""
+        return statements.Wanted(
             holding=sorted(
                 {
                     account_id
@@ -526,7 +536,8 @@ class _Batch:
                 }
             ),
             lot_owners=sorted(
-                spending | {owner for owner, account in accounts.items() if self._due(account)}
+                self._spending(entries)
+                | {owner for owner, account in accounts.items() if self._due(account)}
             ),
             transfer_keys=[(app, key) for table, app, key in keys if table == "transfers"],
             hold_keys=[(app, key) for table, app, key in keys if table == "holds"],
@@ -539,27 +550,52 @@ class _Batch:
                 }
             ),
         )
-        found = (
-            statements.Found()
-            if wanted.empty()
-            else await self.sql.read(self.conn, wanted, self.now)
-        )
-        self.expired = found.expired
-        for closed in found.expired:
+
+    def _spending(self, entries: Sequence[_Entry]) -> set[str]:
+        """The locked accounts whose credits the entries may spend, those of the holds they
+        capture included."""
+        return {
+            self.accounts[name].id
+            for entry in entries
+            for name in _spenders(entry)
+            if name in self.accounts
+        } | {
+            self.owners[entry.hold_id]
+            for entry in entries
+            if isinstance(entry, _Capture) and entry.hold_id in self.owners
+        }
+
+    def _release_expired(self, expired: list[ExpiredHold], accounts: dict[str, _Account]) -> None:
+        """Keep the holds the read closed, and release what they reserved."""
+        self.expired = expired
+        for closed in expired:
             accounts[closed.account_id].move(0, -closed.released)
+
+    def _keep_named(self, found: statements.Found) -> None:
+        """Keep the holds the batch names, those the read closed marked expired (it found
+        them as they were before)."""
         expired = {closed.hold_id for closed in found.expired}
         for named in found.named:
             self.holds[named.id] = (
                 replace(named, status="expired") if named.id in expired else named
             )
-        for paying in found.keys:
-            self.keys[paying.id] = _Key(*paying)
-        loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in wanted.lot_owners}
+
+    def _load_lots(
+        self, owners: list[str], found: statements.Found, accounts: dict[str, _Account]
+    ) -> None:
+        """Give each lot owner its live lots, none found an empty list."""
+        loaded: dict[str, list[_Lot]] = {account_id: [] for account_id in owners}
         for row in found.live:
             lot = _Lot(row.id, row.source, row.remaining, row.priority, row.expires_at)
             loaded[row.account_id].append(lot)
         for account_id, lots in loaded.items():
             accounts[account_id].lots = lots
+
+    async def _stored(
+        self, found: statements.Found
+    ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
+        """What the read found under the batch's keys, by ``(table, app, key)``; stored
+        transfers with the lots they spent from or filled."""
         stored: dict[tuple[str, str, str], tuple[Transfer | Hold, str]] = {}
         if found.transfers:
             parts = await self.sql.lot_parts(self.conn, [t.id for t, _ in found.transfers.values()])

@@ -3,6 +3,7 @@ and the console's reconciliation page."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd import inbox
 from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger.models import Transfer
 from creditsd.stripe import repository as repo
 from creditsd.stripe.service import SOURCE, STRIPE_APP
 
@@ -40,7 +42,6 @@ class Mismatch:
 async def reconcile(conn: AsyncConnection, now: datetime) -> list[Mismatch]:
     """Compare handled Stripe events, recorded payments and Stripe-made transfers; list
     the refunds and disputes still kept for their purchase."""
-    found: list[Mismatch] = []
     events: dict[str, inbox.StoredEvent] = {}
     async for page in inbox.pages(conn, SOURCE):
         events.update((event.event_id, event) for event in page)
@@ -50,59 +51,78 @@ async def reconcile(conn: AsyncConnection, now: datetime) -> list[Mismatch]:
     named = {t for event in events.values() for t in (event.detail or {}).get("transfers", [])}
     in_ledger = await ledger_repo.existing_transfer_ids(conn, named)
 
-    for event in events.values():
+    found = [
+        *_event_mismatches(events.values(), in_ledger),
+        *_transfer_mismatches(transfers.values(), payments, events),
+        *_payment_mismatches(payments.values(), transfers),
+    ]
+    for early in await repo.all_early(conn):
+        for event_id in early.event_ids:
+            found.append(_kept(events[event_id], early.payment_id, now))
+    return found
+
+
+def _event_mismatches(
+    events: Iterable[inbox.StoredEvent], in_ledger: set[str]
+) -> Iterator[Mismatch]:
+    """Events never handled, held for review, that took money without granting credits,
+    or that name transfers the ledger lacks."""
+    for event in events:
         if event.handled_at is None:
             refused = f" (refused: {event.outcome})" if event.outcome else ""
-            found.append(
-                Mismatch("unhandled_event", event.event_id, f"{event.type} never handled{refused}")
+            yield Mismatch(
+                "unhandled_event", event.event_id, f"{event.type} never handled{refused}"
             )
             continue
         if event.outcome == "needs_review":
-            found.append(Mismatch("needs_review", event.event_id, _review(event.detail or {})))
+            yield Mismatch("needs_review", event.event_id, _review(event.detail or {}))
         if event.outcome in _UNGRANTED:
-            found.append(
-                Mismatch("event_without_transfer", event.event_id, f"{event.type}: {event.outcome}")
+            yield Mismatch(
+                "event_without_transfer", event.event_id, f"{event.type}: {event.outcome}"
             )
         for transfer_id in (event.detail or {}).get("transfers", []):
             if transfer_id not in in_ledger:
-                found.append(
-                    Mismatch(
-                        "event_without_transfer",
-                        event.event_id,
-                        f"{event.type} made {transfer_id}, which the ledger lacks",
-                    )
+                yield Mismatch(
+                    "event_without_transfer",
+                    event.event_id,
+                    f"{event.type} made {transfer_id}, which the ledger lacks",
                 )
 
-    for transfer in transfers.values():
+
+def _transfer_mismatches(
+    transfers: Iterable[Transfer], payments: dict[str, Any], events: dict[str, inbox.StoredEvent]
+) -> Iterator[Mismatch]:
+    """Stripe-made transfers with no event behind their payment, and purchases of another
+    amount than their payment bought."""
+    for transfer in transfers:
         payment_id = (transfer.metadata or {}).get("stripe_payment")
         payment = payments.get(payment_id or "")
         if payment is None or payment.event_id not in events:
-            found.append(
-                Mismatch(
-                    "transfer_without_event",
-                    transfer.id,
-                    f"{transfer.kind} of {transfer.amount} for payment {payment_id or '?'} "
-                    "has no Stripe event behind it",
-                )
+            yield Mismatch(
+                "transfer_without_event",
+                transfer.id,
+                f"{transfer.kind} of {transfer.amount} for payment {payment_id or '?'} "
+                "has no Stripe event behind it",
             )
         elif transfer.kind == "purchase" and transfer.amount != payment.credits:
-            found.append(
-                Mismatch(
-                    "amount_differs",
-                    transfer.id,
-                    f"purchase of {transfer.amount} but payment {payment.id} bought "
-                    f"{payment.credits}",
-                )
+            yield Mismatch(
+                "amount_differs",
+                transfer.id,
+                f"purchase of {transfer.amount} but payment {payment.id} bought {payment.credits}",
             )
 
-    for payment in payments.values():
+
+def _payment_mismatches(
+    payments: Iterable[Any], transfers: dict[str, Transfer]
+) -> Iterator[Mismatch]:
+    """Payments whose grant the ledger lacks, and payments clawed back more than their
+    refunds and disputes were due."""
+    for payment in payments:
         if payment.transfer_id not in transfers:
-            found.append(
-                Mismatch(
-                    "event_without_transfer",
-                    payment.event_id,
-                    f"payment {payment.id} granted {payment.transfer_id}, which the ledger lacks",
-                )
+            yield Mismatch(
+                "event_without_transfer",
+                payment.event_id,
+                f"payment {payment.id} granted {payment.transfer_id}, which the ledger lacks",
             )
         taken = sum(
             t.amount if t.kind == "clawback" else -t.amount
@@ -111,18 +131,11 @@ async def reconcile(conn: AsyncConnection, now: datetime) -> list[Mismatch]:
             and (t.metadata or {}).get("stripe_payment") == payment.id
         )
         if taken > payment.clawed_back:
-            found.append(
-                Mismatch(
-                    "amount_differs",
-                    payment.id,
-                    f"clawbacks took {taken}, refunds and disputes were due {payment.clawed_back}",
-                )
+            yield Mismatch(
+                "amount_differs",
+                payment.id,
+                f"clawbacks took {taken}, refunds and disputes were due {payment.clawed_back}",
             )
-
-    for early in await repo.all_early(conn):
-        for event_id in early.event_ids:
-            found.append(_kept(events[event_id], early.payment_id, now))
-    return found
 
 
 def _kept(event: inbox.StoredEvent, payment_id: str, now: datetime) -> Mismatch:
