@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd import inbox
 from creditsd.ledger import repository as ledger_repo
 from creditsd.stripe import repository as repo
-from creditsd.stripe.service import SOURCE, STRIPE_APP
+from creditsd.stripe.events import SOURCE, STRIPE_APP
 
 # Outcomes of a paid checkout or invoice that took money without granting credits.
 _UNGRANTED = {"no_known_price", "unknown_account", "conflicting_payment"}
