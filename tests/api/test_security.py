@@ -30,7 +30,7 @@ async def test_no_key_takes_the_name_of_an_internal_app(make_ledger: LedgerFacto
     from creditsd.inprocess import LOCAL_APP
     from creditsd.kit.errors import InvalidRequest
     from creditsd.ledger.models import INTERNAL_APPS, SYSTEM_APP
-    from creditsd.stripe.service import STRIPE_APP
+    from creditsd.stripe.events import STRIPE_APP
 
     assert {SYSTEM_APP, STRIPE_APP, CLERK_APP, GATEWAY_APP, LOCAL_APP, CLI_APP} <= INTERNAL_APPS
     ledger = await make_ledger()

@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd.integrity.models import BALANCE_MATCHES_TRANSFERS
 from creditsd.ledger import posting
 from creditsd.ledger.models import Transfer
+from creditsd.stripe import refunds as stripe_refunds
 from creditsd.stripe import repository as stripe_repo
-from creditsd.stripe import service as stripe_service
 from tests.sim.run import CI_SEEDS, Lab, first_failure
 
 
@@ -61,7 +61,7 @@ def early_refund_lost(patch: pytest.MonkeyPatch) -> None:
     async def forgetting(conn: AsyncConnection, payment_id: str, _event_id: str) -> Any:
         return await stripe_repo.get_payment(conn, payment_id, lock=True)
 
-    patch.setattr(stripe_service, "_payment_or_keep", forgetting)
+    patch.setattr(stripe_refunds, "_payment_or_keep", forgetting)
 
 
 @dataclass(frozen=True)

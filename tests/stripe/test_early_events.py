@@ -14,7 +14,9 @@ from creditsd import inbox
 from creditsd.inprocess import Ledger
 from creditsd.kit import db
 from creditsd.stripe.billing import StripeBilling
-from creditsd.stripe.service import SOURCE, Asked, money_back
+from creditsd.stripe.events import SOURCE
+from creditsd.stripe.purchases import Asked
+from creditsd.stripe.refunds import money_back
 from tests.conftest import Clock, LedgerFactory, body, client_for, create_key
 from tests.stripe.conftest import (
     CREDIT,

@@ -12,7 +12,7 @@ from creditsd.inprocess import Ledger
 from creditsd.kit import db
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.models import STRIPE
-from creditsd.stripe.service import STRIPE_APP
+from creditsd.stripe.events import STRIPE_APP
 from creditsd.tables import stripe_payments, webhook_events
 from tests.conftest import Clock, LedgerFactory, body, client_for
 from tests.stripe.conftest import CREDIT, PACKS, buy, deliver, stripe_settings

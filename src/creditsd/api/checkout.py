@@ -5,8 +5,8 @@ made at Stripe between two."""
 from __future__ import annotations
 
 from creditsd.inprocess import Ledger
+from creditsd.stripe import purchases
 from creditsd.stripe import repository as repo
-from creditsd.stripe import service
 from creditsd.stripe.billing import StripeBilling
 
 
@@ -17,7 +17,7 @@ async def paying_customer(
     Stripe customer it pays as (made on its first purchase). A frozen or closed account
     buys nothing (409): its credits could not be spent."""
     account_id, customer = await ledger.database.write(
-        lambda conn, now: service.paying_account(conn, account_name, ledger.policy, now)
+        lambda conn, now: purchases.paying_account(conn, account_name, ledger.policy, now)
     )
     if customer is None:
         made = await billing.create_customer(account_id)

@@ -22,15 +22,14 @@ from creditsd.config import PackSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger.runtime import Runtime
-from creditsd.stripe import service
+from creditsd.stripe import purchases, refunds
 from creditsd.stripe.errors import (
     PaymentProviderError,
     PaymentProviderUnreachable,
     StripeNotConfigured,
     UnknownPack,
 )
-from creditsd.stripe.events import EventEnvelope
-from creditsd.stripe.service import StripeEvent
+from creditsd.stripe.events import EventEnvelope, StripeEvent
 
 log = logging.getLogger("creditsd.stripe")
 
@@ -216,7 +215,7 @@ class StripeBilling:
         mode = self.settings.livemode
         return mode is not None and event["livemode"] is not mode
 
-    async def ask(self, event: StripeEvent) -> service.Asked:
+    async def ask(self, event: StripeEvent) -> purchases.Asked:
         """What handling the event needs from Stripe's API (a paid session's line items, the
         payment behind an invoice sent without it), asked outside any transaction."""
         kind, item = event["type"], event["data"]["object"]
@@ -225,18 +224,18 @@ class StripeBilling:
                 self.client.v1.checkout.sessions.line_items.list_async(item["id"], {"limit": 100})
             )
             lines = [(entry.price.id, int(entry.quantity or 0)) for entry in items.data]
-            return service.Asked(lines=lines)
-        if kind == service.INVOICE_PAID and service.needs_invoice_payment(
+            return purchases.Asked(lines=lines)
+        if kind == purchases.INVOICE_PAID and purchases.needs_invoice_payment(
             item, self.ledger.settings
         ):
             params: Any = {"invoice": str(item.get("id")), "status": "paid", "limit": 1}
             listed = await self._call(self.client.v1.invoice_payments.list_async(params))
-            paid = [service.invoice_payment_intent(entry.to_dict()) for entry in listed.data]
-            return service.Asked(invoice_payment=next((p for p in paid if p), None))
-        return service.Asked()
+            paid = [purchases.invoice_payment_intent(entry.to_dict()) for entry in listed.data]
+            return purchases.Asked(invoice_payment=next((p for p in paid if p), None))
+        return purchases.Asked()
 
     async def handle(
-        self, conn: AsyncConnection, event: StripeEvent, asked: service.Asked, now: datetime
+        self, conn: AsyncConnection, event: StripeEvent, asked: purchases.Asked, now: datetime
     ) -> Handled:
         """What one verified event does to the ledger, in the transaction that marks it
         handled (``asked``: what :meth:`ask` learned from Stripe beforehand)."""
@@ -247,24 +246,26 @@ class StripeBilling:
                 return Handled("not_a_pack_purchase", notes={"session": item.get("id")})
             if not _paid_pack_session(event):
                 return Handled("awaiting_payment", notes={"session": item.get("id")})
-            paid = service.Purchase(
+            paid = purchases.Purchase(
                 payment_id=item.get("payment_intent") or item["id"],
                 account=item.get("client_reference_id")
                 or (item.get("metadata") or {}).get("creditsd_account"),
                 customer=item.get("customer"),
                 amount=int(item.get("amount_total") or 0),
                 currency=str(item.get("currency") or ""),
-                priced=service.price_items(asked.lines, settings),
+                priced=purchases.price_items(asked.lines, settings),
                 event_id=event["id"],
                 session_id=item["id"],
             )
-            return await service.record_purchase(conn, paid, settings, policy, now)
+            return await purchases.record_purchase(conn, paid, settings, policy, now)
         if kind == "payment_intent.succeeded":
-            return await service.confirm_payment(conn, item["id"], now)
-        if kind in service.MONEY_BACK:
-            return await service.money_back(conn, event["id"], kind, item, settings, policy, now)
-        if kind == service.INVOICE_PAID:
-            return await service.invoice_paid(conn, item, event["id"], asked, settings, policy, now)
+            return await purchases.confirm_payment(conn, item["id"], now)
+        if kind in refunds.MONEY_BACK:
+            return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)
+        if kind == purchases.INVOICE_PAID:
+            return await purchases.invoice_paid(
+                conn, item, event["id"], asked, settings, policy, now
+            )
         return Handled("ignored")
 
 

@@ -1,10 +1,18 @@
-"""The shape every Stripe event has: what creditsd relies on is checked, the rest is kept."""
+"""Stripe's events as creditsd takes them in: the names they go by here, the shape every
+event has (what creditsd relies on is checked, the rest is kept), and the ids their
+objects carry."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+SOURCE = "stripe"  # Stripe's events in the webhook inbox
+STRIPE_APP = "stripe"  # the app name on the transfers Stripe events make
+
+StripeEvent = dict[str, Any]  # an event as Stripe sends it
+StripeObject = dict[str, Any]  # an object an event carries: a session, charge, invoice…
 
 
 class _Tolerant(BaseModel):
@@ -26,3 +34,10 @@ class EventEnvelope(_Tolerant):
     type: str = Field(min_length=1, max_length=128)
     livemode: bool
     data: EventData
+
+
+def object_id(value: Any) -> str | None:
+    """An object's id, whether Stripe sent the id or the expanded object."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    return str(value) if value else None

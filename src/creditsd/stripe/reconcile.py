@@ -14,7 +14,7 @@ from creditsd import inbox
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.models import Transfer
 from creditsd.stripe import repository as repo
-from creditsd.stripe.service import SOURCE, STRIPE_APP
+from creditsd.stripe.events import SOURCE, STRIPE_APP
 
 # Outcomes of a paid checkout or invoice that took money without granting credits.
 _UNGRANTED = {"no_known_price", "unknown_account", "conflicting_payment"}

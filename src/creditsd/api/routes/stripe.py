@@ -21,7 +21,7 @@ from creditsd.api.schemas.stripe import (
 )
 from creditsd.stripe.billing import StripeBilling
 from creditsd.stripe.errors import LivemodeMismatch
-from creditsd.stripe.service import SOURCE
+from creditsd.stripe.events import SOURCE
 
 router = APIRouter(prefix="/v1", route_class=StrictJSONRoute, tags=["stripe"])
 webhooks = APIRouter(tags=["webhooks"])

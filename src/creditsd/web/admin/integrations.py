@@ -13,7 +13,7 @@ from creditsd.api.auth import ledger_of
 from creditsd.clerk.service import SOURCE as CLERK_SOURCE
 from creditsd.gateway.service import GATEWAY_APP
 from creditsd.kit.money import INT64_MAX
-from creditsd.stripe.service import SOURCE as STRIPE_SOURCE
+from creditsd.stripe.events import SOURCE as STRIPE_SOURCE
 from creditsd.tables import OUTBOX_STATUSES
 from creditsd.web.admin.console import (
     PAGE_SIZE,
