@@ -12,13 +12,54 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit.rows import insert_or_skip
 from creditsd.ledger.limits import AccountLimits, SpendLimit, Tally
-from creditsd.ledger.windows import window_of
+from creditsd.ledger.windows import Window, window_of
 from creditsd.tables import holds, limit_windows, members, spend_limits
 
 _M = members.c
 _L = spend_limits.c
 _W = limit_windows.c
 _H = holds.c
+
+
+async def _members(
+    conn: AsyncConnection, account_ids: list[str], named: Collection[str]
+) -> set[tuple[str, str]]:
+    """Which of the ``named`` members each account has, as ``(account, member)``."""
+    if not named:
+        return set()
+    rows = await conn.execute(
+        select(_M.account_id, _M.member_id).where(
+            _M.account_id.in_(account_ids), _M.member_id.in_(sorted(named))
+        )
+    )
+    return {(account_id, member_id) for account_id, member_id in rows}
+
+
+async def _spent(
+    conn: AsyncConnection, limits: list[SpendLimit], windows: dict[str, Window]
+) -> dict[str, int]:
+    """What each limit's current window has spent, by limit id."""
+    keys = [(limit.account_id, limit.id, windows[limit.id].start) for limit in limits]
+    rows = await conn.execute(
+        select(_W.limit_id, _W.spent).where(
+            tuple_(_W.account_id, _W.limit_id, _W.window_start).in_(keys)
+        )
+    )
+    return {limit_id: int(amount) for limit_id, amount in rows}
+
+
+async def _held(
+    conn: AsyncConnection, account_ids: list[str], now: datetime
+) -> list[tuple[str, dict[str, str | None], int]]:
+    """What open holds reserve, by account and by who they are for."""
+    rows = await conn.execute(
+        select(
+            _H.account_id, _H.member_id, _H.app, _H.proxy_key_id, func.sum(_H.amount - _H.captured)
+        )
+        .where(_H.account_id.in_(account_ids), _H.status == "open", _H.expires_at > now)
+        .group_by(_H.account_id, _H.member_id, _H.app, _H.proxy_key_id)
+    )
+    return [(row[0], {"member": row[1], "app": row[2], "key": row[3]}, int(row[4])) for row in rows]
 
 
 async def read(
@@ -32,15 +73,13 @@ async def read(
     subject's open holds reserve. The caller holds the accounts' locks and has closed
     their expired holds."""
     account_ids = sorted(zones)
-    found = {account_id: AccountLimits(account_id, set()) for account_id in account_ids}
-    if named:
-        rows = await conn.execute(
-            select(_M.account_id, _M.member_id).where(
-                _M.account_id.in_(account_ids), _M.member_id.in_(sorted(named))
-            )
+    members_of = await _members(conn, account_ids, named)
+    found = {
+        account_id: AccountLimits(
+            account_id, {member for owner, member in members_of if owner == account_id}
         )
-        for account_id, member_id in rows:
-            found[account_id].members.add(member_id)
+        for account_id in account_ids
+    }
     rows = await conn.execute(
         select(
             _L.id, _L.account_id, _L.scope, _L.subject, _L.period, _L.amount, _L.mode, _L.since
@@ -55,23 +94,8 @@ async def read(
         )
         for limit in limits
     }
-    keys = [(limit.account_id, limit.id, windows[limit.id].start) for limit in limits]
-    found_spent = await conn.execute(
-        select(_W.limit_id, _W.spent).where(
-            tuple_(_W.account_id, _W.limit_id, _W.window_start).in_(keys)
-        )
-    )
-    spent = {limit_id: int(amount) for limit_id, amount in found_spent}
-    held = await conn.execute(
-        select(
-            _H.account_id, _H.member_id, _H.app, _H.proxy_key_id, func.sum(_H.amount - _H.captured)
-        )
-        .where(_H.account_id.in_(account_ids), _H.status == "open", _H.expires_at > now)
-        .group_by(_H.account_id, _H.member_id, _H.app, _H.proxy_key_id)
-    )
-    groups = [
-        (row[0], {"member": row[1], "app": row[2], "key": row[3]}, int(row[4])) for row in held
-    ]
+    spent = await _spent(conn, limits, windows)
+    groups = await _held(conn, account_ids, now)
     for limit in limits:
         reserved = sum(
             amount
@@ -79,7 +103,7 @@ async def read(
             if account_id == limit.account_id
             and (limit.scope == "wallet" or subjects[limit.scope] == limit.subject)
         )
-        used = int(spent.get(limit.id, 0))
+        used = spent.get(limit.id, 0)
         found[limit.account_id].tallies.append(
             Tally(limit, windows[limit.id], spent=used, held=reserved, read=used)
         )

@@ -82,6 +82,57 @@ async def _mark(conn: AsyncConnection, account_id: str, now: datetime) -> None:
     )
 
 
+def _check_specs(specs: Sequence[LimitSpec]) -> dict[Period, LimitSpec]:
+    """The limits asked, by period: at most one per period, nested (day ≤ week ≤ month ≤
+    lifetime)."""
+    asked = {spec.period: spec for spec in specs}
+    if len(asked) != len(specs):
+        raise InvalidRequest("give at most one limit per period", field="limits")
+    check_nested({period: spec.amount for period, spec in asked.items()})
+    return asked
+
+
+async def _replace_limits(
+    conn: AsyncConnection,
+    subject: tuple[str, str, str],
+    before: dict[str, Any],
+    asked: dict[Period, LimitSpec],
+    now: datetime,
+) -> None:
+    """Write ``asked`` over the subject's stored limits (``before``, by period): one whose
+    amount and period stay keeps its row (its mode may change); the rest are replaced."""
+    account_id, scope, name = subject
+    gone = [
+        row.id
+        for period, row in before.items()
+        if period not in asked or asked[period].amount != row.amount
+    ]
+    if gone:
+        await conn.execute(delete(spend_limits).where(_L.account_id == account_id, _L.id.in_(gone)))
+    for period, spec in asked.items():
+        kept = before.get(period)
+        if kept is None or kept.amount != spec.amount:
+            await conn.execute(
+                spend_limits.insert().values(
+                    account_id=account_id,
+                    id=ids.new_id("lim"),
+                    scope=scope,
+                    subject=name,
+                    period=period,
+                    amount=spec.amount,
+                    mode=spec.mode,
+                    since=now,
+                    created_at=now,
+                )
+            )
+        elif kept.mode != spec.mode:
+            await conn.execute(
+                update(spend_limits)
+                .where(_L.account_id == account_id, _L.id == kept.id)
+                .values(mode=spec.mode)
+            )
+
+
 async def set_limits(
     conn: AsyncConnection,
     account_id: str,
@@ -96,57 +147,24 @@ async def set_limits(
     and period stay keeps its window and spend (its mode may change); a new or changed
     one starts a fresh window now; those not asked again go. Audited when anything
     changed; nested limits must be consistent (day ≤ week ≤ month ≤ lifetime)."""
-    periods = [spec.period for spec in specs]
-    if len(set(periods)) != len(periods):
-        raise InvalidRequest("give at most one limit per period", field="limits")
-    check_nested({spec.period: spec.amount for spec in specs})
+    asked = _check_specs(specs)
     rows = await conn.execute(
         select(_L.id, _L.period, _L.amount, _L.mode).where(
             _L.account_id == account_id, _L.scope == scope, _L.subject == subject
         )
     )
     before = {row.period: row for row in rows}
-    asked = {spec.period: spec for spec in specs}
-    gone = [
-        row.id
-        for period, row in before.items()
-        if period not in asked or asked[period].amount != row.amount
-    ]
-    if gone:
-        await conn.execute(delete(spend_limits).where(_L.account_id == account_id, _L.id.in_(gone)))
-    for period, spec in asked.items():
-        kept = before.get(period)
-        if kept is not None and kept.amount == spec.amount:
-            if kept.mode != spec.mode:
-                await conn.execute(
-                    update(spend_limits)
-                    .where(_L.account_id == account_id, _L.id == kept.id)
-                    .values(mode=spec.mode)
-                )
-            continue
-        await conn.execute(
-            spend_limits.insert().values(
-                account_id=account_id,
-                id=ids.new_id("lim"),
-                scope=scope,
-                subject=subject,
-                period=period,
-                amount=spec.amount,
-                mode=spec.mode,
-                since=now,
-                created_at=now,
-            )
-        )
-    was = {period: (row.amount, row.mode) for period, row in before.items()}
-    now_set = {period: (spec.amount, spec.mode) for period, spec in asked.items()}
-    if was != now_set:
+    await _replace_limits(conn, (account_id, scope, subject), before, asked, now)
+    was = {period: {"amount": row.amount, "mode": row.mode} for period, row in before.items()}
+    set_now = {period: {"amount": spec.amount, "mode": spec.mode} for period, spec in asked.items()}
+    if was != set_now:
         await audit.record(
             conn,
             actor=actor,
             action="limits.set",
-            target=f"{account_id}/{scope}/{subject}" if subject else f"{account_id}/{scope}",
-            before={period: {"amount": a, "mode": m} for period, (a, m) in sorted(was.items())},
-            after={period: {"amount": a, "mode": m} for period, (a, m) in sorted(now_set.items())},
+            target="/".join(part for part in (account_id, scope, subject) if part),
+            before=dict(sorted(was.items())),
+            after=dict(sorted(set_now.items())),
             now=now,
         )
     await _mark(conn, account_id, now)
