@@ -189,7 +189,8 @@ export interface paths {
          * Put Member
          * @description Add a member to the wallet (201) or update one (200), audited. ``limits`` replaces
          *     the member's limits (a limit whose amount and period stay keeps its window's spend; a
-         *     new or changed one starts at zero); left out, they stay.
+         *     new or changed one starts at zero); ``display_name`` renames it. Either left out stays
+         *     as it is.
          */
         put: operations["put_member_v1_accounts__account_id__members__member_id__put"];
         post?: never;
