@@ -149,15 +149,15 @@ async def add_members(
 
 
 async def give_members(url: str, wallets: list[str]) -> None:
-    """Give every wallet its member through the members service (some 20 ms a wallet): a
-    hundred wallets a transaction, well within the engine's patience, ``MEMBER_LANES``
-    transactions at once."""
+    """Give every wallet its member through the members service (some 20 ms a wallet):
+    twenty wallets a transaction, well within the engine's patience even on a busy
+    machine, ``MEMBER_LANES`` transactions at once."""
     env = environment(url, MEMBER_LANES, None)
     ledger = await Ledger.connect(load_settings(os.devnull, environ=env))
 
     async def lane(mine: list[str]) -> None:
-        for first in range(0, len(mine), 100):
-            chunk = mine[first : first + 100]
+        for first in range(0, len(mine), 20):
+            chunk = mine[first : first + 20]
             await ledger.database.write(partial(add_members, wallets=chunk, policy=ledger.policy))
 
     await asyncio.gather(*(lane(wallets[n::MEMBER_LANES]) for n in range(MEMBER_LANES)))
