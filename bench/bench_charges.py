@@ -12,9 +12,10 @@ concurrent callers; each column a way to charge, run for the same time in the sa
   set-based statements over ``unnest`` arrays, while the next batch forms in another lane.
 - **Ledger**: ``Ledger.charge`` in-process, group commit as the settings say (or as
   ``--group-commit`` says; ``both`` gives a column for each).
-- **Ledger + member limit**: the same, each charge of the account's wallet twin (same
-  balance and lot, :func:`wallet`) for the wallet's one member, whose day limit is too
-  large ever to refuse: every batch reads and counts the limits of the wallets it charges.
+- **Ledger + member limit**: the same, each charge debiting the account's wallet twin
+  (same balance and lot, :func:`wallet`) for the wallet's one member, whose day limit is
+  too large ever to refuse: every batch reads and counts the limits of the wallets it
+  charges.
 - **Ledger + webhook**: the same with one webhook endpoint subscribed to
   ``charge.succeeded``, so every charge also writes an outbox row (``--no-subscriber``
   leaves it out).
@@ -80,7 +81,7 @@ SCRIPT = Path(__file__).with_name("charges.lua")
 HOOK_URL = "http://127.0.0.1:9/hook"  # nothing delivers here: the bench runs no deliverer
 WARM_UP = 0.3  # seconds of charges a Ledger makes before it is measured
 MEMBER = "bench-member"  # each wallet's one member
-DAY_LIMIT = START_BALANCE  # the member's: more than the wallet holds, so nothing is refused
+DAY_LIMIT = START_BALANCE  # the member's: all the wallet holds, so no charge is refused
 MEMBER_LANES = 4  # transactions adding members at once while the bench prepares
 
 Charge = Callable[[str, str], Awaitable[None]]
