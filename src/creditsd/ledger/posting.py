@@ -609,9 +609,10 @@ class _Batch:
     async def _read_controls(self, entries: Sequence[_Entry]) -> None:
         """Read the members and spend limits of the locked accounts that have them (after
         their expired holds closed, so that what holds reserve is as of now)."""
+        accounts = self._by_id()
         zones = {
-            account.id: account.time_zone
-            for account in self._by_id().values()
+            account_id: account.time_zone
+            for account_id, account in accounts.items()
             if account.controlled
         }
         if not zones:
@@ -619,7 +620,7 @@ class _Batch:
         named = {member for entry in entries if (member := _member(entry)) is not None}
         found = await limit_repository.read(self.conn, zones, named, self.now)
         for account_id, controls in found.items():
-            self._by_id()[account_id].controls = controls
+            accounts[account_id].controls = controls
 
     def _by_id(self) -> dict[str, _Account]:
         return {account.id: account for account in self.accounts.values()}
@@ -832,8 +833,9 @@ class _Batch:
                 raise KeyLimitReached(key.id, key.spend_limit, amount, left)
         hold = replace(reservation.hold, account_id=account.id)
         if controls is not None:
-            controls.check(_spender(hold), amount)
-            controls.move(_spender(hold), held=amount)
+            spender = _spender(hold)
+            controls.check(spender, amount)
+            controls.move(spender, held=amount)
         if key is not None:
             key.held += amount
         account.move(0, amount)

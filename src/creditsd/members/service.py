@@ -58,6 +58,14 @@ async def _locked(conn: AsyncConnection, name: str, policy: Policy, now: datetim
     return account_id
 
 
+async def _existing(conn: AsyncConnection, wallet: str) -> str:
+    """The id of the wallet this id or alias names; a read never creates it."""
+    account_id = await ledger_repo.resolve_name(conn, wallet)
+    if account_id is None:
+        raise AccountNotFound(wallet)
+    return account_id
+
+
 async def _tallies(
     conn: AsyncConnection, account_id: str, named: Sequence[str], now: datetime
 ) -> list[Tally]:
@@ -243,9 +251,10 @@ async def put_member(
             .where(_M.account_id == account_id, _M.member_id == member_id)
             .values(display_name=display_name, updated_at=now)
         )
-    if specs is not None:
+    if specs is not None:  # marks the account itself
         await set_limits(conn, account_id, "member", member_id, specs, now, actor=actor)
-    await _mark(conn, account_id, now)
+    else:
+        await _mark(conn, account_id, now)
     return await _member(conn, account_id, member_id, now), known is None
 
 
@@ -280,7 +289,7 @@ async def list_members(
     conn: AsyncConnection, wallet: str, limit: int, cursor: str | None, now: datetime
 ) -> Page[Member]:
     """A wallet's members by id, each with its limits' state."""
-    account_id = await ledger_accounts.resolve_account(conn, wallet, Policy(auto_create=False), now)
+    account_id = await _existing(conn, wallet)
     after = decode_cursor(cursor)
     query = _MEMBER_ROW.where(_M.account_id == account_id)
     if after is not None:
@@ -329,5 +338,5 @@ async def put_key_limits(
 
 async def limits_of(conn: AsyncConnection, wallet: str, now: datetime) -> list[Tally]:
     """Every limit on a wallet, with its current window's spend and what is held."""
-    account_id = await ledger_accounts.resolve_account(conn, wallet, Policy(auto_create=False), now)
+    account_id = await _existing(conn, wallet)
     return await _tallies(conn, account_id, [], now)
