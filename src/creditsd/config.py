@@ -44,6 +44,13 @@ def _decimal(value: object) -> Decimal:
 ConfigDecimal = Annotated[Decimal, BeforeValidator(_decimal)]
 
 
+def _listed(value: Any) -> Any:
+    """A list as TOML writes it, or as an environment variable does: ``80,100``."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -349,6 +356,14 @@ class WebhookSettings(_Section):
 
     low_balance_threshold: ConfigDecimal = Field(
         Decimal(0), ge=0, description="balance.low below this (credits); 0: never."
+    )
+    limit_warning_percentages: Annotated[
+        list[Annotated[int, Field(ge=1, le=1000)]], BeforeValidator(_listed)
+    ] = Field(
+        [80, 100],
+        max_length=10,
+        description="limit.warning once per window when a window's spend reaches each of "
+        "these percentages of its spend limit ([]: never).",
     )
     poll_interval: float = Field(1, gt=0, le=60, description="Seconds between outbox polls.")
     timeout_seconds: float = Field(10, gt=0, le=300)

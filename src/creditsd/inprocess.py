@@ -128,6 +128,7 @@ class Ledger:
             signup_grant=settings.signup_grant_units,
             observer=self.outbox,
             money=self.money,
+            limit_warnings=tuple(settings.webhooks.limit_warning_percentages),
         )
         self._group = (
             GroupCommit(

@@ -122,6 +122,7 @@ def _written(now: datetime, **changed: Any) -> Written:
         "lots": [],
         "spends": [],
         "messages": [],
+        "windows": [],
     }
     return Written(now=now, **{**nothing, **changed})
 

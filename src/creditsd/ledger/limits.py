@@ -18,14 +18,15 @@ limit refuses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, NamedTuple
+from zoneinfo import ZoneInfo
 
 from creditsd.kit.errors import CreditsError, NotFound
 from creditsd.ledger.errors import Units
-from creditsd.ledger.windows import Period, Window
+from creditsd.ledger.windows import Period, Window, window_of
 
 SPEND_KINDS = frozenset({"charge", "capture"})  # the debits a limit counts
 Scope = Literal["wallet", "member", "app", "key"]
@@ -107,9 +108,20 @@ class Tally:
     spent: int  # in the window, this batch's spend included
     held: int  # what the subject's open holds reserve, as this batch leaves them
     read: int  # ``spent`` as read: the batch writes the difference
+    warned: int = 0  # the highest percentage of the limit a ``limit.warning`` told of
 
     def left(self) -> int:
         return self.limit.amount - self.spent - self.held
+
+    def crossed(self, percentages: Sequence[int]) -> int | None:
+        """The highest of ``percentages`` of the limit that the window's spend has reached
+        and no warning told of yet (None: none)."""
+        reached = [
+            percent
+            for percent in percentages
+            if percent > self.warned and self.spent * 100 >= percent * self.limit.amount
+        ]
+        return max(reached, default=None)
 
 
 @dataclass(slots=True)
@@ -151,3 +163,83 @@ class AccountLimits:
     def changed(self) -> Iterable[Tally]:
         """The tallies whose window's spend this batch changed."""
         return (tally for tally in self.tallies if tally.spent != tally.read)
+
+
+class LimitWarning(NamedTuple):
+    """A window's spend has reached ``percent`` of its limit (``tally`` as the batch that
+    reached it leaves it): sent once per window and percentage."""
+
+    tally: Tally
+    percent: int
+
+
+class Counted(NamedTuple):
+    """A limit's latest window that started by the batch's instant, as stored."""
+
+    limit_id: str
+    start: datetime
+    spent: int
+    warned: int
+
+
+class HeldBy(NamedTuple):
+    """What an account's open, unexpired holds for one spender reserve."""
+
+    account_id: str
+    member: str | None
+    app: str
+    key: str | None
+    amount: int
+
+
+@dataclass(slots=True)
+class StoredControls:
+    """What a batch reads of its accounts' spend controls, in the read that follows their
+    lock: the members it names that exist, every limit, each limit's latest window, and
+    what open holds reserve by spender."""
+
+    members: list[tuple[str, str]] = field(default_factory=list)  # (account, member)
+    limits: list[SpendLimit] = field(default_factory=list)
+    counted: list[Counted] = field(default_factory=list)
+    held: list[HeldBy] = field(default_factory=list)
+
+    def by_account(
+        self, zones: Mapping[str, str | None], now: datetime
+    ) -> dict[str, AccountLimits]:
+        """The members and limits of the accounts in ``zones`` (each with its time zone),
+        each limit with its current window's spend (a stored window that is not the
+        current one counts nothing: the current one starts at zero) and what the
+        subject's open holds reserve."""
+        found = {account_id: AccountLimits(account_id, set()) for account_id in zones}
+        for account_id, member in self.members:
+            found[account_id].members.add(member)
+        latest = {counted.limit_id: counted for counted in self.counted}
+        for limit in self.limits:
+            zone = ZoneInfo(zones[limit.account_id] or "UTC")
+            window = window_of(limit.period, now, zone, limit.since)
+            stored = latest.get(limit.id)
+            if stored is None or stored.start != window.start:
+                stored = Counted(limit.id, window.start, spent=0, warned=0)
+            reserved = sum(
+                held.amount
+                for held in self.held
+                if held.account_id == limit.account_id and limit.subject == _subject(held, limit)
+            )
+            found[limit.account_id].tallies.append(
+                Tally(
+                    limit,
+                    window,
+                    spent=stored.spent,
+                    held=reserved,
+                    read=stored.spent,
+                    warned=stored.warned,
+                )
+            )
+        return found
+
+
+def _subject(held: HeldBy, limit: SpendLimit) -> str | None:
+    """Who, of ``held``'s spender, ``limit`` caps ('' for the wallet: every spender)."""
+    if limit.scope == "wallet":
+        return ""
+    return {"member": held.member, "app": held.app, "key": held.key}[limit.scope]

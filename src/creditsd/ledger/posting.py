@@ -44,7 +44,7 @@ from creditsd.kit import ids
 from creditsd.kit.errors import CreditsError
 from creditsd.kit.idempotency import fingerprint_of
 from creditsd.kit.money import INT64_MAX, INT64_MIN, Money
-from creditsd.ledger import limit_repository, statements
+from creditsd.ledger import statements
 from creditsd.ledger.commands import (
     CaptureHold,
     Command,
@@ -74,8 +74,10 @@ from creditsd.ledger.limits import (
     SPEND_KINDS,
     AccountLimits,
     LimitReached,
+    LimitWarning,
     MemberNotFound,
     Spender,
+    Tally,
 )
 from creditsd.ledger.lots import LotSpec, default_spec
 from creditsd.ledger.models import (
@@ -116,6 +118,11 @@ class Observer(Protocol):
     ) -> list[Message]:
         """The messages an account sends when it is given names (aliases)."""
 
+    async def after_limit_warnings(
+        self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime
+    ) -> list[Message]:
+        """The messages these spend limits' warnings send."""
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -125,6 +132,7 @@ class Policy:
     signup_grant: int = 0
     observer: Observer | None = None
     money: Money = field(default_factory=Money)  # the scale settlements are recorded at
+    limit_warnings: tuple[int, ...] = (80, 100)  # percentages of a limit that send a warning
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,7 +448,6 @@ class _Batch:
         first_of = _first_keys(entries, outcomes)
         looked_up = {_key(entry) for entry in entries if not _fresh(entry)}
         stored = await self._read(entries, [key for key in first_of if key in looked_up])
-        await self._read_controls(entries)
         swept = {account_id: Swept([], 0) for account_id in self._by_id()}
         for hold in self.expired:
             swept[hold.account_id].expired_holds.append(hold)
@@ -499,7 +506,8 @@ class _Batch:
     ) -> dict[tuple[str, str, str], tuple[Transfer | Hold, str]]:
         """Close the locked accounts' expired holds; load the holds and proxy keys the
         batch names, the lots of the accounts whose credits it may spend or that have lots
-        past expiry; and find what is stored under the batch's keys (``(table, app,
+        past expiry, the members and spend limits of those that have them (as the closed
+        holds leave them); and find what is stored under the batch's keys (``(table, app,
         key)``), each with its fingerprint."""
         accounts = self._by_id()
         wanted = self._wanted(entries, keys, accounts)
@@ -513,6 +521,9 @@ class _Batch:
         for paying in found.keys:
             self.keys[paying.id] = _Key(*paying)
         self._load_lots(wanted.lot_owners, found, accounts)
+        zones = {account_id: accounts[account_id].time_zone for account_id in wanted.controlled}
+        for account_id, controls in found.controls.by_account(zones, self.now).items():
+            accounts[account_id].controls = controls
         return await self._stored(found)
 
     def _wanted(
@@ -549,6 +560,10 @@ class _Batch:
                     if isinstance(entry, _Reservation) and entry.hold.proxy_key_id is not None
                 }
             ),
+            controlled=sorted(
+                account_id for account_id, account in accounts.items() if account.controlled
+            ),
+            members=sorted({member for entry in entries if (member := _member(entry)) is not None}),
         )
 
     def _spending(self, entries: Sequence[_Entry]) -> set[str]:
@@ -605,22 +620,6 @@ class _Batch:
         for (app, key), found_hold in found.holds_by_key.items():
             stored["holds", app, key] = found_hold
         return stored
-
-    async def _read_controls(self, entries: Sequence[_Entry]) -> None:
-        """Read the members and spend limits of the locked accounts that have them (after
-        their expired holds closed, so that what holds reserve is as of now)."""
-        accounts = self._by_id()
-        zones = {
-            account_id: account.time_zone
-            for account_id, account in accounts.items()
-            if account.controlled
-        }
-        if not zones:
-            return
-        named = {member for entry in entries if (member := _member(entry)) is not None}
-        found = await limit_repository.read(self.conn, zones, named, self.now)
-        for account_id, controls in found.items():
-            accounts[account_id].controls = controls
 
     def _by_id(self) -> dict[str, _Account]:
         return {account.id: account for account in self.accounts.values()}
@@ -1057,6 +1056,7 @@ class _Batch:
 
     async def _write(self) -> None:
         sql, conn, writes = self.sql, self.conn, self.writes
+        counted, warnings = self._counted()
         changed = {
             account.id: account
             for account in self.accounts.values()
@@ -1077,23 +1077,43 @@ class _Batch:
             ],
             lots=[lot.inserted() for lot in writes.lots],
             spends=writes.spends,
-            messages=await self._messages(),
+            messages=await self._messages(warnings),
+            windows=[
+                (
+                    tally.limit.account_id,
+                    tally.limit.id,
+                    tally.window.start,
+                    tally.spent - tally.read,
+                    tally.warned,
+                )
+                for tally in counted
+            ],
         )
         if written.holds or written.settled or written.accounts or written.transfers:
             await sql.write(conn, written)
-        await limit_repository.count(
-            conn,
-            [
-                tally
-                for account in self._by_id().values()
-                if account.controls is not None
-                for tally in account.controls.changed()
-            ],
-        )
 
-    async def _messages(self) -> list[Message]:
+    def _counted(self) -> tuple[list[Tally], list[LimitWarning]]:
+        """The limit windows whose spend the batch changed, and the warnings their new
+        spend sends: once per window at each of the policy's percentages reached."""
+        counted = [
+            tally
+            for account in self._by_id().values()
+            if account.controls is not None
+            for tally in account.controls.changed()
+        ]
+        warnings = []
+        for tally in counted:
+            percent = tally.crossed(self.policy.limit_warnings)
+            if percent is not None:
+                tally.warned = percent
+                warnings.append(LimitWarning(tally, percent))
+        return counted, warnings
+
+    async def _messages(self, warnings: list[LimitWarning]) -> list[Message]:
         """What the observer sends of this batch's changes."""
         observer, messages = self.policy.observer, []
+        if observer is not None and warnings:
+            messages += await observer.after_limit_warnings(self.conn, warnings, self.now)
         if observer is not None and self.expired:
             messages += await observer.after_holds_expired(self.conn, self.expired, self.now)
         if observer is not None and self.writes.transfers:

@@ -15,8 +15,8 @@ from creditsd.kit import ids
 from creditsd.kit.errors import InvalidRequest
 from creditsd.kit.pagination import Page, decode_cursor, encode_cursor
 from creditsd.ledger import accounts as ledger_accounts
-from creditsd.ledger import limit_repository
 from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger import statements
 from creditsd.ledger.errors import AccountNotFound, ProxyKeyNotFound
 from creditsd.ledger.limits import MemberNotFound, Tally
 from creditsd.ledger.posting import Policy
@@ -72,8 +72,9 @@ async def _tallies(
     zone = (
         await conn.execute(select(accounts.c.time_zone).where(accounts.c.id == account_id))
     ).scalar_one_or_none()
-    found = await limit_repository.read(conn, {account_id: zone}, named, now)
-    return found[account_id].tallies
+    wanted = statements.Wanted.controls([account_id], sorted(named))
+    found = await statements.of(conn).read(conn, wanted, now)
+    return found.controls.by_account({account_id: zone}, now)[account_id].tallies
 
 
 async def _mark(conn: AsyncConnection, account_id: str, now: datetime) -> None:

@@ -16,6 +16,7 @@ EventType = Literal[
     "balance.depleted",
     "topup.completed",
     "hold.expired",
+    "limit.warning",
     "grant.expired",
     "ledger.drift_detected",
 ]

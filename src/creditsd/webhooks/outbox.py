@@ -22,6 +22,7 @@ from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.kit import ids
 from creditsd.kit.money import plain
+from creditsd.ledger.limits import LimitWarning
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of, stored_figures
 from creditsd.ledger.statements import Message
@@ -177,6 +178,33 @@ class Outbox:
                 "released": money.to_decimal(hold.released),
             }
             rows += self._messages_for(("hold.expired", hold.account_id, data), now)
+        return rows
+
+    async def after_limit_warnings(
+        self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime
+    ) -> list[Message]:
+        """``limit.warning`` for each limit window whose spend has just reached one of the
+        percentages ``[webhooks] limit_warning_percentages`` names."""
+        await self.refresh(conn)
+        money = self._settings.money
+        rows = []
+        for tally, percent in warnings:
+            limit = tally.limit
+            data = {
+                "account_id": limit.account_id,
+                "limit_id": limit.id,
+                "limit_source": limit.scope,
+                "subject": limit.subject or None,  # the member, app or proxy key; None: wallet
+                "period": limit.period,
+                "mode": limit.mode,
+                "limit": money.to_decimal(limit.amount),
+                "spent": money.to_decimal(tally.spent),
+                "remaining": money.to_decimal(max(limit.amount - tally.spent, 0)),
+                "percent": percent,
+                "window_start": tally.window.start,
+                "resets_at": tally.window.end,
+            }
+            rows += self._messages_for(("limit.warning", limit.account_id, data), now)
         return rows
 
     async def after_drift(

@@ -17,15 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit import jsonio
 from creditsd.kit.db import RetryTransaction
+from creditsd.ledger.limits import Counted, HeldBy, SpendLimit
 from creditsd.ledger.models import ExpiredHold, Hold, Transfer
 from creditsd.ledger.statements.shared import (
     HOLD_COLUMNS,
     HOLD_FIELDS,
+    LIMIT_FIELDS,
     LOT_FIELDS,
     MESSAGE_FIELDS,
     SETTLED_FIELDS,
     SPEND_FIELDS,
     TRANSFER_COLUMNS,
+    WINDOW_FIELDS,
     Found,
     Key,
     LiveLot,
@@ -41,8 +44,9 @@ class PostgresStatements(Statements):
     """PostgreSQL: constant SQL run on asyncpg itself (prepared once per connection, inside
     the transaction SQLAlchemy began), each batch's rows passed as arrays to ``unnest``.
     A batch is four statements: the lock, one read (expired holds closed, lots, stored
-    keys, named holds and their keys), one write (the transfers, then, only if every key
-    was claimed, everything else, outbox messages included), the commit."""
+    keys, named holds and their keys, spend controls), one write (the transfers, then,
+    only if every key was claimed, everything else, outbox messages and limit windows
+    included), the commit."""
 
     insert_or_skip = staticmethod(postgresql.insert)
 
@@ -65,6 +69,8 @@ class PostgresStatements(Statements):
             [app for app, _ in wanted.hold_keys],
             [key for _, key in wanted.hold_keys],
             wanted.key_ids,
+            wanted.controlled,
+            wanted.members,
         )
         for kind, *row in rows:
             if kind == "lot":
@@ -77,6 +83,10 @@ class PostgresStatements(Statements):
                     if values[name] is not None:
                         values[name] = datetime.fromisoformat(values[name])
                 found.keys.append(Key(**values))
+            elif kind == "member":
+                found.controls.members.append((row[1], row[0]))
+            elif kind in _CONTROLS:
+                _CONTROLS[kind](found, jsonio.loads(row[-1]))
             elif kind == "transfer":
                 values = jsonio.loads(row[-1])
                 print_ = values.pop("fingerprint")
@@ -130,9 +140,30 @@ class PostgresStatements(Statements):
             *([getattr(hold, name) for hold in batch.settled] for name in SETTLED_FIELDS),
             [key_id for key_id, _ in batch.keys],
             [spent for _, spent in batch.keys],
+            *(list(zip(*batch.windows, strict=True)) or [()] * len(WINDOW_FIELDS)),
         )
         if not claimed:
             raise RetryTransaction("an idempotency key was claimed concurrently")
+
+
+def _limit(found: Found, values: dict[str, Any]) -> None:
+    """A limit the read found, with its latest window that started (if any)."""
+    start, spent, warned = (values.pop(name) for name in ("window_start", "spent", "warned"))
+    values["since"] = datetime.fromisoformat(values["since"])
+    limit = SpendLimit(**values)
+    found.controls.limits.append(limit)
+    if start is not None:
+        found.controls.counted.append(
+            Counted(limit.id, datetime.fromisoformat(start), int(spent), int(warned))
+        )
+
+
+def _held(found: Found, values: dict[str, Any]) -> None:
+    """What open holds of one spender reserve."""
+    found.controls.held.append(HeldBy(**values))
+
+
+_CONTROLS: dict[str, Callable[[Found, dict[str, Any]], None]] = {"limit": _limit, "held": _held}
 
 
 def _pg_arrays(fields: Sequence[str], columns: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
@@ -209,10 +240,14 @@ FOR NO KEY UPDATE OF a
 """
 _PG_HOLD_SELECT = ", ".join(f"h.{column.key}" for column in HOLD_COLUMNS)
 # The holds past expiry closed (it runs after the lock: it sees every hold committed before),
-# then, each row saying its kind: live lots, closed holds (what they released), and as JSON
-# in the last column: stored transfers and holds (replays: rare), the holds the batch names
-# (as they were before this statement closed any), and the proxy keys paying for new or
-# named holds, locked, each with what its open, unexpired holds reserve.
+# then, each row saying its kind: live lots, closed holds (what they released), the members
+# the batch names of accounts with spend controls, and as JSON in the last column: stored
+# transfers and holds (replays: rare), the holds the batch names (as they were before this
+# statement closed any), the proxy keys paying for new or named holds, locked, each with
+# what its open, unexpired holds reserve, and the controlled accounts' limits (each with
+# its latest window that has started) and what their open, unexpired holds reserve by
+# spender (the statement sees the holds it closes as they were: their expiry leaves them
+# out).
 _PG_READ = f"""
 WITH expired AS (
     UPDATE holds SET status = 'expired', updated_at = $5::timestamptz
@@ -257,6 +292,30 @@ FROM (
         p.expires_at, p.revoked_at
     FROM paying p
 ) AS keyed
+UNION ALL
+SELECT 'member', member_id, account_id, NULL, NULL, NULL, NULL, NULL FROM members
+WHERE account_id = ANY($10::text[]) AND member_id = ANY($11::text[])
+UNION ALL
+SELECT 'limit', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(limited)::text
+FROM (
+    SELECT {", ".join(f"l.{name}" for name in LIMIT_FIELDS)}, w.window_start, w.spent, w.warned
+    FROM spend_limits l LEFT JOIN LATERAL (
+        SELECT window_start, spent, warned FROM limit_windows
+        WHERE account_id = l.account_id AND limit_id = l.id
+            AND window_start <= $5::timestamptz
+        ORDER BY window_start DESC LIMIT 1
+    ) AS w ON TRUE
+    WHERE l.account_id = ANY($10::text[])
+) AS limited
+UNION ALL
+SELECT 'held', NULL, NULL, NULL, NULL, NULL, NULL, row_to_json(reserved)::text
+FROM (
+    SELECT account_id, member_id AS member, app, proxy_key_id AS key,
+        sum(amount - captured) AS amount
+    FROM holds
+    WHERE account_id = ANY($10::text[]) AND status = 'open' AND expires_at > $5::timestamptz
+    GROUP BY account_id, member_id, app, proxy_key_id
+) AS reserved
 """  # noqa: S608 - built once, from the tables' own column names
 # Every transfer column but created_at (one value for the batch), then the fingerprint.
 _PG_TRANSFER_FIELDS = [column.key for column in TRANSFER_COLUMNS if column.key != "created_at"]
@@ -327,6 +386,7 @@ def _pg_write() -> str:
     holds = next(numbers)
     settled_arrays = arrays("text", "text", "int8", "timestamptz", "timestamptz")
     key_arrays = arrays("text", "int8")
+    window_arrays = arrays("text", "text", "timestamptz", "int8", "int4")
     parts = [
         _pg_claim(hold_arrays, holds, fields, transfer_arrays, count, now),
         _pg_move_accounts(account_arrays, now),
@@ -336,6 +396,7 @@ def _pg_write() -> str:
         _pg_queue_messages(message_arrays),
         _pg_settle_holds(settled_arrays),
         _pg_charge_keys(key_arrays),
+        _pg_count_windows(window_arrays),
     ]
     return f"""
 WITH {", ".join(parts)}
@@ -435,6 +496,20 @@ def _pg_charge_keys(arrays: str) -> str:
     WHERE proxy_keys.id = v.id AND claimed.every
     RETURNING 1
 )"""  # noqa: S608 - built once, from placeholders
+
+
+def _pg_count_windows(arrays: str) -> str:
+    """What the batch spent added to each limit window's counter (a new window starts
+    one); a window's warnings only ever go up."""
+    return f"""counted AS (
+    INSERT INTO limit_windows ({", ".join(WINDOW_FIELDS)})
+    SELECT v.* FROM unnest({arrays}) AS v({", ".join(WINDOW_FIELDS)}), claimed
+    WHERE claimed.every
+    ON CONFLICT (account_id, limit_id, window_start) DO UPDATE
+    SET spent = limit_windows.spent + excluded.spent,
+        warned = greatest(limit_windows.warned, excluded.warned)
+    RETURNING 1
+)"""  # noqa: S608 - built once, from the table's own column names
 
 
 _PG_WRITE = _pg_write()

@@ -14,6 +14,7 @@ from sqlalchemy import Table, and_, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.kit import jsonio
+from creditsd.ledger.limits import StoredControls
 from creditsd.ledger.models import ExpiredHold, Hold, LotPart, Metadata, Transfer
 from creditsd.tables import account_names, accounts, holds, lot_spends, lots, transfers
 
@@ -78,6 +79,8 @@ LOT_FIELDS = (
     "created_at",
 )
 SPEND_FIELDS = ("transfer_id", "lot_id", "amount")
+WINDOW_FIELDS = ("account_id", "limit_id", "window_start", "spent", "warned")
+LIMIT_FIELDS = ("id", "account_id", "scope", "subject", "period", "amount", "mode", "since")
 MESSAGE_FIELDS = (
     "destination",
     "message_id",
@@ -118,6 +121,9 @@ class Written:
     lots: list[dict[str, Any]]  # new lots, every column
     spends: list[dict[str, Any]]  # transfer_id, lot_id, amount
     messages: list[Message]  # for the outbox
+    # What the batch spent per limit window, to add to its counter (a new window starts
+    # one), and the highest percentage warned of, as WINDOW_FIELDS name them.
+    windows: list[tuple[str, str, datetime, int, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,13 @@ class Wanted:
     hold_keys: list[tuple[str, str]]  # (app, key) to find stored holds under
     hold_ids: list[str]  # the holds the batch names
     key_ids: list[str]  # proxy keys paying for new holds (those of named holds come too)
+    controlled: list[str] = field(default_factory=list)  # accounts with spend controls
+    members: list[str] = field(default_factory=list)  # the members the batch names
+
+    @classmethod
+    def controls(cls, account_ids: list[str], members: list[str]) -> Wanted:
+        """Only the spend controls of these accounts (and which of ``members`` they have)."""
+        return cls([], [], [], [], [], [], controlled=account_ids, members=members)
 
     def empty(self) -> bool:
         """Nothing to read (a hold opened under a fresh key), so no trip to the database."""
@@ -141,6 +154,7 @@ class Wanted:
                 self.hold_keys,
                 self.hold_ids,
                 self.key_ids,
+                self.controlled,
             )
         )
 
@@ -168,6 +182,7 @@ class Found:
     holds_by_key: dict[tuple[str, str], tuple[Hold, str]] = field(default_factory=dict)
     named: list[Hold] = field(default_factory=list)
     keys: list[Key] = field(default_factory=list)
+    controls: StoredControls = field(default_factory=StoredControls)
 
 
 class Locked(NamedTuple):

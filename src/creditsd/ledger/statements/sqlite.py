@@ -17,14 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd.kit import jsonio
 from creditsd.kit import sqlite as sqlite_driver
 from creditsd.kit.db import RetryTransaction
+from creditsd.ledger.limits import Counted, HeldBy, SpendLimit, StoredControls
 from creditsd.ledger.models import ExpiredHold, Hold, Transfer
 from creditsd.ledger.statements.shared import (
     HOLD_FIELDS,
+    LIMIT_FIELDS,
     LOT_FIELDS,
     MESSAGE_FIELDS,
     SETTLED_FIELDS,
     SPEND_FIELDS,
     TRANSFER_COLUMNS,
+    WINDOW_FIELDS,
     Found,
     Key,
     LiveLot,
@@ -38,10 +41,12 @@ from creditsd.tables import (
     Timestamp,
     accounts,
     holds,
+    limit_windows,
     lot_spends,
     lots,
     outbox,
     proxy_keys,
+    spend_limits,
     transfers,
 )
 
@@ -50,11 +55,11 @@ class SqliteStatements(Statements):
     """SQLite: constant SQL run on the sqlite3 connection itself, on aiosqlite's thread,
     inside the transaction SQLAlchemy began (``BEGIN IMMEDIATE``: the batch writes alone),
     one trip there per step of a batch: the lock, one read (expired holds closed, lots,
-    stored keys, named holds and their keys), one write (the claims, then, only if every
-    key was claimed, everything else). SQLite runs a batch's statements in a small part
-    of what a trip each and SQLAlchemy's work on each would cost. Lists go to
-    ``json_each`` as one JSON array each, so the SQL never changes with their length;
-    values are stored and read as SQLAlchemy stores and reads them here
+    stored keys, named holds and their keys, spend controls), one write (the claims,
+    then, only if every key was claimed, everything else). SQLite runs a batch's
+    statements in a small part of what a trip each and SQLAlchemy's work on each would
+    cost. Lists go to ``json_each`` as one JSON array each, so the SQL never changes with
+    their length; values are stored and read as SQLAlchemy stores and reads them here
     (:class:`_SqliteColumns`), so either reads what the other wrote."""
 
     insert_or_skip = staticmethod(sqlite.insert)
@@ -71,7 +76,7 @@ class SqliteStatements(Statements):
         ]
 
     async def read(self, conn: AsyncConnection, wanted: Wanted, now: datetime) -> Found:
-        expired, live, stored, kept, named, keys = await sqlite_driver.run(
+        expired, live, stored, kept, named, keys, members, limits, held = await sqlite_driver.run(
             conn, _sqlite_read, wanted, _time_text(now)
         )
         found = Found(
@@ -79,6 +84,7 @@ class SqliteStatements(Statements):
             live=[LiveLot._make((*row[:5], _time_value(row[5]))) for row in live],
             named=[_sqlite_hold(row)[0] for row in named],
             keys=[Key._make((*row[:5], *map(_time_value, row[5:]))) for row in keys],
+            controls=_controls(members, limits, held),
         )
         for row in stored:
             values = _SQLITE_TRANSFERS.read(row)
@@ -122,9 +128,25 @@ class SqliteStatements(Statements):
                 _SQLITE_INSERT_MESSAGES,
                 [_SQLITE_MESSAGES.stored(_message_values(message)) for message in batch.messages],
             ),
+            (_SQLITE_COUNT_WINDOWS, [_SQLITE_WINDOWS.stored(row) for row in batch.windows]),
         )
         if not await sqlite_driver.run(conn, _sqlite_write, claims, rest):
             raise RetryTransaction("an idempotency key was claimed concurrently")
+
+
+def _controls(members: list[Any], limits: list[Any], held: list[Any]) -> StoredControls:
+    """The spend controls a read found, from their rows."""
+    controls = StoredControls(
+        members=[(account_id, member) for account_id, member in members],
+        held=[HeldBy._make(row) for row in held],
+    )
+    for row in limits:
+        values = _SQLITE_LIMITS.read(row[: len(LIMIT_FIELDS)])
+        controls.limits.append(SpendLimit(**values))
+        start, spent, warned = row[len(LIMIT_FIELDS) :]
+        if (started := _time_value(start)) is not None:
+            controls.counted.append(Counted(values["id"], started, spent, warned))
+    return controls
 
 
 def _time_text(value: datetime | None) -> str | None:
@@ -214,6 +236,8 @@ _SQLITE_MOVED = _SqliteColumns(
 )
 _SQLITE_LOTS = _SqliteColumns(lots, LOT_FIELDS)
 _SQLITE_MESSAGES = _SqliteColumns(outbox, MESSAGE_FIELDS)
+_SQLITE_LIMITS = _SqliteColumns(spend_limits, LIMIT_FIELDS)
+_SQLITE_WINDOWS = _SqliteColumns(limit_windows, WINDOW_FIELDS)
 _hold_values = attrgetter(*HOLD_FIELDS[:-1])
 _transfer_values = attrgetter(*_SQLITE_TRANSFERS.names[:-1])
 _settled_values = attrgetter(*SETTLED_FIELDS)
@@ -304,6 +328,38 @@ ORDER BY p.id
 """,
         ("key_ids", "hold_ids"),
     ),
+    # The spend controls of the locked accounts that have them: the members the batch
+    # names, the limits (each with its latest window that has started), and what open,
+    # unexpired holds reserve by spender.
+    (
+        """
+SELECT account_id, member_id FROM members
+WHERE account_id IN (SELECT value FROM json_each(:controlled))
+    AND member_id IN (SELECT value FROM json_each(:members))
+""",
+        ("members",),
+    ),
+    (
+        f"""
+SELECT {_SQLITE_LIMITS.select("l")}, w.window_start, w.spent, w.warned
+FROM spend_limits l LEFT JOIN limit_windows w
+    ON w.account_id = l.account_id AND w.limit_id = l.id AND w.window_start = (
+        SELECT max(window_start) FROM limit_windows
+        WHERE account_id = l.account_id AND limit_id = l.id AND window_start <= :now
+    )
+WHERE l.account_id IN (SELECT value FROM json_each(:controlled))
+""",  # noqa: S608 - built once, from the tables' own column names
+        ("controlled",),
+    ),
+    (
+        """
+SELECT account_id, member_id, app, proxy_key_id, sum(amount - captured) FROM holds
+WHERE account_id IN (SELECT value FROM json_each(:controlled))
+    AND status = 'open' AND expires_at > :now
+GROUP BY account_id, member_id, app, proxy_key_id
+""",
+        ("controlled",),
+    ),
 )
 _WANTED = tuple(wanted.name for wanted in fields(Wanted))
 _CLAIM = " ON CONFLICT (app, idempotency_key) DO NOTHING"
@@ -316,6 +372,10 @@ _SQLITE_LOWER_LOT = _SqliteColumns(lots, ("id", "remaining")).update()
 _SQLITE_INSERT_LOTS = _SQLITE_LOTS.insert()
 _SQLITE_INSERT_SPENDS = _SqliteColumns(lot_spends, SPEND_FIELDS).insert()
 _SQLITE_INSERT_MESSAGES = _SQLITE_MESSAGES.insert()
+_SQLITE_COUNT_WINDOWS = _SQLITE_WINDOWS.insert(
+    " ON CONFLICT (account_id, limit_id, window_start) DO UPDATE"
+    " SET spent = spent + excluded.spent, warned = max(warned, excluded.warned)"
+)
 
 
 def _sqlite_read(raw: sqlite3.Connection, wanted: Wanted, now: str | None) -> list[list[Any]]:
