@@ -134,6 +134,14 @@ async def test_a_key_minted_for_a_member_is_that_members_on_every_call(
     assert await call(sdk(http, wallet_key["secret"]))
     assert [t["member"] for t in (await _history(http, app_key))[:2]] == [None, "grace"]
 
+    # A key whose member was removed pays for nothing more.
+    grace_key = await mint(http, app_key, "acme", member="grace")
+    removed = await http.delete("/v1/accounts/acme/members/grace", headers=_auth(app_key))
+    assert removed.status_code == 200
+    with pytest.raises(openai.NotFoundError) as gone:
+        await call(sdk(http, grace_key["secret"]))
+    assert gone.value.code == "member_not_found"
+
 
 async def test_a_member_the_wallet_does_not_have_is_404_on_a_call_and_a_mint(
     proxied: Ledger, http: httpx.AsyncClient, app_key: str, upstream: Upstream
