@@ -160,6 +160,7 @@ proxy_keys = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), nullable=False),
+    Column("member_id", String(ACCOUNT_ID_LENGTH), nullable=True),  # None: the whole account's
     Column("app", String(64), nullable=False),  # the app key's name that minted it
     Column("name", String(64), nullable=True),
     Column("secret_hash", String(64), nullable=False, unique=True),

@@ -48,6 +48,8 @@ PUBLIC = {
     "LimitState",
     "Member",
     "MemberPage",
+    "ProxyKey",
+    "ProxyKeyPage",
     "CreditsError",
     "APIError",
     "AuthenticationError",

@@ -54,6 +54,12 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def app_key(proxied: Ledger) -> str:
+    """The app's key (named ``web``), which mints proxy keys and manages members."""
+    return await create_key(proxied, "app", "web")
+
+
 def sdk(http: httpx.AsyncClient, api_key: str, **headers: str) -> openai.AsyncOpenAI:
     """The official SDK with ``api_key``, pointed at creditsd through ``http``."""
     return openai.AsyncOpenAI(

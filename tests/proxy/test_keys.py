@@ -67,12 +67,6 @@ async def call(client: openai.AsyncOpenAI) -> str | None:
     return answer.choices[0].message.content
 
 
-@pytest.fixture
-async def app_key(proxied: Ledger) -> str:
-    """The app's key (named ``web``), which mints the proxy keys."""
-    return await create_key(proxied, "app", "web")
-
-
 async def test_a_minted_key_pays_for_its_account_through_the_sdk(
     proxied: Ledger,
     http: httpx.AsyncClient,
@@ -84,7 +78,12 @@ async def test_a_minted_key_pays_for_its_account_through_the_sdk(
     await proxied.grant("user_1", 10 * proxied.money.unit)
     key = await mint(http, app_key, limit="2.5", name="browser", expires_in=3600)
     assert key["secret"].startswith("cdp_") and key["hint"] == f"cdp_…{key['secret'][-4:]}"
-    assert (key["account_id"], key["app"], key["name"]) == ("user_1", "web", "browser")
+    assert (key["account_id"], key["member"], key["app"], key["name"]) == (
+        "user_1",
+        None,
+        "web",
+        "browser",
+    )
     assert (key["limit"], key["spent"], key["held"], key["revoked_at"]) == (
         Decimal("2.5"),
         0,
@@ -391,6 +390,8 @@ async def test_keys_are_listed_newest_first_a_page_at_a_time(
         ('{"account_id": 7}', "account_id"),
         ('{"account_id": "user\\u0000_1"}', "account_id"),
         ('{"account_id": "user_1", "name": "a\\u0000b"}', "name"),
+        ('{"account_id": "user_1", "member": "ada lovelace"}', "member"),
+        ('{"account_id": "user_1", "member": ""}', "member"),
         ('{"account_id": "user_1", "owner": "me"}', "owner"),
         ('{"account_id": "user_1", "expires_in": 0}', "expires_in"),
         ('{"account_id": "user_1", "expires_in": "60"}', "expires_in"),

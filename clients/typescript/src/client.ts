@@ -183,6 +183,12 @@ export interface AuditFilter {
 }
 
 export interface ProxyKeyOptions {
+  /**
+   * A member of the account ({@link CreditsClient.putMember}; NotFoundError
+   * `member_not_found` unless it has it now): every call through the key is that member's,
+   * counted in its limits.
+   */
+  member?: string;
   /** Seconds the key works (at most ten years); default: until revoked. */
   expiresIn?: number;
   /** The most its calls may spend, in credits; default: only the balance limits it. */
@@ -747,7 +753,7 @@ export class CreditsClient {
 
   /**
    * A key that pays for one account's calls to `/openai/v1` (an OpenAI SDK's API key),
-   * within `limit`; its `secret` is shown this once. Not retried and takes no idempotency
+   * within `limit`, each call its `member`'s when given; its `secret` is shown this once. Not retried and takes no idempotency
    * key: a key whose answer was lost is listed by {@link listProxyKeys}, to be revoked.
    */
   async mintProxyKey(userId: string, options: ProxyKeyOptions = {}): Promise<MintedProxyKey> {
@@ -757,6 +763,7 @@ export class CreditsClient {
         path: "/v1/proxy-keys",
         body: {
           account_id: accountId(userId),
+          member: options.member,
           expires_in: optionalSeconds(options.expiresIn),
           limit: optionalAmount(options.limit, "limit"),
           name: options.name,

@@ -628,7 +628,9 @@ export interface paths {
          *     its real usage.
          *
          *     An app key names the account that pays in ``X-Creditsd-Account``; a proxy key pays
-         *     for its own account, within its spend limit (402 ``key_limit_reached``). The hold
+         *     for its own account, within its spend limit (402 ``key_limit_reached``).
+         *     ``X-Creditsd-Member`` (or a key minted for a member) makes the call a member's of
+         *     that wallet, within the member's spend limits (402 ``limit_reached``). The hold
          *     covers the input's estimated tokens (the body's size over four: messages, tools and
          *     every other field a model reads) plus ``max_completion_tokens`` (or ``max_tokens``,
          *     else ``[proxy] default_max_tokens``, which is then sent upstream) at the catalog's
@@ -730,7 +732,8 @@ export interface paths {
         put?: never;
         /**
          * Mint Key
-         * @description Mint a key that pays for one account's calls to ``/openai/v1``, within ``limit``.
+         * @description Mint a key that pays for one account's calls to ``/openai/v1``, within ``limit``;
+         *     with ``member``, each call is that member's (its limits count it).
          *
          *     The answer carries its secret, shown this once: hand it to the account's client as
          *     the API key of an OpenAI SDK. It works only on ``/openai/v1`` and only for this
@@ -2242,6 +2245,11 @@ export interface components {
              */
             account_id: string;
             /**
+             * Member
+             * @description A member of the account (404 unless it has it now): every call through the key is that member's, counted against its limits.
+             */
+            member?: string | null;
+            /**
              * Expires In
              * @description Lifetime in seconds (at most ten years); none: until revoked.
              */
@@ -2274,6 +2282,11 @@ export interface components {
              * @description The only account it pays for (its id).
              */
             account_id: string;
+            /**
+             * Member
+             * @description The account's member its calls are for, if any.
+             */
+            member: string | null;
             /**
              * App
              * @description The name of the app key that minted it.
@@ -2333,6 +2346,11 @@ export interface components {
              * @description The only account it pays for (its id).
              */
             account_id: string;
+            /**
+             * Member
+             * @description The account's member its calls are for, if any.
+             */
+            member: string | null;
             /**
              * App
              * @description The name of the app key that minted it.
@@ -5742,6 +5760,8 @@ export interface operations {
                 "x-creditsd-clamp"?: boolean | null;
                 /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
                 "x-creditsd-account"?: string | null;
+                /** @description The paying wallet's member the call is for, counted against its limits; with a proxy key minted for a member, optional and that member. */
+                "x-creditsd-member"?: string | null;
             };
             path?: never;
             cookie?: never;
@@ -5865,6 +5885,8 @@ export interface operations {
                 "x-creditsd-clamp"?: boolean | null;
                 /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
                 "x-creditsd-account"?: string | null;
+                /** @description The paying wallet's member the call is for, counted against its limits; with a proxy key minted for a member, optional and that member. */
+                "x-creditsd-member"?: string | null;
             };
             path?: never;
             cookie?: never;
@@ -5987,6 +6009,8 @@ export interface operations {
             header?: {
                 /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
                 "x-creditsd-account"?: string | null;
+                /** @description The paying wallet's member the call is for, counted against its limits; with a proxy key minted for a member, optional and that member. */
+                "x-creditsd-member"?: string | null;
             };
             path?: never;
             cookie?: never;
@@ -6109,6 +6133,8 @@ export interface operations {
             header?: {
                 /** @description The account that pays: required with an app key; with a proxy key, optional and its own account. */
                 "x-creditsd-account"?: string | null;
+                /** @description The paying wallet's member the call is for, counted against its limits; with a proxy key minted for a member, optional and that member. */
+                "x-creditsd-member"?: string | null;
             };
             path?: never;
             cookie?: never;

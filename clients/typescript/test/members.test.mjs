@@ -230,3 +230,20 @@ test("the wallet's, an app's and a proxy key's limits: set, listed and enforced"
     message: /limits\[0\]\.amount is -1/,
   });
 });
+
+test("a proxy key minted for a member shows it; a member the wallet lacks is refused", async () => {
+  const wallet = "org_keys";
+  await admin.initializeUser(wallet, 100);
+  await chat.putMember(wallet, "ada");
+  const key = await chat.mintProxyKey(wallet, { member: "ada", name: "ada's laptop" });
+  assert.equal(key.member, "ada");
+  const listed = await chat.listProxyKeys({ userId: wallet });
+  assert.deepEqual(
+    listed.data.map((item) => [item.id, item.member]),
+    [[key.id, "ada"]],
+  );
+  assert.equal((await chat.mintProxyKey(wallet)).member, null);
+  const stranger = await chat.mintProxyKey(wallet, { member: "ad4" }).catch((error) => error);
+  assert.ok(stranger instanceof NotFoundError);
+  assert.equal(stranger.code, "member_not_found");
+});

@@ -35,17 +35,21 @@ from creditsd.api.routes.ledger import router as ledger_router
 from creditsd.api.schemas.ledger import ChargeCreate
 from creditsd.kit.fields import IdempotencyKey
 from creditsd.proxy import endpoints as proxy
-from creditsd.proxy.payers import payer
+from creditsd.proxy.payers import MEMBER_HEADER_PATTERN, payer
 
 T = TypeVar("T")
 
 _IDEMPOTENCY_HEADER = "Idempotency-Key"
 _ACCOUNT_HEADER = "x-creditsd-account"
+_MEMBER_HEADER = "x-creditsd-member"
 _CLAMP_HEADER = "x-creditsd-clamp"
 _key_header: TypeAdapter[str | None] = TypeAdapter(IdempotencyKey | None)
 _charge_body: TypeAdapter[ChargeCreate] = TypeAdapter(ChargeCreate)
 _account_header: TypeAdapter[str | None] = TypeAdapter(
     Annotated[str, StringConstraints(max_length=255)] | None
+)
+_member_header: TypeAdapter[str | None] = TypeAdapter(
+    Annotated[str, StringConstraints(pattern=MEMBER_HEADER_PATTERN)] | None
 )
 _clamp_header: TypeAdapter[bool | None] = TypeAdapter(bool | None)
 
@@ -104,23 +108,24 @@ def _model_call(
 
     async def serve(request: Request) -> Response:
         problems: list[dict[str, Any]] = []
-        account = _validated(
-            _account_header,
-            request.headers.get(_ACCOUNT_HEADER),
-            ("header", _ACCOUNT_HEADER),
-            problems,
-        )
+        account = _header(request, _ACCOUNT_HEADER, _account_header, problems)
+        member = _header(request, _MEMBER_HEADER, _member_header, problems)
         paying = None
         if not problems:  # FastAPI calls a dependency only once its own parameters are valid
-            paying = await payer(request, await bearer(request), account)
-        clamp = _validated(
-            _clamp_header, request.headers.get(_CLAMP_HEADER), ("header", _CLAMP_HEADER), problems
-        )
+            paying = await payer(request, await bearer(request), account, member)
+        clamp = _header(request, _CLAMP_HEADER, _clamp_header, problems)
         if problems or paying is None:
             raise RequestValidationError(problems)
         return await endpoint(request, ledger_of(request), paying, clamp)
 
     return serve
+
+
+def _header(
+    request: Request, name: str, adapter: TypeAdapter[T], problems: list[dict[str, Any]]
+) -> T | None:
+    """The request's header ``name`` as the adapter's type (see :func:`_validated`)."""
+    return _validated(adapter, request.headers.get(name), ("header", name), problems)
 
 
 def _validated(

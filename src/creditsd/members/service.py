@@ -197,6 +197,13 @@ async def _members(
     ]
 
 
+async def require_member(conn: AsyncConnection, account_id: str, member_id: str) -> None:
+    """Refuse (404 ``member_not_found``) a member the account does not have."""
+    query = select(_M.member_id).where(_M.account_id == account_id, _M.member_id == member_id)
+    if (await conn.execute(query)).first() is None:
+        raise MemberNotFound(account_id, member_id)
+
+
 _MEMBER_ROW = select(_M.member_id, _M.display_name, _M.created_at, _M.updated_at)
 
 

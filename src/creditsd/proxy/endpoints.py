@@ -69,7 +69,9 @@ async def chat_completions(
     its real usage.
 
     An app key names the account that pays in ``X-Creditsd-Account``; a proxy key pays
-    for its own account, within its spend limit (402 ``key_limit_reached``). The hold
+    for its own account, within its spend limit (402 ``key_limit_reached``).
+    ``X-Creditsd-Member`` (or a key minted for a member) makes the call a member's of
+    that wallet, within the member's spend limits (402 ``limit_reached``). The hold
     covers the input's estimated tokens (the body's size over four: messages, tools and
     every other field a model reads) plus ``max_completion_tokens`` (or ``max_tokens``,
     else ``[proxy] default_max_tokens``, which is then sent upstream) at the catalog's

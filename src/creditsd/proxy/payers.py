@@ -1,4 +1,5 @@
-"""Who pays for a call to ``/openai/v1``, and whether its key may call again yet.
+"""Who pays for a call to ``/openai/v1``, for which member, and whether its key may call
+again yet.
 
 Two ways to pay:
 
@@ -8,6 +9,15 @@ Two ways to pay:
   which pays only for that account and within its spend limit. ``X-Creditsd-Account`` is
   then not needed; if sent it must name the key's account (its id, as minting answered),
   else 403 ``wrong_account``: a client is never billed to another account than it names.
+
+A call is for a member of the paying wallet when ``X-Creditsd-Member`` names one (an id
+as the members API takes it: 1-128 letters, digits and ``_ - . : @ + =``, else 422), or
+when its proxy key was minted for one: its hold and capture then carry the member and
+count against the member's spend limits (402 ``limit_reached`` past a hard one). A
+member the wallet does not have is 404 ``member_not_found``, when the hold is refused.
+A key minted for a member is that member's on every call; a header naming another is
+403 ``wrong_member``, as an account is. A key minted for no member pays for whichever
+member the header names, if any: whoever holds it may spend the whole wallet anyway.
 
 Each key is held to its requests a minute (:class:`RateLimiter`, in this process): a
 proxy key to its own ``rate_limit`` or ``[proxy] rate_limit_per_minute``, an app key to
@@ -26,7 +36,8 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from creditsd.api.auth import API_KEY, KeyCache, admit, bearer, ledger_of
 from creditsd.keys.service import ApiKey
-from creditsd.kit.errors import CreditsError, RateLimited, Unauthenticated
+from creditsd.kit.errors import CreditsError, Forbidden, RateLimited, Unauthenticated
+from creditsd.kit.ids import ACCOUNT_ID_PATTERN
 from creditsd.ledger.errors import WrongAccount
 from creditsd.proxy.ratelimit import RateLimiter
 from creditsd.proxy_keys import service as proxy_keys
@@ -45,14 +56,32 @@ class MissingAccount(CreditsError):
         super().__init__("X-Creditsd-Account names who pays")
 
 
+class WrongMember(Forbidden):
+    """A proxy key minted for a member pays only for that member's calls."""
+
+    code = "wrong_member"
+
+    def __init__(self, key_id: str, member_id: str) -> None:
+        super().__init__(
+            f"this proxy key pays only for member {member_id!r}",
+            key_id=key_id,
+            member_id=member_id,
+        )
+
+
+MEMBER_HEADER_PATTERN = f"^{ACCOUNT_ID_PATTERN}$"  # a member id, as the members API takes it
+
+
 @dataclass(frozen=True, slots=True)
 class Payer:
     """Who pays for a call: the account (an id or alias), the app its hold and capture
-    are written under, and the proxy key paying within its limit (None: an app key)."""
+    are written under, the proxy key paying within its limit (None: an app key), and
+    the wallet's member the call is for (None: none)."""
 
     account_id: str
     app: str
     proxy_key_id: str | None = None
+    member: str | None = None
 
 
 async def _caller(
@@ -95,16 +124,28 @@ async def payer(
             "key, optional and its own account.",
         ),
     ] = None,
+    x_creditsd_member: Annotated[
+        str | None,
+        Header(
+            pattern=MEMBER_HEADER_PATTERN,
+            description="The paying wallet's member the call is for, counted against its "
+            "limits; with a proxy key minted for a member, optional and that member.",
+        ),
+    ] = None,
 ) -> Payer:
-    """Who pays for this call (see the module's docstring)."""
+    """Who pays for this call, and for which member (see the module's docstring)."""
     key = await _caller(request, credentials, "app")
     if isinstance(key, ProxyKey):
         if x_creditsd_account not in (None, key.account_id):
             raise WrongAccount(key.id, key.account_id)
-        return Payer(key.account_id, key.app, key.id)
+        if key.member_id is None:
+            return Payer(key.account_id, key.app, key.id, x_creditsd_member)
+        if x_creditsd_member not in (None, key.member_id):
+            raise WrongMember(key.id, key.member_id)
+        return Payer(key.account_id, key.app, key.id, key.member_id)
     if x_creditsd_account is None:
         raise MissingAccount
-    return Payer(x_creditsd_account, key.name)
+    return Payer(x_creditsd_account, key.name, member=x_creditsd_member)
 
 
 Reader = Annotated[ApiKey | ProxyKey, Depends(reader)]

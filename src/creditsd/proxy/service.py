@@ -423,6 +423,7 @@ async def open_call(
             metadata={"proxy_model": estimate.model},
             app=payer.app,
             proxy_key_id=payer.proxy_key_id,
+            member=payer.member,
         )
 
     clamped = False

@@ -12,6 +12,7 @@ class ProxyKey:
 
     id: str
     account_id: str
+    member_id: str | None  # the account's member every call through it is for; None: none
     app: str  # the name of the app key that minted it; its holds and captures carry it
     name: str | None
     hint: str

@@ -15,6 +15,7 @@ _H = holds.c
 COLUMNS = (
     _P.id,
     _P.account_id,
+    _P.member_id,
     _P.app,
     _P.name,
     _P.hint,
@@ -40,7 +41,7 @@ async def get_key(conn: AsyncConnection, key_id: str) -> ProxyKey | None:
     """One key."""
     query = select(*COLUMNS).where(_P.id == key_id)
     row = (await conn.execute(query)).first()
-    return None if row is None else ProxyKey(*row)
+    return None if row is None else ProxyKey(**row._mapping)
 
 
 async def keys_page(
@@ -52,7 +53,7 @@ async def keys_page(
         query = query.where(_P.account_id == account_id)
     if before is not None:
         query = query.where(_P.id < before)
-    return [ProxyKey(*row) for row in await conn.execute(query)]
+    return [ProxyKey(**row._mapping) for row in await conn.execute(query)]
 
 
 async def held(conn: AsyncConnection, key_ids: list[str], now: datetime) -> dict[str, int]:

@@ -16,6 +16,7 @@ from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger import service as ledger_service
 from creditsd.ledger.errors import ProxyKeyExpired, ProxyKeyNotFound
+from creditsd.members.service import require_member
 from creditsd.proxy_keys import repository as repo
 from creditsd.proxy_keys.models import ProxyKey
 from creditsd.tables import proxy_keys
@@ -26,11 +27,12 @@ SECRET_PREFIX = "cdp_"  # noqa: S105 - a prefix, not a secret
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Minting:
     """A proxy key asked for: the account it pays for (an id or alias), the app minting
-    it, and its optional name, lifetime, spend limit (minor units) and rate limit (calls
-    a minute)."""
+    it, and its optional member of the account (every call is that member's), name,
+    lifetime, spend limit (minor units) and rate limit (calls a minute)."""
 
     account_id: str
     app: str
+    member: str | None = None
     name: str | None = None
     expires_in: timedelta | None = None
     spend_limit: int | None = None
@@ -46,15 +48,20 @@ async def mint(
     actor: str,
 ) -> tuple[ProxyKey, str]:
     """A new key for the account an id or alias names (created if the policy allows) and
-    its secret, which is returned once and never stored (audited)."""
+    its secret, which is returned once and never stored (audited). A key for a member
+    needs the account to have that member now (404 ``member_not_found``); one removed
+    later leaves the key's calls refused as the engine refuses any unknown member."""
     app, name, spend_limit, rate_limit = asked.app, asked.name, asked.spend_limit, asked.rate_limit
     owner = await ledger_accounts.resolve_account(conn, asked.account_id, policy, now)
+    if asked.member is not None:
+        await require_member(conn, owner, asked.member)
     lifetime = asked.expires_in
     expires_at = None if lifetime is None else now + check_lifetime(lifetime)
     secret = new_secret(SECRET_PREFIX)
     key = ProxyKey(
         id=ids.new_id("pxk"),
         account_id=owner,
+        member_id=asked.member,
         app=app,
         name=name,
         hint=secret.hint,
@@ -74,6 +81,7 @@ async def mint(
         before=None,
         after={
             "account_id": owner,
+            "member": asked.member,
             "app": app,
             "name": name,
             "spend_limit": spend_limit,

@@ -30,7 +30,8 @@ KeyPath = Annotated[str, Path(max_length=32, pattern=r"^pxk_[0-9a-z]+$")]
     "", response_model=ProxyKeyCreated, status_code=201, responses=error_responses(403, 404)
 )
 async def mint_key(body: ProxyKeyCreate, ledger: LedgerDep, key: AppKey) -> ExactJSONResponse:
-    """Mint a key that pays for one account's calls to ``/openai/v1``, within ``limit``.
+    """Mint a key that pays for one account's calls to ``/openai/v1``, within ``limit``;
+    with ``member``, each call is that member's (its limits count it).
 
     The answer carries its secret, shown this once: hand it to the account's client as
     the API key of an OpenAI SDK. It works only on ``/openai/v1`` and only for this
@@ -43,6 +44,7 @@ async def mint_key(body: ProxyKeyCreate, ledger: LedgerDep, key: AppKey) -> Exac
     asked = service.Minting(
         account_id=body.account_id,
         app=key.name,
+        member=body.member,
         name=body.name,
         expires_in=lifetime,
         spend_limit=spend_limit,

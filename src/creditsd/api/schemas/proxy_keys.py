@@ -26,6 +26,11 @@ class ProxyKeyCreate(StrictRequest):
     """A key for one account's calls to ``/openai/v1``."""
 
     account_id: AccountId
+    member: AccountId | None = Field(
+        None,
+        description="A member of the account (404 unless it has it now): every call "
+        "through the key is that member's, counted against its limits.",
+    )
     expires_in: Seconds | None = Field(
         None, description="Lifetime in seconds (at most ten years); none: until revoked."
     )
@@ -47,6 +52,7 @@ class ProxyKeyOut(BaseModel):
 
     id: str
     account_id: str = Field(description="The only account it pays for (its id).")
+    member: str | None = Field(description="The account's member its calls are for, if any.")
     app: str = Field(description="The name of the app key that minted it.")
     name: str | None
     hint: str = Field(description="The secret's start and last four characters.")
@@ -64,6 +70,7 @@ class ProxyKeyOut(BaseModel):
         return cls(
             id=key.id,
             account_id=key.account_id,
+            member=key.member_id,
             app=key.app,
             name=key.name,
             hint=key.hint,

@@ -25,6 +25,8 @@ from creditsd.client._models import (
     MemberPage,
     Pack,
     PortalSession,
+    ProxyKey,
+    ProxyKeyPage,
     Quote,
     TransactionPage,
     Transfer,
@@ -96,7 +98,7 @@ class AsyncClient(BaseClient):
             except httpx.TransportError as exc:
                 delay = self._retry_delay_after(exc, call, attempt)
             else:
-                retry = self._retry_delay(response, attempt)
+                retry = self._retry_delay(call, response, attempt)
                 if retry is None:
                     return self._answer(call, response)
                 delay = retry
@@ -451,6 +453,60 @@ class AsyncClient(BaseClient):
         """Set the period limits on what calls through one proxy key spend (beside the
         lifetime limit it was minted with); answers every limit on its account."""
         return await self._send(self._set_proxy_key_limits(key_id, limits))
+
+    # Proxy keys (app key) -----------------------------------------------------------------
+
+    async def mint_proxy_key(
+        self,
+        account_id: str,
+        *,
+        member: str | None = None,
+        limit: Amount | None = None,
+        expires_in: int | None = None,
+        name: str | None = None,
+        rate_limit: int | None = None,
+    ) -> ProxyKey:
+        """A key that pays for one account's calls to ``/openai/v1`` (the API key of an
+        OpenAI SDK pointed there), within ``limit`` credits, each call ``member``'s when
+        given (NotFoundError ``member_not_found`` unless the account has it now). Its
+        ``secret`` is in this answer only. Not retried: a key whose answer was lost is
+        listed by :meth:`list_proxy_keys`, to be revoked."""
+        return await self._send(
+            self._mint_proxy_key(
+                account_id,
+                member=member,
+                limit=limit,
+                expires_in=expires_in,
+                name=name,
+                rate_limit=rate_limit,
+            )
+        )
+
+    async def list_proxy_keys(
+        self, account_id: str | None = None, *, limit: int = 50, cursor: str | None = None
+    ) -> ProxyKeyPage:
+        """One page of proxy keys (of one account, when given), newest first, revoked and
+        expired ones included."""
+        return await self._send(self._list_proxy_keys(account_id, limit=limit, cursor=cursor))
+
+    async def iter_proxy_keys(
+        self, account_id: str | None = None, *, page_size: int = 100
+    ) -> AsyncIterator[ProxyKey]:
+        """Every proxy key (of one account, when given), newest first, fetching pages as
+        needed."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_proxy_keys(account_id, limit=page_size, cursor=cursor)
+            for key in page.data:
+                yield key
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def revoke_proxy_key(self, key_id: str) -> ProxyKey:
+        """Stop a proxy key paying for new calls (calls it began still settle); revoking
+        twice is harmless."""
+        return await self._send(self._revoke_proxy_key(key_id))
 
     # Webhooks (admin) ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import math
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
@@ -33,6 +33,8 @@ from creditsd.client._models import (
     MemberPage,
     Pack,
     PortalSession,
+    ProxyKey,
+    ProxyKeyPage,
     Quote,
     TransactionPage,
     Transfer,
@@ -73,6 +75,7 @@ class Call(Generic[T]):
     params: dict[str, str | int] = field(default_factory=dict)
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    once: bool = False  # never retried: a repeat would not be the same request (a mint)
 
 
 def new_idempotency_key() -> str:
@@ -372,6 +375,52 @@ class BaseClient:
     def _set_proxy_key_limits(self, key_id: str, limits: Iterable[Limit]) -> Call[list[LimitState]]:
         return self._set_limits(f"/v1/proxy-keys/{_segment(key_id)}/limits", limits)
 
+    # Proxy keys -----------------------------------------------------------------------------
+
+    def _mint_proxy_key(
+        self,
+        account_id: str,
+        *,
+        member: str | None,
+        limit: Amount | None,
+        expires_in: int | None,
+        name: str | None,
+        rate_limit: int | None,
+    ) -> Call[ProxyKey]:
+        body: dict[str, Any] = {"account_id": account_id}
+        body.update(_present(member=member, name=name, rate_limit=rate_limit))
+        if limit is not None:
+            body["limit"] = amount_of(limit, "limit")
+        if expires_in is not None:
+            body["expires_in"] = seconds_of(expires_in)
+        # The secret is never stored, so a mint has no idempotency key and is never retried.
+        call = self._write(
+            "POST",
+            "/v1/proxy-keys",
+            body,
+            None,
+            lambda data, _: ProxyKey.from_json(data),
+            key_by_server=True,
+        )
+        return replace(call, once=True)
+
+    def _list_proxy_keys(
+        self, account_id: str | None, *, limit: int, cursor: str | None
+    ) -> Call[ProxyKeyPage]:
+        params = _page(limit, cursor)
+        if account_id is not None:
+            params["account_id"] = account_id
+        return Call("GET", "/v1/proxy-keys", lambda data, _: ProxyKeyPage.from_json(data), params)
+
+    def _revoke_proxy_key(self, key_id: str) -> Call[ProxyKey]:
+        return self._write(
+            "DELETE",
+            f"/v1/proxy-keys/{_segment(key_id)}",
+            None,
+            None,
+            lambda data, _: ProxyKey.from_json(data),
+        )
+
     # Credit packs ---------------------------------------------------------------------------
 
     def _list_packs(self) -> Call[list[Pack]]:
@@ -535,10 +584,14 @@ class BaseClient:
             headers["Content-Type"] = "application/json"
         return Call(method, path, read, body=content, headers=headers)
 
-    def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
+    def _retries(self, call: Call[Any]) -> int:
+        """How many times ``call`` may be tried again."""
+        return 0 if call.once else self.max_retries
+
+    def _retry_delay(self, call: Call[Any], response: httpx.Response, attempt: int) -> float | None:
         """Seconds to wait before trying again after ``response``, or None to answer it."""
         status = response.status_code
-        if attempt >= self.max_retries or not (status == 429 or status >= 500):
+        if attempt >= self._retries(call) or not (status == 429 or status >= 500):
             return None
         asked = retry_after(response.headers)
         if asked is not None:
@@ -547,7 +600,7 @@ class BaseClient:
 
     def _retry_delay_after(self, exc: httpx.TransportError, call: Call[Any], attempt: int) -> float:
         """Seconds to wait before trying again after a network failure; raises when done."""
-        if attempt < self.max_retries and isinstance(exc, _RETRYABLE):
+        if attempt < self._retries(call) and isinstance(exc, _RETRYABLE):
             return self._backoff(attempt)
         tries = attempt + 1
         error = TransportError(

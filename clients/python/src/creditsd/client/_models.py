@@ -656,6 +656,71 @@ class MemberPage:
         )
 
 
+@dataclass(frozen=True)
+class ProxyKey:
+    """A key an app minted for one account's calls to ``/openai/v1`` (an OpenAI SDK's API
+    key), each call its ``member``'s when minted for one. ``secret`` (``cdp_…``) is only in
+    the answer that minted it (None everywhere else: only ``hint`` is kept); ``limit`` is
+    the most its calls may spend (None: only the balance), of which ``spent`` was charged
+    and ``held`` is held by calls in flight."""
+
+    id: str
+    account_id: str
+    member: str | None
+    app: str
+    name: str | None
+    hint: str
+    limit: Decimal | None
+    spent: Decimal
+    held: Decimal
+    rate_limit: int | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    secret: str | None = field(default=None, repr=False)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProxyKey:
+        """Build from the server's JSON object."""
+        rate_limit = data.get("rate_limit")
+        return cls(
+            id=data["id"],
+            account_id=data["account_id"],
+            member=data.get("member"),
+            app=data["app"],
+            name=data.get("name"),
+            hint=data["hint"],
+            limit=optional_credits(data.get("limit")),
+            spent=credits(data["spent"]),
+            held=credits(data["held"]),
+            rate_limit=None if rate_limit is None else whole(rate_limit),
+            created_at=timestamp(data["created_at"]),
+            expires_at=optional_timestamp(data.get("expires_at")),
+            revoked_at=optional_timestamp(data.get("revoked_at")),
+            secret=data.get("secret"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
+class ProxyKeyPage:
+    """One page of proxy keys, newest first; ``next_cursor`` is None on the last."""
+
+    data: tuple[ProxyKey, ...]
+    next_cursor: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ProxyKeyPage:
+        """Build from the server's JSON object."""
+        return cls(
+            data=tuple(ProxyKey.from_json(item) for item in data["data"]),
+            next_cursor=data.get("next_cursor"),
+            raw=dict(data),
+        )
+
+
 def credits(value: object) -> Decimal:
     """An amount from the server's JSON (an exact number, or a decimal string) as a Decimal."""
     if isinstance(value, Decimal):
