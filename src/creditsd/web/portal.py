@@ -221,9 +221,9 @@ async def overview(
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     """The balance first, then what expires, usage, top-ups and the transactions; for a
-    member of a wallet, their own allowance instead (:func:`member_page`)."""
+    member of a wallet, their own allowance instead (:func:`_member_page`)."""
     if (member := member_of(session)) is not None:
-        return await member_page(request, session, member)
+        return await _member_page(request, session, member)
     ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)
     money = ledger.money
@@ -247,7 +247,7 @@ async def overview(
     )
 
 
-async def member_page(request: Request, session: Session, member_id: str) -> HTMLResponse:
+async def _member_page(request: Request, session: Session, member_id: str) -> HTMLResponse:
     """A member's own page: what each of their limits leaves in its current window and
     when it resets, and the wallet's balance only under ``[web]
     members_see_wallet_balance``; never the wallet's history nor another member's spend."""
