@@ -145,7 +145,84 @@ def test_export_to_a_file(database_url: str, tmp_path: object) -> None:
     run(database_url, "grant", "u", "1", "--reason", "x")
     code, out, _ = run(database_url, "export", "transactions", "-o", str(target))
     assert code == 0 and "wrote 1 transfers" in out
-    assert target.read_text().startswith("id,created_at,kind")
+    header = target.read_text().splitlines()[0]
+    assert header.startswith("id,created_at,kind") and header.endswith(",metadata,member")
+
+
+def test_a_team_wallet_s_members_and_limits_from_the_command_line(database_url: str) -> None:
+    assert run(database_url, "grant", "org:acme", "1000", "--reason", "budget")[0] == 0
+    limits = ("--limit", "100/day", "--limit", "300/month/soft")
+    code, out, _ = run(database_url, "members", "put", "org:acme", "ada", "--name", "Ada", *limits)
+    assert code == 0 and "added ada of org:acme" in out
+    assert "100" in out and "soft" in out
+    assert run(database_url, "members", "put", "org:acme", "grace")[0] == 0
+    code, out, _ = run(database_url, "members", "put", "org:acme", "ada", "--limit", "50/day")
+    assert code == 0 and "updated ada of org:acme" in out
+
+    def listed() -> dict[str, list[tuple[str, str, Any]]]:
+        code, out, err = run(database_url, "members", "list", "org:acme", "--json")
+        assert code == 0, err
+        return {
+            member["member_id"]: [(x["period"], x["mode"], x["amount"]) for x in member["limits"]]
+            for member in map(jsonio.loads, out.splitlines())
+        }
+
+    assert listed() == {"ada": [("day", "hard", 50)], "grace": []}
+    code, out, _ = run(database_url, "members", "list", "org:acme")
+    assert code == 0 and "Ada" in out and "grace" in out
+    assert run(database_url, "members", "put", "org:acme", "ada", "--no-limits")[0] == 0
+    assert listed() == {"ada": [], "grace": []}
+
+    code, out, _ = run(database_url, "limits", "set", "org:acme", "--limit", "500/month")
+    assert code == 0 and "wallet" in out and "500" in out
+    code, _, _ = run(database_url, "limits", "set", "org:acme", "--app", "chat", "--limit", "5/day")
+    assert code == 0
+    code, out, _ = run(database_url, "limits", "show", "org:acme", "--json")
+    shown = [jsonio.loads(line) for line in out.splitlines()]
+    assert [(x["scope"], x["subject"], x["period"], x["amount"]) for x in shown] == [
+        ("wallet", None, "month", 500),
+        ("app", "chat", "day", 5),
+    ]
+    assert run(database_url, "limits", "set", "org:acme", "--app", "chat", "--none")[0] == 0
+    code, out, _ = run(database_url, "limits", "show", "org:acme")
+    assert code == 0 and "chat" not in out and "500" in out
+
+    code, out, _ = run(database_url, "members", "remove", "org:acme", "grace")
+    assert code == 0 and "removed grace from org:acme" in out
+    code, _, err = run(database_url, "members", "remove", "org:acme", "grace")
+    assert code == 1 and "member_not_found" in err
+    assert audit_actions(database_url, "org:acme/ada") == ["member.added"]
+    assert audit_actions(database_url, "org:acme/member/ada") == ["limits.set"] * 3
+    assert audit_actions(database_url, "org:acme/grace") == ["member.added", "member.removed"]
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "said"),
+    [
+        (["members", "put", "org:acme", "ada", "--limit", "100"], 2, "AMOUNT/PERIOD"),
+        (["members", "put", "org:acme", "ada", "--limit", "9/fortnight"], 2, "period must be"),
+        (["members", "put", "org:acme", "ada", "--limit", "9/day/loud"], 2, "mode must be"),
+        (["members", "put", "org:acme", "ada", "--limit", "abc/day"], 2, "decimal number"),
+        (["members", "put", "org:acme", "ada", "--limit", "-5/day"], 2, "negative"),
+        (["members", "put", "org:acme", "ada", "--limit", "1/day", "--no-limits"], 2, "not both"),
+        (["members", "put", "org:acme", "a b"], 2, "invalid member id"),
+        (["members", "put", "org:acme", "ada", "--name", ""], 2, "invalid --name"),
+        (["members", "put", "org:acme", "a", "--limit", "9/day", "--limit", "5/week"], 1, "nested"),
+        (["members", "list", "nobody"], 1, "account_not_found"),
+        (["limits", "set", "org:acme"], 2, "--none"),
+        (["limits", "set", "org:acme", "--app", "a b", "--limit", "1/day"], 2, "invalid --app"),
+        (["limits", "show", "nobody"], 1, "account_not_found"),
+    ],
+)
+def test_a_bad_member_or_limit_is_named(
+    database_url: str, command: list[str], code: int, said: str
+) -> None:
+    assert run(database_url, "grant", "org:acme", "10", "--reason", "budget")[0] == 0
+    exit_code, _, err = run(database_url, *command)
+    assert (exit_code, said in err) == (code, True), err
+    assert "Traceback" not in err
+    assert run(database_url, "members", "list", "org:acme", "--json")[1] == ""  # nothing made
+    assert run(database_url, "limits", "show", "org:acme", "--json")[1] == ""
 
 
 def test_an_unmigrated_database_says_what_to_run(tmp_path: object) -> None:

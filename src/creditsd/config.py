@@ -425,6 +425,12 @@ class WebSettings(_Section):
     admin_session_seconds: int = Field(
         8 * 3600, ge=60, le=7 * 86_400, description="Seconds an admin console session lasts."
     )
+    members_see_wallet_balance: bool = Field(
+        False,
+        description="Whether a wallet member's billing page (a portal link made with "
+        "`member`) shows the wallet's balance; off by default, as a team's balance is its "
+        "owner's business. Members always see their own limits.",
+    )
 
 
 class Settings(_Section):

@@ -451,6 +451,12 @@ def test_a_portal_session_is_asked_for_without_a_key(client: Client, wire: Wire)
     assert "Idempotency-Key" not in wire.last.headers
     assert link.url == f"{BASE_URL}/billing/open?token=t.s"
     assert link.expires_at == datetime(2026, 12, 1, 10, 5, tzinfo=UTC)
+    client.create_portal_session("org:acme", "https://app.test/team", member="ada")
+    assert wire.body() == {
+        "account_id": "org:acme",
+        "return_url": "https://app.test/team",
+        "member": "ada",
+    }
 
 
 def test_a_checkout_session_is_checked_before_anything_is_sent(client: Client, wire: Wire) -> None:

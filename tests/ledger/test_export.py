@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import datetime
 from decimal import Decimal
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.inprocess import Ledger
 from creditsd.ledger import export
+from creditsd.members import service as members
 
 CREDIT = 10_000
 
@@ -46,3 +51,30 @@ async def test_text_that_starts_like_a_formula_is_exported_as_text(ledger: Ledge
     assert all(
         not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for row in read for cell in row
     )
+
+
+async def test_a_member_s_spend_names_the_member_and_the_rest_leave_it_empty(
+    ledger: Ledger,
+) -> None:
+    await ledger.grant("acme", 10 * CREDIT)
+    for member in ("ada", "=cmd"):
+        await ledger.database.write(partial(_add_member, ledger=ledger, member=member))
+    await ledger.charge("acme", CREDIT, member="ada")
+    await ledger.charge("acme", CREDIT, member="=cmd")
+    await ledger.charge("acme", CREDIT)
+    rows = [
+        export.row(transfer, ledger.money)
+        async for page in ledger.export_transfers(None, None)
+        for transfer in page
+    ]
+    assert export.COLUMNS[-1] == "member"
+    assert [(row[2], row[-1]) for row in rows] == [
+        ("grant", ""),
+        ("charge", "ada"),
+        ("charge", "'=cmd"),
+        ("charge", ""),
+    ]
+
+
+async def _add_member(conn: AsyncConnection, now: datetime, *, ledger: Ledger, member: str) -> None:
+    await members.put_member(conn, "acme", member, None, None, ledger.policy, now, actor="test")

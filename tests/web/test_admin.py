@@ -492,9 +492,9 @@ async def test_the_csv_export_downloads_a_periods_transfers(
             )
             no_dates = await http.get("/admin/export/transactions.csv")
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert [(row["kind"], row["amount"], row["description"]) for row in rows] == [
-        ("grant", "7", 'welcome, "friend"'),
-        ("charge", "2", "chat"),
+    assert [(row["kind"], row["amount"], row["description"], row["member"]) for row in rows] == [
+        ("grant", "7", 'welcome, "friend"', ""),
+        ("charge", "2", "chat", ""),
     ]
     assert backwards.status_code == 422 and "must end on or after" in backwards.text
     assert no_dates.status_code == 422 and "Choose both days" in no_dates.text

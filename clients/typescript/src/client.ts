@@ -118,6 +118,11 @@ export interface WriteOptions {
   idempotencyKey?: string;
 }
 
+export interface PortalSessionOptions {
+  /** A member of the wallet: the link opens that member's page (their limits' allowance). */
+  member?: string;
+}
+
 export interface ChargeOptions extends WriteOptions {
   description?: string;
   metadata?: Metadata;
@@ -654,14 +659,26 @@ export class CreditsClient {
     );
   }
 
-  /** A short-lived link to the user's billing page on creditsd (an app key). */
-  async createPortalSession(userId: string, returnUrl: string): Promise<PortalSession> {
+  /**
+   * A short-lived link to the user's billing page on creditsd (an app key). With `member`,
+   * the link opens that member's page of the wallet `userId` (their limits' allowance); a
+   * member the wallet does not have is NotFoundError `member_not_found`.
+   */
+  async createPortalSession(
+    userId: string,
+    returnUrl: string,
+    options: PortalSessionOptions = {},
+  ): Promise<PortalSession> {
     // A link changes nothing on the server: it needs no idempotency key.
     return plainResult(
       await this.#send<Schemas["PortalSession"]>({
         method: "POST",
         path: "/v1/portal-sessions",
-        body: { account_id: accountId(userId), return_url: returnUrl },
+        body: {
+          account_id: accountId(userId),
+          return_url: returnUrl,
+          member: options.member,
+        },
         write: { key: undefined, keyless: true },
       }),
     );

@@ -919,6 +919,11 @@ export interface paths {
          *     exist yet gets a link when accounts are created on first use (``[accounts]
          *     auto_create``; its page shows it as its first write will create it), else 404:
          *     asking for a link never creates an account.
+         *
+         *     With ``member``, the link opens that member's page of the wallet: their limits'
+         *     allowance in the current windows, never the wallet's history nor other members'
+         *     spend. The wallet must exist and have the member (else 404 ``account_not_found`` or
+         *     ``member_not_found``).
          */
         post: operations["create_portal_session_v1_portal_sessions_post"];
         delete?: never;
@@ -2214,7 +2219,8 @@ export interface components {
         };
         /**
          * PortalSessionCreate
-         * @description Open the billing page for one account: the app's signed-in user.
+         * @description Open the billing page for one account, or for one member of a wallet: the app's
+         *     signed-in user.
          */
         PortalSessionCreate: {
             /**
@@ -2230,6 +2236,11 @@ export interface components {
              * @description Where the billing page's back link takes the user (http or https).
              */
             return_url: string;
+            /**
+             * Member
+             * @description A member of the wallet `account_id`: the link opens that member's page (what each of their limits leaves and when it resets; the wallet's balance only under `[web] members_see_wallet_balance`). One the wallet does not have is 404 `member_not_found`.
+             */
+            member?: string | null;
         };
         /**
          * ProxyKeyCreate

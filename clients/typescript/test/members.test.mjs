@@ -247,3 +247,26 @@ test("a proxy key minted for a member shows it; a member the wallet lacks is ref
   assert.ok(stranger instanceof NotFoundError);
   assert.equal(stranger.code, "member_not_found");
 });
+
+test("a portal link for a member opens their page; one for a stranger is member_not_found", async () => {
+  const wallet = "org:portal";
+  await admin.initializeUser(wallet, 500);
+  await chat.putMember(wallet, "ada", { limits: [{ amount: 40, period: "week" }] });
+  const link = await chat.createPortalSession(wallet, "https://app.example/team", {
+    member: "ada",
+  });
+  assert.match(link.url, /\/billing\/open\?token=/);
+  const opened = await fetch(link.url, { redirect: "manual" });
+  assert.equal(opened.status, 303);
+  const cookie = opened.headers.get("set-cookie").split(";")[0];
+  const page = await (await fetch(`${server.url}/billing`, { headers: { cookie } })).text();
+  assert.match(page, /data-testid="member">ada</);
+  assert.match(page, /data-testid="left">40</);
+  assert.doesNotMatch(page, /500/); // the wallet's balance is not the member's business
+
+  const stranger = await chat
+    .createPortalSession(wallet, "https://app.example/team", { member: "zed" })
+    .catch((error) => error);
+  assert.ok(stranger instanceof NotFoundError);
+  assert.equal(stranger.code, "member_not_found");
+});

@@ -26,6 +26,12 @@ app.add_typer(export_app, name="export")
 app.add_typer(stripe_app, name="stripe")
 webhooks_app = typer.Typer(help="Outbox deliveries.", no_args_is_help=True)
 app.add_typer(webhooks_app, name="webhooks")
+members_app = typer.Typer(
+    help="A team wallet's members and their spend limits.", no_args_is_help=True
+)
+app.add_typer(members_app, name="members")
+limits_app = typer.Typer(help="Spend limits on a team wallet.", no_args_is_help=True)
+app.add_typer(limits_app, name="limits")
 
 
 def _print_version(wanted: bool) -> None:

@@ -3,7 +3,8 @@
 A text cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return: descriptions, metadata and ids an app chose) is written
 with a leading ``'``, so it is read as text: ``=HYPERLINK(…)`` → ``'=HYPERLINK(…)``.
-Amounts are numbers and stay as they are.
+Amounts are numbers and stay as they are. ``member`` is the wallet's member a transfer was
+made for (empty when none); it comes last, so the columns before it keep their places.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ COLUMNS = [
     "hold_id",
     "description",
     "metadata",
+    "member",
 ]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -42,6 +44,7 @@ def row(transfer: Transfer, money: Money) -> list[object]:
         _text(transfer.hold_id or ""),
         _text(transfer.description or ""),
         "" if transfer.metadata is None else _text(jsonio.dumps(transfer.metadata)),
+        _text(transfer.member_id or ""),
     ]
 
 

@@ -140,6 +140,23 @@ async def daily_spend(conn: AsyncConnection, account_id: str, since: datetime) -
     ]
 
 
+async def spend_by_member(
+    conn: AsyncConnection, account_id: str, since: datetime
+) -> dict[str | None, int]:
+    """What an account's charges and captures since ``since`` spent, per member it was
+    made for (``None``: for no member), through the account's debit index."""
+    rows = await conn.execute(
+        select(_T.member_id, func.sum(_T.amount))
+        .where(
+            _T.debit_account_id == account_id,
+            _T.kind.in_(SPENDING_KINDS),
+            _T.created_at >= since,
+        )
+        .group_by(_T.member_id)
+    )
+    return {member_id: int(total) for member_id, total in rows}
+
+
 def _utc_day(conn: AsyncConnection, moment: ColumnElement[Any]) -> ColumnElement[Any]:
     """The UTC date of a timestamp: SQLite keeps UTC text, PostgreSQL a ``timestamptz``."""
     if is_sqlite(conn.dialect):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, exists, select, update
@@ -20,7 +20,7 @@ from creditsd.ledger import statements
 from creditsd.ledger.errors import AccountNotFound, ProxyKeyNotFound
 from creditsd.ledger.limits import MemberNotFound, Tally
 from creditsd.ledger.posting import Policy
-from creditsd.ledger.windows import Period, check_nested
+from creditsd.ledger.windows import PERIODS, Period, check_nested
 from creditsd.proxy_keys import repository as proxy_keys_repo
 from creditsd.tables import accounts, members, spend_limits
 
@@ -66,15 +66,31 @@ async def _existing(conn: AsyncConnection, wallet: str) -> str:
     return account_id
 
 
+async def _zone(conn: AsyncConnection, account_id: str) -> str | None:
+    """The IANA time zone the account's limits count their windows in (None: UTC)."""
+    query = select(accounts.c.time_zone).where(accounts.c.id == account_id)
+    zone: str | None = (await conn.execute(query)).scalar_one_or_none()
+    return zone
+
+
 async def _tallies(
     conn: AsyncConnection, account_id: str, named: Sequence[str], now: datetime
 ) -> list[Tally]:
-    zone = (
-        await conn.execute(select(accounts.c.time_zone).where(accounts.c.id == account_id))
-    ).scalar_one_or_none()
+    """Every limit on the account in its current window: the wallet's own first, then its
+    members', apps' and proxy keys', each subject's by period (day to lifetime)."""
+    zone = await _zone(conn, account_id)
     wanted = statements.Wanted.controls([account_id], sorted(named))
     found = await statements.of(conn).read(conn, wanted, now)
-    return found.controls.by_account({account_id: zone}, now)[account_id].tallies
+    tallies = found.controls.by_account({account_id: zone}, now)[account_id].tallies
+    return sorted(tallies, key=_shown_order)
+
+
+_SCOPES_SHOWN = ("wallet", "member", "app", "key")
+
+
+def _shown_order(tally: Tally) -> tuple[int, str, int]:
+    limit = tally.limit
+    return _SCOPES_SHOWN.index(limit.scope), limit.subject, PERIODS.index(limit.period)
 
 
 async def _mark(conn: AsyncConnection, account_id: str, now: datetime) -> None:
@@ -184,6 +200,11 @@ async def _members(
 ) -> list[Member]:
     """The members of these rows, each with its own limits' state."""
     tallies = await _tallies(conn, account_id, [row.member_id for row in rows], now)
+    return _with_limits(account_id, rows, tallies)
+
+
+def _with_limits(account_id: str, rows: Sequence[Any], tallies: list[Tally]) -> list[Member]:
+    """The members of these rows, each with its own of the account's ``tallies``."""
     return [
         Member(
             account_id,
@@ -348,3 +369,85 @@ async def limits_of(conn: AsyncConnection, wallet: str, now: datetime) -> list[T
     """Every limit on a wallet, with its current window's spend and what is held."""
     account_id = await _existing(conn, wallet)
     return await _tallies(conn, account_id, [], now)
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A member as its own billing page shows it: its limits' state, and the time zone of
+    the wallet its windows count in (None: UTC)."""
+
+    member: Member
+    time_zone: str | None
+
+
+async def member_standing(
+    conn: AsyncConnection, wallet: str, member_id: str, now: datetime
+) -> Standing:
+    """One member of a wallet with its limits' state; ``MemberNotFound`` when the wallet
+    has no such member (a read never creates the wallet)."""
+    account_id = await _existing(conn, wallet)
+    member = await _member(conn, account_id, member_id, now)
+    return Standing(member, await _zone(conn, account_id))
+
+
+SPEND_DAYS = 30  # how far back a wallet's spend per member is summed
+MEMBERS_SHOWN = 100  # the members a wallet's standing lists (by id)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSpend:
+    """What one member spent from the wallet (charges and captures) since a moment;
+    ``member_id`` None for what was spent for no member."""
+
+    member_id: str | None
+    display_name: str | None
+    amount: int
+    current: bool  # still a member of the wallet
+
+
+@dataclass(frozen=True, slots=True)
+class WalletStanding:
+    """A wallet as its operator reads it: its first :data:`MEMBERS_SHOWN` members with
+    their limits, the other limits on it (its own, its apps', its proxy keys'), and what
+    each member spent since ``since``: every member listed, then whoever else spent."""
+
+    members: list[Member]
+    more_members: bool
+    limits: list[Tally]
+    spend: list[MemberSpend]
+    since: datetime
+    time_zone: str | None
+
+
+async def wallet_standing(conn: AsyncConnection, wallet: str, now: datetime) -> WalletStanding:
+    """A wallet's members and limits, each limit in its current window, and what each
+    member spent in the last :data:`SPEND_DAYS` days (most first)."""
+    account_id = await _existing(conn, wallet)
+    query = _MEMBER_ROW.where(_M.account_id == account_id).order_by(_M.member_id)
+    rows = list(await conn.execute(query.limit(MEMBERS_SHOWN + 1)))
+    tallies = await _tallies(conn, account_id, [], now)
+    listed = _with_limits(account_id, rows[:MEMBERS_SHOWN], tallies)
+    since = now - timedelta(days=SPEND_DAYS)
+    spent = await ledger_repo.spend_by_member(conn, account_id, since)
+    names: dict[str | None, str | None] = {m.member_id: m.display_name for m in listed}
+    others = sorted(member_id for member_id in spent if member_id and member_id not in names)
+    if others:
+        found = await conn.execute(
+            select(_M.member_id, _M.display_name).where(
+                _M.account_id == account_id, _M.member_id.in_(others)
+            )
+        )
+        names.update((row.member_id, row.display_name) for row in found)
+    shown = [*names, *(member_id for member_id in spent if member_id not in names)]
+    spend = sorted(
+        (MemberSpend(m, names.get(m), spent.get(m, 0), m in names) for m in shown),
+        key=lambda row: (row.member_id is None, -row.amount, row.member_id or ""),
+    )
+    return WalletStanding(
+        listed,
+        len(rows) > MEMBERS_SHOWN,
+        [t for t in tallies if t.limit.scope != "member"],
+        spend,
+        since,
+        await _zone(conn, account_id),
+    )

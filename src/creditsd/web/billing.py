@@ -12,6 +12,7 @@ from decimal import Decimal
 from creditsd.kit.money import Money
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
 from creditsd.ledger.repository import SPENDING_KINDS
+from creditsd.members.service import Member
 from creditsd.price_settings import PricingSettings, model_name, noun
 from creditsd.web import stamps
 from creditsd.web.pages import counted, credits, day_label
@@ -285,3 +286,51 @@ def chart(spent: list[DaySpend], today: date, money: Money, catalog: PricingSett
         first_day=day_label(days[0]),
         last_day=day_label(days[-1]),
     )
+
+
+# Each period's heading on a member's page: what its window is, as the member lives it.
+ALLOWANCE_HEADINGS = {
+    "day": "Today",
+    "week": "This week",
+    "month": "This month",
+    "lifetime": "In all",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Allowance:
+    """One of a member's limits as their page shows it: what it allows in its current
+    window, what the window has used (spent, and reserved by work in progress), what is
+    left, and when a new window starts (None: never)."""
+
+    heading: str
+    period: str
+    amount: Decimal
+    used: Decimal
+    held: Decimal
+    left: Decimal
+    used_share: float  # of the amount, 0 to 100: the bar's length
+    resets_at: datetime | None
+    soft: bool
+
+
+def allowances(member: Member, money: Money) -> list[Allowance]:
+    """A member's limits as their page shows them, shortest period first."""
+    shown = []
+    for tally in member.limits:
+        limit = tally.limit
+        used = tally.spent + tally.held
+        shown.append(
+            Allowance(
+                heading=ALLOWANCE_HEADINGS[limit.period],
+                period=limit.period,
+                amount=money.to_decimal(limit.amount),
+                used=money.to_decimal(used),
+                held=money.to_decimal(tally.held),
+                left=money.to_decimal(max(tally.left(), 0)),
+                used_share=100.0 if limit.amount == 0 else min(100.0, 100 * used / limit.amount),
+                resets_at=tally.window.end,
+                soft=limit.mode == "soft",
+            )
+        )
+    return shown

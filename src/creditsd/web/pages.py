@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -84,7 +85,25 @@ def moment(value: datetime | None, *, date_only: bool = False) -> Markup:
     )
 
 
-templates.filters.update(credits=credits, noun=noun, counted=counted, moment=moment)
+def zoned(value: datetime | None, zone: str | None) -> Markup:
+    """A moment in a named IANA time zone (None: UTC), with the zone written beside it, as
+    a wallet's limits count their windows in it; the pages' script leaves it as written:
+    ``<time datetime="2026-12-08T00:00:00Z" data-zone>8 Dec 2026, 00:00 UTC</time>``, and
+    in Europe/Berlin ``8 Dec 2026, 00:00 (Europe/Berlin)``. Nothing for no moment."""
+    if value is None:
+        return Markup()
+    local = value.astimezone(ZoneInfo(zone or "UTC"))
+    named = "UTC" if zone in (None, "UTC") else f"({zone})"
+    return Markup('<time datetime="{}" data-zone>{}, {:%H:%M} {}</time>').format(
+        value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), day_label(local), local, named
+    )
+
+
+# A limit's period as its amount reads with it: "1,000 credits a day".
+PER_PERIOD = {"day": "a day", "week": "a week", "month": "a month", "lifetime": "in all"}
+
+templates.filters.update(credits=credits, noun=noun, counted=counted, moment=moment, zoned=zoned)
+templates.globals.update(per_period=PER_PERIOD)
 
 
 def install(app: FastAPI) -> None:

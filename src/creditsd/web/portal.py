@@ -14,6 +14,13 @@ Checkout, embedded in our page when a publishable key is set, else on Stripe's h
 Stripe sends the buyer back to ``/billing/success``, which shows the credits once the
 webhook has granted them and refreshes itself until then. When Stripe cannot be reached or
 refuses to start a checkout, the buyer is told so and offered to try again.
+
+A link may be made for a member of a team wallet (``member``): its page shows what each
+of the member's own limits leaves in its current window and when it resets, the wallet's
+balance only where ``[web] members_see_wallet_balance`` allows, and nothing of the
+wallet's history or of other members' spend. It buys nothing (the wallet's owner tops the
+wallet up), and a member's page and the account's own are different pages: a link for
+one opened over the other asks before switching, as for another account.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from creditsd.api.auth import ledger_of
 from creditsd.api.checkout import paying_customer
 from creditsd.inprocess import Ledger
-from creditsd.kit.errors import NotFound, Unauthenticated
+from creditsd.kit.errors import Forbidden, NotFound, Unauthenticated
 from creditsd.ledger.models import PAID_SOURCE, Account
+from creditsd.members import service as members
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
 from creditsd.stripe.errors import PaymentProviderError, PaymentProviderUnreachable
@@ -71,11 +79,17 @@ def public_base(request: Request, ledger: Ledger) -> str:
 
 
 def link(
-    signer_: Signer, request: Request, ledger: Ledger, account_id: str, return_url: str
+    signer_: Signer,
+    request: Request,
+    ledger: Ledger,
+    account_id: str,
+    return_url: str,
+    member: str | None = None,
 ) -> tuple[str, datetime]:
-    """A portal link for one account, and when it stops working."""
+    """A portal link for one account, or for one ``member`` of it (a wallet), and when it
+    stops working."""
     expires_at = ledger.now() + timedelta(seconds=ledger.settings.web.link_seconds)
-    claims = {"sub": account_id, "ret": return_url, "jti": new_session_id()}
+    claims = {"sub": account_id, "mem": member, "ret": return_url, "jti": new_session_id()}
     token = signer_.sign(LINK, claims, expires_at)
     return f"{public_base(request, ledger)}/billing/open?token={token}", expires_at
 
@@ -91,6 +105,28 @@ async def billing_session(request: Request) -> Session:
 
 
 BillingSession = Annotated[Session, Depends(billing_session)]
+
+
+def member_of(session: Session) -> str | None:
+    """The wallet's member whose page this session shows (None: the account's own)."""
+    member = session.claims.get("mem")
+    return member if isinstance(member, str) else None
+
+
+def _same_page(session: Session, claims: dict[str, Any]) -> bool:
+    """Whether a link's ``claims`` open the page ``session`` shows: the same account, and
+    the same member of it (or none)."""
+    return session.subject == claims["sub"] and member_of(session) == claims.get("mem")
+
+
+async def owner_session(session: BillingSession) -> Session:
+    """A session of the account's own page: a member's page buys nothing (403)."""
+    if member_of(session) is not None:
+        raise Forbidden("a member's billing page buys no credits: the wallet's owner tops it up")
+    return session
+
+
+OwnerSession = Annotated[Session, Depends(owner_session)]
 
 
 @router.get("/open")
@@ -110,10 +146,10 @@ async def open_link(request: Request, token: str = "") -> RedirectResponse:
         raise BadToken("this link has been opened already: open the billing page from the app")
     now = ledger.now()
     current = read_session(request, signer_, SECTION, now)
-    if current is None or current.subject == account_id:
+    if current is None or _same_page(current, claims):
         return _signed_in(request, signer_, claims)
     response = redirect(SWITCH_URL)
-    asked = {"sub": account_id, "ret": claims.get("ret")}
+    asked = {"sub": account_id, "mem": claims.get("mem"), "ret": claims.get("ret")}
     set_session(response, request, signer_, SWITCH, asked, SWITCH_LIFETIME, now, SWITCH_PATH)
     return response
 
@@ -124,7 +160,7 @@ def _signed_in(request: Request, signer_: Signer, claims: dict[str, Any]) -> Red
     ledger = ledger_of(request)
     response = redirect("/billing")
     lifetime = timedelta(seconds=ledger.settings.web.portal_session_seconds)
-    session_claims = {"sub": claims["sub"], "ret": claims.get("ret")}
+    session_claims = {"sub": claims["sub"], "mem": claims.get("mem"), "ret": claims.get("ret")}
     set_session(response, request, signer_, SECTION, session_claims, lifetime, ledger.now())
     return response
 
@@ -139,7 +175,7 @@ async def switch_question(request: Request) -> HTMLResponse | RedirectResponse:
     if pending is None:
         return redirect("/billing")
     current = read_session(request, signer_, SECTION, ledger.now())
-    if current is None or current.subject == pending.subject:
+    if current is None or _same_page(current, pending.claims):
         response = _signed_in(request, signer_, pending.claims)
         clear_session(response, SWITCH, SWITCH_PATH)
         return response
@@ -147,7 +183,9 @@ async def switch_question(request: Request) -> HTMLResponse | RedirectResponse:
         request,
         "billing_switch.html",
         account_id=current.subject,
+        member_id=member_of(current),
         linked=pending.subject,
+        linked_member=member_of(pending),
         return_url=current.claims.get("ret"),
         csrf=pending.csrf,
         csrf_field=CSRF_FIELD,
@@ -182,7 +220,10 @@ async def overview(
     session: BillingSession,
     before: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
-    """The balance first, then what expires, usage, top-ups and the transactions."""
+    """The balance first, then what expires, usage, top-ups and the transactions; for a
+    member of a wallet, their own allowance instead (:func:`_member_page`)."""
+    if (member := member_of(session)) is not None:
+        return await _member_page(request, session, member)
     ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)
     money = ledger.money
@@ -203,6 +244,30 @@ async def overview(
         chart=billing.chart(spent, today, money, catalog),
         packs=packs if stripe_ready and account.status == "active" else [],
         csrf_field=CSRF_FIELD,
+    )
+
+
+async def _member_page(request: Request, session: Session, member_id: str) -> HTMLResponse:
+    """A member's own page: what each of their limits leaves in its current window and
+    when it resets, and the wallet's balance only under ``[web]
+    members_see_wallet_balance``; never the wallet's history nor another member's spend."""
+    ledger = ledger_of(request)
+    standing = await ledger.database.read(
+        lambda conn, now: members.member_standing(conn, session.subject, member_id, now)
+    )
+    wallet = await ledger.get_account(session.subject)
+    shown = ledger.settings.web.members_see_wallet_balance
+    return page(
+        request,
+        "billing_member.html",
+        account_id=wallet.id,
+        member_id=member_id,
+        display_name=standing.member.display_name,
+        wallet_status=wallet.status,
+        allowances=billing.allowances(standing.member, ledger.money),
+        time_zone=standing.time_zone,
+        wallet_balance=ledger.money.to_decimal(wallet.balance) if shown else None,
+        return_url=session.claims.get("ret"),
     )
 
 
@@ -232,7 +297,7 @@ def _account_context(account: Account, ledger: Ledger, session: Session) -> dict
 @router.post("/top-up", response_model=None)
 async def top_up(
     request: Request,
-    session: BillingSession,
+    session: OwnerSession,
     csrf: Annotated[str, Form(max_length=200)] = "",
     pack: Annotated[str, Form(max_length=40)] = "",
     hosted: Annotated[bool, Form()] = False,
@@ -306,7 +371,7 @@ async def _not_started(
 @router.get("/success")
 async def success(
     request: Request,
-    session: BillingSession,
+    session: OwnerSession,
     session_id: Annotated[str, Query(max_length=255)] = "",
 ) -> HTMLResponse:
     """A purchase's outcome: its credits once granted; until then, a page that looks again
@@ -360,7 +425,7 @@ def _checkout_state(checkout: CheckoutState) -> str:
 
 
 @router.get("/cancel")
-async def cancel(request: Request, session: BillingSession) -> HTMLResponse:
+async def cancel(request: Request, session: OwnerSession) -> HTMLResponse:
     """The buyer left Stripe's page without paying: nothing was charged."""
     ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)

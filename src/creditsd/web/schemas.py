@@ -11,11 +11,19 @@ from creditsd.kit.fields import AccountId, StrictRequest
 
 
 class PortalSessionCreate(StrictRequest):
-    """Open the billing page for one account: the app's signed-in user."""
+    """Open the billing page for one account, or for one member of a wallet: the app's
+    signed-in user."""
 
     account_id: AccountId
     return_url: WebUrl = Field(
         description="Where the billing page's back link takes the user (http or https)."
+    )
+    member: AccountId | None = Field(
+        None,
+        description="A member of the wallet `account_id`: the link opens that member's page "
+        "(what each of their limits leaves and when it resets; the wallet's balance only "
+        "under `[web] members_see_wallet_balance`). One the wallet does not have is 404 "
+        "`member_not_found`.",
     )
 
 

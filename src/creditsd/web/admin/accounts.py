@@ -20,6 +20,8 @@ from creditsd.kit.money import AmountError
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.models import Account, Transfer
+from creditsd.members import service as members
+from creditsd.members.service import WalletStanding
 from creditsd.price_settings import PricingSettings
 from creditsd.web import stamps
 from creditsd.web.admin.console import (
@@ -90,6 +92,7 @@ class AccountSide:
     holds: list[Any]
     lots: list[Any]
     deliveries: list[Any]
+    wallet: WalletStanding  # its members and limits, and its spend per member
 
 
 async def _account_page(
@@ -106,11 +109,12 @@ async def _account_page(
     account = await _existing(ledger, account_id)
     history = await ledger.transactions(account.id, limit=PAGE_SIZE, cursor=cursor)
 
-    async def side(conn: Any, _now: datetime) -> AccountSide:
+    async def side(conn: Any, now: datetime) -> AccountSide:
         return AccountSide(
             await holds_repo.open_holds_of(conn, account.id, SIDE_LIST),
             await lot_repo.live_lots(conn, account.id, SIDE_LIST),
             await webhooks_repo.account_messages(conn, account.id, SIDE_LIST),
+            await members.wallet_standing(conn, account.id, now),
         )
 
     listed = await ledger.database.read(side)
@@ -147,8 +151,8 @@ def _account_url(account_id: str) -> str:
 async def account_page(
     request: Request, op: Signed, account_id: str, cursor: str | None = None
 ) -> Response:
-    """An account: its balance, ledger, holds, lots and webhook deliveries, and the forms
-    that act on it."""
+    """An account: its balance, ledger, holds, lots and webhook deliveries, a team wallet's
+    members, limits and spend per member, and the forms that act on it."""
     return await _account_page(request, op, account_id, cursor=cursor)
 
 

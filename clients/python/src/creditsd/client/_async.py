@@ -307,13 +307,17 @@ class AsyncClient(BaseClient):
 
     # The billing page -----------------------------------------------------------------------
 
-    async def create_portal_session(self, account_id: str, return_url: str) -> PortalSession:
+    async def create_portal_session(
+        self, account_id: str, return_url: str, *, member: str | None = None
+    ) -> PortalSession:
         """A short-lived link to the account's billing page, for its signed-in user (needs an
         app key): redirect their browser to its ``url``; ``return_url`` is the page's way
         back. Raises NotFoundError for an unknown account when accounts are not created on
-        first use; asking never creates one.
+        first use; asking never creates one. With ``member``, the link opens that member's
+        page of the wallet (their limits' allowance); a member the wallet does not have is
+        NotFoundError ``member_not_found``.
         """
-        return await self._send(self._create_portal_session(account_id, return_url))
+        return await self._send(self._create_portal_session(account_id, return_url, member))
 
     # Holds ------------------------------------------------------------------------------
 

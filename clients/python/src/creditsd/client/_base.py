@@ -458,8 +458,10 @@ class BaseClient:
 
     # The billing page -----------------------------------------------------------------------
 
-    def _create_portal_session(self, account_id: str, return_url: str) -> Call[PortalSession]:
-        body = {"account_id": account_id, "return_url": return_url}
+    def _create_portal_session(
+        self, account_id: str, return_url: str, member: str | None
+    ) -> Call[PortalSession]:
+        body = {"account_id": account_id, "return_url": return_url, **_present(member=member)}
         # A link changes nothing on the server: it needs no idempotency key.
         return self._write(
             "POST",
