@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from creditsd.kit.errors import CreditsError, NotFound
 from creditsd.ledger.errors import Units
-from creditsd.ledger.windows import Period, Window, window_of
+from creditsd.ledger.windows import Period, Window, calendar_window, since_set
 
 SPEND_KINDS = frozenset({"charge", "capture"})  # the debits a limit counts
 Scope = Literal["wallet", "member", "app", "key"]
@@ -214,9 +214,13 @@ class StoredControls:
         for account_id, member in self.members:
             found[account_id].members.add(member)
         latest = {counted.limit_id: counted for counted in self.counted}
+        calendars: dict[tuple[Period, str], Window | None] = {}  # the same for many limits
         for limit in self.limits:
-            zone = ZoneInfo(zones[limit.account_id] or "UTC")
-            window = window_of(limit.period, now, zone, limit.since)
+            zone = zones[limit.account_id] or "UTC"
+            key = (limit.period, zone)
+            if key not in calendars:
+                calendars[key] = calendar_window(limit.period, now, ZoneInfo(zone))
+            window = since_set(calendars[key], limit.since)
             stored = latest.get(limit.id)
             if stored is None or stored.start != window.start:
                 stored = Counted(limit.id, window.start, spent=0, warned=0)

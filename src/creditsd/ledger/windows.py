@@ -41,30 +41,46 @@ class Window:
 
 def window_of(period: Period, at: datetime, zone: ZoneInfo, since: datetime) -> Window:
     """The window of ``period`` in ``zone`` that holds the instant ``at``, for a limit set
-    at ``since`` (``since <= at``).
+    at ``since`` (``since <= at``): the calendar window (:func:`calendar_window`), or, for
+    the one the limit was set in, from ``since`` to its calendar end. A ``lifetime``
+    window starts at ``since`` and never ends."""
+    assert since.tzinfo is not None, "instants must be timezone-aware"
+    assert since <= at, f"spend at {at} counted for a limit set later, at {since}"
+    return since_set(calendar_window(period, at, zone), since)
+
+
+def since_set(calendar: Window | None, since: datetime) -> Window:
+    """A limit's window, for one set at ``since``: the ``calendar`` window (None for
+    ``lifetime``), never starting before ``since``."""
+    since = since.astimezone(UTC)
+    if calendar is None:
+        return Window(since, None)
+    return Window(max(calendar.start, since), calendar.end)
+
+
+def calendar_window(period: Period, at: datetime, zone: ZoneInfo) -> Window | None:
+    """The calendar window of ``period`` in ``zone`` that holds the instant ``at`` (None
+    for ``lifetime``, which has none).
 
     A calendar window starts at the first instant whose local date is its first day (or a
     later one, should the clocks skip that day), so a day lasts 23 or 25 hours across a
     change of summer time, a midnight that happens twice starts the day the first time,
     and a day whose midnight the clocks skip starts when they jump past it. In
     America/Santiago, where summer time starts at midnight, 8 September 2024 has no 00:00:
-    ``window_of("day", datetime(2024, 9, 8, 12, tzinfo=UTC), santiago, since)`` is
+    ``calendar_window("day", datetime(2024, 9, 8, 12, tzinfo=UTC), santiago)`` is
     ``Window(2024-09-08 04:00Z, 2024-09-09 03:00Z)``, its 01:00 to the next midnight,
-    23 hours. A window never starts before ``since``: the one a limit is set in starts at
-    ``since`` and ends at its calendar end.
+    23 hours.
     """
-    assert None not in (at.tzinfo, since.tzinfo), "instants must be timezone-aware"
-    assert since <= at, f"spend at {at} counted for a limit set later, at {since}"
-    since = since.astimezone(UTC)
+    assert at.tzinfo is not None, "instants must be timezone-aware"
     if period == "lifetime":
-        return Window(since, None)
+        return None
     first = _first_day(period, at.astimezone(zone).date())
     following = _following(period, first)
     # Clocks turned back across midnight (Antarctica/Casey, March 2010) can take the local
     # date back a day after the next window started; `at` then belongs to that window.
     while (end := _start_of(following, zone)) <= at:
         first, following = following, _following(period, following)
-    return Window(max(_start_of(first, zone), since), end)
+    return Window(_start_of(first, zone), end)
 
 
 def _first_day(period: CalendarPeriod, day: date) -> date:
