@@ -11,6 +11,7 @@ from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS, Violation, checkpoints, find_violations
 from creditsd.kit import db
 from creditsd.kit.jsonio import format_timestamp
+from creditsd.members import service as members
 from tests.conftest import Clock, LedgerFactory, client_for, create_key
 from tests.stripe.conftest import PACKS, PRICES, buy, deliver, stripe_settings
 from tests.stripe.fake import FakeStripe
@@ -225,3 +226,40 @@ async def test_a_transfer_changed_after_its_checkpoint(ledger: Ledger, clock: Cl
     assert [(v.invariant, v.subject) for v in await violations(ledger)] == [
         ("checkpoint_chain", charge.id)
     ]
+
+
+async def test_a_member_changed_after_its_checkpoint(ledger: Ledger, clock: Clock) -> None:
+    await ledger.grant("org:acme", 100 * CREDIT)
+    await ledger.database.write(
+        lambda conn, now: members.put_member(
+            conn, "org:acme", "ada", None, None, ledger.policy, now, actor="test"
+        )
+    )
+    spent = await ledger.charge("org:acme", CREDIT, member="ada")
+    clock.advance(120)
+    await db.run(ledger.engine, lambda conn: checkpoints.write_checkpoint(conn, ledger.now()))
+    # Spend moved onto another member's name is caught: the digest covers who spent it.
+    await execute(ledger, "UPDATE transfers SET member_id = 'bob' WHERE id = :id", id=spent.id)
+    assert [(v.invariant, v.subject) for v in await violations(ledger)] == [
+        ("checkpoint_chain", spent.id)
+    ]
+
+
+async def test_a_checkpoint_of_an_earlier_version_still_derives(
+    ledger: Ledger, clock: Clock, monkeypatch: Any
+) -> None:
+    await busy_ledger(ledger, clock)
+    clock.advance(120)
+    monkeypatch.setattr(checkpoints, "VERSION", 1)  # as a server before member_id wrote it
+    older = await db.run(
+        ledger.engine, lambda conn: checkpoints.write_checkpoint(conn, ledger.now())
+    )
+    monkeypatch.undo()
+    assert older is not None and older.version == 1
+    await ledger.charge("alice", CREDIT)
+    clock.advance(120)
+    newer = await db.run(
+        ledger.engine, lambda conn: checkpoints.write_checkpoint(conn, ledger.now())
+    )
+    assert newer is not None and newer.version == 2
+    assert await violations(ledger) == []

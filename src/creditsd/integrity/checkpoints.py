@@ -31,13 +31,13 @@ from creditsd.integrity import repository as repo
 from creditsd.integrity.models import ChainBreak, Checkpoint
 from creditsd.kit import jsonio
 
-VERSION = 1
+VERSION = 2  # the version new checkpoints are written in
 SETTLE_SECONDS = 60
 LINK_TRANSFERS = 10_000
 GENESIS = "0" * 64
-# The columns a transfer's digest covers, in the order version 1 fixed: a column added to
-# ``transfers`` later joins a new version, so old digests stay derivable.
-TRANSFER_FIELDS = (
+# The columns a transfer's digest covers, by version: a column added to ``transfers`` later
+# joins a new version, so the digests of older checkpoints stay derivable.
+_FIRST_FIELDS = (
     "id",
     "kind",
     "debit_account_id",
@@ -57,22 +57,24 @@ TRANSFER_FIELDS = (
     "pricing",
     "proxy_key_id",
 )
+TRANSFER_FIELDS = {1: _FIRST_FIELDS, 2: (*_FIRST_FIELDS, "member_id")}
 
 
-def transfer_digest(row: Any) -> str:
-    """The SHA-256 of a transfer row's canonical form: ``["creditsd.transfer", 1,
-    {"amount": 100, "created_at": "2026-12-07T10:00:00.000000Z", "id": "tr_…", …}]`` as
-    sorted, compact JSON (timestamps in UTC with microseconds, amounts as integers)."""
-    fields = {name: row._mapping[name] for name in TRANSFER_FIELDS}
-    text = jsonio.canonical(["creditsd.transfer", VERSION, fields])
+def transfer_digest(row: Any, version: int) -> str:
+    """The SHA-256 of a transfer row's canonical form in a checkpoint ``version``:
+    ``["creditsd.transfer", 2, {"amount": 100, "created_at":
+    "2026-12-07T10:00:00.000000Z", "id": "tr_…", …}]`` as sorted, compact JSON (timestamps
+    in UTC with microseconds, amounts as integers)."""
+    fields = {name: row._mapping[name] for name in TRANSFER_FIELDS[version]}
+    text = jsonio.canonical(["creditsd.transfer", version, fields])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 class _Link:
     """A checkpoint's digest, computed as its transfers stream by."""
 
-    def __init__(self, previous: str) -> None:
-        self._hash = hashlib.sha256(f"creditsd.checkpoint {VERSION}\n{previous}\n".encode())
+    def __init__(self, previous: str, version: int) -> None:
+        self._hash = hashlib.sha256(f"creditsd.checkpoint {version}\n{previous}\n".encode())
         self.transfers = 0
         self.total = 0
 
@@ -109,14 +111,14 @@ async def write_checkpoint(conn: AsyncConnection, now: datetime) -> Checkpoint |
     if since is not None and until <= since:
         return None
     number = head.number + 1 if head else 1
-    link = _Link(head.digest if head else GENESIS)
+    link = _Link(head.digest if head else GENESIS, VERSION)
     digests: list[tuple[str, str]] = []
     last: datetime | None = None
     async for row in _rows(conn, since, until):
         if link.transfers >= LINK_TRANSFERS and row.created_at != last:
             until = row.created_at  # the rest is for the next checkpoint
             break
-        digest = transfer_digest(row)
+        digest = transfer_digest(row, VERSION)
         link.add(digest, row.amount)
         digests.append((row.id, digest))
         last = row.created_at
@@ -134,11 +136,11 @@ async def check_link(
     """Re-derive one checkpoint from the stored transfers, after the one before it; where
     it no longer matches, or None."""
     kept = await repo.digests_of(conn, checkpoint.number)
-    link = _Link(previous.digest if previous else GENESIS)
+    link = _Link(previous.digest if previous else GENESIS, checkpoint.version)
     number = checkpoint.number
     found: ChainBreak | None = None
     async for row in _rows(conn, previous.until if previous else None, checkpoint.until):
-        digest = transfer_digest(row)
+        digest = transfer_digest(row, checkpoint.version)
         link.add(digest, row.amount)
         stored = kept.pop(row.id, None)
         if found is None and stored != digest:
