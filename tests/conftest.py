@@ -11,7 +11,7 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,8 @@ from creditsd.inprocess import Ledger
 from creditsd.keys import service as keys
 from creditsd.kit import db, jsonio
 from creditsd.kit.repeats import repeats
+from creditsd.members import service as members
+from creditsd.members.service import LimitSpec
 from creditsd.migrations import upgrade
 from creditsd.tables import audit_log
 
@@ -297,3 +299,18 @@ async def serve_app(ledger: Ledger) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def put_member(
+    ledger: Ledger,
+    wallet: str,
+    member: str,
+    name: str | None = None,
+    limits: Sequence[LimitSpec] | None = None,
+) -> None:
+    """Add (or update) a wallet's member through the members service, as an admin would."""
+    await ledger.database.write(
+        lambda conn, now: members.put_member(
+            conn, wallet, member, name, limits, ledger.policy, now, actor="test"
+        )
+    )

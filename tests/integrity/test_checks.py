@@ -11,8 +11,7 @@ from creditsd.inprocess import Ledger
 from creditsd.integrity import INVARIANTS, Violation, checkpoints, find_violations
 from creditsd.kit import db
 from creditsd.kit.jsonio import format_timestamp
-from creditsd.members import service as members
-from tests.conftest import Clock, LedgerFactory, client_for, create_key
+from tests.conftest import Clock, LedgerFactory, client_for, create_key, put_member
 from tests.stripe.conftest import PACKS, PRICES, buy, deliver, stripe_settings
 from tests.stripe.fake import FakeStripe
 from tests.stripe.test_published_payloads import dispute_of
@@ -230,11 +229,7 @@ async def test_a_transfer_changed_after_its_checkpoint(ledger: Ledger, clock: Cl
 
 async def test_a_member_changed_after_its_checkpoint(ledger: Ledger, clock: Clock) -> None:
     await ledger.grant("org:acme", 100 * CREDIT)
-    await ledger.database.write(
-        lambda conn, now: members.put_member(
-            conn, "org:acme", "ada", None, None, ledger.policy, now, actor="test"
-        )
-    )
+    await put_member(ledger, "org:acme", "ada")
     spent = await ledger.charge("org:acme", CREDIT, member="ada")
     clock.advance(120)
     await db.run(ledger.engine, lambda conn: checkpoints.write_checkpoint(conn, ledger.now()))

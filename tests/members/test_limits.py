@@ -13,9 +13,8 @@ import pytest
 from creditsd.inprocess import Ledger
 from creditsd.ledger.limits import LimitReached
 from creditsd.ledger.windows import Period
-from creditsd.members import service as members
 from creditsd.members.service import LimitSpec
-from tests.conftest import Clock, body
+from tests.conftest import Clock, body, put_member
 
 CREDIT = 10_000  # minor units of one credit at the default scale
 
@@ -213,12 +212,7 @@ async def test_a_removed_member_s_hold_still_settles(api: httpx.AsyncClient) -> 
 
 
 async def _put_limits(ledger: Ledger, member: str, amount: int, period: Period) -> None:
-    limits = [LimitSpec(amount, period)]
-    await ledger.database.write(
-        lambda conn, now: members.put_member(
-            conn, "acme", member, None, limits, ledger.policy, now, actor="test"
-        )
-    )
+    await put_member(ledger, "acme", member, limits=[LimitSpec(amount, period)])
 
 
 async def test_a_proxy_key_s_day_limit_refuses_the_hold_past_it(

@@ -4,7 +4,6 @@ window stands, the other limits on it, and what each member spent in the last 30
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from datetime import timedelta
 
 from playwright.async_api import BrowserContext, expect
@@ -13,21 +12,11 @@ from creditsd.inprocess import Ledger
 from creditsd.members import service as members
 from creditsd.members.service import LimitSpec
 from creditsd.web.pages import day_label
-from tests.conftest import Clock, create_key, serve_app
+from tests.conftest import Clock, create_key, put_member, serve_app
 from tests.web.conftest import shoot
 from tests.web.test_admin import sign_in
 
 CREDIT = 10_000
-
-
-async def put_member(
-    ledger: Ledger, member: str, name: str | None, limits: Sequence[LimitSpec] | None
-) -> None:
-    await ledger.database.write(
-        lambda conn, now: members.put_member(
-            conn, "acme", member, name, limits, ledger.policy, now, actor="test"
-        )
-    )
 
 
 async def test_an_operator_reads_a_wallet_s_members_limits_and_spend(
@@ -35,8 +24,8 @@ async def test_an_operator_reads_a_wallet_s_members_limits_and_spend(
 ) -> None:
     secret = await create_key(ledger, "admin", "ops")
     await ledger.grant("acme", 1000 * CREDIT)
-    await put_member(ledger, "ada", 'Ada "<b>" Lovelace', [LimitSpec(100 * CREDIT, "day")])
-    await put_member(ledger, "old", None, None)
+    await put_member(ledger, "acme", "ada", 'Ada "<b>" Lovelace', [LimitSpec(100 * CREDIT, "day")])
+    await put_member(ledger, "acme", "old", None, None)
     await ledger.charge("acme", 7 * CREDIT, member="ada")  # 31 days ago: not counted
     clock.advance(31 * 86_400)
     await ledger.charge("acme", 3 * CREDIT, member="old")  # its spend stays its own
@@ -47,11 +36,12 @@ async def test_an_operator_reads_a_wallet_s_members_limits_and_spend(
     )
     await put_member(
         ledger,
+        "acme",
         "grace",
         None,
         [LimitSpec(50 * CREDIT, "week", "soft"), LimitSpec(60 * CREDIT, "lifetime")],
     )
-    await put_member(ledger, "alan", "Alan", None)
+    await put_member(ledger, "acme", "alan", "Alan", None)
     await ledger.database.write(
         lambda conn, now: members.put_limits(
             conn,

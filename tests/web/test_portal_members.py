@@ -5,7 +5,7 @@ allows it, and never the wallet's history nor another member's spend."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
@@ -18,21 +18,11 @@ from creditsd.members import service as members
 from creditsd.members.service import LimitSpec
 from creditsd.tables import accounts
 from creditsd.web.pages import day_label
-from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, serve_app
+from tests.conftest import Clock, LedgerFactory, body, client_for, create_key, put_member, serve_app
 from tests.web.conftest import shoot
 
 CREDIT = 10_000
 RETURN_URL = "https://app.example/team"
-
-
-async def put_member(
-    ledger: Ledger, member: str, name: str | None, limits: Sequence[LimitSpec] | None
-) -> None:
-    await ledger.database.write(
-        lambda conn, now: members.put_member(
-            conn, "acme", member, name, limits, ledger.policy, now, actor="test"
-        )
-    )
 
 
 async def team(ledger: Ledger) -> None:
@@ -40,9 +30,13 @@ async def team(ledger: Ledger) -> None:
     (15 more held for work in progress); Grace, without limits, has spent 77."""
     await ledger.grant("acme", 1000 * CREDIT, reason="the team's budget")
     await put_member(
-        ledger, "ada", "Ada", [LimitSpec(100 * CREDIT, "day"), LimitSpec(300 * CREDIT, "month")]
+        ledger,
+        "acme",
+        "ada",
+        "Ada",
+        [LimitSpec(100 * CREDIT, "day"), LimitSpec(300 * CREDIT, "month")],
     )
-    await put_member(ledger, "grace", None, None)
+    await put_member(ledger, "acme", "grace", None, None)
     await ledger.charge("acme", 40 * CREDIT, member="ada", description="ada's chat")
     await ledger.open_hold("acme", 15 * CREDIT, member="ada")
     await ledger.charge("acme", 77 * CREDIT, member="grace", description="grace's render")
