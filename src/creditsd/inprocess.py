@@ -220,11 +220,14 @@ class Ledger:
         metadata: Metadata | None = None,
         status: str | None = None,
         low_balance_threshold: int | None = None,
+        time_zone: str | None = None,
         actor: str = LOCAL_APP,
     ) -> tuple[Account, bool]:
         """Create the account if absent (True) or apply the given settings to it (False).
 
-        ``status`` freezes, closes or reactivates it (audited).
+        ``status`` freezes, closes or reactivates it (audited). ``time_zone`` (an IANA
+        name; ``"UTC"`` sets it back) is the zone its spend limits' days, weeks and
+        months are of (audited); None leaves it as it is.
         """
         if status is not None and status not in ACCOUNT_STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(ACCOUNT_STATUSES)}")
@@ -239,6 +242,7 @@ class Ledger:
             low_balance_threshold=None
             if low_balance_threshold is None
             else _units(low_balance_threshold, "low_balance_threshold", allow_zero=True),
+            time_zone=time_zone,
         )
         return await self.database.write(
             lambda conn, now: ledger_accounts.open_account(

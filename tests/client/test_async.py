@@ -660,3 +660,25 @@ async def test_a_usage_event_names_its_member(ledger: Ledger, connect: Connect) 
     assert results[1].error["limit_source"] == "member"
     assert results[0].transfer_id is not None
     assert (await chat.get_transaction(results[0].transfer_id)).member == "ada"
+
+
+async def test_a_wallet_s_limits_count_in_its_time_zone(
+    ledger: Ledger, connect: Connect, clock: Clock
+) -> None:
+    clock.now = datetime(2026, 12, 7, 10, tzinfo=UTC)  # 19:00 in Tokyo
+    chat = connect(await create_key(ledger, "app", "chat"))
+    assert (await chat.initialize_account("org:acme")).time_zone == "UTC"
+    tokyo = await chat.initialize_account("org:acme", time_zone="Asia/Tokyo")
+    assert (tokyo.time_zone, (await chat.get_account("org:acme")).time_zone) == ("Asia/Tokyo",) * 2
+    (day,) = [
+        limit
+        for limit in await chat.set_wallet_limits("org:acme", [Limit(5, "day")])
+        if limit.period == "day"
+    ]
+    assert day.resets_at == datetime(2026, 12, 7, 15, tzinfo=UTC)  # midnight in Tokyo
+    with pytest.raises(ValidationError) as refused:
+        await chat.initialize_account("org:acme", time_zone="Mars/Olympus_Mons")
+    assert refused.value.code == "invalid_request"
+    assert (await chat.initialize_account("org:acme", time_zone="UTC")).time_zone == "UTC"
+    with pytest.raises(TypeError):
+        await chat.initialize_account("org:acme", time_zone=9)  # type: ignore[arg-type]

@@ -158,6 +158,11 @@ export interface AccountSettings {
   metadata?: Metadata;
   status?: "active" | "frozen" | "closed";
   lowBalanceThreshold?: Amount;
+  /**
+   * The IANA time zone (`"Europe/Berlin"`) whose days, weeks and months the account's
+   * spend limits count in; null sets it back to UTC (audited).
+   */
+  timeZone?: string | null;
 }
 
 export interface PageOptions {
@@ -433,6 +438,7 @@ export class CreditsClient {
       metadata: settings.metadata,
       status: settings.status,
       low_balance_threshold: optionalAmount(settings.lowBalanceThreshold, "lowBalanceThreshold"),
+      time_zone: settings.timeZone,
     };
     const hasSettings = Object.values(body).some((value) => value !== undefined);
     return plainResult(

@@ -21,7 +21,8 @@ export interface paths {
          *
          *     ``initial_grant`` is paid only when the account is created. Setting
          *     ``initial_grant``, ``overdraft_limit``, ``status`` or ``aliases`` needs an admin key
-         *     (an alias redirects every request that names it).
+         *     (an alias redirects every request that names it). ``time_zone`` (null: UTC) is the
+         *     zone its spend limits count in, which whoever manages its limits may set.
          */
         put: operations["put_account_v1_accounts__account_id__put"];
         post?: never;
@@ -1046,6 +1047,11 @@ export interface components {
              * @description Its own balance.low threshold (credits); null: the deployment's.
              */
             low_balance_threshold: number | null;
+            /**
+             * Time Zone
+             * @description The IANA time zone whose days, weeks and months its spend limits count in; UTC unless set.
+             */
+            time_zone: string;
             /** Aliases */
             aliases: string[];
             /** Metadata */
@@ -1102,6 +1108,11 @@ export interface components {
              * @description balance.low fires when a debit takes the balance below this (credits); 0: never for this account. Unset: the [webhooks] default.
              */
             low_balance_threshold?: (number | string) | null;
+            /**
+             * Time Zone
+             * @description The zone whose days, weeks (from Monday) and months its spend limits count in (audited); null: UTC; left out: unchanged. A window in progress keeps what it spent and ends at the new zone's next boundary.
+             */
+            time_zone?: string | null;
         };
         /**
          * AnthropicUsage

@@ -270,3 +270,20 @@ test("a portal link for a member opens their page; one for a stranger is member_
   assert.ok(stranger instanceof NotFoundError);
   assert.equal(stranger.code, "member_not_found");
 });
+
+test("a wallet's limits count in its time zone; null sets it back to UTC", async () => {
+  const wallet = "org_tokyo";
+  assert.equal((await chat.initializeAccount(wallet)).time_zone, "UTC");
+  const tokyo = await chat.initializeAccount(wallet, { timeZone: "Asia/Tokyo" });
+  assert.equal(tokyo.time_zone, "Asia/Tokyo");
+  const [day] = await chat.setWalletLimits(wallet, [{ amount: 5, period: "day" }]);
+  // Midnight in Tokyo is 15:00 UTC.
+  assert.match(day.resets_at, /T15:00:00/);
+  const unknown = await chat
+    .initializeAccount(wallet, { timeZone: "Mars/Olympus_Mons" })
+    .catch((error) => error);
+  assert.ok(unknown instanceof ValidationError);
+  assert.equal(unknown.details.field, "time_zone");
+  assert.equal((await reader.getAccount(wallet)).time_zone, "Asia/Tokyo");
+  assert.equal((await chat.initializeAccount(wallet, { timeZone: null })).time_zone, "UTC");
+});

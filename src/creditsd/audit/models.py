@@ -9,11 +9,12 @@ from typing import Any
 from creditsd.kit.money import Money
 
 # Figures audit records hold in minor units, shown in credits by every reader; ``lots``
-# maps each lot's id to what remains of it.
+# maps each lot's id to what remains of it, ``carried`` each spend limit's id to what its
+# window had spent when the account's time zone changed.
 _AMOUNTS = frozenset(
     {"balance", "held", "debt", "overdraft_limit", "low_balance_threshold", "spend_limit"}
 )
-_AMOUNTS_BY_ID = frozenset({"lots"})
+_AMOUNTS_BY_ID = frozenset({"lots", "carried"})
 
 
 @dataclass(frozen=True, slots=True)

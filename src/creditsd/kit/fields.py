@@ -86,6 +86,17 @@ IdempotencyKey = Annotated[
     Field(pattern=f"^{KEY_PATTERN}$", description="Repeat it to repeat the request safely."),
 ]
 
+TimeZoneName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$",
+        description="An IANA time zone (the server's time zone database says which exist).",
+        examples=["Europe/Berlin", "Asia/Tokyo", "UTC"],
+    ),
+]
+
 _NUL = "must not contain the NUL character (\\u0000)"
 
 

@@ -1,26 +1,28 @@
 """Customer accounts: the account a name (its id or an alias) stands for, accounts read
 with their live figures, opening one (with its initial grant) and changing its settings,
-its aliases, and its status: active, frozen (each freeze held by an operator or a
-dispute) or closed. Each operation runs inside a transaction its caller owns; none
-commits."""
+its aliases, its status: active, frozen (each freeze held by an operator or a dispute)
+or closed, and the time zone its spend limits count in. Each operation runs inside a
+transaction its caller owns; none commits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
 from creditsd.kit.fields import check_metadata
+from creditsd.ledger import limit_zones, service, statements
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
-from creditsd.ledger import service, statements
 from creditsd.ledger.errors import AccountNotFound, AliasTaken, OverdraftInUse
 from creditsd.ledger.models import SYSTEM_APP, Account, Metadata, check_account_id
 from creditsd.ledger.posting import Policy
+from creditsd.ledger.windows import check_zone
 
 OPERATOR = "operator"  # the freeze all operators share (the audit log says which one)
 
@@ -121,6 +123,7 @@ class AccountSpec:
     metadata: Metadata | None = None
     status: str | None = None
     low_balance_threshold: int | None = None
+    time_zone: str | None = None  # an IANA zone (``UTC`` too); None leaves it as it is
 
 
 async def open_account(
@@ -160,6 +163,8 @@ async def open_account(
         await repo.update_account(
             conn, existing, {"low_balance_threshold": spec.low_balance_threshold}, now
         )
+    if spec.time_zone is not None:
+        await set_time_zone(conn, existing, spec.time_zone, now, actor=actor)
     return await get_account(conn, existing, now), created
 
 
@@ -246,6 +251,32 @@ async def _update_settings(
         )
     if changes:
         await repo.update_account(conn, account_id, changes, now)
+
+
+async def set_time_zone(
+    conn: AsyncConnection, account_id: str, name: str, now: datetime, *, actor: str
+) -> bool:
+    """Count the account's spend limits in the IANA zone ``name`` from now on (audited,
+    with what each moved window carried); False when it already was. A day, week or month
+    in progress keeps what it spent and ends at the new zone's next boundary (see
+    :func:`creditsd.ledger.limit_zones.rezone`)."""
+    zone = check_zone(name)
+    row = await _locked_account(conn, account_id)
+    before = row.time_zone or "UTC"
+    if name == before:
+        return False
+    carried = await limit_zones.rezone(conn, account_id, ZoneInfo(before), zone, now)
+    await repo.update_account(conn, account_id, {"time_zone": None if name == "UTC" else name}, now)
+    await audit.record(
+        conn,
+        actor=actor,
+        action="account.time_zone",
+        target=account_id,
+        before={"time_zone": before},
+        after={"time_zone": name, "carried": carried},
+        now=now,
+    )
+    return True
 
 
 async def set_metadata_key(

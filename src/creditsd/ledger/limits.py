@@ -47,6 +47,11 @@ class SpendLimit:
     mode: Mode
     since: datetime
 
+    def window(self, zone: ZoneInfo, now: datetime) -> Window:
+        """The window that holds ``now`` in ``zone`` (from ``since``, should the limit be
+        set later, by a process whose clock runs a little ahead)."""
+        return since_set(calendar_window(self.period, now, zone), self.since)
+
 
 @dataclass(frozen=True, slots=True)
 class Spender:
@@ -174,7 +179,8 @@ class LimitWarning(NamedTuple):
 
 
 class Counted(NamedTuple):
-    """A limit's latest window that started by the batch's instant, as stored."""
+    """A limit's latest window that started by the batch's instant (or by the limit's
+    ``since``, should a clock running ahead have set it later), as stored."""
 
     limit_id: str
     start: datetime

@@ -85,6 +85,7 @@ class Account:
     by_source: dict[str, int] = field(default_factory=dict)  # live lots; "overdrawn" below zero
     lots_expire_at: datetime | None = None  # the soonest lapse of a lot nothing holds
     low_balance_threshold: int | None = None  # its own balance.low threshold, if set
+    time_zone: str = "UTC"  # the IANA zone its spend limits' days, weeks and months are of
 
     @property
     def available(self) -> int:

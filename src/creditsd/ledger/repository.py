@@ -57,6 +57,7 @@ def account_from_row(
         by_source=by_source or {},
         lots_expire_at=row.lots_expire_at,
         low_balance_threshold=row.low_balance_threshold,
+        time_zone=row.time_zone or "UTC",
     )
 
 
@@ -260,7 +261,7 @@ async def remove_freezes(conn: AsyncConnection, account_id: str, holder: str | N
 async def update_account(
     conn: AsyncConnection, account_id: str, values: dict[str, Any], now: datetime
 ) -> None:
-    """Change an account's settings (overdraft limit, metadata)."""
+    """Change an account's settings (overdraft limit, metadata, time zone)."""
     await conn.execute(update(accounts).where(_A.id == account_id).values(**values, updated_at=now))
 
 

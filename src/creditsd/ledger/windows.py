@@ -118,12 +118,12 @@ def _start_of(day: date, zone: ZoneInfo) -> datetime:
     return later
 
 
-def check_zone(name: str) -> ZoneInfo:
+def check_zone(name: object) -> ZoneInfo:
     """The IANA time zone ``name`` (``Europe/Berlin``, ``UTC``). Only the zones the
     machine's time zone database lists are taken, so paths (``../x``, ``/etc/x``), empty or
-    overlong names, NUL, and the server's ``localtime`` or tzdata's ``Factory`` are
-    refused with an ``InvalidRequest`` on the field ``time_zone``."""
-    if name not in _zones():
+    overlong names, NUL, anything but a string, and the server's ``localtime`` or tzdata's
+    ``Factory`` are refused with an ``InvalidRequest`` on the field ``time_zone``."""
+    if not isinstance(name, str) or name not in _zones():
         raise InvalidRequest(
             "time_zone must be an IANA time zone, like Europe/Berlin or UTC", field="time_zone"
         )

@@ -55,7 +55,8 @@ async def put_account(
 
     ``initial_grant`` is paid only when the account is created. Setting
     ``initial_grant``, ``overdraft_limit``, ``status`` or ``aliases`` needs an admin key
-    (an alias redirects every request that names it).
+    (an alias redirects every request that names it). ``time_zone`` (null: UTC) is the
+    zone its spend limits count in, which whoever manages its limits may set.
     """
     spec = body or AccountPut()
     admin_only = [spec.initial_grant, spec.overdraft_limit, spec.status, spec.aliases or None]
@@ -76,6 +77,7 @@ async def put_account(
         low_balance_threshold=None
         if spec.low_balance_threshold is None
         else units(money, spec.low_balance_threshold, "low_balance_threshold", allow_zero=True),
+        time_zone=(spec.time_zone or "UTC") if "time_zone" in spec.model_fields_set else None,
         actor=actor(key),
     )
     return respond(AccountOut.of(account, money), 201 if created else 200)

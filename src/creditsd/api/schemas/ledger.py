@@ -18,6 +18,7 @@ from creditsd.kit.fields import (
     SettingIn,
     StrictRequest,
     Text,
+    TimeZoneName,
     WholeNumber,
 )
 from creditsd.kit.money import Money
@@ -41,6 +42,12 @@ class AccountPut(StrictRequest):
         None,
         description="balance.low fires when a debit takes the balance below this (credits); "
         "0: never for this account. Unset: the [webhooks] default.",
+    )
+    time_zone: TimeZoneName | None = Field(
+        None,
+        description="The zone whose days, weeks (from Monday) and months its spend limits "
+        "count in (audited); null: UTC; left out: unchanged. A window in progress keeps "
+        "what it spent and ends at the new zone's next boundary.",
     )
 
 
@@ -105,6 +112,10 @@ class AccountOut(BaseModel):
     low_balance_threshold: AmountOut | None = Field(
         description="Its own balance.low threshold (credits); null: the deployment's."
     )
+    time_zone: str = Field(
+        description="The IANA time zone whose days, weeks and months its spend limits "
+        "count in; UTC unless set."
+    )
     aliases: list[str]
     metadata: Metadata | None
     created_at: datetime | None = Field(
@@ -130,6 +141,7 @@ class AccountOut(BaseModel):
             low_balance_threshold=None
             if account.low_balance_threshold is None
             else money.to_decimal(account.low_balance_threshold),
+            time_zone=account.time_zone,
             aliases=list(account.aliases),
             metadata=account.metadata,
             created_at=account.created_at,

@@ -245,9 +245,9 @@ _PG_HOLD_SELECT = ", ".join(f"h.{column.key}" for column in HOLD_COLUMNS)
 # transfers and holds (replays: rare), the holds the batch names (as they were before this
 # statement closed any), the proxy keys paying for new or named holds, locked, each with
 # what its open, unexpired holds reserve, and the controlled accounts' limits (each with
-# its latest window that has started) and what their open, unexpired holds reserve by
-# spender (the statement sees the holds it closes as they were: their expiry leaves them
-# out).
+# its latest window that has started, by the batch's instant or, set by a clock running
+# ahead, by the limit's) and what their open, unexpired holds reserve by spender (the
+# statement sees the holds it closes as they were: their expiry leaves them out).
 _PG_READ = f"""
 WITH expired AS (
     UPDATE holds SET status = 'expired', updated_at = $5::timestamptz
@@ -302,7 +302,7 @@ FROM (
     FROM spend_limits l LEFT JOIN LATERAL (
         SELECT window_start, spent, warned FROM limit_windows
         WHERE account_id = l.account_id AND limit_id = l.id
-            AND window_start <= $5::timestamptz
+            AND window_start <= greatest($5::timestamptz, l.since)
         ORDER BY window_start DESC LIMIT 1
     ) AS w ON TRUE
     WHERE l.account_id = ANY($10::text[])

@@ -329,8 +329,9 @@ ORDER BY p.id
         ("key_ids", "hold_ids"),
     ),
     # The spend controls of the locked accounts that have them: the members the batch
-    # names, the limits (each with its latest window that has started), and what open,
-    # unexpired holds reserve by spender.
+    # names, the limits (each with its latest window that has started, by the batch's
+    # instant or, set by a clock running ahead, by the limit's), and what open, unexpired
+    # holds reserve by spender.
     (
         """
 SELECT account_id, member_id FROM members
@@ -345,7 +346,8 @@ SELECT {_SQLITE_LIMITS.select("l")}, w.window_start, w.spent, w.warned
 FROM spend_limits l LEFT JOIN limit_windows w
     ON w.account_id = l.account_id AND w.limit_id = l.id AND w.window_start = (
         SELECT max(window_start) FROM limit_windows
-        WHERE account_id = l.account_id AND limit_id = l.id AND window_start <= :now
+        WHERE account_id = l.account_id AND limit_id = l.id
+            AND window_start <= max(:now, l.since)
     )
 WHERE l.account_id IN (SELECT value FROM json_each(:controlled))
 """,  # noqa: S608 - built once, from the tables' own column names

@@ -126,12 +126,15 @@ class AsyncClient(BaseClient):
         metadata: Mapping[str, Any] | None = None,
         status: str | None = None,
         low_balance_threshold: Amount | None = None,
+        time_zone: str | None = None,
     ) -> Account:
         """Create the account if absent, or apply the settings given.
 
         ``status`` (``active``, ``frozen`` or ``closed``), ``initial_grant`` and
         ``overdraft_limit`` need an admin key. ``balance.low`` fires when a debit takes the
         balance below ``low_balance_threshold`` (credits; 0: never for this account).
+        ``time_zone`` (an IANA name such as ``"Europe/Berlin"``; ``"UTC"`` sets it back)
+        is the zone whose days, weeks and months its spend limits count in; None leaves it.
         """
         return await self._send(
             self._initialize_account(
@@ -142,6 +145,7 @@ class AsyncClient(BaseClient):
                 metadata=metadata,
                 status=status,
                 low_balance_threshold=low_balance_threshold,
+                time_zone=time_zone,
             )
         )
 

@@ -133,9 +133,12 @@ class BaseClient:
         metadata: Mapping[str, Any] | None,
         status: str | None,
         low_balance_threshold: Amount | None,
+        time_zone: str | None,
     ) -> Call[Account]:
         if status is not None and not isinstance(status, str):
             raise TypeError("status is 'active', 'frozen' or 'closed'")
+        if time_zone is not None and not isinstance(time_zone, str):
+            raise TypeError("time_zone is an IANA time zone's name, like 'Europe/Berlin'")
         body: dict[str, Any] = {}
         if initial_grant is not None:
             body["initial_grant"] = amount_of(initial_grant, "initial_grant")
@@ -153,6 +156,8 @@ class BaseClient:
             body["low_balance_threshold"] = amount_of(
                 low_balance_threshold, "low_balance_threshold"
             )
+        if time_zone is not None:
+            body["time_zone"] = time_zone
         return self._write(
             "PUT",
             _account_path(account_id),

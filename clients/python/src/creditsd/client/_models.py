@@ -72,6 +72,8 @@ class Account:
     frozen_by: tuple[str, ...] = ()
     """Who holds the account frozen (``operator``, ``dispute:<id>``, ``refund:<id>``), each
     lifting only its own freeze; empty when active."""
+    time_zone: str = "UTC"
+    """The IANA time zone whose days, weeks and months its spend limits count in."""
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -93,6 +95,7 @@ class Account:
             created_at=optional_timestamp(data["created_at"]),
             updated_at=optional_timestamp(data["updated_at"]),
             low_balance_threshold=optional_credits(data.get("low_balance_threshold")),
+            time_zone=data.get("time_zone") or "UTC",
             raw=dict(data),
         )
 
