@@ -591,12 +591,16 @@ class Ledger:
         app: str = LOCAL_APP,
         finished_at: datetime | None = None,
         patient: bool = False,
+        served: bool = False,
     ) -> tuple[Hold, Transfer]:
         """Charge ``amount``, or what ``use`` actually cost, against a hold.
 
         A final capture gives back whatever the hold still reserves; past the hold it
-        follows ``[holds] overrun``. Without an idempotency key a final capture uses one
-        derived from the hold, so settling the same hold twice never charges twice.
+        follows ``[holds] overrun``, but for work ``served`` already, its answer sent (a
+        proxied call): nobody is left to hear a 402, so it charges what the account and
+        its limits allow and records the rest as uncollected. Without an idempotency key
+        a final capture uses one derived from the hold, so settling the same hold twice
+        never charges twice.
         ``finished_at``: when the work it pays for ended, for a capture a database outage
         delayed (a hold still open then is captured even if it expired since);
         ``patient``: nobody is waiting for the answer, so it may share a batch to come.
@@ -609,7 +613,7 @@ class Ledger:
             app=app,
             idempotency_key=key,
             final=final,
-            overrun=self.settings.holds.overrun,
+            overrun="cap" if served else self.settings.holds.overrun,
             description=description,
             metadata=metadata,
             use=asked,

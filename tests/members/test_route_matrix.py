@@ -36,7 +36,7 @@ from creditsd.kit import jsonio
 from tests.conftest import Clock, LedgerFactory, body, create_key
 from tests.gateway.conftest import INTERNAL_SECRET
 from tests.gateway.test_inbound import SEED_USAGE
-from tests.proxy.conftest import MODEL
+from tests.proxy.conftest import MODEL, settled
 from tests.proxy.test_keys import MAX_TOKENS, MESSAGES, estimate
 from tests.proxy.upstream import UPSTREAM_KEY, Upstream
 from tests.web.test_admin import login_token, token_in
@@ -235,6 +235,30 @@ async def proxy(world: World, source: str) -> None:
     assert await world.state() == before
 
 
+async def proxy_overrun(world: World, source: str) -> None:
+    """A proxied call dearer than its hold is charged what the limit leaves, the rest
+    recorded as uncollected, and counted: the call was served, and nobody is left to
+    answer a 402, so it caps even under ``[holds] overrun = "refuse"`` (set here)."""
+    held = await estimate(world.ledger)
+    limit = world.ledger.money.to_decimal(held + 100)
+    await world.set_limit(source, limit)
+    world.upstream.usage = {"prompt_tokens": 1_000_000, "completion_tokens": 500}  # 15.03
+    answer = await proxied_call(world, source)
+    assert answer.status_code == 200, answer.text
+    balance, _held = await settled(world.ledger, WALLET)
+    assert world.ledger.money.to_decimal(balance) == 1000 - limit
+    capture = body(await world.admin.get(f"/v1/accounts/{WALLET}/transactions"))["data"][0]
+    assert (capture["kind"], capture["amount"]) == ("capture", limit)
+    settlement = capture["pricing"]["settlement"]
+    assert (settlement["outcome"], settlement["uncollected"]) == (
+        "over_hold_capped",
+        Decimal("15.03") - limit,
+    )
+    assert (await world.spent())[0][1:] == (limit, 0)
+    again = await proxied_call(world, source)
+    assert (again.status_code, body(again)["error"]["code"]) == (402, "limit_reached")
+
+
 async def adjust(world: World, source: str) -> None:
     """An operator's adjustment corrects, it does not spend: past the limit it goes
     through and is not counted; past what the account can spend it is refused."""
@@ -269,6 +293,7 @@ ROUTES: dict[str, tuple[Route, tuple[str, ...]]] = {
     "usage": (usage, ("wallet", "member", "app")),
     "gateway": (gateway, ("wallet", "app")),
     "proxy": (proxy, ("wallet", "app", "key")),
+    "proxy_overrun": (proxy_overrun, ("wallet", "app", "key")),
     "adjust": (adjust, ("wallet", "app")),
 }
 CELLS = [(route, source) for route, (_, sources) in ROUTES.items() for source in sources]

@@ -53,6 +53,25 @@ async def test_a_call_the_balance_cannot_cover_is_402_before_any_upstream_byte(
     assert (await proxied.get_account("user_1")).held == 0
 
 
+@pytest.mark.parametrize("overrun", ["cap", "refuse"])
+async def test_a_call_dearer_than_the_balance_is_charged_what_it_can_pay(
+    make_ledger: LedgerFactory, upstream: Upstream, overrun: str
+) -> None:
+    ledger = await make_ledger(
+        proxy={"base_url": upstream.url, "api_key": UPSTREAM_KEY}, holds={"overrun": overrun}
+    )
+    await ledger.grant("user_1", 100)  # 0.01 credits: the estimate fits, the usage does not
+    body = {"model": MODEL, "messages": HI, "max_tokens": 100}
+    assert (await post(ledger, "/chat/completions", body)).status_code == 200
+    # The call was answered already: whatever [holds] overrun says, nobody is left to
+    # hear a 402, so the capture takes what the account can pay; the rest is uncollected.
+    assert await settled(ledger) == (0, 0)
+    (capture, *_) = (await ledger.transactions("user_1")).items
+    settlement = (capture.pricing or {})["settlement"]
+    assert (capture.amount, settlement["outcome"]) == (100, "over_hold_capped")
+    assert settlement["uncollected"] == ledger.money.to_decimal(450 - 100)
+
+
 async def test_models_lists_the_catalogs_priced_models(client: openai.AsyncOpenAI) -> None:
     listed = [model.id async for model in client.models.list()]
     assert MODEL in listed

@@ -356,6 +356,7 @@ class Call:
                     app=self.app,
                     finished_at=self.finished_at,
                     patient=True,
+                    served=True,
                 )
             except ZeroPrice:  # too little to cost a minor unit at the ledger's scale
                 return False
