@@ -13,8 +13,8 @@ charges what the limit leaves and records the rest as uncollected; a gateway's u
 charge is refused; an operator's adjustment is a correction, not spend: neither refused
 nor counted, but never past what the account can spend.
 
-A proxied call's member (``X-Creditsd-Member``) is covered with the proxy's other tests
-in ``tests/proxy``, so the proxy row here has the wallet, app and key columns.
+A proxied call is a member's by ``X-Creditsd-Member`` here; a proxy key minted for a
+member is covered with the proxy's other tests, in ``tests/proxy/test_members.py``.
 """
 
 from __future__ import annotations
@@ -209,12 +209,14 @@ async def gateway(world: World, source: str) -> None:
 
 async def proxied_call(world: World, source: str) -> httpx.Response:
     """A chat completion paid by the wallet: with the proxy key in the key column, else
-    with the app key naming the wallet."""
+    with the app key naming the wallet (and the member, in the member column)."""
     headers = {"Content-Type": "application/json"}
     if source == "key":
         headers["Authorization"] = f"Bearer {world.proxy_key['secret']}"
     else:
         headers["X-Creditsd-Account"] = WALLET
+    if source == "member":
+        headers["X-Creditsd-Member"] = MEMBER
     sent = {"model": MODEL, "messages": MESSAGES, "max_tokens": MAX_TOKENS}
     return await world.app.post(
         "/openai/v1/chat/completions", content=jsonio.render(sent), headers=headers
@@ -292,8 +294,8 @@ ROUTES: dict[str, tuple[Route, tuple[str, ...]]] = {
     "capture_capped": (capture_capped, ("wallet", "member", "app")),
     "usage": (usage, ("wallet", "member", "app")),
     "gateway": (gateway, ("wallet", "app")),
-    "proxy": (proxy, ("wallet", "app", "key")),
-    "proxy_overrun": (proxy_overrun, ("wallet", "app", "key")),
+    "proxy": (proxy, ("wallet", "member", "app", "key")),
+    "proxy_overrun": (proxy_overrun, ("wallet", "member", "app", "key")),
     "adjust": (adjust, ("wallet", "app")),
 }
 CELLS = [(route, source) for route, (_, sources) in ROUTES.items() for source in sources]
