@@ -10,6 +10,7 @@ from sqlalchemy import select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.ledger.limits import SpendLimit
+from creditsd.ledger.statements.shared import LIMIT_FIELDS
 from creditsd.tables import limit_windows, spend_limits
 
 _L = spend_limits.c
@@ -30,11 +31,11 @@ async def rezone(
     instant in both zones keeps it; lifetime limits have no zone.
     """
     rows = await conn.execute(
-        select(
-            _L.id, _L.account_id, _L.scope, _L.subject, _L.period, _L.amount, _L.mode, _L.since
-        ).where(_L.account_id == account_id, _L.period != "lifetime")
+        select(*(_L[name] for name in LIMIT_FIELDS)).where(
+            _L.account_id == account_id, _L.period != "lifetime"
+        )
     )
-    starts = {}
+    starts: dict[str, tuple[datetime, datetime]] = {}  # each moved limit's (old, new) start
     for row in rows:
         limit = SpendLimit(**row._asdict())
         start = limit.window(before, now).start
