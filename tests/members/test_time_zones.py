@@ -12,9 +12,8 @@ import pytest
 
 from creditsd.inprocess import Ledger
 from creditsd.ledger.limits import LimitReached
-from creditsd.members import service as members
 from creditsd.members.service import LimitSpec
-from tests.conftest import Clock, body, client_for, create_key
+from tests.conftest import Clock, body, client_for, create_key, put_member
 from tests.members.test_warnings import _charge, _team, _warnings
 
 CREDIT = 10_000  # minor units of one credit at the default scale
@@ -22,11 +21,7 @@ CREDIT = 10_000  # minor units of one credit at the default scale
 
 async def _day_limit(ledger: Ledger, amount: int) -> None:
     """Ada, a member of acme, may spend ``amount`` minor units a day."""
-    await ledger.database.write(
-        lambda conn, now: members.put_member(
-            conn, "acme", "ada", None, [LimitSpec(amount, "day")], ledger.policy, now, actor="test"
-        )
-    )
+    await put_member(ledger, "acme", "ada", limits=[LimitSpec(amount, "day")])
 
 
 async def _refused(ledger: Ledger, amount: int) -> dict[str, Any]:
