@@ -17,6 +17,7 @@ from creditsd.kit.fields import check_metadata
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
+from creditsd.ledger import runway as runway_math
 from creditsd.ledger import service, statements
 from creditsd.ledger.errors import AccountNotFound, AliasTaken, OverdraftInUse
 from creditsd.ledger.models import SYSTEM_APP, Account, Metadata, check_account_id
@@ -101,6 +102,17 @@ async def get_account(conn: AsyncConnection, account_id: str, now: datetime) -> 
         raise AccountNotFound(account_id)
     (account,) = await _accounts(conn, [row], now)
     return account
+
+
+async def account_runway(
+    conn: AsyncConnection, account_id: str, now: datetime
+) -> runway_math.Runway:
+    """How long an account's credits last at its recent burn (see :mod:`runway`)."""
+    account = await get_account(conn, account_id, now)
+    assert account.created_at is not None  # read from its row
+    available = runway_math.available_without_allowance(account.available, account.by_source)
+    burn = await repo.burn_of(conn, account.id, now)
+    return runway_math.runway(available, burn, now - account.created_at, now)
 
 
 async def list_accounts(

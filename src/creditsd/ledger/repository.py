@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    case,
     delete,
     func,
     select,
@@ -20,8 +21,17 @@ from creditsd.kit.db import is_sqlite
 from creditsd.kit.rows import AnyRow, insert_or_skip
 from creditsd.ledger import statements
 from creditsd.ledger.models import Account, DaySpend, Transfer
+from creditsd.ledger.runway import ALLOWANCE_SOURCE, DAY, WEEK, Burn
 from creditsd.ledger.statements import TRANSFER_COLUMNS
-from creditsd.tables import account_freezes, account_names, accounts, holds, transfers
+from creditsd.tables import (
+    account_freezes,
+    account_names,
+    accounts,
+    holds,
+    lot_spends,
+    lots,
+    transfers,
+)
 
 _A = accounts.c
 _T = transfers.c
@@ -155,6 +165,38 @@ async def spend_by_member(
         .group_by(_T.member_id)
     )
     return {member_id: int(total) for member_id, total in rows}
+
+
+async def burn_of(conn: AsyncConnection, account_id: str, now: datetime) -> Burn:
+    """What an account's charges and captures of the last day and week before ``now``
+    spent, less what its plan's allowance lots paid of them (see :mod:`runway`): two sums,
+    read through the account's debit index."""
+    recent = _T.created_at >= now - DAY
+    debits = (
+        _T.debit_account_id == account_id,
+        _T.kind.in_(SPENDING_KINDS),
+        _T.created_at >= now - WEEK,
+    )
+    spent = select(
+        func.coalesce(func.sum(case((recent, _T.amount), else_=0)), 0),
+        func.coalesce(func.sum(_T.amount), 0),
+    ).where(*debits)
+    paid = lot_spends.c.amount
+    by_allowance = (
+        select(
+            func.coalesce(func.sum(case((recent, paid), else_=0)), 0),
+            func.coalesce(func.sum(paid), 0),
+        )
+        .select_from(
+            lot_spends.join(transfers, lot_spends.c.transfer_id == _T.id).join(
+                lots, lot_spends.c.lot_id == lots.c.id
+            )
+        )
+        .where(*debits, lots.c.source == ALLOWANCE_SOURCE)
+    )
+    day, week = (await conn.execute(spent)).one()
+    allowance_day, allowance_week = (await conn.execute(by_allowance)).one()
+    return Burn(int(day) - int(allowance_day), int(week) - int(allowance_week))
 
 
 def _utc_day(conn: AsyncConnection, moment: ColumnElement[Any]) -> ColumnElement[Any]:
