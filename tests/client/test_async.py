@@ -660,3 +660,17 @@ async def test_a_usage_event_names_its_member(ledger: Ledger, connect: Connect) 
     assert results[1].error["limit_source"] == "member"
     assert results[0].transfer_id is not None
     assert (await chat.get_transaction(results[0].transfer_id)).member == "ada"
+
+
+async def test_the_runway_tells_how_long_the_credits_last(
+    ledger: Ledger, connect: Connect, clock: Clock
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    await billing.grant("u", 100)
+    assert (await billing.get_runway("u")).reason == "too_little_history"
+    await billing.charge("u", 10)
+    clock.advance(86_400)
+    runway = await billing.get_runway("u")
+    assert (runway.available, runway.burn_per_day, runway.runway_days) == (D(90), D(10), D(9))
+    assert runway.runs_out_at == clock.now + timedelta(days=9)
+    assert runway.reason is None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Literal
 
 METHOD = "max(spend of the last 24 h, mean daily spend of the last 7 days), allowances excluded"
@@ -56,6 +57,13 @@ class Runway:
     runs_out_at: datetime | None
     reason: Reason | None
     method: str = METHOD
+
+    @property
+    def days(self) -> Decimal | None:
+        """``lasts`` in days, rounded down to hundredths (1 day 18 h: ``1.75``)."""
+        if self.lasts is None:
+            return None
+        return Decimal(self.lasts * 100 // DAY).scaleb(-2)
 
 
 def available_without_allowance(available: int, by_source: dict[str, int]) -> int:
