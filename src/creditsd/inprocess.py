@@ -526,6 +526,11 @@ class Ledger:
         """How long an account's credits last at its recent burn (see ``ledger.runway``)."""
         return await self._on_account(account_id, ledger_accounts.account_runway)
 
+    async def refresh_runway_burns(self) -> int:
+        """Store each account's burn per day, which the runway warnings of every later
+        write read (the worker's every few minutes); how many changed."""
+        return await self.database.write(ledger_accounts.refresh_runway_burns)
+
     async def expiring_credits(self, account_id: str, *, limit: int = 10) -> list[Expiry]:
         """An account's credits that will lapse unless spent first, soonest first."""
         return await self._on_account(

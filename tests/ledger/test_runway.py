@@ -62,8 +62,8 @@ def test_nothing_available_runs_out_now() -> None:
 
 
 def test_the_unspent_allowance_is_not_runway() -> None:
-    assert available_without_allowance(1_500, {"subscription": 1_000, "purchase": 500}) == 500
-    assert available_without_allowance(200, {"subscription": 1_000}) == 0  # holds took it
+    assert available_without_allowance(1_500, 1_000) == 500
+    assert available_without_allowance(200, 1_000) == 0  # open holds reserve it
 
 
 def test_each_level_warns_once_per_crossing() -> None:

@@ -1514,7 +1514,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.runway_low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
             /** Description */
             description?: string | null;
         };

@@ -168,25 +168,27 @@ async def spend_by_member(
 
 
 async def burn_of(conn: AsyncConnection, account_id: str, now: datetime) -> Burn:
-    """What an account's charges and captures of the last day and week before ``now``
-    spent, less what its plan's allowance lots paid of them (see :mod:`runway`): two sums,
-    read through the account's debit index."""
+    """What an account's own credits paid for in the last day and week (see :func:`burns`)."""
+    return (await burns(conn, now, account_id)).get(account_id, Burn(0, 0))
+
+
+async def burns(
+    conn: AsyncConnection, now: datetime, account_id: str | None = None
+) -> dict[str, Burn]:
+    """What each account's charges and captures of the last day and week before ``now``
+    spent, less what its plan's allowance lots paid of them (see :mod:`runway`): of one
+    account (through its debit index), or of every account that spent (through the
+    transfers' time index). Two grouped sums."""
     recent = _T.created_at >= now - DAY
-    debits = (
-        _T.debit_account_id == account_id,
-        _T.kind.in_(SPENDING_KINDS),
-        _T.created_at >= now - WEEK,
-    )
+    debits = [_T.kind.in_(SPENDING_KINDS), _T.created_at >= now - WEEK]
+    if account_id is not None:
+        debits.append(_T.debit_account_id == account_id)
     spent = select(
-        func.coalesce(func.sum(case((recent, _T.amount), else_=0)), 0),
-        func.coalesce(func.sum(_T.amount), 0),
+        _T.debit_account_id, func.sum(case((recent, _T.amount), else_=0)), func.sum(_T.amount)
     ).where(*debits)
     paid = lot_spends.c.amount
     by_allowance = (
-        select(
-            func.coalesce(func.sum(case((recent, paid), else_=0)), 0),
-            func.coalesce(func.sum(paid), 0),
-        )
+        select(_T.debit_account_id, func.sum(case((recent, paid), else_=0)), func.sum(paid))
         .select_from(
             lot_spends.join(transfers, lot_spends.c.transfer_id == _T.id).join(
                 lots, lot_spends.c.lot_id == lots.c.id
@@ -194,9 +196,29 @@ async def burn_of(conn: AsyncConnection, account_id: str, now: datetime) -> Burn
         )
         .where(*debits, lots.c.source == ALLOWANCE_SOURCE)
     )
-    day, week = (await conn.execute(spent)).one()
-    allowance_day, allowance_week = (await conn.execute(by_allowance)).one()
-    return Burn(int(day) - int(allowance_day), int(week) - int(allowance_week))
+    found = {
+        account: Burn(int(day), int(week))
+        for account, day, week in await conn.execute(spent.group_by(_T.debit_account_id))
+    }
+    for account, day, week in await conn.execute(by_allowance.group_by(_T.debit_account_id)):
+        total = found[account]
+        found[account] = Burn(total.last_day - int(day), total.last_week - int(week))
+    return found
+
+
+async def runway_rows(conn: AsyncConnection, account_ids: Iterable[str]) -> list[AnyRow]:
+    """The id, creation and stored burn of these accounts and of every account with a
+    stored burn."""
+    query = select(_A.id, _A.created_at, _A.runway_burn).where(
+        _A.id.in_(sorted(account_ids)) | _A.runway_burn.is_not(None)
+    )
+    return list(await conn.execute(query))
+
+
+async def store_burns(conn: AsyncConnection, burns: dict[str, int | None]) -> None:
+    """Store each account's burn per day (None: unknown)."""
+    for account_id, per_day in burns.items():
+        await conn.execute(update(accounts).where(_A.id == account_id).values(runway_burn=per_day))
 
 
 def _utc_day(conn: AsyncConnection, moment: ColumnElement[Any]) -> ColumnElement[Any]:

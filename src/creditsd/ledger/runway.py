@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 METHOD = "max(spend of the last 24 h, mean daily spend of the last 7 days), allowances excluded"
 DAY = timedelta(days=1)
@@ -66,9 +66,10 @@ class Runway:
         return Decimal(self.lasts * 100 // DAY).scaleb(-2)
 
 
-def available_without_allowance(available: int, by_source: dict[str, int]) -> int:
-    """What an account can spend that is not its plan's unspent allowance (never below 0)."""
-    return max(0, available - by_source.get(ALLOWANCE_SOURCE, 0))
+def available_without_allowance(available: int, allowance: int) -> int:
+    """What an account can spend that is not its plan's unspent ``allowance`` (never below
+    0: open holds may reserve the allowance)."""
+    return max(0, available - allowance)
 
 
 def burn_per_day(burn: Burn, history: timedelta) -> int | None:
@@ -88,6 +89,11 @@ def runway(available: int, burn: Burn, history: timedelta, now: datetime) -> Run
     per_day = burn_per_day(burn, history)
     if per_day is None:
         return Runway(available, None, None, None, "too_little_history")
+    return at_burn(available, per_day, now)
+
+
+def at_burn(available: int, per_day: int, now: datetime) -> Runway:
+    """The runway of ``available`` at ``per_day`` as of ``now``: ``no_burn`` at 0."""
     if per_day == 0:
         return Runway(available, 0, None, None, "no_burn")
     lasts = max(available, 0) * DAY // per_day
@@ -95,7 +101,10 @@ def runway(available: int, burn: Burn, history: timedelta, now: datetime) -> Run
     return Runway(available, per_day, lasts, now + lasts, None)
 
 
-# Warnings: ``balance.runway_low`` as the runway falls below each level.
+# Warnings: ``balance.runway_low`` as the runway falls below each level. The engine
+# evaluates them in every batch that spends an account's credits, on the burn the worker
+# stored on the account's row (``runway_burn``) and the level last told of
+# (``runway_warned``), which it writes back with the account's figures.
 
 WARNING_LEVELS = (7, 3, 1)  # days
 REARM_MARGIN = (3, 2)  # a level warns again once the runway was above it × 3/2
@@ -127,3 +136,12 @@ def next_warning(available: int, per_day: int, warned: int | None) -> tuple[int 
     if reached is not None and (warned is None or reached < warned):
         return reached, reached
     return None, warned
+
+
+class RunwayWarning(NamedTuple):
+    """An account's runway has fallen below ``level`` days (``runway`` as the batch that
+    took it there leaves it): sent once per crossing."""
+
+    account_id: str
+    level: int
+    runway: Runway
