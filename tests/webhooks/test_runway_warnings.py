@@ -88,3 +88,18 @@ async def test_spend_the_allowance_pays_for_is_no_burn(
     await hooked.charge("cy", 300 * CREDIT)  # the allowance again: 100 of its own left
     assert (await hooked.runway("cy")).reason == "no_burn"
     assert await told(deliverer, receiver) == []
+
+
+async def test_a_quiet_week_clears_the_stored_burn(
+    hooked: Ledger, admin: httpx.AsyncClient, receiver: Receiver, deliverer: Deliverer, clock: Clock
+) -> None:
+    await register(admin, receiver.url, ["balance.runway_low"])
+    await hooked.grant("dee", 100 * CREDIT, source="purchase")
+    clock.advance(2 * 86_400)
+    await hooked.charge("dee", 10 * CREDIT)
+    assert await hooked.refresh_runway_burns() == 1  # 10 a day
+    assert await hooked.refresh_runway_burns() == 0  # unchanged: nothing written
+    clock.advance(8 * 86_400)
+    assert await hooked.refresh_runway_burns() == 1  # nothing spent for a week: 0
+    await hooked.charge("dee", 85 * CREDIT)  # 5 left, but no burn to run out at
+    assert await told(deliverer, receiver) == []
