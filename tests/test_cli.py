@@ -113,6 +113,7 @@ def test_grant_show_reconcile_and_export(database_url: str) -> None:
     code, out, _ = run(database_url, "accounts", "show", "user_1")
     assert code == 0
     assert "balance" in out and "100" in out
+    assert "none (too_little_history)" in out  # its runway: it is not a day old
 
     code, out, _ = run(database_url, "reconcile")
     assert code == 0 and "every account matches" in out

@@ -51,6 +51,7 @@ from creditsd.ledger.models import (
     Transfer,
     Verification,
 )
+from creditsd.ledger.runway import Runway
 from creditsd.ledger.spending import SpendingMemo
 from creditsd.migrations import check_current
 from creditsd.price_settings import PricingSettings
@@ -524,6 +525,15 @@ class Ledger:
             )
 
         return await self._on_account(account_id, work, lambda _name: [])
+
+    async def runway(self, account_id: str) -> Runway:
+        """How long an account's credits last at its recent burn (see ``ledger.runway``)."""
+        return await self._on_account(account_id, ledger_accounts.account_runway)
+
+    async def refresh_runway_burns(self) -> int:
+        """Store each account's burn per day, which the runway warnings of every later
+        write read (the worker's every few minutes); how many changed."""
+        return await self.database.write(ledger_accounts.refresh_runway_burns)
 
     async def expiring_credits(self, account_id: str, *, limit: int = 10) -> list[Expiry]:
         """An account's credits that will lapse unless spent first, soonest first."""

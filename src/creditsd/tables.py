@@ -116,6 +116,10 @@ accounts = Table(
     Column("time_zone", String(64), nullable=True),
     # Whether it has members or spend limits: a batch reads them only for such accounts.
     Column("spend_controls", Boolean, nullable=False, server_default=false()),
+    # Its spend per day as the worker last worked it out (ledger.runway; None: not yet, or
+    # too little history), and the lowest runway level (days) a balance.runway_low told of.
+    Column("runway_burn", BigInteger, nullable=True),
+    Column("runway_warned", Integer, nullable=True),
     CheckConstraint(_one_of("kind", ("customer", "system")), name="kind"),
     CheckConstraint("held >= 0", name="held_not_negative"),
     CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),

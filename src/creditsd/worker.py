@@ -1,5 +1,6 @@
 """The background work of a ledger, beside the API in ``creditsd serve`` and alone in
-``creditsd worker``: expiry sweeps, the outbox's delivery, and scheduled reconciliation.
+``creditsd worker``: expiry sweeps, the outbox's delivery, the burn behind runway
+warnings, and scheduled reconciliation.
 
 Any number of processes may deliver at once (a message is leased to one of them at a
 time). A message that fails is tried again after a backoff that doubles, with jitter,
@@ -32,6 +33,7 @@ from creditsd.webhooks import signing
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Message
 
 log = logging.getLogger("creditsd")
+RUNWAY_REFRESH_SECONDS = 300.0  # how often the burn behind runway warnings is worked out
 
 
 async def sweep_expired(ledger: Ledger, interval: float) -> None:
@@ -49,6 +51,21 @@ async def sweep_expired(ledger: Ledger, interval: float) -> None:
             repeats.say(log, f"expiry sweep waits for the database: {db.described(exc)}")
         except Exception:
             log.exception("expiry sweep failed; trying again in %.0fs", interval)
+        await asyncio.sleep(interval)
+
+
+async def refresh_runways(ledger: Ledger, interval: float = RUNWAY_REFRESH_SECONDS) -> None:
+    """Store each account's burn per day for its runway warnings every ``interval`` seconds.
+
+    Errors are logged, never fatal.
+    """
+    while True:
+        try:
+            await ledger.refresh_runway_burns()
+        except db.OUTAGES as exc:
+            repeats.say(log, f"runway refresh waits for the database: {db.described(exc)}")
+        except Exception:
+            log.exception("runway refresh failed; trying again in %.0fs", interval)
         await asyncio.sleep(interval)
 
 
@@ -290,7 +307,11 @@ async def background(ledger: Ledger) -> None:
     outbox's delivery and, unless ``[reconcile] interval_seconds`` is 0, reconciliation."""
     deliverer = Deliverer(ledger)
     settings = ledger.settings
-    jobs = [sweep_expired(ledger, settings.holds.sweep_interval), deliverer.run()]
+    jobs = [
+        sweep_expired(ledger, settings.holds.sweep_interval),
+        deliverer.run(),
+        refresh_runways(ledger),
+    ]
     if settings.reconcile.interval_seconds:
         jobs.append(reconcile_every(ledger, settings.reconcile.interval_seconds))
     try:

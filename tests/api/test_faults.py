@@ -229,6 +229,7 @@ async def test_background_work_waits_out_an_outage_with_a_line_per_ten_seconds(
         "expiry sweep waits for the database",
         "outbox delivery waits for the database",
         "reconciliation waits for the database",
+        "runway refresh waits for the database",
     ]
     assert all(r.exc_info is None for r in lines)
 

@@ -682,3 +682,17 @@ async def test_a_wallet_s_limits_count_in_its_time_zone(
     assert (await chat.initialize_account("org:acme", time_zone="UTC")).time_zone == "UTC"
     with pytest.raises(TypeError):
         await chat.initialize_account("org:acme", time_zone=9)  # type: ignore[arg-type]
+
+
+async def test_the_runway_tells_how_long_the_credits_last(
+    ledger: Ledger, connect: Connect, clock: Clock
+) -> None:
+    billing = connect(await create_key(ledger, "admin", "billing"))
+    await billing.grant("u", 100)
+    assert (await billing.get_runway("u")).reason == "too_little_history"
+    await billing.charge("u", 10)
+    clock.advance(86_400)
+    runway = await billing.get_runway("u")
+    assert (runway.available, runway.burn_per_day, runway.runway_days) == (D(90), D(10), D(9))
+    assert runway.runs_out_at == clock.now + timedelta(days=9)
+    assert runway.reason is None

@@ -63,6 +63,7 @@ PUBLIC = {
     "LimitReachedError",
     "ValidationError",
     "RateLimitError",
+    "Runway",
     "ServerError",
     "PaymentProviderError",
     "TransportError",

@@ -45,6 +45,8 @@ export interface Page<Item, Raw> {
 }
 
 export type Account = Result<Schemas["AccountOut"]>;
+/** How long an account's credits last at the rate it spends them (see `getRunway`). */
+export type Runway = Result<Schemas["RunwayOut"]>;
 export type AccountPage = Page<Account, Schemas["AccountPage"]>;
 /** A transfer, with the account's `balance` and `available` right after it. */
 export type Transfer = WriteResult<Schemas["TransferOut"]>;
@@ -408,6 +410,21 @@ export class CreditsClient {
   async getAccount(userId: string): Promise<Account> {
     return plainResult(
       await this.#send<Schemas["AccountOut"]>({ method: "GET", path: accountPath(userId) }),
+    );
+  }
+
+  /**
+   * How long the account's credits last: `burn_per_day` is the larger of the last 24 hours'
+   * spend and the mean day of the last 7, a subscription plan's allowance left out of it and
+   * of `available`; `runway_days` and `runs_out_at` are null when `reason` says why
+   * (`too_little_history`, `no_burn`). NotFoundError for an account that does not exist.
+   */
+  async getRunway(userId: string): Promise<Runway> {
+    return plainResult(
+      await this.#send<Schemas["RunwayOut"]>({
+        method: "GET",
+        path: `${accountPath(userId)}/runway`,
+      }),
     );
   }
 

@@ -32,6 +32,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/runway": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Runway
+         * @description How long an account's credits last at the rate it spends them: ``burn_per_day`` is
+         *     the larger of the last 24 hours' spend and the mean day of the last 7, a subscription
+         *     plan's allowance left out of both what is available and what is burnt. ``runway_days``
+         *     is null, with a ``reason``, for an account less than a day old or one that burns
+         *     nothing. An account that does not exist yet is 404.
+         */
+        get: operations["get_runway_v1_accounts__account_id__runway_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/accounts": {
         parameters: {
             query?: never;
@@ -1501,7 +1525,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.runway_low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
             /** Description */
             description?: string | null;
         };
@@ -2469,6 +2493,42 @@ export interface components {
             catalog_version: number;
         };
         /**
+         * RunwayOut
+         * @description How long an account's credits last at the rate it spends them.
+         */
+        RunwayOut: {
+            /**
+             * Available
+             * @description What the runway divides (credits): available credits without the unspent allowance of a subscription plan, which lapses at its period's end.
+             */
+            available: number;
+            /**
+             * Burn Per Day
+             * @description Credits spent per day by `method`; spend the allowance paid for is left out. null: less than a day of history.
+             */
+            burn_per_day: number | null;
+            /**
+             * Method
+             * @description How `burn_per_day` is worked out.
+             */
+            method: string;
+            /**
+             * Runway Days
+             * @description Days `available` lasts at `burn_per_day`, rounded down to 0.01. null: no runway to tell (see `reason`).
+             */
+            runway_days: string | null;
+            /**
+             * Runs Out At
+             * @description When `available` runs out at `burn_per_day`; null with `runway_days`.
+             */
+            runs_out_at: string | null;
+            /**
+             * Reason
+             * @description Why there is no runway: `too_little_history` (the account is less than 24 hours old) or `no_burn` (it spent none of its own credits in the last 7 days). null when there is one.
+             */
+            reason: ("too_little_history" | "no_burn") | null;
+        };
+        /**
          * SyncedBalance
          * @description The balance after a sync, in US dollars (4 decimal places).
          */
@@ -3009,6 +3069,101 @@ export interface operations {
             };
             /** @description Conflicts with an earlier request or the current state */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_runway_v1_accounts__account_id__runway_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id or one of its aliases. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunwayOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

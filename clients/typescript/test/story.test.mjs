@@ -119,6 +119,11 @@ test("the seed's calls: deduct, add, getTransactions and every page, verify and 
   assert.equal(verification.cached, 115.5);
   assert.equal(verification.calculated, 115.5);
   assert.equal((await credits.rebuildBalance(user)).valid, true);
+
+  const runway = await credits.getRunway(user); // a new account: no day of history yet
+  assert.equal(runway.reason, "too_little_history");
+  assert.equal(runway.exact.available, "115.5");
+  assert.equal(runway.runway_days, null);
 });
 
 test("one idempotency key: a repeat is replayed, another request with it is refused", async () => {
@@ -246,6 +251,8 @@ test("each error code has its class, with code, status and details", async () =>
   assert.ok(verifyMissing instanceof NotFoundError);
   assert.equal(verifyMissing.code, "account_not_found");
   assert.equal(verifyMissing.idempotencyKey, undefined);
+  const runwayMissing = await admin.getRunway("user_never_seen").catch((error) => error);
+  assert.ok(runwayMissing instanceof NotFoundError);
 });
 
 test("model usage priced by the catalog, a frozen account, a billing page link", async () => {

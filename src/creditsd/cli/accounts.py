@@ -11,6 +11,8 @@ from creditsd.cli.common import CLI_APP, USAGE_ERROR, Command, cli_actor, err, o
 
 if TYPE_CHECKING:  # the server's modules load inside the commands, so that --help is quick
     from creditsd.inprocess import Ledger
+    from creditsd.kit.money import Money
+    from creditsd.ledger.runway import Runway
 
 
 @accounts_app.command("show", cls=Command)
@@ -39,9 +41,23 @@ def accounts_show(account_id: str) -> None:
             ),
         ]:
             table.add_row(label, str(value))
+        if account.created_at is not None:
+            table.add_row("runway", _runway_line(await ledger.runway(account.id), money))
         out.print(table)
 
     with_ledger(work)
+
+
+def _runway_line(runway: Runway, money: Money) -> str:
+    """A runway in words: ``9 days (burn 10/day, runs out 2026-12-16T12:00:00Z)``."""
+    from creditsd.kit import jsonio
+    from creditsd.kit.money import plain
+
+    if runway.days is None or runway.runs_out_at is None:
+        return f"none ({runway.reason})"
+    burn = money.to_decimal(runway.burn_per_day or 0)
+    runs_out = jsonio.format_timestamp(runway.runs_out_at)
+    return f"{plain(runway.days)} days (burn {burn}/day, runs out {runs_out})"
 
 
 @app.command(cls=Command)

@@ -19,6 +19,7 @@ from creditsd.ledger import limit_zones, service, statements
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger import posting as posting_engine
 from creditsd.ledger import repository as repo
+from creditsd.ledger import runway as runway_math
 from creditsd.ledger.errors import AccountNotFound, AliasTaken, OverdraftInUse
 from creditsd.ledger.models import SYSTEM_APP, Account, Metadata, check_account_id
 from creditsd.ledger.posting import Policy
@@ -103,6 +104,33 @@ async def get_account(conn: AsyncConnection, account_id: str, now: datetime) -> 
         raise AccountNotFound(account_id)
     (account,) = await _accounts(conn, [row], now)
     return account
+
+
+async def account_runway(
+    conn: AsyncConnection, account_id: str, now: datetime
+) -> runway_math.Runway:
+    """How long an account's credits last at its recent burn (see :mod:`runway`)."""
+    account = await get_account(conn, account_id, now)
+    assert account.created_at is not None  # read from its row
+    allowance = account.by_source.get(runway_math.ALLOWANCE_SOURCE, 0)
+    available = runway_math.available_without_allowance(account.available, allowance)
+    burn = await repo.burn_of(conn, account.id, now)
+    return runway_math.runway(available, burn, now - account.created_at, now)
+
+
+async def refresh_runway_burns(conn: AsyncConnection, now: datetime) -> int:
+    """Store on each account's row its burn per day (:func:`runway.burn_per_day`): of the
+    accounts that spent in the last 7 days, and 0 for those that had a burn and spent
+    nothing since; the engine's runway warnings read it. Answers how many changed."""
+    spent = await repo.burns(conn, now)
+    changed = {}
+    for row in await repo.runway_rows(conn, spent):
+        burn = spent.get(row.id, runway_math.Burn(0, 0))
+        per_day = runway_math.burn_per_day(burn, now - row.created_at)
+        if per_day != row.runway_burn:
+            changed[row.id] = per_day
+    await repo.store_burns(conn, changed)
+    return len(changed)
 
 
 async def list_accounts(

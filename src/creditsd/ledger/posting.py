@@ -33,7 +33,7 @@ so a bug here fails the transaction rather than the ledger.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -94,6 +94,13 @@ from creditsd.ledger.models import (
     debt_after,
     is_system,
 )
+from creditsd.ledger.runway import (
+    ALLOWANCE_SOURCE,
+    RunwayWarning,
+    at_burn,
+    available_without_allowance,
+    next_warning,
+)
 from creditsd.ledger.statements import Message
 
 T = TypeVar("T")
@@ -122,6 +129,11 @@ class Observer(Protocol):
         self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime
     ) -> list[Message]:
         """The messages these spend limits' warnings send."""
+
+    async def after_runway_warnings(
+        self, conn: AsyncConnection, warnings: list[RunwayWarning], now: datetime
+    ) -> list[Message]:
+        """The messages these runway warnings send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,6 +385,8 @@ class _Account:
     holds_due: bool  # it may have open holds past their expiry (as locked)
     controlled: bool  # it has members or spend limits
     time_zone: str | None  # its limits' windows'
+    runway_burn: int | None  # its spend per day, as the worker last worked it out
+    runway_warned: int | None  # the lowest runway level told of
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
     controls: AccountLimits | None = None  # its members and limits, when controlled
     changed: bool = False
@@ -492,6 +506,8 @@ class _Batch:
                     holds_due=row.holds_due,
                     controlled=row.spend_controls,
                     time_zone=row.time_zone,
+                    runway_burn=row.runway_burn,
+                    runway_warned=row.runway_warned,
                 )
             if row.hold_id is None:
                 self.accounts[row.name] = account
@@ -549,6 +565,8 @@ class _Batch:
             lot_owners=sorted(
                 self._spending(entries)
                 | {owner for owner, account in accounts.items() if self._due(account)}
+                # its runway warnings need its unspent allowance, credits re-arm them
+                | {owner for owner, account in accounts.items() if account.runway_burn}
             ),
             transfer_keys=[(app, key) for table, app, key in keys if table == "transfers"],
             hold_keys=[(app, key) for table, app, key in keys if table == "holds"],
@@ -1077,7 +1095,7 @@ class _Batch:
             ],
             lots=[lot.inserted() for lot in writes.lots],
             spends=writes.spends,
-            messages=await self._messages(warnings),
+            messages=await self._messages(warnings, self._runway_warnings(changed.values())),
             windows=[
                 (
                     tally.limit.account_id,
@@ -1109,11 +1127,38 @@ class _Batch:
                 warnings.append(LimitWarning(tally, percent))
         return counted, warnings
 
-    async def _messages(self, warnings: list[LimitWarning]) -> list[Message]:
+    def _runway_warnings(self, changed: Iterable[_Account]) -> list[RunwayWarning]:
+        """The runway warnings of the changed accounts whose burn the worker has stored
+        (the batch read their lots, which tell their unspent allowance): arithmetic on what
+        the batch read, the level told of written back with the account's figures (see
+        :func:`runway.next_warning`). A credit re-arms what it lifts past the margin."""
+        warnings = []
+        for account in changed:
+            if not account.runway_burn or account.lots is None:
+                continue
+            allowance = sum(
+                lot.remaining
+                for lot in account.lots
+                if lot.source == ALLOWANCE_SOURCE and not lot.due(self.now)
+            )
+            left = available_without_allowance(account.available, allowance)
+            level, account.runway_warned = next_warning(
+                left, account.runway_burn, account.runway_warned
+            )
+            if level is not None:
+                runway = at_burn(left, account.runway_burn, self.now)
+                warnings.append(RunwayWarning(account.id, level, runway))
+        return warnings
+
+    async def _messages(
+        self, warnings: list[LimitWarning], runway_warnings: list[RunwayWarning]
+    ) -> list[Message]:
         """What the observer sends of this batch's changes."""
         observer, messages = self.policy.observer, []
         if observer is not None and warnings:
             messages += await observer.after_limit_warnings(self.conn, warnings, self.now)
+        if observer is not None and runway_warnings:
+            messages += await observer.after_runway_warnings(self.conn, runway_warnings, self.now)
         if observer is not None and self.expired:
             messages += await observer.after_holds_expired(self.conn, self.expired, self.now)
         if observer is not None and self.writes.transfers:

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    case,
     delete,
     func,
     select,
@@ -20,8 +21,17 @@ from creditsd.kit.db import is_sqlite
 from creditsd.kit.rows import AnyRow, insert_or_skip
 from creditsd.ledger import statements
 from creditsd.ledger.models import Account, DaySpend, Transfer
+from creditsd.ledger.runway import ALLOWANCE_SOURCE, DAY, WEEK, Burn
 from creditsd.ledger.statements import TRANSFER_COLUMNS
-from creditsd.tables import account_freezes, account_names, accounts, holds, transfers
+from creditsd.tables import (
+    account_freezes,
+    account_names,
+    accounts,
+    holds,
+    lot_spends,
+    lots,
+    transfers,
+)
 
 _A = accounts.c
 _T = transfers.c
@@ -156,6 +166,60 @@ async def spend_by_member(
         .group_by(_T.member_id)
     )
     return {member_id: int(total) for member_id, total in rows}
+
+
+async def burn_of(conn: AsyncConnection, account_id: str, now: datetime) -> Burn:
+    """What an account's own credits paid for in the last day and week (see :func:`burns`)."""
+    return (await burns(conn, now, account_id)).get(account_id, Burn(0, 0))
+
+
+async def burns(
+    conn: AsyncConnection, now: datetime, account_id: str | None = None
+) -> dict[str, Burn]:
+    """What each account's charges and captures of the last day and week before ``now``
+    spent, less what its plan's allowance lots paid of them (see :mod:`runway`): of one
+    account (through its debit index), or of every account that spent (through the
+    transfers' time index). Two grouped sums."""
+    recent = _T.created_at >= now - DAY
+    debits = [_T.kind.in_(SPENDING_KINDS), _T.created_at >= now - WEEK]
+    if account_id is not None:
+        debits.append(_T.debit_account_id == account_id)
+    spent = select(
+        _T.debit_account_id, func.sum(case((recent, _T.amount), else_=0)), func.sum(_T.amount)
+    ).where(*debits)
+    paid = lot_spends.c.amount
+    by_allowance = (
+        select(_T.debit_account_id, func.sum(case((recent, paid), else_=0)), func.sum(paid))
+        .select_from(
+            lot_spends.join(transfers, lot_spends.c.transfer_id == _T.id).join(
+                lots, lot_spends.c.lot_id == lots.c.id
+            )
+        )
+        .where(*debits, lots.c.source == ALLOWANCE_SOURCE)
+    )
+    found = {
+        account: Burn(int(day), int(week))
+        for account, day, week in await conn.execute(spent.group_by(_T.debit_account_id))
+    }
+    for account, day, week in await conn.execute(by_allowance.group_by(_T.debit_account_id)):
+        total = found[account]
+        found[account] = Burn(total.last_day - int(day), total.last_week - int(week))
+    return found
+
+
+async def runway_rows(conn: AsyncConnection, account_ids: Iterable[str]) -> list[AnyRow]:
+    """The id, creation and stored burn of these accounts and of every account with a
+    stored burn."""
+    query = select(_A.id, _A.created_at, _A.runway_burn).where(
+        _A.id.in_(sorted(account_ids)) | _A.runway_burn.is_not(None)
+    )
+    return list(await conn.execute(query))
+
+
+async def store_burns(conn: AsyncConnection, burns: dict[str, int | None]) -> None:
+    """Store each account's burn per day (None: unknown)."""
+    for account_id, per_day in burns.items():
+        await conn.execute(update(accounts).where(_A.id == account_id).values(runway_burn=per_day))
 
 
 def _utc_day(conn: AsyncConnection, moment: ColumnElement[Any]) -> ColumnElement[Any]:

@@ -13,6 +13,7 @@ EventType = Literal[
     "charge.succeeded",
     "usage.recorded",
     "balance.low",
+    "balance.runway_low",
     "balance.depleted",
     "topup.completed",
     "hold.expired",

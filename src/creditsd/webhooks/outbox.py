@@ -25,6 +25,7 @@ from creditsd.kit.money import plain
 from creditsd.ledger.limits import LimitWarning
 from creditsd.ledger.models import ExpiredHold, Transfer, is_system, transfer_view
 from creditsd.ledger.repository import aliases_of, stored_figures
+from creditsd.ledger.runway import RunwayWarning
 from creditsd.ledger.statements import Message
 from creditsd.pricing.service import PriceBook
 from creditsd.webhooks import models
@@ -205,6 +206,27 @@ class Outbox:
                 "resets_at": tally.window.end,
             }
             rows += self._messages_for(("limit.warning", limit.account_id, data), now)
+        return rows
+
+    async def after_runway_warnings(
+        self, conn: AsyncConnection, warnings: list[RunwayWarning], now: datetime
+    ) -> list[Message]:
+        """``balance.runway_low`` for each account whose runway has just fallen below 7, 3
+        or 1 days (``level``), with the runway as the change left it."""
+        await self.refresh(conn)
+        money = self._settings.money
+        rows = []
+        for account_id, level, runway in warnings:
+            data = {
+                "account_id": account_id,
+                "level_days": level,
+                "available": money.to_decimal(runway.available),
+                "burn_per_day": money.to_decimal(runway.burn_per_day or 0),
+                "method": runway.method,
+                "runway_days": None if runway.days is None else plain(runway.days),
+                "runs_out_at": runway.runs_out_at,
+            }
+            rows += self._messages_for(("balance.runway_low", account_id, data), now)
         return rows
 
     async def after_drift(

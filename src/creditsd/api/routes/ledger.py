@@ -24,6 +24,7 @@ from creditsd.api.schemas.ledger import (
     AccountPut,
     ChargeCreate,
     GrantCreate,
+    RunwayOut,
     TransferOut,
     TransferPage,
     VerificationOut,
@@ -92,6 +93,22 @@ async def get_account(
     """An account's balance, held and available credits. One that does not exist yet is
     shown as its first write will create it, with ``created_at`` null: reads never create."""
     return respond(AccountOut.of(await ledger.get_account(account_id), ledger.money))
+
+
+@router.get(
+    "/accounts/{account_id}/runway",
+    response_model=RunwayOut,
+    responses=error_responses(403, 404),
+)
+async def get_runway(
+    account_id: AccountPath, ledger: LedgerDep, _key: ReadKey
+) -> ExactJSONResponse:
+    """How long an account's credits last at the rate it spends them: ``burn_per_day`` is
+    the larger of the last 24 hours' spend and the mean day of the last 7, a subscription
+    plan's allowance left out of both what is available and what is burnt. ``runway_days``
+    is null, with a ``reason``, for an account less than a day old or one that burns
+    nothing. An account that does not exist yet is 404."""
+    return respond(RunwayOut.of(await ledger.runway(account_id), ledger.money))
 
 
 @router.get("/accounts", response_model=AccountPage, responses=error_responses(403))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -21,8 +22,9 @@ from creditsd.kit.fields import (
     TimeZoneName,
     WholeNumber,
 )
-from creditsd.kit.money import Money
+from creditsd.kit.money import Money, plain
 from creditsd.ledger.models import Account, Transfer, Verification, transfer_view
+from creditsd.ledger.runway import Reason, Runway
 
 
 class AccountPut(StrictRequest):
@@ -231,3 +233,43 @@ class TransferPage(BaseModel):
 
     data: list[TransferOut]
     next_cursor: str | None
+
+
+class RunwayOut(BaseModel):
+    """How long an account's credits last at the rate it spends them."""
+
+    available: AmountOut = Field(
+        description="What the runway divides (credits): available credits without the unspent "
+        "allowance of a subscription plan, which lapses at its period's end."
+    )
+    burn_per_day: AmountOut | None = Field(
+        description="Credits spent per day by `method`; spend the allowance paid for is left "
+        "out. null: less than a day of history."
+    )
+    method: str = Field(description="How `burn_per_day` is worked out.")
+    runway_days: Decimal | None = Field(
+        description="Days `available` lasts at `burn_per_day`, rounded down to 0.01. null: "
+        "no runway to tell (see `reason`)."
+    )
+    runs_out_at: datetime | None = Field(
+        description="When `available` runs out at `burn_per_day`; null with `runway_days`."
+    )
+    reason: Reason | None = Field(
+        description="Why there is no runway: `too_little_history` (the account is less than "
+        "24 hours old) or `no_burn` (it spent none of its own credits in the last 7 days). "
+        "null when there is one."
+    )
+
+    @classmethod
+    def of(cls, runway: Runway, money: Money) -> RunwayOut:
+        """Render a runway in credits and days."""
+        return cls(
+            available=money.to_decimal(runway.available),
+            burn_per_day=None
+            if runway.burn_per_day is None
+            else money.to_decimal(runway.burn_per_day),
+            method=runway.method,
+            runway_days=None if runway.days is None else plain(runway.days),
+            runs_out_at=runway.runs_out_at,
+            reason=runway.reason,
+        )

@@ -130,6 +130,7 @@ class PostgresStatements(Statements):
             [account.held for account in moved],
             [account.debt for account in moved],
             [account.lots_expire_at for account in moved],
+            [account.runway_warned for account in moved],
             [lot_id for lot_id, _ in batch.lowered],
             [left for _, left in batch.lowered],
             *([lot[name] for lot in batch.lots] for name in LOT_FIELDS),
@@ -229,7 +230,8 @@ def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
 # accounts of named holds come by the hold (a hold's account never changes).
 _PG_LOCK = """
 SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status,
-    a.lots_expire_at, TRUE AS holds_due, a.spend_controls, a.time_zone
+    a.lots_expire_at, TRUE AS holds_due, a.spend_controls, a.time_zone, a.runway_burn,
+    a.runway_warned
 FROM (
     SELECT name, NULL::text AS hold_id, account_id FROM account_names WHERE name = ANY($1::text[])
     UNION ALL
@@ -377,7 +379,7 @@ def _pg_write() -> str:
     fields = [*_PG_TRANSFER_FIELDS, "fingerprint"]
     transfer_arrays = arrays(*("int8" if name in _PG_BIGINT else "text" for name in fields))
     now, count = next(numbers), next(numbers)
-    account_arrays = arrays("text", "int8", "int8", "int8", "timestamptz")
+    account_arrays = arrays("text", "int8", "int8", "int8", "timestamptz", "int4")
     lowered_arrays = arrays("text", "int8")
     lot_arrays = arrays(*_PG_LOT_TYPES)
     spend_arrays = arrays("text", "text", "int8")
@@ -435,8 +437,9 @@ def _pg_claim(
 def _pg_move_accounts(arrays: str, now: int) -> str:
     return f"""moved AS (
     UPDATE accounts SET balance = v.balance, held = v.held, debt = v.debt,
-        lots_expire_at = v.lots_expire_at, updated_at = ${now}::timestamptz
-    FROM unnest({arrays}) AS v(id, balance, held, debt, lots_expire_at), claimed
+        lots_expire_at = v.lots_expire_at, runway_warned = v.runway_warned,
+        updated_at = ${now}::timestamptz
+    FROM unnest({arrays}) AS v(id, balance, held, debt, lots_expire_at, runway_warned), claimed
     WHERE accounts.id = v.id AND claimed.every
     RETURNING 1
 )"""  # noqa: S608 - built once, from placeholders

@@ -105,6 +105,7 @@ class MovedAccount(Protocol):
     held: int
     debt: int
     lots_expire_at: datetime | None
+    runway_warned: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,8 @@ class Locked(NamedTuple):
     holds_due: bool  # it may have open holds past their expiry
     spend_controls: bool  # it has members or spend limits
     time_zone: str | None  # its limits' windows' (None: UTC)
+    runway_burn: int | None  # its spend per day as last worked out (None: unknown)
+    runway_warned: int | None  # the lowest runway level told of (None: none)
 
 
 class LiveLot(NamedTuple):

@@ -71,7 +71,7 @@ class SqliteStatements(Statements):
         parameters = {**lists, "now": _time_text(now)}
         rows = await sqlite_driver.run(conn, sqlite_driver.fetch, _SQLITE_LOCK, parameters)
         return [
-            Locked._make((*row[:8], _time_value(row[8]), bool(row[9]), bool(row[10]), row[11]))
+            Locked._make((*row[:8], _time_value(row[8]), bool(row[9]), bool(row[10]), *row[11:14]))
             for row in rows
         ]
 
@@ -232,7 +232,7 @@ _SQLITE_TRANSFERS = _SqliteColumns(
 )
 _SQLITE_SETTLED = _SqliteColumns(holds, SETTLED_FIELDS)
 _SQLITE_MOVED = _SqliteColumns(
-    accounts, ("id", "balance", "held", "debt", "lots_expire_at", "updated_at")
+    accounts, ("id", "balance", "held", "debt", "lots_expire_at", "runway_warned", "updated_at")
 )
 _SQLITE_LOTS = _SqliteColumns(lots, LOT_FIELDS)
 _SQLITE_MESSAGES = _SqliteColumns(outbox, MESSAGE_FIELDS)
@@ -255,7 +255,7 @@ SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.
         SELECT 1 FROM holds h
         WHERE h.account_id = a.id AND h.status = 'open' AND h.expires_at <= :now
     ) AS holds_due,
-    a.spend_controls, a.time_zone
+    a.spend_controls, a.time_zone, a.runway_burn, a.runway_warned
 FROM (
     SELECT name, NULL AS hold_id, account_id FROM account_names
     WHERE name IN (SELECT value FROM json_each(:names))

@@ -28,6 +28,7 @@ from creditsd.client._models import (
     ProxyKey,
     ProxyKeyPage,
     Quote,
+    Runway,
     TransactionPage,
     Transfer,
     Usage,
@@ -115,6 +116,11 @@ class AsyncClient(BaseClient):
     async def get_account(self, account_id: str) -> Account:
         """The account's balance, held and available credits, aliases and metadata."""
         return await self._send(self._get_account(account_id))
+
+    async def get_runway(self, account_id: str) -> Runway:
+        """How long the account's credits last at the rate it spends them (NotFoundError for
+        an account that does not exist yet)."""
+        return await self._send(self._get_runway(account_id))
 
     async def initialize_account(
         self,

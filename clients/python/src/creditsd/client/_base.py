@@ -36,6 +36,7 @@ from creditsd.client._models import (
     ProxyKey,
     ProxyKeyPage,
     Quote,
+    Runway,
     TransactionPage,
     Transfer,
     Usage,
@@ -223,6 +224,11 @@ class BaseClient:
 
     def _get_transaction(self, transfer_id: str) -> Call[Transfer]:
         return Call("GET", f"/v1/transactions/{_segment(transfer_id)}", _read_transfer)
+
+    def _get_runway(self, account_id: str) -> Call[Runway]:
+        return Call(
+            "GET", f"{_account_path(account_id)}/runway", lambda data, _: Runway.from_json(data)
+        )
 
     def _verify_balance(self, account_id: str) -> Call[Verification]:
         return Call("GET", f"{_account_path(account_id)}/verify", _read_verification)

@@ -101,6 +101,38 @@ class Account:
 
 
 @dataclass(frozen=True)
+class Runway:
+    """How long an account's credits last at the rate it spends them.
+
+    ``burn_per_day`` follows ``method`` (the larger of the last 24 hours' spend and the mean
+    day of the last 7); a subscription plan's allowance is left out of both it and
+    ``available``. ``runway_days`` and ``runs_out_at`` are None when ``reason`` says why:
+    ``too_little_history`` (under a day old) or ``no_burn``.
+    """
+
+    available: Decimal
+    burn_per_day: Decimal | None
+    method: str
+    runway_days: Decimal | None
+    runs_out_at: datetime | None
+    reason: str | None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Runway:
+        """Build from the server's JSON object."""
+        return cls(
+            available=credits(data["available"]),
+            burn_per_day=optional_credits(data["burn_per_day"]),
+            method=data["method"],
+            runway_days=optional_credits(data["runway_days"]),
+            runs_out_at=optional_timestamp(data["runs_out_at"]),
+            reason=data.get("reason"),
+            raw=dict(data),
+        )
+
+
+@dataclass(frozen=True)
 class LotPart:
     """The part of one grant lot a transfer spent (a debit) or filled (a credit).
 

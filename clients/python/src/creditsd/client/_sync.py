@@ -29,6 +29,7 @@ from creditsd.client._models import (
     ProxyKey,
     ProxyKeyPage,
     Quote,
+    Runway,
     TransactionPage,
     Transfer,
     Usage,
@@ -116,6 +117,11 @@ class Client(BaseClient):
     def get_account(self, account_id: str) -> Account:
         """The account's balance, held and available credits, aliases and metadata."""
         return self._send(self._get_account(account_id))
+
+    def get_runway(self, account_id: str) -> Runway:
+        """How long the account's credits last at the rate it spends them (NotFoundError for
+        an account that does not exist yet)."""
+        return self._send(self._get_runway(account_id))
 
     def initialize_account(
         self,
