@@ -271,6 +271,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/auto-topup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Auto Topup
+         * @description The account's auto top-up: rule, saved card and consent, state, consecutive
+         *     declines, the last attempt and this month's total.
+         */
+        get: operations["get_auto_topup_v1_accounts__account_id__auto_topup_get"];
+        /**
+         * Put Auto Topup
+         * @description Set the account's auto top-up rule, audited; ``enabled: false`` turns it off at once.
+         *     It charges nothing until the customer saves a card (``state: awaiting_card``).
+         */
+        put: operations["put_auto_topup_v1_accounts__account_id__auto_topup_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/holds": {
         parameters: {
             query?: never;
@@ -1120,6 +1146,38 @@ export interface components {
             cache_creation?: components["schemas"]["_CacheCreation"] | null;
         };
         /**
+         * AttemptOut
+         * @description The latest attempt to charge the card.
+         */
+        AttemptOut: {
+            /** Id */
+            id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "processing" | "succeeded" | "declined" | "needs_action" | "canceled";
+            /**
+             * Credits
+             * @description Credits, written exactly.
+             */
+            credits: number;
+            /** Payment Intent Id */
+            payment_intent_id: string | null;
+            /** Decline Code */
+            decline_code: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
          * AuditRecordOut
          * @description One audited action (an operator's, an app's, or creditsd's own), as recorded in the
          *     transaction that made the change.
@@ -1209,6 +1267,89 @@ export interface components {
             next_cursor: string | null;
         };
         /**
+         * AutoTopupOut
+         * @description An account's auto top-up: its rule, card and where it stands.
+         */
+        AutoTopupOut: {
+            /** Account Id */
+            account_id: string;
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * Threshold
+             * @description Credits, written exactly.
+             */
+            threshold: number;
+            /** Target Balance */
+            target_balance: number | null;
+            /** Pack */
+            pack: string | null;
+            /**
+             * Monthly Cap
+             * @description Credits, written exactly.
+             */
+            monthly_cap: number;
+            /**
+             * State
+             * @description off; awaiting_card (on, no card saved yet); active; paused (declines: see paused_reason; a new card or a manual purchase resumes it); needs_action (the bank asks the customer to authenticate).
+             * @enum {string}
+             */
+            state: "off" | "awaiting_card" | "active" | "paused" | "needs_action";
+            /** Paused Reason */
+            paused_reason: string | null;
+            /** Consecutive Declines */
+            consecutive_declines: number;
+            /**
+             * Next Attempt At
+             * @description No attempt before this (backoff).
+             */
+            next_attempt_at: string | null;
+            card: components["schemas"]["CardOut"] | null;
+            last_attempt: components["schemas"]["AttemptOut"] | null;
+            /**
+             * Month Total
+             * @description Credits bought or being bought this month.
+             */
+            month_total: number;
+        };
+        /**
+         * AutoTopupPut
+         * @description The rule: when ``available`` falls below ``threshold``, buy enough to reach
+         *     ``target_balance``, or one ``pack`` (give exactly one), never more than ``monthly_cap``
+         *     credits in a calendar month (UTC).
+         */
+        AutoTopupPut: {
+            /**
+             * Enabled
+             * @description false turns auto top-up off at once.
+             */
+            enabled: boolean;
+            /**
+             * Threshold
+             * @description Top up when available falls below this (credits).
+             * @example 0
+             * @example 100.5
+             */
+            threshold: number | string;
+            /**
+             * Target Balance
+             * @description Buy enough to bring available to this (credits); above threshold.
+             */
+            target_balance?: (number | string) | null;
+            /**
+             * Pack
+             * @description Buy one of this credit pack ([packs]).
+             */
+            pack?: string | null;
+            /**
+             * Monthly Cap
+             * @description At most this many credits a calendar month.
+             * @example 10
+             * @example 10.5
+             */
+            monthly_cap: number | string;
+        };
+        /**
          * BalanceOut
          * @description sub2api's envelope around the synced balance, which seed 000's clients read at the
          *     top level.
@@ -1266,6 +1407,37 @@ export interface components {
         CaptureOut: {
             hold: components["schemas"]["HoldOut"];
             transfer: components["schemas"]["TransferOut"];
+        };
+        /**
+         * CardOut
+         * @description The saved card auto top-up charges, and the consent behind it.
+         */
+        CardOut: {
+            /** Payment Method Id */
+            payment_method_id: string;
+            /** Brand */
+            brand: string | null;
+            /** Last4 */
+            last4: string | null;
+            /** Fingerprint */
+            fingerprint: string | null;
+            /**
+             * Consented By
+             * @description Who agreed: the API key or page that saved it.
+             */
+            consented_by: string;
+            /**
+             * Consented At
+             * Format: date-time
+             */
+            consented_at: string;
+            /**
+             * Consented Rule
+             * @description The rule as it stood (minor units).
+             */
+            consented_rule: {
+                [key: string]: unknown;
+            };
         };
         /**
          * CatalogOut
@@ -4271,6 +4443,200 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["LimitList"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_auto_topup_v1_accounts__account_id__auto_topup_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_auto_topup_v1_accounts__account_id__auto_topup_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AutoTopupPut"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
                 };
             };
             /** @description Malformed request (invalid JSON) */

@@ -11,7 +11,17 @@ from creditsd.kit.money import Money
 # Figures audit records hold in minor units, shown in credits by every reader; ``lots``
 # maps each lot's id to what remains of it.
 _AMOUNTS = frozenset(
-    {"balance", "held", "debt", "overdraft_limit", "low_balance_threshold", "spend_limit"}
+    {
+        "balance",
+        "held",
+        "debt",
+        "overdraft_limit",
+        "low_balance_threshold",
+        "spend_limit",
+        "threshold",
+        "target_balance",
+        "monthly_cap",
+    }
 )
 _AMOUNTS_BY_ID = frozenset({"lots"})
 
