@@ -40,6 +40,8 @@ KINDS = {
     "disputes": "dispute",
     "events": "event",
     "invoice_payments": "invoice_payment",
+    "setup_intents": "setup_intent",
+    "payment_methods": "payment_method",
 }
 ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items)?)?")
 
@@ -232,8 +234,10 @@ class FakeStripe:
         mode, ui_mode = params.get("mode"), params.get("ui_mode", "hosted_page")
         if mode is None:
             raise _required("mode")
+        if mode == "setup":
+            return self._create_setup_session(params)
         if mode != "payment":
-            raise StripeError(f"FakeStripe only supports mode=payment, not {mode!r}.", "mode")
+            raise StripeError(f"FakeStripe only supports payment and setup, not {mode!r}.", "mode")
         if ui_mode not in UI_MODES:
             raise StripeError(f"Invalid ui_mode: must be one of {', '.join(UI_MODES)}", "ui_mode")
         embedded = ui_mode == "embedded_page"
@@ -286,6 +290,40 @@ class FakeStripe:
         self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
         return session
 
+    def _create_setup_session(self, params: JSON) -> JSON:
+        """A hosted session that saves a payment method for later (``mode=setup``): no line
+        items, a currency (for the payment methods it offers), no payment."""
+        if "line_items" in params:
+            raise StripeError("You cannot pass `line_items` in `setup` mode.", "line_items")
+        if "currency" not in params and "payment_method_types" not in params:
+            raise _required("currency")
+        customer = params.get("customer")
+        if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
+            raise _missing("customer", customer, "customer", 400)
+        passed = ("client_reference_id", "success_url", "cancel_url")
+        session = self._new(
+            "checkout.session",
+            "cs_test_",
+            mode="setup",
+            ui_mode=params.get("ui_mode", "hosted_page"),
+            status="open",
+            payment_status="no_payment_required",
+            amount_subtotal=None,
+            amount_total=None,
+            currency=params.get("currency"),
+            customer=customer,
+            metadata=params.get("metadata", {}),
+            payment_intent=None,
+            setup_intent=None,
+            client_secret=None,
+            expires_at=int(time.time()) + 24 * 3600,
+            **{name: params.get(name) for name in passed},
+        )
+        session["url"] = f"https://checkout.stripe.com/c/pay/{session['id']}"
+        intent_data = params.get("setup_intent_data", {})
+        self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
+        return session
+
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
         after = params.get("starting_after")
@@ -319,6 +357,28 @@ class FakeStripe:
             intent = self._pay(session["amount_total"], session["customer"], metadata, paid=paid)
             session.update(status="complete", payment_status="paid" if paid else "unpaid")
             session["payment_intent"] = intent["id"]
+            return copy.deepcopy(session)
+
+    def complete_setup(
+        self, session_id: str, *, last4: str = "4242", fingerprint: str | None = None
+    ) -> JSON:
+        """The customer saved a card in a ``mode=setup`` session: a PaymentMethod attached
+        to the session's customer and a succeeded SetupIntent (``usage: off_session``)
+        naming it; the completed session."""
+        with self._lock:
+            session = self._get("checkout.session", session_id)
+            if session["mode"] != "setup" or session["status"] != "open":
+                raise ValueError(f"{session_id} is not an open setup session")
+            card = {"brand": "visa", "last4": last4, "exp_month": 12, "exp_year": 2030}
+            card["fingerprint"] = fingerprint or secrets.token_hex(8)
+            card.update(country="US", funding="credit")
+            method = self._new("payment_method", "pm_", type="card", card=card)
+            method.update(customer=session["customer"], metadata={}, billing_details={})
+            intent = self._new("setup_intent", "seti_", status="succeeded", usage="off_session")
+            intent.update(customer=session["customer"], payment_method=method["id"])
+            intent.update(metadata=copy.deepcopy(self._intent_metadata[session_id]))
+            intent.update(payment_method_types=["card"], last_setup_error=None)
+            session.update(status="complete", setup_intent=intent["id"])
             return copy.deepcopy(session)
 
     def pay_invoice(self, invoice_id: str, customer: str, amount: int) -> JSON:

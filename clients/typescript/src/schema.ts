@@ -297,6 +297,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/auto-topup/card-session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Card Session
+         * @description Start saving the card auto top-up charges: a Stripe Checkout Session in ``setup``
+         *     mode for the account's customer. Set the rule first (404 ``auto_topup_not_found``
+         *     otherwise): the consent recorded when Stripe reports the saved card names the rule as
+         *     it stands then, the app that asked, and the card's fingerprint and last four. A new card
+         *     replaces the old one and lifts a pause.
+         */
+        post: operations["create_card_session_v1_accounts__account_id__auto_topup_card_session_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/holds": {
         parameters: {
             query?: never;
@@ -1438,6 +1462,37 @@ export interface components {
             consented_rule: {
                 [key: string]: unknown;
             };
+        };
+        /**
+         * CardSessionCreate
+         * @description Start saving the card auto top-up charges: a hosted Stripe Checkout in setup mode.
+         */
+        CardSessionCreate: {
+            /**
+             * Success Url
+             * @description Where Stripe sends the customer after saving.
+             */
+            success_url: string;
+            /**
+             * Cancel Url
+             * @description Where a customer who gives up goes.
+             */
+            cancel_url: string;
+            /** Idempotency Key */
+            idempotency_key?: string | null;
+        };
+        /**
+         * CardSessionOut
+         * @description A setup-mode Checkout Session: send the customer to ``url``. The card counts once
+         *     Stripe's ``checkout.session.completed`` arrives (the GET then shows it).
+         */
+        CardSessionOut: {
+            /** Id */
+            id: string;
+            /** Account Id */
+            account_id: string;
+            /** Url */
+            url: string | null;
         };
         /**
          * CatalogOut
@@ -4695,6 +4750,126 @@ export interface operations {
             };
             /** @description Invalid input */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_card_session_v1_accounts__account_id__auto_topup_card_session_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Repeat it to repeat the request safely. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CardSessionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CardSessionOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with an earlier request or the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An upstream (payment or model provider) failed or refused; nothing was charged */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -19,6 +19,7 @@ from creditsd.audit import repository as audit
 from creditsd.autotopup import repository as repo
 from creditsd.autotopup.errors import InvalidRule, NoAutoTopup
 from creditsd.autotopup.models import Attempt, AutoTopup, Card, Consent, Rule, State
+from creditsd.inbox import Handled
 from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.errors import AccountNotFound
@@ -107,6 +108,27 @@ async def record_consent(
         now=now,
     )
     return await _state(conn, account_id, now)
+
+
+async def card_saved(
+    conn: AsyncConnection, session: dict[str, Any], card: Card | None, now: datetime
+) -> Handled:
+    """``checkout.session.completed`` in ``setup`` mode: the consent the customer gave by
+    saving ``card`` (as Stripe reported it), for the account the session was made for. A
+    session creditsd did not start for auto top-up, or for an account with no rule, saves
+    nothing."""
+    metadata = session.get("metadata") or {}
+    notes: dict[str, Any] = {"session": session.get("id")}
+    if metadata.get("creditsd_purpose") != "auto_topup":
+        return Handled("not_an_auto_topup_card", notes=notes)
+    account_id = await ledger_repo.resolve_name(conn, str(metadata.get("creditsd_account")))
+    if account_id is None or await repo.get_rule(conn, account_id) is None:
+        return Handled("unknown_account", notes=notes)
+    if card is None:
+        return Handled("no_card_saved", notes=notes)
+    actor = f"{metadata.get('creditsd_app') or 'stripe'} (checkout {session.get('id')})"
+    await record_consent(conn, account_id, card, actor, now)
+    return Handled("card_saved", notes={**notes, "payment_method": card.payment_method_id})
 
 
 async def get_auto_topup(conn: AsyncConnection, name: str, now: datetime) -> AutoTopup:

@@ -18,6 +18,8 @@ import stripe
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import service as autotopup
+from creditsd.autotopup.models import Card
 from creditsd.config import PackSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
@@ -29,7 +31,7 @@ from creditsd.stripe.errors import (
     StripeNotConfigured,
     UnknownPack,
 )
-from creditsd.stripe.events import EventEnvelope, StripeEvent
+from creditsd.stripe.events import EventEnvelope, StripeEvent, StripeObject, object_id
 
 log = logging.getLogger("creditsd.stripe")
 
@@ -153,6 +155,67 @@ class StripeBilling:
             client_secret=session.client_secret,
         )
 
+    async def create_card_session(
+        self,
+        account_id: str,
+        customer: str,
+        *,
+        success_url: str,
+        cancel_url: str,
+        app: str,
+        idempotency_key: str | None,
+    ) -> Checkout:
+        """A hosted Checkout Session in ``setup`` mode where the customer saves the card
+        auto top-up charges; ``app`` is who asked, recorded with the consent."""
+        metadata = {"creditsd_account": account_id, "creditsd_purpose": "auto_topup"}
+        metadata["creditsd_app"] = app
+        params: Any = {
+            "mode": "setup",
+            "currency": self.ledger.settings.stripe.currency,
+            "customer": customer,
+            "client_reference_id": account_id,
+            "metadata": metadata,
+            "setup_intent_data": {"metadata": metadata},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        options: Any = {}
+        if idempotency_key:
+            options["idempotency_key"] = f"creditsd:{app}:card:{idempotency_key}"
+        session = await self._call(
+            self.client.v1.checkout.sessions.create_async(params=params, options=options)
+        )
+        return Checkout(
+            id=session.id,
+            account_id=account_id,
+            pack="",
+            credits=0,
+            ui_mode="hosted",
+            url=session.url,
+            client_secret=None,
+        )
+
+    async def saved_card(self, session: StripeObject) -> Card | None:
+        """The card a completed setup session saved, from its SetupIntent and PaymentMethod."""
+        intent_id = object_id(session.get("setup_intent"))
+        if session.get("status") != "complete" or intent_id is None:
+            return None
+        params: Any = {"expand": ["payment_method"]}
+        intent = (
+            await self._call(self.client.v1.setup_intents.retrieve_async(intent_id, params))
+        ).to_dict()
+        method = intent.get("payment_method")
+        if intent.get("status") != "succeeded" or not isinstance(method, dict):
+            return None
+        card = method.get("card") or {}
+        return Card(
+            customer_id=str(intent.get("customer") or session.get("customer")),
+            payment_method_id=str(method["id"]),
+            fingerprint=card.get("fingerprint"),
+            last4=card.get("last4"),
+            brand=card.get("brand"),
+        )
+
     async def find_checkout(self, session_id: str) -> CheckoutState | None:
         """Where a Checkout Session stands, as Stripe tells it; None when Stripe has no such
         session."""
@@ -232,6 +295,8 @@ class StripeBilling:
             listed = await self._call(self.client.v1.invoice_payments.list_async(params))
             paid = [purchases.invoice_payment_intent(entry.to_dict()) for entry in listed.data]
             return purchases.Asked(invoice_payment=next((p for p in paid if p), None))
+        if kind == "checkout.session.completed" and item.get("mode") == "setup":
+            return purchases.Asked(saved_card=await self.saved_card(item))
         return purchases.Asked()
 
     async def handle(
@@ -241,6 +306,8 @@ class StripeBilling:
         handled (``asked``: what :meth:`ask` learned from Stripe beforehand)."""
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
+        if kind == "checkout.session.completed" and item.get("mode") == "setup":
+            return await autotopup.card_saved(conn, item, asked.saved_card, now)
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
             if item.get("mode") != "payment":
                 return Handled("not_a_pack_purchase", notes={"session": item.get("id")})

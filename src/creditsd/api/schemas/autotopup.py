@@ -9,8 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from creditsd.api.params import units
+from creditsd.api.schemas.stripe import WebUrl
 from creditsd.autotopup.models import AutoTopup, Rule
-from creditsd.kit.fields import AmountIn, AmountOut, SettingIn, StrictRequest
+from creditsd.kit.fields import AmountIn, AmountOut, IdempotencyKey, SettingIn, StrictRequest
 from creditsd.kit.money import Money
 
 PackName = Annotated[str, Field(min_length=1, max_length=64)]
@@ -131,3 +132,20 @@ class AutoTopupOut(BaseModel):
             last_attempt=attempt,
             month_total=money.to_decimal(topup.month_total),
         )
+
+
+class CardSessionCreate(StrictRequest):
+    """Start saving the card auto top-up charges: a hosted Stripe Checkout in setup mode."""
+
+    success_url: WebUrl = Field(description="Where Stripe sends the customer after saving.")
+    cancel_url: WebUrl = Field(description="Where a customer who gives up goes.")
+    idempotency_key: IdempotencyKey | None = None
+
+
+class CardSessionOut(BaseModel):
+    """A setup-mode Checkout Session: send the customer to ``url``. The card counts once
+    Stripe's ``checkout.session.completed`` arrives (the GET then shows it)."""
+
+    id: str
+    account_id: str
+    url: str | None
