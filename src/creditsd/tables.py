@@ -109,6 +109,9 @@ accounts = Table(
     Column("lots_expire_at", Timestamp, nullable=True),
     # Below this balance a debit sends balance.low (None: the [webhooks] default).
     Column("low_balance_threshold", BigInteger, nullable=True),
+    # An armed auto top-up's threshold (on, card saved, not paused), which the posting engine
+    # reads with the account's lock: NULL costs a write nothing.
+    Column("auto_topup_below", BigInteger, nullable=True),
     # The fraction of a minor unit the gateway's usage priced but did not yet charge, in
     # units of 10⁻¹² of a minor unit (always below one minor unit).
     Column("usage_carry", BigInteger, nullable=False, server_default="0"),

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from creditsd.tables import auto_topup_attempts, auto_topups
+from creditsd.tables import accounts, auto_topup_attempts, auto_topups
 
 _R = auto_topups.c
 _A = auto_topup_attempts.c
@@ -31,6 +31,16 @@ async def insert_rule(conn: AsyncConnection, values: dict[str, Any]) -> None:
 async def update_rule(conn: AsyncConnection, account_id: str, values: dict[str, Any]) -> None:
     """Change an account's rule or state."""
     await conn.execute(update(auto_topups).where(_R.account_id == account_id).values(**values))
+
+
+async def arm(conn: AsyncConnection, account_id: str) -> None:
+    """Copy the rule's threshold to ``accounts.auto_topup_below`` while it can charge (on,
+    a card saved, active), NULL otherwise: the posting engine reads it with the account."""
+    row = await get_rule(conn, account_id)
+    armed = row.enabled and row.payment_method_id is not None and row.state == "active"
+    below = row.threshold if armed else None
+    query = update(accounts).where(accounts.c.id == account_id)
+    await conn.execute(query.values(auto_topup_below=below))
 
 
 async def latest_attempt(conn: AsyncConnection, account_id: str) -> Any:

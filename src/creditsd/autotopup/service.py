@@ -61,6 +61,7 @@ async def put_rule(
     else:
         before = _rule_of(row).stored()
         await repo.update_rule(conn, account_id, {**rule.stored(), "updated_at": now})
+    await repo.arm(conn, account_id)
     await audit.record(
         conn,
         actor=actor,
@@ -96,6 +97,7 @@ async def record_consent(
     await repo.update_rule(
         conn, account_id, {**consent, **state, "next_attempt_at": None, "updated_at": now}
     )
+    await repo.arm(conn, account_id)
     before = {"payment_method_id": row.payment_method_id, "state": row.state}
     shown = {**consent, "consented_at": now.isoformat(), **state}
     await audit.record(

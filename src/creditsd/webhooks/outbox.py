@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import trigger as autotopup
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.kit import ids
@@ -179,6 +180,14 @@ class Outbox:
             }
             rows += self._messages_for(("hold.expired", hold.account_id, data), now)
         return rows
+
+    async def after_balances(
+        self, conn: AsyncConnection, available: dict[str, int], short: set[str], now: datetime
+    ) -> list[Message]:
+        """Queue the auto top-ups these balances call for (nothing to send yet: the attempt
+        tells its outcome when it has one)."""
+        await autotopup.queue_attempts(conn, available, short, self._settings, now)
+        return []
 
     async def after_limit_warnings(
         self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime

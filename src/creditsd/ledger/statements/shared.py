@@ -200,6 +200,7 @@ class Locked(NamedTuple):
     holds_due: bool  # it may have open holds past their expiry
     spend_controls: bool  # it has members or spend limits
     time_zone: str | None  # its limits' windows' (None: UTC)
+    auto_topup_below: int | None  # auto top-up is due below this (None: not armed)
 
 
 class LiveLot(NamedTuple):

@@ -101,6 +101,7 @@ def _attempts() -> None:
 
 
 def upgrade() -> None:
+    op.add_column("accounts", sa.Column("auto_topup_below", sa.BigInteger, nullable=True))
     _rules()
     _attempts()
 
@@ -108,3 +109,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("auto_topup_attempts")
     op.drop_table("auto_topups")
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("auto_topup_below")
