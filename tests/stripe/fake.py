@@ -104,6 +104,15 @@ def _required(param: str) -> StripeError:
     return StripeError(f"Missing required param: {param}.", param, code="parameter_missing")
 
 
+class LostAnswer(Exception):
+    """Stripe did the work but the answer failed (a 500): a retry with the same idempotency
+    key gets the answer it should have had."""
+
+    def __init__(self, answer: JSON) -> None:
+        super().__init__("lost answer")
+        self.answer = answer
+
+
 class FakeStripe:
     """An in-memory Stripe test-mode account, served over real HTTP on 127.0.0.1."""
 
@@ -120,6 +129,10 @@ class FakeStripe:
         self.objects: dict[str, JSON] = {}  # every object by id, as last changed
         self._line_items: dict[str, list[JSON]] = {}
         self._intent_metadata: dict[str, JSON] = {}
+        # How the next off-session PaymentIntents end: "succeeded", "processing",
+        # "authentication_required", "declined:<decline_code>[:<advice_code>]", or "lost"
+        # (succeeded, but answered 500 until retried with the same idempotency key).
+        self.intent_outcomes: list[str] = []
         self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
@@ -176,7 +189,12 @@ class FakeStripe:
                             kind="idempotency_error",
                         )
                     return 200, answer, True
-                answer = json.dumps(self._route(method, url.path, params)).encode()
+                try:
+                    answer = json.dumps(self._route(method, url.path, params)).encode()
+                except LostAnswer as lost:
+                    self._replays[url.path, key] = (params, json.dumps(lost.answer).encode())
+                    failure = StripeError("An unknown error occurred", status=500, kind="api_error")
+                    return 500, json.dumps(failure.body).encode(), False
                 self._replays[url.path, key] = (params, answer)
                 return 200, answer, False
             except StripeError as error:
@@ -193,6 +211,8 @@ class FakeStripe:
             return self._new("customer", "cus_", **fields, metadata=params.get("metadata", {}))
         if method == "POST" and oid is None and collection == "checkout/sessions":
             return self._create_session(params)
+        if method == "POST" and oid is None and collection == "payment_intents":
+            return self._create_intent(params)
         if method == "GET" and oid is not None and sub is None and collection in KINDS:
             return self._render(self._get(KINDS[collection], oid), params.get("expand", []))
         if method == "GET" and oid is not None and sub and collection == "checkout/sessions":
@@ -323,6 +343,42 @@ class FakeStripe:
         intent_data = params.get("setup_intent_data", {})
         self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
         return session
+
+    def _create_intent(self, params: JSON) -> JSON:
+        """A PaymentIntent confirmed at once with a saved card, ending as the next of
+        :attr:`intent_outcomes` says (succeeded when none is scripted). A decline or a
+        request for authentication is a 402 ``card_error`` carrying the intent, as Stripe
+        answers it."""
+        for name in ("amount", "currency", "payment_method", "customer"):
+            if name not in params:
+                raise _required(name)
+        outcome = self.intent_outcomes.pop(0) if self.intent_outcomes else "succeeded"
+        kind, _, advice = outcome.partition(":")
+        paid = kind in ("succeeded", "lost")
+        amount, metadata = int(params["amount"]), params.get("metadata", {})
+        intent = self._pay(amount, params["customer"], metadata, paid=paid)
+        intent.update(payment_method=params["payment_method"], last_payment_error=None)
+        if kind in ("succeeded", "processing"):
+            return copy.deepcopy(intent)
+        if kind == "lost":
+            intent.update(status="succeeded", amount_received=amount)
+            raise LostAnswer(copy.deepcopy(intent))
+        decline_code, _, advice_code = advice.partition(":")
+        code = "authentication_required" if kind == "authentication_required" else "card_declined"
+        status = (
+            "requires_action" if code == "authentication_required" else "requires_payment_method"
+        )
+        intent.update(status=status, amount_received=0)
+        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
+        error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
+        error.body["error"].update(
+            decline_code=decline_code or None, charge=intent["latest_charge"]
+        )
+        if advice_code:
+            error.body["error"]["advice_code"] = advice_code
+        intent["last_payment_error"] = copy.deepcopy(error.body["error"])
+        error.body["error"]["payment_intent"] = copy.deepcopy(intent)
+        raise error
 
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]

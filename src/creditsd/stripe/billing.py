@@ -18,7 +18,9 @@ import stripe
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import charging
 from creditsd.autotopup import service as autotopup
+from creditsd.autotopup.charging import Answer, Due
 from creditsd.autotopup.models import Card
 from creditsd.config import PackSettings
 from creditsd.inbox import Handled
@@ -216,6 +218,51 @@ class StripeBilling:
             brand=card.get("brand"),
         )
 
+    async def price_of(self, due: Due) -> tuple[int, str]:
+        """What an attempt's credits cost, in the currency's minor unit, rounded up: at the
+        Stripe price of its pack, or, for a target balance, of the smallest pack on sale."""
+        packs = self.ledger.settings.packs
+        if due.pack is None and not packs:
+            raise StripeNotConfigured("packs (auto top-up prices credits by a pack)")
+        name = due.pack or min(packs, key=lambda pack: packs[pack].credits)
+        pack = self.pack(name)
+        price = await self._call(self.client.v1.prices.retrieve_async(pack.price_id))
+        pack_credits = self.ledger.money.to_minor(pack.credits)
+        amount = -(-int(price.unit_amount) * due.credits // pack_credits)
+        return amount, str(price.currency)
+
+    async def charge_saved_card(self, due: Due) -> Answer:
+        """Charge the saved card off-session for a queued attempt, confirmed at once, under
+        an idempotency key of the attempt (a retry after a crash gets Stripe's first answer).
+        Stripe failing, unreachable or rate limiting answers ``retry``."""
+        try:
+            amount, currency = await self.price_of(due)
+            metadata = {"creditsd_account": due.account_id, "creditsd_auto_topup": due.id}
+            params: Any = {
+                "amount": amount,
+                "currency": currency,
+                "customer": due.customer_id,
+                "payment_method": due.payment_method_id,
+                "off_session": True,
+                "confirm": True,
+                "metadata": metadata,
+            }
+            options: Any = {"idempotency_key": f"creditsd:auto_topup:{due.id}"}
+            intent = await self.client.v1.payment_intents.create_async(params, options)
+        except stripe.CardError as exc:
+            return _card_error(exc)
+        except (stripe.StripeError, PaymentProviderError) as exc:
+            log.warning("auto top-up %s waits: %s", due.id, _why(exc))
+            return Answer(outcome="retry")
+        status = str(intent.status)
+        outcome = status if status in {"succeeded", "processing"} else "authentication_required"
+        return Answer(
+            outcome=outcome,
+            payment_intent_id=str(intent.id),
+            amount=int(intent.amount),
+            currency=str(intent.currency),
+        )
+
     async def find_checkout(self, session_id: str) -> CheckoutState | None:
         """Where a Checkout Session stands, as Stripe tells it; None when Stripe has no such
         session."""
@@ -326,7 +373,8 @@ class StripeBilling:
             )
             return await purchases.record_purchase(conn, paid, settings, policy, now)
         if kind == "payment_intent.succeeded":
-            return await purchases.confirm_payment(conn, item["id"], now)
+            topped_up = await charging.intent_succeeded(conn, item, settings, policy, now)
+            return topped_up or await purchases.confirm_payment(conn, item["id"], now)
         if kind in refunds.MONEY_BACK:
             return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == purchases.INVOICE_PAID:
@@ -334,6 +382,26 @@ class StripeBilling:
                 conn, item, event["id"], asked, settings, policy, now
             )
         return Handled("ignored")
+
+
+def _card_error(exc: stripe.CardError) -> Answer:
+    """A decline, or the bank asking the customer to authenticate, as Stripe reports it."""
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error") or {}
+    intent = error.get("payment_intent") or {}
+    outcome = "authentication_required" if exc.code == "authentication_required" else "declined"
+    return Answer(
+        outcome=outcome,
+        payment_intent_id=intent.get("id"),
+        decline_code=error.get("decline_code"),
+        advice_code=error.get("advice_code"),
+    )
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, stripe.APIConnectionError):
+        return unreachable(exc)
+    return refused(exc) if isinstance(exc, stripe.StripeError) else str(exc)
 
 
 def unreachable(exc: BaseException) -> str:
