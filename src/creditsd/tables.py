@@ -589,6 +589,7 @@ auto_topups = Table(
     Column("paused_reason", String(255), nullable=True),
     Column("consecutive_declines", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", Timestamp, nullable=True),  # backing off after a decline
+    Column("cap_reached_in", String(7), nullable=True),  # the month (2026-12) it was told
     Column("customer_id", String(KEY_LENGTH), nullable=True),
     Column("payment_method_id", String(KEY_LENGTH), nullable=True),
     Column("card_fingerprint", String(KEY_LENGTH), nullable=True),

@@ -36,7 +36,7 @@ async def set_up(ledger: Ledger, account: str = "ada", **rule: Any) -> None:
         )
     )
     await ledger.database.write(
-        lambda conn, now: service.record_consent(conn, account, CARD, "test", now)
+        lambda conn, now: service.record_consent(conn, account, CARD, "test", ledger.policy, now)
     )
 
 

@@ -1717,7 +1717,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected" | "auto_topup.succeeded" | "auto_topup.failed" | "auto_topup.paused" | "auto_topup.resumed" | "auto_topup.needs_action" | "auto_topup.cap_reached")[];
             /** Description */
             description?: string | null;
         };

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.autotopup import repository as repo
+from creditsd.autotopup import service
 from creditsd.config import Settings
 from creditsd.inbox import Handled
 from creditsd.ledger.posting import Policy
@@ -106,8 +107,10 @@ async def settle(
     if answer.outcome == "authentication_required":
         await _set(conn, due, {"status": "needs_action", "in_flight": None}, now)
         await _rule(conn, due.account_id, {"state": "needs_action"}, now)
+        told = {"attempt": due.id, "payment_intent": answer.payment_intent_id}
+        await service.tell(conn, policy, "needs_action", due.account_id, told, now)
         return "needs_action"
-    await _declined(conn, due, answer, now)
+    await _declined(conn, due, answer, policy, now)
     return "declined"
 
 
@@ -167,10 +170,20 @@ async def _grant(
         .values(**values, updated_at=now)
     )
     await _rule(conn, attempt.account_id, {"consecutive_declines": 0, "next_attempt_at": None}, now)
+    if granted.name == "granted":
+        told = {
+            "attempt": attempt.id,
+            "payment_intent": paid.payment_id,
+            "credits": attempt.credits,
+            "transfer_id": values.get("transfer_id"),
+        }
+        await service.tell(conn, policy, "succeeded", attempt.account_id, told, now)
     return granted
 
 
-async def _declined(conn: AsyncConnection, due: Due, answer: Answer, now: datetime) -> None:
+async def _declined(
+    conn: AsyncConnection, due: Due, answer: Answer, policy: Policy, now: datetime
+) -> None:
     """Count a decline; back off, or pause when the advice, the streak or the card's
     30 days say so."""
     values = {"status": "declined", "in_flight": None, "decline_code": answer.decline_code}
@@ -201,6 +214,18 @@ async def _declined(conn: AsyncConnection, due: Due, answer: Answer, now: dateti
     else:
         change["next_attempt_at"] = now + timedelta(hours=2 ** (streak - 1))
     await _rule(conn, due.account_id, change, now)
+    retry_at = change.get("next_attempt_at")
+    failed = {
+        "attempt": due.id,
+        "payment_intent": answer.payment_intent_id,
+        "decline_code": answer.decline_code,
+        "advice_code": answer.advice_code,
+        "consecutive_declines": streak,
+        "next_attempt_at": retry_at.isoformat() if retry_at else None,
+    }
+    await service.tell(conn, policy, "failed", due.account_id, failed, now)
+    if reason is not None:
+        await service.tell(conn, policy, "paused", due.account_id, {"reason": reason}, now)
 
 
 async def _attempt(conn: AsyncConnection, account_id: str, attempt_id: str) -> Any:

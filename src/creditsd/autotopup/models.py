@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+ACTOR = "creditsd auto top-up"  # who the audit log says changed a top-up's state
 State = Literal["off", "awaiting_card", "active", "paused", "needs_action"]
 
 

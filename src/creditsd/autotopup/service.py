@@ -18,13 +18,60 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd.audit import repository as audit
 from creditsd.autotopup import repository as repo
 from creditsd.autotopup.errors import InvalidRule, NoAutoTopup
-from creditsd.autotopup.models import Attempt, AutoTopup, Card, Consent, Rule, State
+from creditsd.autotopup.models import ACTOR, Attempt, AutoTopup, Card, Consent, Rule, State
 from creditsd.inbox import Handled
 from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger import statements
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.posting import Policy
 from creditsd.stripe.errors import UnknownPack
+
+
+async def tell(
+    conn: AsyncConnection,
+    policy: Policy,
+    event: str,
+    account_id: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A change of an auto top-up's state, told once: the ``auto_topup.<event>`` webhook
+    and its audit record, in the change's transaction. ``data`` holds JSON values, amounts
+    in minor units (the webhook shows them in credits)."""
+    shown = dict(data)
+    for name in ("credits",):
+        if isinstance(shown.get(name), int):
+            shown[name] = policy.money.to_decimal(shown[name])
+    if policy.observer is not None:
+        sent = await policy.observer.after_event(
+            conn, f"auto_topup.{event}", account_id, {"account_id": account_id, **shown}, now
+        )
+        await statements.queue(conn, sent)
+    await audit.record(
+        conn,
+        actor=ACTOR,
+        action=f"auto_topup.{event}",
+        target=account_id,
+        before=None,
+        after=data,
+        now=now,
+    )
+
+
+async def resume(
+    conn: AsyncConnection, account_id: str, why: str, policy: Policy, now: datetime
+) -> bool:
+    """Lift a pause or a wait for the customer (a new card, a manual purchase that went
+    through): ``auto_topup.resumed``; whether there was one to lift."""
+    row = await repo.get_rule(conn, account_id, lock=True)
+    if row is None or row.state == "active":
+        return False
+    state = {"state": "active", "paused_reason": None, "consecutive_declines": 0}
+    await repo.update_rule(conn, account_id, {**state, "next_attempt_at": None, "updated_at": now})
+    await repo.arm(conn, account_id)
+    await tell(conn, policy, "resumed", account_id, {"was": row.state, "because": why}, now)
+    return True
 
 
 def check_rule(rule: Rule, packs: Collection[str]) -> None:
@@ -75,7 +122,7 @@ async def put_rule(
 
 
 async def record_consent(
-    conn: AsyncConnection, account_id: str, card: Card, actor: str, now: datetime
+    conn: AsyncConnection, account_id: str, card: Card, actor: str, policy: Policy, now: datetime
 ) -> AutoTopup:
     """Remember the card the customer saved for auto top-up, with who agreed, when and to
     which rule (audited ``auto_topup.consented``). A new card lifts a pause and clears the
@@ -93,13 +140,12 @@ async def record_consent(
         "consented_at": now,
         "consented_rule": _rule_of(row).stored(),
     }
-    state = {"state": "active", "paused_reason": None, "consecutive_declines": 0}
-    await repo.update_rule(
-        conn, account_id, {**consent, **state, "next_attempt_at": None, "updated_at": now}
-    )
+    fresh = {"consecutive_declines": 0, "next_attempt_at": None, "updated_at": now}
+    await repo.update_rule(conn, account_id, {**consent, **fresh})
+    await resume(conn, account_id, "a new card was saved", policy, now)
     await repo.arm(conn, account_id)
     before = {"payment_method_id": row.payment_method_id, "state": row.state}
-    shown = {**consent, "consented_at": now.isoformat(), **state}
+    shown = {**consent, "consented_at": now.isoformat()}
     await audit.record(
         conn,
         actor=actor,
@@ -113,7 +159,11 @@ async def record_consent(
 
 
 async def card_saved(
-    conn: AsyncConnection, session: dict[str, Any], card: Card | None, now: datetime
+    conn: AsyncConnection,
+    session: dict[str, Any],
+    card: Card | None,
+    policy: Policy,
+    now: datetime,
 ) -> Handled:
     """``checkout.session.completed`` in ``setup`` mode: the consent the customer gave by
     saving ``card`` (as Stripe reported it), for the account the session was made for. A
@@ -129,7 +179,7 @@ async def card_saved(
     if card is None:
         return Handled("no_card_saved", notes=notes)
     actor = f"{metadata.get('creditsd_app') or 'stripe'} (checkout {session.get('id')})"
-    await record_consent(conn, account_id, card, actor, now)
+    await record_consent(conn, account_id, card, actor, policy, now)
     return Handled("card_saved", notes={**notes, "payment_method": card.payment_method_id})
 
 

@@ -19,7 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.audit import repository as audit
 from creditsd.autotopup import repository as repo
+from creditsd.autotopup.models import ACTOR
 from creditsd.autotopup.service import month_start
 from creditsd.config import Settings
 from creditsd.kit import ids
@@ -35,31 +37,34 @@ async def queue_attempts(
     short: set[str],
     settings: Settings,
     now: datetime,
-) -> list[str]:
-    """Queue the attempts these balances call for; the accounts that got one."""
+) -> dict[str, dict[str, Any]]:
+    """Queue the attempts these balances call for; what ``auto_topup.cap_reached`` says of
+    each account the monthly cap stopped, the first time this month."""
     query = select(auto_topups).where(
         _R.account_id.in_(sorted(available)),
         _R.enabled.is_(True),
         _R.state == "active",
         _R.payment_method_id.is_not(None),
     )
-    queued = []
+    capped = {}
     for rule in await conn.execute(query):
         account_id = rule.account_id
         due = available[account_id] < rule.threshold or account_id in short
         if not due or (rule.next_attempt_at is not None and rule.next_attempt_at > now):
             continue
         credits = await _credits(conn, rule, available[account_id], settings, now)
-        if credits > 0 and await _claim(conn, rule, credits, now):
-            queued.append(account_id)
-    return queued
+        if credits > 0:
+            await _claim(conn, rule, credits, now)
+        elif (told := await _cap_reached(conn, rule, settings, now)) is not None:
+            capped[account_id] = told
+    return capped
 
 
 async def _credits(
     conn: AsyncConnection, rule: Any, available: int, settings: Settings, now: datetime
 ) -> int:
     """The credits to buy: up to the target, or one pack, within what the month's cap
-    leaves (0: nothing to buy)."""
+    leaves (0: the cap leaves nothing)."""
     left: int = rule.monthly_cap - await repo.bought_since(conn, rule.account_id, month_start(now))
     if rule.pack is not None:
         pack = settings.packs.get(rule.pack)
@@ -67,6 +72,33 @@ async def _credits(
         return credits if credits <= left else 0
     target: int = rule.target_balance
     return max(min(target - available, left), 0)
+
+
+async def _cap_reached(
+    conn: AsyncConnection, rule: Any, settings: Settings, now: datetime
+) -> dict[str, Any] | None:
+    """Note, once a month and audited, that the cap stopped a top-up; the webhook's data
+    (None: already told this month)."""
+    month = now.strftime("%Y-%m")
+    if rule.cap_reached_in == month:
+        return None
+    await repo.update_rule(conn, rule.account_id, {"cap_reached_in": month, "updated_at": now})
+    money = settings.money
+    data = {
+        "account_id": rule.account_id,
+        "monthly_cap": money.to_decimal(rule.monthly_cap),
+        "month": month,
+    }
+    await audit.record(
+        conn,
+        actor=ACTOR,
+        action="auto_topup.cap_reached",
+        target=rule.account_id,
+        before=None,
+        after={"monthly_cap": rule.monthly_cap, "month": month},
+        now=now,
+    )
+    return data
 
 
 async def _claim(conn: AsyncConnection, rule: Any, credits: int, now: datetime) -> bool:

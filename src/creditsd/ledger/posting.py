@@ -123,6 +123,16 @@ class Observer(Protocol):
     ) -> list[Message]:
         """The messages these spend limits' warnings send."""
 
+    async def after_event(
+        self,
+        conn: AsyncConnection,
+        event_type: str,
+        account_id: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> list[Message]:
+        """The messages one event of a domain's own sends (an auto top-up's outcome)."""
+
     async def after_balances(
         self, conn: AsyncConnection, available: dict[str, int], short: set[str], now: datetime
     ) -> list[Message]:

@@ -25,6 +25,7 @@ from creditsd.autotopup.models import Card
 from creditsd.config import PackSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
+from creditsd.ledger import repository as ledger_repo
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import purchases, refunds
 from creditsd.stripe.errors import (
@@ -354,7 +355,7 @@ class StripeBilling:
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
         if kind == "checkout.session.completed" and item.get("mode") == "setup":
-            return await autotopup.card_saved(conn, item, asked.saved_card, now)
+            return await autotopup.card_saved(conn, item, asked.saved_card, policy, now)
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
             if item.get("mode") != "payment":
                 return Handled("not_a_pack_purchase", notes={"session": item.get("id")})
@@ -371,7 +372,12 @@ class StripeBilling:
                 event_id=event["id"],
                 session_id=item["id"],
             )
-            return await purchases.record_purchase(conn, paid, settings, policy, now)
+            bought = await purchases.record_purchase(conn, paid, settings, policy, now)
+            if bought.name == "granted" and paid.account is not None:
+                account_id = await ledger_repo.resolve_name(conn, paid.account)
+                if account_id is not None:
+                    await autotopup.resume(conn, account_id, "a purchase went through", policy, now)
+            return bought
         if kind == "payment_intent.succeeded":
             topped_up = await charging.intent_succeeded(conn, item, settings, policy, now)
             return topped_up or await purchases.confirm_payment(conn, item["id"], now)

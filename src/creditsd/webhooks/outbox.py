@@ -184,10 +184,15 @@ class Outbox:
     async def after_balances(
         self, conn: AsyncConnection, available: dict[str, int], short: set[str], now: datetime
     ) -> list[Message]:
-        """Queue the auto top-ups these balances call for (nothing to send yet: the attempt
-        tells its outcome when it has one)."""
-        await autotopup.queue_attempts(conn, available, short, self._settings, now)
-        return []
+        """Queue the auto top-ups these balances call for; ``auto_topup.cap_reached`` for
+        those the monthly cap stops, once a month (the attempt tells its own outcome)."""
+        capped = await autotopup.queue_attempts(conn, available, short, self._settings, now)
+        await self.refresh(conn)
+        return [
+            row
+            for account_id, data in capped.items()
+            for row in self._messages_for(("auto_topup.cap_reached", account_id, data), now)
+        ]
 
     async def after_limit_warnings(
         self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime
@@ -215,6 +220,18 @@ class Outbox:
             }
             rows += self._messages_for(("limit.warning", limit.account_id, data), now)
         return rows
+
+    async def after_event(
+        self,
+        conn: AsyncConnection,
+        event_type: str,
+        account_id: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> list[Message]:
+        """One event of a domain's own, to the endpoints that asked for it."""
+        await self.refresh(conn)
+        return self._messages_for((event_type, account_id, data), now)
 
     async def after_drift(
         self, conn: AsyncConnection, data: dict[str, Any], account: str | None, now: datetime

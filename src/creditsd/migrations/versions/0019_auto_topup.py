@@ -36,6 +36,7 @@ def _rules() -> None:
         sa.Column("paused_reason", sa.String(255), nullable=True),
         sa.Column("consecutive_declines", sa.Integer, nullable=False, server_default="0"),
         sa.Column("next_attempt_at", Timestamp, nullable=True),
+        sa.Column("cap_reached_in", sa.String(7), nullable=True),
         sa.Column("customer_id", sa.String(255), nullable=True),
         sa.Column("payment_method_id", sa.String(255), nullable=True),
         sa.Column("card_fingerprint", sa.String(255), nullable=True),
