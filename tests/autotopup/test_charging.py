@@ -60,6 +60,7 @@ def last_intent(fake: FakeStripe) -> str:
         (["declined:stolen_card"], ["declined"], (50, "paused", 1, "declined")),
         (["authentication_required"], ["needs_action"], (50, "needs_action", 0, "needs_action")),
         (["lost"], ["queued", "succeeded"], (500, "active", 0, "succeeded")),
+        (["rate_limited"], ["queued", "succeeded"], (500, "active", 0, "succeeded")),
     ],
 )
 async def test_each_outcome_and_what_the_ledger_shows(
@@ -147,3 +148,39 @@ async def test_four_declines_in_a_row_pause_with_the_reason(
     topup = body(await shop_api.get("/v1/accounts/ada/auto-topup"))
     assert (topup["state"], topup["paused_reason"]) == ("paused", "card declined 4 times in a row")
     assert waits == [True, True, True, False]
+
+
+async def test_a_card_declined_10_times_in_30_days_pauses_even_when_saved_again(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    fake.intent_outcomes = ["declined:insufficient_funds"] * 10
+    billing = StripeBilling(shop)
+    try:
+        for declined in range(1, 11):
+            assert await charge_auto_topups(shop, billing) == ["declined"]
+            if declined % 3 == 0:  # the customer saves the same card again: the streak restarts
+                await save_card(shop_api, fake, "ada", fingerprint="fp_ada")
+            await shop.database.write(
+                lambda conn, now: autotopup_repo.update_rule(conn, "ada", {"next_attempt_at": None})
+            )
+            await shop.charge("ada", 1 * CREDIT)
+    finally:
+        await billing.close()
+    topup = body(await shop_api.get("/v1/accounts/ada/auto-topup"))
+    assert (topup["state"], topup["paused_reason"]) == (
+        "paused",
+        "card declined 10 times in 30 days",
+    )
+    assert topup["consecutive_declines"] == 1
+
+
+async def test_turning_it_off_cancels_the_queued_attempt(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    off = await shop_api.put("/v1/accounts/ada/auto-topup", json={**RULE, "enabled": False})
+    assert off.status_code == 200
+    assert await charge_auto_topups(shop, StripeBilling(shop)) == []
+    assert await state(shop_api) == (50, "off", 0, "canceled")
+    assert not [obj for obj in fake.objects.values() if obj["object"] == "payment_intent"]

@@ -131,7 +131,8 @@ class FakeStripe:
         self._intent_metadata: dict[str, JSON] = {}
         # How the next off-session PaymentIntents end: "succeeded", "processing",
         # "authentication_required", "declined:<decline_code>[:<advice_code>]", or "lost"
-        # (succeeded, but answered 500 until retried with the same idempotency key).
+        # (succeeded, but answered 500 until retried with the same idempotency key), or
+        # "rate_limited" (a 429, nothing made).
         self.intent_outcomes: list[str] = []
         self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
         self._lock = threading.RLock()
@@ -353,6 +354,9 @@ class FakeStripe:
             if name not in params:
                 raise _required(name)
         outcome = self.intent_outcomes.pop(0) if self.intent_outcomes else "succeeded"
+        if outcome == "rate_limited":  # refused before anything was made
+            message = "Too many requests hit the API too quickly."
+            raise StripeError(message, status=429, code="rate_limit", kind="invalid_request_error")
         kind, _, advice = outcome.partition(":")
         paid = kind in ("succeeded", "lost")
         amount, metadata = int(params["amount"]), params.get("metadata", {})
