@@ -184,3 +184,24 @@ async def test_turning_it_off_cancels_the_queued_attempt(
     assert await charge_auto_topups(shop, StripeBilling(shop)) == []
     assert await state(shop_api) == (50, "off", 0, "canceled")
     assert not [obj for obj in fake.objects.values() if obj["object"] == "payment_intent"]
+
+
+async def test_a_crash_between_the_claim_and_the_answer_resumes_with_the_same_key(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    billing = StripeBilling(shop)
+    try:
+        (due,) = await shop.database.read(lambda conn, _now: charging.due_attempts(conn))
+        first = await billing.charge_saved_card(due)  # the process dies before recording it
+        assert await charge_auto_topups(shop, billing) == ["succeeded"]  # the next pass
+    finally:
+        await billing.close()
+    assert len([o for o in fake.objects.values() if o["object"] == "payment_intent"]) == 1
+    keys = {key for method, path, _, key in fake.requests if path == "/v1/payment_intents"}
+    assert keys == {f"creditsd:auto_topup:{due.id}"}
+    assert (
+        body(await shop_api.get("/v1/accounts/ada/auto-topup"))["last_attempt"]["payment_intent_id"]
+        == first.payment_intent_id
+    )
+    assert await state(shop_api) == (500, "active", 0, "succeeded")
