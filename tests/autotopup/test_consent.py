@@ -70,3 +70,21 @@ async def test_a_setup_session_not_started_for_auto_topup_saves_nothing(
     delivered = await deliver(shop_api, fake.event("checkout.session.completed", completed))
     assert delivered.json()["outcome"] == "not_an_auto_topup_card"
     assert body(await shop_api.get("/v1/accounts/ada/auto-topup"))["state"] == "awaiting_card"
+
+
+async def test_a_key_reused_for_another_card_session_is_a_conflict(
+    shop_api: httpx.AsyncClient,
+) -> None:
+    for account in ("ada", "bob"):
+        assert (
+            await shop_api.put(f"/v1/accounts/{account}/auto-topup", json=RULE)
+        ).status_code == 200
+    key = {"Idempotency-Key": "k-1"}
+    path = "/v1/accounts/{}/auto-topup/card-session"
+    first = await shop_api.post(path.format("ada"), json=URLS, headers=key)
+    again = await shop_api.post(path.format("ada"), json=URLS, headers=key)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert body(first)["id"] == body(again)["id"]
+    other = await shop_api.post(path.format("bob"), json=URLS, headers=key)
+    assert other.status_code == 409
+    assert body(other)["error"]["code"] == "idempotency_conflict"

@@ -26,6 +26,7 @@ from creditsd.config import PackSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
 from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger.errors import IdempotencyConflict
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import purchases, refunds
 from creditsd.stripe.errors import (
@@ -185,9 +186,14 @@ class StripeBilling:
         options: Any = {}
         if idempotency_key:
             options["idempotency_key"] = f"creditsd:{app}:card:{idempotency_key}"
-        session = await self._call(
-            self.client.v1.checkout.sessions.create_async(params=params, options=options)
-        )
+        try:
+            session = await self._call(
+                self.client.v1.checkout.sessions.create_async(params=params, options=options)
+            )
+        except PaymentProviderError as exc:  # the key, sent before with another request: 409
+            if isinstance(exc.__cause__, stripe.IdempotencyError):
+                raise IdempotencyConflict(str(idempotency_key)) from exc
+            raise
         return Checkout(
             id=session.id,
             account_id=account_id,
