@@ -28,7 +28,9 @@ from creditsd.tables import auto_topup_attempts, auto_topups
 
 _A = auto_topup_attempts.c
 _R = auto_topups.c
-NEVER_RETRY = {"do_not_try_again", "do_not_honor_never_retry", "try_again_later_never"}
+# Stripe's advice on a decline (``advice_code``), and the decline codes whose issuer says the
+# card is gone: retrying either only adds declines to the card's record.
+NEVER_RETRY = {"do_not_try_again"}
 NEVER_RETRY_DECLINES = {"do_not_try_again", "lost_card", "stolen_card", "pickup_card"}
 MAX_CONSECUTIVE = 4
 MAX_PER_CARD = 10  # declines of one card in CARD_WINDOW
