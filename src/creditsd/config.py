@@ -214,6 +214,11 @@ class StripeSettings(_Section):
     webhook_tolerance: int = Field(300, ge=1, le=3600, description="Seconds a signature lives.")
     refund_policy: Literal["allow_negative", "block_account", "write_off"] = "allow_negative"
     dispute_policy: Literal["clawback", "freeze"] = "clawback"
+    currency: str = Field(
+        "usd",
+        pattern=r"^[a-z]{3}$",
+        description="The currency auto top-up saves cards for and charges in (ISO 4217).",
+    )
 
     @property
     def enabled(self) -> bool:

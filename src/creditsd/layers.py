@@ -36,6 +36,7 @@ LAYERS: dict[str, Layer] = {
     "creditsd.proxy": Layer.SURFACE,  # the one orchestrator that spans transactions
     "creditsd.web": Layer.SURFACE,
     "creditsd.worker": Layer.SURFACE,
+    "creditsd.autotopup": Layer.SERVICE,
     "creditsd.clerk": Layer.SERVICE,
     "creditsd.gateway": Layer.SERVICE,
     "creditsd.holds": Layer.SERVICE,

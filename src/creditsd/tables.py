@@ -109,6 +109,9 @@ accounts = Table(
     Column("lots_expire_at", Timestamp, nullable=True),
     # Below this balance a debit sends balance.low (None: the [webhooks] default).
     Column("low_balance_threshold", BigInteger, nullable=True),
+    # An armed auto top-up's threshold (on, card saved, not paused), which the posting engine
+    # reads with the account's lock: NULL costs a write nothing.
+    Column("auto_topup_below", BigInteger, nullable=True),
     # The fraction of a minor unit the gateway's usage priced but did not yet charge, in
     # units of 10⁻¹² of a minor unit (always below one minor unit).
     Column("usage_carry", BigInteger, nullable=False, server_default="0"),
@@ -562,4 +565,70 @@ limit_windows = Table(
         ondelete="CASCADE",
     ),
     CheckConstraint("spent >= 0", name="spent_not_negative"),
+)
+
+# Auto top-up: one rule per account, with the consent (a saved card) it charges and where it
+# stands; and its attempts, at most one in flight per account (``in_flight`` is the account
+# while an attempt is unresolved, NULL after: a unique key both databases enforce).
+AUTO_TOPUP_STATES = ("active", "paused", "needs_action")
+AUTO_TOPUP_ATTEMPT_STATUSES = (
+    "queued",
+    "processing",
+    "succeeded",
+    "declined",
+    "needs_action",
+    "canceled",
+)
+
+auto_topups = Table(
+    "auto_topups",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("threshold", BigInteger, nullable=False),
+    Column("target_balance", BigInteger, nullable=True),
+    Column("pack", String(64), nullable=True),
+    Column("monthly_cap", BigInteger, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("paused_reason", String(255), nullable=True),
+    Column("consecutive_declines", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", Timestamp, nullable=True),  # backing off after a decline
+    Column("cap_reached_in", String(7), nullable=True),  # the month (2026-12) it was told
+    Column("customer_id", String(KEY_LENGTH), nullable=True),
+    Column("payment_method_id", String(KEY_LENGTH), nullable=True),
+    Column("card_fingerprint", String(KEY_LENGTH), nullable=True),
+    Column("card_last4", String(4), nullable=True),
+    Column("card_brand", String(32), nullable=True),
+    Column("consented_by", String(KEY_LENGTH), nullable=True),
+    Column("consented_at", Timestamp, nullable=True),
+    Column("consented_rule", JSON(none_as_null=True), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("state", AUTO_TOPUP_STATES), name="state"),
+    CheckConstraint("threshold >= 0", name="threshold_not_negative"),
+    CheckConstraint("monthly_cap > 0", name="monthly_cap_positive"),
+    CheckConstraint("(target_balance IS NULL) <> (pack IS NULL)", name="target_balance_or_pack"),
+    CheckConstraint("target_balance IS NULL OR target_balance > threshold", name="target"),
+)
+
+auto_topup_attempts = Table(
+    "auto_topup_attempts",
+    metadata,
+    Column("account_id", String(ACCOUNT_ID_LENGTH), ForeignKey("accounts.id"), primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("in_flight", String(ACCOUNT_ID_LENGTH), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("credits", BigInteger, nullable=False),
+    Column("payment_method_id", String(KEY_LENGTH), nullable=False),
+    Column("card_fingerprint", String(KEY_LENGTH), nullable=True),
+    Column("payment_intent_id", String(KEY_LENGTH), nullable=True, unique=True),
+    Column("amount", BigInteger, nullable=True),  # in the currency's minor unit, once priced
+    Column("currency", String(8), nullable=True),
+    Column("decline_code", String(64), nullable=True),
+    Column("transfer_id", String(32), ForeignKey("transfers.id"), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False),
+    CheckConstraint(_one_of("status", AUTO_TOPUP_ATTEMPT_STATUSES), name="status"),
+    CheckConstraint("credits > 0", name="credits_positive"),
+    Index(None, "card_fingerprint", "created_at"),
 )

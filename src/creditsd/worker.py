@@ -20,6 +20,7 @@ from functools import partial
 import httpx
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import charging
 from creditsd.config import LinkSettings
 from creditsd.inprocess import Ledger
 from creditsd.integrity import checkpoints
@@ -28,12 +29,14 @@ from creditsd.integrity import service as integrity
 from creditsd.integrity.models import ChainBreak, ChainReport, Checkpoint
 from creditsd.kit import db, ids, jsonio
 from creditsd.kit.repeats import repeats
+from creditsd.stripe.billing import StripeBilling
 from creditsd.webhooks import repository as repo
 from creditsd.webhooks import signing
 from creditsd.webhooks.models import APP, BALANCE_SYNC, GATEWAY, Message
 
 log = logging.getLogger("creditsd")
 RUNWAY_REFRESH_SECONDS = 300.0  # how often the burn behind runway warnings is worked out
+AUTO_TOPUP_INTERVAL_SECONDS = 5.0  # how soon a queued auto top-up is charged
 
 
 async def sweep_expired(ledger: Ledger, interval: float) -> None:
@@ -302,6 +305,41 @@ class Deliverer:
                 return
 
 
+async def charge_auto_topups(ledger: Ledger, billing: StripeBilling) -> list[str]:
+    """One pass over the queued auto top-ups: those of rules turned off or paused since are
+    canceled; each other is charged (Stripe called between two transactions) and its answer
+    recorded; the status each attempt is left in."""
+    await ledger.database.write(charging.cancel_stale)
+    due = await ledger.database.read(lambda conn, _now: charging.due_attempts(conn))
+    return [
+        await _settle(ledger, attempt, await billing.charge_saved_card(attempt)) for attempt in due
+    ]
+
+
+async def _settle(ledger: Ledger, attempt: charging.Due, answer: charging.Answer) -> str:
+    """Record Stripe's answer to one attempt in its own transaction."""
+    settings, policy = ledger.settings, ledger.policy
+    return await ledger.database.write(
+        lambda conn, now: charging.settle(conn, attempt, answer, settings, policy, now)
+    )
+
+
+async def charge_auto_topups_every(ledger: Ledger, interval: float) -> None:
+    """Charge the queued auto top-ups every ``interval`` seconds; errors are logged."""
+    billing = StripeBilling(ledger)
+    try:
+        while True:
+            try:
+                await charge_auto_topups(ledger, billing)
+            except db.OUTAGES as exc:
+                repeats.say(log, f"auto top-up waits for the database: {db.described(exc)}")
+            except Exception:
+                log.exception("auto top-up pass failed; trying again in %.0fs", interval)
+            await asyncio.sleep(interval)
+    finally:
+        await billing.close()
+
+
 async def background(ledger: Ledger) -> None:
     """What runs beside the API (and alone in ``creditsd worker``): the expiry sweeps, the
     outbox's delivery and, unless ``[reconcile] interval_seconds`` is 0, reconciliation."""
@@ -314,6 +352,8 @@ async def background(ledger: Ledger) -> None:
     ]
     if settings.reconcile.interval_seconds:
         jobs.append(reconcile_every(ledger, settings.reconcile.interval_seconds))
+    if settings.stripe.enabled:
+        jobs.append(charge_auto_topups_every(ledger, AUTO_TOPUP_INTERVAL_SECONDS))
     try:
         await asyncio.gather(*jobs)
     finally:

@@ -40,6 +40,8 @@ KINDS = {
     "disputes": "dispute",
     "events": "event",
     "invoice_payments": "invoice_payment",
+    "setup_intents": "setup_intent",
+    "payment_methods": "payment_method",
 }
 ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items)?)?")
 
@@ -102,6 +104,15 @@ def _required(param: str) -> StripeError:
     return StripeError(f"Missing required param: {param}.", param, code="parameter_missing")
 
 
+class LostAnswer(Exception):
+    """Stripe did the work but the answer failed (a 500): a retry with the same idempotency
+    key gets the answer it should have had."""
+
+    def __init__(self, answer: JSON) -> None:
+        super().__init__("lost answer")
+        self.answer = answer
+
+
 class FakeStripe:
     """An in-memory Stripe test-mode account, served over real HTTP on 127.0.0.1."""
 
@@ -118,6 +129,11 @@ class FakeStripe:
         self.objects: dict[str, JSON] = {}  # every object by id, as last changed
         self._line_items: dict[str, list[JSON]] = {}
         self._intent_metadata: dict[str, JSON] = {}
+        # How the next off-session PaymentIntents end: "succeeded", "processing",
+        # "authentication_required", "declined:<decline_code>[:<advice_code>]", or "lost"
+        # (succeeded, but answered 500 until retried with the same idempotency key), or
+        # "rate_limited" (a 429, nothing made).
+        self.intent_outcomes: list[str] = []
         self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
@@ -174,7 +190,12 @@ class FakeStripe:
                             kind="idempotency_error",
                         )
                     return 200, answer, True
-                answer = json.dumps(self._route(method, url.path, params)).encode()
+                try:
+                    answer = json.dumps(self._route(method, url.path, params)).encode()
+                except LostAnswer as lost:
+                    self._replays[url.path, key] = (params, json.dumps(lost.answer).encode())
+                    failure = StripeError("An unknown error occurred", status=500, kind="api_error")
+                    return 500, json.dumps(failure.body).encode(), False
                 self._replays[url.path, key] = (params, answer)
                 return 200, answer, False
             except StripeError as error:
@@ -191,6 +212,8 @@ class FakeStripe:
             return self._new("customer", "cus_", **fields, metadata=params.get("metadata", {}))
         if method == "POST" and oid is None and collection == "checkout/sessions":
             return self._create_session(params)
+        if method == "POST" and oid is None and collection == "payment_intents":
+            return self._create_intent(params)
         if method == "GET" and oid is not None and sub is None and collection in KINDS:
             return self._render(self._get(KINDS[collection], oid), params.get("expand", []))
         if method == "GET" and oid is not None and sub and collection == "checkout/sessions":
@@ -232,8 +255,10 @@ class FakeStripe:
         mode, ui_mode = params.get("mode"), params.get("ui_mode", "hosted_page")
         if mode is None:
             raise _required("mode")
+        if mode == "setup":
+            return self._create_setup_session(params)
         if mode != "payment":
-            raise StripeError(f"FakeStripe only supports mode=payment, not {mode!r}.", "mode")
+            raise StripeError(f"FakeStripe only supports payment and setup, not {mode!r}.", "mode")
         if ui_mode not in UI_MODES:
             raise StripeError(f"Invalid ui_mode: must be one of {', '.join(UI_MODES)}", "ui_mode")
         embedded = ui_mode == "embedded_page"
@@ -286,6 +311,79 @@ class FakeStripe:
         self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
         return session
 
+    def _create_setup_session(self, params: JSON) -> JSON:
+        """A hosted session that saves a payment method for later (``mode=setup``): no line
+        items, a currency (for the payment methods it offers), no payment."""
+        if "line_items" in params:
+            raise StripeError("You cannot pass `line_items` in `setup` mode.", "line_items")
+        if "currency" not in params and "payment_method_types" not in params:
+            raise _required("currency")
+        customer = params.get("customer")
+        if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
+            raise _missing("customer", customer, "customer", 400)
+        passed = ("client_reference_id", "success_url", "cancel_url")
+        session = self._new(
+            "checkout.session",
+            "cs_test_",
+            mode="setup",
+            ui_mode=params.get("ui_mode", "hosted_page"),
+            status="open",
+            payment_status="no_payment_required",
+            amount_subtotal=None,
+            amount_total=None,
+            currency=params.get("currency"),
+            customer=customer,
+            metadata=params.get("metadata", {}),
+            payment_intent=None,
+            setup_intent=None,
+            client_secret=None,
+            expires_at=int(time.time()) + 24 * 3600,
+            **{name: params.get(name) for name in passed},
+        )
+        session["url"] = f"https://checkout.stripe.com/c/pay/{session['id']}"
+        intent_data = params.get("setup_intent_data", {})
+        self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
+        return session
+
+    def _create_intent(self, params: JSON) -> JSON:
+        """A PaymentIntent confirmed at once with a saved card, ending as the next of
+        :attr:`intent_outcomes` says (succeeded when none is scripted). A decline or a
+        request for authentication is a 402 ``card_error`` carrying the intent, as Stripe
+        answers it."""
+        for name in ("amount", "currency", "payment_method", "customer"):
+            if name not in params:
+                raise _required(name)
+        outcome = self.intent_outcomes.pop(0) if self.intent_outcomes else "succeeded"
+        if outcome == "rate_limited":  # refused before anything was made
+            message = "Too many requests hit the API too quickly."
+            raise StripeError(message, status=429, code="rate_limit", kind="invalid_request_error")
+        kind, _, advice = outcome.partition(":")
+        paid = kind in ("succeeded", "lost")
+        amount, metadata = int(params["amount"]), params.get("metadata", {})
+        intent = self._pay(amount, params["customer"], metadata, paid=paid)
+        intent.update(payment_method=params["payment_method"], last_payment_error=None)
+        if kind in ("succeeded", "processing"):
+            return copy.deepcopy(intent)
+        if kind == "lost":
+            intent.update(status="succeeded", amount_received=amount)
+            raise LostAnswer(copy.deepcopy(intent))
+        decline_code, _, advice_code = advice.partition(":")
+        code = "authentication_required" if kind == "authentication_required" else "card_declined"
+        status = (
+            "requires_action" if code == "authentication_required" else "requires_payment_method"
+        )
+        intent.update(status=status, amount_received=0)
+        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
+        error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
+        error.body["error"].update(
+            decline_code=decline_code or None, charge=intent["latest_charge"]
+        )
+        if advice_code:
+            error.body["error"]["advice_code"] = advice_code
+        intent["last_payment_error"] = copy.deepcopy(error.body["error"])
+        error.body["error"]["payment_intent"] = copy.deepcopy(intent)
+        raise error
+
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
         after = params.get("starting_after")
@@ -319,6 +417,28 @@ class FakeStripe:
             intent = self._pay(session["amount_total"], session["customer"], metadata, paid=paid)
             session.update(status="complete", payment_status="paid" if paid else "unpaid")
             session["payment_intent"] = intent["id"]
+            return copy.deepcopy(session)
+
+    def complete_setup(
+        self, session_id: str, *, last4: str = "4242", fingerprint: str | None = None
+    ) -> JSON:
+        """The customer saved a card in a ``mode=setup`` session: a PaymentMethod attached
+        to the session's customer and a succeeded SetupIntent (``usage: off_session``)
+        naming it; the completed session."""
+        with self._lock:
+            session = self._get("checkout.session", session_id)
+            if session["mode"] != "setup" or session["status"] != "open":
+                raise ValueError(f"{session_id} is not an open setup session")
+            card = {"brand": "visa", "last4": last4, "exp_month": 12, "exp_year": 2030}
+            card["fingerprint"] = fingerprint or secrets.token_hex(8)
+            card.update(country="US", funding="credit")
+            method = self._new("payment_method", "pm_", type="card", card=card)
+            method.update(customer=session["customer"], metadata={}, billing_details={})
+            intent = self._new("setup_intent", "seti_", status="succeeded", usage="off_session")
+            intent.update(customer=session["customer"], payment_method=method["id"])
+            intent.update(metadata=copy.deepcopy(self._intent_metadata[session_id]))
+            intent.update(payment_method_types=["card"], last_setup_error=None)
+            session.update(status="complete", setup_intent=intent["id"])
             return copy.deepcopy(session)
 
     def pay_invoice(self, invoice_id: str, customer: str, amount: int) -> JSON:

@@ -296,6 +296,56 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/accounts/{account_id}/auto-topup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Auto Topup
+         * @description The account's auto top-up: rule, saved card and consent, state, consecutive
+         *     declines, the last attempt and this month's total.
+         */
+        get: operations["get_auto_topup_v1_accounts__account_id__auto_topup_get"];
+        /**
+         * Put Auto Topup
+         * @description Set the account's auto top-up rule, audited; ``enabled: false`` turns it off at once.
+         *     It charges nothing until the customer saves a card (``state: awaiting_card``).
+         */
+        put: operations["put_auto_topup_v1_accounts__account_id__auto_topup_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/accounts/{account_id}/auto-topup/card-session": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create Card Session
+         * @description Start saving the card auto top-up charges: a Stripe Checkout Session in ``setup``
+         *     mode for the account's customer. Set the rule first (404 ``auto_topup_not_found``
+         *     otherwise): the consent recorded when Stripe reports the saved card names the rule as
+         *     it stands then, the app that asked, and the card's fingerprint and last four. A new card
+         *     replaces the old one and lifts a pause.
+         */
+        post: operations["create_card_session_v1_accounts__account_id__auto_topup_card_session_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/holds": {
         parameters: {
             query?: never;
@@ -1155,6 +1205,38 @@ export interface components {
             cache_creation?: components["schemas"]["_CacheCreation"] | null;
         };
         /**
+         * AttemptOut
+         * @description The latest attempt to charge the card.
+         */
+        AttemptOut: {
+            /** Id */
+            id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "processing" | "succeeded" | "declined" | "needs_action" | "canceled";
+            /**
+             * Credits
+             * @description Credits, written exactly.
+             */
+            credits: number;
+            /** Payment Intent Id */
+            payment_intent_id: string | null;
+            /** Decline Code */
+            decline_code: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
          * AuditRecordOut
          * @description One audited action (an operator's, an app's, or creditsd's own), as recorded in the
          *     transaction that made the change.
@@ -1244,6 +1326,89 @@ export interface components {
             next_cursor: string | null;
         };
         /**
+         * AutoTopupOut
+         * @description An account's auto top-up: its rule, card and where it stands.
+         */
+        AutoTopupOut: {
+            /** Account Id */
+            account_id: string;
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * Threshold
+             * @description Credits, written exactly.
+             */
+            threshold: number;
+            /** Target Balance */
+            target_balance: number | null;
+            /** Pack */
+            pack: string | null;
+            /**
+             * Monthly Cap
+             * @description Credits, written exactly.
+             */
+            monthly_cap: number;
+            /**
+             * State
+             * @description off; awaiting_card (on, no card saved yet); active; paused (declines: see paused_reason; a new card or a manual purchase resumes it); needs_action (the bank asks the customer to authenticate).
+             * @enum {string}
+             */
+            state: "off" | "awaiting_card" | "active" | "paused" | "needs_action";
+            /** Paused Reason */
+            paused_reason: string | null;
+            /** Consecutive Declines */
+            consecutive_declines: number;
+            /**
+             * Next Attempt At
+             * @description No attempt before this (backoff).
+             */
+            next_attempt_at: string | null;
+            card: components["schemas"]["CardOut"] | null;
+            last_attempt: components["schemas"]["AttemptOut"] | null;
+            /**
+             * Month Total
+             * @description Credits bought or being bought this month.
+             */
+            month_total: number;
+        };
+        /**
+         * AutoTopupPut
+         * @description The rule: when ``available`` falls below ``threshold``, buy enough to reach
+         *     ``target_balance``, or one ``pack`` (give exactly one), never more than ``monthly_cap``
+         *     credits in a calendar month (UTC).
+         */
+        AutoTopupPut: {
+            /**
+             * Enabled
+             * @description false turns auto top-up off at once.
+             */
+            enabled: boolean;
+            /**
+             * Threshold
+             * @description Top up when available falls below this (credits).
+             * @example 0
+             * @example 100.5
+             */
+            threshold: number | string;
+            /**
+             * Target Balance
+             * @description Buy enough to bring available to this (credits); above threshold.
+             */
+            target_balance?: (number | string) | null;
+            /**
+             * Pack
+             * @description Buy one of this credit pack ([packs]).
+             */
+            pack?: string | null;
+            /**
+             * Monthly Cap
+             * @description At most this many credits a calendar month.
+             * @example 10
+             * @example 10.5
+             */
+            monthly_cap: number | string;
+        };
+        /**
          * BalanceOut
          * @description sub2api's envelope around the synced balance, which seed 000's clients read at the
          *     top level.
@@ -1301,6 +1466,68 @@ export interface components {
         CaptureOut: {
             hold: components["schemas"]["HoldOut"];
             transfer: components["schemas"]["TransferOut"];
+        };
+        /**
+         * CardOut
+         * @description The saved card auto top-up charges, and the consent behind it.
+         */
+        CardOut: {
+            /** Payment Method Id */
+            payment_method_id: string;
+            /** Brand */
+            brand: string | null;
+            /** Last4 */
+            last4: string | null;
+            /** Fingerprint */
+            fingerprint: string | null;
+            /**
+             * Consented By
+             * @description Who agreed: the API key or page that saved it.
+             */
+            consented_by: string;
+            /**
+             * Consented At
+             * Format: date-time
+             */
+            consented_at: string;
+            /**
+             * Consented Rule
+             * @description The rule as it stood (minor units).
+             */
+            consented_rule: {
+                [key: string]: unknown;
+            };
+        };
+        /**
+         * CardSessionCreate
+         * @description Start saving the card auto top-up charges: a hosted Stripe Checkout in setup mode.
+         */
+        CardSessionCreate: {
+            /**
+             * Success Url
+             * @description Where Stripe sends the customer after saving.
+             */
+            success_url: string;
+            /**
+             * Cancel Url
+             * @description Where a customer who gives up goes.
+             */
+            cancel_url: string;
+            /** Idempotency Key */
+            idempotency_key?: string | null;
+        };
+        /**
+         * CardSessionOut
+         * @description A setup-mode Checkout Session: send the customer to ``url``. The card counts once
+         *     Stripe's ``checkout.session.completed`` arrives (the GET then shows it).
+         */
+        CardSessionOut: {
+            /** Id */
+            id: string;
+            /** Account Id */
+            account_id: string;
+            /** Url */
+            url: string | null;
         };
         /**
          * CatalogOut
@@ -1525,7 +1752,7 @@ export interface components {
             /** Url */
             url: string;
             /** Events */
-            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.runway_low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected")[];
+            events: ("charge.succeeded" | "usage.recorded" | "balance.low" | "balance.runway_low" | "balance.depleted" | "topup.completed" | "hold.expired" | "limit.warning" | "grant.expired" | "ledger.drift_detected" | "auto_topup.succeeded" | "auto_topup.failed" | "auto_topup.paused" | "auto_topup.resumed" | "auto_topup.needs_action" | "auto_topup.cap_reached")[];
             /** Description */
             description?: string | null;
         };
@@ -4495,6 +4722,320 @@ export interface operations {
             };
             /** @description Invalid input */
             422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_auto_topup_v1_accounts__account_id__auto_topup_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    put_auto_topup_v1_accounts__account_id__auto_topup_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AutoTopupPut"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AutoTopupOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database unavailable; retry with the same idempotency key */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_card_session_v1_accounts__account_id__auto_topup_card_session_post: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Repeat it to repeat the request safely. */
+                "Idempotency-Key"?: string | null;
+            };
+            path: {
+                /** @description The account's id or an alias. */
+                account_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CardSessionCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CardSessionOut"];
+                };
+            };
+            /** @description Malformed request (invalid JSON) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The API key's scope does not allow this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Conflicts with an earlier request or the current state */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description An upstream (payment or model provider) failed or refused; nothing was charged */
+            502: {
                 headers: {
                     [name: string]: unknown;
                 };

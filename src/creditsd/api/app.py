@@ -18,6 +18,7 @@ from creditsd.api.fastlane import FastLane
 from creditsd.api.http import ExactJSONResponse
 from creditsd.api.observe import Observed
 from creditsd.api.routes.audit import router as audit_router
+from creditsd.api.routes.autotopup import router as autotopup_router
 from creditsd.api.routes.clerk import webhooks as clerk_webhooks
 from creditsd.api.routes.gateway import from_app, from_gateway
 from creditsd.api.routes.holds import router as holds_router
@@ -128,6 +129,7 @@ def _include_routers(app: FastAPI, metrics_access: str) -> None:
     """Every domain's routes, the webhook receivers, the pages and ``/metrics``."""
     app.include_router(ledger_router)
     app.include_router(members_router)
+    app.include_router(autotopup_router)
     app.include_router(holds_router)
     app.include_router(pricing_router)
     app.include_router(usage_router)

@@ -12,7 +12,17 @@ from creditsd.kit.money import Money
 # maps each lot's id to what remains of it, ``carried`` each spend limit's id to what its
 # window had spent when the account's time zone changed.
 _AMOUNTS = frozenset(
-    {"balance", "held", "debt", "overdraft_limit", "low_balance_threshold", "spend_limit"}
+    {
+        "balance",
+        "held",
+        "debt",
+        "overdraft_limit",
+        "low_balance_threshold",
+        "spend_limit",
+        "threshold",
+        "target_balance",
+        "monthly_cap",
+    }
 )
 _AMOUNTS_BY_ID = frozenset({"lots", "carried"})
 

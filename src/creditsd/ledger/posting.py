@@ -135,6 +135,23 @@ class Observer(Protocol):
     ) -> list[Message]:
         """The messages these runway warnings send."""
 
+    async def after_event(
+        self,
+        conn: AsyncConnection,
+        event_type: str,
+        account_id: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> list[Message]:
+        """The messages one event of a domain's own sends (an auto top-up's outcome)."""
+
+    async def after_balances(
+        self, conn: AsyncConnection, available: dict[str, int], short: set[str], now: datetime
+    ) -> list[Message]:
+        """What follows from the ``available`` credits of the accounts a batch took below
+        their armed auto top-up's threshold (``accounts.auto_topup_below``) or refused for
+        insufficient credits (``short``): the attempt queued in the batch's transaction."""
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:
@@ -387,6 +404,7 @@ class _Account:
     time_zone: str | None  # its limits' windows'
     runway_burn: int | None  # its spend per day, as the worker last worked it out
     runway_warned: int | None  # the lowest runway level told of
+    auto_topup_below: int | None  # an armed auto top-up's threshold (None: not armed)
     lots: list[_Lot] | None = None  # loaded only when something spends or lapses them
     controls: AccountLimits | None = None  # its members and limits, when controlled
     changed: bool = False
@@ -446,6 +464,7 @@ class _Batch:
         self.writes = _Writes()
         self.expired: list[ExpiredHold] = []
         self.repeats: list[tuple[int, int]] = []  # (a repeated key's entry, its first's)
+        self.short: set[str] = set()  # the accounts refused for insufficient credits
 
     async def run(self, entries: Sequence[_Entry]) -> list[EntryOutcome]:
         outcomes: list[EntryOutcome] = [None] * len(entries)
@@ -471,6 +490,11 @@ class _Batch:
             outcomes[index] = self._apply(entries[index], swept)
         self._lapse(swept)  # what the holds settled here no longer keep
         self._repeat(entries, outcomes)
+        self.short = {
+            str(outcome.details["account_id"])
+            for outcome in outcomes
+            if isinstance(outcome, InsufficientCredits)
+        }
         await self._write()
         return outcomes
 
@@ -508,6 +532,7 @@ class _Batch:
                     time_zone=row.time_zone,
                     runway_burn=row.runway_burn,
                     runway_warned=row.runway_warned,
+                    auto_topup_below=row.auto_topup_below,
                 )
             if row.hold_id is None:
                 self.accounts[row.name] = account
@@ -1164,7 +1189,23 @@ class _Batch:
         if observer is not None and self.writes.transfers:
             made = [made for made, _ in self.writes.transfers]
             messages += await observer.after_transfers(self.conn, made, self.now)
+        if observer is not None and (due := self._topups_due()):
+            messages += await observer.after_balances(self.conn, due, self.short, self.now)
         return messages
+
+    def _topups_due(self) -> dict[str, int]:
+        """The ``available`` credits of the accounts with an armed auto top-up that this
+        batch debited or held below its threshold, or refused for insufficient credits (no
+        round trip unless one is due)."""
+        debited = {t.debit_account_id for t, _ in self.writes.transfers} | self.short
+        debited |= {hold.account_id for hold, _ in self.writes.holds}
+        return {
+            account.id: account.available
+            for account in self._by_id().values()
+            if account.auto_topup_below is not None
+            and account.id in debited
+            and (account.available < account.auto_topup_below or account.id in self.short)
+        }
 
 
 def _names(entry: _Entry) -> list[str]:

@@ -18,9 +18,15 @@ import stripe
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import charging
+from creditsd.autotopup import service as autotopup
+from creditsd.autotopup.charging import Answer, Due
+from creditsd.autotopup.models import Card
 from creditsd.config import PackSettings
 from creditsd.inbox import Handled
 from creditsd.kit.errors import InvalidEvent, InvalidSignature
+from creditsd.ledger import repository as ledger_repo
+from creditsd.ledger.errors import IdempotencyConflict
 from creditsd.ledger.runtime import Runtime
 from creditsd.stripe import purchases, refunds
 from creditsd.stripe.errors import (
@@ -29,7 +35,7 @@ from creditsd.stripe.errors import (
     StripeNotConfigured,
     UnknownPack,
 )
-from creditsd.stripe.events import EventEnvelope, StripeEvent
+from creditsd.stripe.events import EventEnvelope, StripeEvent, StripeObject, object_id
 
 log = logging.getLogger("creditsd.stripe")
 
@@ -153,6 +159,117 @@ class StripeBilling:
             client_secret=session.client_secret,
         )
 
+    async def create_card_session(
+        self,
+        account_id: str,
+        customer: str,
+        *,
+        success_url: str,
+        cancel_url: str,
+        app: str,
+        idempotency_key: str | None,
+    ) -> Checkout:
+        """A hosted Checkout Session in ``setup`` mode where the customer saves the card
+        auto top-up charges; ``app`` is who asked, recorded with the consent."""
+        metadata = {"creditsd_account": account_id, "creditsd_purpose": "auto_topup"}
+        metadata["creditsd_app"] = app
+        params: Any = {
+            "mode": "setup",
+            "currency": self.ledger.settings.stripe.currency,
+            "customer": customer,
+            "client_reference_id": account_id,
+            "metadata": metadata,
+            "setup_intent_data": {"metadata": metadata},
+            "success_url": success_url,
+            "cancel_url": cancel_url,
+        }
+        options: Any = {}
+        if idempotency_key:
+            options["idempotency_key"] = f"creditsd:{app}:card:{idempotency_key}"
+        try:
+            session = await self._call(
+                self.client.v1.checkout.sessions.create_async(params=params, options=options)
+            )
+        except PaymentProviderError as exc:  # the key, sent before with another request: 409
+            if isinstance(exc.__cause__, stripe.IdempotencyError):
+                raise IdempotencyConflict(str(idempotency_key)) from exc
+            raise
+        return Checkout(
+            id=session.id,
+            account_id=account_id,
+            pack="",
+            credits=0,
+            ui_mode="hosted",
+            url=session.url,
+            client_secret=None,
+        )
+
+    async def saved_card(self, session: StripeObject) -> Card | None:
+        """The card a completed setup session saved, from its SetupIntent and PaymentMethod."""
+        intent_id = object_id(session.get("setup_intent"))
+        if session.get("status") != "complete" or intent_id is None:
+            return None
+        params: Any = {"expand": ["payment_method"]}
+        intent = (
+            await self._call(self.client.v1.setup_intents.retrieve_async(intent_id, params))
+        ).to_dict()
+        method = intent.get("payment_method")
+        if intent.get("status") != "succeeded" or not isinstance(method, dict):
+            return None
+        card = method.get("card") or {}
+        return Card(
+            customer_id=str(intent.get("customer") or session.get("customer")),
+            payment_method_id=str(method["id"]),
+            fingerprint=card.get("fingerprint"),
+            last4=card.get("last4"),
+            brand=card.get("brand"),
+        )
+
+    async def price_of(self, due: Due) -> tuple[int, str]:
+        """What an attempt's credits cost, in the currency's minor unit, rounded up: at the
+        Stripe price of its pack, or, for a target balance, of the smallest pack on sale."""
+        packs = self.ledger.settings.packs
+        if due.pack is None and not packs:
+            raise StripeNotConfigured("packs (auto top-up prices credits by a pack)")
+        name = due.pack or min(packs, key=lambda pack: packs[pack].credits)
+        pack = self.pack(name)
+        price = await self._call(self.client.v1.prices.retrieve_async(pack.price_id))
+        pack_credits = self.ledger.money.to_minor(pack.credits)
+        amount = -(-int(price.unit_amount) * due.credits // pack_credits)
+        return amount, str(price.currency)
+
+    async def charge_saved_card(self, due: Due) -> Answer:
+        """Charge the saved card off-session for a queued attempt, confirmed at once, under
+        an idempotency key of the attempt (a retry after a crash gets Stripe's first answer).
+        Stripe failing, unreachable or rate limiting answers ``retry``."""
+        try:
+            amount, currency = await self.price_of(due)
+            metadata = {"creditsd_account": due.account_id, "creditsd_auto_topup": due.id}
+            params: Any = {
+                "amount": amount,
+                "currency": currency,
+                "customer": due.customer_id,
+                "payment_method": due.payment_method_id,
+                "off_session": True,
+                "confirm": True,
+                "metadata": metadata,
+            }
+            options: Any = {"idempotency_key": f"creditsd:auto_topup:{due.id}"}
+            intent = await self.client.v1.payment_intents.create_async(params, options)
+        except stripe.CardError as exc:
+            return _card_error(exc)
+        except (stripe.StripeError, PaymentProviderError) as exc:
+            log.warning("auto top-up %s waits: %s", due.id, _why(exc))
+            return Answer(outcome="retry")
+        status = str(intent.status)
+        outcome = status if status in {"succeeded", "processing"} else "authentication_required"
+        return Answer(
+            outcome=outcome,
+            payment_intent_id=str(intent.id),
+            amount=int(intent.amount),
+            currency=str(intent.currency),
+        )
+
     async def find_checkout(self, session_id: str) -> CheckoutState | None:
         """Where a Checkout Session stands, as Stripe tells it; None when Stripe has no such
         session."""
@@ -232,6 +349,8 @@ class StripeBilling:
             listed = await self._call(self.client.v1.invoice_payments.list_async(params))
             paid = [purchases.invoice_payment_intent(entry.to_dict()) for entry in listed.data]
             return purchases.Asked(invoice_payment=next((p for p in paid if p), None))
+        if kind == "checkout.session.completed" and item.get("mode") == "setup":
+            return purchases.Asked(saved_card=await self.saved_card(item))
         return purchases.Asked()
 
     async def handle(
@@ -241,6 +360,8 @@ class StripeBilling:
         handled (``asked``: what :meth:`ask` learned from Stripe beforehand)."""
         settings, policy = self.ledger.settings, self.ledger.policy
         kind, item = event["type"], event["data"]["object"]
+        if kind == "checkout.session.completed" and item.get("mode") == "setup":
+            return await autotopup.card_saved(conn, item, asked.saved_card, policy, now)
         if kind in {"checkout.session.completed", "checkout.session.async_payment_succeeded"}:
             if item.get("mode") != "payment":
                 return Handled("not_a_pack_purchase", notes={"session": item.get("id")})
@@ -257,9 +378,15 @@ class StripeBilling:
                 event_id=event["id"],
                 session_id=item["id"],
             )
-            return await purchases.record_purchase(conn, paid, settings, policy, now)
+            bought = await purchases.record_purchase(conn, paid, settings, policy, now)
+            if bought.name == "granted" and paid.account is not None:
+                account_id = await ledger_repo.resolve_name(conn, paid.account)
+                if account_id is not None:
+                    await autotopup.resume(conn, account_id, "a purchase went through", policy, now)
+            return bought
         if kind == "payment_intent.succeeded":
-            return await purchases.confirm_payment(conn, item["id"], now)
+            topped_up = await charging.intent_succeeded(conn, item, settings, policy, now)
+            return topped_up or await purchases.confirm_payment(conn, item["id"], now)
         if kind in refunds.MONEY_BACK:
             return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == purchases.INVOICE_PAID:
@@ -267,6 +394,26 @@ class StripeBilling:
                 conn, item, event["id"], asked, settings, policy, now
             )
         return Handled("ignored")
+
+
+def _card_error(exc: stripe.CardError) -> Answer:
+    """A decline, or the bank asking the customer to authenticate, as Stripe reports it."""
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error") or {}
+    intent = error.get("payment_intent") or {}
+    outcome = "authentication_required" if exc.code == "authentication_required" else "declined"
+    return Answer(
+        outcome=outcome,
+        payment_intent_id=intent.get("id"),
+        decline_code=error.get("decline_code"),
+        advice_code=error.get("advice_code"),
+    )
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, stripe.APIConnectionError):
+        return unreachable(exc)
+    return refused(exc) if isinstance(exc, stripe.StripeError) else str(exc)
 
 
 def unreachable(exc: BaseException) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from creditsd.audit import repository as audit
+from creditsd.autotopup.models import Card
 from creditsd.config import Settings
 from creditsd.inbox import Handled
 from creditsd.ledger import accounts as ledger_accounts
@@ -42,6 +43,7 @@ class Asked:
 
     lines: list[tuple[str, int]] = field(default_factory=list)  # a paid session's items
     invoice_payment: str | None = None  # the payment intent behind an invoice sent without it
+    saved_card: Card | None = None  # the card a setup session saved, for auto top-up
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,12 @@ EventType = Literal[
     "limit.warning",
     "grant.expired",
     "ledger.drift_detected",
+    "auto_topup.succeeded",
+    "auto_topup.failed",
+    "auto_topup.paused",
+    "auto_topup.resumed",
+    "auto_topup.needs_action",
+    "auto_topup.cap_reached",
 ]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 

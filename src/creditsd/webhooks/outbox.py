@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import trigger as autotopup
 from creditsd.config import Settings
 from creditsd.gateway.service import GATEWAY_APP, to_dollars
 from creditsd.kit import ids
@@ -181,6 +182,19 @@ class Outbox:
             rows += self._messages_for(("hold.expired", hold.account_id, data), now)
         return rows
 
+    async def after_balances(
+        self, conn: AsyncConnection, available: dict[str, int], short: set[str], now: datetime
+    ) -> list[Message]:
+        """Queue the auto top-ups these balances call for; ``auto_topup.cap_reached`` for
+        those the monthly cap stops, once a month (the attempt tells its own outcome)."""
+        capped = await autotopup.queue_attempts(conn, available, short, self._settings, now)
+        await self.refresh(conn)
+        return [
+            row
+            for account_id, data in capped.items()
+            for row in self._messages_for(("auto_topup.cap_reached", account_id, data), now)
+        ]
+
     async def after_limit_warnings(
         self, conn: AsyncConnection, warnings: list[LimitWarning], now: datetime
     ) -> list[Message]:
@@ -228,6 +242,18 @@ class Outbox:
             }
             rows += self._messages_for(("balance.runway_low", account_id, data), now)
         return rows
+
+    async def after_event(
+        self,
+        conn: AsyncConnection,
+        event_type: str,
+        account_id: str | None,
+        data: dict[str, Any],
+        now: datetime,
+    ) -> list[Message]:
+        """One event of a domain's own, to the endpoints that asked for it."""
+        await self.refresh(conn)
+        return self._messages_for((event_type, account_id, data), now)
 
     async def after_drift(
         self, conn: AsyncConnection, data: dict[str, Any], account: str | None, now: datetime

@@ -231,7 +231,7 @@ def _as_sqlalchemy_errors(sql: str) -> Iterator[None]:
 _PG_LOCK = """
 SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.status,
     a.lots_expire_at, TRUE AS holds_due, a.spend_controls, a.time_zone, a.runway_burn,
-    a.runway_warned
+    a.runway_warned, a.auto_topup_below
 FROM (
     SELECT name, NULL::text AS hold_id, account_id FROM account_names WHERE name = ANY($1::text[])
     UNION ALL

@@ -203,6 +203,7 @@ class Locked(NamedTuple):
     time_zone: str | None  # its limits' windows' (None: UTC)
     runway_burn: int | None  # its spend per day as last worked out (None: unknown)
     runway_warned: int | None  # the lowest runway level told of (None: none)
+    auto_topup_below: int | None  # auto top-up is due below this (None: not armed)
 
 
 class LiveLot(NamedTuple):

@@ -71,7 +71,7 @@ class SqliteStatements(Statements):
         parameters = {**lists, "now": _time_text(now)}
         rows = await sqlite_driver.run(conn, sqlite_driver.fetch, _SQLITE_LOCK, parameters)
         return [
-            Locked._make((*row[:8], _time_value(row[8]), bool(row[9]), bool(row[10]), *row[11:14]))
+            Locked._make((*row[:8], _time_value(row[8]), bool(row[9]), bool(row[10]), *row[11:15]))
             for row in rows
         ]
 
@@ -255,7 +255,7 @@ SELECT w.name, w.hold_id, a.id, a.balance, a.held, a.overdraft_limit, a.debt, a.
         SELECT 1 FROM holds h
         WHERE h.account_id = a.id AND h.status = 'open' AND h.expires_at <= :now
     ) AS holds_due,
-    a.spend_controls, a.time_zone, a.runway_burn, a.runway_warned
+    a.spend_controls, a.time_zone, a.runway_burn, a.runway_warned, a.auto_topup_below
 FROM (
     SELECT name, NULL AS hold_id, account_id FROM account_names
     WHERE name IN (SELECT value FROM json_each(:names))

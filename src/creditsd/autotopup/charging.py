@@ -1,0 +1,247 @@
+"""What an attempt's answer from Stripe does, in the transaction of the worker step or the
+webhook that brings it. Credits are granted only for a succeeded PaymentIntent, once per
+PaymentIntent id (the purchase's idempotency key and ``stripe_payments``' primary key),
+whichever of the synchronous answer and ``payment_intent.succeeded`` comes first.
+
+Declines are stricter than the card networks: advice never to retry pauses at once; other
+declines back off 1 h, 2 h, 4 h and pause at the 4th in a row; a card declined 10 times in
+30 days pauses too. Stripe failing, unreachable or rate limiting is tried again and never
+counts as a decline. ``authentication_required`` waits for the customer (``needs_action``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from creditsd.autotopup import repository as repo
+from creditsd.autotopup import service
+from creditsd.config import Settings
+from creditsd.inbox import Handled
+from creditsd.ledger.posting import Policy
+from creditsd.stripe import purchases
+from creditsd.tables import auto_topup_attempts, auto_topups
+
+_A = auto_topup_attempts.c
+_R = auto_topups.c
+# Stripe's advice on a decline (``advice_code``), and the decline codes whose issuer says the
+# card is gone: retrying either only adds declines to the card's record.
+NEVER_RETRY = {"do_not_try_again"}
+NEVER_RETRY_DECLINES = {"do_not_try_again", "lost_card", "stolen_card", "pickup_card"}
+MAX_CONSECUTIVE = 4
+MAX_PER_CARD = 10  # declines of one card in CARD_WINDOW
+CARD_WINDOW = timedelta(days=30)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Due:
+    """A queued attempt, with what charging it needs."""
+
+    id: str
+    account_id: str
+    credits: int
+    customer_id: str
+    payment_method_id: str
+    pack: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """What Stripe answered: ``outcome`` succeeded, processing, declined,
+    authentication_required, or retry (Stripe failed: nothing counts)."""
+
+    outcome: str
+    payment_intent_id: str | None = None
+    amount: int = 0
+    currency: str = ""
+    decline_code: str | None = None
+    advice_code: str | None = None
+
+
+async def due_attempts(conn: AsyncConnection, limit: int = 20) -> list[Due]:
+    """Queued attempts whose account's auto top-up is still on and active."""
+    query = (
+        select(_A.id, _A.account_id, _A.credits, _R.customer_id, _A.payment_method_id, _R.pack)
+        .join(auto_topups, _R.account_id == _A.account_id)
+        .where(_A.status == "queued", _R.enabled.is_(True), _R.state == "active")
+        .order_by(_A.created_at)
+        .limit(limit)
+    )
+    return [Due(**row._mapping) for row in await conn.execute(query)]
+
+
+async def cancel_stale(conn: AsyncConnection, now: datetime) -> int:
+    """Cancel queued attempts of rules turned off or paused since (never sent to Stripe)."""
+    stale = select(_R.account_id).where((_R.enabled.is_(False)) | (_R.state != "active"))
+    query = (
+        update(auto_topup_attempts)
+        .where(_A.status == "queued", _A.account_id.in_(stale))
+        .values(status="canceled", in_flight=None, updated_at=now)
+    )
+    return (await conn.execute(query)).rowcount or 0
+
+
+async def settle(
+    conn: AsyncConnection,
+    due: Due,
+    answer: Answer,
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> str:
+    """Record Stripe's answer to an attempt; the attempt's status after."""
+    attempt = await _attempt(conn, due.account_id, due.id)
+    if attempt is None or attempt.status not in {"queued", "processing"}:
+        return "settled" if attempt is None else str(attempt.status)
+    if answer.outcome == "retry":
+        return "queued"
+    await _set(conn, due, {"payment_intent_id": answer.payment_intent_id}, now)
+    if answer.outcome == "succeeded":
+        await _grant(conn, attempt, answer, settings, policy, now)
+        return "succeeded"
+    if answer.outcome == "processing":
+        await _set(conn, due, {"status": "processing"}, now)
+        return "processing"
+    if answer.outcome == "authentication_required":
+        await _set(conn, due, {"status": "needs_action", "in_flight": None}, now)
+        await _rule(conn, due.account_id, {"state": "needs_action"}, now)
+        told = {"attempt": due.id, "payment_intent": answer.payment_intent_id}
+        await service.tell(conn, policy, "needs_action", due.account_id, told, now)
+        return "needs_action"
+    await _declined(conn, due, answer, policy, now)
+    return "declined"
+
+
+async def intent_succeeded(
+    conn: AsyncConnection,
+    intent: dict[str, Any],
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> Handled | None:
+    """``payment_intent.succeeded`` of an auto top-up (None: not one): grant it, once."""
+    metadata = intent.get("metadata") or {}
+    attempt_id, account_id = metadata.get("creditsd_auto_topup"), metadata.get("creditsd_account")
+    if not attempt_id or not account_id:
+        return None
+    attempt = await _attempt(conn, str(account_id), str(attempt_id))
+    if attempt is None:
+        return Handled("unknown_attempt", notes={"payment": intent.get("id")})
+    answer = Answer(
+        outcome="succeeded",
+        payment_intent_id=str(intent["id"]),
+        amount=int(intent.get("amount_received") or intent.get("amount") or 0),
+        currency=str(intent.get("currency") or ""),
+    )
+    granted = await _grant(conn, attempt, answer, settings, policy, now)
+    return Handled(granted.name, granted.transfers, {"auto_topup": attempt_id, **granted.notes})
+
+
+async def _grant(
+    conn: AsyncConnection,
+    attempt: Any,
+    answer: Answer,
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> Handled:
+    """Grant the attempt's credits for its PaymentIntent (once), resolve it, and clear the
+    declines counted against the card."""
+    paid = purchases.Purchase(
+        payment_id=str(answer.payment_intent_id),
+        account=attempt.account_id,
+        customer=None,
+        amount=answer.amount,
+        currency=answer.currency,
+        priced=purchases.Priced(
+            attempt.credits, [{"pack": "auto top-up", "quantity": 1, "auto_topup": attempt.id}], []
+        ),
+        event_id=f"auto_topup:{attempt.id}",
+    )
+    granted = await purchases.record_purchase(conn, paid, settings, policy, now)
+    values = {"status": "succeeded", "in_flight": None, "payment_intent_id": paid.payment_id}
+    if granted.transfers:
+        values["transfer_id"] = granted.transfers[0]
+    await conn.execute(
+        update(auto_topup_attempts)
+        .where(_A.account_id == attempt.account_id, _A.id == attempt.id)
+        .values(**values, updated_at=now)
+    )
+    await _rule(conn, attempt.account_id, {"consecutive_declines": 0, "next_attempt_at": None}, now)
+    if granted.name == "granted":
+        told = {
+            "attempt": attempt.id,
+            "payment_intent": paid.payment_id,
+            "credits": attempt.credits,
+            "transfer_id": values.get("transfer_id"),
+        }
+        await service.tell(conn, policy, "succeeded", attempt.account_id, told, now)
+    return granted
+
+
+async def _declined(
+    conn: AsyncConnection, due: Due, answer: Answer, policy: Policy, now: datetime
+) -> None:
+    """Count a decline; back off, or pause when the advice, the streak or the card's
+    30 days say so."""
+    values = {"status": "declined", "in_flight": None, "decline_code": answer.decline_code}
+    await _set(conn, due, values, now)
+    rule = await repo.get_rule(conn, due.account_id, lock=True)
+    streak = rule.consecutive_declines + 1
+    since = now - CARD_WINDOW
+    card_declines = (
+        await conn.execute(
+            select(func.count()).where(
+                _A.card_fingerprint == rule.card_fingerprint,
+                _A.status == "declined",
+                _A.created_at >= since,
+            )
+        )
+    ).scalar_one()
+    never = answer.advice_code in NEVER_RETRY or answer.decline_code in NEVER_RETRY_DECLINES
+    reason = None
+    if never:
+        reason = f"card declined ({answer.decline_code or answer.advice_code}): do not retry"
+    elif streak >= MAX_CONSECUTIVE:
+        reason = f"card declined {streak} times in a row"
+    elif card_declines >= MAX_PER_CARD:
+        reason = f"card declined {card_declines} times in 30 days"
+    change: dict[str, Any] = {"consecutive_declines": streak}
+    if reason is not None:
+        change |= {"state": "paused", "paused_reason": reason, "next_attempt_at": None}
+    else:
+        change["next_attempt_at"] = now + timedelta(hours=2 ** (streak - 1))
+    await _rule(conn, due.account_id, change, now)
+    retry_at = change.get("next_attempt_at")
+    failed = {
+        "attempt": due.id,
+        "payment_intent": answer.payment_intent_id,
+        "decline_code": answer.decline_code,
+        "advice_code": answer.advice_code,
+        "consecutive_declines": streak,
+        "next_attempt_at": retry_at.isoformat() if retry_at else None,
+    }
+    await service.tell(conn, policy, "failed", due.account_id, failed, now)
+    if reason is not None:
+        await service.tell(conn, policy, "paused", due.account_id, {"reason": reason}, now)
+
+
+async def _attempt(conn: AsyncConnection, account_id: str, attempt_id: str) -> Any:
+    query = select(auto_topup_attempts).where(_A.account_id == account_id, _A.id == attempt_id)
+    return (await conn.execute(query.with_for_update())).first()
+
+
+async def _set(conn: AsyncConnection, due: Due, values: dict[str, Any], now: datetime) -> None:
+    query = update(auto_topup_attempts).where(_A.account_id == due.account_id, _A.id == due.id)
+    await conn.execute(query.values(**values, updated_at=now))
+
+
+async def _rule(
+    conn: AsyncConnection, account_id: str, values: dict[str, Any], now: datetime
+) -> None:
+    await repo.update_rule(conn, account_id, {**values, "updated_at": now})
+    await repo.arm(conn, account_id)
