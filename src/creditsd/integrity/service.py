@@ -156,7 +156,9 @@ async def _record(
     )
     data = drift_view(drift)
     account = drift.subject if drift.invariant in ACCOUNT_INVARIANTS else None
-    await statements.queue(conn, await outbox.after_drift(conn, data, account, now))
+    await statements.queue(
+        conn, await outbox.after_event(conn, "ledger.drift_detected", account, data, now)
+    )
     await audit.record(
         conn,
         actor=ACTOR,

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from creditsd.kit.db import is_sqlite
 from creditsd.kit.rows import AnyRow, insert_or_skip
 from creditsd.ledger import statements
+from creditsd.ledger.limits import SPEND_KINDS
 from creditsd.ledger.models import Account, DaySpend, Transfer
 from creditsd.ledger.runway import ALLOWANCE_SOURCE, DAY, WEEK, Burn
 from creditsd.ledger.statements import TRANSFER_COLUMNS
@@ -112,9 +113,6 @@ async def account_transfers(
     return [_transfer(row) for row in rows]
 
 
-SPENDING_KINDS = ("charge", "capture")
-
-
 async def daily_spend(conn: AsyncConnection, account_id: str, since: datetime) -> list[DaySpend]:
     """What an account's charges and captures since ``since`` spent, per UTC day and item:
     the priced model, feature or meter, else the transfer's description (else its kind).
@@ -136,7 +134,7 @@ async def daily_spend(conn: AsyncConnection, account_id: str, since: datetime) -
         )
         .where(
             _T.debit_account_id == account_id,
-            _T.kind.in_(SPENDING_KINDS),
+            _T.kind.in_(sorted(SPEND_KINDS)),
             _T.created_at >= since,
         )
         .subquery()
@@ -160,7 +158,7 @@ async def spend_by_member(
         select(_T.member_id, func.sum(_T.amount))
         .where(
             _T.debit_account_id == account_id,
-            _T.kind.in_(SPENDING_KINDS),
+            _T.kind.in_(sorted(SPEND_KINDS)),
             _T.created_at >= since,
         )
         .group_by(_T.member_id)
@@ -181,7 +179,7 @@ async def burns(
     account (through its debit index), or of every account that spent (through the
     transfers' time index). Two grouped sums."""
     recent = _T.created_at >= now - DAY
-    debits = [_T.kind.in_(SPENDING_KINDS), _T.created_at >= now - WEEK]
+    debits = [_T.kind.in_(sorted(SPEND_KINDS)), _T.created_at >= now - WEEK]
     if account_id is not None:
         debits.append(_T.debit_account_id == account_id)
     spent = select(

@@ -10,8 +10,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from creditsd.kit.money import Money
+from creditsd.ledger.limits import SPEND_KINDS
 from creditsd.ledger.models import PAID_SOURCE, DaySpend, Expiry, Transfer
-from creditsd.ledger.repository import SPENDING_KINDS
 from creditsd.members.service import Member
 from creditsd.price_settings import PricingSettings, model_name, noun
 from creditsd.web import stamps
@@ -224,7 +224,7 @@ def spent_on(item: str, catalog: PricingSettings) -> str:
         return catalog.display_name(item)
     if "/" in item:
         return model_name(item)
-    return UNNAMED_USE if item in SPENDING_KINDS else item
+    return UNNAMED_USE if item in SPEND_KINDS else item
 
 
 def chart(spent: list[DaySpend], today: date, money: Money, catalog: PricingSettings) -> Chart:

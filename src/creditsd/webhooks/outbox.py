@@ -255,13 +255,6 @@ class Outbox:
         await self.refresh(conn)
         return self._messages_for((event_type, account_id, data), now)
 
-    async def after_drift(
-        self, conn: AsyncConnection, data: dict[str, Any], account: str | None, now: datetime
-    ) -> list[Message]:
-        """``ledger.drift_detected`` for a drift reconciliation has just found."""
-        await self.refresh(conn)
-        return self._messages_for(("ledger.drift_detected", account, data), now)
-
     def _messages_for(self, event: OutboundEvent, now: datetime) -> list[Message]:
         """One outbox row per endpoint that asked for the event."""
         event_type, account, data = event
