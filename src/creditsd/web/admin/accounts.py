@@ -305,7 +305,7 @@ async def auto_topup_off(request: Request, posted: Posted, account_id: str) -> R
     the operator). Turning it on needs the customer's consent: the console cannot."""
 
     async def work(ledger: Ledger) -> str:
-        _topup, was_on = await ledger.database.write(
+        _state, was_on = await ledger.database.write(
             lambda conn, now: autotopup.turn_off(conn, account_id, now, actor=posted.operator.actor)
         )
         if not was_on:
