@@ -257,3 +257,49 @@ async def _state(conn: AsyncConnection, account_id: str, now: datetime) -> AutoT
         last_attempt=last,
         month_total=await repo.bought_since(conn, account_id, month_start(now)),
     )
+
+
+async def turn_on(
+    conn: AsyncConnection,
+    name: str,
+    rule: Rule,
+    packs: Collection[str],
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> AutoTopup:
+    """Turn auto top-up on with ``rule`` (:func:`put_rule`), as the customer asks in person.
+    A saved card whose top-up was active when it was turned off charges again, with the
+    customer's consent recorded anew for this rule; a paused top-up, or none with a card,
+    is left for a new card to resume (the state says which: ``awaiting_card``, ``paused``)."""
+    topup = await put_rule(conn, name, rule, packs, policy, now, actor=actor)
+    if topup.state == "active" and topup.consent is not None:
+        return await record_consent(conn, topup.account_id, topup.consent.card, actor, policy, now)
+    return topup
+
+
+async def turn_off(
+    conn: AsyncConnection, name: str, policy: Policy, now: datetime, *, actor: str
+) -> AutoTopup:
+    """Turn an account's auto top-up off at once, its rule and card kept (audited
+    ``auto_topup.updated``); a rule whose pack is no longer on sale turns off too."""
+    account_id = await ledger_repo.resolve_name(conn, name)
+    if account_id is None:
+        raise AccountNotFound(name)
+    row = await repo.get_rule(conn, account_id, lock=True)
+    if row is None:
+        raise NoAutoTopup(account_id)
+    before = _rule_of(row).stored()
+    await repo.update_rule(conn, account_id, {"enabled": False, "updated_at": now})
+    await repo.arm(conn, account_id)
+    await audit.record(
+        conn,
+        actor=actor,
+        action="auto_topup.updated",
+        target=account_id,
+        before=before,
+        after={**before, "enabled": False},
+        now=now,
+    )
+    return await _state(conn, account_id, now)
