@@ -307,3 +307,76 @@ def test_a_pause_says_why_and_needs_action_names_the_payment() -> None:
     waiting = shown(_topup("needs_action", last_attempt=last), runway, MONEY, NOW)
     assert waiting.confirm_credits == Decimal(450)
     assert waiting.last == "450 credits, waiting for you to confirm it with your bank"
+
+
+# -- confirming a payment the bank wants authenticated --------------------------------------
+
+
+async def bank_wants_the_customer(api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe) -> str:
+    """Auto top-up on, and its payment waiting for the customer; the PaymentIntent."""
+    csrf = await signed_in(api, api, "ada")
+    await save_card(api, fake, await turn_on(api, csrf))
+    await shop.grant("ada", 150 * CREDIT)
+    fake.intent_outcomes = ["authentication_required"]
+    await shop.charge("ada", 100 * CREDIT)
+    assert await charge_pass(shop) == ["needs_action"]
+    (intent,) = intents(fake)
+    assert fake.objects[intent]["status"] == "requires_payment_method"  # as Stripe leaves it
+    return intent
+
+
+async def test_an_unfinished_check_changes_nothing_and_a_failed_one_is_a_decline(
+    api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
+) -> None:
+    intent = await bank_wants_the_customer(api, shop, fake)
+    csrf = csrf_of((await api.get("/billing")).text)
+    sent = await api.post("/billing/auto-top-up/confirm", data={"csrf": csrf})
+    assert sent.status_code == 303
+    assert sent.headers["location"].startswith(
+        f"https://hooks.stripe.com/3d_secure_2/authenticate/{intent}/"
+    )
+    back = f"/billing/auto-top-up/confirmed?payment_intent={intent}"
+    early = await api.get(back)  # came back without finishing the bank's check
+    assert early.status_code == 200 and "The payment is not confirmed yet" in early.text
+    assert (await topup(api))["state"] == "needs_action"
+    returned = httpx.URL(fake.authenticate(intent, passed=False))
+    assert returned.params["redirect_status"] == "failed"
+    for _ in range(2):  # a reload counts it once
+        failed = await api.get(returned.path, params=dict(returned.params))
+        assert "Your bank did not confirm the payment" in failed.text
+    shown_ = await topup(api)
+    assert (shown_["state"], shown_["consecutive_declines"]) == ("active", 1)
+    assert shown_["last_attempt"]["status"] == "declined"
+    assert body(await api.get("/v1/accounts/ada"))["balance"] == 50
+    assert "needs-action" not in (await api.get("/billing")).text
+
+
+async def test_a_frictionless_confirmation_grants_at_once(
+    api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
+) -> None:
+    await bank_wants_the_customer(api, shop, fake)
+    fake.confirm_outcomes = ["succeeded"]
+    csrf = csrf_of((await api.get("/billing")).text)
+    sent = await api.post("/billing/auto-top-up/confirm", data={"csrf": csrf})
+    assert sent.headers["location"].startswith("/billing/auto-top-up/confirmed?payment_intent=pi_")
+    done = await api.get(sent.headers["location"])
+    assert "Thank you: 450 credits added" in done.text
+    assert body(await api.get("/v1/accounts/ada"))["balance"] == 500
+    assert (await topup(api))["state"] == "active"
+    again = await api.post("/billing/auto-top-up/confirm", data={"csrf": csrf})
+    assert again.status_code == 404  # nothing is waiting any more
+
+
+async def test_the_webhook_first_lifts_the_wait_too(
+    api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
+) -> None:
+    intent = await bank_wants_the_customer(api, shop, fake)
+    csrf = csrf_of((await api.get("/billing")).text)
+    await api.post("/billing/auto-top-up/confirm", data={"csrf": csrf})
+    fake.authenticate(intent)  # the customer's browser never comes back
+    event = fake.event("payment_intent.succeeded", fake.objects[intent])
+    assert (await deliver(api, event)).json()["outcome"] == "granted"
+    assert (await topup(api))["state"] == "active"
+    late = await api.get(f"/billing/auto-top-up/confirmed?payment_intent={intent}")
+    assert "Thank you: 450 credits added" in late.text
+    assert body(await api.get("/v1/accounts/ada"))["balance"] == 500
