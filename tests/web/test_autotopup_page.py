@@ -329,13 +329,15 @@ async def test_an_unfinished_check_changes_nothing_and_a_failed_one_is_a_decline
     api: httpx.AsyncClient, shop: Ledger, fake: FakeStripe
 ) -> None:
     intent = await bank_wants_the_customer(api, shop, fake)
+    back = f"/billing/auto-top-up/confirmed?payment_intent={intent}"
+    untried = await api.get(back)  # before any check: the off-session error is no decline
+    assert "The payment is not confirmed yet" in untried.text
     csrf = csrf_of((await api.get("/billing")).text)
     sent = await api.post("/billing/auto-top-up/confirm", data={"csrf": csrf})
     assert sent.status_code == 303
     assert sent.headers["location"].startswith(
         f"https://hooks.stripe.com/3d_secure_2/authenticate/{intent}/"
     )
-    back = f"/billing/auto-top-up/confirmed?payment_intent={intent}"
     early = await api.get(back)  # came back without finishing the bank's check
     assert early.status_code == 200 and "The payment is not confirmed yet" in early.text
     assert (await topup(api))["state"] == "needs_action"

@@ -251,7 +251,8 @@ async def _rule(
 # A PaymentIntent the bank wanted authenticated is confirmed again with the customer at
 # hand; what it says when they come back from their bank settles the attempt.
 
-AUTHENTICATION_FAILED = "authentication_failed"  # the decline code of a failed check
+AUTHENTICATION_FAILED = "authentication_failed"  # a failed check's code, when Stripe gives none
+ASKED = "authentication_required"  # the off-session error: the check not tried yet
 
 
 async def awaiting_customer(conn: AsyncConnection, account_id: str) -> tuple[Due, str] | None:
@@ -271,6 +272,7 @@ async def awaiting_customer(conn: AsyncConnection, account_id: str) -> tuple[Due
             _A.account_id == account_id,
             _A.status == "needs_action",
             _A.payment_intent_id.is_not(None),
+            _R.enabled.is_(True),
             _R.state == "needs_action",
         )
         .order_by(_A.created_at.desc())
@@ -304,8 +306,9 @@ async def customer_answered(
 ) -> str:
     """Settle an attempt by its PaymentIntent as it stands once the customer is back from
     their bank: ``succeeded`` grants it (once, as the webhook would) and lifts
-    ``needs_action``; ``declined`` (the check failed, the intent wants another payment
-    method) counts as a decline by the rules and lifts ``needs_action`` unless it pauses;
+    ``needs_action``; ``declined`` (the check was tried and failed: the intent wants a
+    payment method for another reason than the off-session ``authentication_required``)
+    counts as a decline by the rules and lifts ``needs_action`` unless it pauses;
     ``waiting`` leaves everything as it was (not authenticated yet, or still processing)."""
     attempt = await _attempt(conn, due.account_id, due.id)
     status = intent.get("status")
@@ -320,13 +323,14 @@ async def customer_answered(
             await _grant(conn, attempt, answer, settings, policy, now)
         await lift_needs_action(conn, due.account_id, policy, now)
         return "succeeded"
-    if status != "requires_payment_method" or attempt.status != "needs_action":
-        return "declined" if attempt.status == "declined" else "waiting"
     error = intent.get("last_payment_error") or {}
+    failed = status == "requires_payment_method" and error.get("code") != ASKED
+    if not failed or attempt.status != "needs_action":
+        return "declined" if attempt.status == "declined" else "waiting"
     answer = Answer(
         outcome="declined",
         payment_intent_id=str(intent["id"]),
-        decline_code=error.get("decline_code") or AUTHENTICATION_FAILED,
+        decline_code=error.get("decline_code") or error.get("code") or AUTHENTICATION_FAILED,
         advice_code=error.get("advice_code"),
     )
     await _declined(conn, due, answer, policy, now)
