@@ -139,6 +139,8 @@ async def test_a_pack_rule_is_taken_from_the_form(api: httpx.AsyncClient) -> Non
     assert started.status_code == 303
     shown_ = await topup(api)
     assert (shown_["pack"], shown_["target_balance"]) == ("1k", None)
+    page = (await api.get("/billing")).text
+    assert "When your balance falls below 100 credits, buy a pack of 1,000 credits" in page
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ says, in the customer's words, and while it is on how long the credits last with
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +18,7 @@ from creditsd.ledger import runway as runway_math
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.models import Account
 from creditsd.ledger.runway import Runway
-from creditsd.web.pages import credits
+from creditsd.web.pages import counted, credits
 
 # What became of the last attempt, as the customer reads it.
 ATTEMPT_WORDS = {
@@ -57,9 +58,15 @@ class Shown:
     form: dict[str, str]
 
 
-def shown(topup: AutoTopup | None, runway: Runway, money: Money, now: datetime) -> Shown:
+def shown(
+    topup: AutoTopup | None,
+    runway: Runway,
+    money: Money,
+    now: datetime,
+    packs: Mapping[str, Decimal] | None = None,
+) -> Shown:
     """What the page says of ``topup`` (None: never set up) and, while it is on, of the
-    account's ``runway`` without it, as of ``now``."""
+    account's ``runway`` without it, as of ``now``; ``packs``: the credits of each pack."""
     if topup is None:
         return Shown(None, "Off", None, None, None, None, None, None, None, False, None, {})
     rule, state = topup.rule, topup.state
@@ -72,14 +79,13 @@ def shown(topup: AutoTopup | None, runway: Runway, money: Money, now: datetime) 
     return Shown(
         state=state,
         headline=headline,
-        rule=_rule_words(rule, money),
+        rule=_rule_words(rule, money, packs or {}),
         card=f"{(card.brand or 'Card').title()} •••• {card.last4 or '????'}" if card else None,
         month=f"{_credits(money, topup.month_total)} of "
-        f"{_credits(money, rule.monthly_cap)} credits bought this month",
+        f"{_counted(money, rule.monthly_cap)} bought this month",
         last=None
         if last is None
-        else f"{_credits(money, last.credits)} credits, "
-        f"{ATTEMPT_WORDS.get(last.status, last.status)}",
+        else f"{_counted(money, last.credits)}, {ATTEMPT_WORDS.get(last.status, last.status)}",
         last_at=None if last is None else last.updated_at,
         runway=said_runway,
         charge_at=charge_at,
@@ -102,16 +108,21 @@ def _credits(money: Money, minor: int) -> str:
     return credits(money.to_decimal(minor))
 
 
-def _rule_words(rule: Rule, money: Money) -> str:
+def _counted(money: Money, minor: int) -> str:
+    return counted(money.to_decimal(minor), "credit")
+
+
+def _rule_words(rule: Rule, money: Money, packs: Mapping[str, Decimal]) -> str:
     """``When your balance falls below 100 credits, buy enough to bring it to 500 credits,
-    at most 5,000 credits a month.``"""
-    below = f"When your balance falls below {_credits(money, rule.threshold)} credits, "
-    buy = (
-        f"buy one {rule.pack} pack"
-        if rule.target_balance is None
-        else f"buy enough to bring it to {_credits(money, rule.target_balance)} credits"
-    )
-    return f"{below}{buy}, at most {_credits(money, rule.monthly_cap)} credits a month."
+    at most 5,000 credits a month.`` (or ``buy a pack of 1,000 credits``)."""
+    if rule.target_balance is not None:
+        buy = f"buy enough to bring it to {_counted(money, rule.target_balance)}"
+    elif (pack := packs.get(rule.pack or "")) is not None:
+        buy = f"buy a pack of {counted(pack, 'credit')}"
+    else:  # a pack no longer on sale: nothing is bought
+        buy = f"buy the {rule.pack} pack, no longer on sale"
+    below = f"When your balance falls below {_counted(money, rule.threshold)}"
+    return f"{below}, {buy}, at most {_counted(money, rule.monthly_cap)} a month."
 
 
 def _runway(
@@ -147,4 +158,5 @@ async def section(ledger: Ledger, account: Account) -> Shown:
         return shown(None, NO_RUNWAY, ledger.money, ledger.now())
     on = topup.state not in ("off", "awaiting_card")
     runway = await ledger.runway(account.id) if on else NO_RUNWAY
-    return shown(topup, runway, ledger.money, ledger.now())
+    packs = {name: pack.credits for name, pack in ledger.settings.packs.items()}
+    return shown(topup, runway, ledger.money, ledger.now(), packs)
