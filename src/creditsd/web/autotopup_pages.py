@@ -1,5 +1,5 @@
-"""The billing page's auto top-up: what ``GET /v1/accounts/{id}/auto-topup`` says, in the
-customer's words, and the forms that turn it on (a rule, then a card saved through Stripe
+"""The billing page's auto top-up forms (the section itself is
+:mod:`creditsd.web.autotopup_view`'s): turn it on (a rule, then a card saved through Stripe
 Checkout in ``setup`` mode, the consent recorded as the customer's own), off (at once), and
 confirm a payment the bank wants authenticated (``needs_action``).
 
