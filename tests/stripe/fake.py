@@ -8,7 +8,12 @@ Point the official SDK at it::
 Requests are form-encoded with bracketed keys, answers are Stripe's JSON objects and errors, and an
 ``Idempotency-Key`` replays the first answer. What happens in the customer's browser or bank
 (paying, refunds, disputes) is done from Python, and :meth:`FakeStripe.event` with :func:`sign`
-makes webhooks that ``stripe.Webhook.construct_event`` accepts.
+makes webhooks that ``stripe.Webhook.construct_event`` accepts. A PaymentIntent confirmed
+with a ``return_url`` that the bank wants authenticated answers ``requires_action`` with
+``next_action.redirect_to_url``, pointing at Stripe's address for the bank's check
+(``https://hooks.stripe.com/3d_secure_2/authenticate/pi_…/…``); the fake serves that page at
+the same path on its own address (:meth:`FakeStripe.bank_url`), and completing it sends the
+browser back to the ``return_url`` as Stripe does.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import re
 import secrets
 import threading
 import time
+from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import stripe
 
@@ -43,7 +49,9 @@ KINDS = {
     "setup_intents": "setup_intent",
     "payment_methods": "payment_method",
 }
-ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items)?)?")
+ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items|/confirm)?)?")
+HOOKS = "https://hooks.stripe.com"  # where Stripe sends a customer for the bank's check
+BANK_PATH = re.compile(r"/3d_secure_2/authenticate/(pi_\w+)/(\w+)(/complete)?")
 
 
 def sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> str:
@@ -134,6 +142,9 @@ class FakeStripe:
         # (succeeded, but answered 500 until retried with the same idempotency key), or
         # "rate_limited" (a 429, nothing made).
         self.intent_outcomes: list[str] = []
+        # How the next on-session confirmations (with a return_url) end: "requires_action"
+        # (the bank's check, the default), "succeeded" (frictionless), "declined:<code>".
+        self.confirm_outcomes: list[str] = []
         self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
@@ -214,6 +225,8 @@ class FakeStripe:
             return self._create_session(params)
         if method == "POST" and oid is None and collection == "payment_intents":
             return self._create_intent(params)
+        if method == "POST" and sub == "/confirm" and collection == "payment_intents":
+            return self._confirm_intent(str(oid), params)
         if method == "GET" and oid is not None and sub is None and collection in KINDS:
             return self._render(self._get(KINDS[collection], oid), params.get("expand", []))
         if method == "GET" and oid is not None and sub and collection == "checkout/sessions":
@@ -369,10 +382,16 @@ class FakeStripe:
             raise LostAnswer(copy.deepcopy(intent))
         decline_code, _, advice_code = advice.partition(":")
         code = "authentication_required" if kind == "authentication_required" else "card_declined"
-        status = (
-            "requires_action" if code == "authentication_required" else "requires_payment_method"
-        )
-        intent.update(status=status, amount_received=0)
+        # Off-session, a card whose bank wants the customer is left wanting a payment method,
+        # as any decline; confirming it again on-session brings the check (requires_action).
+        raise self._decline(intent, code, decline_code, advice_code)
+
+    def _decline(
+        self, intent: JSON, code: str, decline_code: str | None, advice_code: str | None
+    ) -> StripeError:
+        """Leave ``intent`` wanting a payment method and its charge failed: the 402
+        ``card_error`` carrying the intent that Stripe answers."""
+        intent.update(status="requires_payment_method", amount_received=0, next_action=None)
         self.objects[intent["latest_charge"]].update(status="failed", paid=False)
         error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
         error.body["error"].update(
@@ -382,7 +401,102 @@ class FakeStripe:
             error.body["error"]["advice_code"] = advice_code
         intent["last_payment_error"] = copy.deepcopy(error.body["error"])
         error.body["error"]["payment_intent"] = copy.deepcopy(intent)
-        raise error
+        return error
+
+    def _confirm_intent(self, intent_id: str, params: JSON) -> JSON:
+        """Confirm a PaymentIntent again, the customer at hand: with a ``return_url`` the
+        bank's check (``requires_action``, ``next_action.redirect_to_url``), else Stripe.js's
+        (``use_stripe_sdk``); or as :attr:`confirm_outcomes` scripts it."""
+        intent = self._get("payment_intent", intent_id)
+        if intent["status"] not in ("requires_payment_method", "requires_confirmation"):
+            raise StripeError(
+                "You cannot confirm this PaymentIntent because it has a status of "
+                f"{intent['status']}.",
+                code="payment_intent_unexpected_state",
+            )
+        method = params.get("payment_method") or intent.get("payment_method")
+        if self.objects.get(method or "", {}).get("object") != "payment_method":
+            raise _missing("payment_method", str(method), "payment_method", 400)
+        outcome = self.confirm_outcomes.pop(0) if self.confirm_outcomes else "requires_action"
+        kind, _, decline_code = outcome.partition(":")
+        intent.update(payment_method=method, last_payment_error=None)
+        if kind == "succeeded":
+            self._settle(intent, paid=True)
+            return copy.deepcopy(intent)
+        if kind == "declined":
+            raise self._decline(intent, "card_declined", decline_code or None, None)
+        return_url = params.get("return_url")
+        if return_url is None:
+            action: JSON = {
+                "type": "use_stripe_sdk",
+                "use_stripe_sdk": {"type": "three_d_secure_redirect"},
+            }
+        else:
+            nonce = secrets.token_hex(8)
+            url = f"{HOOKS}/3d_secure_2/authenticate/{intent_id}/{nonce}"
+            action = {
+                "type": "redirect_to_url",
+                "redirect_to_url": {"url": url, "return_url": return_url},
+            }
+        intent.update(status="requires_action", next_action=action)
+        return copy.deepcopy(intent)
+
+    def _settle(self, intent: JSON, *, paid: bool) -> None:
+        """The bank's answer to a check: the intent succeeded, or wants another method."""
+        intent["next_action"] = None
+        if paid:
+            intent.update(status="succeeded", amount_received=intent["amount"])
+            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
+            return
+        intent.update(status="requires_payment_method", amount_received=0)
+        intent["last_payment_error"] = {
+            "type": "invalid_request_error",
+            "code": "payment_intent_authentication_failure",
+            "message": "The provided PaymentMethod has failed authentication.",
+        }
+
+    def bank_url(self, url: str) -> str:
+        """Where this fake serves the bank's check that ``url`` (Stripe's address) names."""
+        return self.api_base + url.removeprefix(HOOKS)
+
+    def authenticate(self, intent_id: str, *, passed: bool = True) -> str:
+        """The customer completes (or fails) the bank's check of ``intent_id``: where the
+        browser goes next, the confirmation's ``return_url`` with ``payment_intent``,
+        ``payment_intent_client_secret`` and ``redirect_status``, as Stripe sends it."""
+        with self._lock:
+            intent = self._get("payment_intent", intent_id)
+            action = intent.get("next_action") or {}
+            if action.get("type") != "redirect_to_url":
+                raise ValueError(f"{intent_id} is not waiting for the bank's check")
+            back = action["redirect_to_url"]["return_url"]
+            self._settle(intent, paid=passed)
+            query = {
+                "payment_intent": intent_id,
+                "payment_intent_client_secret": intent["client_secret"],
+                "redirect_status": "succeeded" if passed else "failed",
+            }
+            return f"{back}{'&' if '?' in back else '?'}{urlencode(query)}"
+
+    def bank(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """The bank's check as a browser sees it: a page with two buttons, and their
+        answer, a redirect to the ``return_url``."""
+        match = BANK_PATH.fullmatch(path)
+        intent = self.objects.get(match.group(1)) if match else None
+        action = (intent or {}).get("next_action") or {}
+        url = (action.get("redirect_to_url") or {}).get("url", "")
+        if match is None or intent is None or not url.endswith(path.removesuffix("/complete")):
+            return 404, {"Content-Type": "text/html"}, b"<title>Not found</title>"
+        if method == "POST" and match.group(3):
+            passed = dict(parse_qsl(body.decode())).get("result") == "pass"
+            return 302, {"Location": self.authenticate(match.group(1), passed=passed)}, b""
+        amount = f"{intent['amount'] / 100:.2f} {intent['currency'].upper()}"
+        html = (
+            "<!doctype html><title>Your bank</title><h1>Confirm a payment</h1>"
+            f"<p>Pay {escape(amount)}?</p><form method=post action='{escape(path)}/complete'>"
+            "<button name=result value=pass>Complete authentication</button>"
+            "<button name=result value=fail>Fail authentication</button></form>"
+        )
+        return 200, {"Content-Type": "text/html"}, html.encode()
 
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
@@ -456,7 +570,8 @@ class FakeStripe:
         """A payment intent and its charge for ``amount``; the intent."""
         common = {"currency": self.currency, "customer": customer, "amount": amount}
         intent = self._new("payment_intent", "pi_", **common, metadata=copy.deepcopy(metadata))
-        intent.update(amount_received=amount if paid else 0, latest_charge=None)
+        intent.update(amount_received=amount if paid else 0, latest_charge=None, next_action=None)
+        intent["client_secret"] = f"{intent['id']}_secret_{secrets.token_hex(12)}"
         intent["status"] = "succeeded" if paid else "processing"
         charge = self._new("charge", "ch_", **common, metadata=copy.deepcopy(metadata))
         charge.update(amount_captured=amount, amount_refunded=0, captured=True, refunded=False)
@@ -524,6 +639,15 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         auth, key = self.headers.get("Authorization"), self.headers.get("Idempotency-Key")
         fake = cast("_Server", self.server).fake
+        if BANK_PATH.fullmatch(urlsplit(self.path).path):
+            with fake._lock:
+                code, headers, page = fake.bank(self.command, urlsplit(self.path).path, body)
+            self.send_response(code)
+            for name, value in {**headers, "Content-Length": str(len(page))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(page)
+            return
         status, answer, replayed = fake.handle(self.command, self.path, auth, key, body)
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -290,3 +291,52 @@ def test_signed_events_verify_with_the_sdk(fake: FakeStripe, client: stripe.Stri
         stripe.Webhook.construct_event(payload, sign(payload, "whsec_other"), SECRET)
     with pytest.raises(stripe.SignatureVerificationError):  # outside the 5 minute tolerance
         stripe.Webhook.construct_event(payload, sign(payload, SECRET, timestamp=1), SECRET)
+
+
+def test_an_intent_the_bank_wants_authenticated_is_confirmed_on_session(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create().id
+    method = fake._new("payment_method", "pm_", type="card", customer=customer)["id"]
+    fake.intent_outcomes = ["authentication_required"]
+    params: Any = {
+        "amount": 500,
+        "currency": "usd",
+        "customer": customer,
+        "payment_method": method,
+        "off_session": True,
+        "confirm": True,
+    }
+    with pytest.raises(stripe.CardError) as refused:
+        client.v1.payment_intents.create(params)
+    assert refused.value.code == "authentication_required"
+    intent = refused.value.error.payment_intent  # type: ignore[union-attr]
+    assert intent is not None and intent.status == "requires_payment_method"
+    back = "https://app.example/back?x=1"
+    confirmed = client.v1.payment_intents.confirm(
+        intent.id, {"payment_method": method, "return_url": back}
+    )
+    assert confirmed.status == "requires_action"
+    action = confirmed.next_action
+    assert action is not None and action.type == "redirect_to_url"
+    redirect = action.redirect_to_url
+    assert redirect is not None and redirect.return_url == back
+    assert redirect.url is not None
+    assert redirect.url.startswith(
+        f"https://hooks.stripe.com/3d_secure_2/authenticate/{intent.id}/"
+    )
+    page = httpx.get(fake.bank_url(redirect.url))
+    assert page.status_code == 200 and "Complete authentication" in page.text
+    done = httpx.post(f"{fake.bank_url(redirect.url)}/complete", data={"result": "pass"})
+    assert done.status_code == 302
+    returned = httpx.URL(done.headers["location"])
+    assert (returned.host, returned.params["x"]) == ("app.example", "1")
+    assert returned.params["payment_intent"] == intent.id
+    assert returned.params["redirect_status"] == "succeeded"
+    assert returned.params["payment_intent_client_secret"] == intent.client_secret
+    paid = client.v1.payment_intents.retrieve(intent.id)
+    assert (paid.status, paid.amount_received, paid.next_action) == ("succeeded", 500, None)
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        client.v1.payment_intents.confirm(intent.id, {"return_url": back})
+    assert again.value.code == "payment_intent_unexpected_state"
+    assert httpx.get(fake.bank_url(redirect.url)).status_code == 404  # the check is over

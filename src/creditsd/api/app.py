@@ -42,6 +42,7 @@ from creditsd.stripe.billing import StripeBilling
 from creditsd.version import VERSION
 from creditsd.web import pages
 from creditsd.web.admin import router as admin_pages
+from creditsd.web.autotopup_pages import router as autotopup_pages
 from creditsd.web.endpoints import router as portal_router
 from creditsd.web.portal import router as portal_pages
 from creditsd.worker import background
@@ -144,6 +145,7 @@ def _include_routers(app: FastAPI, metrics_access: str) -> None:
     app.include_router(audit_router)
     app.include_router(portal_router)
     app.include_router(portal_pages)
+    app.include_router(autotopup_pages)
     app.include_router(admin_pages)
     app.include_router(metrics.router(metrics_access))
 

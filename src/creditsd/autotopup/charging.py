@@ -245,3 +245,106 @@ async def _rule(
 ) -> None:
     await repo.update_rule(conn, account_id, {**values, "updated_at": now})
     await repo.arm(conn, account_id)
+
+
+# -- The customer confirms on-session (the billing page's ``needs_action`` banner) ---------
+# A PaymentIntent the bank wanted authenticated is confirmed again with the customer at
+# hand; what it says when they come back from their bank settles the attempt.
+
+AUTHENTICATION_FAILED = "authentication_failed"  # a failed check's code, when Stripe gives none
+ASKED = "authentication_required"  # the off-session error: the check not tried yet
+
+
+async def awaiting_customer(conn: AsyncConnection, account_id: str) -> tuple[Due, str] | None:
+    """The account's attempt waiting for the customer to authenticate, and its PaymentIntent."""
+    query = (
+        select(
+            _A.id,
+            _A.account_id,
+            _A.credits,
+            _R.customer_id,
+            _A.payment_method_id,
+            _R.pack,
+            _A.payment_intent_id,
+        )
+        .join(auto_topups, _R.account_id == _A.account_id)
+        .where(
+            _A.account_id == account_id,
+            _A.status == "needs_action",
+            _A.payment_intent_id.is_not(None),
+            _R.enabled.is_(True),
+            _R.state == "needs_action",
+        )
+        .order_by(_A.created_at.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(query)).first()
+    if row is None:
+        return None
+    *fields, intent_id = row
+    return Due(**dict(zip(row._fields[:-1], fields, strict=True))), str(intent_id)
+
+
+async def attempt_of_intent(conn: AsyncConnection, account_id: str, intent_id: str) -> Due | None:
+    """The account's attempt that made PaymentIntent ``intent_id`` (None: not the account's)."""
+    query = (
+        select(_A.id, _A.account_id, _A.credits, _R.customer_id, _A.payment_method_id, _R.pack)
+        .join(auto_topups, _R.account_id == _A.account_id)
+        .where(_A.account_id == account_id, _A.payment_intent_id == intent_id)
+    )
+    row = (await conn.execute(query)).first()
+    return None if row is None else Due(**row._mapping)
+
+
+async def customer_answered(
+    conn: AsyncConnection,
+    due: Due,
+    intent: dict[str, Any],
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> str:
+    """Settle an attempt by its PaymentIntent as it stands once the customer is back from
+    their bank: ``succeeded`` grants it (once, as the webhook would) and lifts
+    ``needs_action``; ``declined`` (the check was tried and failed: the intent wants a
+    payment method for another reason than the off-session ``authentication_required``)
+    counts as a decline by the rules and lifts ``needs_action`` unless it pauses;
+    ``waiting`` leaves everything as it was (not authenticated yet, or still processing)."""
+    attempt = await _attempt(conn, due.account_id, due.id)
+    status = intent.get("status")
+    if status == "succeeded":
+        if attempt.status != "succeeded":
+            answer = Answer(
+                outcome="succeeded",
+                payment_intent_id=str(intent["id"]),
+                amount=int(intent.get("amount_received") or intent.get("amount") or 0),
+                currency=str(intent.get("currency") or ""),
+            )
+            await _grant(conn, attempt, answer, settings, policy, now)
+        await lift_needs_action(conn, due.account_id, policy, now)
+        return "succeeded"
+    error = intent.get("last_payment_error") or {}
+    failed = status == "requires_payment_method" and error.get("code") != ASKED
+    if not failed or attempt.status != "needs_action":
+        return "declined" if attempt.status == "declined" else "waiting"
+    answer = Answer(
+        outcome="declined",
+        payment_intent_id=str(intent["id"]),
+        decline_code=error.get("decline_code") or error.get("code") or AUTHENTICATION_FAILED,
+        advice_code=error.get("advice_code"),
+    )
+    await _declined(conn, due, answer, policy, now)
+    rule = await repo.get_rule(conn, due.account_id, lock=True)
+    if rule.state == "needs_action":
+        await _rule(conn, due.account_id, {"state": "active"}, now)
+    return "declined"
+
+
+async def lift_needs_action(
+    conn: AsyncConnection, account_id: str, policy: Policy, now: datetime
+) -> None:
+    """An auto top-up's PaymentIntent succeeded: a wait for the customer is over
+    (``auto_topup.resumed``)."""
+    rule = await repo.get_rule(conn, account_id, lock=True)
+    if rule is not None and rule.state == "needs_action":
+        await service.resume(conn, account_id, "the payment was confirmed", policy, now)

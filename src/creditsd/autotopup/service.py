@@ -127,8 +127,8 @@ async def turn_off(
 ) -> tuple[AutoTopup, bool]:
     """Turn an account's auto top-up off at once, its rule and card kept (audited
     ``auto_topup.updated``, as a rule put with ``enabled: false`` is); the state it leaves,
-    and whether it was on. Turning it on again is the rule's owner's to do (an app, with
-    the customer's consent)."""
+    and whether it was on. Turning it on again takes the customer's consent (an app's
+    rule and card session, or :func:`turn_on` on the billing page)."""
     account_id = await ledger_repo.resolve_name(conn, name)
     if account_id is None:
         raise AccountNotFound(name)
@@ -288,3 +288,23 @@ async def _state(conn: AsyncConnection, account_id: str, now: datetime) -> AutoT
         last_attempt=last,
         month_total=await repo.bought_since(conn, account_id, month_start(now)),
     )
+
+
+async def turn_on(
+    conn: AsyncConnection,
+    name: str,
+    rule: Rule,
+    packs: Collection[str],
+    policy: Policy,
+    now: datetime,
+    *,
+    actor: str,
+) -> AutoTopup:
+    """Turn auto top-up on with ``rule`` (:func:`put_rule`), as the customer asks in person.
+    A saved card whose top-up was active when it was turned off charges again, with the
+    customer's consent recorded anew for this rule; a paused top-up, or none with a card,
+    is left for a new card to resume (the state says which: ``awaiting_card``, ``paused``)."""
+    topup = await put_rule(conn, name, rule, packs, policy, now, actor=actor)
+    if topup.state == "active" and topup.consent is not None:
+        return await record_consent(conn, topup.account_id, topup.consent.card, actor, policy, now)
+    return topup

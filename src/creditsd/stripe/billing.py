@@ -270,6 +270,36 @@ class StripeBilling:
             currency=str(intent.currency),
         )
 
+    async def confirm_on_session(
+        self, intent_id: str, payment_method_id: str, return_url: str
+    ) -> dict[str, Any]:
+        """Confirm an auto top-up's PaymentIntent again with the customer at hand, with the
+        saved card and a ``return_url`` their bank sends them back to: the PaymentIntent as
+        Stripe leaves it (``requires_action`` with ``next_action.redirect_to_url``, or
+        settled at once; the intent a card error carries when the card is refused)."""
+        params: Any = {"payment_method": payment_method_id, "return_url": return_url}
+
+        async def confirm() -> dict[str, Any]:
+            try:
+                intent = await self.client.v1.payment_intents.confirm_async(intent_id, params)
+            except stripe.CardError as exc:
+                body = exc.json_body if isinstance(exc.json_body, dict) else {}
+                refused = (body.get("error") or {}).get("payment_intent")
+                if not isinstance(refused, dict):
+                    raise
+                return refused
+            found: dict[str, Any] = intent.to_dict()
+            return found
+
+        confirmed: dict[str, Any] = await self._call(confirm())
+        return confirmed
+
+    async def payment_intent(self, intent_id: str) -> dict[str, Any]:
+        """A PaymentIntent as Stripe has it now."""
+        intent = await self._call(self.client.v1.payment_intents.retrieve_async(intent_id))
+        found: dict[str, Any] = intent.to_dict()
+        return found
+
     async def find_checkout(self, session_id: str) -> CheckoutState | None:
         """Where a Checkout Session stands, as Stripe tells it; None when Stripe has no such
         session."""
@@ -386,6 +416,9 @@ class StripeBilling:
             return bought
         if kind == "payment_intent.succeeded":
             topped_up = await charging.intent_succeeded(conn, item, settings, policy, now)
+            if topped_up is not None and topped_up.name == "granted":
+                account_id = str(item["metadata"]["creditsd_account"])
+                await charging.lift_needs_action(conn, account_id, policy, now)
             return topped_up or await purchases.confirm_payment(conn, item["id"], now)
         if kind in refunds.MONEY_BACK:
             return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)

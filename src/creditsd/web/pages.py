@@ -234,7 +234,8 @@ PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
     "script-src 'self' https://js.stripe.com; frame-src https://js.stripe.com "
     "https://checkout.stripe.com; connect-src 'self' https://api.stripe.com; "
-    "form-action 'self' https://checkout.stripe.com; frame-ancestors 'none'",
+    "form-action 'self' https://checkout.stripe.com https://hooks.stripe.com; "
+    "frame-ancestors 'none'",
 }
 
 

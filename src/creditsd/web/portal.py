@@ -41,7 +41,7 @@ from creditsd.members import service as members
 from creditsd.stripe import repository as stripe_repo
 from creditsd.stripe.billing import CheckoutState, StripeBilling
 from creditsd.stripe.errors import PaymentProviderError, PaymentProviderUnreachable
-from creditsd.web import billing
+from creditsd.web import autotopup_view, billing
 from creditsd.web import repository as web_tokens
 from creditsd.web.pages import (
     CSRF_FIELD,
@@ -236,13 +236,15 @@ async def overview(
     return page(
         request,
         "billing.html",
-        **_account_context(account, ledger, session),
+        **account_context(account, ledger, session),
         expiring=billing.expiring(await ledger.expiring_credits(account.id), money),
         entries=[billing.entry(transfer, account.id, money, catalog) for transfer in history.items],
         older=history.next_cursor,
         paged=before is not None,
         chart=billing.chart(spent, today, money, catalog),
         packs=packs if stripe_ready and account.status == "active" else [],
+        auto_topup=await autotopup_view.section(ledger, account),
+        offers_auto_topup=stripe_ready and bool(packs) and account.status == "active",
         csrf_field=CSRF_FIELD,
     )
 
@@ -271,7 +273,7 @@ async def _member_page(request: Request, session: Session, member_id: str) -> HT
     )
 
 
-def _account_context(account: Account, ledger: Ledger, session: Session) -> dict[str, Any]:
+def account_context(account: Account, ledger: Ledger, session: Session) -> dict[str, Any]:
     """What every billing page shows of the account: its balance and where to go back."""
     money = ledger.money
     free = sum(
@@ -357,7 +359,7 @@ async def _not_started(
         request,
         "billing_not_started.html",
         failed.status,
-        **_account_context(account, ledger, session),
+        **account_context(account, ledger, session),
         unreachable=isinstance(failed, PaymentProviderUnreachable),
         pack=pack,
         hosted=hosted,
@@ -395,7 +397,7 @@ async def success(
     return page(
         request,
         "billing_success.html",
-        **_account_context(account, ledger, session),
+        **account_context(account, ledger, session),
         state=state,
         added=None if payment is None else ledger.money.to_decimal(payment.credits),
         refresh=REFRESH_SECONDS.get(state),
@@ -429,4 +431,4 @@ async def cancel(request: Request, session: OwnerSession) -> HTMLResponse:
     """The buyer left Stripe's page without paying: nothing was charged."""
     ledger = ledger_of(request)
     account = await ledger.get_account(session.subject)
-    return page(request, "billing_cancel.html", **_account_context(account, ledger, session))
+    return page(request, "billing_cancel.html", **account_context(account, ledger, session))
