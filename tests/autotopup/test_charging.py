@@ -205,3 +205,101 @@ async def test_a_crash_between_the_claim_and_the_answer_resumes_with_the_same_ke
         == first.payment_intent_id
     )
     assert await state(shop_api) == (500, "active", 0, "succeeded")
+
+
+async def ended_event(
+    api: httpx.AsyncClient, fake: FakeStripe, kind: str, intent: dict[str, Any]
+) -> str:
+    """Deliver ``payment_intent.<kind>`` carrying ``intent``; the outcome."""
+    response = await deliver(api, fake.event(f"payment_intent.{kind}", intent))
+    assert response.status_code == 200, response.text
+    return str(response.json()["outcome"])
+
+
+async def processing(shop: Ledger, api: httpx.AsyncClient, fake: FakeStripe) -> str:
+    """An attempt Stripe left ``processing``; its PaymentIntent."""
+    await low_balance(shop, api, fake)
+    fake.intent_outcomes = ["processing"]
+    assert await run_pass(shop) == ["processing"]
+    return last_intent(fake)
+
+
+async def run_pass(shop: Ledger) -> list[str]:
+    billing = StripeBilling(shop)
+    try:
+        return await charge_auto_topups(shop, billing)
+    finally:
+        await billing.close()
+
+
+async def test_processing_then_failed_is_a_decline_and_frees_the_account(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    intent_id = await processing(shop, shop_api, fake)
+    failed = fake.event(
+        "payment_intent.payment_failed", fake.fail_payment(intent_id, "insufficient_funds")
+    )
+    assert (await deliver(shop_api, failed)).json()["outcome"] == "declined"
+    assert (await deliver(shop_api, failed)).json()["outcome"] == "duplicate"
+    again = fake.objects[intent_id]
+    assert await ended_event(shop_api, fake, "payment_failed", again) == "already_declined"
+    assert await state(shop_api) == (50, "active", 1, "declined")
+    topup = body(await shop_api.get("/v1/accounts/ada/auto-topup"))
+    assert topup["last_attempt"]["decline_code"] == "insufficient_funds"
+    assert topup["next_attempt_at"] is not None  # backs off 1 h, as a synchronous decline
+    await shop.database.write(
+        lambda conn, now: autotopup_repo.update_rule(conn, "ada", {"next_attempt_at": None})
+    )
+    await shop.charge("ada", 1 * CREDIT)  # the account is free: a new attempt starts
+    assert await run_pass(shop) == ["succeeded"]
+    assert await state(shop_api) == (500, "active", 0, "succeeded")
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ({"decline_code": "generic_decline", "advice_code": "do_not_try_again"}, "paused"),
+        ({"decline_code": "lost_card"}, "paused"),
+        ({"code": "card_declined", "decline_code": None, "advice_code": None}, "active"),
+        ({}, "active"),
+        (None, "active"),
+    ],
+)
+async def test_a_failure_reads_what_last_payment_error_holds(
+    shop: Ledger,
+    shop_api: httpx.AsyncClient,
+    fake: FakeStripe,
+    error: dict[str, Any] | None,
+    shown: str,
+) -> None:
+    intent_id = await processing(shop, shop_api, fake)
+    intent = fake.fail_payment(intent_id) | {"last_payment_error": error}
+    assert await ended_event(shop_api, fake, "payment_failed", intent) == "declined"
+    topup = body(await shop_api.get("/v1/accounts/ada/auto-topup"))
+    assert (topup["state"], topup["consecutive_declines"]) == (shown, 1)
+    assert topup["last_attempt"]["decline_code"] == (error or {}).get("decline_code")
+
+
+async def test_processing_then_canceled_frees_the_account_without_a_decline(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    intent_id = await processing(shop, shop_api, fake)
+    canceled = fake.cancel_payment(intent_id)
+    assert await ended_event(shop_api, fake, "canceled", canceled) == "canceled"
+    assert await ended_event(shop_api, fake, "canceled", canceled) == "already_canceled"
+    assert await state(shop_api) == (50, "active", 0, "canceled")
+    assert body(await shop_api.get("/v1/accounts/ada/auto-topup"))["next_attempt_at"] is None
+    await shop.charge("ada", 1 * CREDIT)  # no backoff: the next debit starts one at once
+    assert await run_pass(shop) == ["succeeded"]
+    assert await state(shop_api) == (500, "active", 0, "succeeded")
+
+
+@pytest.mark.parametrize("kind", ["payment_failed", "canceled"])
+async def test_an_event_for_an_attempt_already_succeeded_changes_nothing(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe, kind: str
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    assert await run_pass(shop) == ["succeeded"]
+    late = fake.objects[last_intent(fake)] | {"status": "requires_payment_method"}
+    assert await ended_event(shop_api, fake, kind, late) == "already_succeeded"
+    assert await state(shop_api) == (500, "active", 0, "succeeded")

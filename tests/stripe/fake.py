@@ -372,17 +372,30 @@ class FakeStripe:
         status = (
             "requires_action" if code == "authentication_required" else "requires_payment_method"
         )
-        intent.update(status=status, amount_received=0)
-        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
+        self._payment_failed(intent, code, decline_code or None, advice_code or None)
+        intent["status"] = status
         error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
-        error.body["error"].update(
-            decline_code=decline_code or None, charge=intent["latest_charge"]
-        )
-        if advice_code:
-            error.body["error"]["advice_code"] = advice_code
-        intent["last_payment_error"] = copy.deepcopy(error.body["error"])
+        error.body["error"] = copy.deepcopy(intent["last_payment_error"])
         error.body["error"]["payment_intent"] = copy.deepcopy(intent)
         raise error
+
+    def _payment_failed(
+        self, intent: JSON, code: str, decline_code: str | None, advice_code: str | None
+    ) -> None:
+        """Fail the intent's charge and write why in ``last_payment_error`` as Stripe does:
+        ``decline_code`` null when the issuer gave none, ``advice_code`` only when it gave
+        one."""
+        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
+        error: JSON = {"type": "card_error", "code": code, "decline_code": decline_code}
+        error.update(message="Your card was declined.", charge=intent["latest_charge"])
+        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+        method = self.objects.get(intent.get("payment_method") or "")
+        if method is not None:
+            error["payment_method"] = copy.deepcopy(method)
+        if advice_code:
+            error["advice_code"] = advice_code
+        intent.update(status="requires_payment_method", amount_received=0)
+        intent["last_payment_error"] = error
 
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
@@ -457,6 +470,7 @@ class FakeStripe:
         common = {"currency": self.currency, "customer": customer, "amount": amount}
         intent = self._new("payment_intent", "pi_", **common, metadata=copy.deepcopy(metadata))
         intent.update(amount_received=amount if paid else 0, latest_charge=None)
+        intent.update(canceled_at=None, cancellation_reason=None)
         intent["status"] = "succeeded" if paid else "processing"
         charge = self._new("charge", "ch_", **common, metadata=copy.deepcopy(metadata))
         charge.update(amount_captured=amount, amount_refunded=0, captured=True, refunded=False)
@@ -478,6 +492,34 @@ class FakeStripe:
             self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
             session["payment_status"] = "paid"
             return copy.deepcopy(session)
+
+    def fail_payment(
+        self,
+        intent_id: str,
+        decline_code: str | None = None,
+        advice_code: str | None = None,
+        *,
+        code: str = "card_declined",
+    ) -> JSON:
+        """A payment left ``processing`` failed after all (``payment_intent.payment_failed``):
+        the intent wants a new payment method; the intent."""
+        with self._lock:
+            intent = self._get("payment_intent", intent_id)
+            if intent["status"] != "processing":
+                raise ValueError(f"{intent_id} is {intent['status']}, not processing")
+            self._payment_failed(intent, code, decline_code, advice_code)
+            return copy.deepcopy(intent)
+
+    def cancel_payment(self, intent_id: str, reason: str = "automatic") -> JSON:
+        """Stripe (``automatic``) or the merchant canceled an unfinished payment
+        (``payment_intent.canceled``); the intent."""
+        with self._lock:
+            intent = self._get("payment_intent", intent_id)
+            if intent["status"] in ("succeeded", "canceled"):
+                raise ValueError(f"{intent_id} is already {intent['status']}")
+            intent.update(status="canceled", canceled_at=int(time.time()))
+            intent["cancellation_reason"] = reason
+            return copy.deepcopy(intent)
 
     def refund(self, charge_id: str, amount: int) -> JSON:
         """Refund part or all of a charge; returns the charge, ``refunds`` newest first."""
