@@ -387,6 +387,9 @@ class StripeBilling:
         if kind == "payment_intent.succeeded":
             topped_up = await charging.intent_succeeded(conn, item, settings, policy, now)
             return topped_up or await purchases.confirm_payment(conn, item["id"], now)
+        if kind in {charging.INTENT_FAILED, charging.INTENT_CANCELED}:
+            ended = await charging.intent_ended(conn, kind, item, settings, policy, now)
+            return ended or Handled("ignored")
         if kind in refunds.MONEY_BACK:
             return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == purchases.INVOICE_PAID:
