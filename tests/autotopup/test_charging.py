@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from creditsd.autotopup import charging
 from creditsd.autotopup import repository as autotopup_repo
 from creditsd.inprocess import Ledger
 from creditsd.stripe.billing import StripeBilling
+from creditsd.tables import accounts
 from creditsd.worker import charge_auto_topups
 from tests.autotopup.test_consent import save_card
 from tests.conftest import body
@@ -302,4 +304,52 @@ async def test_an_event_for_an_attempt_already_succeeded_changes_nothing(
     assert await run_pass(shop) == ["succeeded"]
     late = fake.objects[last_intent(fake)] | {"status": "requires_payment_method"}
     assert await ended_event(shop_api, fake, kind, late) == "already_succeeded"
+    assert await state(shop_api) == (500, "active", 0, "succeeded")
+
+
+async def armed(shop: Ledger) -> int | None:
+    """The threshold the posting engine reads with ada's account (None: disarmed)."""
+
+    async def read(conn: Any, _now: Any) -> int | None:
+        query = select(accounts.c.auto_topup_below).where(accounts.c.id == "ada")
+        found: int | None = (await conn.execute(query)).scalar_one()
+        return found
+
+    return await shop.database.read(read)
+
+
+@pytest.mark.parametrize(
+    ("script", "then", "last"),
+    [
+        (["succeeded"], None, "succeeded"),
+        (["declined:insufficient_funds"], None, "declined"),
+        (["processing"], "payment_failed", "declined"),
+        (["processing"], "canceled", "canceled"),
+    ],
+)
+async def test_the_threshold_is_disarmed_while_in_flight_and_rearmed_when_resolved(
+    shop: Ledger,
+    shop_api: httpx.AsyncClient,
+    fake: FakeStripe,
+    script: list[str],
+    then: str | None,
+    last: str,
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    assert await armed(shop) is None  # queued
+    fake.intent_outcomes = list(script)
+    await run_pass(shop)
+    if then is not None:
+        assert await armed(shop) is None  # processing
+        intent_id = last_intent(fake)
+        ended = fake.fail_payment(intent_id) if then == "payment_failed" else None
+        await ended_event(shop_api, fake, then, ended or fake.cancel_payment(intent_id))
+    assert (await state(shop_api))[3] == last
+    assert await armed(shop) == 100 * CREDIT
+    await shop.database.write(
+        lambda conn, now: autotopup_repo.update_rule(conn, "ada", {"next_attempt_at": None})
+    )
+    balance = (await state(shop_api))[0]
+    await shop.charge("ada", (balance - 40) * CREDIT)  # 40 left: a new attempt
+    assert await run_pass(shop) == ["succeeded"]
     assert await state(shop_api) == (500, "active", 0, "succeeded")
