@@ -6,9 +6,11 @@ Point the official SDK at it::
         client = stripe.StripeClient(fake.api_key, base_addresses={"api": fake.api_base})
 
 Requests are form-encoded with bracketed keys, answers are Stripe's JSON objects and errors, and an
-``Idempotency-Key`` replays the first answer. What happens in the customer's browser or bank
-(paying, refunds, disputes) is done from Python, and :meth:`FakeStripe.event` with :func:`sign`
-makes webhooks that ``stripe.Webhook.construct_event`` accepts.
+``Idempotency-Key`` replays the first answer of a request that ran (a decline included; not
+one refused before it ran, for missing parameters or a rate limit). What happens in the
+customer's browser or bank (paying, refunds, disputes) is done from Python, and
+:meth:`FakeStripe.event` with :func:`sign` makes webhooks that
+``stripe.Webhook.construct_event`` accepts.
 """
 
 from __future__ import annotations
@@ -134,7 +136,7 @@ class FakeStripe:
         # (succeeded, but answered 500 until retried with the same idempotency key), or
         # "rate_limited" (a 429, nothing made).
         self.intent_outcomes: list[str] = []
-        self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
+        self._replays: dict[tuple[str, str], tuple[JSON, int, bytes]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -182,21 +184,26 @@ class FakeStripe:
                 if method != "POST" or key is None:
                     return 200, json.dumps(self._route(method, url.path, params)).encode(), False
                 if (url.path, key) in self._replays:
-                    first, answer = self._replays[url.path, key]
+                    first, status, answer = self._replays[url.path, key]
                     if first != params:
                         raise StripeError(
                             "Keys for idempotent requests can only be used with the same "
                             f"parameters they were first used with (key '{key}').",
                             kind="idempotency_error",
                         )
-                    return 200, answer, True
+                    return status, answer, True
                 try:
                     answer = json.dumps(self._route(method, url.path, params)).encode()
                 except LostAnswer as lost:
-                    self._replays[url.path, key] = (params, json.dumps(lost.answer).encode())
+                    self._replays[url.path, key] = (params, 200, json.dumps(lost.answer).encode())
                     failure = StripeError("An unknown error occurred", status=500, kind="api_error")
                     return 500, json.dumps(failure.body).encode(), False
-                self._replays[url.path, key] = (params, answer)
+                except StripeError as error:  # a decline ran: its answer is saved as well
+                    if error.status == 402:
+                        saved = (params, error.status, json.dumps(error.body).encode())
+                        self._replays[url.path, key] = saved
+                    raise
+                self._replays[url.path, key] = (params, 200, answer)
                 return 200, answer, False
             except StripeError as error:
                 return error.status, json.dumps(error.body).encode(), False

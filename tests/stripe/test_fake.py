@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -290,3 +291,25 @@ def test_signed_events_verify_with_the_sdk(fake: FakeStripe, client: stripe.Stri
         stripe.Webhook.construct_event(payload, sign(payload, "whsec_other"), SECRET)
     with pytest.raises(stripe.SignatureVerificationError):  # outside the 5 minute tolerance
         stripe.Webhook.construct_event(payload, sign(payload, SECRET, timestamp=1), SECRET)
+
+
+def test_a_decline_is_replayed_to_a_retry_with_the_same_key(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    """Stripe saves the first answer of a request that ran, declined or not: a retry with its
+    key gets the same decline and makes no second PaymentIntent. A request refused before it
+    ran (missing parameters, a rate limit) is not saved."""
+    fake.intent_outcomes = ["declined:insufficient_funds", "succeeded"]
+    params: Any = {"amount": 450, "currency": "usd", "customer": "cus_1"}
+    params |= {"payment_method": "pm_1", "off_session": True, "confirm": True}
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.payment_intents.create({"amount": 450}, {"idempotency_key": "k"})
+    declines = []
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as declined:
+            client.v1.payment_intents.create(params, {"idempotency_key": "k"})
+        declines.append((declined.value.http_status, declined.value.json_body))
+    assert declines[0] == declines[1]
+    assert declines[0][0] == 402
+    assert len([o for o in fake.objects.values() if o["object"] == "payment_intent"]) == 1
+    assert fake.intent_outcomes == ["succeeded"]
