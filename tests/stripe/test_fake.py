@@ -302,8 +302,9 @@ def test_a_decline_is_replayed_to_a_retry_with_the_same_key(
     fake.intent_outcomes = ["declined:insufficient_funds", "succeeded"]
     params: Any = {"amount": 450, "currency": "usd", "customer": "cus_1"}
     params |= {"payment_method": "pm_1", "off_session": True, "confirm": True}
+    missing: Any = {"amount": 450}
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.payment_intents.create({"amount": 450}, {"idempotency_key": "k"})
+        client.v1.payment_intents.create(missing, {"idempotency_key": "k"})
     declines = []
     for _ in range(2):
         with pytest.raises(stripe.CardError) as declined:
