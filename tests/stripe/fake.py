@@ -494,11 +494,20 @@ class FakeStripe:
             session = self._get("checkout.session", session_id)
             if session["payment_intent"] is None or session["payment_status"] == "paid":
                 raise ValueError(f"{session_id} has no payment awaiting funds")
-            intent = self._get("payment_intent", session["payment_intent"])
-            intent.update(status="succeeded", amount_received=intent["amount"])
-            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
+            self.succeed_payment(session["payment_intent"])
             session["payment_status"] = "paid"
             return copy.deepcopy(session)
+
+    def succeed_payment(self, intent_id: str) -> JSON:
+        """A payment left ``processing`` has succeeded (``payment_intent.succeeded``); the
+        intent."""
+        with self._lock:
+            intent = self._get("payment_intent", intent_id)
+            if intent["status"] != "processing":
+                raise ValueError(f"{intent_id} is {intent['status']}, not processing")
+            intent.update(status="succeeded", amount_received=intent["amount"])
+            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
+            return copy.deepcopy(intent)
 
     def fail_payment(
         self,
