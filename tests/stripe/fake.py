@@ -10,7 +10,8 @@ Requests are form-encoded with bracketed keys, answers are Stripe's JSON objects
 one refused before it ran, for missing parameters or a rate limit). What happens in the
 customer's browser or bank (paying, refunds, disputes) is done from Python, and
 :meth:`FakeStripe.event` with :func:`sign` makes webhooks that
-``stripe.Webhook.construct_event`` accepts.
+``stripe.Webhook.construct_event`` accepts. Saved cards and their off-session payments are
+in :mod:`tests.stripe.saved_cards`, the wire format in :mod:`tests.stripe.wire`.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import stripe
 
-JSON = dict[str, Any]
+from tests.stripe.saved_cards import SavedCards
+from tests.stripe.wire import JSON, LostAnswer, StripeError, missing, parse_form, required, sign
+
+__all__ = ["FakeStripe", "StripeError", "parse_form", "sign"]
 
 # API version 2026-03-25.dahlia renamed ui_mode `hosted` and `embedded`; the old names now fail.
 UI_MODES = ("hosted_page", "embedded_page")
@@ -48,74 +52,7 @@ KINDS = {
 ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items)?)?")
 
 
-def sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> str:
-    """A ``Stripe-Signature`` header, as the official SDK computes it:
-    ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">``."""
-    header: str = stripe.WebhookSignature.generate_signature_header(
-        payload.decode(), secret, timestamp=timestamp
-    )
-    return header
-
-
-def parse_form(body: str) -> JSON:
-    """Stripe's form encoding (``a[0][b]=1&m[k]=v``) as nested dicts and lists."""
-    root: JSON = {}
-    for key, value in parse_qsl(body, keep_blank_values=True):
-        *parents, leaf = key.replace("]", "").split("[")
-        node = root
-        for part in parents:
-            node = node.setdefault(part or str(len(node)), {})
-        node[leaf or str(len(node))] = value
-    return cast("JSON", _listify(root))
-
-
-def _listify(value: Any, key: str = "") -> Any:
-    """Dicts keyed ``0, 1, ...`` become lists (metadata keys are always strings)."""
-    if not isinstance(value, dict):
-        return value
-    items = {k: _listify(v, k) for k, v in value.items()}
-    if key != "metadata" and items and all(k.isdigit() for k in items):
-        return [items[k] for k in sorted(items, key=int)]
-    return items
-
-
-class StripeError(Exception):
-    """An error answer: its HTTP status and Stripe's ``{"error": {...}}`` body."""
-
-    def __init__(
-        self,
-        message: str,
-        param: str | None = None,
-        *,
-        status: int = 400,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body: JSON = {"error": {"type": kind, "message": message, "code": code}}
-        if param is not None:
-            self.body["error"]["param"] = param
-
-
-def _missing(kind: str, oid: str, param: str = "id", status: int = 404) -> StripeError:
-    return StripeError(f"No such {kind}: '{oid}'", param, status=status, code="resource_missing")
-
-
-def _required(param: str) -> StripeError:
-    return StripeError(f"Missing required param: {param}.", param, code="parameter_missing")
-
-
-class LostAnswer(Exception):
-    """Stripe did the work but the answer failed (a 500): a retry with the same idempotency
-    key gets the answer it should have had."""
-
-    def __init__(self, answer: JSON) -> None:
-        super().__init__("lost answer")
-        self.answer = answer
-
-
-class FakeStripe:
+class FakeStripe(SavedCards):
     """An in-memory Stripe test-mode account, served over real HTTP on 127.0.0.1."""
 
     def __init__(
@@ -239,7 +176,7 @@ class FakeStripe:
     def _get(self, kind: str, oid: str) -> JSON:
         obj = self.objects.get(oid)
         if obj is None or obj["object"] != kind:
-            raise _missing(kind, oid)
+            raise missing(kind, oid)
         return obj
 
     def _render(self, obj: JSON, expand: list[str]) -> JSON:
@@ -261,7 +198,7 @@ class FakeStripe:
     def _create_session(self, params: JSON) -> JSON:
         mode, ui_mode = params.get("mode"), params.get("ui_mode", "hosted_page")
         if mode is None:
-            raise _required("mode")
+            raise required("mode")
         if mode == "setup":
             return self._create_setup_session(params)
         if mode != "payment":
@@ -273,17 +210,17 @@ class FakeStripe:
             if name in params:
                 raise StripeError(f"You cannot pass `{name}` when `ui_mode` is `{ui_mode}`.", name)
         if embedded and "return_url" not in params:
-            raise _required("return_url")
+            raise required("return_url")
         customer = params.get("customer")
         if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
-            raise _missing("customer", customer, "customer", 400)
+            raise missing("customer", customer, "customer", 400)
         items = []
         for i, line in enumerate(params.get("line_items") or []):
             price = self.objects.get(line.get("price", ""))
             if price is None or price["object"] != "price":
-                raise _missing("price", line.get("price", ""), f"line_items[{i}][price]", 400)
+                raise missing("price", line.get("price", ""), f"line_items[{i}][price]", 400)
             if "quantity" not in line:
-                raise _required(f"line_items[{i}][quantity]")
+                raise required(f"line_items[{i}][quantity]")
             quantity = int(line["quantity"])
             amount = price["unit_amount"] * quantity
             item: JSON = {"id": "li_" + secrets.token_hex(12), "object": "item", "price": price}
@@ -291,7 +228,7 @@ class FakeStripe:
             item.update(amount_subtotal=amount, amount_total=amount)
             items.append(item | {"amount_discount": 0, "amount_tax": 0})
         if not items:
-            raise _required("line_items")
+            raise required("line_items")
         total = sum(item["amount_total"] for item in items)
         passed = ("client_reference_id", "success_url", "cancel_url", "return_url")
         session = self._new(
@@ -317,92 +254,6 @@ class FakeStripe:
         intent_data = params.get("payment_intent_data", {})
         self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
         return session
-
-    def _create_setup_session(self, params: JSON) -> JSON:
-        """A hosted session that saves a payment method for later (``mode=setup``): no line
-        items, a currency (for the payment methods it offers), no payment."""
-        if "line_items" in params:
-            raise StripeError("You cannot pass `line_items` in `setup` mode.", "line_items")
-        if "currency" not in params and "payment_method_types" not in params:
-            raise _required("currency")
-        customer = params.get("customer")
-        if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
-            raise _missing("customer", customer, "customer", 400)
-        passed = ("client_reference_id", "success_url", "cancel_url")
-        session = self._new(
-            "checkout.session",
-            "cs_test_",
-            mode="setup",
-            ui_mode=params.get("ui_mode", "hosted_page"),
-            status="open",
-            payment_status="no_payment_required",
-            amount_subtotal=None,
-            amount_total=None,
-            currency=params.get("currency"),
-            customer=customer,
-            metadata=params.get("metadata", {}),
-            payment_intent=None,
-            setup_intent=None,
-            client_secret=None,
-            expires_at=int(time.time()) + 24 * 3600,
-            **{name: params.get(name) for name in passed},
-        )
-        session["url"] = f"https://checkout.stripe.com/c/pay/{session['id']}"
-        intent_data = params.get("setup_intent_data", {})
-        self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
-        return session
-
-    def _create_intent(self, params: JSON) -> JSON:
-        """A PaymentIntent confirmed at once with a saved card, ending as the next of
-        :attr:`intent_outcomes` says (succeeded when none is scripted). A decline or a
-        request for authentication is a 402 ``card_error`` carrying the intent, as Stripe
-        answers it."""
-        for name in ("amount", "currency", "payment_method", "customer"):
-            if name not in params:
-                raise _required(name)
-        outcome = self.intent_outcomes.pop(0) if self.intent_outcomes else "succeeded"
-        if outcome == "rate_limited":  # refused before anything was made
-            message = "Too many requests hit the API too quickly."
-            raise StripeError(message, status=429, code="rate_limit", kind="invalid_request_error")
-        kind, _, advice = outcome.partition(":")
-        paid = kind in ("succeeded", "lost")
-        amount, metadata = int(params["amount"]), params.get("metadata", {})
-        intent = self._pay(amount, params["customer"], metadata, paid=paid)
-        intent.update(payment_method=params["payment_method"], last_payment_error=None)
-        if kind in ("succeeded", "processing"):
-            return copy.deepcopy(intent)
-        if kind == "lost":
-            intent.update(status="succeeded", amount_received=amount)
-            raise LostAnswer(copy.deepcopy(intent))
-        decline_code, _, advice_code = advice.partition(":")
-        code = "authentication_required" if kind == "authentication_required" else "card_declined"
-        status = (
-            "requires_action" if code == "authentication_required" else "requires_payment_method"
-        )
-        self._payment_failed(intent, code, decline_code or None, advice_code or None)
-        intent["status"] = status
-        error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
-        error.body["error"] = copy.deepcopy(intent["last_payment_error"])
-        error.body["error"]["payment_intent"] = copy.deepcopy(intent)
-        raise error
-
-    def _payment_failed(
-        self, intent: JSON, code: str, decline_code: str | None, advice_code: str | None
-    ) -> None:
-        """Fail the intent's charge and write why in ``last_payment_error`` as Stripe does:
-        ``decline_code`` null when the issuer gave none, ``advice_code`` only when it gave
-        one."""
-        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
-        error: JSON = {"type": "card_error", "code": code, "decline_code": decline_code}
-        error.update(message="Your card was declined.", charge=intent["latest_charge"])
-        error["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
-        method = self.objects.get(intent.get("payment_method") or "")
-        if method is not None:
-            error["payment_method"] = copy.deepcopy(method)
-        if advice_code:
-            error["advice_code"] = advice_code
-        intent.update(status="requires_payment_method", amount_received=0)
-        intent["last_payment_error"] = error
 
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
@@ -437,28 +288,6 @@ class FakeStripe:
             intent = self._pay(session["amount_total"], session["customer"], metadata, paid=paid)
             session.update(status="complete", payment_status="paid" if paid else "unpaid")
             session["payment_intent"] = intent["id"]
-            return copy.deepcopy(session)
-
-    def complete_setup(
-        self, session_id: str, *, last4: str = "4242", fingerprint: str | None = None
-    ) -> JSON:
-        """The customer saved a card in a ``mode=setup`` session: a PaymentMethod attached
-        to the session's customer and a succeeded SetupIntent (``usage: off_session``)
-        naming it; the completed session."""
-        with self._lock:
-            session = self._get("checkout.session", session_id)
-            if session["mode"] != "setup" or session["status"] != "open":
-                raise ValueError(f"{session_id} is not an open setup session")
-            card = {"brand": "visa", "last4": last4, "exp_month": 12, "exp_year": 2030}
-            card["fingerprint"] = fingerprint or secrets.token_hex(8)
-            card.update(country="US", funding="credit")
-            method = self._new("payment_method", "pm_", type="card", card=card)
-            method.update(customer=session["customer"], metadata={}, billing_details={})
-            intent = self._new("setup_intent", "seti_", status="succeeded", usage="off_session")
-            intent.update(customer=session["customer"], payment_method=method["id"])
-            intent.update(metadata=copy.deepcopy(self._intent_metadata[session_id]))
-            intent.update(payment_method_types=["card"], last_setup_error=None)
-            session.update(status="complete", setup_intent=intent["id"])
             return copy.deepcopy(session)
 
     def pay_invoice(self, invoice_id: str, customer: str, amount: int) -> JSON:
@@ -497,45 +326,6 @@ class FakeStripe:
             self.succeed_payment(session["payment_intent"])
             session["payment_status"] = "paid"
             return copy.deepcopy(session)
-
-    def succeed_payment(self, intent_id: str) -> JSON:
-        """A payment left ``processing`` has succeeded (``payment_intent.succeeded``); the
-        intent."""
-        with self._lock:
-            intent = self._get("payment_intent", intent_id)
-            if intent["status"] != "processing":
-                raise ValueError(f"{intent_id} is {intent['status']}, not processing")
-            intent.update(status="succeeded", amount_received=intent["amount"])
-            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
-            return copy.deepcopy(intent)
-
-    def fail_payment(
-        self,
-        intent_id: str,
-        decline_code: str | None = None,
-        advice_code: str | None = None,
-        *,
-        code: str = "card_declined",
-    ) -> JSON:
-        """A payment left ``processing`` failed after all (``payment_intent.payment_failed``):
-        the intent wants a new payment method; the intent."""
-        with self._lock:
-            intent = self._get("payment_intent", intent_id)
-            if intent["status"] != "processing":
-                raise ValueError(f"{intent_id} is {intent['status']}, not processing")
-            self._payment_failed(intent, code, decline_code, advice_code)
-            return copy.deepcopy(intent)
-
-    def cancel_payment(self, intent_id: str, reason: str = "automatic") -> JSON:
-        """Stripe (``automatic``) or the merchant canceled an unfinished payment
-        (``payment_intent.canceled``); the intent."""
-        with self._lock:
-            intent = self._get("payment_intent", intent_id)
-            if intent["status"] in ("succeeded", "canceled"):
-                raise ValueError(f"{intent_id} is already {intent['status']}")
-            intent.update(status="canceled", canceled_at=int(time.time()))
-            intent["cancellation_reason"] = reason
-            return copy.deepcopy(intent)
 
     def refund(self, charge_id: str, amount: int) -> JSON:
         """Refund part or all of a charge; returns the charge, ``refunds`` newest first."""
