@@ -438,6 +438,7 @@ UNREACHABLE = f"postgresql://u:{PASSWORD}@127.0.0.1:1/db"
         ["keys", "list"],
         ["keys", "revoke", "key_x"],
         ["accounts", "show", "u"],
+        ["auto-topup", "show", "u"],
         ["grant", "u", "1", "--reason", "x"],
         ["reconcile"],
         ["verify"],

@@ -165,3 +165,24 @@ def test_a_connection_dropped_after_the_charge_is_retried_once(
         assert [t.kind for t in billing.iter_transactions("u")] == ["charge", "grant"]
         assert billing.get_balance("u") == 90
         assert billing.verify_balance("u").valid
+
+
+def test_an_auto_topup_rule_is_set_read_and_turned_off_over_http(served: Served) -> None:
+    with Client(served.base_url, served.chat) as chat:
+        chat.initialize_account("user_2abc")
+        with pytest.raises(NotFoundError) as none_yet:
+            chat.get_auto_topup("user_2abc")
+        assert none_yet.value.code == "auto_topup_not_found"
+        rule = chat.set_auto_topup(
+            "user_2abc", threshold="12.5", target_balance=100, monthly_cap=Decimal(1000)
+        )
+        assert (rule.threshold, rule.target_balance, rule.state) == (
+            Decimal("12.5"),
+            Decimal(100),
+            "awaiting_card",
+        )
+        assert chat.get_auto_topup("user_2abc") == rule
+        off = chat.set_auto_topup(
+            "user_2abc", enabled=False, threshold="12.5", target_balance=100, monthly_cap=1000
+        )
+        assert (off.enabled, off.state) == (False, "off")

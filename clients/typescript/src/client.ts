@@ -60,6 +60,10 @@ export type Catalog = Result<Schemas["CatalogOut"]>;
 export type Pack = Result<Schemas["PackOut"]>;
 export type CheckoutSession = WriteResult<Schemas["CheckoutOut"]>;
 export type PortalSession = Result<Schemas["PortalSession"]>;
+/** An account's auto top-up: its rule, `state`, saved `card` and consent, `last_attempt`. */
+export type AutoTopup = Result<Schemas["AutoTopupOut"]>;
+/** A Checkout Session in `setup` mode that saves the card auto top-up charges. */
+export type AutoTopupCardSession = WriteResult<Schemas["CardSessionOut"]>;
 export type UsageResult = Result<Schemas["UsageResultOut"]>;
 export type WebhookEndpoint = WriteResult<Schemas["EndpointOut"]>;
 export type WebhookDelivery = Result<Schemas["DeliveryOut"]>;
@@ -232,6 +236,24 @@ export interface CheckoutOptions extends WriteOptions {
   /** Required with the hosted page. */
   cancelUrl?: string;
   uiMode?: "hosted" | "embedded";
+}
+
+/**
+ * An auto top-up rule: when `available` falls below `threshold`, buy enough to reach
+ * `targetBalance`, or one `pack` (exactly one of the two), never more than `monthlyCap`
+ * credits in a calendar month (UTC). `enabled: false` turns it off at once (default true).
+ */
+export type AutoTopupRule = {
+  enabled?: boolean;
+  threshold: Amount;
+  monthlyCap: Amount;
+} & ({ targetBalance: Amount; pack?: never } | { pack: string; targetBalance?: never });
+
+export interface CardSessionOptions extends WriteOptions {
+  /** Where Stripe sends the customer once the card is saved. */
+  successUrl: string;
+  /** Where a customer who gives up goes. */
+  cancelUrl: string;
 }
 
 export interface ClientOptions {
@@ -703,6 +725,79 @@ export class CreditsClient {
           member: options.member,
         },
         write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  // Auto top-up ---------------------------------------------------------------------------------
+
+  /**
+   * The account's auto top-up: its rule (in credits), `state` (`off`, `awaiting_card`,
+   * `active`, `paused` with `paused_reason`, `needs_action`), the saved `card` and consent,
+   * the `last_attempt` and `month_total`. NotFoundError `auto_topup_not_found` when it has none.
+   */
+  async getAutoTopup(userId: string): Promise<AutoTopup> {
+    return plainResult(
+      await this.#send<Schemas["AutoTopupOut"]>({
+        method: "GET",
+        path: `${accountPath(userId)}/auto-topup`,
+      }),
+    );
+  }
+
+  /**
+   * Set the account's auto top-up rule (an app key; audited). Nothing is charged until the
+   * customer saves a card ({@link createAutoTopupCardSession}). ValidationError
+   * (`invalid_auto_topup`, `unknown_pack`, `invalid_amount`) for a rule that cannot work.
+   */
+  async setAutoTopup(userId: string, rule: AutoTopupRule): Promise<AutoTopup> {
+    if (typeof rule !== "object" || rule === null) {
+      throw new TypeError(
+        `rule is { threshold, targetBalance | pack, monthlyCap }, not ${describe(rule)}`,
+      );
+    }
+    const { enabled = true, threshold, targetBalance, pack, monthlyCap } = rule;
+    if (typeof enabled !== "boolean") throw new TypeError("enabled is true or false");
+    if ((targetBalance === undefined) === (pack === undefined)) {
+      throw new TypeError("give exactly one of targetBalance and pack");
+    }
+    if (pack !== undefined && (typeof pack !== "string" || pack === "")) {
+      throw new TypeError(`pack is a credit pack's name (listPacks), not ${describe(pack)}`);
+    }
+    return plainResult(
+      await this.#send<Schemas["AutoTopupOut"]>({
+        method: "PUT",
+        path: `${accountPath(userId)}/auto-topup`,
+        body: {
+          enabled,
+          threshold: decimalLiteral(threshold, "threshold"),
+          target_balance: optionalAmount(targetBalance, "targetBalance"),
+          pack,
+          monthly_cap: decimalLiteral(monthlyCap, "monthlyCap"),
+        },
+        // A PUT of the whole rule is the same however often it is sent: no key needed.
+        write: { key: undefined, keyless: true },
+      }),
+    );
+  }
+
+  /**
+   * A Stripe Checkout Session in `setup` mode for the customer to save the card auto top-up
+   * charges (an app key): send them to its `url`. Set the rule first (NotFoundError
+   * `auto_topup_not_found` otherwise); PaymentProviderError when Stripe fails.
+   */
+  async createAutoTopupCardSession(
+    userId: string,
+    options: CardSessionOptions,
+  ): Promise<AutoTopupCardSession> {
+    if (typeof options?.successUrl !== "string") throw new TypeError("successUrl is required");
+    if (typeof options.cancelUrl !== "string") throw new TypeError("cancelUrl is required");
+    return writeResult(
+      await this.#send<Schemas["CardSessionOut"]>({
+        method: "POST",
+        path: `${accountPath(userId)}/auto-topup/card-session`,
+        body: { success_url: options.successUrl, cancel_url: options.cancelUrl },
+        write: { key: options.idempotencyKey },
       }),
     );
   }

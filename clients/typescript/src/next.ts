@@ -11,6 +11,7 @@
 
 import type { CreditsClient } from "./client.js";
 import {
+  AccountNotActiveError,
   CreditsError,
   InsufficientCreditsError,
   NotFoundError,
@@ -60,7 +61,9 @@ export interface CreditsRoutesOptions {
  * Without a signed-in user: 401. A POST must be JSON from the app's own origin (else 403:
  * the origin its `Host` or `X-Forwarded-Host` names, `siteUrl`'s, or one of
  * `allowedOrigins`), so another site cannot make a user's browser start a checkout. Errors
- * answer `{ "error": { "code", "message" } }`; a 402 adds `required` and `available`. A
+ * answer `{ "error": { "code", "message" } }`: creditsd's own for what the user can act on
+ * (a 402 adds `required` and `available`; a frozen or closed account's checkout is 409),
+ * a generic 502 `credits_unavailable` for the rest. A
  * `siteUrl` or `allowedOrigins` entry that is not an http(s) origin throws a TypeError here.
  */
 export function createCreditsRoutes(options: CreditsRoutesOptions): {
@@ -315,7 +318,12 @@ function answerError(error: unknown): Response {
       },
     });
   }
-  if (error instanceof ValidationError || error instanceof NotFoundError) {
+  // A frozen or closed account buys nothing (409): the user can ask why, an outage they cannot.
+  if (
+    error instanceof ValidationError ||
+    error instanceof NotFoundError ||
+    error instanceof AccountNotActiveError
+  ) {
     return json(error.status ?? 422, errorBody(error.code, error.message));
   }
   if (error instanceof CreditsError) {

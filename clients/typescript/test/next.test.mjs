@@ -266,3 +266,18 @@ test("bad requests get clear answers without creditsd's internals", async () => 
     error: { code: "credits_unavailable", message: "the credits service is unavailable" },
   });
 });
+
+test("a frozen account's checkout is a 409 the user can read, not an outage", async () => {
+  const admin = new CreditsClient({
+    baseUrl: server.url,
+    apiKey: await server.createKey("admin", "freezer"),
+  });
+  await admin.initializeAccount("user_frozen", { status: "frozen" });
+  const before = checkoutRequests.length;
+  const refused = await call("POST", "checkout", { user: "user_frozen", body: { pack: "1k" } });
+  assert.equal(refused.status, 409);
+  const { error } = await refused.json();
+  assert.equal(error.code, "account_frozen");
+  assert.match(error.message, /user_frozen/);
+  assert.equal(checkoutRequests.length, before);
+});

@@ -10,6 +10,7 @@ transaction commits (one already sent to Stripe is still granted if it succeeds)
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +120,36 @@ async def put_rule(
         now=now,
     )
     return await _state(conn, account_id, now)
+
+
+async def turn_off(
+    conn: AsyncConnection, name: str, now: datetime, *, actor: str
+) -> tuple[AutoTopup, bool]:
+    """Turn an account's auto top-up off at once, its rule and card kept (audited
+    ``auto_topup.updated``, as a rule put with ``enabled: false`` is); the state it leaves,
+    and whether it was on. Turning it on again is the rule's owner's to do (an app, with
+    the customer's consent)."""
+    account_id = await ledger_repo.resolve_name(conn, name)
+    if account_id is None:
+        raise AccountNotFound(name)
+    row = await repo.get_rule(conn, account_id, lock=True)
+    if row is None:
+        raise NoAutoTopup(account_id)
+    was_on = bool(row.enabled)
+    if was_on:
+        before = _rule_of(row)
+        await repo.update_rule(conn, account_id, {"enabled": False, "updated_at": now})
+        await repo.arm(conn, account_id)
+        await audit.record(
+            conn,
+            actor=actor,
+            action="auto_topup.updated",
+            target=account_id,
+            before=before.stored(),
+            after=replace(before, enabled=False).stored(),
+            now=now,
+        )
+    return await _state(conn, account_id, now), was_on
 
 
 async def record_consent(

@@ -17,7 +17,10 @@ if TYPE_CHECKING:  # the server's modules load inside the commands, so that --he
 
 @accounts_app.command("show", cls=Command)
 def accounts_show(account_id: str) -> None:
-    """Show an account's balance, held and available credits."""
+    """Show an account's balance, held and available credits, its runway and auto top-up."""
+    from creditsd.autotopup import service as autotopup
+    from creditsd.autotopup.errors import NoAutoTopup
+    from creditsd.cli.autotopup import summary
     from creditsd.kit import jsonio
 
     async def work(ledger: Ledger) -> None:
@@ -43,6 +46,14 @@ def accounts_show(account_id: str) -> None:
             table.add_row(label, str(value))
         if account.created_at is not None:
             table.add_row("runway", _runway_line(await ledger.runway(account.id), money))
+            try:
+                topup = await ledger.database.read(
+                    lambda conn, now: autotopup.get_auto_topup(conn, account.id, now)
+                )
+            except NoAutoTopup:
+                table.add_row("auto top-up", "never set up")
+            else:
+                table.add_row("auto top-up", summary(topup, money))
         out.print(table)
 
     with_ledger(work)

@@ -32,6 +32,10 @@ members_app = typer.Typer(
 app.add_typer(members_app, name="members")
 limits_app = typer.Typer(help="Spend limits on a team wallet.", no_args_is_help=True)
 app.add_typer(limits_app, name="limits")
+autotopup_app = typer.Typer(
+    help="An account's auto top-up from its saved card.", no_args_is_help=True
+)
+app.add_typer(autotopup_app, name="auto-topup")
 
 
 def _print_version(wanted: bool) -> None:

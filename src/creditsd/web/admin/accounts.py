@@ -1,5 +1,5 @@
 """The console's accounts: the list, an account's page with its ledger, and what an
-operator does to an account (grants, adjustments, freezes)."""
+operator does to an account (grants, adjustments, freezes, turning auto top-up off)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from creditsd.api.auth import ledger_of
+from creditsd.autotopup import service as autotopup
+from creditsd.autotopup.errors import NoAutoTopup
+from creditsd.autotopup.models import AutoTopup
 from creditsd.holds import repository as holds_repo
 from creditsd.inprocess import Ledger
 from creditsd.kit.errors import CreditsError, InvalidRequest, NotFound
 from creditsd.kit.money import AmountError
+from creditsd.ledger import accounts as ledger_accounts
 from creditsd.ledger import lot_repository as lot_repo
 from creditsd.ledger.errors import AccountNotFound
 from creditsd.ledger.models import Account, Transfer
+from creditsd.ledger.runway import Runway
 from creditsd.members import service as members
 from creditsd.members.service import WalletStanding
 from creditsd.price_settings import PricingSettings
@@ -38,6 +43,7 @@ from creditsd.web.admin.console import (
     typed,
 )
 from creditsd.web.pages import (
+    counted,
     credits,
 )
 from creditsd.web.stamps import Stamp
@@ -93,6 +99,15 @@ class AccountSide:
     lots: list[Any]
     deliveries: list[Any]
     wallet: WalletStanding  # its members and limits, and its spend per member
+    topup: AutoTopup | None  # None: never set up
+    runway: Runway
+
+
+async def _topup(conn: Any, account_id: str, now: datetime) -> AutoTopup | None:
+    try:
+        return await autotopup.get_auto_topup(conn, account_id, now)
+    except NoAutoTopup:
+        return None
 
 
 async def _account_page(
@@ -115,6 +130,8 @@ async def _account_page(
             await lot_repo.live_lots(conn, account.id, SIDE_LIST),
             await webhooks_repo.account_messages(conn, account.id, SIDE_LIST),
             await members.wallet_standing(conn, account.id, now),
+            await _topup(conn, account.id, now),
+            await ledger_accounts.account_runway(conn, account.id, now),
         )
 
     listed = await ledger.database.read(side)
@@ -130,6 +147,7 @@ async def _account_page(
         next_cursor=history.next_cursor,
         side=listed,
         now=ledger.now(),
+        counted=counted,
         form=form or {},
         request_key=secrets.token_urlsafe(18),
     )
@@ -277,5 +295,21 @@ async def set_status(request: Request, posted: Posted, account_id: str) -> Respo
         if not changed:
             return f"Nothing changed: the account was already {wanted}."
         return f"The account is {STATUS_DONE[wanted]}."
+
+    return await _act(request, posted, account_id, work)
+
+
+@router.post("/accounts/{account_id}/auto-topup/off")
+async def auto_topup_off(request: Request, posted: Posted, account_id: str) -> Response:
+    """Turn the account's auto top-up off at once, keeping its rule and card (audited as
+    the operator). Turning it on needs the customer's consent: the console cannot."""
+
+    async def work(ledger: Ledger) -> str:
+        _state, was_on = await ledger.database.write(
+            lambda conn, now: autotopup.turn_off(conn, account_id, now, actor=posted.operator.actor)
+        )
+        if not was_on:
+            return "Nothing changed: auto top-up was already off."
+        return "Auto top-up is off; its rule and the saved card are kept."
 
     return await _act(request, posted, account_id, work)

@@ -14,6 +14,12 @@ Credits go in and come out as ``decimal.Decimal`` (floats are refused).
 """
 
 from creditsd.client._async import AsyncClient
+from creditsd.client._autotopup import (
+    AutoTopup,
+    AutoTopupAttempt,
+    AutoTopupCard,
+    AutoTopupCardSession,
+)
 from creditsd.client._errors import (
     AccountNotActiveError,
     APIError,
@@ -69,6 +75,10 @@ __all__ = [
     "AuditRecord",
     "AuditRecordPage",
     "AuthenticationError",
+    "AutoTopup",
+    "AutoTopupAttempt",
+    "AutoTopupCard",
+    "AutoTopupCardSession",
     "Capture",
     "CheckoutSession",
     "Client",

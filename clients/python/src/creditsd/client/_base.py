@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 
 from creditsd.client import _json
+from creditsd.client._autotopup import AutoTopup, AutoTopupCardSession
 from creditsd.client._errors import APIError, TransportError, error_for
 from creditsd.client._models import (
     Account,
@@ -467,6 +468,55 @@ class BaseClient:
             lambda data, _: CheckoutSession.from_json(data),
         )
 
+    # Auto top-up ------------------------------------------------------------------------------
+
+    def _get_auto_topup(self, account_id: str) -> Call[AutoTopup]:
+        return Call("GET", _auto_topup_path(account_id), _read_auto_topup)
+
+    def _set_auto_topup(
+        self,
+        account_id: str,
+        *,
+        enabled: bool,
+        threshold: Amount,
+        target_balance: Amount | None,
+        pack: str | None,
+        monthly_cap: Amount,
+    ) -> Call[AutoTopup]:
+        if not isinstance(enabled, bool):
+            raise TypeError("enabled is True or False")
+        if (target_balance is None) == (pack is None):
+            raise TypeError("give exactly one of target_balance and pack")
+        if pack is not None and not isinstance(pack, str):
+            raise TypeError("pack is the name of a credit pack on sale, e.g. '10k'")
+        body: dict[str, Any] = {
+            "enabled": enabled,
+            "threshold": amount_of(threshold, "threshold"),
+            "monthly_cap": amount_of(monthly_cap, "monthly_cap"),
+        }
+        if target_balance is not None:
+            body["target_balance"] = amount_of(target_balance, "target_balance")
+        else:
+            body["pack"] = pack
+        # A PUT of the whole rule is the same however often it is sent: no key needed.
+        return self._write(
+            "PUT", _auto_topup_path(account_id), body, None, _read_auto_topup, key_by_server=True
+        )
+
+    def _create_auto_topup_card_session(
+        self, account_id: str, success_url: str, cancel_url: str, idempotency_key: str | None
+    ) -> Call[AutoTopupCardSession]:
+        for name, url in (("success_url", success_url), ("cancel_url", cancel_url)):
+            if not isinstance(url, str) or not url:
+                raise TypeError(f"{name} is an address, e.g. 'https://app.example/billing'")
+        return self._write(
+            "POST",
+            f"{_auto_topup_path(account_id)}/card-session",
+            {"success_url": success_url, "cancel_url": cancel_url},
+            idempotency_key,
+            lambda data, _: AutoTopupCardSession.from_json(data),
+        )
+
     # The billing page -----------------------------------------------------------------------
 
     def _create_portal_session(
@@ -772,6 +822,10 @@ def _account_path(account_id: str) -> str:
     return f"/v1/accounts/{_segment(account_id)}"
 
 
+def _auto_topup_path(account_id: str) -> str:
+    return f"{_account_path(account_id)}/auto-topup"
+
+
 def _member_path(account_id: str, member_id: str) -> str:
     return f"{_account_path(account_id)}/members/{_segment(member_id)}"
 
@@ -786,6 +840,10 @@ def _read_transfer(data: Any, replayed: bool) -> Transfer:
 
 def _read_hold(data: Any, replayed: bool) -> Hold:
     return Hold.from_json(data, replayed=replayed)
+
+
+def _read_auto_topup(data: Any, _replayed: bool) -> AutoTopup:
+    return AutoTopup.from_json(data)
 
 
 def _read_verification(data: Any, _replayed: bool) -> Verification:

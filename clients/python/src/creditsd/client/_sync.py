@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from creditsd.client._autotopup import AutoTopup, AutoTopupCardSession
 from creditsd.client._base import Amount, BaseClient, Call
 from creditsd.client._models import (
     Account,
@@ -310,6 +311,61 @@ class Client(BaseClient):
                 cancel_url=cancel_url,
                 ui_mode=ui_mode,
                 idempotency_key=idempotency_key,
+            )
+        )
+
+    # Auto top-up ------------------------------------------------------------------------------
+
+    def get_auto_topup(self, account_id: str) -> AutoTopup:
+        """The account's auto top-up: its rule, saved card and consent, state, last attempt
+        and this month's total. NotFoundError (``auto_topup_not_found``) when it has none."""
+        return self._send(self._get_auto_topup(account_id))
+
+    def set_auto_topup(
+        self,
+        account_id: str,
+        *,
+        enabled: bool = True,
+        threshold: Amount,
+        target_balance: Amount | None = None,
+        pack: str | None = None,
+        monthly_cap: Amount,
+    ) -> AutoTopup:
+        """Set the account's rule (needs an app key; audited): when ``available`` falls
+        below ``threshold``, buy enough to reach ``target_balance``, or one ``pack`` (give
+        exactly one), never more than ``monthly_cap`` credits a calendar month (UTC).
+        ``enabled=False`` turns it off at once. Nothing is charged until the customer saves
+        a card (:meth:`create_auto_topup_card_session`). Raises ValidationError (422
+        ``invalid_auto_topup``, ``unknown_pack``, ``invalid_amount``) for a rule that
+        cannot work.
+        """
+        return self._send(
+            self._set_auto_topup(
+                account_id,
+                enabled=enabled,
+                threshold=threshold,
+                target_balance=target_balance,
+                pack=pack,
+                monthly_cap=monthly_cap,
+            )
+        )
+
+    def create_auto_topup_card_session(
+        self,
+        account_id: str,
+        success_url: str,
+        cancel_url: str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> AutoTopupCardSession:
+        """A Stripe Checkout Session in ``setup`` mode for the customer to save the card
+        auto top-up charges (needs an app key): send them to its ``url``. Set the rule first
+        (NotFoundError ``auto_topup_not_found`` otherwise); PaymentProviderError when Stripe
+        refuses or cannot be reached.
+        """
+        return self._send(
+            self._create_auto_topup_card_session(
+                account_id, success_url, cancel_url, idempotency_key
             )
         )
 
