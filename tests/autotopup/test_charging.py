@@ -187,6 +187,12 @@ OUTCOMES = {
         ["queued", "succeeded"],
         (500, "active", 0, "succeeded"),
     ),
+    "409, the key in use by another worker": (
+        ["key_in_use"],
+        ["pass", "pass"],
+        ["queued", "succeeded"],
+        (500, "active", 0, "succeeded"),
+    ),
     "webhook before the answer": (
         ["succeeded"],
         ["call", "webhook", "record"],

@@ -70,8 +70,9 @@ class FakeStripe(SavedCards):
         self._intent_metadata: dict[str, JSON] = {}
         # How the next off-session PaymentIntents end: "succeeded", "processing",
         # "authentication_required", "declined:<decline_code>[:<advice_code>]", or "lost"
-        # (succeeded, but answered 500 until retried with the same idempotency key), or
-        # "rate_limited" (a 429, nothing made).
+        # (succeeded, but answered 500 until retried with the same idempotency key),
+        # "rate_limited" (a 429, nothing made), or "key_in_use" (a 409: another request
+        # with the idempotency key is running; nothing made).
         self.intent_outcomes: list[str] = []
         self._replays: dict[tuple[str, str], tuple[JSON, int, bytes]] = {}
         self._lock = threading.RLock()

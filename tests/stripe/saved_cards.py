@@ -77,6 +77,10 @@ class SavedCards:
         if outcome == "rate_limited":  # refused before anything was made
             message = "Too many requests hit the API too quickly."
             raise StripeError(message, status=429, code="rate_limit", kind="invalid_request_error")
+        if outcome == "key_in_use":  # another request with the key is running: nothing made
+            message = "There is currently another in-progress request using this idempotency key."
+            code = "idempotency_key_in_use"
+            raise StripeError(message, status=409, code=code, kind="invalid_request_error")
         kind, _, advice = outcome.partition(":")
         paid = kind in ("succeeded", "lost")
         amount, metadata = int(params["amount"]), params.get("metadata", {})
