@@ -481,3 +481,16 @@ async def test_the_threshold_is_disarmed_while_in_flight_and_rearmed_when_resolv
     await shop.charge("ada", (balance - 40) * CREDIT)  # 40 left: a new attempt
     assert await run_pass(shop) == ["succeeded"]
     assert await state(shop_api) == (500, "active", 0, "succeeded")
+
+
+async def test_a_retry_after_a_lost_answer_pays_the_first_price_when_the_price_changed(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await low_balance(shop, shop_api, fake)
+    fake.intent_outcomes = ["lost"]
+    assert await run_pass(shop) == ["queued"]  # Stripe made the payment, the answer was lost
+    fake.objects["price_1k"]["unit_amount"] = 2_000  # the pack's price changes meanwhile
+    assert await run_pass(shop) == ["succeeded"]  # the same request, under the same key
+    (intent,) = [obj for obj in fake.objects.values() if obj["object"] == "payment_intent"]
+    assert intent["amount"] == 450
+    assert await state(shop_api) == (500, "active", 0, "succeeded")
