@@ -15,7 +15,7 @@ from creditsd.autotopup import repository as autotopup_repo
 from creditsd.inprocess import Ledger
 from creditsd.stripe.billing import StripeBilling
 from creditsd.tables import accounts, transfers
-from creditsd.worker import charge_auto_topups
+from creditsd.worker import charge_attempt, charge_auto_topups
 from tests.autotopup.test_consent import save_card
 from tests.conftest import body
 from tests.stripe.conftest import deliver
@@ -89,7 +89,7 @@ async def play(
             if step == "pass":
                 seen += await charge_auto_topups(shop, billing)
             elif step == "call":
-                answer = await billing.charge_saved_card(due)
+                answer = await charge_attempt(shop, billing, due)
             elif step == "record":
                 assert answer is not None
                 seen.append(await record(shop, due, answer))
@@ -310,7 +310,7 @@ async def test_a_crash_between_the_claim_and_the_answer_resumes_with_the_same_ke
     billing = StripeBilling(shop)
     try:
         (due,) = await shop.database.read(lambda conn, _now: charging.due_attempts(conn))
-        first = await billing.charge_saved_card(due)  # the process dies before recording it
+        first = await charge_attempt(shop, billing, due)  # the process dies before recording it
         assert await charge_auto_topups(shop, billing) == ["succeeded"]  # the next pass
     finally:
         await billing.close()

@@ -45,7 +45,8 @@ INTENT_FAILED, INTENT_CANCELED = "payment_intent.payment_failed", "payment_inten
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Due:
-    """A queued attempt, with what charging it needs."""
+    """A queued attempt, with what charging it needs: its price (in the currency's minor
+    unit) once stored."""
 
     id: str
     account_id: str
@@ -53,6 +54,8 @@ class Due:
     customer_id: str
     payment_method_id: str
     pack: str | None
+    amount: int | None
+    currency: str | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,12 +76,26 @@ async def due_attempts(conn: AsyncConnection, limit: int = 20) -> list[Due]:
     """Queued attempts whose account's auto top-up is still on and active."""
     query = (
         select(_A.id, _A.account_id, _A.credits, _R.customer_id, _A.payment_method_id, _R.pack)
+        .add_columns(_A.amount, _A.currency)
         .join(auto_topups, _R.account_id == _A.account_id)
         .where(_A.status == "queued", _R.enabled.is_(True), _R.state == "active")
         .order_by(_A.created_at)
         .limit(limit)
     )
     return [Due(**row._mapping) for row in await conn.execute(query)]
+
+
+async def price(
+    conn: AsyncConnection, due: Due, amount: int, currency: str, now: datetime
+) -> tuple[int, str]:
+    """Store the price an attempt is charged at, unless it has one (another worker priced
+    it first), so that every request for it sends Stripe the same parameters under its
+    key; the stored price."""
+    where = (_A.account_id == due.account_id, _A.id == due.id)
+    query = update(auto_topup_attempts).where(*where, _A.amount.is_(None))
+    await conn.execute(query.values(amount=amount, currency=currency, updated_at=now))
+    stored = (await conn.execute(select(_A.amount, _A.currency).where(*where))).one()
+    return int(stored.amount), str(stored.currency)
 
 
 async def cancel_stale(conn: AsyncConnection, now: datetime) -> int:
