@@ -54,8 +54,8 @@ class Due:
     customer_id: str
     payment_method_id: str
     pack: str | None
-    amount: int | None
-    currency: str | None
+    amount: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
