@@ -169,6 +169,11 @@ async def database_url(databases: Databases, backend: str) -> str:
 
 def make_settings(database_url: str, **sections: dict[str, Any]) -> Settings:
     """Settings for a test: the database plus any section overrides (tables nest)."""
+    return load_settings(path=os.devnull, environ=settings_environ(database_url, **sections))
+
+
+def settings_environ(database_url: str, **sections: dict[str, Any]) -> dict[str, str]:
+    """The ``CREDITSD_*`` variables of :func:`make_settings` (for a creditsd process)."""
     environ = {"CREDITSD_DATABASE_URL": database_url}
 
     def overlay(prefix: str, values: dict[str, Any]) -> None:
@@ -181,7 +186,7 @@ def make_settings(database_url: str, **sections: dict[str, Any]) -> Settings:
 
     for section, values in sections.items():
         overlay(f"CREDITSD_{section.upper()}", values)
-    return load_settings(path=os.devnull, environ=environ)
+    return environ
 
 
 LedgerFactory = Callable[..., Awaitable[Ledger]]

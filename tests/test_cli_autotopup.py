@@ -21,6 +21,19 @@ CREDIT = 10_000
 PACKS = '[packs.1k]\ncredits = 1000\nprice_id = "price_1k"\n'
 
 
+def cell(table: str, label: str) -> str:
+    """The value beside ``label`` in a two-column table as printed, its wrapped lines
+    joined (the width the console took is the terminal's, or 80)."""
+    value: list[str] = []
+    for line in table.splitlines():
+        cells = [part.strip() for part in line.split("│")[1:-1]]
+        if len(cells) == 2 and (cells[0] == label or (value and not cells[0])):
+            value.append(cells[1])
+        elif value:
+            break
+    return " ".join(value)
+
+
 def on_ledger(database_url: str, work: Callable[[Ledger], Awaitable[Any]]) -> None:
     """Do something to the ledger as the app and Stripe would, between commands."""
 
@@ -88,7 +101,10 @@ def test_set_show_and_turn_off(database_url: str, config: str) -> None:
     assert "queued, 449.5 credits" in out  # 51 available: 449.5 to reach 500.5
     assert "449.5 bought or being bought" in out
     code, out, _ = cli("accounts", "show", "ada")
-    assert "active: below 100, up to 500.5, at most 5000 a month; 449.5 bought this month" in out
+    assert cell(out, "auto top-up") == (
+        "active: below 100, up to 500.5, at most 5000 a month; 449.5 bought this month;"
+        " visa ····4242"
+    )
     shown = json.loads(cli("auto-topup", "show", "ada", "--json")[1])
     assert (shown["state"], shown["card"]["last4"], shown["month_total"]) == (
         "active",

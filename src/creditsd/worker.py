@@ -312,8 +312,27 @@ async def charge_auto_topups(ledger: Ledger, billing: StripeBilling) -> list[str
     await ledger.database.write(charging.cancel_stale)
     due = await ledger.database.read(lambda conn, _now: charging.due_attempts(conn))
     return [
-        await _settle(ledger, attempt, await billing.charge_saved_card(attempt)) for attempt in due
+        await _settle(ledger, attempt, await charge_attempt(ledger, billing, attempt))
+        for attempt in due
     ]
+
+
+async def charge_attempt(
+    ledger: Ledger, billing: StripeBilling, attempt: charging.Due
+) -> charging.Answer:
+    """Charge one queued attempt at the price stored with it (priced and stored first when
+    it has none, so that a retry after a crash or a lost answer sends Stripe the same
+    request under the same key); Stripe's answer."""
+    if attempt.amount is not None and attempt.currency is not None:
+        amount, currency = attempt.amount, attempt.currency
+    else:
+        quoted = await billing.quote(attempt)
+        if quoted is None:
+            return charging.Answer(outcome="retry")
+        amount, currency = await ledger.database.write(
+            lambda conn, now: charging.price(conn, attempt, *quoted, now)
+        )
+    return await billing.charge_saved_card(attempt, amount, currency)
 
 
 async def _settle(ledger: Ledger, attempt: charging.Due, answer: charging.Answer) -> str:

@@ -7,12 +7,14 @@ from typing import Any
 
 import httpx
 
+from creditsd.autotopup import repository as autotopup_repo
 from creditsd.inprocess import Ledger
 from creditsd.stripe.billing import StripeBilling
 from creditsd.webhooks import repository as webhooks_repo
 from creditsd.worker import charge_auto_topups
 from tests.autotopup.test_consent import save_card
 from tests.conftest import body, client_for, create_key
+from tests.stripe.conftest import deliver
 from tests.stripe.fake import FakeStripe
 
 CREDIT = 10_000
@@ -126,3 +128,46 @@ async def test_the_cap_is_told_once_a_month(
     ]
     topup = body(await shop_api.get("/v1/accounts/ada/auto-topup"))
     assert (topup["month_total"], topup["monthly_cap"]) == (450, 450)
+
+
+async def test_a_processing_payment_that_fails_or_is_canceled_is_told_once(
+    shop: Ledger, shop_api: httpx.AsyncClient, fake: FakeStripe
+) -> None:
+    await set_up(shop, shop_api, fake)
+    fake.intent_outcomes = ["processing", "processing"]
+    await shop.charge("ada", 100 * CREDIT)
+    assert await run_worker(shop) == ["processing"]
+    (first,) = [oid for oid, o in fake.objects.items() if o["object"] == "payment_intent"]
+    failed = fake.event("payment_intent.payment_failed", fake.fail_payment(first, "expired_card"))
+    for event in (
+        failed,
+        failed,
+        fake.event("payment_intent.payment_failed", failed["data"]["object"]),
+    ):
+        assert (await deliver(shop_api, event)).status_code == 200
+    await shop.database.write(
+        lambda conn, now: autotopup_repo.update_rule(conn, "ada", {"next_attempt_at": None})
+    )
+    await shop.charge("ada", 10 * CREDIT)  # 40: the backoff has passed, a second attempt
+    assert await run_worker(shop) == ["processing"]
+    second = [oid for oid, o in fake.objects.items() if o["object"] == "payment_intent"][-1]
+    canceled = fake.event("payment_intent.canceled", fake.cancel_payment(second))
+    for event in (canceled, fake.event("payment_intent.canceled", canceled["data"]["object"])):
+        assert (await deliver(shop_api, event)).status_code == 200
+    assert await told(shop) == [
+        ("balance.low", 50),
+        ("auto_topup.failed", "expired_card"),
+        ("auto_topup.failed", None),
+    ]
+    messages = await shop.database.read(
+        lambda conn, _now: webhooks_repo.account_messages(conn, "ada", 100)
+    )
+    data = [m.payload["data"] for m in reversed(messages) if m.event_type == "auto_topup.failed"]
+    assert [(d["canceled"], d["cancellation_reason"], d["consecutive_declines"]) for d in data] == [
+        (False, None, 1),
+        (True, "automatic", 1),
+    ]
+    async with client_for(shop, await create_key(shop, "admin", "ops2")) as admin:
+        log = body(await admin.get("/v1/audit-log", params={"target": "ada", "limit": 100}))
+    actions = [record["action"] for record in reversed(log["data"])]
+    assert [a for a in actions if a == "auto_topup.failed"] == ["auto_topup.failed"] * 2

@@ -9,13 +9,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from creditsd.autotopup import service
 from creditsd.autotopup.models import Card, Rule
 from creditsd.inprocess import Ledger
 from creditsd.ledger.errors import InsufficientCredits
-from creditsd.tables import auto_topup_attempts
+from creditsd.tables import accounts, auto_topup_attempts
 from tests.conftest import LedgerFactory
 from tests.ledger.test_concurrency import connection_budget
 from tests.stripe.conftest import PACKS
@@ -140,3 +140,43 @@ async def test_a_rule_without_a_saved_card_queues_none(shop: Ledger) -> None:
     )
     await shop.charge("ada", 150 * CREDIT)
     assert await attempts_of(shop) == []
+
+
+async def armed(ledger: Ledger, account: str = "ada") -> int | None:
+    """The threshold the posting engine reads with the account (None: disarmed)."""
+    query = select(accounts.c.auto_topup_below).where(accounts.c.id == account)
+    return await ledger.database.read(lambda conn, _now: _scalar(conn, query))
+
+
+async def _scalar(conn: Any, query: Any) -> Any:
+    return (await conn.execute(query)).scalar_one()
+
+
+async def test_a_write_below_the_threshold_while_an_attempt_is_in_flight_costs_nothing_more(
+    shop: Ledger,
+) -> None:
+    await shop.grant("ada", 300 * CREDIT)
+    await set_up(shop)
+    assert await armed(shop) == 100 * CREDIT
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    async def topup_statements(write: Any) -> int:
+        """How many statements about attempts ``write`` made."""
+        statements.clear()
+        await write
+        return len([s for s in statements if "auto_topup_attempts" in s])
+
+    event.listen(shop.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await topup_statements(shop.charge("ada", 210 * CREDIT)) > 0  # 90: queues one
+        assert await armed(shop) is None
+        assert await topup_statements(shop.charge("ada", 10 * CREDIT)) == 0
+        with pytest.raises(InsufficientCredits):
+            await topup_statements(shop.charge("ada", 500 * CREDIT))
+        assert not [s for s in statements if "auto_topup_attempts" in s]
+    finally:
+        event.remove(shop.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(await attempts_of(shop)) == 1

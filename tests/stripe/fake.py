@@ -6,14 +6,13 @@ Point the official SDK at it::
         client = stripe.StripeClient(fake.api_key, base_addresses={"api": fake.api_base})
 
 Requests are form-encoded with bracketed keys, answers are Stripe's JSON objects and errors, and an
-``Idempotency-Key`` replays the first answer. What happens in the customer's browser or bank
-(paying, refunds, disputes) is done from Python, and :meth:`FakeStripe.event` with :func:`sign`
-makes webhooks that ``stripe.Webhook.construct_event`` accepts. A PaymentIntent confirmed
-with a ``return_url`` that the bank wants authenticated answers ``requires_action`` with
-``next_action.redirect_to_url``, pointing at Stripe's address for the bank's check
-(``https://hooks.stripe.com/3d_secure_2/authenticate/pi_…/…``); the fake serves that page at
-the same path on its own address (:meth:`FakeStripe.bank_url`), and completing it sends the
-browser back to the ``return_url`` as Stripe does.
+``Idempotency-Key`` replays the first answer of a request that ran (a decline included; not
+one refused before it ran, for missing parameters or a rate limit). What happens in the
+customer's browser or bank (paying, refunds, disputes) is done from Python, and
+:meth:`FakeStripe.event` with :func:`sign` makes webhooks that
+``stripe.Webhook.construct_event`` accepts. Saved cards and their off-session payments are
+in :mod:`tests.stripe.saved_cards`, confirming a payment on-session and the bank's check in
+:mod:`tests.stripe.on_session`, the wire format in :mod:`tests.stripe.wire`.
 """
 
 from __future__ import annotations
@@ -24,15 +23,18 @@ import re
 import secrets
 import threading
 import time
-from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import stripe
 
-JSON = dict[str, Any]
+from tests.stripe.on_session import BANK_PATH, OnSession
+from tests.stripe.saved_cards import SavedCards
+from tests.stripe.wire import JSON, LostAnswer, StripeError, missing, parse_form, required, sign
+
+__all__ = ["FakeStripe", "StripeError", "parse_form", "sign"]
 
 # API version 2026-03-25.dahlia renamed ui_mode `hosted` and `embedded`; the old names now fail.
 UI_MODES = ("hosted_page", "embedded_page")
@@ -50,78 +52,9 @@ KINDS = {
     "payment_methods": "payment_method",
 }
 ROUTE = re.compile(r"/v1/(checkout/sessions|[a-z_]+)(?:/([^/]+)(/line_items|/confirm)?)?")
-HOOKS = "https://hooks.stripe.com"  # where Stripe sends a customer for the bank's check
-BANK_PATH = re.compile(r"/3d_secure_2/authenticate/(pi_\w+)/(\w+)(/complete)?")
 
 
-def sign(payload: bytes, secret: str, *, timestamp: int | None = None) -> str:
-    """A ``Stripe-Signature`` header, as the official SDK computes it:
-    ``t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<payload>">``."""
-    header: str = stripe.WebhookSignature.generate_signature_header(
-        payload.decode(), secret, timestamp=timestamp
-    )
-    return header
-
-
-def parse_form(body: str) -> JSON:
-    """Stripe's form encoding (``a[0][b]=1&m[k]=v``) as nested dicts and lists."""
-    root: JSON = {}
-    for key, value in parse_qsl(body, keep_blank_values=True):
-        *parents, leaf = key.replace("]", "").split("[")
-        node = root
-        for part in parents:
-            node = node.setdefault(part or str(len(node)), {})
-        node[leaf or str(len(node))] = value
-    return cast("JSON", _listify(root))
-
-
-def _listify(value: Any, key: str = "") -> Any:
-    """Dicts keyed ``0, 1, ...`` become lists (metadata keys are always strings)."""
-    if not isinstance(value, dict):
-        return value
-    items = {k: _listify(v, k) for k, v in value.items()}
-    if key != "metadata" and items and all(k.isdigit() for k in items):
-        return [items[k] for k in sorted(items, key=int)]
-    return items
-
-
-class StripeError(Exception):
-    """An error answer: its HTTP status and Stripe's ``{"error": {...}}`` body."""
-
-    def __init__(
-        self,
-        message: str,
-        param: str | None = None,
-        *,
-        status: int = 400,
-        code: str | None = None,
-        kind: str = "invalid_request_error",
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body: JSON = {"error": {"type": kind, "message": message, "code": code}}
-        if param is not None:
-            self.body["error"]["param"] = param
-
-
-def _missing(kind: str, oid: str, param: str = "id", status: int = 404) -> StripeError:
-    return StripeError(f"No such {kind}: '{oid}'", param, status=status, code="resource_missing")
-
-
-def _required(param: str) -> StripeError:
-    return StripeError(f"Missing required param: {param}.", param, code="parameter_missing")
-
-
-class LostAnswer(Exception):
-    """Stripe did the work but the answer failed (a 500): a retry with the same idempotency
-    key gets the answer it should have had."""
-
-    def __init__(self, answer: JSON) -> None:
-        super().__init__("lost answer")
-        self.answer = answer
-
-
-class FakeStripe:
+class FakeStripe(SavedCards, OnSession):
     """An in-memory Stripe test-mode account, served over real HTTP on 127.0.0.1."""
 
     def __init__(
@@ -139,13 +72,14 @@ class FakeStripe:
         self._intent_metadata: dict[str, JSON] = {}
         # How the next off-session PaymentIntents end: "succeeded", "processing",
         # "authentication_required", "declined:<decline_code>[:<advice_code>]", or "lost"
-        # (succeeded, but answered 500 until retried with the same idempotency key), or
-        # "rate_limited" (a 429, nothing made).
+        # (succeeded, but answered 500 until retried with the same idempotency key),
+        # "rate_limited" (a 429, nothing made), or "key_in_use" (a 409: another request
+        # with the idempotency key is running; nothing made).
         self.intent_outcomes: list[str] = []
         # How the next on-session confirmations (with a return_url) end: "requires_action"
         # (the bank's check, the default), "succeeded" (frictionless), "declined:<code>".
         self.confirm_outcomes: list[str] = []
-        self._replays: dict[tuple[str, str], tuple[JSON, bytes]] = {}
+        self._replays: dict[tuple[str, str], tuple[JSON, int, bytes]] = {}
         self._lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -193,21 +127,26 @@ class FakeStripe:
                 if method != "POST" or key is None:
                     return 200, json.dumps(self._route(method, url.path, params)).encode(), False
                 if (url.path, key) in self._replays:
-                    first, answer = self._replays[url.path, key]
+                    first, status, answer = self._replays[url.path, key]
                     if first != params:
                         raise StripeError(
                             "Keys for idempotent requests can only be used with the same "
                             f"parameters they were first used with (key '{key}').",
                             kind="idempotency_error",
                         )
-                    return 200, answer, True
+                    return status, answer, True
                 try:
                     answer = json.dumps(self._route(method, url.path, params)).encode()
                 except LostAnswer as lost:
-                    self._replays[url.path, key] = (params, json.dumps(lost.answer).encode())
+                    self._replays[url.path, key] = (params, 200, json.dumps(lost.answer).encode())
                     failure = StripeError("An unknown error occurred", status=500, kind="api_error")
                     return 500, json.dumps(failure.body).encode(), False
-                self._replays[url.path, key] = (params, answer)
+                except StripeError as error:  # a decline ran: its answer is saved as well
+                    if error.status == 402:
+                        saved = (params, error.status, json.dumps(error.body).encode())
+                        self._replays[url.path, key] = saved
+                    raise
+                self._replays[url.path, key] = (params, 200, answer)
                 return 200, answer, False
             except StripeError as error:
                 return error.status, json.dumps(error.body).encode(), False
@@ -245,7 +184,7 @@ class FakeStripe:
     def _get(self, kind: str, oid: str) -> JSON:
         obj = self.objects.get(oid)
         if obj is None or obj["object"] != kind:
-            raise _missing(kind, oid)
+            raise missing(kind, oid)
         return obj
 
     def _render(self, obj: JSON, expand: list[str]) -> JSON:
@@ -267,7 +206,7 @@ class FakeStripe:
     def _create_session(self, params: JSON) -> JSON:
         mode, ui_mode = params.get("mode"), params.get("ui_mode", "hosted_page")
         if mode is None:
-            raise _required("mode")
+            raise required("mode")
         if mode == "setup":
             return self._create_setup_session(params)
         if mode != "payment":
@@ -279,17 +218,17 @@ class FakeStripe:
             if name in params:
                 raise StripeError(f"You cannot pass `{name}` when `ui_mode` is `{ui_mode}`.", name)
         if embedded and "return_url" not in params:
-            raise _required("return_url")
+            raise required("return_url")
         customer = params.get("customer")
         if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
-            raise _missing("customer", customer, "customer", 400)
+            raise missing("customer", customer, "customer", 400)
         items = []
         for i, line in enumerate(params.get("line_items") or []):
             price = self.objects.get(line.get("price", ""))
             if price is None or price["object"] != "price":
-                raise _missing("price", line.get("price", ""), f"line_items[{i}][price]", 400)
+                raise missing("price", line.get("price", ""), f"line_items[{i}][price]", 400)
             if "quantity" not in line:
-                raise _required(f"line_items[{i}][quantity]")
+                raise required(f"line_items[{i}][quantity]")
             quantity = int(line["quantity"])
             amount = price["unit_amount"] * quantity
             item: JSON = {"id": "li_" + secrets.token_hex(12), "object": "item", "price": price}
@@ -297,7 +236,7 @@ class FakeStripe:
             item.update(amount_subtotal=amount, amount_total=amount)
             items.append(item | {"amount_discount": 0, "amount_tax": 0})
         if not items:
-            raise _required("line_items")
+            raise required("line_items")
         total = sum(item["amount_total"] for item in items)
         passed = ("client_reference_id", "success_url", "cancel_url", "return_url")
         session = self._new(
@@ -323,180 +262,6 @@ class FakeStripe:
         intent_data = params.get("payment_intent_data", {})
         self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
         return session
-
-    def _create_setup_session(self, params: JSON) -> JSON:
-        """A hosted session that saves a payment method for later (``mode=setup``): no line
-        items, a currency (for the payment methods it offers), no payment."""
-        if "line_items" in params:
-            raise StripeError("You cannot pass `line_items` in `setup` mode.", "line_items")
-        if "currency" not in params and "payment_method_types" not in params:
-            raise _required("currency")
-        customer = params.get("customer")
-        if customer is not None and self.objects.get(customer, {}).get("object") != "customer":
-            raise _missing("customer", customer, "customer", 400)
-        passed = ("client_reference_id", "success_url", "cancel_url")
-        session = self._new(
-            "checkout.session",
-            "cs_test_",
-            mode="setup",
-            ui_mode=params.get("ui_mode", "hosted_page"),
-            status="open",
-            payment_status="no_payment_required",
-            amount_subtotal=None,
-            amount_total=None,
-            currency=params.get("currency"),
-            customer=customer,
-            metadata=params.get("metadata", {}),
-            payment_intent=None,
-            setup_intent=None,
-            client_secret=None,
-            expires_at=int(time.time()) + 24 * 3600,
-            **{name: params.get(name) for name in passed},
-        )
-        session["url"] = f"https://checkout.stripe.com/c/pay/{session['id']}"
-        intent_data = params.get("setup_intent_data", {})
-        self._intent_metadata[session["id"]] = intent_data.get("metadata", {})
-        return session
-
-    def _create_intent(self, params: JSON) -> JSON:
-        """A PaymentIntent confirmed at once with a saved card, ending as the next of
-        :attr:`intent_outcomes` says (succeeded when none is scripted). A decline or a
-        request for authentication is a 402 ``card_error`` carrying the intent, as Stripe
-        answers it."""
-        for name in ("amount", "currency", "payment_method", "customer"):
-            if name not in params:
-                raise _required(name)
-        outcome = self.intent_outcomes.pop(0) if self.intent_outcomes else "succeeded"
-        if outcome == "rate_limited":  # refused before anything was made
-            message = "Too many requests hit the API too quickly."
-            raise StripeError(message, status=429, code="rate_limit", kind="invalid_request_error")
-        kind, _, advice = outcome.partition(":")
-        paid = kind in ("succeeded", "lost")
-        amount, metadata = int(params["amount"]), params.get("metadata", {})
-        intent = self._pay(amount, params["customer"], metadata, paid=paid)
-        intent.update(payment_method=params["payment_method"], last_payment_error=None)
-        if kind in ("succeeded", "processing"):
-            return copy.deepcopy(intent)
-        if kind == "lost":
-            intent.update(status="succeeded", amount_received=amount)
-            raise LostAnswer(copy.deepcopy(intent))
-        decline_code, _, advice_code = advice.partition(":")
-        code = "authentication_required" if kind == "authentication_required" else "card_declined"
-        # Off-session, a card whose bank wants the customer is left wanting a payment method,
-        # as any decline; confirming it again on-session brings the check (requires_action).
-        raise self._decline(intent, code, decline_code, advice_code)
-
-    def _decline(
-        self, intent: JSON, code: str, decline_code: str | None, advice_code: str | None
-    ) -> StripeError:
-        """Leave ``intent`` wanting a payment method and its charge failed: the 402
-        ``card_error`` carrying the intent that Stripe answers."""
-        intent.update(status="requires_payment_method", amount_received=0, next_action=None)
-        self.objects[intent["latest_charge"]].update(status="failed", paid=False)
-        error = StripeError("Your card was declined.", status=402, code=code, kind="card_error")
-        error.body["error"].update(
-            decline_code=decline_code or None, charge=intent["latest_charge"]
-        )
-        if advice_code:
-            error.body["error"]["advice_code"] = advice_code
-        intent["last_payment_error"] = copy.deepcopy(error.body["error"])
-        error.body["error"]["payment_intent"] = copy.deepcopy(intent)
-        return error
-
-    def _confirm_intent(self, intent_id: str, params: JSON) -> JSON:
-        """Confirm a PaymentIntent again, the customer at hand: with a ``return_url`` the
-        bank's check (``requires_action``, ``next_action.redirect_to_url``), else Stripe.js's
-        (``use_stripe_sdk``); or as :attr:`confirm_outcomes` scripts it."""
-        intent = self._get("payment_intent", intent_id)
-        if intent["status"] not in ("requires_payment_method", "requires_confirmation"):
-            raise StripeError(
-                "You cannot confirm this PaymentIntent because it has a status of "
-                f"{intent['status']}.",
-                code="payment_intent_unexpected_state",
-            )
-        method = params.get("payment_method") or intent.get("payment_method")
-        if self.objects.get(method or "", {}).get("object") != "payment_method":
-            raise _missing("payment_method", str(method), "payment_method", 400)
-        outcome = self.confirm_outcomes.pop(0) if self.confirm_outcomes else "requires_action"
-        kind, _, decline_code = outcome.partition(":")
-        intent.update(payment_method=method, last_payment_error=None)
-        if kind == "succeeded":
-            self._settle(intent, paid=True)
-            return copy.deepcopy(intent)
-        if kind == "declined":
-            raise self._decline(intent, "card_declined", decline_code or None, None)
-        return_url = params.get("return_url")
-        if return_url is None:
-            action: JSON = {
-                "type": "use_stripe_sdk",
-                "use_stripe_sdk": {"type": "three_d_secure_redirect"},
-            }
-        else:
-            nonce = secrets.token_hex(8)
-            url = f"{HOOKS}/3d_secure_2/authenticate/{intent_id}/{nonce}"
-            action = {
-                "type": "redirect_to_url",
-                "redirect_to_url": {"url": url, "return_url": return_url},
-            }
-        intent.update(status="requires_action", next_action=action)
-        return copy.deepcopy(intent)
-
-    def _settle(self, intent: JSON, *, paid: bool) -> None:
-        """The bank's answer to a check: the intent succeeded, or wants another method."""
-        intent["next_action"] = None
-        if paid:
-            intent.update(status="succeeded", amount_received=intent["amount"])
-            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
-            return
-        intent.update(status="requires_payment_method", amount_received=0)
-        intent["last_payment_error"] = {
-            "type": "invalid_request_error",
-            "code": "payment_intent_authentication_failure",
-            "message": "The provided PaymentMethod has failed authentication.",
-        }
-
-    def bank_url(self, url: str) -> str:
-        """Where this fake serves the bank's check that ``url`` (Stripe's address) names."""
-        return self.api_base + url.removeprefix(HOOKS)
-
-    def authenticate(self, intent_id: str, *, passed: bool = True) -> str:
-        """The customer completes (or fails) the bank's check of ``intent_id``: where the
-        browser goes next, the confirmation's ``return_url`` with ``payment_intent``,
-        ``payment_intent_client_secret`` and ``redirect_status``, as Stripe sends it."""
-        with self._lock:
-            intent = self._get("payment_intent", intent_id)
-            action = intent.get("next_action") or {}
-            if action.get("type") != "redirect_to_url":
-                raise ValueError(f"{intent_id} is not waiting for the bank's check")
-            back = action["redirect_to_url"]["return_url"]
-            self._settle(intent, paid=passed)
-            query = {
-                "payment_intent": intent_id,
-                "payment_intent_client_secret": intent["client_secret"],
-                "redirect_status": "succeeded" if passed else "failed",
-            }
-            return f"{back}{'&' if '?' in back else '?'}{urlencode(query)}"
-
-    def bank(self, method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        """The bank's check as a browser sees it: a page with two buttons, and their
-        answer, a redirect to the ``return_url``."""
-        match = BANK_PATH.fullmatch(path)
-        intent = self.objects.get(match.group(1)) if match else None
-        action = (intent or {}).get("next_action") or {}
-        url = (action.get("redirect_to_url") or {}).get("url", "")
-        if match is None or intent is None or not url.endswith(path.removesuffix("/complete")):
-            return 404, {"Content-Type": "text/html"}, b"<title>Not found</title>"
-        if method == "POST" and match.group(3):
-            passed = dict(parse_qsl(body.decode())).get("result") == "pass"
-            return 302, {"Location": self.authenticate(match.group(1), passed=passed)}, b""
-        amount = f"{intent['amount'] / 100:.2f} {intent['currency'].upper()}"
-        html = (
-            "<!doctype html><title>Your bank</title><h1>Confirm a payment</h1>"
-            f"<p>Pay {escape(amount)}?</p><form method=post action='{escape(path)}/complete'>"
-            "<button name=result value=pass>Complete authentication</button>"
-            "<button name=result value=fail>Fail authentication</button></form>"
-        )
-        return 200, {"Content-Type": "text/html"}, html.encode()
 
     def _list_line_items(self, session_id: str, params: JSON) -> JSON:
         items = self._line_items[session_id]
@@ -533,28 +298,6 @@ class FakeStripe:
             session["payment_intent"] = intent["id"]
             return copy.deepcopy(session)
 
-    def complete_setup(
-        self, session_id: str, *, last4: str = "4242", fingerprint: str | None = None
-    ) -> JSON:
-        """The customer saved a card in a ``mode=setup`` session: a PaymentMethod attached
-        to the session's customer and a succeeded SetupIntent (``usage: off_session``)
-        naming it; the completed session."""
-        with self._lock:
-            session = self._get("checkout.session", session_id)
-            if session["mode"] != "setup" or session["status"] != "open":
-                raise ValueError(f"{session_id} is not an open setup session")
-            card = {"brand": "visa", "last4": last4, "exp_month": 12, "exp_year": 2030}
-            card["fingerprint"] = fingerprint or secrets.token_hex(8)
-            card.update(country="US", funding="credit")
-            method = self._new("payment_method", "pm_", type="card", card=card)
-            method.update(customer=session["customer"], metadata={}, billing_details={})
-            intent = self._new("setup_intent", "seti_", status="succeeded", usage="off_session")
-            intent.update(customer=session["customer"], payment_method=method["id"])
-            intent.update(metadata=copy.deepcopy(self._intent_metadata[session_id]))
-            intent.update(payment_method_types=["card"], last_setup_error=None)
-            session.update(status="complete", setup_intent=intent["id"])
-            return copy.deepcopy(session)
-
     def pay_invoice(self, invoice_id: str, customer: str, amount: int) -> JSON:
         """The customer paid an invoice: its ``InvoicePayment``, naming a new payment intent."""
         with self._lock:
@@ -571,6 +314,7 @@ class FakeStripe:
         common = {"currency": self.currency, "customer": customer, "amount": amount}
         intent = self._new("payment_intent", "pi_", **common, metadata=copy.deepcopy(metadata))
         intent.update(amount_received=amount if paid else 0, latest_charge=None, next_action=None)
+        intent.update(canceled_at=None, cancellation_reason=None)
         intent["client_secret"] = f"{intent['id']}_secret_{secrets.token_hex(12)}"
         intent["status"] = "succeeded" if paid else "processing"
         charge = self._new("charge", "ch_", **common, metadata=copy.deepcopy(metadata))
@@ -588,9 +332,7 @@ class FakeStripe:
             session = self._get("checkout.session", session_id)
             if session["payment_intent"] is None or session["payment_status"] == "paid":
                 raise ValueError(f"{session_id} has no payment awaiting funds")
-            intent = self._get("payment_intent", session["payment_intent"])
-            intent.update(status="succeeded", amount_received=intent["amount"])
-            self._get("charge", intent["latest_charge"]).update(paid=True, status="succeeded")
+            self.succeed_payment(session["payment_intent"])
             session["payment_status"] = "paid"
             return copy.deepcopy(session)
 

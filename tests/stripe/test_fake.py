@@ -340,3 +340,26 @@ def test_an_intent_the_bank_wants_authenticated_is_confirmed_on_session(
         client.v1.payment_intents.confirm(intent.id, {"return_url": back})
     assert again.value.code == "payment_intent_unexpected_state"
     assert httpx.get(fake.bank_url(redirect.url)).status_code == 404  # the check is over
+
+
+def test_a_decline_is_replayed_to_a_retry_with_the_same_key(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    """Stripe saves the first answer of a request that ran, declined or not: a retry with its
+    key gets the same decline and makes no second PaymentIntent. A request refused before it
+    ran (missing parameters, a rate limit) is not saved."""
+    fake.intent_outcomes = ["declined:insufficient_funds", "succeeded"]
+    params: Any = {"amount": 450, "currency": "usd", "customer": "cus_1"}
+    params |= {"payment_method": "pm_1", "off_session": True, "confirm": True}
+    missing: Any = {"amount": 450}
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.payment_intents.create(missing, {"idempotency_key": "k"})
+    declines = []
+    for _ in range(2):
+        with pytest.raises(stripe.CardError) as declined:
+            client.v1.payment_intents.create(params, {"idempotency_key": "k"})
+        declines.append((declined.value.http_status, declined.value.json_body))
+    assert declines[0] == declines[1]
+    assert declines[0][0] == 402
+    assert len([o for o in fake.objects.values() if o["object"] == "payment_intent"]) == 1
+    assert fake.intent_outcomes == ["succeeded"]

@@ -7,6 +7,10 @@ Declines are stricter than the card networks: advice never to retry pauses at on
 declines back off 1 h, 2 h, 4 h and pause at the 4th in a row; a card declined 10 times in
 30 days pauses too. Stripe failing, unreachable or rate limiting is tried again and never
 counts as a decline. ``authentication_required`` waits for the customer (``needs_action``).
+A payment left ``processing`` ends with its webhook: ``payment_intent.succeeded`` grants,
+``payment_intent.payment_failed`` is a decline like any other, ``payment_intent.canceled``
+ends the attempt without counting one. Each attempt is resolved once: an answer or event
+for an attempt already resolved changes nothing.
 """
 
 from __future__ import annotations
@@ -35,11 +39,14 @@ NEVER_RETRY_DECLINES = {"do_not_try_again", "lost_card", "stolen_card", "pickup_
 MAX_CONSECUTIVE = 4
 MAX_PER_CARD = 10  # declines of one card in CARD_WINDOW
 CARD_WINDOW = timedelta(days=30)
+OPEN = {"queued", "processing"}  # an attempt Stripe's answer may still resolve
+INTENT_FAILED, INTENT_CANCELED = "payment_intent.payment_failed", "payment_intent.canceled"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Due:
-    """A queued attempt, with what charging it needs."""
+    """A queued attempt, with what charging it needs: its price (in the currency's minor
+    unit) once stored."""
 
     id: str
     account_id: str
@@ -47,12 +54,14 @@ class Due:
     customer_id: str
     payment_method_id: str
     pack: str | None
+    amount: int | None = None
+    currency: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Answer:
     """What Stripe answered: ``outcome`` succeeded, processing, declined,
-    authentication_required, or retry (Stripe failed: nothing counts)."""
+    authentication_required, canceled, or retry (Stripe failed: nothing counts)."""
 
     outcome: str
     payment_intent_id: str | None = None
@@ -60,18 +69,33 @@ class Answer:
     currency: str = ""
     decline_code: str | None = None
     advice_code: str | None = None
+    cancellation_reason: str | None = None
 
 
 async def due_attempts(conn: AsyncConnection, limit: int = 20) -> list[Due]:
     """Queued attempts whose account's auto top-up is still on and active."""
     query = (
         select(_A.id, _A.account_id, _A.credits, _R.customer_id, _A.payment_method_id, _R.pack)
+        .add_columns(_A.amount, _A.currency)
         .join(auto_topups, _R.account_id == _A.account_id)
         .where(_A.status == "queued", _R.enabled.is_(True), _R.state == "active")
         .order_by(_A.created_at)
         .limit(limit)
     )
     return [Due(**row._mapping) for row in await conn.execute(query)]
+
+
+async def price(
+    conn: AsyncConnection, due: Due, amount: int, currency: str, now: datetime
+) -> tuple[int, str]:
+    """Store the price an attempt is charged at, unless it has one (another worker priced
+    it first), so that every request for it sends Stripe the same parameters under its
+    key; the stored price."""
+    where = (_A.account_id == due.account_id, _A.id == due.id)
+    query = update(auto_topup_attempts).where(*where, _A.amount.is_(None))
+    await conn.execute(query.values(amount=amount, currency=currency, updated_at=now))
+    stored = (await conn.execute(select(_A.amount, _A.currency).where(*where))).one()
+    return int(stored.amount), str(stored.currency)
 
 
 async def cancel_stale(conn: AsyncConnection, now: datetime) -> int:
@@ -95,25 +119,11 @@ async def settle(
 ) -> str:
     """Record Stripe's answer to an attempt; the attempt's status after."""
     attempt = await _attempt(conn, due.account_id, due.id)
-    if attempt is None or attempt.status not in {"queued", "processing"}:
+    if attempt is None or attempt.status not in OPEN:
         return "settled" if attempt is None else str(attempt.status)
     if answer.outcome == "retry":
         return "queued"
-    await _set(conn, due, {"payment_intent_id": answer.payment_intent_id}, now)
-    if answer.outcome == "succeeded":
-        await _grant(conn, attempt, answer, settings, policy, now)
-        return "succeeded"
-    if answer.outcome == "processing":
-        await _set(conn, due, {"status": "processing"}, now)
-        return "processing"
-    if answer.outcome == "authentication_required":
-        await _set(conn, due, {"status": "needs_action", "in_flight": None}, now)
-        await _rule(conn, due.account_id, {"state": "needs_action"}, now)
-        told = {"attempt": due.id, "payment_intent": answer.payment_intent_id}
-        await service.tell(conn, policy, "needs_action", due.account_id, told, now)
-        return "needs_action"
-    await _declined(conn, due, answer, policy, now)
-    return "declined"
+    return await _resolve(conn, attempt, answer, settings, policy, now)
 
 
 async def intent_succeeded(
@@ -124,13 +134,9 @@ async def intent_succeeded(
     now: datetime,
 ) -> Handled | None:
     """``payment_intent.succeeded`` of an auto top-up (None: not one): grant it, once."""
-    metadata = intent.get("metadata") or {}
-    attempt_id, account_id = metadata.get("creditsd_auto_topup"), metadata.get("creditsd_account")
-    if not attempt_id or not account_id:
-        return None
-    attempt = await _attempt(conn, str(account_id), str(attempt_id))
-    if attempt is None:
-        return Handled("unknown_attempt", notes={"payment": intent.get("id")})
+    attempt = await _attempt_of(conn, intent)
+    if attempt is None or isinstance(attempt, Handled):
+        return attempt
     answer = Answer(
         outcome="succeeded",
         payment_intent_id=str(intent["id"]),
@@ -138,7 +144,88 @@ async def intent_succeeded(
         currency=str(intent.get("currency") or ""),
     )
     granted = await _grant(conn, attempt, answer, settings, policy, now)
-    return Handled(granted.name, granted.transfers, {"auto_topup": attempt_id, **granted.notes})
+    return Handled(granted.name, granted.transfers, {"auto_topup": attempt.id, **granted.notes})
+
+
+async def intent_ended(
+    conn: AsyncConnection,
+    kind: str,
+    intent: dict[str, Any],
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> Handled | None:
+    """``payment_intent.payment_failed`` or ``payment_intent.canceled`` of an auto top-up
+    (None: not one): a decline, read from ``last_payment_error`` as Stripe writes it (any
+    field may be null or missing), or a cancel; nothing when the attempt is resolved."""
+    attempt = await _attempt_of(conn, intent)
+    if attempt is None or isinstance(attempt, Handled):
+        return attempt
+    notes = {"auto_topup": attempt.id, "payment": intent.get("id")}
+    if attempt.status not in OPEN:
+        return Handled(f"already_{attempt.status}", notes=notes)
+    if kind == INTENT_CANCELED:
+        answer = Answer(
+            outcome="canceled",
+            payment_intent_id=notes["payment"],
+            cancellation_reason=intent.get("cancellation_reason"),
+        )
+    else:
+        error = intent.get("last_payment_error") or {}
+        codes = {error.get("code"), error.get("decline_code")}
+        outcome = "authentication_required" if "authentication_required" in codes else "declined"
+        answer = Answer(
+            outcome=outcome,
+            payment_intent_id=notes["payment"],
+            decline_code=error.get("decline_code"),
+            advice_code=error.get("advice_code"),
+        )
+    status = await _resolve(conn, attempt, answer, settings, policy, now)
+    return Handled(status, notes=notes)
+
+
+async def _attempt_of(conn: AsyncConnection, intent: dict[str, Any]) -> Any:
+    """The attempt a PaymentIntent's metadata names, locked; None when the intent is not
+    an auto top-up's, ``unknown_attempt`` when the attempt is not found."""
+    metadata = intent.get("metadata") or {}
+    attempt_id, account_id = metadata.get("creditsd_auto_topup"), metadata.get("creditsd_account")
+    if not attempt_id or not account_id:
+        return None
+    attempt = await _attempt(conn, str(account_id), str(attempt_id))
+    return attempt or Handled("unknown_attempt", notes={"payment": intent.get("id")})
+
+
+async def _resolve(
+    conn: AsyncConnection,
+    attempt: Any,
+    answer: Answer,
+    settings: Settings,
+    policy: Policy,
+    now: datetime,
+) -> str:
+    """What an open attempt's answer does; the attempt's status after."""
+    await _set(conn, attempt, {"payment_intent_id": answer.payment_intent_id}, now)
+    if answer.outcome == "succeeded":
+        await _grant(conn, attempt, answer, settings, policy, now)
+        return "succeeded"
+    if answer.outcome == "processing":
+        await _set(conn, attempt, {"status": "processing"}, now)
+        return "processing"
+    if answer.outcome == "authentication_required":
+        await _set(conn, attempt, {"status": "needs_action", "in_flight": None}, now)
+        await _rule(conn, attempt.account_id, {"state": "needs_action"}, now)
+        told = {"attempt": attempt.id, "payment_intent": answer.payment_intent_id}
+        await service.tell(conn, policy, "needs_action", attempt.account_id, told, now)
+        return "needs_action"
+    if answer.outcome == "canceled":
+        await _set(conn, attempt, {"status": "canceled", "in_flight": None}, now)
+        await repo.arm(conn, attempt.account_id)
+        rule = await repo.get_rule(conn, attempt.account_id)
+        failed = _failed(attempt, answer, rule.consecutive_declines, rule.next_attempt_at)
+        await service.tell(conn, policy, "failed", attempt.account_id, failed, now)
+        return "canceled"
+    await _declined(conn, attempt, answer, policy, now)
+    return "declined"
 
 
 async def _grant(
@@ -184,13 +271,13 @@ async def _grant(
 
 
 async def _declined(
-    conn: AsyncConnection, due: Due, answer: Answer, policy: Policy, now: datetime
+    conn: AsyncConnection, attempt: Any, answer: Answer, policy: Policy, now: datetime
 ) -> None:
     """Count a decline; back off, or pause when the advice, the streak or the card's
     30 days say so."""
     values = {"status": "declined", "in_flight": None, "decline_code": answer.decline_code}
-    await _set(conn, due, values, now)
-    rule = await repo.get_rule(conn, due.account_id, lock=True)
+    await _set(conn, attempt, values, now)
+    rule = await repo.get_rule(conn, attempt.account_id, lock=True)
     streak = rule.consecutive_declines + 1
     since = now - CARD_WINDOW
     card_declines = (
@@ -215,19 +302,25 @@ async def _declined(
         change |= {"state": "paused", "paused_reason": reason, "next_attempt_at": None}
     else:
         change["next_attempt_at"] = now + timedelta(hours=2 ** (streak - 1))
-    await _rule(conn, due.account_id, change, now)
-    retry_at = change.get("next_attempt_at")
-    failed = {
-        "attempt": due.id,
+    await _rule(conn, attempt.account_id, change, now)
+    failed = _failed(attempt, answer, streak, change.get("next_attempt_at"))
+    await service.tell(conn, policy, "failed", attempt.account_id, failed, now)
+    if reason is not None:
+        await service.tell(conn, policy, "paused", attempt.account_id, {"reason": reason}, now)
+
+
+def _failed(attempt: Any, answer: Answer, streak: int, retry_at: datetime | None) -> dict[str, Any]:
+    """What ``auto_topup.failed`` says of a decline or a cancel."""
+    return {
+        "attempt": attempt.id,
         "payment_intent": answer.payment_intent_id,
         "decline_code": answer.decline_code,
         "advice_code": answer.advice_code,
+        "canceled": answer.outcome == "canceled",
+        "cancellation_reason": answer.cancellation_reason,
         "consecutive_declines": streak,
         "next_attempt_at": retry_at.isoformat() if retry_at else None,
     }
-    await service.tell(conn, policy, "failed", due.account_id, failed, now)
-    if reason is not None:
-        await service.tell(conn, policy, "paused", due.account_id, {"reason": reason}, now)
 
 
 async def _attempt(conn: AsyncConnection, account_id: str, attempt_id: str) -> Any:
@@ -235,8 +328,10 @@ async def _attempt(conn: AsyncConnection, account_id: str, attempt_id: str) -> A
     return (await conn.execute(query.with_for_update())).first()
 
 
-async def _set(conn: AsyncConnection, due: Due, values: dict[str, Any], now: datetime) -> None:
-    query = update(auto_topup_attempts).where(_A.account_id == due.account_id, _A.id == due.id)
+async def _set(conn: AsyncConnection, attempt: Any, values: dict[str, Any], now: datetime) -> None:
+    query = update(auto_topup_attempts).where(
+        _A.account_id == attempt.account_id, _A.id == attempt.id
+    )
     await conn.execute(query.values(**values, updated_at=now))
 
 

@@ -34,10 +34,15 @@ async def update_rule(conn: AsyncConnection, account_id: str, values: dict[str, 
 
 
 async def arm(conn: AsyncConnection, account_id: str) -> None:
-    """Copy the rule's threshold to ``accounts.auto_topup_below`` while it can charge (on,
-    a card saved, active), NULL otherwise: the posting engine reads it with the account."""
+    """Copy the rule's threshold to ``accounts.auto_topup_below`` while it can start an
+    attempt (on, a card saved, active, none in flight), NULL otherwise: the posting engine
+    reads it with the account, so a write that can start none costs nothing more. Called
+    in every transaction that changes one of those."""
     row = await get_rule(conn, account_id)
     armed = row.enabled and row.payment_method_id is not None and row.state == "active"
+    if armed:
+        in_flight = select(_A.id).where(_A.in_flight == account_id).limit(1)
+        armed = (await conn.execute(in_flight)).first() is None
     below = row.threshold if armed else None
     query = update(accounts).where(accounts.c.id == account_id)
     await conn.execute(query.values(auto_topup_below=below))

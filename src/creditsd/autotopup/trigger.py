@@ -6,9 +6,10 @@ whose card is saved, which is neither paused nor waiting for the customer, and w
 backing off after a decline, gets an attempt when it is below its threshold (or was refused).
 The attempt's ``in_flight`` column holds the account id until the attempt is resolved, under
 a unique constraint: however many writes cross the threshold at once, and however often it is
-crossed again while one is in flight, one attempt is queued. The monthly cap is checked here
-too: a ``target_balance`` attempt is cut down to what the cap leaves, a pack that does not fit
-whole is not bought.
+crossed again while one is in flight, one attempt is queued. The claim disarms the account's
+threshold until the attempt is resolved, so the writes in between cost nothing more. The
+monthly cap is checked here too: a ``target_balance`` attempt is cut down to what the cap
+leaves, a pack that does not fit whole is not bought.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ async def queue_attempts(
             continue
         credits = await _credits(conn, rule, available[account_id], settings, now)
         if credits > 0:
-            await _claim(conn, rule, credits, now)
+            if await _claim(conn, rule, credits, now):
+                await repo.arm(conn, account_id)  # disarmed until the attempt is resolved
         elif (told := await _cap_reached(conn, rule, settings, now)) is not None:
             capped[account_id] = told
     return capped

@@ -238,12 +238,20 @@ class StripeBilling:
         amount = -(-int(price.unit_amount) * due.credits // pack_credits)
         return amount, str(price.currency)
 
-    async def charge_saved_card(self, due: Due) -> Answer:
-        """Charge the saved card off-session for a queued attempt, confirmed at once, under
-        an idempotency key of the attempt (a retry after a crash gets Stripe's first answer).
-        Stripe failing, unreachable or rate limiting answers ``retry``."""
+    async def quote(self, due: Due) -> tuple[int, str] | None:
+        """:meth:`price_of`, or None when Stripe failed, was out of reach or rate limited
+        (to try again)."""
         try:
-            amount, currency = await self.price_of(due)
+            return await self.price_of(due)
+        except PaymentProviderError:  # logged by _call
+            return None
+
+    async def charge_saved_card(self, due: Due, amount: int, currency: str) -> Answer:
+        """Charge the saved card off-session for a queued attempt, confirmed at once, under
+        an idempotency key of the attempt (a retry after a crash, at the same price, gets
+        Stripe's first answer). Stripe failing, unreachable or rate limiting answers
+        ``retry``."""
+        try:
             metadata = {"creditsd_account": due.account_id, "creditsd_auto_topup": due.id}
             params: Any = {
                 "amount": amount,
@@ -258,7 +266,7 @@ class StripeBilling:
             intent = await self.client.v1.payment_intents.create_async(params, options)
         except stripe.CardError as exc:
             return _card_error(exc)
-        except (stripe.StripeError, PaymentProviderError) as exc:
+        except stripe.StripeError as exc:
             log.warning("auto top-up %s waits: %s", due.id, _why(exc))
             return Answer(outcome="retry")
         status = str(intent.status)
@@ -420,6 +428,9 @@ class StripeBilling:
                 account_id = str(item["metadata"]["creditsd_account"])
                 await charging.lift_needs_action(conn, account_id, policy, now)
             return topped_up or await purchases.confirm_payment(conn, item["id"], now)
+        if kind in {charging.INTENT_FAILED, charging.INTENT_CANCELED}:
+            ended = await charging.intent_ended(conn, kind, item, settings, policy, now)
+            return ended or Handled("ignored")
         if kind in refunds.MONEY_BACK:
             return await refunds.money_back(conn, event["id"], kind, item, settings, policy, now)
         if kind == purchases.INVOICE_PAID:
