@@ -71,6 +71,16 @@ class Answer:
     advice_code: str | None = None
     cancellation_reason: str | None = None
 
+    @classmethod
+    def paid(cls, intent: dict[str, Any]) -> Answer:
+        """A succeeded PaymentIntent, as Stripe writes it (a webhook's or a retrieval's)."""
+        return cls(
+            outcome="succeeded",
+            payment_intent_id=str(intent["id"]),
+            amount=int(intent.get("amount_received") or intent.get("amount") or 0),
+            currency=str(intent.get("currency") or ""),
+        )
+
 
 async def due_attempts(conn: AsyncConnection, limit: int = 20) -> list[Due]:
     """Queued attempts whose account's auto top-up is still on and active."""
@@ -137,13 +147,7 @@ async def intent_succeeded(
     attempt = await _attempt_of(conn, intent)
     if attempt is None or isinstance(attempt, Handled):
         return attempt
-    answer = Answer(
-        outcome="succeeded",
-        payment_intent_id=str(intent["id"]),
-        amount=int(intent.get("amount_received") or intent.get("amount") or 0),
-        currency=str(intent.get("currency") or ""),
-    )
-    granted = await _grant(conn, attempt, answer, settings, policy, now)
+    granted = await _grant(conn, attempt, Answer.paid(intent), settings, policy, now)
     return Handled(granted.name, granted.transfers, {"auto_topup": attempt.id, **granted.notes})
 
 
@@ -409,13 +413,7 @@ async def customer_answered(
     status = intent.get("status")
     if status == "succeeded":
         if attempt.status != "succeeded":
-            answer = Answer(
-                outcome="succeeded",
-                payment_intent_id=str(intent["id"]),
-                amount=int(intent.get("amount_received") or intent.get("amount") or 0),
-                currency=str(intent.get("currency") or ""),
-            )
-            await _grant(conn, attempt, answer, settings, policy, now)
+            await _grant(conn, attempt, Answer.paid(intent), settings, policy, now)
         await lift_needs_action(conn, due.account_id, policy, now)
         return "succeeded"
     error = intent.get("last_payment_error") or {}
