@@ -109,7 +109,7 @@ async def test_auto_top_up_turned_on_lands_and_a_declined_card_pauses_it(
         await expect(section.get_by_test_id("auto-top-up-month")).to_have_text(
             "450 of 5,000 credits bought this month"
         )
-        await expect(page.locator(".entry").first).to_contain_text("Bought")
+        await expect(page.locator(".entry").first).to_contain_text("Bought · Automatic top-up")
         await shoot(page, "billing-auto-top-up-landed")
 
         fake.intent_outcomes = ["declined:generic_decline"] * 4

@@ -136,6 +136,7 @@ def test_every_kind_has_a_customer_word(kind: str, title: str) -> None:
     [
         ({"description": "refund", "kind": "clawback"}, "Payment refunded"),
         ({"description": "credit pack purchase", "kind": "purchase"}, "Credit pack"),
+        ({"description": "auto top-up", "kind": "purchase"}, "Automatic top-up"),
         ({"description": "balance sync from the gateway", "kind": "sync"}, None),
         ({"description": "cplan_pro allowance", "metadata": {"plan": "cplan_pro"}}, None),
         ({"description": "Sorry about the outage", "kind": "grant"}, "Sorry about the outage"),

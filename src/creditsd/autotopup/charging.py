@@ -252,6 +252,7 @@ async def _grant(
             attempt.credits, [{"pack": "auto top-up", "quantity": 1, "auto_topup": attempt.id}], []
         ),
         event_id=f"auto_topup:{attempt.id}",
+        description="auto top-up",
     )
     granted = await purchases.record_purchase(conn, paid, settings, policy, now)
     values = {"status": "succeeded", "in_flight": None, "payment_intent_id": paid.payment_id}

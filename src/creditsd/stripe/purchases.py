@@ -113,6 +113,7 @@ class Purchase:
     event_id: str
     session_id: str | None = None
     invoice_id: str | None = None
+    description: str = "credit pack purchase"  # the transfer's, as the customer's page reads it
 
 
 async def record_purchase(
@@ -145,7 +146,7 @@ async def record_purchase(
         amount=priced.credits,
         app=STRIPE_APP,
         idempotency_key=f"stripe:payment:{payment_id}",
-        description="credit pack purchase",
+        description=purchase.description,
         metadata={
             "stripe_payment": payment_id,
             "packs": ", ".join(f"{item['pack']} × {item['quantity']}" for item in priced.items),

@@ -41,6 +41,7 @@ KIND_TITLES = {
 # The descriptions creditsd and its integrations write, as a customer reads them.
 DESCRIPTIONS = {
     "credit pack purchase": "Credit pack",
+    "auto top-up": "Automatic top-up",
     "initial grant": "Credits to start with",
     "refund": "Payment refunded",
     "dispute": "Payment disputed",
