@@ -16,6 +16,11 @@ concurrent callers; each column a way to charge, run for the same time in the sa
   (same balance and lot, :func:`wallet`) for the wallet's one member, whose day limit is
   too large ever to refuse: every batch reads and counts the limits of the wallets it
   charges.
+- **Ledger + auto top-up**: the same, each charge debiting the account's armed twin (same
+  balance and lot, :func:`armed`), whose auto top-up is on, has a card saved and is active
+  (so ``accounts.auto_topup_below`` is set, as ``autotopup.repository.arm`` sets it) with a
+  threshold (``THRESHOLD``) no charge here crosses: every write reads the armed threshold
+  and calls for no top-up.
 - **Ledger + webhook**: the same with one webhook endpoint subscribed to
   ``charge.succeeded``, so every charge also writes an outbox row (``--no-subscriber``
   leaves it out).
@@ -59,9 +64,12 @@ from typing import IO, TypeVar
 
 import asyncpg
 import httpx
+from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from creditsd.autotopup import repository as topups
+from creditsd.autotopup.models import Card, Rule
 from creditsd.config import load_settings
 from creditsd.inprocess import Ledger
 from creditsd.kit import db, ids
@@ -72,6 +80,7 @@ from creditsd.ledger.models import STRIPE
 from creditsd.members import service as members
 from creditsd.members.service import LimitSpec
 from creditsd.migrations import upgrade
+from creditsd.tables import auto_topups
 from creditsd.webhooks import service as webhooks
 
 SPREAD_ACCOUNTS = 10_000
@@ -82,7 +91,22 @@ HOOK_URL = "http://127.0.0.1:9/hook"  # nothing delivers here: the bench runs no
 WARM_UP = 0.3  # seconds of charges a Ledger makes before it is measured
 MEMBER = "bench-member"  # each wallet's one member
 DAY_LIMIT = START_BALANCE  # the member's: all the wallet holds, so no charge is refused
-MEMBER_LANES = 4  # transactions adding members at once while the bench prepares
+MEMBER_LANES = 4  # transactions adding members (or arming top-ups) at once while preparing
+THRESHOLD = START_BALANCE // 2  # the armed twins': the bench spends far less than half
+RULE = Rule(
+    enabled=True,
+    threshold=THRESHOLD,
+    target_balance=START_BALANCE,
+    pack=None,
+    monthly_cap=START_BALANCE,
+)
+CARD = Card(
+    customer_id="cus_bench",
+    payment_method_id="pm_bench",
+    fingerprint=None,
+    last4="4242",
+    brand="visa",
+)
 
 Charge = Callable[[str, str], Awaitable[None]]
 T = TypeVar("T")
@@ -132,6 +156,11 @@ def wallet(account: str) -> str:
     return f"team:{account}"
 
 
+def armed(account: str) -> str:
+    """The twin of a scenario's account whose auto top-up is armed: ``hot`` → ``armed:hot``."""
+    return f"armed:{account}"
+
+
 async def buy(
     conn: AsyncConnection, now: datetime, bought: list[Movement], policy: posting.Policy
 ) -> None:
@@ -165,9 +194,42 @@ async def give_members(url: str, wallets: list[str]) -> None:
     await ledger.close()
 
 
+async def add_topups(conn: AsyncConnection, now: datetime, twins: list[str]) -> None:
+    """Give each twin its auto top-up rule with a saved card (one set-based insert), then
+    arm it as every change of a rule does."""
+    consent = {
+        "customer_id": CARD.customer_id,
+        "payment_method_id": CARD.payment_method_id,
+        "card_fingerprint": CARD.fingerprint,
+        "card_last4": CARD.last4,
+        "card_brand": CARD.brand,
+        "consented_by": "bench",
+        "consented_at": now,
+        "consented_rule": RULE.stored(),
+    }
+    rule = {**RULE.stored(), **consent, "state": "active", "created_at": now, "updated_at": now}
+    await conn.execute(insert(auto_topups), [{**rule, "account_id": twin} for twin in twins])
+    for twin in twins:
+        await topups.arm(conn, twin)
+
+
+async def arm_topups(url: str, twins: list[str]) -> None:
+    """Arm every twin's auto top-up, a thousand twins a transaction, ``MEMBER_LANES``
+    transactions at once."""
+    env = environment(url, MEMBER_LANES, None)
+    ledger = await Ledger.connect(load_settings(os.devnull, environ=env))
+
+    async def lane(mine: list[str]) -> None:
+        for first in range(0, len(mine), 1000):
+            await ledger.database.write(partial(add_topups, twins=mine[first : first + 1000]))
+
+    await asyncio.gather(*(lane(twins[n::MEMBER_LANES]) for n in range(MEMBER_LANES)))
+    await ledger.close()
+
+
 async def prepare(admin_url: str) -> str:
-    """A migrated scratch database with the hot account and 10,000 others, and a wallet
-    twin of each with its member."""
+    """A migrated scratch database with the hot account and 10,000 others, a wallet twin
+    of each with its member, and an armed twin of each with its auto top-up."""
     await drop_scratch(admin_url)
     admin = await asyncpg.connect(dsn(admin_url))
     await admin.execute(f"CREATE DATABASE {SCRATCH}")
@@ -178,7 +240,8 @@ async def prepare(admin_url: str) -> str:
     await engine.dispose()
     scenario = ["hot", *(f"acct-{n:05d}" for n in range(SPREAD_ACCOUNTS))]
     wallets = [wallet(account) for account in scenario]
-    accounts = scenario + wallets
+    twins = [armed(account) for account in scenario]
+    accounts = scenario + wallets + twins
     conn = await asyncpg.connect(url)
     now = datetime.now(UTC)
     await conn.executemany(
@@ -210,6 +273,7 @@ async def prepare(admin_url: str) -> str:
         await ledger.database.write(partial(buy, bought=bought, policy=ledger.policy))
     await ledger.close()
     await give_members(url, wallets)
+    await arm_topups(url, twins)
     conn = await asyncpg.connect(url)
     await conn.execute("VACUUM ANALYZE")
     await conn.close()
@@ -470,6 +534,15 @@ def by_member(ledger: Ledger) -> Charge:
     return charge
 
 
+def by_armed_twin(ledger: Ledger) -> Charge:
+    """A charge through the in-process Ledger of the account's armed twin."""
+
+    async def charge(account: str, key: str) -> None:
+        await ledger.charge(armed(account), 1, idempotency_key=key, app="bench")
+
+    return charge
+
+
 async def measure(charge: Charge, workers: int, hot: bool, seconds: float, tag: str) -> Result:
     """Run ``workers`` loops of charges for ``seconds``."""
     latencies: list[float] = []
@@ -725,16 +798,20 @@ async def in_process(url: str, options: Options, table: Table, notes: list[str])
                 settings = load_settings(os.devnull, environ=env)
                 ledger = await patiently(partial(Ledger.connect, settings))
                 gc = "g" if mode else "n"
-                charge, limited = through(ledger), by_member(ledger)
+                charge, limited, topped = through(ledger), by_member(ledger), by_armed_twin(ledger)
                 # Its pool opens and its caches fill here, as the floors' pools open before.
                 await fill(ledger, min(workers, options.connections))
                 await measure(charge, workers, hot, WARM_UP, f"w{gc}{cell}")
                 await measure(limited, workers, hot, WARM_UP, f"wm{gc}{cell}")
+                await measure(topped, workers, hot, WARM_UP, f"wa{gc}{cell}")
                 found = await measure(charge, workers, hot, options.seconds, f"L{gc}{cell}")
                 table.setdefault(label("Ledger", mode, options), {})[key] = Cell.of(found)
                 found = await measure(limited, workers, hot, options.seconds, f"M{gc}{cell}")
                 limits = label("Ledger + member limit", mode, options)
                 table.setdefault(limits, {})[key] = Cell.of(found)
+                found = await measure(topped, workers, hot, options.seconds, f"A{gc}{cell}")
+                armed_column = label("Ledger + auto top-up", mode, options)
+                table.setdefault(armed_column, {})[key] = Cell.of(found)
                 if options.subscriber:
                     await subscribe(url, endpoint_id, on=True)
                     ledger.outbox.forget()  # so this process sees it now
@@ -860,6 +937,7 @@ def report(table: Table, options: Options, default_gc: bool, notes: list[str]) -
         ratios += [(f"Ledger/set{suffix}", ledger, "set-based floor")]
         ratios += [(f"HTTP/Ledger{suffix}", http, ledger)]
         ratios += [(f"limit/Ledger{suffix}", label("Ledger + member limit", mode, options), ledger)]
+        ratios += [(f"top-up/Ledger{suffix}", label("Ledger + auto top-up", mode, options), ledger)]
         hooked = label("Ledger + webhook", mode, options)
         if options.subscriber:
             ratios += [(f"webhook/Ledger{suffix}", hooked, ledger)]
